@@ -1,0 +1,96 @@
+# Koumpa - build, test and run. Dependencies come from pkg-config (Debian
+# packages, installed by scripts/install-deps.sh).
+#
+#   make            build build/koumpa
+#   make run        install what is missing, build, serve on http://localhost:8080 (data in ./data)
+#   make test       the whole suite: unit tests, integration tests, OpenAPI lint
+#   make sanitize   the suite under AddressSanitizer + UndefinedBehaviorSanitizer (build-asan/)
+#   make valgrind   the integration tests with the server under valgrind
+#   make coverage   line coverage of the C code (gcovr), build-cov/
+#   make bench      benchmarks (bench/), printing figures
+#   make lint       cppcheck + clang-format check
+
+BUILD   ?= build
+PKGS    := libevent libevent_pthreads jansson openssl sqlite3 libcurl libsodium libzip
+CC      ?= cc
+WARN    := -Wall -Wextra -Werror -Wshadow -Wpointer-arith -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 -Wno-format-nonliteral
+CFLAGS  ?= -O2 -g
+CPPFLAGS_ALL := -std=c11 -D_GNU_SOURCE -Isrc $(shell pkg-config --cflags $(PKGS))
+LDLIBS_ALL   := $(shell pkg-config --libs $(PKGS)) -lpthread -lm
+SAN     ?=
+
+SRCS      := $(shell find src -name '*.c' | sort)
+LIB_SRCS  := $(filter-out src/cli/%,$(SRCS))
+CLI_SRCS  := $(filter src/cli/%,$(SRCS))
+LIB_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
+CLI_OBJS  := $(CLI_SRCS:%.c=$(BUILD)/obj/%.o)
+TEST_SRCS := $(sort $(wildcard tests/unit/test_*.c))
+TEST_BINS := $(TEST_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
+TEST_HELPER_SRCS := $(filter-out tests/unit/test_%.c,$(wildcard tests/unit/*.c))
+TEST_HELPER_OBJS := $(TEST_HELPER_SRCS:%.c=$(BUILD)/obj/%.o)
+
+all: $(BUILD)/koumpa
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	@echo "  CC    $<"
+	@$(CC) $(CPPFLAGS_ALL) $(WARN) $(CFLAGS) $(SAN) -MMD -MP -c $< -o $@
+
+$(BUILD)/libkoumpa.a: $(LIB_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/koumpa: $(CLI_OBJS) $(BUILD)/libkoumpa.a
+	$(CC) $(CFLAGS) $(SAN) -o $@ $(CLI_OBJS) $(BUILD)/libkoumpa.a $(LDLIBS_ALL)
+
+$(BUILD)/tests/%: tests/unit/%.c $(TEST_HELPER_OBJS) $(BUILD)/libkoumpa.a
+	@mkdir -p $(dir $@)
+	@echo "  LD    $@"
+	@$(CC) $(CPPFLAGS_ALL) -Itests/unit $(WARN) $(CFLAGS) $(SAN) -o $@ $< $(TEST_HELPER_OBJS) $(BUILD)/libkoumpa.a $(LDLIBS_ALL) -lcmocka
+
+unit: $(BUILD)/koumpa $(TEST_BINS)
+	@tests/run-unit.sh $(BUILD)
+
+integration: $(BUILD)/koumpa
+	@tests/run-integration.sh $(BUILD)
+
+openapi:
+	@tests/lint-openapi.sh
+
+test: deps-test unit integration openapi
+
+deps:
+	@scripts/install-deps.sh
+
+deps-test:
+	@scripts/install-deps.sh --test
+
+run: deps $(BUILD)/koumpa
+	$(BUILD)/koumpa serve
+
+sanitize:
+	$(MAKE) BUILD=build-asan CFLAGS="-O1 -g -fno-omit-frame-pointer" \
+	    SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined" unit integration
+
+valgrind: $(BUILD)/koumpa
+	KOUMPA_TEST_WRAPPER="valgrind --quiet --leak-check=full --show-leak-kinds=definite,indirect --errors-for-leak-kinds=definite,indirect --error-exitcode=99 --suppressions=tests/valgrind.supp" \
+	    tests/run-integration.sh $(BUILD)
+
+coverage:
+	$(MAKE) BUILD=build-cov CFLAGS="-O0 -g --coverage" SAN="--coverage" unit integration
+	gcovr --root . --filter src/ --object-directory build-cov/obj --print-summary --txt build-cov/coverage.txt --fail-under-line 80 build-cov/obj
+
+bench: $(BUILD)/koumpa
+	bench/run.sh $(BUILD)
+
+lint:
+	cppcheck --quiet --error-exitcode=1 --enable=warning,portability --inline-suppr -Isrc src
+	clang-format --dry-run --Werror $(SRCS) $(TEST_SRCS)
+
+clean:
+	rm -rf build build-asan build-cov
+
+.PHONY: all unit integration openapi test deps deps-test run sanitize valgrind coverage bench lint clean
+.SECONDARY:
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

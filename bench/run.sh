@@ -1,0 +1,127 @@
+#!/bin/sh
+# bench/run.sh BUILD_DIR - HTTP throughput of `koumpa serve` with wrk.
+#
+# Starts the server on a temporary data dir (cheap Argon2 so sign-up is quick),
+# signs up a user for a bearer token, then runs wrk against
+#   GET /healthz  (routing + a database ping)
+#   GET /v1/me    (token verification + user and balance reads)
+# and, if nginx is installed, a fixed 200 from nginx for scale. Prints a
+# table of requests/s and p99 latency. The server logs one line per request
+# at the default level (info), to a file, as it would in production.
+#
+# Knobs (environment): BENCH_DURATION (10s), BENCH_CONNECTIONS (64),
+# BENCH_THREADS (2, wrk threads), KOUMPA_THREADS (server workers, default: cores),
+# KOUMPA_LOG_LEVEL (info).
+# wrk runs on the same machine: on a small box it takes a share of the CPU
+# the server would otherwise have, so compare rows, not absolute numbers.
+set -eu
+BUILD_DIR=${1:-build}
+cd "$(dirname "$0")/.."
+BIN="$BUILD_DIR/koumpa"
+DURATION=${BENCH_DURATION:-10s}
+CONNECTIONS=${BENCH_CONNECTIONS:-64}
+WRK_THREADS=${BENCH_THREADS:-2}
+
+for tool in wrk curl; do
+    command -v "$tool" >/dev/null 2>&1 || { echo "bench: $tool is required" >&2; exit 2; }
+done
+[ -x "$BIN" ] || { echo "bench: $BIN not found; build it first (make $BIN)" >&2; exit 2; }
+
+WORK=$(mktemp -d /tmp/koumpa-bench-XXXXXX)
+SERVER_PID=""
+NGINX_PID=""
+cleanup() {
+    [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null
+    [ -n "$NGINX_PID" ] && kill "$NGINX_PID" 2>/dev/null && wait "$NGINX_PID" 2>/dev/null
+    rm -rf "$WORK"
+}
+trap cleanup EXIT INT TERM
+
+# A free TCP port: bind port 0 and read what the kernel chose.
+free_port() {
+    node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})' 2>/dev/null ||
+        python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'
+}
+
+PORT=$(free_port)
+APPS_PORT=$(free_port)
+URL="http://127.0.0.1:$PORT"
+
+env KOUMPA_DATA_DIR="$WORK/data" KOUMPA_ADDR="127.0.0.1:$PORT" KOUMPA_APPS_ADDR="127.0.0.1:$APPS_PORT" \
+    KOUMPA_PWHASH_MEMLIMIT_KIB=8192 KOUMPA_PWHASH_OPSLIMIT=1 KOUMPA_LOG_LEVEL="${KOUMPA_LOG_LEVEL:-info}" \
+    "$BIN" serve >"$WORK/server.log" 2>&1 &
+SERVER_PID=$!
+
+i=0
+until curl -fs "$URL/healthz" >/dev/null 2>&1; do
+    i=$((i + 1))
+    if [ $i -gt 300 ] || ! kill -0 "$SERVER_PID" 2>/dev/null; then
+        echo "bench: the server did not come up; its log:" >&2
+        cat "$WORK/server.log" >&2
+        exit 1
+    fi
+    sleep 0.1
+done
+
+SIGNUP=$(curl -fs -X POST -H 'Content-Type: application/json' \
+    -d '{"email":"bench@example.com","password":"bench password 123"}' "$URL/v1/auth/signup")
+TOKEN=$(printf '%s' "$SIGNUP" | sed -n 's/.*"token":"\([^"]*\)".*/\1/p')
+[ -n "$TOKEN" ] || { echo "bench: sign-up failed: $SIGNUP" >&2; exit 1; }
+curl -fs -H "Authorization: Bearer $TOKEN" "$URL/v1/me" >/dev/null ||
+    { echo "bench: GET /v1/me failed with the new token" >&2; exit 1; }
+
+RESULTS="$WORK/results"
+: >"$RESULTS"
+
+# run_wrk LABEL URL [wrk args...]: appends "label|req/s|p99|non-2xx" to RESULTS
+run_wrk() {
+    label=$1
+    target=$2
+    shift 2
+    out="$WORK/wrk.out"
+    wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$@" "$target" >"$out" 2>&1 ||
+        { echo "bench: wrk failed for $label:" >&2; cat "$out" >&2; exit 1; }
+    rps=$(sed -n 's/^Requests\/sec: *\([0-9.]*\).*/\1/p' "$out")
+    p99=$(sed -n 's/^ *99% *\([0-9.]*[a-z]*\).*/\1/p' "$out")
+    bad=$(sed -n 's/^ *Non-2xx or 3xx responses: *\([0-9]*\).*/\1/p' "$out")
+    printf '%s|%s|%s|%s\n' "$label" "${rps:-?}" "${p99:-?}" "${bad:-0}" >>"$RESULTS"
+}
+
+echo "koumpa bench: wrk -t$WRK_THREADS -c$CONNECTIONS -d$DURATION, $(nproc) cores, server log level ${KOUMPA_LOG_LEVEL:-info}"
+run_wrk "koumpa GET /healthz" "$URL/healthz"
+run_wrk "koumpa GET /v1/me" "$URL/v1/me" -H "Authorization: Bearer $TOKEN"
+
+kill "$SERVER_PID"
+wait "$SERVER_PID" || { echo "bench: the server exited with an error; its log tail:" >&2; tail -n 20 "$WORK/server.log" >&2; exit 1; }
+SERVER_PID=""
+
+if command -v nginx >/dev/null 2>&1; then
+    NPORT=$(free_port)
+    mkdir -p "$WORK/nginx"
+    cat >"$WORK/nginx/nginx.conf" <<EOF
+worker_processes auto;
+daemon off;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/error.log;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    client_body_temp_path $WORK/nginx;
+    proxy_temp_path $WORK/nginx;
+    fastcgi_temp_path $WORK/nginx;
+    uwsgi_temp_path $WORK/nginx;
+    scgi_temp_path $WORK/nginx;
+    server { listen 127.0.0.1:$NPORT; location / { return 200 '{"status":"ok"}'; } }
+}
+EOF
+    nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" &
+    NGINX_PID=$!
+    sleep 0.5
+    run_wrk "nginx fixed 200 (reference)" "http://127.0.0.1:$NPORT/"
+fi
+
+printf '\n%-32s %12s %10s %9s\n' "target" "requests/s" "p99" "non-2xx"
+printf '%-32s %12s %10s %9s\n' "--------------------------------" "------------" "----------" "---------"
+while IFS='|' read -r label rps p99 bad; do
+    printf '%-32s %12s %10s %9s\n' "$label" "$rps" "$p99" "$bad"
+done <"$RESULTS"

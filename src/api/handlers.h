@@ -1,0 +1,35 @@
+/*
+ * handlers.h - every endpoint's handler, one .c file per resource:
+ *   system_routes.c  GET /, /healthz, /metrics
+ *   auth_routes.c    POST /v1/auth/signup, /v1/auth/login
+ *   me_routes.c      GET /v1/me, /v1/me/ledger
+ *   plans_routes.c   GET /v1/plans
+ *   admin_routes.c   PUT /v1/admin/plans/{id}, PUT /v1/admin/users/{id}/plan, GET /v1/admin/users
+ * routes.c maps methods and paths to them. Handlers read a kp_req and fill a
+ * kp_resp (api/http.h); they never see the HTTP library.
+ */
+#ifndef KP_HANDLERS_H
+#define KP_HANDLERS_H
+
+#include "api/router.h"
+
+void kp_h_root(kp_ctx *ctx, kp_req *req, kp_resp *resp);
+void kp_h_healthz(kp_ctx *ctx, kp_req *req, kp_resp *resp);
+void kp_h_metrics(kp_ctx *ctx, kp_req *req, kp_resp *resp);
+
+void kp_h_signup(kp_ctx *ctx, kp_req *req, kp_resp *resp);
+void kp_h_login(kp_ctx *ctx, kp_req *req, kp_resp *resp);
+
+void kp_h_me(kp_ctx *ctx, kp_req *req, kp_resp *resp);
+void kp_h_me_ledger(kp_ctx *ctx, kp_req *req, kp_resp *resp);
+
+void kp_h_plans_list(kp_ctx *ctx, kp_req *req, kp_resp *resp);
+
+void kp_h_admin_plan_put(kp_ctx *ctx, kp_req *req, kp_resp *resp);
+void kp_h_admin_user_plan_put(kp_ctx *ctx, kp_req *req, kp_resp *resp);
+void kp_h_admin_users_find(kp_ctx *ctx, kp_req *req, kp_resp *resp);
+
+/* Shared by handlers: a unix time as RFC 3339 UTC ("2026-11-24T19:41:18Z"). */
+json_t *kp_h_time_json(int64_t t);
+
+#endif

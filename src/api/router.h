@@ -1,0 +1,61 @@
+/*
+ * router.h - the application's front door, shared by every host.
+ *
+ * kp_router_dispatch() matches method + path against the route table
+ * (routes.c), answers 404 / 405 (with Allow) itself, authenticates the caller
+ * when the route asks for it (Bearer token -> kp_principal, 401 with
+ * WWW-Authenticate: Bearer on any failure, 403 for non-admins on admin
+ * routes), then calls the handler. Hosts call nothing else.
+ *
+ * kp_app holds what lives for the whole process (thread-safe parts);
+ * kp_ctx is per host thread (its own database handle).
+ */
+#ifndef KP_ROUTER_H
+#define KP_ROUTER_H
+
+#include "api/http.h"
+#include "core/config.h"
+#include "store/store.h"
+
+typedef struct kp_auth kp_auth;             /* token verifier, auth/auth.h */
+typedef struct kp_ratelimit kp_ratelimit;   /* core/ratelimit.h */
+typedef struct kp_metrics kp_metrics;       /* core/metrics.h */
+
+typedef struct kp_app {
+    const kp_config *cfg;
+    kp_auth *auth;
+    kp_ratelimit *login_limit;
+    kp_metrics *metrics;
+    void *gen;                  /* generation service (issue 3), NULL until then */
+} kp_app;
+
+typedef struct kp_ctx {
+    kp_app *app;
+    kp_store *store;            /* this thread's handle */
+} kp_ctx;
+
+typedef enum kp_auth_level {
+    KP_AUTH_NONE = 0,
+    KP_AUTH_USER,
+    KP_AUTH_ADMIN
+} kp_auth_level;
+
+typedef void (*kp_handler_fn)(kp_ctx *ctx, kp_req *req, kp_resp *resp);
+
+typedef struct kp_route {
+    const char *method;
+    const char *pattern;        /* "/v1/admin/plans/{id}": {x} matches one non-empty segment */
+    kp_handler_fn handler;
+    kp_auth_level auth;
+} kp_route;
+
+/* The route table (routes.c), terminated by a zeroed entry. */
+extern const kp_route kp_routes[];
+
+/* Routes, authenticates and handles one request; always sets resp->status. */
+void kp_router_dispatch(kp_ctx *ctx, kp_req *req, kp_resp *resp);
+
+/* Matches path against pattern, filling req->params; returns 1 on a match. Exposed for tests. */
+int kp_router_match(const char *pattern, const char *path, kp_req *req);
+
+#endif

@@ -1,0 +1,17 @@
+/* routes.c - the route table: method, path pattern, handler, who may call. */
+#include "api/handlers.h"
+
+const kp_route kp_routes[] = {
+    {"GET", "/", kp_h_root, KP_AUTH_NONE},
+    {"GET", "/healthz", kp_h_healthz, KP_AUTH_NONE},
+    {"GET", "/metrics", kp_h_metrics, KP_AUTH_NONE},
+    {"POST", "/v1/auth/signup", kp_h_signup, KP_AUTH_NONE},
+    {"POST", "/v1/auth/login", kp_h_login, KP_AUTH_NONE},
+    {"GET", "/v1/plans", kp_h_plans_list, KP_AUTH_NONE},
+    {"GET", "/v1/me", kp_h_me, KP_AUTH_USER},
+    {"GET", "/v1/me/ledger", kp_h_me_ledger, KP_AUTH_USER},
+    {"PUT", "/v1/admin/plans/{id}", kp_h_admin_plan_put, KP_AUTH_ADMIN},
+    {"PUT", "/v1/admin/users/{id}/plan", kp_h_admin_user_plan_put, KP_AUTH_ADMIN},
+    {"GET", "/v1/admin/users", kp_h_admin_users_find, KP_AUTH_ADMIN},
+    {NULL, NULL, NULL, KP_AUTH_NONE},
+};

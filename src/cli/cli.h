@@ -1,0 +1,29 @@
+/*
+ * cli.h - the koumpa command's subcommands. main.c picks one by name; each
+ * returns the process exit status: 0 success, 1 failure, 2 wrong usage (with a
+ * one-line reason on stderr).
+ */
+#ifndef KP_CLI_H
+#define KP_CLI_H
+
+#include "core/config.h"
+
+#define KP_VERSION "0.1.0"
+#define KP_EXIT_USAGE 2
+
+int kp_cli_serve(int argc, char **argv);
+int kp_cli_migrate(int argc, char **argv);
+int kp_cli_daily_bonus(int argc, char **argv);
+int kp_cli_admin(int argc, char **argv);
+int kp_cli_user(int argc, char **argv);
+
+/* Prints "koumpa: <msg>" and returns KP_EXIT_USAGE. */
+int kp_cli_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* True when argv holds -h or --help. */
+int kp_cli_wants_help(int argc, char **argv);
+/* Loads the configuration from the environment and argv; on error prints it. 0 or an exit status. */
+int kp_cli_load_config(kp_config *cfg, int argc, char **argv);
+/* {data_dir}/koumpa.db into out. */
+void kp_cli_db_path(const kp_config *cfg, char *out, size_t n);
+
+#endif

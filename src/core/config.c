@@ -1,0 +1,363 @@
+/*
+ * config.c - see config.h. Each setting is described once in a table (its
+ * variable, its flag, its kind, its default), so environment parsing, flag
+ * parsing, validation and --help all come from the same place.
+ */
+#include "core/config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sodium.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/buf.h"
+#include "core/log.h"
+
+typedef enum { OPT_STR, OPT_LONG, OPT_BOOL } opt_kind; /* numbers and booleans are stored as long */
+
+typedef struct opt_def {
+    const char *env;
+    const char *flag;   /* NULL: environment only */
+    opt_kind kind;
+    size_t offset;
+    const char *def;    /* default as text; NULL: unset */
+    long min, max;      /* numeric range */
+    int secret;
+    const char *help;
+} opt_def;
+
+#define OFF(f) offsetof(kp_config, f)
+
+static const opt_def opts[] = {
+    {"KOUMPA_ADDR", "--addr", OPT_STR, OFF(addr), "127.0.0.1:8080", 0, 0, 0, "API listen address host:port"},
+    {"KOUMPA_APPS_ADDR", "--apps-addr", OPT_STR, OFF(apps_addr), "127.0.0.1:8081", 0, 0, 0, "apps origin listen address"},
+    {"KOUMPA_APPS_URL", "--apps-url", OPT_STR, OFF(apps_url), NULL, 0, 0, 0, "public base URL of the apps origin"},
+    {"KOUMPA_PUBLIC_URL", "--public-url", OPT_STR, OFF(public_url), NULL, 0, 0, 0, "public base URL of the API"},
+    {"KOUMPA_THREADS", "--threads", OPT_LONG, OFF(threads), "0", 0, 256, 0, "HTTP worker threads (0: one per core)"},
+    {"KOUMPA_DATA_DIR", "--data-dir", OPT_STR, OFF(data_dir), "./data", 0, 0, 0, "data directory (database, secrets, blobs)"},
+    {"KOUMPA_JWT_SECRET", NULL, OPT_STR, OFF(jwt_secret), NULL, 0, 0, 1, "HS256 secret for local tokens (generated if unset)"},
+    {"KOUMPA_JWT_ISSUER", "--jwt-issuer", OPT_STR, OFF(jwt_issuer), NULL, 0, 0, 0, "accept RS256 tokens from this issuer"},
+    {"KOUMPA_JWT_AUDIENCE", "--jwt-audience", OPT_STR, OFF(jwt_audience), NULL, 0, 0, 0, "required aud/client_id of external tokens"},
+    {"KOUMPA_JWKS_URL", "--jwks-url", OPT_STR, OFF(jwks_url), NULL, 0, 0, 0, "JWKS URL (default {issuer}/.well-known/jwks.json)"},
+    {"KOUMPA_TOKEN_TTL", NULL, OPT_LONG, OFF(token_ttl_s), "86400", 60, 31536000, 0, "lifetime of local tokens, seconds"},
+    {"KOUMPA_PWHASH_OPSLIMIT", NULL, OPT_LONG, OFF(pwhash_opslimit), "2", 1, 100, 0, "Argon2id passes"},
+    {"KOUMPA_PWHASH_MEMLIMIT_KIB", NULL, OPT_LONG, OFF(pwhash_memlimit_kib), "65536", 8, 4194304, 0, "Argon2id memory, KiB"},
+    {"KOUMPA_LOGIN_RATE", NULL, OPT_LONG, OFF(login_rate_per_min), "10", 1, 100000, 0, "login attempts per minute per IP and per email"},
+    {"KOUMPA_LOG_LEVEL", "--log-level", OPT_STR, OFF(log_level), "info", 0, 0, 0, "debug|info|warn|error"},
+    {"KOUMPA_LLM_PROVIDER", NULL, OPT_STR, OFF(llm_provider), NULL, 0, 0, 0, "anthropic|openai"},
+    {"ANTHROPIC_API_KEY", NULL, OPT_STR, OFF(anthropic_api_key), NULL, 0, 0, 1, "Anthropic API key"},
+    {"ANTHROPIC_BASE_URL", NULL, OPT_STR, OFF(anthropic_base_url), "https://api.anthropic.com", 0, 0, 0, "Anthropic API base URL"},
+    {"KOUMPA_ANTHROPIC_VERSION", NULL, OPT_STR, OFF(anthropic_version), "2026-10-21", 0, 0, 0, "anthropic-version header"},
+    {"OPENAI_API_KEY", NULL, OPT_STR, OFF(openai_api_key), NULL, 0, 0, 1, "OpenAI-compatible API key"},
+    {"OPENAI_BASE_URL", NULL, OPT_STR, OFF(openai_base_url), NULL, 0, 0, 0, "OpenAI-compatible base URL (e.g. http://localhost:11434/v1)"},
+    {"KOUMPA_MODEL", "--model", OPT_STR, OFF(model), NULL, 0, 0, 0, "model id (default per provider)"},
+    {"KOUMPA_MAX_TOKENS", NULL, OPT_LONG, OFF(max_tokens), "16000", 256, 1000000, 0, "max output tokens per call"},
+    {"KOUMPA_GENERATION_COST", NULL, OPT_LONG, OFF(generation_cost), "1", 0, 1000000, 0, "credits per generation"},
+    {"KOUMPA_CONTEXT_WINDOW", NULL, OPT_LONG, OFF(context_window), "200000", 1000, 10000000, 0, "model context window, tokens"},
+    {"KOUMPA_DAILY_BONUS_SCHEDULER", NULL, OPT_BOOL, OFF(daily_bonus_scheduler), "1", 0, 1, 0, "run the daily bonus at 00:00 UTC in serve"},
+    {"KOUMPA_ADMIN_EMAILS", "--admin-emails", OPT_STR, (size_t)-1, NULL, 0, 0, 0, "comma-separated admin emails"},
+};
+
+#define NOPTS (sizeof opts / sizeof opts[0])
+
+static kp_status set_value(kp_config *cfg, const opt_def *o, const char *value, const char *source, kp_err *err)
+{
+    if (o->offset == (size_t)-1)
+        return KP_OK; /* KOUMPA_ADMIN_EMAILS: parsed separately */
+    char *base = (char *)cfg + o->offset;
+    if (o->kind == OPT_STR) {
+        char **slot = (char **)base;
+        free(*slot);
+        *slot = strdup(value);
+        return *slot ? KP_OK : kp_err_set(err, KP_ENOMEM, "out of memory");
+    }
+    char *end = NULL;
+    errno = 0;
+    long v = strtol(value, &end, 10);
+    if (o->kind == OPT_BOOL) {
+        if (strcmp(value, "true") == 0 || strcmp(value, "yes") == 0)
+            v = 1, end = (char *)value + strlen(value);
+        else if (strcmp(value, "false") == 0 || strcmp(value, "no") == 0)
+            v = 0, end = (char *)value + strlen(value);
+    }
+    if (errno || !end || *end || end == value || v < o->min || v > o->max)
+        return kp_err_set(err, KP_EINVAL, "invalid %s=%s: expected a whole number from %ld to %ld", source,
+                          o->secret ? "(redacted)" : value, o->min, o->max);
+    *(long *)base = v;
+    return KP_OK;
+}
+
+/* Lower-cases and trims an email in place. */
+static void normalise_email(char *s)
+{
+    size_t n = strlen(s);
+    while (n && isspace((unsigned char)s[n - 1]))
+        s[--n] = '\0';
+    size_t start = 0;
+    while (s[start] && isspace((unsigned char)s[start]))
+        start++;
+    memmove(s, s + start, n - start + 1);
+    for (char *p = s; *p; p++)
+        *p = (char)tolower((unsigned char)*p);
+}
+
+static kp_status parse_admin_emails(kp_config *cfg, const char *list, kp_err *err)
+{
+    size_t count = 1;
+    for (const char *p = list; *p; p++)
+        count += *p == ',';
+    char **out = calloc(count + 1, sizeof *out);
+    char *copy = strdup(list);
+    if (!out || !copy) {
+        free(out);
+        free(copy);
+        return kp_err_set(err, KP_ENOMEM, "out of memory");
+    }
+    size_t n = 0;
+    char *save = NULL;
+    for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        normalise_email(tok);
+        if (*tok)
+            out[n++] = strdup(tok);
+    }
+    free(copy);
+    if (cfg->admin_emails) {
+        for (char **e = cfg->admin_emails; *e; e++)
+            free(*e);
+        free(cfg->admin_emails);
+    }
+    cfg->admin_emails = out;
+    return KP_OK;
+}
+
+static kp_status validate_addr(const char *name, const char *addr, kp_err *err)
+{
+    const char *colon = strrchr(addr, ':');
+    if (!colon || colon == addr)
+        return kp_err_set(err, KP_EINVAL, "invalid %s=%s: expected host:port", name, addr);
+    char *end = NULL;
+    long port = strtol(colon + 1, &end, 10);
+    if (!end || *end || end == colon + 1 || port < 0 || port > 65535)
+        return kp_err_set(err, KP_EINVAL, "invalid %s=%s: port must be 0..65535", name, addr);
+    return KP_OK;
+}
+
+static kp_status validate(kp_config *cfg, kp_err *err)
+{
+    kp_log_level lvl;
+    if (kp_log_parse_level(cfg->log_level, &lvl) != 0)
+        return kp_err_set(err, KP_EINVAL, "invalid KOUMPA_LOG_LEVEL=%s: expected debug, info, warn or error",
+                          cfg->log_level);
+    if (validate_addr("KOUMPA_ADDR", cfg->addr, err) || validate_addr("KOUMPA_APPS_ADDR", cfg->apps_addr, err))
+        return err->status;
+    if (!*cfg->data_dir)
+        return kp_err_set(err, KP_EINVAL, "invalid KOUMPA_DATA_DIR: empty");
+    if (cfg->jwt_secret && strlen(cfg->jwt_secret) < 32)
+        return kp_err_set(err, KP_EINVAL, "invalid KOUMPA_JWT_SECRET: must be at least 32 characters");
+    if (cfg->jwt_issuer && !cfg->jwt_audience)
+        return kp_err_set(err, KP_EINVAL, "KOUMPA_JWT_AUDIENCE must be set when KOUMPA_JWT_ISSUER is set");
+    if (cfg->jwt_issuer && strncmp(cfg->jwt_issuer, "https://", 8) != 0 && strncmp(cfg->jwt_issuer, "http://", 7) != 0)
+        return kp_err_set(err, KP_EINVAL, "invalid KOUMPA_JWT_ISSUER=%s: expected an http(s) URL", cfg->jwt_issuer);
+    if (cfg->llm_provider && strcmp(cfg->llm_provider, "anthropic") != 0 && strcmp(cfg->llm_provider, "openai") != 0)
+        return kp_err_set(err, KP_EINVAL, "invalid KOUMPA_LLM_PROVIDER=%s: expected anthropic or openai",
+                          cfg->llm_provider);
+    if (cfg->threads == 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        cfg->threads = n > 0 ? (n > 64 ? 64 : n) : 1;
+    }
+    return KP_OK;
+}
+
+static kp_status fill_derived(kp_config *cfg, kp_err *err)
+{
+    kp_buf b = KP_BUF_INIT;
+    if (!cfg->public_url) {
+        kp_buf_printf(&b, "http://%s", cfg->addr);
+        cfg->public_url = kp_buf_steal(&b);
+    }
+    if (!cfg->apps_url) {
+        kp_buf_printf(&b, "http://%s", cfg->apps_addr);
+        cfg->apps_url = kp_buf_steal(&b);
+    }
+    if (cfg->jwt_issuer && !cfg->jwks_url) {
+        size_t n = strlen(cfg->jwt_issuer);
+        while (n && cfg->jwt_issuer[n - 1] == '/')
+            n--;
+        kp_buf_printf(&b, "%.*s/.well-known/jwks.json", (int)n, cfg->jwt_issuer);
+        cfg->jwks_url = kp_buf_steal(&b);
+    }
+    if (!cfg->public_url || !cfg->apps_url || (cfg->jwt_issuer && !cfg->jwks_url))
+        return kp_err_set(err, KP_ENOMEM, "out of memory");
+    return KP_OK;
+}
+
+static const opt_def *find_flag(const char *arg, const char **value)
+{
+    for (size_t i = 0; i < NOPTS; i++) {
+        if (!opts[i].flag)
+            continue;
+        size_t n = strlen(opts[i].flag);
+        if (strncmp(arg, opts[i].flag, n) == 0 && (arg[n] == '=' || arg[n] == '\0')) {
+            *value = arg[n] == '=' ? arg + n + 1 : NULL;
+            return &opts[i];
+        }
+    }
+    return NULL;
+}
+
+kp_status kp_config_load(kp_config *cfg, int argc, char **argv, kp_err *err)
+{
+    memset(cfg, 0, sizeof *cfg);
+    kp_status rc = KP_OK;
+    for (size_t i = 0; i < NOPTS && rc == KP_OK; i++) {
+        const char *env = getenv(opts[i].env);
+        const char *value = env && *env ? env : opts[i].def;
+        if (value)
+            rc = set_value(cfg, &opts[i], value, opts[i].env, err);
+        if (rc == KP_OK && opts[i].offset == (size_t)-1)
+            rc = parse_admin_emails(cfg, value ? value : "", err);
+    }
+    for (int i = 0; i < argc && rc == KP_OK; i++) {
+        const char *value = NULL;
+        const opt_def *o = find_flag(argv[i], &value);
+        if (!o) {
+            rc = kp_err_set(err, KP_EINVAL, "unknown option %s", argv[i]);
+            break;
+        }
+        if (!value) {
+            if (i + 1 >= argc) {
+                rc = kp_err_set(err, KP_EINVAL, "option %s needs a value", o->flag);
+                break;
+            }
+            value = argv[++i];
+        }
+        rc = o->offset == (size_t)-1 ? parse_admin_emails(cfg, value, err) : set_value(cfg, o, value, o->flag, err);
+    }
+    if (rc == KP_OK)
+        rc = validate(cfg, err);
+    if (rc == KP_OK)
+        rc = fill_derived(cfg, err);
+    if (rc != KP_OK)
+        kp_config_free(cfg);
+    return rc;
+}
+
+static kp_status read_secret_file(const char *path, char **out, kp_err *err)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return errno == ENOENT ? KP_ENOTFOUND : kp_err_set(err, KP_EIO, "cannot read %s: %s", path, strerror(errno));
+    char line[256] = {0};
+    char *got = fgets(line, sizeof line, f);
+    fclose(f);
+    line[strcspn(line, "\r\n")] = '\0';
+    if (!got || strlen(line) < 32)
+        return kp_err_set(err, KP_EINVAL, "%s is too short: delete it to generate a new one", path);
+    *out = strdup(line);
+    return *out ? KP_OK : kp_err_set(err, KP_ENOMEM, "out of memory");
+}
+
+static kp_status create_secret_file(const char *path, char **out, kp_err *err)
+{
+    unsigned char raw[32];
+    char hex[65];
+    randombytes_buf(raw, sizeof raw);
+    sodium_bin2hex(hex, sizeof hex, raw, sizeof raw);
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        if (errno == EEXIST) /* another process won the race: use its secret */
+            return read_secret_file(path, out, err);
+        return kp_err_set(err, KP_EIO, "cannot create %s: %s", path, strerror(errno));
+    }
+    ssize_t w = write(fd, hex, 64);
+    ssize_t nl = write(fd, "\n", 1);
+    int synced = fsync(fd);
+    close(fd);
+    if (w != 64 || nl != 1 || synced != 0)
+        return kp_err_set(err, KP_EIO, "cannot write %s", path);
+    *out = strdup(hex);
+    return *out ? KP_OK : kp_err_set(err, KP_ENOMEM, "out of memory");
+}
+
+kp_status kp_config_ensure_secret(kp_config *cfg, kp_err *err)
+{
+    if (mkdir(cfg->data_dir, 0700) != 0 && errno != EEXIST)
+        return kp_err_set(err, KP_EIO, "cannot create KOUMPA_DATA_DIR=%s: %s", cfg->data_dir, strerror(errno));
+    if (cfg->jwt_secret)
+        return KP_OK;
+    kp_buf path = KP_BUF_INIT;
+    kp_buf_printf(&path, "%s/jwt_secret", cfg->data_dir);
+    kp_status rc = read_secret_file(kp_buf_cstr(&path), &cfg->jwt_secret, err);
+    if (rc == KP_ENOTFOUND)
+        rc = create_secret_file(kp_buf_cstr(&path), &cfg->jwt_secret, err);
+    kp_buf_free(&path);
+    return rc;
+}
+
+int kp_config_is_admin_email(const kp_config *cfg, const char *email)
+{
+    if (!cfg->admin_emails || !email || !*email)
+        return 0;
+    for (char **e = cfg->admin_emails; *e; e++)
+        if (strcmp(*e, email) == 0)
+            return 1;
+    return 0;
+}
+
+json_t *kp_config_describe(const kp_config *cfg)
+{
+    json_t *o = json_object();
+    for (size_t i = 0; i < NOPTS; i++) {
+        const opt_def *d = &opts[i];
+        if (d->offset == (size_t)-1)
+            continue;
+        const char *base = (const char *)cfg + d->offset;
+        if (d->kind == OPT_STR) {
+            const char *v = *(char *const *)base;
+            if (v)
+                json_object_set_new(o, d->env, json_string(d->secret ? "(set)" : v));
+        }
+    }
+    json_object_set_new(o, "KOUMPA_THREADS", json_integer(cfg->threads));
+    return o;
+}
+
+const char *kp_config_flags_help(void)
+{
+    static char text[4096];
+    if (text[0])
+        return text;
+    size_t used = 0;
+    for (size_t i = 0; i < NOPTS; i++) {
+        if (!opts[i].flag)
+            continue;
+        int n = snprintf(text + used, sizeof text - used, "  %-16s %s (%s)\n", opts[i].flag, opts[i].help,
+                         opts[i].env);
+        if (n < 0 || (size_t)n >= sizeof text - used)
+            break;
+        used += (size_t)n;
+    }
+    return text;
+}
+
+void kp_config_free(kp_config *cfg)
+{
+    for (size_t i = 0; i < NOPTS; i++)
+        if (opts[i].kind == OPT_STR && opts[i].offset != (size_t)-1) {
+            char **slot = (char **)((char *)cfg + opts[i].offset);
+            free(*slot);
+            *slot = NULL;
+        }
+    if (cfg->admin_emails) {
+        for (char **e = cfg->admin_emails; *e; e++)
+            free(*e);
+        free(cfg->admin_emails);
+        cfg->admin_emails = NULL;
+    }
+}

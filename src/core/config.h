@@ -1,0 +1,83 @@
+/*
+ * config.h - Koumpa's configuration: environment (KOUMPA_* for our own
+ * settings, the ecosystem's standard names for third parties), overridden by
+ * command-line flags (--addr, --data-dir, ...).
+ *
+ * kp_config_load validates everything up front: an invalid value stops start-up
+ * with a message naming the variable. Secret values are never logged; use
+ * kp_config_describe() for a loggable summary.
+ *
+ * Ownership: the kp_config owns all its strings; release with kp_config_free().
+ */
+#ifndef KP_CONFIG_H
+#define KP_CONFIG_H
+
+#include <jansson.h>
+#include <stddef.h>
+
+#include "core/err.h"
+
+typedef struct kp_config {
+    /* HTTP */
+    char *addr;          /* KOUMPA_ADDR, host:port of the API (default 127.0.0.1:8080) */
+    char *apps_addr;     /* KOUMPA_APPS_ADDR, the apps origin listener (default 127.0.0.1:8081) */
+    char *apps_url;      /* KOUMPA_APPS_URL, public base URL of the apps origin */
+    char *public_url;    /* KOUMPA_PUBLIC_URL, public base URL of the API (default http://{addr}) */
+    long threads;        /* KOUMPA_THREADS, HTTP worker threads (default: number of cores) */
+
+    /* storage */
+    char *data_dir;      /* KOUMPA_DATA_DIR (default ./data) */
+
+    /* auth */
+    char *jwt_secret;    /* KOUMPA_JWT_SECRET; generated into {data_dir}/jwt_secret if unset (secret) */
+    char *jwt_issuer;    /* KOUMPA_JWT_ISSUER: accept RS256 tokens from this issuer (optional) */
+    char *jwt_audience;  /* KOUMPA_JWT_AUDIENCE: required aud/client_id of external tokens */
+    char *jwks_url;      /* KOUMPA_JWKS_URL (default {issuer}/.well-known/jwks.json) */
+    char **admin_emails; /* KOUMPA_ADMIN_EMAILS, comma-separated, normalised; NULL-terminated */
+    long token_ttl_s;    /* KOUMPA_TOKEN_TTL (seconds, default 86400) */
+    long pwhash_opslimit;          /* KOUMPA_PWHASH_OPSLIMIT (Argon2id passes, default 2) */
+    long pwhash_memlimit_kib;       /* KOUMPA_PWHASH_MEMLIMIT_KIB (default 65536 = 64 MiB) */
+    long login_rate_per_min;       /* KOUMPA_LOGIN_RATE (attempts per minute per IP and per email, default 10) */
+
+    /* logging */
+    char *log_level;     /* KOUMPA_LOG_LEVEL: debug|info|warn|error (default info) */
+
+    /* generation (issue 3) */
+    char *llm_provider;       /* KOUMPA_LLM_PROVIDER: anthropic|openai (default: anthropic if ANTHROPIC_API_KEY set) */
+    char *anthropic_api_key;  /* ANTHROPIC_API_KEY (secret) */
+    char *anthropic_base_url; /* ANTHROPIC_BASE_URL (default https://api.anthropic.com) */
+    char *anthropic_version;  /* KOUMPA_ANTHROPIC_VERSION (default 2026-10-21) */
+    char *openai_api_key;     /* OPENAI_API_KEY (secret) */
+    char *openai_base_url;    /* OPENAI_BASE_URL */
+    char *model;              /* KOUMPA_MODEL */
+    long max_tokens;          /* KOUMPA_MAX_TOKENS (default 16000) */
+    long generation_cost;     /* KOUMPA_GENERATION_COST (default 1) */
+    long context_window;      /* KOUMPA_CONTEXT_WINDOW tokens (default 200000) */
+
+    long daily_bonus_scheduler; /* KOUMPA_DAILY_BONUS_SCHEDULER=0 disables the in-server scheduler */
+} kp_config;
+
+/*
+ * Fills cfg from the environment, then from argv flags (argv[0] is the first
+ * flag, i.e. pass what follows the subcommand). Unknown flags are errors.
+ * Does not touch the disk (see kp_config_ensure_secret). On failure err names
+ * the variable or flag; cfg is left freed.
+ */
+kp_status kp_config_load(kp_config *cfg, int argc, char **argv, kp_err *err);
+
+/* Creates the data dir and, if no KOUMPA_JWT_SECRET, loads or creates
+ * {data_dir}/jwt_secret (mode 0600). */
+kp_status kp_config_ensure_secret(kp_config *cfg, kp_err *err);
+
+/* True when email (already normalised) is listed in KOUMPA_ADMIN_EMAILS. */
+int kp_config_is_admin_email(const kp_config *cfg, const char *email);
+
+/* A loggable JSON summary with secrets redacted; caller decrefs. */
+json_t *kp_config_describe(const kp_config *cfg);
+
+/* The help text for the flags kp_config_load accepts. */
+const char *kp_config_flags_help(void);
+
+void kp_config_free(kp_config *cfg);
+
+#endif

@@ -1,0 +1,152 @@
+/*
+ * generator.h - the generation service: turns a prompt into a stored,
+ * published version of a project, streaming its progress as Server-Sent
+ * Events, and charges for it exactly once.
+ *
+ * Threads. Every generation runs on one kp_loop thread (core/loop.h), with
+ * the LLM provider's transfers: no thread per generation. HTTP threads call
+ * kp_gen_submit() (validation, credit reservation and the database rows, on
+ * the caller's own store handle), which posts the start to the loop;
+ * subscribing SSE readers and cancelling are posts too. The database work of
+ * a running generation (finishing the version, committing or refunding the
+ * credits) uses a store handle that only the loop touches.
+ *
+ * Life of a version: generating (credits reserved) -> the model's output is
+ * parsed as it streams (gen/fileblocks.h); on success the files are written to
+ * the blob store under "apps/{project_id}/v{n}/{path}" (unchanged files of
+ * the previous ready version copied over, deletions applied), then the version
+ * row becomes ready, then the reservation is committed, then the version is
+ * marked settled. On any failure the row becomes failed (error code
+ * "invalid_output", "too_long", "canceled", "interrupted", a provider error
+ * code...), the reservation is refunded, and the version is marked settled.
+ * A crash between these steps is repaired at start-up by kp_gen_recover(), so
+ * every reserved credit ends committed with a ready version or refunded.
+ *
+ * Events (one sequence per version, ids 1, 2, 3...): project {project_id,
+ * version}, delta {text}, file {path, bytes}, done {version, url, files,
+ * usage, credits_left} or error {code, message, credits_refunded}. They are
+ * kept in memory while the version generates and persisted with it when it
+ * ends, so a reader can replay them after the last id it saw.
+ *
+ * Ownership: kp_gen_new() borrows everything in its options (they must outlive
+ * the service); kp_gen_free() releases the service after kp_gen_shutdown().
+ */
+#ifndef KP_GENERATOR_H
+#define KP_GENERATOR_H
+
+#include <stdint.h>
+
+#include "api/http.h"
+#include "blob/blob.h"
+#include "core/config.h"
+#include "core/err.h"
+#include "llm/llm.h"
+#include "store/store.h"
+
+typedef struct kp_loop kp_loop;
+typedef struct kp_metrics kp_metrics;
+typedef struct kp_gen kp_gen;
+
+#define KP_GEN_KEEPALIVE_MS 15000 /* SSE keep-alive comment interval */
+
+typedef struct kp_gen_options {
+    const kp_config *cfg;      /* generation_cost, max_tokens, context_window, apps_url */
+    kp_loop *loop;             /* the loop that runs every generation */
+    kp_llm *llm;               /* NULL: generation unavailable (503 llm_not_configured) */
+    const char *llm_missing;   /* with llm NULL: why, naming the variable to set */
+    kp_blob *blob;             /* where apps are stored */
+    kp_metrics *metrics;       /* may be NULL */
+    /* Opens the loop's own database handle (called once, on the calling thread). */
+    kp_status (*open_store)(void *ud, kp_store **out, kp_err *err);
+    void *open_store_ud;
+    long keepalive_ms;         /* 0: KP_GEN_KEEPALIVE_MS */
+    long delta_flush_ms;       /* how long small deltas are held to be coalesced; 0: 50 ms */
+} kp_gen_options;
+
+kp_status kp_gen_new(const kp_gen_options *opt, kp_gen **out, kp_err *err);
+
+/*
+ * Stops the service: every generation still running is cancelled, failed with
+ * "interrupted" and refunded; its readers get the error event and are ended.
+ * Later submissions fail with KP_EUNAVAILABLE. Blocks until done. Call from a
+ * thread that is not the loop's, before stopping the loop.
+ */
+void kp_gen_shutdown(kp_gen *g);
+/* Frees the service (after kp_gen_shutdown). g may be NULL. */
+void kp_gen_free(kp_gen *g);
+
+/* The blob store apps are served from. */
+kp_blob *kp_gen_blob(kp_gen *g);
+/* The configuration the service runs with. */
+const kp_config *kp_gen_config(kp_gen *g);
+
+/*
+ * Repairs what a crash left behind (call once at start-up, before serving):
+ * versions still generating are failed ("interrupted", their partial blobs
+ * removed) and refunded; ready versions not settled are committed; failed ones
+ * refunded; each is then marked settled. *repaired (may be NULL) counts the
+ * versions settled.
+ */
+kp_status kp_gen_recover(kp_store *s, kp_blob *blob, size_t *repaired, kp_err *err);
+
+/* A request for a new version: project_id NULL/"" creates a project (name: "" for the default). */
+typedef struct kp_gen_request {
+    const char *user_id;
+    const char *plan_id;
+    const char *project_id;
+    const char *name;
+    const char *prompt;
+} kp_gen_request;
+
+typedef struct kp_gen_result {
+    char project_id[KP_ID_MAX];
+    int64_t version;
+    /* on failure: the API error code ("llm_not_configured", "context_too_large",
+     * "too_many_generations", "insufficient_credits", "generation_in_progress",
+     * "not_found"...), or "" for internal errors (see err) */
+    const char *error_code;
+    kp_balance balance;        /* with insufficient_credits: the balance */
+} kp_gen_result;
+
+/*
+ * Starts a generation (called on an HTTP thread with its store): checks the
+ * provider is configured, that the request fits the model's context window and
+ * the plan's max_concurrent_generations, reserves the generation cost, creates
+ * the project and/or version (status generating) and posts the generation to
+ * the loop. Nothing is charged when it fails: a reservation made is refunded.
+ */
+kp_status kp_gen_submit(kp_gen *g, kp_store *s, const kp_gen_request *r, kp_gen_result *res, kp_err *err);
+
+/*
+ * Cancels the generation of project_id's version n (when running): the
+ * provider call is cancelled, the version fails with "canceled" and is
+ * refunded. Blocks until done. KP_ECONFLICT when that version is not
+ * generating here.
+ */
+kp_status kp_gen_cancel(kp_gen *g, const char *project_id, int64_t n, kp_err *err);
+
+/*
+ * A stream of version n's events with ids after after_id, following it live
+ * until done or error (for a version that already ended: its persisted events,
+ * then the end). A reader going away only unsubscribes. NULL when out of
+ * memory. The host releases the stream (http.h).
+ */
+kp_stream *kp_gen_stream(kp_gen *g, const char *project_id, int64_t n, int64_t after_id);
+
+/*
+ * Appends the SSE frames of a persisted events_json with ids after after_id
+ * to out. Returns 0, or -1 when events_json is not an event array.
+ */
+int kp_gen_replay_events(const char *events_json, int64_t after_id, kp_buf *out);
+
+/* The public URL of a version: "{apps_url}/{project_id}/v{n}/" into out. */
+void kp_gen_version_url(const kp_config *cfg, const char *project_id, int64_t n, char *out, size_t len);
+
+/* The Content-Type the apps origin serves a file with, by its extension
+ * (application/octet-stream when unknown). */
+const char *kp_gen_content_type(const char *path);
+
+/* Generations running now (a snapshot, for tests and metrics). */
+int64_t kp_gen_in_flight(kp_gen *g);
+
+#endif

@@ -1,0 +1,244 @@
+/*
+ * anthropic_events.c - see anthropic_events.h.
+ *
+ * Wire format (https://docs.anthropic.com/en/api/messages-streaming): a
+ * message_start, then per content block a content_block_start, deltas and a
+ * content_block_stop, then message_delta (stop reason, cumulative usage) and
+ * message_stop; ping and error may come at any point. Only the fields this
+ * module reports are read; absent optional fields are left as they were.
+ */
+#include "llm/anthropic_events.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <string.h>
+
+void kp_anthropic_init(kp_anthropic *a, kp_llm_text_fn on_text, void *ud)
+{
+    memset(a, 0, sizeof *a);
+    a->on_text = on_text;
+    a->ud = ud;
+    a->status = KP_OK;
+}
+
+static void copy_string(char *dst, size_t cap, json_t *v)
+{
+    if (json_is_string(v))
+        snprintf(dst, cap, "%s", json_string_value(v));
+}
+
+static void read_count(int64_t *dst, json_t *usage, const char *key)
+{
+    json_t *v = json_object_get(usage, key);
+    if (json_is_integer(v))
+        *dst = (int64_t)json_integer_value(v);
+}
+
+/* Usage counts are cumulative: each one present replaces the previous value. */
+static void read_usage(kp_llm_result *r, json_t *usage)
+{
+    if (!json_is_object(usage))
+        return;
+    read_count(&r->input_tokens, usage, "input_tokens");
+    read_count(&r->output_tokens, usage, "output_tokens");
+    read_count(&r->cache_creation_input_tokens, usage, "cache_creation_input_tokens");
+    read_count(&r->cache_read_input_tokens, usage, "cache_read_input_tokens");
+}
+
+static kp_status emit_text(kp_anthropic *a, json_t *text, kp_err *err)
+{
+    if (!json_is_string(text) || json_string_length(text) == 0 || !a->on_text)
+        return KP_OK;
+    return a->on_text(a->ud, json_string_value(text), json_string_length(text), err);
+}
+
+static kp_status on_message_start(kp_anthropic *a, json_t *data)
+{
+    json_t *msg = json_object_get(data, "message");
+    copy_string(a->result.message_id, sizeof a->result.message_id, json_object_get(msg, "id"));
+    copy_string(a->result.model, sizeof a->result.model, json_object_get(msg, "model"));
+    read_usage(&a->result, json_object_get(msg, "usage"));
+    return KP_OK;
+}
+
+static kp_status on_block_start(kp_anthropic *a, json_t *data, kp_err *err)
+{
+    json_t *block = json_object_get(data, "content_block");
+    const char *type = json_string_value(json_object_get(block, "type"));
+    if (!type || strcmp(type, "text") != 0)
+        return KP_OK;
+    return emit_text(a, json_object_get(block, "text"), err);
+}
+
+static kp_status on_block_delta(kp_anthropic *a, json_t *data, kp_err *err)
+{
+    json_t *delta = json_object_get(data, "delta");
+    const char *type = json_string_value(json_object_get(delta, "type"));
+    if (!type || strcmp(type, "text_delta") != 0)
+        return KP_OK;
+    return emit_text(a, json_object_get(delta, "text"), err);
+}
+
+static kp_status on_message_delta(kp_anthropic *a, json_t *data)
+{
+    json_t *delta = json_object_get(data, "delta");
+    copy_string(a->result.stop_reason, sizeof a->result.stop_reason, json_object_get(delta, "stop_reason"));
+    read_usage(&a->result, json_object_get(data, "usage"));
+    return KP_OK;
+}
+
+static kp_status on_error(kp_anthropic *a, json_t *data, kp_err *err)
+{
+    json_t *e = json_object_get(data, "error");
+    snprintf(a->result.error_type, sizeof a->result.error_type, "%s", "error");
+    copy_string(a->result.error_type, sizeof a->result.error_type, json_object_get(e, "type"));
+    copy_string(a->result.error_message, sizeof a->result.error_message, json_object_get(e, "message"));
+    return kp_err_set(err, KP_EUNAVAILABLE, "Anthropic API error: %s: %s", a->result.error_type,
+                      a->result.error_message);
+}
+
+typedef enum event_kind {
+    EV_IGNORED = 0,
+    EV_MESSAGE_START,
+    EV_BLOCK_START,
+    EV_BLOCK_DELTA,
+    EV_MESSAGE_DELTA,
+    EV_MESSAGE_STOP,
+    EV_ERROR
+} event_kind;
+
+/* Events whose data matters; ping, content_block_stop and unknown ones do not. */
+static event_kind kind_of(const char *name)
+{
+    static const struct {
+        const char *name;
+        event_kind kind;
+    } kinds[] = {
+        {"message_start", EV_MESSAGE_START}, {"content_block_start", EV_BLOCK_START},
+        {"content_block_delta", EV_BLOCK_DELTA}, {"message_delta", EV_MESSAGE_DELTA},
+        {"message_stop", EV_MESSAGE_STOP}, {"error", EV_ERROR},
+    };
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
+        if (strcmp(kinds[i].name, name) == 0)
+            return kinds[i].kind;
+    return EV_IGNORED;
+}
+
+kp_status kp_anthropic_event(kp_anthropic *a, const char *event, const char *data, size_t len, kp_err *err)
+{
+    int unnamed = strcmp(event, "message") == 0;
+    event_kind kind = unnamed ? EV_IGNORED : kind_of(event);
+    if (kind == EV_IGNORED && !unnamed)
+        return KP_OK;
+
+    json_t *root = json_loadb(data, len, 0, NULL);
+    if (!json_is_object(root)) {
+        json_decref(root);
+        if (unnamed) /* not ours to judge: an unnamed event is only used by its "type" */
+            return KP_OK;
+        return kp_err_set(err, KP_EIO, "Anthropic stream: %s event without a JSON object", event);
+    }
+    if (unnamed) {
+        const char *type = json_string_value(json_object_get(root, "type"));
+        kind = type ? kind_of(type) : EV_IGNORED;
+    }
+
+    kp_status st = KP_OK;
+    switch (kind) {
+    case EV_MESSAGE_START: st = on_message_start(a, root); break;
+    case EV_BLOCK_START: st = on_block_start(a, root, err); break;
+    case EV_BLOCK_DELTA: st = on_block_delta(a, root, err); break;
+    case EV_MESSAGE_DELTA: st = on_message_delta(a, root); break;
+    case EV_MESSAGE_STOP: a->result.done = 1; break;
+    case EV_ERROR: st = on_error(a, root, err); break;
+    case EV_IGNORED: break;
+    }
+    json_decref(root);
+    return st;
+}
+
+int kp_anthropic_on_sse_event(void *ud, const char *event, const char *data, size_t len)
+{
+    kp_anthropic *a = ud;
+    if (a->status != KP_OK)
+        return 1;
+    kp_status st = kp_anthropic_event(a, event, data, len, &a->err);
+    if (st != KP_OK) {
+        a->status = st;
+        return 1;
+    }
+    return a->result.done;
+}
+
+/* ---- request body ---- */
+
+static int append_to_buf(const char *s, size_t n, void *ud)
+{
+    return kp_buf_append(ud, s, n);
+}
+
+static int is_role(const char *role)
+{
+    return role && (strcmp(role, "user") == 0 || strcmp(role, "assistant") == 0);
+}
+
+kp_status kp_llm_append_messages(json_t *arr, const kp_llm_msg *msgs, size_t n, kp_err *err)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (!is_role(msgs[i].role))
+            return kp_err_set(err, KP_EINVAL, "message %zu: role must be \"user\" or \"assistant\"", i);
+        json_t *content = msgs[i].content ? json_string(msgs[i].content) : NULL;
+        if (!content)
+            return kp_err_set(err, KP_EINVAL, "message %zu: content missing or not UTF-8", i);
+        if (json_array_append_new(arr, json_pack("{s:s, s:o}", "role", msgs[i].role, "content", content)) != 0)
+            return kp_err_set(err, KP_ENOMEM, "out of memory");
+    }
+    return KP_OK;
+}
+
+kp_status kp_llm_dump_json(const json_t *body, kp_buf *out, kp_err *err)
+{
+    size_t start = out->len;
+    if (json_dump_callback(body, append_to_buf, out, JSON_COMPACT) == 0)
+        return KP_OK;
+    out->len = start;
+    if (out->data)
+        out->data[start] = '\0';
+    return kp_err_set(err, KP_ENOMEM, "out of memory");
+}
+
+kp_status kp_anthropic_build_request(const char *model, int64_t max_tokens, const char *system,
+                                     const kp_llm_msg *msgs, size_t n, kp_buf *out, kp_err *err)
+{
+    kp_status st = KP_OK;
+    json_t *root = NULL, *arr = NULL;
+
+    if (!model || !*model || max_tokens < 1 || n == 0) {
+        st = kp_err_set(err, KP_EINVAL, "a request needs a model, max_tokens >= 1 and a message");
+        goto cleanup;
+    }
+    root = json_pack("{s:s, s:I}", "model", model, "max_tokens", (json_int_t)max_tokens);
+    if (!root) {
+        st = kp_err_set(err, KP_EINVAL, "model name is not UTF-8");
+        goto cleanup;
+    }
+    if (!(arr = json_array())) {
+        st = kp_err_set(err, KP_ENOMEM, "out of memory");
+        goto cleanup;
+    }
+    if (system && *system && json_object_set_new(root, "system", json_string(system)) != 0) {
+        st = kp_err_set(err, KP_EINVAL, "system prompt is not UTF-8");
+        goto cleanup;
+    }
+    if ((st = kp_llm_append_messages(arr, msgs, n, err)) != KP_OK)
+        goto cleanup;
+    if (json_object_set(root, "messages", arr) != 0 || json_object_set_new(root, "stream", json_true()) != 0) {
+        st = kp_err_set(err, KP_ENOMEM, "out of memory");
+        goto cleanup;
+    }
+    st = kp_llm_dump_json(root, out, err);
+cleanup:
+    json_decref(arr);
+    json_decref(root);
+    return st;
+}

@@ -1,0 +1,95 @@
+/*
+ * http_stream.h - streaming HTTP POSTs on an event loop, without a thread per
+ * transfer: libcurl's multi interface driven by a libevent base (curl says
+ * which sockets to watch and when to wake it up; libevent tells curl when a
+ * socket is ready or the time has come).
+ *
+ * A kp_http_stream_client owns one curl multi handle bound to one
+ * event_base; its transfers share connections (and HTTP/2 multiplexing) and
+ * the DNS cache. Everything here - every function and every callback - runs
+ * on the thread that runs that base. The response is delivered as it
+ * arrives: the status and headers once, then the body in whatever pieces the
+ * network brings, then the end.
+ *
+ * Lifecycle of a transfer: it ends with exactly one on_done, unless it is
+ * cancelled first; after kp_http_stream_cancel() returns no callback of that
+ * transfer comes any more. Callbacks may call kp_http_stream_start() and
+ * kp_http_stream_cancel() on any transfer of the client (the stream whose
+ * callback is running included: the work curl forbids inside its own
+ * callbacks is deferred until curl has returned), but must not free the
+ * client.
+ *
+ * Timeouts: connecting, no byte received (the idle timeout, reset by every
+ * header or body byte), and the whole transfer. Memory per transfer: the curl
+ * easy handle, a copy of the request headers and body, and a few words; no
+ * response buffering here.
+ */
+#ifndef KP_HTTP_STREAM_H
+#define KP_HTTP_STREAM_H
+
+#include <stddef.h>
+
+#include "core/err.h"
+
+struct event_base;
+
+typedef struct kp_http_stream_client kp_http_stream_client;
+typedef struct kp_http_stream kp_http_stream;
+
+#define KP_HTTP_STREAM_CONNECT_TIMEOUT_MS 10000L
+#define KP_HTTP_STREAM_IDLE_TIMEOUT_MS 60000L
+#define KP_HTTP_STREAM_TOTAL_TIMEOUT_MS 600000L
+
+typedef enum kp_http_outcome {
+    KP_HTTP_COMPLETE = 0, /* the whole response arrived, whatever its status */
+    KP_HTTP_TIMEOUT,      /* connect, idle or total timeout */
+    KP_HTTP_NETWORK       /* cannot resolve or connect, connection lost, bad HTTP */
+} kp_http_outcome;
+
+typedef struct kp_http_request {
+    const char *url;             /* http:// or https:// */
+    const char *const *headers;  /* "Name: value" lines, NULL-terminated (may be NULL); copied */
+    const char *body;            /* the POST body; copied */
+    size_t body_len;
+    long connect_timeout_ms;     /* 0: KP_HTTP_STREAM_CONNECT_TIMEOUT_MS */
+    long idle_timeout_ms;        /* 0: KP_HTTP_STREAM_IDLE_TIMEOUT_MS */
+    long total_timeout_ms;       /* 0: KP_HTTP_STREAM_TOTAL_TIMEOUT_MS */
+} kp_http_request;
+
+typedef struct kp_http_stream_callbacks {
+    void *ud;
+    /* The final response's status line and headers arrived (read them with
+     * kp_http_stream_header()); called before any body. May be NULL. */
+    void (*on_response)(void *ud, kp_http_stream *s, long status);
+    /* A piece of the body (transfer and content encodings removed). May be NULL. */
+    void (*on_body)(void *ud, kp_http_stream *s, const char *data, size_t len);
+    /* The end: status is the HTTP status (0 when no response came); message
+     * says what went wrong for outcomes other than KP_HTTP_COMPLETE ("" for
+     * it). s is freed when this returns. Required. */
+    void (*on_done)(void *ud, kp_http_stream *s, kp_http_outcome outcome, long status, const char *message);
+} kp_http_stream_callbacks;
+
+/* A client whose transfers run on base. Free with kp_http_stream_client_free(). */
+kp_status kp_http_stream_client_new(struct event_base *base, kp_http_stream_client **out, kp_err *err);
+
+/* Cancels the transfers still in flight (no callbacks) and frees the client.
+ * On the base's thread, not from a callback. NULL is a no-op. */
+void kp_http_stream_client_free(kp_http_stream_client *c);
+
+/* Starts a POST. *out is the transfer, owned by the client: it lives until
+ * on_done returns or kp_http_stream_cancel() is called. No callback runs
+ * before this returns. KP_EINVAL for a missing URL, KP_ENOMEM, KP_EINTERNAL. */
+kp_status kp_http_stream_start(kp_http_stream_client *c, const kp_http_request *req,
+                               const kp_http_stream_callbacks *cb, kp_http_stream **out, kp_err *err);
+
+/* The value of the final response's header `name` (case-insensitive), or
+ * NULL. Valid from on_response to the end of on_done, until the next call. */
+const char *kp_http_stream_header(kp_http_stream *s, const char *name);
+
+/* Stops the transfer; no callback of it comes after this. */
+void kp_http_stream_cancel(kp_http_stream *s);
+
+/* Transfers in flight (started, not yet ended or cancelled). */
+size_t kp_http_stream_client_active(const kp_http_stream_client *c);
+
+#endif

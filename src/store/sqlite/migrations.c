@@ -1,0 +1,286 @@
+/*
+ * migrations.c - the SQLite schema, as an ordered list of migrations, and the
+ * code that applies them (kp_sqlite_migrate).
+ *
+ * Invariants:
+ *   - migrations are append-only: a released migration is never edited; a
+ *     schema change is a new entry at the end of the array;
+ *   - each migration runs in its own BEGIN IMMEDIATE transaction, and the
+ *     version check happens inside it, after the write lock is taken, so two
+ *     processes migrating at once apply each migration exactly once;
+ *   - the version is MAX(version) of schema_migrations (0 without the table).
+ */
+#include "store/sqlite/migrations.h"
+
+#include <stdint.h>
+#include <time.h>
+
+#include <jansson.h>
+
+#include "core/log.h"
+#include "store/sqlite/sqlite_store.h"
+
+static const char *const migrations[] = {
+    /* 1: plans, users, balances, ledger, reservations; the three base plans. */
+    "CREATE TABLE plans ("
+    "  id TEXT PRIMARY KEY NOT NULL,"
+    "  name TEXT NOT NULL,"
+    "  price_cents INTEGER NOT NULL CHECK (price_cents >= 0),"
+    "  currency TEXT NOT NULL CHECK (length(currency) = 3),"
+    "  monthly_credits INTEGER NOT NULL CHECK (monthly_credits >= 0),"
+    "  daily_bonus INTEGER NOT NULL CHECK (daily_bonus >= 0),"
+    "  max_concurrent_generations INTEGER NOT NULL CHECK (max_concurrent_generations >= 0),"
+    "  stripe_price_id TEXT NOT NULL DEFAULT '',"
+    "  active INTEGER NOT NULL DEFAULT 1 CHECK (active IN (0, 1)),"
+    "  updated_at INTEGER NOT NULL"
+    ");"
+    "CREATE TABLE users ("
+    "  id TEXT PRIMARY KEY NOT NULL,"
+    "  email TEXT NOT NULL DEFAULT '',"
+    "  password_hash TEXT NOT NULL DEFAULT '',"
+    "  external_sub TEXT NOT NULL DEFAULT '',"
+    "  plan_id TEXT NOT NULL REFERENCES plans(id),"
+    "  is_admin INTEGER NOT NULL DEFAULT 0 CHECK (is_admin IN (0, 1)),"
+    "  created_at INTEGER NOT NULL"
+    ");"
+    "CREATE UNIQUE INDEX users_email ON users(email) WHERE email <> '';"
+    "CREATE UNIQUE INDEX users_external_sub ON users(external_sub) WHERE external_sub <> '';"
+    "CREATE TABLE balances ("
+    "  user_id TEXT PRIMARY KEY NOT NULL REFERENCES users(id),"
+    "  daily INTEGER NOT NULL DEFAULT 0,"
+    "  monthly INTEGER NOT NULL DEFAULT 0,"
+    "  version INTEGER NOT NULL DEFAULT 0,"
+    "  CHECK (daily >= 0 AND monthly >= 0)"
+    ") WITHOUT ROWID;"
+    /* AUTOINCREMENT: seq is never reused, so it only ever grows. */
+    "CREATE TABLE ledger ("
+    "  seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  user_id TEXT NOT NULL REFERENCES users(id),"
+    "  delta_daily INTEGER NOT NULL,"
+    "  delta_monthly INTEGER NOT NULL,"
+    "  balance_daily INTEGER NOT NULL,"
+    "  balance_monthly INTEGER NOT NULL,"
+    "  reason TEXT NOT NULL,"
+    "  idem_key TEXT NOT NULL,"
+    "  reservation_id TEXT NOT NULL DEFAULT '',"
+    "  created_at INTEGER NOT NULL"
+    ");"
+    "CREATE UNIQUE INDEX ledger_idem_key ON ledger(idem_key);"
+    "CREATE INDEX ledger_user_seq ON ledger(user_id, seq);"
+    "CREATE TABLE reservations ("
+    "  id TEXT PRIMARY KEY NOT NULL,"
+    "  user_id TEXT NOT NULL REFERENCES users(id),"
+    "  daily INTEGER NOT NULL CHECK (daily >= 0),"
+    "  monthly INTEGER NOT NULL CHECK (monthly >= 0),"
+    "  state TEXT NOT NULL CHECK (state IN ('reserved', 'committed', 'refunded')),"
+    "  created_at INTEGER NOT NULL,"
+    "  updated_at INTEGER NOT NULL"
+    ");"
+    "CREATE INDEX reservations_user ON reservations(user_id);"
+    "INSERT INTO plans (id, name, price_cents, currency, monthly_credits, daily_bonus,"
+    "                   max_concurrent_generations, stripe_price_id, active, updated_at) VALUES"
+    "  ('free', 'Free', 0, 'EUR', 0, 5, 1, '', 1, CAST(strftime('%s', 'now') AS INTEGER)),"
+    "  ('pro', 'Pro', 2500, 'EUR', 100, 5, 3, '', 1, CAST(strftime('%s', 'now') AS INTEGER)),"
+    "  ('business', 'Business', 5000, 'EUR', 300, 10, 10, '', 1, CAST(strftime('%s', 'now') AS INTEGER));",
+};
+
+#define MIGRATION_COUNT ((int)(sizeof migrations / sizeof migrations[0]))
+
+int kp_sqlite_schema_target(void) { return MIGRATION_COUNT; }
+
+kp_status kp_sqlite_db_error(sqlite3 *db, const char *what, kp_err *err)
+{
+    int code = db ? sqlite3_extended_errcode(db) : SQLITE_ERROR;
+    const char *msg = db ? sqlite3_errmsg(db) : "no connection";
+    kp_log_json(KP_LOG_ERROR, "database error",
+                json_pack("{s:s, s:s, s:i}", "op", what, "sqlite_error", msg, "sqlite_code", code));
+    return kp_err_set(err, KP_EDB, "database error (%s)", what);
+}
+
+/* Runs one statement whose result rows, if any, are ignored. */
+static int exec_simple(sqlite3 *db, const char *sql)
+{
+    return sqlite3_exec(db, sql, NULL, NULL, NULL);
+}
+
+/*
+ * Switches the database to WAL (persistent in the file; a no-op when it
+ * already is). While another connection is switching the same file, SQLite
+ * may answer SQLITE_BUSY without calling the busy handler, so this retries
+ * by itself, within the busy timeout.
+ */
+static kp_status enable_wal(sqlite3 *db, kp_err *err)
+{
+    const struct timespec pause = {0, 10 * 1000 * 1000};
+    sqlite3_stmt *st = NULL;
+    kp_status rc = KP_OK;
+    int step = SQLITE_OK;
+
+    if (sqlite3_prepare_v2(db, "PRAGMA journal_mode=WAL", -1, &st, NULL) != SQLITE_OK)
+        return kp_sqlite_db_error(db, "enable WAL", err);
+    for (int waited_ms = 0;; waited_ms += 10) {
+        step = sqlite3_step(st);
+        if ((step & 0xff) != SQLITE_BUSY || waited_ms >= KP_SQLITE_BUSY_TIMEOUT_MS)
+            break;
+        sqlite3_reset(st);
+        nanosleep(&pause, NULL);
+    }
+    if (step != SQLITE_ROW) {
+        rc = kp_sqlite_db_error(db, "enable WAL", err);
+    } else {
+        const char *mode = (const char *)sqlite3_column_text(st, 0);
+        if (!mode || sqlite3_stricmp(mode, "wal") != 0) {
+            kp_log(KP_LOG_ERROR, "database stays in journal mode %s, not wal", mode ? mode : "?");
+            rc = kp_err_set(err, KP_EDB, "database error (enable WAL)");
+        }
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+kp_status kp_sqlite_configure(sqlite3 *db, int foreign_keys, kp_err *err)
+{
+    if (sqlite3_busy_timeout(db, KP_SQLITE_BUSY_TIMEOUT_MS) != SQLITE_OK)
+        return kp_sqlite_db_error(db, "set busy timeout", err);
+    kp_status rc = enable_wal(db, err);
+    if (rc != KP_OK)
+        return rc;
+    if (exec_simple(db, "PRAGMA synchronous=NORMAL") != SQLITE_OK)
+        return kp_sqlite_db_error(db, "set synchronous", err);
+    if (foreign_keys && exec_simple(db, "PRAGMA foreign_keys=ON") != SQLITE_OK)
+        return kp_sqlite_db_error(db, "enable foreign keys", err);
+    return KP_OK;
+}
+
+/* 1 if the table exists, 0 if not, -1 on error. */
+static int table_exists(sqlite3 *db, const char *name)
+{
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(db, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1", -1, &st,
+                           NULL) != SQLITE_OK)
+        return -1;
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    int result = rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
+    sqlite3_finalize(st);
+    return result;
+}
+
+kp_status kp_sqlite_schema_version(sqlite3 *db, int *version, kp_err *err)
+{
+    *version = 0;
+    int exists = table_exists(db, "schema_migrations");
+    if (exists < 0)
+        return kp_sqlite_db_error(db, "read schema version", err);
+    if (!exists)
+        return KP_OK;
+
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(db, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations", -1, &st, NULL) !=
+        SQLITE_OK)
+        return kp_sqlite_db_error(db, "read schema version", err);
+    kp_status rc = KP_OK;
+    if (sqlite3_step(st) == SQLITE_ROW)
+        *version = sqlite3_column_int(st, 0);
+    else
+        rc = kp_sqlite_db_error(db, "read schema version", err);
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static kp_status record_version(sqlite3 *db, int version, kp_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(db, "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)", -1, &st,
+                           NULL) != SQLITE_OK)
+        return kp_sqlite_db_error(db, "record schema version", err);
+    sqlite3_bind_int(st, 1, version);
+    sqlite3_bind_int64(st, 2, (int64_t)time(NULL));
+    kp_status rc = KP_OK;
+    if (sqlite3_step(st) != SQLITE_DONE)
+        rc = kp_sqlite_db_error(db, "record schema version", err);
+    sqlite3_finalize(st);
+    return rc;
+}
+
+/*
+ * Applies migration `version` (1-based) unless the database already has it.
+ * *applied is set to 1 when it ran now. Owns its transaction.
+ */
+static kp_status apply_one(sqlite3 *db, int version, int *applied, kp_err *err)
+{
+    *applied = 0;
+    /* The write lock first: whoever gets it second sees the first's version. */
+    if (exec_simple(db, "BEGIN IMMEDIATE") != SQLITE_OK)
+        return kp_sqlite_db_error(db, "begin migration", err);
+
+    kp_status rc = KP_OK;
+    int current = 0;
+    if (exec_simple(db, "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                        "  version INTEGER PRIMARY KEY NOT NULL,"
+                        "  applied_at INTEGER NOT NULL)") != SQLITE_OK) {
+        rc = kp_sqlite_db_error(db, "create schema_migrations", err);
+        goto cleanup;
+    }
+    rc = kp_sqlite_schema_version(db, &current, err);
+    if (rc != KP_OK || current >= version)
+        goto cleanup;
+
+    if (exec_simple(db, migrations[version - 1]) != SQLITE_OK) {
+        kp_log(KP_LOG_ERROR, "migration %d failed", version);
+        rc = kp_sqlite_db_error(db, "apply migration", err);
+        goto cleanup;
+    }
+    rc = record_version(db, version, err);
+    if (rc != KP_OK)
+        goto cleanup;
+    if (exec_simple(db, "COMMIT") != SQLITE_OK) {
+        rc = kp_sqlite_db_error(db, "commit migration", err);
+        goto cleanup;
+    }
+    *applied = 1;
+    kp_log(KP_LOG_INFO, "applied schema migration %d", version);
+    return KP_OK;
+
+cleanup:
+    exec_simple(db, "ROLLBACK");
+    return rc;
+}
+
+kp_status kp_sqlite_migrate(const char *db_path, int *applied, kp_err *err)
+{
+    sqlite3 *db = NULL;
+    kp_status rc = KP_OK;
+    int count = 0;
+
+    if (applied)
+        *applied = 0;
+    if (!db_path || !*db_path)
+        return kp_err_set(err, KP_EINVAL, "database path is empty");
+
+    if (sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL) !=
+        SQLITE_OK) {
+        kp_log_json(KP_LOG_ERROR, "cannot open database",
+                    json_pack("{s:s, s:s}", "path", db_path, "sqlite_error", db ? sqlite3_errmsg(db) : "out of memory"));
+        rc = kp_err_set(err, KP_EDB, "cannot open or create the database");
+        goto cleanup;
+    }
+    /* Foreign keys stay off here: a migration that rebuilds a table needs that. */
+    rc = kp_sqlite_configure(db, 0, err);
+    if (rc != KP_OK)
+        goto cleanup;
+
+    for (int v = 1; v <= MIGRATION_COUNT; v++) {
+        int now = 0;
+        rc = apply_one(db, v, &now, err);
+        if (rc != KP_OK)
+            goto cleanup;
+        count += now;
+    }
+    if (applied)
+        *applied = count;
+
+cleanup:
+    sqlite3_close_v2(db);
+    return rc;
+}

@@ -1,0 +1,36 @@
+/*
+ * migrations.h - schema versioning and connection setup for the SQLite
+ * backend (internal to src/store/sqlite/; the public entry points are in
+ * sqlite_store.h).
+ *
+ * The schema is an ordered list of migrations; migration i (1-based) brings
+ * the database to version i. Applied versions are recorded in the table
+ * schema_migrations(version, applied_at). kp_sqlite_migrate (declared in
+ * sqlite_store.h, defined in migrations.c) applies the missing ones.
+ */
+#ifndef KP_SQLITE_MIGRATIONS_H
+#define KP_SQLITE_MIGRATIONS_H
+
+#include <sqlite3.h>
+
+#include "core/err.h"
+
+/* Milliseconds a connection waits for another writer before SQLITE_BUSY. */
+#define KP_SQLITE_BUSY_TIMEOUT_MS 10000
+
+/* The schema version this build needs (the number of migrations). */
+int kp_sqlite_schema_target(void);
+
+/* Reads the version a database is at (0 when it was never migrated). */
+kp_status kp_sqlite_schema_version(sqlite3 *db, int *version, kp_err *err);
+
+/* Per-connection settings: busy timeout, WAL, synchronous=NORMAL and, when
+ * foreign_keys is non-zero, foreign key enforcement. */
+kp_status kp_sqlite_configure(sqlite3 *db, int foreign_keys, kp_err *err);
+
+/* Logs the connection's last SQLite error (operation name, SQLite message and
+ * code) at error level and sets err to KP_EDB with a message naming only the
+ * operation. Returns KP_EDB. */
+kp_status kp_sqlite_db_error(sqlite3 *db, const char *what, kp_err *err);
+
+#endif

@@ -1,0 +1,1114 @@
+/*
+ * sqlite_store.c - the SQLite backend of kp_store_ops (see store.h for the
+ * contract of each operation, sqlite_store.h for opening, migrations.c for
+ * the schema).
+ *
+ * A handle owns one connection and a cache of prepared statements (prepared
+ * on first use with SQLITE_PREPARE_PERSISTENT, reset and unbound after every
+ * use), so hot reads such as user_get + balance_get + plan_get never re-parse
+ * SQL.
+ *
+ * Invariants:
+ *   - every multi-statement write runs inside BEGIN IMMEDIATE ... COMMIT: the
+ *     write lock is taken before anything is read, so checks and writes see
+ *     the same state in every thread and process, and any failure rolls the
+ *     whole change back;
+ *   - a balance row exists for every user (created with it) and is never
+ *     negative (checked here, and by a CHECK constraint as a second guard);
+ *   - for every user, the sum of ledger deltas equals the balance;
+ *   - client-facing messages never hold SQL or SQLite's own messages; those
+ *     go to the log (kp_sqlite_db_error).
+ */
+#include "store/sqlite/sqlite_store.h"
+
+#include <sqlite3.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/log.h"
+#include "store/sqlite/migrations.h"
+
+/* How often BEGIN IMMEDIATE is retried when it still reports SQLITE_BUSY
+ * after the busy timeout. */
+#define BEGIN_ATTEMPTS 3
+
+typedef enum stmt_id {
+    ST_BEGIN,
+    ST_COMMIT,
+    ST_ROLLBACK,
+    ST_USER_INSERT,
+    ST_USER_GET,
+    ST_USER_BY_EMAIL,
+    ST_USER_BY_SUB,
+    ST_USER_SET_ADMIN,
+    ST_USER_SET_PLAN,
+    ST_PLAN_GET,
+    ST_PLAN_EXISTS,
+    ST_PLAN_LIST,
+    ST_PLAN_UPSERT,
+    ST_BALANCE_INSERT,
+    ST_BALANCE_GET,
+    ST_BALANCE_SET,
+    ST_LEDGER_IDEM_USED,
+    ST_LEDGER_INSERT,
+    ST_LEDGER_LIST,
+    ST_LEDGER_SUM,
+    ST_LEDGER_MAX_SEQ,
+    ST_RES_GET,
+    ST_RES_INSERT,
+    ST_RES_SET_STATE,
+    ST_BONUS_BATCH_END,
+    ST_BONUS_INSERT,
+    ST_BONUS_APPLY,
+    ST_PING,
+    ST_COUNT
+} stmt_id;
+
+#define USER_COLS "id, email, password_hash, external_sub, plan_id, is_admin, created_at"
+#define PLAN_COLS                                                                                               \
+    "id, name, price_cents, currency, monthly_credits, daily_bonus, max_concurrent_generations, "             \
+    "stripe_price_id, active, updated_at"
+#define LEDGER_COLS                                                                                             \
+    "seq, user_id, delta_daily, delta_monthly, balance_daily, balance_monthly, reason, idem_key, "            \
+    "reservation_id, created_at"
+
+static const char *const stmt_sql[ST_COUNT] = {
+    [ST_BEGIN] = "BEGIN IMMEDIATE",
+    [ST_COMMIT] = "COMMIT",
+    [ST_ROLLBACK] = "ROLLBACK",
+    [ST_USER_INSERT] = "INSERT INTO users (" USER_COLS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    [ST_USER_GET] = "SELECT " USER_COLS " FROM users WHERE id = ?1",
+    [ST_USER_BY_EMAIL] = "SELECT " USER_COLS " FROM users WHERE email = ?1 AND email <> ''",
+    [ST_USER_BY_SUB] = "SELECT " USER_COLS " FROM users WHERE external_sub = ?1 AND external_sub <> ''",
+    [ST_USER_SET_ADMIN] = "UPDATE users SET is_admin = ?2 WHERE id = ?1",
+    [ST_USER_SET_PLAN] = "UPDATE users SET plan_id = ?2 WHERE id = ?1",
+    [ST_PLAN_GET] = "SELECT " PLAN_COLS " FROM plans WHERE id = ?1",
+    [ST_PLAN_EXISTS] = "SELECT 1 FROM plans WHERE id = ?1",
+    [ST_PLAN_LIST] = "SELECT " PLAN_COLS " FROM plans WHERE ?1 = 0 OR active = 1 ORDER BY price_cents, id",
+    [ST_PLAN_UPSERT] = "INSERT INTO plans (" PLAN_COLS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) "
+                       "ON CONFLICT(id) DO UPDATE SET name = excluded.name, price_cents = excluded.price_cents, "
+                       "currency = excluded.currency, monthly_credits = excluded.monthly_credits, "
+                       "daily_bonus = excluded.daily_bonus, "
+                       "max_concurrent_generations = excluded.max_concurrent_generations, "
+                       "stripe_price_id = excluded.stripe_price_id, active = excluded.active, "
+                       "updated_at = excluded.updated_at",
+    [ST_BALANCE_INSERT] = "INSERT INTO balances (user_id, daily, monthly, version) VALUES (?1, 0, 0, 0)",
+    [ST_BALANCE_GET] = "SELECT daily, monthly, version FROM balances WHERE user_id = ?1",
+    [ST_BALANCE_SET] = "UPDATE balances SET daily = ?2, monthly = ?3, version = version + 1 WHERE user_id = ?1",
+    [ST_LEDGER_IDEM_USED] = "SELECT 1 FROM ledger WHERE idem_key = ?1",
+    [ST_LEDGER_INSERT] = "INSERT INTO ledger (user_id, delta_daily, delta_monthly, balance_daily, "
+                         "balance_monthly, reason, idem_key, reservation_id, created_at) "
+                         "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    [ST_LEDGER_LIST] = "SELECT " LEDGER_COLS " FROM ledger WHERE user_id = ?1 AND seq < ?2 "
+                       "ORDER BY seq DESC LIMIT ?3",
+    [ST_LEDGER_SUM] = "SELECT COALESCE(SUM(delta_daily), 0), COALESCE(SUM(delta_monthly), 0) "
+                      "FROM ledger WHERE user_id = ?1",
+    [ST_LEDGER_MAX_SEQ] = "SELECT COALESCE(MAX(seq), 0) FROM ledger",
+    [ST_RES_GET] = "SELECT id, user_id, daily, monthly, state, created_at, updated_at "
+                   "FROM reservations WHERE id = ?1",
+    [ST_RES_INSERT] = "INSERT INTO reservations (id, user_id, daily, monthly, state, created_at, updated_at) "
+                      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+    [ST_RES_SET_STATE] = "UPDATE reservations SET state = ?2, updated_at = ?3 WHERE id = ?1",
+    /* The last id of the batch (NULL when the batch is empty). */
+    [ST_BONUS_BATCH_END] = "SELECT MAX(id) FROM (SELECT id FROM users WHERE id > ?1 ORDER BY id LIMIT ?2)",
+    /*
+     * One bonus row per user of the batch (after < id <= end) that has none
+     * for the date yet: the unique idem_key makes a second run, or a
+     * concurrent one, insert nothing for users already done. delta_daily may
+     * be negative or zero (unused daily credits do not carry over); the row
+     * is written anyway, since it is what records the date as done.
+     */
+    [ST_BONUS_INSERT] = "INSERT INTO ledger (user_id, delta_daily, delta_monthly, balance_daily, "
+                        "balance_monthly, reason, idem_key, reservation_id, created_at) "
+                        "SELECT u.id, p.daily_bonus - b.daily, 0, p.daily_bonus, b.monthly, 'daily_bonus', "
+                        "'daily:' || ?1 || ':' || u.id, '', ?4 "
+                        "FROM users AS u JOIN plans AS p ON p.id = u.plan_id "
+                        "JOIN balances AS b ON b.user_id = u.id "
+                        "WHERE u.id > ?2 AND u.id <= ?3 ORDER BY u.id "
+                        "ON CONFLICT(idem_key) DO NOTHING",
+    /* Moves exactly the balances of the rows just inserted (seq above the
+     * watermark read inside the same write transaction) to their new value. */
+    [ST_BONUS_APPLY] = "UPDATE balances SET daily = l.balance_daily, version = balances.version + 1 "
+                       "FROM ledger AS l WHERE l.seq > ?1 AND l.user_id = balances.user_id",
+    [ST_PING] = "SELECT 1",
+};
+
+static const char *const res_state_names[] = {
+    [KP_RES_NONE] = "",
+    [KP_RES_RESERVED] = "reserved",
+    [KP_RES_COMMITTED] = "committed",
+    [KP_RES_REFUNDED] = "refunded",
+};
+
+typedef struct sq_store {
+    kp_store base; /* base.impl points back to this struct */
+    sqlite3 *db;
+    sqlite3_stmt *stmts[ST_COUNT];
+} sq_store;
+
+/* ---- helpers ---------------------------------------------------------- */
+
+static sq_store *impl_of(kp_store *s) { return (sq_store *)s->impl; }
+
+/* 1 when s is a non-NULL string that fits, with its NUL, in cap bytes. */
+static int fits(const char *s, size_t cap) { return s && strnlen(s, cap) < cap; }
+
+static int nonempty_fits(const char *s, size_t cap) { return fits(s, cap) && s[0] != '\0'; }
+
+/* Fetches the cached statement, preparing it on first use. */
+static kp_status stmt_get(sq_store *h, stmt_id id, sqlite3_stmt **out, kp_err *err)
+{
+    if (!h->stmts[id] &&
+        sqlite3_prepare_v3(h->db, stmt_sql[id], -1, SQLITE_PREPARE_PERSISTENT, &h->stmts[id], NULL) != SQLITE_OK)
+        return kp_sqlite_db_error(h->db, "prepare statement", err);
+    *out = h->stmts[id];
+    return KP_OK;
+}
+
+/* Makes a cached statement ready for its next use. Text is bound with
+ * SQLITE_STATIC, so bindings must not outlive the call that made them. */
+static void stmt_done(sqlite3_stmt *st)
+{
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+}
+
+/* Text parameters: NULL is stored as "". The caller's string must stay alive
+ * until stmt_done. Bind calls cannot fail here: indexes are fixed, integers
+ * and static text need no allocation, and lengths are checked beforehand. */
+static void bind_text(sqlite3_stmt *st, int idx, const char *s) { sqlite3_bind_text(st, idx, s ? s : "", -1, SQLITE_STATIC); }
+
+static void column_copy(sqlite3_stmt *st, int col, char *dst, size_t cap)
+{
+    const unsigned char *text = sqlite3_column_text(st, col);
+    size_t len = text ? (size_t)sqlite3_column_bytes(st, col) : 0;
+    if (len >= cap)
+        len = cap - 1;
+    if (len)
+        memcpy(dst, text, len);
+    dst[len] = '\0';
+}
+
+/* Runs a statement that returns no rows; KP_OK or KP_EDB. */
+static kp_status run_simple(sq_store *h, stmt_id id, const char *what, kp_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    kp_status rc = stmt_get(h, id, &st, err);
+    if (rc != KP_OK)
+        return rc;
+    if (sqlite3_step(st) != SQLITE_DONE)
+        rc = kp_sqlite_db_error(h->db, what, err);
+    stmt_done(st);
+    return rc;
+}
+
+/* BEGIN IMMEDIATE: waits (busy timeout) for other writers, then retries a
+ * few times if SQLite still reports SQLITE_BUSY. */
+static kp_status tx_begin(sq_store *h, kp_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    kp_status rc = stmt_get(h, ST_BEGIN, &st, err);
+    if (rc != KP_OK)
+        return rc;
+    for (int attempt = 1;; attempt++) {
+        int step = sqlite3_step(st);
+        if (step == SQLITE_DONE) {
+            stmt_done(st);
+            return KP_OK;
+        }
+        if ((step & 0xff) != SQLITE_BUSY || attempt >= BEGIN_ATTEMPTS) {
+            rc = kp_sqlite_db_error(h->db, "begin transaction", err);
+            stmt_done(st);
+            return rc;
+        }
+        stmt_done(st);
+        kp_log(KP_LOG_WARN, "database busy, retrying (attempt %d)", attempt + 1);
+    }
+}
+
+static void tx_rollback(sq_store *h)
+{
+    if (sqlite3_get_autocommit(h->db))
+        return; /* SQLite already rolled back (or nothing was begun) */
+    kp_err ignored;
+    if (run_simple(h, ST_ROLLBACK, "rollback", &ignored) != KP_OK)
+        kp_log(KP_LOG_ERROR, "rollback failed");
+}
+
+/* Ends the transaction begun by tx_begin: commits when rc is KP_OK, else
+ * rolls back. Returns the final status. */
+static kp_status tx_end(sq_store *h, kp_status rc, kp_err *err)
+{
+    if (rc == KP_OK) {
+        rc = run_simple(h, ST_COMMIT, "commit", err);
+        if (rc == KP_OK)
+            return KP_OK;
+    }
+    tx_rollback(h);
+    return rc;
+}
+
+/* ---- users ------------------------------------------------------------ */
+
+static void read_user(sqlite3_stmt *st, kp_user *u)
+{
+    column_copy(st, 0, u->id, sizeof u->id);
+    column_copy(st, 1, u->email, sizeof u->email);
+    column_copy(st, 2, u->password_hash, sizeof u->password_hash);
+    column_copy(st, 3, u->external_sub, sizeof u->external_sub);
+    column_copy(st, 4, u->plan_id, sizeof u->plan_id);
+    u->is_admin = sqlite3_column_int(st, 5);
+    u->created_at = sqlite3_column_int64(st, 6);
+}
+
+/* Maps a failed INSERT/UPDATE on users to a status. */
+static kp_status user_write_error(sq_store *h, const char *what, kp_err *err)
+{
+    int code = sqlite3_extended_errcode(h->db);
+    const char *msg = sqlite3_errmsg(h->db);
+    if (code == SQLITE_CONSTRAINT_FOREIGNKEY)
+        return kp_err_set(err, KP_ENOTFOUND, "plan not found");
+    if (code == SQLITE_CONSTRAINT_UNIQUE || code == SQLITE_CONSTRAINT_PRIMARYKEY) {
+        if (strstr(msg, "users.email"))
+            return kp_err_set(err, KP_ECONFLICT, "email already registered");
+        if (strstr(msg, "users.external_sub"))
+            return kp_err_set(err, KP_ECONFLICT, "external identity already linked to a user");
+        return kp_err_set(err, KP_ECONFLICT, "user already exists");
+    }
+    return kp_sqlite_db_error(h->db, what, err);
+}
+
+static kp_status insert_user_row(sq_store *h, const kp_user *u, int64_t created_at, kp_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    kp_status rc = stmt_get(h, ST_USER_INSERT, &st, err);
+    if (rc != KP_OK)
+        return rc;
+    bind_text(st, 1, u->id);
+    bind_text(st, 2, u->email);
+    bind_text(st, 3, u->password_hash);
+    bind_text(st, 4, u->external_sub);
+    bind_text(st, 5, u->plan_id);
+    sqlite3_bind_int(st, 6, u->is_admin ? 1 : 0);
+    sqlite3_bind_int64(st, 7, created_at);
+    if (sqlite3_step(st) != SQLITE_DONE)
+        rc = user_write_error(h, "create user", err);
+    stmt_done(st);
+    return rc;
+}
+
+static kp_status insert_balance_row(sq_store *h, const char *user_id, kp_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    kp_status rc = stmt_get(h, ST_BALANCE_INSERT, &st, err);
+    if (rc != KP_OK)
+        return rc;
+    bind_text(st, 1, user_id);
+    if (sqlite3_step(st) != SQLITE_DONE)
+        rc = kp_sqlite_db_error(h->db, "create balance", err);
+    stmt_done(st);
+    return rc;
+}
+
+static kp_status sq_user_create(kp_store *s, const kp_user *u, kp_err *err)
+{
+    sq_store *h = impl_of(s);
+    if (!u || !nonempty_fits(u->id, sizeof u->id) || !fits(u->email, sizeof u->email) ||
+        !fits(u->password_hash, sizeof u->password_hash) || !fits(u->external_sub, sizeof u->external_sub) ||
+        !nonempty_fits(u->plan_id, sizeof u->plan_id))
+        return kp_err_set(err, KP_EINVAL, "invalid user record");
+
+    int64_t created_at = u->created_at > 0 ? u->created_at : (int64_t)time(NULL);
+    kp_status rc = tx_begin(h, err);
+    if (rc != KP_OK)
+        return rc;
+    rc = insert_user_row(h, u, created_at, err);
+    if (rc == KP_OK)
+        rc = insert_balance_row(h, u->id, err);
+    return tx_end(h, rc, err);
+}
+
+static kp_status user_get_with(sq_store *h, stmt_id id, const char *key, kp_user *out, kp_err *err)
+{
+    if (!key || !*key)
+        return kp_err_set(err, KP_ENOTFOUND, "user not found");
+    sqlite3_stmt *st = NULL;
+    kp_status rc = stmt_get(h, id, &st, err);
+    if (rc != KP_OK)
+        return rc;
+    bind_text(st, 1, key);
+    int step = sqlite3_step(st);
+    if (step == SQLITE_ROW)
+        read_user(st, out);
+    else if (step == SQLITE_DONE)
+        rc = kp_err_set(err, KP_ENOTFOUND, "user not found");
+    else
+        rc = kp_sqlite_db_error(h->db, "read user", err);
+    stmt_done(st);
+    return rc;
+}
+
+static kp_status sq_user_get(kp_store *s, const char *id, kp_user *out, kp_err *err)
+{
+    return user_get_with(impl_of(s), ST_USER_GET, id, out, err);
+}
+
+static kp_status sq_user_get_by_email(kp_store *s, const char *email, kp_user *out, kp_err *err)
+{
+    return user_get_with(impl_of(s), ST_USER_BY_EMAIL, email, out, err);
+}
+
+static kp_status sq_user_get_by_sub(kp_store *s, const char *external_sub, kp_user *out, kp_err *err)
+{
+    return user_get_with(impl_of(s), ST_USER_BY_SUB, external_sub, out, err);
+}
+
+/* Runs an UPDATE of one user's column (?1 id, ?2 value); KP_ENOTFOUND when no
+ * such user. Exactly one of text / number is used. */
+static kp_status user_update(sq_store *h, stmt_id id, const char *user_id, const char *text, int number,
+                             const char *what, kp_err *err)
+{
+    if (!user_id || !*user_id)
+        return kp_err_set(err, KP_ENOTFOUND, "user not found");
+    sqlite3_stmt *st = NULL;
+    kp_status rc = stmt_get(h, id, &st, err);
+    if (rc != KP_OK)
+        return rc;
+    bind_text(st, 1, user_id);
+    if (text)
+        bind_text(st, 2, text);
+    else
+        sqlite3_bind_int(st, 2, number);
+    if (sqlite3_step(st) != SQLITE_DONE)
+        rc = user_write_error(h, what, err);
+    else if (sqlite3_changes(h->db) == 0)
+        rc = kp_err_set(err, KP_ENOTFOUND, "user not found");
+    stmt_done(st);
+    return rc;
+}
+
+static kp_status sq_user_set_admin(kp_store *s, const char *id, int is_admin, kp_err *err)
+{
+    return user_update(impl_of(s), ST_USER_SET_ADMIN, id, NULL, is_admin ? 1 : 0, "set admin", err);
+}
+
+static kp_status sq_user_set_plan(kp_store *s, const char *id, const char *plan_id, kp_err *err)
+{
+    if (!nonempty_fits(plan_id, KP_PLAN_ID_MAX))
+        return kp_err_set(err, KP_ENOTFOUND, "plan not found");
+    /* The foreign key on users.plan_id reports an unknown plan; a missing
+     * user updates nothing and is reported first. */
+    return user_update(impl_of(s), ST_USER_SET_PLAN, id, plan_id, 0, "set plan", err);
+}
+
+/* ---- plans ------------------------------------------------------------ */
+
+static void read_plan(sqlite3_stmt *st, kp_plan *p)
+{
+    column_copy(st, 0, p->id, sizeof p->id);
+    column_copy(st, 1, p->name, sizeof p->name);
+    p->price_cents = sqlite3_column_int64(st, 2);
+    column_copy(st, 3, p->currency, sizeof p->currency);
+    p->monthly_credits = sqlite3_column_int64(st, 4);
+    p->daily_bonus = sqlite3_column_int64(st, 5);
+    p->max_concurrent_generations = sqlite3_column_int64(st, 6);
+    column_copy(st, 7, p->stripe_price_id, sizeof p->stripe_price_id);
+    p->active = sqlite3_column_int(st, 8);
+    p->updated_at = sqlite3_column_int64(st, 9);
+}
+
+static kp_status sq_plan_get(kp_store *s, const char *id, kp_plan *out, kp_err *err)
+{
+    sq_store *h = impl_of(s);
+    if (!id || !*id)
+        return kp_err_set(err, KP_ENOTFOUND, "plan not found");
+    sqlite3_stmt *st = NULL;
+    kp_status rc = stmt_get(h, ST_PLAN_GET, &st, err);
+    if (rc != KP_OK)
+        return rc;
+    bind_text(st, 1, id);
+    int step = sqlite3_step(st);
+    if (step == SQLITE_ROW)
+        read_plan(st, out);
+    else if (step == SQLITE_DONE)
+        rc = kp_err_set(err, KP_ENOTFOUND, "plan not found");
+    else
+        rc = kp_sqlite_db_error(h->db, "read plan", err);
+    stmt_done(st);
+    return rc;
+}
+
+static kp_status sq_plan_list(kp_store *s, int active_only, kp_plan **out, size_t *n, kp_err *err)
+{
+    sq_store *h = impl_of(s);
+    kp_plan *items = NULL;
+    size_t count = 0, cap = 0;
+    *out = NULL;
+    *n = 0;
+
+    sqlite3_stmt *st = NULL;
+    kp_status rc = stmt_get(h, ST_PLAN_LIST, &st, err);
+    if (rc != KP_OK)
+        return rc;
+    sqlite3_bind_int(st, 1, active_only ? 1 : 0);
+    int step;
+    while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+        if (count == cap) {
+            size_t ncap = cap ? cap * 2 : 8;
+            kp_plan *grown = realloc(items, ncap * sizeof *grown);
+            if (!grown) {
+                rc = kp_err_set(err, KP_ENOMEM, "out of memory");
+                goto cleanup;
+            }
+            items = grown;
+            cap = ncap;
+        }
+        memset(&items[count], 0, sizeof items[count]);
+        read_plan(st, &items[count++]);
+    }
+    if (step != SQLITE_DONE)
+        rc = kp_sqlite_db_error(h->db, "list plans", err);
+
+cleanup:
+    stmt_done(st);
+    if (rc != KP_OK) {
+        free(items);
+        return rc;
+    }
+    *out = items;
+    *n = count;
+    return KP_OK;
+}
+
+static int plan_id_valid(const char *id)
+{
+    if (!nonempty_fits(id, KP_PLAN_ID_MAX))
+        return 0;
+    for (const char *c = id; *c; c++)
+        if (!((*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '_' || *c == '-'))
+            return 0;
+    return 1;
+}
+
+static int plan_valid(const kp_plan *p)
+{
+    return plan_id_valid(p->id) && fits(p->name, sizeof p->name) && strnlen(p->currency, sizeof p->currency) == 3 &&
+           fits(p->stripe_price_id, sizeof p->stripe_price_id) && p->price_cents >= 0 && p->monthly_credits >= 0 &&
+           p->daily_bonus >= 0 && p->max_concurrent_generations >= 0;
+}
+
+static kp_status plan_exists(sq_store *h, const char *id, int *exists, kp_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    kp_status rc = stmt_get(h, ST_PLAN_EXISTS, &st, err);
+    if (rc != KP_OK)
+        return rc;
+    bind_text(st, 1, id);
+    int step = sqlite3_step(st);
+    if (step == SQLITE_ROW || step == SQLITE_DONE)
+        *exists = step == SQLITE_ROW;
+    else
+        rc = kp_sqlite_db_error(h->db, "read plan", err);
+    stmt_done(st);
+    return rc;
+}
+
+static kp_status upsert_plan_row(sq_store *h, const kp_plan *p, int64_t now, kp_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    kp_status rc = stmt_get(h, ST_PLAN_UPSERT, &st, err);
+    if (rc != KP_OK)
+        return rc;
+    bind_text(st, 1, p->id);
+    bind_text(st, 2, p->name);
+    sqlite3_bind_int64(st, 3, p->price_cents);
+    bind_text(st, 4, p->currency);
+    sqlite3_bind_int64(st, 5, p->monthly_credits);
+    sqlite3_bind_int64(st, 6, p->daily_bonus);
+    sqlite3_bind_int64(st, 7, p->max_concurrent_generations);
+    bind_text(st, 8, p->stripe_price_id);
+    sqlite3_bind_int(st, 9, p->active ? 1 : 0);
+    sqlite3_bind_int64(st, 10, now);
+    if (sqlite3_step(st) != SQLITE_DONE) {
+        if ((sqlite3_extended_errcode(h->db) & 0xff) == SQLITE_CONSTRAINT)
+            rc = kp_err_set(err, KP_EINVAL, "invalid plan");
+        else
+            rc = kp_sqlite_db_error(h->db, "write plan", err);
+    }
+    stmt_done(st);
+    return rc;
+}
+
+static kp_status sq_plan_put(kp_store *s, const kp_plan *p, int *created, kp_err *err)
+{
+    sq_store *h = impl_of(s);
+    if (!p || !plan_valid(p))
+        return kp_err_set(err, KP_EINVAL, "invalid plan");
+
+    int exists = 0;
+    kp_status rc = tx_begin(h, err);
+    if (rc != KP_OK)
+        return rc;
+    rc = plan_exists(h, p->id, &exists, err);
+    if (rc == KP_OK)
+        rc = upsert_plan_row(h, p, (int64_t)time(NULL), err);
+    rc = tx_end(h, rc, err);
+    if (rc == KP_OK && created)
+        *created = !exists;
+    return rc;
+}
+
+/* ---- credits ---------------------------------------------------------- */
+
+static kp_status balance_read(sq_store *h, const char *user_id, kp_balance *out, kp_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    kp_status rc = stmt_get(h, ST_BALANCE_GET, &st, err);
+    if (rc != KP_OK)
+        return rc;
+    bind_text(st, 1, user_id);
+    int step = sqlite3_step(st);
+    if (step == SQLITE_ROW) {
+        out->daily = sqlite3_column_int64(st, 0);
+        out->monthly = sqlite3_column_int64(st, 1);
+        out->version = sqlite3_column_int64(st, 2);
+    } else if (step == SQLITE_DONE) {
+        rc = kp_err_set(err, KP_ENOTFOUND, "user not found");
+    } else {
+        rc = kp_sqlite_db_error(h->db, "read balance", err);
+    }
+    stmt_done(st);
+    return rc;
+}
+
+static kp_status sq_balance_get(kp_store *s, const char *user_id, kp_balance *out, kp_err *err)
+{
+    if (!user_id || !*user_id)
+        return kp_err_set(err, KP_ENOTFOUND, "user not found");
+    return balance_read(impl_of(s), user_id, out, err);
+}
+
+static kp_status idem_key_used(sq_store *h, const char *key, int *used, kp_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    kp_status rc = stmt_get(h, ST_LEDGER_IDEM_USED, &st, err);
+    if (rc != KP_OK)
+        return rc;
+    bind_text(st, 1, key);
+    int step = sqlite3_step(st);
+    if (step == SQLITE_ROW || step == SQLITE_DONE)
+        *used = step == SQLITE_ROW;
+    else
+        rc = kp_sqlite_db_error(h->db, "read ledger", err);
+    stmt_done(st);
+    return rc;
+}
+
+static kp_status balance_write(sq_store *h, const char *user_id, int64_t daily, int64_t monthly, kp_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    kp_status rc = stmt_get(h, ST_BALANCE_SET, &st, err);
+    if (rc != KP_OK)
+        return rc;
+    bind_text(st, 1, user_id);
+    sqlite3_bind_int64(st, 2, daily);
+    sqlite3_bind_int64(st, 3, monthly);
+    if (sqlite3_step(st) != SQLITE_DONE)
+        rc = kp_sqlite_db_error(h->db, "write balance", err);
+    stmt_done(st);
+    return rc;
+}
+
+static kp_status ledger_append(sq_store *h, const kp_credit_change *c, const kp_balance *after, int64_t now,
+                               kp_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    kp_status rc = stmt_get(h, ST_LEDGER_INSERT, &st, err);
+    if (rc != KP_OK)
+        return rc;
+    bind_text(st, 1, c->user_id);
+    sqlite3_bind_int64(st, 2, c->delta_daily);
+    sqlite3_bind_int64(st, 3, c->delta_monthly);
+    sqlite3_bind_int64(st, 4, after->daily);
+    sqlite3_bind_int64(st, 5, after->monthly);
+    bind_text(st, 6, c->reason);
+    bind_text(st, 7, c->idem_key);
+    bind_text(st, 8, c->res_id);
+    sqlite3_bind_int64(st, 9, now);
+    if (sqlite3_step(st) != SQLITE_DONE)
+        rc = kp_sqlite_db_error(h->db, "append ledger", err);
+    stmt_done(st);
+    return rc;
+}
+
+static int res_state_parse(const char *name, kp_reservation_state *out)
+{
+    for (int i = KP_RES_RESERVED; i <= KP_RES_REFUNDED; i++) {
+        if (strcmp(name, res_state_names[i]) == 0) {
+            *out = (kp_reservation_state)i;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* Reads a reservation; *found is 0 (and out untouched) when it does not exist. */
+static kp_status reservation_read(sq_store *h, const char *id, kp_reservation *out, int *found, kp_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    kp_status rc = stmt_get(h, ST_RES_GET, &st, err);
+    if (rc != KP_OK)
+        return rc;
+    bind_text(st, 1, id);
+    *found = 0;
+    int step = sqlite3_step(st);
+    if (step == SQLITE_ROW) {
+        column_copy(st, 0, out->id, sizeof out->id);
+        column_copy(st, 1, out->user_id, sizeof out->user_id);
+        out->daily = sqlite3_column_int64(st, 2);
+        out->monthly = sqlite3_column_int64(st, 3);
+        const unsigned char *state = sqlite3_column_text(st, 4);
+        if (!state || res_state_parse((const char *)state, &out->state) != 0)
+            rc = kp_err_set(err, KP_EINTERNAL, "reservation in an unknown state");
+        out->created_at = sqlite3_column_int64(st, 5);
+        out->updated_at = sqlite3_column_int64(st, 6);
+        *found = rc == KP_OK;
+    } else if (step != SQLITE_DONE) {
+        rc = kp_sqlite_db_error(h->db, "read reservation", err);
+    }
+    stmt_done(st);
+    return rc;
+}
+
+static kp_status reservation_create(sq_store *h, const kp_credit_change *c, int64_t now, kp_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    kp_status rc = stmt_get(h, ST_RES_INSERT, &st, err);
+    if (rc != KP_OK)
+        return rc;
+    bind_text(st, 1, c->res_id);
+    bind_text(st, 2, c->user_id);
+    sqlite3_bind_int64(st, 3, c->res_daily);
+    sqlite3_bind_int64(st, 4, c->res_monthly);
+    bind_text(st, 5, res_state_names[c->res_to]);
+    sqlite3_bind_int64(st, 6, now);
+    if (sqlite3_step(st) != SQLITE_DONE)
+        rc = kp_sqlite_db_error(h->db, "create reservation", err);
+    stmt_done(st);
+    return rc;
+}
+
+static kp_status reservation_set_state(sq_store *h, const char *id, kp_reservation_state state, int64_t now,
+                                       kp_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    kp_status rc = stmt_get(h, ST_RES_SET_STATE, &st, err);
+    if (rc != KP_OK)
+        return rc;
+    bind_text(st, 1, id);
+    bind_text(st, 2, res_state_names[state]);
+    sqlite3_bind_int64(st, 3, now);
+    if (sqlite3_step(st) != SQLITE_DONE)
+        rc = kp_sqlite_db_error(h->db, "update reservation", err);
+    stmt_done(st);
+    return rc;
+}
+
+/* Checks and performs the reservation part of a credit change (res_id set). */
+static kp_status reservation_transition(sq_store *h, const kp_credit_change *c, int64_t now, kp_err *err)
+{
+    kp_reservation res;
+    int found = 0;
+    kp_status rc = reservation_read(h, c->res_id, &res, &found, err);
+    if (rc != KP_OK)
+        return rc;
+    if (c->res_from == KP_RES_NONE) {
+        if (found)
+            return kp_err_set(err, KP_ECONFLICT, "reservation already exists");
+        return reservation_create(h, c, now, err);
+    }
+    if (!found || strcmp(res.user_id, c->user_id) != 0)
+        return kp_err_set(err, KP_ECONFLICT, "no such reservation for this user");
+    if (res.state != c->res_from)
+        return kp_err_set(err, KP_ECONFLICT, "reservation is %s, not %s", res_state_names[res.state],
+                          res_state_names[c->res_from]);
+    return reservation_set_state(h, c->res_id, c->res_to, now, err);
+}
+
+/* The body of credits_apply, inside the write transaction. *out receives the
+ * balance after the change, or the current one on EDUPLICATE / ECONFLICT /
+ * ECREDITS. */
+static kp_status credits_apply_locked(sq_store *h, const kp_credit_change *c, int64_t now, kp_balance *out,
+                                      kp_err *err)
+{
+    int used = 0;
+    kp_status rc = idem_key_used(h, c->idem_key, &used, err);
+    if (rc != KP_OK)
+        return rc;
+    kp_balance cur;
+    rc = balance_read(h, c->user_id, &cur, err);
+    if (rc != KP_OK)
+        return rc;
+    *out = cur;
+    if (used)
+        return kp_err_set(err, KP_EDUPLICATE, "idempotency key already used");
+    if (c->expected_version >= 0 && c->expected_version != cur.version)
+        return kp_err_set(err, KP_ECONFLICT, "balance changed (version %lld, expected %lld)",
+                          (long long)cur.version, (long long)c->expected_version);
+
+    kp_balance next = {0, 0, cur.version + 1};
+    if (__builtin_add_overflow(cur.daily, c->delta_daily, &next.daily) ||
+        __builtin_add_overflow(cur.monthly, c->delta_monthly, &next.monthly))
+        return kp_err_set(err, KP_EINVAL, "credit amount out of range");
+    if (next.daily < 0 || next.monthly < 0)
+        return kp_err_set(err, KP_ECREDITS, "not enough credits (daily %lld, monthly %lld)", (long long)cur.daily,
+                          (long long)cur.monthly);
+
+    if (c->res_id) {
+        rc = reservation_transition(h, c, now, err);
+        if (rc != KP_OK)
+            return rc;
+    }
+    rc = balance_write(h, c->user_id, next.daily, next.monthly, err);
+    if (rc == KP_OK && (c->delta_daily != 0 || c->delta_monthly != 0))
+        rc = ledger_append(h, c, &next, now, err);
+    if (rc == KP_OK)
+        *out = next;
+    return rc;
+}
+
+static int credit_change_valid(const kp_credit_change *c)
+{
+    if (!c || !nonempty_fits(c->user_id, KP_ID_MAX) || !nonempty_fits(c->idem_key, KP_IDEM_MAX) ||
+        (c->reason && !fits(c->reason, KP_REASON_MAX)))
+        return 0;
+    if (!c->res_id)
+        return 1;
+    return nonempty_fits(c->res_id, KP_ID_MAX) && c->res_from >= KP_RES_NONE && c->res_from <= KP_RES_REFUNDED &&
+           c->res_to >= KP_RES_RESERVED && c->res_to <= KP_RES_REFUNDED && c->res_daily >= 0 &&
+           c->res_monthly >= 0;
+}
+
+static kp_status sq_credits_apply(kp_store *s, const kp_credit_change *c, kp_balance *out, kp_err *err)
+{
+    sq_store *h = impl_of(s);
+    if (!credit_change_valid(c))
+        return kp_err_set(err, KP_EINVAL, "invalid credit change");
+
+    kp_balance result = {0, 0, 0};
+    kp_status rc = tx_begin(h, err);
+    if (rc != KP_OK)
+        return rc;
+    rc = credits_apply_locked(h, c, (int64_t)time(NULL), &result, err);
+    rc = tx_end(h, rc, err);
+    if (out)
+        *out = result;
+    return rc;
+}
+
+static kp_status sq_reservation_get(kp_store *s, const char *id, kp_reservation *out, kp_err *err)
+{
+    if (!id || !*id)
+        return kp_err_set(err, KP_ENOTFOUND, "reservation not found");
+    int found = 0;
+    kp_status rc = reservation_read(impl_of(s), id, out, &found, err);
+    if (rc == KP_OK && !found)
+        rc = kp_err_set(err, KP_ENOTFOUND, "reservation not found");
+    return rc;
+}
+
+static void read_ledger_entry(sqlite3_stmt *st, kp_ledger_entry *e)
+{
+    e->seq = sqlite3_column_int64(st, 0);
+    column_copy(st, 1, e->user_id, sizeof e->user_id);
+    e->delta_daily = sqlite3_column_int64(st, 2);
+    e->delta_monthly = sqlite3_column_int64(st, 3);
+    e->balance_daily = sqlite3_column_int64(st, 4);
+    e->balance_monthly = sqlite3_column_int64(st, 5);
+    column_copy(st, 6, e->reason, sizeof e->reason);
+    column_copy(st, 7, e->idem_key, sizeof e->idem_key);
+    column_copy(st, 8, e->reservation_id, sizeof e->reservation_id);
+    e->created_at = sqlite3_column_int64(st, 9);
+}
+
+static kp_status sq_ledger_list(kp_store *s, const char *user_id, int64_t before_seq, size_t limit,
+                                kp_ledger_entry **out, size_t *n, kp_err *err)
+{
+    sq_store *h = impl_of(s);
+    kp_ledger_entry *items = NULL;
+    size_t count = 0, cap = 0;
+    *out = NULL;
+    *n = 0;
+    if (!user_id || !*user_id || limit == 0)
+        return KP_OK;
+
+    sqlite3_stmt *st = NULL;
+    kp_status rc = stmt_get(h, ST_LEDGER_LIST, &st, err);
+    if (rc != KP_OK)
+        return rc;
+    bind_text(st, 1, user_id);
+    sqlite3_bind_int64(st, 2, before_seq > 0 ? before_seq : INT64_MAX);
+    sqlite3_bind_int64(st, 3, limit > (size_t)INT64_MAX ? INT64_MAX : (int64_t)limit);
+    int step;
+    while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+        if (count == cap) {
+            size_t ncap = cap ? cap * 2 : 16;
+            kp_ledger_entry *grown = realloc(items, ncap * sizeof *grown);
+            if (!grown) {
+                rc = kp_err_set(err, KP_ENOMEM, "out of memory");
+                goto cleanup;
+            }
+            items = grown;
+            cap = ncap;
+        }
+        memset(&items[count], 0, sizeof items[count]);
+        read_ledger_entry(st, &items[count++]);
+    }
+    if (step != SQLITE_DONE)
+        rc = kp_sqlite_db_error(h->db, "list ledger", err);
+
+cleanup:
+    stmt_done(st);
+    if (rc != KP_OK) {
+        free(items);
+        return rc;
+    }
+    *out = items;
+    *n = count;
+    return KP_OK;
+}
+
+static kp_status sq_ledger_sum(kp_store *s, const char *user_id, kp_balance *out, kp_err *err)
+{
+    sq_store *h = impl_of(s);
+    sqlite3_stmt *st = NULL;
+    kp_status rc = stmt_get(h, ST_LEDGER_SUM, &st, err);
+    if (rc != KP_OK)
+        return rc;
+    bind_text(st, 1, user_id);
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        out->daily = sqlite3_column_int64(st, 0);
+        out->monthly = sqlite3_column_int64(st, 1);
+        out->version = 0;
+    } else {
+        rc = kp_sqlite_db_error(h->db, "sum ledger", err);
+    }
+    stmt_done(st);
+    return rc;
+}
+
+/* ---- daily bonus ------------------------------------------------------ */
+
+/* Dates are the caller's day key, e.g. "2025-01-31": digits and dashes. */
+static int bonus_date_valid(const char *date)
+{
+    if (!nonempty_fits(date, 32))
+        return 0;
+    for (const char *c = date; *c; c++)
+        if (!((*c >= '0' && *c <= '9') || *c == '-'))
+            return 0;
+    return 1;
+}
+
+/* The last user id of the batch after `after`; *found 0 when it is empty. */
+static kp_status bonus_batch_end(sq_store *h, const char *after, size_t limit, char end[KP_ID_MAX], int *found,
+                                 kp_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    kp_status rc = stmt_get(h, ST_BONUS_BATCH_END, &st, err);
+    if (rc != KP_OK)
+        return rc;
+    bind_text(st, 1, after);
+    sqlite3_bind_int64(st, 2, limit > (size_t)INT64_MAX ? INT64_MAX : (int64_t)limit);
+    *found = 0;
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        if (sqlite3_column_type(st, 0) != SQLITE_NULL) {
+            column_copy(st, 0, end, KP_ID_MAX);
+            *found = 1;
+        }
+    } else {
+        rc = kp_sqlite_db_error(h->db, "daily bonus batch", err);
+    }
+    stmt_done(st);
+    return rc;
+}
+
+static kp_status ledger_max_seq(sq_store *h, int64_t *seq, kp_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    kp_status rc = stmt_get(h, ST_LEDGER_MAX_SEQ, &st, err);
+    if (rc != KP_OK)
+        return rc;
+    if (sqlite3_step(st) == SQLITE_ROW)
+        *seq = sqlite3_column_int64(st, 0);
+    else
+        rc = kp_sqlite_db_error(h->db, "read ledger", err);
+    stmt_done(st);
+    return rc;
+}
+
+static kp_status bonus_insert_rows(sq_store *h, const char *date, const char *after, const char *end, int64_t now,
+                                   size_t *inserted, kp_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    kp_status rc = stmt_get(h, ST_BONUS_INSERT, &st, err);
+    if (rc != KP_OK)
+        return rc;
+    bind_text(st, 1, date);
+    bind_text(st, 2, after);
+    bind_text(st, 3, end);
+    sqlite3_bind_int64(st, 4, now);
+    if (sqlite3_step(st) == SQLITE_DONE)
+        *inserted = (size_t)sqlite3_changes(h->db);
+    else
+        rc = kp_sqlite_db_error(h->db, "daily bonus ledger", err);
+    stmt_done(st);
+    return rc;
+}
+
+static kp_status bonus_apply_rows(sq_store *h, int64_t after_seq, size_t expected, kp_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    kp_status rc = stmt_get(h, ST_BONUS_APPLY, &st, err);
+    if (rc != KP_OK)
+        return rc;
+    sqlite3_bind_int64(st, 1, after_seq);
+    if (sqlite3_step(st) != SQLITE_DONE)
+        rc = kp_sqlite_db_error(h->db, "daily bonus balances", err);
+    else if ((size_t)sqlite3_changes(h->db) != expected)
+        rc = kp_err_set(err, KP_EINTERNAL, "daily bonus updated %d balances for %zu ledger rows",
+                        sqlite3_changes(h->db), expected);
+    stmt_done(st);
+    return rc;
+}
+
+static kp_status sq_daily_bonus_batch(kp_store *s, const char *date, const char *after_user_id, size_t limit,
+                                      char last_user_id[KP_ID_MAX], size_t *granted, kp_err *err)
+{
+    sq_store *h = impl_of(s);
+    const char *after = after_user_id ? after_user_id : "";
+    char end[KP_ID_MAX] = "";
+    size_t count = 0;
+    int found = 0;
+    int64_t watermark = 0;
+
+    last_user_id[0] = '\0';
+    *granted = 0;
+    if (!bonus_date_valid(date))
+        return kp_err_set(err, KP_EINVAL, "invalid bonus date");
+    if (!fits(after, KP_ID_MAX) || limit == 0)
+        return kp_err_set(err, KP_EINVAL, "invalid bonus batch");
+
+    kp_status rc = tx_begin(h, err);
+    if (rc != KP_OK)
+        return rc;
+    rc = bonus_batch_end(h, after, limit, end, &found, err);
+    if (rc == KP_OK && found)
+        rc = ledger_max_seq(h, &watermark, err);
+    if (rc == KP_OK && found)
+        rc = bonus_insert_rows(h, date, after, end, (int64_t)time(NULL), &count, err);
+    if (rc == KP_OK && count > 0)
+        rc = bonus_apply_rows(h, watermark, count, err);
+    rc = tx_end(h, rc, err);
+    if (rc != KP_OK)
+        return rc;
+    memcpy(last_user_id, end, KP_ID_MAX);
+    *granted = count;
+    return KP_OK;
+}
+
+/* ---- health and lifetime ---------------------------------------------- */
+
+static kp_status sq_ping(kp_store *s, kp_err *err)
+{
+    sq_store *h = impl_of(s);
+    sqlite3_stmt *st = NULL;
+    kp_status rc = stmt_get(h, ST_PING, &st, err);
+    if (rc != KP_OK)
+        return rc;
+    if (sqlite3_step(st) != SQLITE_ROW)
+        rc = kp_sqlite_db_error(h->db, "ping", err);
+    stmt_done(st);
+    return rc;
+}
+
+static void sq_close(kp_store *s)
+{
+    if (!s)
+        return;
+    sq_store *h = impl_of(s);
+    for (int i = 0; i < ST_COUNT; i++)
+        sqlite3_finalize(h->stmts[i]);
+    sqlite3_close_v2(h->db);
+    free(h);
+}
+
+static const kp_store_ops sqlite_ops = {
+    .user_create = sq_user_create,
+    .user_get = sq_user_get,
+    .user_get_by_email = sq_user_get_by_email,
+    .user_get_by_sub = sq_user_get_by_sub,
+    .user_set_admin = sq_user_set_admin,
+    .user_set_plan = sq_user_set_plan,
+    .plan_get = sq_plan_get,
+    .plan_list = sq_plan_list,
+    .plan_put = sq_plan_put,
+    .balance_get = sq_balance_get,
+    .credits_apply = sq_credits_apply,
+    .reservation_get = sq_reservation_get,
+    .ledger_list = sq_ledger_list,
+    .ledger_sum = sq_ledger_sum,
+    .daily_bonus_batch = sq_daily_bonus_batch,
+    .ping = sq_ping,
+    .close = sq_close,
+};
+
+kp_status kp_sqlite_open(const char *db_path, kp_store **out, kp_err *err)
+{
+    sqlite3 *db = NULL;
+    sq_store *h = NULL;
+    int version = 0;
+    kp_status rc;
+
+    *out = NULL;
+    if (!db_path || !*db_path)
+        return kp_err_set(err, KP_EINVAL, "database path is empty");
+    /* No SQLITE_OPEN_CREATE: a missing file means "not migrated". */
+    if (sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
+        kp_log_json(KP_LOG_ERROR, "cannot open database",
+                    json_pack("{s:s, s:s}", "path", db_path, "sqlite_error", db ? sqlite3_errmsg(db) : "out of memory"));
+        rc = kp_err_set(err, KP_EUNAVAILABLE, "cannot open the database: run koumpa migrate");
+        goto cleanup;
+    }
+    rc = kp_sqlite_configure(db, 1, err);
+    if (rc != KP_OK)
+        goto cleanup;
+    rc = kp_sqlite_schema_version(db, &version, err);
+    if (rc != KP_OK)
+        goto cleanup;
+    if (version < kp_sqlite_schema_target()) {
+        rc = kp_err_set(err, KP_EUNAVAILABLE, "database schema is at version %d, this build needs %d: run koumpa migrate",
+                        version, kp_sqlite_schema_target());
+        goto cleanup;
+    }
+    if (version > kp_sqlite_schema_target())
+        kp_log(KP_LOG_WARN, "database schema version %d is newer than this build's %d", version,
+               kp_sqlite_schema_target());
+
+    h = calloc(1, sizeof *h);
+    if (!h) {
+        rc = kp_err_set(err, KP_ENOMEM, "out of memory");
+        goto cleanup;
+    }
+    h->db = db;
+    h->base.ops = &sqlite_ops;
+    h->base.impl = h;
+    *out = &h->base;
+    return KP_OK;
+
+cleanup:
+    sqlite3_close_v2(db);
+    return rc;
+}

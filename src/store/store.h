@@ -1,0 +1,243 @@
+/*
+ * store.h - the repository interface: users, plans, the credit ledger (and,
+ * later, projects). A backend (sqlite/, later dynamodb/) fills a kp_store_ops
+ * table; the domain layer (src/domain/) holds every business rule and calls
+ * only these operations, so backends only store and load.
+ *
+ * Concurrency: one kp_store handle is used by one thread at a time; open one
+ * per thread. Handles on the same database (threads or processes) see each
+ * other's committed writes. Atomicity that the domain needs is expressed as
+ * compare-and-swap (expected_version) and uniqueness (idempotency keys,
+ * emails), which every backend can provide (SQLite transactions, DynamoDB
+ * condition expressions).
+ *
+ * Ownership: records are plain structs with fixed-size fields, filled into
+ * caller-provided memory; list results are arrays the caller frees with free().
+ * Every operation returns a kp_status and fills err on failure.
+ */
+#ifndef KP_STORE_H
+#define KP_STORE_H
+
+#include <stdint.h>
+#include <stddef.h>
+
+#include "core/err.h"
+
+#define KP_ID_MAX 48
+#define KP_EMAIL_MAX 256
+#define KP_PWHASH_MAX 160
+#define KP_SUB_MAX 256
+#define KP_PLAN_ID_MAX 64
+#define KP_NAME_MAX 128
+#define KP_REASON_MAX 64
+#define KP_IDEM_MAX 200
+
+typedef struct kp_user {
+    char id[KP_ID_MAX];               /* "usr_" + 24 hex chars */
+    char email[KP_EMAIL_MAX];         /* normalised (trimmed, lower-case); may be "" for external users without email */
+    char password_hash[KP_PWHASH_MAX];/* Argon2id encoded string; "" for external users */
+    char external_sub[KP_SUB_MAX];    /* "{issuer}|{sub}" for identity-provider users; "" for local */
+    char plan_id[KP_PLAN_ID_MAX];
+    int is_admin;
+    int64_t created_at;               /* unix seconds */
+} kp_user;
+
+typedef struct kp_plan {
+    char id[KP_PLAN_ID_MAX];          /* [a-z0-9_-]{1,63} */
+    char name[KP_NAME_MAX];
+    int64_t price_cents;              /* per month, in currency */
+    char currency[4];                 /* "EUR" */
+    int64_t monthly_credits;
+    int64_t daily_bonus;
+    int64_t max_concurrent_generations;
+    char stripe_price_id[KP_NAME_MAX];/* "" until set */
+    int active;
+    int64_t updated_at;
+} kp_plan;
+
+typedef struct kp_balance {
+    int64_t daily;
+    int64_t monthly;
+    int64_t version;                  /* bumps on every change; the CAS token */
+} kp_balance;
+
+typedef struct kp_ledger_entry {
+    int64_t seq;                      /* monotonically increasing per database */
+    char user_id[KP_ID_MAX];
+    int64_t delta_daily;
+    int64_t delta_monthly;
+    int64_t balance_daily;            /* balance after this entry */
+    int64_t balance_monthly;
+    char reason[KP_REASON_MAX];       /* e.g. "daily_bonus", "generation", "refund", "admin_grant" */
+    char idem_key[KP_IDEM_MAX];       /* unique across the database */
+    char reservation_id[KP_ID_MAX];   /* "" when not linked to a reservation */
+    int64_t created_at;
+} kp_ledger_entry;
+
+typedef enum kp_reservation_state {
+    KP_RES_NONE = 0,                  /* "no reservation yet" (only as a from-state) */
+    KP_RES_RESERVED,
+    KP_RES_COMMITTED,
+    KP_RES_REFUNDED
+} kp_reservation_state;
+
+typedef struct kp_reservation {
+    char id[KP_ID_MAX];
+    char user_id[KP_ID_MAX];
+    int64_t daily;                    /* credits taken from each bucket (positive) */
+    int64_t monthly;
+    kp_reservation_state state;
+    int64_t created_at;
+    int64_t updated_at;
+} kp_reservation;
+
+/*
+ * One atomic change of a user's credits. All of it happens or none of it:
+ *   - if idem_key was used before: nothing changes, returns KP_EDUPLICATE and
+ *     *out holds the current balance;
+ *   - if expected_version >= 0 and differs from the balance's version:
+ *     KP_ECONFLICT (the caller re-reads and retries);
+ *   - if either resulting bucket would be negative: KP_ECREDITS;
+ *   - if res_id is set: the reservation must be in res_from (KP_RES_NONE means
+ *     it must not exist; it is then created with res_daily/res_monthly) and
+ *     moves to res_to, else KP_ECONFLICT;
+ *   - a ledger row is appended unless both deltas are 0.
+ */
+typedef struct kp_credit_change {
+    const char *user_id;
+    int64_t delta_daily;
+    int64_t delta_monthly;
+    const char *reason;
+    const char *idem_key;
+    int64_t expected_version;         /* -1: no CAS */
+    const char *res_id;               /* NULL: no reservation involved */
+    kp_reservation_state res_from;
+    kp_reservation_state res_to;
+    int64_t res_daily;                /* amounts recorded when the reservation is created */
+    int64_t res_monthly;
+} kp_credit_change;
+
+
+typedef enum kp_version_status {
+    KP_VER_GENERATING = 1,
+    KP_VER_READY,
+    KP_VER_FAILED
+} kp_version_status;
+
+typedef struct kp_project {
+    char id[KP_ID_MAX];               /* "prj_..." */
+    char user_id[KP_ID_MAX];
+    char name[KP_NAME_MAX];           /* <= 100 chars */
+    int64_t latest_version;           /* highest version number created (>= 1) */
+    int64_t latest_ready;             /* highest version that is ready, 0 if none */
+    int64_t created_at;
+    int64_t updated_at;
+} kp_project;
+
+/*
+ * A version of a project. The heap fields (prompt, message, files_json,
+ * events_json, error_message) are owned by the struct: release them with
+ * kp_version_clear(). When writing, NULL heap fields mean "" (or "[]").
+ */
+typedef struct kp_version {
+    char project_id[KP_ID_MAX];
+    int64_t n;                        /* 1, 2, ... */
+    kp_version_status status;
+    char reservation_id[KP_ID_MAX];   /* the credits it reserved */
+    int settled;                      /* 1 once its reservation was committed or refunded */
+    char error_code[64];              /* "" unless failed: "too_long", "invalid_output", "interrupted", ... */
+    char *error_message;
+    char *prompt;
+    char *message;                    /* the model's free text outside file blocks */
+    char *files_json;                 /* JSON array: [{"path","size","content_type"}] of the whole app at this version */
+    char *events_json;                /* JSON array of the SSE events sent, persisted when it ends */
+    char model[KP_NAME_MAX];
+    int64_t input_tokens;
+    int64_t output_tokens;
+    int64_t duration_ms;
+    int64_t created_at;
+    int64_t updated_at;
+} kp_version;
+
+/* Frees a version's heap fields (the struct itself is the caller's). */
+void kp_version_clear(kp_version *v);
+/* Frees an array of n versions from the store, and their heap fields. */
+void kp_version_free_array(kp_version *v, size_t n);
+
+typedef struct kp_store kp_store;
+
+typedef struct kp_store_ops {
+    /* users */
+    kp_status (*user_create)(kp_store *s, const kp_user *u, kp_err *err);          /* KP_ECONFLICT on duplicate email or external_sub */
+    kp_status (*user_get)(kp_store *s, const char *id, kp_user *out, kp_err *err); /* KP_ENOTFOUND */
+    kp_status (*user_get_by_email)(kp_store *s, const char *email, kp_user *out, kp_err *err);
+    kp_status (*user_get_by_sub)(kp_store *s, const char *external_sub, kp_user *out, kp_err *err);
+    kp_status (*user_set_admin)(kp_store *s, const char *id, int is_admin, kp_err *err);
+    kp_status (*user_set_plan)(kp_store *s, const char *id, const char *plan_id, kp_err *err); /* KP_ENOTFOUND for user or plan */
+
+    /* plans */
+    kp_status (*plan_get)(kp_store *s, const char *id, kp_plan *out, kp_err *err);
+    /* All plans (active_only: only active ones), ordered by price then id. *out is malloc'd. */
+    kp_status (*plan_list)(kp_store *s, int active_only, kp_plan **out, size_t *n, kp_err *err);
+    /* Creates or replaces a plan; *created set to 1 if it did not exist. */
+    kp_status (*plan_put)(kp_store *s, const kp_plan *p, int *created, kp_err *err);
+
+    /* credits */
+    kp_status (*balance_get)(kp_store *s, const char *user_id, kp_balance *out, kp_err *err);
+    kp_status (*credits_apply)(kp_store *s, const kp_credit_change *c, kp_balance *out, kp_err *err);
+    kp_status (*reservation_get)(kp_store *s, const char *id, kp_reservation *out, kp_err *err);
+    /* A user's ledger, newest first, entries with seq < before_seq (0: from the newest). *out malloc'd. */
+    kp_status (*ledger_list)(kp_store *s, const char *user_id, int64_t before_seq, size_t limit,
+                             kp_ledger_entry **out, size_t *n, kp_err *err);
+    /* Sum of the user's ledger deltas (an audit check: must equal the balance). */
+    kp_status (*ledger_sum)(kp_store *s, const char *user_id, kp_balance *out, kp_err *err);
+
+    /*
+     * Daily bonus for one batch of users (id > after_user_id, ordered by id, at
+     * most limit): in one transaction, for each user without an entry keyed
+     * "daily:{date}:{user_id}", sets the daily bucket to its plan's daily_bonus
+     * (a ledger row with delta = bonus - current daily). *last_user_id receives
+     * the batch's last id ("" when the batch was empty); *granted the count of
+     * users granted now (those already granted for the date are skipped).
+     */
+    kp_status (*daily_bonus_batch)(kp_store *s, const char *date, const char *after_user_id, size_t limit,
+                                   char last_user_id[KP_ID_MAX], size_t *granted, kp_err *err);
+
+
+    /* projects and versions */
+    /* Creates project p (latest_version 1) with its first version v (n 1, generating) atomically. */
+    kp_status (*project_create)(kp_store *s, const kp_project *p, const kp_version *v, kp_err *err);
+    kp_status (*project_get)(kp_store *s, const char *id, kp_project *out, kp_err *err);
+    /* A user's projects, newest first (created_at, then id, descending), strictly after the cursor
+     * (before_created_at, before_id) when before_id is non-empty. *out malloc'd. */
+    kp_status (*project_list)(kp_store *s, const char *user_id, int64_t before_created_at, const char *before_id,
+                              size_t limit, kp_project **out, size_t *n, kp_err *err);
+    /* Deletes the project and its versions. KP_ENOTFOUND if absent. */
+    kp_status (*project_delete)(kp_store *s, const char *id, kp_err *err);
+    /* Adds version v->n to its project, which must have latest_version == v->n - 1 and no version
+     * generating (else KP_ECONFLICT); bumps latest_version and updated_at. */
+    kp_status (*version_create)(kp_store *s, const kp_version *v, kp_err *err);
+    kp_status (*version_get)(kp_store *s, const char *project_id, int64_t n, kp_version *out, kp_err *err);
+    /* All versions of a project, oldest first. *out malloc'd (kp_version_free_array). */
+    kp_status (*version_list)(kp_store *s, const char *project_id, kp_version **out, size_t *n, kp_err *err);
+    /* Ends a generating version: status READY or FAILED plus the result fields of v (error_*, message,
+     * files_json, events_json, model, tokens, duration). KP_ECONFLICT if it is not generating. On READY the
+     * project's latest_ready becomes v->n. Updates the project's updated_at. */
+    kp_status (*version_finish)(kp_store *s, const kp_version *v, kp_err *err);
+    kp_status (*version_set_settled)(kp_store *s, const char *project_id, int64_t n, kp_err *err);
+    /* How many versions of the user's projects are generating. */
+    kp_status (*versions_generating_count)(kp_store *s, const char *user_id, int64_t *count, kp_err *err);
+    /* Versions not yet settled (generating ones included), for crash recovery. *out malloc'd. */
+    kp_status (*versions_unsettled)(kp_store *s, kp_version **out, size_t *n, kp_err *err);
+
+    /* health */
+    kp_status (*ping)(kp_store *s, kp_err *err);
+    void (*close)(kp_store *s);
+} kp_store_ops;
+
+struct kp_store {
+    const kp_store_ops *ops;
+    void *impl;
+};
+
+#endif

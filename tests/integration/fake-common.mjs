@@ -1,0 +1,245 @@
+// fake-common.mjs - what the fake LLM servers (fake-anthropic.mjs,
+// fake-openai.mjs) share: an HTTP server (node:http only) that records every
+// API request, picks a scenario per request, writes streamed answers cut into
+// chunks of arbitrary byte sizes (so SSE lines and UTF-8 characters are split
+// across chunks), and exposes control endpoints for tests in other processes.
+//
+// Scenarios, chosen per API request in this order:
+//   - the request header x-fake-scenario: a JSON scenario, or just its type;
+//   - a function given to setScenario(fn): fn(recordedRequest) -> scenario;
+//   - the queue given to setScenario(s): an object is used for every request,
+//     an array [a, b, c] gives a, then b, then c for every request after;
+//   - the fake's default scenario.
+//
+// Control endpoints (not recorded; also under the base URL's path, e.g. /v1/__requests):
+//   POST /__scenario   body: a scenario object or an array (as setScenario)
+//   GET  /__requests   the recorded requests: [{method, path, headers, body, rawBody, scenario}]
+//   POST /__reset      forget the requests, back to the default scenario
+//   GET  /__health     "ok"
+//
+// CLI (see cliMain): --port N (0: any), --host H, --api-key K (require this
+// key), --exit-on-stdin-close; prints the base URL on stdout, one line.
+import http from 'node:http';
+import { randomBytes } from 'node:crypto';
+import { pathToFileURL } from 'node:url';
+
+export const DEFAULT_CHUNK_SIZES = [5, 1, 17, 3, 64, 2, 31, 7];
+
+export function sleep(ms) {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+export function randomId(prefix, n = 12) {
+  return prefix + randomBytes(n).toString('hex');
+}
+
+/** Code points, so that "chars" never cut a character in two. */
+export function chars(text) {
+  return Array.from(text);
+}
+
+/** Splits text into pieces of 1..maxChars code points (pseudo-random, reproducible). */
+export function pieces(text, maxChars = 6) {
+  const cps = chars(text);
+  const out = [];
+  let seed = 7;
+  for (let i = 0; i < cps.length; ) {
+    seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+    const n = 1 + (seed % Math.max(1, maxChars));
+    out.push(cps.slice(i, i + n).join(''));
+    i += n;
+  }
+  return out;
+}
+
+/** A text of about `bytes` UTF-8 bytes, with multi-byte characters. */
+export function filler(bytes) {
+  const unit = 'The quick brown fox jumps over the lazy dog; déjà vu, 日本語, 😀.\n';
+  let s = '';
+  while (Buffer.byteLength(s) + Buffer.byteLength(unit) <= bytes) s += unit;
+  for (const c of unit) {
+    if (Buffer.byteLength(s + c) > bytes) break;
+    s += c;
+  }
+  return s;
+}
+
+/** Byte chunks of buf, sizes taken in turn from sizes. */
+export function chunk(buf, sizes = DEFAULT_CHUNK_SIZES) {
+  const out = [];
+  let i = 0;
+  for (let k = 0; i < buf.length; k++) {
+    const n = Math.max(1, sizes[k % sizes.length] || buf.length);
+    out.push(buf.subarray(i, i + n));
+    i += n;
+  }
+  return out;
+}
+
+/**
+ * Writes frames (strings or Buffers) as one byte stream cut by chunkSizes,
+ * pausing delayMs between chunks (or durationMs spread over all of them).
+ * cut: destroy the socket instead of ending the response, after half of the
+ * last frame. Stops quietly if the client went away.
+ */
+export async function writeStream(res, frames, { chunkSizes, delayMs = 0, durationMs, cut = false } = {}) {
+  const bufs = frames.map((f) => (Buffer.isBuffer(f) ? f : Buffer.from(f, 'utf8')));
+  if (cut && bufs.length > 0) {
+    const last = bufs.pop();
+    bufs.push(last.subarray(0, Math.max(1, Math.floor(last.length / 2))));
+  }
+  const chunks = chunk(Buffer.concat(bufs), chunkSizes || DEFAULT_CHUNK_SIZES);
+  const pause = durationMs !== undefined ? durationMs / Math.max(1, chunks.length) : delayMs;
+  for (const c of chunks) {
+    if (res.destroyed || res.socket?.destroyed) return;
+    res.write(c);
+    if (pause > 0) await sleep(pause);
+    else await new Promise((resolve) => setImmediate(resolve));
+  }
+  if (cut) {
+    await sleep(20); // let the bytes go out before the connection dies
+    res.socket?.destroy();
+  } else {
+    res.end();
+  }
+}
+
+export function sendJson(res, status, obj, headers = {}) {
+  const body = JSON.stringify(obj);
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), ...headers });
+  res.end(body);
+}
+
+async function readBody(req) {
+  const parts = [];
+  for await (const p of req) parts.push(p);
+  return Buffer.concat(parts).toString('utf8');
+}
+
+function scenarioFromHeader(value) {
+  if (!value) return undefined;
+  try {
+    const v = JSON.parse(value);
+    return typeof v === 'string' ? { type: v } : v;
+  } catch {
+    return { type: value };
+  }
+}
+
+/**
+ * Starts a fake: api(req, res, rec, scenario, ctx) answers the API requests
+ * (rec is the recorded request: {method, path, headers, body, rawBody}).
+ * Returns {url, requests, setScenario(s), reset(), close()}.
+ */
+export async function startFake({ api, defaultScenario, host = '127.0.0.1', port = 0, urlPath = '', apiKey } = {}) {
+  const requests = [];
+  let queue = [];
+  let pick = null;
+  const sockets = new Set();
+
+  function setScenario(s) {
+    pick = typeof s === 'function' ? s : null;
+    queue = pick ? [] : Array.isArray(s) ? [...s] : s ? [s] : [];
+  }
+
+  function nextScenario(rec) {
+    const fromHeader = scenarioFromHeader(rec.headers['x-fake-scenario']);
+    if (fromHeader) return fromHeader;
+    if (pick) return pick(rec) || defaultScenario;
+    if (queue.length > 1) return queue.shift();
+    return queue[0] || defaultScenario;
+  }
+
+  async function control(req, res, path) {
+    if (path === '/__health') return res.end('ok');
+    if (path === '/__requests') return sendJson(res, 200, requests);
+    if (path === '/__reset' && req.method === 'POST') {
+      requests.length = 0;
+      setScenario(null);
+      return res.writeHead(204).end();
+    }
+    if (path === '/__scenario' && req.method === 'POST') {
+      try {
+        setScenario(JSON.parse(await readBody(req)));
+      } catch (e) {
+        return sendJson(res, 400, { error: `bad scenario: ${e.message}` });
+      }
+      return res.writeHead(204).end();
+    }
+    return sendJson(res, 404, { error: 'unknown control endpoint' });
+  }
+
+  const server = http.createServer(async (req, res) => {
+    const path = new URL(req.url, 'http://x').pathname;
+    if (path.startsWith('/__')) return control(req, res, path);
+    if (urlPath && path.startsWith(`${urlPath}/__`)) return control(req, res, path.slice(urlPath.length));
+    const rawBody = await readBody(req);
+    let body = null;
+    try {
+      body = JSON.parse(rawBody);
+    } catch {
+      body = null;
+    }
+    const rec = { method: req.method, path, headers: { ...req.headers }, body, rawBody, time: Date.now() };
+    const scenario = nextScenario(rec);
+    rec.scenario = scenario;
+    requests.push(rec);
+    try {
+      await api(req, res, rec, scenario, { apiKey });
+    } catch (e) {
+      if (!res.headersSent) sendJson(res, 500, { error: `fake server bug: ${e.message}` });
+      else res.socket?.destroy();
+    }
+  });
+  server.on('connection', (s) => {
+    sockets.add(s);
+    s.on('close', () => sockets.delete(s));
+  });
+  await new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, resolve);
+  });
+  const addr = server.address();
+  const url = `http://${host}:${addr.port}${urlPath}`;
+  return {
+    url,
+    port: addr.port,
+    requests,
+    setScenario,
+    reset() {
+      requests.length = 0;
+      setScenario(null);
+    },
+    close() {
+      for (const s of sockets) s.destroy();
+      return new Promise((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+/** Runs a fake from the command line when moduleUrl is the main module. */
+export async function cliMain(moduleUrl, start) {
+  if (!process.argv[1] || moduleUrl !== pathToFileURL(process.argv[1]).href) return;
+  const args = process.argv.slice(2);
+  const opt = (name, def) => {
+    const i = args.indexOf(name);
+    return i >= 0 && i + 1 < args.length ? args[i + 1] : def;
+  };
+  const fake = await start({
+    port: Number(opt('--port', '0')),
+    host: opt('--host', '127.0.0.1'),
+    apiKey: opt('--api-key', undefined),
+  });
+  process.stdout.write(`${fake.url}\n`);
+  const stop = async () => {
+    await fake.close();
+    process.exit(0);
+  };
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
+  if (args.includes('--exit-on-stdin-close')) {
+    process.stdin.on('end', stop);
+    process.stdin.on('error', stop);
+    process.stdin.resume();
+  }
+}

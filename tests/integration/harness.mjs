@@ -1,0 +1,257 @@
+// harness.mjs - black-box test harness: runs the real `koumpa` binary on a
+// fresh data directory and free ports, and talks to it over HTTP.
+//
+// Environment:
+//   KOUMPA_BUILD          build directory holding the binary (default "build", relative to the repo root)
+//   KOUMPA_TEST_WRAPPER   command prefix for every koumpa process, e.g. "valgrind --error-exitcode=99 ..."
+//   KOUMPA_TEST_LOG_LEVEL server log level (default "warn")
+//   KOUMPA_TEST_KEEP=1    keep data directories after the tests
+//
+// The server's environment is hermetic: inherited KOUMPA_* and LLM provider
+// variables are dropped, then the test's own are set. Password hashing uses
+// cheap Argon2 parameters so that sign-ups are fast.
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+export const BUILD = path.resolve(ROOT, process.env.KOUMPA_BUILD || 'build');
+export const BIN = path.join(BUILD, 'koumpa');
+const WRAPPER = (process.env.KOUMPA_TEST_WRAPPER || '').split(/\s+/).filter(Boolean);
+const WRAPPED = WRAPPER.length > 0;
+const START_TIMEOUT_MS = WRAPPED ? 120_000 : 30_000;
+const STOP_TIMEOUT_MS = WRAPPED ? 120_000 : 15_000;
+const DROPPED_ENV = /^(KOUMPA_|ANTHROPIC_|OPENAI_)/;
+
+/** A TCP port that was free a moment ago (the OS picks it; we close and reuse it). */
+export async function freePort() {
+  const srv = createServer();
+  await new Promise((resolve, reject) => {
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', resolve);
+  });
+  const { port } = srv.address();
+  await new Promise((resolve) => srv.close(resolve));
+  return port;
+}
+
+function baseEnv() {
+  const env = {};
+  for (const [k, v] of Object.entries(process.env)) if (!DROPPED_ENV.test(k)) env[k] = v;
+  return env;
+}
+
+function command(args) {
+  const argv = [...WRAPPER, BIN, ...args];
+  return { file: argv[0], args: argv.slice(1) };
+}
+
+function sleep(ms) {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/**
+ * Runs `koumpa <args>` to completion: { code, signal, stdout, stderr, timedOut }.
+ * After timeoutMs (default 60 s, 300 s under a wrapper) the process is killed.
+ */
+export function runKoumpa(args, { env, input, timeoutMs = WRAPPED ? 300_000 : 60_000 } = {}) {
+  return new Promise((resolve, reject) => {
+    const { file, args: argv } = command(args);
+    const child = spawn(file, argv, { env, stdio: ['pipe', 'pipe', 'pipe'] });
+    const out = [];
+    const err = [];
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      child.kill('SIGKILL');
+    }, timeoutMs);
+    child.stdout.on('data', (d) => out.push(d));
+    child.stderr.on('data', (d) => err.push(d));
+    child.once('error', (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+    child.once('close', (code, signal) => {
+      clearTimeout(timer);
+      resolve({
+        code: code ?? 128,
+        signal,
+        timedOut,
+        stdout: Buffer.concat(out).toString('utf8'),
+        stderr: Buffer.concat(err).toString('utf8'),
+      });
+    });
+    child.stdin.end(input ?? '');
+  });
+}
+
+/**
+ * Starts `koumpa serve` and waits until GET /healthz answers 200.
+ * Options: env (extra variables, win over the defaults), args (extra flags),
+ * dataDir (reuse a directory, e.g. to restart after kill(); then stop() keeps it).
+ * Returns { url, appsUrl, port, appsPort, dataDir, env, stop(), kill(), remove(), logs(), run(), exited }.
+ */
+export async function startServer({ env = {}, args = [], dataDir } = {}) {
+  const ownDir = !dataDir;
+  const dir = dataDir ?? (await mkdtemp(path.join(tmpdir(), 'koumpa-test-')));
+  const port = await freePort();
+  let appsPort = await freePort();
+  while (appsPort === port) appsPort = await freePort();
+  const fullEnv = {
+    ...baseEnv(),
+    KOUMPA_DATA_DIR: dir,
+    KOUMPA_ADDR: `127.0.0.1:${port}`,
+    KOUMPA_APPS_ADDR: `127.0.0.1:${appsPort}`,
+    KOUMPA_LOG_LEVEL: process.env.KOUMPA_TEST_LOG_LEVEL || 'warn',
+    KOUMPA_PWHASH_MEMLIMIT_KIB: '8192',
+    KOUMPA_PWHASH_OPSLIMIT: '1',
+    ...env,
+  };
+  const url = `http://127.0.0.1:${port}`;
+  const appsUrl = `http://127.0.0.1:${appsPort}`;
+
+  const { file, args: argv } = command(['serve', ...args]);
+  const child = spawn(file, argv, { env: fullEnv, stdio: ['ignore', 'pipe', 'pipe'] });
+  const output = [];
+  child.stdout.on('data', (d) => output.push(d));
+  child.stderr.on('data', (d) => output.push(d));
+  let exitInfo = null;
+  const exited = new Promise((resolve) => {
+    child.once('error', (e) => {
+      exitInfo = { code: 127, signal: null, error: e };
+      resolve(exitInfo);
+    });
+    child.once('close', (code, signal) => {
+      exitInfo = { code, signal };
+      resolve(exitInfo);
+    });
+  });
+  const logs = () => Buffer.concat(output).toString('utf8');
+
+  const cleanup = async (keep) => {
+    if (ownDir && !keep && !process.env.KOUMPA_TEST_KEEP) await rm(dir, { recursive: true, force: true });
+  };
+
+  const waitExit = async (ms) => {
+    let timer;
+    const timeout = new Promise((resolve) => {
+      timer = setTimeout(() => resolve(null), ms);
+    });
+    try {
+      return await Promise.race([exited, timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
+  };
+
+  const server = {
+    url,
+    appsUrl,
+    port,
+    appsPort,
+    dataDir: dir,
+    env: fullEnv,
+    exited,
+    logs,
+    /** Runs `koumpa <args>` with the server's environment and data dir. */
+    run: (subArgs, opts = {}) => runKoumpa(subArgs, { ...opts, env: { ...fullEnv, ...(opts.env || {}) } }),
+    /** SIGTERM, wait, and throw unless the process exited with code 0. */
+    async stop({ keepData = false } = {}) {
+      if (!exitInfo) child.kill('SIGTERM');
+      let info = await waitExit(STOP_TIMEOUT_MS);
+      if (!info) {
+        child.kill('SIGKILL');
+        info = await exited;
+        await cleanup(true);
+        throw new Error(`server did not stop within ${STOP_TIMEOUT_MS} ms after SIGTERM\n--- server output ---\n${logs()}`);
+      }
+      if (info.code !== 0) {
+        await cleanup(true);
+        throw new Error(
+          `server exited with code ${info.code}${info.signal ? ` (signal ${info.signal})` : ''}` +
+            `\n--- server output (data kept in ${dir}) ---\n${logs()}`,
+        );
+      }
+      await cleanup(keepData);
+    },
+    /** Sends a signal (default SIGKILL) and waits for the exit; keeps the data dir (see remove()). */
+    async kill(signal = 'SIGKILL') {
+      if (!exitInfo) child.kill(signal);
+      return exited;
+    },
+    /** Removes the data dir this harness created (after kill(), or a stop({ keepData: true })). */
+    async remove() {
+      await cleanup(false);
+    },
+  };
+
+  const deadline = Date.now() + START_TIMEOUT_MS;
+  for (;;) {
+    if (exitInfo) {
+      await cleanup(true);
+      throw new Error(`server exited during start-up (code ${exitInfo.code})\n--- server output ---\n${logs()}`);
+    }
+    try {
+      const res = await fetch(`${url}/healthz`, { signal: AbortSignal.timeout(2000) });
+      await res.arrayBuffer();
+      if (res.status === 200) return server;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) {
+      child.kill('SIGKILL');
+      await exited;
+      await cleanup(true);
+      throw new Error(`server did not answer /healthz within ${START_TIMEOUT_MS} ms\n--- server output ---\n${logs()}`);
+    }
+    await sleep(WRAPPED ? 250 : 50);
+  }
+}
+
+/**
+ * One API call. body: an object (sent as JSON), a string or a Buffer (sent
+ * as is). Returns { status, headers, json, text } (json is null when the
+ * body is not JSON).
+ */
+export async function api(server, method, urlPath, { token, body, headers = {} } = {}) {
+  const h = { ...headers };
+  let payload;
+  if (token) h.Authorization = `Bearer ${token}`;
+  if (body !== undefined) {
+    if (typeof body === 'string' || body instanceof Uint8Array) {
+      payload = body;
+    } else {
+      payload = JSON.stringify(body);
+      if (!Object.keys(h).some((k) => k.toLowerCase() === 'content-type')) h['Content-Type'] = 'application/json';
+    }
+  }
+  const base = urlPath.startsWith('http') ? '' : server.url;
+  const res = await fetch(base + urlPath, { method, headers: h, body: payload });
+  const text = await res.text();
+  let json = null;
+  if ((res.headers.get('content-type') || '').includes('json')) {
+    try {
+      json = JSON.parse(text);
+    } catch {
+      json = null;
+    }
+  }
+  return { status: res.status, headers: res.headers, json, text };
+}
+
+/** A unique e-mail address for a test user. */
+export function uniqueEmail(prefix = 'user') {
+  return `${prefix}-${randomBytes(6).toString('hex')}@example.com`;
+}
+
+/** Signs up a user (201 expected); returns { token, user, email, password }. */
+export async function signup(server, email = uniqueEmail(), password = 'correct horse battery staple') {
+  const res = await api(server, 'POST', '/v1/auth/signup', { body: { email, password } });
+  if (res.status !== 201 || !res.json?.token)
+    throw new Error(`signup of ${email} failed: ${res.status} ${res.text}`);
+  return { token: res.json.token, user: res.json.user, email, password };
+}

@@ -1,0 +1,20 @@
+#!/bin/sh
+# run-integration.sh BUILD_DIR - runs the black-box tests (tests/integration/*.test.mjs)
+# against BUILD_DIR/koumpa with node's built-in test runner.
+# Sequential under a wrapper (KOUMPA_TEST_WRAPPER, e.g. valgrind: heavy), else
+# one test file per core.
+set -eu
+BUILD_DIR=${1:-build}
+cd "$(dirname "$0")/.."
+if [ ! -x "$BUILD_DIR/koumpa" ]; then
+    echo "run-integration.sh: $BUILD_DIR/koumpa not found; build it first (make $BUILD_DIR/koumpa)" >&2
+    exit 2
+fi
+if [ -n "${KOUMPA_TEST_WRAPPER:-}" ]; then
+    CONCURRENCY=1
+else
+    CONCURRENCY=$(nproc 2>/dev/null || echo 2)
+fi
+export KOUMPA_BUILD="$BUILD_DIR"
+# node 20 runs every *.test.mjs under the given directory
+exec node --test --test-concurrency="$CONCURRENCY" tests/integration/

@@ -1,0 +1,263 @@
+/*
+ * test_credits.c - the credit rules (domain/credits.c) on a real SQLite
+ * database: reservations end exactly once, daily credits are spent first,
+ * balances never go negative, and concurrent spenders (threads and processes)
+ * can never overspend.
+ */
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "core/id.h"
+#include "domain/credits.h"
+#include "store/sqlite/sqlite_store.h"
+#include "testutil.h"
+
+typedef struct fixture {
+    char dir[256];
+    char db[512];
+    kp_store *s;
+} fixture;
+
+static int setup(void **state)
+{
+    fixture *f = calloc(1, sizeof *f);
+    kp_test_tmpdir(f->dir, sizeof f->dir);
+    f->s = kp_test_db(f->dir, f->db, sizeof f->db);
+    kp_test_user(f->s, "usr_a", "a@example.com", "pro");
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    f->s->ops->close(f->s);
+    kp_test_rmrf(f->dir);
+    free(f);
+    return 0;
+}
+
+static void grant(kp_store *s, int64_t daily, int64_t monthly, const char *key)
+{
+    kp_err err = {0};
+    int applied = 0;
+    assert_int_equal(kp_credits_grant(s, "usr_a", daily, monthly, "test", key, NULL, &applied, &err), KP_OK);
+    assert_int_equal(applied, 1);
+}
+
+static void assert_balance(kp_store *s, int64_t daily, int64_t monthly)
+{
+    kp_balance b, sum;
+    kp_err err = {0};
+    assert_int_equal(kp_credits_balance(s, "usr_a", &b, &err), KP_OK);
+    assert_int_equal(b.daily, daily);
+    assert_int_equal(b.monthly, monthly);
+    assert_int_equal(s->ops->ledger_sum(s, "usr_a", &sum, &err), KP_OK);
+    assert_int_equal(sum.daily, daily);
+    assert_int_equal(sum.monthly, monthly);
+}
+
+static void test_grant_is_idempotent(void **state)
+{
+    fixture *f = *state;
+    kp_err err = {0};
+    int applied = 1;
+    grant(f->s, 3, 7, "g1");
+    assert_int_equal(kp_credits_grant(f->s, "usr_a", 3, 7, "test", "g1", NULL, &applied, &err), KP_OK);
+    assert_int_equal(applied, 0);
+    assert_balance(f->s, 3, 7);
+    assert_int_equal(kp_credits_grant(f->s, "usr_a", -1, 0, "test", "g2", NULL, NULL, &err), KP_EINVAL);
+}
+
+static void test_reserve_takes_daily_first(void **state)
+{
+    fixture *f = *state;
+    kp_err err = {0};
+    kp_reservation r;
+    grant(f->s, 2, 10, "g");
+    assert_int_equal(kp_credits_reserve(f->s, "usr_a", "res_1", 3, "generation", NULL, &err), KP_OK);
+    assert_balance(f->s, 0, 9);
+    assert_int_equal(f->s->ops->reservation_get(f->s, "res_1", &r, &err), KP_OK);
+    assert_int_equal(r.daily, 2);
+    assert_int_equal(r.monthly, 1);
+    assert_int_equal(r.state, KP_RES_RESERVED);
+    /* the same reservation again is a no-op */
+    assert_int_equal(kp_credits_reserve(f->s, "usr_a", "res_1", 3, "generation", NULL, &err), KP_OK);
+    assert_balance(f->s, 0, 9);
+}
+
+static void test_reserve_short_changes_nothing(void **state)
+{
+    fixture *f = *state;
+    kp_err err = {0};
+    grant(f->s, 1, 1, "g");
+    assert_int_equal(kp_credits_reserve(f->s, "usr_a", "res_1", 3, "generation", NULL, &err), KP_ECREDITS);
+    assert_non_null(strstr(err.msg, "you have 2"));
+    assert_balance(f->s, 1, 1);
+    assert_int_equal(kp_credits_reserve(f->s, "usr_a", "res_2", 0, "generation", NULL, &err), KP_EINVAL);
+}
+
+static void test_refund_exactly_once(void **state)
+{
+    fixture *f = *state;
+    kp_err err = {0};
+    int refunded = 0;
+    grant(f->s, 1, 5, "g");
+    assert_int_equal(kp_credits_reserve(f->s, "usr_a", "res_1", 2, "generation", NULL, &err), KP_OK);
+    assert_balance(f->s, 0, 4);
+    assert_int_equal(kp_credits_refund(f->s, "res_1", &refunded, NULL, &err), KP_OK);
+    assert_int_equal(refunded, 1);
+    assert_balance(f->s, 1, 5);
+    assert_int_equal(kp_credits_refund(f->s, "res_1", &refunded, NULL, &err), KP_OK);
+    assert_int_equal(refunded, 0);
+    assert_balance(f->s, 1, 5);
+    assert_int_equal(kp_credits_commit(f->s, "res_1", &err), KP_ECONFLICT);
+    assert_balance(f->s, 1, 5);
+}
+
+static void test_commit_exactly_once(void **state)
+{
+    fixture *f = *state;
+    kp_err err = {0};
+    int refunded = 1;
+    grant(f->s, 1, 0, "g");
+    assert_int_equal(kp_credits_reserve(f->s, "usr_a", "res_1", 1, "generation", NULL, &err), KP_OK);
+    assert_int_equal(kp_credits_commit(f->s, "res_1", &err), KP_OK);
+    assert_int_equal(kp_credits_commit(f->s, "res_1", &err), KP_OK);
+    assert_int_equal(kp_credits_refund(f->s, "res_1", &refunded, NULL, &err), KP_ECONFLICT);
+    assert_balance(f->s, 0, 0);
+    assert_int_equal(kp_credits_commit(f->s, "res_missing", &err), KP_ENOTFOUND);
+}
+
+/* --- concurrency: 200 spends of 1 against a balance of 10 --- */
+
+#define SPENDS 200
+#define THREADS 8
+
+typedef struct spender {
+    const char *db;
+    int first, count;
+    int ok;
+} spender;
+
+static void *spend_loop(void *arg)
+{
+    spender *sp = arg;
+    kp_store *s = NULL;
+    kp_err err = {0};
+    if (kp_sqlite_open(sp->db, &s, &err) != KP_OK)
+        return NULL;
+    for (int i = sp->first; i < sp->first + sp->count; i++) {
+        char res[KP_ID_MAX];
+        snprintf(res, sizeof res, "res_%d_%d", (int)getpid(), i);
+        kp_status rc = kp_credits_reserve(s, "usr_a", res, 1, "generation", NULL, &err);
+        if (rc == KP_OK)
+            sp->ok++;
+        else if (rc != KP_ECREDITS)
+            sp->ok += 1000; /* any other outcome is a failure the test must see */
+    }
+    s->ops->close(s);
+    return NULL;
+}
+
+/* Runs n spends over THREADS threads in this process; returns the successes. */
+static int spend_in_threads(const char *db, int first, int n)
+{
+    pthread_t t[THREADS];
+    spender sp[THREADS];
+    int per = n / THREADS, total = 0;
+    for (int i = 0; i < THREADS; i++) {
+        sp[i] = (spender){.db = db, .first = first + i * per, .count = per};
+        pthread_create(&t[i], NULL, spend_loop, &sp[i]);
+    }
+    for (int i = 0; i < THREADS; i++) {
+        pthread_join(t[i], NULL);
+        total += sp[i].ok;
+    }
+    return total;
+}
+
+static void test_concurrent_spends_threads(void **state)
+{
+    fixture *f = *state;
+    grant(f->s, 10, 0, "g");
+    assert_int_equal(spend_in_threads(f->db, 0, SPENDS), 10);
+    assert_balance(f->s, 0, 0);
+}
+
+static void test_concurrent_spends_two_processes(void **state)
+{
+    fixture *f = *state;
+    int fds[2];
+    grant(f->s, 4, 6, "g");
+    assert_int_equal(pipe(fds), 0);
+    pid_t child = fork();
+    assert_true(child >= 0);
+    if (child == 0) {
+        int ok = spend_in_threads(f->db, 0, SPENDS / 2);
+        ssize_t w = write(fds[1], &ok, sizeof ok);
+        _exit(w == sizeof ok ? 0 : 1);
+    }
+    int mine = spend_in_threads(f->db, SPENDS / 2, SPENDS / 2);
+    int theirs = -1, status = 0;
+    assert_int_equal(read(fds[0], &theirs, sizeof theirs), (ssize_t)sizeof theirs);
+    waitpid(child, &status, 0);
+    close(fds[0]);
+    close(fds[1]);
+    assert_int_equal(mine + theirs, 10);
+    assert_balance(f->s, 0, 0);
+}
+
+static void test_daily_bonus_once_per_date(void **state)
+{
+    fixture *f = *state;
+    kp_err err = {0};
+    size_t granted = 0;
+    kp_test_user(f->s, "usr_b", "b@example.com", "business");
+    assert_int_equal(kp_credits_daily_bonus(f->s, "2026-11-20", 1, &granted, &err), KP_OK);
+    assert_int_equal(granted, 2);
+    assert_balance(f->s, 5, 0);
+    assert_int_equal(kp_credits_daily_bonus(f->s, "2026-11-20", 1, &granted, &err), KP_OK);
+    assert_int_equal(granted, 0);
+    assert_balance(f->s, 5, 0);
+    assert_int_equal(kp_credits_daily_bonus(f->s, "2026-02-31", 1, &granted, &err), KP_EINVAL);
+    assert_int_equal(kp_credits_daily_bonus(f->s, "tomorrow", 1, &granted, &err), KP_EINVAL);
+}
+
+static void test_welcome_then_daily_run_grants_once(void **state)
+{
+    fixture *f = *state;
+    kp_err err = {0};
+    size_t granted = 9;
+    char today[11];
+    kp_date_utc_today(today);
+    assert_int_equal(kp_credits_welcome(f->s, "usr_a", &err), KP_OK);
+    assert_balance(f->s, 5, 0);
+    assert_int_equal(kp_credits_daily_bonus(f->s, today, 100, &granted, &err), KP_OK);
+    assert_int_equal(granted, 0);
+    assert_balance(f->s, 5, 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_grant_is_idempotent, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reserve_takes_daily_first, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reserve_short_changes_nothing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_refund_exactly_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_commit_exactly_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_concurrent_spends_threads, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_concurrent_spends_two_processes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_daily_bonus_once_per_date, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_welcome_then_daily_run_grants_once, setup, teardown),
+    };
+    return cmocka_run_group_tests_name("credits", tests, NULL, NULL);
+}

@@ -1,0 +1,918 @@
+/*
+ * test_router.c - the application's front door (api/router.c) with the real
+ * route table and handlers: path matching, 404 / 405 with Allow, bearer
+ * authentication (401 with WWW-Authenticate), admin-only routes (403), and
+ * the /v1/me, /v1/me/ledger and /v1/admin/... endpoints end to end on a
+ * migrated SQLite database, without any HTTP library in between.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include <sodium.h>
+
+#include "api/router.h"
+#include "auth/auth.h"
+#include "core/log.h"
+#include "core/metrics.h"
+#include "core/ratelimit.h"
+#include "domain/accounts.h"
+#include "domain/credits.h"
+#include "testutil.h"
+
+#define SECRET "router-test-secret-0123456789abcdef-xyz"
+#define ADMIN_EMAIL "admin@example.com"
+#define LOGIN_LIMIT 3
+
+typedef struct fixture {
+    char dir[256];
+    char db[512];
+    kp_store *s;
+    kp_config cfg;
+    char *admins[2];
+    kp_app app;
+    kp_ctx ctx;
+} fixture;
+
+static int setup(void **state)
+{
+    fixture *f = calloc(1, sizeof *f);
+    kp_err err = {0};
+    kp_test_tmpdir(f->dir, sizeof f->dir);
+    f->s = kp_test_db(f->dir, f->db, sizeof f->db);
+    f->cfg.pwhash_opslimit = 1;
+    f->cfg.pwhash_memlimit_kib = 8192;
+    f->admins[0] = ADMIN_EMAIL;
+    f->admins[1] = NULL;
+    f->cfg.admin_emails = f->admins;
+
+    kp_auth_options o;
+    memset(&o, 0, sizeof o);
+    o.hs256_secret = SECRET;
+    o.hs256_secret_len = strlen(SECRET);
+    o.local_issuer = "koumpa";
+    if (kp_auth_new(&o, &f->app.auth, &err) != KP_OK)
+        fail_msg("kp_auth_new: %s", err.msg);
+    f->app.cfg = &f->cfg;
+    f->app.login_limit = kp_ratelimit_new(LOGIN_LIMIT, 60, 64);
+    f->app.metrics = kp_metrics_new();
+    assert_non_null(f->app.login_limit);
+    assert_non_null(f->app.metrics);
+    f->ctx.app = &f->app;
+    f->ctx.store = f->s;
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    kp_auth_free(f->app.auth);
+    kp_ratelimit_free(f->app.login_limit);
+    kp_metrics_free(f->app.metrics);
+    f->s->ops->close(f->s);
+    kp_test_rmrf(f->dir);
+    free(f);
+    return 0;
+}
+
+/* ---- helpers ---- */
+
+/*
+ * Dispatches one request. query is "k=v&k2=v2" (no decoding) or NULL; a
+ * token, if any, goes in Authorization: Bearer; a body, if any, is sent as
+ * application/json. resp must be zeroed; the caller frees it.
+ */
+static void call(fixture *f, const char *method, const char *path, const char *query, const char *token,
+                 const char *body, kp_resp *resp)
+{
+    kp_req req;
+    memset(&req, 0, sizeof req);
+    memset(resp, 0, sizeof *resp);
+    req.method = method;
+    req.path = path;
+    req.request_id = "test";
+    req.remote_addr = "192.0.2.1";
+    if (token) {
+        char auth[4096];
+        snprintf(auth, sizeof auth, "Bearer %s", token);
+        kp_headers_add(&req.headers, "Authorization", auth);
+    }
+    if (body) {
+        kp_headers_add(&req.headers, "Content-Type", "application/json");
+        req.body = body;
+        req.body_len = strlen(body);
+    }
+    if (query) {
+        char *copy = strdup(query), *save = NULL;
+        for (char *kv = strtok_r(copy, "&", &save); kv; kv = strtok_r(NULL, "&", &save)) {
+            char *eq = strchr(kv, '=');
+            if (eq)
+                *eq++ = '\0';
+            kp_headers_add(&req.query, kv, eq ? eq : "");
+        }
+        free(copy);
+    }
+    kp_router_dispatch(&f->ctx, &req, resp);
+    kp_headers_free(&req.headers);
+    kp_headers_free(&req.query);
+}
+
+/* The response body as JSON (asserts it is JSON); caller decrefs. */
+static json_t *body_json(const kp_resp *resp)
+{
+    json_error_t jerr;
+    json_t *doc = json_loadb(resp->body.data ? resp->body.data : "", resp->body.len, 0, &jerr);
+    if (!doc)
+        fail_msg("status %d, body is not JSON (%s): [%.*s]", resp->status, jerr.text, (int)resp->body.len,
+                 resp->body.data ? resp->body.data : "");
+    return doc;
+}
+
+/* Asserts status and, for errors, the JSON error code. */
+static void expect(const kp_resp *resp, int status, const char *code)
+{
+    if (resp->status != status)
+        fail_msg("expected %d, got %d: %s", status, resp->status, kp_buf_cstr(&resp->body));
+    if (code) {
+        json_t *doc = body_json(resp);
+        const char *got = json_string_value(json_object_get(json_object_get(doc, "error"), "code"));
+        if (!got || strcmp(got, code) != 0)
+            fail_msg("expected error code %s, got %s", code, got ? got : "(none)");
+        assert_non_null(json_string_value(json_object_get(json_object_get(doc, "error"), "message")));
+        json_decref(doc);
+    }
+}
+
+/* Signs a user up through the domain layer and issues a token for it; caller frees the token. */
+static char *user_with_token(fixture *f, const char *email, kp_user *out)
+{
+    kp_err err = {0};
+    kp_user u;
+    char *token = NULL;
+    if (kp_accounts_signup(f->s, &f->cfg, email, "password-123", &u, &err) != KP_OK)
+        fail_msg("signup: %s", err.msg);
+    if (kp_auth_issue(f->app.auth, u.id, u.email, &token, NULL, &err) != KP_OK)
+        fail_msg("issue: %s", err.msg);
+    if (out)
+        *out = u;
+    return token;
+}
+
+/* ---- kp_router_match ---- */
+
+static void test_match_literal_and_params(void **state)
+{
+    (void)state;
+    kp_req req;
+    memset(&req, 0, sizeof req);
+    assert_true(kp_router_match("/v1/me", "/v1/me", &req));
+    assert_int_equal(req.nparams, 0);
+    assert_true(kp_router_match("/v1/admin/users/{id}/plan", "/v1/admin/users/usr_abc/plan", &req));
+    assert_int_equal(req.nparams, 1);
+    assert_string_equal(req.params[0], "usr_abc");
+    assert_true(kp_router_match("/p/{a}/q/{b}", "/p/one/q/two", &req));
+    assert_int_equal(req.nparams, 2);
+    assert_string_equal(req.params[0], "one");
+    assert_string_equal(req.params[1], "two");
+    /* a parameter takes exactly one segment */
+    assert_false(kp_router_match("/v1/admin/plans/{id}", "/v1/admin/plans/a/b", NULL));
+    assert_false(kp_router_match("/v1/admin/users/{id}/plan", "/v1/admin/users/a/b/plan", NULL));
+    /* NULL req is allowed */
+    assert_true(kp_router_match("/v1/admin/plans/{id}", "/v1/admin/plans/pro", NULL));
+}
+
+static void test_match_mismatches(void **state)
+{
+    (void)state;
+    kp_req req;
+    memset(&req, 0, sizeof req);
+    assert_false(kp_router_match("/v1/me", "/v1/me/", &req));  /* trailing slash */
+    assert_false(kp_router_match("/v1/me/", "/v1/me", &req));
+    assert_false(kp_router_match("/v1/admin/plans/{id}", "/v1/admin/plans/pro/", &req));
+    assert_false(kp_router_match("/v1/me", "/v1/m", &req));     /* prefix */
+    assert_false(kp_router_match("/v1/me", "/v1/mine", &req));
+    assert_false(kp_router_match("/v1/me", "/V1/ME", &req));    /* paths are case-sensitive */
+    assert_false(kp_router_match("/v1/me", "", &req));
+    /* an empty segment is not a parameter */
+    assert_false(kp_router_match("/v1/admin/plans/{id}", "/v1/admin/plans/", &req));
+    assert_false(kp_router_match("/v1/admin/users/{id}/plan", "/v1/admin/users//plan", &req));
+}
+
+static void test_match_segment_length(void **state)
+{
+    (void)state;
+    kp_req req;
+    char path[400], seg[300];
+    memset(&req, 0, sizeof req);
+    /* KP_NAME_MAX - 1 characters fit */
+    memset(seg, 'x', KP_NAME_MAX - 1);
+    seg[KP_NAME_MAX - 1] = '\0';
+    snprintf(path, sizeof path, "/v1/admin/plans/%s", seg);
+    assert_true(kp_router_match("/v1/admin/plans/{id}", path, &req));
+    assert_int_equal(strlen(req.params[0]), KP_NAME_MAX - 1);
+    /* one more does not match (rather than being cut) */
+    memset(seg, 'x', KP_NAME_MAX);
+    seg[KP_NAME_MAX] = '\0';
+    snprintf(path, sizeof path, "/v1/admin/plans/%s", seg);
+    assert_false(kp_router_match("/v1/admin/plans/{id}", path, &req));
+    memset(seg, 'x', 250);
+    seg[250] = '\0';
+    snprintf(path, sizeof path, "/v1/admin/users/%s/plan", seg);
+    assert_false(kp_router_match("/v1/admin/users/{id}/plan", path, &req));
+}
+
+static void test_match_too_many_params(void **state)
+{
+    (void)state;
+    kp_req req;
+    memset(&req, 0, sizeof req);
+    assert_true(kp_router_match("/{a}/{b}/{c}/{d}", "/1/2/3/4", &req));
+    assert_int_equal(req.nparams, KP_MAX_PARAMS);
+    assert_false(kp_router_match("/{a}/{b}/{c}/{d}/{e}", "/1/2/3/4/5", &req));
+}
+
+/* ---- 404 / 405 ---- */
+
+static void test_unknown_path_404(void **state)
+{
+    fixture *f = *state;
+    kp_resp resp;
+    call(f, "GET", "/v1/nothing", NULL, NULL, NULL, &resp);
+    expect(&resp, 404, "not_found");
+    assert_null(kp_headers_get(&resp.headers, "Allow"));
+    kp_resp_free(&resp);
+    call(f, "GET", "/v1/me/", NULL, NULL, NULL, &resp); /* trailing slash is another path */
+    expect(&resp, 404, "not_found");
+    kp_resp_free(&resp);
+    call(f, "DELETE", "/nope", NULL, NULL, NULL, &resp);
+    expect(&resp, 404, "not_found");
+    kp_resp_free(&resp);
+}
+
+static void test_unknown_path_with_non_utf8_bytes(void **state)
+{
+    fixture *f = *state;
+    kp_resp resp;
+    /* a percent-decoded path can hold any byte, e.g. GET /caf%E9 */
+    call(f, "GET", "/caf\xe9", NULL, NULL, NULL, &resp);
+    assert_int_equal(resp.status, 404);
+    /* the 404 message echoes the path: invalid bytes are replaced */
+    expect(&resp, 404, "not_found");
+    kp_resp_free(&resp);
+}
+
+static void test_wrong_method_405_with_allow(void **state)
+{
+    fixture *f = *state;
+    kp_resp resp;
+    call(f, "POST", "/v1/me", NULL, NULL, "{}", &resp);
+    expect(&resp, 405, "method_not_allowed");
+    assert_string_equal(kp_headers_get(&resp.headers, "Allow"), "GET, HEAD");
+    kp_resp_free(&resp);
+
+    call(f, "GET", "/v1/admin/plans/pro", NULL, NULL, NULL, &resp);
+    expect(&resp, 405, "method_not_allowed");
+    assert_string_equal(kp_headers_get(&resp.headers, "Allow"), "PUT");
+    kp_resp_free(&resp);
+
+    call(f, "DELETE", "/v1/admin/users/usr_x/plan", NULL, NULL, NULL, &resp);
+    expect(&resp, 405, "method_not_allowed");
+    assert_string_equal(kp_headers_get(&resp.headers, "Allow"), "PUT");
+    kp_resp_free(&resp);
+
+    call(f, "GET", "/v1/auth/login", NULL, NULL, NULL, &resp);
+    expect(&resp, 405, "method_not_allowed");
+    assert_string_equal(kp_headers_get(&resp.headers, "Allow"), "POST");
+    kp_resp_free(&resp);
+}
+
+/* ---- public endpoints ---- */
+
+static void test_public_endpoints(void **state)
+{
+    fixture *f = *state;
+    kp_resp resp;
+    call(f, "GET", "/healthz", NULL, NULL, NULL, &resp);
+    expect(&resp, 200, NULL);
+    json_t *doc = body_json(&resp);
+    assert_string_equal(json_string_value(json_object_get(doc, "status")), "ok");
+    json_decref(doc);
+    kp_resp_free(&resp);
+
+    /* HEAD is answered by the GET route */
+    call(f, "HEAD", "/healthz", NULL, NULL, NULL, &resp);
+    expect(&resp, 200, NULL);
+    kp_resp_free(&resp);
+
+    call(f, "GET", "/", NULL, NULL, NULL, &resp);
+    expect(&resp, 200, NULL);
+    assert_non_null(strstr(kp_headers_get(&resp.headers, "Content-Type"), "text/html"));
+    kp_resp_free(&resp);
+
+    call(f, "GET", "/v1/plans", NULL, NULL, NULL, &resp);
+    expect(&resp, 200, NULL);
+    doc = body_json(&resp);
+    json_t *plans = json_object_get(doc, "plans");
+    assert_true(json_array_size(plans) >= 2);
+    int free_seen = 0;
+    for (size_t i = 0; i < json_array_size(plans); i++)
+        free_seen |= strcmp(json_string_value(json_object_get(json_array_get(plans, i), "id")), "free") == 0;
+    assert_true(free_seen);
+    json_decref(doc);
+    kp_resp_free(&resp);
+
+    call(f, "GET", "/metrics", NULL, NULL, NULL, &resp);
+    expect(&resp, 200, NULL);
+    assert_non_null(strstr(kp_headers_get(&resp.headers, "Content-Type"), "text/plain"));
+    kp_resp_free(&resp);
+}
+
+/* ---- authentication ---- */
+
+static void test_me_without_token_401(void **state)
+{
+    fixture *f = *state;
+    kp_resp resp;
+    call(f, "GET", "/v1/me", NULL, NULL, NULL, &resp);
+    expect(&resp, 401, "unauthorized");
+    const char *www = kp_headers_get(&resp.headers, "WWW-Authenticate");
+    assert_non_null(www);
+    assert_string_equal(www, "Bearer realm=\"koumpa\"");
+    kp_resp_free(&resp);
+}
+
+static void expect_401_with_header(fixture *f, const char *authorization, int invalid_token)
+{
+    kp_req req;
+    kp_resp resp = {0};
+    memset(&req, 0, sizeof req);
+    req.method = "GET";
+    req.path = "/v1/me";
+    req.request_id = "test";
+    kp_headers_add(&req.headers, "Authorization", authorization);
+    kp_router_dispatch(&f->ctx, &req, &resp);
+    expect(&resp, 401, "unauthorized");
+    const char *www = kp_headers_get(&resp.headers, "WWW-Authenticate");
+    assert_non_null(www);
+    assert_memory_equal(www, "Bearer realm=\"koumpa\"", 21);
+    if (invalid_token != (strstr(www, "error=\"invalid_token\"") != NULL))
+        fail_msg("Authorization \"%.40s\": WWW-Authenticate is %s", authorization, www);
+    /* a quoted-string with no stray quotes inside: exactly an even number */
+    size_t quotes = 0;
+    for (const char *c = www; *c; c++)
+        quotes += *c == '"';
+    assert_int_equal(quotes % 2, 0);
+    assert_false(req.principal.authenticated);
+    kp_resp_free(&resp);
+    kp_headers_free(&req.headers);
+}
+
+static void test_bad_tokens_401(void **state)
+{
+    fixture *f = *state;
+    expect_401_with_header(f, "Bearer garbage", 1);
+    expect_401_with_header(f, "Bearer a.b.c", 1);
+    expect_401_with_header(f, "Bearer \"quoted\"\\token", 1);
+    expect_401_with_header(f, "Basic dXNlcjpwYXNz", 0);
+    expect_401_with_header(f, "Bearer ", 0);
+    expect_401_with_header(f, "Bearer    ", 0);
+    expect_401_with_header(f, "", 0);
+
+    /* a well-formed token signed with another secret */
+    kp_auth *other = NULL;
+    kp_auth_options o;
+    kp_err err = {0};
+    char *token = NULL;
+    memset(&o, 0, sizeof o);
+    o.hs256_secret = "another-secret-another-secret-another-secret";
+    o.hs256_secret_len = strlen(o.hs256_secret);
+    o.local_issuer = "koumpa";
+    assert_int_equal(kp_auth_new(&o, &other, &err), KP_OK);
+    kp_user u;
+    char *good = user_with_token(f, "forged@example.com", &u);
+    assert_int_equal(kp_auth_issue(other, u.id, u.email, &token, NULL, &err), KP_OK);
+    char header[4096];
+    snprintf(header, sizeof header, "Bearer %s", token);
+    expect_401_with_header(f, header, 1);
+    free(token);
+    free(good);
+    kp_auth_free(other);
+}
+
+static void test_token_for_missing_user_401(void **state)
+{
+    fixture *f = *state;
+    kp_err err = {0};
+    char *token = NULL;
+    assert_int_equal(kp_auth_issue(f->app.auth, "usr_000000000000000000000000", "gone@example.com", &token, NULL,
+                                   &err),
+                     KP_OK);
+    kp_resp resp;
+    call(f, "GET", "/v1/me", NULL, token, NULL, &resp);
+    expect(&resp, 401, "unauthorized");
+    assert_non_null(strstr(kp_headers_get(&resp.headers, "WWW-Authenticate"), "invalid_token"));
+    kp_resp_free(&resp);
+    free(token);
+}
+
+static void test_me_200(void **state)
+{
+    fixture *f = *state;
+    kp_user u;
+    char *token = user_with_token(f, "Someone@Example.com", &u);
+    kp_resp resp;
+    call(f, "GET", "/v1/me", NULL, token, NULL, &resp);
+    expect(&resp, 200, NULL);
+    json_t *doc = body_json(&resp);
+    assert_string_equal(json_string_value(json_object_get(doc, "id")), u.id);
+    assert_string_equal(json_string_value(json_object_get(doc, "email")), "someone@example.com");
+    assert_true(json_is_false(json_object_get(doc, "is_admin")));
+    json_t *credits = json_object_get(doc, "credits");
+    assert_int_equal(json_integer_value(json_object_get(credits, "daily")), 5);
+    assert_int_equal(json_integer_value(json_object_get(credits, "monthly")), 0);
+    assert_int_equal(json_integer_value(json_object_get(credits, "total")), 5);
+    json_t *plan = json_object_get(doc, "plan");
+    assert_string_equal(json_string_value(json_object_get(plan, "id")), "free");
+    const char *created = json_string_value(json_object_get(doc, "created_at"));
+    assert_non_null(created);
+    assert_int_equal(strlen(created), 20); /* 2026-11-24T19:41:18Z */
+    assert_int_equal(created[19], 'Z');
+    json_decref(doc);
+    kp_resp_free(&resp);
+
+    /* "bearer" is case-insensitive */
+    kp_req req;
+    memset(&req, 0, sizeof req);
+    req.method = "GET";
+    req.path = "/v1/me";
+    req.request_id = "test";
+    char header[4096];
+    snprintf(header, sizeof header, "bearer %s", token);
+    kp_headers_add(&req.headers, "authorization", header);
+    memset(&resp, 0, sizeof resp);
+    kp_router_dispatch(&f->ctx, &req, &resp);
+    expect(&resp, 200, NULL);
+    assert_true(req.principal.authenticated);
+    assert_string_equal(req.principal.user_id, u.id);
+    assert_string_equal(req.route, "/v1/me");
+    kp_resp_free(&resp);
+    kp_headers_free(&req.headers);
+    free(token);
+}
+
+/* ---- admin routes ---- */
+
+static void test_non_admin_403(void **state)
+{
+    fixture *f = *state;
+    char *token = user_with_token(f, "user@example.com", NULL);
+    kp_resp resp;
+    call(f, "PUT", "/v1/admin/plans/pro", NULL, token, "{\"daily_bonus\":9}", &resp);
+    expect(&resp, 403, "forbidden");
+    kp_resp_free(&resp);
+    call(f, "GET", "/v1/admin/users", "email=user@example.com", token, NULL, &resp);
+    expect(&resp, 403, "forbidden");
+    kp_resp_free(&resp);
+    /* nothing changed */
+    kp_plan p;
+    kp_err err = {0};
+    assert_int_equal(f->s->ops->plan_get(f->s, "pro", &p, &err), KP_OK);
+    assert_int_not_equal(p.daily_bonus, 9);
+    /* without a token it is 401, not 403 */
+    call(f, "PUT", "/v1/admin/plans/pro", NULL, NULL, "{\"daily_bonus\":9}", &resp);
+    expect(&resp, 401, "unauthorized");
+    kp_resp_free(&resp);
+    free(token);
+}
+
+static void test_admin_via_config(void **state)
+{
+    fixture *f = *state;
+    char *token = user_with_token(f, "Admin@Example.com", NULL);
+    kp_resp resp;
+    call(f, "GET", "/v1/me", NULL, token, NULL, &resp);
+    expect(&resp, 200, NULL);
+    json_t *doc = body_json(&resp);
+    assert_true(json_is_true(json_object_get(doc, "is_admin")));
+    json_decref(doc);
+    kp_resp_free(&resp);
+
+    call(f, "PUT", "/v1/admin/plans/pro", NULL, token, "{\"daily_bonus\":9}", &resp);
+    expect(&resp, 200, NULL);
+    doc = body_json(&resp);
+    assert_string_equal(json_string_value(json_object_get(doc, "id")), "pro");
+    assert_int_equal(json_integer_value(json_object_get(doc, "daily_bonus")), 9);
+    json_decref(doc);
+    kp_resp_free(&resp);
+    free(token);
+}
+
+static void test_admin_via_stored_flag(void **state)
+{
+    fixture *f = *state;
+    kp_user u, out;
+    kp_err err = {0};
+    char *token = user_with_token(f, "flagged@example.com", &u);
+    assert_int_equal(kp_accounts_set_admin(f->s, "flagged@example.com", 1, &out, &err), KP_OK);
+    kp_resp resp;
+    call(f, "GET", "/v1/admin/users", "email=flagged@example.com", token, NULL, &resp);
+    expect(&resp, 200, NULL);
+    kp_resp_free(&resp);
+    free(token);
+}
+
+static void test_admin_plan_put(void **state)
+{
+    fixture *f = *state;
+    char *token = user_with_token(f, ADMIN_EMAIL, NULL);
+    kp_resp resp;
+    const char *full = "{\"name\":\"Team\",\"price_cents\":9900,\"monthly_credits\":500,\"daily_bonus\":10,"
+                       "\"max_concurrent_generations\":5}";
+    call(f, "PUT", "/v1/admin/plans/team", NULL, token, full, &resp);
+    expect(&resp, 201, NULL);
+    json_t *doc = body_json(&resp);
+    assert_string_equal(json_string_value(json_object_get(doc, "id")), "team");
+    assert_string_equal(json_string_value(json_object_get(doc, "name")), "Team");
+    assert_string_equal(json_string_value(json_object_get(doc, "currency")), "EUR");
+    json_decref(doc);
+    kp_resp_free(&resp);
+
+    call(f, "PUT", "/v1/admin/plans/team", NULL, token, "{\"price_cents\":12900}", &resp);
+    expect(&resp, 200, NULL);
+    doc = body_json(&resp);
+    assert_int_equal(json_integer_value(json_object_get(doc, "price_cents")), 12900);
+    assert_string_equal(json_string_value(json_object_get(doc, "name")), "Team");
+    json_decref(doc);
+    kp_resp_free(&resp);
+
+    /* the public list shows it */
+    call(f, "GET", "/v1/plans", NULL, NULL, NULL, &resp);
+    assert_non_null(strstr(kp_buf_cstr(&resp.body), "\"team\""));
+    kp_resp_free(&resp);
+
+    call(f, "PUT", "/v1/admin/plans/team", NULL, token, "{\"colour\":\"red\"}", &resp);
+    expect(&resp, 400, "invalid_request");
+    assert_non_null(strstr(kp_buf_cstr(&resp.body), "colour"));
+    kp_resp_free(&resp);
+
+    call(f, "PUT", "/v1/admin/plans/team", NULL, token, "{\"price_cents\":-1}", &resp);
+    expect(&resp, 400, "invalid_request");
+    kp_resp_free(&resp);
+    call(f, "PUT", "/v1/admin/plans/team", NULL, token, "{\"max_concurrent_generations\":\"5\"}", &resp);
+    expect(&resp, 400, "invalid_request");
+    kp_resp_free(&resp);
+    call(f, "PUT", "/v1/admin/plans/new", NULL, token, "{\"name\":\"New\"}", &resp); /* missing fields */
+    expect(&resp, 400, "invalid_request");
+    kp_resp_free(&resp);
+    call(f, "PUT", "/v1/admin/plans/Team", NULL, token, full, &resp); /* invalid id */
+    expect(&resp, 400, "invalid_request");
+    kp_resp_free(&resp);
+    call(f, "PUT", "/v1/admin/plans/team", NULL, token, "{\"price_cents\":", &resp);
+    expect(&resp, 400, "invalid_json");
+    kp_resp_free(&resp);
+
+    /* without Content-Type: 415 */
+    kp_req req;
+    memset(&req, 0, sizeof req);
+    req.method = "PUT";
+    req.path = "/v1/admin/plans/team";
+    req.request_id = "test";
+    char header[4096];
+    snprintf(header, sizeof header, "Bearer %s", token);
+    kp_headers_add(&req.headers, "Authorization", header);
+    req.body = "{\"price_cents\":1}";
+    req.body_len = strlen(req.body);
+    memset(&resp, 0, sizeof resp);
+    kp_router_dispatch(&f->ctx, &req, &resp);
+    expect(&resp, 415, "unsupported_media_type");
+    kp_resp_free(&resp);
+    kp_headers_free(&req.headers);
+
+    /* none of the refusals changed the plan */
+    kp_plan p;
+    kp_err err = {0};
+    assert_int_equal(f->s->ops->plan_get(f->s, "team", &p, &err), KP_OK);
+    assert_int_equal(p.price_cents, 12900);
+    assert_int_equal(p.max_concurrent_generations, 5);
+    free(token);
+}
+
+static void test_admin_user_plan_put(void **state)
+{
+    fixture *f = *state;
+    char *admin = user_with_token(f, ADMIN_EMAIL, NULL);
+    kp_user u;
+    char *token = user_with_token(f, "customer@example.com", &u);
+    char path[256];
+    kp_resp resp;
+    snprintf(path, sizeof path, "/v1/admin/users/%s/plan", u.id);
+
+    call(f, "PUT", path, NULL, admin, "{\"plan_id\":\"platinum\"}", &resp);
+    expect(&resp, 404, "not_found");
+    kp_resp_free(&resp);
+    call(f, "PUT", "/v1/admin/users/usr_nobody/plan", NULL, admin, "{\"plan_id\":\"pro\"}", &resp);
+    expect(&resp, 404, "not_found");
+    kp_resp_free(&resp);
+    call(f, "PUT", path, NULL, admin, "{\"plan\":\"pro\"}", &resp);
+    expect(&resp, 400, "invalid_request");
+    kp_resp_free(&resp);
+    call(f, "PUT", path, NULL, admin, "{\"plan_id\":5}", &resp);
+    expect(&resp, 400, "invalid_request");
+    kp_resp_free(&resp);
+
+    call(f, "PUT", path, NULL, admin, "{\"plan_id\":\"pro\"}", &resp);
+    expect(&resp, 200, NULL);
+    json_t *doc = body_json(&resp);
+    assert_string_equal(json_string_value(json_object_get(doc, "id")), u.id);
+    assert_string_equal(json_string_value(json_object_get(doc, "plan_id")), "pro");
+    json_decref(doc);
+    kp_resp_free(&resp);
+
+    /* the user sees the new plan */
+    call(f, "GET", "/v1/me", NULL, token, NULL, &resp);
+    expect(&resp, 200, NULL);
+    doc = body_json(&resp);
+    assert_string_equal(json_string_value(json_object_get(json_object_get(doc, "plan"), "id")), "pro");
+    json_decref(doc);
+    kp_resp_free(&resp);
+    free(admin);
+    free(token);
+}
+
+static void test_admin_users_find(void **state)
+{
+    fixture *f = *state;
+    char *admin = user_with_token(f, ADMIN_EMAIL, NULL);
+    kp_user u;
+    char *token = user_with_token(f, "findme@example.com", &u);
+    kp_resp resp;
+
+    call(f, "GET", "/v1/admin/users", "email=FindMe@Example.com", admin, NULL, &resp);
+    expect(&resp, 200, NULL);
+    json_t *doc = body_json(&resp);
+    json_t *users = json_object_get(doc, "users");
+    assert_int_equal(json_array_size(users), 1);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(users, 0), "id")), u.id);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(users, 0), "email")), "findme@example.com");
+    assert_true(json_is_false(json_object_get(json_array_get(users, 0), "is_admin")));
+    json_decref(doc);
+    kp_resp_free(&resp);
+
+    call(f, "GET", "/v1/admin/users", "email=nobody@example.com", admin, NULL, &resp);
+    expect(&resp, 200, NULL);
+    doc = body_json(&resp);
+    assert_true(json_is_array(json_object_get(doc, "users")));
+    assert_int_equal(json_array_size(json_object_get(doc, "users")), 0);
+    json_decref(doc);
+    kp_resp_free(&resp);
+
+    call(f, "GET", "/v1/admin/users", NULL, admin, NULL, &resp);
+    expect(&resp, 400, "invalid_request");
+    kp_resp_free(&resp);
+    call(f, "GET", "/v1/admin/users", "email=not-an-email", admin, NULL, &resp);
+    expect(&resp, 400, "invalid_request");
+    kp_resp_free(&resp);
+    free(admin);
+    free(token);
+}
+
+/* ---- ledger ---- */
+
+static void grant(fixture *f, const char *user_id, int64_t monthly, const char *reason, const char *key)
+{
+    kp_err err = {0};
+    int applied = 0;
+    assert_int_equal(kp_credits_grant(f->s, user_id, 0, monthly, reason, key, NULL, &applied, &err), KP_OK);
+    assert_int_equal(applied, 1);
+}
+
+/* GET /v1/me/ledger with query; returns the parsed body (caller decrefs). */
+static json_t *ledger(fixture *f, const char *token, const char *query)
+{
+    kp_resp resp;
+    call(f, "GET", "/v1/me/ledger", query, token, NULL, &resp);
+    expect(&resp, 200, NULL);
+    json_t *doc = body_json(&resp);
+    kp_resp_free(&resp);
+    return doc;
+}
+
+static void test_ledger_paging(void **state)
+{
+    fixture *f = *state;
+    kp_user u;
+    char *token = user_with_token(f, "ledger@example.com", &u); /* 1 entry: the welcome bonus */
+    grant(f, u.id, 10, "admin_grant", "test:g1");
+    grant(f, u.id, 20, "admin_grant", "test:g2");
+    /* someone else's entries never show */
+    kp_user other;
+    char *other_token = user_with_token(f, "other@example.com", &other);
+    grant(f, other.id, 99, "admin_grant", "test:other");
+
+    json_t *all = ledger(f, token, NULL);
+    json_t *entries = json_object_get(all, "entries");
+    assert_int_equal(json_array_size(entries), 3);
+    assert_true(json_is_null(json_object_get(all, "next_cursor")));
+    /* newest first */
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(entries, 0), "delta_monthly")), 20);
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(entries, 1), "delta_monthly")), 10);
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(entries, 2), "delta_daily")), 5);
+    json_t *balance = json_object_get(json_array_get(entries, 0), "balance");
+    assert_int_equal(json_integer_value(json_object_get(balance, "monthly")), 30);
+    assert_int_equal(json_integer_value(json_object_get(balance, "daily")), 5);
+
+    /* one at a time, following the cursor */
+    char query[256] = "limit=1";
+    int64_t seen[3];
+    int pages = 0;
+    for (;;) {
+        json_t *page = ledger(f, token, query);
+        json_t *items = json_object_get(page, "entries");
+        assert_int_equal(json_array_size(items), 1);
+        json_t *e = json_array_get(items, 0);
+        assert_true(pages < 3);
+        seen[pages] = json_integer_value(json_object_get(e, "delta"));
+        pages++;
+        json_t *next = json_object_get(page, "next_cursor");
+        if (json_is_null(next)) {
+            json_decref(page);
+            break;
+        }
+        assert_true(json_is_string(next));
+        snprintf(query, sizeof query, "limit=1&cursor=%s", json_string_value(next));
+        json_decref(page);
+    }
+    assert_int_equal(pages, 3);
+    assert_int_equal(seen[0], 20);
+    assert_int_equal(seen[1], 10);
+    assert_int_equal(seen[2], 5);
+
+    /* limit=2: two, then one */
+    json_t *p1 = ledger(f, token, "limit=2");
+    assert_int_equal(json_array_size(json_object_get(p1, "entries")), 2);
+    snprintf(query, sizeof query, "limit=2&cursor=%s", json_string_value(json_object_get(p1, "next_cursor")));
+    json_t *p2 = ledger(f, token, query);
+    assert_int_equal(json_array_size(json_object_get(p2, "entries")), 1);
+    assert_true(json_is_null(json_object_get(p2, "next_cursor")));
+    json_decref(p1);
+    json_decref(p2);
+
+    /* exactly limit entries left: no next page announced */
+    json_t *p3 = ledger(f, token, "limit=3");
+    assert_true(json_is_null(json_object_get(p3, "next_cursor")));
+    json_decref(p3);
+
+    json_t *o = ledger(f, other_token, NULL);
+    assert_int_equal(json_array_size(json_object_get(o, "entries")), 2);
+    json_decref(o);
+    json_decref(all);
+    free(token);
+    free(other_token);
+}
+
+static void expect_ledger_400(fixture *f, const char *token, const char *query, const char *word)
+{
+    kp_resp resp;
+    call(f, "GET", "/v1/me/ledger", query, token, NULL, &resp);
+    expect(&resp, 400, "invalid_request");
+    if (!strstr(kp_buf_cstr(&resp.body), word))
+        fail_msg("%s: body %s does not mention %s", query, kp_buf_cstr(&resp.body), word);
+    kp_resp_free(&resp);
+}
+
+static void test_ledger_bad_parameters(void **state)
+{
+    fixture *f = *state;
+    char *token = user_with_token(f, "params@example.com", NULL);
+    expect_ledger_400(f, token, "limit=0", "limit");
+    expect_ledger_400(f, token, "limit=-1", "limit");
+    expect_ledger_400(f, token, "limit=101", "limit");
+    expect_ledger_400(f, token, "limit=abc", "limit");
+    expect_ledger_400(f, token, "limit=5x", "limit");
+    expect_ledger_400(f, token, "limit=", "limit");
+    expect_ledger_400(f, token, "cursor=!!!not-base64", "cursor");
+    expect_ledger_400(f, token, "cursor=AAAA", "cursor");
+
+    /* well-formed base64 of things that are not our cursors */
+    static const char *fakes[] = {"l:0", "l:-5", "l:12x", "x:12", "l:", "l:99999999999999999999999", "l: 5"};
+    for (size_t i = 0; i < sizeof fakes / sizeof fakes[0]; i++) {
+        char b64[64], query[128];
+        sodium_bin2base64(b64, sizeof b64, (const unsigned char *)fakes[i], strlen(fakes[i]),
+                          sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+        snprintf(query, sizeof query, "cursor=%s", b64);
+        expect_ledger_400(f, token, query, "cursor");
+    }
+    /* a cursor longer than any we make */
+    char query[512] = "cursor=";
+    memset(query + 7, 'A', 300);
+    query[307] = '\0';
+    expect_ledger_400(f, token, query, "cursor");
+
+    /* limit=100 and an empty cursor are fine */
+    json_t *ok = ledger(f, token, "limit=100&cursor=");
+    assert_int_equal(json_array_size(json_object_get(ok, "entries")), 1);
+    json_decref(ok);
+    free(token);
+}
+
+/* ---- sign-up and login through the router ---- */
+
+static void test_signup_and_login(void **state)
+{
+    fixture *f = *state;
+    kp_resp resp;
+    call(f, "POST", "/v1/auth/signup", NULL, NULL, "{\"email\":\"Web@Example.com\",\"password\":\"password-123\"}",
+         &resp);
+    expect(&resp, 201, NULL);
+    json_t *doc = body_json(&resp);
+    const char *token = json_string_value(json_object_get(doc, "token"));
+    assert_non_null(token);
+    assert_string_equal(json_string_value(json_object_get(json_object_get(doc, "user"), "email")),
+                        "web@example.com");
+    assert_null(strstr(kp_buf_cstr(&resp.body), "password"));
+    assert_null(strstr(kp_buf_cstr(&resp.body), "argon2"));
+    kp_resp me;
+    call(f, "GET", "/v1/me", NULL, token, NULL, &me);
+    expect(&me, 200, NULL);
+    kp_resp_free(&me);
+    json_decref(doc);
+    kp_resp_free(&resp);
+
+    call(f, "POST", "/v1/auth/signup", NULL, NULL, "{\"email\":\"web@example.com\",\"password\":\"password-456\"}",
+         &resp);
+    expect(&resp, 409, "conflict");
+    kp_resp_free(&resp);
+    call(f, "POST", "/v1/auth/signup", NULL, NULL, "{\"email\":\"x@example.com\"}", &resp);
+    expect(&resp, 400, "invalid_request");
+    kp_resp_free(&resp);
+
+    call(f, "POST", "/v1/auth/login", NULL, NULL, "{\"email\":\"web@example.com\",\"password\":\"password-123\"}",
+         &resp);
+    expect(&resp, 200, NULL);
+    doc = body_json(&resp);
+    assert_non_null(json_string_value(json_object_get(doc, "token")));
+    json_decref(doc);
+    kp_resp_free(&resp);
+
+    call(f, "POST", "/v1/auth/login", NULL, NULL, "{\"email\":\"web@example.com\",\"password\":\"wrong-pass\"}",
+         &resp);
+    expect(&resp, 401, "unauthorized");
+    kp_resp_free(&resp);
+}
+
+static void test_login_rate_limited(void **state)
+{
+    fixture *f = *state;
+    kp_resp resp;
+    for (int i = 0; i < LOGIN_LIMIT; i++) {
+        call(f, "POST", "/v1/auth/login", NULL, NULL, "{\"email\":\"nobody@example.com\",\"password\":\"guess-123\"}",
+             &resp);
+        expect(&resp, 401, "unauthorized");
+        kp_resp_free(&resp);
+    }
+    call(f, "POST", "/v1/auth/login", NULL, NULL, "{\"email\":\"nobody@example.com\",\"password\":\"guess-123\"}",
+         &resp);
+    expect(&resp, 429, "rate_limited");
+    const char *retry = kp_headers_get(&resp.headers, "Retry-After");
+    assert_non_null(retry);
+    long seconds = strtol(retry, NULL, 10);
+    assert_true(seconds >= 1 && seconds <= 60);
+    kp_resp_free(&resp);
+}
+
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+
+int main(void)
+{
+    kp_log_set_level(KP_LOG_WARN);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_match_literal_and_params),
+        cmocka_unit_test(test_match_mismatches),
+        cmocka_unit_test(test_match_segment_length),
+        cmocka_unit_test(test_match_too_many_params),
+        T(test_unknown_path_404),
+        T(test_unknown_path_with_non_utf8_bytes),
+        T(test_wrong_method_405_with_allow),
+        T(test_public_endpoints),
+        T(test_me_without_token_401),
+        T(test_bad_tokens_401),
+        T(test_token_for_missing_user_401),
+        T(test_me_200),
+        T(test_non_admin_403),
+        T(test_admin_via_config),
+        T(test_admin_via_stored_flag),
+        T(test_admin_plan_put),
+        T(test_admin_user_plan_put),
+        T(test_admin_users_find),
+        T(test_ledger_paging),
+        T(test_ledger_bad_parameters),
+        T(test_signup_and_login),
+        T(test_login_rate_limited),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

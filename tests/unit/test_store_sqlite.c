@@ -1,0 +1,1048 @@
+/*
+ * test_store_sqlite.c - the SQLite backend against the store.h contract:
+ * migrations, users, plans, credits (idempotency, CAS, reservations, the
+ * ledger), concurrency across threads and processes, and the daily bonus
+ * (including a 100,000-user run, whose time is printed).
+ *
+ * Every test works in its own temporary directory under /tmp, removed after.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/err.h"
+#include "store/sqlite/sqlite_store.h"
+#include "store/store.h"
+
+typedef struct fixture {
+    char dir[64];
+    char path[128];
+    kp_store *s;
+} fixture;
+
+/* ---- fixture and helpers ---------------------------------------------- */
+
+static int make_dir(fixture *f)
+{
+    snprintf(f->dir, sizeof f->dir, "/tmp/kp-store-test-XXXXXX");
+    if (!mkdtemp(f->dir))
+        return -1;
+    snprintf(f->path, sizeof f->path, "%s/koumpa.db", f->dir);
+    return 0;
+}
+
+static int setup_empty(void **state)
+{
+    fixture *f = calloc(1, sizeof *f);
+    if (!f || make_dir(f) != 0) {
+        free(f);
+        return -1;
+    }
+    *state = f;
+    return 0;
+}
+
+static int setup_store(void **state)
+{
+    if (setup_empty(state) != 0)
+        return -1;
+    fixture *f = *state;
+    kp_err err;
+    int applied = 0;
+    if (kp_sqlite_migrate(f->path, &applied, &err) != KP_OK || kp_sqlite_open(f->path, &f->s, &err) != KP_OK) {
+        fprintf(stderr, "setup: %s\n", err.msg);
+        return -1;
+    }
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    static const char *const suffixes[] = {"", "-wal", "-shm", "-journal"};
+    char file[160];
+    if (f->s)
+        f->s->ops->close(f->s);
+    for (size_t i = 0; i < sizeof suffixes / sizeof suffixes[0]; i++) {
+        snprintf(file, sizeof file, "%s%s", f->path, suffixes[i]);
+        unlink(file);
+    }
+    rmdir(f->dir);
+    free(f);
+    return 0;
+}
+
+static void reopen(fixture *f)
+{
+    kp_err err;
+    assert_int_equal(kp_sqlite_open(f->path, &f->s, &err), KP_OK);
+}
+
+static void close_store(fixture *f)
+{
+    f->s->ops->close(f->s);
+    f->s = NULL;
+}
+
+static void add_user(kp_store *s, const char *id, const char *email, const char *sub, const char *plan)
+{
+    kp_user u;
+    kp_err err;
+    memset(&u, 0, sizeof u);
+    snprintf(u.id, sizeof u.id, "%s", id);
+    snprintf(u.email, sizeof u.email, "%s", email);
+    snprintf(u.external_sub, sizeof u.external_sub, "%s", sub);
+    snprintf(u.plan_id, sizeof u.plan_id, "%s", plan);
+    kp_status rc = s->ops->user_create(s, &u, &err);
+    if (rc != KP_OK)
+        fail_msg("user_create %s: %s", id, err.msg);
+}
+
+/* A plain credit change (no reservation, no CAS). */
+static kp_credit_change change(const char *user, int64_t dd, int64_t dm, const char *reason, const char *idem)
+{
+    kp_credit_change c;
+    memset(&c, 0, sizeof c);
+    c.user_id = user;
+    c.delta_daily = dd;
+    c.delta_monthly = dm;
+    c.reason = reason;
+    c.idem_key = idem;
+    c.expected_version = -1;
+    return c;
+}
+
+static kp_status apply(kp_store *s, kp_credit_change c, kp_balance *out)
+{
+    kp_err err;
+    kp_balance ignored;
+    return s->ops->credits_apply(s, &c, out ? out : &ignored, &err);
+}
+
+static kp_balance balance(kp_store *s, const char *user)
+{
+    kp_balance b;
+    kp_err err;
+    assert_int_equal(s->ops->balance_get(s, user, &b, &err), KP_OK);
+    return b;
+}
+
+static size_t ledger_count(kp_store *s, const char *user)
+{
+    kp_ledger_entry *e = NULL;
+    size_t n = 0;
+    kp_err err;
+    assert_int_equal(s->ops->ledger_list(s, user, 0, 1000000, &e, &n, &err), KP_OK);
+    free(e);
+    return n;
+}
+
+static void assert_ledger_matches_balance(kp_store *s, const char *user)
+{
+    kp_balance b = balance(s, user), sum;
+    kp_err err;
+    assert_int_equal(s->ops->ledger_sum(s, user, &sum, &err), KP_OK);
+    assert_int_equal(sum.daily, b.daily);
+    assert_int_equal(sum.monthly, b.monthly);
+}
+
+/* One integer from a SQL query on a separate raw connection. */
+static int64_t sql_int(const char *path, const char *sql)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    int64_t v = -1;
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL) == SQLITE_OK) {
+        sqlite3_busy_timeout(db, 10000);
+        if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
+            v = sqlite3_column_int64(st, 0);
+        else
+            fprintf(stderr, "sql_int: %s\n", sqlite3_errmsg(db));
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return v;
+}
+
+/* Inserts n users usr_{i as 24 hex} (plans free/pro/business by i % 3) and
+ * their zero balances in one transaction, on a raw connection. */
+static void bulk_users(const char *path, int n)
+{
+    static const char *const sql =
+        "BEGIN IMMEDIATE;"
+        "INSERT INTO users (id, email, password_hash, external_sub, plan_id, is_admin, created_at) "
+        "  WITH RECURSIVE seq(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM seq WHERE i < %d) "
+        "  SELECT printf('usr_%%024x', i), printf('user%%d@example.com', i), '', '', "
+        "         CASE i %% 3 WHEN 0 THEN 'free' WHEN 1 THEN 'pro' ELSE 'business' END, 0, 0 FROM seq;"
+        "INSERT INTO balances (user_id, daily, monthly, version) SELECT id, 0, 0, 0 FROM users;"
+        "COMMIT;";
+    char text[1024];
+    sqlite3 *db = NULL;
+    snprintf(text, sizeof text, sql, n);
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+    sqlite3_busy_timeout(db, 10000);
+    int rc = sqlite3_exec(db, text, NULL, NULL, NULL);
+    if (rc != SQLITE_OK)
+        fail_msg("bulk_users: %s", sqlite3_errmsg(db));
+    sqlite3_close(db);
+}
+
+/* Runs the daily bonus for every user in batches; returns users granted. */
+static size_t run_bonus(kp_store *s, const char *date, size_t batch)
+{
+    char after[KP_ID_MAX] = "", last[KP_ID_MAX];
+    size_t total = 0, granted;
+    kp_err err;
+    for (;;) {
+        kp_status rc = s->ops->daily_bonus_batch(s, date, after, batch, last, &granted, &err);
+        if (rc != KP_OK)
+            fail_msg("daily_bonus_batch: %s", err.msg);
+        total += granted;
+        if (!last[0])
+            return total;
+        memcpy(after, last, sizeof after);
+    }
+}
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Waits for a child and checks it exited with status 0. */
+static void wait_child(pid_t pid)
+{
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+}
+
+/* ---- migrations and open ---------------------------------------------- */
+
+static void test_migrate_seeds_plans(void **state)
+{
+    fixture *f = *state;
+    kp_err err;
+    int applied = -1;
+    assert_int_equal(kp_sqlite_migrate(f->path, &applied, &err), KP_OK);
+    assert_true(applied >= 1);
+    reopen(f);
+
+    kp_plan *plans = NULL;
+    size_t n = 0;
+    assert_int_equal(f->s->ops->plan_list(f->s, 0, &plans, &n, &err), KP_OK);
+    assert_int_equal(n, 3);
+    static const struct {
+        const char *id, *name;
+        int64_t price, monthly, daily, concurrent;
+    } want[] = {
+        {"free", "Free", 0, 0, 5, 1},
+        {"pro", "Pro", 2500, 100, 5, 3},
+        {"business", "Business", 5000, 300, 10, 10},
+    };
+    for (size_t i = 0; i < 3; i++) {
+        assert_string_equal(plans[i].id, want[i].id);
+        assert_string_equal(plans[i].name, want[i].name);
+        assert_int_equal(plans[i].price_cents, want[i].price);
+        assert_string_equal(plans[i].currency, "EUR");
+        assert_int_equal(plans[i].monthly_credits, want[i].monthly);
+        assert_int_equal(plans[i].daily_bonus, want[i].daily);
+        assert_int_equal(plans[i].max_concurrent_generations, want[i].concurrent);
+        assert_string_equal(plans[i].stripe_price_id, "");
+        assert_int_equal(plans[i].active, 1);
+        assert_true(plans[i].updated_at > 0);
+    }
+    free(plans);
+}
+
+static void test_migrate_twice_applies_nothing(void **state)
+{
+    fixture *f = *state;
+    kp_err err;
+    int first = -1, second = -1;
+    assert_int_equal(kp_sqlite_migrate(f->path, &first, &err), KP_OK);
+    assert_int_equal(kp_sqlite_migrate(f->path, &second, &err), KP_OK);
+    assert_true(first >= 1);
+    assert_int_equal(second, 0);
+    assert_int_equal(sql_int(f->path, "SELECT COUNT(*) FROM plans"), 3);
+    assert_int_equal(sql_int(f->path, "SELECT COUNT(*) FROM schema_migrations"), first);
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    assert_string_equal((const char *)sqlite3_column_text(st, 0), "wal");
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+}
+
+static void test_open_before_migrate_fails(void **state)
+{
+    fixture *f = *state;
+    kp_err err;
+    kp_store *s = NULL;
+
+    /* No file at all: refused, and not created. */
+    assert_int_equal(kp_sqlite_open(f->path, &s, &err), KP_EUNAVAILABLE);
+    assert_null(s);
+    assert_non_null(strstr(err.msg, "run koumpa migrate"));
+    assert_int_equal(access(f->path, F_OK), -1);
+
+    /* A database that was never migrated: refused too. */
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "CREATE TABLE other (x INTEGER)", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    assert_int_equal(kp_sqlite_open(f->path, &s, &err), KP_EUNAVAILABLE);
+    assert_null(s);
+    assert_non_null(strstr(err.msg, "run koumpa migrate"));
+
+    /* After migrating, it opens. */
+    assert_int_equal(kp_sqlite_migrate(f->path, NULL, &err), KP_OK);
+    assert_int_equal(kp_sqlite_open(f->path, &s, &err), KP_OK);
+    assert_int_equal(s->ops->ping(s, &err), KP_OK);
+    s->ops->close(s);
+}
+
+static void test_migrate_concurrent_processes(void **state)
+{
+    fixture *f = *state;
+    enum { PROCS = 8 };
+    int fds[2];
+    pid_t pids[PROCS];
+    assert_int_equal(pipe(fds), 0);
+    for (int i = 0; i < PROCS; i++) {
+        pids[i] = fork();
+        assert_true(pids[i] >= 0);
+        if (pids[i] == 0) {
+            kp_err err;
+            int applied = 0;
+            close(fds[0]);
+            if (kp_sqlite_migrate(f->path, &applied, &err) != KP_OK) {
+                fprintf(stderr, "child migrate: %s\n", err.msg);
+                _exit(1);
+            }
+            _exit(write(fds[1], &applied, sizeof applied) == sizeof applied ? 0 : 1);
+        }
+    }
+    close(fds[1]);
+    int total = 0, one;
+    for (int i = 0; i < PROCS; i++) {
+        assert_int_equal(read(fds[0], &one, sizeof one), sizeof one);
+        total += one;
+    }
+    close(fds[0]);
+    for (int i = 0; i < PROCS; i++)
+        wait_child(pids[i]);
+    /* Every migration was applied by exactly one of them. */
+    assert_int_equal(total, (int)sql_int(f->path, "SELECT COUNT(*) FROM schema_migrations"));
+    assert_true(total >= 1);
+    assert_int_equal(sql_int(f->path, "SELECT COUNT(*) FROM plans"), 3);
+}
+
+/* ---- users ------------------------------------------------------------ */
+
+static void test_users(void **state)
+{
+    fixture *f = *state;
+    kp_store *s = f->s;
+    kp_user u;
+    kp_err err;
+
+    add_user(s, "usr_a", "a@example.com", "", "free");
+    add_user(s, "usr_b", "", "https://issuer|b", "pro");
+    /* Empty emails and subs are not unique. */
+    add_user(s, "usr_c", "", "", "free");
+    add_user(s, "usr_d", "", "", "free");
+
+    assert_int_equal(s->ops->user_get(s, "usr_a", &u, &err), KP_OK);
+    assert_string_equal(u.id, "usr_a");
+    assert_string_equal(u.email, "a@example.com");
+    assert_string_equal(u.plan_id, "free");
+    assert_int_equal(u.is_admin, 0);
+    assert_true(u.created_at > 0);
+
+    assert_int_equal(s->ops->user_get_by_email(s, "a@example.com", &u, &err), KP_OK);
+    assert_string_equal(u.id, "usr_a");
+    assert_int_equal(s->ops->user_get_by_sub(s, "https://issuer|b", &u, &err), KP_OK);
+    assert_string_equal(u.id, "usr_b");
+    assert_string_equal(u.plan_id, "pro");
+    assert_int_equal(s->ops->user_get(s, "usr_nope", &u, &err), KP_ENOTFOUND);
+    assert_int_equal(s->ops->user_get_by_email(s, "nobody@example.com", &u, &err), KP_ENOTFOUND);
+    assert_int_equal(s->ops->user_get_by_email(s, "", &u, &err), KP_ENOTFOUND);
+    assert_int_equal(s->ops->user_get_by_sub(s, "", &u, &err), KP_ENOTFOUND);
+
+    /* Duplicates. */
+    kp_user dup;
+    memset(&dup, 0, sizeof dup);
+    snprintf(dup.id, sizeof dup.id, "usr_e");
+    snprintf(dup.email, sizeof dup.email, "a@example.com");
+    snprintf(dup.plan_id, sizeof dup.plan_id, "free");
+    assert_int_equal(s->ops->user_create(s, &dup, &err), KP_ECONFLICT);
+    assert_non_null(strstr(err.msg, "email"));
+    dup.email[0] = '\0';
+    snprintf(dup.external_sub, sizeof dup.external_sub, "https://issuer|b");
+    assert_int_equal(s->ops->user_create(s, &dup, &err), KP_ECONFLICT);
+    dup.external_sub[0] = '\0';
+    snprintf(dup.id, sizeof dup.id, "usr_a");
+    assert_int_equal(s->ops->user_create(s, &dup, &err), KP_ECONFLICT);
+    /* Unknown plan. */
+    snprintf(dup.id, sizeof dup.id, "usr_f");
+    snprintf(dup.plan_id, sizeof dup.plan_id, "gold");
+    assert_int_equal(s->ops->user_create(s, &dup, &err), KP_ENOTFOUND);
+    /* None of the failures left a user or a balance behind. */
+    assert_int_equal(s->ops->user_get(s, "usr_e", &u, &err), KP_ENOTFOUND);
+    assert_int_equal(s->ops->user_get(s, "usr_f", &u, &err), KP_ENOTFOUND);
+    assert_int_equal(sql_int(f->path, "SELECT COUNT(*) FROM balances"), 4);
+
+    /* A new user has a zero balance at version 0. */
+    kp_balance b = balance(s, "usr_a");
+    assert_int_equal(b.daily, 0);
+    assert_int_equal(b.monthly, 0);
+    assert_int_equal(b.version, 0);
+
+    /* Admin flag. */
+    assert_int_equal(s->ops->user_set_admin(s, "usr_a", 1, &err), KP_OK);
+    assert_int_equal(s->ops->user_get(s, "usr_a", &u, &err), KP_OK);
+    assert_int_equal(u.is_admin, 1);
+    assert_int_equal(s->ops->user_set_admin(s, "usr_a", 0, &err), KP_OK);
+    assert_int_equal(s->ops->user_get(s, "usr_a", &u, &err), KP_OK);
+    assert_int_equal(u.is_admin, 0);
+    assert_int_equal(s->ops->user_set_admin(s, "usr_nope", 1, &err), KP_ENOTFOUND);
+
+    /* Plan. */
+    assert_int_equal(s->ops->user_set_plan(s, "usr_a", "business", &err), KP_OK);
+    assert_int_equal(s->ops->user_get(s, "usr_a", &u, &err), KP_OK);
+    assert_string_equal(u.plan_id, "business");
+    assert_int_equal(s->ops->user_set_plan(s, "usr_a", "gold", &err), KP_ENOTFOUND);
+    assert_non_null(strstr(err.msg, "plan"));
+    assert_int_equal(s->ops->user_get(s, "usr_a", &u, &err), KP_OK);
+    assert_string_equal(u.plan_id, "business");
+    assert_int_equal(s->ops->user_set_plan(s, "usr_nope", "pro", &err), KP_ENOTFOUND);
+    assert_non_null(strstr(err.msg, "user"));
+}
+
+/* ---- plans ------------------------------------------------------------ */
+
+static kp_plan plan(const char *id, int64_t price, int64_t daily, int active)
+{
+    kp_plan p;
+    memset(&p, 0, sizeof p);
+    snprintf(p.id, sizeof p.id, "%s", id);
+    snprintf(p.name, sizeof p.name, "Plan %s", id);
+    p.price_cents = price;
+    snprintf(p.currency, sizeof p.currency, "EUR");
+    p.monthly_credits = 50;
+    p.daily_bonus = daily;
+    p.max_concurrent_generations = 2;
+    p.active = active;
+    return p;
+}
+
+static void test_plans(void **state)
+{
+    fixture *f = *state;
+    kp_store *s = f->s;
+    kp_err err;
+    int created = -1;
+
+    kp_plan p = plan("aaa", 2500, 7, 1);
+    assert_int_equal(s->ops->plan_put(s, &p, &created, &err), KP_OK);
+    assert_int_equal(created, 1);
+    p = plan("old", 100, 1, 0);
+    assert_int_equal(s->ops->plan_put(s, &p, &created, &err), KP_OK);
+    assert_int_equal(created, 1);
+
+    /* Ordered by price, then id; active_only drops "old". */
+    kp_plan *list = NULL;
+    size_t n = 0;
+    static const char *const all[] = {"free", "old", "aaa", "pro", "business"};
+    assert_int_equal(s->ops->plan_list(s, 0, &list, &n, &err), KP_OK);
+    assert_int_equal(n, 5);
+    for (size_t i = 0; i < n; i++)
+        assert_string_equal(list[i].id, all[i]);
+    free(list);
+    static const char *const active[] = {"free", "aaa", "pro", "business"};
+    assert_int_equal(s->ops->plan_list(s, 1, &list, &n, &err), KP_OK);
+    assert_int_equal(n, 4);
+    for (size_t i = 0; i < n; i++)
+        assert_string_equal(list[i].id, active[i]);
+    free(list);
+
+    /* Update. */
+    p = plan("pro", 2900, 6, 1);
+    snprintf(p.name, sizeof p.name, "Pro+");
+    snprintf(p.stripe_price_id, sizeof p.stripe_price_id, "price_123");
+    assert_int_equal(s->ops->plan_put(s, &p, &created, &err), KP_OK);
+    assert_int_equal(created, 0);
+    kp_plan got;
+    assert_int_equal(s->ops->plan_get(s, "pro", &got, &err), KP_OK);
+    assert_string_equal(got.name, "Pro+");
+    assert_int_equal(got.price_cents, 2900);
+    assert_int_equal(got.daily_bonus, 6);
+    assert_int_equal(got.monthly_credits, 50);
+    assert_string_equal(got.stripe_price_id, "price_123");
+    assert_int_equal(s->ops->plan_get(s, "gold", &got, &err), KP_ENOTFOUND);
+
+    /* Invalid plans are refused and change nothing. */
+    p = plan("Bad Id", 0, 1, 1);
+    assert_int_equal(s->ops->plan_put(s, &p, &created, &err), KP_EINVAL);
+    p = plan("neg", -1, 1, 1);
+    assert_int_equal(s->ops->plan_put(s, &p, &created, &err), KP_EINVAL);
+    assert_int_equal(sql_int(f->path, "SELECT COUNT(*) FROM plans"), 5);
+}
+
+/* ---- credits ---------------------------------------------------------- */
+
+static void test_credits_grant_spend(void **state)
+{
+    fixture *f = *state;
+    kp_store *s = f->s;
+    kp_balance b;
+    kp_err err;
+    add_user(s, "usr_a", "a@example.com", "", "free");
+
+    assert_int_equal(apply(s, change("usr_a", 0, 10, "admin_grant", "g1"), &b), KP_OK);
+    assert_int_equal(b.daily, 0);
+    assert_int_equal(b.monthly, 10);
+    assert_int_equal(b.version, 1);
+    assert_int_equal(apply(s, change("usr_a", 4, -3, "generation", "s1"), &b), KP_OK);
+    assert_int_equal(b.daily, 4);
+    assert_int_equal(b.monthly, 7);
+    assert_int_equal(b.version, 2);
+    b = balance(s, "usr_a");
+    assert_int_equal(b.monthly, 7);
+    assert_int_equal(b.version, 2);
+
+    /* Newest first, with the balance after each entry. */
+    kp_ledger_entry *e = NULL;
+    size_t n = 0;
+    assert_int_equal(s->ops->ledger_list(s, "usr_a", 0, 10, &e, &n, &err), KP_OK);
+    assert_int_equal(n, 2);
+    assert_string_equal(e[0].idem_key, "s1");
+    assert_string_equal(e[0].reason, "generation");
+    assert_int_equal(e[0].delta_daily, 4);
+    assert_int_equal(e[0].delta_monthly, -3);
+    assert_int_equal(e[0].balance_daily, 4);
+    assert_int_equal(e[0].balance_monthly, 7);
+    assert_string_equal(e[0].user_id, "usr_a");
+    assert_true(e[0].created_at > 0);
+    assert_string_equal(e[1].idem_key, "g1");
+    assert_int_equal(e[1].balance_monthly, 10);
+    assert_true(e[0].seq > e[1].seq);
+    int64_t newest = e[0].seq;
+    free(e);
+    assert_int_equal(s->ops->ledger_list(s, "usr_a", newest, 10, &e, &n, &err), KP_OK);
+    assert_int_equal(n, 1);
+    assert_string_equal(e[0].idem_key, "g1");
+    free(e);
+    assert_int_equal(s->ops->ledger_list(s, "usr_a", 0, 1, &e, &n, &err), KP_OK);
+    assert_int_equal(n, 1);
+    assert_string_equal(e[0].idem_key, "s1");
+    free(e);
+
+    /* Too much: refused, nothing written. */
+    kp_credit_change c = change("usr_a", -5, 0, "generation", "s2");
+    assert_int_equal(s->ops->credits_apply(s, &c, &b, &err), KP_ECREDITS);
+    assert_non_null(strstr(err.msg, "daily 4"));
+    assert_non_null(strstr(err.msg, "monthly 7"));
+    b = balance(s, "usr_a");
+    assert_int_equal(b.daily, 4);
+    assert_int_equal(b.version, 2);
+    assert_int_equal(ledger_count(s, "usr_a"), 2);
+    /* The key was not consumed by the refusal. */
+    assert_int_equal(apply(s, change("usr_a", -4, 0, "generation", "s2"), &b), KP_OK);
+    assert_int_equal(b.daily, 0);
+
+    /* Same idempotency key again: a no-op reporting the current balance. */
+    assert_int_equal(apply(s, change("usr_a", 0, 100, "admin_grant", "g1"), &b), KP_EDUPLICATE);
+    assert_int_equal(b.daily, 0);
+    assert_int_equal(b.monthly, 7);
+    assert_int_equal(b.version, 3);
+    assert_int_equal(balance(s, "usr_a").version, 3);
+    assert_int_equal(ledger_count(s, "usr_a"), 3);
+
+    /* Unknown user, bad input. */
+    assert_int_equal(apply(s, change("usr_nope", 1, 0, "admin_grant", "g9"), NULL), KP_ENOTFOUND);
+    assert_int_equal(apply(s, change("usr_a", 1, 0, "admin_grant", ""), NULL), KP_EINVAL);
+    assert_int_equal(apply(s, change("usr_a", INT64_MAX, 0, "admin_grant", "big1"), NULL), KP_OK);
+    assert_int_equal(apply(s, change("usr_a", 1, 0, "admin_grant", "big2"), NULL), KP_EINVAL);
+    assert_int_equal(balance(s, "usr_a").daily, INT64_MAX);
+}
+
+static void test_credits_cas(void **state)
+{
+    fixture *f = *state;
+    kp_store *s = f->s;
+    kp_balance b;
+    kp_err err;
+    add_user(s, "usr_a", "", "", "free");
+    assert_int_equal(apply(s, change("usr_a", 0, 10, "admin_grant", "g1"), &b), KP_OK);
+    assert_int_equal(b.version, 1);
+
+    kp_credit_change c = change("usr_a", 0, -1, "generation", "s1");
+    c.expected_version = 0;
+    assert_int_equal(s->ops->credits_apply(s, &c, &b, &err), KP_ECONFLICT);
+    assert_int_equal(b.version, 1);
+    assert_int_equal(b.monthly, 10);
+    assert_int_equal(balance(s, "usr_a").monthly, 10);
+    assert_int_equal(ledger_count(s, "usr_a"), 1);
+    c.expected_version = 1;
+    assert_int_equal(s->ops->credits_apply(s, &c, &b, &err), KP_OK);
+    assert_int_equal(b.version, 2);
+    assert_int_equal(b.monthly, 9);
+}
+
+static kp_credit_change res_change(const char *user, int64_t dd, int64_t dm, const char *reason, const char *idem,
+                                   const char *res, kp_reservation_state from, kp_reservation_state to)
+{
+    kp_credit_change c = change(user, dd, dm, reason, idem);
+    c.res_id = res;
+    c.res_from = from;
+    c.res_to = to;
+    c.res_daily = -dd > 0 ? -dd : 0;
+    c.res_monthly = -dm > 0 ? -dm : 0;
+    return c;
+}
+
+static void test_reservations(void **state)
+{
+    fixture *f = *state;
+    kp_store *s = f->s;
+    kp_balance b;
+    kp_reservation r;
+    kp_err err;
+    add_user(s, "usr_a", "", "", "free");
+    add_user(s, "usr_b", "", "", "free");
+    assert_int_equal(apply(s, change("usr_a", 5, 10, "admin_grant", "g1"), NULL), KP_OK);
+
+    /* Reserve 2 daily + 1 monthly. */
+    assert_int_equal(apply(s, res_change("usr_a", -2, -1, "generation", "r1:reserve", "res_1", KP_RES_NONE,
+                                         KP_RES_RESERVED),
+                           &b),
+                     KP_OK);
+    assert_int_equal(b.daily, 3);
+    assert_int_equal(b.monthly, 9);
+    assert_int_equal(s->ops->reservation_get(s, "res_1", &r, &err), KP_OK);
+    assert_string_equal(r.id, "res_1");
+    assert_string_equal(r.user_id, "usr_a");
+    assert_int_equal(r.state, KP_RES_RESERVED);
+    assert_int_equal(r.daily, 2);
+    assert_int_equal(r.monthly, 1);
+    assert_true(r.created_at > 0);
+    assert_int_equal(s->ops->reservation_get(s, "res_nope", &r, &err), KP_ENOTFOUND);
+
+    /* Creating it again (other key): conflict, nothing written. */
+    assert_int_equal(apply(s, res_change("usr_a", -2, 0, "generation", "r1:again", "res_1", KP_RES_NONE,
+                                         KP_RES_RESERVED),
+                           NULL),
+                     KP_ECONFLICT);
+    b = balance(s, "usr_a");
+    assert_int_equal(b.daily, 3);
+    assert_int_equal(b.version, 2);
+
+    /* Commit: no credit movement, so no ledger row, but the state moves. */
+    size_t rows = ledger_count(s, "usr_a");
+    assert_int_equal(
+        apply(s, res_change("usr_a", 0, 0, "generation", "r1:commit", "res_1", KP_RES_RESERVED, KP_RES_COMMITTED),
+              &b),
+        KP_OK);
+    assert_int_equal(b.daily, 3);
+    assert_int_equal(ledger_count(s, "usr_a"), rows);
+    assert_int_equal(s->ops->reservation_get(s, "res_1", &r, &err), KP_OK);
+    assert_int_equal(r.state, KP_RES_COMMITTED);
+    /* A committed reservation cannot be refunded. */
+    assert_int_equal(
+        apply(s, res_change("usr_a", 2, 1, "refund", "r1:refund", "res_1", KP_RES_RESERVED, KP_RES_REFUNDED), NULL),
+        KP_ECONFLICT);
+    assert_int_equal(balance(s, "usr_a").daily, 3);
+
+    /* Reserve then refund; a second refund is refused and gives nothing back. */
+    assert_int_equal(apply(s, res_change("usr_a", -3, 0, "generation", "r2:reserve", "res_2", KP_RES_NONE,
+                                         KP_RES_RESERVED),
+                           &b),
+                     KP_OK);
+    assert_int_equal(b.daily, 0);
+    assert_int_equal(
+        apply(s, res_change("usr_a", 3, 0, "refund", "r2:refund", "res_2", KP_RES_RESERVED, KP_RES_REFUNDED), &b),
+        KP_OK);
+    assert_int_equal(b.daily, 3);
+    kp_balance before = balance(s, "usr_a");
+    rows = ledger_count(s, "usr_a");
+    assert_int_equal(
+        apply(s, res_change("usr_a", 3, 0, "refund", "r2:refund2", "res_2", KP_RES_RESERVED, KP_RES_REFUNDED), &b),
+        KP_ECONFLICT);
+    kp_balance after = balance(s, "usr_a");
+    assert_int_equal(after.daily, before.daily);
+    assert_int_equal(after.version, before.version);
+    assert_int_equal(ledger_count(s, "usr_a"), rows);
+    assert_int_equal(s->ops->reservation_get(s, "res_2", &r, &err), KP_OK);
+    assert_int_equal(r.state, KP_RES_REFUNDED);
+
+    /* Another user's reservation cannot be moved. */
+    assert_int_equal(apply(s, res_change("usr_b", 0, 0, "generation", "r1:steal", "res_1", KP_RES_COMMITTED,
+                                         KP_RES_REFUNDED),
+                           NULL),
+                     KP_ECONFLICT);
+
+    /* The refund's ledger row links the reservation. */
+    kp_ledger_entry *e = NULL;
+    size_t n = 0;
+    assert_int_equal(s->ops->ledger_list(s, "usr_a", 0, 1, &e, &n, &err), KP_OK);
+    assert_int_equal(n, 1);
+    assert_string_equal(e[0].reservation_id, "res_2");
+    assert_string_equal(e[0].reason, "refund");
+    free(e);
+    assert_ledger_matches_balance(s, "usr_a");
+}
+
+static void test_ledger_sum_after_mix(void **state)
+{
+    fixture *f = *state;
+    kp_store *s = f->s;
+    char key[32];
+    add_user(s, "usr_a", "", "", "pro");
+    add_user(s, "usr_b", "", "", "free");
+    assert_int_equal(apply(s, change("usr_a", 5, 100, "daily_bonus", "seed"), NULL), KP_OK);
+    assert_int_equal(apply(s, change("usr_b", 9, 9, "admin_grant", "seed_b"), NULL), KP_OK);
+    for (int i = 0; i < 60; i++) {
+        snprintf(key, sizeof key, "k%d", i);
+        int64_t dd = (i % 3 == 0) ? -2 : (i % 3 == 1) ? 1 : 0;
+        int64_t dm = (i % 4 == 0) ? -7 : 3;
+        kp_status rc = apply(s, change("usr_a", dd, dm, "mix", key), NULL);
+        assert_true(rc == KP_OK || rc == KP_ECREDITS);
+        /* Repeating a used key changes nothing. */
+        if (rc == KP_OK)
+            assert_int_equal(apply(s, change("usr_a", 1, 1, "mix", key), NULL), KP_EDUPLICATE);
+    }
+    assert_int_equal(apply(s, res_change("usr_a", -1, -1, "generation", "r:res", "res_1", KP_RES_NONE,
+                                         KP_RES_RESERVED),
+                           NULL),
+                     KP_OK);
+    assert_int_equal(apply(s, res_change("usr_a", 1, 1, "refund", "r:refund", "res_1", KP_RES_RESERVED,
+                                         KP_RES_REFUNDED),
+                           NULL),
+                     KP_OK);
+    assert_ledger_matches_balance(s, "usr_a");
+    assert_ledger_matches_balance(s, "usr_b");
+    assert_int_equal(balance(s, "usr_b").daily, 9);
+}
+
+/* ---- concurrency ------------------------------------------------------ */
+
+#define MAX_SPENDERS 16
+
+typedef struct spender {
+    pthread_barrier_t *start; /* every thread opens its handle, then all start at once */
+    const char *path;
+    const char *user;
+    int tag; /* makes idempotency keys unique across threads and processes */
+    int spends;
+    int ok, no_credits, other;
+} spender;
+
+static void *spend_thread(void *arg)
+{
+    spender *sp = arg;
+    kp_store *s = NULL;
+    kp_err err;
+    char key[64];
+    int opened = kp_sqlite_open(sp->path, &s, &err) == KP_OK;
+    pthread_barrier_wait(sp->start);
+    if (!opened) {
+        sp->other = sp->spends;
+        return NULL;
+    }
+    for (int i = 0; i < sp->spends; i++) {
+        snprintf(key, sizeof key, "spend:%d:%d", sp->tag, i);
+        kp_status rc = apply(s, change(sp->user, -1, 0, "generation", key), NULL);
+        if (rc == KP_OK)
+            sp->ok++;
+        else if (rc == KP_ECREDITS)
+            sp->no_credits++;
+        else
+            sp->other++;
+    }
+    s->ops->close(s);
+    return NULL;
+}
+
+/* Runs `threads` (at most MAX_SPENDERS) spenders sharing `total` spends;
+ * sums their counts: {ok, not enough credits, other}. */
+static void run_spenders(const char *path, const char *user, int tag_base, int threads, int total, int counts[3])
+{
+    spender sp[MAX_SPENDERS];
+    pthread_t tid[MAX_SPENDERS];
+    if (threads > MAX_SPENDERS)
+        threads = MAX_SPENDERS;
+    pthread_barrier_t start;
+    memset(sp, 0, sizeof sp);
+    pthread_barrier_init(&start, NULL, (unsigned)threads);
+    for (int i = 0; i < threads; i++) {
+        sp[i].start = &start;
+        sp[i].path = path;
+        sp[i].user = user;
+        sp[i].tag = tag_base + i;
+        sp[i].spends = total / threads + (i < total % threads ? 1 : 0);
+        pthread_create(&tid[i], NULL, spend_thread, &sp[i]);
+    }
+    counts[0] = counts[1] = counts[2] = 0;
+    for (int i = 0; i < threads; i++) {
+        pthread_join(tid[i], NULL);
+        counts[0] += sp[i].ok;
+        counts[1] += sp[i].no_credits;
+        counts[2] += sp[i].other;
+    }
+    pthread_barrier_destroy(&start);
+}
+
+static void test_concurrent_spends_threads(void **state)
+{
+    fixture *f = *state;
+    int counts[3];
+    add_user(f->s, "usr_a", "", "", "free");
+    assert_int_equal(apply(f->s, change("usr_a", 10, 0, "daily_bonus", "seed"), NULL), KP_OK);
+
+    run_spenders(f->path, "usr_a", 0, 8, 200, counts);
+    assert_int_equal(counts[0], 10);
+    assert_int_equal(counts[1], 190);
+    assert_int_equal(counts[2], 0);
+    kp_balance b = balance(f->s, "usr_a");
+    assert_int_equal(b.daily, 0);
+    assert_int_equal(b.version, 11);
+    assert_ledger_matches_balance(f->s, "usr_a");
+    assert_int_equal(ledger_count(f->s, "usr_a"), 11);
+}
+
+static void test_concurrent_spends_processes(void **state)
+{
+    fixture *f = *state;
+    enum { PROCS = 2, THREADS = 4, SPENDS = 100 };
+    int fds[2];
+    pid_t pids[PROCS];
+    add_user(f->s, "usr_a", "", "", "free");
+    assert_int_equal(apply(f->s, change("usr_a", 10, 0, "daily_bonus", "seed"), NULL), KP_OK);
+    close_store(f); /* no connection crosses fork() */
+
+    assert_int_equal(pipe(fds), 0);
+    for (int p = 0; p < PROCS; p++) {
+        pids[p] = fork();
+        assert_true(pids[p] >= 0);
+        if (pids[p] == 0) {
+            int counts[3];
+            close(fds[0]);
+            run_spenders(f->path, "usr_a", 1000 * (p + 1), THREADS, SPENDS, counts);
+            _exit(write(fds[1], counts, sizeof counts) == sizeof counts ? 0 : 1);
+        }
+    }
+    close(fds[1]);
+    int total[3] = {0, 0, 0}, counts[3];
+    for (int p = 0; p < PROCS; p++) {
+        assert_int_equal(read(fds[0], counts, sizeof counts), sizeof counts);
+        for (int i = 0; i < 3; i++)
+            total[i] += counts[i];
+    }
+    close(fds[0]);
+    for (int p = 0; p < PROCS; p++)
+        wait_child(pids[p]);
+
+    reopen(f);
+    assert_int_equal(total[0], 10);
+    assert_int_equal(total[1], PROCS * SPENDS - 10);
+    assert_int_equal(total[2], 0);
+    assert_int_equal(balance(f->s, "usr_a").daily, 0);
+    assert_ledger_matches_balance(f->s, "usr_a");
+    assert_int_equal(sql_int(f->path, "SELECT COUNT(*) FROM ledger WHERE reason = 'generation'"), 10);
+}
+
+/* ---- daily bonus ------------------------------------------------------ */
+
+static void test_daily_bonus(void **state)
+{
+    fixture *f = *state;
+    kp_store *s = f->s;
+    kp_err err;
+    kp_plan p = plan("seven", 1000, 7, 1);
+    int created;
+    assert_int_equal(s->ops->plan_put(s, &p, &created, &err), KP_OK);
+    add_user(s, "usr_1", "", "", "free");     /* 5 a day */
+    add_user(s, "usr_2", "", "", "seven");    /* 7 a day */
+    add_user(s, "usr_3", "", "", "business"); /* 10 a day */
+    assert_int_equal(apply(s, change("usr_3", 0, 40, "admin_grant", "m3"), NULL), KP_OK);
+
+    /* Batches of 2 over 3 users. */
+    assert_int_equal(run_bonus(s, "2025-03-01", 2), 3);
+    assert_int_equal(balance(s, "usr_1").daily, 5);
+    assert_int_equal(balance(s, "usr_2").daily, 7);
+    kp_balance b3 = balance(s, "usr_3");
+    assert_int_equal(b3.daily, 10);
+    assert_int_equal(b3.monthly, 40); /* monthly credits untouched */
+
+    kp_ledger_entry *e = NULL;
+    size_t n = 0;
+    assert_int_equal(s->ops->ledger_list(s, "usr_3", 0, 1, &e, &n, &err), KP_OK);
+    assert_int_equal(n, 1);
+    assert_string_equal(e[0].idem_key, "daily:2025-03-01:usr_3");
+    assert_string_equal(e[0].reason, "daily_bonus");
+    assert_int_equal(e[0].delta_daily, 10);
+    assert_int_equal(e[0].delta_monthly, 0);
+    assert_int_equal(e[0].balance_daily, 10);
+    assert_int_equal(e[0].balance_monthly, 40);
+    free(e);
+
+    /* Same date again: nobody is granted, nothing changes. */
+    kp_balance before1 = balance(s, "usr_1");
+    assert_int_equal(run_bonus(s, "2025-03-01", 2), 0);
+    assert_int_equal(run_bonus(s, "2025-03-01", 100), 0);
+    kp_balance after1 = balance(s, "usr_1");
+    assert_int_equal(after1.daily, before1.daily);
+    assert_int_equal(after1.version, before1.version);
+    assert_int_equal(ledger_count(s, "usr_1"), 1);
+
+    /* Spend some, receive extra; the next day resets daily to the bonus. */
+    assert_int_equal(apply(s, change("usr_1", -3, 0, "generation", "s1"), NULL), KP_OK);
+    assert_int_equal(apply(s, change("usr_3", 4, 0, "admin_grant", "d3"), NULL), KP_OK);
+    assert_int_equal(run_bonus(s, "2025-03-02", 1000), 3);
+    assert_int_equal(balance(s, "usr_1").daily, 5);
+    assert_int_equal(balance(s, "usr_2").daily, 7);
+    assert_int_equal(balance(s, "usr_3").daily, 10);
+    assert_int_equal(balance(s, "usr_3").monthly, 40);
+    assert_int_equal(s->ops->ledger_list(s, "usr_1", 0, 1, &e, &n, &err), KP_OK);
+    assert_int_equal(e[0].delta_daily, 3);
+    free(e);
+    assert_int_equal(s->ops->ledger_list(s, "usr_2", 0, 1, &e, &n, &err), KP_OK);
+    assert_int_equal(e[0].delta_daily, 0); /* recorded although nothing moved */
+    assert_string_equal(e[0].idem_key, "daily:2025-03-02:usr_2");
+    free(e);
+    assert_int_equal(s->ops->ledger_list(s, "usr_3", 0, 1, &e, &n, &err), KP_OK);
+    assert_int_equal(e[0].delta_daily, -4);
+    free(e);
+    assert_ledger_matches_balance(s, "usr_1");
+    assert_ledger_matches_balance(s, "usr_2");
+    assert_ledger_matches_balance(s, "usr_3");
+
+    /* Batch boundaries: the last id, then "" at the end. */
+    char last[KP_ID_MAX];
+    size_t granted = 99;
+    assert_int_equal(s->ops->daily_bonus_batch(s, "2025-03-03", "usr_1", 1, last, &granted, &err), KP_OK);
+    assert_string_equal(last, "usr_2");
+    assert_int_equal(granted, 1);
+    assert_int_equal(s->ops->daily_bonus_batch(s, "2025-03-03", "usr_3", 10, last, &granted, &err), KP_OK);
+    assert_string_equal(last, "");
+    assert_int_equal(granted, 0);
+    assert_int_equal(s->ops->daily_bonus_batch(s, "2025-03-03", "", 0, last, &granted, &err), KP_EINVAL);
+    assert_int_equal(s->ops->daily_bonus_batch(s, "x:y", "", 10, last, &granted, &err), KP_EINVAL);
+}
+
+static void test_daily_bonus_concurrent_processes(void **state)
+{
+    fixture *f = *state;
+    enum { PROCS = 2, USERS = 3000 };
+    int fds[2];
+    pid_t pids[PROCS];
+    close_store(f);
+    bulk_users(f->path, USERS);
+
+    assert_int_equal(pipe(fds), 0);
+    for (int p = 0; p < PROCS; p++) {
+        pids[p] = fork();
+        assert_true(pids[p] >= 0);
+        if (pids[p] == 0) {
+            kp_store *s = NULL;
+            kp_err err;
+            size_t granted = 0;
+            close(fds[0]);
+            if (kp_sqlite_open(f->path, &s, &err) != KP_OK)
+                _exit(1);
+            granted = run_bonus(s, "2025-04-01", 50);
+            s->ops->close(s);
+            _exit(write(fds[1], &granted, sizeof granted) == sizeof granted ? 0 : 1);
+        }
+    }
+    close(fds[1]);
+    size_t total = 0, one;
+    for (int p = 0; p < PROCS; p++) {
+        assert_int_equal(read(fds[0], &one, sizeof one), sizeof one);
+        total += one;
+    }
+    close(fds[0]);
+    for (int p = 0; p < PROCS; p++)
+        wait_child(pids[p]);
+
+    assert_int_equal(total, USERS);
+    assert_int_equal(sql_int(f->path, "SELECT COUNT(*) FROM ledger WHERE reason = 'daily_bonus'"), USERS);
+    assert_int_equal(sql_int(f->path, "SELECT COUNT(*) FROM balances AS b JOIN users AS u ON u.id = b.user_id "
+                                      "JOIN plans AS p ON p.id = u.plan_id "
+                                      "WHERE b.daily <> p.daily_bonus OR b.version <> 1"),
+                     0);
+}
+
+static void test_daily_bonus_100k(void **state)
+{
+    fixture *f = *state;
+    enum { USERS = 100000 };
+    close_store(f);
+    double t0 = now_seconds();
+    bulk_users(f->path, USERS);
+    double t1 = now_seconds();
+    reopen(f);
+
+    double t2 = now_seconds();
+    size_t granted = run_bonus(f->s, "2025-05-01", 1000);
+    double t3 = now_seconds();
+    size_t again = run_bonus(f->s, "2025-05-01", 1000);
+    double t4 = now_seconds();
+
+    assert_int_equal(granted, USERS);
+    assert_int_equal(again, 0);
+    assert_int_equal(sql_int(f->path, "SELECT COUNT(*) FROM ledger"), USERS);
+    assert_int_equal(sql_int(f->path, "SELECT COUNT(DISTINCT user_id) FROM ledger"), USERS);
+    assert_int_equal(sql_int(f->path, "SELECT COUNT(*) FROM balances AS b JOIN users AS u ON u.id = b.user_id "
+                                      "JOIN plans AS p ON p.id = u.plan_id "
+                                      "WHERE b.daily <> p.daily_bonus OR b.version <> 1"),
+                     0);
+    assert_int_equal(sql_int(f->path, "SELECT COUNT(*) FROM ledger AS l JOIN balances AS b ON b.user_id = l.user_id "
+                                      "WHERE l.balance_daily <> b.daily OR l.delta_daily <> b.daily"),
+                     0);
+    print_message("100k users: insert %.3fs, daily bonus %.3fs (batches of 1000), re-run %.3fs\n", t1 - t0, t3 - t2,
+                  t4 - t3);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_migrate_seeds_plans, setup_empty, teardown),
+        cmocka_unit_test_setup_teardown(test_migrate_twice_applies_nothing, setup_empty, teardown),
+        cmocka_unit_test_setup_teardown(test_open_before_migrate_fails, setup_empty, teardown),
+        cmocka_unit_test_setup_teardown(test_migrate_concurrent_processes, setup_empty, teardown),
+        cmocka_unit_test_setup_teardown(test_users, setup_store, teardown),
+        cmocka_unit_test_setup_teardown(test_plans, setup_store, teardown),
+        cmocka_unit_test_setup_teardown(test_credits_grant_spend, setup_store, teardown),
+        cmocka_unit_test_setup_teardown(test_credits_cas, setup_store, teardown),
+        cmocka_unit_test_setup_teardown(test_reservations, setup_store, teardown),
+        cmocka_unit_test_setup_teardown(test_ledger_sum_after_mix, setup_store, teardown),
+        cmocka_unit_test_setup_teardown(test_concurrent_spends_threads, setup_store, teardown),
+        cmocka_unit_test_setup_teardown(test_concurrent_spends_processes, setup_store, teardown),
+        cmocka_unit_test_setup_teardown(test_daily_bonus, setup_store, teardown),
+        cmocka_unit_test_setup_teardown(test_daily_bonus_concurrent_processes, setup_store, teardown),
+        cmocka_unit_test_setup_teardown(test_daily_bonus_100k, setup_store, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,56 @@
+/* testutil.c - see testutil.h. */
+#include "testutil.h"
+
+#include <ftw.h>
+#include <sys/stat.h>
+#include <stdarg.h>
+#include <setjmp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "store/sqlite/sqlite_store.h"
+
+void kp_test_tmpdir(char *out, size_t n)
+{
+    snprintf(out, n, "/tmp/koumpa-test-XXXXXX");
+    assert_non_null(mkdtemp(out));
+}
+
+static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+void kp_test_rmrf(const char *path)
+{
+    nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+kp_store *kp_test_db(const char *dir, char *db_path, size_t n)
+{
+    kp_err err = {0};
+    kp_store *s = NULL;
+    snprintf(db_path, n, "%s/koumpa.db", dir);
+    assert_int_equal(kp_sqlite_migrate(db_path, NULL, &err), KP_OK);
+    assert_int_equal(kp_sqlite_open(db_path, &s, &err), KP_OK);
+    return s;
+}
+
+void kp_test_user(kp_store *s, const char *id, const char *email, const char *plan_id)
+{
+    kp_user u;
+    kp_err err = {0};
+    memset(&u, 0, sizeof u);
+    snprintf(u.id, sizeof u.id, "%s", id);
+    snprintf(u.email, sizeof u.email, "%s", email);
+    snprintf(u.plan_id, sizeof u.plan_id, "%s", plan_id);
+    u.created_at = (int64_t)time(NULL);
+    assert_int_equal(s->ops->user_create(s, &u, &err), KP_OK);
+}

@@ -1,0 +1,21 @@
+/*
+ * testutil.h - shared helpers for the unit tests: temporary directories and a
+ * freshly migrated SQLite database.
+ */
+#ifndef KP_TESTUTIL_H
+#define KP_TESTUTIL_H
+
+#include <stddef.h>
+
+#include "store/store.h"
+
+/* Creates a new directory under /tmp into out; aborts the test on failure. */
+void kp_test_tmpdir(char *out, size_t n);
+/* Removes a directory tree (best effort). */
+void kp_test_rmrf(const char *path);
+/* Creates {dir}/koumpa.db, migrated; writes its path into db_path and opens a handle. */
+kp_store *kp_test_db(const char *dir, char *db_path, size_t n);
+/* Creates a user with the given id/email on plan_id; aborts on failure. */
+void kp_test_user(kp_store *s, const char *id, const char *email, const char *plan_id);
+
+#endif
