@@ -18,6 +18,7 @@
  */
 #include "gen/fileblocks.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

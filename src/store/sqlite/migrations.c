@@ -82,6 +82,46 @@ static const char *const migrations[] = {
     "  ('free', 'Free', 0, 'EUR', 0, 5, 1, '', 1, CAST(strftime('%s', 'now') AS INTEGER)),"
     "  ('pro', 'Pro', 2500, 'EUR', 100, 5, 3, '', 1, CAST(strftime('%s', 'now') AS INTEGER)),"
     "  ('business', 'Business', 5000, 'EUR', 300, 10, 10, '', 1, CAST(strftime('%s', 'now') AS INTEGER));",
+
+    /*
+     * 2: projects and their versions. versions.user_id is a copy of its
+     * project's (which never changes) so that a user's generating versions
+     * are counted from one partial index. versions keeps a rowid: its rows
+     * hold whole prompts and event logs, too large for a WITHOUT ROWID b-tree.
+     */
+    "CREATE TABLE projects ("
+    "  id TEXT PRIMARY KEY NOT NULL,"
+    "  user_id TEXT NOT NULL REFERENCES users(id),"
+    "  name TEXT NOT NULL,"
+    "  latest_version INTEGER NOT NULL DEFAULT 1 CHECK (latest_version >= 1),"
+    "  latest_ready INTEGER NOT NULL DEFAULT 0 CHECK (latest_ready >= 0 AND latest_ready <= latest_version),"
+    "  created_at INTEGER NOT NULL,"
+    "  updated_at INTEGER NOT NULL"
+    ");"
+    "CREATE INDEX projects_user_created ON projects(user_id, created_at DESC, id DESC);"
+    "CREATE TABLE versions ("
+    "  project_id TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,"
+    "  n INTEGER NOT NULL CHECK (n >= 1),"
+    "  user_id TEXT NOT NULL,"
+    "  status INTEGER NOT NULL CHECK (status IN (1, 2, 3)),"
+    "  reservation_id TEXT NOT NULL DEFAULT '',"
+    "  settled INTEGER NOT NULL DEFAULT 0 CHECK (settled IN (0, 1)),"
+    "  error_code TEXT NOT NULL DEFAULT '',"
+    "  error_message TEXT NOT NULL DEFAULT '',"
+    "  prompt TEXT NOT NULL DEFAULT '',"
+    "  message TEXT NOT NULL DEFAULT '',"
+    "  files_json TEXT NOT NULL DEFAULT '[]',"
+    "  events_json TEXT NOT NULL DEFAULT '[]',"
+    "  model TEXT NOT NULL DEFAULT '',"
+    "  input_tokens INTEGER NOT NULL DEFAULT 0,"
+    "  output_tokens INTEGER NOT NULL DEFAULT 0,"
+    "  duration_ms INTEGER NOT NULL DEFAULT 0,"
+    "  created_at INTEGER NOT NULL,"
+    "  updated_at INTEGER NOT NULL,"
+    "  PRIMARY KEY (project_id, n)"
+    ");"
+    "CREATE INDEX versions_unsettled ON versions(project_id, n) WHERE settled = 0;"
+    "CREATE INDEX versions_generating ON versions(user_id) WHERE status = 1;",
 };
 
 #define MIGRATION_COUNT ((int)(sizeof migrations / sizeof migrations[0]))
@@ -261,7 +301,8 @@ kp_status kp_sqlite_migrate(const char *db_path, int *applied, kp_err *err)
     if (sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL) !=
         SQLITE_OK) {
         kp_log_json(KP_LOG_ERROR, "cannot open database",
-                    json_pack("{s:s, s:s}", "path", db_path, "sqlite_error", db ? sqlite3_errmsg(db) : "out of memory"));
+                    json_pack("{s:s, s:s}", "path", db_path, "sqlite_error",
+                              db ? sqlite3_errmsg(db) : "out of memory"));
         rc = kp_err_set(err, KP_EDB, "cannot open or create the database");
         goto cleanup;
     }

@@ -16,6 +16,12 @@
  *   - a balance row exists for every user (created with it) and is never
  *     negative (checked here, and by a CHECK constraint as a second guard);
  *   - for every user, the sum of ledger deltas equals the balance;
+ *   - a project's latest_version is its highest version number and
+ *     latest_ready its highest ready one (0: none); at most one of its
+ *     versions is generating, and new versions are only added after it
+ *     (version_create checks both inside its transaction);
+ *   - versions.user_id is a copy of its project's user_id (which never
+ *     changes), so counting a user's generating versions needs no join;
  *   - client-facing messages never hold SQL or SQLite's own messages; those
  *     go to the log (kp_sqlite_db_error).
  */
@@ -26,6 +32,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#include <jansson.h>
 
 #include "core/log.h"
 #include "store/sqlite/migrations.h"
@@ -62,6 +70,23 @@ typedef enum stmt_id {
     ST_BONUS_BATCH_END,
     ST_BONUS_INSERT,
     ST_BONUS_APPLY,
+    ST_PROJECT_INSERT,
+    ST_PROJECT_GET,
+    ST_PROJECT_LIST_FIRST,
+    ST_PROJECT_LIST_AFTER,
+    ST_PROJECT_DELETE,
+    ST_PROJECT_BUMP,
+    ST_PROJECT_FINISHED,
+    ST_VERSION_INSERT,
+    ST_VERSION_GET,
+    ST_VERSION_LIST,
+    ST_VERSION_STATUS,
+    ST_VERSION_GENERATING_IN,
+    ST_VERSION_FINISH,
+    ST_VERSION_SET_SETTLED,
+    ST_VERSIONS_DELETE,
+    ST_VERSIONS_GENERATING_COUNT,
+    ST_VERSIONS_UNSETTLED,
     ST_PING,
     ST_COUNT
 } stmt_id;
@@ -73,6 +98,10 @@ typedef enum stmt_id {
 #define LEDGER_COLS                                                                                             \
     "seq, user_id, delta_daily, delta_monthly, balance_daily, balance_monthly, reason, idem_key, "            \
     "reservation_id, created_at"
+#define PROJECT_COLS "id, user_id, name, latest_version, latest_ready, created_at, updated_at"
+#define VERSION_COLS                                                                                                   \
+    "project_id, n, status, reservation_id, settled, error_code, error_message, prompt, message, files_json, "         \
+    "events_json, model, input_tokens, output_tokens, duration_ms, created_at, updated_at"
 
 static const char *const stmt_sql[ST_COUNT] = {
     [ST_BEGIN] = "BEGIN IMMEDIATE",
@@ -132,6 +161,34 @@ static const char *const stmt_sql[ST_COUNT] = {
      * watermark read inside the same write transaction) to their new value. */
     [ST_BONUS_APPLY] = "UPDATE balances SET daily = l.balance_daily, version = balances.version + 1 "
                        "FROM ledger AS l WHERE l.seq > ?1 AND l.user_id = balances.user_id",
+    [ST_PROJECT_INSERT] = "INSERT INTO projects (" PROJECT_COLS ") VALUES (?1, ?2, ?3, 1, 0, ?4, ?4)",
+    [ST_PROJECT_GET] = "SELECT " PROJECT_COLS " FROM projects WHERE id = ?1",
+    /* Both pages walk the index projects_user_created; the row value keeps
+     * the cursor a range on it (ids break ties between equal times). */
+    [ST_PROJECT_LIST_FIRST] = "SELECT " PROJECT_COLS " FROM projects WHERE user_id = ?1 "
+                              "ORDER BY created_at DESC, id DESC LIMIT ?2",
+    [ST_PROJECT_LIST_AFTER] = "SELECT " PROJECT_COLS " FROM projects WHERE user_id = ?1 "
+                              "AND (created_at, id) < (?2, ?3) ORDER BY created_at DESC, id DESC LIMIT ?4",
+    [ST_PROJECT_DELETE] = "DELETE FROM projects WHERE id = ?1",
+    [ST_PROJECT_BUMP] = "UPDATE projects SET latest_version = ?2, updated_at = ?3 WHERE id = ?1",
+    /* ?2: the version that became ready, 0 when it failed. */
+    [ST_PROJECT_FINISHED] = "UPDATE projects SET latest_ready = max(latest_ready, ?2), updated_at = ?3 WHERE id = ?1",
+    /* A new version is generating and unsettled; its user is its project's. */
+    [ST_VERSION_INSERT] = "INSERT INTO versions (project_id, n, user_id, status, reservation_id, settled, prompt, "
+                          "created_at, updated_at) VALUES (?1, ?2, ?3, 1, ?4, 0, ?5, ?6, ?6)",
+    [ST_VERSION_GET] = "SELECT " VERSION_COLS " FROM versions WHERE project_id = ?1 AND n = ?2",
+    [ST_VERSION_LIST] = "SELECT " VERSION_COLS " FROM versions WHERE project_id = ?1 ORDER BY n",
+    [ST_VERSION_STATUS] = "SELECT status FROM versions WHERE project_id = ?1 AND n = ?2",
+    [ST_VERSION_GENERATING_IN] = "SELECT n FROM versions WHERE project_id = ?1 AND status = 1 LIMIT 1",
+    [ST_VERSION_FINISH] = "UPDATE versions SET status = ?3, error_code = ?4, error_message = ?5, message = ?6, "
+                          "files_json = ?7, events_json = ?8, model = ?9, input_tokens = ?10, "
+                          "output_tokens = ?11, duration_ms = ?12, updated_at = ?13 "
+                          "WHERE project_id = ?1 AND n = ?2 AND status = 1",
+    [ST_VERSION_SET_SETTLED] = "UPDATE versions SET settled = 1 WHERE project_id = ?1 AND n = ?2",
+    [ST_VERSIONS_DELETE] = "DELETE FROM versions WHERE project_id = ?1",
+    /* Both read partial indexes (versions_generating, versions_unsettled). */
+    [ST_VERSIONS_GENERATING_COUNT] = "SELECT COUNT(*) FROM versions WHERE user_id = ?1 AND status = 1",
+    [ST_VERSIONS_UNSETTLED] = "SELECT " VERSION_COLS " FROM versions WHERE settled = 0 ORDER BY project_id, n",
     [ST_PING] = "SELECT 1",
 };
 
@@ -178,7 +235,10 @@ static void stmt_done(sqlite3_stmt *st)
 /* Text parameters: NULL is stored as "". The caller's string must stay alive
  * until stmt_done. Bind calls cannot fail here: indexes are fixed, integers
  * and static text need no allocation, and lengths are checked beforehand. */
-static void bind_text(sqlite3_stmt *st, int idx, const char *s) { sqlite3_bind_text(st, idx, s ? s : "", -1, SQLITE_STATIC); }
+static void bind_text(sqlite3_stmt *st, int idx, const char *s)
+{
+    sqlite3_bind_text(st, idx, s ? s : "", -1, SQLITE_STATIC);
+}
 
 static void column_copy(sqlite3_stmt *st, int col, char *dst, size_t cap)
 {
@@ -1019,6 +1079,574 @@ static kp_status sq_daily_bonus_batch(kp_store *s, const char *date, const char 
     return KP_OK;
 }
 
+/* ---- projects and versions -------------------------------------------- */
+
+static const char *const version_status_names[] = {
+    [KP_VER_GENERATING] = "generating",
+    [KP_VER_READY] = "ready",
+    [KP_VER_FAILED] = "failed",
+};
+
+static int64_t limit_to_sql(size_t limit)
+{
+    return limit > (size_t)INT64_MAX ? INT64_MAX : (int64_t)limit;
+}
+
+/* A JSON array column's value as written: NULL or "" means "[]". */
+static const char *json_or_empty_array(const char *s)
+{
+    return s && *s ? s : "[]";
+}
+
+/*
+ * A heap copy of a text column into *dst. SQL NULL reads as dflt (and so
+ * does "" when empty_is_default is set). Returns -1 when out of memory.
+ */
+static int column_dup(sqlite3_stmt *st, int col, const char *dflt, int empty_is_default, char **dst)
+{
+    const char *text = dflt;
+    size_t len = strlen(dflt);
+    if (sqlite3_column_type(st, col) != SQLITE_NULL) {
+        const unsigned char *t = sqlite3_column_text(st, col);
+        if (!t)
+            return -1; /* SQLite could not convert it: out of memory */
+        size_t tlen = (size_t)sqlite3_column_bytes(st, col);
+        if (tlen > 0 || !empty_is_default) {
+            text = (const char *)t;
+            len = tlen;
+        }
+    }
+    char *copy = malloc(len + 1);
+    if (!copy)
+        return -1;
+    memcpy(copy, text, len);
+    copy[len] = '\0';
+    *dst = copy;
+    return 0;
+}
+
+static void read_project(sqlite3_stmt *st, kp_project *p)
+{
+    column_copy(st, 0, p->id, sizeof p->id);
+    column_copy(st, 1, p->user_id, sizeof p->user_id);
+    column_copy(st, 2, p->name, sizeof p->name);
+    p->latest_version = sqlite3_column_int64(st, 3);
+    p->latest_ready = sqlite3_column_int64(st, 4);
+    p->created_at = sqlite3_column_int64(st, 5);
+    p->updated_at = sqlite3_column_int64(st, 6);
+}
+
+/* Reads a VERSION_COLS row into v, which must hold no heap fields. On
+ * failure v holds none either. */
+static kp_status read_version(sqlite3_stmt *st, kp_version *v, kp_err *err)
+{
+    memset(v, 0, sizeof *v);
+    column_copy(st, 0, v->project_id, sizeof v->project_id);
+    v->n = sqlite3_column_int64(st, 1);
+    int status = sqlite3_column_int(st, 2);
+    column_copy(st, 3, v->reservation_id, sizeof v->reservation_id);
+    v->settled = sqlite3_column_int(st, 4);
+    column_copy(st, 5, v->error_code, sizeof v->error_code);
+    column_copy(st, 11, v->model, sizeof v->model);
+    v->input_tokens = sqlite3_column_int64(st, 12);
+    v->output_tokens = sqlite3_column_int64(st, 13);
+    v->duration_ms = sqlite3_column_int64(st, 14);
+    v->created_at = sqlite3_column_int64(st, 15);
+    v->updated_at = sqlite3_column_int64(st, 16);
+    if (status < KP_VER_GENERATING || status > KP_VER_FAILED)
+        return kp_err_set(err, KP_EINTERNAL, "version in an unknown state");
+    v->status = (kp_version_status)status;
+
+    if (column_dup(st, 6, "", 0, &v->error_message) != 0 || column_dup(st, 7, "", 0, &v->prompt) != 0 ||
+        column_dup(st, 8, "", 0, &v->message) != 0 || column_dup(st, 9, "[]", 1, &v->files_json) != 0 ||
+        column_dup(st, 10, "[]", 1, &v->events_json) != 0) {
+        kp_version_clear(v);
+        return kp_err_set(err, KP_ENOMEM, "out of memory");
+    }
+    return KP_OK;
+}
+
+/* Maps a failed INSERT on projects or versions to a status: a missing parent
+ * (the user, the project) is `missing`, a duplicate key `conflict`. */
+static kp_status project_write_error(sq_store *h, const char *what, const char *missing, const char *conflict,
+                                     kp_err *err)
+{
+    int code = sqlite3_extended_errcode(h->db);
+    if (code == SQLITE_CONSTRAINT_FOREIGNKEY)
+        return kp_err_set(err, KP_ENOTFOUND, "%s", missing);
+    if (code == SQLITE_CONSTRAINT_PRIMARYKEY || code == SQLITE_CONSTRAINT_UNIQUE)
+        return kp_err_set(err, KP_ECONFLICT, "%s", conflict);
+    if ((code & 0xff) == SQLITE_CONSTRAINT)
+        return kp_err_set(err, KP_EINVAL, "invalid %s", what);
+    return kp_sqlite_db_error(h->db, what, err);
+}
+
+/* Reads a project; *found is 0 (and out untouched) when it does not exist. */
+static kp_status project_read(sq_store *h, const char *id, kp_project *out, int *found, kp_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    kp_status rc = stmt_get(h, ST_PROJECT_GET, &st, err);
+    if (rc != KP_OK)
+        return rc;
+    bind_text(st, 1, id);
+    *found = 0;
+    int step = sqlite3_step(st);
+    if (step == SQLITE_ROW) {
+        read_project(st, out);
+        *found = 1;
+    } else if (step != SQLITE_DONE) {
+        rc = kp_sqlite_db_error(h->db, "read project", err);
+    }
+    stmt_done(st);
+    return rc;
+}
+
+static kp_status insert_project_row(sq_store *h, const kp_project *p, int64_t created_at, kp_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    kp_status rc = stmt_get(h, ST_PROJECT_INSERT, &st, err);
+    if (rc != KP_OK)
+        return rc;
+    bind_text(st, 1, p->id);
+    bind_text(st, 2, p->user_id);
+    bind_text(st, 3, p->name);
+    sqlite3_bind_int64(st, 4, created_at);
+    if (sqlite3_step(st) != SQLITE_DONE)
+        rc = project_write_error(h, "project", "user not found", "project already exists", err);
+    stmt_done(st);
+    return rc;
+}
+
+/* Inserts version n of project_id (owned by user_id), generating and unsettled. */
+static kp_status insert_version_row(sq_store *h, const char *project_id, const char *user_id, int64_t n,
+                                    const kp_version *v, int64_t created_at, kp_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    kp_status rc = stmt_get(h, ST_VERSION_INSERT, &st, err);
+    if (rc != KP_OK)
+        return rc;
+    bind_text(st, 1, project_id);
+    sqlite3_bind_int64(st, 2, n);
+    bind_text(st, 3, user_id);
+    bind_text(st, 4, v->reservation_id);
+    bind_text(st, 5, v->prompt);
+    sqlite3_bind_int64(st, 6, created_at);
+    if (sqlite3_step(st) != SQLITE_DONE)
+        rc = project_write_error(h, "version", "project not found", "version already exists", err);
+    stmt_done(st);
+    return rc;
+}
+
+static int project_valid(const kp_project *p)
+{
+    return p && nonempty_fits(p->id, sizeof p->id) && nonempty_fits(p->user_id, sizeof p->user_id) &&
+           fits(p->name, sizeof p->name);
+}
+
+/* The fields of a new version that the store writes (see ST_VERSION_INSERT). */
+static int new_version_valid(const kp_version *v)
+{
+    return v && fits(v->project_id, sizeof v->project_id) && fits(v->reservation_id, sizeof v->reservation_id);
+}
+
+static kp_status sq_project_create(kp_store *s, const kp_project *p, const kp_version *v, kp_err *err)
+{
+    sq_store *h = impl_of(s);
+    if (!project_valid(p))
+        return kp_err_set(err, KP_EINVAL, "invalid project record");
+    if (!new_version_valid(v) || (v->n != 0 && v->n != 1) || (v->project_id[0] && strcmp(v->project_id, p->id) != 0))
+        return kp_err_set(err, KP_EINVAL, "invalid version record");
+
+    int64_t created_at = p->created_at > 0 ? p->created_at : (int64_t)time(NULL);
+    int64_t v_created_at = v->created_at > 0 ? v->created_at : created_at;
+    kp_status rc = tx_begin(h, err);
+    if (rc != KP_OK)
+        return rc;
+    rc = insert_project_row(h, p, created_at, err);
+    if (rc == KP_OK)
+        rc = insert_version_row(h, p->id, p->user_id, 1, v, v_created_at, err);
+    return tx_end(h, rc, err);
+}
+
+static kp_status sq_project_get(kp_store *s, const char *id, kp_project *out, kp_err *err)
+{
+    if (!id || !*id)
+        return kp_err_set(err, KP_ENOTFOUND, "project not found");
+    int found = 0;
+    kp_status rc = project_read(impl_of(s), id, out, &found, err);
+    if (rc == KP_OK && !found)
+        rc = kp_err_set(err, KP_ENOTFOUND, "project not found");
+    return rc;
+}
+
+static kp_status sq_project_list(kp_store *s, const char *user_id, int64_t before_created_at, const char *before_id,
+                                 size_t limit, kp_project **out, size_t *n, kp_err *err)
+{
+    sq_store *h = impl_of(s);
+    kp_project *items = NULL;
+    size_t count = 0, cap = 0;
+    int after = before_id && *before_id;
+    *out = NULL;
+    *n = 0;
+    if (!user_id || !*user_id || limit == 0)
+        return KP_OK;
+
+    sqlite3_stmt *st = NULL;
+    kp_status rc = stmt_get(h, after ? ST_PROJECT_LIST_AFTER : ST_PROJECT_LIST_FIRST, &st, err);
+    if (rc != KP_OK)
+        return rc;
+    bind_text(st, 1, user_id);
+    if (after) {
+        sqlite3_bind_int64(st, 2, before_created_at);
+        bind_text(st, 3, before_id);
+        sqlite3_bind_int64(st, 4, limit_to_sql(limit));
+    } else {
+        sqlite3_bind_int64(st, 2, limit_to_sql(limit));
+    }
+    int step;
+    while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+        if (count == cap) {
+            size_t ncap = cap ? cap * 2 : 16;
+            kp_project *grown = realloc(items, ncap * sizeof *grown);
+            if (!grown) {
+                rc = kp_err_set(err, KP_ENOMEM, "out of memory");
+                goto cleanup;
+            }
+            items = grown;
+            cap = ncap;
+        }
+        memset(&items[count], 0, sizeof items[count]);
+        read_project(st, &items[count++]);
+    }
+    if (step != SQLITE_DONE)
+        rc = kp_sqlite_db_error(h->db, "list projects", err);
+
+cleanup:
+    stmt_done(st);
+    if (rc != KP_OK) {
+        free(items);
+        return rc;
+    }
+    *out = items;
+    *n = count;
+    return KP_OK;
+}
+
+/* Runs a write keyed by one text (?1); *changes receives the rows it changed. */
+static kp_status run_keyed(sq_store *h, stmt_id id, const char *key, int *changes, const char *what, kp_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    kp_status rc = stmt_get(h, id, &st, err);
+    if (rc != KP_OK)
+        return rc;
+    bind_text(st, 1, key);
+    if (sqlite3_step(st) == SQLITE_DONE)
+        *changes = sqlite3_changes(h->db);
+    else
+        rc = kp_sqlite_db_error(h->db, what, err);
+    stmt_done(st);
+    return rc;
+}
+
+/* Versions are deleted explicitly (not only by the ON DELETE CASCADE), so
+ * the result does not depend on the connection's foreign key setting. */
+static kp_status sq_project_delete(kp_store *s, const char *id, kp_err *err)
+{
+    sq_store *h = impl_of(s);
+    if (!id || !*id)
+        return kp_err_set(err, KP_ENOTFOUND, "project not found");
+    int versions = 0, projects = 0;
+    kp_status rc = tx_begin(h, err);
+    if (rc != KP_OK)
+        return rc;
+    rc = run_keyed(h, ST_VERSIONS_DELETE, id, &versions, "delete versions", err);
+    if (rc == KP_OK)
+        rc = run_keyed(h, ST_PROJECT_DELETE, id, &projects, "delete project", err);
+    if (rc == KP_OK && projects == 0)
+        rc = kp_err_set(err, KP_ENOTFOUND, "project not found");
+    return tx_end(h, rc, err);
+}
+
+/* The version of the project that is generating; *n 0 when none is. */
+static kp_status generating_version(sq_store *h, const char *project_id, int64_t *n, kp_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    kp_status rc = stmt_get(h, ST_VERSION_GENERATING_IN, &st, err);
+    if (rc != KP_OK)
+        return rc;
+    bind_text(st, 1, project_id);
+    *n = 0;
+    int step = sqlite3_step(st);
+    if (step == SQLITE_ROW)
+        *n = sqlite3_column_int64(st, 0);
+    else if (step != SQLITE_DONE)
+        rc = kp_sqlite_db_error(h->db, "read versions", err);
+    stmt_done(st);
+    return rc;
+}
+
+/* Writes the project's latest_version (or, with ready_n > 0, raises its
+ * latest_ready) and its updated_at. */
+static kp_status project_touch(sq_store *h, stmt_id id, const char *project_id, int64_t value, int64_t now, kp_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    kp_status rc = stmt_get(h, id, &st, err);
+    if (rc != KP_OK)
+        return rc;
+    bind_text(st, 1, project_id);
+    sqlite3_bind_int64(st, 2, value);
+    sqlite3_bind_int64(st, 3, now);
+    if (sqlite3_step(st) != SQLITE_DONE)
+        rc = kp_sqlite_db_error(h->db, "update project", err);
+    else if (sqlite3_changes(h->db) != 1)
+        rc = kp_err_set(err, KP_ENOTFOUND, "project not found");
+    stmt_done(st);
+    return rc;
+}
+
+/* The body of version_create, inside the write transaction. */
+static kp_status version_create_locked(sq_store *h, const kp_version *v, int64_t created_at, kp_err *err)
+{
+    kp_project p;
+    int found = 0;
+    int64_t busy = 0;
+    kp_status rc = project_read(h, v->project_id, &p, &found, err);
+    if (rc != KP_OK)
+        return rc;
+    if (!found)
+        return kp_err_set(err, KP_ENOTFOUND, "project not found");
+    rc = generating_version(h, v->project_id, &busy, err);
+    if (rc != KP_OK)
+        return rc;
+    if (busy)
+        return kp_err_set(err, KP_ECONFLICT, "version %lld of this project is still generating", (long long)busy);
+    if (v->n != p.latest_version + 1)
+        return kp_err_set(err, KP_ECONFLICT, "version %lld is not the next one (the latest is %lld)", (long long)v->n,
+                          (long long)p.latest_version);
+    rc = insert_version_row(h, v->project_id, p.user_id, v->n, v, created_at, err);
+    if (rc == KP_OK)
+        rc = project_touch(h, ST_PROJECT_BUMP, v->project_id, v->n, created_at, err);
+    return rc;
+}
+
+static kp_status sq_version_create(kp_store *s, const kp_version *v, kp_err *err)
+{
+    sq_store *h = impl_of(s);
+    if (!new_version_valid(v) || !v->project_id[0] || v->n < 1)
+        return kp_err_set(err, KP_EINVAL, "invalid version record");
+    int64_t created_at = v->created_at > 0 ? v->created_at : (int64_t)time(NULL);
+    kp_status rc = tx_begin(h, err);
+    if (rc != KP_OK)
+        return rc;
+    rc = version_create_locked(h, v, created_at, err);
+    return tx_end(h, rc, err);
+}
+
+static kp_status sq_version_get(kp_store *s, const char *project_id, int64_t n, kp_version *out, kp_err *err)
+{
+    sq_store *h = impl_of(s);
+    memset(out, 0, sizeof *out);
+    if (!project_id || !*project_id)
+        return kp_err_set(err, KP_ENOTFOUND, "version not found");
+    sqlite3_stmt *st = NULL;
+    kp_status rc = stmt_get(h, ST_VERSION_GET, &st, err);
+    if (rc != KP_OK)
+        return rc;
+    bind_text(st, 1, project_id);
+    sqlite3_bind_int64(st, 2, n);
+    int step = sqlite3_step(st);
+    if (step == SQLITE_ROW)
+        rc = read_version(st, out, err);
+    else if (step == SQLITE_DONE)
+        rc = kp_err_set(err, KP_ENOTFOUND, "version not found");
+    else
+        rc = kp_sqlite_db_error(h->db, "read version", err);
+    stmt_done(st);
+    return rc;
+}
+
+/* Steps a bound statement over VERSION_COLS rows into a new array. Resets st. */
+static kp_status collect_versions(sq_store *h, sqlite3_stmt *st, const char *what, kp_version **out, size_t *n,
+                                  kp_err *err)
+{
+    kp_version *items = NULL;
+    size_t count = 0, cap = 0;
+    kp_status rc = KP_OK;
+    int step;
+    while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+        if (count == cap) {
+            size_t ncap = cap ? cap * 2 : 8;
+            kp_version *grown = realloc(items, ncap * sizeof *grown);
+            if (!grown) {
+                rc = kp_err_set(err, KP_ENOMEM, "out of memory");
+                goto cleanup;
+            }
+            items = grown;
+            cap = ncap;
+        }
+        rc = read_version(st, &items[count], err);
+        if (rc != KP_OK)
+            goto cleanup;
+        count++;
+    }
+    if (step != SQLITE_DONE)
+        rc = kp_sqlite_db_error(h->db, what, err);
+
+cleanup:
+    stmt_done(st);
+    if (rc != KP_OK) {
+        kp_version_free_array(items, count);
+        return rc;
+    }
+    *out = items;
+    *n = count;
+    return KP_OK;
+}
+
+static kp_status sq_version_list(kp_store *s, const char *project_id, kp_version **out, size_t *n, kp_err *err)
+{
+    sq_store *h = impl_of(s);
+    *out = NULL;
+    *n = 0;
+    if (!project_id || !*project_id)
+        return KP_OK;
+    sqlite3_stmt *st = NULL;
+    kp_status rc = stmt_get(h, ST_VERSION_LIST, &st, err);
+    if (rc != KP_OK)
+        return rc;
+    bind_text(st, 1, project_id);
+    return collect_versions(h, st, "list versions", out, n, err);
+}
+
+/* Why a version could not be finished: it is missing, or not generating. */
+static kp_status finish_refused(sq_store *h, const kp_version *v, kp_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    kp_status rc = stmt_get(h, ST_VERSION_STATUS, &st, err);
+    if (rc != KP_OK)
+        return rc;
+    bind_text(st, 1, v->project_id);
+    sqlite3_bind_int64(st, 2, v->n);
+    int step = sqlite3_step(st);
+    if (step == SQLITE_ROW) {
+        int status = sqlite3_column_int(st, 0);
+        rc = kp_err_set(err, KP_ECONFLICT, "version %lld is %s, not generating", (long long)v->n,
+                        status >= KP_VER_GENERATING && status <= KP_VER_FAILED ? version_status_names[status]
+                                                                               : "in an unknown state");
+    } else if (step == SQLITE_DONE) {
+        rc = kp_err_set(err, KP_ENOTFOUND, "version not found");
+    } else {
+        rc = kp_sqlite_db_error(h->db, "read version", err);
+    }
+    stmt_done(st);
+    return rc;
+}
+
+static kp_status finish_version_row(sq_store *h, const kp_version *v, int64_t now, int *changed, kp_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    kp_status rc = stmt_get(h, ST_VERSION_FINISH, &st, err);
+    if (rc != KP_OK)
+        return rc;
+    bind_text(st, 1, v->project_id);
+    sqlite3_bind_int64(st, 2, v->n);
+    sqlite3_bind_int(st, 3, (int)v->status);
+    bind_text(st, 4, v->error_code);
+    bind_text(st, 5, v->error_message);
+    bind_text(st, 6, v->message);
+    bind_text(st, 7, json_or_empty_array(v->files_json));
+    bind_text(st, 8, json_or_empty_array(v->events_json));
+    bind_text(st, 9, v->model);
+    sqlite3_bind_int64(st, 10, v->input_tokens);
+    sqlite3_bind_int64(st, 11, v->output_tokens);
+    sqlite3_bind_int64(st, 12, v->duration_ms);
+    sqlite3_bind_int64(st, 13, now);
+    if (sqlite3_step(st) == SQLITE_DONE)
+        *changed = sqlite3_changes(h->db);
+    else if ((sqlite3_extended_errcode(h->db) & 0xff) == SQLITE_CONSTRAINT)
+        rc = kp_err_set(err, KP_EINVAL, "invalid version record");
+    else
+        rc = kp_sqlite_db_error(h->db, "finish version", err);
+    stmt_done(st);
+    return rc;
+}
+
+static kp_status version_finish_locked(sq_store *h, const kp_version *v, int64_t now, kp_err *err)
+{
+    int changed = 0;
+    kp_status rc = finish_version_row(h, v, now, &changed, err);
+    if (rc != KP_OK)
+        return rc;
+    if (changed == 0)
+        return finish_refused(h, v, err);
+    return project_touch(h, ST_PROJECT_FINISHED, v->project_id, v->status == KP_VER_READY ? v->n : 0, now, err);
+}
+
+static kp_status sq_version_finish(kp_store *s, const kp_version *v, kp_err *err)
+{
+    sq_store *h = impl_of(s);
+    if (!v || !nonempty_fits(v->project_id, sizeof v->project_id) || v->n < 1 ||
+        (v->status != KP_VER_READY && v->status != KP_VER_FAILED) || !fits(v->error_code, sizeof v->error_code) ||
+        !fits(v->model, sizeof v->model))
+        return kp_err_set(err, KP_EINVAL, "invalid version record");
+    int64_t now = v->updated_at > 0 ? v->updated_at : (int64_t)time(NULL);
+    kp_status rc = tx_begin(h, err);
+    if (rc != KP_OK)
+        return rc;
+    rc = version_finish_locked(h, v, now, err);
+    return tx_end(h, rc, err);
+}
+
+static kp_status sq_version_set_settled(kp_store *s, const char *project_id, int64_t n, kp_err *err)
+{
+    sq_store *h = impl_of(s);
+    if (!project_id || !*project_id)
+        return kp_err_set(err, KP_ENOTFOUND, "version not found");
+    sqlite3_stmt *st = NULL;
+    kp_status rc = stmt_get(h, ST_VERSION_SET_SETTLED, &st, err);
+    if (rc != KP_OK)
+        return rc;
+    bind_text(st, 1, project_id);
+    sqlite3_bind_int64(st, 2, n);
+    if (sqlite3_step(st) != SQLITE_DONE)
+        rc = kp_sqlite_db_error(h->db, "settle version", err);
+    else if (sqlite3_changes(h->db) == 0)
+        rc = kp_err_set(err, KP_ENOTFOUND, "version not found");
+    stmt_done(st);
+    return rc;
+}
+
+static kp_status sq_versions_generating_count(kp_store *s, const char *user_id, int64_t *count, kp_err *err)
+{
+    sq_store *h = impl_of(s);
+    *count = 0;
+    if (!user_id || !*user_id)
+        return KP_OK;
+    sqlite3_stmt *st = NULL;
+    kp_status rc = stmt_get(h, ST_VERSIONS_GENERATING_COUNT, &st, err);
+    if (rc != KP_OK)
+        return rc;
+    bind_text(st, 1, user_id);
+    if (sqlite3_step(st) == SQLITE_ROW)
+        *count = sqlite3_column_int64(st, 0);
+    else
+        rc = kp_sqlite_db_error(h->db, "count generating versions", err);
+    stmt_done(st);
+    return rc;
+}
+
+static kp_status sq_versions_unsettled(kp_store *s, kp_version **out, size_t *n, kp_err *err)
+{
+    sq_store *h = impl_of(s);
+    *out = NULL;
+    *n = 0;
+    sqlite3_stmt *st = NULL;
+    kp_status rc = stmt_get(h, ST_VERSIONS_UNSETTLED, &st, err);
+    if (rc != KP_OK)
+        return rc;
+    return collect_versions(h, st, "list unsettled versions", out, n, err);
+}
+
 /* ---- health and lifetime ---------------------------------------------- */
 
 static kp_status sq_ping(kp_store *s, kp_err *err)
@@ -1061,6 +1689,17 @@ static const kp_store_ops sqlite_ops = {
     .ledger_list = sq_ledger_list,
     .ledger_sum = sq_ledger_sum,
     .daily_bonus_batch = sq_daily_bonus_batch,
+    .project_create = sq_project_create,
+    .project_get = sq_project_get,
+    .project_list = sq_project_list,
+    .project_delete = sq_project_delete,
+    .version_create = sq_version_create,
+    .version_get = sq_version_get,
+    .version_list = sq_version_list,
+    .version_finish = sq_version_finish,
+    .version_set_settled = sq_version_set_settled,
+    .versions_generating_count = sq_versions_generating_count,
+    .versions_unsettled = sq_versions_unsettled,
     .ping = sq_ping,
     .close = sq_close,
 };
@@ -1078,7 +1717,8 @@ kp_status kp_sqlite_open(const char *db_path, kp_store **out, kp_err *err)
     /* No SQLITE_OPEN_CREATE: a missing file means "not migrated". */
     if (sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
         kp_log_json(KP_LOG_ERROR, "cannot open database",
-                    json_pack("{s:s, s:s}", "path", db_path, "sqlite_error", db ? sqlite3_errmsg(db) : "out of memory"));
+                    json_pack("{s:s, s:s}", "path", db_path, "sqlite_error",
+                              db ? sqlite3_errmsg(db) : "out of memory"));
         rc = kp_err_set(err, KP_EUNAVAILABLE, "cannot open the database: run koumpa migrate");
         goto cleanup;
     }
@@ -1089,8 +1729,9 @@ kp_status kp_sqlite_open(const char *db_path, kp_store **out, kp_err *err)
     if (rc != KP_OK)
         goto cleanup;
     if (version < kp_sqlite_schema_target()) {
-        rc = kp_err_set(err, KP_EUNAVAILABLE, "database schema is at version %d, this build needs %d: run koumpa migrate",
-                        version, kp_sqlite_schema_target());
+        rc = kp_err_set(err, KP_EUNAVAILABLE,
+                        "database schema is at version %d, this build needs %d: run koumpa migrate", version,
+                        kp_sqlite_schema_target());
         goto cleanup;
     }
     if (version > kp_sqlite_schema_target())
