@@ -13,5 +13,13 @@ const kp_route kp_routes[] = {
     {"PUT", "/v1/admin/plans/{id}", kp_h_admin_plan_put, KP_AUTH_ADMIN},
     {"PUT", "/v1/admin/users/{id}/plan", kp_h_admin_user_plan_put, KP_AUTH_ADMIN},
     {"GET", "/v1/admin/users", kp_h_admin_users_find, KP_AUTH_ADMIN},
+    {"POST", "/v1/projects", kp_h_projects_create, KP_AUTH_USER},
+    {"GET", "/v1/projects", kp_h_projects_list, KP_AUTH_USER},
+    {"GET", "/v1/projects/{id}", kp_h_project_get, KP_AUTH_USER},
+    {"DELETE", "/v1/projects/{id}", kp_h_project_delete, KP_AUTH_USER},
+    {"POST", "/v1/projects/{id}/versions", kp_h_project_versions_create, KP_AUTH_USER},
+    {"GET", "/v1/projects/{id}/events", kp_h_project_events, KP_AUTH_USER},
+    {"POST", "/v1/projects/{id}/cancel", kp_h_project_cancel, KP_AUTH_USER},
+    {"GET", "/v1/projects/{id}/versions/{n}/download", kp_h_project_download, KP_AUTH_USER},
     {NULL, NULL, NULL, KP_AUTH_NONE},
 };

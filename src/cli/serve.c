@@ -1,22 +1,30 @@
 /*
  * serve.c - `koumpa serve`: wires the process together and runs until
  * SIGINT/SIGTERM. Order: configuration, data dir + secret, migrations, the
- * shared app (token verifier, login limiter, metrics), the HTTP host (a
- * thread per core, each with its own database handle), the daily bonus
- * scheduler. Shutdown reverses it.
+ * shared app (token verifier, login limiter, metrics), the generation service
+ * (its event loop, the LLM provider if one is configured, the blob store,
+ * and the repair of versions a crash left unsettled), the HTTP host (a
+ * thread per core, each with its own database handle), the apps origin's
+ * host, the daily bonus scheduler. Shutdown reverses it, generations first:
+ * those still running are failed ("interrupted") and refunded.
  */
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "api/apps_origin.h"
 #include "api/router.h"
 #include "auth/auth.h"
+#include "blob/blob_fs.h"
 #include "cli/cli.h"
 #include "core/log.h"
+#include "core/loop.h"
 #include "core/metrics.h"
 #include "core/ratelimit.h"
 #include "domain/bonus_scheduler.h"
+#include "gen/generator.h"
 #include "host/evhttp_host.h"
+#include "llm/llm.h"
 #include "store/sqlite/sqlite_store.h"
 
 #define LOGIN_LIMITER_KEYS 10000
@@ -26,7 +34,13 @@ typedef struct serve_state {
     char db_path[4096];
     kp_app app;
     kp_host *host;
+    kp_host *apps_host;
     kp_bonus_scheduler *scheduler;
+    kp_loop *loop;
+    kp_llm *llm;
+    char llm_missing[256];
+    kp_blob *blob;
+    kp_gen *gen;
 } serve_state;
 
 static kp_status open_store(void *ud, kp_store **out, kp_err *err)
@@ -58,6 +72,75 @@ static kp_status build_app(serve_state *st, kp_err *err)
     return KP_OK;
 }
 
+/* The LLM provider, or none (generation answers 503 llm_not_configured). */
+static kp_status open_llm(serve_state *st, kp_err *err)
+{
+    kp_err why = {0};
+    kp_status rc = kp_llm_from_config(&st->cfg, st->loop, &st->llm, &why);
+    if (rc == KP_EUNAVAILABLE) {
+        st->llm = NULL;
+        snprintf(st->llm_missing, sizeof st->llm_missing, "%s", why.msg);
+        kp_log_json(KP_LOG_WARN, "app generation is off", json_pack("{s:s}", "reason", why.msg));
+        return KP_OK;
+    }
+    if (rc != KP_OK)
+        *err = why;
+    return rc;
+}
+
+static kp_status recover_versions(serve_state *st, kp_err *err)
+{
+    kp_store *store = NULL;
+    kp_status rc = kp_sqlite_open(st->db_path, &store, err);
+    if (rc == KP_OK)
+        rc = kp_gen_recover(store, st->blob, NULL, err);
+    if (store)
+        store->ops->close(store);
+    return rc;
+}
+
+static kp_status start_generation(serve_state *st, kp_err *err)
+{
+    char blob_root[4096];
+    kp_status rc = kp_loop_start(&st->loop, err);
+    if (rc == KP_OK)
+        rc = open_llm(st, err);
+    if (rc != KP_OK)
+        return rc;
+    snprintf(blob_root, sizeof blob_root, "%s/blobs", st->cfg.data_dir);
+    rc = kp_blob_fs_open(blob_root, &st->blob, err);
+    if (rc == KP_OK)
+        rc = recover_versions(st, err);
+    if (rc != KP_OK)
+        return rc;
+    kp_gen_options go = {
+        .cfg = &st->cfg,
+        .loop = st->loop,
+        .llm = st->llm,
+        .llm_missing = st->llm_missing,
+        .blob = st->blob,
+        .metrics = st->app.metrics,
+        .open_store = open_store,
+        .open_store_ud = st,
+    };
+    rc = kp_gen_new(&go, &st->gen, err);
+    st->app.gen = st->gen;
+    return rc;
+}
+
+static kp_status start_apps_host(serve_state *st, kp_err *err)
+{
+    kp_host_options ho = {
+        .addr = st->cfg.apps_addr,
+        .threads = st->cfg.threads > 1 ? (int)(st->cfg.threads + 1) / 2 : 1,
+        .app = &st->app,
+        .open_store = open_store,
+        .open_store_ud = st,
+        .dispatch = kp_apps_dispatch,
+    };
+    return kp_host_start(&ho, &st->apps_host, err);
+}
+
 static kp_status start_scheduler(serve_state *st, kp_err *err)
 {
     kp_store *store = NULL;
@@ -80,6 +163,8 @@ static kp_status start(serve_state *st, kp_err *err)
     rc = kp_sqlite_migrate(st->db_path, NULL, err);
     if (rc == KP_OK)
         rc = build_app(st, err);
+    if (rc == KP_OK)
+        rc = start_generation(st, err);
     if (rc != KP_OK)
         return rc;
     kp_host_options ho = {
@@ -92,15 +177,26 @@ static kp_status start(serve_state *st, kp_err *err)
     };
     rc = kp_host_start(&ho, &st->host, err);
     if (rc == KP_OK)
+        rc = start_apps_host(st, err);
+    if (rc == KP_OK)
         rc = start_scheduler(st, err);
     return rc;
 }
 
 static void stop(serve_state *st)
 {
+    kp_gen_shutdown(st->gen);
     kp_bonus_scheduler_stop(st->scheduler);
     if (st->host)
         kp_host_stop(st->host);
+    if (st->apps_host)
+        kp_host_stop(st->apps_host);
+    if (st->llm)
+        st->llm->ops->free(st->llm);
+    kp_loop_stop(st->loop); /* runs what the hosts' streams posted on release */
+    kp_gen_free(st->gen);
+    if (st->blob)
+        st->blob->ops->close(st->blob);
     kp_metrics_free(st->app.metrics);
     kp_ratelimit_free(st->app.login_limit);
     kp_auth_free(st->app.auth);
@@ -141,8 +237,9 @@ int kp_cli_serve(int argc, char **argv)
         return 1;
     }
     kp_log_json(KP_LOG_INFO, "koumpa serving",
-                json_pack("{s:s,s:i,s:s,s:o}", "addr", st.cfg.addr, "port", kp_host_port(st.host), "version",
-                          KP_VERSION, "config", kp_config_describe(&st.cfg)));
+                json_pack("{s:s,s:i,s:s,s:i,s:b,s:s,s:o}", "addr", st.cfg.addr, "port", kp_host_port(st.host),
+                          "apps_addr", st.cfg.apps_addr, "apps_port", kp_host_port(st.apps_host), "generation",
+                          st.llm != NULL, "version", KP_VERSION, "config", kp_config_describe(&st.cfg)));
     int sig = wait_for_signal(&set);
     kp_log_json(KP_LOG_INFO, "stopping", json_pack("{s:i}", "signal", sig));
     stop(&st);

@@ -68,17 +68,17 @@ typedef struct event_rec {
 typedef struct generation generation;
 
 typedef struct subscriber {
-    kp_stream stream;              /* first member: the stream pointer is the subscriber */
+    kp_stream stream; /* first member: the stream pointer is the subscriber */
     pthread_mutex_t mu;
-    kp_sink *sink;                 /* mu: set by start, cleared by release */
-    int refs;                      /* mu */
-    int loop_ref;                  /* mu: the loop holds a reference */
+    kp_sink *sink; /* mu: set by start, cleared by release */
+    int refs;      /* mu */
+    int loop_ref;  /* mu: the loop holds a reference */
     /* loop-only */
     kp_gen *g;
     char project_id[KP_ID_MAX];
     int64_t n;
     int64_t after;
-    generation *gen;               /* the generation it follows, or NULL */
+    generation *gen; /* the generation it follows, or NULL */
     struct subscriber *next;
 } subscriber;
 
@@ -91,38 +91,39 @@ struct generation {
     char reservation_id[KP_ID_MAX];
     int64_t n;
     int64_t cost;
-    int64_t prev_n;                /* previous ready version whose files carry over, 0 if none */
-    char *prev_files_json;         /* its manifest */
+    int64_t prev_n;        /* previous ready version whose files carry over, 0 if none */
+    char *prev_files_json; /* its manifest */
     kp_prompt prompt;
-    kp_llm_call *call;             /* the provider call in flight, or NULL */
+    kp_llm_call *call; /* the provider call in flight, or NULL */
     kp_fileblocks *parser;
-    kp_buf output;                 /* the model's output, up to the resume point after a continuation */
+    kp_buf output; /* the model's output, up to the resume point after a continuation */
     int continuations;
-    kp_llm_usage usage;            /* summed over calls */
-    kp_buf pending;                /* delta text not sent yet */
+    kp_llm_usage usage; /* summed over calls */
+    kp_buf pending;     /* delta text not sent yet */
     struct event *flush;
     int flush_armed;
-    kp_buf log;                    /* every event's SSE frame, in order */
+    kp_buf log; /* every event's SSE frame, in order */
     event_rec *events;
     size_t nevents, cap_events;
     subscriber *subs;
     struct timespec started;
-    int ending;                    /* a failure is scheduled: ignore provider callbacks */
+    int call_ended; /* the current call's final callback came (even inside start()) */
+    int ending;     /* a failure is scheduled: ignore provider callbacks */
     char fail_code[64];
     char fail_message[512];
 };
 
 struct kp_gen {
     kp_gen_options opt;
-    kp_store *store;               /* the loop's handle */
+    kp_store *store; /* the loop's handle */
     pthread_mutex_t mu;
-    int stopping;                  /* mu: no new submissions */
+    int stopping; /* mu: no new submissions */
     _Atomic int64_t in_flight;
     /* loop-only */
     generation *gens;
     uint64_t next_serial;
     struct event *keepalive;
-    int shut;                      /* shutdown ran on the loop */
+    int shut; /* shutdown ran on the loop */
 };
 
 /* ---- small helpers ---- */
@@ -337,8 +338,7 @@ static void log_tail(const generation *gen, int64_t after, const char **data, si
 }
 
 /* Appends one SSE frame to buf; data_off and data_len (may be NULL) locate its data. */
-static int format_frame(kp_buf *buf, int64_t id, const char *type, const char *data, size_t *data_off,
-                        size_t *data_len)
+static int format_frame(kp_buf *buf, int64_t id, const char *type, const char *data, size_t *data_off, size_t *data_len)
 {
     if (kp_buf_printf(buf, "id: %lld\nevent: %s\ndata: ", (long long)id, type) != 0)
         return -1;
@@ -372,8 +372,8 @@ static int emit(generation *gen, event_type type, json_t *data)
     }
     size_t start = gen->log.len;
     event_rec *rec = &gen->events[gen->nevents];
-    if (format_frame(&gen->log, (int64_t)gen->nevents + 1, event_names[type], text, &rec->data_off,
-                     &rec->data_len) != 0) {
+    if (format_frame(&gen->log, (int64_t)gen->nevents + 1, event_names[type], text, &rec->data_off, &rec->data_len) !=
+        0) {
         gen->log.len = start;
         free(text);
         return -1;
@@ -395,8 +395,7 @@ static char *events_json(const generation *gen, event_type extra_type, const cha
     int rc = kp_buf_puts(&b, "[");
     for (size_t i = 0; i < gen->nevents && rc == 0; i++) {
         const event_rec *e = &gen->events[i];
-        rc |= kp_buf_printf(&b, "%s{\"id\":%zu,\"event\":\"%s\",\"data\":", i ? "," : "", i + 1,
-                            event_names[e->type]);
+        rc |= kp_buf_printf(&b, "%s{\"id\":%zu,\"event\":\"%s\",\"data\":", i ? "," : "", i + 1, event_names[e->type]);
         rc |= kp_buf_append(&b, gen->log.data + e->data_off, e->data_len);
         rc |= kp_buf_puts(&b, "}");
     }
@@ -540,8 +539,8 @@ static void refund_and_settle(kp_store *s, const char *project_id, int64_t n, co
     kp_err err = {0};
     if (res_id[0] && kp_credits_refund(s, res_id, NULL, NULL, &err) != KP_OK) {
         kp_log_json(KP_LOG_ERROR, "refund failed",
-                    json_pack("{s:s,s:I,s:s,s:s}", "project_id", project_id, "version", (json_int_t)n,
-                              "reservation_id", res_id, "error", err.msg));
+                    json_pack("{s:s,s:I,s:s,s:s}", "project_id", project_id, "version", (json_int_t)n, "reservation_id",
+                              res_id, "error", err.msg));
         return;
     }
     if (finished && s->ops->version_set_settled(s, project_id, n, &err) != KP_OK)
@@ -563,8 +562,8 @@ static void gen_fail(generation *gen, const char *code, const char *message)
         gen->call = NULL;
     }
     flush_deltas(gen);
-    json_t *data = json_pack("{s:s,s:s,s:I}", "code", code, "message", message, "credits_refunded",
-                             (json_int_t)gen->cost);
+    json_t *data =
+        json_pack("{s:s,s:s,s:I}", "code", code, "message", message, "credits_refunded", (json_int_t)gen->cost);
     char *text = data ? json_dumps(data, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
     fill_result_fields(gen, &v);
     v.status = KP_VER_FAILED;
@@ -573,9 +572,9 @@ static void gen_fail(generation *gen, const char *code, const char *message)
     v.events_json = events_json(gen, EV_ERROR, text);
     int finished = g->store->ops->version_finish(g->store, &v, &err) == KP_OK;
     if (!finished)
-        kp_log_json(KP_LOG_ERROR, "cannot record a failed version",
-                    json_pack("{s:s,s:I,s:s}", "project_id", gen->project_id, "version", (json_int_t)gen->n, "error",
-                              err.msg));
+        kp_log_json(
+            KP_LOG_ERROR, "cannot record a failed version",
+            json_pack("{s:s,s:I,s:s}", "project_id", gen->project_id, "version", (json_int_t)gen->n, "error", err.msg));
     kp_version_clear(&v);
     refund_and_settle(g->store, gen->project_id, gen->n, gen->reservation_id, finished);
 
@@ -694,9 +693,8 @@ static json_t *manifest_json(const app_file *files, size_t n)
 {
     json_t *arr = json_array();
     for (size_t i = 0; i < n; i++)
-        json_array_append_new(arr, json_pack("{s:s,s:I,s:s}", "path", files[i].path, "size",
-                                             (json_int_t)files[i].size, "content_type",
-                                             kp_gen_content_type(files[i].path)));
+        json_array_append_new(arr, json_pack("{s:s,s:I,s:s}", "path", files[i].path, "size", (json_int_t)files[i].size,
+                                             "content_type", kp_gen_content_type(files[i].path)));
     return arr;
 }
 
@@ -717,9 +715,9 @@ static void gen_publish(generation *gen)
         return;
     }
     if (store_files(gen, files, nfiles, &err) != KP_OK) {
-        kp_log_json(KP_LOG_ERROR, "cannot store an app's files",
-                    json_pack("{s:s,s:I,s:s}", "project_id", gen->project_id, "version", (json_int_t)gen->n, "error",
-                              err.msg));
+        kp_log_json(
+            KP_LOG_ERROR, "cannot store an app's files",
+            json_pack("{s:s,s:I,s:s}", "project_id", gen->project_id, "version", (json_int_t)gen->n, "error", err.msg));
         free(files);
         json_decref(prev);
         gen_fail(gen, "storage_error", "the app's files could not be stored");
@@ -750,9 +748,9 @@ static void gen_publish(generation *gen)
     free(done_text);
     if (rc != KP_OK) {
         json_decref(done);
-        kp_log_json(KP_LOG_ERROR, "cannot publish a version",
-                    json_pack("{s:s,s:I,s:s}", "project_id", gen->project_id, "version", (json_int_t)gen->n, "error",
-                              err.msg));
+        kp_log_json(
+            KP_LOG_ERROR, "cannot publish a version",
+            json_pack("{s:s,s:I,s:s}", "project_id", gen->project_id, "version", (json_int_t)gen->n, "error", err.msg));
         gen_fail(gen, "internal_error", "the version could not be saved");
         return;
     }
@@ -767,8 +765,7 @@ static void gen_publish(generation *gen)
         }
     }
     if (settled && g->store->ops->version_set_settled(g->store, gen->project_id, gen->n, &err) != KP_OK)
-        kp_log(KP_LOG_ERROR, "cannot mark version %lld of %s settled: %s", (long long)gen->n, gen->project_id,
-               err.msg);
+        kp_log(KP_LOG_ERROR, "cannot mark version %lld of %s settled: %s", (long long)gen->n, gen->project_id, err.msg);
     kp_log_json(KP_LOG_INFO, "generation done",
                 json_pack("{s:s,s:I,s:I,s:I,s:I}", "project_id", gen->project_id, "version", (json_int_t)gen->n,
                           "input_tokens", (json_int_t)gen->usage.input_tokens, "output_tokens",
@@ -848,11 +845,16 @@ static void start_call(generation *gen)
     kp_err err = {0};
     kp_llm_request req;
     kp_llm_callbacks cb = {.ud = gen, .on_text = on_llm_text, .on_done = on_llm_done, .on_error = on_llm_error};
+    kp_llm_call *call = NULL;
     kp_prompt_request(&gen->prompt, g->opt.cfg->max_tokens, &req);
-    if (g->opt.llm->ops->start(g->opt.llm, &req, &cb, &gen->call, &err) != KP_OK) {
+    gen->call_ended = 0;
+    if (g->opt.llm->ops->start(g->opt.llm, &req, &cb, &call, &err) != KP_OK) {
         gen->call = NULL;
-        gen_fail(gen, "provider_error", err.msg[0] ? err.msg : "the model provider could not be called");
+        if (!gen->ending)
+            gen_fail(gen, "provider_error", err.msg[0] ? err.msg : "the model provider could not be called");
+        return;
     }
+    gen->call = gen->call_ended ? NULL : call; /* a call that already ended is freed */
 }
 
 static kp_status on_block_file_done(void *ud, const char *path, const char *data, size_t len, kp_err *err)
@@ -916,6 +918,7 @@ static void on_llm_done(void *ud, const char *stop_reason, const kp_llm_usage *u
     generation *gen = ud;
     kp_err err = {0};
     gen->call = NULL;
+    gen->call_ended = 1;
     if (usage) {
         gen->usage.input_tokens += usage->input_tokens;
         gen->usage.output_tokens += usage->output_tokens;
@@ -952,6 +955,7 @@ static void on_llm_error(void *ud, const char *code, const char *message, int ou
     generation *gen = ud;
     (void)output_started;
     gen->call = NULL;
+    gen->call_ended = 1;
     fail_soon(gen, code && *code ? code : "provider_error",
               message && *message ? message : "the model provider failed");
 }
@@ -968,8 +972,7 @@ static void task_start(void *arg)
     atomic_fetch_add(&g->in_flight, 1);
     kp_metrics_gauge_add(g->opt.metrics, METRIC_IN_FLIGHT, 1);
     gen->flush = evtimer_new(kp_loop_base(g->opt.loop), on_flush_timer, gen);
-    emit(gen, EV_PROJECT,
-         json_pack("{s:s,s:I}", "project_id", gen->project_id, "version", (json_int_t)gen->n));
+    emit(gen, EV_PROJECT, json_pack("{s:s,s:I}", "project_id", gen->project_id, "version", (json_int_t)gen->n));
     if (g->shut) {
         gen_fail(gen, "interrupted", "the server is shutting down");
         return;
@@ -1182,8 +1185,9 @@ kp_status kp_gen_new(const kp_gen_options *opt, kp_gen **out, kp_err *err)
 {
     *out = NULL;
     if (!opt->cfg || !opt->loop || !opt->blob || !opt->open_store)
-        return kp_err_set(err, KP_EINVAL, "the generation service needs a configuration, a loop, a blob store "
-                                          "and a database");
+        return kp_err_set(err, KP_EINVAL,
+                          "the generation service needs a configuration, a loop, a blob store "
+                          "and a database");
     kp_gen *g = calloc(1, sizeof *g);
     if (!g)
         return kp_err_set(err, KP_ENOMEM, "out of memory");
@@ -1206,8 +1210,7 @@ kp_status kp_gen_new(const kp_gen_options *opt, kp_gen **out, kp_err *err)
         return rc;
     }
     kp_metrics_register(opt->metrics, METRIC_IN_FLIGHT, KP_METRIC_GAUGE, "Generations running now.");
-    kp_metrics_register(opt->metrics, METRIC_SPENT, KP_METRIC_COUNTER,
-                        "Credits committed for published versions.");
+    kp_metrics_register(opt->metrics, METRIC_SPENT, KP_METRIC_COUNTER, "Credits committed for published versions.");
     *out = g;
     return KP_OK;
 }
@@ -1261,9 +1264,9 @@ typedef struct history {
     size_t nversions;
     kp_prompt_turn *turns;
     size_t nturns;
-    json_t *manifest;              /* the latest ready version's files_json (owns the paths) */
+    json_t *manifest; /* the latest ready version's files_json (owns the paths) */
     kp_prompt_file *files;
-    kp_buf *contents;              /* contents[i] backs files[i] */
+    kp_buf *contents; /* contents[i] backs files[i] */
     size_t nfiles;
     const kp_version *latest_ready;
 } history;
@@ -1306,8 +1309,7 @@ static kp_status load_files(kp_gen *g, const char *project_id, history *h, kp_er
     return KP_OK;
 }
 
-static kp_status load_history(kp_gen *g, kp_store *s, const kp_project *p, history *h, kp_gen_result *res,
-                              kp_err *err)
+static kp_status load_history(kp_gen *g, kp_store *s, const kp_project *p, history *h, kp_gen_result *res, kp_err *err)
 {
     kp_status rc = s->ops->version_list(s, p->id, &h->versions, &h->nversions, err);
     if (rc != KP_OK)
@@ -1351,20 +1353,19 @@ static kp_status check_concurrency(kp_store *s, const kp_gen_request *r, kp_gen_
     if (running >= plan.max_concurrent_generations)
         return fail_with(res, "too_many_generations", err, KP_ERATE,
                          "your plan (%s) allows %lld generation%s at a time; wait for one to finish", plan.name,
-                         (long long)plan.max_concurrent_generations,
-                         plan.max_concurrent_generations == 1 ? "" : "s");
+                         (long long)plan.max_concurrent_generations, plan.max_concurrent_generations == 1 ? "" : "s");
     return KP_OK;
 }
 
-static kp_status reserve(kp_gen *g, kp_store *s, const kp_gen_request *r, char res_id[KP_ID_MAX],
-                         kp_gen_result *res, kp_err *err)
+static kp_status reserve(kp_gen *g, kp_store *s, const kp_gen_request *r, char res_id[KP_ID_MAX], kp_gen_result *res,
+                         kp_err *err)
 {
     res_id[0] = '\0';
     if (g->opt.cfg->generation_cost <= 0)
         return KP_OK;
     kp_id_new("res", res_id, KP_ID_MAX);
-    kp_status rc = kp_credits_reserve(s, r->user_id, res_id, g->opt.cfg->generation_cost, "generation",
-                                      &res->balance, err);
+    kp_status rc =
+        kp_credits_reserve(s, r->user_id, res_id, g->opt.cfg->generation_cost, "generation", &res->balance, err);
     if (rc == KP_ECREDITS) {
         res->error_code = "insufficient_credits";
         kp_err tmp = {0};
@@ -1376,8 +1377,8 @@ static kp_status reserve(kp_gen *g, kp_store *s, const kp_gen_request *r, char r
 }
 
 /* Creates the rows: a new project with version 1, or version n of p. */
-static kp_status create_rows(kp_store *s, const kp_gen_request *r, const kp_project *p, int64_t n,
-                             const char *res_id, kp_gen_result *res, kp_err *err)
+static kp_status create_rows(kp_store *s, const kp_gen_request *r, const kp_project *p, int64_t n, const char *res_id,
+                             kp_gen_result *res, kp_err *err)
 {
     kp_version v;
     int64_t now = (int64_t)time(NULL);
@@ -1456,8 +1457,7 @@ static generation *generation_new(kp_gen *g, const kp_gen_request *r, const char
     fo.max_files = MAX_APP_FILES;
     fo.max_total_bytes = MAX_APP_BYTES;
     kp_fileblocks_cbs cbs = {.on_file_done = on_block_file_done};
-    if ((h->latest_ready && !gen->prev_files_json) ||
-        kp_fileblocks_new(&fo, &cbs, gen, &gen->parser, err) != KP_OK) {
+    if ((h->latest_ready && !gen->prev_files_json) || kp_fileblocks_new(&fo, &cbs, gen, &gen->parser, err) != KP_OK) {
         kp_fileblocks_free(gen->parser);
         free(gen->prev_files_json);
         free(gen);

@@ -50,17 +50,17 @@ typedef struct kp_gen kp_gen;
 #define KP_GEN_KEEPALIVE_MS 15000 /* SSE keep-alive comment interval */
 
 typedef struct kp_gen_options {
-    const kp_config *cfg;      /* generation_cost, max_tokens, context_window, apps_url */
-    kp_loop *loop;             /* the loop that runs every generation */
-    kp_llm *llm;               /* NULL: generation unavailable (503 llm_not_configured) */
-    const char *llm_missing;   /* with llm NULL: why, naming the variable to set */
-    kp_blob *blob;             /* where apps are stored */
-    kp_metrics *metrics;       /* may be NULL */
+    const kp_config *cfg;    /* generation_cost, max_tokens, context_window, apps_url */
+    kp_loop *loop;           /* the loop that runs every generation */
+    kp_llm *llm;             /* NULL: generation unavailable (503 llm_not_configured) */
+    const char *llm_missing; /* with llm NULL: why, naming the variable to set */
+    kp_blob *blob;           /* where apps are stored */
+    kp_metrics *metrics;     /* may be NULL */
     /* Opens the loop's own database handle (called once, on the calling thread). */
     kp_status (*open_store)(void *ud, kp_store **out, kp_err *err);
     void *open_store_ud;
-    long keepalive_ms;         /* 0: KP_GEN_KEEPALIVE_MS */
-    long delta_flush_ms;       /* how long small deltas are held to be coalesced; 0: 50 ms */
+    long keepalive_ms;   /* 0: KP_GEN_KEEPALIVE_MS */
+    long delta_flush_ms; /* how long small deltas are held to be coalesced; 0: 50 ms */
 } kp_gen_options;
 
 kp_status kp_gen_new(const kp_gen_options *opt, kp_gen **out, kp_err *err);
@@ -105,7 +105,7 @@ typedef struct kp_gen_result {
      * "too_many_generations", "insufficient_credits", "generation_in_progress",
      * "not_found"...), or "" for internal errors (see err) */
     const char *error_code;
-    kp_balance balance;        /* with insufficient_credits: the balance */
+    kp_balance balance; /* with insufficient_credits: the balance */
 } kp_gen_result;
 
 /*

@@ -256,7 +256,7 @@ void kp_prompt_default_name(const char *prompt, char *out, size_t n)
     size_t limit = n - 4; /* room for "..." and the NUL */
     while (*s && is_space(*s))
         s++;
-    for (; *s && *s != '\n' && *s != '\r'; ) {
+    for (; *s && *s != '\n' && *s != '\r';) {
         if (is_space(*s)) {
             pending_space = 1;
             s++;

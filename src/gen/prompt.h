@@ -36,11 +36,11 @@ typedef struct kp_prompt_file {
 } kp_prompt_file;
 
 typedef struct kp_prompt {
-    const char *system;        /* static text, not owned */
-    kp_llm_message *messages;  /* nmessages entries; contents owned (see texts) */
+    const char *system;       /* static text, not owned */
+    kp_llm_message *messages; /* nmessages entries; contents owned (see texts) */
     size_t nmessages;
-    char **texts;              /* the owned contents, texts[i] == messages[i].content */
-    size_t nbase;              /* messages before any continuation */
+    char **texts; /* the owned contents, texts[i] == messages[i].content */
+    size_t nbase; /* messages before any continuation */
 } kp_prompt;
 
 /* The system prompt (static). */

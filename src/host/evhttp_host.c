@@ -55,7 +55,7 @@
  * error for anything between KP_MAX_BODY and here; larger declared or chunked
  * bodies get evhttp's own 413 (HTML) and the connection is closed. */
 #define HARD_MAX_BODY (4 * KP_MAX_BODY)
-#define MAX_HEADERS_SIZE (16 * 1024) /* request line + headers */
+#define MAX_HEADERS_SIZE (96 * 1024) /* request line + headers: room for an oversized token to reach the 401 path */
 #define IO_TIMEOUT_S 30              /* idle read / stalled write on a connection */
 #define LISTEN_BACKLOG 511
 #define DEFAULT_DRAIN_MS 10000

@@ -35,11 +35,11 @@ typedef struct sock_watch {
 struct kp_http_stream_client {
     struct event_base *base;
     CURLM *multi;
-    struct event *timer;       /* curl's one timeout */
-    kp_http_stream *streams;   /* every stream not yet freed */
-    kp_http_stream *to_add;    /* started while curl was running */
-    kp_http_stream *to_reap;   /* cancelled while curl was running */
-    sock_watch *watches;       /* every socket watched */
+    struct event *timer;     /* curl's one timeout */
+    kp_http_stream *streams; /* every stream not yet freed */
+    kp_http_stream *to_add;  /* started while curl was running */
+    kp_http_stream *to_reap; /* cancelled while curl was running */
+    sock_watch *watches;     /* every socket watched */
     size_t active;
     int in_curl;
 };
@@ -55,10 +55,10 @@ struct kp_http_stream {
     struct timeval idle_tv;
     long idle_ms;
     int in_multi;
-    int queued;     /* on to_add or to_reap */
-    int responded;  /* on_response was called */
+    int queued;    /* on to_add or to_reap */
+    int responded; /* on_response was called */
     int cancelled;
-    int retired;    /* no longer counted in c->active */
+    int retired; /* no longer counted in c->active */
     int in_cb;
     char errbuf[CURL_ERROR_SIZE];
 };
@@ -455,8 +455,8 @@ static void arm_idle_timer(kp_http_stream *s, long idle_ms)
     touch(s);
 }
 
-kp_status kp_http_stream_start(kp_http_stream_client *c, const kp_http_request *req,
-                               const kp_http_stream_callbacks *cb, kp_http_stream **out, kp_err *err)
+kp_status kp_http_stream_start(kp_http_stream_client *c, const kp_http_request *req, const kp_http_stream_callbacks *cb,
+                               kp_http_stream **out, kp_err *err)
 {
     kp_status st = KP_OK;
     if (!req->url || !*req->url || !cb->on_done)

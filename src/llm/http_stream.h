@@ -47,13 +47,13 @@ typedef enum kp_http_outcome {
 } kp_http_outcome;
 
 typedef struct kp_http_request {
-    const char *url;             /* http:// or https:// */
-    const char *const *headers;  /* "Name: value" lines, NULL-terminated (may be NULL); copied */
-    const char *body;            /* the POST body; copied */
+    const char *url;            /* http:// or https:// */
+    const char *const *headers; /* "Name: value" lines, NULL-terminated (may be NULL); copied */
+    const char *body;           /* the POST body; copied */
     size_t body_len;
-    long connect_timeout_ms;     /* 0: KP_HTTP_STREAM_CONNECT_TIMEOUT_MS */
-    long idle_timeout_ms;        /* 0: KP_HTTP_STREAM_IDLE_TIMEOUT_MS */
-    long total_timeout_ms;       /* 0: KP_HTTP_STREAM_TOTAL_TIMEOUT_MS */
+    long connect_timeout_ms; /* 0: KP_HTTP_STREAM_CONNECT_TIMEOUT_MS */
+    long idle_timeout_ms;    /* 0: KP_HTTP_STREAM_IDLE_TIMEOUT_MS */
+    long total_timeout_ms;   /* 0: KP_HTTP_STREAM_TOTAL_TIMEOUT_MS */
 } kp_http_request;
 
 typedef struct kp_http_stream_callbacks {
@@ -79,8 +79,8 @@ void kp_http_stream_client_free(kp_http_stream_client *c);
 /* Starts a POST. *out is the transfer, owned by the client: it lives until
  * on_done returns or kp_http_stream_cancel() is called. No callback runs
  * before this returns. KP_EINVAL for a missing URL, KP_ENOMEM, KP_EINTERNAL. */
-kp_status kp_http_stream_start(kp_http_stream_client *c, const kp_http_request *req,
-                               const kp_http_stream_callbacks *cb, kp_http_stream **out, kp_err *err);
+kp_status kp_http_stream_start(kp_http_stream_client *c, const kp_http_request *req, const kp_http_stream_callbacks *cb,
+                               kp_http_stream **out, kp_err *err);
 
 /* The value of the final response's header `name` (case-insensitive), or
  * NULL. Valid from on_response to the end of on_done, until the next call. */

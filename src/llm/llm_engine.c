@@ -35,23 +35,23 @@ struct kp_llm_call {
     engine *e;
     kp_llm_call *prev, *next; /* e->calls, while in flight */
     kp_llm_callbacks cb;
-    kp_buf body;              /* the request body, sent on every try */
-    kp_http_stream *http;     /* the try in flight, or NULL */
-    struct event *timer;      /* the retry timer, made when first needed */
-    long attempt;             /* tries started */
-    long status;              /* HTTP status of the current try, 0 before it is known */
-    long retry_after_ms;      /* what the answer asked for, -1 if nothing */
+    kp_buf body;          /* the request body, sent on every try */
+    kp_http_stream *http; /* the try in flight, or NULL */
+    struct event *timer;  /* the retry timer, made when first needed */
+    long attempt;         /* tries started */
+    long status;          /* HTTP status of the current try, 0 before it is known */
+    long retry_after_ms;  /* what the answer asked for, -1 if nothing */
     char request_id[80];
     kp_buf errbody;
     kp_sse sse;
     void *parser;
     int output_started;
-    int depth;                /* engine frames on the stack working on this call */
+    int depth; /* engine frames on the stack working on this call */
     int finished;
 };
 
 struct engine {
-    kp_llm llm;               /* first: a kp_llm * is an engine * */
+    kp_llm llm; /* first: a kp_llm * is an engine * */
     kp_llm_ops ops;
     const kp_llm_dialect *d;
     kp_llm_tuning t;
@@ -60,7 +60,7 @@ struct engine {
     char *model;
     long max_tokens;
     char *url;
-    char **headers;           /* NULL-terminated */
+    char **headers; /* NULL-terminated */
     kp_llm_call *calls;
     size_t active;
     uint64_t rng;
@@ -113,11 +113,11 @@ static const char *code_of_type(const char *type)
         const char *type;
         const char *code;
     } map[] = {
-        {"overloaded_error", "overloaded"},         {"rate_limit_error", "rate_limited"},
-        {"rate_limit_exceeded", "rate_limited"},    {"invalid_request_error", "invalid_request"},
-        {"request_too_large", "invalid_request"},   {"not_found_error", "invalid_request"},
-        {"authentication_error", "auth_failed"},    {"permission_error", "auth_failed"},
-        {"invalid_api_key", "auth_failed"},         {"timeout_error", "timeout"},
+        {"overloaded_error", "overloaded"},       {"rate_limit_error", "rate_limited"},
+        {"rate_limit_exceeded", "rate_limited"},  {"invalid_request_error", "invalid_request"},
+        {"request_too_large", "invalid_request"}, {"not_found_error", "invalid_request"},
+        {"authentication_error", "auth_failed"},  {"permission_error", "auth_failed"},
+        {"invalid_api_key", "auth_failed"},       {"timeout_error", "timeout"},
     };
     for (size_t i = 0; type && i < sizeof map / sizeof map[0]; i++)
         if (strcmp(map[i].type, type) == 0)
@@ -535,14 +535,23 @@ static void destroy_on_loop(void *arg)
     engine_destroy(arg);
 }
 
+/*
+ * On the loop thread the calls are cancelled at once (no callback after this
+ * returns) and the rest is freed from a posted task, so that free() may also
+ * be called from inside a callback, with HTTP and engine frames still on the
+ * stack. Off the loop thread everything is posted.
+ */
 static void engine_free(kp_llm *llm)
 {
     engine *e = (engine *)llm;
     if (!e)
         return;
-    if (!kp_loop_is_current(e->loop) && kp_loop_post(e->loop, destroy_on_loop, e) == 0)
-        return;
-    engine_destroy(e);
+    if (kp_loop_is_current(e->loop)) {
+        while (e->calls)
+            engine_cancel(&e->llm, e->calls);
+    }
+    if (kp_loop_post(e->loop, destroy_on_loop, e) != 0)
+        engine_destroy(e); /* the loop is stopping: nothing runs on it any more */
 }
 
 static char **copy_strings(const char *const *v)

@@ -15,9 +15,11 @@
  * unless it is cancelled.
  *
  * Threads: as llm.h says, start() and cancel() run on the loop thread and so
- * do the callbacks. free() may be called from any thread: off the loop
- * thread it is posted to the loop (kp_loop_stop() runs it at the latest).
- * Calls still in flight when the provider is freed are cancelled.
+ * do the callbacks. free() may be called from any thread, and from inside a
+ * callback: calls still in flight are cancelled (on the loop thread, at once:
+ * no callback comes after free() returns; from another thread, when the loop
+ * runs the posted free), and the memory is released by a task posted to the
+ * loop (kp_loop_stop() runs it at the latest).
  */
 #ifndef KP_LLM_ENGINE_H
 #define KP_LLM_ENGINE_H
@@ -33,7 +35,7 @@
 
 /* A wire format. Static data, shared by every call. */
 typedef struct kp_llm_dialect {
-    const char *name;  /* kp_llm_ops.name: "anthropic", "openai" */
+    const char *name; /* kp_llm_ops.name: "anthropic", "openai" */
     /* Appends the request body (see anthropic_events.h for the contract). */
     kp_status (*build_request)(const char *model, int64_t max_tokens, const char *system, const kp_llm_msg *msgs,
                                size_t n, kp_buf *out, kp_err *err);
@@ -50,11 +52,11 @@ typedef struct kp_llm_dialect {
 
 /* Retry and timeout settings. */
 typedef struct kp_llm_tuning {
-    long max_tries;          /* tries in all, >= 1 */
-    long retry_base_ms;      /* try n+1 waits a random time in [0, base * 2^(n-1)] (full jitter) */
-    long retry_max_ms;       /* ceiling of that wait, and the longest retry-after honoured */
+    long max_tries;     /* tries in all, >= 1 */
+    long retry_base_ms; /* try n+1 waits a random time in [0, base * 2^(n-1)] (full jitter) */
+    long retry_max_ms;  /* ceiling of that wait, and the longest retry-after honoured */
     long connect_timeout_ms;
-    long idle_timeout_ms;    /* no byte received for this long fails the call */
+    long idle_timeout_ms; /* no byte received for this long fails the call */
     long total_timeout_ms;
 } kp_llm_tuning;
 
@@ -62,7 +64,7 @@ typedef struct kp_llm_tuning {
 typedef struct kp_llm_engine_spec {
     const kp_llm_dialect *dialect;
     const char *model;
-    long max_tokens;             /* used when a request's max_tokens is 0 */
+    long max_tokens; /* used when a request's max_tokens is 0 */
     const char *url;
     const char *const *headers;  /* "Name: value" lines, NULL-terminated (secrets allowed: never logged) */
     const kp_llm_tuning *tuning; /* NULL: kp_llm_engine_default_tuning() */

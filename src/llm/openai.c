@@ -58,8 +58,7 @@ static int build_url(kp_buf *url, const char *base)
     return kp_buf_append(url, base, n) || kp_buf_puts(url, "/chat/completions");
 }
 
-kp_status kp_llm_openai_new(const kp_config *cfg, kp_loop *loop, const kp_llm_tuning *tuning, kp_llm **out,
-                            kp_err *err)
+kp_status kp_llm_openai_new(const kp_config *cfg, kp_loop *loop, const kp_llm_tuning *tuning, kp_llm **out, kp_err *err)
 {
     kp_status st = KP_OK;
     kp_buf url = KP_BUF_INIT, auth = KP_BUF_INIT;
@@ -67,13 +66,15 @@ kp_status kp_llm_openai_new(const kp_config *cfg, kp_loop *loop, const kp_llm_tu
         return kp_err_set(err, KP_EUNAVAILABLE,
                           "the OpenAI-compatible provider needs OPENAI_BASE_URL (e.g. http://localhost:11434/v1)");
     if (!has_value(cfg->model))
-        return kp_err_set(err, KP_EUNAVAILABLE, "the OpenAI-compatible provider needs KOUMPA_MODEL (the model id "
-                                                "the server at OPENAI_BASE_URL serves)");
+        return kp_err_set(err, KP_EUNAVAILABLE,
+                          "the OpenAI-compatible provider needs KOUMPA_MODEL (the model id "
+                          "the server at OPENAI_BASE_URL serves)");
     if (build_url(&url, cfg->openai_base_url) ||
         (has_value(cfg->openai_api_key) && kp_buf_printf(&auth, "authorization: Bearer %s", cfg->openai_api_key))) {
         st = kp_err_set(err, KP_ENOMEM, "out of memory");
         goto cleanup;
     }
+    /* auth.data is NULL without a key: the list then ends before it */
     const char *headers[] = {"content-type: application/json", "accept: text/event-stream", auth.data, NULL};
     kp_llm_engine_spec spec = {
         .dialect = &dialect,

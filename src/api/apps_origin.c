@@ -1,0 +1,230 @@
+/*
+ * apps_origin.c - see apps_origin.h. A request is resolved in three steps:
+ * the path splits into project id, optional version and file path; the rows
+ * say which version is meant and whether it is ready; the version's manifest
+ * (files_json) says whether the file exists, so a blob is only read for files
+ * that were published. Paths are checked with the same rules the model's
+ * output was (gen/fileblocks.h), so nothing outside apps/{id}/v{n}/ is ever
+ * reachable.
+ */
+#include "api/apps_origin.h"
+
+#include <errno.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gen/fileblocks.h"
+#include "gen/generator.h"
+
+#define MAX_FILE_PATH 200
+#define ROUTE_LABEL "apps"
+
+typedef struct app_path {
+    char project_id[KP_ID_MAX];
+    int64_t version; /* 0: the latest ready one */
+    char file[MAX_FILE_PATH + 16];
+} app_path;
+
+static void common_headers(kp_resp *resp)
+{
+    kp_headers_set(&resp->headers, "Content-Security-Policy", KP_APPS_CSP);
+    kp_headers_set(&resp->headers, "X-Content-Type-Options", "nosniff");
+    kp_headers_set(&resp->headers, "Referrer-Policy", "no-referrer");
+}
+
+static void not_found(kp_resp *resp)
+{
+    static const char body[] = "404 not found\n";
+    kp_resp_text(resp, 404, "text/plain; charset=utf-8", body, sizeof body - 1);
+    kp_headers_set(&resp->headers, "Cache-Control", "no-cache");
+    common_headers(resp);
+}
+
+static void redirect(kp_resp *resp, const char *path)
+{
+    char location[512];
+    snprintf(location, sizeof location, "%s/", path);
+    kp_resp_text(resp, 301, "text/plain; charset=utf-8", "moved\n", 6);
+    kp_headers_set(&resp->headers, "Location", location);
+    common_headers(resp);
+}
+
+static int valid_project_id(const char *s, size_t len)
+{
+    if (len < 5 || len >= KP_ID_MAX || strncmp(s, "prj_", 4) != 0)
+        return 0;
+    for (size_t i = 4; i < len; i++)
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9')))
+            return 0;
+    return 1;
+}
+
+/* "v12" -> 12; 0 when the segment is not a version. */
+static int64_t parse_version_segment(const char *s, size_t len)
+{
+    if (len < 2 || len > 12 || s[0] != 'v' || s[1] < '1' || s[1] > '9')
+        return 0;
+    int64_t n = 0;
+    for (size_t i = 1; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return 0;
+        n = n * 10 + (s[i] - '0');
+    }
+    return n;
+}
+
+/* Splits the path. Returns 0, 1 when it must redirect to path + "/", -1 for 404. */
+static int parse_path(const char *path, app_path *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!path || path[0] != '/')
+        return -1;
+    const char *id = path + 1;
+    size_t idlen = strcspn(id, "/");
+    if (!valid_project_id(id, idlen))
+        return -1;
+    memcpy(out->project_id, id, idlen);
+    if (id[idlen] == '\0')
+        return 1;
+    const char *rest = id + idlen + 1;
+    size_t seglen = strcspn(rest, "/");
+    int64_t n = parse_version_segment(rest, seglen);
+    if (n > 0) {
+        out->version = n;
+        if (rest[seglen] == '\0')
+            return 1;
+        rest += seglen + 1;
+    }
+    size_t len = strlen(rest);
+    if (len > MAX_FILE_PATH)
+        return -1;
+    snprintf(out->file, sizeof out->file, "%s%s", rest, (len == 0 || rest[len - 1] == '/') ? "index.html" : "");
+    kp_err err = {0};
+    return kp_fileblocks_check_path(out->file, strlen(out->file), MAX_FILE_PATH, &err) == KP_OK ? 0 : -1;
+}
+
+/* The ready version meant (files_json and n); -1 when there is none. */
+static int resolve_version(kp_store *s, const app_path *ap, kp_version *v)
+{
+    kp_project p;
+    kp_err err = {0};
+    memset(v, 0, sizeof *v);
+    if (s->ops->project_get(s, ap->project_id, &p, &err) != KP_OK)
+        return -1;
+    int64_t n = ap->version ? ap->version : p.latest_ready;
+    if (n <= 0 || s->ops->version_get(s, p.id, n, v, &err) != KP_OK)
+        return -1;
+    if (v->status != KP_VER_READY) {
+        kp_version_clear(v);
+        return -1;
+    }
+    return 0;
+}
+
+static int in_manifest(const char *files_json, const char *path)
+{
+    json_t *files = json_loads(files_json ? files_json : "[]", 0, NULL);
+    size_t i;
+    json_t *f;
+    int found = 0;
+    json_array_foreach(files, i, f)
+    {
+        const char *p = json_string_value(json_object_get(f, "path"));
+        if (p && strcmp(p, path) == 0) {
+            found = 1;
+            break;
+        }
+    }
+    json_decref(files);
+    return found;
+}
+
+static void etag_of(const kp_buf *data, char out[40])
+{
+    unsigned char hash[16];
+    char hex[33];
+    crypto_generichash(hash, sizeof hash, (const unsigned char *)(data->data ? data->data : ""), data->len, NULL, 0);
+    sodium_bin2hex(hex, sizeof hex, hash, sizeof hash);
+    snprintf(out, 40, "\"%s\"", hex);
+}
+
+/* If-None-Match: "*", or a comma-separated list of (possibly weak) tags. */
+static int etag_matches(const char *header, const char *etag)
+{
+    if (!header)
+        return 0;
+    size_t tlen = strlen(etag);
+    const char *p = header;
+    while (*p) {
+        while (*p == ' ' || *p == '\t' || *p == ',')
+            p++;
+        if (*p == '*')
+            return 1;
+        if (strncmp(p, "W/", 2) == 0)
+            p += 2;
+        size_t len = strcspn(p, ",");
+        while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '\t'))
+            len--;
+        if (len == tlen && strncmp(p, etag, tlen) == 0)
+            return 1;
+        p += strcspn(p, ",");
+    }
+    return 0;
+}
+
+void kp_apps_dispatch(kp_ctx *ctx, kp_req *req, kp_resp *resp)
+{
+    app_path ap;
+    kp_version v;
+    kp_err err = {0};
+    req->route = ROUTE_LABEL;
+    if (strcmp(req->method, "GET") != 0 && strcmp(req->method, "HEAD") != 0) {
+        kp_resp_text(resp, 405, "text/plain; charset=utf-8", "405 method not allowed\n", 23);
+        kp_headers_set(&resp->headers, "Allow", "GET, HEAD");
+        common_headers(resp);
+        return;
+    }
+    kp_gen *g = ctx->app ? (kp_gen *)ctx->app->gen : NULL;
+    int parsed = parse_path(req->path, &ap);
+    if (parsed == 1) {
+        redirect(resp, req->path);
+        return;
+    }
+    if (parsed != 0 || !g || !ctx->store || resolve_version(ctx->store, &ap, &v) != 0) {
+        not_found(resp);
+        return;
+    }
+    int listed = in_manifest(v.files_json, ap.file);
+    int64_t n = v.n;
+    kp_version_clear(&v);
+    if (!listed) {
+        not_found(resp);
+        return;
+    }
+    char key[KP_BLOB_KEY_MAX + 1];
+    kp_buf data = KP_BUF_INIT;
+    kp_blob *blob = kp_gen_blob(g);
+    snprintf(key, sizeof key, "apps/%s/v%lld/%s", ap.project_id, (long long)n, ap.file);
+    kp_status rc = blob->ops->get(blob, key, &data, NULL, &err);
+    if (rc != KP_OK) {
+        kp_buf_free(&data);
+        if (rc == KP_ENOTFOUND)
+            not_found(resp);
+        else
+            kp_resp_text(resp, 500, "text/plain; charset=utf-8", "500 internal error\n", 19);
+        return;
+    }
+    char etag[40];
+    etag_of(&data, etag);
+    if (etag_matches(kp_req_header(req, "If-None-Match"), etag)) {
+        resp->status = 304;
+    } else {
+        kp_resp_text(resp, 200, kp_gen_content_type(ap.file), data.data ? data.data : "", data.len);
+    }
+    kp_buf_free(&data);
+    kp_headers_set(&resp->headers, "ETag", etag);
+    kp_headers_set(&resp->headers, "Cache-Control", ap.version ? "public, max-age=31536000, immutable" : "no-cache");
+    common_headers(resp);
+}

@@ -1,0 +1,648 @@
+/*
+ * projects_routes.c - the caller's generated apps: create a project (its first
+ * version), iterate with follow-up versions, watch a generation's events
+ * (Server-Sent Events, resumable with Last-Event-ID), cancel it, list, show,
+ * download a version as a zip, delete.
+ *
+ * The generation service (gen/generator.h, in app->gen) does the charging and
+ * the work; these handlers validate input, check ownership and shape JSON.
+ * Another user's project answers 404, exactly like a missing one, so ids
+ * reveal nothing. Deleting a project that is generating answers 409: cancel
+ * it first (POST /v1/projects/{id}/cancel).
+ *
+ * The list is paged newest first with an opaque cursor: base64url of
+ * "p:{created_at}:{id}" of the last project returned.
+ */
+#include <errno.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "api/handlers.h"
+#include "core/log.h"
+#include "gen/generator.h"
+#include "gen/prompt.h"
+#include "gen/zip.h"
+
+#define LIST_DEFAULT_LIMIT 20
+#define LIST_MAX_LIMIT 100
+
+static kp_gen *service(kp_ctx *ctx)
+{
+    return ctx->app ? (kp_gen *)ctx->app->gen : NULL;
+}
+
+static const char *status_name(kp_version_status s)
+{
+    switch (s) {
+    case KP_VER_GENERATING: return "generating";
+    case KP_VER_READY: return "ready";
+    case KP_VER_FAILED: return "failed";
+    }
+    return "unknown";
+}
+
+/* ---- JSON shapes ---- */
+
+static json_t *url_or_null(kp_ctx *ctx, const char *project_id, int64_t n)
+{
+    char url[1024];
+    if (n <= 0)
+        return json_null();
+    kp_gen_version_url(ctx->app->cfg, project_id, n, url, sizeof url);
+    return json_string(url);
+}
+
+static json_t *files_json(const char *text)
+{
+    json_t *files = json_loads(text && *text ? text : "[]", 0, NULL);
+    if (json_is_array(files))
+        return files;
+    json_decref(files);
+    return json_array();
+}
+
+static json_t *version_json(kp_ctx *ctx, const kp_version *v)
+{
+    json_t *error = json_null();
+    if (v->status == KP_VER_FAILED)
+        error = json_pack("{s:s,s:s}", "code", v->error_code, "message", v->error_message ? v->error_message : "");
+    return json_pack("{s:I,s:s,s:s,s:s,s:o,s:{s:I,s:I},s:s,s:I,s:o,s:o,s:o,s:o}", "n", (json_int_t)v->n, "status",
+                     status_name(v->status), "prompt", v->prompt ? v->prompt : "", "message",
+                     v->message ? v->message : "", "files", files_json(v->files_json), "usage", "input_tokens",
+                     (json_int_t)v->input_tokens, "output_tokens", (json_int_t)v->output_tokens, "model", v->model,
+                     "duration_ms", (json_int_t)v->duration_ms, "error", error, "url",
+                     v->status == KP_VER_READY ? url_or_null(ctx, v->project_id, v->n) : json_null(), "created_at",
+                     kp_h_time_json(v->created_at), "updated_at", kp_h_time_json(v->updated_at));
+}
+
+/* The summary fields shared by the list and the project itself. */
+static json_t *project_summary(kp_ctx *ctx, const kp_project *p, const char *status)
+{
+    return json_pack("{s:s,s:s,s:s,s:I,s:o,s:o,s:o,s:o}", "id", p->id, "name", p->name, "status", status,
+                     "latest_version", (json_int_t)p->latest_version, "latest_ready_version",
+                     p->latest_ready > 0 ? json_integer(p->latest_ready) : json_null(), "url",
+                     url_or_null(ctx, p->id, p->latest_ready), "created_at", kp_h_time_json(p->created_at),
+                     "updated_at", kp_h_time_json(p->updated_at));
+}
+
+/* The project with its versions (oldest first). */
+static kp_status project_full_json(kp_ctx *ctx, const kp_project *p, json_t **out, kp_err *err)
+{
+    kp_version *vs = NULL;
+    size_t n = 0;
+    kp_status rc = ctx->store->ops->version_list(ctx->store, p->id, &vs, &n, err);
+    if (rc != KP_OK)
+        return rc;
+    const char *status = "generating";
+    json_t *versions = json_array();
+    for (size_t i = 0; i < n; i++) {
+        json_array_append_new(versions, version_json(ctx, &vs[i]));
+        if (vs[i].n == p->latest_version)
+            status = status_name(vs[i].status);
+    }
+    *out = project_summary(ctx, p, status);
+    json_object_set_new(*out, "versions", versions);
+    kp_version_free_array(vs, n);
+    return KP_OK;
+}
+
+/* ---- shared steps ---- */
+
+/* Loads the caller's project params[0]; on failure fills resp (404 when not theirs). */
+static int load_own_project(kp_ctx *ctx, kp_req *req, kp_resp *resp, kp_project *p)
+{
+    kp_err err = {0};
+    kp_status rc = ctx->store->ops->project_get(ctx->store, req->params[0], p, &err);
+    if (rc == KP_ENOTFOUND || (rc == KP_OK && strcmp(p->user_id, req->principal.user_id) != 0)) {
+        kp_resp_error(resp, 404, "not_found", "no such project: %s", req->params[0]);
+        return -1;
+    }
+    if (rc != KP_OK) {
+        kp_resp_from_err(resp, &err, req->request_id);
+        return -1;
+    }
+    return 0;
+}
+
+static void respond_project(kp_ctx *ctx, kp_req *req, kp_resp *resp, int status, const char *project_id)
+{
+    kp_project p;
+    kp_err err = {0};
+    json_t *body = NULL;
+    if (ctx->store->ops->project_get(ctx->store, project_id, &p, &err) != KP_OK ||
+        project_full_json(ctx, &p, &body, &err) != KP_OK) {
+        kp_resp_from_err(resp, &err, req->request_id);
+        return;
+    }
+    kp_resp_json(resp, status, body);
+}
+
+static int wants_event_stream(const kp_req *req)
+{
+    const char *accept = kp_req_header(req, "Accept");
+    return accept && strcasestr(accept, "text/event-stream") != NULL;
+}
+
+static void sse_headers(kp_resp *resp)
+{
+    kp_headers_set(&resp->headers, "Content-Type", "text/event-stream; charset=utf-8");
+    kp_headers_set(&resp->headers, "Cache-Control", "no-cache, no-store");
+    kp_headers_set(&resp->headers, "X-Accel-Buffering", "no");
+}
+
+/* Answers a generation that was accepted: SSE or 202 with the project to poll. */
+static void respond_started(kp_ctx *ctx, kp_req *req, kp_resp *resp, const kp_gen_result *res)
+{
+    char location[256];
+    snprintf(location, sizeof location, "/v1/projects/%s", res->project_id);
+    if (wants_event_stream(req)) {
+        kp_stream *st = kp_gen_stream(service(ctx), res->project_id, res->version, 0);
+        if (st) {
+            resp->status = 200;
+            resp->stream = st;
+            sse_headers(resp);
+            kp_headers_set(&resp->headers, "Location", location);
+            return;
+        }
+        /* out of memory for the stream: the generation runs anyway; poll it */
+    }
+    respond_project(ctx, req, resp, 202, res->project_id);
+    kp_headers_set(&resp->headers, "Location", location);
+}
+
+static void respond_refused(kp_resp *resp, kp_req *req, kp_status rc, const kp_gen_result *res, const kp_err *err)
+{
+    if (!res->error_code || !*res->error_code) {
+        kp_resp_from_err(resp, err, req->request_id);
+        return;
+    }
+    json_t *error = json_pack("{s:s,s:s}", "code", res->error_code, "message", err->msg);
+    if (rc == KP_ECREDITS)
+        json_object_set_new(error, "balance",
+                            json_pack("{s:I,s:I,s:I}", "daily", (json_int_t)res->balance.daily, "monthly",
+                                      (json_int_t)res->balance.monthly, "total",
+                                      (json_int_t)(res->balance.daily + res->balance.monthly)));
+    kp_resp_json(resp, kp_status_http(rc), json_pack("{s:o}", "error", error));
+}
+
+/* Checks body fields: only those in `allowed` (NULL-terminated) may appear. */
+static int only_fields(json_t *body, const char *const *allowed, kp_resp *resp)
+{
+    const char *key;
+    json_t *val;
+    json_object_foreach(body, key, val)
+    {
+        int ok = 0;
+        for (const char *const *a = allowed; *a; a++)
+            ok |= strcmp(*a, key) == 0;
+        if (!ok) {
+            kp_resp_error(resp, 400, "invalid_request", "unknown field: %s", key);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int has_visible_char(const char *s)
+{
+    for (; *s; s++)
+        if (*s != ' ' && *s != '\t' && *s != '\r' && *s != '\n')
+            return 1;
+    return 0;
+}
+
+/* Validates {prompt}; on failure fills resp. */
+static const char *read_prompt(json_t *body, kp_resp *resp)
+{
+    json_t *prompt = json_object_get(body, "prompt");
+    if (!json_is_string(prompt)) {
+        kp_resp_error(resp, 400, "invalid_request", "prompt is required and must be a string");
+        return NULL;
+    }
+    const char *text = json_string_value(prompt);
+    size_t len = json_string_length(prompt);
+    long chars = kp_prompt_utf8_chars(text, len);
+    if (strlen(text) != len || chars < 0) {
+        kp_resp_error(resp, 400, "invalid_request", "prompt must be text without NUL characters");
+        return NULL;
+    }
+    if (chars < 1 || !has_visible_char(text) || chars > KP_PROMPT_MAX_CHARS) {
+        kp_resp_error(resp, 400, "invalid_request", "prompt must be 1 to %d characters", KP_PROMPT_MAX_CHARS);
+        return NULL;
+    }
+    return text;
+}
+
+/* Validates the optional name (trimmed into out); on failure fills resp. */
+static int read_name(json_t *body, char *out, size_t n, kp_resp *resp)
+{
+    json_t *name = json_object_get(body, "name");
+    out[0] = '\0';
+    if (!name || json_is_null(name))
+        return 0;
+    if (!json_is_string(name)) {
+        kp_resp_error(resp, 400, "invalid_request", "name must be a string");
+        return -1;
+    }
+    const char *s = json_string_value(name);
+    size_t len = json_string_length(name);
+    while (len > 0 && (*s == ' ' || *s == '\t')) {
+        s++;
+        len--;
+    }
+    while (len > 0 && (s[len - 1] == ' ' || s[len - 1] == '\t'))
+        len--;
+    for (size_t i = 0; i < len; i++) {
+        if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f) {
+            kp_resp_error(resp, 400, "invalid_request", "name must not contain control characters");
+            return -1;
+        }
+    }
+    long chars = kp_prompt_utf8_chars(s, len);
+    if (chars > KP_PROMPT_NAME_MAX_CHARS || len >= n) {
+        kp_resp_error(resp, 400, "invalid_request", "name must be at most %d characters (and %zu bytes of UTF-8)",
+                      KP_PROMPT_NAME_MAX_CHARS, n - 1);
+        return -1;
+    }
+    memcpy(out, s, len);
+    out[len] = '\0';
+    return 0;
+}
+
+static void submit(kp_ctx *ctx, kp_req *req, kp_resp *resp, const char *project_id, const char *name,
+                   const char *prompt)
+{
+    kp_gen_result res;
+    kp_err err = {0};
+    kp_gen *g = service(ctx);
+    if (!g) {
+        kp_resp_error(resp, 503, "unavailable", "the generation service is not running");
+        return;
+    }
+    kp_gen_request r = {.user_id = req->principal.user_id,
+                        .plan_id = req->principal.plan_id,
+                        .project_id = project_id,
+                        .name = name,
+                        .prompt = prompt};
+    kp_status rc = kp_gen_submit(g, ctx->store, &r, &res, &err);
+    if (rc != KP_OK) {
+        respond_refused(resp, req, rc, &res, &err);
+        return;
+    }
+    respond_started(ctx, req, resp, &res);
+}
+
+/* ---- handlers ---- */
+
+void kp_h_projects_create(kp_ctx *ctx, kp_req *req, kp_resp *resp)
+{
+    static const char *const fields[] = {"prompt", "name", NULL};
+    json_t *body = NULL;
+    char name[KP_NAME_MAX];
+    if (kp_req_json_body(req, resp, &body) != 0)
+        return;
+    const char *prompt = NULL;
+    if (only_fields(body, fields, resp) == 0 && (prompt = read_prompt(body, resp)) != NULL &&
+        read_name(body, name, sizeof name, resp) == 0)
+        submit(ctx, req, resp, NULL, name, prompt);
+    json_decref(body);
+}
+
+void kp_h_project_versions_create(kp_ctx *ctx, kp_req *req, kp_resp *resp)
+{
+    static const char *const fields[] = {"prompt", NULL};
+    json_t *body = NULL;
+    kp_project p;
+    if (load_own_project(ctx, req, resp, &p) != 0 || kp_req_json_body(req, resp, &body) != 0)
+        return;
+    const char *prompt = NULL;
+    if (only_fields(body, fields, resp) == 0 && (prompt = read_prompt(body, resp)) != NULL)
+        submit(ctx, req, resp, p.id, NULL, prompt);
+    json_decref(body);
+}
+
+/* Parses ?limit= (1..100); on failure fills resp. */
+static int parse_limit(const kp_req *req, kp_resp *resp, size_t *limit)
+{
+    const char *v = kp_req_query(req, "limit");
+    *limit = LIST_DEFAULT_LIMIT;
+    if (!v)
+        return 0;
+    char *end = NULL;
+    errno = 0;
+    long n = strtol(v, &end, 10);
+    if (errno || !end || *end || end == v || n < 1 || n > LIST_MAX_LIMIT) {
+        kp_resp_error(resp, 400, "invalid_request", "limit must be a whole number from 1 to %d", LIST_MAX_LIMIT);
+        return -1;
+    }
+    *limit = (size_t)n;
+    return 0;
+}
+
+static void encode_cursor(const kp_project *p, char *out, size_t n)
+{
+    char raw[128];
+    int len = snprintf(raw, sizeof raw, "p:%lld:%s", (long long)p->created_at, p->id);
+    sodium_bin2base64(out, n, (const unsigned char *)raw, (size_t)len, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+}
+
+/* Decodes ?cursor=; on failure fills resp. */
+static int parse_cursor(const kp_req *req, kp_resp *resp, int64_t *before_at, char before_id[KP_ID_MAX])
+{
+    const char *v = kp_req_query(req, "cursor");
+    *before_at = 0;
+    before_id[0] = '\0';
+    if (!v || !*v)
+        return 0;
+    unsigned char raw[128];
+    size_t len = 0;
+    if (sodium_base642bin(raw, sizeof raw - 1, v, strlen(v), NULL, &len, NULL,
+                          sodium_base64_VARIANT_URLSAFE_NO_PADDING) == 0) {
+        char text[129];
+        memcpy(text, raw, len);
+        text[len] = '\0';
+        long long at = 0;
+        int used = 0;
+        if (sscanf(text, "p:%lld:%n", &at, &used) == 1 && used > 0 && at >= 0) {
+            const char *id = text + used;
+            size_t idlen = strlen(id);
+            int ok = idlen > 0 && idlen < KP_ID_MAX;
+            for (size_t i = 0; ok && i < idlen; i++)
+                ok = (id[i] >= 'a' && id[i] <= 'z') || (id[i] >= '0' && id[i] <= '9') || id[i] == '_';
+            if (ok) {
+                *before_at = at;
+                memcpy(before_id, id, idlen + 1);
+                return 0;
+            }
+        }
+    }
+    kp_resp_error(resp, 400, "invalid_request", "cursor is not one this server returned");
+    return -1;
+}
+
+void kp_h_projects_list(kp_ctx *ctx, kp_req *req, kp_resp *resp)
+{
+    size_t limit, n = 0;
+    int64_t before_at;
+    char before_id[KP_ID_MAX];
+    kp_project *items = NULL;
+    kp_err err = {0};
+    kp_store *s = ctx->store;
+    if (parse_limit(req, resp, &limit) != 0 || parse_cursor(req, resp, &before_at, before_id) != 0)
+        return;
+    /* one extra row tells whether there is a next page */
+    if (s->ops->project_list(s, req->principal.user_id, before_at, before_id, limit + 1, &items, &n, &err) != KP_OK) {
+        kp_resp_from_err(resp, &err, req->request_id);
+        return;
+    }
+    json_t *list = json_array();
+    for (size_t i = 0; i < n && i < limit; i++) {
+        kp_version v;
+        memset(&v, 0, sizeof v);
+        const char *status = "ready";
+        if (items[i].latest_ready != items[i].latest_version) /* else the latest is the ready one */
+            status = s->ops->version_get(s, items[i].id, items[i].latest_version, &v, &err) == KP_OK
+                         ? status_name(v.status)
+                         : "generating";
+        kp_version_clear(&v);
+        json_array_append_new(list, project_summary(ctx, &items[i], status));
+    }
+    json_t *next = json_null();
+    if (n > limit) {
+        char cursor[256];
+        encode_cursor(&items[limit - 1], cursor, sizeof cursor);
+        next = json_string(cursor);
+    }
+    free(items);
+    kp_resp_json(resp, 200, json_pack("{s:o,s:o}", "projects", list, "next_cursor", next));
+}
+
+void kp_h_project_get(kp_ctx *ctx, kp_req *req, kp_resp *resp)
+{
+    kp_project p;
+    kp_err err = {0};
+    json_t *body = NULL;
+    if (load_own_project(ctx, req, resp, &p) != 0)
+        return;
+    if (project_full_json(ctx, &p, &body, &err) != KP_OK) {
+        kp_resp_from_err(resp, &err, req->request_id);
+        return;
+    }
+    kp_resp_json(resp, 200, body);
+}
+
+/* Last-Event-ID (header, or ?last_event_id= for clients that cannot set headers). */
+static int parse_last_event_id(const kp_req *req, kp_resp *resp, int64_t *after)
+{
+    const char *v = kp_req_header(req, "Last-Event-ID");
+    if (!v)
+        v = kp_req_query(req, "last_event_id");
+    *after = 0;
+    if (!v || !*v)
+        return 0;
+    char *end = NULL;
+    errno = 0;
+    long long n = strtoll(v, &end, 10);
+    if (errno || !end || *end || n < 0) {
+        kp_resp_error(resp, 400, "invalid_request", "Last-Event-ID must be an event id this server sent");
+        return -1;
+    }
+    *after = n;
+    return 0;
+}
+
+void kp_h_project_events(kp_ctx *ctx, kp_req *req, kp_resp *resp)
+{
+    kp_project p;
+    kp_version v;
+    kp_err err = {0};
+    int64_t after;
+    if (load_own_project(ctx, req, resp, &p) != 0 || parse_last_event_id(req, resp, &after) != 0)
+        return;
+    memset(&v, 0, sizeof v);
+    if (ctx->store->ops->version_get(ctx->store, p.id, p.latest_version, &v, &err) != KP_OK) {
+        kp_resp_from_err(resp, &err, req->request_id);
+        return;
+    }
+    if (v.status == KP_VER_GENERATING && service(ctx)) {
+        kp_version_clear(&v);
+        resp->stream = kp_gen_stream(service(ctx), p.id, p.latest_version, after);
+        if (!resp->stream) {
+            kp_resp_error(resp, 503, "unavailable", "out of memory");
+            return;
+        }
+        resp->status = 200;
+        sse_headers(resp);
+        return;
+    }
+    /* the version ended: its persisted events, then the end of the response */
+    kp_buf out = KP_BUF_INIT;
+    kp_gen_replay_events(v.events_json, after, &out);
+    kp_version_clear(&v);
+    kp_resp_text(resp, 200, "text/event-stream; charset=utf-8", out.data ? out.data : "", out.len);
+    kp_headers_set(&resp->headers, "Cache-Control", "no-cache, no-store");
+    kp_buf_free(&out);
+}
+
+void kp_h_project_cancel(kp_ctx *ctx, kp_req *req, kp_resp *resp)
+{
+    kp_project p;
+    kp_err err = {0};
+    if (load_own_project(ctx, req, resp, &p) != 0)
+        return;
+    kp_status rc = service(ctx) ? kp_gen_cancel(service(ctx), p.id, p.latest_version, &err)
+                                : kp_err_set(&err, KP_ECONFLICT, "not generating");
+    if (rc == KP_ECONFLICT) {
+        kp_resp_error(resp, 409, "not_generating", "no version of this project is generating");
+        return;
+    }
+    if (rc != KP_OK) {
+        kp_resp_from_err(resp, &err, req->request_id);
+        return;
+    }
+    respond_project(ctx, req, resp, 200, p.id);
+}
+
+void kp_h_project_delete(kp_ctx *ctx, kp_req *req, kp_resp *resp)
+{
+    kp_project p;
+    kp_version v;
+    kp_err err = {0};
+    if (load_own_project(ctx, req, resp, &p) != 0)
+        return;
+    memset(&v, 0, sizeof v);
+    kp_status rc = ctx->store->ops->version_get(ctx->store, p.id, p.latest_version, &v, &err);
+    int generating = rc == KP_OK && v.status == KP_VER_GENERATING;
+    kp_version_clear(&v);
+    if (generating) {
+        kp_resp_error(resp, 409, "generation_in_progress",
+                      "this project is generating; cancel it first (POST /v1/projects/%s/cancel)", p.id);
+        return;
+    }
+    rc = ctx->store->ops->project_delete(ctx->store, p.id, &err);
+    if (rc == KP_ENOTFOUND) {
+        kp_resp_error(resp, 404, "not_found", "no such project: %s", p.id);
+        return;
+    }
+    if (rc != KP_OK) {
+        kp_resp_from_err(resp, &err, req->request_id);
+        return;
+    }
+    /* the row is gone, so nothing serves these any more; remove them */
+    char prefix[KP_BLOB_KEY_MAX];
+    snprintf(prefix, sizeof prefix, "apps/%s/", p.id);
+    kp_blob *blob = service(ctx) ? kp_gen_blob(service(ctx)) : NULL;
+    if (blob && blob->ops->delete_prefix(blob, prefix, &err) != KP_OK)
+        kp_log_json(KP_LOG_WARN, "cannot remove a deleted project's files",
+                    json_pack("{s:s,s:s,s:s}", "project_id", p.id, "request_id", req->request_id, "error", err.msg));
+    resp->status = 204;
+}
+
+/* A file name for the download: the project's name in [A-Za-z0-9_-], or its id. */
+static void download_name(const kp_project *p, int64_t n, char *out, size_t len)
+{
+    char safe[64];
+    size_t j = 0;
+    int dash = 0;
+    for (const char *c = p->name; *c && j < sizeof safe - 1; c++) {
+        int ok = (*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') || *c == '_';
+        if (ok) {
+            safe[j++] = *c;
+            dash = 0;
+        } else if (!dash && j > 0) {
+            safe[j++] = '-';
+            dash = 1;
+        }
+    }
+    while (j > 0 && safe[j - 1] == '-')
+        j--;
+    safe[j] = '\0';
+    snprintf(out, len, "%s-v%lld.zip", j ? safe : p->id, (long long)n);
+}
+
+static int parse_version_number(const char *s, int64_t *n)
+{
+    char *end = NULL;
+    if (!s || *s < '1' || *s > '9')
+        return -1;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || !end || *end || v < 1)
+        return -1;
+    *n = v;
+    return 0;
+}
+
+static kp_status build_zip(kp_blob *blob, const kp_version *v, kp_buf *zip, kp_err *err)
+{
+    json_t *files = files_json(v->files_json);
+    size_t n = json_array_size(files);
+    kp_zip_entry *entries = calloc(n + 1, sizeof *entries);
+    kp_buf *data = calloc(n + 1, sizeof *data);
+    kp_status rc = (entries && data) ? KP_OK : kp_err_set(err, KP_ENOMEM, "out of memory");
+    for (size_t i = 0; i < n && rc == KP_OK; i++) {
+        const char *path = json_string_value(json_object_get(json_array_get(files, i), "path"));
+        char key[KP_BLOB_KEY_MAX + 1];
+        snprintf(key, sizeof key, "apps/%s/v%lld/%s", v->project_id, (long long)v->n, path ? path : "");
+        rc = blob->ops->get(blob, key, &data[i], NULL, err);
+        entries[i].path = path;
+        entries[i].data = data[i].data ? data[i].data : "";
+        entries[i].len = data[i].len;
+    }
+    if (rc == KP_OK)
+        rc = kp_zip_build(entries, n, (time_t)v->updated_at, zip, err);
+    for (size_t i = 0; data && i < n; i++)
+        kp_buf_free(&data[i]);
+    free(data);
+    free(entries);
+    json_decref(files);
+    return rc;
+}
+
+void kp_h_project_download(kp_ctx *ctx, kp_req *req, kp_resp *resp)
+{
+    kp_project p;
+    kp_version v;
+    kp_err err = {0};
+    int64_t n = 0;
+    if (load_own_project(ctx, req, resp, &p) != 0)
+        return;
+    if (parse_version_number(req->params[1], &n) != 0) {
+        kp_resp_error(resp, 404, "not_found", "no such version: %s", req->params[1]);
+        return;
+    }
+    memset(&v, 0, sizeof v);
+    kp_status rc = ctx->store->ops->version_get(ctx->store, p.id, n, &v, &err);
+    if (rc == KP_ENOTFOUND) {
+        kp_resp_error(resp, 404, "not_found", "no such version: %lld", (long long)n);
+        return;
+    }
+    if (rc != KP_OK) {
+        kp_resp_from_err(resp, &err, req->request_id);
+        return;
+    }
+    if (v.status != KP_VER_READY) {
+        kp_resp_error(resp, 409, "version_not_ready", "version %lld is %s; only ready versions can be downloaded",
+                      (long long)n, status_name(v.status));
+        kp_version_clear(&v);
+        return;
+    }
+    kp_buf zip = KP_BUF_INIT;
+    kp_gen *g = service(ctx);
+    rc = g ? build_zip(kp_gen_blob(g), &v, &zip, &err) : kp_err_set(&err, KP_EUNAVAILABLE, "no blob store");
+    kp_version_clear(&v);
+    if (rc != KP_OK) {
+        kp_buf_free(&zip);
+        kp_resp_from_err(resp, &err, req->request_id);
+        return;
+    }
+    char file[128], disposition[200];
+    download_name(&p, n, file, sizeof file);
+    snprintf(disposition, sizeof disposition, "attachment; filename=\"%s\"", file);
+    kp_resp_text(resp, 200, "application/zip", zip.data, zip.len);
+    kp_headers_set(&resp->headers, "Content-Disposition", disposition);
+    kp_buf_free(&zip);
+}
