@@ -10,11 +10,14 @@ if [ ! -x "$BUILD_DIR/koumpa" ]; then
     echo "run-integration.sh: $BUILD_DIR/koumpa not found; build it first (make $BUILD_DIR/koumpa)" >&2
     exit 2
 fi
+# a hung test fails after TIMEOUT ms instead of blocking the run
 if [ -n "${KOUMPA_TEST_WRAPPER:-}" ]; then
     CONCURRENCY=1
+    TIMEOUT=${KOUMPA_TEST_TIMEOUT:-1800000}
 else
     CONCURRENCY=$(nproc 2>/dev/null || echo 2)
+    TIMEOUT=${KOUMPA_TEST_TIMEOUT:-300000}
 fi
 export KOUMPA_BUILD="$BUILD_DIR"
 # node 20 runs every *.test.mjs under the given directory
-exec node --test --test-concurrency="$CONCURRENCY" tests/integration/
+exec node --test --test-concurrency="$CONCURRENCY" --test-timeout="$TIMEOUT" tests/integration/

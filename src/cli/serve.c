@@ -9,6 +9,7 @@
  * those still running are failed ("interrupted") and refunded.
  */
 #include <signal.h>
+#include <sys/resource.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -203,6 +204,17 @@ static void stop(serve_state *st)
     kp_config_free(&st->cfg);
 }
 
+/* Each in-flight generation holds two sockets (its SSE reader, its provider
+ * transfer): raise the soft descriptor limit to the hard one. */
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
 /* Blocks until SIGINT or SIGTERM (blocked in every thread, taken here). */
 static int wait_for_signal(const sigset_t *set)
 {
@@ -231,6 +243,7 @@ int kp_cli_serve(int argc, char **argv)
     sigaddset(&set, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
+    raise_fd_limit();
     if (start(&st, &err) != KP_OK) {
         kp_log_json(KP_LOG_ERROR, "cannot start", json_pack("{s:s}", "error", err.msg));
         stop(&st);

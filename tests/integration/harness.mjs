@@ -215,9 +215,15 @@ export async function startServer({ env = {}, args = [], dataDir } = {}) {
 /**
  * One API call. body: an object (sent as JSON), a string or a Buffer (sent
  * as is). Returns { status, headers, json, text } (json is null when the
- * body is not JSON).
+ * body is not JSON). Fails after timeoutMs (60 s, 300 s under a wrapper)
+ * rather than hanging on a stuck server.
  */
-export async function api(server, method, urlPath, { token, body, headers = {} } = {}) {
+export async function api(
+  server,
+  method,
+  urlPath,
+  { token, body, headers = {}, timeoutMs = WRAPPED ? 300_000 : 60_000 } = {},
+) {
   const h = { ...headers };
   let payload;
   if (token) h.Authorization = `Bearer ${token}`;
@@ -230,7 +236,12 @@ export async function api(server, method, urlPath, { token, body, headers = {} }
     }
   }
   const base = urlPath.startsWith('http') ? '' : server.url;
-  const res = await fetch(base + urlPath, { method, headers: h, body: payload });
+  const res = await fetch(base + urlPath, {
+    method,
+    headers: h,
+    body: payload,
+    signal: AbortSignal.timeout(timeoutMs),
+  });
   const text = await res.text();
   let json = null;
   if ((res.headers.get('content-type') || '').includes('json')) {
