@@ -4,13 +4,12 @@
  * (base64url of the last entry's sequence number), so clients never build
  * cursors themselves.
  */
-#include <errno.h>
-#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "api/handlers.h"
+#include "api/paging.h"
 #include "domain/plans.h"
 
 #define LEDGER_DEFAULT_LIMIT 50
@@ -35,57 +34,18 @@ void kp_h_me(kp_ctx *ctx, kp_req *req, kp_resp *resp)
     kp_resp_json(resp, 200, body);
 }
 
-/* Parses ?limit= (1..100); on failure fills resp. */
-static int parse_limit(const kp_req *req, kp_resp *resp, size_t *limit)
-{
-    const char *v = kp_req_query(req, "limit");
-    *limit = LEDGER_DEFAULT_LIMIT;
-    if (!v)
-        return 0;
-    char *end = NULL;
-    errno = 0;
-    long n = strtol(v, &end, 10);
-    if (errno || !end || *end || end == v || n < 1 || n > LEDGER_MAX_LIMIT) {
-        kp_resp_error(resp, 400, "invalid_request", "limit must be a whole number from 1 to %d", LEDGER_MAX_LIMIT);
-        return -1;
-    }
-    *limit = (size_t)n;
-    return 0;
-}
-
-static void encode_cursor(int64_t seq, char *out, size_t n)
-{
-    char raw[32];
-    int len = snprintf(raw, sizeof raw, "l:%lld", (long long)seq);
-    sodium_bin2base64(out, n, (const unsigned char *)raw, (size_t)len, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
-}
-
-/* Decodes ?cursor=; on failure fills resp. */
+/* The ledger's cursor text is "l:{seq}", the last entry shown. */
 static int parse_cursor(const kp_req *req, kp_resp *resp, int64_t *before)
 {
-    const char *v = kp_req_query(req, "cursor");
+    char text[KP_CURSOR_MAX + 1];
     *before = 0;
-    if (!v || !*v)
+    if (kp_paging_cursor_decode(req, resp, text) != 0)
+        return -1;
+    if (!text[0])
         return 0;
-    unsigned char raw[32];
-    size_t len = 0;
-    long long seq = 0;
-    char text[33];
-    if (sodium_base642bin(raw, sizeof raw - 1, v, strlen(v), NULL, &len, NULL,
-                          sodium_base64_VARIANT_URLSAFE_NO_PADDING) == 0) {
-        memcpy(text, raw, len);
-        text[len] = '\0';
-        char *end = NULL;
-        errno = 0;
-        if (strncmp(text, "l:", 2) == 0 && text[2] >= '0' && text[2] <= '9')
-            seq = strtoll(text + 2, &end, 10);
-        if (end && !*end && errno == 0 && seq > 0) {
-            *before = seq;
-            return 0;
-        }
-    }
-    kp_resp_error(resp, 400, "invalid_request", "cursor is not one this server returned");
-    return -1;
+    if (strncmp(text, "l:", 2) != 0 || kp_paging_parse_int(text + 2, before) != 0 || *before <= 0)
+        return kp_paging_bad_cursor(resp);
+    return 0;
 }
 
 static json_t *entry_json(const kp_ledger_entry *e)
@@ -102,7 +62,8 @@ void kp_h_me_ledger(kp_ctx *ctx, kp_req *req, kp_resp *resp)
     int64_t before;
     kp_ledger_entry *entries = NULL;
     kp_err err = {0};
-    if (parse_limit(req, resp, &limit) != 0 || parse_cursor(req, resp, &before) != 0)
+    if (kp_paging_limit(req, resp, LEDGER_DEFAULT_LIMIT, LEDGER_MAX_LIMIT, &limit) != 0 ||
+        parse_cursor(req, resp, &before) != 0)
         return;
     /* one extra row tells whether there is a next page */
     if (ctx->store->ops->ledger_list(ctx->store, req->principal.user_id, before, limit + 1, &entries, &n, &err) !=
@@ -115,8 +76,9 @@ void kp_h_me_ledger(kp_ctx *ctx, kp_req *req, kp_resp *resp)
         json_array_append_new(items, entry_json(&entries[i]));
     json_t *next = json_null();
     if (n > limit) {
-        char cursor[64];
-        encode_cursor(entries[limit - 1].seq, cursor, sizeof cursor);
+        char text[32], cursor[64];
+        snprintf(text, sizeof text, "l:%lld", (long long)entries[limit - 1].seq);
+        kp_paging_cursor_encode(text, cursor, sizeof cursor);
         next = json_string(cursor);
     }
     free(entries);

@@ -14,13 +14,13 @@
  * "p:{created_at}:{id}" of the last project returned.
  */
 #include <errno.h>
-#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 #include "api/handlers.h"
+#include "api/paging.h"
 #include "core/log.h"
 #include "gen/generator.h"
 #include "gen/prompt.h"
@@ -324,63 +324,29 @@ void kp_h_project_versions_create(kp_ctx *ctx, kp_req *req, kp_resp *resp)
     json_decref(body);
 }
 
-/* Parses ?limit= (1..100); on failure fills resp. */
-static int parse_limit(const kp_req *req, kp_resp *resp, size_t *limit)
-{
-    const char *v = kp_req_query(req, "limit");
-    *limit = LIST_DEFAULT_LIMIT;
-    if (!v)
-        return 0;
-    char *end = NULL;
-    errno = 0;
-    long n = strtol(v, &end, 10);
-    if (errno || !end || *end || end == v || n < 1 || n > LIST_MAX_LIMIT) {
-        kp_resp_error(resp, 400, "invalid_request", "limit must be a whole number from 1 to %d", LIST_MAX_LIMIT);
-        return -1;
-    }
-    *limit = (size_t)n;
-    return 0;
-}
-
-static void encode_cursor(const kp_project *p, char *out, size_t n)
-{
-    char raw[128];
-    int len = snprintf(raw, sizeof raw, "p:%lld:%s", (long long)p->created_at, p->id);
-    sodium_bin2base64(out, n, (const unsigned char *)raw, (size_t)len, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
-}
-
-/* Decodes ?cursor=; on failure fills resp. */
+/* The project list's cursor text is "p:{created_at}:{id}", the last project shown. */
 static int parse_cursor(const kp_req *req, kp_resp *resp, int64_t *before_at, char before_id[KP_ID_MAX])
 {
-    const char *v = kp_req_query(req, "cursor");
+    char text[KP_CURSOR_MAX + 1];
     *before_at = 0;
     before_id[0] = '\0';
-    if (!v || !*v)
+    if (kp_paging_cursor_decode(req, resp, text) != 0)
+        return -1;
+    if (!text[0])
         return 0;
-    unsigned char raw[128];
-    size_t len = 0;
-    if (sodium_base642bin(raw, sizeof raw - 1, v, strlen(v), NULL, &len, NULL,
-                          sodium_base64_VARIANT_URLSAFE_NO_PADDING) == 0) {
-        char text[129];
-        memcpy(text, raw, len);
-        text[len] = '\0';
-        long long at = 0;
-        int used = 0;
-        if (sscanf(text, "p:%lld:%n", &at, &used) == 1 && used > 0 && at >= 0) {
-            const char *id = text + used;
-            size_t idlen = strlen(id);
-            int ok = idlen > 0 && idlen < KP_ID_MAX;
-            for (size_t i = 0; ok && i < idlen; i++)
-                ok = (id[i] >= 'a' && id[i] <= 'z') || (id[i] >= '0' && id[i] <= '9') || id[i] == '_';
-            if (ok) {
-                *before_at = at;
-                memcpy(before_id, id, idlen + 1);
-                return 0;
-            }
-        }
-    }
-    kp_resp_error(resp, 400, "invalid_request", "cursor is not one this server returned");
-    return -1;
+    char *colon = strncmp(text, "p:", 2) == 0 ? strchr(text + 2, ':') : NULL;
+    if (!colon)
+        return kp_paging_bad_cursor(resp);
+    *colon = '\0';
+    const char *id = colon + 1;
+    size_t idlen = strlen(id);
+    int ok = kp_paging_parse_int(text + 2, before_at) == 0 && idlen > 0 && idlen < KP_ID_MAX;
+    for (size_t i = 0; ok && i < idlen; i++)
+        ok = (id[i] >= 'a' && id[i] <= 'z') || (id[i] >= '0' && id[i] <= '9') || id[i] == '_';
+    if (!ok)
+        return kp_paging_bad_cursor(resp);
+    memcpy(before_id, id, idlen + 1);
+    return 0;
 }
 
 void kp_h_projects_list(kp_ctx *ctx, kp_req *req, kp_resp *resp)
@@ -391,7 +357,8 @@ void kp_h_projects_list(kp_ctx *ctx, kp_req *req, kp_resp *resp)
     kp_project *items = NULL;
     kp_err err = {0};
     kp_store *s = ctx->store;
-    if (parse_limit(req, resp, &limit) != 0 || parse_cursor(req, resp, &before_at, before_id) != 0)
+    if (kp_paging_limit(req, resp, LIST_DEFAULT_LIMIT, LIST_MAX_LIMIT, &limit) != 0 ||
+        parse_cursor(req, resp, &before_at, before_id) != 0)
         return;
     /* one extra row tells whether there is a next page */
     if (s->ops->project_list(s, req->principal.user_id, before_at, before_id, limit + 1, &items, &n, &err) != KP_OK) {
@@ -412,8 +379,9 @@ void kp_h_projects_list(kp_ctx *ctx, kp_req *req, kp_resp *resp)
     }
     json_t *next = json_null();
     if (n > limit) {
-        char cursor[256];
-        encode_cursor(&items[limit - 1], cursor, sizeof cursor);
+        char text[KP_CURSOR_MAX + 1], cursor[4 * KP_CURSOR_MAX / 3 + 4];
+        snprintf(text, sizeof text, "p:%lld:%s", (long long)items[limit - 1].created_at, items[limit - 1].id);
+        kp_paging_cursor_encode(text, cursor, sizeof cursor);
         next = json_string(cursor);
     }
     free(items);

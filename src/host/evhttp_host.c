@@ -119,6 +119,7 @@ typedef struct host_stream {
     struct event *wake;       /* made active under mu; freed only after closed is set */
     /* worker thread only */
     worker *w;
+    struct evbuffer *outbox; /* pending bytes taken out from under mu, on their way to evhttp */
     struct evhttp_request *evreq;
     struct evhttp_connection *evcon;
     kp_stream *stream;
@@ -481,6 +482,7 @@ static void send_response(worker *w, struct evhttp_request *evreq, kp_resp *resp
 /* ---- streams ---- */
 
 static void stream_finish(host_stream *hs, int connection_gone);
+static void stream_free(host_stream *hs);
 
 static int sink_write(kp_sink *sink, const char *data, size_t len)
 {
@@ -515,9 +517,15 @@ static void on_stream_wake(evutil_socket_t fd, short what, void *arg)
     (void)what;
     pthread_mutex_lock(&hs->mu);
     int ended = hs->ended;
-    if (!hs->closed && evbuffer_get_length(hs->pending) > 0)
-        evhttp_send_reply_chunk(hs->evreq, hs->pending); /* drains pending */
+    evbuffer_add_buffer(hs->outbox, hs->pending); /* moves the chains, no copy */
     pthread_mutex_unlock(&hs->mu);
+    /* evhttp is called without holding mu, so none of its callbacks can
+     * deadlock against a producer */
+    if (evbuffer_get_length(hs->outbox) > 0) {
+        evhttp_send_reply_chunk(hs->evreq, hs->outbox);
+        /* bodyless statuses (204, 304) leave the bytes in place: drop them */
+        evbuffer_drain(hs->outbox, evbuffer_get_length(hs->outbox));
+    }
     if (ended)
         stream_finish(hs, 0);
 }
@@ -552,8 +560,17 @@ static void stream_finish(host_stream *hs, int connection_gone)
     summary_record(w, &hs->sum);
     hs->stream->release(hs->stream);
 
-    event_free(hs->wake);
-    evbuffer_free(hs->pending);
+    stream_free(hs);
+}
+
+static void stream_free(host_stream *hs)
+{
+    if (hs->wake)
+        event_free(hs->wake);
+    if (hs->pending)
+        evbuffer_free(hs->pending);
+    if (hs->outbox)
+        evbuffer_free(hs->outbox);
     pthread_mutex_destroy(&hs->mu);
     free(hs);
 }
@@ -568,14 +585,10 @@ static host_stream *stream_new(worker *w)
         return NULL;
     }
     hs->pending = evbuffer_new();
+    hs->outbox = evbuffer_new();
     hs->wake = event_new(w->base, -1, 0, on_stream_wake, hs);
-    if (!hs->pending || !hs->wake) {
-        if (hs->pending)
-            evbuffer_free(hs->pending);
-        if (hs->wake)
-            event_free(hs->wake);
-        pthread_mutex_destroy(&hs->mu);
-        free(hs);
+    if (!hs->pending || !hs->outbox || !hs->wake) {
+        stream_free(hs);
         return NULL;
     }
     hs->sink.write = sink_write;
@@ -648,7 +661,15 @@ static void handle_request(struct evhttp_request *evreq, void *arg)
     summary_begin(&sum, req.method, &t0);
     summary_take_request(&sum, &req);
     sum.status = resp.status;
-    if (resp.stream && start_stream(w, evreq, &resp, &sum) == 0) {
+    if (resp.stream && evhttp_request_get_command(evreq) == EVHTTP_REQ_HEAD) {
+        /* HEAD: the headers a GET would get, and no producer run for a body
+         * nobody reads (without Content-Length, as a stream has none) */
+        resp.stream->release(resp.stream);
+        resp.stream = NULL;
+        add_response_headers(w, evreq, &resp, rid);
+        evhttp_send_reply(evreq, resp.status, reason_phrase(resp.status), NULL);
+        summary_record(w, &sum);
+    } else if (resp.stream && start_stream(w, evreq, &resp, &sum) == 0) {
         /* logged and counted when the stream ends */
     } else {
         if (resp.stream) { /* could not start it: answer 500 instead */

@@ -645,6 +645,34 @@ static void test_stream_is_delivered_in_order(void **state)
     fake_stream_destroy(&fs);
 }
 
+static void test_head_on_a_stream_runs_no_producer(void **state)
+{
+    (void)state;
+    fake_stream fs;
+    fake_stream_init(&fs, 3, 5);
+    current_stream = &fs;
+    kp_host *h = start_host(1, 0);
+    http_result r;
+    http_do(kp_host_port(h), "HEAD", "/stream", NULL, NULL, 0, &r);
+    assert_int_equal(r.code, CURLE_OK);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(r.body.len, 0);
+    char v[64];
+    assert_int_equal(header_value(&r, "Content-Type", v, sizeof v), 0);
+    assert_string_equal(v, "text/event-stream");
+    assert_int_not_equal(header_value(&r, "Content-Length", v, sizeof v), 0);
+    /* released at once, never started: no body means no producer */
+    assert_int_equal(atomic_load(&fs.released), 1);
+    assert_int_equal(atomic_load(&fs.started), 0);
+    http_free(&r);
+    /* and the host's next request works */
+    http_do(kp_host_port(h), "GET", "/echo", NULL, NULL, 0, &r);
+    assert_int_equal(r.status, 200);
+    http_free(&r);
+    kp_host_stop(h);
+    fake_stream_destroy(&fs);
+}
+
 static int connect_to(int port)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -784,6 +812,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_threads_each_get_a_store_and_share_the_load, setup, teardown),
         cmocka_unit_test_setup_teardown(test_start_failures, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stream_is_delivered_in_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_head_on_a_stream_runs_no_producer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stream_released_when_client_goes_away, setup, teardown),
         cmocka_unit_test_setup_teardown(test_graceful_stop_finishes_streams, setup, teardown),
         cmocka_unit_test_setup_teardown(test_forced_stop_releases_endless_streams, setup, teardown),
