@@ -6,7 +6,7 @@
 # leak) counts as one failed test. Exit status: 0 only if nothing failed.
 set -u
 BUILD_DIR=${1:-build}
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 2
 
 passed=0
 failed=0
@@ -17,7 +17,7 @@ if command -v timeout >/dev/null 2>&1; then
 fi
 
 for bin in "$BUILD_DIR"/tests/test_*; do
-    [ -f "$bin" ] && [ -x "$bin" ] || continue
+    if [ ! -f "$bin" ] || [ ! -x "$bin" ]; then continue; fi
     found=1
     name=$(basename "$bin")
     out=$($TIMEOUT "$bin" 2>&1)

@@ -55,6 +55,8 @@ typedef struct kp_principal {
     char plan_id[KP_PLAN_ID_MAX];
     int64_t created_at;
     int is_admin;
+    kp_plan plan;              /* the caller's plan and credits as read when authenticating */
+    kp_balance balance;
 } kp_principal;
 
 typedef struct kp_req {

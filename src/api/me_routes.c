@@ -17,18 +17,12 @@
 
 void kp_h_me(kp_ctx *ctx, kp_req *req, kp_resp *resp)
 {
-    kp_err err = {0};
-    kp_plan plan;
-    kp_balance bal;
-    kp_store *s = ctx->store;
+    /* authentication read the account (user, plan, balance) in one go */
     const kp_principal *p = &req->principal;
-    if (s->ops->plan_get(s, p->plan_id, &plan, &err) != KP_OK ||
-        s->ops->balance_get(s, p->user_id, &bal, &err) != KP_OK) {
-        kp_resp_from_err(resp, &err, req->request_id);
-        return;
-    }
+    const kp_balance bal = p->balance;
+    (void)ctx;
     json_t *body = json_pack("{s:s,s:s,s:b,s:o,s:{s:I,s:I,s:I},s:o}", "id", p->user_id, "email", p->email,
-                             "is_admin", p->is_admin, "plan", kp_plans_to_json(&plan), "credits", "daily",
+                             "is_admin", p->is_admin, "plan", kp_plans_to_json(&p->plan), "credits", "daily",
                              (json_int_t)bal.daily, "monthly", (json_int_t)bal.monthly, "total",
                              (json_int_t)(bal.daily + bal.monthly), "created_at", kp_h_time_json(p->created_at));
     kp_resp_json(resp, 200, body);

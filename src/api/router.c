@@ -100,7 +100,8 @@ static int authenticate(kp_ctx *ctx, kp_req *req, kp_resp *resp)
 {
     kp_err err = {0};
     kp_claims claims;
-    kp_user user;
+    kp_user ext;
+    kp_account acct;
     const char *token = bearer_token(req);
     if (!token) {
         unauthorized(resp, "missing bearer token (Authorization: Bearer <token>)", 0);
@@ -115,10 +116,14 @@ static int authenticate(kp_ctx *ctx, kp_req *req, kp_resp *resp)
         kp_resp_from_err(resp, &err, req->request_id);
         return -1;
     }
-    kp_status rc = claims.external
-                       ? kp_accounts_external_user(ctx->store, ctx->app->cfg->jwt_issuer, claims.sub, claims.email,
-                                                   &user, &err)
-                       : kp_accounts_local_user(ctx->store, claims.sub, &user, &err);
+    kp_status rc = KP_OK;
+    const char *user_id = claims.sub;
+    if (claims.external) {
+        rc = kp_accounts_external_user(ctx->store, ctx->app->cfg->jwt_issuer, claims.sub, claims.email, &ext, &err);
+        user_id = ext.id;
+    }
+    if (rc == KP_OK)
+        rc = kp_accounts_account(ctx->store, user_id, &acct, &err);
     if (rc == KP_EAUTH) {
         unauthorized(resp, err.msg, 1);
         return -1;
@@ -128,12 +133,15 @@ static int authenticate(kp_ctx *ctx, kp_req *req, kp_resp *resp)
         return -1;
     }
     kp_principal *p = &req->principal;
+    const kp_user *user = &acct.user;
     p->authenticated = 1;
-    memcpy(p->user_id, user.id, sizeof p->user_id);
-    memcpy(p->email, user.email, sizeof p->email);
-    memcpy(p->plan_id, user.plan_id, sizeof p->plan_id);
-    p->created_at = user.created_at;
-    p->is_admin = kp_accounts_is_admin(ctx->app->cfg, &user) || (claims.external && claims.admin_group);
+    memcpy(p->user_id, user->id, sizeof p->user_id);
+    memcpy(p->email, user->email, sizeof p->email);
+    memcpy(p->plan_id, user->plan_id, sizeof p->plan_id);
+    p->created_at = user->created_at;
+    p->is_admin = kp_accounts_is_admin(ctx->app->cfg, user) || (claims.external && claims.admin_group);
+    p->plan = acct.plan;
+    p->balance = acct.balance;
     return 0;
 }
 

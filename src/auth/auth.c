@@ -13,6 +13,9 @@
 #include <jansson.h>
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
+#include <sodium.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -35,6 +38,7 @@ struct kp_auth {
     long ttl_s;
     int64_t (*clock)(void *arg);
     void *clock_arg;
+    uint64_t generation;        /* unique per verifier, for the token cache */
 };
 
 static int64_t system_clock(void *arg)
@@ -194,13 +198,72 @@ cleanup:
     return st;
 }
 
+/*
+ * Verified-token cache. A client sends the same token with every request, so
+ * each thread remembers its last verifications, keyed by a BLAKE2b-128 hash
+ * of the whole token (never by a part of it: a signature alone does not bind
+ * the payload) and by the verifier (its unique generation, not its address,
+ * which may be reused). A hit skips decoding, parsing and the signature, but
+ * not time: it holds only while the token is unexpired (same rule and leeway
+ * as a full check) and for at most CACHE_TTL_S after the full verification.
+ * Failures are never cached.
+ */
+#define CACHE_SLOTS 64
+#define CACHE_TTL_S 30
+
+typedef struct cached_token {
+    uint64_t owner;                     /* kp_auth generation; 0: empty */
+    unsigned char hash[16];
+    int64_t verified_at;
+    kp_claims claims;
+} cached_token;
+
+static __thread cached_token token_cache[CACHE_SLOTS];
+static _Atomic uint64_t auth_generations;
+
+static cached_token *cache_slot(const kp_auth *a, const char *token, unsigned char hash[16])
+{
+    crypto_generichash_state st;
+    crypto_generichash_init(&st, (const unsigned char *)&a->generation, sizeof a->generation, 16);
+    crypto_generichash_update(&st, (const unsigned char *)token, strlen(token));
+    crypto_generichash_final(&st, hash, 16);
+    return &token_cache[hash[0] % CACHE_SLOTS];
+}
+
+static int cache_lookup(const kp_auth *a, const char *token, int64_t now, kp_claims *out)
+{
+    unsigned char hash[16];
+    cached_token *c = cache_slot(a, token, hash);
+    if (c->owner != a->generation || sodium_memcmp(c->hash, hash, sizeof hash) != 0)
+        return 0;
+    if (now < c->verified_at || now >= c->verified_at + CACHE_TTL_S || now - KP_AUTH_LEEWAY_S >= c->claims.exp) {
+        c->owner = 0;
+        return 0;
+    }
+    *out = c->claims;
+    return 1;
+}
+
+static void cache_store(const kp_auth *a, const char *token, int64_t now, const kp_claims *claims)
+{
+    unsigned char hash[16];
+    cached_token *c = cache_slot(a, token, hash);
+    c->owner = a->generation;
+    memcpy(c->hash, hash, sizeof hash);
+    c->verified_at = now;
+    c->claims = *claims;
+}
+
 kp_status kp_auth_verify(kp_auth *a, const char *token, kp_claims *out, kp_err *err)
 {
     kp_jwt jwt = KP_JWT_INIT;
     const char *iss;
     kp_status st;
+    int64_t now = auth_now(a);
 
     memset(out, 0, sizeof *out);
+    if (token && strlen(token) <= KP_JWT_MAX_LEN && cache_lookup(a, token, now, out))
+        return KP_OK;
     if ((st = kp_jwt_parse(token, &jwt, err)) != KP_OK)
         goto cleanup;
     iss = kp_jwt_claim_string(&jwt, "iss");
@@ -216,6 +279,8 @@ kp_status kp_auth_verify(kp_auth *a, const char *token, kp_claims *out, kp_err *
 cleanup:
     if (st != KP_OK)
         memset(out, 0, sizeof *out);
+    else
+        cache_store(a, token, now, out);
     kp_jwt_free(&jwt);
     return st;
 }
@@ -331,6 +396,7 @@ kp_status kp_auth_new(const kp_auth_options *opt, kp_auth **out, kp_err *err)
     a = calloc(1, sizeof *a);
     if (!a)
         return kp_err_set(err, KP_ENOMEM, "out of memory");
+    a->generation = ++auth_generations;
     a->clock = opt->clock ? opt->clock : system_clock;
     a->clock_arg = opt->clock ? opt->clock_arg : NULL;
     a->ttl_s = opt->ttl_seconds > 0 ? opt->ttl_seconds : DEFAULT_TTL_S;

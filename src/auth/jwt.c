@@ -193,15 +193,20 @@ kp_status kp_jwt_check_times(const kp_jwt *jwt, int64_t now, long leeway, int64_
     return KP_OK;
 }
 
-/* HMAC-SHA256 of data; *mac_len is set to 32 on success. */
+/* HMAC-SHA256 of data; *mac_len is set to 32 on success. libsodium's
+ * implementation: no provider lookup or allocation per call (OpenSSL 3's
+ * EVP_Q_mac fetches the algorithm each time), on every request's path. */
 static int hmac_sha256(const unsigned char *key, size_t key_len, const void *data, size_t data_len,
                        unsigned char mac[EVP_MAX_MD_SIZE], size_t *mac_len)
 {
-    if (!EVP_Q_mac(NULL, "HMAC", NULL, "SHA256", NULL, key, key_len, data, data_len, mac, EVP_MAX_MD_SIZE,
-                   mac_len)) {
-        ERR_clear_error();
+    crypto_auth_hmacsha256_state st;
+    if (crypto_auth_hmacsha256_init(&st, key, key_len) != 0 ||
+        crypto_auth_hmacsha256_update(&st, data, data_len) != 0 || crypto_auth_hmacsha256_final(&st, mac) != 0) {
+        sodium_memzero(&st, sizeof st);
         return -1;
     }
+    sodium_memzero(&st, sizeof st);
+    *mac_len = crypto_auth_hmacsha256_BYTES;
     return 0;
 }
 

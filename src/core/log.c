@@ -1,6 +1,8 @@
 /* log.c - see log.h. */
 #include "core/log.h"
 
+#include "core/buf.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,6 +10,8 @@
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
+
+#define LOG_DUMP_FLAGS (JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6))
 
 static kp_log_level min_level = KP_LOG_INFO;
 
@@ -37,16 +41,28 @@ static const char *level_name(kp_log_level level)
     }
 }
 
+/* RFC 3339 UTC with milliseconds. The part up to the seconds is cached per
+ * thread, so a busy server formats a date once a second, not once a line. */
 static void format_now(char *out, size_t n)
 {
+    static __thread time_t cached_sec = -1;
+    static __thread char cached[32];
     struct timeval tv;
-    struct tm tm;
     gettimeofday(&tv, NULL);
-    gmtime_r(&tv.tv_sec, &tm);
-    size_t len = strftime(out, n, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(out + len, n - len, ".%03dZ", (int)(tv.tv_usec / 1000));
+    if (tv.tv_sec != cached_sec) {
+        struct tm tm;
+        gmtime_r(&tv.tv_sec, &tm);
+        strftime(cached, sizeof cached, "%Y-%m-%dT%H:%M:%S", &tm);
+        cached_sec = tv.tv_sec;
+    }
+    snprintf(out, n, "%s.%03dZ", cached, (int)(tv.tv_usec / 1000));
 }
 
+/*
+ * The line is {"time":…,"level":…,"msg":…, then the fields}: time and level
+ * are fixed ASCII, msg and the fields are encoded by jansson, and the pieces
+ * are joined as text so no second object is built per line.
+ */
 void kp_log_json(kp_log_level level, const char *msg, json_t *fields)
 {
     if (level < min_level) {
@@ -55,22 +71,26 @@ void kp_log_json(kp_log_level level, const char *msg, json_t *fields)
     }
     char ts[40];
     format_now(ts, sizeof ts);
-    json_t *line = json_object();
-    json_object_set_new(line, "time", json_string(ts));
-    json_object_set_new(line, "level", json_string(level_name(level)));
-    json_object_set_new(line, "msg", json_string(msg));
-    if (fields)
-        json_object_update(line, fields);
+    json_t *m = json_string(msg);
+    char *msg_text = m ? json_dumps(m, JSON_ENCODE_ANY) : NULL;
+    char *fields_text = fields && json_object_size(fields) ? json_dumps(fields, LOG_DUMP_FLAGS) : NULL;
+    json_decref(m);
     json_decref(fields);
-    char *text = json_dumps(line, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    json_decref(line);
-    if (!text)
-        return;
-    size_t len = strlen(text);
-    text[len] = '\n'; /* overwrite the NUL: one write per line */
-    ssize_t rc = write(STDERR_FILENO, text, len + 1);
-    (void)rc;
-    free(text);
+    kp_buf line = KP_BUF_INIT;
+    kp_buf_printf(&line, "{\"time\":\"%s\",\"level\":\"%s\",\"msg\":%s", ts, level_name(level),
+                  msg_text ? msg_text : "\"\"");
+    if (fields_text) /* "{...}" -> ",..." */
+        kp_buf_printf(&line, ",%s", fields_text + 1);
+    else
+        kp_buf_puts(&line, "}");
+    kp_buf_puts(&line, "\n");
+    if (line.data) {
+        ssize_t rc = write(STDERR_FILENO, line.data, line.len);
+        (void)rc;
+    }
+    kp_buf_free(&line);
+    free(msg_text);
+    free(fields_text);
 }
 
 void kp_log(kp_log_level level, const char *fmt, ...)

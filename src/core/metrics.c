@@ -19,9 +19,9 @@
 #include <string.h>
 #include <time.h>
 
-#define ROUTE_SLOTS 256  /* power of two, comfortably above KP_METRICS_MAX_ROUTES + 1 */
-#define NAMED_SLOTS 128  /* power of two, above KP_METRICS_MAX_NAMED */
-#define STATUS_SLOTS 16  /* distinct status codes per route before "other" */
+#define ROUTE_SLOTS 256 /* power of two, comfortably above KP_METRICS_MAX_ROUTES + 1 */
+#define NAMED_SLOTS 128 /* power of two, above KP_METRICS_MAX_NAMED */
+#define STATUS_SLOTS 16 /* distinct status codes per route before "other" */
 #define NAME_MAX_LEN 100
 
 /* Histogram upper bounds: sub-millisecond API calls up to generation streams. */
@@ -29,11 +29,9 @@ static const struct {
     uint64_t us;
     const char *le;
 } bucket_bounds[] = {
-    {500, "0.0005"},    {1000, "0.001"},     {2500, "0.0025"},    {5000, "0.005"},
-    {10000, "0.01"},    {25000, "0.025"},    {50000, "0.05"},     {100000, "0.1"},
-    {250000, "0.25"},   {500000, "0.5"},     {1000000, "1"},      {2500000, "2.5"},
-    {5000000, "5"},     {10000000, "10"},    {30000000, "30"},    {60000000, "60"},
-    {120000000, "120"}, {300000000, "300"},
+    {500, "0.0005"}, {1000, "0.001"},  {2500, "0.0025"}, {5000, "0.005"},  {10000, "0.01"},    {25000, "0.025"},
+    {50000, "0.05"}, {100000, "0.1"},  {250000, "0.25"}, {500000, "0.5"},  {1000000, "1"},     {2500000, "2.5"},
+    {5000000, "5"},  {10000000, "10"}, {30000000, "30"}, {60000000, "60"}, {120000000, "120"}, {300000000, "300"},
 };
 #define NBOUNDS (sizeof bucket_bounds / sizeof bucket_bounds[0])
 
@@ -53,7 +51,7 @@ typedef struct route_slot {
 typedef struct named_slot {
     _Atomic(char *) name; /* NULL: free; published after kind */
     kp_metric_kind kind;
-    char *help;           /* guarded by kp_metrics.mu */
+    char *help; /* guarded by kp_metrics.mu */
     _Atomic int64_t value;
 } named_slot;
 
@@ -379,8 +377,9 @@ static int cmp_status(const void *a, const void *b)
 
 static int render_requests(kp_buf *out, route_slot *const *routes, size_t n)
 {
-    int rc = kp_buf_puts(out, "# HELP koumpa_http_requests_total HTTP requests handled, by route pattern and status code.\n"
-                              "# TYPE koumpa_http_requests_total counter\n");
+    int rc =
+        kp_buf_puts(out, "# HELP koumpa_http_requests_total HTTP requests handled, by route pattern and status code.\n"
+                         "# TYPE koumpa_http_requests_total counter\n");
     for (size_t i = 0; i < n && rc == 0; i++) {
         const route_slot *s = routes[i];
         const char *label = atomic_load_explicit(&s->label, memory_order_relaxed);
@@ -424,8 +423,8 @@ static int render_durations(kp_buf *out, route_slot *const *routes, size_t n)
             cumulative += atomic_load_explicit(&s->bucket[b], memory_order_relaxed);
             rc |= kp_buf_puts(out, "koumpa_http_request_duration_seconds_bucket{route=");
             rc |= put_label_value(out, label);
-            rc |= kp_buf_printf(out, ",le=\"%s\"} %" PRIu64 "\n", b < NBOUNDS ? bucket_bounds[b].le : "+Inf",
-                                cumulative);
+            rc |=
+                kp_buf_printf(out, ",le=\"%s\"} %" PRIu64 "\n", b < NBOUNDS ? bucket_bounds[b].le : "+Inf", cumulative);
         }
         /* _count is the +Inf bucket, so a scrape is always self-consistent */
         uint64_t sum_us = atomic_load_explicit(&s->sum_us, memory_order_relaxed);

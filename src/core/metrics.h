@@ -33,10 +33,7 @@
 
 typedef struct kp_metrics kp_metrics;
 
-typedef enum kp_metric_kind {
-    KP_METRIC_COUNTER = 0,
-    KP_METRIC_GAUGE
-} kp_metric_kind;
+typedef enum kp_metric_kind { KP_METRIC_COUNTER = 0, KP_METRIC_GAUGE } kp_metric_kind;
 
 /* A new, empty registry; NULL when out of memory. */
 kp_metrics *kp_metrics_new(void);

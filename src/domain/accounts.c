@@ -147,9 +147,9 @@ kp_status kp_accounts_login(kp_store *s, const kp_config *cfg, const char *email
     return KP_OK;
 }
 
-kp_status kp_accounts_local_user(kp_store *s, const char *user_id, kp_user *out, kp_err *err)
+kp_status kp_accounts_account(kp_store *s, const char *user_id, kp_account *out, kp_err *err)
 {
-    kp_status rc = s->ops->user_get(s, user_id, out, err);
+    kp_status rc = s->ops->account_get(s, user_id, out, err);
     if (rc == KP_ENOTFOUND)
         return kp_err_set(err, KP_EAUTH, "the token's user no longer exists");
     return rc;

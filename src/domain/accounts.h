@@ -27,8 +27,9 @@ kp_status kp_accounts_signup(kp_store *s, const kp_config *cfg, const char *emai
 kp_status kp_accounts_login(kp_store *s, const kp_config *cfg, const char *email, const char *password,
                             kp_user *out, kp_err *err);
 
-/* The user behind a local token's subject (a user id). KP_EAUTH if gone. */
-kp_status kp_accounts_local_user(kp_store *s, const char *user_id, kp_user *out, kp_err *err);
+/* The account (user, plan, balance) behind a user id, e.g. a local token's
+ * subject. KP_EAUTH if the user is gone. The password hash is not read. */
+kp_status kp_accounts_account(kp_store *s, const char *user_id, kp_account *out, kp_err *err);
 
 /* The user behind an identity-provider subject, created on first sight.
  * issuer + sub identify it; email may be "" or NULL. */

@@ -60,29 +60,29 @@
 #define LISTEN_BACKLOG 511
 #define DEFAULT_DRAIN_MS 10000
 #define DRAIN_TICK_MS 20
-#define STREAM_READ_HIGH_WATER (64 * 1024) /* buffered client bytes while a stream runs */
+#define STREAM_READ_HIGH_WATER (64 * 1024)    /* buffered client bytes while a stream runs */
 #define STREAM_PENDING_MAX (16 * 1024 * 1024) /* a client this far behind counts as gone */
 #define REQUEST_ID_MAX 64
 #define ROUTE_LABEL_MAX 128
 
-#define ALLOWED_METHODS                                                                                  \
-    (EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE | EVHTTP_REQ_HEAD |           \
-     EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH)
+#define ALLOWED_METHODS                                                                                                \
+    (EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE | EVHTTP_REQ_HEAD | EVHTTP_REQ_OPTIONS |    \
+     EVHTTP_REQ_PATCH)
 
 typedef struct worker {
     kp_host *host;
     pthread_t thread;
     int thread_started;
     struct event_base *base;
-    struct evhttp *http;                /* freed by the worker when its loop ends */
-    struct evhttp_bound_socket *bound;  /* NULL once draining */
-    struct event *stop_ev;              /* activated by kp_host_stop */
+    struct evhttp *http;               /* freed by the worker when its loop ends */
+    struct evhttp_bound_socket *bound; /* NULL once draining */
+    struct event *stop_ev;             /* activated by kp_host_stop */
     struct event *drain_tick;
     kp_ctx ctx;
-    long inflight;          /* worker thread only */
-    int draining;           /* worker thread only */
+    long inflight; /* worker thread only */
+    int draining;  /* worker thread only */
     uint64_t drain_deadline_ms;
-    char rid_prefix[9];     /* 8 random hex digits, then a counter */
+    char rid_prefix[9]; /* 8 random hex digits, then a counter */
     uint32_t rid_counter;
 } worker;
 
@@ -229,8 +229,8 @@ static int request_id_is_sane(const char *id)
         return 0;
     for (; id[n]; n++) {
         char c = id[n];
-        int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
-                 c == '_' || c == '.';
+        int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_' ||
+                 c == '.';
         if (!ok || n >= REQUEST_ID_MAX)
             return 0;
     }
@@ -267,8 +267,8 @@ static void summary_record(worker *w, const req_summary *s)
     kp_metrics_observe(w->ctx.app ? w->ctx.app->metrics : NULL, s->route, s->status, secs);
     if (!kp_log_enabled(KP_LOG_INFO))
         return;
-    json_t *f = json_pack("{s:s,s:s,s:s,s:i,s:f}", "request_id", s->request_id, "method", s->method, "route",
-                          s->route, "status", s->status, "duration_ms", (double)(long long)(secs * 1e6) / 1000.0);
+    json_t *f = json_pack("{s:s,s:s,s:s,s:i,s:f}", "request_id", s->request_id, "method", s->method, "route", s->route,
+                          "status", s->status, "duration_ms", (double)(long long)(secs * 1e6) / 1000.0);
     if (!f)
         return;
     if (s->user_id[0])
@@ -431,8 +431,7 @@ nomem:
 
 /* ---- writing the kp_resp ---- */
 
-static void add_response_headers(worker *w, struct evhttp_request *evreq, const kp_resp *resp,
-                                 const char *request_id)
+static void add_response_headers(worker *w, struct evhttp_request *evreq, const kp_resp *resp, const char *request_id)
 {
     struct evkeyvalq *out = evhttp_request_get_output_headers(evreq);
     for (size_t i = 0; i < resp->headers.n; i++) {
@@ -461,7 +460,7 @@ static void send_response(worker *w, struct evhttp_request *evreq, kp_resp *resp
 {
     int head = evhttp_request_get_command(evreq) == EVHTTP_REQ_HEAD;
     add_response_headers(w, evreq, resp, request_id);
-    if (head && resp->status >= 200 && resp->status != 204 && resp->status != 304) {
+    if (head && response_has_body(0, resp->status)) {
         /* HEAD answers like GET without the body; evhttp does not count it for us */
         char len[32];
         snprintf(len, sizeof len, "%zu", resp->body.len);
@@ -648,8 +647,7 @@ static void handle_request(struct evhttp_request *evreq, void *arg)
     if (read_request(w, evreq, &req, rid, &path, &resp) == 0)
         w->host->opt.dispatch(&w->ctx, &req, &resp);
     if (resp.status < 100 || resp.status > 599) {
-        kp_log(KP_LOG_ERROR, "handler left status %d for %s %s (request %s)", resp.status, req.method, req.path,
-               rid);
+        kp_log(KP_LOG_ERROR, "handler left status %d for %s %s (request %s)", resp.status, req.method, req.path, rid);
         if (resp.stream) {
             resp.stream->release(resp.stream);
             resp.stream = NULL;

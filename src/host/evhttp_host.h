@@ -28,9 +28,9 @@ typedef struct kp_host kp_host;
 typedef void (*kp_dispatch_fn)(kp_ctx *ctx, kp_req *req, kp_resp *resp);
 
 typedef struct kp_host_options {
-    const char *addr;    /* "host:port", "[v6]:port" or ":port" (all interfaces); port 0 picks a free one */
-    int threads;         /* worker threads, >= 1 (values < 1 mean 1) */
-    kp_app *app;         /* shared application state, handed to dispatch in kp_ctx */
+    const char *addr; /* "host:port", "[v6]:port" or ":port" (all interfaces); port 0 picks a free one */
+    int threads;      /* worker threads, >= 1 (values < 1 mean 1) */
+    kp_app *app;      /* shared application state, handed to dispatch in kp_ctx */
     /* Opens the worker's database handle; called once on each worker thread at
      * start (NULL: workers get ctx->store == NULL). The host closes the handle
      * with store->ops->close when the worker ends. */

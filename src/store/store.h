@@ -61,6 +61,13 @@ typedef struct kp_balance {
     int64_t version;                  /* bumps on every change; the CAS token */
 } kp_balance;
 
+/* A user as authentication sees them: the row, its plan, its balance. */
+typedef struct kp_account {
+    kp_user user;
+    kp_plan plan;
+    kp_balance balance;
+} kp_account;
+
 typedef struct kp_ledger_entry {
     int64_t seq;                      /* monotonically increasing per database */
     char user_id[KP_ID_MAX];
@@ -184,6 +191,8 @@ typedef struct kp_store_ops {
 
     /* credits */
     kp_status (*balance_get)(kp_store *s, const char *user_id, kp_balance *out, kp_err *err);
+    /* A user with their plan and balance, in one consistent read (every authenticated request's). */
+    kp_status (*account_get)(kp_store *s, const char *user_id, kp_account *out, kp_err *err);
     kp_status (*credits_apply)(kp_store *s, const kp_credit_change *c, kp_balance *out, kp_err *err);
     kp_status (*reservation_get)(kp_store *s, const char *id, kp_reservation *out, kp_err *err);
     /* A user's ledger, newest first, entries with seq < before_seq (0: from the newest). *out malloc'd. */

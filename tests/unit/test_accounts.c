@@ -277,13 +277,17 @@ static void test_login_failures_look_the_same(void **state)
 static void test_local_user(void **state)
 {
     fixture *f = *state;
-    kp_user u, got;
+    kp_user u;
+    kp_account got;
     kp_err err = {0};
     signup_ok(f, "local@example.com", "password-123", &u);
-    assert_int_equal(kp_accounts_local_user(f->s, u.id, &got, &err), KP_OK);
-    assert_string_equal(got.email, "local@example.com");
+    assert_int_equal(kp_accounts_account(f->s, u.id, &got, &err), KP_OK);
+    assert_string_equal(got.user.email, "local@example.com");
+    assert_string_equal(got.user.password_hash, ""); /* never read on this path */
+    assert_string_equal(got.plan.id, "free");
+    assert_int_equal(got.balance.daily, 5);
     /* a token whose user is gone is an authentication failure, not a 404 */
-    assert_int_equal(kp_accounts_local_user(f->s, "usr_000000000000000000000000", &got, &err), KP_EAUTH);
+    assert_int_equal(kp_accounts_account(f->s, "usr_000000000000000000000000", &got, &err), KP_EAUTH);
     assert_int_equal(err.status, KP_EAUTH);
 }
 

@@ -1037,6 +1037,44 @@ static void test_jwks_concurrent_cold_fetch(void **state)
     kp_jwks_free(j);
 }
 
+
+/* ---- the verified-token cache ---- */
+
+/* A cached verification still honours expiry, belongs to its verifier only,
+ * and failures are never cached. */
+static void test_verified_token_cache(void **state)
+{
+    kp_auth *a = *state;
+    json_t *claims = id_claims();
+    json_object_set_new(claims, "exp", json_integer(NOW + 100));
+    char *tok = mint_rs("kid-a", key_a, claims);
+
+    verify(a, tok, NULL);
+    verify(a, tok, NULL); /* a hit */
+    /* another verifier (its own keys and rules) does not see a's cache */
+    kp_auth *other = new_auth("https://other-issuer.example", jwks_url);
+    verify(other, tok, "issuer");
+    kp_auth_free(other);
+
+    /* expiry is checked on every hit, with the same leeway as a full check */
+    kp_auth *b = new_auth(ISSUER, jwks_url);
+    fake_now = NOW + 150;
+    verify(b, tok, NULL);
+    fake_now = NOW + 159;
+    verify(b, tok, NULL);
+    fake_now = NOW + 160;
+    verify(b, tok, "expired");
+    kp_auth_free(b);
+    free(tok);
+
+    /* a failure is never cached: the same bad token fails the same way twice */
+    char *bad = mint_local(local_claims());
+    bad[strlen(bad) - 2] ^= 1;
+    verify(a, bad, "signature");
+    verify(a, bad, "signature");
+    free(bad);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1064,6 +1102,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_jwks_bad_documents, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_verification, setup, teardown),
         cmocka_unit_test_setup_teardown(test_jwks_concurrent_cold_fetch, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_verified_token_cache, setup, teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -40,7 +40,7 @@ typedef struct fake_stream {
     kp_sink *sink; /* NULL once released */
     pthread_t thread;
     int thread_started;
-    int events;      /* how many "data: i" events; -1: until the client is gone */
+    int events; /* how many "data: i" events; -1: until the client is gone */
     int interval_ms;
     atomic_int started;
     atomic_int released;
@@ -178,8 +178,8 @@ static void test_dispatch(kp_ctx *ctx, kp_req *req, kp_resp *resp)
     }
     json_t *body = json_pack("{s:s,s:s,s:o,s:o,s:s%,s:s,s:s,s:b}", "method", req->method, "path", req->path, "query",
                              headers_json(&req->query), "headers", headers_json(&req->headers), "body",
-                             req->body ? req->body : "", req->body_len, "remote_addr", req->remote_addr,
-                             "request_id", req->request_id, "has_store", ctx->store != NULL);
+                             req->body ? req->body : "", req->body_len, "remote_addr", req->remote_addr, "request_id",
+                             req->request_id, "has_store", ctx->store != NULL);
     kp_resp_json(resp, 200, body);
     kp_headers_add(&resp->headers, "X-Echo", "1");
 }
@@ -588,8 +588,12 @@ static void test_start_failures(void **state)
     kp_host *h = NULL, *h2 = NULL;
     kp_err err = {0};
     int fail_second = 2;
-    kp_host_options o = {.addr = "127.0.0.1:0", .threads = 3, .app = &test_app, .open_store = fake_open_store,
-                         .open_store_ud = &fail_second, .dispatch = test_dispatch};
+    kp_host_options o = {.addr = "127.0.0.1:0",
+                         .threads = 3,
+                         .app = &test_app,
+                         .open_store = fake_open_store,
+                         .open_store_ud = &fail_second,
+                         .dispatch = test_dispatch};
     assert_int_equal(kp_host_start(&o, &h, &err), KP_EDB);
     assert_null(h);
     assert_non_null(strstr(err.msg, "database 2 is broken"));

@@ -79,11 +79,11 @@ static void test_histogram_buckets_are_cumulative(void **state)
 {
     (void)state;
     kp_metrics *m = kp_metrics_new();
-    kp_metrics_observe(m, "/r", 200, 0.0004);  /* <= 0.0005 */
-    kp_metrics_observe(m, "/r", 200, 0.0005);  /* le is inclusive */
-    kp_metrics_observe(m, "/r", 200, 0.003);   /* <= 0.005 */
-    kp_metrics_observe(m, "/r", 200, 1000.0);  /* above every bound */
-    kp_metrics_observe(m, "/r", 200, -1.0);    /* clamped to 0 */
+    kp_metrics_observe(m, "/r", 200, 0.0004); /* <= 0.0005 */
+    kp_metrics_observe(m, "/r", 200, 0.0005); /* le is inclusive */
+    kp_metrics_observe(m, "/r", 200, 0.003);  /* <= 0.005 */
+    kp_metrics_observe(m, "/r", 200, 1000.0); /* above every bound */
+    kp_metrics_observe(m, "/r", 200, -1.0);   /* clamped to 0 */
     char *text = render(m);
     assert_line(text, "koumpa_http_request_duration_seconds_bucket{route=\"/r\",le=\"0.0005\"} 3");
     assert_line(text, "koumpa_http_request_duration_seconds_bucket{route=\"/r\",le=\"0.0025\"} 3");

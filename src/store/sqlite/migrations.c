@@ -12,6 +12,7 @@
  */
 #include "store/sqlite/migrations.h"
 
+#include <pthread.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -287,12 +288,25 @@ cleanup:
     return rc;
 }
 
+static void global_init_once(void)
+{
+    sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+    sqlite3_initialize();
+}
+
+void kp_sqlite_global_init(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, global_init_once);
+}
+
 kp_status kp_sqlite_migrate(const char *db_path, int *applied, kp_err *err)
 {
     sqlite3 *db = NULL;
     kp_status rc = KP_OK;
     int count = 0;
 
+    kp_sqlite_global_init();
     if (applied)
         *applied = 0;
     if (!db_path || !*db_path)

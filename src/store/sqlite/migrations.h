@@ -19,6 +19,11 @@
 #define KP_SQLITE_BUSY_TIMEOUT_MS 10000
 
 /* The schema version this build needs (the number of migrations). */
+/* Process-wide SQLite settings, applied once before any connection opens:
+ * memory statistics off (they take a global mutex on every allocation, which
+ * serialises the HTTP threads' reads). */
+void kp_sqlite_global_init(void);
+
 int kp_sqlite_schema_target(void);
 
 /* Reads the version a database is at (0 when it was never migrated). */

@@ -58,6 +58,7 @@ typedef enum stmt_id {
     ST_PLAN_UPSERT,
     ST_BALANCE_INSERT,
     ST_BALANCE_GET,
+    ST_ACCOUNT_GET,
     ST_BALANCE_SET,
     ST_LEDGER_IDEM_USED,
     ST_LEDGER_INSERT,
@@ -125,6 +126,11 @@ static const char *const stmt_sql[ST_COUNT] = {
                        "updated_at = excluded.updated_at",
     [ST_BALANCE_INSERT] = "INSERT INTO balances (user_id, daily, monthly, version) VALUES (?1, 0, 0, 0)",
     [ST_BALANCE_GET] = "SELECT daily, monthly, version FROM balances WHERE user_id = ?1",
+    [ST_ACCOUNT_GET] = "SELECT u.id, u.email, '', u.external_sub, u.plan_id, u.is_admin, u.created_at, "
+                       "b.daily, b.monthly, b.version, p.id, p.name, p.price_cents, p.currency, "
+                       "p.monthly_credits, p.daily_bonus, p.max_concurrent_generations, p.stripe_price_id, "
+                       "p.active, p.updated_at FROM users u JOIN balances b ON b.user_id = u.id "
+                       "JOIN plans p ON p.id = u.plan_id WHERE u.id = ?1",
     [ST_BALANCE_SET] = "UPDATE balances SET daily = ?2, monthly = ?3, version = version + 1 WHERE user_id = ?1",
     [ST_LEDGER_IDEM_USED] = "SELECT 1 FROM ledger WHERE idem_key = ?1",
     [ST_LEDGER_INSERT] = "INSERT INTO ledger (user_id, delta_daily, delta_monthly, balance_daily, "
@@ -465,18 +471,23 @@ static kp_status sq_user_set_plan(kp_store *s, const char *id, const char *plan_
 
 /* ---- plans ------------------------------------------------------------ */
 
+static void read_plan_at(sqlite3_stmt *st, int first, kp_plan *p)
+{
+    column_copy(st, first + 0, p->id, sizeof p->id);
+    column_copy(st, first + 1, p->name, sizeof p->name);
+    p->price_cents = sqlite3_column_int64(st, first + 2);
+    column_copy(st, first + 3, p->currency, sizeof p->currency);
+    p->monthly_credits = sqlite3_column_int64(st, first + 4);
+    p->daily_bonus = sqlite3_column_int64(st, first + 5);
+    p->max_concurrent_generations = sqlite3_column_int64(st, first + 6);
+    column_copy(st, first + 7, p->stripe_price_id, sizeof p->stripe_price_id);
+    p->active = sqlite3_column_int(st, first + 8);
+    p->updated_at = sqlite3_column_int64(st, first + 9);
+}
+
 static void read_plan(sqlite3_stmt *st, kp_plan *p)
 {
-    column_copy(st, 0, p->id, sizeof p->id);
-    column_copy(st, 1, p->name, sizeof p->name);
-    p->price_cents = sqlite3_column_int64(st, 2);
-    column_copy(st, 3, p->currency, sizeof p->currency);
-    p->monthly_credits = sqlite3_column_int64(st, 4);
-    p->daily_bonus = sqlite3_column_int64(st, 5);
-    p->max_concurrent_generations = sqlite3_column_int64(st, 6);
-    column_copy(st, 7, p->stripe_price_id, sizeof p->stripe_price_id);
-    p->active = sqlite3_column_int(st, 8);
-    p->updated_at = sqlite3_column_int64(st, 9);
+    read_plan_at(st, 0, p);
 }
 
 static kp_status sq_plan_get(kp_store *s, const char *id, kp_plan *out, kp_err *err)
@@ -638,6 +649,35 @@ static kp_status balance_read(sq_store *h, const char *user_id, kp_balance *out,
         rc = kp_err_set(err, KP_ENOTFOUND, "user not found");
     } else {
         rc = kp_sqlite_db_error(h->db, "read balance", err);
+    }
+    stmt_done(st);
+    return rc;
+}
+
+/* Reads plan columns starting at column `first` (in PLAN_COLS order). */
+static void read_plan_at(sqlite3_stmt *st, int first, kp_plan *p);
+
+static kp_status sq_account_get(kp_store *s, const char *user_id, kp_account *out, kp_err *err)
+{
+    sq_store *h = impl_of(s);
+    if (!user_id || !*user_id)
+        return kp_err_set(err, KP_ENOTFOUND, "user not found");
+    sqlite3_stmt *st = NULL;
+    kp_status rc = stmt_get(h, ST_ACCOUNT_GET, &st, err);
+    if (rc != KP_OK)
+        return rc;
+    bind_text(st, 1, user_id);
+    int step = sqlite3_step(st);
+    if (step == SQLITE_ROW) {
+        read_user(st, &out->user);
+        out->balance.daily = sqlite3_column_int64(st, 7);
+        out->balance.monthly = sqlite3_column_int64(st, 8);
+        out->balance.version = sqlite3_column_int64(st, 9);
+        read_plan_at(st, 10, &out->plan);
+    } else if (step == SQLITE_DONE) {
+        rc = kp_err_set(err, KP_ENOTFOUND, "user not found");
+    } else {
+        rc = kp_sqlite_db_error(h->db, "read account", err);
     }
     stmt_done(st);
     return rc;
@@ -1700,6 +1740,7 @@ static const kp_store_ops sqlite_ops = {
     .version_set_settled = sq_version_set_settled,
     .versions_generating_count = sq_versions_generating_count,
     .versions_unsettled = sq_versions_unsettled,
+    .account_get = sq_account_get,
     .ping = sq_ping,
     .close = sq_close,
 };
@@ -1712,6 +1753,7 @@ kp_status kp_sqlite_open(const char *db_path, kp_store **out, kp_err *err)
     kp_status rc;
 
     *out = NULL;
+    kp_sqlite_global_init();
     if (!db_path || !*db_path)
         return kp_err_set(err, KP_EINVAL, "database path is empty");
     /* No SQLITE_OPEN_CREATE: a missing file means "not migrated". */
