@@ -15,8 +15,12 @@ PKGS    := libevent libevent_pthreads jansson openssl sqlite3 libcurl libsodium 
 CC      ?= cc
 WARN    := -Wall -Wextra -Werror -Wshadow -Wpointer-arith -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 -Wno-format-nonliteral
 CFLAGS  ?= -O2 -g
-CPPFLAGS_ALL := -std=c11 -D_GNU_SOURCE -Isrc $(shell pkg-config --cflags $(PKGS))
-LDLIBS_ALL   := $(shell pkg-config --libs $(PKGS)) -lpthread -lm
+# pkg-config is asked on first use, not when the Makefile is read: `make run`
+# on a fresh machine installs the packages (the deps target) before that.
+PKG_CFLAGS = $(eval PKG_CFLAGS := $$(shell pkg-config --cflags $(PKGS)))$(PKG_CFLAGS)
+PKG_LIBS   = $(eval PKG_LIBS := $$(shell pkg-config --libs $(PKGS)))$(PKG_LIBS)
+CPPFLAGS_ALL = -std=c11 -D_GNU_SOURCE -Isrc $(PKG_CFLAGS)
+LDLIBS_ALL   = $(PKG_LIBS) -lpthread -lm
 SAN     ?=
 
 SRCS      := $(shell find src -name '*.c' | sort)
@@ -38,10 +42,12 @@ $(BUILD)/obj/%.o: %.c
 
 $(BUILD)/libkoumpa.a: $(LIB_OBJS)
 	@rm -f $@
-	ar rcs $@ $^
+	@echo "  AR    $@"
+	@ar rcs $@ $^
 
 $(BUILD)/koumpa: $(CLI_OBJS) $(BUILD)/libkoumpa.a
-	$(CC) $(CFLAGS) $(SAN) -o $@ $(CLI_OBJS) $(BUILD)/libkoumpa.a $(LDLIBS_ALL)
+	@echo "  LD    $@"
+	@$(CC) $(CFLAGS) $(SAN) -o $@ $(CLI_OBJS) $(BUILD)/libkoumpa.a $(LDLIBS_ALL)
 
 $(BUILD)/tests/%: tests/unit/%.c $(TEST_HELPER_OBJS) $(BUILD)/libkoumpa.a
 	@mkdir -p $(dir $@)

@@ -31,7 +31,7 @@
 
 static kp_gen *service(kp_ctx *ctx)
 {
-    return ctx->app ? (kp_gen *)ctx->app->gen : NULL;
+    return ctx->app ? ctx->app->gen : NULL;
 }
 
 static const char *status_name(kp_version_status s)

@@ -20,13 +20,14 @@
 typedef struct kp_auth kp_auth;             /* token verifier, auth/auth.h */
 typedef struct kp_ratelimit kp_ratelimit;   /* core/ratelimit.h */
 typedef struct kp_metrics kp_metrics;       /* core/metrics.h */
+typedef struct kp_gen kp_gen;               /* gen/generator.h */
 
 typedef struct kp_app {
     const kp_config *cfg;
     kp_auth *auth;
     kp_ratelimit *login_limit;
     kp_metrics *metrics;
-    void *gen;                  /* generation service (issue 3), NULL until then */
+    kp_gen *gen;                /* the generation service; NULL in tools that do not generate */
 } kp_app;
 
 typedef struct kp_ctx {

@@ -42,7 +42,7 @@ typedef struct kp_config {
     /* logging */
     char *log_level;     /* KOUMPA_LOG_LEVEL: debug|info|warn|error (default info) */
 
-    /* generation (issue 3) */
+    /* generation */
     char *llm_provider;       /* KOUMPA_LLM_PROVIDER: anthropic|openai (default: anthropic if ANTHROPIC_API_KEY set) */
     char *anthropic_api_key;  /* ANTHROPIC_API_KEY (secret) */
     char *anthropic_base_url; /* ANTHROPIC_BASE_URL (default https://api.anthropic.com) */

@@ -118,6 +118,9 @@ struct kp_gen {
     kp_store *store; /* the loop's handle */
     pthread_mutex_t mu;
     int stopping; /* mu: no new submissions */
+    /* Serialises admission (concurrency check, reservation, rows) so that two
+     * requests of one user cannot both pass the plan's limit in this process. */
+    pthread_mutex_t admit;
     _Atomic int64_t in_flight;
     /* loop-only */
     generation *gens;
@@ -1193,6 +1196,7 @@ kp_status kp_gen_new(const kp_gen_options *opt, kp_gen **out, kp_err *err)
         return kp_err_set(err, KP_ENOMEM, "out of memory");
     g->opt = *opt;
     pthread_mutex_init(&g->mu, NULL);
+    pthread_mutex_init(&g->admit, NULL);
     atomic_init(&g->in_flight, 0);
     kp_status rc = opt->open_store(opt->open_store_ud, &g->store, err);
     if (rc == KP_OK) {
@@ -1206,6 +1210,7 @@ kp_status kp_gen_new(const kp_gen_options *opt, kp_gen **out, kp_err *err)
         if (g->store)
             g->store->ops->close(g->store);
         pthread_mutex_destroy(&g->mu);
+        pthread_mutex_destroy(&g->admit);
         free(g);
         return rc;
     }
@@ -1239,6 +1244,7 @@ void kp_gen_free(kp_gen *g)
     if (g->store)
         g->store->ops->close(g->store);
     pthread_mutex_destroy(&g->mu);
+    pthread_mutex_destroy(&g->admit);
     free(g);
 }
 
@@ -1514,16 +1520,18 @@ kp_status kp_gen_submit(kp_gen *g, kp_store *s, const kp_gen_request *r, kp_gen_
                        (long long)tokens, g->opt.cfg->max_tokens, g->opt.cfg->context_window);
         goto cleanup;
     }
+    pthread_mutex_lock(&g->admit);
     rc = check_concurrency(s, r, res, err);
     if (rc == KP_OK)
         rc = reserve(g, s, r, res_id, res, err);
+    if (rc == KP_OK) {
+        rc = create_rows(s, r, follow_up ? &p : NULL, n, res_id, res, err);
+        if (rc != KP_OK)
+            undo_reservation(s, res_id);
+    }
+    pthread_mutex_unlock(&g->admit);
     if (rc != KP_OK)
         goto cleanup;
-    rc = create_rows(s, r, follow_up ? &p : NULL, n, res_id, res, err);
-    if (rc != KP_OK) {
-        undo_reservation(s, res_id);
-        goto cleanup;
-    }
     res->version = n;
     generation *gen = generation_new(g, r, res->project_id, n, res_id, &h, &prompt, err);
     if (!gen) {

@@ -511,11 +511,65 @@ static kp_status sq_plan_get(kp_store *s, const char *id, kp_plan *out, kp_err *
     return rc;
 }
 
+/*
+ * Steps a bound statement into a new array of elem-sized items, each filled
+ * by read_row; resets st. On failure frees what it read (free_items, or
+ * free() when NULL) and leaves *out untouched.
+ */
+typedef kp_status (*row_reader)(sqlite3_stmt *st, void *item, kp_err *err);
+
+static kp_status collect_rows(sq_store *h, sqlite3_stmt *st, size_t elem, row_reader read_row,
+                              void (*free_items)(void *items, size_t n), const char *what, void **out, size_t *n,
+                              kp_err *err)
+{
+    char *items = NULL;
+    size_t count = 0, cap = 0;
+    kp_status rc = KP_OK;
+    int step;
+    while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+        if (count == cap) {
+            size_t ncap = cap ? cap * 2 : 8;
+            char *grown = realloc(items, ncap * elem);
+            if (!grown) {
+                rc = kp_err_set(err, KP_ENOMEM, "out of memory");
+                goto cleanup;
+            }
+            items = grown;
+            cap = ncap;
+        }
+        memset(items + count * elem, 0, elem);
+        rc = read_row(st, items + count * elem, err);
+        if (rc != KP_OK)
+            goto cleanup;
+        count++;
+    }
+    if (step != SQLITE_DONE)
+        rc = kp_sqlite_db_error(h->db, what, err);
+
+cleanup:
+    stmt_done(st);
+    if (rc != KP_OK) {
+        if (free_items)
+            free_items(items, count);
+        else
+            free(items);
+        return rc;
+    }
+    *out = items;
+    *n = count;
+    return KP_OK;
+}
+
+static kp_status plan_row(sqlite3_stmt *st, void *item, kp_err *err)
+{
+    (void)err;
+    read_plan(st, item);
+    return KP_OK;
+}
+
 static kp_status sq_plan_list(kp_store *s, int active_only, kp_plan **out, size_t *n, kp_err *err)
 {
     sq_store *h = impl_of(s);
-    kp_plan *items = NULL;
-    size_t count = 0, cap = 0;
     *out = NULL;
     *n = 0;
 
@@ -524,33 +578,7 @@ static kp_status sq_plan_list(kp_store *s, int active_only, kp_plan **out, size_
     if (rc != KP_OK)
         return rc;
     sqlite3_bind_int(st, 1, active_only ? 1 : 0);
-    int step;
-    while ((step = sqlite3_step(st)) == SQLITE_ROW) {
-        if (count == cap) {
-            size_t ncap = cap ? cap * 2 : 8;
-            kp_plan *grown = realloc(items, ncap * sizeof *grown);
-            if (!grown) {
-                rc = kp_err_set(err, KP_ENOMEM, "out of memory");
-                goto cleanup;
-            }
-            items = grown;
-            cap = ncap;
-        }
-        memset(&items[count], 0, sizeof items[count]);
-        read_plan(st, &items[count++]);
-    }
-    if (step != SQLITE_DONE)
-        rc = kp_sqlite_db_error(h->db, "list plans", err);
-
-cleanup:
-    stmt_done(st);
-    if (rc != KP_OK) {
-        free(items);
-        return rc;
-    }
-    *out = items;
-    *n = count;
-    return KP_OK;
+    return collect_rows(h, st, sizeof(kp_plan), plan_row, NULL, "list plans", (void **)out, n, err);
 }
 
 static int plan_id_valid(const char *id)
@@ -933,12 +961,17 @@ static void read_ledger_entry(sqlite3_stmt *st, kp_ledger_entry *e)
     e->created_at = sqlite3_column_int64(st, 9);
 }
 
+static kp_status ledger_row(sqlite3_stmt *st, void *item, kp_err *err)
+{
+    (void)err;
+    read_ledger_entry(st, item);
+    return KP_OK;
+}
+
 static kp_status sq_ledger_list(kp_store *s, const char *user_id, int64_t before_seq, size_t limit,
                                 kp_ledger_entry **out, size_t *n, kp_err *err)
 {
     sq_store *h = impl_of(s);
-    kp_ledger_entry *items = NULL;
-    size_t count = 0, cap = 0;
     *out = NULL;
     *n = 0;
     if (!user_id || !*user_id || limit == 0)
@@ -951,33 +984,7 @@ static kp_status sq_ledger_list(kp_store *s, const char *user_id, int64_t before
     bind_text(st, 1, user_id);
     sqlite3_bind_int64(st, 2, before_seq > 0 ? before_seq : INT64_MAX);
     sqlite3_bind_int64(st, 3, limit > (size_t)INT64_MAX ? INT64_MAX : (int64_t)limit);
-    int step;
-    while ((step = sqlite3_step(st)) == SQLITE_ROW) {
-        if (count == cap) {
-            size_t ncap = cap ? cap * 2 : 16;
-            kp_ledger_entry *grown = realloc(items, ncap * sizeof *grown);
-            if (!grown) {
-                rc = kp_err_set(err, KP_ENOMEM, "out of memory");
-                goto cleanup;
-            }
-            items = grown;
-            cap = ncap;
-        }
-        memset(&items[count], 0, sizeof items[count]);
-        read_ledger_entry(st, &items[count++]);
-    }
-    if (step != SQLITE_DONE)
-        rc = kp_sqlite_db_error(h->db, "list ledger", err);
-
-cleanup:
-    stmt_done(st);
-    if (rc != KP_OK) {
-        free(items);
-        return rc;
-    }
-    *out = items;
-    *n = count;
-    return KP_OK;
+    return collect_rows(h, st, sizeof(kp_ledger_entry), ledger_row, NULL, "list ledger", (void **)out, n, err);
 }
 
 static kp_status sq_ledger_sum(kp_store *s, const char *user_id, kp_balance *out, kp_err *err)
@@ -1319,12 +1326,17 @@ static kp_status sq_project_get(kp_store *s, const char *id, kp_project *out, kp
     return rc;
 }
 
+static kp_status project_row(sqlite3_stmt *st, void *item, kp_err *err)
+{
+    (void)err;
+    read_project(st, item);
+    return KP_OK;
+}
+
 static kp_status sq_project_list(kp_store *s, const char *user_id, int64_t before_created_at, const char *before_id,
                                  size_t limit, kp_project **out, size_t *n, kp_err *err)
 {
     sq_store *h = impl_of(s);
-    kp_project *items = NULL;
-    size_t count = 0, cap = 0;
     int after = before_id && *before_id;
     *out = NULL;
     *n = 0;
@@ -1343,33 +1355,7 @@ static kp_status sq_project_list(kp_store *s, const char *user_id, int64_t befor
     } else {
         sqlite3_bind_int64(st, 2, limit_to_sql(limit));
     }
-    int step;
-    while ((step = sqlite3_step(st)) == SQLITE_ROW) {
-        if (count == cap) {
-            size_t ncap = cap ? cap * 2 : 16;
-            kp_project *grown = realloc(items, ncap * sizeof *grown);
-            if (!grown) {
-                rc = kp_err_set(err, KP_ENOMEM, "out of memory");
-                goto cleanup;
-            }
-            items = grown;
-            cap = ncap;
-        }
-        memset(&items[count], 0, sizeof items[count]);
-        read_project(st, &items[count++]);
-    }
-    if (step != SQLITE_DONE)
-        rc = kp_sqlite_db_error(h->db, "list projects", err);
-
-cleanup:
-    stmt_done(st);
-    if (rc != KP_OK) {
-        free(items);
-        return rc;
-    }
-    *out = items;
-    *n = count;
-    return KP_OK;
+    return collect_rows(h, st, sizeof(kp_project), project_row, NULL, "list projects", (void **)out, n, err);
 }
 
 /* Runs a write keyed by one text (?1); *changes receives the rows it changed. */
@@ -1505,42 +1491,21 @@ static kp_status sq_version_get(kp_store *s, const char *project_id, int64_t n, 
     return rc;
 }
 
+static kp_status version_row(sqlite3_stmt *st, void *item, kp_err *err)
+{
+    return read_version(st, item, err);
+}
+
+static void free_versions(void *items, size_t n)
+{
+    kp_version_free_array(items, n);
+}
+
 /* Steps a bound statement over VERSION_COLS rows into a new array. Resets st. */
 static kp_status collect_versions(sq_store *h, sqlite3_stmt *st, const char *what, kp_version **out, size_t *n,
                                   kp_err *err)
 {
-    kp_version *items = NULL;
-    size_t count = 0, cap = 0;
-    kp_status rc = KP_OK;
-    int step;
-    while ((step = sqlite3_step(st)) == SQLITE_ROW) {
-        if (count == cap) {
-            size_t ncap = cap ? cap * 2 : 8;
-            kp_version *grown = realloc(items, ncap * sizeof *grown);
-            if (!grown) {
-                rc = kp_err_set(err, KP_ENOMEM, "out of memory");
-                goto cleanup;
-            }
-            items = grown;
-            cap = ncap;
-        }
-        rc = read_version(st, &items[count], err);
-        if (rc != KP_OK)
-            goto cleanup;
-        count++;
-    }
-    if (step != SQLITE_DONE)
-        rc = kp_sqlite_db_error(h->db, what, err);
-
-cleanup:
-    stmt_done(st);
-    if (rc != KP_OK) {
-        kp_version_free_array(items, count);
-        return rc;
-    }
-    *out = items;
-    *n = count;
-    return KP_OK;
+    return collect_rows(h, st, sizeof(kp_version), version_row, free_versions, what, (void **)out, n, err);
 }
 
 static kp_status sq_version_list(kp_store *s, const char *project_id, kp_version **out, size_t *n, kp_err *err)
