@@ -74,16 +74,19 @@ void kp_headers_free(kp_headers *h)
     h->n = h->cap = 0;
 }
 
+/* json_dump_callback's sink: appends to a kp_buf (no intermediate string). */
+static int append_to_buf(const char *text, size_t len, void *data)
+{
+    return kp_buf_append(data, text, len);
+}
+
 void kp_resp_json(kp_resp *resp, int status, json_t *body)
 {
     resp->status = status;
     kp_buf_reset(&resp->body);
-    char *text = body ? json_dumps(body, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    if (body && json_dump_callback(body, append_to_buf, &resp->body, JSON_COMPACT) != 0)
+        kp_buf_reset(&resp->body);
     json_decref(body);
-    if (text) {
-        kp_buf_puts(&resp->body, text);
-        free(text);
-    }
     kp_headers_set(&resp->headers, "Content-Type", "application/json");
 }
 

@@ -707,6 +707,34 @@ static void test_anthropic_cancel_from_the_loop(void **state)
     provider_free(llm);
 }
 
+/* Calls in flight at once each get their own connection: while one stream
+ * is still open, the next request reaches the API (not queued behind it). */
+static void test_anthropic_concurrent_calls_not_queued(void **state)
+{
+    (void)state;
+    kp_llm_tuning t;
+    fast_tuning(&t);
+    kp_llm *llm = anthropic_provider(&t, API_KEY, NULL);
+    set_scenario(&anthropic_fake, "{\"type\":\"hang\"}");
+    outcome a, b;
+    outcome_init(&a, llm, &default_req);
+    outcome_init(&b, llm, &default_req);
+    start_call(&a);
+    start_call(&b);
+    size_t seen = 0;
+    for (int i = 0; i < 100 && seen < 2; i++) {
+        sleep_ms(50);
+        seen = request_count(&anthropic_fake);
+    }
+    assert_int_equal(seen, 2);
+    assert_int_equal(kp_loop_post(loop, cancel_on_loop, &a), 0);
+    assert_int_equal(kp_loop_post(loop, cancel_on_loop, &b), 0);
+    loop_barrier();
+    outcome_free(&a);
+    outcome_free(&b);
+    provider_free(llm);
+}
+
 static void test_anthropic_cancel_while_waiting_to_retry(void **state)
 {
     (void)state;
@@ -1097,6 +1125,7 @@ int main(void)
         cmocka_unit_test(test_anthropic_max_tokens_and_continuation),
         cmocka_unit_test(test_anthropic_cancel_inside_on_text),
         cmocka_unit_test(test_anthropic_cancel_from_the_loop),
+        cmocka_unit_test(test_anthropic_concurrent_calls_not_queued),
         cmocka_unit_test(test_anthropic_cancel_while_waiting_to_retry),
         cmocka_unit_test(test_anthropic_idle_timeout),
         cmocka_unit_test(test_anthropic_idle_timeout_mid_stream),
