@@ -7,7 +7,8 @@
 #   make sanitize   the suite under AddressSanitizer + UndefinedBehaviorSanitizer (build-asan/)
 #   make valgrind   the integration tests with the server under valgrind
 #   make coverage   line coverage of the C code (gcovr), build-cov/
-#   make bench      benchmarks (bench/), printing figures
+#   make bench      HTTP throughput figures (bench/run.sh, wrk)
+#   make bench-generations  1,000 concurrent generations against the fake Anthropic API
 #   make lint       cppcheck + clang-format check
 
 BUILD   ?= build
@@ -92,6 +93,9 @@ coverage:
 bench: $(BUILD)/koumpa
 	bench/run.sh $(BUILD)
 
+bench-generations: $(BUILD)/koumpa
+	KOUMPA_BUILD=$(BUILD) node bench/generations.mjs 1000
+
 lint:
 	cppcheck --quiet --error-exitcode=1 --enable=warning,portability --inline-suppr -Isrc src
 	clang-format --dry-run --Werror $(SRCS) $(TEST_SRCS)
@@ -99,7 +103,7 @@ lint:
 clean:
 	rm -rf build build-asan build-cov
 
-.PHONY: all unit integration openapi test deps deps-test run sanitize valgrind coverage bench lint clean
+.PHONY: all unit integration openapi test deps deps-test run sanitize valgrind coverage bench bench-generations lint clean
 .SECONDARY:
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
