@@ -52,7 +52,6 @@ typedef struct kp_principal {
     int authenticated;
     char user_id[KP_ID_MAX];
     char email[KP_EMAIL_MAX];
-    char plan_id[KP_PLAN_ID_MAX];
     int64_t created_at;
     int is_admin;
     kp_plan plan;              /* the caller's plan and credits as read when authenticating */

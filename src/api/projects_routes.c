@@ -283,7 +283,7 @@ static void submit(kp_ctx *ctx, kp_req *req, kp_resp *resp, const char *project_
         return;
     }
     kp_gen_request r = {.user_id = req->principal.user_id,
-                        .plan_id = req->principal.plan_id,
+                        .plan = &req->principal.plan,
                         .project_id = project_id,
                         .name = name,
                         .prompt = prompt};

@@ -137,7 +137,6 @@ static int authenticate(kp_ctx *ctx, kp_req *req, kp_resp *resp)
     p->authenticated = 1;
     memcpy(p->user_id, user->id, sizeof p->user_id);
     memcpy(p->email, user->email, sizeof p->email);
-    memcpy(p->plan_id, user->plan_id, sizeof p->plan_id);
     p->created_at = user->created_at;
     p->is_admin = kp_accounts_is_admin(ctx->app->cfg, user) || (claims.external && claims.admin_group);
     p->plan = acct.plan;

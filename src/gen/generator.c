@@ -1349,17 +1349,15 @@ static int is_stopping(kp_gen *g)
 /* Checks the plan's limit of generations at a time. */
 static kp_status check_concurrency(kp_store *s, const kp_gen_request *r, kp_gen_result *res, kp_err *err)
 {
-    kp_plan plan;
+    const kp_plan *plan = r->plan;
     int64_t running = 0;
-    kp_status rc = s->ops->plan_get(s, r->plan_id, &plan, err);
-    if (rc == KP_OK)
-        rc = s->ops->versions_generating_count(s, r->user_id, &running, err);
+    kp_status rc = s->ops->versions_generating_count(s, r->user_id, &running, err);
     if (rc != KP_OK)
         return rc;
-    if (running >= plan.max_concurrent_generations)
+    if (running >= plan->max_concurrent_generations)
         return fail_with(res, "too_many_generations", err, KP_ERATE,
-                         "your plan (%s) allows %lld generation%s at a time; wait for one to finish", plan.name,
-                         (long long)plan.max_concurrent_generations, plan.max_concurrent_generations == 1 ? "" : "s");
+                         "your plan (%s) allows %lld generation%s at a time; wait for one to finish", plan->name,
+                         (long long)plan->max_concurrent_generations, plan->max_concurrent_generations == 1 ? "" : "s");
     return KP_OK;
 }
 

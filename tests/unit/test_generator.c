@@ -296,7 +296,9 @@ static void set_script(fixture *f, int i, const char *text, const char *stop_rea
 static kp_status submit(fixture *f, const char *user, const char *project_id, const char *prompt, kp_gen_result *res)
 {
     kp_err err = {0};
-    kp_gen_request r = {.user_id = user, .plan_id = "pro", .project_id = project_id, .name = "", .prompt = prompt};
+    kp_plan pro;
+    assert_int_equal(f->s->ops->plan_get(f->s, "pro", &pro, &err), KP_OK);
+    kp_gen_request r = {.user_id = user, .plan = &pro, .project_id = project_id, .name = "", .prompt = prompt};
     return kp_gen_submit(f->g, f->s, &r, res, &err);
 }
 
@@ -710,7 +712,9 @@ static void test_plan_limits_concurrency(void **state)
     assert_int_equal(kp_credits_grant(f->s, "usr_f", 0, 5, "test", "grant:f", NULL, NULL, &err), KP_OK);
     set_script(f, 0, "<file path=\"index.html\">\nslow slow slow\n</file>\n", "end_turn");
     f->fake.scripts[0].delay_ms = 30;
-    kp_gen_request r = {.user_id = "usr_f", .plan_id = "free", .prompt = "one"};
+    kp_plan free_plan;
+    assert_int_equal(f->s->ops->plan_get(f->s, "free", &free_plan, &err), KP_OK);
+    kp_gen_request r = {.user_id = "usr_f", .plan = &free_plan, .prompt = "one"};
     assert_int_equal(kp_gen_submit(f->g, f->s, &r, &res, &err), KP_OK);
     r.prompt = "two";
     assert_int_equal(kp_gen_submit(f->g, f->s, &r, &second, &err), KP_ERATE);

@@ -131,23 +131,6 @@ static int64_t generating(kp_store *s, const char *user)
     return count;
 }
 
-/* One integer from a SQL query on a separate raw connection. */
-static int64_t sql_int(const char *path, const char *sql)
-{
-    sqlite3 *db = NULL;
-    sqlite3_stmt *st = NULL;
-    int64_t v = -1;
-    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL) == SQLITE_OK) {
-        sqlite3_busy_timeout(db, 10000);
-        if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
-            v = sqlite3_column_int64(st, 0);
-        else
-            fprintf(stderr, "sql_int: %s\n", sqlite3_errmsg(db));
-    }
-    sqlite3_finalize(st);
-    sqlite3_close(db);
-    return v;
-}
 
 static void sql_exec(const char *path, const char *sql)
 {
@@ -241,7 +224,7 @@ static void test_create_errors(void **state)
     assert_int_equal(f->s->ops->project_create(f->s, &p, &v, &err), KP_ENOTFOUND);
     assert_string_equal(err.msg, "user not found");
     assert_int_equal(f->s->ops->project_get(f->s, "prj_orphan", &got, &err), KP_ENOTFOUND);
-    assert_int_equal(sql_int(f->path, "SELECT COUNT(*) FROM versions WHERE project_id = 'prj_orphan'"), 0);
+    assert_int_equal(kp_test_sql_int(f->path, "SELECT COUNT(*) FROM versions WHERE project_id = 'prj_orphan'"), 0);
 
     /* Invalid records. */
     p = project_rec("", "usr_a", "No id", 100);
@@ -348,7 +331,7 @@ static void test_delete_cascades(void **state)
     kp_version v;
     assert_int_equal(f->s->ops->project_get(f->s, "prj_del", &p, &err), KP_ENOTFOUND);
     assert_int_equal(f->s->ops->version_get(f->s, "prj_del", 1, &v, &err), KP_ENOTFOUND);
-    assert_int_equal(sql_int(f->path, "SELECT COUNT(*) FROM versions WHERE project_id = 'prj_del'"), 0);
+    assert_int_equal(kp_test_sql_int(f->path, "SELECT COUNT(*) FROM versions WHERE project_id = 'prj_del'"), 0);
     assert_int_equal(generating(f->s, "usr_a"), 1);
 
     kp_version *vs = NULL;
@@ -362,7 +345,7 @@ static void test_delete_cascades(void **state)
     kp_version_clear(&v);
     assert_int_equal(f->s->ops->project_delete(f->s, "prj_del", &err), KP_ENOTFOUND);
     assert_int_equal(f->s->ops->project_delete(f->s, "", &err), KP_ENOTFOUND);
-    assert_int_equal(sql_int(f->path, "SELECT COUNT(*) FROM projects"), 1);
+    assert_int_equal(kp_test_sql_int(f->path, "SELECT COUNT(*) FROM projects"), 1);
 }
 
 /* ---- version_create --------------------------------------------------- */
@@ -759,14 +742,14 @@ static void test_migrate_from_v1_keeps_data(void **state)
 
     sql_exec(f->path, "BEGIN IMMEDIATE; DROP TABLE versions; DROP TABLE projects;"
                       "DELETE FROM schema_migrations WHERE version >= 2; COMMIT;");
-    assert_int_equal(sql_int(f->path, "SELECT MAX(version) FROM schema_migrations"), 1);
+    assert_int_equal(kp_test_sql_int(f->path, "SELECT MAX(version) FROM schema_migrations"), 1);
     assert_int_equal(kp_sqlite_open(f->path, &f->s, &err), KP_EUNAVAILABLE); /* needs migrate */
     assert_null(f->s);
 
     int applied = -1;
     assert_int_equal(kp_sqlite_migrate(f->path, &applied, &err), KP_OK);
     assert_int_equal(applied, kp_sqlite_schema_target() - 1);
-    assert_int_equal(sql_int(f->path, "SELECT MAX(version) FROM schema_migrations"), kp_sqlite_schema_target());
+    assert_int_equal(kp_test_sql_int(f->path, "SELECT MAX(version) FROM schema_migrations"), kp_sqlite_schema_target());
     assert_int_equal(kp_sqlite_open(f->path, &f->s, &err), KP_OK);
 
     /* Version 1 data is intact. */

@@ -27,6 +27,7 @@
 #include "core/err.h"
 #include "store/sqlite/sqlite_store.h"
 #include "store/store.h"
+#include "testutil.h"
 
 typedef struct fixture {
     char dir[64];
@@ -160,23 +161,6 @@ static void assert_ledger_matches_balance(kp_store *s, const char *user)
     assert_int_equal(sum.monthly, b.monthly);
 }
 
-/* One integer from a SQL query on a separate raw connection. */
-static int64_t sql_int(const char *path, const char *sql)
-{
-    sqlite3 *db = NULL;
-    sqlite3_stmt *st = NULL;
-    int64_t v = -1;
-    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL) == SQLITE_OK) {
-        sqlite3_busy_timeout(db, 10000);
-        if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
-            v = sqlite3_column_int64(st, 0);
-        else
-            fprintf(stderr, "sql_int: %s\n", sqlite3_errmsg(db));
-    }
-    sqlite3_finalize(st);
-    sqlite3_close(db);
-    return v;
-}
 
 /* Inserts n users usr_{i as 24 hex} (plans free/pro/business by i % 3) and
  * their zero balances in one transaction, on a raw connection. */
@@ -281,8 +265,8 @@ static void test_migrate_twice_applies_nothing(void **state)
     assert_int_equal(kp_sqlite_migrate(f->path, &second, &err), KP_OK);
     assert_true(first >= 1);
     assert_int_equal(second, 0);
-    assert_int_equal(sql_int(f->path, "SELECT COUNT(*) FROM plans"), 3);
-    assert_int_equal(sql_int(f->path, "SELECT COUNT(*) FROM schema_migrations"), first);
+    assert_int_equal(kp_test_sql_int(f->path, "SELECT COUNT(*) FROM plans"), 3);
+    assert_int_equal(kp_test_sql_int(f->path, "SELECT COUNT(*) FROM schema_migrations"), first);
     sqlite3 *db = NULL;
     sqlite3_stmt *st = NULL;
     assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
@@ -352,9 +336,9 @@ static void test_migrate_concurrent_processes(void **state)
     for (int i = 0; i < PROCS; i++)
         wait_child(pids[i]);
     /* Every migration was applied by exactly one of them. */
-    assert_int_equal(total, (int)sql_int(f->path, "SELECT COUNT(*) FROM schema_migrations"));
+    assert_int_equal(total, (int)kp_test_sql_int(f->path, "SELECT COUNT(*) FROM schema_migrations"));
     assert_true(total >= 1);
-    assert_int_equal(sql_int(f->path, "SELECT COUNT(*) FROM plans"), 3);
+    assert_int_equal(kp_test_sql_int(f->path, "SELECT COUNT(*) FROM plans"), 3);
 }
 
 /* ---- users ------------------------------------------------------------ */
@@ -410,7 +394,7 @@ static void test_users(void **state)
     /* None of the failures left a user or a balance behind. */
     assert_int_equal(s->ops->user_get(s, "usr_e", &u, &err), KP_ENOTFOUND);
     assert_int_equal(s->ops->user_get(s, "usr_f", &u, &err), KP_ENOTFOUND);
-    assert_int_equal(sql_int(f->path, "SELECT COUNT(*) FROM balances"), 4);
+    assert_int_equal(kp_test_sql_int(f->path, "SELECT COUNT(*) FROM balances"), 4);
 
     /* A new user has a zero balance at version 0. */
     kp_balance b = balance(s, "usr_a");
@@ -506,7 +490,7 @@ static void test_plans(void **state)
     assert_int_equal(s->ops->plan_put(s, &p, &created, &err), KP_EINVAL);
     p = plan("neg", -1, 1, 1);
     assert_int_equal(s->ops->plan_put(s, &p, &created, &err), KP_EINVAL);
-    assert_int_equal(sql_int(f->path, "SELECT COUNT(*) FROM plans"), 5);
+    assert_int_equal(kp_test_sql_int(f->path, "SELECT COUNT(*) FROM plans"), 5);
 }
 
 /* ---- credits ---------------------------------------------------------- */
@@ -869,7 +853,7 @@ static void test_concurrent_spends_processes(void **state)
     assert_int_equal(total[2], 0);
     assert_int_equal(balance(f->s, "usr_a").daily, 0);
     assert_ledger_matches_balance(f->s, "usr_a");
-    assert_int_equal(sql_int(f->path, "SELECT COUNT(*) FROM ledger WHERE reason = 'generation'"), 10);
+    assert_int_equal(kp_test_sql_int(f->path, "SELECT COUNT(*) FROM ledger WHERE reason = 'generation'"), 10);
 }
 
 /* ---- daily bonus ------------------------------------------------------ */
@@ -987,8 +971,8 @@ static void test_daily_bonus_concurrent_processes(void **state)
         wait_child(pids[p]);
 
     assert_int_equal(total, USERS);
-    assert_int_equal(sql_int(f->path, "SELECT COUNT(*) FROM ledger WHERE reason = 'daily_bonus'"), USERS);
-    assert_int_equal(sql_int(f->path, "SELECT COUNT(*) FROM balances AS b JOIN users AS u ON u.id = b.user_id "
+    assert_int_equal(kp_test_sql_int(f->path, "SELECT COUNT(*) FROM ledger WHERE reason = 'daily_bonus'"), USERS);
+    assert_int_equal(kp_test_sql_int(f->path, "SELECT COUNT(*) FROM balances AS b JOIN users AS u ON u.id = b.user_id "
                                       "JOIN plans AS p ON p.id = u.plan_id "
                                       "WHERE b.daily <> p.daily_bonus OR b.version <> 1"),
                      0);
@@ -1012,13 +996,13 @@ static void test_daily_bonus_100k(void **state)
 
     assert_int_equal(granted, USERS);
     assert_int_equal(again, 0);
-    assert_int_equal(sql_int(f->path, "SELECT COUNT(*) FROM ledger"), USERS);
-    assert_int_equal(sql_int(f->path, "SELECT COUNT(DISTINCT user_id) FROM ledger"), USERS);
-    assert_int_equal(sql_int(f->path, "SELECT COUNT(*) FROM balances AS b JOIN users AS u ON u.id = b.user_id "
+    assert_int_equal(kp_test_sql_int(f->path, "SELECT COUNT(*) FROM ledger"), USERS);
+    assert_int_equal(kp_test_sql_int(f->path, "SELECT COUNT(DISTINCT user_id) FROM ledger"), USERS);
+    assert_int_equal(kp_test_sql_int(f->path, "SELECT COUNT(*) FROM balances AS b JOIN users AS u ON u.id = b.user_id "
                                       "JOIN plans AS p ON p.id = u.plan_id "
                                       "WHERE b.daily <> p.daily_bonus OR b.version <> 1"),
                      0);
-    assert_int_equal(sql_int(f->path, "SELECT COUNT(*) FROM ledger AS l JOIN balances AS b ON b.user_id = l.user_id "
+    assert_int_equal(kp_test_sql_int(f->path, "SELECT COUNT(*) FROM ledger AS l JOIN balances AS b ON b.user_id = l.user_id "
                                       "WHERE l.balance_daily <> b.daily OR l.delta_daily <> b.daily"),
                      0);
     print_message("100k users: insert %.3fs, daily bonus %.3fs (batches of 1000), re-run %.3fs\n", t1 - t0, t3 - t2,

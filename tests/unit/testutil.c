@@ -12,6 +12,8 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include <sqlite3.h>
+
 #include "store/sqlite/sqlite_store.h"
 
 void kp_test_tmpdir(char *out, size_t n)
@@ -53,4 +55,21 @@ void kp_test_user(kp_store *s, const char *id, const char *email, const char *pl
     snprintf(u.plan_id, sizeof u.plan_id, "%s", plan_id);
     u.created_at = (int64_t)time(NULL);
     assert_int_equal(s->ops->user_create(s, &u, &err), KP_OK);
+}
+
+int64_t kp_test_sql_int(const char *db_path, const char *sql)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    int64_t v = -1;
+    if (sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READWRITE, NULL) == SQLITE_OK) {
+        sqlite3_busy_timeout(db, 10000);
+        if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
+            v = sqlite3_column_int64(st, 0);
+        else
+            fprintf(stderr, "sql_int: %s\n", sqlite3_errmsg(db));
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return v;
 }

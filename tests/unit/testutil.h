@@ -6,6 +6,7 @@
 #define KP_TESTUTIL_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "store/store.h"
 
@@ -15,6 +16,8 @@ void kp_test_tmpdir(char *out, size_t n);
 void kp_test_rmrf(const char *path);
 /* Creates {dir}/koumpa.db, migrated; writes its path into db_path and opens a handle. */
 kp_store *kp_test_db(const char *dir, char *db_path, size_t n);
+/* One integer from a SQL query on a separate raw connection (-1 on failure). */
+int64_t kp_test_sql_int(const char *db_path, const char *sql);
 /* Creates a user with the given id/email on plan_id; aborts on failure. */
 void kp_test_user(kp_store *s, const char *id, const char *email, const char *plan_id);
 
