@@ -22,9 +22,8 @@ void kp_h_admin_plan_put(kp_ctx *ctx, kp_req *req, kp_resp *resp)
 
 static json_t *user_json(const kp_config *cfg, const kp_user *u)
 {
-    return json_pack("{s:s,s:s,s:b,s:s,s:o}", "id", u->id, "email", u->email, "is_admin",
-                     kp_accounts_is_admin(cfg, u), "plan_id", u->plan_id, "created_at",
-                     kp_h_time_json(u->created_at));
+    return json_pack("{s:s,s:s,s:b,s:s,s:o}", "id", u->id, "email", u->email, "is_admin", kp_accounts_is_admin(cfg, u),
+                     "plan_id", u->plan_id, "created_at", kp_h_time_json(u->created_at));
 }
 
 void kp_h_admin_user_plan_put(kp_ctx *ctx, kp_req *req, kp_resp *resp)

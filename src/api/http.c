@@ -151,8 +151,7 @@ void kp_resp_from_err(kp_resp *resp, const kp_err *err, const char *request_id)
         if (status == 503)
             error_body(resp, status, kp_status_name(err->status), err->msg);
         else
-            kp_resp_error(resp, status, "internal_error", "internal error (request %s)",
-                          request_id ? request_id : "-");
+            kp_resp_error(resp, status, "internal_error", "internal error (request %s)", request_id ? request_id : "-");
         return;
     }
     error_body(resp, status, kp_status_name(err->status), err->msg);
@@ -199,7 +198,8 @@ int kp_req_json_body(const kp_req *req, kp_resp *resp, json_t **out)
 {
     *out = NULL;
     if (!is_json_content_type(kp_req_header(req, "Content-Type"))) {
-        kp_resp_error(resp, 415, "unsupported_media_type", "the request body must be JSON (Content-Type: application/json)");
+        kp_resp_error(resp, 415, "unsupported_media_type",
+                      "the request body must be JSON (Content-Type: application/json)");
         return -1;
     }
     if (req->body_len == 0) {
@@ -209,8 +209,8 @@ int kp_req_json_body(const kp_req *req, kp_resp *resp, json_t **out)
     json_error_t jerr;
     json_t *doc = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
     if (!doc) {
-        kp_resp_error(resp, 400, "invalid_json", "malformed JSON at line %d, column %d (position %d): %s",
-                      jerr.line, jerr.column, jerr.position, jerr.text);
+        kp_resp_error(resp, 400, "invalid_json", "malformed JSON at line %d, column %d (position %d): %s", jerr.line,
+                      jerr.column, jerr.position, jerr.text);
         return -1;
     }
     if (!json_is_object(doc)) {

@@ -21,10 +21,10 @@ void kp_h_me(kp_ctx *ctx, kp_req *req, kp_resp *resp)
     const kp_principal *p = &req->principal;
     const kp_balance bal = p->balance;
     (void)ctx;
-    json_t *body = json_pack("{s:s,s:s,s:b,s:o,s:{s:I,s:I,s:I},s:o}", "id", p->user_id, "email", p->email,
-                             "is_admin", p->is_admin, "plan", kp_plans_to_json(&p->plan), "credits", "daily",
-                             (json_int_t)bal.daily, "monthly", (json_int_t)bal.monthly, "total",
-                             (json_int_t)(bal.daily + bal.monthly), "created_at", kp_h_time_json(p->created_at));
+    json_t *body = json_pack("{s:s,s:s,s:b,s:o,s:{s:I,s:I,s:I},s:o}", "id", p->user_id, "email", p->email, "is_admin",
+                             p->is_admin, "plan", kp_plans_to_json(&p->plan), "credits", "daily", (json_int_t)bal.daily,
+                             "monthly", (json_int_t)bal.monthly, "total", (json_int_t)(bal.daily + bal.monthly),
+                             "created_at", kp_h_time_json(p->created_at));
     kp_resp_json(resp, 200, body);
 }
 
@@ -45,9 +45,9 @@ static int parse_cursor(const kp_req *req, kp_resp *resp, int64_t *before)
 static json_t *entry_json(const kp_ledger_entry *e)
 {
     return json_pack("{s:I,s:I,s:I,s:{s:I,s:I},s:s,s:o}", "delta_daily", (json_int_t)e->delta_daily, "delta_monthly",
-                     (json_int_t)e->delta_monthly, "delta", (json_int_t)(e->delta_daily + e->delta_monthly),
-                     "balance", "daily", (json_int_t)e->balance_daily, "monthly", (json_int_t)e->balance_monthly,
-                     "reason", e->reason, "created_at", kp_h_time_json(e->created_at));
+                     (json_int_t)e->delta_monthly, "delta", (json_int_t)(e->delta_daily + e->delta_monthly), "balance",
+                     "daily", (json_int_t)e->balance_daily, "monthly", (json_int_t)e->balance_monthly, "reason",
+                     e->reason, "created_at", kp_h_time_json(e->created_at));
 }
 
 void kp_h_me_ledger(kp_ctx *ctx, kp_req *req, kp_resp *resp)

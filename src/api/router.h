@@ -17,35 +17,31 @@
 #include "core/config.h"
 #include "store/store.h"
 
-typedef struct kp_auth kp_auth;             /* token verifier, auth/auth.h */
-typedef struct kp_ratelimit kp_ratelimit;   /* core/ratelimit.h */
-typedef struct kp_metrics kp_metrics;       /* core/metrics.h */
-typedef struct kp_gen kp_gen;               /* gen/generator.h */
+typedef struct kp_auth kp_auth;           /* token verifier, auth/auth.h */
+typedef struct kp_ratelimit kp_ratelimit; /* core/ratelimit.h */
+typedef struct kp_metrics kp_metrics;     /* core/metrics.h */
+typedef struct kp_gen kp_gen;             /* gen/generator.h */
 
 typedef struct kp_app {
     const kp_config *cfg;
     kp_auth *auth;
     kp_ratelimit *login_limit;
     kp_metrics *metrics;
-    kp_gen *gen;                /* the generation service; NULL in tools that do not generate */
+    kp_gen *gen; /* the generation service; NULL in tools that do not generate */
 } kp_app;
 
 typedef struct kp_ctx {
     kp_app *app;
-    kp_store *store;            /* this thread's handle */
+    kp_store *store; /* this thread's handle */
 } kp_ctx;
 
-typedef enum kp_auth_level {
-    KP_AUTH_NONE = 0,
-    KP_AUTH_USER,
-    KP_AUTH_ADMIN
-} kp_auth_level;
+typedef enum kp_auth_level { KP_AUTH_NONE = 0, KP_AUTH_USER, KP_AUTH_ADMIN } kp_auth_level;
 
 typedef void (*kp_handler_fn)(kp_ctx *ctx, kp_req *req, kp_resp *resp);
 
 typedef struct kp_route {
     const char *method;
-    const char *pattern;        /* "/v1/admin/plans/{id}": {x} matches one non-empty segment */
+    const char *pattern; /* "/v1/admin/plans/{id}": {x} matches one non-empty segment */
     kp_handler_fn handler;
     kp_auth_level auth;
 } kp_route;

@@ -31,14 +31,14 @@
 struct kp_auth {
     unsigned char *secret;
     size_t secret_len;
-    char *local_issuer;         /* also the aud of local tokens */
-    char *issuer;               /* NULL: external tokens disabled */
+    char *local_issuer; /* also the aud of local tokens */
+    char *issuer;       /* NULL: external tokens disabled */
     char *audience;
-    kp_jwks *jwks;              /* NULL when external tokens are disabled */
+    kp_jwks *jwks; /* NULL when external tokens are disabled */
     long ttl_s;
     int64_t (*clock)(void *arg);
     void *clock_arg;
-    uint64_t generation;        /* unique per verifier, for the token cache */
+    uint64_t generation; /* unique per verifier, for the token cache */
 };
 
 static int64_t system_clock(void *arg)
@@ -212,7 +212,7 @@ cleanup:
 #define CACHE_TTL_S 30
 
 typedef struct cached_token {
-    uint64_t owner;                     /* kp_auth generation; 0: empty */
+    uint64_t owner; /* kp_auth generation; 0: empty */
     unsigned char hash[16];
     int64_t verified_at;
     kp_claims claims;
@@ -307,9 +307,9 @@ kp_status kp_auth_issue(kp_auth *a, const char *user_id, const char *email, char
     int rc = 0;
 
     *token_out = NULL;
-    if (!user_id || !*user_id || strlen(user_id) >= sizeof ((kp_claims *)0)->sub)
+    if (!user_id || !*user_id || strlen(user_id) >= sizeof((kp_claims *)0)->sub)
         return kp_err_set(err, KP_EINVAL, "invalid user id");
-    if (email && strlen(email) >= sizeof ((kp_claims *)0)->email)
+    if (email && strlen(email) >= sizeof((kp_claims *)0)->email)
         return kp_err_set(err, KP_EINVAL, "email too long");
     jti = new_token_id();
     payload = json_object();

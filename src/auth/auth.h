@@ -31,18 +31,18 @@
 
 typedef struct kp_auth kp_auth;
 
-#define KP_AUTH_MIN_SECRET 32  /* bytes: RFC 7518 3.2, a key at least as long as the hash */
-#define KP_AUTH_LEEWAY_S 60    /* clock skew tolerated on exp / nbf / iat */
+#define KP_AUTH_MIN_SECRET 32 /* bytes: RFC 7518 3.2, a key at least as long as the hash */
+#define KP_AUTH_LEEWAY_S 60   /* clock skew tolerated on exp / nbf / iat */
 
 typedef struct kp_auth_options {
-    const char *hs256_secret;    /* local signing secret (bytes as given, >= KP_AUTH_MIN_SECRET) */
+    const char *hs256_secret; /* local signing secret (bytes as given, >= KP_AUTH_MIN_SECRET) */
     size_t hs256_secret_len;
-    const char *local_issuer;    /* iss (and aud) of locally issued tokens; NULL: "koumpa" */
-    const char *issuer;          /* external issuer (NULL or "": external tokens disabled) */
-    const char *audience;        /* required aud (id token) or client_id (access token) of external
-                                    tokens; required when issuer is set */
-    const char *jwks_url;        /* NULL: {issuer}/.well-known/jwks.json; https://, http:// or file:// */
-    long ttl_seconds;            /* local token lifetime; <= 0: 86400 */
+    const char *local_issuer; /* iss (and aud) of locally issued tokens; NULL: "koumpa" */
+    const char *issuer;       /* external issuer (NULL or "": external tokens disabled) */
+    const char *audience;     /* required aud (id token) or client_id (access token) of external
+                                 tokens; required when issuer is set */
+    const char *jwks_url;     /* NULL: {issuer}/.well-known/jwks.json; https://, http:// or file:// */
+    long ttl_seconds;         /* local token lifetime; <= 0: 86400 */
 
     /* Mostly for tests; zero / NULL means the default. */
     long jwks_refetch_interval_s; /* minimum seconds between JWKS fetches (default 30) */
@@ -51,10 +51,10 @@ typedef struct kp_auth_options {
 } kp_auth_options;
 
 typedef struct kp_claims {
-    int external;                /* 0: local token, 1: identity-provider token */
-    char sub[256];               /* local: user id; external: the provider's sub */
-    char email[256];             /* "" if absent; external: only when email_verified is true */
-    int admin_group;             /* external: cognito:groups contains "admin"; local: 0 */
+    int external;    /* 0: local token, 1: identity-provider token */
+    char sub[256];   /* local: user id; external: the provider's sub */
+    char email[256]; /* "" if absent; external: only when email_verified is true */
+    int admin_group; /* external: cognito:groups contains "admin"; local: 0 */
     int64_t exp;
 } kp_claims;
 

@@ -34,8 +34,8 @@
 
 typedef struct jwk_entry {
     char *kid;
-    EVP_PKEY *key;       /* NULL when unusable */
-    const char *why;     /* static reason when unusable */
+    EVP_PKEY *key;   /* NULL when unusable */
+    const char *why; /* static reason when unusable */
 } jwk_entry;
 
 struct kp_jwks_keyset {
@@ -53,13 +53,13 @@ struct kp_jwks {
     void *clock_arg;
 
     pthread_mutex_t mu;
-    pthread_cond_t fetched;  /* signalled when a fetch ends */
+    pthread_cond_t fetched; /* signalled when a fetch ends */
     /* guarded by mu: */
-    kp_jwks_keyset *keys;    /* NULL until the first successful fetch */
-    int64_t loaded_at;       /* when keys was fetched */
-    int64_t last_attempt;    /* when the last fetch started */
-    int attempted;           /* a fetch has been started at least once */
-    int fetching;            /* a fetch is in flight */
+    kp_jwks_keyset *keys; /* NULL until the first successful fetch */
+    int64_t loaded_at;    /* when keys was fetched */
+    int64_t last_attempt; /* when the last fetch started */
+    int attempted;        /* a fetch has been started at least once */
+    int fetching;         /* a fetch is in flight */
     unsigned long fetches;
 };
 
@@ -131,8 +131,8 @@ static EVP_PKEY *jwk_to_key(const json_t *jwk, const char **why)
         *why = "key algorithm is not RS256";
     } else if (use && (!json_is_string(use) || strcmp(json_string_value(use), "sig") != 0)) {
         *why = "key is not for signatures";
-    } else if (jwk_bytes(jwk, "n", &n, &n_len) != 0 || jwk_bytes(jwk, "e", &e, &e_len) != 0 ||
-               n_len == 0 || e_len == 0 || n_len > 2048 || e_len > 8) {
+    } else if (jwk_bytes(jwk, "n", &n, &n_len) != 0 || jwk_bytes(jwk, "e", &e, &e_len) != 0 || n_len == 0 ||
+               e_len == 0 || n_len > 2048 || e_len > 8) {
         *why = "malformed RSA key";
     } else if (!(key = rsa_public_key(n, n_len, e, e_len))) {
         *why = "invalid RSA key";
@@ -420,8 +420,8 @@ static int64_t system_clock(void *arg)
 
 static int supported_url(const char *url)
 {
-    return url && (strncmp(url, "https://", 8) == 0 || strncmp(url, "http://", 7) == 0 ||
-                   strncmp(url, "file://", 7) == 0);
+    return url &&
+           (strncmp(url, "https://", 8) == 0 || strncmp(url, "http://", 7) == 0 || strncmp(url, "file://", 7) == 0);
 }
 
 kp_status kp_jwks_new(const kp_jwks_options *opt, kp_jwks **out, kp_err *err)

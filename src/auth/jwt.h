@@ -34,11 +34,14 @@ typedef struct kp_jwt {
     json_t *payload;
     const char *signing_input; /* "<header>.<payload>" as it appeared in the token */
     size_t signing_input_len;
-    unsigned char *sig;        /* decoded signature, owned */
+    unsigned char *sig; /* decoded signature, owned */
     size_t sig_len;
 } kp_jwt;
 
-#define KP_JWT_INIT {NULL, NULL, NULL, 0, NULL, 0}
+#define KP_JWT_INIT                                                                                                    \
+    {                                                                                                                  \
+        NULL, NULL, NULL, 0, NULL, 0                                                                                   \
+    }
 
 /* Splits and decodes a compact JWS. On failure out is left empty (still safe
  * to kp_jwt_free). Does not check the signature or any claim. */

@@ -39,8 +39,7 @@ typedef kp_status (*kp_blob_list_fn)(void *ud, const char *key, kp_err *err);
 typedef struct kp_blob_ops {
     /* Stores len bytes under key, replacing any blob there. content_type NULL
      * means "application/octet-stream"; KP_EINVAL for a bad one. */
-    kp_status (*put)(kp_blob *b, const char *key, const void *data, size_t len, const char *content_type,
-                     kp_err *err);
+    kp_status (*put)(kp_blob *b, const char *key, const void *data, size_t len, const char *content_type, kp_err *err);
     /* Replaces out's contents with the blob (out NUL-terminated as a kp_buf
      * always is) and, if content_type is not NULL, copies its content type.
      * KP_ENOTFOUND if there is no such blob. */

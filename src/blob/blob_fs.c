@@ -214,8 +214,7 @@ static int read_all(int fd, kp_buf *out)
 /* Splits the file read into out: the content type line goes to ct, out keeps the bytes. */
 static kp_status split_header(kp_buf *out, char ct[KP_BLOB_CT_MAX], const char *key, kp_err *err)
 {
-    const char *nl = out->len ? memchr(out->data, '\n', out->len < KP_BLOB_CT_MAX ? out->len : KP_BLOB_CT_MAX)
-                              : NULL;
+    const char *nl = out->len ? memchr(out->data, '\n', out->len < KP_BLOB_CT_MAX ? out->len : KP_BLOB_CT_MAX) : NULL;
     if (!nl)
         return kp_err_set(err, KP_EIO, "blob store: \"%s\" is not a blob file", key);
     size_t n = (size_t)(nl - out->data);

@@ -9,18 +9,17 @@
 #include "cli/cli.h"
 #include "core/log.h"
 
-static const char usage[] =
-    "usage: koumpa <command> [options]\n"
-    "\n"
-    "commands:\n"
-    "  serve        run the API server (and the daily bonus scheduler)\n"
-    "  migrate      create or upgrade the database schema\n"
-    "  daily-bonus  grant today's (or --date's) daily bonus to every user\n"
-    "  admin        grant or revoke admin, set a user's plan\n"
-    "  user         create or show a user\n"
-    "  version      print the version\n"
-    "\n"
-    "Run `koumpa <command> --help` for a command's options.\n";
+static const char usage[] = "usage: koumpa <command> [options]\n"
+                            "\n"
+                            "commands:\n"
+                            "  serve        run the API server (and the daily bonus scheduler)\n"
+                            "  migrate      create or upgrade the database schema\n"
+                            "  daily-bonus  grant today's (or --date's) daily bonus to every user\n"
+                            "  admin        grant or revoke admin, set a user's plan\n"
+                            "  user         create or show a user\n"
+                            "  version      print the version\n"
+                            "\n"
+                            "Run `koumpa <command> --help` for a command's options.\n";
 
 int kp_cli_usage_error(const char *fmt, ...)
 {

@@ -17,7 +17,10 @@ typedef struct kp_buf {
     size_t cap;
 } kp_buf;
 
-#define KP_BUF_INIT {NULL, 0, 0}
+#define KP_BUF_INIT                                                                                                    \
+    {                                                                                                                  \
+        NULL, 0, 0                                                                                                     \
+    }
 
 /* Appends n bytes; returns 0, or -1 on allocation failure (buffer unchanged). */
 int kp_buf_append(kp_buf *b, const void *data, size_t n);

@@ -23,11 +23,11 @@ typedef enum { OPT_STR, OPT_LONG, OPT_BOOL } opt_kind; /* numbers and booleans a
 
 typedef struct opt_def {
     const char *env;
-    const char *flag;   /* NULL: environment only */
+    const char *flag; /* NULL: environment only */
     opt_kind kind;
     size_t offset;
-    const char *def;    /* default as text; NULL: unset */
-    long min, max;      /* numeric range */
+    const char *def; /* default as text; NULL: unset */
+    long min, max;   /* numeric range */
     int secret;
     const char *help;
 } opt_def;
@@ -36,31 +36,45 @@ typedef struct opt_def {
 
 static const opt_def opts[] = {
     {"KOUMPA_ADDR", "--addr", OPT_STR, OFF(addr), "127.0.0.1:8080", 0, 0, 0, "API listen address host:port"},
-    {"KOUMPA_APPS_ADDR", "--apps-addr", OPT_STR, OFF(apps_addr), "127.0.0.1:8081", 0, 0, 0, "apps origin listen address"},
+    {"KOUMPA_APPS_ADDR", "--apps-addr", OPT_STR, OFF(apps_addr), "127.0.0.1:8081", 0, 0, 0,
+     "apps origin listen address"},
     {"KOUMPA_APPS_URL", "--apps-url", OPT_STR, OFF(apps_url), NULL, 0, 0, 0, "public base URL of the apps origin"},
     {"KOUMPA_PUBLIC_URL", "--public-url", OPT_STR, OFF(public_url), NULL, 0, 0, 0, "public base URL of the API"},
     {"KOUMPA_THREADS", "--threads", OPT_LONG, OFF(threads), "0", 0, 256, 0, "HTTP worker threads (0: one per core)"},
-    {"KOUMPA_DATA_DIR", "--data-dir", OPT_STR, OFF(data_dir), "./data", 0, 0, 0, "data directory (database, secrets, blobs)"},
-    {"KOUMPA_JWT_SECRET", NULL, OPT_STR, OFF(jwt_secret), NULL, 0, 0, 1, "HS256 secret for local tokens (generated if unset)"},
-    {"KOUMPA_JWT_ISSUER", "--jwt-issuer", OPT_STR, OFF(jwt_issuer), NULL, 0, 0, 0, "accept RS256 tokens from this issuer"},
-    {"KOUMPA_JWT_AUDIENCE", "--jwt-audience", OPT_STR, OFF(jwt_audience), NULL, 0, 0, 0, "required aud/client_id of external tokens"},
-    {"KOUMPA_JWKS_URL", "--jwks-url", OPT_STR, OFF(jwks_url), NULL, 0, 0, 0, "JWKS URL (default {issuer}/.well-known/jwks.json)"},
-    {"KOUMPA_TOKEN_TTL", NULL, OPT_LONG, OFF(token_ttl_s), "86400", 60, 31536000, 0, "lifetime of local tokens, seconds"},
+    {"KOUMPA_DATA_DIR", "--data-dir", OPT_STR, OFF(data_dir), "./data", 0, 0, 0,
+     "data directory (database, secrets, blobs)"},
+    {"KOUMPA_JWT_SECRET", NULL, OPT_STR, OFF(jwt_secret), NULL, 0, 0, 1,
+     "HS256 secret for local tokens (generated if unset)"},
+    {"KOUMPA_JWT_ISSUER", "--jwt-issuer", OPT_STR, OFF(jwt_issuer), NULL, 0, 0, 0,
+     "accept RS256 tokens from this issuer"},
+    {"KOUMPA_JWT_AUDIENCE", "--jwt-audience", OPT_STR, OFF(jwt_audience), NULL, 0, 0, 0,
+     "required aud/client_id of external tokens"},
+    {"KOUMPA_JWKS_URL", "--jwks-url", OPT_STR, OFF(jwks_url), NULL, 0, 0, 0,
+     "JWKS URL (default {issuer}/.well-known/jwks.json)"},
+    {"KOUMPA_TOKEN_TTL", NULL, OPT_LONG, OFF(token_ttl_s), "86400", 60, 31536000, 0,
+     "lifetime of local tokens, seconds"},
     {"KOUMPA_PWHASH_OPSLIMIT", NULL, OPT_LONG, OFF(pwhash_opslimit), "2", 1, 100, 0, "Argon2id passes"},
-    {"KOUMPA_PWHASH_MEMLIMIT_KIB", NULL, OPT_LONG, OFF(pwhash_memlimit_kib), "65536", 8, 4194304, 0, "Argon2id memory, KiB"},
-    {"KOUMPA_LOGIN_RATE", NULL, OPT_LONG, OFF(login_rate_per_min), "10", 1, 100000, 0, "login attempts per minute per IP and per email"},
+    {"KOUMPA_PWHASH_MEMLIMIT_KIB", NULL, OPT_LONG, OFF(pwhash_memlimit_kib), "65536", 8, 4194304, 0,
+     "Argon2id memory, KiB"},
+    {"KOUMPA_LOGIN_RATE", NULL, OPT_LONG, OFF(login_rate_per_min), "10", 1, 100000, 0,
+     "login attempts per minute per IP and per email"},
     {"KOUMPA_LOG_LEVEL", "--log-level", OPT_STR, OFF(log_level), "info", 0, 0, 0, "debug|info|warn|error"},
     {"KOUMPA_LLM_PROVIDER", NULL, OPT_STR, OFF(llm_provider), NULL, 0, 0, 0, "anthropic|openai"},
     {"ANTHROPIC_API_KEY", NULL, OPT_STR, OFF(anthropic_api_key), NULL, 0, 0, 1, "Anthropic API key"},
-    {"ANTHROPIC_BASE_URL", NULL, OPT_STR, OFF(anthropic_base_url), "https://api.anthropic.com", 0, 0, 0, "Anthropic API base URL"},
-    {"KOUMPA_ANTHROPIC_VERSION", NULL, OPT_STR, OFF(anthropic_version), "2026-10-21", 0, 0, 0, "anthropic-version header"},
+    {"ANTHROPIC_BASE_URL", NULL, OPT_STR, OFF(anthropic_base_url), "https://api.anthropic.com", 0, 0, 0,
+     "Anthropic API base URL"},
+    {"KOUMPA_ANTHROPIC_VERSION", NULL, OPT_STR, OFF(anthropic_version), "2026-10-21", 0, 0, 0,
+     "anthropic-version header"},
     {"OPENAI_API_KEY", NULL, OPT_STR, OFF(openai_api_key), NULL, 0, 0, 1, "OpenAI-compatible API key"},
-    {"OPENAI_BASE_URL", NULL, OPT_STR, OFF(openai_base_url), NULL, 0, 0, 0, "OpenAI-compatible base URL (e.g. http://localhost:11434/v1)"},
+    {"OPENAI_BASE_URL", NULL, OPT_STR, OFF(openai_base_url), NULL, 0, 0, 0,
+     "OpenAI-compatible base URL (e.g. http://localhost:11434/v1)"},
     {"KOUMPA_MODEL", "--model", OPT_STR, OFF(model), NULL, 0, 0, 0, "model id (default per provider)"},
     {"KOUMPA_MAX_TOKENS", NULL, OPT_LONG, OFF(max_tokens), "16000", 256, 1000000, 0, "max output tokens per call"},
     {"KOUMPA_GENERATION_COST", NULL, OPT_LONG, OFF(generation_cost), "1", 0, 1000000, 0, "credits per generation"},
-    {"KOUMPA_CONTEXT_WINDOW", NULL, OPT_LONG, OFF(context_window), "200000", 1000, 10000000, 0, "model context window, tokens"},
-    {"KOUMPA_DAILY_BONUS_SCHEDULER", NULL, OPT_BOOL, OFF(daily_bonus_scheduler), "1", 0, 1, 0, "run the daily bonus at 00:00 UTC in serve"},
+    {"KOUMPA_CONTEXT_WINDOW", NULL, OPT_LONG, OFF(context_window), "200000", 1000, 10000000, 0,
+     "model context window, tokens"},
+    {"KOUMPA_DAILY_BONUS_SCHEDULER", NULL, OPT_BOOL, OFF(daily_bonus_scheduler), "1", 0, 1, 0,
+     "run the daily bonus at 00:00 UTC in serve"},
     {"KOUMPA_ADMIN_EMAILS", "--admin-emails", OPT_STR, (size_t)-1, NULL, 0, 0, 0, "comma-separated admin emails"},
 };
 
@@ -337,8 +351,7 @@ const char *kp_config_flags_help(void)
     for (size_t i = 0; i < NOPTS; i++) {
         if (!opts[i].flag)
             continue;
-        int n = snprintf(text + used, sizeof text - used, "  %-16s %s (%s)\n", opts[i].flag, opts[i].help,
-                         opts[i].env);
+        int n = snprintf(text + used, sizeof text - used, "  %-16s %s (%s)\n", opts[i].flag, opts[i].help, opts[i].env);
         if (n < 0 || (size_t)n >= sizeof text - used)
             break;
         used += (size_t)n;

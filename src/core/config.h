@@ -19,28 +19,28 @@
 
 typedef struct kp_config {
     /* HTTP */
-    char *addr;          /* KOUMPA_ADDR, host:port of the API (default 127.0.0.1:8080) */
-    char *apps_addr;     /* KOUMPA_APPS_ADDR, the apps origin listener (default 127.0.0.1:8081) */
-    char *apps_url;      /* KOUMPA_APPS_URL, public base URL of the apps origin */
-    char *public_url;    /* KOUMPA_PUBLIC_URL, public base URL of the API (default http://{addr}) */
-    long threads;        /* KOUMPA_THREADS, HTTP worker threads (default: number of cores) */
+    char *addr;       /* KOUMPA_ADDR, host:port of the API (default 127.0.0.1:8080) */
+    char *apps_addr;  /* KOUMPA_APPS_ADDR, the apps origin listener (default 127.0.0.1:8081) */
+    char *apps_url;   /* KOUMPA_APPS_URL, public base URL of the apps origin */
+    char *public_url; /* KOUMPA_PUBLIC_URL, public base URL of the API (default http://{addr}) */
+    long threads;     /* KOUMPA_THREADS, HTTP worker threads (default: number of cores) */
 
     /* storage */
-    char *data_dir;      /* KOUMPA_DATA_DIR (default ./data) */
+    char *data_dir; /* KOUMPA_DATA_DIR (default ./data) */
 
     /* auth */
-    char *jwt_secret;    /* KOUMPA_JWT_SECRET; generated into {data_dir}/jwt_secret if unset (secret) */
-    char *jwt_issuer;    /* KOUMPA_JWT_ISSUER: accept RS256 tokens from this issuer (optional) */
-    char *jwt_audience;  /* KOUMPA_JWT_AUDIENCE: required aud/client_id of external tokens */
-    char *jwks_url;      /* KOUMPA_JWKS_URL (default {issuer}/.well-known/jwks.json) */
-    char **admin_emails; /* KOUMPA_ADMIN_EMAILS, comma-separated, normalised; NULL-terminated */
-    long token_ttl_s;    /* KOUMPA_TOKEN_TTL (seconds, default 86400) */
-    long pwhash_opslimit;          /* KOUMPA_PWHASH_OPSLIMIT (Argon2id passes, default 2) */
-    long pwhash_memlimit_kib;       /* KOUMPA_PWHASH_MEMLIMIT_KIB (default 65536 = 64 MiB) */
-    long login_rate_per_min;       /* KOUMPA_LOGIN_RATE (attempts per minute per IP and per email, default 10) */
+    char *jwt_secret;         /* KOUMPA_JWT_SECRET; generated into {data_dir}/jwt_secret if unset (secret) */
+    char *jwt_issuer;         /* KOUMPA_JWT_ISSUER: accept RS256 tokens from this issuer (optional) */
+    char *jwt_audience;       /* KOUMPA_JWT_AUDIENCE: required aud/client_id of external tokens */
+    char *jwks_url;           /* KOUMPA_JWKS_URL (default {issuer}/.well-known/jwks.json) */
+    char **admin_emails;      /* KOUMPA_ADMIN_EMAILS, comma-separated, normalised; NULL-terminated */
+    long token_ttl_s;         /* KOUMPA_TOKEN_TTL (seconds, default 86400) */
+    long pwhash_opslimit;     /* KOUMPA_PWHASH_OPSLIMIT (Argon2id passes, default 2) */
+    long pwhash_memlimit_kib; /* KOUMPA_PWHASH_MEMLIMIT_KIB (default 65536 = 64 MiB) */
+    long login_rate_per_min;  /* KOUMPA_LOGIN_RATE (attempts per minute per IP and per email, default 10) */
 
     /* logging */
-    char *log_level;     /* KOUMPA_LOG_LEVEL: debug|info|warn|error (default info) */
+    char *log_level; /* KOUMPA_LOG_LEVEL: debug|info|warn|error (default info) */
 
     /* generation */
     char *llm_provider;       /* KOUMPA_LLM_PROVIDER: anthropic|openai (default: anthropic if ANTHROPIC_API_KEY set) */

@@ -55,7 +55,8 @@ int kp_status_http(kp_status status)
     case KP_ECREDITS: return 402;
     case KP_EFORBIDDEN: return 403;
     case KP_ENOTFOUND: return 404;
-    case KP_ECONFLICT: case KP_EDUPLICATE: return 409;
+    case KP_ECONFLICT:
+    case KP_EDUPLICATE: return 409;
     case KP_ETOOLARGE: return 413;
     case KP_ERATE: return 429;
     case KP_EUNAVAILABLE: return 503;

@@ -35,8 +35,7 @@ typedef struct kp_err {
 } kp_err;
 
 /* Sets err (if non-NULL) to status + formatted message; returns status. */
-kp_status kp_err_set(kp_err *err, kp_status status, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+kp_status kp_err_set(kp_err *err, kp_status status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 /* Clears err to KP_OK with an empty message. */
 void kp_err_clear(kp_err *err);

@@ -15,9 +15,15 @@
 
 static kp_log_level min_level = KP_LOG_INFO;
 
-void kp_log_set_level(kp_log_level level) { min_level = level; }
+void kp_log_set_level(kp_log_level level)
+{
+    min_level = level;
+}
 
-int kp_log_enabled(kp_log_level level) { return level >= min_level; }
+int kp_log_enabled(kp_log_level level)
+{
+    return level >= min_level;
+}
 
 int kp_log_parse_level(const char *s, kp_log_level *out)
 {

@@ -10,12 +10,7 @@
 
 #include <jansson.h>
 
-typedef enum kp_log_level {
-    KP_LOG_DEBUG = 0,
-    KP_LOG_INFO,
-    KP_LOG_WARN,
-    KP_LOG_ERROR
-} kp_log_level;
+typedef enum kp_log_level { KP_LOG_DEBUG = 0, KP_LOG_INFO, KP_LOG_WARN, KP_LOG_ERROR } kp_log_level;
 
 /* Sets the minimum level written (default INFO). */
 void kp_log_set_level(kp_log_level level);

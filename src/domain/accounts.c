@@ -29,8 +29,8 @@ kp_status kp_accounts_normalise_email(const char *email, char out[KP_EMAIL_MAX],
     size_t at = n, ats = 0;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)email[i];
-        if (c <= ' ' || c == 0x7f || c == '"' || c == '<' || c == '>' || c == '(' || c == ')' || c == ',' ||
-            c == ';' || c == '\\')
+        if (c <= ' ' || c == 0x7f || c == '"' || c == '<' || c == '>' || c == '(' || c == ')' || c == ',' || c == ';' ||
+            c == '\\')
             return kp_err_set(err, KP_EINVAL, "email contains a character that is not allowed");
         if (c == '@') {
             ats++;
@@ -77,8 +77,8 @@ static void new_user(kp_user *u, const char *email, const char *sub)
     u->created_at = (int64_t)time(NULL);
 }
 
-kp_status kp_accounts_signup(kp_store *s, const kp_config *cfg, const char *email, const char *password,
-                             kp_user *out, kp_err *err)
+kp_status kp_accounts_signup(kp_store *s, const kp_config *cfg, const char *email, const char *password, kp_user *out,
+                             kp_err *err)
 {
     char norm[KP_EMAIL_MAX];
     kp_user u;
@@ -112,8 +112,7 @@ static void verify_dummy(const kp_config *cfg, const char *password)
     static size_t mem;
     char copy[crypto_pwhash_STRBYTES];
     pthread_mutex_lock(&lock);
-    if (!hash[0] || ops != (unsigned long long)cfg->pwhash_opslimit ||
-        mem != (size_t)cfg->pwhash_memlimit_kib * 1024) {
+    if (!hash[0] || ops != (unsigned long long)cfg->pwhash_opslimit || mem != (size_t)cfg->pwhash_memlimit_kib * 1024) {
         ops = (unsigned long long)cfg->pwhash_opslimit;
         mem = (size_t)cfg->pwhash_memlimit_kib * 1024;
         if (crypto_pwhash_str_alg(hash, "not-a-password", 14, ops, mem, crypto_pwhash_ALG_ARGON2ID13) != 0)
@@ -125,8 +124,8 @@ static void verify_dummy(const kp_config *cfg, const char *password)
         return; /* the dummy password itself: still a failure for the caller */
 }
 
-kp_status kp_accounts_login(kp_store *s, const kp_config *cfg, const char *email, const char *password,
-                            kp_user *out, kp_err *err)
+kp_status kp_accounts_login(kp_store *s, const kp_config *cfg, const char *email, const char *password, kp_user *out,
+                            kp_err *err)
 {
     char norm[KP_EMAIL_MAX];
     kp_user u;
@@ -155,8 +154,8 @@ kp_status kp_accounts_account(kp_store *s, const char *user_id, kp_account *out,
     return rc;
 }
 
-kp_status kp_accounts_external_user(kp_store *s, const char *issuer, const char *sub, const char *email,
-                                    kp_user *out, kp_err *err)
+kp_status kp_accounts_external_user(kp_store *s, const char *issuer, const char *sub, const char *email, kp_user *out,
+                                    kp_err *err)
 {
     char key[KP_SUB_MAX];
     char norm[KP_EMAIL_MAX] = "";

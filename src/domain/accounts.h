@@ -20,12 +20,12 @@
 kp_status kp_accounts_normalise_email(const char *email, char out[KP_EMAIL_MAX], kp_err *err);
 
 /* Creates a local account. KP_EINVAL (field message), KP_ECONFLICT (email taken). */
-kp_status kp_accounts_signup(kp_store *s, const kp_config *cfg, const char *email, const char *password,
-                             kp_user *out, kp_err *err);
+kp_status kp_accounts_signup(kp_store *s, const kp_config *cfg, const char *email, const char *password, kp_user *out,
+                             kp_err *err);
 
 /* Checks credentials. KP_EAUTH "invalid email or password" on any mismatch. */
-kp_status kp_accounts_login(kp_store *s, const kp_config *cfg, const char *email, const char *password,
-                            kp_user *out, kp_err *err);
+kp_status kp_accounts_login(kp_store *s, const kp_config *cfg, const char *email, const char *password, kp_user *out,
+                            kp_err *err);
 
 /* The account (user, plan, balance) behind a user id, e.g. a local token's
  * subject. KP_EAUTH if the user is gone. The password hash is not read. */
@@ -33,8 +33,8 @@ kp_status kp_accounts_account(kp_store *s, const char *user_id, kp_account *out,
 
 /* The user behind an identity-provider subject, created on first sight.
  * issuer + sub identify it; email may be "" or NULL. */
-kp_status kp_accounts_external_user(kp_store *s, const char *issuer, const char *sub, const char *email,
-                                    kp_user *out, kp_err *err);
+kp_status kp_accounts_external_user(kp_store *s, const char *issuer, const char *sub, const char *email, kp_user *out,
+                                    kp_err *err);
 
 /* Whether u is an admin: its flag, or (local accounts only: an identity
  * provider's emails are its own business) its email in KOUMPA_ADMIN_EMAILS. */

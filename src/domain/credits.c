@@ -23,8 +23,12 @@ kp_status kp_credits_grant(kp_store *s, const char *user_id, int64_t daily, int6
         *applied = 0;
     if (daily < 0 || monthly < 0)
         return kp_err_set(err, KP_EINVAL, "a grant cannot be negative");
-    kp_credit_change c = {.user_id = user_id, .delta_daily = daily, .delta_monthly = monthly,
-                          .reason = reason, .idem_key = idem_key, .expected_version = -1};
+    kp_credit_change c = {.user_id = user_id,
+                          .delta_daily = daily,
+                          .delta_monthly = monthly,
+                          .reason = reason,
+                          .idem_key = idem_key,
+                          .expected_version = -1};
     kp_status rc = s->ops->credits_apply(s, &c, out ? out : &tmp, err);
     if (rc == KP_EDUPLICATE) {
         kp_err_clear(err);
@@ -35,8 +39,8 @@ kp_status kp_credits_grant(kp_store *s, const char *user_id, int64_t daily, int6
     return rc;
 }
 
-kp_status kp_credits_reserve(kp_store *s, const char *user_id, const char *res_id, int64_t amount,
-                             const char *reason, kp_balance *out, kp_err *err)
+kp_status kp_credits_reserve(kp_store *s, const char *user_id, const char *res_id, int64_t amount, const char *reason,
+                             kp_balance *out, kp_err *err)
 {
     char key[KP_IDEM_MAX];
     kp_balance bal;
@@ -53,10 +57,17 @@ kp_status kp_credits_reserve(kp_store *s, const char *user_id, const char *res_i
                               (long long)bal.daily, (long long)bal.monthly);
         int64_t from_daily = bal.daily < amount ? bal.daily : amount;
         int64_t from_monthly = amount - from_daily;
-        kp_credit_change c = {.user_id = user_id, .delta_daily = -from_daily, .delta_monthly = -from_monthly,
-                              .reason = reason, .idem_key = key, .expected_version = bal.version,
-                              .res_id = res_id, .res_from = KP_RES_NONE, .res_to = KP_RES_RESERVED,
-                              .res_daily = from_daily, .res_monthly = from_monthly};
+        kp_credit_change c = {.user_id = user_id,
+                              .delta_daily = -from_daily,
+                              .delta_monthly = -from_monthly,
+                              .reason = reason,
+                              .idem_key = key,
+                              .expected_version = bal.version,
+                              .res_id = res_id,
+                              .res_from = KP_RES_NONE,
+                              .res_to = KP_RES_RESERVED,
+                              .res_daily = from_daily,
+                              .res_monthly = from_monthly};
         rc = s->ops->credits_apply(s, &c, out ? out : &bal, err);
         if (rc == KP_EDUPLICATE) {
             kp_err_clear(err);
@@ -88,9 +99,15 @@ static kp_status finish_reservation(kp_store *s, const char *res_id, kp_reservat
                           r.state == KP_RES_COMMITTED ? "committed" : "refunded");
     int refund = to == KP_RES_REFUNDED;
     snprintf(key, sizeof key, "res:%s:%s", res_id, refund ? "refund" : "commit");
-    kp_credit_change c = {.user_id = r.user_id, .delta_daily = refund ? r.daily : 0,
-                          .delta_monthly = refund ? r.monthly : 0, .reason = reason, .idem_key = key,
-                          .expected_version = -1, .res_id = res_id, .res_from = KP_RES_RESERVED, .res_to = to};
+    kp_credit_change c = {.user_id = r.user_id,
+                          .delta_daily = refund ? r.daily : 0,
+                          .delta_monthly = refund ? r.monthly : 0,
+                          .reason = reason,
+                          .idem_key = key,
+                          .expected_version = -1,
+                          .res_id = res_id,
+                          .res_from = KP_RES_RESERVED,
+                          .res_to = to};
     rc = s->ops->credits_apply(s, &c, out ? out : &bal, err);
     if (rc == KP_OK) {
         *changed = 1;

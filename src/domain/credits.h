@@ -31,8 +31,8 @@ kp_status kp_credits_grant(kp_store *s, const char *user_id, int64_t daily, int6
 /* Takes amount (> 0) credits, daily first, into reservation res_id (caller-made
  * id, unique). KP_ECREDITS (message with the balance) when short. Reserving the
  * same res_id twice is a no-op. */
-kp_status kp_credits_reserve(kp_store *s, const char *user_id, const char *res_id, int64_t amount,
-                             const char *reason, kp_balance *out, kp_err *err);
+kp_status kp_credits_reserve(kp_store *s, const char *user_id, const char *res_id, int64_t amount, const char *reason,
+                             kp_balance *out, kp_err *err);
 
 /* Makes a reservation final. Idempotent; KP_ECONFLICT if it was refunded. */
 kp_status kp_credits_commit(kp_store *s, const char *res_id, kp_err *err);

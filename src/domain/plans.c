@@ -31,14 +31,23 @@ static const int_field int_fields[] = {
     {"max_concurrent_generations", offsetof(kp_plan, max_concurrent_generations), 1, 1000},
 };
 
-static const char *known_fields[] = {"name", "price_cents", "currency", "monthly_credits", "daily_bonus",
-                                     "max_concurrent_generations", "stripe_price_id", "active", "id", NULL};
+static const char *known_fields[] = {"name",
+                                     "price_cents",
+                                     "currency",
+                                     "monthly_credits",
+                                     "daily_bonus",
+                                     "max_concurrent_generations",
+                                     "stripe_price_id",
+                                     "active",
+                                     "id",
+                                     NULL};
 
 static kp_status check_unknown_fields(json_t *edit, kp_err *err)
 {
     const char *key;
     json_t *value;
-    json_object_foreach(edit, key, value) {
+    json_object_foreach(edit, key, value)
+    {
         int known = 0;
         for (const char **k = known_fields; *k; k++)
             known |= strcmp(*k, key) == 0;
@@ -48,8 +57,7 @@ static kp_status check_unknown_fields(json_t *edit, kp_err *err)
     return KP_OK;
 }
 
-static kp_status apply_string(json_t *edit, const char *field, char *dst, size_t dst_size, size_t min_len,
-                              kp_err *err)
+static kp_status apply_string(json_t *edit, const char *field, char *dst, size_t dst_size, size_t min_len, kp_err *err)
 {
     json_t *v = json_object_get(edit, field);
     if (!v)
@@ -94,8 +102,8 @@ static kp_status apply_edit(json_t *edit, kp_plan *p, int creating, kp_err *err)
             continue;
         }
         if (!json_is_integer(v) || json_integer_value(v) < f->min || json_integer_value(v) > f->max)
-            rc = kp_err_set(err, KP_EINVAL, "%s must be a whole number from %lld to %lld", f->name,
-                            (long long)f->min, (long long)f->max);
+            rc = kp_err_set(err, KP_EINVAL, "%s must be a whole number from %lld to %lld", f->name, (long long)f->min,
+                            (long long)f->max);
         else
             *(int64_t *)((char *)p + f->offset) = json_integer_value(v);
     }

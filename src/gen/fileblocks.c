@@ -37,20 +37,20 @@ struct kp_fileblocks {
     size_t tag_line_max;
 
     line_mode mode;
-    kp_buf line;           /* the undecided line's bytes */
+    kp_buf line; /* the undecided line's bytes */
 
     int in_file;
-    kp_buf cur_path;       /* the open file's path */
-    kp_buf cur;            /* the open file's contents so far */
-    size_t cur_lines;      /* content lines begun in the open file */
+    kp_buf cur_path;  /* the open file's path */
+    kp_buf cur;       /* the open file's contents so far */
+    size_t cur_lines; /* content lines begun in the open file */
 
-    char held[4];          /* an incomplete UTF-8 sequence not yet passed to a callback */
+    char held[4]; /* an incomplete UTF-8 sequence not yet passed to a callback */
     size_t nheld;
 
     kp_fileblocks_entry *entries;
     size_t nentries, cap, nfiles, ndeletes, total_bytes;
     kp_buf message;
-    int message_full;      /* message bytes were dropped at max_message_bytes */
+    int message_full; /* message bytes were dropped at max_message_bytes */
 
     size_t offset;
     size_t resume_offset;
@@ -58,7 +58,7 @@ struct kp_fileblocks {
     int resume_message_full;
 
     kp_fileblocks_code code;
-    kp_err err;            /* the failure, when code != OK */
+    kp_err err; /* the failure, when code != OK */
     int finished;
 };
 
@@ -103,8 +103,8 @@ kp_status kp_fileblocks_check_path(const char *path, size_t len, size_t max_len,
         if (n == 0)
             return kp_err_set(err, KP_EINVAL, "invalid_path: \"%.*s\": empty segment", (int)len, path);
         if ((n == 1 && path[seg] == '.') || (n == 2 && path[seg] == '.' && path[seg + 1] == '.'))
-            return kp_err_set(err, KP_EINVAL, "invalid_path: \"%.*s\": '.' and '..' segments are not allowed",
-                              (int)len, path);
+            return kp_err_set(err, KP_EINVAL, "invalid_path: \"%.*s\": '.' and '..' segments are not allowed", (int)len,
+                              path);
         seg = i + 1;
     }
     return KP_OK;
@@ -519,8 +519,8 @@ void kp_fileblocks_default_opts(kp_fileblocks_opts *o)
     o->max_message_bytes = 64u * 1024u;
 }
 
-kp_status kp_fileblocks_new(const kp_fileblocks_opts *opts, const kp_fileblocks_cbs *cbs, void *ud,
-                            kp_fileblocks **out, kp_err *err)
+kp_status kp_fileblocks_new(const kp_fileblocks_opts *opts, const kp_fileblocks_cbs *cbs, void *ud, kp_fileblocks **out,
+                            kp_err *err)
 {
     kp_fileblocks *p = calloc(1, sizeof *p);
     if (!p)

@@ -98,8 +98,8 @@ void kp_fileblocks_default_opts(kp_fileblocks_opts *o);
  * Creates a parser. opts NULL means defaults (a zero field also means its
  * default); cbs may be NULL; both are copied. Free with kp_fileblocks_free().
  */
-kp_status kp_fileblocks_new(const kp_fileblocks_opts *opts, const kp_fileblocks_cbs *cbs, void *ud,
-                            kp_fileblocks **out, kp_err *err);
+kp_status kp_fileblocks_new(const kp_fileblocks_opts *opts, const kp_fileblocks_cbs *cbs, void *ud, kp_fileblocks **out,
+                            kp_err *err);
 void kp_fileblocks_free(kp_fileblocks *p);
 
 /* Parses len more bytes of output. */

@@ -92,7 +92,7 @@ kp_status kp_gen_recover(kp_store *s, kp_blob *blob, size_t *repaired, kp_err *e
 /* A request for a new version: project_id NULL/"" creates a project (name: "" for the default). */
 typedef struct kp_gen_request {
     const char *user_id;
-    const kp_plan *plan;      /* the user's plan, as read when authenticating */
+    const kp_plan *plan; /* the user's plan, as read when authenticating */
     const char *project_id;
     const char *name;
     const char *prompt;

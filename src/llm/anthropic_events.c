@@ -114,9 +114,9 @@ static event_kind kind_of(const char *name)
         const char *name;
         event_kind kind;
     } kinds[] = {
-        {"message_start", EV_MESSAGE_START}, {"content_block_start", EV_BLOCK_START},
+        {"message_start", EV_MESSAGE_START},     {"content_block_start", EV_BLOCK_START},
         {"content_block_delta", EV_BLOCK_DELTA}, {"message_delta", EV_MESSAGE_DELTA},
-        {"message_stop", EV_MESSAGE_STOP}, {"error", EV_ERROR},
+        {"message_stop", EV_MESSAGE_STOP},       {"error", EV_ERROR},
     };
     for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
         if (strcmp(kinds[i].name, name) == 0)
@@ -207,8 +207,8 @@ kp_status kp_llm_dump_json(const json_t *body, kp_buf *out, kp_err *err)
     return kp_err_set(err, KP_ENOMEM, "out of memory");
 }
 
-kp_status kp_anthropic_build_request(const char *model, int64_t max_tokens, const char *system,
-                                     const kp_llm_msg *msgs, size_t n, kp_buf *out, kp_err *err)
+kp_status kp_anthropic_build_request(const char *model, int64_t max_tokens, const char *system, const kp_llm_msg *msgs,
+                                     size_t n, kp_buf *out, kp_err *err)
 {
     kp_status st = KP_OK;
     json_t *root = NULL, *arr = NULL;

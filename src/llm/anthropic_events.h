@@ -44,10 +44,10 @@ typedef struct kp_llm_result {
     int64_t output_tokens;
     int64_t cache_creation_input_tokens; /* Anthropic prompt caching; 0 otherwise */
     int64_t cache_read_input_tokens;
-    char stop_reason[64];                /* "" until known */
-    char error_type[64];                 /* "" unless the provider reported an error */
+    char stop_reason[64]; /* "" until known */
+    char error_type[64];  /* "" unless the provider reported an error */
     char error_message[256];
-    int done;                            /* the end of the message was seen */
+    int done; /* the end of the message was seen */
 } kp_llm_result;
 
 /*
@@ -59,9 +59,9 @@ typedef kp_status (*kp_llm_text_fn)(void *ud, const char *text, size_t len, kp_e
 
 typedef struct kp_anthropic {
     kp_llm_result result;
-    kp_llm_text_fn on_text;   /* may be NULL */
+    kp_llm_text_fn on_text; /* may be NULL */
     void *ud;
-    kp_status status;         /* set by kp_anthropic_on_sse_event() when it stops the stream */
+    kp_status status; /* set by kp_anthropic_on_sse_event() when it stops the stream */
     kp_err err;
 } kp_anthropic;
 
@@ -93,8 +93,8 @@ int kp_anthropic_on_sse_event(void *ud, const char *event, const char *data, siz
  * them. Returns KP_EINVAL for an empty model, max_tokens < 1, no messages, a
  * role other than user/assistant or text that is not UTF-8; KP_ENOMEM.
  */
-kp_status kp_anthropic_build_request(const char *model, int64_t max_tokens, const char *system,
-                                     const kp_llm_msg *msgs, size_t n, kp_buf *out, kp_err *err);
+kp_status kp_anthropic_build_request(const char *model, int64_t max_tokens, const char *system, const kp_llm_msg *msgs,
+                                     size_t n, kp_buf *out, kp_err *err);
 
 /* Appends {"role", "content"} objects for msgs to the JSON array arr. KP_EINVAL
  * for a role other than user/assistant or content missing or not UTF-8. */

@@ -27,7 +27,7 @@
 typedef struct kp_loop kp_loop;
 
 typedef struct kp_llm_message {
-    const char *role;      /* "user" or "assistant" */
+    const char *role; /* "user" or "assistant" */
     const char *content;
 } kp_llm_message;
 
@@ -58,7 +58,7 @@ typedef struct kp_llm kp_llm;
 typedef struct kp_llm_call kp_llm_call;
 
 typedef struct kp_llm_ops {
-    const char *name;      /* "anthropic", "openai" */
+    const char *name; /* "anthropic", "openai" */
     kp_status (*start)(kp_llm *llm, const kp_llm_request *req, const kp_llm_callbacks *cb, kp_llm_call **out,
                        kp_err *err);
     void (*cancel)(kp_llm *llm, kp_llm_call *call);
@@ -67,7 +67,7 @@ typedef struct kp_llm_ops {
 
 struct kp_llm {
     const kp_llm_ops *ops;
-    const char *model;     /* the model id in use */
+    const char *model; /* the model id in use */
     void *impl;
 };
 

@@ -44,7 +44,7 @@ static const char *stop_reason_of(const char *finish_reason)
         const char *finish;
         const char *stop;
     } map[] = {
-        {"stop", "end_turn"}, {"length", "max_tokens"}, {"content_filter", "refusal"},
+        {"stop", "end_turn"},       {"length", "max_tokens"},      {"content_filter", "refusal"},
         {"tool_calls", "tool_use"}, {"function_call", "tool_use"},
     };
     for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
@@ -57,8 +57,7 @@ static kp_status fail_with_error(kp_openai *o, const char *type, const char *mes
 {
     snprintf(o->result.error_type, sizeof o->result.error_type, "%s", type && *type ? type : "error");
     snprintf(o->result.error_message, sizeof o->result.error_message, "%s", message ? message : "");
-    return kp_err_set(err, KP_EUNAVAILABLE, "provider error: %s: %s", o->result.error_type,
-                      o->result.error_message);
+    return kp_err_set(err, KP_EUNAVAILABLE, "provider error: %s: %s", o->result.error_type, o->result.error_message);
 }
 
 /* The error a chunk carries, if any: returns 1 and fails, or 0. */
@@ -166,8 +165,8 @@ int kp_openai_on_sse_event(void *ud, const char *event, const char *data, size_t
     return o->result.done;
 }
 
-kp_status kp_openai_build_request(const char *model, int64_t max_tokens, const char *system,
-                                  const kp_llm_msg *msgs, size_t n, kp_buf *out, kp_err *err)
+kp_status kp_openai_build_request(const char *model, int64_t max_tokens, const char *system, const kp_llm_msg *msgs,
+                                  size_t n, kp_buf *out, kp_err *err)
 {
     kp_status st = KP_OK;
     json_t *root = NULL, *arr = NULL;

@@ -26,11 +26,11 @@
 #include "llm/anthropic_events.h" /* kp_llm_msg, kp_llm_result, kp_llm_text_fn */
 
 typedef struct kp_openai {
-    kp_llm_result result;     /* result.done is set by "data: [DONE]" */
-    char finish_reason[64];   /* as the provider sent it, "" until known */
-    kp_llm_text_fn on_text;   /* may be NULL */
+    kp_llm_result result;   /* result.done is set by "data: [DONE]" */
+    char finish_reason[64]; /* as the provider sent it, "" until known */
+    kp_llm_text_fn on_text; /* may be NULL */
     void *ud;
-    kp_status status;         /* set by kp_openai_on_sse_event() when it stops the stream */
+    kp_status status; /* set by kp_openai_on_sse_event() when it stops the stream */
     kp_err err;
 } kp_openai;
 
@@ -60,7 +60,7 @@ int kp_openai_on_sse_event(void *ud, const char *event, const char *data, size_t
  * "stream_options": {"include_usage": true}}. No sampling parameters.
  * Errors as kp_anthropic_build_request().
  */
-kp_status kp_openai_build_request(const char *model, int64_t max_tokens, const char *system,
-                                  const kp_llm_msg *msgs, size_t n, kp_buf *out, kp_err *err);
+kp_status kp_openai_build_request(const char *model, int64_t max_tokens, const char *system, const kp_llm_msg *msgs,
+                                  size_t n, kp_buf *out, kp_err *err);
 
 #endif

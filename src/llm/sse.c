@@ -227,8 +227,7 @@ kp_status kp_sse_feed(kp_sse *p, const char *data, size_t len, kp_err *err)
 
 int kp_sse_finish(kp_sse *p)
 {
-    int discarded = p->line.len > 0 || p->data.len > 0 || p->event.len > 0 ||
-                    (!p->started && p->bom_matched > 0);
+    int discarded = p->line.len > 0 || p->data.len > 0 || p->event.len > 0 || (!p->started && p->bom_matched > 0);
     kp_buf_reset(&p->line);
     kp_buf_reset(&p->data);
     kp_buf_reset(&p->event);

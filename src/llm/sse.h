@@ -35,18 +35,18 @@ typedef int (*kp_sse_event_fn)(void *ud, const char *event, const char *data, si
 typedef struct kp_sse {
     kp_sse_event_fn on_event;
     void *ud;
-    size_t max_event;     /* bound on line + pending event bytes */
-    kp_buf line;          /* the current line when it spans chunks */
-    kp_buf data;          /* the data buffer (each data line + "\n") */
-    kp_buf event;         /* the event type buffer */
-    kp_buf id_buf;        /* the last event ID buffer (set by "id" fields) */
-    kp_buf last_id;       /* the last event ID string (id_buf as of the last dispatch) */
-    long retry_ms;        /* last valid retry field, -1 if none */
-    int bom_matched;      /* bytes of a leading BOM matched so far */
-    int started;          /* past the point where a BOM could be */
-    int after_cr;         /* the previous line ended with CR: skip one LF */
-    int stop;             /* the value on_event returned to stop; 0 while running */
-    kp_status status;     /* KP_OK, or the failure that ended the stream */
+    size_t max_event; /* bound on line + pending event bytes */
+    kp_buf line;      /* the current line when it spans chunks */
+    kp_buf data;      /* the data buffer (each data line + "\n") */
+    kp_buf event;     /* the event type buffer */
+    kp_buf id_buf;    /* the last event ID buffer (set by "id" fields) */
+    kp_buf last_id;   /* the last event ID string (id_buf as of the last dispatch) */
+    long retry_ms;    /* last valid retry field, -1 if none */
+    int bom_matched;  /* bytes of a leading BOM matched so far */
+    int started;      /* past the point where a BOM could be */
+    int after_cr;     /* the previous line ended with CR: skip one LF */
+    int stop;         /* the value on_event returned to stop; 0 while running */
+    kp_status status; /* KP_OK, or the failure that ended the stream */
 } kp_sse;
 
 /* Prepares p; max_event 0 means KP_SSE_DEFAULT_MAX_EVENT. Free with kp_sse_free(). */

@@ -33,24 +33,24 @@
 #define KP_IDEM_MAX 200
 
 typedef struct kp_user {
-    char id[KP_ID_MAX];               /* "usr_" + 24 hex chars */
-    char email[KP_EMAIL_MAX];         /* normalised (trimmed, lower-case); may be "" for external users without email */
-    char password_hash[KP_PWHASH_MAX];/* Argon2id encoded string; "" for external users */
-    char external_sub[KP_SUB_MAX];    /* "{issuer}|{sub}" for identity-provider users; "" for local */
+    char id[KP_ID_MAX];       /* "usr_" + 24 hex chars */
+    char email[KP_EMAIL_MAX]; /* normalised (trimmed, lower-case); may be "" for external users without email */
+    char password_hash[KP_PWHASH_MAX]; /* Argon2id encoded string; "" for external users */
+    char external_sub[KP_SUB_MAX];     /* "{issuer}|{sub}" for identity-provider users; "" for local */
     char plan_id[KP_PLAN_ID_MAX];
     int is_admin;
-    int64_t created_at;               /* unix seconds */
+    int64_t created_at; /* unix seconds */
 } kp_user;
 
 typedef struct kp_plan {
-    char id[KP_PLAN_ID_MAX];          /* [a-z0-9_-]{1,63} */
+    char id[KP_PLAN_ID_MAX]; /* [a-z0-9_-]{1,63} */
     char name[KP_NAME_MAX];
-    int64_t price_cents;              /* per month, in currency */
-    char currency[4];                 /* "EUR" */
+    int64_t price_cents; /* per month, in currency */
+    char currency[4];    /* "EUR" */
     int64_t monthly_credits;
     int64_t daily_bonus;
     int64_t max_concurrent_generations;
-    char stripe_price_id[KP_NAME_MAX];/* "" until set */
+    char stripe_price_id[KP_NAME_MAX]; /* "" until set */
     int active;
     int64_t updated_at;
 } kp_plan;
@@ -58,7 +58,7 @@ typedef struct kp_plan {
 typedef struct kp_balance {
     int64_t daily;
     int64_t monthly;
-    int64_t version;                  /* bumps on every change; the CAS token */
+    int64_t version; /* bumps on every change; the CAS token */
 } kp_balance;
 
 /* A user as authentication sees them: the row, its plan, its balance. */
@@ -69,20 +69,20 @@ typedef struct kp_account {
 } kp_account;
 
 typedef struct kp_ledger_entry {
-    int64_t seq;                      /* monotonically increasing per database */
+    int64_t seq; /* monotonically increasing per database */
     char user_id[KP_ID_MAX];
     int64_t delta_daily;
     int64_t delta_monthly;
-    int64_t balance_daily;            /* balance after this entry */
+    int64_t balance_daily; /* balance after this entry */
     int64_t balance_monthly;
-    char reason[KP_REASON_MAX];       /* e.g. "daily_bonus", "generation", "refund", "admin_grant" */
-    char idem_key[KP_IDEM_MAX];       /* unique across the database */
-    char reservation_id[KP_ID_MAX];   /* "" when not linked to a reservation */
+    char reason[KP_REASON_MAX];     /* e.g. "daily_bonus", "generation", "refund", "admin_grant" */
+    char idem_key[KP_IDEM_MAX];     /* unique across the database */
+    char reservation_id[KP_ID_MAX]; /* "" when not linked to a reservation */
     int64_t created_at;
 } kp_ledger_entry;
 
 typedef enum kp_reservation_state {
-    KP_RES_NONE = 0,                  /* "no reservation yet" (only as a from-state) */
+    KP_RES_NONE = 0, /* "no reservation yet" (only as a from-state) */
     KP_RES_RESERVED,
     KP_RES_COMMITTED,
     KP_RES_REFUNDED
@@ -91,7 +91,7 @@ typedef enum kp_reservation_state {
 typedef struct kp_reservation {
     char id[KP_ID_MAX];
     char user_id[KP_ID_MAX];
-    int64_t daily;                    /* credits taken from each bucket (positive) */
+    int64_t daily; /* credits taken from each bucket (positive) */
     int64_t monthly;
     kp_reservation_state state;
     int64_t created_at;
@@ -116,27 +116,22 @@ typedef struct kp_credit_change {
     int64_t delta_monthly;
     const char *reason;
     const char *idem_key;
-    int64_t expected_version;         /* -1: no CAS */
-    const char *res_id;               /* NULL: no reservation involved */
+    int64_t expected_version; /* -1: no CAS */
+    const char *res_id;       /* NULL: no reservation involved */
     kp_reservation_state res_from;
     kp_reservation_state res_to;
-    int64_t res_daily;                /* amounts recorded when the reservation is created */
+    int64_t res_daily; /* amounts recorded when the reservation is created */
     int64_t res_monthly;
 } kp_credit_change;
 
-
-typedef enum kp_version_status {
-    KP_VER_GENERATING = 1,
-    KP_VER_READY,
-    KP_VER_FAILED
-} kp_version_status;
+typedef enum kp_version_status { KP_VER_GENERATING = 1, KP_VER_READY, KP_VER_FAILED } kp_version_status;
 
 typedef struct kp_project {
-    char id[KP_ID_MAX];               /* "prj_..." */
+    char id[KP_ID_MAX]; /* "prj_..." */
     char user_id[KP_ID_MAX];
-    char name[KP_NAME_MAX];           /* <= 100 chars */
-    int64_t latest_version;           /* highest version number created (>= 1) */
-    int64_t latest_ready;             /* highest version that is ready, 0 if none */
+    char name[KP_NAME_MAX]; /* <= 100 chars */
+    int64_t latest_version; /* highest version number created (>= 1) */
+    int64_t latest_ready;   /* highest version that is ready, 0 if none */
     int64_t created_at;
     int64_t updated_at;
 } kp_project;
@@ -148,16 +143,16 @@ typedef struct kp_project {
  */
 typedef struct kp_version {
     char project_id[KP_ID_MAX];
-    int64_t n;                        /* 1, 2, ... */
+    int64_t n; /* 1, 2, ... */
     kp_version_status status;
-    char reservation_id[KP_ID_MAX];   /* the credits it reserved */
-    int settled;                      /* 1 once its reservation was committed or refunded */
-    char error_code[64];              /* "" unless failed: "too_long", "invalid_output", "interrupted", ... */
+    char reservation_id[KP_ID_MAX]; /* the credits it reserved */
+    int settled;                    /* 1 once its reservation was committed or refunded */
+    char error_code[64];            /* "" unless failed: "too_long", "invalid_output", "interrupted", ... */
     char *error_message;
     char *prompt;
-    char *message;                    /* the model's free text outside file blocks */
-    char *files_json;                 /* JSON array: [{"path","size","content_type"}] of the whole app at this version */
-    char *events_json;                /* JSON array of the SSE events sent, persisted when it ends */
+    char *message;     /* the model's free text outside file blocks */
+    char *files_json;  /* JSON array: [{"path","size","content_type"}] of the whole app at this version */
+    char *events_json; /* JSON array of the SSE events sent, persisted when it ends */
     char model[KP_NAME_MAX];
     int64_t input_tokens;
     int64_t output_tokens;
@@ -175,12 +170,14 @@ typedef struct kp_store kp_store;
 
 typedef struct kp_store_ops {
     /* users */
-    kp_status (*user_create)(kp_store *s, const kp_user *u, kp_err *err);          /* KP_ECONFLICT on duplicate email or external_sub */
+    kp_status (*user_create)(kp_store *s, const kp_user *u,
+                             kp_err *err); /* KP_ECONFLICT on duplicate email or external_sub */
     kp_status (*user_get)(kp_store *s, const char *id, kp_user *out, kp_err *err); /* KP_ENOTFOUND */
     kp_status (*user_get_by_email)(kp_store *s, const char *email, kp_user *out, kp_err *err);
     kp_status (*user_get_by_sub)(kp_store *s, const char *external_sub, kp_user *out, kp_err *err);
     kp_status (*user_set_admin)(kp_store *s, const char *id, int is_admin, kp_err *err);
-    kp_status (*user_set_plan)(kp_store *s, const char *id, const char *plan_id, kp_err *err); /* KP_ENOTFOUND for user or plan */
+    kp_status (*user_set_plan)(kp_store *s, const char *id, const char *plan_id,
+                               kp_err *err); /* KP_ENOTFOUND for user or plan */
 
     /* plans */
     kp_status (*plan_get)(kp_store *s, const char *id, kp_plan *out, kp_err *err);
@@ -196,8 +193,8 @@ typedef struct kp_store_ops {
     kp_status (*credits_apply)(kp_store *s, const kp_credit_change *c, kp_balance *out, kp_err *err);
     kp_status (*reservation_get)(kp_store *s, const char *id, kp_reservation *out, kp_err *err);
     /* A user's ledger, newest first, entries with seq < before_seq (0: from the newest). *out malloc'd. */
-    kp_status (*ledger_list)(kp_store *s, const char *user_id, int64_t before_seq, size_t limit,
-                             kp_ledger_entry **out, size_t *n, kp_err *err);
+    kp_status (*ledger_list)(kp_store *s, const char *user_id, int64_t before_seq, size_t limit, kp_ledger_entry **out,
+                             size_t *n, kp_err *err);
     /* Sum of the user's ledger deltas (an audit check: must equal the balance). */
     kp_status (*ledger_sum)(kp_store *s, const char *user_id, kp_balance *out, kp_err *err);
 
@@ -211,7 +208,6 @@ typedef struct kp_store_ops {
      */
     kp_status (*daily_bonus_batch)(kp_store *s, const char *date, const char *after_user_id, size_t limit,
                                    char last_user_id[KP_ID_MAX], size_t *granted, kp_err *err);
-
 
     /* projects and versions */
     /* Creates project p (latest_version 1) with its first version v (n 1, generating) atomically. */

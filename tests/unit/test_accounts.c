@@ -105,10 +105,10 @@ static void test_email_invalid(void **state)
     expect_bad_email("alice@");
     expect_bad_email("alice@@example.com");
     expect_bad_email("a@b@example.com");
-    expect_bad_email("alice@localhost");    /* no dot in the domain */
+    expect_bad_email("alice@localhost"); /* no dot in the domain */
     expect_bad_email("alice@.example.com");
     expect_bad_email("alice@example.com.");
-    expect_bad_email("al ice@example.com");  /* inner space */
+    expect_bad_email("al ice@example.com"); /* inner space */
     expect_bad_email("alice@exa\tmple.com");
     expect_bad_email("\"alice\"@example.com");
     expect_bad_email("Alice <alice@example.com>");
@@ -213,8 +213,7 @@ static void test_signup_duplicate_email_any_case(void **state)
     kp_user u, again;
     kp_err err = {0};
     signup_ok(f, "dup@example.com", "password-one", &u);
-    assert_int_equal(kp_accounts_signup(f->s, &f->cfg, " DUP@Example.COM", "password-two", &again, &err),
-                     KP_ECONFLICT);
+    assert_int_equal(kp_accounts_signup(f->s, &f->cfg, " DUP@Example.COM", "password-two", &again, &err), KP_ECONFLICT);
     assert_non_null(strstr(err.msg, "already exists"));
     /* the first account's password still works, the second's does not */
     kp_user who;
@@ -315,8 +314,7 @@ static void test_external_user_created_once(void **state)
     assert_int_equal(n, 1);
     free(entries);
     /* the same sub from another issuer is someone else */
-    assert_int_equal(kp_accounts_external_user(f->s, "https://other-idp.example", "sub-123", NULL, &c, &err),
-                     KP_OK);
+    assert_int_equal(kp_accounts_external_user(f->s, "https://other-idp.example", "sub-123", NULL, &c, &err), KP_OK);
     assert_string_not_equal(c.id, a.id);
     assert_string_equal(c.email, "");
 }

@@ -19,30 +19,30 @@
 #include "llm/sse.h"
 
 /* The stream from the API documentation, verbatim. */
-#define DOC_STREAM                                                                                          \
-    "event: message_start\n"                                                                                \
-    "data: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":"        \
-    "\"assistant\",\"content\":[],\"model\":\"claude-sonnet-5-5\",\"stop_reason\":null,\"stop_sequence\":"  \
-    "null,\"usage\":{\"input_tokens\":25,\"output_tokens\":1}}}\n"                                          \
-    "\n"                                                                                                    \
-    "event: content_block_start\n"                                                                          \
-    "data: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n" \
-    "\n"                                                                                                    \
-    "event: ping\n"                                                                                         \
-    "data: {\"type\": \"ping\"}\n"                                                                          \
-    "\n"                                                                                                    \
-    "event: content_block_delta\n"                                                                          \
-    "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hello\"}}\n" \
-    "\n"                                                                                                    \
-    "event: content_block_stop\n"                                                                           \
-    "data: {\"type\":\"content_block_stop\",\"index\":0}\n"                                                 \
-    "\n"                                                                                                    \
-    "event: message_delta\n"                                                                                \
-    "data: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\",\"stop_sequence\":null},"    \
-    "\"usage\":{\"output_tokens\":15}}\n"                                                                   \
-    "\n"                                                                                                    \
-    "event: message_stop\n"                                                                                 \
-    "data: {\"type\":\"message_stop\"}\n"                                                                   \
+#define DOC_STREAM                                                                                                     \
+    "event: message_start\n"                                                                                           \
+    "data: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":"                   \
+    "\"assistant\",\"content\":[],\"model\":\"claude-sonnet-5-5\",\"stop_reason\":null,\"stop_sequence\":"             \
+    "null,\"usage\":{\"input_tokens\":25,\"output_tokens\":1}}}\n"                                                     \
+    "\n"                                                                                                               \
+    "event: content_block_start\n"                                                                                     \
+    "data: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n"       \
+    "\n"                                                                                                               \
+    "event: ping\n"                                                                                                    \
+    "data: {\"type\": \"ping\"}\n"                                                                                     \
+    "\n"                                                                                                               \
+    "event: content_block_delta\n"                                                                                     \
+    "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hello\"}}\n"    \
+    "\n"                                                                                                               \
+    "event: content_block_stop\n"                                                                                      \
+    "data: {\"type\":\"content_block_stop\",\"index\":0}\n"                                                            \
+    "\n"                                                                                                               \
+    "event: message_delta\n"                                                                                           \
+    "data: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\",\"stop_sequence\":null},"               \
+    "\"usage\":{\"output_tokens\":15}}\n"                                                                              \
+    "\n"                                                                                                               \
+    "event: message_stop\n"                                                                                            \
+    "data: {\"type\":\"message_stop\"}\n"                                                                              \
     "\n"
 
 typedef struct sink {
@@ -174,29 +174,42 @@ static void test_ignores_other_blocks_deltas_and_unknown_events(void **state)
         "\"usage\":{\"input_tokens\":472,\"cache_creation_input_tokens\":10,\"cache_read_input_tokens\":400,"
         "\"output_tokens\":2}}}\n\n"
         "event: content_block_start\n"
-        "data: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"thinking\",\"thinking\":\"\"}}\n\n"
+        "data: "
+        "{\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"thinking\",\"thinking\":\"\"}}\n\n"
         "event: content_block_delta\n"
-        "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"thinking_delta\",\"thinking\":\"hmm\"}}\n\n"
+        "data: "
+        "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"thinking_delta\",\"thinking\":\"hmm\"}}"
+        "\n\n"
         "event: content_block_delta\n"
-        "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"signature_delta\",\"signature\":\"Eq==\"}}\n\n"
+        "data: "
+        "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"signature_delta\",\"signature\":\"Eq==\"}}"
+        "\n\n"
         "event: content_block_stop\n"
         "data: {\"type\":\"content_block_stop\",\"index\":0}\n\n"
         "event: content_block_start\n"
         "data: {\"type\":\"content_block_start\",\"index\":1,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n"
         "event: content_block_delta\n"
-        "data: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"text_delta\",\"text\":\"W\\u00f6rld \"}}\n\n"
+        "data: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"text_delta\",\"text\":\"W\\u00f6rld "
+        "\"}}\n\n"
         "event: future_event_type\n"
         "data: this is not even JSON\n\n"
         "event: content_block_delta\n"
-        "data: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"text_delta\",\"text\":\"\xE2\x80\x94 \xE6\x97\xA5\xE6\x9C\xAC \xF0\x9F\x98\x80\"}}\n\n"
+        "data: "
+        "{\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"text_delta\",\"text\":\"\xE2\x80\x94 "
+        "\xE6\x97\xA5\xE6\x9C\xAC \xF0\x9F\x98\x80\"}}\n\n"
         "event: content_block_delta\n"
-        "data: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"citations_delta\",\"citation\":{}}}\n\n"
+        "data: "
+        "{\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"citations_delta\",\"citation\":{}}}\n\n"
         "event: content_block_stop\n"
         "data: {\"type\":\"content_block_stop\",\"index\":1}\n\n"
         "event: content_block_start\n"
-        "data: {\"type\":\"content_block_start\",\"index\":2,\"content_block\":{\"type\":\"tool_use\",\"id\":\"t1\",\"name\":\"x\",\"input\":{}}}\n\n"
+        "data: "
+        "{\"type\":\"content_block_start\",\"index\":2,\"content_block\":{\"type\":\"tool_use\",\"id\":\"t1\",\"name\":"
+        "\"x\",\"input\":{}}}\n\n"
         "event: content_block_delta\n"
-        "data: {\"type\":\"content_block_delta\",\"index\":2,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"a\\\"\"}}\n\n"
+        "data: "
+        "{\"type\":\"content_block_delta\",\"index\":2,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{"
+        "\\\"a\\\"\"}}\n\n"
         "event: content_block_stop\n"
         "data: {\"type\":\"content_block_stop\",\"index\":2}\n\n"
         "event: message_delta\n"
@@ -230,7 +243,8 @@ static void test_error_event(void **state)
         "event: error\n"
         "data: {\"type\": \"error\", \"error\": {\"type\": \"overloaded_error\", \"message\": \"Overloaded\"}}\n\n"
         "event: content_block_delta\n"
-        "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"late\"}}\n\n";
+        "data: "
+        "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"late\"}}\n\n";
     outcome o;
     run_all_ways(in, 0, &o);
     assert_int_equal(o.status, KP_EUNAVAILABLE);
@@ -262,9 +276,11 @@ static void test_initial_block_text_counts(void **state)
     (void)state;
     const char *in =
         "event: content_block_start\n"
-        "data: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"Hi \"}}\n\n"
+        "data: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"Hi "
+        "\"}}\n\n"
         "event: content_block_delta\n"
-        "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"there\"}}\n\n";
+        "data: "
+        "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"there\"}}\n\n";
     outcome o;
     run_all_ways(in, 0, &o);
     assert_string_equal(o.text, "Hi there");
@@ -375,9 +391,10 @@ static void test_build_request_appends(void **state)
     kp_err err;
     kp_buf_puts(&out, "prefix:");
     assert_int_equal(kp_anthropic_build_request("m", 5, NULL, &msg, 1, &out, &err), KP_OK);
-    assert_string_equal(kp_buf_cstr(&out),
-                        "prefix:{\"model\":\"m\",\"max_tokens\":5,\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],"
-                        "\"stream\":true}");
+    assert_string_equal(
+        kp_buf_cstr(&out),
+        "prefix:{\"model\":\"m\",\"max_tokens\":5,\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],"
+        "\"stream\":true}");
     kp_buf_free(&out);
 }
 

@@ -130,8 +130,8 @@ static char *mint(const char *header, const json_t *payload, EVP_PKEY *rsa, cons
         assert_int_equal(EVP_DigestSign(ctx, sig, &sig_len, (const unsigned char *)b.data, b.len), 1);
         EVP_MD_CTX_free(ctx);
     } else {
-        assert_non_null(EVP_Q_mac(NULL, "HMAC", NULL, "SHA256", NULL, hkey, hkey_len,
-                                  (const unsigned char *)b.data, b.len, sig, sizeof sig, &sig_len));
+        assert_non_null(EVP_Q_mac(NULL, "HMAC", NULL, "SHA256", NULL, hkey, hkey_len, (const unsigned char *)b.data,
+                                  b.len, sig, sizeof sig, &sig_len));
     }
     kp_buf_puts(&b, ".");
     b64_append(&b, sig, sig_len);
@@ -738,7 +738,7 @@ static void test_unknown_kid_refetch_rate_limited(void **state)
     verify_free(a, mint_rs("kid-b", key_b, id_claims()), "unknown signing key"); /* within 30 s: no fetch */
     fake_now = NOW + 31;
     verify_free(a, mint_rs("kid-b", key_b, id_claims()), "unknown signing key"); /* refetched, still unknown */
-    publish(1, 1);                                                                /* the provider rotates */
+    publish(1, 1);                                                               /* the provider rotates */
     fake_now = NOW + 40;
     verify_free(a, mint_rs("kid-b", key_b, id_claims()), "unknown signing key"); /* rate-limited: not seen yet */
     verify_free(a, mint_rs("kid-zzz", key_b, id_claims()), "unknown signing key");
@@ -1036,7 +1036,6 @@ static void test_jwks_concurrent_cold_fetch(void **state)
     pthread_barrier_destroy(&start);
     kp_jwks_free(j);
 }
-
 
 /* ---- the verified-token cache ---- */
 

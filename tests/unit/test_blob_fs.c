@@ -22,7 +22,7 @@
 #include "core/buf.h"
 
 typedef struct fixture {
-    char tmp[64];  /* mkdtemp directory */
+    char tmp[64]; /* mkdtemp directory */
     char root[128];
     kp_blob *b;
 } fixture;
@@ -199,8 +199,8 @@ static void test_missing(void **state)
     /* a path through a blob is just another missing key */
     assert_int_equal(f->b->ops->get(f->b, "file/x", &out, NULL, &err), KP_ENOTFOUND);
     assert_int_equal(f->b->ops->get(f->b, "dir/nope", &out, NULL, &err), KP_ENOTFOUND);
-    assert_int_equal(f->b->ops->delete(f->b, "nope", &err), KP_OK);
-    assert_int_equal(f->b->ops->delete(f->b, "x/y/z", &err), KP_OK);
+    assert_int_equal(f->b->ops->delete (f->b, "nope", &err), KP_OK);
+    assert_int_equal(f->b->ops->delete (f->b, "x/y/z", &err), KP_OK);
     kp_buf_free(&out);
 }
 
@@ -211,15 +211,15 @@ static void test_invalid_keys(void **state)
     char long_key[KP_BLOB_KEY_MAX + 2];
     memset(long_key, 'k', sizeof long_key - 1);
     long_key[sizeof long_key - 1] = '\0';
-    const char *bad[] = {"", "/x", "../x", "a/../b", "a//b", "a/", "a b", "a~", "./a", "a/.", "..", "a\\b",
-                         "caf\xC3\xA9", "x\n", long_key};
+    const char *bad[] = {"",    "/x",  "../x", "a/../b", "a//b",        "a/",  "a b",   "a~",
+                         "./a", "a/.", "..",   "a\\b",   "caf\xC3\xA9", "x\n", long_key};
     kp_buf out = KP_BUF_INIT;
     kp_err err;
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         assert_false(kp_blob_key_valid(bad[i]));
         assert_int_equal(b->ops->put(b, bad[i], "x", 1, "text/plain", &err), KP_EINVAL);
         assert_int_equal(b->ops->get(b, bad[i], &out, NULL, &err), KP_EINVAL);
-        assert_int_equal(b->ops->delete(b, bad[i], &err), KP_EINVAL);
+        assert_int_equal(b->ops->delete (b, bad[i], &err), KP_EINVAL);
     }
     long_key[KP_BLOB_KEY_MAX] = '\0';
     assert_true(kp_blob_key_valid(long_key));
@@ -242,7 +242,7 @@ static void test_invalid_keys(void **state)
     assert_true(kp_blob_prefix_valid(""));
     assert_true(kp_blob_prefix_valid("apps/"));
     assert_true(kp_blob_prefix_valid("apps/p1/v1"));
-    assert_true(kp_blob_prefix_valid("apps/.."));  /* may continue as "..x" */
+    assert_true(kp_blob_prefix_valid("apps/.."));   /* may continue as "..x" */
     assert_false(kp_blob_prefix_valid("apps/../")); /* a finished ".." segment */
     assert_false(kp_blob_prefix_valid("/apps"));
     assert_false(kp_blob_prefix_valid("a//"));
@@ -288,14 +288,17 @@ static void test_list(void **state)
     assert_non_null(fp = fopen(path, "w"));
     fclose(fp);
 
-    assert_list(b, "", "apps/p1-old,apps/p1/v1/index.html,apps/p1/v1/js/app.js,apps/p1/v10/index.html,"
-                       "apps/p1/v2/index.html,apps/p2/v1/index.html,other,");
-    assert_list(b, "apps/p1/", "apps/p1/v1/index.html,apps/p1/v1/js/app.js,apps/p1/v10/index.html,"
-                               "apps/p1/v2/index.html,");
+    assert_list(b, "",
+                "apps/p1-old,apps/p1/v1/index.html,apps/p1/v1/js/app.js,apps/p1/v10/index.html,"
+                "apps/p1/v2/index.html,apps/p2/v1/index.html,other,");
+    assert_list(b, "apps/p1/",
+                "apps/p1/v1/index.html,apps/p1/v1/js/app.js,apps/p1/v10/index.html,"
+                "apps/p1/v2/index.html,");
     assert_list(b, "apps/p1/v1", "apps/p1/v1/index.html,apps/p1/v1/js/app.js,apps/p1/v10/index.html,");
     assert_list(b, "apps/p1/v1/", "apps/p1/v1/index.html,apps/p1/v1/js/app.js,");
-    assert_list(b, "apps/p1", "apps/p1-old,apps/p1/v1/index.html,apps/p1/v1/js/app.js,apps/p1/v10/index.html,"
-                              "apps/p1/v2/index.html,");
+    assert_list(b, "apps/p1",
+                "apps/p1-old,apps/p1/v1/index.html,apps/p1/v1/js/app.js,apps/p1/v10/index.html,"
+                "apps/p1/v2/index.html,");
     assert_list(b, "apps/p1/v1/index.html", "apps/p1/v1/index.html,");
     assert_list(b, "apps/p3/", "");
     assert_list(b, "nothing/here/", "");
@@ -334,7 +337,7 @@ static void test_delete_and_delete_prefix(void **state)
     put(b, "apps/p1/v10/index.html", "3", "text/html");
     put(b, "apps/p2/v1/index.html", "4", "text/html");
 
-    assert_int_equal(b->ops->delete(b, "apps/p1/v1/js/app.js", &err), KP_OK);
+    assert_int_equal(b->ops->delete (b, "apps/p1/v1/js/app.js", &err), KP_OK);
     kp_buf out = KP_BUF_INIT;
     assert_int_equal(b->ops->get(b, "apps/p1/v1/js/app.js", &out, NULL, &err), KP_ENOTFOUND);
     assert_false(exists(f->root, "apps/p1/v1/js")); /* the emptied directory went too */
@@ -409,8 +412,8 @@ static void *writer(void *arg)
     kp_err err;
     for (int i = 0; i < ROUNDS; i++) {
         int use_a = i % 2;
-        if (r->b->ops->put(r->b, "race/blob", use_a ? r->a : r->bb, use_a ? BIG_A : BIG_B,
-                           use_a ? "text/a" : "text/b", &err) != KP_OK) {
+        if (r->b->ops->put(r->b, "race/blob", use_a ? r->a : r->bb, use_a ? BIG_A : BIG_B, use_a ? "text/a" : "text/b",
+                           &err) != KP_OK) {
             __atomic_add_fetch(&r->failures, 1, __ATOMIC_SEQ_CST);
             snprintf(r->failure, sizeof r->failure, "%s", err.msg);
         }

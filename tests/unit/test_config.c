@@ -22,12 +22,33 @@
 #include "testutil.h"
 
 static const char *all_vars[] = {
-    "KOUMPA_ADDR", "KOUMPA_APPS_ADDR", "KOUMPA_APPS_URL", "KOUMPA_PUBLIC_URL", "KOUMPA_THREADS",
-    "KOUMPA_DATA_DIR", "KOUMPA_JWT_SECRET", "KOUMPA_JWT_ISSUER", "KOUMPA_JWT_AUDIENCE", "KOUMPA_JWKS_URL",
-    "KOUMPA_TOKEN_TTL", "KOUMPA_PWHASH_OPSLIMIT", "KOUMPA_PWHASH_MEMLIMIT_KIB", "KOUMPA_LOGIN_RATE",
-    "KOUMPA_LOG_LEVEL", "KOUMPA_LLM_PROVIDER", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL",
-    "KOUMPA_ANTHROPIC_VERSION", "OPENAI_API_KEY", "OPENAI_BASE_URL", "KOUMPA_MODEL", "KOUMPA_MAX_TOKENS",
-    "KOUMPA_GENERATION_COST", "KOUMPA_CONTEXT_WINDOW", "KOUMPA_DAILY_BONUS_SCHEDULER", "KOUMPA_ADMIN_EMAILS",
+    "KOUMPA_ADDR",
+    "KOUMPA_APPS_ADDR",
+    "KOUMPA_APPS_URL",
+    "KOUMPA_PUBLIC_URL",
+    "KOUMPA_THREADS",
+    "KOUMPA_DATA_DIR",
+    "KOUMPA_JWT_SECRET",
+    "KOUMPA_JWT_ISSUER",
+    "KOUMPA_JWT_AUDIENCE",
+    "KOUMPA_JWKS_URL",
+    "KOUMPA_TOKEN_TTL",
+    "KOUMPA_PWHASH_OPSLIMIT",
+    "KOUMPA_PWHASH_MEMLIMIT_KIB",
+    "KOUMPA_LOGIN_RATE",
+    "KOUMPA_LOG_LEVEL",
+    "KOUMPA_LLM_PROVIDER",
+    "ANTHROPIC_API_KEY",
+    "ANTHROPIC_BASE_URL",
+    "KOUMPA_ANTHROPIC_VERSION",
+    "OPENAI_API_KEY",
+    "OPENAI_BASE_URL",
+    "KOUMPA_MODEL",
+    "KOUMPA_MAX_TOKENS",
+    "KOUMPA_GENERATION_COST",
+    "KOUMPA_CONTEXT_WINDOW",
+    "KOUMPA_DAILY_BONUS_SCHEDULER",
+    "KOUMPA_ADMIN_EMAILS",
     NULL,
 };
 
@@ -227,8 +248,7 @@ static void test_flags_override_environment(void **state)
     setenv("KOUMPA_DATA_DIR", "/from/env", 1);
     setenv("KOUMPA_LOG_LEVEL", "error", 1);
     setenv("KOUMPA_THREADS", "2", 1);
-    char *argv[] = {"--addr=127.0.0.1:7000", "--data-dir", "/from/flag", "--log-level=warn", "--threads", "8",
-                    NULL};
+    char *argv[] = {"--addr=127.0.0.1:7000", "--data-dir", "/from/flag", "--log-level=warn", "--threads", "8", NULL};
     load_ok(&cfg, argv);
     assert_string_equal(cfg.addr, "127.0.0.1:7000");
     assert_string_equal(cfg.public_url, "http://127.0.0.1:7000"); /* derived after the flags */

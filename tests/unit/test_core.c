@@ -101,7 +101,7 @@ static void test_buf_consume_and_reset(void **state)
     char *mem = b.data;
     kp_buf_reset(&b);
     assert_int_equal(b.len, 0);
-    assert_int_equal(b.cap, cap);   /* memory kept */
+    assert_int_equal(b.cap, cap); /* memory kept */
     assert_ptr_equal(b.data, mem);
     assert_string_equal(kp_buf_cstr(&b), "");
     kp_buf_free(&b);
@@ -252,7 +252,7 @@ static void test_ids_do_not_repeat(void **state)
 {
     (void)state;
     enum { N = 2000 };
-    char (*ids)[32] = calloc(N, sizeof *ids);
+    char(*ids)[32] = calloc(N, sizeof *ids);
     assert_non_null(ids);
     for (int i = 0; i < N; i++)
         kp_id_new("x", ids[i], sizeof ids[i]);
@@ -343,11 +343,11 @@ static void test_ratelimit_bounded_table_reuses_expired_then_oldest(void **state
     assert_int_equal(kp_ratelimit_hit(rl, "b", 130), 0);
     /* full, nothing expired: "c" evicts the oldest window ("a") */
     assert_int_equal(kp_ratelimit_hit(rl, "c", 140), 0);
-    assert_true(kp_ratelimit_hit(rl, "b", 141) > 0);  /* b kept its count */
-    assert_true(kp_ratelimit_hit(rl, "c", 141) > 0);  /* c counted */
+    assert_true(kp_ratelimit_hit(rl, "b", 141) > 0); /* b kept its count */
+    assert_true(kp_ratelimit_hit(rl, "c", 141) > 0); /* c counted */
     /* "a" was forgotten, so it starts over (evicting b, now the oldest) */
     assert_int_equal(kp_ratelimit_hit(rl, "a", 142), 0);
-    assert_true(kp_ratelimit_hit(rl, "c", 143) > 0);  /* c survived */
+    assert_true(kp_ratelimit_hit(rl, "c", 143) > 0); /* c survived */
     /* once c's window has passed, a new key takes its slot rather than a's */
     assert_int_equal(kp_ratelimit_hit(rl, "d", 200), 0);
     assert_true(kp_ratelimit_hit(rl, "a", 201) > 0);

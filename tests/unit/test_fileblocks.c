@@ -27,9 +27,9 @@
  */
 typedef struct rec {
     kp_buf log;
-    char last;        /* 'T' or 'D' while a run of pieces is open, else 0 */
-    size_t run_at;    /* where in log the open run starts */
-    kp_buf data;      /* the open file's pieces, to compare with on_file_done */
+    char last;                /* 'T' or 'D' while a run of pieces is open, else 0 */
+    size_t run_at;            /* where in log the open run starts */
+    kp_buf data;              /* the open file's pieces, to compare with on_file_done */
     const char *fail_done_on; /* on_file_done fails for this path */
 } rec;
 
@@ -345,8 +345,8 @@ static void test_invalid_paths(void **state)
 {
     (void)state;
     static const char *const bad[] = {
-        "../x", "/etc/passwd", "a//b", "a/../b", "a b.html", "a\\b.js", "./a", "a/.", "a/", "",
-        "caf\xC3\xA9.html", "a\tb", "x/..", "..", "a;b", "%2e%2e/x",
+        "../x", "/etc/passwd",      "a//b", "a/../b", "a b.html", "a\\b.js", "./a",      "a/.", "a/",
+        "",     "caf\xC3\xA9.html", "a\tb", "x/..",   "..",       "a;b",     "%2e%2e/x",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char in[256];
@@ -379,7 +379,8 @@ static void test_path_length(void **state)
     kp_fileblocks_opts o = {0};
     o.max_path_len = 5;
     check_fails("<file path=\"abcdef\">\n</file>\n", &o, KP_FILEBLOCKS_INVALID_PATH, KP_EINVAL);
-    check("<file path=\"abcde\">\n</file>\n", &o, "S[abcde]F[abcde:] | status=ok code=ok file=abcde:0 msg=[] resume=28");
+    check("<file path=\"abcde\">\n</file>\n", &o,
+          "S[abcde]F[abcde:] | status=ok code=ok file=abcde:0 msg=[] resume=28");
 }
 
 static void test_tag_line_too_long_is_text(void **state)
@@ -408,7 +409,10 @@ static void test_path_check_helper(void **state)
     assert_int_equal(kp_fileblocks_check_path("a..b/c...", 9, 200, &err), KP_OK); /* dots inside names are fine */
     assert_int_equal(kp_fileblocks_check_path("a/../b", 6, 200, &err), KP_EINVAL);
     assert_non_null(strstr(err.msg, "'..'"));
-    assert_int_equal(kp_fileblocks_check_path("a\x01" "b", 3, 200, &err), KP_EINVAL);
+    assert_int_equal(kp_fileblocks_check_path("a\x01"
+                                              "b",
+                                              3, 200, &err),
+                     KP_EINVAL);
     assert_non_null(strstr(err.msg, "\"a?b\"")); /* control characters are not echoed */
 }
 
@@ -421,8 +425,7 @@ static void test_too_many_files(void **state)
     kp_status st;
     free(run_all_ways(three, &o, &st));
     assert_int_equal(st, KP_OK);
-    check("<file path=\"a\">\n</file>\n<file path=\"b\">\n</file>\n<file path=\"c\">\n</file>\n<file path=\"d\">\n",
-          &o,
+    check("<file path=\"a\">\n</file>\n<file path=\"b\">\n</file>\n<file path=\"c\">\n</file>\n<file path=\"d\">\n", &o,
           "S[a]F[a:]S[b]F[b:]S[c]F[c:] | status=payload_too_large code=too_many_files "
           "err=[too_many_files: more than 3 files] file=a:0 file=b:0 file=c:0 msg=[] resume=72");
 
@@ -432,8 +435,8 @@ static void test_too_many_files(void **state)
                       "</file>\n<file path=\"c\">\n</file>\n",
                       &o, &st));
     assert_int_equal(st, KP_OK);
-    check_fails("<delete path=\"x\"/>\n<delete path=\"y\"/>\n<delete path=\"z\"/>\n", &o,
-                KP_FILEBLOCKS_TOO_MANY_FILES, KP_ETOOLARGE);
+    check_fails("<delete path=\"x\"/>\n<delete path=\"y\"/>\n<delete path=\"z\"/>\n", &o, KP_FILEBLOCKS_TOO_MANY_FILES,
+                KP_ETOOLARGE);
 
     /* the default is 50 */
     kp_buf in = KP_BUF_INIT;
@@ -498,8 +501,7 @@ static void test_duplicates(void **state)
 static void test_incomplete_file(void **state)
 {
     (void)state;
-    check("Start\n<file path=\"index.html\">\n<p>done</p>\n</file>\n<file path=\"app.js\">\nlet x = 1;\nlet y",
-          NULL,
+    check("Start\n<file path=\"index.html\">\n<p>done</p>\n</file>\n<file path=\"app.js\">\nlet x = 1;\nlet y", NULL,
           "T[Start\n]S[index.html]D[index.html:<p>done</p>]F[index.html:<p>done</p>]S[app.js]D[app.js:let x = 1;\n"
           "let y] | status=invalid_request code=incomplete_file err=[incomplete_file: \"app.js\" was not closed "
           "with </file>] file=index.html:11 msg=[Start] resume=51 open=app.js");
@@ -574,7 +576,8 @@ static void test_callback_failure_aborts(void **state)
     const char *in = "<file path=\"a\">\n1\n</file>\n<file path=\"b\">\n2\n</file>\n";
     char *got = run_all_ways_n(in, strlen(in), NULL, "a", &st);
     assert_int_equal(st, KP_EIO);
-    assert_string_equal(got, "S[a]D[a:1]F[a:1] | status=io_error code=aborted err=[disk full] file=a:1 msg=[] resume=26");
+    assert_string_equal(got,
+                        "S[a]D[a:1]F[a:1] | status=io_error code=aborted err=[disk full] file=a:1 msg=[] resume=26");
     free(got);
 }
 

@@ -119,7 +119,7 @@ static void test_headers_set_replaces_first(void **state)
     assert_int_equal(kp_headers_set(&h, "allow", "PUT"), 0); /* present: replaced, any case */
     assert_int_equal(h.n, 1);
     assert_string_equal(kp_headers_get(&h, "ALLOW"), "PUT");
-    assert_string_equal(h.items[0].name, "Allow");         /* the original name is kept */
+    assert_string_equal(h.items[0].name, "Allow"); /* the original name is kept */
     kp_headers_free(&h);
 }
 
@@ -163,10 +163,7 @@ static void test_json_body_ok(void **state)
 {
     (void)state;
     static const char *types[] = {
-        "application/json",
-        "application/json; charset=utf-8",
-        "application/json;charset=UTF-8",
-        "Application/JSON",
+        "application/json",  "application/json; charset=utf-8", "application/json;charset=UTF-8", "Application/JSON",
         " application/json",
     };
     for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
@@ -340,10 +337,10 @@ static void test_from_err_4xx_keeps_message(void **state)
         int http;
         const char *code;
     } cases[] = {
-        {KP_EINVAL, 400, "invalid_request"},   {KP_EAUTH, 401, "unauthorized"},
+        {KP_EINVAL, 400, "invalid_request"},        {KP_EAUTH, 401, "unauthorized"},
         {KP_ECREDITS, 402, "insufficient_credits"}, {KP_EFORBIDDEN, 403, "forbidden"},
-        {KP_ENOTFOUND, 404, "not_found"},      {KP_ECONFLICT, 409, "conflict"},
-        {KP_ETOOLARGE, 413, "payload_too_large"}, {KP_ERATE, 429, "rate_limited"},
+        {KP_ENOTFOUND, 404, "not_found"},           {KP_ECONFLICT, 409, "conflict"},
+        {KP_ETOOLARGE, 413, "payload_too_large"},   {KP_ERATE, 429, "rate_limited"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         kp_resp resp = {0};

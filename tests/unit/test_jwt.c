@@ -190,7 +190,7 @@ static void test_parse_segments(void **state)
     parse_expect("abc", "3 segments");
     two = strdup(tok);
     *strrchr(two, '.') = '\0';
-    parse_expect(two, "3 segments");                     /* header.payload */
+    parse_expect(two, "3 segments");                        /* header.payload */
     kp_buf_printf(&b, "%s.%s", tok, strrchr(tok, '.') + 1); /* 4 segments */
     parse_expect(b.data, "3 segments");
     kp_buf_reset(&b);

@@ -18,25 +18,26 @@
 #include "llm/openai_events.h"
 #include "llm/sse.h"
 
-#define CHUNK_HEAD "data: {\"id\":\"chatcmpl-123\",\"object\":\"chat.completion.chunk\",\"created\":1694268190," \
-                   "\"model\":\"gpt-4o-mini-2024-07-18\",\"system_fingerprint\":\"fp_44709d6fcb\","
+#define CHUNK_HEAD                                                                                                     \
+    "data: {\"id\":\"chatcmpl-123\",\"object\":\"chat.completion.chunk\",\"created\":1694268190,"                      \
+    "\"model\":\"gpt-4o-mini-2024-07-18\",\"system_fingerprint\":\"fp_44709d6fcb\","
 
 /* The documented shape, with usage requested through stream_options. */
-static const char STREAM[] =
-    CHUNK_HEAD "\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\",\"refusal\":null},"
-               "\"logprobs\":null,\"finish_reason\":null}],\"usage\":null}\n\n"
-    ": OPENROUTER PROCESSING\n\n"
-    CHUNK_HEAD "\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hello\"},\"logprobs\":null,"
-               "\"finish_reason\":null}],\"usage\":null}\n\n"
-    CHUNK_HEAD "\"choices\":[{\"index\":0,\"delta\":{\"reasoning_content\":\"thinking...\",\"content\":null},"
-               "\"logprobs\":null,\"finish_reason\":null}],\"usage\":null}\n\n"
-    CHUNK_HEAD "\"choices\":[{\"index\":0,\"delta\":{\"content\":\" w\xC3\xB6rld \xE6\x97\xA5\xE6\x9C\xAC "
-               "\\ud83d\\ude00\"},\"logprobs\":null,\"finish_reason\":null}],\"usage\":null}\n\n"
-    "event: some_vendor_extension\ndata: {\"whatever\":1}\n\n"
-    CHUNK_HEAD "\"choices\":[{\"index\":0,\"delta\":{},\"logprobs\":null,\"finish_reason\":\"stop\"}],"
-               "\"usage\":null}\n\n"
-    CHUNK_HEAD "\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":12,\"total_tokens\":21,"
-               "\"prompt_tokens_details\":{\"cached_tokens\":3},\"completion_tokens_details\":{\"reasoning_tokens\":0}}}\n\n"
+static const char STREAM[] = CHUNK_HEAD
+    "\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\",\"refusal\":null},"
+    "\"logprobs\":null,\"finish_reason\":null}],\"usage\":null}\n\n"
+    ": OPENROUTER PROCESSING\n\n" CHUNK_HEAD
+    "\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hello\"},\"logprobs\":null,"
+    "\"finish_reason\":null}],\"usage\":null}\n\n" CHUNK_HEAD
+    "\"choices\":[{\"index\":0,\"delta\":{\"reasoning_content\":\"thinking...\",\"content\":null},"
+    "\"logprobs\":null,\"finish_reason\":null}],\"usage\":null}\n\n" CHUNK_HEAD
+    "\"choices\":[{\"index\":0,\"delta\":{\"content\":\" w\xC3\xB6rld \xE6\x97\xA5\xE6\x9C\xAC "
+    "\\ud83d\\ude00\"},\"logprobs\":null,\"finish_reason\":null}],\"usage\":null}\n\n"
+    "event: some_vendor_extension\ndata: {\"whatever\":1}\n\n" CHUNK_HEAD
+    "\"choices\":[{\"index\":0,\"delta\":{},\"logprobs\":null,\"finish_reason\":\"stop\"}],"
+    "\"usage\":null}\n\n" CHUNK_HEAD
+    "\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":12,\"total_tokens\":21,"
+    "\"prompt_tokens_details\":{\"cached_tokens\":3},\"completion_tokens_details\":{\"reasoning_tokens\":0}}}\n\n"
     "data: [DONE]\n\n"
     "data: {\"after\":\"done is ignored\"}\n\n";
 
@@ -143,13 +144,17 @@ static void test_finish_reasons(void **state)
 {
     (void)state;
     static const char *const cases[][2] = {
-        {"length", "max_tokens"}, {"stop", "end_turn"}, {"content_filter", "refusal"},
-        {"tool_calls", "tool_use"}, {"something_else", "something_else"},
+        {"length", "max_tokens"},
+        {"stop", "end_turn"},
+        {"content_filter", "refusal"},
+        {"tool_calls", "tool_use"},
+        {"something_else", "something_else"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char in[512];
         snprintf(in, sizeof in,
-                 "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x\"},\"finish_reason\":\"%s\"}]}\n\n"
+                 "data: "
+                 "{\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x\"},\"finish_reason\":\"%s\"}]}\n\n"
                  "data: [DONE]\n\n",
                  cases[i][0]);
         outcome o;
@@ -165,7 +170,8 @@ static void test_no_done_means_not_done(void **state)
 {
     (void)state;
     outcome o;
-    run_all_ways("data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"partial\"},\"finish_reason\":null}]}\n\n", &o);
+    run_all_ways("data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"partial\"},\"finish_reason\":null}]}\n\n",
+                 &o);
     assert_string_equal(o.text, "partial");
     assert_int_equal(o.result.done, 0);
     assert_string_equal(o.result.stop_reason, "");
@@ -254,9 +260,10 @@ static void test_build_request(void **state)
 
     kp_buf_reset(&out);
     assert_int_equal(kp_openai_build_request("gpt-x", 10, NULL, msgs, 1, &out, &err), KP_OK);
-    assert_string_equal(kp_buf_cstr(&out),
-                        "{\"model\":\"gpt-x\",\"messages\":[{\"role\":\"user\",\"content\":\"Make a game \xF0\x9F\x8E\xAE\"}],"
-                        "\"max_tokens\":10,\"stream\":true,\"stream_options\":{\"include_usage\":true}}");
+    assert_string_equal(
+        kp_buf_cstr(&out),
+        "{\"model\":\"gpt-x\",\"messages\":[{\"role\":\"user\",\"content\":\"Make a game \xF0\x9F\x8E\xAE\"}],"
+        "\"max_tokens\":10,\"stream\":true,\"stream_options\":{\"include_usage\":true}}");
 
     kp_buf_reset(&out);
     kp_llm_msg bad = {"system", "x"};

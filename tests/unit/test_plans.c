@@ -92,8 +92,9 @@ static void expect_refused(fixture *f, const char *id, const char *text, const c
         assert_plan_equal(&before, &after);
 }
 
-#define FULL "\"name\":\"Team\",\"price_cents\":9900,\"monthly_credits\":500,\"daily_bonus\":10," \
-             "\"max_concurrent_generations\":5"
+#define FULL                                                                                                           \
+    "\"name\":\"Team\",\"price_cents\":9900,\"monthly_credits\":500,\"daily_bonus\":10,"                               \
+    "\"max_concurrent_generations\":5"
 
 /* ---- ids ---- */
 
@@ -230,9 +231,9 @@ static void test_partial_update_keeps_other_fields(void **state)
     assert_int_equal(out.daily_bonus, 7);
 
     /* several fields at once */
-    assert_int_equal(put(f, "pro", "{\"name\":\"Pro Plus\",\"active\":false,\"stripe_price_id\":\"price_9\"}",
-                         &out, &created, &err),
-                     KP_OK);
+    assert_int_equal(
+        put(f, "pro", "{\"name\":\"Pro Plus\",\"active\":false,\"stripe_price_id\":\"price_9\"}", &out, &created, &err),
+        KP_OK);
     assert_int_equal(f->s->ops->plan_get(f->s, "pro", &got, &err), KP_OK);
     assert_string_equal(got.name, "Pro Plus");
     assert_int_equal(got.active, 0);

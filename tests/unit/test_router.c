@@ -191,12 +191,12 @@ static void test_match_mismatches(void **state)
     (void)state;
     kp_req req;
     memset(&req, 0, sizeof req);
-    assert_false(kp_router_match("/v1/me", "/v1/me/", &req));  /* trailing slash */
+    assert_false(kp_router_match("/v1/me", "/v1/me/", &req)); /* trailing slash */
     assert_false(kp_router_match("/v1/me/", "/v1/me", &req));
     assert_false(kp_router_match("/v1/admin/plans/{id}", "/v1/admin/plans/pro/", &req));
-    assert_false(kp_router_match("/v1/me", "/v1/m", &req));     /* prefix */
+    assert_false(kp_router_match("/v1/me", "/v1/m", &req)); /* prefix */
     assert_false(kp_router_match("/v1/me", "/v1/mine", &req));
-    assert_false(kp_router_match("/v1/me", "/V1/ME", &req));    /* paths are case-sensitive */
+    assert_false(kp_router_match("/v1/me", "/V1/ME", &req)); /* paths are case-sensitive */
     assert_false(kp_router_match("/v1/me", "", &req));
     /* an empty segment is not a parameter */
     assert_false(kp_router_match("/v1/admin/plans/{id}", "/v1/admin/plans/", &req));
@@ -409,8 +409,7 @@ static void test_token_for_missing_user_401(void **state)
     fixture *f = *state;
     kp_err err = {0};
     char *token = NULL;
-    assert_int_equal(kp_auth_issue(f->app.auth, "usr_000000000000000000000000", "gone@example.com", &token, NULL,
-                                   &err),
+    assert_int_equal(kp_auth_issue(f->app.auth, "usr_000000000000000000000000", "gone@example.com", &token, NULL, &err),
                      KP_OK);
     kp_resp resp;
     call(f, "GET", "/v1/me", NULL, token, NULL, &resp);
@@ -832,8 +831,7 @@ static void test_signup_and_login(void **state)
     json_t *doc = body_json(&resp);
     const char *token = json_string_value(json_object_get(doc, "token"));
     assert_non_null(token);
-    assert_string_equal(json_string_value(json_object_get(json_object_get(doc, "user"), "email")),
-                        "web@example.com");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(doc, "user"), "email")), "web@example.com");
     assert_null(strstr(kp_buf_cstr(&resp.body), "password"));
     assert_null(strstr(kp_buf_cstr(&resp.body), "argon2"));
     kp_resp me;
@@ -859,8 +857,7 @@ static void test_signup_and_login(void **state)
     json_decref(doc);
     kp_resp_free(&resp);
 
-    call(f, "POST", "/v1/auth/login", NULL, NULL, "{\"email\":\"web@example.com\",\"password\":\"wrong-pass\"}",
-         &resp);
+    call(f, "POST", "/v1/auth/login", NULL, NULL, "{\"email\":\"web@example.com\",\"password\":\"wrong-pass\"}", &resp);
     expect(&resp, 401, "unauthorized");
     kp_resp_free(&resp);
 }

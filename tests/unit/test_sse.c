@@ -193,12 +193,21 @@ static void test_id_and_retry(void **state)
 static void test_bom(void **state)
 {
     (void)state;
-    check("\xEF\xBB\xBF" "data: x\n\n", "message|x\n", 0);
+    check("\xEF\xBB\xBF"
+          "data: x\n\n",
+          "message|x\n", 0);
     /* only a leading BOM is skipped; elsewhere it is part of the field name */
-    check("data: x\n\n\xEF\xBB\xBF" "data: y\n\n", "message|x\n", 0);
+    check("data: x\n\n\xEF\xBB\xBF"
+          "data: y\n\n",
+          "message|x\n", 0);
     /* a BOM prefix that turns out not to be one is kept */
-    check("\xEF\xBB" "data: z\n\n", "", 0);
-    check("\xEF" "\n" "data: z\n\n", "message|z\n", 0);
+    check("\xEF\xBB"
+          "data: z\n\n",
+          "", 0);
+    check("\xEF"
+          "\n"
+          "data: z\n\n",
+          "message|z\n", 0);
 }
 
 static void test_utf8_and_nul(void **state)
@@ -237,7 +246,8 @@ static void test_anthropic_wire_format(void **state)
     check(in,
           "message_start|{\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\"}}\n"
           "ping|{\"type\": \"ping\"}\n"
-          "content_block_delta|{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hello\"}}\n",
+          "content_block_delta|{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\","
+          "\"text\":\"Hello\"}}\n",
           0);
 }
 

@@ -131,7 +131,6 @@ static int64_t generating(kp_store *s, const char *user)
     return count;
 }
 
-
 static void sql_exec(const char *path, const char *sql)
 {
     sqlite3 *db = NULL;

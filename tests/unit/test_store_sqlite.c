@@ -161,7 +161,6 @@ static void assert_ledger_matches_balance(kp_store *s, const char *user)
     assert_int_equal(sum.monthly, b.monthly);
 }
 
-
 /* Inserts n users usr_{i as 24 hex} (plans free/pro/business by i % 3) and
  * their zero balances in one transaction, on a raw connection. */
 static void bulk_users(const char *path, int n)
@@ -618,10 +617,9 @@ static void test_reservations(void **state)
     assert_int_equal(apply(s, change("usr_a", 5, 10, "admin_grant", "g1"), NULL), KP_OK);
 
     /* Reserve 2 daily + 1 monthly. */
-    assert_int_equal(apply(s, res_change("usr_a", -2, -1, "generation", "r1:reserve", "res_1", KP_RES_NONE,
-                                         KP_RES_RESERVED),
-                           &b),
-                     KP_OK);
+    assert_int_equal(
+        apply(s, res_change("usr_a", -2, -1, "generation", "r1:reserve", "res_1", KP_RES_NONE, KP_RES_RESERVED), &b),
+        KP_OK);
     assert_int_equal(b.daily, 3);
     assert_int_equal(b.monthly, 9);
     assert_int_equal(s->ops->reservation_get(s, "res_1", &r, &err), KP_OK);
@@ -634,10 +632,9 @@ static void test_reservations(void **state)
     assert_int_equal(s->ops->reservation_get(s, "res_nope", &r, &err), KP_ENOTFOUND);
 
     /* Creating it again (other key): conflict, nothing written. */
-    assert_int_equal(apply(s, res_change("usr_a", -2, 0, "generation", "r1:again", "res_1", KP_RES_NONE,
-                                         KP_RES_RESERVED),
-                           NULL),
-                     KP_ECONFLICT);
+    assert_int_equal(
+        apply(s, res_change("usr_a", -2, 0, "generation", "r1:again", "res_1", KP_RES_NONE, KP_RES_RESERVED), NULL),
+        KP_ECONFLICT);
     b = balance(s, "usr_a");
     assert_int_equal(b.daily, 3);
     assert_int_equal(b.version, 2);
@@ -645,8 +642,7 @@ static void test_reservations(void **state)
     /* Commit: no credit movement, so no ledger row, but the state moves. */
     size_t rows = ledger_count(s, "usr_a");
     assert_int_equal(
-        apply(s, res_change("usr_a", 0, 0, "generation", "r1:commit", "res_1", KP_RES_RESERVED, KP_RES_COMMITTED),
-              &b),
+        apply(s, res_change("usr_a", 0, 0, "generation", "r1:commit", "res_1", KP_RES_RESERVED, KP_RES_COMMITTED), &b),
         KP_OK);
     assert_int_equal(b.daily, 3);
     assert_int_equal(ledger_count(s, "usr_a"), rows);
@@ -659,10 +655,9 @@ static void test_reservations(void **state)
     assert_int_equal(balance(s, "usr_a").daily, 3);
 
     /* Reserve then refund; a second refund is refused and gives nothing back. */
-    assert_int_equal(apply(s, res_change("usr_a", -3, 0, "generation", "r2:reserve", "res_2", KP_RES_NONE,
-                                         KP_RES_RESERVED),
-                           &b),
-                     KP_OK);
+    assert_int_equal(
+        apply(s, res_change("usr_a", -3, 0, "generation", "r2:reserve", "res_2", KP_RES_NONE, KP_RES_RESERVED), &b),
+        KP_OK);
     assert_int_equal(b.daily, 0);
     assert_int_equal(
         apply(s, res_change("usr_a", 3, 0, "refund", "r2:refund", "res_2", KP_RES_RESERVED, KP_RES_REFUNDED), &b),
@@ -681,10 +676,9 @@ static void test_reservations(void **state)
     assert_int_equal(r.state, KP_RES_REFUNDED);
 
     /* Another user's reservation cannot be moved. */
-    assert_int_equal(apply(s, res_change("usr_b", 0, 0, "generation", "r1:steal", "res_1", KP_RES_COMMITTED,
-                                         KP_RES_REFUNDED),
-                           NULL),
-                     KP_ECONFLICT);
+    assert_int_equal(
+        apply(s, res_change("usr_b", 0, 0, "generation", "r1:steal", "res_1", KP_RES_COMMITTED, KP_RES_REFUNDED), NULL),
+        KP_ECONFLICT);
 
     /* The refund's ledger row links the reservation. */
     kp_ledger_entry *e = NULL;
@@ -716,14 +710,12 @@ static void test_ledger_sum_after_mix(void **state)
         if (rc == KP_OK)
             assert_int_equal(apply(s, change("usr_a", 1, 1, "mix", key), NULL), KP_EDUPLICATE);
     }
-    assert_int_equal(apply(s, res_change("usr_a", -1, -1, "generation", "r:res", "res_1", KP_RES_NONE,
-                                         KP_RES_RESERVED),
-                           NULL),
-                     KP_OK);
-    assert_int_equal(apply(s, res_change("usr_a", 1, 1, "refund", "r:refund", "res_1", KP_RES_RESERVED,
-                                         KP_RES_REFUNDED),
-                           NULL),
-                     KP_OK);
+    assert_int_equal(
+        apply(s, res_change("usr_a", -1, -1, "generation", "r:res", "res_1", KP_RES_NONE, KP_RES_RESERVED), NULL),
+        KP_OK);
+    assert_int_equal(
+        apply(s, res_change("usr_a", 1, 1, "refund", "r:refund", "res_1", KP_RES_RESERVED, KP_RES_REFUNDED), NULL),
+        KP_OK);
     assert_ledger_matches_balance(s, "usr_a");
     assert_ledger_matches_balance(s, "usr_b");
     assert_int_equal(balance(s, "usr_b").daily, 9);
@@ -973,8 +965,8 @@ static void test_daily_bonus_concurrent_processes(void **state)
     assert_int_equal(total, USERS);
     assert_int_equal(kp_test_sql_int(f->path, "SELECT COUNT(*) FROM ledger WHERE reason = 'daily_bonus'"), USERS);
     assert_int_equal(kp_test_sql_int(f->path, "SELECT COUNT(*) FROM balances AS b JOIN users AS u ON u.id = b.user_id "
-                                      "JOIN plans AS p ON p.id = u.plan_id "
-                                      "WHERE b.daily <> p.daily_bonus OR b.version <> 1"),
+                                              "JOIN plans AS p ON p.id = u.plan_id "
+                                              "WHERE b.daily <> p.daily_bonus OR b.version <> 1"),
                      0);
 }
 
@@ -999,11 +991,12 @@ static void test_daily_bonus_100k(void **state)
     assert_int_equal(kp_test_sql_int(f->path, "SELECT COUNT(*) FROM ledger"), USERS);
     assert_int_equal(kp_test_sql_int(f->path, "SELECT COUNT(DISTINCT user_id) FROM ledger"), USERS);
     assert_int_equal(kp_test_sql_int(f->path, "SELECT COUNT(*) FROM balances AS b JOIN users AS u ON u.id = b.user_id "
-                                      "JOIN plans AS p ON p.id = u.plan_id "
-                                      "WHERE b.daily <> p.daily_bonus OR b.version <> 1"),
+                                              "JOIN plans AS p ON p.id = u.plan_id "
+                                              "WHERE b.daily <> p.daily_bonus OR b.version <> 1"),
                      0);
-    assert_int_equal(kp_test_sql_int(f->path, "SELECT COUNT(*) FROM ledger AS l JOIN balances AS b ON b.user_id = l.user_id "
-                                      "WHERE l.balance_daily <> b.daily OR l.delta_daily <> b.daily"),
+    assert_int_equal(kp_test_sql_int(f->path,
+                                     "SELECT COUNT(*) FROM ledger AS l JOIN balances AS b ON b.user_id = l.user_id "
+                                     "WHERE l.balance_daily <> b.daily OR l.delta_daily <> b.daily"),
                      0);
     print_message("100k users: insert %.3fs, daily bonus %.3fs (batches of 1000), re-run %.3fs\n", t1 - t0, t3 - t2,
                   t4 - t3);

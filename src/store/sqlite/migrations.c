@@ -127,7 +127,10 @@ static const char *const migrations[] = {
 
 #define MIGRATION_COUNT ((int)(sizeof migrations / sizeof migrations[0]))
 
-int kp_sqlite_schema_target(void) { return MIGRATION_COUNT; }
+int kp_sqlite_schema_target(void)
+{
+    return MIGRATION_COUNT;
+}
 
 kp_status kp_sqlite_db_error(sqlite3 *db, const char *what, kp_err *err)
 {
@@ -197,8 +200,8 @@ kp_status kp_sqlite_configure(sqlite3 *db, int foreign_keys, kp_err *err)
 static int table_exists(sqlite3 *db, const char *name)
 {
     sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(db, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1", -1, &st,
-                           NULL) != SQLITE_OK)
+    if (sqlite3_prepare_v2(db, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1", -1, &st, NULL) !=
+        SQLITE_OK)
         return -1;
     sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
     int rc = sqlite3_step(st);
@@ -217,8 +220,7 @@ kp_status kp_sqlite_schema_version(sqlite3 *db, int *version, kp_err *err)
         return KP_OK;
 
     sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(db, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations", -1, &st, NULL) !=
-        SQLITE_OK)
+    if (sqlite3_prepare_v2(db, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations", -1, &st, NULL) != SQLITE_OK)
         return kp_sqlite_db_error(db, "read schema version", err);
     kp_status rc = KP_OK;
     if (sqlite3_step(st) == SQLITE_ROW)
@@ -232,8 +234,8 @@ kp_status kp_sqlite_schema_version(sqlite3 *db, int *version, kp_err *err)
 static kp_status record_version(sqlite3 *db, int version, kp_err *err)
 {
     sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(db, "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)", -1, &st,
-                           NULL) != SQLITE_OK)
+    if (sqlite3_prepare_v2(db, "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)", -1, &st, NULL) !=
+        SQLITE_OK)
         return kp_sqlite_db_error(db, "record schema version", err);
     sqlite3_bind_int(st, 1, version);
     sqlite3_bind_int64(st, 2, (int64_t)time(NULL));
@@ -314,9 +316,9 @@ kp_status kp_sqlite_migrate(const char *db_path, int *applied, kp_err *err)
 
     if (sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL) !=
         SQLITE_OK) {
-        kp_log_json(KP_LOG_ERROR, "cannot open database",
-                    json_pack("{s:s, s:s}", "path", db_path, "sqlite_error",
-                              db ? sqlite3_errmsg(db) : "out of memory"));
+        kp_log_json(
+            KP_LOG_ERROR, "cannot open database",
+            json_pack("{s:s, s:s}", "path", db_path, "sqlite_error", db ? sqlite3_errmsg(db) : "out of memory"));
         rc = kp_err_set(err, KP_EDB, "cannot open or create the database");
         goto cleanup;
     }

@@ -93,11 +93,11 @@ typedef enum stmt_id {
 } stmt_id;
 
 #define USER_COLS "id, email, password_hash, external_sub, plan_id, is_admin, created_at"
-#define PLAN_COLS                                                                                               \
-    "id, name, price_cents, currency, monthly_credits, daily_bonus, max_concurrent_generations, "             \
+#define PLAN_COLS                                                                                                      \
+    "id, name, price_cents, currency, monthly_credits, daily_bonus, max_concurrent_generations, "                      \
     "stripe_price_id, active, updated_at"
-#define LEDGER_COLS                                                                                             \
-    "seq, user_id, delta_daily, delta_monthly, balance_daily, balance_monthly, reason, idem_key, "            \
+#define LEDGER_COLS                                                                                                    \
+    "seq, user_id, delta_daily, delta_monthly, balance_daily, balance_monthly, reason, idem_key, "                     \
     "reservation_id, created_at"
 #define PROJECT_COLS "id, user_id, name, latest_version, latest_ready, created_at, updated_at"
 #define VERSION_COLS                                                                                                   \
@@ -213,12 +213,21 @@ typedef struct sq_store {
 
 /* ---- helpers ---------------------------------------------------------- */
 
-static sq_store *impl_of(kp_store *s) { return (sq_store *)s->impl; }
+static sq_store *impl_of(kp_store *s)
+{
+    return (sq_store *)s->impl;
+}
 
 /* 1 when s is a non-NULL string that fits, with its NUL, in cap bytes. */
-static int fits(const char *s, size_t cap) { return s && strnlen(s, cap) < cap; }
+static int fits(const char *s, size_t cap)
+{
+    return s && strnlen(s, cap) < cap;
+}
 
-static int nonempty_fits(const char *s, size_t cap) { return fits(s, cap) && s[0] != '\0'; }
+static int nonempty_fits(const char *s, size_t cap)
+{
+    return fits(s, cap) && s[0] != '\0';
+}
 
 /* Fetches the cached statement, preparing it on first use. */
 static kp_status stmt_get(sq_store *h, stmt_id id, sqlite3_stmt **out, kp_err *err)
@@ -868,8 +877,7 @@ static kp_status reservation_transition(sq_store *h, const kp_credit_change *c, 
 /* The body of credits_apply, inside the write transaction. *out receives the
  * balance after the change, or the current one on EDUPLICATE / ECONFLICT /
  * ECREDITS. */
-static kp_status credits_apply_locked(sq_store *h, const kp_credit_change *c, int64_t now, kp_balance *out,
-                                      kp_err *err)
+static kp_status credits_apply_locked(sq_store *h, const kp_credit_change *c, int64_t now, kp_balance *out, kp_err *err)
 {
     int used = 0;
     kp_status rc = idem_key_used(h, c->idem_key, &used, err);
@@ -883,8 +891,8 @@ static kp_status credits_apply_locked(sq_store *h, const kp_credit_change *c, in
     if (used)
         return kp_err_set(err, KP_EDUPLICATE, "idempotency key already used");
     if (c->expected_version >= 0 && c->expected_version != cur.version)
-        return kp_err_set(err, KP_ECONFLICT, "balance changed (version %lld, expected %lld)",
-                          (long long)cur.version, (long long)c->expected_version);
+        return kp_err_set(err, KP_ECONFLICT, "balance changed (version %lld, expected %lld)", (long long)cur.version,
+                          (long long)c->expected_version);
 
     kp_balance next = {0, 0, cur.version + 1};
     if (__builtin_add_overflow(cur.daily, c->delta_daily, &next.daily) ||
@@ -915,8 +923,7 @@ static int credit_change_valid(const kp_credit_change *c)
     if (!c->res_id)
         return 1;
     return nonempty_fits(c->res_id, KP_ID_MAX) && c->res_from >= KP_RES_NONE && c->res_from <= KP_RES_REFUNDED &&
-           c->res_to >= KP_RES_RESERVED && c->res_to <= KP_RES_REFUNDED && c->res_daily >= 0 &&
-           c->res_monthly >= 0;
+           c->res_to >= KP_RES_RESERVED && c->res_to <= KP_RES_REFUNDED && c->res_daily >= 0 && c->res_monthly >= 0;
 }
 
 static kp_status sq_credits_apply(kp_store *s, const kp_credit_change *c, kp_balance *out, kp_err *err)
@@ -1723,9 +1730,9 @@ kp_status kp_sqlite_open(const char *db_path, kp_store **out, kp_err *err)
         return kp_err_set(err, KP_EINVAL, "database path is empty");
     /* No SQLITE_OPEN_CREATE: a missing file means "not migrated". */
     if (sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
-        kp_log_json(KP_LOG_ERROR, "cannot open database",
-                    json_pack("{s:s, s:s}", "path", db_path, "sqlite_error",
-                              db ? sqlite3_errmsg(db) : "out of memory"));
+        kp_log_json(
+            KP_LOG_ERROR, "cannot open database",
+            json_pack("{s:s, s:s}", "path", db_path, "sqlite_error", db ? sqlite3_errmsg(db) : "out of memory"));
         rc = kp_err_set(err, KP_EUNAVAILABLE, "cannot open the database: run koumpa migrate");
         goto cleanup;
     }

@@ -24,8 +24,8 @@ kp_status kp_sqlite_migrate(const char *db_path, int *applied, kp_err *err);
 /*
  * Opens a handle on an existing, migrated database. KP_EUNAVAILABLE ("run
  * koumpa migrate") when the file is missing or its schema is older than this
- * build's (a newer schema is accepted, with a warning in the log). The handle is for one thread at a time; the caller releases it
- * with (*out)->ops->close(*out).
+ * build's (a newer schema is accepted, with a warning in the log). The handle is for one thread at a time; the caller
+ * releases it with (*out)->ops->close(*out).
  */
 kp_status kp_sqlite_open(const char *db_path, kp_store **out, kp_err *err);
 
