@@ -1,6 +1,8 @@
 /* http.c - see http.h: building responses and reading requests, for handlers. */
 #include "api/http.h"
 
+#include <pthread.h>
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -172,6 +174,54 @@ void kp_resp_free(kp_resp *resp)
     if (resp->stream && resp->stream->release)
         resp->stream->release(resp->stream);
     resp->stream = NULL;
+    if (resp->deferred && resp->deferred->release)
+        resp->deferred->release(resp->deferred);
+    resp->deferred = NULL;
+}
+
+/* ---- waiting for a deferred response ---- */
+
+typedef struct settle_reply {
+    kp_reply reply;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int sent;
+    kp_resp resp;
+} settle_reply;
+
+static void settle_send(kp_reply *reply, kp_resp *resp)
+{
+    settle_reply *r = (settle_reply *)reply;
+    pthread_mutex_lock(&r->mu);
+    r->resp = *resp;
+    memset(resp, 0, sizeof *resp);
+    r->sent = 1;
+    pthread_cond_signal(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+}
+
+void kp_resp_settle(kp_resp *resp)
+{
+    if (!resp->deferred)
+        return;
+    kp_deferred *d = resp->deferred;
+    resp->deferred = NULL;
+    settle_reply r;
+    memset(&r, 0, sizeof r);
+    r.reply.send = settle_send;
+    pthread_mutex_init(&r.mu, NULL);
+    pthread_cond_init(&r.cv, NULL);
+    d->start(d, &r.reply);
+    pthread_mutex_lock(&r.mu);
+    while (!r.sent)
+        pthread_cond_wait(&r.cv, &r.mu);
+    pthread_mutex_unlock(&r.mu);
+    d->release(d);
+    pthread_cond_destroy(&r.cv);
+    pthread_mutex_destroy(&r.mu);
+    kp_headers_free(&resp->headers);
+    kp_buf_free(&resp->body);
+    *resp = r.resp;
 }
 
 const char *kp_req_header(const kp_req *req, const char *name)

@@ -95,12 +95,37 @@ struct kp_stream {
     void (*release)(kp_stream *s);
 };
 
-typedef struct kp_resp {
+/*
+ * A response computed off the host's threads (work too slow for an HTTP
+ * thread, such as password hashing, runs on a pool). The handler leaves
+ * status 0 and sets resp->deferred. The host calls start() once, on its own
+ * thread, with a reply; the producer later calls reply->send(reply, resp)
+ * exactly once, from any thread, with a complete response (status, headers,
+ * body; neither stream nor deferred), whose contents the host takes over
+ * (the producer's kp_resp is left empty). After send() the producer must not
+ * touch reply. The host calls release() once, after send() (also when the
+ * client went away meanwhile); release frees the deferred's memory. A
+ * deferred that was never started is released by kp_resp_free().
+ */
+typedef struct kp_resp kp_resp;
+typedef struct kp_reply kp_reply;
+struct kp_reply {
+    void (*send)(kp_reply *reply, kp_resp *resp);
+};
+
+typedef struct kp_deferred kp_deferred;
+struct kp_deferred {
+    void (*start)(kp_deferred *d, kp_reply *reply);
+    void (*release)(kp_deferred *d);
+};
+
+struct kp_resp {
     int status; /* 0 until set */
     kp_headers headers;
     kp_buf body;
-    kp_stream *stream; /* when set, the body is streamed and `body` is ignored */
-} kp_resp;
+    kp_stream *stream;     /* when set, the body is streamed and `body` is ignored */
+    kp_deferred *deferred; /* when set, the response comes later (see kp_deferred) */
+};
 
 /* Sets status + a JSON body (takes ownership of body) + Content-Type. */
 void kp_resp_json(kp_resp *resp, int status, json_t *body);
@@ -113,6 +138,12 @@ void kp_resp_from_err(kp_resp *resp, const kp_err *err, const char *request_id);
 /* Sets status + body with the given content type (copies body). */
 void kp_resp_text(kp_resp *resp, int status, const char *content_type, const char *body, size_t len);
 void kp_resp_free(kp_resp *resp);
+/*
+ * For hosts that may block (tests, a host serving one request at a time):
+ * when resp->deferred is set, starts it, waits for its reply, releases it and
+ * leaves the reply's response in resp. Does nothing otherwise.
+ */
+void kp_resp_settle(kp_resp *resp);
 
 /* A request header (case-insensitive), or NULL. */
 const char *kp_req_header(const kp_req *req, const char *name);

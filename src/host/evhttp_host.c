@@ -646,6 +646,7 @@ static void handle_request(struct evhttp_request *evreq, void *arg)
 
     if (read_request(w, evreq, &req, rid, &path, &resp) == 0)
         w->host->opt.dispatch(&w->ctx, &req, &resp);
+    kp_resp_settle(&resp); /* deferred responses: waited for here, for now */
     if (resp.status < 100 || resp.status > 599) {
         kp_log(KP_LOG_ERROR, "handler left status %d for %s %s (request %s)", resp.status, req.method, req.path, rid);
         if (resp.stream) {
