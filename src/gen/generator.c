@@ -532,7 +532,7 @@ static void fill_result_fields(generation *gen, kp_version *v)
     v->input_tokens = gen->usage.input_tokens;
     v->output_tokens = gen->usage.output_tokens;
     v->duration_ms = elapsed_ms(&gen->started);
-    v->updated_at = (int64_t)time(NULL);
+    v->updated_at = kp_time_now_ms();
 }
 
 /* Refunds and settles: the end of every failure. Logs what it cannot do
@@ -1385,7 +1385,7 @@ static kp_status create_rows(kp_store *s, const kp_gen_request *r, const kp_proj
                              kp_gen_result *res, kp_err *err)
 {
     kp_version v;
-    int64_t now = (int64_t)time(NULL);
+    int64_t now = kp_time_now_ms();
     memset(&v, 0, sizeof v);
     v.n = n;
     v.status = KP_VER_GENERATING;
@@ -1401,7 +1401,8 @@ static kp_status create_rows(kp_store *s, const kp_gen_request *r, const kp_proj
     }
     kp_project np;
     memset(&np, 0, sizeof np);
-    kp_id_new("prj", np.id, sizeof np.id);
+    kp_id_new_at("prj", np.id, sizeof np.id, &now); /* created_at: the time in the id */
+    v.created_at = v.updated_at = now;
     copy_str(np.user_id, sizeof np.user_id, r->user_id);
     if (r->name && *r->name)
         copy_str(np.name, sizeof np.name, r->name);
@@ -1433,7 +1434,7 @@ static void fail_unstarted(kp_store *s, generation *gen)
     v.status = KP_VER_FAILED;
     copy_str(v.error_code, sizeof v.error_code, "interrupted");
     v.error_message = "the server is shutting down";
-    v.updated_at = (int64_t)time(NULL);
+    v.updated_at = kp_time_now_ms();
     int finished = s->ops->version_finish(s, &v, &err) == KP_OK;
     refund_and_settle(s, gen->project_id, gen->n, gen->reservation_id, finished);
 }
@@ -1587,7 +1588,7 @@ static kp_status recover_one(kp_store *s, kp_blob *blob, const kp_version *v, kp
         copy_str(f.error_code, sizeof f.error_code, "interrupted");
         f.error_message = INTERRUPTED_MESSAGE;
         f.events_json = events;
-        f.updated_at = (int64_t)time(NULL);
+        f.updated_at = kp_time_now_ms();
         snprintf(prefix, sizeof prefix, "apps/%s/v%lld/", v->project_id, (long long)v->n);
         if (blob)
             blob->ops->delete_prefix(blob, prefix, err); /* best effort: partial files of a publish cut short */

@@ -33,7 +33,7 @@
 #define KP_IDEM_MAX 200
 
 typedef struct kp_user {
-    char id[KP_ID_MAX];       /* "usr_" + 24 hex chars */
+    char id[KP_ID_MAX];       /* "usr_" + 28 hex chars (core/id.h) */
     char email[KP_EMAIL_MAX]; /* normalised (trimmed, lower-case); may be "" for external users without email */
     char password_hash[KP_PWHASH_MAX]; /* Argon2id encoded string; "" for external users */
     char external_sub[KP_SUB_MAX];     /* "{issuer}|{sub}" for identity-provider users; "" for local */
@@ -127,13 +127,13 @@ typedef struct kp_credit_change {
 typedef enum kp_version_status { KP_VER_GENERATING = 1, KP_VER_READY, KP_VER_FAILED } kp_version_status;
 
 typedef struct kp_project {
-    char id[KP_ID_MAX]; /* "prj_..." */
+    char id[KP_ID_MAX]; /* "prj_..." (core/id.h: sorts by creation time) */
     char user_id[KP_ID_MAX];
     char name[KP_NAME_MAX]; /* <= 100 chars */
     int64_t latest_version; /* highest version number created (>= 1) */
     int64_t latest_ready;   /* highest version that is ready, 0 if none */
-    int64_t created_at;
-    int64_t updated_at;
+    int64_t created_at;     /* milliseconds since the epoch (the time in its id) */
+    int64_t updated_at;     /* milliseconds */
 } kp_project;
 
 /*
@@ -157,8 +157,8 @@ typedef struct kp_version {
     int64_t input_tokens;
     int64_t output_tokens;
     int64_t duration_ms;
-    int64_t created_at;
-    int64_t updated_at;
+    int64_t created_at; /* milliseconds since the epoch */
+    int64_t updated_at; /* milliseconds */
 } kp_version;
 
 /* Frees a version's heap fields (the struct itself is the caller's). */

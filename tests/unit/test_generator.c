@@ -586,6 +586,33 @@ static void test_provider_error_is_refunded(void **state)
     kp_version_clear(&v);
 }
 
+/* Ids and created_at sort by creation time in milliseconds: 50 projects made
+ * one after the other (most in the same second) list newest first exactly. */
+static void test_projects_list_in_creation_order(void **state)
+{
+    fixture *f = *state;
+    enum { N = 50 };
+    char ids[N][KP_ID_MAX];
+    kp_gen_result res;
+    kp_version v;
+    kp_err err = {0};
+    set_script(f, 0, "x", NULL);
+    f->fake.scripts[0].error_code = "overloaded";
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(submit(f, "usr_a", NULL, "an app", &res), KP_OK);
+        memcpy(ids[i], res.project_id, KP_ID_MAX);
+        wait_version(f, res.project_id, 1, &v);
+        kp_version_clear(&v);
+    }
+    kp_project *list = NULL;
+    size_t n = 0;
+    assert_int_equal(f->s->ops->project_list(f->s, "usr_a", 0, "", 100, &list, &n, &err), KP_OK);
+    assert_int_equal(n, N);
+    for (int i = 0; i < N; i++)
+        assert_string_equal(list[i].id, ids[N - 1 - i]);
+    free(list);
+}
+
 static void test_max_tokens_continues(void **state)
 {
     fixture *f = *state;
@@ -986,6 +1013,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_path_traversal_is_refunded, setup, teardown),
         cmocka_unit_test_setup_teardown(test_oversize_output_is_refunded, setup, teardown),
         cmocka_unit_test_setup_teardown(test_provider_error_is_refunded, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_projects_list_in_creation_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_max_tokens_continues, setup, teardown),
         cmocka_unit_test_setup_teardown(test_third_max_tokens_is_too_long, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel_refunds, setup, teardown),

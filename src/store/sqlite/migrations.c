@@ -123,6 +123,10 @@ static const char *const migrations[] = {
     ");"
     "CREATE INDEX versions_unsettled ON versions(project_id, n) WHERE settled = 0;"
     "CREATE INDEX versions_generating ON versions(user_id) WHERE status = 1;",
+    /* 3 (money): projects' and versions' times in milliseconds, so that
+     * "newest first" is exact; existing rows keep their second. */
+    "UPDATE projects SET created_at = created_at * 1000, updated_at = updated_at * 1000;"
+    "UPDATE versions SET created_at = created_at * 1000, updated_at = updated_at * 1000;",
 };
 
 #define MIGRATION_COUNT ((int)(sizeof migrations / sizeof migrations[0]))

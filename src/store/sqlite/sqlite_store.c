@@ -35,6 +35,7 @@
 
 #include <jansson.h>
 
+#include "core/id.h"
 #include "core/log.h"
 #include "store/sqlite/migrations.h"
 
@@ -1311,7 +1312,7 @@ static kp_status sq_project_create(kp_store *s, const kp_project *p, const kp_ve
     if (!new_version_valid(v) || (v->n != 0 && v->n != 1) || (v->project_id[0] && strcmp(v->project_id, p->id) != 0))
         return kp_err_set(err, KP_EINVAL, "invalid version record");
 
-    int64_t created_at = p->created_at > 0 ? p->created_at : (int64_t)time(NULL);
+    int64_t created_at = p->created_at > 0 ? p->created_at : kp_time_now_ms();
     int64_t v_created_at = v->created_at > 0 ? v->created_at : created_at;
     kp_status rc = tx_begin(h, err);
     if (rc != KP_OK)
@@ -1467,7 +1468,7 @@ static kp_status sq_version_create(kp_store *s, const kp_version *v, kp_err *err
     sq_store *h = impl_of(s);
     if (!new_version_valid(v) || !v->project_id[0] || v->n < 1)
         return kp_err_set(err, KP_EINVAL, "invalid version record");
-    int64_t created_at = v->created_at > 0 ? v->created_at : (int64_t)time(NULL);
+    int64_t created_at = v->created_at > 0 ? v->created_at : kp_time_now_ms();
     kp_status rc = tx_begin(h, err);
     if (rc != KP_OK)
         return rc;
@@ -1601,7 +1602,7 @@ static kp_status sq_version_finish(kp_store *s, const kp_version *v, kp_err *err
         (v->status != KP_VER_READY && v->status != KP_VER_FAILED) || !fits(v->error_code, sizeof v->error_code) ||
         !fits(v->model, sizeof v->model))
         return kp_err_set(err, KP_EINVAL, "invalid version record");
-    int64_t now = v->updated_at > 0 ? v->updated_at : (int64_t)time(NULL);
+    int64_t now = v->updated_at > 0 ? v->updated_at : kp_time_now_ms();
     kp_status rc = tx_begin(h, err);
     if (rc != KP_OK)
         return rc;
