@@ -81,49 +81,85 @@ kp_status kp_credits_reserve(kp_store *s, const char *user_id, const char *res_i
     return kp_err_set(err, KP_EINTERNAL, "credits: too much contention on %s", user_id);
 }
 
+/* The reservation's state as an error: it ended the other way already. */
+static kp_status already_ended(const kp_reservation *r, kp_err *err)
+{
+    return kp_err_set(err, KP_ECONFLICT, "reservation %s was already %s", r->id,
+                      r->state == KP_RES_COMMITTED ? "committed" : "refunded");
+}
+
+/*
+ * What a refund gives back to the daily bucket: what the reservation took
+ * from it, but never more than lifts the bucket to the plan's daily_bonus
+ * (after the daily reset, yesterday's daily credit does not come on top of
+ * today's bonus; the excess goes nowhere). The monthly part comes back whole.
+ */
+int64_t kp_credits_refund_daily(int64_t reserved_daily, int64_t current_daily, int64_t daily_bonus)
+{
+    int64_t room = daily_bonus - current_daily;
+    if (room <= 0)
+        return 0;
+    return reserved_daily < room ? reserved_daily : room;
+}
+
+/* The ledger change that ends reservation r as `to` (a refund reads the
+ * balance and the plan, so it is applied with the balance's version). */
+static kp_status ending_change(kp_store *s, const kp_reservation *r, kp_reservation_state to, const char *reason,
+                               const char *key, kp_credit_change *c, kp_err *err)
+{
+    memset(c, 0, sizeof *c);
+    c->user_id = r->user_id;
+    c->reason = reason;
+    c->idem_key = key;
+    c->expected_version = -1;
+    c->res_id = r->id;
+    c->res_from = KP_RES_RESERVED;
+    c->res_to = to;
+    if (to != KP_RES_REFUNDED)
+        return KP_OK;
+    kp_account a;
+    kp_status rc = s->ops->account_get(s, r->user_id, &a, err);
+    if (rc != KP_OK)
+        return rc;
+    c->delta_daily = kp_credits_refund_daily(r->daily, a.balance.daily, a.plan.daily_bonus);
+    c->delta_monthly = r->monthly;
+    c->expected_version = a.balance.version;
+    return KP_OK;
+}
+
 /* Moves a reservation to `to`; when it already is there, succeeds as a no-op. */
 static kp_status finish_reservation(kp_store *s, const char *res_id, kp_reservation_state to, const char *reason,
                                     int *changed, kp_balance *out, kp_err *err)
 {
     kp_reservation r;
     kp_balance bal;
+    kp_credit_change c;
     char key[KP_IDEM_MAX];
     *changed = 0;
-    kp_status rc = s->ops->reservation_get(s, res_id, &r, err);
-    if (rc != KP_OK)
-        return rc;
-    if (r.state == to)
-        return KP_OK;
-    if (r.state != KP_RES_RESERVED)
-        return kp_err_set(err, KP_ECONFLICT, "reservation %s was already %s", res_id,
-                          r.state == KP_RES_COMMITTED ? "committed" : "refunded");
-    int refund = to == KP_RES_REFUNDED;
-    snprintf(key, sizeof key, "res:%s:%s", res_id, refund ? "refund" : "commit");
-    kp_credit_change c = {.user_id = r.user_id,
-                          .delta_daily = refund ? r.daily : 0,
-                          .delta_monthly = refund ? r.monthly : 0,
-                          .reason = reason,
-                          .idem_key = key,
-                          .expected_version = -1,
-                          .res_id = res_id,
-                          .res_from = KP_RES_RESERVED,
-                          .res_to = to};
-    rc = s->ops->credits_apply(s, &c, out ? out : &bal, err);
-    if (rc == KP_OK) {
-        *changed = 1;
-        return KP_OK;
+    snprintf(key, sizeof key, "res:%s:%s", res_id, to == KP_RES_REFUNDED ? "refund" : "commit");
+    for (int attempt = 0; attempt < CAS_MAX_TRIES; attempt++) {
+        kp_status rc = s->ops->reservation_get(s, res_id, &r, err);
+        if (rc != KP_OK)
+            return rc;
+        if (r.state == to)
+            return KP_OK;
+        if (r.state != KP_RES_RESERVED)
+            return already_ended(&r, err);
+        rc = ending_change(s, &r, to, reason, key, &c, err);
+        if (rc == KP_OK)
+            rc = s->ops->credits_apply(s, &c, out ? out : &bal, err);
+        if (rc == KP_OK) {
+            *changed = 1;
+            return KP_OK;
+        }
+        if (rc != KP_ECONFLICT && rc != KP_EDUPLICATE)
+            return rc;
+        /* The balance moved, or another finisher won: look again. */
+        kp_err_clear(err);
+        if (attempt > 8)
+            sched_yield();
     }
-    if (rc != KP_ECONFLICT && rc != KP_EDUPLICATE)
-        return rc;
-    /* Lost a race with another finisher: decide from the final state. */
-    kp_err_clear(err);
-    rc = s->ops->reservation_get(s, res_id, &r, err);
-    if (rc != KP_OK)
-        return rc;
-    if (r.state == to)
-        return KP_OK;
-    return kp_err_set(err, KP_ECONFLICT, "reservation %s was already %s", res_id,
-                      r.state == KP_RES_COMMITTED ? "committed" : "refunded");
+    return kp_err_set(err, KP_EINTERNAL, "credits: too much contention on %s", res_id);
 }
 
 kp_status kp_credits_commit(kp_store *s, const char *res_id, kp_err *err)

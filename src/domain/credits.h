@@ -37,10 +37,17 @@ kp_status kp_credits_reserve(kp_store *s, const char *user_id, const char *res_i
 /* Makes a reservation final. Idempotent; KP_ECONFLICT if it was refunded. */
 kp_status kp_credits_commit(kp_store *s, const char *res_id, kp_err *err);
 
-/* Gives a reservation's credits back to the buckets they came from.
- * Idempotent (*refunded = 0 when already refunded); KP_ECONFLICT if committed.
- * refunded and out may be NULL. */
+/* Gives a reservation's credits back to the buckets they came from, the
+ * daily part capped by kp_credits_refund_daily. Idempotent (*refunded = 0
+ * when already refunded); KP_ECONFLICT if committed. refunded and out may be
+ * NULL. */
 kp_status kp_credits_refund(kp_store *s, const char *res_id, int *refunded, kp_balance *out, kp_err *err);
+
+/* How much of a reservation's reserved_daily credits a refund puts back into
+ * a daily bucket holding current_daily: never more than lifts it to the plan's
+ * daily_bonus (a refund after the daily reset must not stack yesterday's
+ * credit on today's bonus); the rest goes nowhere. */
+int64_t kp_credits_refund_daily(int64_t reserved_daily, int64_t current_daily, int64_t daily_bonus);
 
 /* Grants the daily bonus for date (YYYY-MM-DD) to every user, batch users per
  * transaction. Idempotent per user and date, also across processes.
