@@ -67,8 +67,13 @@ static json_t *files_json(const char *text)
 static json_t *version_json(kp_ctx *ctx, const kp_version *v)
 {
     json_t *error = json_null();
-    if (v->status == KP_VER_FAILED)
-        error = json_pack("{s:s,s:s}", "code", v->error_code, "message", v->error_message ? v->error_message : "");
+    if (v->status == KP_VER_FAILED) {
+        /* and what it cost: refunded or charged, and why (domain/credits.h) */
+        error = json_pack("{s:s,s:s,s:b}", "code", v->error_code, "message", v->error_message ? v->error_message : "",
+                          "refunded", v->refunded);
+        if (error && v->credit_reason[0])
+            json_object_set_new(error, v->refunded ? "refund_reason" : "charge_reason", json_string(v->credit_reason));
+    }
     return json_pack("{s:I,s:s,s:s,s:s,s:o,s:{s:I,s:I},s:s,s:I,s:o,s:o,s:o,s:o}", "n", (json_int_t)v->n, "status",
                      status_name(v->status), "prompt", v->prompt ? v->prompt : "", "message",
                      v->message ? v->message : "", "files", files_json(v->files_json), "usage", "input_tokens",

@@ -162,6 +162,124 @@ static kp_status finish_reservation(kp_store *s, const char *res_id, kp_reservat
     return kp_err_set(err, KP_EINTERNAL, "credits: too much contention on %s", res_id);
 }
 
+/* ---- the policy for failed generations ---- */
+
+static int is_rejected_output(const char *code)
+{
+    return strcmp(code, "invalid_output") == 0 || strcmp(code, "too_long") == 0;
+}
+
+void kp_credits_failure_outcome(const kp_refund_policy *p, const char *code, int64_t output_chars,
+                                int64_t rejected_refunds_today, kp_credits_outcome *out)
+{
+    code = code ? code : "";
+    if (is_rejected_output(code)) {
+        out->refunded = rejected_refunds_today < p->rejected_refunds_per_day;
+        out->reason = out->refunded ? "rejected_output_allowance" : "rejected_output_allowance_used";
+    } else if (strcmp(code, "canceled") == 0) {
+        out->refunded = output_chars < p->cancel_refund_chars;
+        out->reason = out->refunded ? "canceled_early" : "canceled_after_output";
+    } else {
+        out->refunded = 1;
+        out->reason = "service_failure";
+    }
+}
+
+/* The change that settles reservation r with outcome o. A refund of rejected
+ * output takes allowance key `slot` (1-based) of the user's day. */
+static kp_status settling_change(kp_store *s, const kp_reservation *r, const kp_credits_outcome *o, int slot,
+                                 char reason[KP_REASON_MAX], char key[KP_IDEM_MAX], kp_credit_change *c, kp_err *err)
+{
+    char date[11];
+    snprintf(reason, KP_REASON_MAX, "%s:%s", o->refunded ? "refund" : "charge", o->reason);
+    if (o->refunded && slot > 0) {
+        kp_date_utc_today(date);
+        snprintf(key, KP_IDEM_MAX, "allowance:%s:%s:%d", date, r->user_id, slot);
+    } else {
+        snprintf(key, KP_IDEM_MAX, "res:%s:%s", r->id, o->refunded ? "refund" : "commit");
+    }
+    kp_status rc = ending_change(s, r, o->refunded ? KP_RES_REFUNDED : KP_RES_COMMITTED, reason, key, c, err);
+    c->record_zero = 1; /* a charge's row says why, with deltas 0 */
+    return rc;
+}
+
+static void set_outcome(kp_version *v, const kp_credits_outcome *o)
+{
+    v->refunded = o->refunded;
+    snprintf(v->credit_reason, sizeof v->credit_reason, "%s", o->reason);
+}
+
+kp_status kp_credits_end_failed(kp_store *s, const kp_refund_policy *p, const kp_failed_generation *f, kp_version *v,
+                                kp_credits_describe_fn describe, void *ud, kp_credits_outcome *out, kp_err *err)
+{
+    const char *res_id = f->res_id ? f->res_id : "";
+    int rejected = is_rejected_output(f->code ? f->code : "");
+    int64_t used = 0; /* allowance keys found taken so far */
+    kp_credits_outcome o;
+    kp_reservation r;
+    kp_credit_change c;
+    char reason[KP_REASON_MAX], key[KP_IDEM_MAX];
+    for (int attempt = 0; attempt < CAS_MAX_TRIES; attempt++) {
+        kp_credit_change *change = NULL;
+        kp_status rc = KP_OK;
+        int slot = 0;
+        if (!res_id[0]) {
+            kp_credits_failure_outcome(p, f->code, f->output_chars, 0, &o);
+        } else if ((rc = s->ops->reservation_get(s, res_id, &r, err)) != KP_OK) {
+            return rc;
+        } else if (r.state != KP_RES_RESERVED) {
+            o.refunded = r.state == KP_RES_REFUNDED; /* settled before: the row only says so */
+            o.reason = o.refunded ? "already_refunded" : "already_charged";
+        } else {
+            kp_credits_failure_outcome(p, f->code, f->output_chars, used, &o);
+            slot = rejected && o.refunded ? (int)used + 1 : 0;
+            rc = settling_change(s, &r, &o, slot, reason, key, &c, err);
+            change = &c;
+        }
+        set_outcome(v, &o);
+        if (rc == KP_OK && describe && describe(ud, &o, v) != 0)
+            rc = kp_err_set(err, KP_ENOMEM, "out of memory");
+        if (rc == KP_OK)
+            rc = s->ops->version_end(s, v, change, NULL, err);
+        if (rc == KP_OK) {
+            if (out)
+                *out = o;
+            return KP_OK;
+        }
+        if (rc == KP_EDUPLICATE && slot > 0)
+            used++; /* that allowance key was taken: the next one, or a charge */
+        else if (rc != KP_ECONFLICT && rc != KP_EDUPLICATE)
+            return rc;
+        kp_err_clear(err); /* the balance or the reservation moved: look again */
+        if (attempt > 8)
+            sched_yield();
+    }
+    return kp_err_set(err, KP_EINTERNAL, "credits: too much contention on %s", res_id);
+}
+
+kp_status kp_credits_end_ready(kp_store *s, const char *res_id, kp_version *v, kp_err *err)
+{
+    kp_reservation r;
+    kp_credit_change c;
+    char key[KP_IDEM_MAX];
+    kp_credit_change *change = NULL;
+    v->refunded = 0;
+    v->credit_reason[0] = '\0';
+    if (res_id && res_id[0]) {
+        kp_status rc = s->ops->reservation_get(s, res_id, &r, err);
+        if (rc != KP_OK)
+            return rc;
+        if (r.state == KP_RES_REFUNDED)
+            return already_ended(&r, err);
+        snprintf(key, sizeof key, "res:%s:commit", res_id);
+        if (r.state == KP_RES_RESERVED) {
+            ending_change(s, &r, KP_RES_COMMITTED, "generation", key, &c, err);
+            change = &c;
+        }
+    }
+    return s->ops->version_end(s, v, change, NULL, err);
+}
+
 kp_status kp_credits_commit(kp_store *s, const char *res_id, kp_err *err)
 {
     int changed;

@@ -782,10 +782,14 @@ static void test_migrate_times_to_milliseconds(void **state)
 {
     fixture *f = *state;
     kp_err err = {0};
-    create_project(f->s, "prj_old", "usr_a", 1700000000);
+    create_project(f->s, "prj_old", "usr_a", 1);
     f->s->ops->close(f->s);
     f->s = NULL;
-    sql_exec(f->path, "BEGIN IMMEDIATE; DELETE FROM schema_migrations WHERE version >= 3; COMMIT;");
+    /* back to version 2: migration 3's columns go too */
+    sql_exec(f->path, "BEGIN IMMEDIATE; DELETE FROM schema_migrations WHERE version >= 3;"
+                      "ALTER TABLE versions DROP COLUMN refunded; ALTER TABLE versions DROP COLUMN credit_reason;"
+                      "UPDATE projects SET created_at = 1700000000, updated_at = 1700000000;"
+                      "UPDATE versions SET created_at = 1700000000, updated_at = 1700000000; COMMIT;");
     int applied = -1;
     assert_int_equal(kp_sqlite_migrate(f->path, &applied, &err), KP_OK);
     assert_true(applied >= 1);
