@@ -67,15 +67,20 @@ static json_t *files_json(const char *text)
 static json_t *version_json(kp_ctx *ctx, const kp_version *v)
 {
     json_t *error = json_null();
-    if (v->status == KP_VER_FAILED)
-        error = json_pack("{s:s,s:s}", "code", v->error_code, "message", v->error_message ? v->error_message : "");
+    if (v->status == KP_VER_FAILED) {
+        /* and what it cost: refunded or charged, and why (domain/credits.h) */
+        error = json_pack("{s:s,s:s,s:b}", "code", v->error_code, "message", v->error_message ? v->error_message : "",
+                          "refunded", v->refunded);
+        if (error && v->credit_reason[0])
+            json_object_set_new(error, v->refunded ? "refund_reason" : "charge_reason", json_string(v->credit_reason));
+    }
     return json_pack("{s:I,s:s,s:s,s:s,s:o,s:{s:I,s:I},s:s,s:I,s:o,s:o,s:o,s:o}", "n", (json_int_t)v->n, "status",
                      status_name(v->status), "prompt", v->prompt ? v->prompt : "", "message",
                      v->message ? v->message : "", "files", files_json(v->files_json), "usage", "input_tokens",
                      (json_int_t)v->input_tokens, "output_tokens", (json_int_t)v->output_tokens, "model", v->model,
                      "duration_ms", (json_int_t)v->duration_ms, "error", error, "url",
                      v->status == KP_VER_READY ? url_or_null(ctx, v->project_id, v->n) : json_null(), "created_at",
-                     kp_h_time_json(v->created_at), "updated_at", kp_h_time_json(v->updated_at));
+                     kp_h_time_json(v->created_at / 1000), "updated_at", kp_h_time_json(v->updated_at / 1000));
 }
 
 /* The summary fields shared by the list and the project itself. */
@@ -84,8 +89,8 @@ static json_t *project_summary(kp_ctx *ctx, const kp_project *p, const char *sta
     return json_pack("{s:s,s:s,s:s,s:I,s:o,s:o,s:o,s:o}", "id", p->id, "name", p->name, "status", status,
                      "latest_version", (json_int_t)p->latest_version, "latest_ready_version",
                      p->latest_ready > 0 ? json_integer(p->latest_ready) : json_null(), "url",
-                     url_or_null(ctx, p->id, p->latest_ready), "created_at", kp_h_time_json(p->created_at),
-                     "updated_at", kp_h_time_json(p->updated_at));
+                     url_or_null(ctx, p->id, p->latest_ready), "created_at", kp_h_time_json(p->created_at / 1000),
+                     "updated_at", kp_h_time_json(p->updated_at / 1000));
 }
 
 /* The project with its versions (oldest first). */

@@ -73,6 +73,11 @@ static const opt_def opts[] = {
     {"KOUMPA_GENERATION_COST", NULL, OPT_LONG, OFF(generation_cost), "1", 0, 1000000, 0, "credits per generation"},
     {"KOUMPA_CONTEXT_WINDOW", NULL, OPT_LONG, OFF(context_window), "200000", 1000, 10000000, 0,
      "model context window, tokens"},
+    /* credit policy for failed generations (money) */
+    {"KOUMPA_REJECTED_REFUNDS_PER_DAY", NULL, OPT_LONG, OFF(rejected_refunds_per_day), "3", 0, 1000, 0,
+     "refunds of rejected output (invalid_output, too_long) per user and UTC day"},
+    {"KOUMPA_CANCEL_REFUND_CHARS", NULL, OPT_LONG, OFF(cancel_refund_chars), "1000", 0, 100000000, 0,
+     "a cancel is refunded while the model wrote fewer characters than this"},
     {"KOUMPA_DAILY_BONUS_SCHEDULER", NULL, OPT_BOOL, OFF(daily_bonus_scheduler), "1", 0, 1, 0,
      "run the daily bonus at 00:00 UTC in serve"},
     {"KOUMPA_ADMIN_EMAILS", "--admin-emails", OPT_STR, (size_t)-1, NULL, 0, 0, 0, "comma-separated admin emails"},

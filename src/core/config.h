@@ -54,6 +54,10 @@ typedef struct kp_config {
     long generation_cost;     /* KOUMPA_GENERATION_COST (default 1) */
     long context_window;      /* KOUMPA_CONTEXT_WINDOW tokens (default 200000) */
 
+    /* credit policy for failed generations (domain/credits.h kp_refund_policy) */
+    long rejected_refunds_per_day; /* KOUMPA_REJECTED_REFUNDS_PER_DAY (default 3) */
+    long cancel_refund_chars;      /* KOUMPA_CANCEL_REFUND_CHARS (default 1000) */
+
     long daily_bonus_scheduler; /* KOUMPA_DAILY_BONUS_SCHEDULER=0 disables the in-server scheduler */
 } kp_config;
 

@@ -81,49 +81,203 @@ kp_status kp_credits_reserve(kp_store *s, const char *user_id, const char *res_i
     return kp_err_set(err, KP_EINTERNAL, "credits: too much contention on %s", user_id);
 }
 
+/* The reservation's state as an error: it ended the other way already. */
+static kp_status already_ended(const kp_reservation *r, kp_err *err)
+{
+    return kp_err_set(err, KP_ECONFLICT, "reservation %s was already %s", r->id,
+                      r->state == KP_RES_COMMITTED ? "committed" : "refunded");
+}
+
+/*
+ * What a refund gives back to the daily bucket: what the reservation took
+ * from it, but never more than lifts the bucket to the plan's daily_bonus
+ * (after the daily reset, yesterday's daily credit does not come on top of
+ * today's bonus; the excess goes nowhere). The monthly part comes back whole.
+ */
+int64_t kp_credits_refund_daily(int64_t reserved_daily, int64_t current_daily, int64_t daily_bonus)
+{
+    int64_t room = daily_bonus - current_daily;
+    if (room <= 0)
+        return 0;
+    return reserved_daily < room ? reserved_daily : room;
+}
+
+/* The ledger change that ends reservation r as `to` (a refund reads the
+ * balance and the plan, so it is applied with the balance's version). */
+static kp_status ending_change(kp_store *s, const kp_reservation *r, kp_reservation_state to, const char *reason,
+                               const char *key, kp_credit_change *c, kp_err *err)
+{
+    memset(c, 0, sizeof *c);
+    c->user_id = r->user_id;
+    c->reason = reason;
+    c->idem_key = key;
+    c->expected_version = -1;
+    c->res_id = r->id;
+    c->res_from = KP_RES_RESERVED;
+    c->res_to = to;
+    if (to != KP_RES_REFUNDED)
+        return KP_OK;
+    kp_account a;
+    kp_status rc = s->ops->account_get(s, r->user_id, &a, err);
+    if (rc != KP_OK)
+        return rc;
+    c->delta_daily = kp_credits_refund_daily(r->daily, a.balance.daily, a.plan.daily_bonus);
+    c->delta_monthly = r->monthly;
+    c->expected_version = a.balance.version;
+    return KP_OK;
+}
+
 /* Moves a reservation to `to`; when it already is there, succeeds as a no-op. */
 static kp_status finish_reservation(kp_store *s, const char *res_id, kp_reservation_state to, const char *reason,
                                     int *changed, kp_balance *out, kp_err *err)
 {
     kp_reservation r;
     kp_balance bal;
+    kp_credit_change c;
     char key[KP_IDEM_MAX];
     *changed = 0;
-    kp_status rc = s->ops->reservation_get(s, res_id, &r, err);
-    if (rc != KP_OK)
-        return rc;
-    if (r.state == to)
-        return KP_OK;
-    if (r.state != KP_RES_RESERVED)
-        return kp_err_set(err, KP_ECONFLICT, "reservation %s was already %s", res_id,
-                          r.state == KP_RES_COMMITTED ? "committed" : "refunded");
-    int refund = to == KP_RES_REFUNDED;
-    snprintf(key, sizeof key, "res:%s:%s", res_id, refund ? "refund" : "commit");
-    kp_credit_change c = {.user_id = r.user_id,
-                          .delta_daily = refund ? r.daily : 0,
-                          .delta_monthly = refund ? r.monthly : 0,
-                          .reason = reason,
-                          .idem_key = key,
-                          .expected_version = -1,
-                          .res_id = res_id,
-                          .res_from = KP_RES_RESERVED,
-                          .res_to = to};
-    rc = s->ops->credits_apply(s, &c, out ? out : &bal, err);
-    if (rc == KP_OK) {
-        *changed = 1;
-        return KP_OK;
+    snprintf(key, sizeof key, "res:%s:%s", res_id, to == KP_RES_REFUNDED ? "refund" : "commit");
+    for (int attempt = 0; attempt < CAS_MAX_TRIES; attempt++) {
+        kp_status rc = s->ops->reservation_get(s, res_id, &r, err);
+        if (rc != KP_OK)
+            return rc;
+        if (r.state == to)
+            return KP_OK;
+        if (r.state != KP_RES_RESERVED)
+            return already_ended(&r, err);
+        rc = ending_change(s, &r, to, reason, key, &c, err);
+        if (rc == KP_OK)
+            rc = s->ops->credits_apply(s, &c, out ? out : &bal, err);
+        if (rc == KP_OK) {
+            *changed = 1;
+            return KP_OK;
+        }
+        if (rc != KP_ECONFLICT && rc != KP_EDUPLICATE)
+            return rc;
+        /* The balance moved, or another finisher won: look again. */
+        kp_err_clear(err);
+        if (attempt > 8)
+            sched_yield();
     }
-    if (rc != KP_ECONFLICT && rc != KP_EDUPLICATE)
-        return rc;
-    /* Lost a race with another finisher: decide from the final state. */
-    kp_err_clear(err);
-    rc = s->ops->reservation_get(s, res_id, &r, err);
-    if (rc != KP_OK)
-        return rc;
-    if (r.state == to)
-        return KP_OK;
-    return kp_err_set(err, KP_ECONFLICT, "reservation %s was already %s", res_id,
-                      r.state == KP_RES_COMMITTED ? "committed" : "refunded");
+    return kp_err_set(err, KP_EINTERNAL, "credits: too much contention on %s", res_id);
+}
+
+/* ---- the policy for failed generations ---- */
+
+static int is_rejected_output(const char *code)
+{
+    return strcmp(code, "invalid_output") == 0 || strcmp(code, "too_long") == 0;
+}
+
+void kp_credits_failure_outcome(const kp_refund_policy *p, const char *code, int64_t output_chars,
+                                int64_t rejected_refunds_today, kp_credits_outcome *out)
+{
+    code = code ? code : "";
+    if (is_rejected_output(code)) {
+        out->refunded = rejected_refunds_today < p->rejected_refunds_per_day;
+        out->reason = out->refunded ? "rejected_output_allowance" : "rejected_output_allowance_used";
+    } else if (strcmp(code, "canceled") == 0) {
+        out->refunded = output_chars < p->cancel_refund_chars;
+        out->reason = out->refunded ? "canceled_early" : "canceled_after_output";
+    } else {
+        out->refunded = 1;
+        out->reason = "service_failure";
+    }
+}
+
+/* The change that settles reservation r with outcome o. A refund of rejected
+ * output takes allowance key `slot` (1-based) of the user's day. */
+static kp_status settling_change(kp_store *s, const kp_reservation *r, const kp_credits_outcome *o, int slot,
+                                 char reason[KP_REASON_MAX], char key[KP_IDEM_MAX], kp_credit_change *c, kp_err *err)
+{
+    char date[11];
+    snprintf(reason, KP_REASON_MAX, "%s:%s", o->refunded ? "refund" : "charge", o->reason);
+    if (o->refunded && slot > 0) {
+        kp_date_utc_today(date);
+        snprintf(key, KP_IDEM_MAX, "allowance:%s:%s:%d", date, r->user_id, slot);
+    } else {
+        snprintf(key, KP_IDEM_MAX, "res:%s:%s", r->id, o->refunded ? "refund" : "commit");
+    }
+    kp_status rc = ending_change(s, r, o->refunded ? KP_RES_REFUNDED : KP_RES_COMMITTED, reason, key, c, err);
+    c->record_zero = 1; /* a charge's row says why, with deltas 0 */
+    return rc;
+}
+
+static void set_outcome(kp_version *v, const kp_credits_outcome *o)
+{
+    v->refunded = o->refunded;
+    snprintf(v->credit_reason, sizeof v->credit_reason, "%s", o->reason);
+}
+
+kp_status kp_credits_end_failed(kp_store *s, const kp_refund_policy *p, const kp_failed_generation *f, kp_version *v,
+                                kp_credits_describe_fn describe, void *ud, kp_credits_outcome *out, kp_err *err)
+{
+    const char *res_id = f->res_id ? f->res_id : "";
+    int rejected = is_rejected_output(f->code ? f->code : "");
+    int64_t used = 0; /* allowance keys found taken so far */
+    kp_credits_outcome o;
+    kp_reservation r;
+    kp_credit_change c;
+    char reason[KP_REASON_MAX], key[KP_IDEM_MAX];
+    for (int attempt = 0; attempt < CAS_MAX_TRIES; attempt++) {
+        kp_credit_change *change = NULL;
+        kp_status rc = KP_OK;
+        int slot = 0;
+        if (!res_id[0]) {
+            kp_credits_failure_outcome(p, f->code, f->output_chars, 0, &o);
+        } else if ((rc = s->ops->reservation_get(s, res_id, &r, err)) != KP_OK) {
+            return rc;
+        } else if (r.state != KP_RES_RESERVED) {
+            o.refunded = r.state == KP_RES_REFUNDED; /* settled before: the row only says so */
+            o.reason = o.refunded ? "already_refunded" : "already_charged";
+        } else {
+            kp_credits_failure_outcome(p, f->code, f->output_chars, used, &o);
+            slot = rejected && o.refunded ? (int)used + 1 : 0;
+            rc = settling_change(s, &r, &o, slot, reason, key, &c, err);
+            change = &c;
+        }
+        set_outcome(v, &o);
+        if (rc == KP_OK && describe && describe(ud, &o, v) != 0)
+            rc = kp_err_set(err, KP_ENOMEM, "out of memory");
+        if (rc == KP_OK)
+            rc = s->ops->version_end(s, v, change, NULL, err);
+        if (rc == KP_OK) {
+            if (out)
+                *out = o;
+            return KP_OK;
+        }
+        if (rc == KP_EDUPLICATE && slot > 0)
+            used++; /* that allowance key was taken: the next one, or a charge */
+        else if (rc != KP_ECONFLICT && rc != KP_EDUPLICATE)
+            return rc;
+        kp_err_clear(err); /* the balance or the reservation moved: look again */
+        if (attempt > 8)
+            sched_yield();
+    }
+    return kp_err_set(err, KP_EINTERNAL, "credits: too much contention on %s", res_id);
+}
+
+kp_status kp_credits_end_ready(kp_store *s, const char *res_id, kp_version *v, kp_err *err)
+{
+    kp_reservation r;
+    kp_credit_change c;
+    char key[KP_IDEM_MAX];
+    kp_credit_change *change = NULL;
+    v->refunded = 0;
+    v->credit_reason[0] = '\0';
+    if (res_id && res_id[0]) {
+        kp_status rc = s->ops->reservation_get(s, res_id, &r, err);
+        if (rc != KP_OK)
+            return rc;
+        if (r.state == KP_RES_REFUNDED)
+            return already_ended(&r, err);
+        snprintf(key, sizeof key, "res:%s:commit", res_id);
+        if (r.state == KP_RES_RESERVED) {
+            ending_change(s, &r, KP_RES_COMMITTED, "generation", key, &c, err);
+            change = &c;
+        }
+    }
+    return s->ops->version_end(s, v, change, NULL, err);
 }
 
 kp_status kp_credits_commit(kp_store *s, const char *res_id, kp_err *err)

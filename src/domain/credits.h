@@ -37,10 +37,81 @@ kp_status kp_credits_reserve(kp_store *s, const char *user_id, const char *res_i
 /* Makes a reservation final. Idempotent; KP_ECONFLICT if it was refunded. */
 kp_status kp_credits_commit(kp_store *s, const char *res_id, kp_err *err);
 
-/* Gives a reservation's credits back to the buckets they came from.
- * Idempotent (*refunded = 0 when already refunded); KP_ECONFLICT if committed.
- * refunded and out may be NULL. */
+/* Gives a reservation's credits back to the buckets they came from, the
+ * daily part capped by kp_credits_refund_daily. Idempotent (*refunded = 0
+ * when already refunded); KP_ECONFLICT if committed. refunded and out may be
+ * NULL. */
 kp_status kp_credits_refund(kp_store *s, const char *res_id, int *refunded, kp_balance *out, kp_err *err);
+
+/* How much of a reservation's reserved_daily credits a refund puts back into
+ * a daily bucket holding current_daily: never more than lifts it to the plan's
+ * daily_bonus (a refund after the daily reset must not stack yesterday's
+ * credit on today's bonus); the rest goes nowhere. */
+int64_t kp_credits_refund_daily(int64_t reserved_daily, int64_t current_daily, int64_t daily_bonus);
+
+/*
+ * The credit policy for a generation that failed: refund what the service
+ * caused, charge what the user consumed.
+ *   - provider and network failures, timeouts, storage and internal errors,
+ *     "interrupted": always refunded ("service_failure");
+ *   - rejected output ("invalid_output", "too_long"): refunded up to
+ *     rejected_refunds_per_day times per user and UTC day
+ *     ("rejected_output_allowance"), charged after it
+ *     ("rejected_output_allowance_used");
+ *   - "canceled": refunded while the model had written fewer than
+ *     cancel_refund_chars characters ("canceled_early"), charged after
+ *     ("canceled_after_output").
+ */
+typedef struct kp_refund_policy {
+    int64_t rejected_refunds_per_day; /* KOUMPA_REJECTED_REFUNDS_PER_DAY (default 3) */
+    int64_t cancel_refund_chars;      /* KOUMPA_CANCEL_REFUND_CHARS (default 1000) */
+} kp_refund_policy;
+
+#define KP_REFUND_POLICY_DEFAULT                                                                                       \
+    {                                                                                                                  \
+        3, 1000                                                                                                        \
+    }
+
+typedef struct kp_credits_outcome {
+    int refunded;
+    const char *reason; /* static: one of the reasons above, or "already_refunded" / "already_charged" */
+} kp_credits_outcome;
+
+/* THE decision, for every path (live failure, cancel, recovery): what a
+ * failure with this code costs, after output_chars characters of model
+ * output, when the user already had rejected_refunds_today refunds of
+ * rejected output today. Pure. */
+void kp_credits_failure_outcome(const kp_refund_policy *p, const char *code, int64_t output_chars,
+                                int64_t rejected_refunds_today, kp_credits_outcome *out);
+
+/* Fills what depends on the outcome into the version about to be written
+ * (e.g. its persisted error event). Returns 0, or -1 when out of memory. */
+typedef int (*kp_credits_describe_fn)(void *ud, const kp_credits_outcome *outcome, kp_version *v);
+
+typedef struct kp_failed_generation {
+    const char *user_id;
+    const char *res_id; /* its reservation; "" or NULL for a free generation */
+    const char *code;   /* the failure's error code */
+    int64_t output_chars;
+} kp_failed_generation;
+
+/*
+ * Ends a generating version as failed and settles its reservation per the
+ * policy, in one store transaction (store.h version_end): refunded (the daily
+ * part capped as kp_credits_refund) or committed, the ledger row's reason
+ * "refund:{reason}" or "charge:{reason}". The day's rejected-output refunds
+ * are counted by the store atomically: each takes one of the user's
+ * allowance keys "allowance:{date}:{user}:{k}", k = 1..per_day, unique in
+ * the ledger. v is the finished row (status FAILED, error fields); its
+ * refunded and credit_reason are set here, and describe (may be NULL) is
+ * called before each attempt. *out (may be NULL) receives the outcome.
+ */
+kp_status kp_credits_end_failed(kp_store *s, const kp_refund_policy *p, const kp_failed_generation *f, kp_version *v,
+                                kp_credits_describe_fn describe, void *ud, kp_credits_outcome *out, kp_err *err);
+
+/* Ends a generating version as ready and commits its reservation (res_id ""
+ * or NULL: free), in one store transaction. KP_ECONFLICT if it was refunded. */
+kp_status kp_credits_end_ready(kp_store *s, const char *res_id, kp_version *v, kp_err *err);
 
 /* Grants the daily bonus for date (YYYY-MM-DD) to every user, batch users per
  * transaction. Idempotent per user and date, also across processes.

@@ -96,7 +96,8 @@ struct generation {
     kp_prompt prompt;
     kp_llm_call *call; /* the provider call in flight, or NULL */
     kp_fileblocks *parser;
-    kp_buf output; /* the model's output, up to the resume point after a continuation */
+    kp_buf output;        /* the model's output, up to the resume point after a continuation */
+    int64_t output_chars; /* characters the model has written, over every call (the cancel policy's measure) */
     int continuations;
     kp_llm_usage usage; /* summed over calls */
     kp_buf pending;     /* delta text not sent yet */
@@ -115,7 +116,8 @@ struct generation {
 
 struct kp_gen {
     kp_gen_options opt;
-    kp_store *store; /* the loop's handle */
+    kp_refund_policy policy; /* from the configuration */
+    kp_store *store;         /* the loop's handle */
     pthread_mutex_t mu;
     int stopping; /* mu: no new submissions */
     /* Serialises admission (concurrency check, reservation, rows) so that two
@@ -532,54 +534,86 @@ static void fill_result_fields(generation *gen, kp_version *v)
     v->input_tokens = gen->usage.input_tokens;
     v->output_tokens = gen->usage.output_tokens;
     v->duration_ms = elapsed_ms(&gen->started);
-    v->updated_at = (int64_t)time(NULL);
+    v->updated_at = kp_time_now_ms();
 }
 
-/* Refunds and settles: the end of every failure. Logs what it cannot do
- * (start-up recovery finishes it). */
-static void refund_and_settle(kp_store *s, const char *project_id, int64_t n, const char *res_id, int finished)
+/* The policy for versions whose generation is not running here: they are
+ * interrupted (always refunded) or were failed by an older build. */
+static const kp_refund_policy fallback_policy = KP_REFUND_POLICY_DEFAULT;
+
+/* The error event's data: what failed, and whether the credit came back and why. */
+static json_t *error_event_data(const char *code, const char *message, const kp_credits_outcome *o, int64_t cost)
 {
-    kp_err err = {0};
-    if (res_id[0] && kp_credits_refund(s, res_id, NULL, NULL, &err) != KP_OK) {
-        kp_log_json(KP_LOG_ERROR, "refund failed",
-                    json_pack("{s:s,s:I,s:s,s:s}", "project_id", project_id, "version", (json_int_t)n, "reservation_id",
-                              res_id, "error", err.msg));
-        return;
+    json_t *data = json_pack("{s:s,s:s}", "code", code, "message", message);
+    if (!data)
+        return NULL;
+    if (!o) { /* the outcome could not be recorded yet */
+        json_object_set_new(data, "refunded", json_null());
+        return data;
     }
-    if (finished && s->ops->version_set_settled(s, project_id, n, &err) != KP_OK)
-        kp_log_json(KP_LOG_ERROR, "cannot mark a version settled",
-                    json_pack("{s:s,s:I,s:s}", "project_id", project_id, "version", (json_int_t)n, "error", err.msg));
+    json_object_set_new(data, "refunded", json_boolean(o->refunded));
+    json_object_set_new(data, o->refunded ? "refund_reason" : "charge_reason", json_string(o->reason));
+    json_object_set_new(data, "credits_refunded", json_integer(o->refunded ? cost : 0));
+    return data;
+}
+
+/* Describes a failure for kp_credits_end_failed: its error event, persisted
+ * with the events sent before it (gen NULL: the only event). */
+typedef struct failure_note {
+    const generation *gen;
+    const char *code;
+    const char *message;
+    int64_t cost;
+    json_t *data; /* the error event's data, for the readers */
+} failure_note;
+
+static int describe_failure(void *ud, const kp_credits_outcome *o, kp_version *v)
+{
+    failure_note *note = ud;
+    static const generation no_events;
+    json_decref(note->data);
+    free(v->events_json);
+    v->events_json = NULL;
+    note->data = error_event_data(note->code, note->message, o, note->cost);
+    char *text = note->data ? json_dumps(note->data, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    if (text)
+        v->events_json = events_json(note->gen ? note->gen : &no_events, EV_ERROR, text);
+    free(text);
+    return v->events_json ? 0 : -1;
 }
 
 /*
- * Ends the generation as failed: cancels the provider call, persists the
- * version as failed with its events, refunds, tells the readers, frees it.
+ * Ends the generation as failed: cancels the provider call, then in one
+ * transaction records the version as failed with its events and settles its
+ * credit per the policy (refunded or charged, domain/credits.h); tells the
+ * readers, frees it.
  */
 static void gen_fail(generation *gen, const char *code, const char *message)
 {
     kp_gen *g = gen->g;
     kp_err err = {0};
     kp_version v;
+    kp_credits_outcome outcome;
     if (gen->call) {
         g->opt.llm->ops->cancel(g->opt.llm, gen->call);
         gen->call = NULL;
     }
     flush_deltas(gen);
-    json_t *data =
-        json_pack("{s:s,s:s,s:I}", "code", code, "message", message, "credits_refunded", (json_int_t)gen->cost);
-    char *text = data ? json_dumps(data, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
     fill_result_fields(gen, &v);
     v.status = KP_VER_FAILED;
     copy_str(v.error_code, sizeof v.error_code, code);
     v.error_message = strdup(message);
-    v.events_json = events_json(gen, EV_ERROR, text);
-    int finished = g->store->ops->version_finish(g->store, &v, &err) == KP_OK;
-    if (!finished)
+    failure_note note = {.gen = gen, .code = code, .message = message, .cost = gen->cost};
+    kp_failed_generation failed = {.res_id = gen->reservation_id, .code = code, .output_chars = gen->output_chars};
+    kp_status rc = kp_credits_end_failed(g->store, &g->policy, &failed, &v, describe_failure, &note, &outcome, &err);
+    if (rc != KP_OK) {
         kp_log_json(
             KP_LOG_ERROR, "cannot record a failed version",
             json_pack("{s:s,s:I,s:s}", "project_id", gen->project_id, "version", (json_int_t)gen->n, "error", err.msg));
+        json_decref(note.data);
+        note.data = error_event_data(code, message, NULL, 0);
+    }
     kp_version_clear(&v);
-    refund_and_settle(g->store, gen->project_id, gen->n, gen->reservation_id, finished);
 
     char prefix[KP_BLOB_KEY_MAX];
     snprintf(prefix, sizeof prefix, "apps/%s/v%lld/", gen->project_id, (long long)gen->n);
@@ -587,13 +621,13 @@ static void gen_fail(generation *gen, const char *code, const char *message)
         kp_log(KP_LOG_WARN, "cannot remove the blobs of failed version %s", prefix);
 
     kp_log_json(KP_LOG_INFO, "generation failed",
-                json_pack("{s:s,s:I,s:s,s:s}", "project_id", gen->project_id, "version", (json_int_t)gen->n, "code",
-                          code, "message", message));
-    if (text)
-        emit(gen, EV_ERROR, data);
-    else
-        json_decref(data);
-    free(text);
+                json_pack("{s:s,s:I,s:s,s:s,s:s}", "project_id", gen->project_id, "version", (json_int_t)gen->n, "code",
+                          code, "message", message, "credit",
+                          rc != KP_OK        ? "unsettled"
+                          : outcome.refunded ? "refunded"
+                                             : "charged"));
+    if (note.data)
+        emit(gen, EV_ERROR, note.data);
     gen_close_subscribers(gen);
     gen_destroy(gen);
 }
@@ -745,7 +779,8 @@ static void gen_publish(generation *gen)
     v.files_json = json_dumps(manifest, JSON_COMPACT | JSON_PRESERVE_ORDER);
     v.events_json = done_text ? events_json(gen, EV_DONE, done_text) : NULL;
     json_decref(manifest);
-    kp_status rc = (v.files_json && v.events_json) ? g->store->ops->version_finish(g->store, &v, &err)
+    /* the ready row, the commit and settled: one transaction */
+    kp_status rc = (v.files_json && v.events_json) ? kp_credits_end_ready(g->store, gen->reservation_id, &v, &err)
                                                    : kp_err_set(&err, KP_ENOMEM, "out of memory");
     kp_version_clear(&v);
     free(done_text);
@@ -757,18 +792,8 @@ static void gen_publish(generation *gen)
         gen_fail(gen, "internal_error", "the version could not be saved");
         return;
     }
-    int settled = 1;
-    if (gen->reservation_id[0]) {
-        if (kp_credits_commit(g->store, gen->reservation_id, &err) == KP_OK) {
-            kp_metrics_counter_add(g->opt.metrics, METRIC_SPENT, gen->cost);
-        } else {
-            settled = 0; /* start-up recovery commits it */
-            kp_log_json(KP_LOG_ERROR, "cannot commit a reservation",
-                        json_pack("{s:s,s:s}", "reservation_id", gen->reservation_id, "error", err.msg));
-        }
-    }
-    if (settled && g->store->ops->version_set_settled(g->store, gen->project_id, gen->n, &err) != KP_OK)
-        kp_log(KP_LOG_ERROR, "cannot mark version %lld of %s settled: %s", (long long)gen->n, gen->project_id, err.msg);
+    if (gen->reservation_id[0])
+        kp_metrics_counter_add(g->opt.metrics, METRIC_SPENT, gen->cost);
     kp_log_json(KP_LOG_INFO, "generation done",
                 json_pack("{s:s,s:I,s:I,s:I,s:I}", "project_id", gen->project_id, "version", (json_int_t)gen->n,
                           "input_tokens", (json_int_t)gen->usage.input_tokens, "output_tokens",
@@ -880,6 +905,8 @@ static void on_llm_text(void *ud, const char *text, size_t len)
         fail_soon(gen, "internal_error", "out of memory");
         return;
     }
+    for (size_t i = 0; i < len; i++)
+        gen->output_chars += ((unsigned char)text[i] & 0xC0) != 0x80; /* UTF-8 lead bytes: characters */
     add_delta(gen, text, len);
     if (kp_fileblocks_feed(gen->parser, text, len, &err) != KP_OK) {
         char message[512];
@@ -1195,6 +1222,8 @@ kp_status kp_gen_new(const kp_gen_options *opt, kp_gen **out, kp_err *err)
     if (!g)
         return kp_err_set(err, KP_ENOMEM, "out of memory");
     g->opt = *opt;
+    g->policy.rejected_refunds_per_day = opt->cfg->rejected_refunds_per_day;
+    g->policy.cancel_refund_chars = opt->cfg->cancel_refund_chars;
     pthread_mutex_init(&g->mu, NULL);
     pthread_mutex_init(&g->admit, NULL);
     atomic_init(&g->in_flight, 0);
@@ -1385,7 +1414,7 @@ static kp_status create_rows(kp_store *s, const kp_gen_request *r, const kp_proj
                              kp_gen_result *res, kp_err *err)
 {
     kp_version v;
-    int64_t now = (int64_t)time(NULL);
+    int64_t now = kp_time_now_ms();
     memset(&v, 0, sizeof v);
     v.n = n;
     v.status = KP_VER_GENERATING;
@@ -1401,7 +1430,8 @@ static kp_status create_rows(kp_store *s, const kp_gen_request *r, const kp_proj
     }
     kp_project np;
     memset(&np, 0, sizeof np);
-    kp_id_new("prj", np.id, sizeof np.id);
+    kp_id_new_at("prj", np.id, sizeof np.id, &now); /* created_at: the time in the id */
+    v.created_at = v.updated_at = now;
     copy_str(np.user_id, sizeof np.user_id, r->user_id);
     if (r->name && *r->name)
         copy_str(np.name, sizeof np.name, r->name);
@@ -1433,9 +1463,12 @@ static void fail_unstarted(kp_store *s, generation *gen)
     v.status = KP_VER_FAILED;
     copy_str(v.error_code, sizeof v.error_code, "interrupted");
     v.error_message = "the server is shutting down";
-    v.updated_at = (int64_t)time(NULL);
-    int finished = s->ops->version_finish(s, &v, &err) == KP_OK;
-    refund_and_settle(s, gen->project_id, gen->n, gen->reservation_id, finished);
+    v.updated_at = kp_time_now_ms();
+    kp_failed_generation failed = {.res_id = gen->reservation_id, .code = "interrupted"};
+    if (kp_credits_end_failed(s, &fallback_policy, &failed, &v, NULL, NULL, NULL, &err) != KP_OK)
+        kp_log_json(
+            KP_LOG_ERROR, "cannot fail an unstarted version",
+            json_pack("{s:s,s:I,s:s}", "project_id", gen->project_id, "version", (json_int_t)gen->n, "error", err.msg));
 }
 
 static generation *generation_new(kp_gen *g, const kp_gen_request *r, const char *project_id, int64_t n,
@@ -1564,42 +1597,48 @@ cleanup:
 
 #define INTERRUPTED_MESSAGE "the server stopped while this version was generating"
 
+/* A version generating when the server stopped: failed "interrupted", its
+ * partial files removed, its credit settled by the policy (refunded). */
+static kp_status recover_generating(kp_store *s, kp_blob *blob, const kp_version *v, kp_err *err)
+{
+    char prefix[KP_BLOB_KEY_MAX];
+    kp_version f;
+    int64_t cost = 0;
+    kp_reservation r;
+    if (v->reservation_id[0] && s->ops->reservation_get(s, v->reservation_id, &r, err) == KP_OK)
+        cost = r.daily + r.monthly;
+    kp_err_clear(err);
+    snprintf(prefix, sizeof prefix, "apps/%s/v%lld/", v->project_id, (long long)v->n);
+    if (blob)
+        blob->ops->delete_prefix(blob, prefix, err); /* best effort: partial files of a publish cut short */
+    kp_err_clear(err);
+    memset(&f, 0, sizeof f);
+    copy_str(f.project_id, sizeof f.project_id, v->project_id);
+    f.n = v->n;
+    f.status = KP_VER_FAILED;
+    copy_str(f.error_code, sizeof f.error_code, "interrupted");
+    f.error_message = INTERRUPTED_MESSAGE;
+    f.updated_at = kp_time_now_ms();
+    failure_note note = {.code = "interrupted", .message = INTERRUPTED_MESSAGE, .cost = cost};
+    kp_failed_generation failed = {.res_id = v->reservation_id, .code = "interrupted"};
+    kp_status rc = kp_credits_end_failed(s, &fallback_policy, &failed, &f, describe_failure, &note, NULL, err);
+    json_decref(note.data);
+    free(f.events_json);
+    return rc;
+}
+
 static kp_status recover_one(kp_store *s, kp_blob *blob, const kp_version *v, kp_err *err)
 {
     kp_status rc = KP_OK;
     const char *res = v->reservation_id;
-    if (v->status == KP_VER_GENERATING) {
-        char prefix[KP_BLOB_KEY_MAX], events[512];
-        kp_reservation r;
-        int64_t amount = 0;
-        if (res[0] && s->ops->reservation_get(s, res, &r, err) == KP_OK && r.state != KP_RES_COMMITTED)
-            amount = r.daily + r.monthly;
-        kp_err_clear(err);
-        snprintf(events, sizeof events,
-                 "[{\"id\":1,\"event\":\"error\",\"data\":{\"code\":\"interrupted\",\"message\":\"%s\","
-                 "\"credits_refunded\":%lld}}]",
-                 INTERRUPTED_MESSAGE, (long long)amount);
-        kp_version f;
-        memset(&f, 0, sizeof f);
-        copy_str(f.project_id, sizeof f.project_id, v->project_id);
-        f.n = v->n;
-        f.status = KP_VER_FAILED;
-        copy_str(f.error_code, sizeof f.error_code, "interrupted");
-        f.error_message = INTERRUPTED_MESSAGE;
-        f.events_json = events;
-        f.updated_at = (int64_t)time(NULL);
-        snprintf(prefix, sizeof prefix, "apps/%s/v%lld/", v->project_id, (long long)v->n);
-        if (blob)
-            blob->ops->delete_prefix(blob, prefix, err); /* best effort: partial files of a publish cut short */
-        kp_err_clear(err);
-        rc = s->ops->version_finish(s, &f, err);
-        if (rc == KP_OK && res[0])
-            rc = kp_credits_refund(s, res, NULL, NULL, err);
-    } else if (v->status == KP_VER_READY && res[0]) {
+    if (v->status == KP_VER_GENERATING)
+        return recover_generating(s, blob, v, err); /* ends settled */
+    /* Finished but unsettled: only left by builds that ended a version and
+     * settled it in two steps, when every failure was refunded. */
+    if (v->status == KP_VER_READY && res[0])
         rc = kp_credits_commit(s, res, err);
-    } else if (res[0]) {
+    else if (res[0])
         rc = kp_credits_refund(s, res, NULL, NULL, err);
-    }
     if (rc == KP_ECONFLICT) {
         /* the reservation already ended the other way: nothing left to move */
         kp_log_json(KP_LOG_WARN, "recovery found a reservation already ended",

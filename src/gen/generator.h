@@ -18,13 +18,16 @@
  * row becomes ready, then the reservation is committed, then the version is
  * marked settled. On any failure the row becomes failed (error code
  * "invalid_output", "too_long", "canceled", "interrupted", a provider error
- * code...), the reservation is refunded, and the version is marked settled.
+ * code...) and its reservation is refunded or charged by the credit policy
+ * (domain/credits.h kp_credits_failure_outcome), settled in the same
+ * transaction.
  * A crash between these steps is repaired at start-up by kp_gen_recover(), so
  * every reserved credit ends committed with a ready version or refunded.
  *
  * Events (one sequence per version, ids 1, 2, 3...): project {project_id,
  * version}, delta {text}, file {path, bytes}, done {version, url, files,
- * usage, credits_left} or error {code, message, credits_refunded}. They are
+ * usage, credits_left} or error {code, message, refunded, refund_reason or
+ * charge_reason, credits_refunded}. They are
  * kept in memory while the version generates and persisted with it when it
  * ends, so a reader can replay them after the last id it saw.
  *
@@ -120,7 +123,7 @@ kp_status kp_gen_submit(kp_gen *g, kp_store *s, const kp_gen_request *r, kp_gen_
 /*
  * Cancels the generation of project_id's version n (when running): the
  * provider call is cancelled, the version fails with "canceled" and is
- * refunded. Blocks until done. KP_ECONFLICT when that version is not
+ * refunded or charged by the credit policy. Blocks until done. KP_ECONFLICT when that version is not
  * generating here.
  */
 kp_status kp_gen_cancel(kp_gen *g, const char *project_id, int64_t n, kp_err *err);

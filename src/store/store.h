@@ -33,7 +33,7 @@
 #define KP_IDEM_MAX 200
 
 typedef struct kp_user {
-    char id[KP_ID_MAX];       /* "usr_" + 24 hex chars */
+    char id[KP_ID_MAX];       /* "usr_" + 28 hex chars (core/id.h) */
     char email[KP_EMAIL_MAX]; /* normalised (trimmed, lower-case); may be "" for external users without email */
     char password_hash[KP_PWHASH_MAX]; /* Argon2id encoded string; "" for external users */
     char external_sub[KP_SUB_MAX];     /* "{issuer}|{sub}" for identity-provider users; "" for local */
@@ -108,7 +108,7 @@ typedef struct kp_reservation {
  *   - if res_id is set: the reservation must be in res_from (KP_RES_NONE means
  *     it must not exist; it is then created with res_daily/res_monthly) and
  *     moves to res_to, else KP_ECONFLICT;
- *   - a ledger row is appended unless both deltas are 0.
+ *   - a ledger row is appended unless both deltas are 0 (and record_zero is 0).
  */
 typedef struct kp_credit_change {
     const char *user_id;
@@ -122,18 +122,19 @@ typedef struct kp_credit_change {
     kp_reservation_state res_to;
     int64_t res_daily; /* amounts recorded when the reservation is created */
     int64_t res_monthly;
+    int record_zero; /* append the ledger row even when both deltas are 0 (a charge that says why) */
 } kp_credit_change;
 
 typedef enum kp_version_status { KP_VER_GENERATING = 1, KP_VER_READY, KP_VER_FAILED } kp_version_status;
 
 typedef struct kp_project {
-    char id[KP_ID_MAX]; /* "prj_..." */
+    char id[KP_ID_MAX]; /* "prj_..." (core/id.h: sorts by creation time) */
     char user_id[KP_ID_MAX];
     char name[KP_NAME_MAX]; /* <= 100 chars */
     int64_t latest_version; /* highest version number created (>= 1) */
     int64_t latest_ready;   /* highest version that is ready, 0 if none */
-    int64_t created_at;
-    int64_t updated_at;
+    int64_t created_at;     /* milliseconds since the epoch (the time in its id) */
+    int64_t updated_at;     /* milliseconds */
 } kp_project;
 
 /*
@@ -157,8 +158,12 @@ typedef struct kp_version {
     int64_t input_tokens;
     int64_t output_tokens;
     int64_t duration_ms;
-    int64_t created_at;
-    int64_t updated_at;
+    /* failed versions: whether the credit was refunded, and why it was refunded
+     * or charged (domain/credits.h kp_credits_outcome reasons; "" before 2026-12) */
+    int refunded;
+    char credit_reason[KP_REASON_MAX];
+    int64_t created_at; /* milliseconds since the epoch */
+    int64_t updated_at; /* milliseconds */
 } kp_version;
 
 /* Frees a version's heap fields (the struct itself is the caller's). */
@@ -230,6 +235,12 @@ typedef struct kp_store_ops {
      * project's latest_ready becomes v->n. Updates the project's updated_at. */
     kp_status (*version_finish)(kp_store *s, const kp_version *v, kp_err *err);
     kp_status (*version_set_settled)(kp_store *s, const char *project_id, int64_t n, kp_err *err);
+    /* Ends a generating version and settles it in ONE transaction: applies the credit change c (as
+     * credits_apply; NULL: none, a free generation), finishes the row as version_finish does (with
+     * v->refunded and v->credit_reason) and marks it settled. Any failure changes nothing; c's
+     * outcomes (KP_EDUPLICATE, KP_ECONFLICT, KP_ECREDITS) come back as credits_apply's do. *out
+     * (may be NULL) receives the balance after c. */
+    kp_status (*version_end)(kp_store *s, const kp_version *v, const kp_credit_change *c, kp_balance *out, kp_err *err);
     /* How many versions of the user's projects are generating. */
     kp_status (*versions_generating_count)(kp_store *s, const char *user_id, int64_t *count, kp_err *err);
     /* Versions not yet settled (generating ones included), for crash recovery. *out malloc'd. */

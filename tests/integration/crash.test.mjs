@@ -54,7 +54,7 @@ async function checkAccount(server, token) {
   const versions = (await projects(server, token)).flatMap((p) => p.versions);
   for (const v of versions) assert.notEqual(v.status, 'generating', 'no version stays generating');
   const reserved = entries.filter((e) => e.reason === 'generation' && e.delta < 0).length;
-  const refunded = entries.filter((e) => e.reason === 'refund').length;
+  const refunded = entries.filter((e) => e.reason.startsWith('refund')).length;
   const ready = versions.filter((v) => v.status === 'ready').length;
   assert.equal(reserved, ready + refunded, 'every reserved credit is in a ready version or refunded');
   assert.equal(reserved, versions.length, 'one reservation per version');

@@ -464,6 +464,12 @@ describe('projects', () => {
       const { project, version } = await waitVersion(server, u.token, id, 1);
       assert.equal(version.status, 'failed');
       assert.equal(version.error.code, last.data.code);
+      // the event and the version say the credit came back, and why
+      const why = code ? 'rejected_output_allowance' : 'service_failure';
+      assert.equal(last.data.refunded, true);
+      assert.equal(last.data.refund_reason, why);
+      assert.equal(version.error.refunded, true);
+      assert.equal(version.error.refund_reason, why);
       assert.equal(project.latest_ready_version, null);
       assert.equal(project.url, null);
       assert.equal(await credits(server, u.token), 5);
@@ -516,6 +522,7 @@ describe('projects', () => {
     assert.equal(last.event, 'error');
     assert.equal(last.data.code, 'canceled');
     assert.equal(last.data.credits_refunded, 1);
+    assert.equal(last.data.refund_reason, 'canceled_early');
     assert.equal(await credits(server, u.token), 5);
     const again = await api(server, 'POST', `/v1/projects/${id}/cancel`, { token: u.token });
     assert.equal(again.status, 409);

@@ -47,6 +47,8 @@ static const char *all_vars[] = {
     "KOUMPA_MAX_TOKENS",
     "KOUMPA_GENERATION_COST",
     "KOUMPA_CONTEXT_WINDOW",
+    "KOUMPA_REJECTED_REFUNDS_PER_DAY",
+    "KOUMPA_CANCEL_REFUND_CHARS",
     "KOUMPA_DAILY_BONUS_SCHEDULER",
     "KOUMPA_ADMIN_EMAILS",
     NULL,
@@ -135,6 +137,8 @@ static void test_defaults(void **state)
     assert_int_equal(cfg.max_tokens, 16000);
     assert_int_equal(cfg.generation_cost, 1);
     assert_int_equal(cfg.context_window, 200000);
+    assert_int_equal(cfg.rejected_refunds_per_day, 3);
+    assert_int_equal(cfg.cancel_refund_chars, 1000);
     assert_int_equal(cfg.daily_bonus_scheduler, 1);
     assert_int_equal(count_emails(&cfg), 0);
     assert_false(kp_config_is_admin_email(&cfg, "admin@example.com"));

@@ -230,16 +230,16 @@ static void test_id_shape_and_uniqueness(void **state)
     char a[64], b[64];
     kp_id_new("usr", a, sizeof a);
     kp_id_new("usr", b, sizeof b);
-    assert_int_equal(strlen(a), 3 + 1 + 24);
+    assert_int_equal(strlen(a), 3 + 1 + KP_ID_HEX_LEN);
     assert_memory_equal(a, "usr_", 4);
-    assert_true(is_lower_hex(a + 4, 24));
+    assert_true(is_lower_hex(a + 4, KP_ID_HEX_LEN));
     assert_string_not_equal(a, b);
 
-    /* exactly strlen(prefix) + 26 bytes is enough */
-    char exact[3 + 26];
+    /* exactly strlen(prefix) + 30 bytes is enough */
+    char exact[3 + 30];
     kp_id_new("res", exact, sizeof exact);
-    assert_int_equal(strlen(exact), 28);
-    assert_true(is_lower_hex(exact + 4, 24));
+    assert_int_equal(strlen(exact), 32);
+    assert_true(is_lower_hex(exact + 4, KP_ID_HEX_LEN));
 
     /* a too-small buffer is truncated, never overrun */
     char small[8];
@@ -260,6 +260,29 @@ static void test_ids_do_not_repeat(void **state)
         for (int j = i + 1; j < N; j++)
             assert_true(strcmp(ids[i], ids[j]) != 0);
     free(ids);
+}
+
+/* Ids carry their time (48-bit milliseconds first) and increase strictly
+ * within a process, also within one millisecond and across prefixes. */
+static void test_ids_sort_by_time(void **state)
+{
+    (void)state;
+    enum { N = 5000 };
+    char prev[64] = "", id[64];
+    int64_t before = kp_time_now_ms(), ms = 0, prev_ms = 0;
+    for (int i = 0; i < N; i++) {
+        kp_id_new_at(i % 2 ? "prj" : "res", id, sizeof id, &ms);
+        char stamp[13];
+        memcpy(stamp, id + 4, 12);
+        stamp[12] = '\0';
+        assert_int_equal((int64_t)strtoll(stamp, NULL, 16), ms);
+        assert_true(ms >= before && ms >= prev_ms);
+        if (prev[0])
+            assert_true(strcmp(id + 4, prev + 4) > 0);
+        memcpy(prev, id, sizeof prev);
+        prev_ms = ms;
+    }
+    assert_true(ms <= kp_time_now_ms() + 1);
 }
 
 static void test_date_utc_today(void **state)
@@ -497,6 +520,7 @@ int main(void)
         cmocka_unit_test(test_status_names_and_http),
         cmocka_unit_test(test_id_shape_and_uniqueness),
         cmocka_unit_test(test_ids_do_not_repeat),
+        cmocka_unit_test(test_ids_sort_by_time),
         cmocka_unit_test(test_date_utc_today),
         cmocka_unit_test(test_ratelimit_limit_then_retry_after),
         cmocka_unit_test(test_ratelimit_refused_hits_do_not_extend_window),

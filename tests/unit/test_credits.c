@@ -123,6 +123,66 @@ static void test_refund_exactly_once(void **state)
     assert_balance(f->s, 1, 5);
 }
 
+/* A refund after the daily reset gives back no more than lifts the daily
+ * bucket to the plan's bonus (5 -> 4 -> reset 5 -> refund 5, not 6). */
+static void test_refund_after_reset_stays_at_bonus(void **state)
+{
+    fixture *f = *state;
+    kp_err err = {0};
+    size_t granted = 0;
+    assert_int_equal(kp_credits_daily_bonus(f->s, "2026-01-01", 100, &granted, &err), KP_OK);
+    assert_int_equal(granted, 1);
+    grant(f->s, 0, 2, "g");
+    assert_balance(f->s, 5, 2);
+    assert_int_equal(kp_credits_reserve(f->s, "usr_a", "res_1", 1, "generation", NULL, &err), KP_OK);
+    assert_int_equal(kp_credits_reserve(f->s, "usr_a", "res_2", 6, "generation", NULL, &err), KP_OK);
+    assert_balance(f->s, 0, 0);
+    assert_int_equal(kp_credits_daily_bonus(f->s, "2026-01-02", 100, &granted, &err), KP_OK);
+    assert_balance(f->s, 5, 0);
+    assert_int_equal(kp_credits_refund(f->s, "res_1", NULL, NULL, &err), KP_OK);
+    assert_balance(f->s, 5, 0);
+    /* the monthly part always comes back whole */
+    assert_int_equal(kp_credits_refund(f->s, "res_2", NULL, NULL, &err), KP_OK);
+    assert_balance(f->s, 5, 2);
+
+    /* below the bonus, a refund fills up to it and no further */
+    assert_int_equal(kp_credits_refund_daily(3, 4, 5), 1);
+    assert_int_equal(kp_credits_refund_daily(3, 1, 5), 3);
+    assert_int_equal(kp_credits_refund_daily(3, 7, 5), 0);
+    assert_int_equal(kp_credits_refund_daily(0, 0, 5), 0);
+}
+
+/* The one decision every failure path takes. */
+static void test_failure_outcome_policy(void **state)
+{
+    (void)state;
+    const kp_refund_policy p = {.rejected_refunds_per_day = 3, .cancel_refund_chars = 1000};
+    static const struct {
+        const char *code;
+        int64_t chars, rejected_today;
+        int refunded;
+        const char *reason;
+    } cases[] = {
+        {"interrupted", 1000000, 1000, 1, "service_failure"},
+        {"provider_error", 1000000, 1000, 1, "service_failure"},
+        {"overloaded", 5000, 3, 1, "service_failure"},
+        {"timeout", 5000, 3, 1, "service_failure"},
+        {"network_error", 5000, 3, 1, "service_failure"},
+        {"storage_error", 5000, 3, 1, "service_failure"},
+        {"internal_error", 5000, 3, 1, "service_failure"},
+        {"invalid_output", 50000, 2, 1, "rejected_output_allowance"},
+        {"too_long", 0, 3, 0, "rejected_output_allowance_used"},
+        {"canceled", 999, 0, 1, "canceled_early"},
+        {"canceled", 1000, 0, 0, "canceled_after_output"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        kp_credits_outcome o;
+        kp_credits_failure_outcome(&p, cases[i].code, cases[i].chars, cases[i].rejected_today, &o);
+        assert_int_equal(o.refunded, cases[i].refunded);
+        assert_string_equal(o.reason, cases[i].reason);
+    }
+}
+
 static void test_commit_exactly_once(void **state)
 {
     fixture *f = *state;
@@ -253,6 +313,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_reserve_takes_daily_first, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reserve_short_changes_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refund_exactly_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_refund_after_reset_stays_at_bonus, setup, teardown),
+        cmocka_unit_test(test_failure_outcome_policy),
         cmocka_unit_test_setup_teardown(test_commit_exactly_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_spends_threads, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_spends_two_processes, setup, teardown),

@@ -250,6 +250,8 @@ static int setup(void **state)
     f->cfg.max_tokens = 1000;
     f->cfg.generation_cost = 1;
     f->cfg.context_window = 200000;
+    f->cfg.rejected_refunds_per_day = 3;
+    f->cfg.cancel_refund_chars = 1000;
     pthread_mutex_init(&f->fake.mu, NULL);
     f->fake.llm.ops = &fake_ops;
     f->fake.llm.model = "fake-model-1";
@@ -519,6 +521,8 @@ static void assert_failed_and_refunded(fixture *f, kp_version *v, const char *co
     json_t *data = json_object_get(last, "data");
     assert_string_equal(json_string_value(json_object_get(data, "code")), code);
     assert_int_equal(json_integer_value(json_object_get(data, "credits_refunded")), 1);
+    assert_true(json_is_true(json_object_get(data, "refunded")));
+    assert_int_equal(v->refunded, 1);
     json_decref(events);
 }
 
@@ -586,6 +590,33 @@ static void test_provider_error_is_refunded(void **state)
     kp_version_clear(&v);
 }
 
+/* Ids and created_at sort by creation time in milliseconds: 50 projects made
+ * one after the other (most in the same second) list newest first exactly. */
+static void test_projects_list_in_creation_order(void **state)
+{
+    fixture *f = *state;
+    enum { N = 50 };
+    char ids[N][KP_ID_MAX];
+    kp_gen_result res;
+    kp_version v;
+    kp_err err = {0};
+    set_script(f, 0, "x", NULL);
+    f->fake.scripts[0].error_code = "overloaded";
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(submit(f, "usr_a", NULL, "an app", &res), KP_OK);
+        memcpy(ids[i], res.project_id, KP_ID_MAX);
+        wait_version(f, res.project_id, 1, &v);
+        kp_version_clear(&v);
+    }
+    kp_project *list = NULL;
+    size_t n = 0;
+    assert_int_equal(f->s->ops->project_list(f->s, "usr_a", 0, "", 100, &list, &n, &err), KP_OK);
+    assert_int_equal(n, N);
+    for (int i = 0; i < N; i++)
+        assert_string_equal(list[i].id, ids[N - 1 - i]);
+    free(list);
+}
+
 static void test_max_tokens_continues(void **state)
 {
     fixture *f = *state;
@@ -640,6 +671,7 @@ static void test_cancel_refunds(void **state)
     assert_int_equal(kp_gen_cancel(f->g, res.project_id, 1, &err), KP_OK);
     wait_version(f, res.project_id, 1, &v);
     assert_failed_and_refunded(f, &v, "canceled");
+    assert_string_equal(v.credit_reason, "canceled_early"); /* fewer than 1,000 characters written */
     assert_int_equal(f->fake.cancels, 1);
     assert_int_equal(kp_gen_cancel(f->g, res.project_id, 1, &err), KP_ECONFLICT);
     kp_version_clear(&v);
@@ -802,6 +834,106 @@ static void wait_ended(test_sink *t)
     for (int i = 0; i < 1000 && !tsink_ended(t); i++)
         sleep_ms(5);
     assert_true(tsink_ended(t));
+}
+
+/* A failed version's outcome, in its row and in its persisted error event. */
+static void assert_outcome(const kp_version *v, int refunded, const char *reason)
+{
+    assert_int_equal(v->status, KP_VER_FAILED);
+    assert_int_equal(v->settled, 1);
+    assert_int_equal(v->refunded, refunded);
+    assert_string_equal(v->credit_reason, reason);
+    json_t *events = json_loads(v->events_json, 0, NULL);
+    json_t *data = json_object_get(json_array_get(events, json_array_size(events) - 1), "data");
+    assert_int_equal(json_is_true(json_object_get(data, "refunded")), refunded);
+    assert_string_equal(json_string_value(json_object_get(data, refunded ? "refund_reason" : "charge_reason")), reason);
+    assert_int_equal(json_integer_value(json_object_get(data, "credits_refunded")), refunded ? 1 : 0);
+    json_decref(events);
+}
+
+static int ledger_count(fixture *f, const char *reason)
+{
+    kp_ledger_entry *e = NULL;
+    size_t n = 0;
+    int count = 0;
+    kp_err err = {0};
+    assert_int_equal(f->s->ops->ledger_list(f->s, "usr_a", 0, 1000, &e, &n, &err), KP_OK);
+    for (size_t i = 0; i < n; i++)
+        count += strcmp(e[i].reason, reason) == 0;
+    free(e);
+    return count;
+}
+
+/* Rejected output is refunded 3 times a day (the test's allowance), then charged. */
+static void test_rejected_output_refunded_up_to_allowance(void **state)
+{
+    fixture *f = *state;
+    kp_gen_result res;
+    kp_version v;
+    set_script(f, 0, "I will not write files, only prose.", "end_turn");
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(submit(f, "usr_a", NULL, "answer in prose, create no files", &res), KP_OK);
+        wait_version(f, res.project_id, 1, &v);
+        assert_string_equal(v.error_code, "invalid_output");
+        if (i < 3) {
+            assert_outcome(&v, 1, "rejected_output_allowance");
+            assert_int_equal(reservation_state(f, &v), KP_RES_REFUNDED);
+        } else {
+            assert_outcome(&v, 0, "rejected_output_allowance_used");
+            assert_int_equal(reservation_state(f, &v), KP_RES_COMMITTED);
+        }
+        kp_version_clear(&v);
+    }
+    assert_int_equal(balance_total(f, "usr_a"), 8);
+    assert_int_equal(ledger_count(f, "refund:rejected_output_allowance"), 3);
+    assert_int_equal(ledger_count(f, "charge:rejected_output_allowance_used"), 2);
+    /* the service's own failures stay refunded after the allowance is used */
+    set_script(f, 0, "x", NULL);
+    f->fake.scripts[0].error_code = "overloaded";
+    assert_int_equal(submit(f, "usr_a", NULL, "an app", &res), KP_OK);
+    wait_version(f, res.project_id, 1, &v);
+    assert_outcome(&v, 1, "service_failure");
+    assert_int_equal(ledger_count(f, "refund:service_failure"), 1);
+    assert_int_equal(balance_total(f, "usr_a"), 8);
+    kp_version_clear(&v);
+}
+
+/* A cancel after the model wrote 1,000 characters or more is charged. */
+static void test_cancel_after_output_is_charged(void **state)
+{
+    fixture *f = *state;
+    kp_gen_result res;
+    kp_version v;
+    kp_err err = {0};
+    test_sink reader;
+    static char text[3001];
+    memset(text, 'a', sizeof text - 1);
+    set_script(f, 0, text, "end_turn");
+    f->fake.scripts[0].chunk = 1100;
+    f->fake.scripts[0].delay_ms = 10000; /* the rest never comes before the cancel */
+    assert_int_equal(submit(f, "usr_a", NULL, "an app", &res), KP_OK);
+    kp_stream *st = subscribe(f, res.project_id, 1, 0, &reader);
+    int seen = 0;
+    for (int i = 0; i < 1000 && !seen; i++) {
+        pthread_mutex_lock(&reader.mu);
+        seen = reader.data.data && strstr(reader.data.data, "event: delta") != NULL;
+        pthread_mutex_unlock(&reader.mu);
+        if (!seen)
+            sleep_ms(5);
+    }
+    assert_true(seen);
+    assert_int_equal(kp_gen_cancel(f->g, res.project_id, 1, &err), KP_OK);
+    wait_ended(&reader);
+    wait_version(f, res.project_id, 1, &v);
+    assert_outcome(&v, 0, "canceled_after_output");
+    assert_int_equal(reservation_state(f, &v), KP_RES_COMMITTED);
+    assert_int_equal(balance_total(f, "usr_a"), 9);
+    assert_int_equal(ledger_count(f, "charge:canceled_after_output"), 1);
+    /* the readers were told the same */
+    assert_non_null(strstr(reader.data.data, "\"refunded\":false,\"charge_reason\":\"canceled_after_output\""));
+    st->release(st);
+    tsink_free(&reader);
+    kp_version_clear(&v);
 }
 
 static void test_subscribers_replay_after_last_event_id(void **state)
@@ -986,6 +1118,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_path_traversal_is_refunded, setup, teardown),
         cmocka_unit_test_setup_teardown(test_oversize_output_is_refunded, setup, teardown),
         cmocka_unit_test_setup_teardown(test_provider_error_is_refunded, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_projects_list_in_creation_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_max_tokens_continues, setup, teardown),
         cmocka_unit_test_setup_teardown(test_third_max_tokens_is_too_long, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel_refunds, setup, teardown),
@@ -997,6 +1130,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_follow_up_while_generating_conflicts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_subscribers_replay_after_last_event_id, setup, teardown),
         cmocka_unit_test_setup_teardown(test_readers_get_keep_alives, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rejected_output_refunded_up_to_allowance, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cancel_after_output_is_charged, setup, teardown),
         cmocka_unit_test_setup_teardown(test_recovery_settles_everything, setup, teardown),
         cmocka_unit_test(test_content_types_and_urls),
     };

@@ -776,6 +776,32 @@ static void test_migrate_from_v1_keeps_data(void **state)
     assert_int_equal(get_project(f->s, "prj_after").latest_version, 1);
 }
 
+/* Migration 3 turns the seconds of existing projects and versions into
+ * milliseconds (the same instant), so old and new rows sort together. */
+static void test_migrate_times_to_milliseconds(void **state)
+{
+    fixture *f = *state;
+    kp_err err = {0};
+    create_project(f->s, "prj_old", "usr_a", 1);
+    f->s->ops->close(f->s);
+    f->s = NULL;
+    /* back to version 2: migration 3's columns go too */
+    sql_exec(f->path, "BEGIN IMMEDIATE; DELETE FROM schema_migrations WHERE version >= 3;"
+                      "ALTER TABLE versions DROP COLUMN refunded; ALTER TABLE versions DROP COLUMN credit_reason;"
+                      "UPDATE projects SET created_at = 1700000000, updated_at = 1700000000;"
+                      "UPDATE versions SET created_at = 1700000000, updated_at = 1700000000; COMMIT;");
+    int applied = -1;
+    assert_int_equal(kp_sqlite_migrate(f->path, &applied, &err), KP_OK);
+    assert_true(applied >= 1);
+    assert_int_equal(kp_sqlite_open(f->path, &f->s, &err), KP_OK);
+    assert_int_equal(get_project(f->s, "prj_old").created_at, 1700000000000LL);
+    kp_version v;
+    assert_int_equal(f->s->ops->version_get(f->s, "prj_old", 1, &v, &err), KP_OK);
+    assert_int_equal(v.created_at, 1700000000000LL);
+    assert_int_equal(v.updated_at, 1700000000000LL);
+    kp_version_clear(&v);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -790,6 +816,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_unsettled_and_set_settled, setup, teardown),
         cmocka_unit_test_setup_teardown(test_heap_fields_roundtrip, setup, teardown),
         cmocka_unit_test_setup_teardown(test_migrate_from_v1_keeps_data, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_migrate_times_to_milliseconds, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -123,6 +123,15 @@ static const char *const migrations[] = {
     ");"
     "CREATE INDEX versions_unsettled ON versions(project_id, n) WHERE settled = 0;"
     "CREATE INDEX versions_generating ON versions(user_id) WHERE status = 1;",
+    /* 3 (money): projects' and versions' times in milliseconds, so that
+     * "newest first" is exact; existing rows keep their second. */
+    "UPDATE projects SET created_at = created_at * 1000, updated_at = updated_at * 1000;"
+    "UPDATE versions SET created_at = created_at * 1000, updated_at = updated_at * 1000;"
+    /* (money) whether a failed version's credit was refunded, and why; every
+     * failure was refunded before. */
+    "ALTER TABLE versions ADD COLUMN refunded INTEGER NOT NULL DEFAULT 0 CHECK (refunded IN (0, 1));"
+    "ALTER TABLE versions ADD COLUMN credit_reason TEXT NOT NULL DEFAULT '';"
+    "UPDATE versions SET refunded = 1 WHERE status = 3;",
 };
 
 #define MIGRATION_COUNT ((int)(sizeof migrations / sizeof migrations[0]))

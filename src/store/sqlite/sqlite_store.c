@@ -35,6 +35,7 @@
 
 #include <jansson.h>
 
+#include "core/id.h"
 #include "core/log.h"
 #include "store/sqlite/migrations.h"
 
@@ -102,7 +103,7 @@ typedef enum stmt_id {
 #define PROJECT_COLS "id, user_id, name, latest_version, latest_ready, created_at, updated_at"
 #define VERSION_COLS                                                                                                   \
     "project_id, n, status, reservation_id, settled, error_code, error_message, prompt, message, files_json, "         \
-    "events_json, model, input_tokens, output_tokens, duration_ms, created_at, updated_at"
+    "events_json, model, input_tokens, output_tokens, duration_ms, created_at, updated_at, refunded, credit_reason"
 
 static const char *const stmt_sql[ST_COUNT] = {
     [ST_BEGIN] = "BEGIN IMMEDIATE",
@@ -186,10 +187,11 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_VERSION_LIST] = "SELECT " VERSION_COLS " FROM versions WHERE project_id = ?1 ORDER BY n",
     [ST_VERSION_STATUS] = "SELECT status FROM versions WHERE project_id = ?1 AND n = ?2",
     [ST_VERSION_GENERATING_IN] = "SELECT n FROM versions WHERE project_id = ?1 AND status = 1 LIMIT 1",
-    [ST_VERSION_FINISH] = "UPDATE versions SET status = ?3, error_code = ?4, error_message = ?5, message = ?6, "
-                          "files_json = ?7, events_json = ?8, model = ?9, input_tokens = ?10, "
-                          "output_tokens = ?11, duration_ms = ?12, updated_at = ?13 "
-                          "WHERE project_id = ?1 AND n = ?2 AND status = 1",
+    [ST_VERSION_FINISH] =
+        "UPDATE versions SET status = ?3, error_code = ?4, error_message = ?5, message = ?6, "
+        "files_json = ?7, events_json = ?8, model = ?9, input_tokens = ?10, "
+        "output_tokens = ?11, duration_ms = ?12, updated_at = ?13, refunded = ?14, credit_reason = ?15, "
+        "settled = max(settled, ?16) WHERE project_id = ?1 AND n = ?2 AND status = 1",
     [ST_VERSION_SET_SETTLED] = "UPDATE versions SET settled = 1 WHERE project_id = ?1 AND n = ?2",
     [ST_VERSIONS_DELETE] = "DELETE FROM versions WHERE project_id = ?1",
     /* Both read partial indexes (versions_generating, versions_unsettled). */
@@ -908,7 +910,7 @@ static kp_status credits_apply_locked(sq_store *h, const kp_credit_change *c, in
             return rc;
     }
     rc = balance_write(h, c->user_id, next.daily, next.monthly, err);
-    if (rc == KP_OK && (c->delta_daily != 0 || c->delta_monthly != 0))
+    if (rc == KP_OK && (c->delta_daily != 0 || c->delta_monthly != 0 || c->record_zero))
         rc = ledger_append(h, c, &next, now, err);
     if (rc == KP_OK)
         *out = next;
@@ -1207,6 +1209,8 @@ static kp_status read_version(sqlite3_stmt *st, kp_version *v, kp_err *err)
     v->duration_ms = sqlite3_column_int64(st, 14);
     v->created_at = sqlite3_column_int64(st, 15);
     v->updated_at = sqlite3_column_int64(st, 16);
+    v->refunded = sqlite3_column_int(st, 17);
+    column_copy(st, 18, v->credit_reason, sizeof v->credit_reason);
     if (status < KP_VER_GENERATING || status > KP_VER_FAILED)
         return kp_err_set(err, KP_EINTERNAL, "version in an unknown state");
     v->status = (kp_version_status)status;
@@ -1311,7 +1315,7 @@ static kp_status sq_project_create(kp_store *s, const kp_project *p, const kp_ve
     if (!new_version_valid(v) || (v->n != 0 && v->n != 1) || (v->project_id[0] && strcmp(v->project_id, p->id) != 0))
         return kp_err_set(err, KP_EINVAL, "invalid version record");
 
-    int64_t created_at = p->created_at > 0 ? p->created_at : (int64_t)time(NULL);
+    int64_t created_at = p->created_at > 0 ? p->created_at : kp_time_now_ms();
     int64_t v_created_at = v->created_at > 0 ? v->created_at : created_at;
     kp_status rc = tx_begin(h, err);
     if (rc != KP_OK)
@@ -1467,7 +1471,7 @@ static kp_status sq_version_create(kp_store *s, const kp_version *v, kp_err *err
     sq_store *h = impl_of(s);
     if (!new_version_valid(v) || !v->project_id[0] || v->n < 1)
         return kp_err_set(err, KP_EINVAL, "invalid version record");
-    int64_t created_at = v->created_at > 0 ? v->created_at : (int64_t)time(NULL);
+    int64_t created_at = v->created_at > 0 ? v->created_at : kp_time_now_ms();
     kp_status rc = tx_begin(h, err);
     if (rc != KP_OK)
         return rc;
@@ -1554,7 +1558,9 @@ static kp_status finish_refused(sq_store *h, const kp_version *v, kp_err *err)
     return rc;
 }
 
-static kp_status finish_version_row(sq_store *h, const kp_version *v, int64_t now, int *changed, kp_err *err)
+/* settle: 1 marks the version settled in the same statement. */
+static kp_status finish_version_row(sq_store *h, const kp_version *v, int64_t now, int settle, int *changed,
+                                    kp_err *err)
 {
     sqlite3_stmt *st = NULL;
     kp_status rc = stmt_get(h, ST_VERSION_FINISH, &st, err);
@@ -1573,6 +1579,9 @@ static kp_status finish_version_row(sq_store *h, const kp_version *v, int64_t no
     sqlite3_bind_int64(st, 11, v->output_tokens);
     sqlite3_bind_int64(st, 12, v->duration_ms);
     sqlite3_bind_int64(st, 13, now);
+    sqlite3_bind_int(st, 14, v->refunded ? 1 : 0);
+    bind_text(st, 15, v->credit_reason);
+    sqlite3_bind_int(st, 16, settle ? 1 : 0);
     if (sqlite3_step(st) == SQLITE_DONE)
         *changed = sqlite3_changes(h->db);
     else if ((sqlite3_extended_errcode(h->db) & 0xff) == SQLITE_CONSTRAINT)
@@ -1583,10 +1592,10 @@ static kp_status finish_version_row(sq_store *h, const kp_version *v, int64_t no
     return rc;
 }
 
-static kp_status version_finish_locked(sq_store *h, const kp_version *v, int64_t now, kp_err *err)
+static kp_status version_finish_locked(sq_store *h, const kp_version *v, int64_t now, int settle, kp_err *err)
 {
     int changed = 0;
-    kp_status rc = finish_version_row(h, v, now, &changed, err);
+    kp_status rc = finish_version_row(h, v, now, settle, &changed, err);
     if (rc != KP_OK)
         return rc;
     if (changed == 0)
@@ -1594,19 +1603,47 @@ static kp_status version_finish_locked(sq_store *h, const kp_version *v, int64_t
     return project_touch(h, ST_PROJECT_FINISHED, v->project_id, v->status == KP_VER_READY ? v->n : 0, now, err);
 }
 
+static int finished_version_valid(const kp_version *v)
+{
+    return v && nonempty_fits(v->project_id, sizeof v->project_id) && v->n >= 1 &&
+           (v->status == KP_VER_READY || v->status == KP_VER_FAILED) && fits(v->error_code, sizeof v->error_code) &&
+           fits(v->model, sizeof v->model) && fits(v->credit_reason, sizeof v->credit_reason);
+}
+
 static kp_status sq_version_finish(kp_store *s, const kp_version *v, kp_err *err)
 {
     sq_store *h = impl_of(s);
-    if (!v || !nonempty_fits(v->project_id, sizeof v->project_id) || v->n < 1 ||
-        (v->status != KP_VER_READY && v->status != KP_VER_FAILED) || !fits(v->error_code, sizeof v->error_code) ||
-        !fits(v->model, sizeof v->model))
+    if (!finished_version_valid(v))
         return kp_err_set(err, KP_EINVAL, "invalid version record");
-    int64_t now = v->updated_at > 0 ? v->updated_at : (int64_t)time(NULL);
+    int64_t now = v->updated_at > 0 ? v->updated_at : kp_time_now_ms();
     kp_status rc = tx_begin(h, err);
     if (rc != KP_OK)
         return rc;
-    rc = version_finish_locked(h, v, now, err);
+    rc = version_finish_locked(h, v, now, 0, err);
     return tx_end(h, rc, err);
+}
+
+static kp_status sq_version_end(kp_store *s, const kp_version *v, const kp_credit_change *c, kp_balance *out,
+                                kp_err *err)
+{
+    sq_store *h = impl_of(s);
+    if (!finished_version_valid(v))
+        return kp_err_set(err, KP_EINVAL, "invalid version record");
+    if (c && !credit_change_valid(c))
+        return kp_err_set(err, KP_EINVAL, "invalid credit change");
+    int64_t now = v->updated_at > 0 ? v->updated_at : kp_time_now_ms();
+    kp_balance result = {0, 0, 0};
+    kp_status rc = tx_begin(h, err);
+    if (rc != KP_OK)
+        return rc;
+    if (c)
+        rc = credits_apply_locked(h, c, now / 1000, &result, err);
+    if (rc == KP_OK)
+        rc = version_finish_locked(h, v, now, 1, err);
+    rc = tx_end(h, rc, err);
+    if (out)
+        *out = result;
+    return rc;
 }
 
 static kp_status sq_version_set_settled(kp_store *s, const char *project_id, int64_t n, kp_err *err)
@@ -1710,6 +1747,7 @@ static const kp_store_ops sqlite_ops = {
     .version_list = sq_version_list,
     .version_finish = sq_version_finish,
     .version_set_settled = sq_version_set_settled,
+    .version_end = sq_version_end,
     .versions_generating_count = sq_versions_generating_count,
     .versions_unsettled = sq_versions_unsettled,
     .account_get = sq_account_get,
