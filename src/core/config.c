@@ -73,6 +73,11 @@ static const opt_def opts[] = {
     {"KOUMPA_GENERATION_COST", NULL, OPT_LONG, OFF(generation_cost), "1", 0, 1000000, 0, "credits per generation"},
     {"KOUMPA_CONTEXT_WINDOW", NULL, OPT_LONG, OFF(context_window), "200000", 1000, 10000000, 0,
      "model context window, tokens"},
+    /* generation: storage pool and readers */
+    {"KOUMPA_STORAGE_THREADS", NULL, OPT_LONG, OFF(storage_threads), "2", 1, 64, 0,
+     "threads that publish and save finished generations"},
+    {"KOUMPA_MAX_READERS_PER_GENERATION", NULL, OPT_LONG, OFF(max_readers_per_generation), "32", 1, 100000, 0,
+     "live event-stream readers per generating version"},
     {"KOUMPA_DAILY_BONUS_SCHEDULER", NULL, OPT_BOOL, OFF(daily_bonus_scheduler), "1", 0, 1, 0,
      "run the daily bonus at 00:00 UTC in serve"},
     {"KOUMPA_ADMIN_EMAILS", "--admin-emails", OPT_STR, (size_t)-1, NULL, 0, 0, 0, "comma-separated admin emails"},

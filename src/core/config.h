@@ -54,6 +54,10 @@ typedef struct kp_config {
     long generation_cost;     /* KOUMPA_GENERATION_COST (default 1) */
     long context_window;      /* KOUMPA_CONTEXT_WINDOW tokens (default 200000) */
 
+    /* generation: storage pool and readers (gen/storage.h, gen/replay.h) */
+    long storage_threads;            /* KOUMPA_STORAGE_THREADS: threads that publish and save versions (default 2) */
+    long max_readers_per_generation; /* KOUMPA_MAX_READERS_PER_GENERATION: live SSE readers per version (default 32) */
+
     long daily_bonus_scheduler; /* KOUMPA_DAILY_BONUS_SCHEDULER=0 disables the in-server scheduler */
 } kp_config;
 
