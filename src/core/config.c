@@ -78,6 +78,11 @@ static const opt_def opts[] = {
      "refunds of rejected output (invalid_output, too_long) per user and UTC day"},
     {"KOUMPA_CANCEL_REFUND_CHARS", NULL, OPT_LONG, OFF(cancel_refund_chars), "1000", 0, 100000000, 0,
      "a cancel is refunded while the model wrote fewer characters than this"},
+    /* generation: storage pool and readers */
+    {"KOUMPA_STORAGE_THREADS", NULL, OPT_LONG, OFF(storage_threads), "2", 1, 64, 0,
+     "threads that publish and save finished generations"},
+    {"KOUMPA_MAX_READERS_PER_GENERATION", NULL, OPT_LONG, OFF(max_readers_per_generation), "32", 1, 100000, 0,
+     "live event-stream readers per generating version"},
     {"KOUMPA_DAILY_BONUS_SCHEDULER", NULL, OPT_BOOL, OFF(daily_bonus_scheduler), "1", 0, 1, 0,
      "run the daily bonus at 00:00 UTC in serve"},
     {"KOUMPA_ADMIN_EMAILS", "--admin-emails", OPT_STR, (size_t)-1, NULL, 0, 0, 0, "comma-separated admin emails"},

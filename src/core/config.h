@@ -57,6 +57,9 @@ typedef struct kp_config {
     /* credit policy for failed generations (domain/credits.h kp_refund_policy) */
     long rejected_refunds_per_day; /* KOUMPA_REJECTED_REFUNDS_PER_DAY (default 3) */
     long cancel_refund_chars;      /* KOUMPA_CANCEL_REFUND_CHARS (default 1000) */
+    /* generation: storage pool and readers (gen/storage.h, gen/replay.h) */
+    long storage_threads;            /* KOUMPA_STORAGE_THREADS: threads that publish and save versions (default 2) */
+    long max_readers_per_generation; /* KOUMPA_MAX_READERS_PER_GENERATION: live SSE readers per version (default 32) */
 
     long daily_bonus_scheduler; /* KOUMPA_DAILY_BONUS_SCHEDULER=0 disables the in-server scheduler */
 } kp_config;

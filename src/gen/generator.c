@@ -21,6 +21,13 @@
  * gen_publish() or gen_fail(); each ends with the reservation committed or
  * refunded and the version marked settled. What a crash interrupts between
  * those steps is finished by kp_gen_recover() at the next start.
+ *
+ * Storage off the loop: gen_publish() and gen_fail() do their quick part on
+ * the loop, hand the files and row updates to the storage pool
+ * (gen/storage.h, run_storage) and mark the generation `storing`; the result
+ * comes back to the loop, which then sends the last event and frees the
+ * generation. While it is storing nothing else may end it (steps, cancel and
+ * shutdown skip it), and readers may still join and get the last event.
  */
 #include "gen/generator.h"
 
@@ -43,10 +50,12 @@
 #include "domain/credits.h"
 #include "gen/fileblocks.h"
 #include "gen/prompt.h"
+#include "gen/publish.h"
+#include "gen/storage.h"
 
 #define MAX_CONTINUATIONS 2
-#define MAX_APP_FILES 50
-#define MAX_APP_BYTES (2 * 1024 * 1024)
+#define MAX_APP_FILES KP_PUBLISH_MAX_FILES
+#define MAX_APP_BYTES KP_PUBLISH_MAX_BYTES
 #define DELTA_FLUSH_BYTES 1024
 #define DEFAULT_FLUSH_MS 50
 
@@ -66,6 +75,7 @@ typedef struct event_rec {
 } event_rec;
 
 typedef struct generation generation;
+typedef struct sync_cmd sync_cmd;
 
 typedef struct subscriber {
     kp_stream stream; /* first member: the stream pointer is the subscriber */
@@ -108,8 +118,10 @@ struct generation {
     size_t nevents, cap_events;
     subscriber *subs;
     struct timespec started;
-    int call_ended; /* the current call's final callback came (even inside start()) */
-    int ending;     /* a failure is scheduled: ignore provider callbacks */
+    int call_ended;   /* the current call's final callback came (even inside start()) */
+    int ending;       /* a failure is scheduled: ignore provider callbacks */
+    int storing;      /* its end is being stored on the storage pool: only the result may end it */
+    sync_cmd *on_end; /* a command waiting for it to end (cancel), or NULL */
     char fail_code[64];
     char fail_message[512];
 };
@@ -118,6 +130,7 @@ struct kp_gen {
     kp_gen_options opt;
     kp_refund_policy policy; /* from the configuration */
     kp_store *store;         /* the loop's handle */
+    kp_gen_storage *storage; /* where generations end: files, rows, credits (off the loop) */
     pthread_mutex_t mu;
     int stopping; /* mu: no new submissions */
     /* Serialises admission (concurrency check, reservation, rows) so that two
@@ -128,7 +141,9 @@ struct kp_gen {
     generation *gens;
     uint64_t next_serial;
     struct event *keepalive;
-    int shut; /* shutdown ran on the loop */
+    int shut;                /* shutdown ran on the loop */
+    sync_cmd *shutdown_wait; /* the shutdown waiting for the last generation to end */
+    int shut_done;           /* shutdown returned: storage work runs on the loop */
 };
 
 /* ---- small helpers ---- */
@@ -481,6 +496,20 @@ static void add_delta(generation *gen, const char *text, size_t len)
 
 /* ---- life of a generation (loop thread) ---- */
 
+static void sync_cmd_finish(sync_cmd *c, kp_status rc);
+
+/* Runs work(store, arg) off the loop, then done(arg) on it. Once shutdown has
+ * returned (the loop is being stopped), both run here and now. */
+static void run_storage(kp_gen *g, void (*work)(kp_store *s, void *arg), void (*done)(void *arg), void *arg)
+{
+    if (g->shut_done) {
+        work(g->store, arg);
+        done(arg);
+        return;
+    }
+    kp_gen_storage_run(g->storage, g->store, work, done, arg);
+}
+
 static void gen_destroy(generation *gen)
 {
     kp_gen *g = gen->g;
@@ -508,7 +537,14 @@ static void gen_destroy(generation *gen)
     kp_buf_free(&gen->pending);
     kp_buf_free(&gen->log);
     free(gen->events);
+    if (gen->on_end)
+        sync_cmd_finish(gen->on_end, KP_OK);
     free(gen);
+    if (g->shutdown_wait && !g->gens) {
+        g->shut_done = 1;
+        sync_cmd_finish(g->shutdown_wait, KP_OK);
+        g->shutdown_wait = NULL;
+    }
 }
 
 /* Sends the terminal frame (already formatted) to every reader, ends them. */
@@ -557,10 +593,12 @@ static json_t *error_event_data(const char *code, const char *message, const kp_
     return data;
 }
 
-/* Describes a failure for kp_credits_end_failed: its error event, persisted
- * with the events sent before it (gen NULL: the only event). */
+/* Describes a failure for kp_credits_end_failed: its error event, appended
+ * to the events sent before it. Used on a storage thread: it holds copies,
+ * never the generation. */
 typedef struct failure_note {
-    const generation *gen;
+    const char *events;    /* the events so far, a JSON array (NULL: none) */
+    int64_t next_event_id; /* the error event's id */
     const char *code;
     const char *message;
     int64_t cost;
@@ -570,237 +608,190 @@ typedef struct failure_note {
 static int describe_failure(void *ud, const kp_credits_outcome *o, kp_version *v)
 {
     failure_note *note = ud;
-    static const generation no_events;
     json_decref(note->data);
     free(v->events_json);
     v->events_json = NULL;
     note->data = error_event_data(note->code, note->message, o, note->cost);
     char *text = note->data ? json_dumps(note->data, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
     if (text)
-        v->events_json = events_json(note->gen ? note->gen : &no_events, EV_ERROR, text);
+        v->events_json = kp_publish_append_event(note->events, note->next_event_id, "error", text);
     free(text);
     return v->events_json ? 0 : -1;
 }
 
+/* A failure on its way to the store. */
+typedef struct fail_job {
+    generation *gen; /* touched on the loop only */
+    kp_blob *blob;
+    kp_refund_policy policy;
+    kp_failed_generation failed; /* points into v */
+    int64_t output_chars;
+    kp_version v;      /* the failed row; its events are set when the outcome is known */
+    char *events;      /* the events before the error event (owned) */
+    failure_note note; /* note.data: the error event, sent once stored */
+} fail_job;
+
+/* On a storage thread: the failed row and the credit's settlement (one
+ * transaction), then the blobs removed. */
+static void fail_work(kp_store *s, void *arg)
+{
+    fail_job *j = arg;
+    kp_version *v = &j->v;
+    kp_err err = {0};
+    kp_credits_outcome outcome;
+    kp_status rc = kp_credits_end_failed(s, &j->policy, &j->failed, v, describe_failure, &j->note, &outcome, &err);
+    if (rc != KP_OK) {
+        kp_log_json(
+            KP_LOG_ERROR, "cannot record a failed version",
+            json_pack("{s:s,s:I,s:s}", "project_id", v->project_id, "version", (json_int_t)v->n, "error", err.msg));
+        json_decref(j->note.data);
+        j->note.data = error_event_data(j->note.code, j->note.message, NULL, 0);
+    }
+
+    char prefix[KP_BLOB_KEY_MAX];
+    kp_blob *blob = j->blob;
+    snprintf(prefix, sizeof prefix, "apps/%s/v%lld/", v->project_id, (long long)v->n);
+    if (blob->ops->delete_prefix(blob, prefix, &err) != KP_OK)
+        kp_log(KP_LOG_WARN, "cannot remove the blobs of failed version %s", prefix);
+
+    kp_log_json(KP_LOG_INFO, "generation failed",
+                json_pack("{s:s,s:I,s:s,s:s,s:s}", "project_id", v->project_id, "version", (json_int_t)v->n, "code",
+                          v->error_code, "message", v->error_message ? v->error_message : "", "credit",
+                          rc != KP_OK        ? "unsettled"
+                          : outcome.refunded ? "refunded"
+                                             : "charged"));
+}
+
+/* Back on the loop: tells the readers, frees the generation. */
+static void fail_finish(fail_job *j)
+{
+    generation *gen = j->gen;
+    if (j->note.data)
+        emit(gen, EV_ERROR, j->note.data);
+    j->note.data = NULL;
+    gen_close_subscribers(gen);
+    gen_destroy(gen);
+    kp_version_clear(&j->v);
+    free(j->events);
+}
+
+static void fail_done(void *arg)
+{
+    fail_finish(arg);
+    free(arg);
+}
+
 /*
- * Ends the generation as failed: cancels the provider call, then in one
- * transaction records the version as failed with its events and settles its
- * credit per the policy (refunded or charged, domain/credits.h); tells the
- * readers, frees it.
+ * Ends the generation as failed: cancels the provider call, then (on the
+ * storage pool) records the version as failed with its events and settles
+ * its credit per the policy (refunded or charged, domain/credits.h) in one
+ * transaction, then tells the readers and frees it.
  */
 static void gen_fail(generation *gen, const char *code, const char *message)
 {
     kp_gen *g = gen->g;
-    kp_err err = {0};
-    kp_version v;
-    kp_credits_outcome outcome;
+    fail_job local, *j = calloc(1, sizeof *j);
     if (gen->call) {
         g->opt.llm->ops->cancel(g->opt.llm, gen->call);
         gen->call = NULL;
     }
+    gen->ending = 1;
+    gen->storing = 1;
     flush_deltas(gen);
-    fill_result_fields(gen, &v);
-    v.status = KP_VER_FAILED;
-    copy_str(v.error_code, sizeof v.error_code, code);
-    v.error_message = strdup(message);
-    failure_note note = {.gen = gen, .code = code, .message = message, .cost = gen->cost};
-    kp_failed_generation failed = {.res_id = gen->reservation_id, .code = code, .output_chars = gen->output_chars};
-    kp_status rc = kp_credits_end_failed(g->store, &g->policy, &failed, &v, describe_failure, &note, &outcome, &err);
-    if (rc != KP_OK) {
-        kp_log_json(
-            KP_LOG_ERROR, "cannot record a failed version",
-            json_pack("{s:s,s:I,s:s}", "project_id", gen->project_id, "version", (json_int_t)gen->n, "error", err.msg));
-        json_decref(note.data);
-        note.data = error_event_data(code, message, NULL, 0);
+    if (!j) { /* out of memory: do it all here */
+        memset(&local, 0, sizeof local);
+        j = &local;
     }
-    kp_version_clear(&v);
-
-    char prefix[KP_BLOB_KEY_MAX];
-    snprintf(prefix, sizeof prefix, "apps/%s/v%lld/", gen->project_id, (long long)gen->n);
-    if (g->opt.blob->ops->delete_prefix(g->opt.blob, prefix, &err) != KP_OK)
-        kp_log(KP_LOG_WARN, "cannot remove the blobs of failed version %s", prefix);
-
-    kp_log_json(KP_LOG_INFO, "generation failed",
-                json_pack("{s:s,s:I,s:s,s:s,s:s}", "project_id", gen->project_id, "version", (json_int_t)gen->n, "code",
-                          code, "message", message, "credit",
-                          rc != KP_OK        ? "unsettled"
-                          : outcome.refunded ? "refunded"
-                                             : "charged"));
-    if (note.data)
-        emit(gen, EV_ERROR, note.data);
-    gen_close_subscribers(gen);
-    gen_destroy(gen);
-}
-
-/* A file of the resulting app. data NULL: carried over from the previous version. */
-typedef struct app_file {
-    const char *path;
-    size_t size;
-    const char *data;
-} app_file;
-
-static int app_file_cmp(const void *a, const void *b)
-{
-    return strcmp(((const app_file *)a)->path, ((const app_file *)b)->path);
-}
-
-static const kp_fileblocks_entry *find_entry(const kp_fileblocks_entry *e, size_t n, const char *path)
-{
-    for (size_t i = 0; i < n; i++)
-        if (strcmp(e[i].path, path) == 0)
-            return &e[i];
-    return NULL;
-}
-
-/*
- * The app at this version: the previous files not rewritten or deleted, plus
- * the new ones, sorted by path. On a rule broken fills why and returns -1.
- * *prev (decref'd by the caller) owns the carried-over paths.
- */
-static int build_app(generation *gen, json_t **prev, app_file **out, size_t *nout, char *why, size_t why_len)
-{
-    size_t nentries = 0, n = 0, total = 0;
-    const kp_fileblocks_entry *entries = kp_fileblocks_entries(gen->parser, &nentries);
-    *prev = gen->prev_files_json ? json_loads(gen->prev_files_json, 0, NULL) : json_array();
-    size_t nprev = json_is_array(*prev) ? json_array_size(*prev) : 0;
-    app_file *files = calloc(nprev + nentries + 1, sizeof *files);
-    if (!files) {
-        snprintf(why, why_len, "out of memory");
-        return -1;
+    j->gen = gen;
+    j->blob = g->opt.blob;
+    j->policy = g->policy;
+    fill_result_fields(gen, &j->v);
+    j->v.status = KP_VER_FAILED;
+    copy_str(j->v.error_code, sizeof j->v.error_code, code);
+    j->v.error_message = strdup(message);
+    j->events = events_json(gen, EV_ERROR, NULL);
+    j->failed.user_id = gen->user_id;
+    j->failed.res_id = j->v.reservation_id;
+    j->failed.code = j->v.error_code;
+    j->failed.output_chars = gen->output_chars;
+    j->note.events = j->events;
+    j->note.next_event_id = (int64_t)gen->nevents + 1;
+    j->note.code = j->v.error_code;
+    j->note.message = j->v.error_message ? j->v.error_message : "";
+    j->note.cost = gen->cost;
+    if (j == &local) {
+        fail_work(g->store, j);
+        fail_finish(j);
+        return;
     }
-    for (size_t i = 0; i < nprev; i++) {
-        json_t *f = json_array_get(*prev, i);
-        const char *path = json_string_value(json_object_get(f, "path"));
-        if (!path || find_entry(entries, nentries, path))
-            continue;
-        files[n].path = path;
-        files[n].size = (size_t)json_integer_value(json_object_get(f, "size"));
-        files[n].data = NULL;
-        total += files[n++].size;
-    }
-    for (size_t i = 0; i < nentries; i++) {
-        if (entries[i].deleted)
-            continue;
-        files[n].path = entries[i].path;
-        files[n].size = entries[i].len;
-        files[n].data = entries[i].data;
-        total += files[n++].size;
-    }
-    qsort(files, n, sizeof *files, app_file_cmp);
-    *out = files;
-    *nout = n;
-    int has_index = 0;
-    for (size_t i = 0; i < n; i++)
-        has_index |= strcmp(files[i].path, "index.html") == 0;
-    if (!has_index)
-        snprintf(why, why_len, "the app has no index.html");
-    else if (n > MAX_APP_FILES)
-        snprintf(why, why_len, "the app has %zu files; at most %d are allowed", n, MAX_APP_FILES);
-    else if (total > MAX_APP_BYTES)
-        snprintf(why, why_len, "the app's files total %zu bytes; at most %d are allowed", total, MAX_APP_BYTES);
-    else
-        return 0;
-    return -1;
+    run_storage(g, fail_work, fail_done, j);
 }
 
-/* Writes the app's files under apps/{id}/v{n}/, copying carried-over ones. */
-static kp_status store_files(generation *gen, const app_file *files, size_t n, kp_err *err)
+/* A success on its way to the store. */
+typedef struct publish_job {
+    generation *gen;
+    kp_publish pub;
+} publish_job;
+
+static void publish_work(kp_store *s, void *arg)
 {
-    kp_blob *blob = gen->g->opt.blob;
-    char key[KP_BLOB_KEY_MAX + 1], from[KP_BLOB_KEY_MAX + 1];
-    kp_buf copy = KP_BUF_INIT;
-    kp_status rc = KP_OK;
-    for (size_t i = 0; i < n && rc == KP_OK; i++) {
-        snprintf(key, sizeof key, "apps/%s/v%lld/%s", gen->project_id, (long long)gen->n, files[i].path);
-        const char *ct = kp_gen_content_type(files[i].path);
-        if (files[i].data) {
-            rc = blob->ops->put(blob, key, files[i].data, files[i].size, ct, err);
-            continue;
-        }
-        snprintf(from, sizeof from, "apps/%s/v%lld/%s", gen->project_id, (long long)gen->prev_n, files[i].path);
-        rc = blob->ops->get(blob, from, &copy, NULL, err);
-        if (rc == KP_OK)
-            rc = blob->ops->put(blob, key, copy.data ? copy.data : "", copy.len, ct, err);
-    }
-    kp_buf_free(&copy);
-    return rc;
+    publish_job *j = arg;
+    kp_publish_store(&j->pub, s);
 }
 
-static json_t *manifest_json(const app_file *files, size_t n)
+/* Back on the loop: the done event, or the failure storing ran into. */
+static void publish_done(void *arg)
 {
-    json_t *arr = json_array();
-    for (size_t i = 0; i < n; i++)
-        json_array_append_new(arr, json_pack("{s:s,s:I,s:s}", "path", files[i].path, "size", (json_int_t)files[i].size,
-                                             "content_type", kp_gen_content_type(files[i].path)));
-    return arr;
+    publish_job *j = arg;
+    generation *gen = j->gen;
+    kp_gen *g = gen->g;
+    gen->storing = 0;
+    if (j->pub.fail_code) {
+        gen_fail(gen, j->pub.fail_code, j->pub.fail_message);
+    } else {
+        if (j->pub.committed)
+            kp_metrics_counter_add(g->opt.metrics, METRIC_SPENT, gen->cost);
+        kp_log_json(KP_LOG_INFO, "generation done",
+                    json_pack("{s:s,s:I,s:I,s:I,s:I}", "project_id", gen->project_id, "version", (json_int_t)gen->n,
+                              "input_tokens", (json_int_t)gen->usage.input_tokens, "output_tokens",
+                              (json_int_t)gen->usage.output_tokens, "continuations", (json_int_t)gen->continuations));
+        emit(gen, EV_DONE, j->pub.done);
+        j->pub.done = NULL;
+        gen_close_subscribers(gen);
+        gen_destroy(gen);
+    }
+    kp_publish_clear(&j->pub);
+    free(j);
 }
 
-/* Success: blobs first, then the ready row, then the commit, then settled. */
+/* Success: the app is checked here, then stored off the loop (gen/publish.h). */
 static void gen_publish(generation *gen)
 {
     kp_gen *g = gen->g;
-    kp_err err = {0};
-    json_t *prev = NULL;
-    app_file *files = NULL;
-    size_t nfiles = 0;
     char why[256];
     flush_deltas(gen);
-    if (build_app(gen, &prev, &files, &nfiles, why, sizeof why) != 0) {
-        free(files);
-        json_decref(prev);
+    publish_job *j = calloc(1, sizeof *j);
+    if (!j) {
+        gen_fail(gen, "internal_error", "out of memory");
+        return;
+    }
+    kp_publish *p = &j->pub;
+    j->gen = gen;
+    p->cfg = g->opt.cfg;
+    p->blob = g->opt.blob;
+    copy_str(p->user_id, sizeof p->user_id, gen->user_id);
+    p->prev_n = gen->prev_n;
+    if (kp_publish_prepare(p, gen->parser, gen->prev_files_json, why, sizeof why) != 0) {
+        kp_publish_clear(p);
+        free(j);
         gen_fail(gen, "invalid_output", why);
         return;
     }
-    if (store_files(gen, files, nfiles, &err) != KP_OK) {
-        kp_log_json(
-            KP_LOG_ERROR, "cannot store an app's files",
-            json_pack("{s:s,s:I,s:s}", "project_id", gen->project_id, "version", (json_int_t)gen->n, "error", err.msg));
-        free(files);
-        json_decref(prev);
-        gen_fail(gen, "storage_error", "the app's files could not be stored");
-        return;
-    }
-    json_t *manifest = manifest_json(files, nfiles);
-    free(files);
-    json_decref(prev);
-
-    kp_balance bal = {0};
-    g->store->ops->balance_get(g->store, gen->user_id, &bal, &err); /* a reservation does not change it again */
-    char url[1024];
-    kp_gen_version_url(g->opt.cfg, gen->project_id, gen->n, url, sizeof url);
-    kp_version v;
-    fill_result_fields(gen, &v);
-    json_t *done = json_pack("{s:I,s:s,s:O,s:{s:I,s:I},s:s,s:I}", "version", (json_int_t)gen->n, "url", url, "files",
-                             manifest, "usage", "input_tokens", (json_int_t)gen->usage.input_tokens, "output_tokens",
-                             (json_int_t)gen->usage.output_tokens, "message", v.message ? v.message : "",
-                             "credits_left", (json_int_t)(bal.daily + bal.monthly));
-    char *done_text = done ? json_dumps(done, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
-    v.status = KP_VER_READY;
-    v.files_json = json_dumps(manifest, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    v.events_json = done_text ? events_json(gen, EV_DONE, done_text) : NULL;
-    json_decref(manifest);
-    /* the ready row, the commit and settled: one transaction */
-    kp_status rc = (v.files_json && v.events_json) ? kp_credits_end_ready(g->store, gen->reservation_id, &v, &err)
-                                                   : kp_err_set(&err, KP_ENOMEM, "out of memory");
-    kp_version_clear(&v);
-    free(done_text);
-    if (rc != KP_OK) {
-        json_decref(done);
-        kp_log_json(
-            KP_LOG_ERROR, "cannot publish a version",
-            json_pack("{s:s,s:I,s:s}", "project_id", gen->project_id, "version", (json_int_t)gen->n, "error", err.msg));
-        gen_fail(gen, "internal_error", "the version could not be saved");
-        return;
-    }
-    if (gen->reservation_id[0])
-        kp_metrics_counter_add(g->opt.metrics, METRIC_SPENT, gen->cost);
-    kp_log_json(KP_LOG_INFO, "generation done",
-                json_pack("{s:s,s:I,s:I,s:I,s:I}", "project_id", gen->project_id, "version", (json_int_t)gen->n,
-                          "input_tokens", (json_int_t)gen->usage.input_tokens, "output_tokens",
-                          (json_int_t)gen->usage.output_tokens, "continuations", (json_int_t)gen->continuations));
-    emit(gen, EV_DONE, done);
-    gen_close_subscribers(gen);
-    gen_destroy(gen);
+    fill_result_fields(gen, &p->row);
+    p->events = events_json(gen, EV_DONE, NULL);
+    p->next_event_id = (int64_t)gen->nevents + 1;
+    gen->storing = 1;
+    run_storage(g, publish_work, publish_done, j);
 }
 
 /* ---- deferred steps ---- */
@@ -823,7 +814,7 @@ static void run_step(void *arg)
 {
     step *st = arg;
     generation *gen = find_by_serial(st->g, st->serial);
-    if (gen)
+    if (gen && !gen->storing)
         st->fn(gen);
     free(st);
 }
@@ -1109,7 +1100,7 @@ kp_stream *kp_gen_stream(kp_gen *g, const char *project_id, int64_t n, int64_t a
 }
 
 /* A command an HTTP thread waits for. */
-typedef struct sync_cmd {
+struct sync_cmd {
     kp_gen *g;
     char project_id[KP_ID_MAX];
     int64_t n;
@@ -1117,7 +1108,7 @@ typedef struct sync_cmd {
     pthread_cond_t cv;
     int done;
     kp_status rc;
-} sync_cmd;
+};
 
 static void sync_cmd_finish(sync_cmd *c, kp_status rc)
 {
@@ -1156,8 +1147,8 @@ static void task_cancel(void *arg)
         sync_cmd_finish(c, KP_ECONFLICT);
         return;
     }
+    gen->on_end = c; /* answered once the version is failed and refunded */
     gen_fail(gen, "canceled", "the generation was canceled");
-    sync_cmd_finish(c, KP_OK);
 }
 
 kp_status kp_gen_cancel(kp_gen *g, const char *project_id, int64_t n, kp_err *err)
@@ -1179,12 +1170,18 @@ static void task_shutdown(void *arg)
     sync_cmd *c = arg;
     kp_gen *g = c->g;
     g->shut = 1;
-    while (g->gens)
-        gen_fail(g->gens, "interrupted", "the server is shutting down");
+    for (generation *gen = g->gens; gen; gen = gen->next)
+        if (!gen->storing)
+            gen_fail(gen, "interrupted", "the server is shutting down");
     if (g->keepalive) {
         event_free(g->keepalive);
         g->keepalive = NULL;
     }
+    if (g->gens) {
+        g->shutdown_wait = c; /* finished by gen_destroy when the last one ends */
+        return;
+    }
+    g->shut_done = 1;
     sync_cmd_finish(c, KP_OK);
 }
 
@@ -1229,6 +1226,10 @@ kp_status kp_gen_new(const kp_gen_options *opt, kp_gen **out, kp_err *err)
     atomic_init(&g->in_flight, 0);
     kp_status rc = opt->open_store(opt->open_store_ud, &g->store, err);
     if (rc == KP_OK) {
+        int threads = opt->cfg->storage_threads > 0 ? (int)opt->cfg->storage_threads : 2;
+        rc = kp_gen_storage_new(threads, opt->loop, opt->open_store, opt->open_store_ud, &g->storage, err);
+    }
+    if (rc == KP_OK) {
         sync_cmd c;
         memset(&c, 0, sizeof c);
         rc = sync_cmd_run(g, &c, task_init);
@@ -1236,6 +1237,7 @@ kp_status kp_gen_new(const kp_gen_options *opt, kp_gen **out, kp_err *err)
             kp_err_set(err, rc, "cannot start the generation service's timers");
     }
     if (rc != KP_OK) {
+        kp_gen_storage_free(g->storage);
         if (g->store)
             g->store->ops->close(g->store);
         pthread_mutex_destroy(&g->mu);
@@ -1270,6 +1272,7 @@ void kp_gen_free(kp_gen *g)
         return;
     if (g->keepalive)
         event_free(g->keepalive); /* only when shutdown could not run on the loop */
+    kp_gen_storage_free(g->storage);
     if (g->store)
         g->store->ops->close(g->store);
     pthread_mutex_destroy(&g->mu);
@@ -1619,7 +1622,7 @@ static kp_status recover_generating(kp_store *s, kp_blob *blob, const kp_version
     copy_str(f.error_code, sizeof f.error_code, "interrupted");
     f.error_message = INTERRUPTED_MESSAGE;
     f.updated_at = kp_time_now_ms();
-    failure_note note = {.code = "interrupted", .message = INTERRUPTED_MESSAGE, .cost = cost};
+    failure_note note = {.next_event_id = 1, .code = "interrupted", .message = INTERRUPTED_MESSAGE, .cost = cost};
     kp_failed_generation failed = {.res_id = v->reservation_id, .code = "interrupted"};
     kp_status rc = kp_credits_end_failed(s, &fallback_policy, &failed, &f, describe_failure, &note, NULL, err);
     json_decref(note.data);

@@ -7,9 +7,11 @@
  * the LLM provider's transfers: no thread per generation. HTTP threads call
  * kp_gen_submit() (validation, credit reservation and the database rows, on
  * the caller's own store handle), which posts the start to the loop;
- * subscribing SSE readers and cancelling are posts too. The database work of
- * a running generation (finishing the version, committing or refunding the
- * credits) uses a store handle that only the loop touches.
+ * subscribing SSE readers and cancelling are posts too. The slow work that
+ * ends a generation (writing its files, finishing the version, committing or
+ * refunding the credits) runs on a small storage pool (gen/storage.h,
+ * KOUMPA_STORAGE_THREADS) with handles of its own, so a slow disk or a
+ * database lock never stalls the loop that streams every generation.
  *
  * Life of a version: generating (credits reserved) -> the model's output is
  * parsed as it streams (gen/fileblocks.h); on success the files are written to

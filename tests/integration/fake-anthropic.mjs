@@ -22,7 +22,8 @@
 //
 // Scenarios ({type, ...options}; common options: chunkSizes (byte sizes of the
 // written chunks, in turn), delayMs (between chunks), durationMs (whole
-// stream), inputTokens, outputTokens, model):
+// stream), gate (a name: the stream's last chunk waits for openGate(name)),
+// inputTokens, outputTokens, model):
 //   text           text (default DEFAULT_TEXT), stopReason ('end_turn'),
 //                  pings (true), unknownEvent (true), pieceChars (6)
 //   max_tokens     text, maxChars: streams at most maxChars characters and
@@ -171,7 +172,7 @@ function nonStreaming(res, scenario, body, p) {
   }, { 'request-id': randomId('req_') });
 }
 
-async function answer(req, res, rec, scenario, { apiKey }) {
+async function answer(req, res, rec, scenario, { apiKey, gate }) {
   if (rec.method !== 'POST' || rec.path !== '/v1/messages') return sendError(res, 404, 'not_found_error', `Not found: ${rec.method} ${rec.path}`);
   const problem = validate(rec, apiKey);
   if (problem) return sendError(res, ...problem);
@@ -190,7 +191,13 @@ async function answer(req, res, rec, scenario, { apiKey }) {
   const frames = messageFrames(scenario, rec.body, p, stopAt);
   res.writeHead(200, streamHeaders());
   const durationMs = scenario.durationMs ?? (type === 'slow' ? 20000 : undefined);
-  await writeStream(res, frames, { chunkSizes: scenario.chunkSizes || DEFAULT_CHUNK_SIZES, delayMs: scenario.delayMs ?? 0, durationMs, cut: type === 'cut' });
+  await writeStream(res, frames, {
+    chunkSizes: scenario.chunkSizes || DEFAULT_CHUNK_SIZES,
+    delayMs: scenario.delayMs ?? 0,
+    durationMs,
+    cut: type === 'cut',
+    gate: scenario.gate ? gate(scenario.gate) : undefined,
+  });
 }
 
 /** Starts the fake: opts {port (0), host ('127.0.0.1'), apiKey (any key accepted when unset), scenario}. */

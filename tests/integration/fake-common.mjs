@@ -80,9 +80,10 @@ export function chunk(buf, sizes = DEFAULT_CHUNK_SIZES) {
  * Writes frames (strings or Buffers) as one byte stream cut by chunkSizes,
  * pausing delayMs between chunks (or durationMs spread over all of them).
  * cut: destroy the socket instead of ending the response, after half of the
- * last frame. Stops quietly if the client went away.
+ * last frame. gate: a promise awaited before the last chunk (the stream holds
+ * its end until the test opens the gate). Stops quietly if the client went away.
  */
-export async function writeStream(res, frames, { chunkSizes, delayMs = 0, durationMs, cut = false } = {}) {
+export async function writeStream(res, frames, { chunkSizes, delayMs = 0, durationMs, cut = false, gate } = {}) {
   const bufs = frames.map((f) => (Buffer.isBuffer(f) ? f : Buffer.from(f, 'utf8')));
   if (cut && bufs.length > 0) {
     const last = bufs.pop();
@@ -90,7 +91,8 @@ export async function writeStream(res, frames, { chunkSizes, delayMs = 0, durati
   }
   const chunks = chunk(Buffer.concat(bufs), chunkSizes || DEFAULT_CHUNK_SIZES);
   const pause = durationMs !== undefined ? durationMs / Math.max(1, chunks.length) : delayMs;
-  for (const c of chunks) {
+  for (const [i, c] of chunks.entries()) {
+    if (gate && i === chunks.length - 1) await gate;
     if (res.destroyed || res.socket?.destroyed) return;
     res.write(c);
     if (pause > 0) await sleep(pause);
@@ -129,13 +131,23 @@ function scenarioFromHeader(value) {
 /**
  * Starts a fake: api(req, res, rec, scenario, ctx) answers the API requests
  * (rec is the recorded request: {method, path, headers, body, rawBody}).
- * Returns {url, requests, setScenario(s), reset(), close()}.
+ * Returns {url, requests, setScenario(s), reset(), openGate(name), close()}:
+ * a scenario with gate: NAME holds the end of its stream until openGate(NAME).
  */
 export async function startFake({ api, defaultScenario, host = '127.0.0.1', port = 0, urlPath = '', apiKey } = {}) {
   const requests = [];
   let queue = [];
   let pick = null;
   const sockets = new Set();
+  const gates = new Map(); // name -> {promise, open}
+  const gate = (name) => {
+    if (!gates.has(name)) {
+      let open;
+      const promise = new Promise((resolve) => (open = resolve));
+      gates.set(name, { promise, open });
+    }
+    return gates.get(name);
+  };
 
   function setScenario(s) {
     pick = typeof s === 'function' ? s : null;
@@ -185,7 +197,7 @@ export async function startFake({ api, defaultScenario, host = '127.0.0.1', port
     rec.scenario = scenario;
     requests.push(rec);
     try {
-      await api(req, res, rec, scenario, { apiKey });
+      await api(req, res, rec, scenario, { apiKey, gate: (name) => gate(name).promise });
     } catch (e) {
       if (!res.headersSent) sendJson(res, 500, { error: `fake server bug: ${e.message}` });
       else res.socket?.destroy();
@@ -206,6 +218,9 @@ export async function startFake({ api, defaultScenario, host = '127.0.0.1', port
     port: addr.port,
     requests,
     setScenario,
+    openGate(name) {
+      gate(name).open();
+    },
     reset() {
       requests.length = 0;
       setScenario(null);

@@ -1,0 +1,192 @@
+/*
+ * publish.c - see publish.h. The order of the writes is what makes a crash
+ * harmless: files first (a version row never points at missing files), then
+ * the ready row, then the commit, then settled.
+ */
+#include "gen/publish.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/buf.h"
+#include "core/log.h"
+#include "domain/credits.h"
+#include "gen/generator.h"
+
+static int file_cmp(const void *a, const void *b)
+{
+    return strcmp(((const kp_publish_file *)a)->path, ((const kp_publish_file *)b)->path);
+}
+
+static const kp_fileblocks_entry *find_entry(const kp_fileblocks_entry *e, size_t n, const char *path)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(e[i].path, path) == 0)
+            return &e[i];
+    return NULL;
+}
+
+/* Checks the app rules on the files built; fills why when one is broken. */
+static int check_app(const kp_publish *p, size_t total, char *why, size_t why_len)
+{
+    int has_index = 0;
+    for (size_t i = 0; i < p->nfiles; i++)
+        has_index |= strcmp(p->files[i].path, "index.html") == 0;
+    if (!has_index)
+        snprintf(why, why_len, "the app has no index.html");
+    else if (p->nfiles > KP_PUBLISH_MAX_FILES)
+        snprintf(why, why_len, "the app has %zu files; at most %d are allowed", p->nfiles, KP_PUBLISH_MAX_FILES);
+    else if (total > KP_PUBLISH_MAX_BYTES)
+        snprintf(why, why_len, "the app's files total %zu bytes; at most %d are allowed", total, KP_PUBLISH_MAX_BYTES);
+    else
+        return 0;
+    return -1;
+}
+
+int kp_publish_prepare(kp_publish *p, const kp_fileblocks *parser, const char *prev_files_json, char *why,
+                       size_t why_len)
+{
+    size_t nentries = 0, n = 0, total = 0;
+    const kp_fileblocks_entry *entries = kp_fileblocks_entries(parser, &nentries);
+    p->prev = prev_files_json ? json_loads(prev_files_json, 0, NULL) : json_array();
+    size_t nprev = json_is_array(p->prev) ? json_array_size(p->prev) : 0;
+    p->files = calloc(nprev + nentries + 1, sizeof *p->files);
+    if (!p->files) {
+        snprintf(why, why_len, "out of memory");
+        return -1;
+    }
+    for (size_t i = 0; i < nprev; i++) {
+        json_t *f = json_array_get(p->prev, i);
+        const char *path = json_string_value(json_object_get(f, "path"));
+        if (!path || find_entry(entries, nentries, path))
+            continue;
+        p->files[n].path = path;
+        p->files[n].size = (size_t)json_integer_value(json_object_get(f, "size"));
+        p->files[n].data = NULL;
+        total += p->files[n++].size;
+    }
+    for (size_t i = 0; i < nentries; i++) {
+        if (entries[i].deleted)
+            continue;
+        p->files[n].path = entries[i].path;
+        p->files[n].size = entries[i].len;
+        p->files[n].data = entries[i].data;
+        total += p->files[n++].size;
+    }
+    qsort(p->files, n, sizeof *p->files, file_cmp);
+    p->nfiles = n;
+    return check_app(p, total, why, why_len);
+}
+
+/* Writes the app's files under apps/{id}/v{n}/, copying carried-over ones. */
+static kp_status store_files(const kp_publish *p, kp_err *err)
+{
+    kp_blob *blob = p->blob;
+    const char *id = p->row.project_id;
+    char key[KP_BLOB_KEY_MAX + 1], from[KP_BLOB_KEY_MAX + 1];
+    kp_buf copy = KP_BUF_INIT;
+    kp_status rc = KP_OK;
+    for (size_t i = 0; i < p->nfiles && rc == KP_OK; i++) {
+        const kp_publish_file *f = &p->files[i];
+        snprintf(key, sizeof key, "apps/%s/v%lld/%s", id, (long long)p->row.n, f->path);
+        const char *ct = kp_gen_content_type(f->path);
+        if (f->data) {
+            rc = blob->ops->put(blob, key, f->data, f->size, ct, err);
+            continue;
+        }
+        snprintf(from, sizeof from, "apps/%s/v%lld/%s", id, (long long)p->prev_n, f->path);
+        rc = blob->ops->get(blob, from, &copy, NULL, err);
+        if (rc == KP_OK)
+            rc = blob->ops->put(blob, key, copy.data ? copy.data : "", copy.len, ct, err);
+    }
+    kp_buf_free(&copy);
+    return rc;
+}
+
+static json_t *manifest_json(const kp_publish *p)
+{
+    json_t *arr = json_array();
+    for (size_t i = 0; i < p->nfiles; i++)
+        json_array_append_new(arr,
+                              json_pack("{s:s,s:I,s:s}", "path", p->files[i].path, "size", (json_int_t)p->files[i].size,
+                                        "content_type", kp_gen_content_type(p->files[i].path)));
+    return arr;
+}
+
+char *kp_publish_append_event(const char *events, int64_t id, const char *event, const char *data_text)
+{
+    kp_buf b = KP_BUF_INIT;
+    size_t len = events ? strlen(events) : 0;
+    while (len > 0 && events[len - 1] != ']')
+        len--;
+    int rc = len > 0 ? kp_buf_append(&b, events, len - 1) : kp_buf_puts(&b, "[");
+    rc |= kp_buf_printf(&b, "%s{\"id\":%lld,\"event\":\"%s\",\"data\":%s}]", len > 2 ? "," : "", (long long)id, event,
+                        data_text);
+    if (rc != 0) {
+        kp_buf_free(&b);
+        return NULL;
+    }
+    return kp_buf_steal(&b);
+}
+
+static void log_failure(const kp_publish *p, const char *what, const kp_err *err)
+{
+    kp_log_json(KP_LOG_ERROR, what,
+                json_pack("{s:s,s:I,s:s}", "project_id", p->row.project_id, "version", (json_int_t)p->row.n, "error",
+                          err->msg));
+}
+
+/* The done event's data; the balance is read after the reservation took its part. */
+static json_t *done_json(kp_publish *p, kp_store *s, json_t *manifest)
+{
+    kp_err err = {0};
+    kp_balance bal = {0};
+    char url[1024];
+    s->ops->balance_get(s, p->user_id, &bal, &err); /* a reservation does not change it again */
+    kp_gen_version_url(p->cfg, p->row.project_id, p->row.n, url, sizeof url);
+    return json_pack("{s:I,s:s,s:O,s:{s:I,s:I},s:s,s:I}", "version", (json_int_t)p->row.n, "url", url, "files",
+                     manifest, "usage", "input_tokens", (json_int_t)p->row.input_tokens, "output_tokens",
+                     (json_int_t)p->row.output_tokens, "message", p->row.message ? p->row.message : "", "credits_left",
+                     (json_int_t)(bal.daily + bal.monthly));
+}
+
+void kp_publish_store(kp_publish *p, kp_store *s)
+{
+    kp_err err = {0};
+    if (store_files(p, &err) != KP_OK) {
+        log_failure(p, "cannot store an app's files", &err);
+        p->fail_code = "storage_error";
+        p->fail_message = "the app's files could not be stored";
+        return;
+    }
+    json_t *manifest = manifest_json(p);
+    p->done = done_json(p, s, manifest);
+    char *done_text = p->done ? json_dumps(p->done, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    p->row.status = KP_VER_READY;
+    p->row.files_json = json_dumps(manifest, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    p->row.events_json = done_text ? kp_publish_append_event(p->events, p->next_event_id, "done", done_text) : NULL;
+    json_decref(manifest);
+    free(done_text);
+    /* the ready row, the commit and settled: one transaction */
+    kp_status rc = (p->row.files_json && p->row.events_json)
+                       ? kp_credits_end_ready(s, p->row.reservation_id, &p->row, &err)
+                       : kp_err_set(&err, KP_ENOMEM, "out of memory");
+    if (rc != KP_OK) {
+        log_failure(p, "cannot publish a version", &err);
+        p->fail_code = "internal_error";
+        p->fail_message = "the version could not be saved";
+        return;
+    }
+    p->committed = p->row.reservation_id[0] != 0;
+}
+
+void kp_publish_clear(kp_publish *p)
+{
+    kp_version_clear(&p->row);
+    free(p->events);
+    free(p->files);
+    json_decref(p->prev);
+    json_decref(p->done);
+    memset(p, 0, sizeof *p);
+}

@@ -1,0 +1,138 @@
+/*
+ * storage.c - see storage.h. The handles sit in a small array behind a mutex:
+ * a job takes one when it starts and gives it back when its work returns,
+ * before done is posted, so the handle is free again for the next job.
+ */
+#include "gen/storage.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "core/log.h"
+#include "core/loop.h"
+#include "core/pool.h"
+
+#define QUEUE_CAP 4096    /* beyond this, jobs run on the caller's thread */
+#define POST_ATTEMPTS 100 /* posting done back to the loop, when out of memory */
+#define POST_RETRY_NS 10000000L
+
+struct kp_gen_storage {
+    kp_pool *pool;
+    kp_loop *loop;
+    pthread_mutex_t mu;
+    kp_store **free_handles; /* mu: a stack of handles not lent */
+    int nfree;
+    kp_store **handles; /* all of them, for closing */
+    int nhandles;
+};
+
+typedef struct job {
+    kp_gen_storage *st;
+    void (*work)(kp_store *s, void *arg);
+    void (*done)(void *arg);
+    void *arg;
+} job;
+
+static kp_store *take_handle(kp_gen_storage *st)
+{
+    pthread_mutex_lock(&st->mu);
+    kp_store *s = st->nfree > 0 ? st->free_handles[--st->nfree] : NULL;
+    pthread_mutex_unlock(&st->mu);
+    return s;
+}
+
+static void give_handle(kp_gen_storage *st, kp_store *s)
+{
+    pthread_mutex_lock(&st->mu);
+    st->free_handles[st->nfree++] = s;
+    pthread_mutex_unlock(&st->mu);
+}
+
+static void post_done(kp_gen_storage *st, void (*done)(void *arg), void *arg)
+{
+    struct timespec pause = {0, POST_RETRY_NS};
+    for (int i = 0; i < POST_ATTEMPTS; i++) {
+        if (kp_loop_post(st->loop, done, arg) == 0)
+            return;
+        nanosleep(&pause, NULL);
+    }
+    kp_log(KP_LOG_ERROR, "storage pool: cannot hand a finished job back to the generation loop");
+}
+
+static void run_job(void *arg)
+{
+    job *j = arg;
+    kp_gen_storage *st = j->st;
+    kp_store *s = take_handle(st); /* never NULL: no more jobs run than handles exist */
+    j->work(s, j->arg);
+    give_handle(st, s);
+    post_done(st, j->done, j->arg);
+    free(j);
+}
+
+void kp_gen_storage_run(kp_gen_storage *st, kp_store *fallback, void (*work)(kp_store *s, void *arg),
+                        void (*done)(void *arg), void *arg)
+{
+    job *j = malloc(sizeof *j);
+    if (j) {
+        j->st = st;
+        j->work = work;
+        j->done = done;
+        j->arg = arg;
+        if (kp_pool_submit(st->pool, run_job, j) == 0)
+            return;
+        free(j);
+    }
+    work(fallback, arg);
+    post_done(st, done, arg);
+}
+
+int kp_gen_storage_queued(kp_gen_storage *st)
+{
+    return kp_pool_queued(st->pool);
+}
+
+void kp_gen_storage_free(kp_gen_storage *st)
+{
+    if (!st)
+        return;
+    kp_pool_free(st->pool);
+    for (int i = 0; i < st->nhandles; i++)
+        st->handles[i]->ops->close(st->handles[i]);
+    free(st->handles);
+    free(st->free_handles);
+    pthread_mutex_destroy(&st->mu);
+    free(st);
+}
+
+kp_status kp_gen_storage_new(int nthreads, kp_loop *loop, kp_gen_storage_open_fn open_store, void *ud,
+                             kp_gen_storage **out, kp_err *err)
+{
+    *out = NULL;
+    if (nthreads < 1)
+        return kp_err_set(err, KP_EINVAL, "the storage pool needs at least one thread");
+    kp_gen_storage *st = calloc(1, sizeof *st);
+    if (!st)
+        return kp_err_set(err, KP_ENOMEM, "out of memory");
+    pthread_mutex_init(&st->mu, NULL);
+    st->loop = loop;
+    st->handles = calloc((size_t)nthreads, sizeof *st->handles);
+    st->free_handles = calloc((size_t)nthreads, sizeof *st->free_handles);
+    kp_status rc = st->handles && st->free_handles ? KP_OK : kp_err_set(err, KP_ENOMEM, "out of memory");
+    for (int i = 0; i < nthreads && rc == KP_OK; i++) {
+        rc = open_store(ud, &st->handles[i], err);
+        if (rc == KP_OK) {
+            st->free_handles[st->nfree++] = st->handles[i];
+            st->nhandles++;
+        }
+    }
+    if (rc == KP_OK)
+        rc = kp_pool_new("storage", nthreads, QUEUE_CAP, &st->pool, err);
+    if (rc != KP_OK) {
+        kp_gen_storage_free(st);
+        return rc;
+    }
+    *out = st;
+    return KP_OK;
+}
