@@ -4,6 +4,7 @@
 
 #include "api/handlers.h"
 #include "auth/auth.h"
+#include "core/clock.h"
 #include "core/ratelimit.h"
 #include "domain/accounts.h"
 
@@ -61,17 +62,17 @@ cleanup:
     json_decref(body);
 }
 
-/* Counts a login attempt against the IP and the email; 429 when either is over. */
+/* Counts a login attempt against the client address and the e-mail, each in
+ * its own table (so neither kind of key can crowd out the other); 429 when
+ * either is over. The address is the connection's peer: X-Forwarded-For is
+ * not trusted. */
 static int rate_limited(kp_ctx *ctx, kp_req *req, kp_resp *resp, const char *email)
 {
-    char key[KP_EMAIL_MAX + 16], norm[KP_EMAIL_MAX];
-    int64_t now = (int64_t)time(NULL);
-    snprintf(key, sizeof key, "ip:%s", req->remote_addr ? req->remote_addr : "-");
-    long retry = kp_ratelimit_hit(ctx->app->login_limit, key, now);
-    if (!retry && kp_accounts_normalise_email(email, norm, NULL) == KP_OK) {
-        snprintf(key, sizeof key, "email:%s", norm);
-        retry = kp_ratelimit_hit(ctx->app->login_limit, key, now);
-    }
+    char norm[KP_EMAIL_MAX];
+    int64_t now = kp_clock_mono_s();
+    long retry = kp_ratelimit_hit(ctx->app->login_ip_limit, req->remote_addr ? req->remote_addr : "-", now);
+    if (!retry && kp_accounts_normalise_email(email, norm, NULL) == KP_OK)
+        retry = kp_ratelimit_hit(ctx->app->login_email_limit, norm, now);
     if (!retry)
         return 0;
     char seconds[32];

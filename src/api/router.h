@@ -25,7 +25,8 @@ typedef struct kp_gen kp_gen;             /* gen/generator.h */
 typedef struct kp_app {
     const kp_config *cfg;
     kp_auth *auth;
-    kp_ratelimit *login_limit;
+    kp_ratelimit *login_ip_limit;    /* failed-login guard per client address */
+    kp_ratelimit *login_email_limit; /* ... and per normalised e-mail, in its own table */
     kp_metrics *metrics;
     kp_gen *gen; /* the generation service; NULL in tools that do not generate */
 } kp_app;

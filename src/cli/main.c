@@ -1,7 +1,9 @@
 /*
  * main.c - the koumpa binary: `koumpa <command> [options]`.
  * Commands are in serve.c (the server) and commands.c (everything else).
+ * main() initialises libsodium once for all of them.
  */
+#include <sodium.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -62,6 +64,12 @@ int main(int argc, char **argv)
 {
     if (argc < 2)
         return kp_cli_usage_error("missing command");
+    /* Once, before any command: every one may hash a password, make an id or
+     * a secret (libsodium's random source and its fastest implementations). */
+    if (sodium_init() < 0) {
+        fputs("koumpa: libsodium failed to initialise\n", stderr);
+        return 1;
+    }
     const char *cmd = argv[1];
     int sub_argc = argc - 2;
     char **sub_argv = argv + 2;

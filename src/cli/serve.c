@@ -28,8 +28,6 @@
 #include "llm/llm.h"
 #include "store/sqlite/sqlite_store.h"
 
-#define LOGIN_LIMITER_KEYS 10000
-
 typedef struct serve_state {
     kp_config cfg;
     char db_path[4096];
@@ -66,9 +64,10 @@ static kp_status build_app(serve_state *st, kp_err *err)
     kp_status rc = kp_auth_new(&ao, &st->app.auth, err);
     if (rc != KP_OK)
         return rc;
-    st->app.login_limit = kp_ratelimit_new(cfg->login_rate_per_min, 60, LOGIN_LIMITER_KEYS);
+    st->app.login_ip_limit = kp_ratelimit_new(cfg->login_rate_per_min, 60, (size_t)cfg->login_limit_keys);
+    st->app.login_email_limit = kp_ratelimit_new(cfg->login_rate_per_min, 60, (size_t)cfg->login_limit_keys);
     st->app.metrics = kp_metrics_new();
-    if (!st->app.login_limit || !st->app.metrics)
+    if (!st->app.login_ip_limit || !st->app.login_email_limit || !st->app.metrics)
         return kp_err_set(err, KP_ENOMEM, "out of memory");
     return KP_OK;
 }
@@ -199,7 +198,8 @@ static void stop(serve_state *st)
     if (st->blob)
         st->blob->ops->close(st->blob);
     kp_metrics_free(st->app.metrics);
-    kp_ratelimit_free(st->app.login_limit);
+    kp_ratelimit_free(st->app.login_ip_limit);
+    kp_ratelimit_free(st->app.login_email_limit);
     kp_auth_free(st->app.auth);
     kp_config_free(&st->cfg);
 }

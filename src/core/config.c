@@ -58,6 +58,9 @@ static const opt_def opts[] = {
      "Argon2id memory, KiB"},
     {"KOUMPA_LOGIN_RATE", NULL, OPT_LONG, OFF(login_rate_per_min), "10", 1, 100000, 0,
      "login attempts per minute per IP and per email"},
+    /* accounts and sign-up (issue 9: abuse limits) */
+    {"KOUMPA_LOGIN_LIMIT_KEYS", NULL, OPT_LONG, OFF(login_limit_keys), "10000", 16, 10000000, 0,
+     "addresses (and, separately, e-mails) the login limiter tracks"},
     {"KOUMPA_LOG_LEVEL", "--log-level", OPT_STR, OFF(log_level), "info", 0, 0, 0, "debug|info|warn|error"},
     {"KOUMPA_LLM_PROVIDER", NULL, OPT_STR, OFF(llm_provider), NULL, 0, 0, 0, "anthropic|openai"},
     {"ANTHROPIC_API_KEY", NULL, OPT_STR, OFF(anthropic_api_key), NULL, 0, 0, 1, "Anthropic API key"},

@@ -39,6 +39,9 @@ typedef struct kp_config {
     long pwhash_memlimit_kib; /* KOUMPA_PWHASH_MEMLIMIT_KIB (default 65536 = 64 MiB) */
     long login_rate_per_min;  /* KOUMPA_LOGIN_RATE (attempts per minute per IP and per email, default 10) */
 
+    /* accounts and sign-up (issue 9: abuse limits) */
+    long login_limit_keys; /* KOUMPA_LOGIN_LIMIT_KEYS: keys each login limiter tracks (addresses, e-mails; 10000) */
+
     /* logging */
     char *log_level; /* KOUMPA_LOG_LEVEL: debug|info|warn|error (default info) */
 

@@ -1,6 +1,10 @@
-/* ratelimit.c - see ratelimit.h. An open-addressing-free design: a small
- * array scanned linearly is plenty for login traffic, with a hash to skip
- * most string compares. */
+/*
+ * ratelimit.c - see ratelimit.h. A flat table scanned linearly: login and
+ * sign-up traffic is small next to the password hashing it guards, and a
+ * scan makes "the oldest unlimited key" trivial to find. Hashes and windows
+ * sit in one compact array (the scan touches 32 bytes a slot); the keys
+ * themselves, compared only on a hash match, in another.
+ */
 #include "core/ratelimit.h"
 
 #include <pthread.h>
@@ -12,7 +16,6 @@
 
 typedef struct slot {
     uint64_t hash;
-    char key[KEY_MAX];
     int64_t window_start;
     long count;
     int used;
@@ -24,6 +27,7 @@ struct kp_ratelimit {
     long window_s;
     size_t capacity;
     slot *slots;
+    char (*keys)[KEY_MAX]; /* keys[i] belongs to slots[i] */
 };
 
 static uint64_t hash_key(const char *s)
@@ -36,12 +40,15 @@ static uint64_t hash_key(const char *s)
 
 kp_ratelimit *kp_ratelimit_new(long limit, long window_s, size_t capacity)
 {
+    if (capacity < 1)
+        capacity = 1;
     kp_ratelimit *rl = calloc(1, sizeof *rl);
     if (!rl)
         return NULL;
     rl->slots = calloc(capacity, sizeof *rl->slots);
-    if (!rl->slots) {
-        free(rl);
+    rl->keys = calloc(capacity, sizeof *rl->keys);
+    if (!rl->slots || !rl->keys) {
+        kp_ratelimit_free(rl);
         return NULL;
     }
     pthread_mutex_init(&rl->lock, NULL);
@@ -55,30 +62,61 @@ void kp_ratelimit_free(kp_ratelimit *rl)
 {
     if (!rl)
         return;
-    pthread_mutex_destroy(&rl->lock);
+    if (rl->slots && rl->keys)
+        pthread_mutex_destroy(&rl->lock);
     free(rl->slots);
+    free(rl->keys);
     free(rl);
 }
 
-static slot *find_slot(kp_ratelimit *rl, const char *key, uint64_t h)
+static long find_slot(const kp_ratelimit *rl, const char *key, uint64_t h)
 {
     for (size_t i = 0; i < rl->capacity; i++)
-        if (rl->slots[i].used && rl->slots[i].hash == h && strcmp(rl->slots[i].key, key) == 0)
-            return &rl->slots[i];
-    return NULL;
+        if (rl->slots[i].used && rl->slots[i].hash == h && strcmp(rl->keys[i], key) == 0)
+            return (long)i;
+    return -1;
 }
 
-/* A free slot, an expired one, or else the one with the oldest window. */
-static slot *claim_slot(kp_ratelimit *rl, int64_t now)
+static int window_over(const kp_ratelimit *rl, const slot *s, int64_t now)
 {
-    slot *oldest = &rl->slots[0];
+    return now - s->window_start >= rl->window_s || now < s->window_start;
+}
+
+static int limited(const kp_ratelimit *rl, const slot *s, int64_t now)
+{
+    return s->used && !window_over(rl, s, now) && s->count >= rl->limit;
+}
+
+/* Seconds until s's window ends (>= 1). */
+static long retry_after(const kp_ratelimit *rl, const slot *s, int64_t now)
+{
+    long retry = (long)(s->window_start + rl->window_s - now);
+    return retry < 1 ? 1 : retry;
+}
+
+/*
+ * A slot for a new key: a free or expired one, else the unlimited one with
+ * the oldest window. -1 when every slot holds a limited key; then *retry is
+ * the soonest any of them frees.
+ */
+static long claim_slot(const kp_ratelimit *rl, int64_t now, long *retry)
+{
+    long oldest = -1, soonest = rl->window_s;
     for (size_t i = 0; i < rl->capacity; i++) {
-        slot *s = &rl->slots[i];
-        if (!s->used || now - s->window_start >= rl->window_s)
-            return s;
-        if (s->window_start < oldest->window_start)
-            oldest = s;
+        const slot *s = &rl->slots[i];
+        if (!s->used || window_over(rl, s, now))
+            return (long)i;
+        if (limited(rl, s, now)) {
+            long r = retry_after(rl, s, now);
+            if (r < soonest)
+                soonest = r;
+            continue;
+        }
+        if (oldest < 0 || s->window_start < rl->slots[oldest].window_start)
+            oldest = (long)i;
     }
+    if (oldest < 0)
+        *retry = soonest;
     return oldest;
 }
 
@@ -95,26 +133,28 @@ long kp_ratelimit_hit(kp_ratelimit *rl, const char *full_key, int64_t now)
     uint64_t h = hash_key(key);
     long retry = 0;
     pthread_mutex_lock(&rl->lock);
-    slot *s = find_slot(rl, key, h);
-    if (s && now - s->window_start >= rl->window_s) {
+    long i = find_slot(rl, key, h);
+    if (i < 0) {
+        i = claim_slot(rl, now, &retry);
+        if (i < 0)
+            goto done; /* full of limited keys: refuse rather than forget one */
+        slot *fresh = &rl->slots[i];
+        memset(fresh, 0, sizeof *fresh);
+        fresh->used = 1;
+        fresh->hash = h;
+        memcpy(rl->keys[i], key, KEY_MAX);
+        fresh->window_start = now;
+    }
+    slot *s = &rl->slots[i];
+    if (window_over(rl, s, now)) {
         s->window_start = now;
         s->count = 0;
     }
-    if (!s) {
-        s = claim_slot(rl, now);
-        memset(s, 0, sizeof *s);
-        s->used = 1;
-        s->hash = h;
-        memcpy(s->key, key, KEY_MAX);
-        s->window_start = now;
-    }
-    if (s->count >= rl->limit) {
-        retry = (long)(s->window_start + rl->window_s - now);
-        if (retry < 1)
-            retry = 1;
-    } else {
+    if (s->count >= rl->limit)
+        retry = retry_after(rl, s, now);
+    else
         s->count++;
-    }
+done:
     pthread_mutex_unlock(&rl->lock);
     return retry;
 }
@@ -125,8 +165,8 @@ void kp_ratelimit_reset(kp_ratelimit *rl, const char *full_key)
     bounded_key(full_key, key);
     uint64_t h = hash_key(key);
     pthread_mutex_lock(&rl->lock);
-    slot *s = find_slot(rl, key, h);
-    if (s)
-        s->used = 0;
+    long i = find_slot(rl, key, h);
+    if (i >= 0)
+        rl->slots[i].used = 0;
     pthread_mutex_unlock(&rl->lock);
 }

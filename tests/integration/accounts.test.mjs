@@ -337,3 +337,39 @@ describe('login rate limit (KOUMPA_LOGIN_RATE=3)', () => {
     assert.equal(res.json.error.code, 'rate_limited');
   });
 });
+
+// Issue 9, item 4: a flood of failed logins for junk e-mails, from many source
+// addresses (so the per-address limit never stops it), used to push a locked
+// e-mail out of the limiter's table, and guessing resumed. The tables are
+// made small (KOUMPA_LOGIN_LIMIT_KEYS) so that the flood is short.
+describe('a locked e-mail stays locked whatever other traffic does', () => {
+  const KEYS = 64;
+  let server;
+  before(async () => {
+    server = await startServer({ env: { KOUMPA_LOGIN_RATE: '3', KOUMPA_LOGIN_LIMIT_KEYS: String(KEYS) } });
+  });
+  after(async () => {
+    await server?.stop();
+  });
+
+  test(`${KEYS + 50} failed logins for junk e-mails from ${Math.ceil((KEYS + 50) / 3)} addresses do not release the lock`, async () => {
+    const victim = await signup(server, uniqueEmail('locked'));
+    for (let i = 0; i < 3; i++) {
+      const res = await postFrom(server, '127.0.2.1', '/v1/auth/login', { email: victim.email, password: 'guess' });
+      assert.equal(res.status, 401, res.text);
+    }
+    const locked = await postFrom(server, '127.0.2.2', '/v1/auth/login', { email: victim.email, password: victim.password });
+    assert.equal(locked.status, 429, locked.text);
+
+    const junk = KEYS + 50;
+    for (let i = 0; i < junk; i++) {
+      const from = `127.0.3.${1 + Math.floor(i / 3)}`; // 3 per address: never limited by address
+      const res = await postFrom(server, from, '/v1/auth/login', { email: `junk-${i}@example.com`, password: 'guess' });
+      assert.equal(res.status, 401, `junk login ${i} from ${from}: ${res.status} ${res.text}`);
+    }
+    const after = await postFrom(server, '127.0.4.1', '/v1/auth/login', { email: victim.email, password: victim.password });
+    assert.equal(after.status, 429, `the victim's lock was lifted by other traffic: ${after.status} ${after.text}`);
+    assert.equal(after.json.error.code, 'rate_limited');
+    assert.equal(after.json.token, undefined);
+  });
+});

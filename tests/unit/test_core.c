@@ -21,6 +21,7 @@
 #include "core/err.h"
 #include "core/id.h"
 #include "core/log.h"
+#include "core/clock.h"
 #include "core/ratelimit.h"
 
 /* ---- kp_buf ---- */
@@ -358,23 +359,54 @@ static void test_ratelimit_reset_forgets_key(void **state)
     kp_ratelimit_free(NULL);
 }
 
-static void test_ratelimit_bounded_table_reuses_expired_then_oldest(void **state)
+static void test_ratelimit_bounded_table_reuses_expired_then_oldest_unlimited(void **state)
 {
     (void)state;
-    kp_ratelimit *rl = kp_ratelimit_new(1, 60, 2);
+    kp_ratelimit *rl = kp_ratelimit_new(2, 60, 2);
     assert_int_equal(kp_ratelimit_hit(rl, "a", 100), 0);
     assert_int_equal(kp_ratelimit_hit(rl, "b", 130), 0);
-    /* full, nothing expired: "c" evicts the oldest window ("a") */
+    /* full, nothing expired, nothing limited: "c" evicts the oldest window ("a") */
     assert_int_equal(kp_ratelimit_hit(rl, "c", 140), 0);
-    assert_true(kp_ratelimit_hit(rl, "b", 141) > 0); /* b kept its count */
-    assert_true(kp_ratelimit_hit(rl, "c", 141) > 0); /* c counted */
-    /* "a" was forgotten, so it starts over (evicting b, now the oldest) */
-    assert_int_equal(kp_ratelimit_hit(rl, "a", 142), 0);
-    assert_true(kp_ratelimit_hit(rl, "c", 143) > 0); /* c survived */
-    /* once c's window has passed, a new key takes its slot rather than a's */
-    assert_int_equal(kp_ratelimit_hit(rl, "d", 200), 0);
-    assert_true(kp_ratelimit_hit(rl, "a", 201) > 0);
+    assert_int_equal(kp_ratelimit_hit(rl, "b", 141), 0); /* b kept its count: now at the limit */
+    assert_int_equal(kp_ratelimit_hit(rl, "c", 141), 0); /* c too */
+    /* both slots hold limited keys: "a" is refused until the soonest window ends (b's, at 190) */
+    assert_int_equal(kp_ratelimit_hit(rl, "a", 142), 48);
+    assert_true(kp_ratelimit_hit(rl, "b", 143) > 0);
+    assert_true(kp_ratelimit_hit(rl, "c", 143) > 0);
+    /* once b's window has passed, a new key takes its slot, and c's lock holds */
+    assert_int_equal(kp_ratelimit_hit(rl, "d", 190), 0);
+    assert_int_equal(kp_ratelimit_hit(rl, "c", 191), 9);
     kp_ratelimit_free(rl);
+}
+
+/* Issue 9, item 4: 10,050 junk keys used to push a locked e-mail out of the
+ * 10,000-slot table. A limited key is never evicted. */
+static void test_ratelimit_lock_survives_a_flood_of_junk_keys(void **state)
+{
+    (void)state;
+    char key[64];
+    kp_ratelimit *rl = kp_ratelimit_new(10, 60, 10000);
+    assert_non_null(rl);
+    for (int i = 0; i < 10; i++)
+        assert_int_equal(kp_ratelimit_hit(rl, "victim@example.com", 5000), 0);
+    assert_true(kp_ratelimit_hit(rl, "victim@example.com", 5000) > 0);
+    for (int i = 0; i < 10050; i++) {
+        snprintf(key, sizeof key, "junk-%d@example.com", i);
+        assert_int_equal(kp_ratelimit_hit(rl, key, 5001 + i / 1000), 0);
+    }
+    assert_int_equal(kp_ratelimit_hit(rl, "victim@example.com", 5020), 40);
+    /* the lock ends when its window does, not before */
+    assert_int_equal(kp_ratelimit_hit(rl, "victim@example.com", 5060), 0);
+    kp_ratelimit_free(rl);
+}
+
+static void test_monotonic_clock_moves_forward(void **state)
+{
+    (void)state;
+    int64_t a = kp_clock_mono_s();
+    int64_t b = kp_clock_mono_s();
+    assert_true(a >= 0);
+    assert_true(b >= a);
 }
 
 static void test_ratelimit_long_keys(void **state)
@@ -525,7 +557,9 @@ int main(void)
         cmocka_unit_test(test_ratelimit_limit_then_retry_after),
         cmocka_unit_test(test_ratelimit_refused_hits_do_not_extend_window),
         cmocka_unit_test(test_ratelimit_reset_forgets_key),
-        cmocka_unit_test(test_ratelimit_bounded_table_reuses_expired_then_oldest),
+        cmocka_unit_test(test_ratelimit_bounded_table_reuses_expired_then_oldest_unlimited),
+        cmocka_unit_test(test_ratelimit_lock_survives_a_flood_of_junk_keys),
+        cmocka_unit_test(test_monotonic_clock_moves_forward),
         cmocka_unit_test(test_ratelimit_long_keys),
         cmocka_unit_test(test_log_parse_level),
         cmocka_unit_test(test_log_enabled_follows_level),

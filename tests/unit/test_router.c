@@ -58,9 +58,11 @@ static int setup(void **state)
     if (kp_auth_new(&o, &f->app.auth, &err) != KP_OK)
         fail_msg("kp_auth_new: %s", err.msg);
     f->app.cfg = &f->cfg;
-    f->app.login_limit = kp_ratelimit_new(LOGIN_LIMIT, 60, 64);
+    f->app.login_ip_limit = kp_ratelimit_new(LOGIN_LIMIT, 60, 64);
+    f->app.login_email_limit = kp_ratelimit_new(LOGIN_LIMIT, 60, 64);
     f->app.metrics = kp_metrics_new();
-    assert_non_null(f->app.login_limit);
+    assert_non_null(f->app.login_ip_limit);
+    assert_non_null(f->app.login_email_limit);
     assert_non_null(f->app.metrics);
     f->ctx.app = &f->app;
     f->ctx.store = f->s;
@@ -72,7 +74,8 @@ static int teardown(void **state)
 {
     fixture *f = *state;
     kp_auth_free(f->app.auth);
-    kp_ratelimit_free(f->app.login_limit);
+    kp_ratelimit_free(f->app.login_ip_limit);
+    kp_ratelimit_free(f->app.login_email_limit);
     kp_metrics_free(f->app.metrics);
     f->s->ops->close(f->s);
     kp_test_rmrf(f->dir);
