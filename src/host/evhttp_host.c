@@ -35,6 +35,7 @@
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -222,6 +223,22 @@ static const char *reason_phrase(int status)
     case 505: return "HTTP Version Not Supported";
     }
     return NULL; /* evhttp then names the class ("Client Error", ...) */
+}
+
+/* The host's own error responses (limits, rejected heads, handler bugs): in
+ * the host's style (error_page), JSON by default. */
+__attribute__((format(printf, 5, 6))) static void host_error(const worker *w, kp_resp *resp, int status,
+                                                             const char *code, const char *fmt, ...)
+{
+    char msg[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (w->host->opt.error_page)
+        w->host->opt.error_page(resp, status, code, msg);
+    else
+        kp_resp_error(resp, status, code, "%s", msg);
 }
 
 /* ---- request ids ---- */
@@ -421,7 +438,7 @@ static int read_request(worker *w, struct evhttp_request *evreq, kp_req *req, ch
     *path_out = path;
     req->path = path;
     if (strlen(path) != path_len) {
-        kp_resp_error(resp, 400, "invalid_request", "the request path contains a NUL byte");
+        host_error(w, resp, 400, "invalid_request", "the request path contains a NUL byte");
         return -1;
     }
     const char *query = uri ? evhttp_uri_get_query(uri) : NULL;
@@ -433,7 +450,7 @@ static int read_request(worker *w, struct evhttp_request *evreq, kp_req *req, ch
     struct evbuffer *body = evhttp_request_get_input_buffer(evreq);
     size_t body_len = evbuffer_get_length(body);
     if (body_len > KP_MAX_BODY) {
-        kp_resp_error(resp, 413, "payload_too_large", "request body exceeds 1 MiB");
+        host_error(w, resp, 413, "payload_too_large", "request body exceeds 1 MiB");
         return -1;
     }
     if (body_len > 0) {
@@ -445,7 +462,7 @@ static int read_request(worker *w, struct evhttp_request *evreq, kp_req *req, ch
     return 0;
 
 nomem:
-    kp_resp_error(resp, 500, "internal_error", "out of memory (request %s)", rid);
+    host_error(w, resp, 500, "internal_error", "out of memory (request %s)", rid);
     return -1;
 }
 
@@ -459,6 +476,9 @@ static void add_response_headers(worker *w, struct evhttp_request *evreq, const 
         if (evhttp_add_header(out, hd->name, hd->value) != 0)
             kp_log(KP_LOG_WARN, "dropped an invalid response header (%s) for request %s", hd->name, request_id);
     }
+    for (const char *const *d = w->host->opt.default_headers; d && d[0] && d[1]; d += 2)
+        if (!kp_headers_get(&resp->headers, d[0]))
+            evhttp_add_header(out, d[0], d[1]);
     evhttp_add_header(out, "X-Request-Id", request_id);
     struct evhttp_connection *evcon = evhttp_request_get_connection(evreq);
     kp_conn *c = evcon ? kp_conn_of(w->conns, evcon) : NULL;
@@ -675,7 +695,7 @@ static void handle_request(struct evhttp_request *evreq, void *arg)
         req.route = "rejected";
         kp_resp_free(&resp);
         memset(&resp, 0, sizeof resp);
-        kp_resp_error(&resp, rej.status, rej.code, "%s", rej.message);
+        host_error(w, &resp, rej.status, rej.code, "%s", rej.message);
     } else if (read_request(w, evreq, &req, rid, &path, &resp) == 0) {
         w->host->opt.dispatch(&w->ctx, &req, &resp);
     }
@@ -687,7 +707,7 @@ static void handle_request(struct evhttp_request *evreq, void *arg)
             resp.stream = NULL;
         }
         kp_headers_free(&resp.headers);
-        kp_resp_error(&resp, 500, "internal_error", "internal error (request %s)", rid);
+        host_error(w, &resp, 500, "internal_error", "internal error (request %s)", rid);
     }
 
     summary_begin(&sum, req.method, &t0);
@@ -708,7 +728,7 @@ static void handle_request(struct evhttp_request *evreq, void *arg)
             resp.stream->release(resp.stream);
             resp.stream = NULL;
             kp_headers_free(&resp.headers);
-            kp_resp_error(&resp, 500, "internal_error", "internal error (request %s)", rid);
+            host_error(w, &resp, 500, "internal_error", "internal error (request %s)", rid);
             sum.status = 500;
         }
         send_response(w, evreq, &resp, rid);

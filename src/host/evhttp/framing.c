@@ -116,8 +116,8 @@ static int check_request_line(const line *l, kp_framing *f)
     for (size_t i = 0; i < tlen; i++)
         if ((unsigned char)target[i] <= 0x20 || (unsigned char)target[i] == 0x7f)
             return fail(f, 400, "invalid_request", "the request target contains a space or a control character");
-    if (target[0] != '/' && !(tlen == 1 && target[0] == '*') && strncasecmp(target, "http://", 7) != 0 &&
-        strncasecmp(target, "https://", 8) != 0)
+    /* origin-form only (and "*"): evhttp may refuse other forms with its own page */
+    if (target[0] != '/' && !(tlen == 1 && target[0] == '*'))
         return fail(f, 400, "invalid_request", "the request target must be a path");
     if (vlen != 8 || memcmp(version, "HTTP/", 5) != 0 || version[6] != '.' || version[5] < '0' || version[5] > '9' ||
         version[7] < '0' || version[7] > '9')
