@@ -27,6 +27,24 @@ typedef struct app_path {
     char file[MAX_FILE_PATH + 16];
 } app_path;
 
+const char *const kp_apps_default_headers[] = {"Content-Security-Policy",
+                                               KP_APPS_CSP,
+                                               "X-Content-Type-Options",
+                                               "nosniff",
+                                               "Referrer-Policy",
+                                               "no-referrer",
+                                               NULL};
+
+void kp_apps_error_page(kp_resp *resp, int status, const char *code, const char *message)
+{
+    kp_buf body = KP_BUF_INIT;
+    (void)code;
+    kp_buf_printf(&body, "%d %s\n", status, message);
+    kp_resp_text(resp, status, "text/plain; charset=utf-8", body.data ? body.data : "", body.len);
+    kp_buf_free(&body);
+    kp_headers_set(&resp->headers, "Cache-Control", "no-store");
+}
+
 static void common_headers(kp_resp *resp)
 {
     kp_headers_set(&resp->headers, "Content-Security-Policy", KP_APPS_CSP);

@@ -25,6 +25,13 @@
 
 #define KP_APPS_CSP "sandbox allow-scripts allow-forms allow-popups allow-modals"
 
+/* What every apps-origin response carries (kp_host_options.default_headers):
+ * the sandboxing CSP, nosniff, no referrer; the host's own error pages too. */
+extern const char *const kp_apps_default_headers[];
+
+/* The apps origin's own error pages (kp_host_options.error_page): plain text. */
+void kp_apps_error_page(kp_resp *resp, int status, const char *code, const char *message);
+
 /* A kp_dispatch_fn (host/evhttp_host.h) for the apps origin's host. */
 void kp_apps_dispatch(kp_ctx *ctx, kp_req *req, kp_resp *resp);
 

@@ -144,6 +144,8 @@ static int authenticate(kp_ctx *ctx, kp_req *req, kp_resp *resp)
     return 0;
 }
 
+const char *const kp_api_default_headers[] = {"Cache-Control", "no-store", "X-Content-Type-Options", "nosniff", NULL};
+
 void kp_router_dispatch(kp_ctx *ctx, kp_req *req, kp_resp *resp)
 {
     const kp_route *found = NULL;

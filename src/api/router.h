@@ -53,6 +53,10 @@ extern const kp_route kp_routes[];
 /* Routes, authenticates and handles one request; always sets resp->status. */
 void kp_router_dispatch(kp_ctx *ctx, kp_req *req, kp_resp *resp);
 
+/* The headers every API response carries (kp_host_options.default_headers):
+ * nothing is cached, nothing is sniffed; 401s and errors included. */
+extern const char *const kp_api_default_headers[];
+
 /* Matches path against pattern, filling req->params; returns 1 on a match. Exposed for tests. */
 int kp_router_match(const char *pattern, const char *path, kp_req *req);
 

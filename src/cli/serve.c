@@ -137,6 +137,8 @@ static kp_status start_apps_host(serve_state *st, kp_err *err)
         .open_store = open_store,
         .open_store_ud = st,
         .dispatch = kp_apps_dispatch,
+        .default_headers = kp_apps_default_headers,
+        .error_page = kp_apps_error_page,
     };
     return kp_host_start(&ho, &st->apps_host, err);
 }
@@ -174,6 +176,7 @@ static kp_status start(serve_state *st, kp_err *err)
         .open_store = open_store,
         .open_store_ud = st,
         .dispatch = kp_router_dispatch,
+        .default_headers = kp_api_default_headers,
     };
     rc = kp_host_start(&ho, &st->host, err);
     if (rc == KP_OK)

@@ -8,8 +8,11 @@
  * made active with event_active(), which is safe across threads because
  * evthread_use_pthreads() is called before any base exists.
  *
- * A request's life on a worker: evhttp reads it (bodies up to HARD_MAX_BODY;
- * beyond that evhttp answers 413 itself with its own HTML body and closes),
+ * A request's life on a worker: the connection layer (evhttp/conn.h) holds
+ * its head back until it is complete and its framing is strict
+ * (evhttp/framing.h: a bad head, or a declared body over KP_MAX_BODY, is
+ * answered here through a placeholder request and never parsed by evhttp);
+ * evhttp reads it (chunked bodies up to HARD_MAX_BODY),
  * handle_request() builds a kp_req, dispatches synchronously and writes the
  * kp_resp. `inflight` counts requests from dispatch until their response is
  * fully written (on_request_complete) or their connection dies first
@@ -32,6 +35,7 @@
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,10 +54,11 @@
 
 #include "core/log.h"
 #include "core/metrics.h"
+#include "host/evhttp/conn.h"
 
-/* evhttp reads bodies up to this size so that we can answer 413 with our JSON
- * error for anything between KP_MAX_BODY and here; larger declared or chunked
- * bodies get evhttp's own 413 (HTML) and the connection is closed. */
+/* Declared bodies over KP_MAX_BODY are refused by the connection layer before
+ * they are read; chunked ones are read up to this size so that we can answer
+ * 413 with our JSON error (beyond it evhttp answers 413 itself and closes). */
 #define HARD_MAX_BODY (4 * KP_MAX_BODY)
 #define MAX_HEADERS_SIZE (96 * 1024) /* request line + headers: room for an oversized token to reach the 401 path */
 #define IO_TIMEOUT_S 30              /* idle read / stalled write on a connection */
@@ -76,6 +81,7 @@ typedef struct worker {
     struct event_base *base;
     struct evhttp *http;               /* freed by the worker when its loop ends */
     struct evhttp_bound_socket *bound; /* NULL once draining */
+    kp_conn_set *conns;                /* the connection layer under http (conn.h) */
     struct event *stop_ev;             /* activated by kp_host_stop */
     struct event *drain_tick;
     kp_ctx ctx;
@@ -219,6 +225,22 @@ static const char *reason_phrase(int status)
     return NULL; /* evhttp then names the class ("Client Error", ...) */
 }
 
+/* The host's own error responses (limits, rejected heads, handler bugs): in
+ * the host's style (error_page), JSON by default. */
+__attribute__((format(printf, 5, 6))) static void host_error(const worker *w, kp_resp *resp, int status,
+                                                             const char *code, const char *fmt, ...)
+{
+    char msg[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (w->host->opt.error_page)
+        w->host->opt.error_page(resp, status, code, msg);
+    else
+        kp_resp_error(resp, status, code, "%s", msg);
+}
+
 /* ---- request ids ---- */
 
 /* Incoming ids are kept when they are short and made of [A-Za-z0-9-_.]. */
@@ -286,13 +308,28 @@ static void request_finished(worker *w)
         event_base_loopexit(w->base, NULL);
 }
 
+/* Who hears of the connection closing while a request is in progress: the
+ * conn when there is one (it owns the connection's close callback). */
+static void watch_close(worker *w, struct evhttp_connection *evcon, void (*cb)(struct evhttp_connection *, void *),
+                        void *arg)
+{
+    kp_conn *c = evcon ? kp_conn_of(w->conns, evcon) : NULL;
+    if (c)
+        kp_conn_on_close(c, cb, arg);
+    else if (evcon)
+        evhttp_connection_set_closecb(evcon, cb, arg);
+}
+
 /* The response was fully written. */
 static void on_request_complete(struct evhttp_request *evreq, void *arg)
 {
+    worker *w = arg;
     struct evhttp_connection *evcon = evhttp_request_get_connection(evreq);
-    if (evcon)
-        evhttp_connection_set_closecb(evcon, NULL, NULL);
-    request_finished(arg);
+    kp_conn *c = evcon ? kp_conn_of(w->conns, evcon) : NULL;
+    if (c)
+        kp_conn_request_end(c);
+    watch_close(w, evcon, NULL, NULL);
+    request_finished(w);
 }
 
 /* The connection died before its response was written. */
@@ -401,7 +438,7 @@ static int read_request(worker *w, struct evhttp_request *evreq, kp_req *req, ch
     *path_out = path;
     req->path = path;
     if (strlen(path) != path_len) {
-        kp_resp_error(resp, 400, "invalid_request", "the request path contains a NUL byte");
+        host_error(w, resp, 400, "invalid_request", "the request path contains a NUL byte");
         return -1;
     }
     const char *query = uri ? evhttp_uri_get_query(uri) : NULL;
@@ -413,7 +450,7 @@ static int read_request(worker *w, struct evhttp_request *evreq, kp_req *req, ch
     struct evbuffer *body = evhttp_request_get_input_buffer(evreq);
     size_t body_len = evbuffer_get_length(body);
     if (body_len > KP_MAX_BODY) {
-        kp_resp_error(resp, 413, "payload_too_large", "request body exceeds 1 MiB");
+        host_error(w, resp, 413, "payload_too_large", "request body exceeds 1 MiB");
         return -1;
     }
     if (body_len > 0) {
@@ -425,7 +462,7 @@ static int read_request(worker *w, struct evhttp_request *evreq, kp_req *req, ch
     return 0;
 
 nomem:
-    kp_resp_error(resp, 500, "internal_error", "out of memory (request %s)", rid);
+    host_error(w, resp, 500, "internal_error", "out of memory (request %s)", rid);
     return -1;
 }
 
@@ -439,8 +476,13 @@ static void add_response_headers(worker *w, struct evhttp_request *evreq, const 
         if (evhttp_add_header(out, hd->name, hd->value) != 0)
             kp_log(KP_LOG_WARN, "dropped an invalid response header (%s) for request %s", hd->name, request_id);
     }
+    for (const char *const *d = w->host->opt.default_headers; d && d[0] && d[1]; d += 2)
+        if (!kp_headers_get(&resp->headers, d[0]))
+            evhttp_add_header(out, d[0], d[1]);
     evhttp_add_header(out, "X-Request-Id", request_id);
-    if (w->draining)
+    struct evhttp_connection *evcon = evhttp_request_get_connection(evreq);
+    kp_conn *c = evcon ? kp_conn_of(w->conns, evcon) : NULL;
+    if (w->draining || (c && kp_conn_must_close(c)))
         evhttp_add_header(out, "Connection", "close");
 }
 
@@ -553,7 +595,7 @@ static void stream_finish(host_stream *hs, int connection_gone)
         struct bufferevent *bev = evhttp_connection_get_bufferevent(hs->evcon);
         bufferevent_setwatermark(bev, EV_READ, 0, 0);
         evhttp_connection_set_timeout(hs->evcon, IO_TIMEOUT_S);
-        evhttp_connection_set_closecb(hs->evcon, on_closed_early, w);
+        watch_close(w, hs->evcon, on_closed_early, w);
         evhttp_send_reply_end(hs->evreq); /* on_request_complete follows */
     }
     summary_record(w, &hs->sum);
@@ -611,7 +653,7 @@ static int start_stream(worker *w, struct evhttp_request *evreq, kp_resp *resp, 
 
     add_response_headers(w, evreq, resp, sum->request_id);
     evhttp_send_reply_start(evreq, resp->status, reason_phrase(resp->status));
-    evhttp_connection_set_closecb(hs->evcon, on_stream_closed, hs);
+    watch_close(w, hs->evcon, on_stream_closed, hs);
     /* Watch the socket for the client going away (EOF) while we only write:
      * no read timeout (streams may be quiet for long), keep a write timeout,
      * and cap what a client may send meanwhile. */
@@ -642,10 +684,21 @@ static void handle_request(struct evhttp_request *evreq, void *arg)
     memset(&resp, 0, sizeof resp);
     w->inflight++;
     evhttp_request_set_on_complete_cb(evreq, on_request_complete, w);
-    evhttp_connection_set_closecb(evhttp_request_get_connection(evreq), on_closed_early, w);
+    struct evhttp_connection *evcon = evhttp_request_get_connection(evreq);
+    watch_close(w, evcon, on_closed_early, w);
+    kp_conn *c = kp_conn_of(w->conns, evcon);
+    kp_conn_rejection rej;
 
-    if (read_request(w, evreq, &req, rid, &path, &resp) == 0)
+    if (c && kp_conn_request_begin(c, &rej)) {
+        /* the placeholder of a head the connection layer refused */
+        read_request(w, evreq, &req, rid, &path, &resp);
+        req.route = "rejected";
+        kp_resp_free(&resp);
+        memset(&resp, 0, sizeof resp);
+        host_error(w, &resp, rej.status, rej.code, "%s", rej.message);
+    } else if (read_request(w, evreq, &req, rid, &path, &resp) == 0) {
         w->host->opt.dispatch(&w->ctx, &req, &resp);
+    }
     kp_resp_settle(&resp); /* deferred responses: waited for here, for now */
     if (resp.status < 100 || resp.status > 599) {
         kp_log(KP_LOG_ERROR, "handler left status %d for %s %s (request %s)", resp.status, req.method, req.path, rid);
@@ -654,7 +707,7 @@ static void handle_request(struct evhttp_request *evreq, void *arg)
             resp.stream = NULL;
         }
         kp_headers_free(&resp.headers);
-        kp_resp_error(&resp, 500, "internal_error", "internal error (request %s)", rid);
+        host_error(w, &resp, 500, "internal_error", "internal error (request %s)", rid);
     }
 
     summary_begin(&sum, req.method, &t0);
@@ -675,7 +728,7 @@ static void handle_request(struct evhttp_request *evreq, void *arg)
             resp.stream->release(resp.stream);
             resp.stream = NULL;
             kp_headers_free(&resp.headers);
-            kp_resp_error(&resp, 500, "internal_error", "internal error (request %s)", rid);
+            host_error(w, &resp, 500, "internal_error", "internal error (request %s)", rid);
             sum.status = 500;
         }
         send_response(w, evreq, &resp, rid);
@@ -774,8 +827,12 @@ static void set_sockaddr_port(struct sockaddr_storage *ss, int port)
         ((struct sockaddr_in *)ss)->sin_port = htons((uint16_t)port);
 }
 
-static void configure_http(struct evhttp *http, worker *w)
+static kp_status configure_http(struct evhttp *http, worker *w, kp_err *err)
 {
+    kp_conn_limits limits = {.max_head = MAX_HEADERS_SIZE, .max_body = KP_MAX_BODY};
+    w->conns = kp_conn_set_new(w->base, http, &limits);
+    if (!w->conns)
+        return kp_err_set(err, KP_ENOMEM, "out of memory creating the HTTP workers");
     evhttp_set_gencb(http, handle_request, w);
     evhttp_set_allowed_methods(http, ALLOWED_METHODS); /* others get evhttp's 501 */
     evhttp_set_max_body_size(http, HARD_MAX_BODY);
@@ -784,6 +841,7 @@ static void configure_http(struct evhttp *http, worker *w)
     evhttp_set_default_content_type(http, NULL); /* handlers say what they send */
     /* over-long bodies: read and drop the rest, so the client sees the 413 */
     evhttp_set_flags(http, EVHTTP_SERVER_LINGERING_CLOSE);
+    return KP_OK;
 }
 
 /*
@@ -820,7 +878,9 @@ static kp_status worker_init(kp_host *h, worker *w, struct sockaddr_storage *ss,
     }
     if (!w->base || !w->http || !w->stop_ev || !w->drain_tick)
         return kp_err_set(err, KP_ENOMEM, "out of memory creating the HTTP workers");
-    configure_http(w->http, w);
+    kp_status rc = configure_http(w->http, w, err);
+    if (rc != KP_OK)
+        return rc;
 
     unsigned flags = LEV_OPT_REUSEABLE | LEV_OPT_REUSEABLE_PORT | LEV_OPT_CLOSE_ON_EXEC | LEV_OPT_CLOSE_ON_FREE;
     struct evconnlistener *l =
@@ -869,6 +929,8 @@ static void *worker_main(void *arg)
     /* closes the remaining connections; unfinished streams are released here */
     evhttp_free(w->http);
     w->http = NULL;
+    kp_conn_set_free(w->conns);
+    w->conns = NULL;
     if (w->ctx.store) {
         w->ctx.store->ops->close(w->ctx.store);
         w->ctx.store = NULL;
@@ -979,6 +1041,7 @@ void kp_host_stop(kp_host *h)
             pthread_join(w->thread, NULL);
         if (w->http) /* never ran */
             evhttp_free(w->http);
+        kp_conn_set_free(w->conns);
         if (w->stop_ev)
             event_free(w->stop_ev);
         if (w->drain_tick)

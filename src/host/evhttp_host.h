@@ -38,6 +38,12 @@ typedef struct kp_host_options {
     void *open_store_ud;
     kp_dispatch_fn dispatch; /* NULL: kp_router_dispatch */
     int drain_timeout_ms;    /* how long kp_host_stop waits for in-flight responses (0: 10 s) */
+    /* Headers every response carries unless it sets them itself: name, value,
+     * name, value, ..., NULL (NULL: none). */
+    const char *const *default_headers;
+    /* Fills resp with the host's own errors (rejected requests, limits, handler
+     * bugs) in this host's style (NULL: kp_resp_error's JSON). */
+    void (*error_page)(kp_resp *resp, int status, const char *code, const char *message);
 } kp_host_options;
 
 /*

@@ -1,0 +1,364 @@
+/*
+ * conn.c - see conn.h.
+ *
+ * How bytes flow: evhttp reads from a plain socket bufferevent that this
+ * layer creates. A callback on that bufferevent's input buffer runs inside
+ * every socket read, before evhttp's read callback: it takes the bytes just
+ * read off the input (`held`), and gives back to the input only what may be
+ * parsed: a checked head, then its body up to Content-Length (or everything,
+ * for a chunked body on a connection that closes after it). So evhttp's input
+ * buffer only ever holds checked bytes.
+ *
+ * The evhttp connection itself is only known once evhttp has set it up, right
+ * after our bufferevent callback returns: the set's `adopt` event (activated
+ * from that callback, so it runs in the same loop iteration, before any read
+ * on the new socket) reads it from the bufferevent's callback argument, takes
+ * the connection's close callback, and indexes the conn by connection
+ * (tsearch) for kp_conn_of().
+ */
+#include "host/evhttp/conn.h"
+
+#include <search.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+
+#include "core/log.h"
+#include "host/evhttp/framing.h"
+
+#define COPY_CHUNK 16384
+
+static const char placeholder[] = "GET /.rejected HTTP/1.1\r\nConnection: close\r\n\r\n";
+
+typedef enum conn_state {
+    ST_HEAD,     /* holding bytes until a complete head has been checked */
+    ST_BODY,     /* passing body_left more bytes */
+    ST_CHUNKED,  /* passing everything: the connection closes after this request */
+    ST_REJECTED, /* a placeholder was sent; dropping everything */
+} conn_state;
+
+struct kp_conn {
+    kp_conn_set *set;
+    struct bufferevent *bev;
+    struct evhttp_connection *evcon; /* NULL until adopted */
+    struct evbuffer_cb_entry *input_cb;
+    struct evbuffer *held; /* unchecked bytes */
+    conn_state state;
+    int64_t body_left;
+    size_t scanned;    /* bytes of held already searched for the end of the head */
+    int moving;        /* our own moves on the input buffer: not new bytes */
+    unsigned released; /* heads handed to evhttp (the placeholder included) */
+    unsigned begun;    /* requests the host has seen */
+    unsigned reject_seq;
+    int must_close;
+    kp_conn_rejection rejection;
+    void (*close_cb)(struct evhttp_connection *, void *);
+    void *close_arg;
+    kp_conn *adopt_next;
+};
+
+struct kp_conn_set {
+    struct event_base *base;
+    kp_conn_limits limits;
+    struct event *adopt;
+    kp_conn *adopt_queue;
+    void *by_evcon; /* tsearch root: kp_conn * ordered by evcon */
+    struct evbuffer *tmp;
+};
+
+/* ---- passing checked bytes on ---- */
+
+static void reject(kp_conn *c, struct evbuffer *input, int status, const char *code, const char *message)
+{
+    c->state = ST_REJECTED;
+    c->must_close = 1;
+    c->rejection.status = status;
+    c->rejection.code = code;
+    snprintf(c->rejection.message, sizeof c->rejection.message, "%s", message);
+    c->reject_seq = ++c->released;
+    evbuffer_drain(c->held, evbuffer_get_length(c->held));
+    evbuffer_add(input, placeholder, sizeof placeholder - 1);
+    /* evhttp reads it now if it is waiting for a request, else when the
+     * response in progress is done */
+    bufferevent_trigger(c->bev, EV_READ, BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+}
+
+/* Body bytes handed on: count them against the declared length. */
+static void body_passed(kp_conn *c, size_t n)
+{
+    if (c->state != ST_BODY)
+        return;
+    c->body_left -= (int64_t)n;
+    if (c->body_left <= 0)
+        c->state = ST_HEAD;
+}
+
+static void head_accepted(kp_conn *c, const kp_framing *f)
+{
+    c->released++;
+    if (f->chunked) {
+        c->state = ST_CHUNKED;
+        c->must_close = 1;
+    } else if (f->content_length > 0) {
+        c->state = ST_BODY;
+        c->body_left = f->content_length;
+    }
+}
+
+/* In ST_HEAD: checks the head at the start of held once it is complete.
+ * Returns 1 when it made progress (call again), 0 when it needs more bytes. */
+static int take_head(kp_conn *c, struct evbuffer *input)
+{
+    size_t len = evbuffer_get_length(c->held);
+    size_t max_head = c->set->limits.max_head;
+    if (len == 0)
+        return 0;
+    size_t look = len < max_head + 3 ? len : max_head + 3;
+    const char *p = (const char *)evbuffer_pullup(c->held, (ev_ssize_t)look);
+    if (!p)
+        return 0;
+    size_t empty = kp_framing_leading_empty(p, look);
+    if (empty > 0) {
+        evbuffer_drain(c->held, empty);
+        c->scanned = 0;
+        return 1;
+    }
+    size_t end = kp_framing_head_end(p, look, c->scanned);
+    if (end == 0) {
+        c->scanned = look;
+        if (len > max_head)
+            reject(c, input, 431, "header_too_large", "the request line and headers are too large");
+        return 0;
+    }
+    c->scanned = 0;
+    kp_framing f;
+    kp_framing_check(p, end, c->set->limits.max_body, &f);
+    if (f.status != 0) {
+        reject(c, input, f.status, f.code, f.message);
+        return 0;
+    }
+    evbuffer_remove_buffer(c->held, input, end);
+    head_accepted(c, &f);
+    return 1;
+}
+
+/* Hands on what may be parsed from held. */
+static void process(kp_conn *c, struct evbuffer *input)
+{
+    for (;;) {
+        size_t len = evbuffer_get_length(c->held);
+        switch (c->state) {
+        case ST_REJECTED: evbuffer_drain(c->held, len); return;
+        case ST_CHUNKED: evbuffer_add_buffer(input, c->held); return;
+        case ST_BODY: {
+            size_t n = (int64_t)len < c->body_left ? len : (size_t)c->body_left;
+            if (n == 0)
+                return;
+            evbuffer_remove_buffer(c->held, input, n);
+            body_passed(c, n);
+            break;
+        }
+        case ST_HEAD:
+            if (!take_head(c, input))
+                return;
+            break;
+        }
+    }
+}
+
+/* Moves the last `fresh` bytes of input (just read) to the end of held;
+ * body bytes that may pass at once stay where they are. */
+static void take_fresh(kp_conn *c, struct evbuffer *input, size_t fresh)
+{
+    size_t len = evbuffer_get_length(input);
+    if (evbuffer_get_length(c->held) == 0 && (c->state == ST_BODY || c->state == ST_CHUNKED)) {
+        size_t pass = c->state == ST_CHUNKED || (int64_t)fresh < c->body_left ? fresh : (size_t)c->body_left;
+        body_passed(c, pass);
+        fresh -= pass;
+    }
+    if (fresh == 0)
+        return;
+    struct evbuffer *tmp = c->set->tmp;
+    evbuffer_remove_buffer(input, tmp, len - fresh);
+    char chunk[COPY_CHUNK];
+    int n;
+    /* copied, not moved: held stays in few chains, so pulling the head up
+     * as it grows costs little even when it arrives byte by byte */
+    while ((n = evbuffer_remove(input, chunk, sizeof chunk)) > 0)
+        evbuffer_add(c->held, chunk, (size_t)n);
+    evbuffer_add_buffer(input, tmp);
+}
+
+static void on_input(struct evbuffer *input, const struct evbuffer_cb_info *info, void *arg)
+{
+    kp_conn *c = arg;
+    if (c->moving || info->n_added == 0)
+        return;
+    size_t len = evbuffer_get_length(input);
+    c->moving = 1;
+    take_fresh(c, input, info->n_added < len ? info->n_added : len);
+    process(c, input);
+    c->moving = 0;
+}
+
+/* ---- lifetime ---- */
+
+static int by_evcon(const void *a, const void *b)
+{
+    uintptr_t x = (uintptr_t)((const kp_conn *)a)->evcon, y = (uintptr_t)((const kp_conn *)b)->evcon;
+    return x < y ? -1 : x > y;
+}
+
+static void conn_free(kp_conn *c)
+{
+    if (c->input_cb)
+        evbuffer_remove_cb_entry(bufferevent_get_input(c->bev), c->input_cb);
+    if (c->held)
+        evbuffer_free(c->held);
+    free(c);
+}
+
+static void on_conn_closed(struct evhttp_connection *evcon, void *arg)
+{
+    kp_conn *c = arg;
+    if (c->close_cb)
+        c->close_cb(evcon, c->close_arg);
+    tdelete(c, &c->set->by_evcon, by_evcon);
+    conn_free(c);
+}
+
+static void adopt(kp_conn *c)
+{
+    bufferevent_data_cb readcb, writecb;
+    bufferevent_event_cb eventcb;
+    void *evcon = NULL;
+    bufferevent_getcb(c->bev, &readcb, &writecb, &eventcb, &evcon);
+    struct bufferevent *bev = c->bev;
+    if (!eventcb || !evcon) { /* evhttp gave up on it already */
+        conn_free(c);
+        bufferevent_decref(bev);
+        return;
+    }
+    c->evcon = evcon;
+    if (!tsearch(c, &c->set->by_evcon, by_evcon)) {
+        evhttp_connection_free(evcon); /* out of memory: closes (conn not hooked yet) */
+        conn_free(c);
+        bufferevent_decref(bev);
+        return;
+    }
+    evhttp_connection_set_closecb(evcon, on_conn_closed, c);
+    bufferevent_decref(bev);
+}
+
+static void on_adopt(evutil_socket_t fd, short what, void *arg)
+{
+    kp_conn_set *set = arg;
+    (void)fd;
+    (void)what;
+    while (set->adopt_queue) {
+        kp_conn *c = set->adopt_queue;
+        set->adopt_queue = c->adopt_next;
+        adopt(c);
+    }
+}
+
+/* evhttp's bufferevent factory: called for each accepted connection, before
+ * evhttp sets the socket and its callbacks. */
+static struct bufferevent *new_bev(struct event_base *base, void *arg)
+{
+    kp_conn_set *set = arg;
+    kp_conn *c = calloc(1, sizeof *c);
+    struct bufferevent *bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+    if (c && bev)
+        c->held = evbuffer_new();
+    if (c && c->held)
+        c->input_cb = evbuffer_add_cb(bufferevent_get_input(bev), on_input, c);
+    if (!c || !bev || !c->held || !c->input_cb) {
+        if (c && c->held)
+            evbuffer_free(c->held);
+        free(c);
+        kp_log(KP_LOG_WARN, "out of memory accepting a connection");
+        return bev; /* evhttp serves it unguarded, or fails it when NULL */
+    }
+    c->set = set;
+    c->bev = bev;
+    bufferevent_incref(bev); /* until adopted: bev stays readable even if evhttp drops it */
+    c->adopt_next = set->adopt_queue;
+    set->adopt_queue = c;
+    event_active(set->adopt, 0, 0);
+    return bev;
+}
+
+kp_conn_set *kp_conn_set_new(struct event_base *base, struct evhttp *http, const kp_conn_limits *limits)
+{
+    kp_conn_set *set = calloc(1, sizeof *set);
+    if (!set)
+        return NULL;
+    set->base = base;
+    set->limits = *limits;
+    set->adopt = event_new(base, -1, 0, on_adopt, set);
+    set->tmp = evbuffer_new();
+    if (!set->adopt || !set->tmp) {
+        kp_conn_set_free(set);
+        return NULL;
+    }
+    evhttp_set_bevcb(http, new_bev, set);
+    return set;
+}
+
+static void free_node(void *node)
+{
+    (void)node; /* conns are freed by their connections */
+}
+
+void kp_conn_set_free(kp_conn_set *set)
+{
+    if (!set)
+        return;
+    on_adopt(-1, 0, set); /* none expected: adoption runs in the accepting iteration */
+    tdestroy(set->by_evcon, free_node);
+    if (set->adopt)
+        event_free(set->adopt);
+    if (set->tmp)
+        evbuffer_free(set->tmp);
+    free(set);
+}
+
+/* ---- the host's side ---- */
+
+kp_conn *kp_conn_of(kp_conn_set *set, struct evhttp_connection *evcon)
+{
+    kp_conn key;
+    key.evcon = evcon;
+    kp_conn **found = tfind(&key, &set->by_evcon, by_evcon);
+    return found ? *found : NULL;
+}
+
+int kp_conn_request_begin(kp_conn *c, kp_conn_rejection *r)
+{
+    c->begun++;
+    if (c->state == ST_REJECTED && c->begun == c->reject_seq) {
+        *r = c->rejection;
+        return 1;
+    }
+    return 0;
+}
+
+void kp_conn_request_end(kp_conn *c)
+{
+    (void)c;
+}
+
+int kp_conn_must_close(const kp_conn *c)
+{
+    return c->must_close;
+}
+
+void kp_conn_on_close(kp_conn *c, void (*cb)(struct evhttp_connection *, void *), void *arg)
+{
+    c->close_cb = cb;
+    c->close_arg = arg;
+}
