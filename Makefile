@@ -11,6 +11,7 @@
 #   make bench-generations  1,000 concurrent generations against the fake Anthropic API
 #   make lint       cppcheck + clang-format check
 #   make tidy       clang-tidy's static analyzer over src/
+#   make fuzz       builds the libFuzzer targets (build-fuzz/, clang) and runs each for FUZZ_SECONDS (60)
 
 BUILD   ?= build
 PKGS    := libevent libevent_pthreads jansson openssl sqlite3 libcurl libsodium libzip
@@ -108,10 +109,32 @@ tidy:
 	clang-tidy --quiet --warnings-as-errors='clang-analyzer-*' -checks='-*,clang-analyzer-*,-clang-analyzer-security.insecureAPI.*,-clang-analyzer-valist.Uninitialized,-clang-analyzer-optin.performance.Padding' \
 	    $(SRCS) -- $(CPPFLAGS_ALL)
 
-clean:
-	rm -rf build build-asan build-cov
+# libFuzzer targets (tests/fuzz/fuzz_*.c; docs/DEVELOPMENT.md, "Fuzzing"): the library is rebuilt with
+# clang in build-fuzz/ with coverage instrumentation and ASan+UBSan, each target runs FUZZ_SECONDS on a
+# copy of its corpus (tests/fuzz/corpus/<target>/) and any crash fails. One target: FUZZ_TARGETS=fuzz_sse.
+FUZZ_BUILD   := build-fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= $(sort $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz_*.c)))
+FUZZ_HELPERS := $(filter-out tests/fuzz/fuzz_%.c,$(wildcard tests/fuzz/*.c))
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined
 
-.PHONY: all unit integration openapi test deps deps-test run sanitize valgrind coverage bench bench-generations lint tidy clean
+$(BUILD)/fuzz/%: tests/fuzz/%.c $(FUZZ_HELPERS) $(BUILD)/libkoumpa.a
+	@mkdir -p $(dir $@)
+	@echo "  LD    $@"
+	@$(CC) $(CPPFLAGS_ALL) -Itests/fuzz $(WARN) $(CFLAGS) -fsanitize=fuzzer $(FUZZ_SAN) -o $@ $< $(FUZZ_HELPERS) \
+	    $(BUILD)/libkoumpa.a $(LDLIBS_ALL)
+
+fuzz-build:
+	@$(MAKE) --no-print-directory BUILD=$(FUZZ_BUILD) CC=clang CFLAGS="-O1 -g -fno-omit-frame-pointer" \
+	    SAN="-fsanitize=fuzzer-no-link $(FUZZ_SAN)" $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz/%)
+
+fuzz: fuzz-build
+	tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+clean:
+	rm -rf build build-asan build-cov build-fuzz
+
+.PHONY: all unit integration openapi test deps deps-test run sanitize valgrind coverage bench bench-generations lint tidy fuzz-build fuzz clean
 .SECONDARY:
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

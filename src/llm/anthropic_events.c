@@ -21,16 +21,27 @@ void kp_anthropic_init(kp_anthropic *a, kp_llm_text_fn on_text, void *ud)
     a->status = KP_OK;
 }
 
-static void copy_string(char *dst, size_t cap, json_t *v)
+void kp_llm_copy_string(char *dst, size_t cap, const json_t *v)
 {
-    if (json_is_string(v))
-        snprintf(dst, cap, "%s", json_string_value(v));
+    const char *s = json_string_value(v);
+    if (!s || cap == 0)
+        return;
+    size_t n = json_string_length(v);
+    if (memchr(s, '\0', n)) /* not from a JSON text jansson parsed with its defaults */
+        n = strlen(s);
+    if (n >= cap) { /* cut before the character that does not fit, never inside it */
+        n = cap - 1;
+        while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
+            n--;
+    }
+    memcpy(dst, s, n);
+    dst[n] = '\0';
 }
 
-static void read_count(int64_t *dst, json_t *usage, const char *key)
+void kp_llm_read_count(int64_t *dst, const json_t *obj, const char *key)
 {
-    json_t *v = json_object_get(usage, key);
-    if (json_is_integer(v))
+    json_t *v = json_object_get(obj, key);
+    if (json_is_integer(v) && json_integer_value(v) >= 0 && json_integer_value(v) <= KP_LLM_MAX_TOKEN_COUNT)
         *dst = (int64_t)json_integer_value(v);
 }
 
@@ -39,10 +50,10 @@ static void read_usage(kp_llm_result *r, json_t *usage)
 {
     if (!json_is_object(usage))
         return;
-    read_count(&r->input_tokens, usage, "input_tokens");
-    read_count(&r->output_tokens, usage, "output_tokens");
-    read_count(&r->cache_creation_input_tokens, usage, "cache_creation_input_tokens");
-    read_count(&r->cache_read_input_tokens, usage, "cache_read_input_tokens");
+    kp_llm_read_count(&r->input_tokens, usage, "input_tokens");
+    kp_llm_read_count(&r->output_tokens, usage, "output_tokens");
+    kp_llm_read_count(&r->cache_creation_input_tokens, usage, "cache_creation_input_tokens");
+    kp_llm_read_count(&r->cache_read_input_tokens, usage, "cache_read_input_tokens");
 }
 
 static kp_status emit_text(kp_anthropic *a, json_t *text, kp_err *err)
@@ -55,8 +66,8 @@ static kp_status emit_text(kp_anthropic *a, json_t *text, kp_err *err)
 static kp_status on_message_start(kp_anthropic *a, json_t *data)
 {
     json_t *msg = json_object_get(data, "message");
-    copy_string(a->result.message_id, sizeof a->result.message_id, json_object_get(msg, "id"));
-    copy_string(a->result.model, sizeof a->result.model, json_object_get(msg, "model"));
+    kp_llm_copy_string(a->result.message_id, sizeof a->result.message_id, json_object_get(msg, "id"));
+    kp_llm_copy_string(a->result.model, sizeof a->result.model, json_object_get(msg, "model"));
     read_usage(&a->result, json_object_get(msg, "usage"));
     return KP_OK;
 }
@@ -82,7 +93,7 @@ static kp_status on_block_delta(kp_anthropic *a, json_t *data, kp_err *err)
 static kp_status on_message_delta(kp_anthropic *a, json_t *data)
 {
     json_t *delta = json_object_get(data, "delta");
-    copy_string(a->result.stop_reason, sizeof a->result.stop_reason, json_object_get(delta, "stop_reason"));
+    kp_llm_copy_string(a->result.stop_reason, sizeof a->result.stop_reason, json_object_get(delta, "stop_reason"));
     read_usage(&a->result, json_object_get(data, "usage"));
     return KP_OK;
 }
@@ -91,8 +102,8 @@ static kp_status on_error(kp_anthropic *a, json_t *data, kp_err *err)
 {
     json_t *e = json_object_get(data, "error");
     snprintf(a->result.error_type, sizeof a->result.error_type, "%s", "error");
-    copy_string(a->result.error_type, sizeof a->result.error_type, json_object_get(e, "type"));
-    copy_string(a->result.error_message, sizeof a->result.error_message, json_object_get(e, "message"));
+    kp_llm_copy_string(a->result.error_type, sizeof a->result.error_type, json_object_get(e, "type"));
+    kp_llm_copy_string(a->result.error_message, sizeof a->result.error_message, json_object_get(e, "message"));
     return kp_err_set(err, KP_EUNAVAILABLE, "Anthropic API error: %s: %s", a->result.error_type,
                       a->result.error_message);
 }

@@ -32,6 +32,10 @@ typedef struct kp_llm_msg {
     const char *content;
 } kp_llm_msg;
 
+/* Token counts a provider reports above this (or below 0) are ignored: no
+ * model has contexts near it, and sums of counts stay far from overflow. */
+#define KP_LLM_MAX_TOKEN_COUNT 1000000000000LL
+
 /*
  * What a streamed completion reported, filled as events arrive. stop_reason
  * uses the Anthropic vocabulary ("end_turn", "max_tokens", "stop_sequence",
@@ -99,6 +103,16 @@ kp_status kp_anthropic_build_request(const char *model, int64_t max_tokens, cons
 /* Appends {"role", "content"} objects for msgs to the JSON array arr. KP_EINVAL
  * for a role other than user/assistant or content missing or not UTF-8. */
 kp_status kp_llm_append_messages(json_t *arr, const kp_llm_msg *msgs, size_t n, kp_err *err);
+
+/*
+ * Copies the JSON string v into dst (cap bytes, NUL-terminated), cut at a
+ * character boundary when it does not fit, so dst stays valid UTF-8. Leaves
+ * dst as it was when v is not a string.
+ */
+void kp_llm_copy_string(char *dst, size_t cap, const json_t *v);
+
+/* Sets *dst to obj's integer member key when it is in [0, KP_LLM_MAX_TOKEN_COUNT]. */
+void kp_llm_read_count(int64_t *dst, const json_t *obj, const char *key);
 
 /* Appends body as compact JSON to out; on failure out is left as it was. */
 kp_status kp_llm_dump_json(const json_t *body, kp_buf *out, kp_err *err);

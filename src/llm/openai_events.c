@@ -25,19 +25,6 @@ void kp_openai_init(kp_openai *o, kp_llm_text_fn on_text, void *ud)
     o->status = KP_OK;
 }
 
-static void copy_string(char *dst, size_t cap, json_t *v)
-{
-    if (json_is_string(v))
-        snprintf(dst, cap, "%s", json_string_value(v));
-}
-
-static void read_count(int64_t *dst, json_t *obj, const char *key)
-{
-    json_t *v = json_object_get(obj, key);
-    if (json_is_integer(v))
-        *dst = (int64_t)json_integer_value(v);
-}
-
 static const char *stop_reason_of(const char *finish_reason)
 {
     static const struct {
@@ -53,10 +40,14 @@ static const char *stop_reason_of(const char *finish_reason)
     return finish_reason;
 }
 
-static kp_status fail_with_error(kp_openai *o, const char *type, const char *message, kp_err *err)
+/* type and message are JSON strings, or anything else for none. */
+static kp_status fail_with_error(kp_openai *o, const json_t *type, const json_t *message, kp_err *err)
 {
-    snprintf(o->result.error_type, sizeof o->result.error_type, "%s", type && *type ? type : "error");
-    snprintf(o->result.error_message, sizeof o->result.error_message, "%s", message ? message : "");
+    snprintf(o->result.error_type, sizeof o->result.error_type, "%s", "error");
+    if (json_string_length(type) > 0)
+        kp_llm_copy_string(o->result.error_type, sizeof o->result.error_type, type);
+    o->result.error_message[0] = '\0';
+    kp_llm_copy_string(o->result.error_message, sizeof o->result.error_message, message);
     return kp_err_set(err, KP_EUNAVAILABLE, "provider error: %s: %s", o->result.error_type, o->result.error_message);
 }
 
@@ -69,16 +60,15 @@ static int chunk_error(kp_openai *o, json_t *root, kp_status *st, kp_err *err)
         json_t *type = json_object_get(e, "type");
         if (!json_is_string(type))
             type = json_object_get(e, "code");
-        *st = fail_with_error(o, json_string_value(type), json_string_value(json_object_get(e, "message")), err);
+        *st = fail_with_error(o, type, json_object_get(e, "message"), err);
         return 1;
     }
     if (json_is_string(e)) {
-        *st = fail_with_error(o, NULL, json_string_value(e), err);
+        *st = fail_with_error(o, NULL, e, err);
         return 1;
     }
     if (obj && strcmp(obj, "error") == 0) {
-        *st = fail_with_error(o, json_string_value(json_object_get(root, "type")),
-                              json_string_value(json_object_get(root, "message")), err);
+        *st = fail_with_error(o, json_object_get(root, "type"), json_object_get(root, "message"), err);
         return 1;
     }
     return 0;
@@ -88,16 +78,16 @@ static void read_usage(kp_llm_result *r, json_t *usage)
 {
     if (!json_is_object(usage))
         return;
-    read_count(&r->input_tokens, usage, "prompt_tokens");
-    read_count(&r->output_tokens, usage, "completion_tokens");
-    read_count(&r->cache_read_input_tokens, json_object_get(usage, "prompt_tokens_details"), "cached_tokens");
+    kp_llm_read_count(&r->input_tokens, usage, "prompt_tokens");
+    kp_llm_read_count(&r->output_tokens, usage, "completion_tokens");
+    kp_llm_read_count(&r->cache_read_input_tokens, json_object_get(usage, "prompt_tokens_details"), "cached_tokens");
 }
 
 static kp_status read_choice(kp_openai *o, json_t *choice, kp_err *err)
 {
     json_t *finish = json_object_get(choice, "finish_reason");
     if (json_is_string(finish)) {
-        copy_string(o->finish_reason, sizeof o->finish_reason, finish);
+        kp_llm_copy_string(o->finish_reason, sizeof o->finish_reason, finish);
         snprintf(o->result.stop_reason, sizeof o->result.stop_reason, "%s", stop_reason_of(o->finish_reason));
     }
     json_t *content = json_object_get(json_object_get(choice, "delta"), "content");
@@ -120,8 +110,8 @@ static kp_status on_chunk(kp_openai *o, const char *data, size_t len, kp_err *er
     }
     if (chunk_error(o, root, &st, err))
         goto cleanup;
-    copy_string(o->result.message_id, sizeof o->result.message_id, json_object_get(root, "id"));
-    copy_string(o->result.model, sizeof o->result.model, json_object_get(root, "model"));
+    kp_llm_copy_string(o->result.message_id, sizeof o->result.message_id, json_object_get(root, "id"));
+    kp_llm_copy_string(o->result.model, sizeof o->result.model, json_object_get(root, "model"));
     read_usage(&o->result, json_object_get(root, "usage"));
     st = read_choice(o, json_array_get(json_object_get(root, "choices"), 0), err);
 cleanup:
@@ -135,9 +125,11 @@ static kp_status on_error_event(kp_openai *o, const char *data, size_t len, kp_e
     json_t *root = json_loadb(data, len, 0, NULL);
     kp_status st;
     if (!json_is_object(root) || !chunk_error(o, root, &st, err)) {
-        char msg[sizeof o->result.error_message];
-        snprintf(msg, sizeof msg, "%.*s", (int)(len < sizeof msg ? len : sizeof msg - 1), data);
-        st = fail_with_error(o, NULL, msg, err);
+        json_t *text = json_stringn(data, len); /* NULL when the data is not UTF-8 */
+        if (!text)
+            text = json_string("the provider sent an error event that is not UTF-8 text");
+        st = fail_with_error(o, NULL, text, err);
+        json_decref(text);
     }
     json_decref(root);
     return st;

@@ -109,6 +109,8 @@ static void set_retry(kp_sse *p, const char *v, size_t n)
 static kp_status process_field(kp_sse *p, const char *f, size_t fn, const char *v, size_t vn, kp_err *err)
 {
     if (field_is("event", f, fn)) {
+        if (memchr(v, '\0', vn)) /* a type with NUL cannot be passed on as a string: ignored, as an id */
+            return KP_OK;
         kp_buf_reset(&p->event);
         if (!event_fits(p, vn))
             return fail(p, KP_ETOOLARGE, err);

@@ -6,7 +6,8 @@
  * delivers (split anywhere: inside a line, between CR and LF, inside a UTF-8
  * sequence); it calls on_event once per dispatched event. Lines end in LF, CR
  * or CRLF; a leading UTF-8 byte order mark is skipped; lines starting with ':'
- * are comments; fields are event, data, id and retry (others are ignored);
+ * are comments; fields are event, data, id and retry (others are ignored; an
+ * event or id field whose value holds a NUL byte is ignored too);
  * several data lines are joined with "\n"; a blank line dispatches. Bytes are
  * passed through as they are (no replacement of invalid UTF-8: the consumers
  * parse the data as JSON, which rejects it).

@@ -326,6 +326,39 @@ static void test_direct_event_calls(void **state)
     assert_string_equal(a.result.error_message, "Internal server error");
 }
 
+/* A long error message or model name is cut between characters, never inside one. */
+static void test_long_strings_cut_between_characters(void **state)
+{
+    (void)state;
+    kp_anthropic a;
+    kp_err err;
+    kp_buf d = KP_BUF_INIT;
+    kp_anthropic_init(&a, NULL, NULL);
+    kp_buf_puts(&d, "{\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"model\":\"");
+    for (int i = 0; i < 64; i++)
+        kp_buf_puts(&d, "\xF0\x9F\x98\x80");
+    kp_buf_puts(&d, "\",\"usage\":{\"input_tokens\":-3,\"output_tokens\":1000000000001}}}");
+    assert_int_equal(kp_anthropic_event(&a, "message_start", d.data, d.len, &err), KP_OK);
+    assert_int_equal(strlen(a.result.model), 124); /* 31 whole characters of 4 bytes */
+    json_t *j = json_string(a.result.model);
+    assert_non_null(j);
+    json_decref(j);
+    assert_int_equal(a.result.input_tokens, 0); /* implausible counts are not believed */
+    assert_int_equal(a.result.output_tokens, 0);
+
+    kp_buf_reset(&d);
+    kp_buf_puts(&d, "{\"type\":\"error\",\"error\":{\"type\":\"api_error\",\"message\":\"ab");
+    for (int i = 0; i < 100; i++)
+        kp_buf_puts(&d, "\xE6\x97\xA5");
+    kp_buf_puts(&d, "\"}}");
+    assert_int_equal(kp_anthropic_event(&a, "error", d.data, d.len, &err), KP_EUNAVAILABLE);
+    assert_int_equal(strlen(a.result.error_message), 254); /* "ab" + 84 characters of 3 bytes */
+    j = json_string(a.result.error_message);
+    assert_non_null(j);
+    json_decref(j);
+    kp_buf_free(&d);
+}
+
 /* ---- request body ---- */
 
 static json_t *build(const char *model, int64_t max_tokens, const char *system, const kp_llm_msg *m, size_t n,
@@ -428,6 +461,7 @@ int main(void)
         cmocka_unit_test(test_malformed_known_event),
         cmocka_unit_test(test_text_callback_failure_stops),
         cmocka_unit_test(test_direct_event_calls),
+        cmocka_unit_test(test_long_strings_cut_between_characters),
         cmocka_unit_test(test_build_request),
         cmocka_unit_test(test_build_request_appends),
         cmocka_unit_test(test_build_request_rejects),

@@ -220,6 +220,69 @@ static void test_error_event(void **state)
     assert_string_equal(o.result.error_message, "Internal Server Error");
 }
 
+/* Valid UTF-8 (what the server builds JSON from), NUL-terminated within cap. */
+static void assert_utf8(const char *s, size_t cap)
+{
+    assert_true(strnlen(s, cap) < cap);
+    json_t *j = json_string(s);
+    assert_non_null(j);
+    json_decref(j);
+}
+
+/* Found by fuzzing (tests/fuzz/corpus/fuzz_events/crash-6b36...): an error
+ * event whose data is not UTF-8 was copied byte for byte into error_message,
+ * and a long message was cut inside a character. */
+static void test_error_strings_stay_utf8(void **state)
+{
+    (void)state;
+    outcome o;
+    run_all_ways("event: error\ndata: bad \xff\xfe bytes\n\n", &o);
+    assert_int_equal(o.status, KP_EUNAVAILABLE);
+    assert_utf8(o.result.error_message, sizeof o.result.error_message);
+    assert_non_null(strstr(o.result.error_message, "not UTF-8"));
+
+    /* 300 bytes of two-byte characters: a cut at 255 bytes falls inside one */
+    kp_buf in = KP_BUF_INIT;
+    kp_buf_puts(&in, "data: {\"error\":{\"type\":\"x\",\"message\":\"");
+    for (int i = 0; i < 150; i++)
+        kp_buf_puts(&in, "\xC3\xA9");
+    kp_buf_puts(&in, "\"}}\n\n");
+    run(in.data, in.len, NULL, 0, &o);
+    assert_int_equal(o.status, KP_EUNAVAILABLE);
+    assert_utf8(o.result.error_message, sizeof o.result.error_message);
+    assert_int_equal(strlen(o.result.error_message), 254); /* 127 whole characters */
+
+    kp_buf_reset(&in);
+    kp_buf_puts(&in, "data: {\"id\":\"");
+    for (int i = 0; i < 100; i++)
+        kp_buf_puts(&in, "\xE6\x97\xA5");
+    kp_buf_puts(&in, "\",\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"");
+    for (int i = 0; i < 40; i++)
+        kp_buf_puts(&in, "\xC3\xA9");
+    kp_buf_puts(&in, "\"}]}\n\n");
+    run(in.data, in.len, NULL, 0, &o);
+    assert_int_equal(o.status, KP_OK);
+    assert_utf8(o.result.message_id, sizeof o.result.message_id);
+    assert_int_equal(strlen(o.result.message_id), 126);
+    assert_utf8(o.finish_reason, sizeof o.finish_reason);
+    assert_utf8(o.result.stop_reason, sizeof o.result.stop_reason);
+    kp_buf_free(&in);
+}
+
+/* Counts outside [0, KP_LLM_MAX_TOKEN_COUNT] are not believed (sums of them would overflow). */
+static void test_implausible_usage_is_ignored(void **state)
+{
+    (void)state;
+    outcome o;
+    run_all_ways("data: {\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":12}}\n\n"
+                 "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":-5,\"completion_tokens\":9223372036854775807,"
+                 "\"prompt_tokens_details\":{\"cached_tokens\":-1}}}\n\n",
+                 &o);
+    assert_int_equal(o.result.input_tokens, 9);
+    assert_int_equal(o.result.output_tokens, 12);
+    assert_int_equal(o.result.cache_read_input_tokens, 0);
+}
+
 static void test_malformed_chunk(void **state)
 {
     (void)state;
@@ -284,6 +347,8 @@ int main(void)
         cmocka_unit_test(test_no_done_means_not_done),
         cmocka_unit_test(test_error_chunk),
         cmocka_unit_test(test_error_event),
+        cmocka_unit_test(test_error_strings_stay_utf8),
+        cmocka_unit_test(test_implausible_usage_is_ignored),
         cmocka_unit_test(test_malformed_chunk),
         cmocka_unit_test(test_build_request),
     };

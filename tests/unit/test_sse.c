@@ -188,6 +188,11 @@ static void test_id_and_retry(void **state)
     run(nul_id, sizeof nul_id - 1, NULL, 0, 0, &r);
     assert_string_equal(r.events, "message|a\nmessage|b\n");
     assert_string_equal(r.last_id, "7"); /* an id with NUL is ignored */
+
+    /* so is an event type with NUL (found by fuzzing: it reached on_event as "") */
+    static const char nul_type[] = "event: a\0b\ndata: c\n\nevent: \0\nevent: e\ndata: f\n\n";
+    run(nul_type, sizeof nul_type - 1, NULL, 0, 0, &r);
+    assert_string_equal(r.events, "message|c\ne|f\n");
 }
 
 static void test_bom(void **state)
