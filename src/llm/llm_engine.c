@@ -161,7 +161,7 @@ static const char *code_of_status(long status, const char *type)
 static void read_api_error(const engine *e, const kp_buf *body, long status, char *type, size_t tcap, char *msg,
                            size_t mcap)
 {
-    json_t *root = json_loadb(body->data ? body->data : "", body->len, 0, NULL);
+    json_t *root = kp_llm_json_load(body->data ? body->data : "", body->len);
     json_t *err = json_object_get(root, "error");
     json_t *holder = json_is_object(err) ? err : root;
     json_t *t = json_object_get(holder, "type");

@@ -951,6 +951,38 @@ static void test_openai_stream_with_usage(void **state)
     provider_free(llm);
 }
 
+/* U+0000 and lone surrogates, which jansson will not decode, are what a model
+ * may write: each becomes U+FFFD and the call succeeds (a proper pair stays). */
+#define ODD_TEXT "a\\u0000b\\ud800c\\udc00d \\ud83d\\ude00 \\\\u0000"
+#define ODD_TEXT_BYTES                                                                                                 \
+    "a\xEF\xBF\xBD"                                                                                                    \
+    "b\xEF\xBF\xBD"                                                                                                    \
+    "c\xEF\xBF\xBD"                                                                                                    \
+    "d \xF0\x9F\x98\x80 \\u0000"
+
+static void check_odd_text(kp_llm *llm, const fake *f)
+{
+    set_scenario(f, "{\"type\":\"text\",\"text\":\"" ODD_TEXT "\",\"chunkSizes\":[1,3,7],\"pieceChars\":2}");
+    outcome o;
+    outcome_init(&o, llm, &default_req);
+    run_call(&o);
+    assert_int_equal(o.finals, 1);
+    assert_true(o.done);
+    assert_int_equal(o.text.len, strlen(ODD_TEXT_BYTES));
+    assert_string_equal(o.text.data, ODD_TEXT_BYTES);
+    outcome_free(&o);
+    provider_free(llm);
+}
+
+static void test_nul_and_lone_surrogates_become_replacement_characters(void **state)
+{
+    (void)state;
+    kp_llm_tuning t;
+    fast_tuning(&t);
+    check_odd_text(anthropic_provider(&t, API_KEY, NULL), &anthropic_fake);
+    check_odd_text(openai_provider(&t), &openai_fake);
+}
+
 static void test_openai_length_is_max_tokens(void **state)
 {
     (void)state;
@@ -1137,6 +1169,7 @@ int main(void)
         cmocka_unit_test(test_openai_stream_with_usage),
         cmocka_unit_test(test_openai_length_is_max_tokens),
         cmocka_unit_test(test_openai_errors),
+        cmocka_unit_test(test_nul_and_lone_surrogates_become_replacement_characters),
         cmocka_unit_test(test_from_config),
         cmocka_unit_test(test_default_tuning),
     };
