@@ -424,6 +424,30 @@ static void end_of_error_answer(kp_llm_call *call)
     finish_error(call, code_of_status(call->status, type), msg);
 }
 
+/*
+ * A connection that failed before any output: refused, reset or timed out
+ * before an answer came, or reset in the middle of a 2xx answer that had
+ * not yet produced text. Like 429/529, worth another try (the official SDKs
+ * retry connection errors too); once text went out it is not.
+ */
+static int is_retryable_connection_failure(const kp_llm_call *call, kp_http_outcome outcome, long status)
+{
+    if (call->output_started || outcome == KP_HTTP_COMPLETE)
+        return 0;
+    return status == 0 || (is_success(status) && outcome == KP_HTTP_NETWORK);
+}
+
+/* A try is over and will not be retried as a connection failure. */
+static void end_of_try(kp_llm_call *call, kp_http_outcome outcome, long status, const char *message)
+{
+    if (is_success(status))
+        end_of_stream(call, outcome, message);
+    else if (status > 0)
+        end_of_error_answer(call);
+    else
+        finish_error(call, outcome == KP_HTTP_TIMEOUT ? "timeout" : "network_error", message);
+}
+
 static void on_http_done(void *ud, kp_http_stream *s, kp_http_outcome outcome, long status, const char *message)
 {
     kp_llm_call *call = ud;
@@ -433,12 +457,9 @@ static void on_http_done(void *ud, kp_http_stream *s, kp_http_outcome outcome, l
         return;
     enter(call);
     call->status = status;
-    if (is_success(status))
-        end_of_stream(call, outcome, message);
-    else if (status > 0)
-        end_of_error_answer(call);
-    else
-        finish_error(call, outcome == KP_HTTP_TIMEOUT ? "timeout" : "network_error", message);
+    const char *type = outcome == KP_HTTP_TIMEOUT ? "timeout" : "connection_error";
+    if (!(is_retryable_connection_failure(call, outcome, status) && schedule_retry(call, type)))
+        end_of_try(call, outcome, status, message);
     leave(call);
 }
 
