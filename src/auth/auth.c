@@ -10,6 +10,7 @@
  */
 #include "auth/auth.h"
 
+#include <assert.h>
 #include <jansson.h>
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
@@ -277,10 +278,14 @@ kp_status kp_auth_verify(kp_auth *a, const char *token, kp_claims *out, kp_err *
         st = kp_err_set(err, KP_EAUTH, "unknown token issuer");
 
 cleanup:
-    if (st != KP_OK)
+    if (st != KP_OK) {
         memset(out, 0, sizeof *out);
-    else
+    } else {
+        /* kp_jwt_parse refuses a NULL token (clang-tidy cannot see that in jwt.c
+         * and reports a NULL passed on to strlen) */
+        assert(token != NULL);
         cache_store(a, token, now, out);
+    }
     kp_jwt_free(&jwt);
     return st;
 }

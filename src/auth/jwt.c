@@ -179,13 +179,13 @@ kp_status kp_jwt_check_times(const kp_jwt *jwt, int64_t now, long leeway, int64_
     if (nbf_v) {
         if (numeric_date(nbf_v, &nbf) != 0)
             return kp_err_set(err, KP_EAUTH, "invalid nbf claim");
-        if (nbf - leeway > now)
+        if (nbf > now + leeway) /* now is the clock's: adding to it cannot overflow, subtracting from nbf could */
             return kp_err_set(err, KP_EAUTH, "token not yet valid");
     }
     if (iat_v) {
         if (numeric_date(iat_v, &iat) != 0)
             return kp_err_set(err, KP_EAUTH, "invalid iat claim");
-        if (iat - leeway > now)
+        if (iat > now + leeway)
             return kp_err_set(err, KP_EAUTH, "token issued in the future");
     }
     if (exp_out)

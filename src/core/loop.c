@@ -2,6 +2,8 @@
  * loop.c - see loop.h. Posted functions go into a mutex-protected FIFO and a
  * user event wakes the loop, which drains the FIFO in order. The loop keeps
  * running while there is nothing to do (a persistent "keep-alive" event).
+ * A post touches the loop only while holding its lock, and kp_loop_stop()
+ * takes that lock before tearing down, so a post never outlives the loop.
  */
 #include "core/loop.h"
 
@@ -120,8 +122,12 @@ int kp_loop_post(kp_loop *loop, void (*fn)(void *arg), void *arg)
     else
         loop->head = t;
     loop->tail = t;
-    pthread_mutex_unlock(&loop->lock);
+    /* Wake the loop before unlocking: once the lock is released the task may
+     * run, and whoever waits for it may stop and free the loop at once (the
+     * event too). libevent's own lock nests inside this one, never the other
+     * way: the loop thread runs callbacks such as drain() without it. */
     event_active(loop->wake, 0, 0);
+    pthread_mutex_unlock(&loop->lock);
     return 0;
 }
 

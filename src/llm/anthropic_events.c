@@ -38,6 +38,96 @@ void kp_llm_copy_string(char *dst, size_t cap, const json_t *v)
     dst[n] = '\0';
 }
 
+static int hex_digit(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* The value of the four hex digits at s (n bytes available), or -1. */
+static long hex4(const char *s, size_t n)
+{
+    long v = 0;
+    for (size_t i = 0; i < 4; i++) {
+        int d = i < n ? hex_digit(s[i]) : -1;
+        if (d < 0)
+            return -1;
+        v = v * 16 + d;
+    }
+    return v;
+}
+
+/*
+ * The \uXXXX escape at s[0] (n bytes available): 0 for one jansson decodes
+ * (*len set to its length: 6, or 12 for a surrogate pair), 1 for one it
+ * refuses (U+0000, half a pair; *len 6), -1 for no such escape.
+ */
+static int classify_escape(const char *s, size_t n, size_t *len)
+{
+    long v = n >= 2 && s[1] == 'u' ? hex4(s + 2, n - 2) : -1;
+    *len = 6;
+    if (v < 0)
+        return -1;
+    if (v == 0 || (v >= 0xDC00 && v <= 0xDFFF))
+        return 1;
+    if (v < 0xD800 || v > 0xDBFF)
+        return 0;
+    long low = n >= 12 && s[6] == '\\' && s[7] == 'u' ? hex4(s + 8, n - 8) : -1;
+    if (low < 0xDC00 || low > 0xDFFF)
+        return 1;
+    *len = 12;
+    return 0;
+}
+
+/*
+ * Copies the JSON text s into out with every \u0000 and every unpaired
+ * surrogate escape replaced by \ufffd. In JSON a backslash only appears in
+ * strings, as the start of an escape, so escapes are found by stepping over
+ * each one whole (\\ and \" included). Returns how many escapes were replaced,
+ * -1 when out of memory.
+ */
+static int replace_unencodable_escapes(const char *s, size_t n, kp_buf *out)
+{
+    size_t i = 0, copied = 0, len;
+    int replaced = 0;
+    while (i + 1 < n) {
+        if (s[i] != '\\') {
+            i++;
+            continue;
+        }
+        int kind = classify_escape(s + i, n - i, &len);
+        if (kind < 0) { /* \", \\, \n... or malformed: jansson judges */
+            i += 2;
+            continue;
+        }
+        if (kind == 1) {
+            if (kp_buf_append(out, s + copied, i - copied) != 0 || kp_buf_puts(out, "\\ufffd") != 0)
+                return -1;
+            copied = i + len;
+            replaced++;
+        }
+        i += len;
+    }
+    return kp_buf_append(out, s + copied, n - copied) != 0 ? -1 : replaced;
+}
+
+json_t *kp_llm_json_load(const char *data, size_t len)
+{
+    json_t *root = json_loadb(data, len, 0, NULL);
+    if (root || !memmem(data, len, "\\u", 2))
+        return root;
+    kp_buf fixed = KP_BUF_INIT;
+    if (replace_unencodable_escapes(data, len, &fixed) > 0)
+        root = json_loadb(fixed.data, fixed.len, 0, NULL);
+    kp_buf_free(&fixed);
+    return root;
+}
+
 void kp_llm_read_count(int64_t *dst, const json_t *obj, const char *key)
 {
     json_t *v = json_object_get(obj, key);
@@ -142,7 +232,7 @@ kp_status kp_anthropic_event(kp_anthropic *a, const char *event, const char *dat
     if (kind == EV_IGNORED && !unnamed)
         return KP_OK;
 
-    json_t *root = json_loadb(data, len, 0, NULL);
+    json_t *root = kp_llm_json_load(data, len);
     if (!json_is_object(root)) {
         json_decref(root);
         if (unnamed) /* not ours to judge: an unnamed event is only used by its "type" */

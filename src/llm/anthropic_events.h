@@ -111,6 +111,17 @@ kp_status kp_llm_append_messages(json_t *arr, const kp_llm_msg *msgs, size_t n, 
  */
 void kp_llm_copy_string(char *dst, size_t cap, const json_t *v);
 
+/*
+ * Parses a JSON text a provider sent (a stream event's data, an error body).
+ * Strings may hold what jansson refuses to decode and a model may well write:
+ * U+0000 (\u0000) and unpaired UTF-16 surrogates (\ud800 without its low
+ * half, a lone \udc00). Both become U+FFFD, the replacement character, as
+ * the HTML parser does with U+0000: the text goes on, the odd character stays
+ * visible, and no C string is cut short by a NUL. Returns a new reference, or
+ * NULL when the text is not JSON even then.
+ */
+json_t *kp_llm_json_load(const char *data, size_t len);
+
 /* Sets *dst to obj's integer member key when it is in [0, KP_LLM_MAX_TOKEN_COUNT]. */
 void kp_llm_read_count(int64_t *dst, const json_t *obj, const char *key);
 

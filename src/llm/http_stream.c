@@ -385,17 +385,29 @@ kp_status kp_http_stream_client_new(struct event_base *base, kp_http_stream_clie
 
 void kp_http_stream_client_free(kp_http_stream_client *c)
 {
+    kp_http_stream *s;
     if (!c)
         return;
     c->to_add = c->to_reap = NULL;
-    while (c->streams) {
-        c->streams->cancelled = 1;
-        stream_free(c->streams);
+    /* Each list is consumed from its head, whose links are set here so that
+     * the loops visibly progress (clang-tidy, not knowing that every stream's
+     * c is this client and that a head has no prev, saw a freed head visited
+     * again). */
+    while ((s = c->streams)) {
+        c->streams = s->next;
+        if (c->streams)
+            c->streams->prev = NULL;
+        s->prev = s->next = NULL;
+        s->cancelled = 1;
+        stream_free(s);
     }
     if (c->multi)
         curl_multi_cleanup(c->multi);
-    while (c->watches)
-        watch_free(c, c->watches);
+    sock_watch *w;
+    while ((w = c->watches)) {
+        w->prev = NULL; /* the head's: watch_free then moves c->watches on */
+        watch_free(c, w);
+    }
     if (c->timer)
         event_free(c->timer);
     free(c);

@@ -9,8 +9,9 @@
  * is cancelled first (then neither comes); the kp_llm_call is freed by the
  * provider after that final callback returns (or inside cancel()).
  *
- * Faults the provider handles itself: 429, 529 and 5xx answers before any
- * output are retried with exponential backoff and jitter, honouring
+ * Faults the provider handles itself: 429, 529 and 5xx answers, and refused,
+ * reset or timed-out connections, before any output are retried with
+ * exponential backoff and jitter, honouring
  * retry-after, up to 3 tries in all; connect timeout 10 s, idle timeout 60 s
  * (no byte received), total 10 min. A mid-stream error or disconnect is an
  * on_error: output already delivered cannot be taken back, so no retry.

@@ -15,6 +15,7 @@
  */
 #include "llm/llm_engine.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <event2/event.h>
 #include <jansson.h>
@@ -161,7 +162,7 @@ static const char *code_of_status(long status, const char *type)
 static void read_api_error(const engine *e, const kp_buf *body, long status, char *type, size_t tcap, char *msg,
                            size_t mcap)
 {
-    json_t *root = json_loadb(body->data ? body->data : "", body->len, 0, NULL);
+    json_t *root = kp_llm_json_load(body->data ? body->data : "", body->len);
     json_t *err = json_object_get(root, "error");
     json_t *holder = json_is_object(err) ? err : root;
     json_t *t = json_object_get(holder, "type");
@@ -424,6 +425,30 @@ static void end_of_error_answer(kp_llm_call *call)
     finish_error(call, code_of_status(call->status, type), msg);
 }
 
+/*
+ * A connection that failed before any output: refused, reset or timed out
+ * before an answer came, or reset in the middle of a 2xx answer that had
+ * not yet produced text. Like 429/529, worth another try (the official SDKs
+ * retry connection errors too); once text went out it is not.
+ */
+static int is_retryable_connection_failure(const kp_llm_call *call, kp_http_outcome outcome, long status)
+{
+    if (call->output_started || outcome == KP_HTTP_COMPLETE)
+        return 0;
+    return status == 0 || (is_success(status) && outcome == KP_HTTP_NETWORK);
+}
+
+/* A try is over and will not be retried as a connection failure. */
+static void end_of_try(kp_llm_call *call, kp_http_outcome outcome, long status, const char *message)
+{
+    if (is_success(status))
+        end_of_stream(call, outcome, message);
+    else if (status > 0)
+        end_of_error_answer(call);
+    else
+        finish_error(call, outcome == KP_HTTP_TIMEOUT ? "timeout" : "network_error", message);
+}
+
 static void on_http_done(void *ud, kp_http_stream *s, kp_http_outcome outcome, long status, const char *message)
 {
     kp_llm_call *call = ud;
@@ -433,12 +458,9 @@ static void on_http_done(void *ud, kp_http_stream *s, kp_http_outcome outcome, l
         return;
     enter(call);
     call->status = status;
-    if (is_success(status))
-        end_of_stream(call, outcome, message);
-    else if (status > 0)
-        end_of_error_answer(call);
-    else
-        finish_error(call, outcome == KP_HTTP_TIMEOUT ? "timeout" : "network_error", message);
+    const char *type = outcome == KP_HTTP_TIMEOUT ? "timeout" : "connection_error";
+    if (!(is_retryable_connection_failure(call, outcome, status) && schedule_retry(call, type)))
+        end_of_try(call, outcome, status, message);
     leave(call);
 }
 
@@ -519,10 +541,25 @@ static void free_strings(char **v)
     free(v);
 }
 
+/*
+ * Cancels every call in flight. Cancelling one calls nothing back and touches
+ * no other call, so the next one is read before: clang-tidy, which cannot see
+ * into the functions that free a call, otherwise thought the freed head of
+ * e->calls might be visited again.
+ */
+static void cancel_all(engine *e)
+{
+    kp_llm_call *call = e->calls, *next;
+    for (; call; call = next) {
+        next = call->next;
+        engine_cancel(&e->llm, call);
+    }
+    assert(e->calls == NULL);
+}
+
 static void engine_destroy(engine *e)
 {
-    while (e->calls)
-        engine_cancel(&e->llm, e->calls);
+    cancel_all(e);
     kp_http_stream_client_free(e->http);
     free(e->model);
     free(e->url);
@@ -546,10 +583,8 @@ static void engine_free(kp_llm *llm)
     engine *e = (engine *)llm;
     if (!e)
         return;
-    if (kp_loop_is_current(e->loop)) {
-        while (e->calls)
-            engine_cancel(&e->llm, e->calls);
-    }
+    if (kp_loop_is_current(e->loop))
+        cancel_all(e);
     if (kp_loop_post(e->loop, destroy_on_loop, e) != 0)
         engine_destroy(e); /* the loop is stopping: nothing runs on it any more */
 }

@@ -8,9 +8,11 @@
  * that turns the response into text and a kp_llm_result - and gives the URL
  * and headers. The engine does the rest of llm.h's contract: POST the body,
  * feed the response to a kp_sse parser whose events go to the dialect's
- * parser, pass text on as it arrives, retry 429, 529 and 5xx answers (and
- * retryable error events) that come before any output with exponential
- * backoff and full jitter, honouring retry-after, map every failure to one of
+ * parser, pass text on as it arrives, retry 429, 529 and 5xx answers,
+ * retryable error events and connection failures (refused, reset, timed out
+ * before an answer; reset in a 2xx answer before its first text) that come
+ * before any output, with exponential backoff and full jitter, honouring
+ * retry-after, all within max_tries, map every failure to one of
  * llm.h's error codes, and end each call with exactly one final callback
  * unless it is cancelled.
  *

@@ -102,7 +102,7 @@ static kp_status on_chunk(kp_openai *o, const char *data, size_t len, kp_err *er
         o->result.done = 1;
         return KP_OK;
     }
-    json_t *root = json_loadb(data, len, 0, NULL);
+    json_t *root = kp_llm_json_load(data, len);
     kp_status st = KP_OK;
     if (!json_is_object(root)) {
         st = kp_err_set(err, KP_EIO, "provider stream: a chunk that is not a JSON object");
@@ -122,7 +122,7 @@ cleanup:
 /* An "error" event: its data is an error object, or failing that the message itself. */
 static kp_status on_error_event(kp_openai *o, const char *data, size_t len, kp_err *err)
 {
-    json_t *root = json_loadb(data, len, 0, NULL);
+    json_t *root = kp_llm_json_load(data, len);
     kp_status st;
     if (!json_is_object(root) || !chunk_error(o, root, &st, err)) {
         json_t *text = json_stringn(data, len); /* NULL when the data is not UTF-8 */

@@ -10,6 +10,8 @@
 //   - the queue given to setScenario(s): an object is used for every request,
 //     an array [a, b, c] gives a, then b, then c for every request after;
 //   - the fake's default scenario.
+// One scenario type works the same in every fake: {type: 'reset'} resets the
+// connection (TCP RST) as soon as the request has arrived, before any answer.
 //
 // Control endpoints (not recorded; also under the base URL's path, e.g. /v1/__requests):
 //   POST /__scenario   body: a scenario object or an array (as setScenario)
@@ -196,6 +198,7 @@ export async function startFake({ api, defaultScenario, host = '127.0.0.1', port
     const scenario = nextScenario(rec);
     rec.scenario = scenario;
     requests.push(rec);
+    if (scenario.type === 'reset') return req.socket.resetAndDestroy();
     try {
       await api(req, res, rec, scenario, { apiKey, gate: (name) => gate(name).promise });
     } catch (e) {

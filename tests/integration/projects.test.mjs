@@ -67,6 +67,8 @@ const SCENARIOS = {
     { type: 'text', text: `<file path="app.js">\n${JS}\n</file>\nClick the button.\n` },
   ],
   toolong: { type: 'max_tokens', text: APP, maxChars: 60 },
+  // U+0000 and lone surrogates: JSON escapes jansson will not decode (\u0000, \ud800)
+  odd: { type: 'text', text: 'Odd \u0000 and \ud800.\n<file path="index.html">\n<p>a\u0000b\udc00c</p>\n</file>\n' },
 };
 
 async function credits(server, token) {
@@ -240,6 +242,20 @@ describe('projects', () => {
     assert.ok(msgs[2].content.includes(`<file path="app.js">\n${JS}\n</file>`));
     assert.ok(msgs[2].content.endsWith('count down instead [[update]]'));
     assert.equal(await credits(server, u.token), 3);
+  });
+
+  test('a model writing U+0000 or a lone surrogate: U+FFFD in its place, the generation succeeds', async () => {
+    const u = await signup(server);
+    const res = await sse(server, 'POST', '/v1/projects', { token: u.token, body: { prompt: 'odd chars [[odd]]' } });
+    assert.equal(res.status, 200);
+    const events = await readEvents(res);
+    const done = events[events.length - 1];
+    assert.equal(done.event, 'done', JSON.stringify(done));
+    const { version } = await waitVersion(server, u.token, events[0].data.project_id, 1);
+    assert.equal(version.status, 'ready');
+    assert.equal(version.message, 'Odd \uFFFD and \uFFFD.');
+    const page = await fetch(`${done.data.url}index.html`);
+    assert.equal(await page.text(), '<p>a\uFFFDb\uFFFDc</p>');
   });
 
   test('events: replay after Last-Event-ID, all without it, nothing repeated', async () => {

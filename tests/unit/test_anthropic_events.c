@@ -359,6 +359,44 @@ static void test_long_strings_cut_between_characters(void **state)
     kp_buf_free(&d);
 }
 
+/* jansson refuses \u0000 and unpaired surrogates: they become U+FFFD instead of failing the stream. */
+static void test_unencodable_escapes_become_replacement_characters(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *json_text, *bytes;
+    } cases[] = {
+        {"\\u0000", "\xEF\xBF\xBD"},
+        {"x\\ud800", "x\xEF\xBF\xBD"},
+        {"\\udfff\\u0041", "\xEF\xBF\xBD"
+                           "A"},
+        {"\\ud800\\ud83d\\ude00", "\xEF\xBF\xBD\xF0\x9F\x98\x80"}, /* a high half, then a pair */
+        {"\\ud83d\\ude00\\udc00", "\xF0\x9F\x98\x80\xEF\xBF\xBD"}, /* a pair, then a low half */
+        {"\\\\u0000 \\\\\\u0000", "\\u0000 \\\xEF\xBF\xBD"},       /* an escaped backslash is not an escape */
+        {"\\\"\\ud800\\\"", "\"\xEF\xBF\xBD\""},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        sink s = {KP_BUF_INIT, 0, 0};
+        kp_anthropic a;
+        kp_err err;
+        kp_buf d = KP_BUF_INIT;
+        kp_anthropic_init(&a, on_text, &s);
+        kp_buf_printf(
+            &d, "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"%s\"}}",
+            cases[i].json_text);
+        assert_int_equal(kp_anthropic_event(&a, "content_block_delta", d.data, d.len, &err), KP_OK);
+        assert_string_equal(kp_buf_cstr(&s.text), cases[i].bytes);
+        kp_buf_free(&d);
+        kp_buf_free(&s.text);
+    }
+    /* what is not JSON stays refused */
+    kp_anthropic a;
+    kp_err err;
+    kp_anthropic_init(&a, NULL, NULL);
+    const char *bad = "{\"type\":\"message_start\",\"x\":\"\\u0000\",}";
+    assert_int_equal(kp_anthropic_event(&a, "message_start", bad, strlen(bad), &err), KP_EIO);
+}
+
 /* ---- request body ---- */
 
 static json_t *build(const char *model, int64_t max_tokens, const char *system, const kp_llm_msg *m, size_t n,
@@ -462,6 +500,7 @@ int main(void)
         cmocka_unit_test(test_text_callback_failure_stops),
         cmocka_unit_test(test_direct_event_calls),
         cmocka_unit_test(test_long_strings_cut_between_characters),
+        cmocka_unit_test(test_unencodable_escapes_become_replacement_characters),
         cmocka_unit_test(test_build_request),
         cmocka_unit_test(test_build_request_appends),
         cmocka_unit_test(test_build_request_rejects),

@@ -632,6 +632,75 @@ static void test_anthropic_cut_stream_is_network_error(void **state)
     provider_free(llm);
 }
 
+/* A connection reset before any answer is retried like a 429, within the same budget of tries. */
+static void test_anthropic_reset_before_answer_retried(void **state)
+{
+    (void)state;
+    kp_llm_tuning t;
+    fast_tuning(&t);
+    kp_llm *llm = anthropic_provider(&t, API_KEY, NULL);
+    set_scenario(&anthropic_fake, "[{\"type\":\"reset\"},{\"type\":\"reset\"},{\"type\":\"text\",\"text\":\"ok\"}]");
+    outcome o;
+    outcome_init(&o, llm, &default_req);
+    run_call(&o);
+    assert_int_equal(o.finals, 1);
+    assert_true(o.done);
+    assert_string_equal(o.text.data, "ok");
+    assert_int_equal(request_count(&anthropic_fake), 3);
+    outcome_free(&o);
+    provider_free(llm);
+
+    /* every try reset: the budget runs out. A new provider, because libcurl
+     * itself retries once on a kept-alive connection that turns out dead. */
+    llm = anthropic_provider(&t, API_KEY, NULL);
+    set_scenario(&anthropic_fake, "{\"type\":\"reset\"}");
+    outcome_init(&o, llm, &default_req);
+    run_call(&o);
+    assert_int_equal(o.finals, 1);
+    assert_string_equal(o.code, "network_error");
+    assert_int_equal(o.output_started, 0);
+    assert_int_equal(request_count(&anthropic_fake), 3);
+    outcome_free(&o);
+    provider_free(llm);
+}
+
+/* A 200 whose connection dies before any text came is retried too; after text it is not (cut test above). */
+static void test_anthropic_cut_before_output_retried(void **state)
+{
+    (void)state;
+    kp_llm_tuning t;
+    fast_tuning(&t);
+    kp_llm *llm = anthropic_provider(&t, API_KEY, NULL);
+    set_scenario(&anthropic_fake, "[{\"type\":\"cut\",\"text\":\"abcdef\",\"afterChars\":0},"
+                                  "{\"type\":\"text\",\"text\":\"whole\"}]");
+    outcome o;
+    outcome_init(&o, llm, &default_req);
+    run_call(&o);
+    assert_int_equal(o.finals, 1);
+    assert_true(o.done);
+    assert_string_equal(o.text.data, "whole");
+    assert_int_equal(request_count(&anthropic_fake), 2);
+    outcome_free(&o);
+    provider_free(llm);
+}
+
+static void test_openai_reset_before_answer_retried(void **state)
+{
+    (void)state;
+    kp_llm_tuning t;
+    fast_tuning(&t);
+    kp_llm *llm = openai_provider(&t);
+    set_scenario(&openai_fake, "[{\"type\":\"reset\"},{\"type\":\"text\",\"text\":\"fine\"}]");
+    outcome o;
+    outcome_init(&o, llm, &default_req);
+    run_call(&o);
+    assert_true(o.done);
+    assert_string_equal(o.text.data, "fine");
+    assert_int_equal(request_count(&openai_fake), 2);
+    outcome_free(&o);
+    provider_free(llm);
+}
+
 #define LONG_TEXT "<!doctype html><title>Todo</title><p>Part-one-of-the-app;part-two-of-the-app.</p>"
 
 static void test_anthropic_max_tokens_and_continuation(void **state)
@@ -951,6 +1020,38 @@ static void test_openai_stream_with_usage(void **state)
     provider_free(llm);
 }
 
+/* U+0000 and lone surrogates, which jansson will not decode, are what a model
+ * may write: each becomes U+FFFD and the call succeeds (a proper pair stays). */
+#define ODD_TEXT "a\\u0000b\\ud800c\\udc00d \\ud83d\\ude00 \\\\u0000"
+#define ODD_TEXT_BYTES                                                                                                 \
+    "a\xEF\xBF\xBD"                                                                                                    \
+    "b\xEF\xBF\xBD"                                                                                                    \
+    "c\xEF\xBF\xBD"                                                                                                    \
+    "d \xF0\x9F\x98\x80 \\u0000"
+
+static void check_odd_text(kp_llm *llm, const fake *f)
+{
+    set_scenario(f, "{\"type\":\"text\",\"text\":\"" ODD_TEXT "\",\"chunkSizes\":[1,3,7],\"pieceChars\":2}");
+    outcome o;
+    outcome_init(&o, llm, &default_req);
+    run_call(&o);
+    assert_int_equal(o.finals, 1);
+    assert_true(o.done);
+    assert_int_equal(o.text.len, strlen(ODD_TEXT_BYTES));
+    assert_string_equal(o.text.data, ODD_TEXT_BYTES);
+    outcome_free(&o);
+    provider_free(llm);
+}
+
+static void test_nul_and_lone_surrogates_become_replacement_characters(void **state)
+{
+    (void)state;
+    kp_llm_tuning t;
+    fast_tuning(&t);
+    check_odd_text(anthropic_provider(&t, API_KEY, NULL), &anthropic_fake);
+    check_odd_text(openai_provider(&t), &openai_fake);
+}
+
 static void test_openai_length_is_max_tokens(void **state)
 {
     (void)state;
@@ -1122,6 +1223,8 @@ int main(void)
         cmocka_unit_test(test_anthropic_error_event_mid_stream),
         cmocka_unit_test(test_anthropic_error_event_before_output_retried),
         cmocka_unit_test(test_anthropic_cut_stream_is_network_error),
+        cmocka_unit_test(test_anthropic_reset_before_answer_retried),
+        cmocka_unit_test(test_anthropic_cut_before_output_retried),
         cmocka_unit_test(test_anthropic_max_tokens_and_continuation),
         cmocka_unit_test(test_anthropic_cancel_inside_on_text),
         cmocka_unit_test(test_anthropic_cancel_from_the_loop),
@@ -1137,6 +1240,8 @@ int main(void)
         cmocka_unit_test(test_openai_stream_with_usage),
         cmocka_unit_test(test_openai_length_is_max_tokens),
         cmocka_unit_test(test_openai_errors),
+        cmocka_unit_test(test_openai_reset_before_answer_retried),
+        cmocka_unit_test(test_nul_and_lone_surrogates_become_replacement_characters),
         cmocka_unit_test(test_from_config),
         cmocka_unit_test(test_default_tuning),
     };
