@@ -381,9 +381,13 @@ static kp_status setup_external(kp_auth *a, const kp_auth_options *opt, kp_err *
     memset(&jo, 0, sizeof jo);
     jo.url = url;
     jo.refetch_interval_s = opt->jwks_refetch_interval_s;
-    jo.clock = a->clock;
-    jo.clock_arg = a->clock_arg;
+    /* a test's fake clock drives both; else tokens use the wall clock and the
+     * JWKS throttle the monotonic one */
+    jo.clock = opt->clock;
+    jo.clock_arg = opt->clock_arg;
     st = kp_jwks_new(&jo, &a->jwks, err);
+    if (st == KP_OK && opt->jwks_prefetch)
+        kp_jwks_prefetch(a->jwks);
 
 cleanup:
     free(url);
@@ -424,6 +428,12 @@ cleanup:
     }
     *out = a;
     return KP_OK;
+}
+
+void kp_auth_wait_keys(kp_auth *a)
+{
+    if (a && a->jwks)
+        kp_jwks_wait_idle(a->jwks);
 }
 
 void kp_auth_free(kp_auth *a)

@@ -9,7 +9,8 @@
  *             aud must be local_issuer too. Issued by kp_auth_issue().
  *   external  iss == issuer (e.g. an AWS Cognito user pool): RS256 only, with
  *             the key the header's "kid" names in the provider's JWKS
- *             (fetched lazily, cached; see auth/jwks.h). An access token
+ *             (fetched in the background, cached; see auth/jwks.h: a kid
+ *             not fetched yet is a 401 at once, never a wait). An access token
  *             (token_use "access") must have client_id == audience, any other
  *             token aud == audience (string, or array containing it).
  *
@@ -46,6 +47,7 @@ typedef struct kp_auth_options {
 
     /* Mostly for tests; zero / NULL means the default. */
     long jwks_refetch_interval_s; /* minimum seconds between JWKS fetches (default 30) */
+    int jwks_prefetch;            /* fetch the JWKS in the background at once (serve) */
     int64_t (*clock)(void *arg);  /* seconds since the epoch (default time(NULL)) */
     void *clock_arg;
 } kp_auth_options;
@@ -73,6 +75,9 @@ kp_status kp_auth_verify(kp_auth *a, const char *token, kp_claims *out, kp_err *
  * the caller frees with free(); *expires_at (may be NULL) its exp. */
 kp_status kp_auth_issue(kp_auth *a, const char *user_id, const char *email, char **token_out, int64_t *expires_at,
                         kp_err *err);
+
+/* Blocks until no JWKS fetch is requested or in flight (tests). NULL-safe. */
+void kp_auth_wait_keys(kp_auth *a);
 
 /* NULL-safe. Wipes the secret. */
 void kp_auth_free(kp_auth *a);

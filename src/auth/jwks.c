@@ -3,11 +3,12 @@
  *
  * Keys are held in an immutable kp_jwks_keyset that is swapped whole under
  * the mutex when a fetch succeeds; lookups take their own reference to the
- * EVP_PKEY before unlocking, so a swap never frees a key in use. The fetch
- * itself (libcurl) runs with the mutex released, with `fetching` set so that
- * at most one fetch is in flight; threads that need its result wait on the
- * condition variable. Every fetch attempt, failed or not, starts the refetch
- * interval.
+ * EVP_PKEY before unlocking, so a swap never frees a key in use. Fetches
+ * (libcurl, blocking, up to the transfer timeout) run on one refresher thread
+ * per cache, never on a caller's: a lookup that wants new keys sets
+ * `requested` and answers from the keys it has, at once. At most one fetch is
+ * requested or in flight; every request, failed fetch or not, starts the
+ * refetch interval, measured on the monotonic clock.
  */
 #include "auth/jwks.h"
 
@@ -18,12 +19,14 @@
 #include <openssl/err.h>
 #include <openssl/param_build.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "auth/jwt.h"
 #include "core/buf.h"
+#include "core/clock.h"
 #include "core/log.h"
 
 #define DEFAULT_REFETCH_S 30
@@ -52,13 +55,19 @@ struct kp_jwks {
     int64_t (*clock)(void *arg);
     void *clock_arg;
 
+    pthread_t thread; /* the refresher */
+    int thread_started;
+    atomic_int stopping; /* set once, by kp_jwks_free */
+
     pthread_mutex_t mu;
-    pthread_cond_t fetched; /* signalled when a fetch ends */
+    pthread_cond_t wake; /* the refresher waits here for a request */
+    pthread_cond_t idle; /* signalled when a fetch ends */
     /* guarded by mu: */
     kp_jwks_keyset *keys; /* NULL until the first successful fetch */
     int64_t loaded_at;    /* when keys was fetched */
-    int64_t last_attempt; /* when the last fetch started */
-    int attempted;        /* a fetch has been started at least once */
+    int64_t last_attempt; /* when the last fetch was requested */
+    int attempted;        /* a fetch has been requested at least once */
+    int requested;        /* a fetch is requested, not yet started */
     int fetching;         /* a fetch is in flight */
     unsigned long fetches;
 };
@@ -264,6 +273,15 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
     return n;
 }
 
+/* Aborts the transfer once kp_jwks_free has begun, so shutdown never waits
+ * for an unresponsive provider's timeout. */
+static int on_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow)
+{
+    kp_jwks *j = arg;
+    (void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
+    return atomic_load(&j->stopping) ? 1 : 0;
+}
+
 /* Downloads the JWKS document into sink (no lock held). */
 static kp_status download(const kp_jwks *j, body_sink *sink, kp_err *err)
 {
@@ -285,6 +303,9 @@ static kp_status download(const kp_jwks *j, body_sink *sink, kp_err *err)
     curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(curl, CURLOPT_WRITEDATA, sink);
     curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, curl_msg);
+    curl_easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, on_progress);
+    curl_easy_setopt(curl, CURLOPT_XFERINFODATA, (void *)j);
 
     rc = curl_easy_perform(curl);
     curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &code);
@@ -325,39 +346,70 @@ static void log_fetch(const kp_jwks *j, const kp_jwks_keyset *ks, kp_status st, 
     }
 }
 
-/* Runs one fetch with the lock released and installs the result. Called and
- * returns with j->mu held. */
-static void refresh_locked(kp_jwks *j, int64_t now)
+/* Installs a fetch's outcome and wakes whoever waits for the refresher to be
+ * idle. Lock held. */
+static void install_locked(kp_jwks *j, kp_jwks_keyset *fresh, kp_status st)
 {
-    kp_jwks_keyset *fresh = NULL, *old = NULL;
-    kp_err ferr;
-    kp_status st;
+    kp_jwks_keyset *old = NULL;
 
-    j->fetching = 1;
-    j->attempted = 1;
-    j->last_attempt = now;
-    j->fetches++;
-    pthread_mutex_unlock(&j->mu);
-
-    kp_err_clear(&ferr);
-    st = fetch_keyset(j, &fresh, &ferr);
-    log_fetch(j, fresh, st, &ferr);
-
-    pthread_mutex_lock(&j->mu);
     if (st == KP_OK) {
         old = j->keys;
         j->keys = fresh;
         j->loaded_at = j->clock(j->clock_arg);
     }
     j->fetching = 0;
-    pthread_cond_broadcast(&j->fetched);
+    pthread_cond_broadcast(&j->idle);
     /* no lookup holds a borrowed pointer into old: they up-ref under the lock */
     kp_jwks_keyset_free(old);
+}
+
+/* The refresher thread: runs each requested fetch, with the lock released. */
+static void *refresher(void *arg)
+{
+    kp_jwks *j = arg;
+
+    pthread_mutex_lock(&j->mu);
+    for (;;) {
+        while (!j->requested && !atomic_load(&j->stopping))
+            pthread_cond_wait(&j->wake, &j->mu);
+        if (atomic_load(&j->stopping))
+            break;
+        j->requested = 0;
+        j->fetching = 1;
+        pthread_mutex_unlock(&j->mu);
+
+        kp_jwks_keyset *fresh = NULL;
+        kp_err ferr;
+        kp_err_clear(&ferr);
+        kp_status st = fetch_keyset(j, &fresh, &ferr);
+        log_fetch(j, fresh, st, &ferr);
+
+        pthread_mutex_lock(&j->mu);
+        install_locked(j, fresh, st);
+    }
+    j->requested = 0;
+    pthread_cond_broadcast(&j->idle);
+    pthread_mutex_unlock(&j->mu);
+    return NULL;
 }
 
 static int may_fetch_locked(const kp_jwks *j, int64_t now)
 {
     return !j->attempted || now - j->last_attempt >= j->refetch_interval_s;
+}
+
+/* Asks the refresher for a fetch, unless one is pending or the refetch
+ * interval forbids it. Every request, whatever its outcome later, starts the
+ * interval. Lock held. */
+static void request_refresh_locked(kp_jwks *j, int64_t now)
+{
+    if (j->requested || j->fetching || !may_fetch_locked(j, now))
+        return;
+    j->requested = 1;
+    j->attempted = 1;
+    j->last_attempt = now;
+    j->fetches++;
+    pthread_cond_signal(&j->wake);
 }
 
 /* Fills *key_out from the current set or says why not. Lock held. */
@@ -382,40 +434,43 @@ static kp_status take_key_locked(const kp_jwks *j, const char *kid, EVP_PKEY **k
 kp_status kp_jwks_get(kp_jwks *j, const char *kid, EVP_PKEY **key_out, kp_err *err)
 {
     kp_status st;
-    int tried = 0;
 
     *key_out = NULL;
     if (!kid || !*kid)
         return kp_err_set(err, KP_EAUTH, "token has no key id");
     pthread_mutex_lock(&j->mu);
-    for (;;) {
-        int64_t now = j->clock(j->clock_arg);
-        const jwk_entry *ent = keyset_entry(j->keys, kid);
-        int fresh = j->keys && now - j->loaded_at < j->max_age_s;
-
-        /* Known kid: use it unless the set is stale and we may refresh it. */
-        if (ent && (fresh || j->fetching || tried || !may_fetch_locked(j, now)))
-            break;
-        if (j->fetching) {
-            pthread_cond_wait(&j->fetched, &j->mu);
-            continue;
-        }
-        if (tried || !may_fetch_locked(j, now))
-            break;
-        tried = 1;
-        refresh_locked(j, now);
-    }
+    int64_t now = j->clock(j->clock_arg);
+    int known = keyset_entry(j->keys, kid) != NULL;
+    int fresh = j->keys && now - j->loaded_at < j->max_age_s;
+    /* an unknown kid (rotation?) or a stale set: fetch in the background, answer now */
+    if (!known || !fresh)
+        request_refresh_locked(j, now);
     st = take_key_locked(j, kid, key_out, err);
     pthread_mutex_unlock(&j->mu);
     return st;
 }
 
+void kp_jwks_prefetch(kp_jwks *j)
+{
+    pthread_mutex_lock(&j->mu);
+    request_refresh_locked(j, j->clock(j->clock_arg));
+    pthread_mutex_unlock(&j->mu);
+}
+
+void kp_jwks_wait_idle(kp_jwks *j)
+{
+    pthread_mutex_lock(&j->mu);
+    while ((j->requested || j->fetching) && !atomic_load(&j->stopping))
+        pthread_cond_wait(&j->idle, &j->mu);
+    pthread_mutex_unlock(&j->mu);
+}
+
 /* ---- lifecycle ---- */
 
-static int64_t system_clock(void *arg)
+static int64_t monotonic_clock(void *arg)
 {
     (void)arg;
-    return (int64_t)time(NULL);
+    return kp_clock_mono_s();
 }
 
 static int supported_url(const char *url)
@@ -443,12 +498,18 @@ kp_status kp_jwks_new(const kp_jwks_options *opt, kp_jwks **out, kp_err *err)
     j->max_age_s = opt->max_age_s > 0 ? opt->max_age_s : DEFAULT_MAX_AGE_S;
     j->connect_timeout_s = opt->connect_timeout_s > 0 ? opt->connect_timeout_s : DEFAULT_CONNECT_TIMEOUT_S;
     j->timeout_s = opt->timeout_s > 0 ? opt->timeout_s : DEFAULT_TIMEOUT_S;
-    j->clock = opt->clock ? opt->clock : system_clock;
+    j->clock = opt->clock ? opt->clock : monotonic_clock;
     j->clock_arg = opt->clock ? opt->clock_arg : NULL;
     pthread_mutex_init(&j->mu, NULL);
-    pthread_cond_init(&j->fetched, NULL);
+    pthread_cond_init(&j->wake, NULL);
+    pthread_cond_init(&j->idle, NULL);
     /* Reference-counted; thread-safe in this libcurl (>= 7.84). */
     curl_global_init(CURL_GLOBAL_DEFAULT);
+    if (pthread_create(&j->thread, NULL, refresher, j) != 0) {
+        kp_jwks_free(j);
+        return kp_err_set(err, KP_EINTERNAL, "cannot start the JWKS refresher thread");
+    }
+    j->thread_started = 1;
     *out = j;
     return KP_OK;
 }
@@ -467,8 +528,16 @@ void kp_jwks_free(kp_jwks *j)
 {
     if (!j)
         return;
+    if (j->thread_started) {
+        pthread_mutex_lock(&j->mu);
+        atomic_store(&j->stopping, 1); /* also aborts a fetch in flight (on_progress) */
+        pthread_cond_signal(&j->wake);
+        pthread_mutex_unlock(&j->mu);
+        pthread_join(j->thread, NULL);
+    }
     kp_jwks_keyset_free(j->keys);
-    pthread_cond_destroy(&j->fetched);
+    pthread_cond_destroy(&j->wake);
+    pthread_cond_destroy(&j->idle);
     pthread_mutex_destroy(&j->mu);
     free(j->url);
     free(j);

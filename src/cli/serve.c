@@ -59,6 +59,7 @@ static kp_status build_app(serve_state *st, kp_err *err)
         .audience = cfg->jwt_audience,
         .jwks_url = cfg->jwks_url,
         .ttl_seconds = cfg->token_ttl_s,
+        .jwks_prefetch = 1,
     };
     st->app.cfg = cfg;
     kp_status rc = kp_auth_new(&ao, &st->app.auth, err);

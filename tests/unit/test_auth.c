@@ -22,6 +22,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -173,7 +176,8 @@ static char *mint_local(json_t *claims)
 
 /* ---- fixtures ---- */
 
-static kp_auth *new_auth(const char *issuer, const char *url)
+/* A verifier; with prefetch, its JWKS fetch (at fake_now) has landed when this returns. */
+static kp_auth *new_auth_with(const char *issuer, const char *url, int prefetch)
 {
     kp_auth_options o;
     kp_auth *a = NULL;
@@ -188,9 +192,16 @@ static kp_auth *new_auth(const char *issuer, const char *url)
     o.jwks_url = url;
     o.ttl_seconds = 3600;
     o.clock = fake_clock;
+    o.jwks_prefetch = prefetch;
     if (kp_auth_new(&o, &a, &err) != KP_OK)
         fail_msg("kp_auth_new: %s", err.msg);
+    kp_auth_wait_keys(a);
     return a;
+}
+
+static kp_auth *new_auth(const char *issuer, const char *url)
+{
+    return new_auth_with(issuer, url, 1);
 }
 
 static int group_setup(void **state)
@@ -727,22 +738,29 @@ static void test_malformed_tokens(void **state)
 
 /* ---- the JWKS cache through the facade ---- */
 
-/* A token whose kid is not in the cached set triggers a refetch, at most once
- * per refetch interval; the JWKS file changes tell whether a fetch happened. */
+/* A token whose kid is not in the cached set asks for a refetch, at most once
+ * per refetch interval, and fails at once; the JWKS file changes tell whether
+ * a fetch happened. */
 static void test_unknown_kid_refetch_rate_limited(void **state)
 {
     kp_auth *a = *state;
 
-    verify_free(a, mint_rs("kid-a", key_a, id_claims()), NULL); /* first fetch at NOW */
+    verify_free(a, mint_rs("kid-a", key_a, id_claims()), NULL); /* prefetched at NOW */
     fake_now = NOW + 1;
     verify_free(a, mint_rs("kid-b", key_b, id_claims()), "unknown signing key"); /* within 30 s: no fetch */
     fake_now = NOW + 31;
+    verify_free(a, mint_rs("kid-b", key_b, id_claims()), "unknown signing key"); /* asks for a refetch */
+    kp_auth_wait_keys(a);
     verify_free(a, mint_rs("kid-b", key_b, id_claims()), "unknown signing key"); /* refetched, still unknown */
     publish(1, 1);                                                               /* the provider rotates */
     fake_now = NOW + 40;
     verify_free(a, mint_rs("kid-b", key_b, id_claims()), "unknown signing key"); /* rate-limited: not seen yet */
     verify_free(a, mint_rs("kid-zzz", key_b, id_claims()), "unknown signing key");
+    kp_auth_wait_keys(a);
+    verify_free(a, mint_rs("kid-b", key_b, id_claims()), "unknown signing key");
     fake_now = NOW + 61;
+    verify_free(a, mint_rs("kid-b", key_b, id_claims()), "unknown signing key"); /* asks, answers at once */
+    kp_auth_wait_keys(a);
     verify_free(a, mint_rs("kid-b", key_b, id_claims()), NULL); /* refetched: B known */
     verify_free(a, mint_rs("kid-a", key_a, id_claims()), NULL);
     /* B signs only as B */
@@ -761,7 +779,7 @@ static void test_jwks_default_url_and_lazy_fetch(void **state)
     snprintf(dir, sizeof dir, "%s/.well-known", tmpdir);
     snprintf(path, sizeof path, "%s/jwks.json", dir);
     snprintf(issuer, sizeof issuer, "file://%s", tmpdir);
-    a = new_auth(issuer, NULL); /* nothing there yet: creation must not fetch */
+    a = new_auth_with(issuer, NULL, 0); /* nothing there yet: creation must not fetch */
     assert_int_equal(mkdir(dir, 0700), 0);
     kp_buf_puts(&b, "{\"keys\":[");
     jwk_append(&b, key_b, "kid-b", NULL);
@@ -769,25 +787,34 @@ static void test_jwks_default_url_and_lazy_fetch(void **state)
     write_file(path, b.data, b.len);
     c = id_claims();
     json_object_set_new(c, "iss", json_string(issuer));
-    verify_free(a, mint_rs("kid-b", key_b, c), NULL);
+    char *tok = mint_rs("kid-b", key_b, c);
+    verify(a, tok, "signing keys unavailable"); /* the first token asks for the keys */
+    kp_auth_wait_keys(a);
+    verify_free(a, tok, NULL);
     kp_auth_free(a);
     kp_buf_free(&b);
 }
 
 static void test_jwks_unavailable(void **state)
 {
-    kp_auth *a = *state;
     char missing[200];
-    kp_auth *m;
+    kp_auth *m, *a;
+    (void)state;
 
-    /* the provider is down at the first external token */
+    /* the provider is down at start-up */
     unlink(jwks_path);
+    a = new_auth(ISSUER, jwks_url);
     verify_free(a, mint_rs("kid-a", key_a, id_claims()), "signing keys unavailable");
     publish(1, 0);
     fake_now = NOW + 10; /* a failed fetch also starts the interval */
     verify_free(a, mint_rs("kid-a", key_a, id_claims()), "signing keys unavailable");
+    kp_auth_wait_keys(a);
+    verify_free(a, mint_rs("kid-a", key_a, id_claims()), "signing keys unavailable");
     fake_now = NOW + 30;
+    verify_free(a, mint_rs("kid-a", key_a, id_claims()), "signing keys unavailable"); /* asks */
+    kp_auth_wait_keys(a);
     verify_free(a, mint_rs("kid-a", key_a, id_claims()), NULL);
+    kp_auth_free(a);
 
     /* a URL that never works, and local tokens keep working meanwhile */
     snprintf(missing, sizeof missing, "file://%s/nope.json", tmpdir);
@@ -819,6 +846,9 @@ static void test_jwks_key_filter(void **state)
     kp_buf_puts(&b, "]}");
     write_file(jwks_path, b.data, b.len);
     kp_buf_free(&b);
+    fake_now = NOW + 30;
+    verify_free(a, mint_rs("weak", key_weak, id_claims()), "unknown signing key"); /* asks for the new set */
+    kp_auth_wait_keys(a);
 
     verify_free(a, mint_rs("weak", key_weak, id_claims()), "shorter than 2048 bits");
     verify_free(a, mint_rs("rs384", key_a, id_claims()), "not RS256");
@@ -865,7 +895,10 @@ static void test_jwks_fetch_counts(void **state)
     kp_jwks *j = new_jwks(jwks_url, 0);
     (void)state;
 
-    assert_int_equal(kp_jwks_fetch_count(j), 0); /* lazy */
+    assert_int_equal(kp_jwks_fetch_count(j), 0);      /* lazy */
+    assert_int_equal(jwks_get(j, "kid-a"), KP_EAUTH); /* asks, answers at once */
+    assert_int_equal(kp_jwks_fetch_count(j), 1);
+    kp_jwks_wait_idle(j);
     assert_int_equal(jwks_get(j, "kid-a"), KP_OK);
     assert_int_equal(jwks_get(j, "kid-a"), KP_OK);
     assert_int_equal(kp_jwks_fetch_count(j), 1);
@@ -878,6 +911,7 @@ static void test_jwks_fetch_counts(void **state)
     assert_int_equal(kp_jwks_fetch_count(j), 1);
     fake_now = NOW + 30;
     assert_int_equal(jwks_get(j, "forged"), KP_EAUTH);
+    kp_jwks_wait_idle(j);
     assert_int_equal(jwks_get(j, "forged"), KP_EAUTH);
     assert_int_equal(kp_jwks_fetch_count(j), 2);
     assert_int_equal(jwks_get(j, ""), KP_EAUTH);
@@ -893,16 +927,22 @@ static void test_jwks_max_age(void **state)
     kp_jwks *j = new_jwks(jwks_url, 300);
     (void)state;
 
+    kp_jwks_prefetch(j);
+    kp_jwks_wait_idle(j);
     assert_int_equal(jwks_get(j, "kid-a"), KP_OK);
     unlink(jwks_path);
     fake_now = NOW + 299;
     assert_int_equal(jwks_get(j, "kid-a"), KP_OK);
     assert_int_equal(kp_jwks_fetch_count(j), 1);
     fake_now = NOW + 300;
-    assert_int_equal(jwks_get(j, "kid-a"), KP_OK); /* refresh failed: stale keys serve */
+    assert_int_equal(jwks_get(j, "kid-a"), KP_OK); /* stale: served while a refresh is asked for */
     assert_int_equal(kp_jwks_fetch_count(j), 2);
+    kp_jwks_wait_idle(j);
+    assert_int_equal(jwks_get(j, "kid-a"), KP_OK); /* refresh failed: stale keys serve */
     publish(0, 1);
     fake_now = NOW + 330;
+    assert_int_equal(jwks_get(j, "kid-a"), KP_OK); /* asks again */
+    kp_jwks_wait_idle(j);
     assert_int_equal(jwks_get(j, "kid-a"), KP_EAUTH); /* refreshed: A revoked */
     assert_int_equal(jwks_get(j, "kid-b"), KP_OK);
     assert_int_equal(kp_jwks_fetch_count(j), 3);
@@ -1011,8 +1051,8 @@ static void *race_get(void *p)
     return NULL;
 }
 
-/* Threads racing on a cold cache: every one gets the key, the set is fetched
- * once (those that arrive during the fetch wait for it rather than fail). */
+/* Threads racing on a cold cache: every one is answered at once (none waits
+ * for the network), and the set is fetched once; then every one gets the key. */
 static void test_jwks_concurrent_cold_fetch(void **state)
 {
     enum { N = 16 };
@@ -1023,18 +1063,115 @@ static void test_jwks_concurrent_cold_fetch(void **state)
     int i;
     (void)state;
 
-    pthread_barrier_init(&start, NULL, N);
-    for (i = 0; i < N; i++) {
-        args[i] = (jwks_race_arg){j, &start, 0};
-        assert_int_equal(pthread_create(&th[i], NULL, race_get, &args[i]), 0);
+    for (int round = 0; round < 2; round++) {
+        pthread_barrier_init(&start, NULL, N);
+        for (i = 0; i < N; i++) {
+            args[i] = (jwks_race_arg){j, &start, 0};
+            assert_int_equal(pthread_create(&th[i], NULL, race_get, &args[i]), 0);
+        }
+        for (i = 0; i < N; i++)
+            pthread_join(th[i], NULL);
+        pthread_barrier_destroy(&start);
+        kp_jwks_wait_idle(j); /* the one fetch the first round asked for */
+        int ok = 0;
+        for (i = 0; i < N; i++)
+            ok += args[i].ok;
+        assert_int_equal(kp_jwks_fetch_count(j), 1);
+        if (round == 1)
+            assert_int_equal(ok, N);
     }
-    for (i = 0; i < N; i++) {
-        pthread_join(th[i], NULL);
-        assert_true(args[i].ok);
-    }
-    assert_int_equal(kp_jwks_fetch_count(j), 1);
-    pthread_barrier_destroy(&start);
     kp_jwks_free(j);
+}
+
+/* ---- a provider that does not answer ---- */
+
+/* A listening socket on 127.0.0.1 (any port); its URL into url. */
+static int hanging_listener(char *url, size_t n)
+{
+    struct sockaddr_in sa;
+    socklen_t len = sizeof sa;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    assert_int_equal(listen(fd, 8), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+    snprintf(url, n, "http://127.0.0.1:%d/jwks.json", ntohs(sa.sin_port));
+    return fd;
+}
+
+/* Accepts the fetch's connection and reads its request head. */
+static int accept_request(int listener)
+{
+    char buf[4096];
+    size_t got = 0;
+    int c = accept(listener, NULL, NULL);
+    assert_true(c >= 0);
+    while (got < sizeof buf - 1) {
+        ssize_t r = recv(c, buf + got, sizeof buf - 1 - got, 0);
+        assert_true(r > 0);
+        got += (size_t)r;
+        buf[got] = '\0';
+        if (strstr(buf, "\r\n\r\n"))
+            break;
+    }
+    return c;
+}
+
+/* Issue 9, item 9: lookups are answered while the provider hangs (the fetch
+ * runs on the refresher thread, not the caller's); once it answers, the key
+ * is found. Shown by order, not by timing: the lookups return while the
+ * fetch's connection is still open and unanswered. */
+static void test_jwks_lookup_never_waits_for_the_network(void **state)
+{
+    char url[128], kid[32];
+    kp_jwks_options o;
+    kp_jwks *j = NULL;
+    kp_err err;
+    kp_buf doc = KP_BUF_INIT, http = KP_BUF_INIT;
+    (void)state;
+
+    int listener = hanging_listener(url, sizeof url);
+    memset(&o, 0, sizeof o);
+    o.url = url;
+    o.timeout_s = 5; /* before the fix, each lookup below waited this long */
+    o.clock = fake_clock;
+    assert_int_equal(kp_jwks_new(&o, &j, &err), KP_OK);
+
+    for (int i = 0; i < 4; i++) { /* forged kids while the provider hangs */
+        snprintf(kid, sizeof kid, "forged-%d", i);
+        assert_int_equal(jwks_get(j, kid), KP_EAUTH);
+    }
+    int conn = accept_request(listener);
+    char probe;
+    assert_int_equal(recv(conn, &probe, 1, MSG_DONTWAIT), -1); /* still open: the fetch is in flight */
+    assert_int_equal(jwks_get(j, "kid-a"), KP_EAUTH);
+    assert_int_equal(kp_jwks_fetch_count(j), 1); /* and only one */
+
+    /* the provider answers at last */
+    kp_buf_puts(&doc, "{\"keys\":[");
+    jwk_append(&doc, key_a, "kid-a", NULL);
+    kp_buf_puts(&doc, "]}");
+    kp_buf_printf(&http,
+                  "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
+                  "Connection: close\r\n\r\n%s",
+                  doc.len, doc.data);
+    assert_int_equal(send(conn, http.data, http.len, MSG_NOSIGNAL), (ssize_t)http.len);
+    kp_jwks_wait_idle(j);
+    assert_int_equal(jwks_get(j, "kid-a"), KP_OK);
+    close(conn);
+
+    /* a fetch that hangs at shutdown is aborted: free returns */
+    fake_now = NOW + 30;
+    assert_int_equal(jwks_get(j, "kid-new"), KP_EAUTH);
+    conn = accept_request(listener);
+    kp_jwks_free(j);
+    close(conn);
+    close(listener);
+    kp_buf_free(&doc);
+    kp_buf_free(&http);
 }
 
 /* ---- the verified-token cache ---- */
@@ -1101,6 +1238,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_jwks_bad_documents, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_verification, setup, teardown),
         cmocka_unit_test_setup_teardown(test_jwks_concurrent_cold_fetch, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_jwks_lookup_never_waits_for_the_network, setup, teardown),
         cmocka_unit_test_setup_teardown(test_verified_token_cache, setup, teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
