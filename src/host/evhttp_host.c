@@ -64,6 +64,8 @@
 #define IO_TIMEOUT_S 30              /* idle read / stalled write on a connection */
 #define LISTEN_BACKLOG 511
 #define DEFAULT_DRAIN_MS 10000
+#define DEFAULT_HEADER_TIMEOUT_S 10
+#define DEFAULT_BODY_TIMEOUT_S 60
 #define DRAIN_TICK_MS 20
 #define STREAM_READ_HIGH_WATER (64 * 1024)    /* buffered client bytes while a stream runs */
 #define STREAM_PENDING_MAX (16 * 1024 * 1024) /* a client this far behind counts as gone */
@@ -829,7 +831,14 @@ static void set_sockaddr_port(struct sockaddr_storage *ss, int port)
 
 static kp_status configure_http(struct evhttp *http, worker *w, kp_err *err)
 {
-    kp_conn_limits limits = {.max_head = MAX_HEADERS_SIZE, .max_body = KP_MAX_BODY};
+    const kp_host_options *o = &w->host->opt;
+    kp_conn_limits limits = {
+        .max_head = MAX_HEADERS_SIZE,
+        .max_body = KP_MAX_BODY,
+        .max_chunked = HARD_MAX_BODY,
+        .header_timeout_s = o->header_timeout_s > 0 ? o->header_timeout_s : DEFAULT_HEADER_TIMEOUT_S,
+        .body_timeout_s = o->body_timeout_s > 0 ? o->body_timeout_s : DEFAULT_BODY_TIMEOUT_S,
+    };
     w->conns = kp_conn_set_new(w->base, http, &limits);
     if (!w->conns)
         return kp_err_set(err, KP_ENOMEM, "out of memory creating the HTTP workers");

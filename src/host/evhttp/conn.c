@@ -33,6 +33,13 @@
 
 static const char placeholder[] = "GET /.rejected HTTP/1.1\r\nConnection: close\r\n\r\n";
 
+typedef enum deadline_kind {
+    DL_NONE,
+    DL_HEAD,  /* 408 when it passes */
+    DL_BODY,  /* close when it passes */
+    DL_CLOSE, /* close now (armed with no delay, to close outside evhttp's callbacks) */
+} deadline_kind;
+
 typedef enum conn_state {
     ST_HEAD,     /* holding bytes until a complete head has been checked */
     ST_BODY,     /* passing body_left more bytes */
@@ -46,6 +53,9 @@ struct kp_conn {
     struct evhttp_connection *evcon; /* NULL until adopted */
     struct evbuffer_cb_entry *input_cb;
     struct evbuffer *held; /* unchecked bytes */
+    struct event *deadline;
+    deadline_kind deadline_for;
+    size_t chunked_bytes; /* raw bytes of the chunked body passed on */
     conn_state state;
     int64_t body_left;
     size_t scanned;    /* bytes of held already searched for the end of the head */
@@ -69,18 +79,38 @@ struct kp_conn_set {
     struct evbuffer *tmp;
 };
 
+/* ---- deadlines ---- */
+
+static void arm(kp_conn *c, deadline_kind kind)
+{
+    int s = kind == DL_HEAD ? c->set->limits.header_timeout_s : kind == DL_BODY ? c->set->limits.body_timeout_s : 0;
+    struct timeval tv = {s, 0};
+    c->deadline_for = kind;
+    evtimer_add(c->deadline, &tv);
+}
+
+static void disarm(kp_conn *c)
+{
+    c->deadline_for = DL_NONE;
+    evtimer_del(c->deadline);
+}
+
 /* ---- passing checked bytes on ---- */
 
 static void reject(kp_conn *c, struct evbuffer *input, int status, const char *code, const char *message)
 {
     c->state = ST_REJECTED;
     c->must_close = 1;
+    disarm(c);
     c->rejection.status = status;
     c->rejection.code = code;
     snprintf(c->rejection.message, sizeof c->rejection.message, "%s", message);
     c->reject_seq = ++c->released;
     evbuffer_drain(c->held, evbuffer_get_length(c->held));
+    /* outside a socket read the bufferevent keeps its input's end frozen */
+    evbuffer_unfreeze(input, 0);
     evbuffer_add(input, placeholder, sizeof placeholder - 1);
+    evbuffer_freeze(input, 0);
     /* evhttp reads it now if it is waiting for a request, else when the
      * response in progress is done */
     bufferevent_trigger(c->bev, EV_READ, BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
@@ -92,8 +122,20 @@ static void body_passed(kp_conn *c, size_t n)
     if (c->state != ST_BODY)
         return;
     c->body_left -= (int64_t)n;
-    if (c->body_left <= 0)
+    if (c->body_left <= 0) {
         c->state = ST_HEAD;
+        disarm(c);
+    }
+}
+
+/* Raw chunked bytes passed on: past max_chunked the body cannot fit the
+ * limit (decoded bytes never outnumber raw ones), so the connection closes
+ * before evhttp could answer its own 413 page. */
+static void chunked_passed(kp_conn *c, size_t n)
+{
+    c->chunked_bytes += n;
+    if (c->chunked_bytes > c->set->limits.max_chunked && c->deadline_for != DL_CLOSE)
+        arm(c, DL_CLOSE);
 }
 
 static void head_accepted(kp_conn *c, const kp_framing *f)
@@ -102,9 +144,13 @@ static void head_accepted(kp_conn *c, const kp_framing *f)
     if (f->chunked) {
         c->state = ST_CHUNKED;
         c->must_close = 1;
+        arm(c, DL_BODY);
     } else if (f->content_length > 0) {
         c->state = ST_BODY;
         c->body_left = f->content_length;
+        arm(c, DL_BODY);
+    } else {
+        disarm(c);
     }
 }
 
@@ -116,6 +162,8 @@ static int take_head(kp_conn *c, struct evbuffer *input)
     size_t max_head = c->set->limits.max_head;
     if (len == 0)
         return 0;
+    if (c->deadline_for == DL_NONE)
+        arm(c, DL_HEAD); /* the first byte of a head */
     size_t look = len < max_head + 3 ? len : max_head + 3;
     const char *p = (const char *)evbuffer_pullup(c->held, (ev_ssize_t)look);
     if (!p)
@@ -152,7 +200,10 @@ static void process(kp_conn *c, struct evbuffer *input)
         size_t len = evbuffer_get_length(c->held);
         switch (c->state) {
         case ST_REJECTED: evbuffer_drain(c->held, len); return;
-        case ST_CHUNKED: evbuffer_add_buffer(input, c->held); return;
+        case ST_CHUNKED:
+            chunked_passed(c, len);
+            evbuffer_add_buffer(input, c->held);
+            return;
         case ST_BODY: {
             size_t n = (int64_t)len < c->body_left ? len : (size_t)c->body_left;
             if (n == 0)
@@ -176,7 +227,10 @@ static void take_fresh(kp_conn *c, struct evbuffer *input, size_t fresh)
     size_t len = evbuffer_get_length(input);
     if (evbuffer_get_length(c->held) == 0 && (c->state == ST_BODY || c->state == ST_CHUNKED)) {
         size_t pass = c->state == ST_CHUNKED || (int64_t)fresh < c->body_left ? fresh : (size_t)c->body_left;
-        body_passed(c, pass);
+        if (c->state == ST_CHUNKED)
+            chunked_passed(c, pass);
+        else
+            body_passed(c, pass);
         fresh -= pass;
     }
     if (fresh == 0)
@@ -204,6 +258,24 @@ static void on_input(struct evbuffer *input, const struct evbuffer_cb_info *info
     c->moving = 0;
 }
 
+static void on_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    kp_conn *c = arg;
+    (void)fd;
+    (void)what;
+    if (!c->evcon)
+        return;
+    if (c->deadline_for == DL_HEAD) {
+        c->moving = 1;
+        reject(c, bufferevent_get_input(c->bev), 408, "request_timeout", "the request head did not arrive in time");
+        c->moving = 0;
+        return;
+    }
+    kp_log(KP_LOG_DEBUG, "closing a connection whose request body %s",
+           c->deadline_for == DL_BODY ? "did not arrive in time" : "is too large");
+    evhttp_connection_free(c->evcon); /* frees c through the close callback */
+}
+
 /* ---- lifetime ---- */
 
 static int by_evcon(const void *a, const void *b)
@@ -218,6 +290,8 @@ static void conn_free(kp_conn *c)
         evbuffer_remove_cb_entry(bufferevent_get_input(c->bev), c->input_cb);
     if (c->held)
         evbuffer_free(c->held);
+    if (c->deadline)
+        event_free(c->deadline);
     free(c);
 }
 
@@ -272,19 +346,24 @@ static struct bufferevent *new_bev(struct event_base *base, void *arg)
     kp_conn_set *set = arg;
     kp_conn *c = calloc(1, sizeof *c);
     struct bufferevent *bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
-    if (c && bev)
+    if (c && bev) {
         c->held = evbuffer_new();
-    if (c && c->held)
+        c->deadline = evtimer_new(base, on_deadline, c);
+    }
+    if (c && c->held && c->deadline)
         c->input_cb = evbuffer_add_cb(bufferevent_get_input(bev), on_input, c);
-    if (!c || !bev || !c->held || !c->input_cb) {
+    if (!c || !bev || !c->input_cb) {
         if (c && c->held)
             evbuffer_free(c->held);
+        if (c && c->deadline)
+            event_free(c->deadline);
         free(c);
         kp_log(KP_LOG_WARN, "out of memory accepting a connection");
         return bev; /* evhttp serves it unguarded, or fails it when NULL */
     }
     c->set = set;
     c->bev = bev;
+    arm(c, DL_HEAD);         /* the first request's head, from the accept */
     bufferevent_incref(bev); /* until adopted: bev stays readable even if evhttp drops it */
     c->adopt_next = set->adopt_queue;
     set->adopt_queue = c;
@@ -340,6 +419,8 @@ kp_conn *kp_conn_of(kp_conn_set *set, struct evhttp_connection *evcon)
 int kp_conn_request_begin(kp_conn *c, kp_conn_rejection *r)
 {
     c->begun++;
+    if (c->state == ST_CHUNKED && c->deadline_for == DL_BODY)
+        disarm(c); /* evhttp has read the whole chunked body */
     if (c->state == ST_REJECTED && c->begun == c->reject_seq) {
         *r = c->rejection;
         return 1;

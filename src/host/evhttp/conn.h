@@ -13,6 +13,12 @@
  * through the host's normal response path (headers, request id, log line,
  * metrics) in order behind any pipelined response still being written.
  *
+ * Deadlines: a request head must arrive whole within header_timeout_s of its
+ * first byte (of the accept, for a connection's first request), else it is
+ * answered 408 (through the placeholder, like a rejection); a body within
+ * body_timeout_s of its head, else the connection is closed. Time between
+ * requests is evhttp's idle timeout.
+ *
  * A request with a chunked body is the last on its connection
  * (kp_conn_must_close), so bytes after it never reach evhttp unchecked.
  *
@@ -36,8 +42,11 @@ typedef struct kp_conn kp_conn;
 typedef struct kp_conn_set kp_conn_set;
 
 typedef struct kp_conn_limits {
-    size_t max_head; /* request line + headers; larger heads get 431 */
-    size_t max_body; /* larger declared Content-Length gets 413 before any body is read */
+    size_t max_head;      /* request line + headers; larger heads get 431 */
+    size_t max_body;      /* larger declared Content-Length gets 413 before any body is read */
+    size_t max_chunked;   /* raw bytes of a chunked body; beyond them the connection is closed */
+    int header_timeout_s; /* a whole head, from its first byte (from the accept for the first one): else 408 */
+    int body_timeout_s;   /* a whole body, from the end of its head: else the connection is closed */
 } kp_conn_limits;
 
 /* What a rejected head is answered with. */
