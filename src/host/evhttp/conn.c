@@ -63,6 +63,7 @@ struct kp_conn {
     unsigned released; /* heads handed to evhttp (the placeholder included) */
     unsigned begun;    /* requests the host has seen */
     unsigned reject_seq;
+    int in_request; /* the host is answering a request: evhttp must not be made to read */
     int must_close;
     kp_conn_rejection rejection;
     void (*close_cb)(struct evhttp_connection *, void *);
@@ -112,8 +113,9 @@ static void reject(kp_conn *c, struct evbuffer *input, int status, const char *c
     evbuffer_add(input, placeholder, sizeof placeholder - 1);
     evbuffer_freeze(input, 0);
     /* evhttp reads it now if it is waiting for a request, else when the
-     * response in progress is done */
-    bufferevent_trigger(c->bev, EV_READ, BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+     * response in progress is done (its read callback must not run then) */
+    if (!c->in_request)
+        bufferevent_trigger(c->bev, EV_READ, BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
 }
 
 /* Body bytes handed on: count them against the declared length. */
@@ -419,6 +421,7 @@ kp_conn *kp_conn_of(kp_conn_set *set, struct evhttp_connection *evcon)
 int kp_conn_request_begin(kp_conn *c, kp_conn_rejection *r)
 {
     c->begun++;
+    c->in_request = 1;
     if (c->state == ST_CHUNKED && c->deadline_for == DL_BODY)
         disarm(c); /* evhttp has read the whole chunked body */
     if (c->state == ST_REJECTED && c->begun == c->reject_seq) {
@@ -430,7 +433,7 @@ int kp_conn_request_begin(kp_conn *c, kp_conn_rejection *r)
 
 void kp_conn_request_end(kp_conn *c)
 {
-    (void)c;
+    c->in_request = 0;
 }
 
 int kp_conn_must_close(const kp_conn *c)
