@@ -389,6 +389,7 @@ static void on_stop(evutil_socket_t fd, short what, void *arg)
     (void)what;
     w->draining = 1;
     if (w->bound) {
+        kp_conn_set_listener(w->conns, NULL);
         evhttp_del_accept_socket(w->http, w->bound);
         w->bound = NULL;
     }
@@ -1075,6 +1076,7 @@ static kp_status worker_init(kp_host *h, worker *w, struct sockaddr_storage *ss,
         evconnlistener_free(l);
         return kp_err_set(err, KP_ENOMEM, "out of memory binding %s", h->opt.addr);
     }
+    kp_conn_set_listener(w->conns, l);
     if (sockaddr_port(ss) == 0) { /* port 0: the others join the port the first one got */
         struct sockaddr_storage got;
         socklen_t gotlen = sizeof got;
@@ -1156,6 +1158,7 @@ kp_status kp_host_start(const kp_host_options *opt, kp_host **out, kp_err *err)
     rc = resolve_addr(opt->addr, &ss, &sslen, err);
     if (rc != KP_OK)
         return rc;
+    kp_conn_set_cap(opt->max_connections);
     if (sockaddr_port(&ss) != 0) {
         rc = check_address_free((struct sockaddr *)&ss, sslen, opt->addr, err);
         if (rc != KP_OK)

@@ -18,18 +18,28 @@
  */
 #include "host/evhttp/conn.h"
 
+#include <errno.h>
+#include <pthread.h>
 #include <search.h>
+#include <stdatomic.h>
 #include <stdint.h>
+#include <sys/resource.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/listener.h>
 
 #include "core/log.h"
 #include "host/evhttp/framing.h"
 
 #define COPY_CHUNK 16384
+#define ACCEPT_PAUSE_MS 100 /* a listener rests this long after accept() fails */
+#define ACCEPT_LOG_EVERY_MS 1000
+#define FD_RESERVE_MIN 128 /* descriptors kept for files, databases and upstream connections */
+#define FD_RAISE_MAX (1 << 20)
 
 static const char placeholder[] = "GET /.rejected HTTP/1.1\r\nConnection: close\r\n\r\n";
 
@@ -69,6 +79,15 @@ struct kp_conn {
     void (*close_cb)(struct evhttp_connection *, void *);
     void *close_arg;
     kp_conn *adopt_next;
+    /* the registry (guarded by registry.mu) */
+    kp_conn *older, *newer;
+    kp_conn *evict_next; /* on its set's evict queue */
+    int adopted;         /* its evcon is known: it may be evicted */
+    int evicting;        /* chosen as a victim (queued) */
+    int refused;         /* over the cap with no victim: closed once adopted */
+    /* written by the owning worker, read by any under registry.mu */
+    atomic_int completed; /* a response was written */
+    atomic_int busy;      /* a request is being answered */
 };
 
 struct kp_conn_set {
@@ -78,7 +97,29 @@ struct kp_conn_set {
     kp_conn *adopt_queue;
     void *by_evcon; /* tsearch root: kp_conn * ordered by evcon */
     struct evbuffer *tmp;
+    struct event *reaper;       /* closes the queued victims, on this worker */
+    kp_conn *evict_queue;       /* guarded by registry.mu */
+    struct evconnlistener *lev; /* the worker's listener, while it listens */
+    struct event *resume;       /* re-enables lev after an accept error */
+    kp_conn_set *next_set;      /* guarded by registry.mu */
 };
+
+/*
+ * Every connection of the process (both hosts), oldest first, with the cap
+ * they share. A new connection over the cap evicts the oldest one that never
+ * completed a request (else the oldest idle one); the victim's own worker
+ * closes it (its reaper event).
+ */
+static struct {
+    pthread_mutex_t mu;
+    kp_conn *oldest, *newest;
+    long count;
+    long cap;
+    kp_conn_set *sets;
+} registry = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static atomic_llong accept_log_ms; /* when an accept error was last logged */
+static atomic_long accept_errors;  /* since then */
 
 /* ---- deadlines ---- */
 
@@ -278,6 +319,173 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
     evhttp_connection_free(c->evcon); /* frees c through the close callback */
 }
 
+/* ---- the connection cap ---- */
+
+static int evictable(kp_conn *c, int fresh_only)
+{
+    return c->adopted && !c->evicting && !c->refused && !atomic_load(&c->busy) &&
+           (!fresh_only || !atomic_load(&c->completed));
+}
+
+/* Under registry.mu. */
+static kp_conn *pick_victim(void)
+{
+    for (int fresh_only = 1; fresh_only >= 0; fresh_only--)
+        for (kp_conn *v = registry.oldest; v; v = v->newer)
+            if (evictable(v, fresh_only))
+                return v;
+    return NULL;
+}
+
+/* Under registry.mu: links c as the newest; over the cap, queues a victim on
+ * its worker (or refuses c when every connection is busy). */
+static void registry_add(kp_conn *c)
+{
+    c->older = registry.newest;
+    if (registry.newest)
+        registry.newest->newer = c;
+    else
+        registry.oldest = c;
+    registry.newest = c;
+    registry.count++;
+    if (registry.cap <= 0 || registry.count <= registry.cap)
+        return;
+    kp_conn *v = pick_victim();
+    if (!v) {
+        c->refused = 1;
+        return;
+    }
+    v->evicting = 1;
+    v->evict_next = v->set->evict_queue;
+    v->set->evict_queue = v;
+    event_active(v->set->reaper, 0, 0); /* under mu: the set outlives its queued conns */
+}
+
+static void registry_remove(kp_conn *c)
+{
+    pthread_mutex_lock(&registry.mu);
+    if (c->older)
+        c->older->newer = c->newer;
+    else if (registry.oldest == c)
+        registry.oldest = c->newer;
+    if (c->newer)
+        c->newer->older = c->older;
+    else if (registry.newest == c)
+        registry.newest = c->older;
+    registry.count--;
+    for (kp_conn **q = &c->set->evict_queue; *q; q = &(*q)->evict_next)
+        if (*q == c) {
+            *q = c->evict_next;
+            break;
+        }
+    pthread_mutex_unlock(&registry.mu);
+}
+
+/* On the victims' worker: close them (each close frees its conn). */
+static void on_reap(evutil_socket_t fd, short what, void *arg)
+{
+    kp_conn_set *set = arg;
+    (void)fd;
+    (void)what;
+    for (;;) {
+        pthread_mutex_lock(&registry.mu);
+        kp_conn *c = set->evict_queue;
+        if (c) {
+            set->evict_queue = c->evict_next;
+            c->evicting = atomic_load(&c->busy) == 0; /* it started a request meanwhile: spare it */
+        }
+        pthread_mutex_unlock(&registry.mu);
+        if (!c)
+            return;
+        if (c->evicting)
+            evhttp_connection_free(c->evcon);
+    }
+}
+
+/* The cap when none is configured: the descriptor limit (raised to the hard
+ * limit first) minus a reserve for everything that is not a client. */
+static long derived_cap(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return 0;
+    if (rl.rlim_cur < rl.rlim_max && rl.rlim_cur < FD_RAISE_MAX) {
+        struct rlimit raised = rl;
+        raised.rlim_cur = rl.rlim_max < FD_RAISE_MAX ? rl.rlim_max : FD_RAISE_MAX;
+        if (setrlimit(RLIMIT_NOFILE, &raised) == 0)
+            rl = raised;
+    }
+    if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > FD_RAISE_MAX)
+        rl.rlim_cur = FD_RAISE_MAX;
+    long limit = (long)rl.rlim_cur;
+    long reserve = limit / 4 > FD_RESERVE_MIN ? limit / 4 : FD_RESERVE_MIN;
+    return limit - reserve > 16 ? limit - reserve : 16;
+}
+
+long kp_conn_set_cap(long max_connections)
+{
+    long cap = max_connections > 0 ? max_connections : derived_cap();
+    pthread_mutex_lock(&registry.mu);
+    registry.cap = cap;
+    pthread_mutex_unlock(&registry.mu);
+    return cap;
+}
+
+/* ---- accept errors ---- */
+
+static long long mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void on_resume(evutil_socket_t fd, short what, void *arg)
+{
+    kp_conn_set *set = arg;
+    (void)fd;
+    (void)what;
+    if (set->lev)
+        evconnlistener_enable(set->lev);
+}
+
+/* accept() failed (EMFILE, ENFILE, ENOBUFS...): rest the listener instead of
+ * spinning on a socket that stays readable, and log about once a second. */
+static void on_accept_error(struct evconnlistener *lev, void *ptr)
+{
+    int err = errno;
+    kp_conn_set *set = NULL;
+    (void)ptr; /* evhttp's; the set is found by listener */
+    pthread_mutex_lock(&registry.mu);
+    for (kp_conn_set *s = registry.sets; s && !set; s = s->next_set)
+        if (s->lev == lev)
+            set = s;
+    pthread_mutex_unlock(&registry.mu);
+    if (set) {
+        struct timeval tv = {0, ACCEPT_PAUSE_MS * 1000};
+        evconnlistener_disable(lev);
+        evtimer_add(set->resume, &tv);
+    }
+    long n = atomic_fetch_add(&accept_errors, 1) + 1;
+    long long now = mono_ms(), last = atomic_load(&accept_log_ms);
+    if (now - last >= ACCEPT_LOG_EVERY_MS && atomic_compare_exchange_strong(&accept_log_ms, &last, now)) {
+        atomic_store(&accept_errors, 0);
+        kp_log(KP_LOG_WARN, "accept failed %ld time(s) in the last second: %s (listener paused %d ms)", n,
+               strerror(err), ACCEPT_PAUSE_MS);
+    }
+}
+
+void kp_conn_set_listener(kp_conn_set *set, struct evconnlistener *lev)
+{
+    if (lev)
+        evconnlistener_set_error_cb(lev, on_accept_error);
+    else
+        evtimer_del(set->resume);
+    pthread_mutex_lock(&registry.mu);
+    set->lev = lev;
+    pthread_mutex_unlock(&registry.mu);
+}
+
 /* ---- lifetime ---- */
 
 static int by_evcon(const void *a, const void *b)
@@ -303,6 +511,7 @@ static void on_conn_closed(struct evhttp_connection *evcon, void *arg)
     if (c->close_cb)
         c->close_cb(evcon, c->close_arg);
     tdelete(c, &c->set->by_evcon, by_evcon);
+    registry_remove(c);
     conn_free(c);
 }
 
@@ -314,6 +523,7 @@ static void adopt(kp_conn *c)
     bufferevent_getcb(c->bev, &readcb, &writecb, &eventcb, &evcon);
     struct bufferevent *bev = c->bev;
     if (!eventcb || !evcon) { /* evhttp gave up on it already */
+        registry_remove(c);
         conn_free(c);
         bufferevent_decref(bev);
         return;
@@ -321,12 +531,19 @@ static void adopt(kp_conn *c)
     c->evcon = evcon;
     if (!tsearch(c, &c->set->by_evcon, by_evcon)) {
         evhttp_connection_free(evcon); /* out of memory: closes (conn not hooked yet) */
+        registry_remove(c);
         conn_free(c);
         bufferevent_decref(bev);
         return;
     }
     evhttp_connection_set_closecb(evcon, on_conn_closed, c);
     bufferevent_decref(bev);
+    pthread_mutex_lock(&registry.mu);
+    c->adopted = 1;
+    int refused = c->refused;
+    pthread_mutex_unlock(&registry.mu);
+    if (refused)
+        evhttp_connection_free(evcon); /* over the cap and nothing to evict */
 }
 
 static void on_adopt(evutil_socket_t fd, short what, void *arg)
@@ -365,7 +582,10 @@ static struct bufferevent *new_bev(struct event_base *base, void *arg)
     }
     c->set = set;
     c->bev = bev;
-    arm(c, DL_HEAD);         /* the first request's head, from the accept */
+    arm(c, DL_HEAD); /* the first request's head, from the accept */
+    pthread_mutex_lock(&registry.mu);
+    registry_add(c);
+    pthread_mutex_unlock(&registry.mu);
     bufferevent_incref(bev); /* until adopted: bev stays readable even if evhttp drops it */
     c->adopt_next = set->adopt_queue;
     set->adopt_queue = c;
@@ -381,11 +601,17 @@ kp_conn_set *kp_conn_set_new(struct event_base *base, struct evhttp *http, const
     set->base = base;
     set->limits = *limits;
     set->adopt = event_new(base, -1, 0, on_adopt, set);
+    set->reaper = event_new(base, -1, 0, on_reap, set);
+    set->resume = evtimer_new(base, on_resume, set);
     set->tmp = evbuffer_new();
-    if (!set->adopt || !set->tmp) {
+    if (!set->adopt || !set->reaper || !set->resume || !set->tmp) {
         kp_conn_set_free(set);
         return NULL;
     }
+    pthread_mutex_lock(&registry.mu);
+    set->next_set = registry.sets;
+    registry.sets = set;
+    pthread_mutex_unlock(&registry.mu);
     evhttp_set_bevcb(http, new_bev, set);
     return set;
 }
@@ -401,8 +627,19 @@ void kp_conn_set_free(kp_conn_set *set)
         return;
     on_adopt(-1, 0, set); /* none expected: adoption runs in the accepting iteration */
     tdestroy(set->by_evcon, free_node);
+    pthread_mutex_lock(&registry.mu);
+    for (kp_conn_set **p = &registry.sets; *p; p = &(*p)->next_set)
+        if (*p == set) {
+            *p = set->next_set;
+            break;
+        }
+    pthread_mutex_unlock(&registry.mu);
     if (set->adopt)
         event_free(set->adopt);
+    if (set->reaper)
+        event_free(set->reaper);
+    if (set->resume)
+        event_free(set->resume);
     if (set->tmp)
         evbuffer_free(set->tmp);
     free(set);
@@ -422,6 +659,7 @@ int kp_conn_request_begin(kp_conn *c, kp_conn_rejection *r)
 {
     c->begun++;
     c->in_request = 1;
+    atomic_store(&c->busy, 1);
     if (c->state == ST_CHUNKED && c->deadline_for == DL_BODY)
         disarm(c); /* evhttp has read the whole chunked body */
     if (c->state == ST_REJECTED && c->begun == c->reject_seq) {
@@ -434,6 +672,8 @@ int kp_conn_request_begin(kp_conn *c, kp_conn_rejection *r)
 void kp_conn_request_end(kp_conn *c)
 {
     c->in_request = 0;
+    atomic_store(&c->busy, 0);
+    atomic_store(&c->completed, 1);
 }
 
 int kp_conn_must_close(const kp_conn *c)

@@ -37,6 +37,7 @@
 
 #include <event2/event.h>
 #include <event2/http.h>
+#include <event2/listener.h>
 
 typedef struct kp_conn kp_conn;
 typedef struct kp_conn_set kp_conn_set;
@@ -61,6 +62,21 @@ typedef struct kp_conn_rejection {
 kp_conn_set *kp_conn_set_new(struct event_base *base, struct evhttp *http, const kp_conn_limits *limits);
 /* Frees the set; call after evhttp_free(http). NULL is fine. */
 void kp_conn_set_free(kp_conn_set *set);
+
+/*
+ * The connection cap, shared by every set of the process (both hosts): at
+ * the cap, a new connection evicts the oldest one that has not completed a
+ * request (else the oldest idle one); when every connection is busy the new
+ * one is closed. max_connections <= 0 derives it: RLIMIT_NOFILE (first
+ * raised to its hard limit, at most 2^20) minus a quarter (at least 128) kept
+ * for files, databases and upstream connections. Returns the cap in force.
+ */
+long kp_conn_set_cap(long max_connections);
+
+/* The worker's listener (NULL when it stops listening): accept errors such as
+ * EMFILE pause it briefly instead of spinning, and are logged about once a
+ * second. */
+void kp_conn_set_listener(kp_conn_set *set, struct evconnlistener *lev);
 
 /* The conn of an evhttp connection of this set, or NULL. */
 kp_conn *kp_conn_of(kp_conn_set *set, struct evhttp_connection *evcon);
