@@ -139,6 +139,9 @@ static kp_status start_apps_host(serve_state *st, kp_err *err)
         .open_store_ud = st,
         .dispatch = kp_apps_dispatch,
         .default_headers = kp_apps_default_headers,
+        .max_connections = st->cfg.max_connections,
+        .header_timeout_s = (int)st->cfg.header_timeout_s,
+        .body_timeout_s = (int)st->cfg.body_timeout_s,
         .error_page = kp_apps_error_page,
     };
     return kp_host_start(&ho, &st->apps_host, err);
@@ -178,6 +181,9 @@ static kp_status start(serve_state *st, kp_err *err)
         .open_store_ud = st,
         .dispatch = kp_router_dispatch,
         .default_headers = kp_api_default_headers,
+        .max_connections = st->cfg.max_connections,
+        .header_timeout_s = (int)st->cfg.header_timeout_s,
+        .body_timeout_s = (int)st->cfg.body_timeout_s,
     };
     rc = kp_host_start(&ho, &st->host, err);
     if (rc == KP_OK)

@@ -89,6 +89,13 @@ static const opt_def opts[] = {
     {"KOUMPA_DAILY_BONUS_SCHEDULER", NULL, OPT_BOOL, OFF(daily_bonus_scheduler), "1", 0, 1, 0,
      "run the daily bonus at 00:00 UTC in serve"},
     {"KOUMPA_ADMIN_EMAILS", "--admin-emails", OPT_STR, (size_t)-1, NULL, 0, 0, 0, "comma-separated admin emails"},
+    /* connections and limits (host/evhttp) */
+    {"KOUMPA_MAX_CONNECTIONS", NULL, OPT_LONG, OFF(max_connections), "0", 0, 10000000, 0,
+     "open connections on both ports together (0: the descriptor limit minus a reserve)"},
+    {"KOUMPA_HEADER_TIMEOUT_S", NULL, OPT_LONG, OFF(header_timeout_s), "10", 1, 3600, 0,
+     "seconds a client has to send a whole request head"},
+    {"KOUMPA_BODY_TIMEOUT_S", NULL, OPT_LONG, OFF(body_timeout_s), "60", 1, 3600, 0,
+     "seconds a client has to send a request body"},
 };
 
 #define NOPTS (sizeof opts / sizeof opts[0])

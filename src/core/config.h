@@ -65,6 +65,11 @@ typedef struct kp_config {
     long max_readers_per_generation; /* KOUMPA_MAX_READERS_PER_GENERATION: live SSE readers per version (default 32) */
 
     long daily_bonus_scheduler; /* KOUMPA_DAILY_BONUS_SCHEDULER=0 disables the in-server scheduler */
+
+    /* connections and limits (host/evhttp) */
+    long max_connections;  /* KOUMPA_MAX_CONNECTIONS, both ports together (0: RLIMIT_NOFILE minus a reserve) */
+    long header_timeout_s; /* KOUMPA_HEADER_TIMEOUT_S, a whole request head (default 10) */
+    long body_timeout_s;   /* KOUMPA_BODY_TIMEOUT_S, a whole request body (default 60) */
 } kp_config;
 
 /*

@@ -18,6 +18,15 @@
  * fully written (on_request_complete) or their connection dies first
  * (on_closed_early); draining waits for it to reach 0.
  *
+ * Deferred responses (resp->deferred): the handler returns at once and the
+ * worker goes on serving; start() gets a reply whose send() may run on any
+ * thread: it stores the response under a mutex and activates the deferred's
+ * wake event, and the worker then answers it like any other (reply(): same
+ * headers, HEAD, log line, metrics). A client that leaves before the reply is
+ * noticed (EOF is watched meanwhile) and the request stops counting as in
+ * flight; release() always comes after send(), on the worker, or when the
+ * worker stops (finish_deferreds waits for the replies still due).
+ *
  * Streams (resp->stream): the response starts at once (chunked), producers
  * append to a mutex-guarded `pending` buffer from any thread and activate the
  * stream's wake event; the worker moves pending bytes to the connection. The
@@ -64,6 +73,8 @@
 #define IO_TIMEOUT_S 30              /* idle read / stalled write on a connection */
 #define LISTEN_BACKLOG 511
 #define DEFAULT_DRAIN_MS 10000
+#define DEFAULT_HEADER_TIMEOUT_S 10
+#define DEFAULT_BODY_TIMEOUT_S 60
 #define DRAIN_TICK_MS 20
 #define STREAM_READ_HIGH_WATER (64 * 1024)    /* buffered client bytes while a stream runs */
 #define STREAM_PENDING_MAX (16 * 1024 * 1024) /* a client this far behind counts as gone */
@@ -82,6 +93,7 @@ typedef struct worker {
     struct evhttp *http;               /* freed by the worker when its loop ends */
     struct evhttp_bound_socket *bound; /* NULL once draining */
     kp_conn_set *conns;                /* the connection layer under http (conn.h) */
+    struct host_deferred *deferreds;   /* deferred responses not answered yet */
     struct event *stop_ev;             /* activated by kp_host_stop */
     struct event *drain_tick;
     kp_ctx ctx;
@@ -109,6 +121,7 @@ struct kp_host {
 typedef struct req_summary {
     const char *method;
     char route[ROUTE_LABEL_MAX];
+    char path[ROUTE_LABEL_MAX]; /* for error messages only */
     char request_id[REQUEST_ID_MAX + 1];
     char user_id[KP_ID_MAX];
     char remote_addr[64];
@@ -131,6 +144,24 @@ typedef struct host_stream {
     kp_stream *stream;
     req_summary sum;
 } host_stream;
+
+/* A deferred response on its way (kp_deferred): its reply may come from any
+ * thread; send() stores the response under mu and activates wake, and the
+ * worker answers. */
+typedef struct host_deferred {
+    kp_reply reply; /* first member: the reply pointer is the state */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int sent;           /* guarded by mu */
+    kp_resp resp;       /* guarded by mu until sent */
+    struct event *wake; /* made active under mu by send() */
+    /* worker thread only */
+    worker *w;
+    kp_deferred *deferred;
+    struct evhttp_request *evreq; /* NULL once the connection closed */
+    req_summary sum;
+    struct host_deferred *prev, *next; /* the worker's list of unanswered ones */
+} host_deferred;
 
 static void handle_request(struct evhttp_request *evreq, void *arg);
 
@@ -276,6 +307,7 @@ static void summary_begin(req_summary *s, const char *method, const struct times
 static void summary_take_request(req_summary *s, const kp_req *req)
 {
     copy_str(s->route, sizeof s->route, req->route ? req->route : "unmatched");
+    copy_str(s->path, sizeof s->path, req->path);
     copy_str(s->request_id, sizeof s->request_id, req->request_id);
     copy_str(s->remote_addr, sizeof s->remote_addr, req->remote_addr);
     if (req->principal.authenticated)
@@ -357,6 +389,7 @@ static void on_stop(evutil_socket_t fd, short what, void *arg)
     (void)what;
     w->draining = 1;
     if (w->bound) {
+        kp_conn_set_listener(w->conns, NULL);
         evhttp_del_accept_socket(w->http, w->bound);
         w->bound = NULL;
     }
@@ -667,6 +700,176 @@ static int start_stream(worker *w, struct evhttp_request *evreq, kp_resp *resp, 
     return 0;
 }
 
+/* ---- answering ---- */
+
+/* Writes resp (a stream is started and taken) and records the request
+ * (streams: when they end). A response without a valid status, or with a
+ * deferred left in it, is a handler bug: 500. */
+static void reply(worker *w, struct evhttp_request *evreq, kp_resp *resp, req_summary *sum)
+{
+    const char *rid = sum->request_id;
+    if (resp->deferred || resp->status < 100 || resp->status > 599) {
+        kp_log(KP_LOG_ERROR, "handler left status %d%s for %s %s (request %s)", resp->status,
+               resp->deferred ? " and a deferred" : "", sum->method, sum->path, rid);
+        kp_resp_free(resp);
+        memset(resp, 0, sizeof *resp);
+        host_error(w, resp, 500, "internal_error", "internal error (request %s)", rid);
+    }
+    sum->status = resp->status;
+    if (resp->stream && evhttp_request_get_command(evreq) == EVHTTP_REQ_HEAD) {
+        /* HEAD: the headers a GET would get, and no producer run for a body
+         * nobody reads (without Content-Length, as a stream has none) */
+        resp->stream->release(resp->stream);
+        resp->stream = NULL;
+        add_response_headers(w, evreq, resp, rid);
+        evhttp_send_reply(evreq, resp->status, reason_phrase(resp->status), NULL);
+        summary_record(w, sum);
+    } else if (resp->stream && start_stream(w, evreq, resp, sum) == 0) {
+        /* logged and counted when the stream ends */
+    } else {
+        if (resp->stream) { /* could not start it: answer 500 instead */
+            resp->stream->release(resp->stream);
+            resp->stream = NULL;
+            kp_headers_free(&resp->headers);
+            host_error(w, resp, 500, "internal_error", "internal error (request %s)", rid);
+            sum->status = 500;
+        }
+        send_response(w, evreq, resp, rid);
+        summary_record(w, sum);
+    }
+}
+
+/* ---- deferred responses ---- */
+
+/* While a request waits for its reply, notice the client leaving: reading on
+ * without evhttp's read callback (which must not run before the reply), so
+ * only EOF and errors reach evhttp (it then closes the connection). Sending
+ * the reply sets evhttp's callbacks again. */
+static void watch_eof(struct evhttp_connection *evcon)
+{
+    struct bufferevent *bev = evhttp_connection_get_bufferevent(evcon);
+    bufferevent_data_cb readcb, writecb;
+    bufferevent_event_cb eventcb;
+    void *arg;
+    bufferevent_getcb(bev, &readcb, &writecb, &eventcb, &arg);
+    bufferevent_setcb(bev, NULL, writecb, eventcb, arg);
+    bufferevent_enable(bev, EV_READ);
+}
+
+static void deferred_send(kp_reply *reply, kp_resp *resp)
+{
+    host_deferred *hd = (host_deferred *)reply;
+    pthread_mutex_lock(&hd->mu);
+    if (!hd->sent) {
+        hd->resp = *resp;
+        memset(resp, 0, sizeof *resp);
+        hd->sent = 1;
+        event_active(hd->wake, 0, 0); /* under mu: the worker frees wake only after seeing sent under mu */
+        pthread_cond_signal(&hd->cv);
+    }
+    pthread_mutex_unlock(&hd->mu);
+}
+
+static void deferred_unlink(host_deferred *hd)
+{
+    worker *w = hd->w;
+    if (hd->prev)
+        hd->prev->next = hd->next;
+    else
+        w->deferreds = hd->next;
+    if (hd->next)
+        hd->next->prev = hd->prev;
+}
+
+/* After the reply came: release the producer's state and ours. */
+static void deferred_free(host_deferred *hd)
+{
+    hd->deferred->release(hd->deferred);
+    kp_resp_free(&hd->resp);
+    event_free(hd->wake);
+    pthread_cond_destroy(&hd->cv);
+    pthread_mutex_destroy(&hd->mu);
+    free(hd);
+}
+
+/* On the worker, once send() was called: answer, unless the client left. */
+static void on_deferred_wake(evutil_socket_t fd, short what, void *arg)
+{
+    host_deferred *hd = arg;
+    worker *w = hd->w;
+    (void)fd;
+    (void)what;
+    pthread_mutex_lock(&hd->mu); /* pairs with deferred_send: resp is complete */
+    pthread_mutex_unlock(&hd->mu);
+    deferred_unlink(hd);
+    if (hd->evreq) {
+        watch_close(w, evhttp_request_get_connection(hd->evreq), on_closed_early, w);
+        reply(w, hd->evreq, &hd->resp, &hd->sum);
+    }
+    deferred_free(hd);
+}
+
+/* The connection closed before the reply: nobody to answer; the request is
+ * no longer in flight. */
+static void on_deferred_closed(struct evhttp_connection *evcon, void *arg)
+{
+    host_deferred *hd = arg;
+    (void)evcon;
+    /* a failed connection detached the unanswered request and left it to us;
+     * evhttp_free (stopping) frees the requests still attached */
+    if (evhttp_request_get_connection(hd->evreq) == NULL)
+        evhttp_request_free(hd->evreq);
+    hd->evreq = NULL;
+    request_finished(hd->w);
+}
+
+/* Starts resp->deferred (taken from resp) with a reply that hands the
+ * response back to this worker. Returns -1 (deferred left in resp) when out
+ * of memory. */
+static int start_deferred(worker *w, struct evhttp_request *evreq, kp_resp *resp, const req_summary *sum)
+{
+    host_deferred *hd = calloc(1, sizeof *hd);
+    if (!hd)
+        return -1;
+    hd->wake = event_new(w->base, -1, 0, on_deferred_wake, hd);
+    if (!hd->wake) {
+        free(hd);
+        return -1;
+    }
+    pthread_mutex_init(&hd->mu, NULL);
+    pthread_cond_init(&hd->cv, NULL);
+    hd->reply.send = deferred_send;
+    hd->w = w;
+    hd->evreq = evreq;
+    hd->sum = *sum;
+    hd->deferred = resp->deferred;
+    resp->deferred = NULL;
+    hd->next = w->deferreds;
+    if (hd->next)
+        hd->next->prev = hd;
+    w->deferreds = hd;
+    struct evhttp_connection *evcon = evhttp_request_get_connection(evreq);
+    watch_close(w, evcon, on_deferred_closed, hd);
+    watch_eof(evcon);
+    hd->deferred->start(hd->deferred, &hd->reply);
+    return 0;
+}
+
+/* The worker's loop has ended and its connections are closed: wait for the
+ * replies still due (the producers own them until send), then release. */
+static void finish_deferreds(worker *w)
+{
+    while (w->deferreds) {
+        host_deferred *hd = w->deferreds;
+        pthread_mutex_lock(&hd->mu);
+        while (!hd->sent)
+            pthread_cond_wait(&hd->cv, &hd->mu);
+        pthread_mutex_unlock(&hd->mu);
+        deferred_unlink(hd);
+        deferred_free(hd);
+    }
+}
+
 /* ---- the request callback ---- */
 
 static void handle_request(struct evhttp_request *evreq, void *arg)
@@ -699,41 +902,15 @@ static void handle_request(struct evhttp_request *evreq, void *arg)
     } else if (read_request(w, evreq, &req, rid, &path, &resp) == 0) {
         w->host->opt.dispatch(&w->ctx, &req, &resp);
     }
-    kp_resp_settle(&resp); /* deferred responses: waited for here, for now */
-    if (resp.status < 100 || resp.status > 599) {
-        kp_log(KP_LOG_ERROR, "handler left status %d for %s %s (request %s)", resp.status, req.method, req.path, rid);
-        if (resp.stream) {
-            resp.stream->release(resp.stream);
-            resp.stream = NULL;
-        }
-        kp_headers_free(&resp.headers);
-        host_error(w, &resp, 500, "internal_error", "internal error (request %s)", rid);
-    }
-
     summary_begin(&sum, req.method, &t0);
     summary_take_request(&sum, &req);
-    sum.status = resp.status;
-    if (resp.stream && evhttp_request_get_command(evreq) == EVHTTP_REQ_HEAD) {
-        /* HEAD: the headers a GET would get, and no producer run for a body
-         * nobody reads (without Content-Length, as a stream has none) */
-        resp.stream->release(resp.stream);
-        resp.stream = NULL;
-        add_response_headers(w, evreq, &resp, rid);
-        evhttp_send_reply(evreq, resp.status, reason_phrase(resp.status), NULL);
-        summary_record(w, &sum);
-    } else if (resp.stream && start_stream(w, evreq, &resp, &sum) == 0) {
-        /* logged and counted when the stream ends */
-    } else {
-        if (resp.stream) { /* could not start it: answer 500 instead */
-            resp.stream->release(resp.stream);
-            resp.stream = NULL;
-            kp_headers_free(&resp.headers);
-            host_error(w, &resp, 500, "internal_error", "internal error (request %s)", rid);
-            sum.status = 500;
-        }
-        send_response(w, evreq, &resp, rid);
-        summary_record(w, &sum);
+    if (resp.deferred && resp.status == 0) {
+        if (start_deferred(w, evreq, &resp, &sum) == 0)
+            goto done;         /* answered, logged and counted when its reply comes */
+        kp_resp_settle(&resp); /* out of memory: wait for it here */
     }
+    reply(w, evreq, &resp, &sum);
+done:
     kp_resp_free(&resp);
     kp_headers_free(&req.headers);
     kp_headers_free(&req.query);
@@ -829,7 +1006,14 @@ static void set_sockaddr_port(struct sockaddr_storage *ss, int port)
 
 static kp_status configure_http(struct evhttp *http, worker *w, kp_err *err)
 {
-    kp_conn_limits limits = {.max_head = MAX_HEADERS_SIZE, .max_body = KP_MAX_BODY};
+    const kp_host_options *o = &w->host->opt;
+    kp_conn_limits limits = {
+        .max_head = MAX_HEADERS_SIZE,
+        .max_body = KP_MAX_BODY,
+        .max_chunked = HARD_MAX_BODY,
+        .header_timeout_s = o->header_timeout_s > 0 ? o->header_timeout_s : DEFAULT_HEADER_TIMEOUT_S,
+        .body_timeout_s = o->body_timeout_s > 0 ? o->body_timeout_s : DEFAULT_BODY_TIMEOUT_S,
+    };
     w->conns = kp_conn_set_new(w->base, http, &limits);
     if (!w->conns)
         return kp_err_set(err, KP_ENOMEM, "out of memory creating the HTTP workers");
@@ -892,6 +1076,7 @@ static kp_status worker_init(kp_host *h, worker *w, struct sockaddr_storage *ss,
         evconnlistener_free(l);
         return kp_err_set(err, KP_ENOMEM, "out of memory binding %s", h->opt.addr);
     }
+    kp_conn_set_listener(w->conns, l);
     if (sockaddr_port(ss) == 0) { /* port 0: the others join the port the first one got */
         struct sockaddr_storage got;
         socklen_t gotlen = sizeof got;
@@ -931,6 +1116,7 @@ static void *worker_main(void *arg)
     w->http = NULL;
     kp_conn_set_free(w->conns);
     w->conns = NULL;
+    finish_deferreds(w);
     if (w->ctx.store) {
         w->ctx.store->ops->close(w->ctx.store);
         w->ctx.store = NULL;
@@ -972,6 +1158,7 @@ kp_status kp_host_start(const kp_host_options *opt, kp_host **out, kp_err *err)
     rc = resolve_addr(opt->addr, &ss, &sslen, err);
     if (rc != KP_OK)
         return rc;
+    kp_conn_set_cap(opt->max_connections);
     if (sockaddr_port(&ss) != 0) {
         rc = check_address_free((struct sockaddr *)&ss, sslen, opt->addr, err);
         if (rc != KP_OK)

@@ -38,6 +38,10 @@ typedef struct kp_host_options {
     void *open_store_ud;
     kp_dispatch_fn dispatch; /* NULL: kp_router_dispatch */
     int drain_timeout_ms;    /* how long kp_host_stop waits for in-flight responses (0: 10 s) */
+    int header_timeout_s;    /* a whole request head (0: 10 s); then 408 */
+    int body_timeout_s;      /* a whole request body (0: 60 s); then the connection closes */
+    long max_connections;    /* open connections of the whole process, every host together (0: derived from
+                                RLIMIT_NOFILE); the last host started sets it (see host/evhttp/conn.h) */
     /* Headers every response carries unless it sets them itself: name, value,
      * name, value, ..., NULL (NULL: none). */
     const char *const *default_headers;

@@ -45,8 +45,8 @@ function baseEnv() {
   return env;
 }
 
-function command(args) {
-  const argv = [...WRAPPER, BIN, ...args];
+function command(args, prefix = []) {
+  const argv = [...prefix, ...WRAPPER, BIN, ...args];
   return { file: argv[0], args: argv.slice(1) };
 }
 
@@ -92,10 +92,11 @@ export function runKoumpa(args, { env, input, timeoutMs = WRAPPED ? 300_000 : 60
 /**
  * Starts `koumpa serve` and waits until GET /healthz answers 200.
  * Options: env (extra variables, win over the defaults), args (extra flags),
- * dataDir (reuse a directory, e.g. to restart after kill(); then stop() keeps it).
- * Returns { url, appsUrl, port, appsPort, dataDir, env, stop(), kill(), remove(), logs(), run(), exited }.
+ * dataDir (reuse a directory, e.g. to restart after kill(); then stop() keeps it),
+ * prefix (a command that execs the server, e.g. ['prlimit', '--nofile=1024', '--']).
+ * Returns { url, appsUrl, port, appsPort, pid, dataDir, env, stop(), kill(), remove(), logs(), run(), exited }.
  */
-export async function startServer({ env = {}, args = [], dataDir } = {}) {
+export async function startServer({ env = {}, args = [], dataDir, prefix = [] } = {}) {
   const ownDir = !dataDir;
   const dir = dataDir ?? (await mkdtemp(path.join(tmpdir(), 'koumpa-test-')));
   const port = await freePort();
@@ -114,7 +115,7 @@ export async function startServer({ env = {}, args = [], dataDir } = {}) {
   const url = `http://127.0.0.1:${port}`;
   const appsUrl = `http://127.0.0.1:${appsPort}`;
 
-  const { file, args: argv } = command(['serve', ...args]);
+  const { file, args: argv } = command(['serve', ...args], prefix);
   const child = spawn(file, argv, { env: fullEnv, stdio: ['ignore', 'pipe', 'pipe'] });
   const output = [];
   child.stdout.on('data', (d) => output.push(d));
@@ -153,6 +154,7 @@ export async function startServer({ env = {}, args = [], dataDir } = {}) {
     appsUrl,
     port,
     appsPort,
+    pid: child.pid,
     dataDir: dir,
     env: fullEnv,
     exited,

@@ -112,6 +112,58 @@ static void fake_stream_destroy(fake_stream *fs)
     pthread_mutex_destroy(&fs->mu);
 }
 
+/* ---- a producer for deferred responses: replies from its own thread once
+ * the test lets it (go), as a hashing pool would ---- */
+
+typedef struct fake_deferred {
+    kp_deferred base;
+    kp_reply *reply;
+    pthread_t thread;
+    int thread_started;
+    atomic_int go;
+    atomic_int started;
+    atomic_int sent;
+    atomic_int released;
+} fake_deferred;
+
+static void *reply_later(void *arg)
+{
+    fake_deferred *fd = arg;
+    for (int i = 0; i < 2000 && !atomic_load(&fd->go); i++) /* bounded: 10 s */
+        sleep_ms(5);
+    kp_resp resp;
+    memset(&resp, 0, sizeof resp);
+    kp_resp_json(&resp, 201, json_pack("{s:b}", "deferred", 1));
+    kp_headers_set(&resp.headers, "X-Deferred", "1");
+    atomic_store(&fd->sent, 1);
+    fd->reply->send(fd->reply, &resp);
+    kp_resp_free(&resp); /* left empty by send() */
+    return NULL;
+}
+
+static void fake_deferred_start(kp_deferred *d, kp_reply *reply)
+{
+    fake_deferred *fd = (fake_deferred *)d;
+    fd->reply = reply;
+    fd->thread_started = pthread_create(&fd->thread, NULL, reply_later, fd) == 0;
+    atomic_store(&fd->started, 1);
+}
+
+static void fake_deferred_release(kp_deferred *d)
+{
+    fake_deferred *fd = (fake_deferred *)d;
+    if (fd->thread_started)
+        pthread_join(fd->thread, NULL);
+    atomic_fetch_add(&fd->released, 1);
+}
+
+static void fake_deferred_init(fake_deferred *fd)
+{
+    memset(fd, 0, sizeof *fd);
+    fd->base.start = fake_deferred_start;
+    fd->base.release = fake_deferred_release;
+}
+
 /* ---- a store that only counts opens and closes ---- */
 
 static atomic_int store_opens, store_closes;
@@ -143,6 +195,7 @@ static kp_status fake_open_store(void *ud, kp_store **out, kp_err *err)
 static atomic_int dispatched;
 static atomic_int saw_store;
 static fake_stream *current_stream;
+static fake_deferred *current_deferred;
 
 static json_t *headers_json(const kp_headers *h)
 {
@@ -162,6 +215,11 @@ static void test_dispatch(kp_ctx *ctx, kp_req *req, kp_resp *resp)
         resp->status = 200;
         kp_headers_set(&resp->headers, "Content-Type", "text/event-stream");
         resp->stream = &current_stream->base;
+        return;
+    }
+    if (strcmp(req->path, "/deferred") == 0) {
+        req->route = "/deferred";
+        resp->deferred = &current_deferred->base;
         return;
     }
     if (strncmp(req->path, "/status/", 8) == 0) {
@@ -790,6 +848,116 @@ static void test_forced_stop_releases_endless_streams(void **state)
     fake_stream_destroy(&fs);
 }
 
+/* ---- tests: deferred responses ---- */
+
+typedef struct deferred_client {
+    int port;
+    const char *method;
+    http_result r;
+} deferred_client;
+
+static void *get_deferred(void *arg)
+{
+    deferred_client *c = arg;
+    http_do(c->port, c->method, "/deferred", NULL, NULL, 0, &c->r);
+    return NULL;
+}
+
+static void test_deferred_reply_leaves_the_worker_free(void **state)
+{
+    (void)state;
+    fake_deferred fd;
+    fake_deferred_init(&fd);
+    current_deferred = &fd;
+    kp_host *h = start_host(1, 0); /* one worker: a blocked worker would answer nothing else */
+    deferred_client c = {.port = kp_host_port(h), .method = "GET"};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, get_deferred, &c), 0);
+    assert_true(wait_until(&fd.started, 1, 5000));
+
+    http_result r;
+    http_do(kp_host_port(h), "GET", "/echo", NULL, NULL, 0, &r);
+    assert_int_equal(r.status, 200); /* answered while the deferred one waits */
+    assert_int_equal(atomic_load(&fd.sent), 0);
+    http_free(&r);
+
+    atomic_store(&fd.go, 1);
+    pthread_join(t, NULL);
+    assert_int_equal(c.r.status, 201);
+    json_t *j = body_json(&c.r);
+    assert_true(json_is_true(json_object_get(j, "deferred")));
+    json_decref(j);
+    char v[64];
+    assert_int_equal(header_value(&c.r, "X-Deferred", v, sizeof v), 0);
+    assert_int_equal(header_value(&c.r, "X-Request-Id", v, sizeof v), 0);
+    http_free(&c.r);
+    assert_true(wait_until(&fd.released, 1, 5000));
+    kp_host_stop(h);
+    assert_int_equal(atomic_load(&fd.released), 1);
+}
+
+static void test_deferred_head_has_length_and_no_body(void **state)
+{
+    (void)state;
+    fake_deferred fd;
+    fake_deferred_init(&fd);
+    atomic_store(&fd.go, 1);
+    current_deferred = &fd;
+    kp_host *h = start_host(1, 0);
+    deferred_client c = {.port = kp_host_port(h), .method = "HEAD"};
+    get_deferred(&c);
+    assert_int_equal(c.r.status, 201);
+    assert_int_equal(c.r.body.len, 0);
+    char v[64];
+    assert_int_equal(header_value(&c.r, "Content-Length", v, sizeof v), 0);
+    assert_int_equal(atoi(v), (int)strlen("{\"deferred\":true}"));
+    http_free(&c.r);
+    kp_host_stop(h);
+    assert_int_equal(atomic_load(&fd.released), 1);
+}
+
+static void test_deferred_client_gone_before_the_reply(void **state)
+{
+    (void)state;
+    fake_deferred fd;
+    fake_deferred_init(&fd);
+    current_deferred = &fd;
+    kp_host *h = start_host(1, 0);
+    int sock = connect_to(kp_host_port(h));
+    const char *req = "GET /deferred HTTP/1.1\r\nHost: t\r\n\r\n";
+    assert_int_equal(send(sock, req, strlen(req), 0), (ssize_t)strlen(req));
+    assert_true(wait_until(&fd.started, 1, 5000));
+    close(sock);
+    sleep_ms(100); /* lets the worker see the close first (either order must hold) */
+    atomic_store(&fd.go, 1);
+    assert_true(wait_until(&fd.released, 1, 5000));
+
+    /* the worker keeps serving, and stopping leaks nothing */
+    http_result r;
+    http_do(kp_host_port(h), "GET", "/echo", NULL, NULL, 0, &r);
+    assert_int_equal(r.status, 200);
+    http_free(&r);
+    kp_host_stop(h);
+    assert_int_equal(atomic_load(&fd.released), 1);
+}
+
+static void test_deferred_pending_at_stop_is_released_after_its_reply(void **state)
+{
+    (void)state;
+    fake_deferred fd;
+    fake_deferred_init(&fd);
+    current_deferred = &fd;
+    kp_host *h = start_host(1, 50); /* a drain shorter than the reply */
+    int sock = connect_to(kp_host_port(h));
+    const char *req = "GET /deferred HTTP/1.1\r\nHost: t\r\n\r\n";
+    assert_int_equal(send(sock, req, strlen(req), 0), (ssize_t)strlen(req));
+    assert_true(wait_until(&fd.started, 1, 5000));
+    atomic_store(&fd.go, 1);
+    kp_host_stop(h); /* waits for the reply, then releases */
+    assert_int_equal(atomic_load(&fd.released), 1);
+    close(sock);
+}
+
 static void test_stop_waits_for_nothing_when_idle(void **state)
 {
     (void)state;
@@ -821,6 +989,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_graceful_stop_finishes_streams, setup, teardown),
         cmocka_unit_test_setup_teardown(test_forced_stop_releases_endless_streams, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_waits_for_nothing_when_idle, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_deferred_reply_leaves_the_worker_free, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_deferred_head_has_length_and_no_body, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_deferred_client_gone_before_the_reply, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_deferred_pending_at_stop_is_released_after_its_reply, setup, teardown),
     };
     curl_global_init(CURL_GLOBAL_DEFAULT);
     kp_log_set_level(KP_LOG_WARN); /* one test turns info on to check the request log line */

@@ -13,6 +13,12 @@
  * through the host's normal response path (headers, request id, log line,
  * metrics) in order behind any pipelined response still being written.
  *
+ * Deadlines: a request head must arrive whole within header_timeout_s of its
+ * first byte (of the accept, for a connection's first request), else it is
+ * answered 408 (through the placeholder, like a rejection); a body within
+ * body_timeout_s of its head, else the connection is closed. Time between
+ * requests is evhttp's idle timeout.
+ *
  * A request with a chunked body is the last on its connection
  * (kp_conn_must_close), so bytes after it never reach evhttp unchecked.
  *
@@ -31,13 +37,17 @@
 
 #include <event2/event.h>
 #include <event2/http.h>
+#include <event2/listener.h>
 
 typedef struct kp_conn kp_conn;
 typedef struct kp_conn_set kp_conn_set;
 
 typedef struct kp_conn_limits {
-    size_t max_head; /* request line + headers; larger heads get 431 */
-    size_t max_body; /* larger declared Content-Length gets 413 before any body is read */
+    size_t max_head;      /* request line + headers; larger heads get 431 */
+    size_t max_body;      /* larger declared Content-Length gets 413 before any body is read */
+    size_t max_chunked;   /* raw bytes of a chunked body; beyond them the connection is closed */
+    int header_timeout_s; /* a whole head, from its first byte (from the accept for the first one): else 408 */
+    int body_timeout_s;   /* a whole body, from the end of its head: else the connection is closed */
 } kp_conn_limits;
 
 /* What a rejected head is answered with. */
@@ -52,6 +62,21 @@ typedef struct kp_conn_rejection {
 kp_conn_set *kp_conn_set_new(struct event_base *base, struct evhttp *http, const kp_conn_limits *limits);
 /* Frees the set; call after evhttp_free(http). NULL is fine. */
 void kp_conn_set_free(kp_conn_set *set);
+
+/*
+ * The connection cap, shared by every set of the process (both hosts): at
+ * the cap, a new connection evicts the oldest one that has not completed a
+ * request (else the oldest idle one); when every connection is busy the new
+ * one is closed. max_connections <= 0 derives it: RLIMIT_NOFILE (first
+ * raised to its hard limit, at most 2^20) minus a quarter (at least 128) kept
+ * for files, databases and upstream connections. Returns the cap in force.
+ */
+long kp_conn_set_cap(long max_connections);
+
+/* The worker's listener (NULL when it stops listening): accept errors such as
+ * EMFILE pause it briefly instead of spinning, and are logged about once a
+ * second. */
+void kp_conn_set_listener(kp_conn_set *set, struct evconnlistener *lev);
 
 /* The conn of an evhttp connection of this set, or NULL. */
 kp_conn *kp_conn_of(kp_conn_set *set, struct evhttp_connection *evcon);
