@@ -120,9 +120,6 @@ struct kp_gen {
     kp_store *store;         /* the loop's handle */
     pthread_mutex_t mu;
     int stopping; /* mu: no new submissions */
-    /* Serialises admission (concurrency check, reservation, rows) so that two
-     * requests of one user cannot both pass the plan's limit in this process. */
-    pthread_mutex_t admit;
     _Atomic int64_t in_flight;
     /* loop-only */
     generation *gens;
@@ -1225,7 +1222,6 @@ kp_status kp_gen_new(const kp_gen_options *opt, kp_gen **out, kp_err *err)
     g->policy.rejected_refunds_per_day = opt->cfg->rejected_refunds_per_day;
     g->policy.cancel_refund_chars = opt->cfg->cancel_refund_chars;
     pthread_mutex_init(&g->mu, NULL);
-    pthread_mutex_init(&g->admit, NULL);
     atomic_init(&g->in_flight, 0);
     kp_status rc = opt->open_store(opt->open_store_ud, &g->store, err);
     if (rc == KP_OK) {
@@ -1239,7 +1235,6 @@ kp_status kp_gen_new(const kp_gen_options *opt, kp_gen **out, kp_err *err)
         if (g->store)
             g->store->ops->close(g->store);
         pthread_mutex_destroy(&g->mu);
-        pthread_mutex_destroy(&g->admit);
         free(g);
         return rc;
     }
@@ -1273,7 +1268,6 @@ void kp_gen_free(kp_gen *g)
     if (g->store)
         g->store->ops->close(g->store);
     pthread_mutex_destroy(&g->mu);
-    pthread_mutex_destroy(&g->admit);
     free(g);
 }
 
@@ -1375,47 +1369,22 @@ static int is_stopping(kp_gen *g)
     return stopping;
 }
 
-/* Checks the plan's limit of generations at a time. */
-static kp_status check_concurrency(kp_store *s, const kp_gen_request *r, kp_gen_result *res, kp_err *err)
+/* Admits the generation in one transaction (domain/credits.h
+ * kp_credits_admit): the plan's limit of generations at a time, the
+ * reservation, and the rows (a new project with version 1, or version n of
+ * p). A refusal or a failure leaves nothing behind. */
+static kp_status admit(kp_gen *g, kp_store *s, const kp_gen_request *r, const kp_project *p, int64_t n,
+                       char res_id[KP_ID_MAX], kp_gen_result *res, kp_err *err)
 {
     const kp_plan *plan = r->plan;
-    int64_t running = 0;
-    kp_status rc = s->ops->versions_generating_count(s, r->user_id, &running, err);
-    if (rc != KP_OK)
-        return rc;
-    if (running >= plan->max_concurrent_generations)
-        return fail_with(res, "too_many_generations", err, KP_ERATE,
-                         "your plan (%s) allows %lld generation%s at a time; wait for one to finish", plan->name,
-                         (long long)plan->max_concurrent_generations, plan->max_concurrent_generations == 1 ? "" : "s");
-    return KP_OK;
-}
-
-static kp_status reserve(kp_gen *g, kp_store *s, const kp_gen_request *r, char res_id[KP_ID_MAX], kp_gen_result *res,
-                         kp_err *err)
-{
-    res_id[0] = '\0';
-    if (g->opt.cfg->generation_cost <= 0)
-        return KP_OK;
-    kp_id_new("res", res_id, KP_ID_MAX);
-    kp_status rc =
-        kp_credits_reserve(s, r->user_id, res_id, g->opt.cfg->generation_cost, "generation", &res->balance, err);
-    if (rc == KP_ECREDITS) {
-        res->error_code = "insufficient_credits";
-        kp_err tmp = {0};
-        kp_credits_balance(s, r->user_id, &res->balance, &tmp);
-    }
-    if (rc != KP_OK)
-        res_id[0] = '\0';
-    return rc;
-}
-
-/* Creates the rows: a new project with version 1, or version n of p. */
-static kp_status create_rows(kp_store *s, const kp_gen_request *r, const kp_project *p, int64_t n, const char *res_id,
-                             kp_gen_result *res, kp_err *err)
-{
     kp_version v;
+    kp_project np;
     int64_t now = kp_time_now_ms();
     memset(&v, 0, sizeof v);
+    memset(&np, 0, sizeof np);
+    res_id[0] = '\0';
+    if (g->opt.cfg->generation_cost > 0)
+        kp_id_new("res", res_id, KP_ID_MAX);
     v.n = n;
     v.status = KP_VER_GENERATING;
     copy_str(v.reservation_id, sizeof v.reservation_id, res_id);
@@ -1423,33 +1392,39 @@ static kp_status create_rows(kp_store *s, const kp_gen_request *r, const kp_proj
     v.created_at = v.updated_at = now;
     if (p) {
         copy_str(v.project_id, sizeof v.project_id, p->id);
-        kp_status rc = s->ops->version_create(s, &v, err);
-        if (rc == KP_ECONFLICT)
-            res->error_code = "generation_in_progress";
-        return rc;
+    } else {
+        kp_id_new_at("prj", np.id, sizeof np.id, &now); /* created_at: the time in the id */
+        v.created_at = v.updated_at = now;
+        copy_str(np.user_id, sizeof np.user_id, r->user_id);
+        if (r->name && *r->name)
+            copy_str(np.name, sizeof np.name, r->name);
+        else
+            kp_prompt_default_name(r->prompt, np.name, sizeof np.name);
+        np.latest_version = 1;
+        np.created_at = np.updated_at = now;
+        copy_str(v.project_id, sizeof v.project_id, np.id);
+        copy_str(res->project_id, sizeof res->project_id, np.id);
     }
-    kp_project np;
-    memset(&np, 0, sizeof np);
-    kp_id_new_at("prj", np.id, sizeof np.id, &now); /* created_at: the time in the id */
-    v.created_at = v.updated_at = now;
-    copy_str(np.user_id, sizeof np.user_id, r->user_id);
-    if (r->name && *r->name)
-        copy_str(np.name, sizeof np.name, r->name);
-    else
-        kp_prompt_default_name(r->prompt, np.name, sizeof np.name);
-    np.latest_version = 1;
-    np.created_at = np.updated_at = now;
-    copy_str(v.project_id, sizeof v.project_id, np.id);
-    copy_str(res->project_id, sizeof res->project_id, np.id);
-    return s->ops->project_create(s, &np, &v, err);
-}
-
-static void undo_reservation(kp_store *s, const char *res_id)
-{
-    kp_err err = {0};
-    if (res_id[0] && kp_credits_refund(s, res_id, NULL, NULL, &err) != KP_OK)
-        kp_log_json(KP_LOG_ERROR, "cannot refund a reservation after a failed submission",
-                    json_pack("{s:s,s:s}", "reservation_id", res_id, "error", err.msg));
+    kp_admit_request a = {.user_id = r->user_id,
+                          .res_id = res_id,
+                          .amount = g->opt.cfg->generation_cost,
+                          .max_generating = plan->max_concurrent_generations,
+                          .project = p ? NULL : &np,
+                          .version = &v};
+    kp_status rc = kp_credits_admit(s, &a, &res->balance, err);
+    if (rc == KP_ERATE)
+        rc = fail_with(res, "too_many_generations", err, KP_ERATE,
+                       "your plan (%s) allows %lld generation%s at a time; wait for one to finish", plan->name,
+                       (long long)plan->max_concurrent_generations, plan->max_concurrent_generations == 1 ? "" : "s");
+    else if (rc == KP_ECREDITS)
+        res->error_code = "insufficient_credits";
+    else if (rc == KP_ECONFLICT)
+        res->error_code = "generation_in_progress";
+    else if (rc == KP_ENOTFOUND)
+        rc = fail_with(res, "not_found", err, KP_ENOTFOUND, "no such project");
+    if (rc != KP_OK)
+        res_id[0] = '\0';
+    return rc;
 }
 
 /* When the loop refuses the generation (stopping): fail the fresh version here. */
@@ -1551,16 +1526,7 @@ kp_status kp_gen_submit(kp_gen *g, kp_store *s, const kp_gen_request *r, kp_gen_
                        (long long)tokens, g->opt.cfg->max_tokens, g->opt.cfg->context_window);
         goto cleanup;
     }
-    pthread_mutex_lock(&g->admit);
-    rc = check_concurrency(s, r, res, err);
-    if (rc == KP_OK)
-        rc = reserve(g, s, r, res_id, res, err);
-    if (rc == KP_OK) {
-        rc = create_rows(s, r, follow_up ? &p : NULL, n, res_id, res, err);
-        if (rc != KP_OK)
-            undo_reservation(s, res_id);
-    }
-    pthread_mutex_unlock(&g->admit);
+    rc = admit(g, s, r, follow_up ? &p : NULL, n, res_id, res, err);
     if (rc != KP_OK)
         goto cleanup;
     res->version = n;
@@ -1666,6 +1632,12 @@ kp_status kp_gen_recover(kp_store *s, kp_blob *blob, size_t *repaired, kp_err *e
         if (rc == KP_OK)
             done++;
     }
+    size_t orphans = 0;
+    if (rc == KP_OK) /* reservations without a version (an admission cut short by an older build) */
+        rc = kp_credits_refund_orphans(s, &orphans, err);
+    if (orphans > 0)
+        kp_log_json(KP_LOG_INFO, "refunded reservations without a version",
+                    json_pack("{s:I}", "reservations", (json_int_t)orphans));
     if (done > 0)
         kp_log_json(KP_LOG_INFO, "recovered unsettled versions", json_pack("{s:I}", "versions", (json_int_t)done));
     kp_version_free_array(vs, n);

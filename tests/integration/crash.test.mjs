@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 
 import { startFakeAnthropic } from './fake-anthropic.mjs';
-import { api, signup, startServer } from './harness.mjs';
+import { api, HOOKS_BIN, signup, startServer } from './harness.mjs';
 
 const APP = 'An app.\n<file path="index.html">\n<!doctype html><p>hello</p>\n</file>\n';
 
@@ -156,6 +156,37 @@ describe('crash and restart', () => {
     } finally {
       if (second) await second.stop();
       await first.kill('SIGKILL');
+      await first.remove();
+    }
+  });
+
+  test('a crash between reserving the credit and creating the rows loses nothing (fault injection)', async () => {
+    // build/koumpa-hooks dies (SIGKILL) inside the admission transaction, after the reservation
+    const first = await startServer({ env: { ...env, KOUMPA_TEST_FAULT: 'after_reserve' }, bin: HOOKS_BIN });
+    let second;
+    try {
+      const u = await signup(first);
+      const res = await api(first, 'POST', '/v1/projects', { token: u.token, body: { prompt: 'quick' } }).catch(
+        (e) => e,
+      );
+      assert.ok(res instanceof Error, `the server should have died, got ${res.status}`);
+      assert.equal((await first.exited).signal, 'SIGKILL');
+      assert.match(first.logs(), /test fault: dying at after_reserve/);
+
+      // build/koumpa never honours KOUMPA_TEST_FAULT
+      second = await startServer({ env: { ...env, KOUMPA_TEST_FAULT: 'after_reserve' }, dataDir: first.dataDir });
+      const { balance, versions } = await checkAccount(second, u.token);
+      assert.equal(balance, 5, 'the credit is back');
+      assert.equal(versions.length, 0);
+      const again = await api(second, 'POST', '/v1/projects', { token: u.token, body: { prompt: 'quick' } });
+      assert.equal(again.status, 202);
+      await waitFor(async () => {
+        const r = await api(second, 'GET', `/v1/projects/${again.json.id}`, { token: u.token });
+        return r.json.status === 'ready';
+      });
+      assert.equal((await checkAccount(second, u.token)).balance, 4);
+    } finally {
+      if (second) await second.stop();
       await first.remove();
     }
   });

@@ -1093,6 +1093,26 @@ static void test_recovery_settles_everything(void **state)
     assert_int_equal(balance_total(f, "usr_a"), 9);
 }
 
+/* A reservation that no version refers to (an admission cut short by an
+ * older build, which reserved and created rows in two transactions) is
+ * refunded at start-up. */
+static void test_recovery_refunds_reservations_without_version(void **state)
+{
+    fixture *f = *state;
+    kp_err err = {0};
+    size_t repaired = 0;
+    kp_reservation r;
+    assert_int_equal(kp_credits_reserve(f->s, "usr_a", "res_orphan", 1, "generation", NULL, &err), KP_OK);
+    assert_int_equal(balance_total(f, "usr_a"), 9);
+    assert_int_equal(kp_gen_recover(f->s, f->blob, &repaired, &err), KP_OK);
+    assert_int_equal(balance_total(f, "usr_a"), 10);
+    assert_int_equal(f->s->ops->reservation_get(f->s, "res_orphan", &r, &err), KP_OK);
+    assert_int_equal(r.state, KP_RES_REFUNDED);
+    /* once only */
+    assert_int_equal(kp_gen_recover(f->s, f->blob, &repaired, &err), KP_OK);
+    assert_int_equal(balance_total(f, "usr_a"), 10);
+}
+
 static void test_content_types_and_urls(void **state)
 {
     (void)state;
@@ -1133,6 +1153,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_rejected_output_refunded_up_to_allowance, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel_after_output_is_charged, setup, teardown),
         cmocka_unit_test_setup_teardown(test_recovery_settles_everything, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_recovery_refunds_reservations_without_version, setup, teardown),
         cmocka_unit_test(test_content_types_and_urls),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
