@@ -242,7 +242,8 @@ typedef struct kp_store_ops {
      * (before_created_at, before_id) when before_id is non-empty. *out malloc'd. */
     kp_status (*project_list)(kp_store *s, const char *user_id, int64_t before_created_at, const char *before_id,
                               size_t limit, kp_project **out, size_t *n, kp_err *err);
-    /* Deletes the project and its versions. KP_ENOTFOUND if absent. */
+    /* Deletes the project and its versions. KP_ENOTFOUND if absent; KP_ECONFLICT while one of its versions is
+     * generating (checked in the same transaction as the delete). */
     kp_status (*project_delete)(kp_store *s, const char *id, kp_err *err);
     /* Adds version v->n to its project, which must have latest_version == v->n - 1 and no version
      * generating (else KP_ECONFLICT); bumps latest_version and updated_at. */

@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 
-import { startFakeAnthropic } from './fake-anthropic.mjs';
+import { slowWhenMarked, startFakeAnthropic } from './fake-anthropic.mjs';
 import { api, HOOKS_BIN, signup, startServer } from './harness.mjs';
 
 const APP = 'An app.\n<file path="index.html">\n<!doctype html><p>hello</p>\n</file>\n';
@@ -74,11 +74,7 @@ describe('crash and restart', () => {
   let env;
   before(async () => {
     fake = await startFakeAnthropic();
-    fake.setScenario((rec) => {
-      const msgs = rec.body.messages;
-      const slow = JSON.stringify(msgs[msgs.length - 1].content).includes('[[slow]]');
-      return slow ? { type: 'slow', text: APP, durationMs: 60000 } : { type: 'text', text: APP };
-    });
+    fake.setScenario(slowWhenMarked(APP));
     env = { ANTHROPIC_API_KEY: 'sk-any', ANTHROPIC_BASE_URL: fake.url };
   });
   after(async () => {
@@ -100,11 +96,7 @@ describe('crash and restart', () => {
       });
       // four generations in flight: three new projects and a follow-up
       fake.reset();
-      fake.setScenario((rec) => {
-        const msgs = rec.body.messages;
-        const slow = JSON.stringify(msgs[msgs.length - 1].content).includes('[[slow]]');
-        return slow ? { type: 'slow', text: APP, durationMs: 60000 } : { type: 'text', text: APP };
-      });
+      fake.setScenario(slowWhenMarked(APP));
       for (let i = 0; i < 3; i++) {
         const r = await api(first, 'POST', '/v1/projects', { token: users[i].token, body: { prompt: `app ${i} [[slow]]` } });
         assert.equal(r.status, 202);

@@ -325,6 +325,11 @@ static void test_delete_cascades(void **state)
     create_project(f->s, "prj_keep", "usr_a", 100);
     assert_int_equal(generating(f->s, "usr_a"), 2);
 
+    /* refused while version 2 generates, in the delete's own transaction */
+    assert_int_equal(f->s->ops->project_delete(f->s, "prj_del", &err), KP_ECONFLICT);
+    assert_non_null(strstr(err.msg, "version 2"));
+    assert_int_equal(generating(f->s, "usr_a"), 2);
+    assert_int_equal(finish(f->s, "prj_del", 2, KP_VER_FAILED, 130, &err), KP_OK);
     assert_int_equal(f->s->ops->project_delete(f->s, "prj_del", &err), KP_OK);
     kp_project p;
     kp_version v;

@@ -1411,25 +1411,6 @@ static kp_status run_keyed(sq_store *h, stmt_id id, const char *key, int *change
     return rc;
 }
 
-/* Versions are deleted explicitly (not only by the ON DELETE CASCADE), so
- * the result does not depend on the connection's foreign key setting. */
-static kp_status sq_project_delete(kp_store *s, const char *id, kp_err *err)
-{
-    sq_store *h = impl_of(s);
-    if (!id || !*id)
-        return kp_err_set(err, KP_ENOTFOUND, "project not found");
-    int versions = 0, projects = 0;
-    kp_status rc = tx_begin(h, err);
-    if (rc != KP_OK)
-        return rc;
-    rc = run_keyed(h, ST_VERSIONS_DELETE, id, &versions, "delete versions", err);
-    if (rc == KP_OK)
-        rc = run_keyed(h, ST_PROJECT_DELETE, id, &projects, "delete project", err);
-    if (rc == KP_OK && projects == 0)
-        rc = kp_err_set(err, KP_ENOTFOUND, "project not found");
-    return tx_end(h, rc, err);
-}
-
 /* The version of the project that is generating; *n 0 when none is. */
 static kp_status generating_version(sq_store *h, const char *project_id, int64_t *n, kp_err *err)
 {
@@ -1446,6 +1427,32 @@ static kp_status generating_version(sq_store *h, const char *project_id, int64_t
         rc = kp_sqlite_db_error(h->db, "read versions", err);
     stmt_done(st);
     return rc;
+}
+
+/* Versions are deleted explicitly (not only by the ON DELETE CASCADE), so
+ * the result does not depend on the connection's foreign key setting. */
+static kp_status sq_project_delete(kp_store *s, const char *id, kp_err *err)
+{
+    sq_store *h = impl_of(s);
+    if (!id || !*id)
+        return kp_err_set(err, KP_ENOTFOUND, "project not found");
+    int versions = 0, projects = 0;
+    int64_t busy = 0;
+    kp_status rc = tx_begin(h, err);
+    if (rc != KP_OK)
+        return rc;
+    /* the check and the delete under one write lock: no version can start
+     * generating in between (admit takes the same lock) */
+    rc = generating_version(h, id, &busy, err);
+    if (rc == KP_OK && busy)
+        rc = kp_err_set(err, KP_ECONFLICT, "version %lld of this project is generating", (long long)busy);
+    if (rc == KP_OK)
+        rc = run_keyed(h, ST_VERSIONS_DELETE, id, &versions, "delete versions", err);
+    if (rc == KP_OK)
+        rc = run_keyed(h, ST_PROJECT_DELETE, id, &projects, "delete project", err);
+    if (rc == KP_OK && projects == 0)
+        rc = kp_err_set(err, KP_ENOTFOUND, "project not found");
+    return tx_end(h, rc, err);
 }
 
 /* Writes the project's latest_version (or, with ready_n > 0, raises its
