@@ -390,6 +390,34 @@ kp_status kp_credits_daily_bonus(kp_store *s, const char *date, size_t batch, si
     return KP_OK;
 }
 
+/* The ledger change that grants today's bonus of plan p to a user whose
+ * daily bucket holds current (key: "daily:{date}:{user}", as the daily run). */
+static void welcome_change(const char *user_id, const kp_plan *p, int64_t current, char key[KP_IDEM_MAX],
+                           kp_credit_change *c)
+{
+    char date[11];
+    kp_date_utc_today(date);
+    snprintf(key, KP_IDEM_MAX, "daily:%s:%s", date, user_id);
+    *c = (kp_credit_change){.user_id = user_id,
+                            .delta_daily = p->daily_bonus - current,
+                            .reason = "daily_bonus",
+                            .idem_key = key,
+                            .expected_version = -1,
+                            .record_zero = 1};
+}
+
+kp_status kp_credits_create_user(kp_store *s, const kp_user *u, kp_err *err)
+{
+    kp_plan p;
+    kp_credit_change c;
+    char key[KP_IDEM_MAX];
+    kp_status rc = s->ops->plan_get(s, u->plan_id, &p, err);
+    if (rc != KP_OK)
+        return rc;
+    welcome_change(u->id, &p, 0, key, &c);
+    return s->ops->user_create_credited(s, u, &c, err);
+}
+
 kp_status kp_credits_welcome(kp_store *s, const char *user_id, kp_err *err)
 {
     kp_user u;

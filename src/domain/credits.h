@@ -142,8 +142,14 @@ kp_status kp_credits_end_ready(kp_store *s, const char *res_id, kp_version *v, k
  * *granted (may be NULL) counts users granted by this call. */
 kp_status kp_credits_daily_bonus(kp_store *s, const char *date, size_t batch, size_t *granted, kp_err *err);
 
-/* Grants today's daily bonus to one user (at sign-up), with the same key as the
- * daily run so the two never both grant. */
+/* Creates user u (a new account) and grants it today's daily bonus of its
+ * plan, in one transaction: never an account without its bonus, nor a bonus
+ * without its account. The same key as the daily run, so the two never both
+ * grant. Errors as user_create (KP_ECONFLICT for a taken email). */
+kp_status kp_credits_create_user(kp_store *s, const kp_user *u, kp_err *err);
+
+/* Grants today's daily bonus to one user (e.g. once their address is
+ * verified), with the same key as the daily run so the two never both grant. */
 kp_status kp_credits_welcome(kp_store *s, const char *user_id, kp_err *err);
 
 /* Validates a YYYY-MM-DD date. Returns 1 if valid. */

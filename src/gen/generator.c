@@ -66,6 +66,7 @@ typedef struct event_rec {
 } event_rec;
 
 typedef struct generation generation;
+typedef struct unended unended;
 
 typedef struct subscriber {
     kp_stream stream; /* first member: the stream pointer is the subscriber */
@@ -125,6 +126,9 @@ struct kp_gen {
     generation *gens;
     uint64_t next_serial;
     struct event *keepalive;
+    unended *unended;          /* failed versions whose ending could not be written yet */
+    struct event *retry_timer; /* retries them */
+    long retry_ms;
     int shut; /* shutdown ran on the loop */
 };
 
@@ -580,6 +584,138 @@ static int describe_failure(void *ud, const kp_credits_outcome *o, kp_version *v
 }
 
 /*
+ * A failed version whose ending (row, events, credit) could not be written,
+ * e.g. the database was unavailable: nothing of it was (one transaction), so
+ * it is retried on a timer, with backoff, until it is; the user's slot frees
+ * without a restart. At shutdown what is left is tried once more, then left
+ * to start-up recovery. Loop-only.
+ */
+struct unended {
+    unended *next;
+    kp_version v; /* the failed row; owns its heap fields */
+    char res_id[KP_ID_MAX];
+    char code[64];
+    char message[512];
+    int64_t output_chars;
+    int64_t cost;
+    char *events_before; /* the events sent before the error, as persisted: [{"id","event","data"}...] */
+};
+
+#define RETRY_FIRST_MS 200
+#define RETRY_MAX_MS 30000
+
+static void unended_free(unended *u)
+{
+    kp_version_clear(&u->v);
+    free(u->events_before);
+    free(u);
+}
+
+/* kp_credits_describe_fn for a retry: the earlier events, then the error. */
+static int describe_retry(void *ud, const kp_credits_outcome *o, kp_version *v)
+{
+    unended *u = ud;
+    json_t *events = json_loads(u->events_before ? u->events_before : "[]", 0, NULL);
+    json_t *data = error_event_data(u->code, u->message, o, u->cost);
+    free(v->events_json);
+    v->events_json = NULL;
+    if (json_is_array(events) && data)
+        json_array_append_new(events, json_pack("{s:I,s:s,s:O}", "id", (json_int_t)json_array_size(events) + 1, "event",
+                                                event_names[EV_ERROR], "data", data));
+    v->events_json = json_is_array(events) ? json_dumps(events, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    json_decref(data);
+    json_decref(events);
+    return v->events_json ? 0 : -1;
+}
+
+/* Tries to end every queued version once; returns how many are left. */
+static int unended_retry_all(kp_gen *g)
+{
+    int left = 0;
+    for (unended **pp = &g->unended; *pp;) {
+        unended *u = *pp;
+        kp_err err = {0};
+        kp_failed_generation failed = {.res_id = u->res_id, .code = u->code, .output_chars = u->output_chars};
+        kp_status rc = kp_credits_end_failed(g->store, &g->policy, &failed, &u->v, describe_retry, u, NULL, &err);
+        if (rc == KP_OK || rc == KP_ENOTFOUND || rc == KP_ECONFLICT) {
+            /* recorded now (or the version is gone / no longer generating: nothing to do) */
+            kp_log_json(rc == KP_OK ? KP_LOG_INFO : KP_LOG_WARN, "recorded a failed version late",
+                        json_pack("{s:s,s:I,s:s}", "project_id", u->v.project_id, "version", (json_int_t)u->v.n,
+                                  "result", kp_status_name(rc)));
+            *pp = u->next;
+            unended_free(u);
+            continue;
+        }
+        left++;
+        pp = &u->next;
+    }
+    return left;
+}
+
+static void on_retry(evutil_socket_t fd, short what, void *arg)
+{
+    kp_gen *g = arg;
+    (void)fd;
+    (void)what;
+    if (unended_retry_all(g) == 0) {
+        g->retry_ms = RETRY_FIRST_MS;
+        return;
+    }
+    g->retry_ms = g->retry_ms * 2 < RETRY_MAX_MS ? g->retry_ms * 2 : RETRY_MAX_MS;
+    struct timeval tv = ms_to_tv(g->retry_ms);
+    evtimer_add(g->retry_timer, &tv);
+}
+
+/* Queues the failed version v of gen (its heap fields move to the queue). */
+static void unended_add(generation *gen, const char *code, const char *message, kp_version *v)
+{
+    kp_gen *g = gen->g;
+    unended *u = calloc(1, sizeof *u);
+    if (!u || (!g->retry_timer && !(g->retry_timer = evtimer_new(kp_loop_base(g->opt.loop), on_retry, g)))) {
+        free(u);
+        kp_log(KP_LOG_ERROR, "cannot queue %s v%lld for a retry: start-up recovery will end it", gen->project_id,
+               (long long)gen->n);
+        return;
+    }
+    u->v = *v;
+    memset(v, 0, sizeof *v);
+    copy_str(u->res_id, sizeof u->res_id, gen->reservation_id);
+    copy_str(u->code, sizeof u->code, code);
+    copy_str(u->message, sizeof u->message, message);
+    u->output_chars = gen->output_chars;
+    u->cost = gen->cost;
+    u->events_before = events_json(gen, EV_ERROR, NULL);
+    u->next = g->unended;
+    g->unended = u;
+    if (!evtimer_pending(g->retry_timer, NULL)) {
+        g->retry_ms = RETRY_FIRST_MS;
+        struct timeval tv = ms_to_tv(g->retry_ms);
+        evtimer_add(g->retry_timer, &tv);
+    }
+}
+
+static void unended_free_all(kp_gen *g)
+{
+    while (g->unended) {
+        unended *u = g->unended;
+        g->unended = u->next;
+        unended_free(u);
+    }
+    if (g->retry_timer) {
+        event_free(g->retry_timer);
+        g->retry_timer = NULL;
+    }
+}
+
+/* At shutdown: one last try, then the rest is start-up recovery's. */
+static void unended_drop_all(kp_gen *g)
+{
+    if (g->unended && unended_retry_all(g) > 0)
+        kp_log(KP_LOG_WARN, "failed versions left for start-up recovery");
+    unended_free_all(g);
+}
+
+/*
  * Ends the generation as failed: cancels the provider call, then in one
  * transaction records the version as failed with its events and settles its
  * credit per the policy (refunded or charged, domain/credits.h); tells the
@@ -605,10 +741,11 @@ static void gen_fail(generation *gen, const char *code, const char *message)
     kp_status rc = kp_credits_end_failed(g->store, &g->policy, &failed, &v, describe_failure, &note, &outcome, &err);
     if (rc != KP_OK) {
         kp_log_json(
-            KP_LOG_ERROR, "cannot record a failed version",
+            KP_LOG_ERROR, "cannot record a failed version; retrying",
             json_pack("{s:s,s:I,s:s}", "project_id", gen->project_id, "version", (json_int_t)gen->n, "error", err.msg));
         json_decref(note.data);
         note.data = error_event_data(code, message, NULL, 0);
+        unended_add(gen, code, message, &v); /* takes v's heap fields */
     }
     kp_version_clear(&v);
 
@@ -1178,6 +1315,7 @@ static void task_shutdown(void *arg)
     g->shut = 1;
     while (g->gens)
         gen_fail(g->gens, "interrupted", "the server is shutting down");
+    unended_drop_all(g);
     if (g->keepalive) {
         event_free(g->keepalive);
         g->keepalive = NULL;
@@ -1265,6 +1403,7 @@ void kp_gen_free(kp_gen *g)
         return;
     if (g->keepalive)
         event_free(g->keepalive); /* only when shutdown could not run on the loop */
+    unended_free_all(g);          /* only when shutdown could not run on the loop */
     if (g->store)
         g->store->ops->close(g->store);
     pthread_mutex_destroy(&g->mu);

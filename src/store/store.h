@@ -198,6 +198,8 @@ typedef struct kp_store_ops {
     kp_status (*user_create)(kp_store *s, const kp_user *u,
                              kp_err *err); /* KP_ECONFLICT on duplicate email or external_sub */
     kp_status (*user_get)(kp_store *s, const char *id, kp_user *out, kp_err *err); /* KP_ENOTFOUND */
+    /* user_create and the credit change c (its first credits, as credits_apply) in ONE transaction. */
+    kp_status (*user_create_credited)(kp_store *s, const kp_user *u, const kp_credit_change *c, kp_err *err);
     kp_status (*user_get_by_email)(kp_store *s, const char *email, kp_user *out, kp_err *err);
     kp_status (*user_get_by_sub)(kp_store *s, const char *external_sub, kp_user *out, kp_err *err);
     kp_status (*user_set_admin)(kp_store *s, const char *id, int is_admin, kp_err *err);

@@ -395,14 +395,21 @@ static kp_status insert_balance_row(sq_store *h, const char *user_id, kp_err *er
     return rc;
 }
 
-static kp_status sq_user_create(kp_store *s, const kp_user *u, kp_err *err)
+static int user_valid(const kp_user *u)
 {
-    sq_store *h = impl_of(s);
-    if (!u || !nonempty_fits(u->id, sizeof u->id) || !fits(u->email, sizeof u->email) ||
-        !fits(u->password_hash, sizeof u->password_hash) || !fits(u->external_sub, sizeof u->external_sub) ||
-        !nonempty_fits(u->plan_id, sizeof u->plan_id))
-        return kp_err_set(err, KP_EINVAL, "invalid user record");
+    return u && nonempty_fits(u->id, sizeof u->id) && fits(u->email, sizeof u->email) &&
+           fits(u->password_hash, sizeof u->password_hash) && fits(u->external_sub, sizeof u->external_sub) &&
+           nonempty_fits(u->plan_id, sizeof u->plan_id);
+}
 
+static int credit_change_valid(const kp_credit_change *c);
+static kp_status credits_apply_locked(sq_store *h, const kp_credit_change *c, int64_t now, kp_balance *out,
+                                      kp_err *err);
+
+/* The user, its balance and (c non-NULL) its first credits, in one transaction. */
+static kp_status create_user(sq_store *h, const kp_user *u, const kp_credit_change *c, kp_err *err)
+{
+    kp_balance after;
     int64_t created_at = u->created_at > 0 ? u->created_at : (int64_t)time(NULL);
     kp_status rc = tx_begin(h, err);
     if (rc != KP_OK)
@@ -410,7 +417,23 @@ static kp_status sq_user_create(kp_store *s, const kp_user *u, kp_err *err)
     rc = insert_user_row(h, u, created_at, err);
     if (rc == KP_OK)
         rc = insert_balance_row(h, u->id, err);
+    if (rc == KP_OK && c)
+        rc = credits_apply_locked(h, c, created_at, &after, err);
     return tx_end(h, rc, err);
+}
+
+static kp_status sq_user_create(kp_store *s, const kp_user *u, kp_err *err)
+{
+    if (!user_valid(u))
+        return kp_err_set(err, KP_EINVAL, "invalid user record");
+    return create_user(impl_of(s), u, NULL, err);
+}
+
+static kp_status sq_user_create_credited(kp_store *s, const kp_user *u, const kp_credit_change *c, kp_err *err)
+{
+    if (!user_valid(u) || !credit_change_valid(c) || strcmp(c->user_id, u->id) != 0)
+        return kp_err_set(err, KP_EINVAL, "invalid user record");
+    return create_user(impl_of(s), u, c, err);
 }
 
 static kp_status user_get_with(sq_store *h, stmt_id id, const char *key, kp_user *out, kp_err *err)
@@ -1829,6 +1852,7 @@ static void sq_close(kp_store *s)
 static const kp_store_ops sqlite_ops = {
     .user_create = sq_user_create,
     .user_get = sq_user_get,
+    .user_create_credited = sq_user_create_credited,
     .user_get_by_email = sq_user_get_by_email,
     .user_get_by_sub = sq_user_get_by_sub,
     .user_set_admin = sq_user_set_admin,
