@@ -57,10 +57,22 @@ $(BUILD)/tests/%: tests/unit/%.c $(TEST_HELPER_OBJS) $(BUILD)/libkoumpa.a
 	@echo "  LD    $@"
 	@$(CC) $(CPPFLAGS_ALL) -Itests/unit $(WARN) $(CFLAGS) $(SAN) -o $@ $< $(TEST_HELPER_OBJS) $(BUILD)/libkoumpa.a $(LDLIBS_ALL) -lcmocka
 
+# The server with fault injection (core/testhook.h): testhook.c again, with
+# -DKOUMPA_TEST_HOOKS, linked ahead of the library. Only the integration tests
+# run it; build/koumpa never honours KOUMPA_TEST_FAULT.
+$(BUILD)/obj-hooks/testhook.o: src/core/testhook.c src/core/testhook.h
+	@mkdir -p $(dir $@)
+	@echo "  CC    $< (test hooks)"
+	@$(CC) $(CPPFLAGS_ALL) -DKOUMPA_TEST_HOOKS $(WARN) $(CFLAGS) $(SAN) -c $< -o $@
+
+$(BUILD)/koumpa-hooks: $(CLI_OBJS) $(BUILD)/obj-hooks/testhook.o $(BUILD)/libkoumpa.a
+	@echo "  LD    $@"
+	@$(CC) $(CFLAGS) $(SAN) -o $@ $(CLI_OBJS) $(BUILD)/obj-hooks/testhook.o $(BUILD)/libkoumpa.a $(LDLIBS_ALL)
+
 unit: $(BUILD)/koumpa $(TEST_BINS)
 	@tests/run-unit.sh $(BUILD)
 
-integration: $(BUILD)/koumpa
+integration: $(BUILD)/koumpa $(BUILD)/koumpa-hooks
 	@tests/run-integration.sh $(BUILD)
 
 openapi:
@@ -81,7 +93,7 @@ sanitize:
 	$(MAKE) BUILD=build-asan CFLAGS="-O1 -g -fno-omit-frame-pointer" \
 	    SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined" unit integration
 
-valgrind: $(BUILD)/koumpa
+valgrind: $(BUILD)/koumpa $(BUILD)/koumpa-hooks
 	KOUMPA_TEST_WRAPPER="valgrind --quiet --leak-check=full --show-leak-kinds=definite,indirect --errors-for-leak-kinds=definite,indirect --error-exitcode=99 --suppressions=tests/valgrind.supp" \
 	    tests/run-integration.sh $(BUILD)
 

@@ -482,20 +482,16 @@ void kp_h_project_cancel(kp_ctx *ctx, kp_req *req, kp_resp *resp)
 void kp_h_project_delete(kp_ctx *ctx, kp_req *req, kp_resp *resp)
 {
     kp_project p;
-    kp_version v;
     kp_err err = {0};
     if (load_own_project(ctx, req, resp, &p) != 0)
         return;
-    memset(&v, 0, sizeof v);
-    kp_status rc = ctx->store->ops->version_get(ctx->store, p.id, p.latest_version, &v, &err);
-    int generating = rc == KP_OK && v.status == KP_VER_GENERATING;
-    kp_version_clear(&v);
-    if (generating) {
+    /* refused while a version generates: the store checks in the delete's transaction */
+    kp_status rc = ctx->store->ops->project_delete(ctx->store, p.id, &err);
+    if (rc == KP_ECONFLICT) {
         kp_resp_error(resp, 409, "generation_in_progress",
                       "this project is generating; cancel it first (POST /v1/projects/%s/cancel)", p.id);
         return;
     }
-    rc = ctx->store->ops->project_delete(ctx->store, p.id, &err);
     if (rc == KP_ENOTFOUND) {
         kp_resp_error(resp, 404, "not_found", "no such project: %s", p.id);
         return;

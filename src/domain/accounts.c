@@ -91,11 +91,9 @@ kp_status kp_accounts_signup(kp_store *s, const kp_config *cfg, const char *emai
     rc = hash_password(cfg, password, u.password_hash, err);
     if (rc != KP_OK)
         return rc;
-    rc = s->ops->user_create(s, &u, err);
+    rc = kp_credits_create_user(s, &u, err); /* with today's bonus, in one transaction */
     if (rc == KP_ECONFLICT)
         return kp_err_set(err, KP_ECONFLICT, "an account with this email already exists");
-    if (rc == KP_OK)
-        rc = kp_credits_welcome(s, u.id, err);
     sodium_memzero(u.password_hash, sizeof u.password_hash);
     if (rc == KP_OK && out)
         *out = u;
@@ -170,17 +168,15 @@ kp_status kp_accounts_external_user(kp_store *s, const char *issuer, const char 
         norm[0] = '\0';
     kp_user u;
     new_user(&u, norm, key);
-    rc = s->ops->user_create(s, &u, err);
+    rc = kp_credits_create_user(s, &u, err);
     if (rc == KP_ECONFLICT && norm[0]) {
         /* the email belongs to another account: keep the identity, not the email */
         kp_err_clear(err);
         u.email[0] = '\0';
-        rc = s->ops->user_create(s, &u, err);
+        rc = kp_credits_create_user(s, &u, err);
     }
     if (rc == KP_ECONFLICT) /* created concurrently by another request */
         return s->ops->user_get_by_sub(s, key, out, err);
-    if (rc == KP_OK)
-        rc = kp_credits_welcome(s, u.id, err);
     if (rc == KP_OK)
         *out = u;
     return rc;

@@ -3,6 +3,7 @@
 
 #include <sched.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -39,6 +40,67 @@ kp_status kp_credits_grant(kp_store *s, const char *user_id, int64_t daily, int6
     return rc;
 }
 
+/* The reservation of amount credits from balance bal, daily first. KP_ECREDITS when short. */
+static kp_status reservation_change(const kp_balance *bal, const char *user_id, const char *res_id, int64_t amount,
+                                    const char *reason, const char *key, kp_credit_change *c, kp_err *err)
+{
+    if (bal->daily + bal->monthly < amount)
+        return kp_err_set(err, KP_ECREDITS, "this needs %lld credit%s; you have %lld (%lld daily + %lld monthly)",
+                          (long long)amount, amount == 1 ? "" : "s", (long long)(bal->daily + bal->monthly),
+                          (long long)bal->daily, (long long)bal->monthly);
+    int64_t from_daily = bal->daily < amount ? bal->daily : amount;
+    *c = (kp_credit_change){.user_id = user_id,
+                            .delta_daily = -from_daily,
+                            .delta_monthly = -(amount - from_daily),
+                            .reason = reason,
+                            .idem_key = key,
+                            .expected_version = bal->version,
+                            .res_id = res_id,
+                            .res_from = KP_RES_NONE,
+                            .res_to = KP_RES_RESERVED,
+                            .res_daily = from_daily,
+                            .res_monthly = amount - from_daily};
+    return KP_OK;
+}
+
+kp_status kp_credits_admit(kp_store *s, const kp_admit_request *r, kp_balance *out, kp_err *err)
+{
+    char key[KP_IDEM_MAX];
+    kp_balance bal = {0, 0, 0}, now;
+    kp_credit_change c = {0};
+    int charged = r->res_id && r->res_id[0];
+    kp_admission a = {.user_id = r->user_id,
+                      .max_generating = r->max_generating,
+                      .charge = charged ? &c : NULL,
+                      .project = r->project,
+                      .version = r->version};
+    if (charged && r->amount <= 0)
+        return kp_err_set(err, KP_EINVAL, "a reservation must be positive");
+    if (charged)
+        snprintf(key, sizeof key, "res:%s:reserve", r->res_id);
+    for (int attempt = 0; attempt < CAS_MAX_TRIES; attempt++) {
+        kp_status rc = s->ops->balance_get(s, r->user_id, &bal, err);
+        if (rc == KP_OK && out)
+            *out = bal;
+        if (rc == KP_OK && charged)
+            rc = reservation_change(&bal, r->user_id, r->res_id, r->amount, "generation", key, &c, err);
+        if (rc == KP_OK)
+            rc = s->ops->admit(s, &a, out ? out : &now, err);
+        if (rc != KP_ECONFLICT || !charged)
+            return rc;
+        /* A conflict is the balance moving (retry) unless the balance is as read. */
+        kp_err conflict = *err;
+        if (s->ops->balance_get(s, r->user_id, &now, err) != KP_OK || now.version == bal.version) {
+            *err = conflict;
+            return KP_ECONFLICT;
+        }
+        kp_err_clear(err);
+        if (attempt > 8)
+            sched_yield();
+    }
+    return kp_err_set(err, KP_EINTERNAL, "credits: too much contention on %s", r->user_id);
+}
+
 kp_status kp_credits_reserve(kp_store *s, const char *user_id, const char *res_id, int64_t amount, const char *reason,
                              kp_balance *out, kp_err *err)
 {
@@ -51,23 +113,10 @@ kp_status kp_credits_reserve(kp_store *s, const char *user_id, const char *res_i
         kp_status rc = s->ops->balance_get(s, user_id, &bal, err);
         if (rc != KP_OK)
             return rc;
-        if (bal.daily + bal.monthly < amount)
-            return kp_err_set(err, KP_ECREDITS, "this needs %lld credit%s; you have %lld (%lld daily + %lld monthly)",
-                              (long long)amount, amount == 1 ? "" : "s", (long long)(bal.daily + bal.monthly),
-                              (long long)bal.daily, (long long)bal.monthly);
-        int64_t from_daily = bal.daily < amount ? bal.daily : amount;
-        int64_t from_monthly = amount - from_daily;
-        kp_credit_change c = {.user_id = user_id,
-                              .delta_daily = -from_daily,
-                              .delta_monthly = -from_monthly,
-                              .reason = reason,
-                              .idem_key = key,
-                              .expected_version = bal.version,
-                              .res_id = res_id,
-                              .res_from = KP_RES_NONE,
-                              .res_to = KP_RES_RESERVED,
-                              .res_daily = from_daily,
-                              .res_monthly = from_monthly};
+        kp_credit_change c;
+        rc = reservation_change(&bal, user_id, res_id, amount, reason, key, &c, err);
+        if (rc != KP_OK)
+            return rc;
         rc = s->ops->credits_apply(s, &c, out ? out : &bal, err);
         if (rc == KP_EDUPLICATE) {
             kp_err_clear(err);
@@ -280,6 +329,30 @@ kp_status kp_credits_end_ready(kp_store *s, const char *res_id, kp_version *v, k
     return s->ops->version_end(s, v, change, NULL, err);
 }
 
+kp_status kp_credits_refund_orphans(kp_store *s, size_t *settled, kp_err *err)
+{
+    static const kp_refund_policy policy = KP_REFUND_POLICY_DEFAULT;
+    kp_reservation *rs = NULL;
+    kp_credits_outcome o;
+    char reason[KP_REASON_MAX];
+    size_t n = 0, done = 0;
+    int changed = 0;
+    if (settled)
+        *settled = 0;
+    kp_status rc = s->ops->reservations_orphaned(s, &rs, &n, err);
+    /* the admission was interrupted: the same decision as any interrupted version */
+    kp_credits_failure_outcome(&policy, "interrupted", 0, 0, &o);
+    snprintf(reason, sizeof reason, "refund:%s", o.reason);
+    for (size_t i = 0; i < n && rc == KP_OK; i++) {
+        rc = finish_reservation(s, rs[i].id, KP_RES_REFUNDED, reason, &changed, NULL, err);
+        done += changed;
+    }
+    free(rs);
+    if (settled)
+        *settled = done;
+    return rc;
+}
+
 kp_status kp_credits_commit(kp_store *s, const char *res_id, kp_err *err)
 {
     int changed;
@@ -315,6 +388,34 @@ kp_status kp_credits_daily_bonus(kp_store *s, const char *date, size_t batch, si
     if (granted)
         *granted = total;
     return KP_OK;
+}
+
+/* The ledger change that grants today's bonus of plan p to a user whose
+ * daily bucket holds current (key: "daily:{date}:{user}", as the daily run). */
+static void welcome_change(const char *user_id, const kp_plan *p, int64_t current, char key[KP_IDEM_MAX],
+                           kp_credit_change *c)
+{
+    char date[11];
+    kp_date_utc_today(date);
+    snprintf(key, KP_IDEM_MAX, "daily:%s:%s", date, user_id);
+    *c = (kp_credit_change){.user_id = user_id,
+                            .delta_daily = p->daily_bonus - current,
+                            .reason = "daily_bonus",
+                            .idem_key = key,
+                            .expected_version = -1,
+                            .record_zero = 1};
+}
+
+kp_status kp_credits_create_user(kp_store *s, const kp_user *u, kp_err *err)
+{
+    kp_plan p;
+    kp_credit_change c;
+    char key[KP_IDEM_MAX];
+    kp_status rc = s->ops->plan_get(s, u->plan_id, &p, err);
+    if (rc != KP_OK)
+        return rc;
+    welcome_change(u->id, &p, 0, key, &c);
+    return s->ops->user_create_credited(s, u, &c, err);
 }
 
 kp_status kp_credits_welcome(kp_store *s, const char *user_id, kp_err *err)

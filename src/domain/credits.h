@@ -34,6 +34,30 @@ kp_status kp_credits_grant(kp_store *s, const char *user_id, int64_t daily, int6
 kp_status kp_credits_reserve(kp_store *s, const char *user_id, const char *res_id, int64_t amount, const char *reason,
                              kp_balance *out, kp_err *err);
 
+/* A generation to admit: see kp_credits_admit. */
+typedef struct kp_admit_request {
+    const char *user_id;
+    const char *res_id;        /* the reservation's id (caller-made, unique); "" or NULL: free, nothing reserved */
+    int64_t amount;            /* credits to reserve (> 0 with res_id) */
+    int64_t max_generating;    /* the plan's generations at a time; < 0: no limit */
+    const kp_project *project; /* a new project with version 1, or NULL for version->n of an existing one */
+    const kp_version *version;
+} kp_admit_request;
+
+/*
+ * Admits a generation in ONE store transaction (store.h admit): the plan's
+ * at-a-time limit (KP_ERATE), the reservation, daily first (KP_ECREDITS with
+ * the balance in the message when short), and the project/version rows
+ * (KP_ECONFLICT while a version generates). All of it or none of it, so a
+ * crash can never leave a reservation without its version. Retries when the
+ * balance moved meanwhile. *out (may be NULL) receives the balance.
+ */
+kp_status kp_credits_admit(kp_store *s, const kp_admit_request *r, kp_balance *out, kp_err *err);
+
+/* Refunds every reservation that no version refers to (start-up recovery: an
+ * admission cut short by an older build). *settled (may be NULL) counts them. */
+kp_status kp_credits_refund_orphans(kp_store *s, size_t *settled, kp_err *err);
+
 /* Makes a reservation final. Idempotent; KP_ECONFLICT if it was refunded. */
 kp_status kp_credits_commit(kp_store *s, const char *res_id, kp_err *err);
 
@@ -118,8 +142,14 @@ kp_status kp_credits_end_ready(kp_store *s, const char *res_id, kp_version *v, k
  * *granted (may be NULL) counts users granted by this call. */
 kp_status kp_credits_daily_bonus(kp_store *s, const char *date, size_t batch, size_t *granted, kp_err *err);
 
-/* Grants today's daily bonus to one user (at sign-up), with the same key as the
- * daily run so the two never both grant. */
+/* Creates user u (a new account) and grants it today's daily bonus of its
+ * plan, in one transaction: never an account without its bonus, nor a bonus
+ * without its account. The same key as the daily run, so the two never both
+ * grant. Errors as user_create (KP_ECONFLICT for a taken email). */
+kp_status kp_credits_create_user(kp_store *s, const kp_user *u, kp_err *err);
+
+/* Grants today's daily bonus to one user (e.g. once their address is
+ * verified), with the same key as the daily run so the two never both grant. */
 kp_status kp_credits_welcome(kp_store *s, const char *user_id, kp_err *err);
 
 /* Validates a YYYY-MM-DD date. Returns 1 if valid. */

@@ -76,6 +76,7 @@ typedef struct event_rec {
 
 typedef struct generation generation;
 typedef struct sync_cmd sync_cmd;
+typedef struct unended unended;
 
 typedef struct subscriber {
     kp_stream stream; /* first member: the stream pointer is the subscriber */
@@ -133,17 +134,17 @@ struct kp_gen {
     kp_gen_storage *storage; /* where generations end: files, rows, credits (off the loop) */
     pthread_mutex_t mu;
     int stopping; /* mu: no new submissions */
-    /* Serialises admission (concurrency check, reservation, rows) so that two
-     * requests of one user cannot both pass the plan's limit in this process. */
-    pthread_mutex_t admit;
     _Atomic int64_t in_flight;
     /* loop-only */
     generation *gens;
     uint64_t next_serial;
     struct event *keepalive;
-    int shut;                /* shutdown ran on the loop */
-    sync_cmd *shutdown_wait; /* the shutdown waiting for the last generation to end */
-    int shut_done;           /* shutdown returned: storage work runs on the loop */
+    int shut;                  /* shutdown ran on the loop */
+    sync_cmd *shutdown_wait;   /* the shutdown waiting for the last generation to end */
+    int shut_done;             /* shutdown returned: storage work runs on the loop */
+    unended *unended;          /* failed versions whose ending could not be written yet */
+    struct event *retry_timer; /* retries them */
+    long retry_ms;
 };
 
 /* ---- small helpers ---- */
@@ -629,7 +630,136 @@ typedef struct fail_job {
     kp_version v;      /* the failed row; its events are set when the outcome is known */
     char *events;      /* the events before the error event (owned) */
     failure_note note; /* note.data: the error event, sent once stored */
+    kp_status rc;      /* of recording it; not KP_OK: retried on the loop (unended) */
 } fail_job;
+
+/*
+ * A failed version whose ending (row, events, credit) could not be written,
+ * e.g. the database was unavailable: nothing of it was (one transaction), so
+ * it is retried on a timer on the loop, with backoff, until it is; the
+ * user's slot frees without a restart. At shutdown what is left is tried once
+ * more, then left to start-up recovery. Loop-only (rare: it uses the loop's
+ * own handle rather than the storage pool).
+ */
+struct unended {
+    unended *next;
+    kp_version v; /* the failed row; owns its heap fields */
+    char res_id[KP_ID_MAX];
+    char user_id[KP_ID_MAX];
+    char code[64];
+    char message[512];
+    int64_t output_chars;
+    int64_t cost;
+    char *events_before;   /* the events sent before the error, as persisted */
+    int64_t next_event_id; /* the error event's id */
+};
+
+#define RETRY_FIRST_MS 200
+#define RETRY_MAX_MS 30000
+
+static void unended_free(unended *u)
+{
+    kp_version_clear(&u->v);
+    free(u->events_before);
+    free(u);
+}
+
+/* Tries to end every queued version once; returns how many are left. */
+static int unended_retry_all(kp_gen *g)
+{
+    int left = 0;
+    for (unended **pp = &g->unended; *pp;) {
+        unended *u = *pp;
+        kp_err err = {0};
+        kp_failed_generation failed = {
+            .user_id = u->user_id, .res_id = u->res_id, .code = u->code, .output_chars = u->output_chars};
+        failure_note note = {.events = u->events_before,
+                             .next_event_id = u->next_event_id,
+                             .code = u->code,
+                             .message = u->message,
+                             .cost = u->cost};
+        kp_status rc = kp_credits_end_failed(g->store, &g->policy, &failed, &u->v, describe_failure, &note, NULL, &err);
+        json_decref(note.data);
+        if (rc == KP_OK || rc == KP_ENOTFOUND || rc == KP_ECONFLICT) {
+            /* recorded now (or the version is gone / no longer generating: nothing to do) */
+            kp_log_json(rc == KP_OK ? KP_LOG_INFO : KP_LOG_WARN, "recorded a failed version late",
+                        json_pack("{s:s,s:I,s:s}", "project_id", u->v.project_id, "version", (json_int_t)u->v.n,
+                                  "result", kp_status_name(rc)));
+            *pp = u->next;
+            unended_free(u);
+            continue;
+        }
+        left++;
+        pp = &u->next;
+    }
+    return left;
+}
+
+static void on_retry(evutil_socket_t fd, short what, void *arg)
+{
+    kp_gen *g = arg;
+    (void)fd;
+    (void)what;
+    if (unended_retry_all(g) == 0) {
+        g->retry_ms = RETRY_FIRST_MS;
+        return;
+    }
+    g->retry_ms = g->retry_ms * 2 < RETRY_MAX_MS ? g->retry_ms * 2 : RETRY_MAX_MS;
+    struct timeval tv = ms_to_tv(g->retry_ms);
+    evtimer_add(g->retry_timer, &tv);
+}
+
+/* Queues the failed version of a fail job for a retry (its row's heap fields
+ * and its events move to the queue). */
+static void unended_add(kp_gen *g, fail_job *j)
+{
+    unended *u = calloc(1, sizeof *u);
+    if (!u || (!g->retry_timer && !(g->retry_timer = evtimer_new(kp_loop_base(g->opt.loop), on_retry, g)))) {
+        free(u);
+        kp_log(KP_LOG_ERROR, "cannot queue %s v%lld for a retry: start-up recovery will end it", j->v.project_id,
+               (long long)j->v.n);
+        return;
+    }
+    copy_str(u->res_id, sizeof u->res_id, j->v.reservation_id);
+    copy_str(u->user_id, sizeof u->user_id, j->failed.user_id ? j->failed.user_id : "");
+    copy_str(u->code, sizeof u->code, j->v.error_code);
+    copy_str(u->message, sizeof u->message, j->v.error_message ? j->v.error_message : "");
+    u->output_chars = j->failed.output_chars;
+    u->cost = j->note.cost;
+    u->next_event_id = j->note.next_event_id;
+    u->events_before = j->events;
+    j->events = NULL;
+    u->v = j->v;
+    memset(&j->v, 0, sizeof j->v);
+    u->next = g->unended;
+    g->unended = u;
+    if (!evtimer_pending(g->retry_timer, NULL)) {
+        g->retry_ms = RETRY_FIRST_MS;
+        struct timeval tv = ms_to_tv(g->retry_ms);
+        evtimer_add(g->retry_timer, &tv);
+    }
+}
+
+static void unended_free_all(kp_gen *g)
+{
+    while (g->unended) {
+        unended *u = g->unended;
+        g->unended = u->next;
+        unended_free(u);
+    }
+    if (g->retry_timer) {
+        event_free(g->retry_timer);
+        g->retry_timer = NULL;
+    }
+}
+
+/* At shutdown: one last try, then the rest is start-up recovery's. */
+static void unended_drop_all(kp_gen *g)
+{
+    if (g->unended && unended_retry_all(g) > 0)
+        kp_log(KP_LOG_WARN, "failed versions left for start-up recovery");
+    unended_free_all(g);
+}
 
 /* On a storage thread: the failed row and the credit's settlement (one
  * transaction), then the blobs removed. */
@@ -640,9 +770,10 @@ static void fail_work(kp_store *s, void *arg)
     kp_err err = {0};
     kp_credits_outcome outcome;
     kp_status rc = kp_credits_end_failed(s, &j->policy, &j->failed, v, describe_failure, &j->note, &outcome, &err);
+    j->rc = rc;
     if (rc != KP_OK) {
         kp_log_json(
-            KP_LOG_ERROR, "cannot record a failed version",
+            KP_LOG_ERROR, "cannot record a failed version; retrying",
             json_pack("{s:s,s:I,s:s}", "project_id", v->project_id, "version", (json_int_t)v->n, "error", err.msg));
         json_decref(j->note.data);
         j->note.data = error_event_data(j->note.code, j->note.message, NULL, 0);
@@ -669,6 +800,8 @@ static void fail_finish(fail_job *j)
     if (j->note.data)
         emit(gen, EV_ERROR, j->note.data);
     j->note.data = NULL;
+    if (j->rc != KP_OK)
+        unended_add(gen->g, j); /* takes the row and the events */
     gen_close_subscribers(gen);
     gen_destroy(gen);
     kp_version_clear(&j->v);
@@ -1173,6 +1306,7 @@ static void task_shutdown(void *arg)
     for (generation *gen = g->gens; gen; gen = gen->next)
         if (!gen->storing)
             gen_fail(gen, "interrupted", "the server is shutting down");
+    unended_drop_all(g);
     if (g->keepalive) {
         event_free(g->keepalive);
         g->keepalive = NULL;
@@ -1222,7 +1356,6 @@ kp_status kp_gen_new(const kp_gen_options *opt, kp_gen **out, kp_err *err)
     g->policy.rejected_refunds_per_day = opt->cfg->rejected_refunds_per_day;
     g->policy.cancel_refund_chars = opt->cfg->cancel_refund_chars;
     pthread_mutex_init(&g->mu, NULL);
-    pthread_mutex_init(&g->admit, NULL);
     atomic_init(&g->in_flight, 0);
     kp_status rc = opt->open_store(opt->open_store_ud, &g->store, err);
     if (rc == KP_OK) {
@@ -1241,7 +1374,6 @@ kp_status kp_gen_new(const kp_gen_options *opt, kp_gen **out, kp_err *err)
         if (g->store)
             g->store->ops->close(g->store);
         pthread_mutex_destroy(&g->mu);
-        pthread_mutex_destroy(&g->admit);
         free(g);
         return rc;
     }
@@ -1273,10 +1405,10 @@ void kp_gen_free(kp_gen *g)
     if (g->keepalive)
         event_free(g->keepalive); /* only when shutdown could not run on the loop */
     kp_gen_storage_free(g->storage);
+    unended_free_all(g); /* only when shutdown could not run on the loop */
     if (g->store)
         g->store->ops->close(g->store);
     pthread_mutex_destroy(&g->mu);
-    pthread_mutex_destroy(&g->admit);
     free(g);
 }
 
@@ -1378,47 +1510,22 @@ static int is_stopping(kp_gen *g)
     return stopping;
 }
 
-/* Checks the plan's limit of generations at a time. */
-static kp_status check_concurrency(kp_store *s, const kp_gen_request *r, kp_gen_result *res, kp_err *err)
+/* Admits the generation in one transaction (domain/credits.h
+ * kp_credits_admit): the plan's limit of generations at a time, the
+ * reservation, and the rows (a new project with version 1, or version n of
+ * p). A refusal or a failure leaves nothing behind. */
+static kp_status admit(kp_gen *g, kp_store *s, const kp_gen_request *r, const kp_project *p, int64_t n,
+                       char res_id[KP_ID_MAX], kp_gen_result *res, kp_err *err)
 {
     const kp_plan *plan = r->plan;
-    int64_t running = 0;
-    kp_status rc = s->ops->versions_generating_count(s, r->user_id, &running, err);
-    if (rc != KP_OK)
-        return rc;
-    if (running >= plan->max_concurrent_generations)
-        return fail_with(res, "too_many_generations", err, KP_ERATE,
-                         "your plan (%s) allows %lld generation%s at a time; wait for one to finish", plan->name,
-                         (long long)plan->max_concurrent_generations, plan->max_concurrent_generations == 1 ? "" : "s");
-    return KP_OK;
-}
-
-static kp_status reserve(kp_gen *g, kp_store *s, const kp_gen_request *r, char res_id[KP_ID_MAX], kp_gen_result *res,
-                         kp_err *err)
-{
-    res_id[0] = '\0';
-    if (g->opt.cfg->generation_cost <= 0)
-        return KP_OK;
-    kp_id_new("res", res_id, KP_ID_MAX);
-    kp_status rc =
-        kp_credits_reserve(s, r->user_id, res_id, g->opt.cfg->generation_cost, "generation", &res->balance, err);
-    if (rc == KP_ECREDITS) {
-        res->error_code = "insufficient_credits";
-        kp_err tmp = {0};
-        kp_credits_balance(s, r->user_id, &res->balance, &tmp);
-    }
-    if (rc != KP_OK)
-        res_id[0] = '\0';
-    return rc;
-}
-
-/* Creates the rows: a new project with version 1, or version n of p. */
-static kp_status create_rows(kp_store *s, const kp_gen_request *r, const kp_project *p, int64_t n, const char *res_id,
-                             kp_gen_result *res, kp_err *err)
-{
     kp_version v;
+    kp_project np;
     int64_t now = kp_time_now_ms();
     memset(&v, 0, sizeof v);
+    memset(&np, 0, sizeof np);
+    res_id[0] = '\0';
+    if (g->opt.cfg->generation_cost > 0)
+        kp_id_new("res", res_id, KP_ID_MAX);
     v.n = n;
     v.status = KP_VER_GENERATING;
     copy_str(v.reservation_id, sizeof v.reservation_id, res_id);
@@ -1426,33 +1533,39 @@ static kp_status create_rows(kp_store *s, const kp_gen_request *r, const kp_proj
     v.created_at = v.updated_at = now;
     if (p) {
         copy_str(v.project_id, sizeof v.project_id, p->id);
-        kp_status rc = s->ops->version_create(s, &v, err);
-        if (rc == KP_ECONFLICT)
-            res->error_code = "generation_in_progress";
-        return rc;
+    } else {
+        kp_id_new_at("prj", np.id, sizeof np.id, &now); /* created_at: the time in the id */
+        v.created_at = v.updated_at = now;
+        copy_str(np.user_id, sizeof np.user_id, r->user_id);
+        if (r->name && *r->name)
+            copy_str(np.name, sizeof np.name, r->name);
+        else
+            kp_prompt_default_name(r->prompt, np.name, sizeof np.name);
+        np.latest_version = 1;
+        np.created_at = np.updated_at = now;
+        copy_str(v.project_id, sizeof v.project_id, np.id);
+        copy_str(res->project_id, sizeof res->project_id, np.id);
     }
-    kp_project np;
-    memset(&np, 0, sizeof np);
-    kp_id_new_at("prj", np.id, sizeof np.id, &now); /* created_at: the time in the id */
-    v.created_at = v.updated_at = now;
-    copy_str(np.user_id, sizeof np.user_id, r->user_id);
-    if (r->name && *r->name)
-        copy_str(np.name, sizeof np.name, r->name);
-    else
-        kp_prompt_default_name(r->prompt, np.name, sizeof np.name);
-    np.latest_version = 1;
-    np.created_at = np.updated_at = now;
-    copy_str(v.project_id, sizeof v.project_id, np.id);
-    copy_str(res->project_id, sizeof res->project_id, np.id);
-    return s->ops->project_create(s, &np, &v, err);
-}
-
-static void undo_reservation(kp_store *s, const char *res_id)
-{
-    kp_err err = {0};
-    if (res_id[0] && kp_credits_refund(s, res_id, NULL, NULL, &err) != KP_OK)
-        kp_log_json(KP_LOG_ERROR, "cannot refund a reservation after a failed submission",
-                    json_pack("{s:s,s:s}", "reservation_id", res_id, "error", err.msg));
+    kp_admit_request a = {.user_id = r->user_id,
+                          .res_id = res_id,
+                          .amount = g->opt.cfg->generation_cost,
+                          .max_generating = plan->max_concurrent_generations,
+                          .project = p ? NULL : &np,
+                          .version = &v};
+    kp_status rc = kp_credits_admit(s, &a, &res->balance, err);
+    if (rc == KP_ERATE)
+        rc = fail_with(res, "too_many_generations", err, KP_ERATE,
+                       "your plan (%s) allows %lld generation%s at a time; wait for one to finish", plan->name,
+                       (long long)plan->max_concurrent_generations, plan->max_concurrent_generations == 1 ? "" : "s");
+    else if (rc == KP_ECREDITS)
+        res->error_code = "insufficient_credits";
+    else if (rc == KP_ECONFLICT)
+        res->error_code = "generation_in_progress";
+    else if (rc == KP_ENOTFOUND)
+        rc = fail_with(res, "not_found", err, KP_ENOTFOUND, "no such project");
+    if (rc != KP_OK)
+        res_id[0] = '\0';
+    return rc;
 }
 
 /* When the loop refuses the generation (stopping): fail the fresh version here. */
@@ -1554,16 +1667,7 @@ kp_status kp_gen_submit(kp_gen *g, kp_store *s, const kp_gen_request *r, kp_gen_
                        (long long)tokens, g->opt.cfg->max_tokens, g->opt.cfg->context_window);
         goto cleanup;
     }
-    pthread_mutex_lock(&g->admit);
-    rc = check_concurrency(s, r, res, err);
-    if (rc == KP_OK)
-        rc = reserve(g, s, r, res_id, res, err);
-    if (rc == KP_OK) {
-        rc = create_rows(s, r, follow_up ? &p : NULL, n, res_id, res, err);
-        if (rc != KP_OK)
-            undo_reservation(s, res_id);
-    }
-    pthread_mutex_unlock(&g->admit);
+    rc = admit(g, s, r, follow_up ? &p : NULL, n, res_id, res, err);
     if (rc != KP_OK)
         goto cleanup;
     res->version = n;
@@ -1669,6 +1773,12 @@ kp_status kp_gen_recover(kp_store *s, kp_blob *blob, size_t *repaired, kp_err *e
         if (rc == KP_OK)
             done++;
     }
+    size_t orphans = 0;
+    if (rc == KP_OK) /* reservations without a version (an admission cut short by an older build) */
+        rc = kp_credits_refund_orphans(s, &orphans, err);
+    if (orphans > 0)
+        kp_log_json(KP_LOG_INFO, "refunded reservations without a version",
+                    json_pack("{s:I}", "reservations", (json_int_t)orphans));
     if (done > 0)
         kp_log_json(KP_LOG_INFO, "recovered unsettled versions", json_pack("{s:I}", "versions", (json_int_t)done));
     kp_version_free_array(vs, n);

@@ -5,13 +5,13 @@
  *
  * Threads. Every generation runs on one kp_loop thread (core/loop.h), with
  * the LLM provider's transfers: no thread per generation. HTTP threads call
- * kp_gen_submit() (validation, credit reservation and the database rows, on
- * the caller's own store handle), which posts the start to the loop;
- * subscribing SSE readers and cancelling are posts too. The slow work that
- * ends a generation (writing its files, finishing the version, committing or
- * refunding the credits) runs on a small storage pool (gen/storage.h,
- * KOUMPA_STORAGE_THREADS) with handles of its own, so a slow disk or a
- * database lock never stalls the loop that streams every generation.
+ * kp_gen_submit() (validation, then the credit reservation and the database
+ * rows in one transaction, on the caller's own store handle), which posts the
+ * start to the loop; subscribing SSE readers and cancelling are posts too.
+ * The slow work that ends a generation (writing its files, finishing the
+ * version, committing or refunding the credits) runs on a small storage pool
+ * (gen/storage.h, KOUMPA_STORAGE_THREADS) with handles of its own, so a slow
+ * disk or a database lock never stalls the loop that streams every generation.
  *
  * Life of a version: generating (credits reserved) -> the model's output is
  * parsed as it streams (gen/fileblocks.h); on success the files are written to
@@ -89,8 +89,8 @@ const kp_config *kp_gen_config(kp_gen *g);
  * Repairs what a crash left behind (call once at start-up, before serving):
  * versions still generating are failed ("interrupted", their partial blobs
  * removed) and refunded; ready versions not settled are committed; failed ones
- * refunded; each is then marked settled. *repaired (may be NULL) counts the
- * versions settled.
+ * refunded; each is then marked settled. Reservations that no version refers
+ * to are refunded. *repaired (may be NULL) counts the versions settled.
  */
 kp_status kp_gen_recover(kp_store *s, kp_blob *blob, size_t *repaired, kp_err *err);
 
@@ -115,10 +115,11 @@ typedef struct kp_gen_result {
 
 /*
  * Starts a generation (called on an HTTP thread with its store): checks the
- * provider is configured, that the request fits the model's context window and
- * the plan's max_concurrent_generations, reserves the generation cost, creates
- * the project and/or version (status generating) and posts the generation to
- * the loop. Nothing is charged when it fails: a reservation made is refunded.
+ * provider is configured and that the request fits the model's context window;
+ * then, in ONE store transaction, checks the plan's max_concurrent_generations,
+ * reserves the generation cost and creates the project and/or version (status
+ * generating); then posts the generation to the loop. Nothing is charged when
+ * it is refused; if posting fails, the version fails and is refunded.
  */
 kp_status kp_gen_submit(kp_gen *g, kp_store *s, const kp_gen_request *r, kp_gen_result *res, kp_err *err);
 

@@ -171,6 +171,26 @@ void kp_version_clear(kp_version *v);
 /* Frees an array of n versions from the store, and their heap fields. */
 void kp_version_free_array(kp_version *v, size_t n);
 
+/*
+ * What admitting a generation writes, all in ONE transaction (store_ops.admit):
+ *   1. when max_generating >= 0: the user's generating versions must be fewer,
+ *      else KP_ERATE;
+ *   2. the charge (a reservation: res_from KP_RES_NONE, res_to RESERVED), as
+ *      credits_apply would apply it (KP_ECONFLICT on a stale expected_version,
+ *      KP_ECREDITS when short); NULL for a free generation;
+ *   3. with project: the project (latest_version 1) and version 1, as
+ *      project_create; else version->n of version->project_id, as
+ *      version_create (KP_ECONFLICT while one generates or when n is not next).
+ * Any failure writes nothing; a crash anywhere leaves nothing of it either.
+ */
+typedef struct kp_admission {
+    const char *user_id;
+    int64_t max_generating;
+    const kp_credit_change *charge;
+    const kp_project *project;
+    const kp_version *version;
+} kp_admission;
+
 typedef struct kp_store kp_store;
 
 typedef struct kp_store_ops {
@@ -178,6 +198,8 @@ typedef struct kp_store_ops {
     kp_status (*user_create)(kp_store *s, const kp_user *u,
                              kp_err *err); /* KP_ECONFLICT on duplicate email or external_sub */
     kp_status (*user_get)(kp_store *s, const char *id, kp_user *out, kp_err *err); /* KP_ENOTFOUND */
+    /* user_create and the credit change c (its first credits, as credits_apply) in ONE transaction. */
+    kp_status (*user_create_credited)(kp_store *s, const kp_user *u, const kp_credit_change *c, kp_err *err);
     kp_status (*user_get_by_email)(kp_store *s, const char *email, kp_user *out, kp_err *err);
     kp_status (*user_get_by_sub)(kp_store *s, const char *external_sub, kp_user *out, kp_err *err);
     kp_status (*user_set_admin)(kp_store *s, const char *id, int is_admin, kp_err *err);
@@ -222,7 +244,8 @@ typedef struct kp_store_ops {
      * (before_created_at, before_id) when before_id is non-empty. *out malloc'd. */
     kp_status (*project_list)(kp_store *s, const char *user_id, int64_t before_created_at, const char *before_id,
                               size_t limit, kp_project **out, size_t *n, kp_err *err);
-    /* Deletes the project and its versions. KP_ENOTFOUND if absent. */
+    /* Deletes the project and its versions. KP_ENOTFOUND if absent; KP_ECONFLICT while one of its versions is
+     * generating (checked in the same transaction as the delete). */
     kp_status (*project_delete)(kp_store *s, const char *id, kp_err *err);
     /* Adds version v->n to its project, which must have latest_version == v->n - 1 and no version
      * generating (else KP_ECONFLICT); bumps latest_version and updated_at. */
@@ -245,6 +268,12 @@ typedef struct kp_store_ops {
     kp_status (*versions_generating_count)(kp_store *s, const char *user_id, int64_t *count, kp_err *err);
     /* Versions not yet settled (generating ones included), for crash recovery. *out malloc'd. */
     kp_status (*versions_unsettled)(kp_store *s, kp_version **out, size_t *n, kp_err *err);
+
+    /* Admits a generation atomically (see kp_admission). *out (may be NULL) receives the balance after the
+     * charge, or the current one when the charge was refused. */
+    kp_status (*admit)(kp_store *s, const kp_admission *a, kp_balance *out, kp_err *err);
+    /* Reservations still reserved that no version refers to (for crash recovery). *out malloc'd. */
+    kp_status (*reservations_orphaned)(kp_store *s, kp_reservation **out, size_t *n, kp_err *err);
 
     /* health */
     kp_status (*ping)(kp_store *s, kp_err *err);

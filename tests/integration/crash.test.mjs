@@ -7,8 +7,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 
-import { startFakeAnthropic } from './fake-anthropic.mjs';
-import { api, signup, startServer } from './harness.mjs';
+import { slowWhenMarked, startFakeAnthropic } from './fake-anthropic.mjs';
+import { api, HOOKS_BIN, signup, startServer } from './harness.mjs';
 
 const APP = 'An app.\n<file path="index.html">\n<!doctype html><p>hello</p>\n</file>\n';
 
@@ -74,11 +74,7 @@ describe('crash and restart', () => {
   let env;
   before(async () => {
     fake = await startFakeAnthropic();
-    fake.setScenario((rec) => {
-      const msgs = rec.body.messages;
-      const slow = JSON.stringify(msgs[msgs.length - 1].content).includes('[[slow]]');
-      return slow ? { type: 'slow', text: APP, durationMs: 60000 } : { type: 'text', text: APP };
-    });
+    fake.setScenario(slowWhenMarked(APP));
     env = { ANTHROPIC_API_KEY: 'sk-any', ANTHROPIC_BASE_URL: fake.url };
   });
   after(async () => {
@@ -100,11 +96,7 @@ describe('crash and restart', () => {
       });
       // four generations in flight: three new projects and a follow-up
       fake.reset();
-      fake.setScenario((rec) => {
-        const msgs = rec.body.messages;
-        const slow = JSON.stringify(msgs[msgs.length - 1].content).includes('[[slow]]');
-        return slow ? { type: 'slow', text: APP, durationMs: 60000 } : { type: 'text', text: APP };
-      });
+      fake.setScenario(slowWhenMarked(APP));
       for (let i = 0; i < 3; i++) {
         const r = await api(first, 'POST', '/v1/projects', { token: users[i].token, body: { prompt: `app ${i} [[slow]]` } });
         assert.equal(r.status, 202);
@@ -156,6 +148,37 @@ describe('crash and restart', () => {
     } finally {
       if (second) await second.stop();
       await first.kill('SIGKILL');
+      await first.remove();
+    }
+  });
+
+  test('a crash between reserving the credit and creating the rows loses nothing (fault injection)', async () => {
+    // build/koumpa-hooks dies (SIGKILL) inside the admission transaction, after the reservation
+    const first = await startServer({ env: { ...env, KOUMPA_TEST_FAULT: 'after_reserve' }, bin: HOOKS_BIN });
+    let second;
+    try {
+      const u = await signup(first);
+      const res = await api(first, 'POST', '/v1/projects', { token: u.token, body: { prompt: 'quick' } }).catch(
+        (e) => e,
+      );
+      assert.ok(res instanceof Error, `the server should have died, got ${res.status}`);
+      assert.equal((await first.exited).signal, 'SIGKILL');
+      assert.match(first.logs(), /test fault: dying at after_reserve/);
+
+      // build/koumpa never honours KOUMPA_TEST_FAULT
+      second = await startServer({ env: { ...env, KOUMPA_TEST_FAULT: 'after_reserve' }, dataDir: first.dataDir });
+      const { balance, versions } = await checkAccount(second, u.token);
+      assert.equal(balance, 5, 'the credit is back');
+      assert.equal(versions.length, 0);
+      const again = await api(second, 'POST', '/v1/projects', { token: u.token, body: { prompt: 'quick' } });
+      assert.equal(again.status, 202);
+      await waitFor(async () => {
+        const r = await api(second, 'GET', `/v1/projects/${again.json.id}`, { token: u.token });
+        return r.json.status === 'ready';
+      });
+      assert.equal((await checkAccount(second, u.token)).balance, 4);
+    } finally {
+      if (second) await second.stop();
       await first.remove();
     }
   });

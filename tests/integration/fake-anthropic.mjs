@@ -208,3 +208,12 @@ export async function startFakeAnthropic(opts = {}) {
 }
 
 await cliMain(import.meta.url, startFakeAnthropic);
+
+/** A scenario function: `slow` over durationMs when the last message contains "[[slow]]", else `text`. */
+export function slowWhenMarked(text, durationMs = 60000) {
+  return (rec) => {
+    const msgs = rec.body.messages;
+    const slow = JSON.stringify(msgs[msgs.length - 1].content).includes('[[slow]]');
+    return slow ? { type: 'slow', text, durationMs } : { type: 'text', text };
+  };
+}

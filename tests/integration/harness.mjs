@@ -21,6 +21,8 @@ import { fileURLToPath } from 'node:url';
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const BUILD = path.resolve(ROOT, process.env.KOUMPA_BUILD || 'build');
 export const BIN = path.join(BUILD, 'koumpa');
+/** The server built with fault injection (core/testhook.h: KOUMPA_TEST_FAULT). */
+export const HOOKS_BIN = path.join(BUILD, 'koumpa-hooks');
 const WRAPPER = (process.env.KOUMPA_TEST_WRAPPER || '').split(/\s+/).filter(Boolean);
 const WRAPPED = WRAPPER.length > 0;
 const START_TIMEOUT_MS = WRAPPED ? 120_000 : 30_000;
@@ -45,8 +47,8 @@ function baseEnv() {
   return env;
 }
 
-function command(args, prefix = []) {
-  const argv = [...prefix, ...WRAPPER, BIN, ...args];
+function command(args, { prefix = [], bin = BIN } = {}) {
+  const argv = [...prefix, ...WRAPPER, bin, ...args];
   return { file: argv[0], args: argv.slice(1) };
 }
 
@@ -93,10 +95,11 @@ export function runKoumpa(args, { env, input, timeoutMs = WRAPPED ? 300_000 : 60
  * Starts `koumpa serve` and waits until GET /healthz answers 200.
  * Options: env (extra variables, win over the defaults), args (extra flags),
  * dataDir (reuse a directory, e.g. to restart after kill(); then stop() keeps it),
- * prefix (a command that execs the server, e.g. ['prlimit', '--nofile=1024', '--']).
+ * prefix (a command that execs the server, e.g. ['prlimit', '--nofile=1024', '--']),
+ * bin (another binary, e.g. HOOKS_BIN).
  * Returns { url, appsUrl, port, appsPort, pid, dataDir, env, stop(), kill(), remove(), logs(), run(), exited }.
  */
-export async function startServer({ env = {}, args = [], dataDir, prefix = [] } = {}) {
+export async function startServer({ env = {}, args = [], dataDir, prefix = [], bin } = {}) {
   const ownDir = !dataDir;
   const dir = dataDir ?? (await mkdtemp(path.join(tmpdir(), 'koumpa-test-')));
   const port = await freePort();
@@ -115,7 +118,7 @@ export async function startServer({ env = {}, args = [], dataDir, prefix = [] } 
   const url = `http://127.0.0.1:${port}`;
   const appsUrl = `http://127.0.0.1:${appsPort}`;
 
-  const { file, args: argv } = command(['serve', ...args], prefix);
+  const { file, args: argv } = command(['serve', ...args], { prefix, bin });
   const child = spawn(file, argv, { env: fullEnv, stdio: ['ignore', 'pipe', 'pipe'] });
   const output = [];
   child.stdout.on('data', (d) => output.push(d));

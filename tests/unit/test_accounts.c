@@ -414,6 +414,29 @@ static void test_set_plan(void **state)
     assert_string_equal(got.plan_id, "pro");
 }
 
+/* Sign-up is one transaction: when granting the bonus fails (a store failure
+ * injected with a trigger), no account is left behind without it. */
+static void test_signup_is_all_or_nothing(void **state)
+{
+    fixture *f = *state;
+    kp_err err = {0};
+    kp_user u, got;
+    kp_balance b;
+    kp_test_sql_exec(f->db, "CREATE TRIGGER fail_ledger BEFORE INSERT ON ledger "
+                            "BEGIN SELECT RAISE(ABORT, 'injected failure'); END;");
+    assert_int_not_equal(kp_accounts_signup(f->s, &f->cfg, "half@example.com", "long enough password", &u, &err),
+                         KP_OK);
+    assert_int_equal(f->s->ops->user_get_by_email(f->s, "half@example.com", &got, &err), KP_ENOTFOUND);
+    assert_int_equal(kp_test_sql_int(f->db, "SELECT COUNT(*) FROM users"), 0);
+    assert_int_equal(kp_test_sql_int(f->db, "SELECT COUNT(*) FROM balances"), 0);
+
+    /* once the store works again, the same address signs up, with its bonus */
+    kp_test_sql_exec(f->db, "DROP TRIGGER fail_ledger;");
+    signup_ok(f, "half@example.com", "long enough password", &u);
+    assert_int_equal(f->s->ops->balance_get(f->s, u.id, &b, &err), KP_OK);
+    assert_int_equal(b.daily, 5);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void)
@@ -424,6 +447,7 @@ int main(void)
         cmocka_unit_test(test_email_invalid),
         cmocka_unit_test(test_email_length),
         T(test_signup_creates_user_with_welcome_credits),
+        T(test_signup_is_all_or_nothing),
         T(test_signup_password_bounds),
         T(test_signup_invalid_email),
         T(test_signup_duplicate_email_any_case),

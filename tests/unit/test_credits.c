@@ -197,6 +197,47 @@ static void test_commit_exactly_once(void **state)
     assert_int_equal(kp_credits_commit(f->s, "res_missing", &err), KP_ENOTFOUND);
 }
 
+/* Admission is all or nothing: a refused or failed admission leaves no
+ * reservation, no ledger row and no row. */
+static void test_admit_is_all_or_nothing(void **state)
+{
+    fixture *f = *state;
+    kp_err err = {0};
+    kp_balance bal;
+    grant(f->s, 0, 2, "g");
+    kp_project p = {.id = "prj_1", .user_id = "usr_a", .name = "An app", .latest_version = 1};
+    kp_version v = {.project_id = "prj_1", .n = 1, .status = KP_VER_GENERATING, .reservation_id = "res_1"};
+    kp_admit_request r = {
+        .user_id = "usr_a", .res_id = "res_1", .amount = 1, .max_generating = 1, .project = &p, .version = &v};
+    assert_int_equal(kp_credits_admit(f->s, &r, &bal, &err), KP_OK);
+    assert_balance(f->s, 0, 1);
+
+    /* the plan's limit: one at a time */
+    kp_project p2 = {.id = "prj_2", .user_id = "usr_a", .name = "Another"};
+    kp_version v2 = {.project_id = "prj_2", .n = 1, .status = KP_VER_GENERATING, .reservation_id = "res_2"};
+    kp_admit_request r2 = {
+        .user_id = "usr_a", .res_id = "res_2", .amount = 1, .max_generating = 1, .project = &p2, .version = &v2};
+    assert_int_equal(kp_credits_admit(f->s, &r2, &bal, &err), KP_ERATE);
+    /* a follow-up while version 1 generates: refused after the reservation was written, rolled back */
+    kp_version v3 = {.project_id = "prj_1", .n = 2, .status = KP_VER_GENERATING, .reservation_id = "res_3"};
+    kp_admit_request r3 = {.user_id = "usr_a", .res_id = "res_3", .amount = 1, .max_generating = -1, .version = &v3};
+    assert_int_equal(kp_credits_admit(f->s, &r3, &bal, &err), KP_ECONFLICT);
+    /* short of credits */
+    r2.max_generating = -1;
+    r2.amount = 5;
+    assert_int_equal(kp_credits_admit(f->s, &r2, &bal, &err), KP_ECREDITS);
+    assert_int_equal(bal.monthly, 1);
+
+    kp_reservation res;
+    assert_int_equal(f->s->ops->reservation_get(f->s, "res_2", &res, &err), KP_ENOTFOUND);
+    assert_int_equal(f->s->ops->reservation_get(f->s, "res_3", &res, &err), KP_ENOTFOUND);
+    assert_int_equal(f->s->ops->project_get(f->s, "prj_2", &p2, &err), KP_ENOTFOUND);
+    assert_balance(f->s, 0, 1);
+    int64_t running = 0;
+    assert_int_equal(f->s->ops->versions_generating_count(f->s, "usr_a", &running, &err), KP_OK);
+    assert_int_equal(running, 1);
+}
+
 /* --- concurrency: 200 spends of 1 against a balance of 10 --- */
 
 #define SPENDS 200
@@ -316,6 +357,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_refund_after_reset_stays_at_bonus, setup, teardown),
         cmocka_unit_test(test_failure_outcome_policy),
         cmocka_unit_test_setup_teardown(test_commit_exactly_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_admit_is_all_or_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_spends_threads, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_spends_two_processes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_daily_bonus_once_per_date, setup, teardown),

@@ -1093,6 +1093,78 @@ static void test_recovery_settles_everything(void **state)
     assert_int_equal(balance_total(f, "usr_a"), 9);
 }
 
+/* A reservation that no version refers to (an admission cut short by an
+ * older build, which reserved and created rows in two transactions) is
+ * refunded at start-up. */
+static void test_recovery_refunds_reservations_without_version(void **state)
+{
+    fixture *f = *state;
+    kp_err err = {0};
+    size_t repaired = 0;
+    kp_reservation r;
+    assert_int_equal(kp_credits_reserve(f->s, "usr_a", "res_orphan", 1, "generation", NULL, &err), KP_OK);
+    assert_int_equal(balance_total(f, "usr_a"), 9);
+    assert_int_equal(kp_gen_recover(f->s, f->blob, &repaired, &err), KP_OK);
+    assert_int_equal(balance_total(f, "usr_a"), 10);
+    assert_int_equal(f->s->ops->reservation_get(f->s, "res_orphan", &r, &err), KP_OK);
+    assert_int_equal(r.state, KP_RES_REFUNDED);
+    /* once only */
+    assert_int_equal(kp_gen_recover(f->s, f->blob, &repaired, &err), KP_OK);
+    assert_int_equal(balance_total(f, "usr_a"), 10);
+}
+
+/* Injected store failures: finishing a failed version fails (a trigger makes
+ * every status change of a version abort). Nothing is half written (the row
+ * stays generating, its credit reserved, the ledger equal to the balance),
+ * and as soon as the store works again the version is ended, settled and
+ * refunded, without a restart, freeing the user's slot. */
+static void test_failed_version_recorded_after_store_failure(void **state)
+{
+    fixture *f = *state;
+    kp_gen_result res;
+    kp_version v;
+    kp_err err = {0};
+    kp_test_sql_exec(f->db, "CREATE TRIGGER fail_end BEFORE UPDATE OF status ON versions "
+                            "BEGIN SELECT RAISE(ABORT, 'injected failure'); END;");
+    set_script(f, 0, "x", NULL);
+    f->fake.scripts[0].error_code = "overloaded";
+    assert_int_equal(submit(f, "usr_a", NULL, "an app", &res), KP_OK);
+    for (int i = 0; i < 1000 && kp_gen_in_flight(f->g) > 0; i++)
+        sleep_ms(5);
+    assert_int_equal(kp_gen_in_flight(f->g), 0);
+    assert_int_equal(f->s->ops->version_get(f->s, res.project_id, 1, &v, &err), KP_OK);
+    assert_int_equal(v.status, KP_VER_GENERATING);
+    assert_int_equal(v.settled, 0);
+    assert_int_equal(reservation_state(f, &v), KP_RES_RESERVED);
+    assert_int_equal(balance_total(f, "usr_a"), 9);
+    kp_version_clear(&v);
+
+    kp_test_sql_exec(f->db, "DROP TRIGGER fail_end;");
+    wait_version(f, res.project_id, 1, &v);
+    assert_failed_and_refunded(f, &v, "overloaded");
+    assert_string_equal(v.credit_reason, "service_failure");
+    kp_version_clear(&v);
+    int64_t running = -1;
+    assert_int_equal(f->s->ops->versions_generating_count(f->s, "usr_a", &running, &err), KP_OK);
+    assert_int_equal(running, 0);
+}
+
+/* Publishing fails at the ready row (injected): the version fails instead,
+ * refunded, its files removed; never ready without its commit or the reverse. */
+static void test_publish_store_failure_refunds(void **state)
+{
+    fixture *f = *state;
+    kp_gen_result res;
+    kp_version v;
+    kp_test_sql_exec(f->db, "CREATE TRIGGER fail_ready BEFORE UPDATE OF status ON versions WHEN NEW.status = 2 "
+                            "BEGIN SELECT RAISE(ABORT, 'injected failure'); END;");
+    set_script(f, 0, app_v1, "end_turn");
+    assert_int_equal(submit(f, "usr_a", NULL, "an app", &res), KP_OK);
+    wait_version(f, res.project_id, 1, &v);
+    assert_failed_and_refunded(f, &v, "internal_error");
+    kp_version_clear(&v);
+}
+
 static void test_content_types_and_urls(void **state)
 {
     (void)state;
@@ -1133,6 +1205,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_rejected_output_refunded_up_to_allowance, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel_after_output_is_charged, setup, teardown),
         cmocka_unit_test_setup_teardown(test_recovery_settles_everything, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_recovery_refunds_reservations_without_version, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_failed_version_recorded_after_store_failure, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_publish_store_failure_refunds, setup, teardown),
         cmocka_unit_test(test_content_types_and_urls),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -131,16 +131,6 @@ static int64_t generating(kp_store *s, const char *user)
     return count;
 }
 
-static void sql_exec(const char *path, const char *sql)
-{
-    sqlite3 *db = NULL;
-    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
-    sqlite3_busy_timeout(db, 10000);
-    if (sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK)
-        fail_msg("sql_exec: %s", sqlite3_errmsg(db));
-    sqlite3_close(db);
-}
-
 /* ---- create and get --------------------------------------------------- */
 
 static void test_create_and_get(void **state)
@@ -325,6 +315,11 @@ static void test_delete_cascades(void **state)
     create_project(f->s, "prj_keep", "usr_a", 100);
     assert_int_equal(generating(f->s, "usr_a"), 2);
 
+    /* refused while version 2 generates, in the delete's own transaction */
+    assert_int_equal(f->s->ops->project_delete(f->s, "prj_del", &err), KP_ECONFLICT);
+    assert_non_null(strstr(err.msg, "version 2"));
+    assert_int_equal(generating(f->s, "usr_a"), 2);
+    assert_int_equal(finish(f->s, "prj_del", 2, KP_VER_FAILED, 130, &err), KP_OK);
     assert_int_equal(f->s->ops->project_delete(f->s, "prj_del", &err), KP_OK);
     kp_project p;
     kp_version v;
@@ -706,7 +701,7 @@ static void test_heap_fields_roundtrip(void **state)
     kp_version_clear(&got);
 
     /* Blank JSON columns (written by something else) still read as arrays. */
-    sql_exec(f->path, "UPDATE versions SET files_json = '', events_json = '', message = ''");
+    kp_test_sql_exec(f->path, "UPDATE versions SET files_json = '', events_json = '', message = ''");
     assert_int_equal(f->s->ops->version_get(f->s, "prj_heap", 1, &got, &err), KP_OK);
     assert_heap_fields(&got, prompt, "", "[]", "[]", error_message);
     kp_version_clear(&got);
@@ -739,8 +734,8 @@ static void test_migrate_from_v1_keeps_data(void **state)
     f->s->ops->close(f->s);
     f->s = NULL;
 
-    sql_exec(f->path, "BEGIN IMMEDIATE; DROP TABLE versions; DROP TABLE projects;"
-                      "DELETE FROM schema_migrations WHERE version >= 2; COMMIT;");
+    kp_test_sql_exec(f->path, "BEGIN IMMEDIATE; DROP TABLE versions; DROP TABLE projects;"
+                              "DELETE FROM schema_migrations WHERE version >= 2; COMMIT;");
     assert_int_equal(kp_test_sql_int(f->path, "SELECT MAX(version) FROM schema_migrations"), 1);
     assert_int_equal(kp_sqlite_open(f->path, &f->s, &err), KP_EUNAVAILABLE); /* needs migrate */
     assert_null(f->s);
@@ -786,10 +781,12 @@ static void test_migrate_times_to_milliseconds(void **state)
     f->s->ops->close(f->s);
     f->s = NULL;
     /* back to version 2: migration 3's columns go too */
-    sql_exec(f->path, "BEGIN IMMEDIATE; DELETE FROM schema_migrations WHERE version >= 3;"
-                      "ALTER TABLE versions DROP COLUMN refunded; ALTER TABLE versions DROP COLUMN credit_reason;"
-                      "UPDATE projects SET created_at = 1700000000, updated_at = 1700000000;"
-                      "UPDATE versions SET created_at = 1700000000, updated_at = 1700000000; COMMIT;");
+    kp_test_sql_exec(f->path,
+                     "BEGIN IMMEDIATE; DELETE FROM schema_migrations WHERE version >= 3;"
+                     "ALTER TABLE versions DROP COLUMN refunded; ALTER TABLE versions DROP COLUMN credit_reason;"
+                     "DROP INDEX reservations_open; DROP INDEX versions_reservation;"
+                     "UPDATE projects SET created_at = 1700000000, updated_at = 1700000000;"
+                     "UPDATE versions SET created_at = 1700000000, updated_at = 1700000000; COMMIT;");
     int applied = -1;
     assert_int_equal(kp_sqlite_migrate(f->path, &applied, &err), KP_OK);
     assert_true(applied >= 1);

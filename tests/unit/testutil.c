@@ -57,6 +57,16 @@ void kp_test_user(kp_store *s, const char *id, const char *email, const char *pl
     assert_int_equal(s->ops->user_create(s, &u, &err), KP_OK);
 }
 
+void kp_test_sql_exec(const char *db_path, const char *sql)
+{
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+    sqlite3_busy_timeout(db, 10000);
+    if (sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK)
+        fail_msg("sql_exec: %s", sqlite3_errmsg(db));
+    sqlite3_close(db);
+}
+
 int64_t kp_test_sql_int(const char *db_path, const char *sql)
 {
     sqlite3 *db = NULL;

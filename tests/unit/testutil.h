@@ -18,6 +18,9 @@ void kp_test_rmrf(const char *path);
 kp_store *kp_test_db(const char *dir, char *db_path, size_t n);
 /* One integer from a SQL query on a separate raw connection (-1 on failure). */
 int64_t kp_test_sql_int(const char *db_path, const char *sql);
+/* Runs SQL (several statements) on a separate raw connection; fails the test on error.
+ * Also how tests inject store failures: a trigger that RAISEs. */
+void kp_test_sql_exec(const char *db_path, const char *sql);
 /* Creates a user with the given id/email on plan_id; aborts on failure. */
 void kp_test_user(kp_store *s, const char *id, const char *email, const char *plan_id);
 

@@ -131,7 +131,10 @@ static const char *const migrations[] = {
      * failure was refunded before. */
     "ALTER TABLE versions ADD COLUMN refunded INTEGER NOT NULL DEFAULT 0 CHECK (refunded IN (0, 1));"
     "ALTER TABLE versions ADD COLUMN credit_reason TEXT NOT NULL DEFAULT '';"
-    "UPDATE versions SET refunded = 1 WHERE status = 3;",
+    "UPDATE versions SET refunded = 1 WHERE status = 3;"
+    /* (money) recovery finds reservations that no version refers to */
+    "CREATE INDEX IF NOT EXISTS reservations_open ON reservations(id) WHERE state = 'reserved';"
+    "CREATE INDEX IF NOT EXISTS versions_reservation ON versions(reservation_id) WHERE reservation_id <> '';",
 };
 
 #define MIGRATION_COUNT ((int)(sizeof migrations / sizeof migrations[0]))

@@ -37,6 +37,7 @@
 
 #include "core/id.h"
 #include "core/log.h"
+#include "core/testhook.h"
 #include "store/sqlite/migrations.h"
 
 /* How often BEGIN IMMEDIATE is retried when it still reports SQLITE_BUSY
@@ -89,6 +90,7 @@ typedef enum stmt_id {
     ST_VERSIONS_DELETE,
     ST_VERSIONS_GENERATING_COUNT,
     ST_VERSIONS_UNSETTLED,
+    ST_RES_ORPHANED,
     ST_PING,
     ST_COUNT
 } stmt_id;
@@ -197,6 +199,10 @@ static const char *const stmt_sql[ST_COUNT] = {
     /* Both read partial indexes (versions_generating, versions_unsettled). */
     [ST_VERSIONS_GENERATING_COUNT] = "SELECT COUNT(*) FROM versions WHERE user_id = ?1 AND status = 1",
     [ST_VERSIONS_UNSETTLED] = "SELECT " VERSION_COLS " FROM versions WHERE settled = 0 ORDER BY project_id, n",
+    /* Reads the partial indexes reservations_open and versions_reservation. */
+    [ST_RES_ORPHANED] = "SELECT id, user_id, daily, monthly, state, created_at, updated_at FROM reservations AS r "
+                        "WHERE state = 'reserved' AND NOT EXISTS "
+                        "(SELECT 1 FROM versions AS v WHERE v.reservation_id = r.id) ORDER BY id",
     [ST_PING] = "SELECT 1",
 };
 
@@ -389,14 +395,21 @@ static kp_status insert_balance_row(sq_store *h, const char *user_id, kp_err *er
     return rc;
 }
 
-static kp_status sq_user_create(kp_store *s, const kp_user *u, kp_err *err)
+static int user_valid(const kp_user *u)
 {
-    sq_store *h = impl_of(s);
-    if (!u || !nonempty_fits(u->id, sizeof u->id) || !fits(u->email, sizeof u->email) ||
-        !fits(u->password_hash, sizeof u->password_hash) || !fits(u->external_sub, sizeof u->external_sub) ||
-        !nonempty_fits(u->plan_id, sizeof u->plan_id))
-        return kp_err_set(err, KP_EINVAL, "invalid user record");
+    return u && nonempty_fits(u->id, sizeof u->id) && fits(u->email, sizeof u->email) &&
+           fits(u->password_hash, sizeof u->password_hash) && fits(u->external_sub, sizeof u->external_sub) &&
+           nonempty_fits(u->plan_id, sizeof u->plan_id);
+}
 
+static int credit_change_valid(const kp_credit_change *c);
+static kp_status credits_apply_locked(sq_store *h, const kp_credit_change *c, int64_t now, kp_balance *out,
+                                      kp_err *err);
+
+/* The user, its balance and (c non-NULL) its first credits, in one transaction. */
+static kp_status create_user(sq_store *h, const kp_user *u, const kp_credit_change *c, kp_err *err)
+{
+    kp_balance after;
     int64_t created_at = u->created_at > 0 ? u->created_at : (int64_t)time(NULL);
     kp_status rc = tx_begin(h, err);
     if (rc != KP_OK)
@@ -404,7 +417,23 @@ static kp_status sq_user_create(kp_store *s, const kp_user *u, kp_err *err)
     rc = insert_user_row(h, u, created_at, err);
     if (rc == KP_OK)
         rc = insert_balance_row(h, u->id, err);
+    if (rc == KP_OK && c)
+        rc = credits_apply_locked(h, c, created_at, &after, err);
     return tx_end(h, rc, err);
+}
+
+static kp_status sq_user_create(kp_store *s, const kp_user *u, kp_err *err)
+{
+    if (!user_valid(u))
+        return kp_err_set(err, KP_EINVAL, "invalid user record");
+    return create_user(impl_of(s), u, NULL, err);
+}
+
+static kp_status sq_user_create_credited(kp_store *s, const kp_user *u, const kp_credit_change *c, kp_err *err)
+{
+    if (!user_valid(u) || !credit_change_valid(c) || strcmp(c->user_id, u->id) != 0)
+        return kp_err_set(err, KP_EINVAL, "invalid user record");
+    return create_user(impl_of(s), u, c, err);
 }
 
 static kp_status user_get_with(sq_store *h, stmt_id id, const char *key, kp_user *out, kp_err *err)
@@ -793,6 +822,22 @@ static int res_state_parse(const char *name, kp_reservation_state *out)
     return -1;
 }
 
+/* Reads a reservation row (id, user_id, daily, monthly, state, created_at, updated_at). */
+static kp_status read_reservation(sqlite3_stmt *st, void *item, kp_err *err)
+{
+    kp_reservation *out = item;
+    column_copy(st, 0, out->id, sizeof out->id);
+    column_copy(st, 1, out->user_id, sizeof out->user_id);
+    out->daily = sqlite3_column_int64(st, 2);
+    out->monthly = sqlite3_column_int64(st, 3);
+    out->created_at = sqlite3_column_int64(st, 5);
+    out->updated_at = sqlite3_column_int64(st, 6);
+    const unsigned char *state = sqlite3_column_text(st, 4);
+    if (!state || res_state_parse((const char *)state, &out->state) != 0)
+        return kp_err_set(err, KP_EINTERNAL, "reservation in an unknown state");
+    return KP_OK;
+}
+
 /* Reads a reservation; *found is 0 (and out untouched) when it does not exist. */
 static kp_status reservation_read(sq_store *h, const char *id, kp_reservation *out, int *found, kp_err *err)
 {
@@ -804,15 +849,7 @@ static kp_status reservation_read(sq_store *h, const char *id, kp_reservation *o
     *found = 0;
     int step = sqlite3_step(st);
     if (step == SQLITE_ROW) {
-        column_copy(st, 0, out->id, sizeof out->id);
-        column_copy(st, 1, out->user_id, sizeof out->user_id);
-        out->daily = sqlite3_column_int64(st, 2);
-        out->monthly = sqlite3_column_int64(st, 3);
-        const unsigned char *state = sqlite3_column_text(st, 4);
-        if (!state || res_state_parse((const char *)state, &out->state) != 0)
-            rc = kp_err_set(err, KP_EINTERNAL, "reservation in an unknown state");
-        out->created_at = sqlite3_column_int64(st, 5);
-        out->updated_at = sqlite3_column_int64(st, 6);
+        rc = read_reservation(st, out, err);
         *found = rc == KP_OK;
     } else if (step != SQLITE_DONE) {
         rc = kp_sqlite_db_error(h->db, "read reservation", err);
@@ -928,21 +965,33 @@ static int credit_change_valid(const kp_credit_change *c)
            c->res_to >= KP_RES_RESERVED && c->res_to <= KP_RES_REFUNDED && c->res_daily >= 0 && c->res_monthly >= 0;
 }
 
-static kp_status sq_credits_apply(kp_store *s, const kp_credit_change *c, kp_balance *out, kp_err *err)
-{
-    sq_store *h = impl_of(s);
-    if (!credit_change_valid(c))
-        return kp_err_set(err, KP_EINVAL, "invalid credit change");
+/* A write that reports a balance, run in its own transaction: *out (may be
+ * NULL) receives what body left in its balance, also on failure. */
+typedef kp_status (*balance_write_fn)(sq_store *h, const void *arg, kp_balance *out, kp_err *err);
 
+static kp_status run_balance_write(sq_store *h, balance_write_fn body, const void *arg, kp_balance *out, kp_err *err)
+{
     kp_balance result = {0, 0, 0};
     kp_status rc = tx_begin(h, err);
     if (rc != KP_OK)
         return rc;
-    rc = credits_apply_locked(h, c, (int64_t)time(NULL), &result, err);
+    rc = body(h, arg, &result, err);
     rc = tx_end(h, rc, err);
     if (out)
         *out = result;
     return rc;
+}
+
+static kp_status credits_apply_body(sq_store *h, const void *arg, kp_balance *out, kp_err *err)
+{
+    return credits_apply_locked(h, arg, (int64_t)time(NULL), out, err);
+}
+
+static kp_status sq_credits_apply(kp_store *s, const kp_credit_change *c, kp_balance *out, kp_err *err)
+{
+    if (!credit_change_valid(c))
+        return kp_err_set(err, KP_EINVAL, "invalid credit change");
+    return run_balance_write(impl_of(s), credits_apply_body, c, out, err);
 }
 
 static kp_status sq_reservation_get(kp_store *s, const char *id, kp_reservation *out, kp_err *err)
@@ -1385,25 +1434,6 @@ static kp_status run_keyed(sq_store *h, stmt_id id, const char *key, int *change
     return rc;
 }
 
-/* Versions are deleted explicitly (not only by the ON DELETE CASCADE), so
- * the result does not depend on the connection's foreign key setting. */
-static kp_status sq_project_delete(kp_store *s, const char *id, kp_err *err)
-{
-    sq_store *h = impl_of(s);
-    if (!id || !*id)
-        return kp_err_set(err, KP_ENOTFOUND, "project not found");
-    int versions = 0, projects = 0;
-    kp_status rc = tx_begin(h, err);
-    if (rc != KP_OK)
-        return rc;
-    rc = run_keyed(h, ST_VERSIONS_DELETE, id, &versions, "delete versions", err);
-    if (rc == KP_OK)
-        rc = run_keyed(h, ST_PROJECT_DELETE, id, &projects, "delete project", err);
-    if (rc == KP_OK && projects == 0)
-        rc = kp_err_set(err, KP_ENOTFOUND, "project not found");
-    return tx_end(h, rc, err);
-}
-
 /* The version of the project that is generating; *n 0 when none is. */
 static kp_status generating_version(sq_store *h, const char *project_id, int64_t *n, kp_err *err)
 {
@@ -1420,6 +1450,32 @@ static kp_status generating_version(sq_store *h, const char *project_id, int64_t
         rc = kp_sqlite_db_error(h->db, "read versions", err);
     stmt_done(st);
     return rc;
+}
+
+/* Versions are deleted explicitly (not only by the ON DELETE CASCADE), so
+ * the result does not depend on the connection's foreign key setting. */
+static kp_status sq_project_delete(kp_store *s, const char *id, kp_err *err)
+{
+    sq_store *h = impl_of(s);
+    if (!id || !*id)
+        return kp_err_set(err, KP_ENOTFOUND, "project not found");
+    int versions = 0, projects = 0;
+    int64_t busy = 0;
+    kp_status rc = tx_begin(h, err);
+    if (rc != KP_OK)
+        return rc;
+    /* the check and the delete under one write lock: no version can start
+     * generating in between (admit takes the same lock) */
+    rc = generating_version(h, id, &busy, err);
+    if (rc == KP_OK && busy)
+        rc = kp_err_set(err, KP_ECONFLICT, "version %lld of this project is generating", (long long)busy);
+    if (rc == KP_OK)
+        rc = run_keyed(h, ST_VERSIONS_DELETE, id, &versions, "delete versions", err);
+    if (rc == KP_OK)
+        rc = run_keyed(h, ST_PROJECT_DELETE, id, &projects, "delete project", err);
+    if (rc == KP_OK && projects == 0)
+        rc = kp_err_set(err, KP_ENOTFOUND, "project not found");
+    return tx_end(h, rc, err);
 }
 
 /* Writes the project's latest_version (or, with ready_n > 0, raises its
@@ -1623,27 +1679,28 @@ static kp_status sq_version_finish(kp_store *s, const kp_version *v, kp_err *err
     return tx_end(h, rc, err);
 }
 
+typedef struct version_ending {
+    const kp_version *v;
+    const kp_credit_change *c;
+} version_ending;
+
+static kp_status version_end_body(sq_store *h, const void *arg, kp_balance *out, kp_err *err)
+{
+    const version_ending *e = arg;
+    int64_t now = e->v->updated_at > 0 ? e->v->updated_at : kp_time_now_ms();
+    kp_status rc = e->c ? credits_apply_locked(h, e->c, now / 1000, out, err) : KP_OK;
+    return rc == KP_OK ? version_finish_locked(h, e->v, now, 1, err) : rc;
+}
+
 static kp_status sq_version_end(kp_store *s, const kp_version *v, const kp_credit_change *c, kp_balance *out,
                                 kp_err *err)
 {
-    sq_store *h = impl_of(s);
     if (!finished_version_valid(v))
         return kp_err_set(err, KP_EINVAL, "invalid version record");
     if (c && !credit_change_valid(c))
         return kp_err_set(err, KP_EINVAL, "invalid credit change");
-    int64_t now = v->updated_at > 0 ? v->updated_at : kp_time_now_ms();
-    kp_balance result = {0, 0, 0};
-    kp_status rc = tx_begin(h, err);
-    if (rc != KP_OK)
-        return rc;
-    if (c)
-        rc = credits_apply_locked(h, c, now / 1000, &result, err);
-    if (rc == KP_OK)
-        rc = version_finish_locked(h, v, now, 1, err);
-    rc = tx_end(h, rc, err);
-    if (out)
-        *out = result;
-    return rc;
+    version_ending e = {v, c};
+    return run_balance_write(impl_of(s), version_end_body, &e, out, err);
 }
 
 static kp_status sq_version_set_settled(kp_store *s, const char *project_id, int64_t n, kp_err *err)
@@ -1665,12 +1722,8 @@ static kp_status sq_version_set_settled(kp_store *s, const char *project_id, int
     return rc;
 }
 
-static kp_status sq_versions_generating_count(kp_store *s, const char *user_id, int64_t *count, kp_err *err)
+static kp_status count_generating(sq_store *h, const char *user_id, int64_t *count, kp_err *err)
 {
-    sq_store *h = impl_of(s);
-    *count = 0;
-    if (!user_id || !*user_id)
-        return KP_OK;
     sqlite3_stmt *st = NULL;
     kp_status rc = stmt_get(h, ST_VERSIONS_GENERATING_COUNT, &st, err);
     if (rc != KP_OK)
@@ -1684,16 +1737,90 @@ static kp_status sq_versions_generating_count(kp_store *s, const char *user_id, 
     return rc;
 }
 
-static kp_status sq_versions_unsettled(kp_store *s, kp_version **out, size_t *n, kp_err *err)
+static kp_status sq_versions_generating_count(kp_store *s, const char *user_id, int64_t *count, kp_err *err)
 {
-    sq_store *h = impl_of(s);
+    *count = 0;
+    if (!user_id || !*user_id)
+        return KP_OK;
+    return count_generating(impl_of(s), user_id, count, err);
+}
+
+/* The body of admit, inside the write transaction. */
+static kp_status admit_body(sq_store *h, const void *arg, kp_balance *out, kp_err *err)
+{
+    const kp_admission *a = arg;
+    int64_t now_ms = kp_time_now_ms();
+    kp_status rc = KP_OK;
+    if (a->max_generating >= 0) {
+        int64_t running = 0;
+        rc = count_generating(h, a->user_id, &running, err);
+        if (rc != KP_OK)
+            return rc;
+        if (running >= a->max_generating)
+            return kp_err_set(err, KP_ERATE, "%lld generation%s running already", (long long)running,
+                              running == 1 ? "" : "s");
+    }
+    if (a->charge) {
+        rc = credits_apply_locked(h, a->charge, now_ms / 1000, out, err);
+        if (rc != KP_OK)
+            return rc;
+    }
+    kp_testhook_point("after_reserve");
+    const kp_project *p = a->project;
+    const kp_version *v = a->version;
+    int64_t v_created_at = v->created_at > 0 ? v->created_at : now_ms;
+    if (!p)
+        return version_create_locked(h, v, v_created_at, err);
+    rc = insert_project_row(h, p, p->created_at > 0 ? p->created_at : now_ms, err);
+    if (rc == KP_OK)
+        rc = insert_version_row(h, p->id, p->user_id, 1, v, v_created_at, err);
+    return rc;
+}
+
+static int admission_valid(const kp_admission *a)
+{
+    if (!a || !nonempty_fits(a->user_id, KP_ID_MAX) || !new_version_valid(a->version))
+        return 0;
+    if (a->charge && (!credit_change_valid(a->charge) || strcmp(a->charge->user_id, a->user_id) != 0))
+        return 0;
+    if (a->project)
+        return project_valid(a->project) && strcmp(a->project->user_id, a->user_id) == 0 &&
+               (a->version->n == 0 || a->version->n == 1) &&
+               (!a->version->project_id[0] || strcmp(a->version->project_id, a->project->id) == 0);
+    return a->version->project_id[0] && a->version->n >= 1;
+}
+
+static kp_status sq_admit(kp_store *s, const kp_admission *a, kp_balance *out, kp_err *err)
+{
+    if (!admission_valid(a))
+        return kp_err_set(err, KP_EINVAL, "invalid admission");
+    return run_balance_write(impl_of(s), admit_body, a, out, err);
+}
+
+/* Runs a list query that takes no parameters into a new array (collect_rows). */
+static kp_status list_all(sq_store *h, stmt_id id, size_t elem, row_reader read_row,
+                          void (*free_items)(void *items, size_t n), const char *what, void **out, size_t *n,
+                          kp_err *err)
+{
+    sqlite3_stmt *st = NULL;
     *out = NULL;
     *n = 0;
-    sqlite3_stmt *st = NULL;
-    kp_status rc = stmt_get(h, ST_VERSIONS_UNSETTLED, &st, err);
+    kp_status rc = stmt_get(h, id, &st, err);
     if (rc != KP_OK)
         return rc;
-    return collect_versions(h, st, "list unsettled versions", out, n, err);
+    return collect_rows(h, st, elem, read_row, free_items, what, out, n, err);
+}
+
+static kp_status sq_reservations_orphaned(kp_store *s, kp_reservation **out, size_t *n, kp_err *err)
+{
+    return list_all(impl_of(s), ST_RES_ORPHANED, sizeof(kp_reservation), read_reservation, NULL,
+                    "list orphaned reservations", (void **)out, n, err);
+}
+
+static kp_status sq_versions_unsettled(kp_store *s, kp_version **out, size_t *n, kp_err *err)
+{
+    return list_all(impl_of(s), ST_VERSIONS_UNSETTLED, sizeof(kp_version), version_row, free_versions,
+                    "list unsettled versions", (void **)out, n, err);
 }
 
 /* ---- health and lifetime ---------------------------------------------- */
@@ -1725,6 +1852,7 @@ static void sq_close(kp_store *s)
 static const kp_store_ops sqlite_ops = {
     .user_create = sq_user_create,
     .user_get = sq_user_get,
+    .user_create_credited = sq_user_create_credited,
     .user_get_by_email = sq_user_get_by_email,
     .user_get_by_sub = sq_user_get_by_sub,
     .user_set_admin = sq_user_set_admin,
@@ -1748,6 +1876,8 @@ static const kp_store_ops sqlite_ops = {
     .version_finish = sq_version_finish,
     .version_set_settled = sq_version_set_settled,
     .version_end = sq_version_end,
+    .admit = sq_admit,
+    .reservations_orphaned = sq_reservations_orphaned,
     .versions_generating_count = sq_versions_generating_count,
     .versions_unsettled = sq_versions_unsettled,
     .account_get = sq_account_get,

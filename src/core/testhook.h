@@ -1,0 +1,19 @@
+/*
+ * testhook.h - fault injection points for the crash tests.
+ *
+ * kp_testhook_point(name) marks a place where a test may want the process
+ * to die as under kill -9 (e.g. "after_reserve": inside the admission
+ * transaction, after the credits were reserved and before the rows exist).
+ *
+ * Safety: the point does something only in a binary built with
+ * -DKOUMPA_TEST_HOOKS (the Makefile's build/koumpa-hooks, used only by the
+ * integration tests). There, when KOUMPA_TEST_FAULT equals the point's name,
+ * the process raises SIGKILL. build/koumpa and every installed binary
+ * compile the point to nothing and never read KOUMPA_TEST_FAULT.
+ */
+#ifndef KP_TESTHOOK_H
+#define KP_TESTHOOK_H
+
+void kp_testhook_point(const char *name);
+
+#endif
