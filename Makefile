@@ -9,6 +9,7 @@
 #   make coverage   line coverage of the C code (gcovr), build-cov/
 #   make bench      HTTP throughput figures (bench/run.sh, wrk)
 #   make bench-generations  1,000 concurrent generations against the fake Anthropic API
+#   make bench-slow-disk    1,000 generations on a disk whose every fsync takes 5 ms more
 #   make lint       cppcheck + clang-format check
 #   make tidy       clang-tidy's static analyzer over src/
 
@@ -97,6 +98,10 @@ bench: $(BUILD)/koumpa
 bench-generations: $(BUILD)/koumpa
 	KOUMPA_BUILD=$(BUILD) node bench/generations.mjs 1000
 
+bench-slow-disk: $(BUILD)/koumpa
+	KOUMPA_BUILD=$(BUILD) BENCH_FSYNC_DELAY_MS=5 BENCH_SPREAD_MS=20000 BENCH_STREAM_MS=10000 BENCH_CHUNK_BYTES=1024 \
+	    BENCH_NO_WRK=1 node bench/generations.mjs 1000
+
 FORMAT_SRCS = $(shell find src tests/unit tests/fuzz bench -name '*.[ch]' 2>/dev/null | sort)
 
 lint:
@@ -111,7 +116,7 @@ tidy:
 clean:
 	rm -rf build build-asan build-cov
 
-.PHONY: all unit integration openapi test deps deps-test run sanitize valgrind coverage bench bench-generations lint tidy clean
+.PHONY: all unit integration openapi test deps deps-test run sanitize valgrind coverage bench bench-generations bench-slow-disk lint tidy clean
 .SECONDARY:
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
