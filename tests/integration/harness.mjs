@@ -93,7 +93,7 @@ export function runKoumpa(args, { env, input, timeoutMs = WRAPPED ? 300_000 : 60
  * Starts `koumpa serve` and waits until GET /healthz answers 200.
  * Options: env (extra variables, win over the defaults), args (extra flags),
  * dataDir (reuse a directory, e.g. to restart after kill(); then stop() keeps it).
- * Returns { url, appsUrl, port, appsPort, dataDir, env, stop(), kill(), remove(), logs(), run(), exited }.
+ * Returns { url, appsUrl, pid, port, appsPort, dataDir, env, stop(), kill(), remove(), logs(), run(), exited }.
  */
 export async function startServer({ env = {}, args = [], dataDir } = {}) {
   const ownDir = !dataDir;
@@ -151,6 +151,7 @@ export async function startServer({ env = {}, args = [], dataDir } = {}) {
   const server = {
     url,
     appsUrl,
+    pid: child.pid, // the server's (or its wrapper's) process id, for /proc
     port,
     appsPort,
     dataDir: dir,
