@@ -9,6 +9,8 @@
 #   make coverage   line coverage of the C code (gcovr), build-cov/
 #   make bench      HTTP throughput figures (bench/run.sh, wrk)
 #   make bench-generations  1,000 concurrent generations against the fake Anthropic API
+#   make bench-slow-disk    1,000 generations on a disk whose every fsync takes 5 ms more
+#   make bench-replays      1,000 replays of one large ended version
 #   make lint       cppcheck + clang-format check
 #   make tidy       clang-tidy's static analyzer over src/
 #   make fuzz       builds the libFuzzer targets (build-fuzz/, clang) and runs each for FUZZ_SECONDS (60)
@@ -110,6 +112,13 @@ bench: $(BUILD)/koumpa
 bench-generations: $(BUILD)/koumpa
 	KOUMPA_BUILD=$(BUILD) node bench/generations.mjs 1000
 
+bench-slow-disk: $(BUILD)/koumpa
+	KOUMPA_BUILD=$(BUILD) BENCH_FSYNC_DELAY_MS=5 BENCH_SPREAD_MS=20000 BENCH_STREAM_MS=10000 BENCH_CHUNK_BYTES=1024 \
+	    BENCH_NO_WRK=1 node bench/generations.mjs 1000
+
+bench-replays: $(BUILD)/koumpa
+	KOUMPA_BUILD=$(BUILD) node bench/replays.mjs 1000
+
 FORMAT_SRCS = $(shell find src tests/unit tests/fuzz bench -name '*.[ch]' 2>/dev/null | sort)
 
 lint:
@@ -146,7 +155,7 @@ fuzz: fuzz-build
 clean:
 	rm -rf build build-asan build-cov build-fuzz
 
-.PHONY: all unit integration openapi test deps deps-test run sanitize valgrind coverage bench bench-generations lint tidy fuzz-build fuzz clean
+.PHONY: all unit integration openapi test deps deps-test run sanitize valgrind coverage bench bench-generations bench-slow-disk bench-replays lint tidy fuzz-build fuzz clean
 .SECONDARY:
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -8,8 +8,18 @@
 // GET /v1/me with wrk; it measures /v1/me idle first for comparison.
 // Prints figures; asserts nothing.
 //
-//   node bench/generations.mjs [N=1000]     (BENCH_STREAM_MS=20000, KOUMPA_BUILD=build)
-import { execFile, spawn } from 'node:child_process';
+// A slow disk (`make bench-slow-disk`): BENCH_FSYNC_DELAY_MS > 0 runs the
+// server with bench/slowfsync.c preloaded (every fsync sleeps that long first),
+// and BENCH_SPREAD_MS spreads the starts so that generations end (and publish)
+// while others stream. Stream latency is what the readers see: the longest
+// pause between two events of a generation before its end (a loop frozen by
+// another generation's publishing shows up there), and the wait from its last
+// event to done (its own publishing).
+//
+//   node bench/generations.mjs [N=1000]     (BENCH_STREAM_MS=20000, KOUMPA_BUILD=build,
+//                                            BENCH_SPREAD_MS=0, BENCH_FSYNC_DELAY_MS=0, BENCH_CHUNK_BYTES=4096,
+//                                            BENCH_NO_WRK)
+import { execFile, execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { promisify } from 'node:util';
@@ -18,6 +28,9 @@ import { api, signup, startServer } from '../tests/integration/harness.mjs';
 const run = promisify(execFile);
 const N = Number(process.argv[2] || 1000);
 const STREAM_MS = Number(process.env.BENCH_STREAM_MS || 20000);
+const SPREAD_MS = Number(process.env.BENCH_SPREAD_MS || 0);
+const FSYNC_DELAY_MS = Number(process.env.BENCH_FSYNC_DELAY_MS || 0);
+const CHUNK_BYTES = Number(process.env.BENCH_CHUNK_BYTES || 4096);
 
 /* A realistic small app: three files, about 8 KB. */
 function appText() {
@@ -73,7 +86,10 @@ async function wrkMe(server, token, seconds) {
 
 /* One generation, read as SSE to its end; resolves with the last event name. */
 const durations = [];
+const maxGaps = []; // per generation: the longest pause between two events before its end, ms
+const doneLags = []; // per generation: from its last event to done, ms
 async function generate(server, token, i) {
+  if (SPREAD_MS > 0) await new Promise((r) => setTimeout(r, (i * SPREAD_MS) / N));
   const started = Date.now();
   const res = await fetch(`${server.url}/v1/projects`, {
     method: 'POST',
@@ -81,13 +97,43 @@ async function generate(server, token, i) {
     body: JSON.stringify({ prompt: `A to-do app, number ${i}` }),
   });
   if (res.status !== 200) return `http_${res.status}`;
-  const text = await res.text();
+  const arrivals = []; // [time, event name]
+  const decoder = new TextDecoder();
+  let text = '';
+  for await (const chunk of res.body) {
+    const now = Date.now();
+    const piece = decoder.decode(chunk, { stream: true });
+    for (const m of piece.matchAll(/^event: (\w+)$/gm)) arrivals.push([now, m[1]]);
+    text += piece;
+  }
   durations.push((Date.now() - started) / 1000);
+  if (arrivals.length >= 2) {
+    let gap = 0;
+    for (let k = 2; k < arrivals.length - 1; k++) gap = Math.max(gap, arrivals[k][0] - arrivals[k - 1][0]);
+    maxGaps.push(gap);
+    doneLags.push(arrivals.at(-1)[0] - arrivals.at(-2)[0]);
+  }
   const events = [...text.matchAll(/^event: (\w+)\ndata: (.*)$/gm)];
   const last = events.at(-1);
   if (!last) return 'none';
   if (last[1] !== 'error') return last[1];
   return `error:${JSON.parse(last[2]).code}`;
+}
+
+/* p50 / p99 / max of a list of numbers. */
+function quantiles(list, f = (x) => x.toFixed(0)) {
+  if (list.length === 0) return 'n/a';
+  const v = [...list].sort((a, b) => a - b);
+  const q = (p) => f(v[Math.min(v.length - 1, Math.floor(p * v.length))]);
+  return `p50 ${q(0.5)}, p99 ${q(0.99)}, max ${q(1)}`;
+}
+
+/* The slow disk: bench/slowfsync.c built into a preload library. */
+function slowDiskEnv() {
+  if (FSYNC_DELAY_MS <= 0) return {};
+  const lib = `/tmp/koumpa-slowfsync-${process.pid}.so`;
+  execFileSync('cc', ['-shared', '-fPIC', '-O2', '-o', lib, 'bench/slowfsync.c', '-ldl']);
+  return { LD_PRELOAD: lib, SLOWFSYNC_MS: String(FSYNC_DELAY_MS) };
 }
 
 /* The fake runs in a process of its own, so that serving the streams and
@@ -99,7 +145,7 @@ async function startFake() {
   const [line] = await once(child.stdout, 'data');
   const url = line.toString().trim();
   // whole events per write, as the real API sends them (the tests split them at every byte instead)
-  const scenario = { type: 'slow', text: appText(), durationMs: STREAM_MS, pieceChars: 24, chunkSizes: [4096] };
+  const scenario = { type: 'slow', text: appText(), durationMs: STREAM_MS, pieceChars: 24, chunkSizes: [CHUNK_BYTES] };
   const res = await fetch(`${url}/__scenario`, { method: 'POST', body: JSON.stringify(scenario) });
   if (!res.ok) throw new Error(`fake scenario: ${res.status} ${await res.text()}`);
   return { url, close: () => child.stdin.end() };
@@ -107,7 +153,13 @@ async function startFake() {
 
 const fake = await startFake();
 const server = await startServer({
-  env: { ANTHROPIC_BASE_URL: fake.url, ANTHROPIC_API_KEY: 'sk-bench', KOUMPA_ADMIN_EMAILS: 'admin@bench.test', KOUMPA_LOG_LEVEL: 'warn' },
+  env: {
+    ANTHROPIC_BASE_URL: fake.url,
+    ANTHROPIC_API_KEY: 'sk-bench',
+    KOUMPA_ADMIN_EMAILS: 'admin@bench.test',
+    KOUMPA_LOG_LEVEL: 'warn',
+    ...slowDiskEnv(),
+  },
 });
 try {
   const admin = await signup(server, 'admin@bench.test');
@@ -136,10 +188,13 @@ try {
   const counts = outcomes.reduce((m, o) => ((m[o] = (m[o] || 0) + 1), m), {});
   const me = await api(server, 'GET', '/v1/me', { token: user.token });
   console.log(`generations: ${N} concurrent, each ~${(appText().length / 1024).toFixed(1)} KB streamed over ${STREAM_MS / 1000} s`);
+  if (SPREAD_MS > 0 || FSYNC_DELAY_MS > 0) console.log(`             started over ${SPREAD_MS / 1000} s; every fsync delayed ${FSYNC_DELAY_MS} ms`);
   console.log(`outcomes:    ${JSON.stringify(counts)}  (credits left: ${me.json.credits.total})`);
   durations.sort((a, b) => a - b);
   const q = (f) => durations[Math.min(durations.length - 1, Math.floor(f * durations.length))].toFixed(1);
   console.log(`wall time:   ${wall.toFixed(1)} s; per generation (request to last event) p50 ${q(0.5)} s, p99 ${q(0.99)} s, max ${q(1)} s`);
+  console.log(`stream:      longest pause between two events of a generation (ms): ${quantiles(maxGaps)}`);
+  console.log(`             last event to done, its own publishing (ms): ${quantiles(doneLags)}`);
   console.log(`server RSS:  ${(rss0 / 1024).toFixed(1)} MiB idle, ${(peak / 1024).toFixed(1)} MiB peak → ${((peak - rss0) / N).toFixed(1)} KiB per in-flight generation`);
   console.log(`server CPU:  ${cpu.toFixed(1)} s over ${wall.toFixed(1)} s (${((100 * cpu) / wall).toFixed(0)} % of one core)`);
   if (busy)

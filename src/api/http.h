@@ -93,6 +93,14 @@ typedef struct kp_stream kp_stream;
 struct kp_stream {
     void (*start)(kp_stream *s, kp_sink *sink);
     void (*release)(kp_stream *s);
+    /*
+     * Optional (NULL: the producer writes at its own pace). A pulled stream:
+     * the host calls more() on its own thread once after start() and again
+     * each time what was written has gone out to the client, until end();
+     * each call writes one bounded piece (or ends). A client that does not
+     * read then holds one piece in memory, not the whole body.
+     */
+    void (*more)(kp_stream *s, kp_sink *sink);
 };
 
 /*

@@ -427,37 +427,56 @@ static int parse_last_event_id(const kp_req *req, kp_resp *resp, int64_t *after)
     return 0;
 }
 
-void kp_h_project_events(kp_ctx *ctx, kp_req *req, kp_resp *resp)
+/* Without a generation service (tests): the persisted events, built whole. */
+static void replay_unserviced(kp_ctx *ctx, kp_req *req, kp_resp *resp, const kp_project *p, int64_t after)
 {
-    kp_project p;
     kp_version v;
     kp_err err = {0};
-    int64_t after;
-    if (load_own_project(ctx, req, resp, &p) != 0 || parse_last_event_id(req, resp, &after) != 0)
-        return;
-    memset(&v, 0, sizeof v);
-    if (ctx->store->ops->version_get(ctx->store, p.id, p.latest_version, &v, &err) != KP_OK) {
+    kp_buf out = KP_BUF_INIT;
+    if (ctx->store->ops->version_get(ctx->store, p->id, p->latest_version, &v, &err) != KP_OK) {
         kp_resp_from_err(resp, &err, req->request_id);
         return;
     }
-    if (v.status == KP_VER_GENERATING && service(ctx)) {
-        kp_version_clear(&v);
-        resp->stream = kp_gen_stream(service(ctx), p.id, p.latest_version, after);
-        if (!resp->stream) {
-            kp_resp_error(resp, 503, "unavailable", "out of memory");
-            return;
-        }
-        resp->status = 200;
-        sse_headers(resp);
-        return;
-    }
-    /* the version ended: its persisted events, then the end of the response */
-    kp_buf out = KP_BUF_INIT;
     kp_gen_replay_events(v.events_json, after, &out);
     kp_version_clear(&v);
     kp_resp_text(resp, 200, "text/event-stream; charset=utf-8", out.data ? out.data : "", out.len);
     kp_headers_set(&resp->headers, "Cache-Control", "no-cache, no-store");
     kp_buf_free(&out);
+}
+
+/*
+ * The latest version's events after Last-Event-ID: an ended version is
+ * replayed from a rendering shared by its readers, a piece at a time as the
+ * client reads; a generating one is followed live, by at most
+ * KOUMPA_MAX_READERS_PER_GENERATION readers (429 beyond).
+ */
+void kp_h_project_events(kp_ctx *ctx, kp_req *req, kp_resp *resp)
+{
+    kp_project p;
+    kp_err err = {0};
+    kp_stream *st = NULL;
+    int64_t after;
+    if (load_own_project(ctx, req, resp, &p) != 0 || parse_last_event_id(req, resp, &after) != 0)
+        return;
+    if (!service(ctx)) {
+        replay_unserviced(ctx, req, resp, &p, after);
+        return;
+    }
+    kp_status rc = kp_gen_replay(service(ctx), ctx->store, p.id, p.latest_version, after, &st, &err);
+    if (rc == KP_ECONFLICT)
+        rc = kp_gen_stream_open(service(ctx), p.id, p.latest_version, after, &st, &err);
+    if (rc == KP_ERATE) {
+        kp_resp_error(resp, 429, "too_many_readers", "%s", err.msg);
+        kp_headers_set(&resp->headers, "Retry-After", "5");
+        return;
+    }
+    if (rc != KP_OK) {
+        kp_resp_from_err(resp, &err, req->request_id);
+        return;
+    }
+    resp->status = 200;
+    resp->stream = st;
+    sse_headers(resp);
 }
 
 void kp_h_project_cancel(kp_ctx *ctx, kp_req *req, kp_resp *resp)

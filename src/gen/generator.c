@@ -51,6 +51,7 @@
 #include "gen/fileblocks.h"
 #include "gen/prompt.h"
 #include "gen/publish.h"
+#include "gen/replay.h"
 #include "gen/storage.h"
 
 #define MAX_CONTINUATIONS 2
@@ -78,6 +79,14 @@ typedef struct generation generation;
 typedef struct sync_cmd sync_cmd;
 typedef struct unended unended;
 
+/* How many live readers follow a version (the cap is KOUMPA_MAX_READERS_PER_GENERATION). */
+typedef struct reader_slot {
+    char project_id[KP_ID_MAX];
+    int64_t n;
+    int count;
+    struct reader_slot *next;
+} reader_slot;
+
 typedef struct subscriber {
     kp_stream stream; /* first member: the stream pointer is the subscriber */
     pthread_mutex_t mu;
@@ -89,6 +98,7 @@ typedef struct subscriber {
     char project_id[KP_ID_MAX];
     int64_t n;
     int64_t after;
+    int counted;     /* holds one of the version's reader slots */
     generation *gen; /* the generation it follows, or NULL */
     struct subscriber *next;
 } subscriber;
@@ -129,9 +139,11 @@ struct generation {
 
 struct kp_gen {
     kp_gen_options opt;
-    kp_refund_policy policy; /* from the configuration */
-    kp_store *store;         /* the loop's handle */
-    kp_gen_storage *storage; /* where generations end: files, rows, credits (off the loop) */
+    kp_refund_policy policy;  /* from the configuration */
+    kp_store *store;          /* the loop's handle */
+    kp_gen_storage *storage;  /* where generations end: files, rows, credits (off the loop) */
+    kp_replay_cache *replays; /* finished versions' events, rendered once for every reader */
+    reader_slot *readers;     /* mu: live readers per version, for the cap */
     pthread_mutex_t mu;
     int stopping; /* mu: no new submissions */
     _Atomic int64_t in_flight;
@@ -140,7 +152,8 @@ struct kp_gen {
     uint64_t next_serial;
     struct event *keepalive;
     int shut;                  /* shutdown ran on the loop */
-    sync_cmd *shutdown_wait;   /* the shutdown waiting for the last generation to end */
+    sync_cmd *shutdown_wait;   /* the shutdown waiting for the last generation (and replay) to end */
+    int replaying;             /* replays running on the storage pool */
     int shut_done;             /* shutdown returned: storage work runs on the loop */
     unended *unended;          /* failed versions whose ending could not be written yet */
     struct event *retry_timer; /* retries them */
@@ -290,12 +303,59 @@ static json_t *text_json(const char *s, size_t len)
 
 /* ---- subscribers ---- */
 
+/* ---- reader slots (any thread, under g->mu) ---- */
+
+static reader_slot **find_slot(kp_gen *g, const char *project_id, int64_t n)
+{
+    reader_slot **pp = &g->readers;
+    while (*pp && ((*pp)->n != n || strcmp((*pp)->project_id, project_id) != 0))
+        pp = &(*pp)->next;
+    return pp;
+}
+
+/* Takes one of the version's reader slots. KP_ERATE when all are taken. */
+static kp_status slot_take(kp_gen *g, const char *project_id, int64_t n, kp_err *err)
+{
+    long cap = g->opt.cfg->max_readers_per_generation > 0 ? g->opt.cfg->max_readers_per_generation : KP_GEN_MAX_READERS;
+    kp_status rc = KP_OK;
+    pthread_mutex_lock(&g->mu);
+    reader_slot **pp = find_slot(g, project_id, n);
+    if (!*pp && (*pp = calloc(1, sizeof **pp)) != NULL) {
+        copy_str((*pp)->project_id, sizeof(*pp)->project_id, project_id);
+        (*pp)->n = n;
+    }
+    if (!*pp)
+        rc = kp_err_set(err, KP_ENOMEM, "out of memory");
+    else if ((*pp)->count >= cap)
+        rc = kp_err_set(err, KP_ERATE,
+                        "version %lld already has %ld readers, the most allowed; try again when one has left",
+                        (long long)n, cap);
+    else
+        (*pp)->count++;
+    pthread_mutex_unlock(&g->mu);
+    return rc;
+}
+
+static void slot_give_back(kp_gen *g, const char *project_id, int64_t n)
+{
+    pthread_mutex_lock(&g->mu);
+    reader_slot **pp = find_slot(g, project_id, n);
+    reader_slot *slot = *pp;
+    if (slot && --slot->count == 0) {
+        *pp = slot->next;
+        free(slot);
+    }
+    pthread_mutex_unlock(&g->mu);
+}
+
 static void sub_unref(subscriber *sub)
 {
     pthread_mutex_lock(&sub->mu);
     int left = --sub->refs;
     pthread_mutex_unlock(&sub->mu);
     if (left == 0) {
+        if (sub->counted)
+            slot_give_back(sub->g, sub->project_id, sub->n);
         pthread_mutex_destroy(&sub->mu);
         free(sub);
     }
@@ -358,22 +418,6 @@ static void log_tail(const generation *gen, int64_t after, const char **data, si
     *len = gen->log.len - start;
 }
 
-/* Appends one SSE frame to buf; data_off and data_len (may be NULL) locate its data. */
-static int format_frame(kp_buf *buf, int64_t id, const char *type, const char *data, size_t *data_off, size_t *data_len)
-{
-    if (kp_buf_printf(buf, "id: %lld\nevent: %s\ndata: ", (long long)id, type) != 0)
-        return -1;
-    size_t off = buf->len;
-    size_t len = strlen(data);
-    if (kp_buf_append(buf, data, len) != 0 || kp_buf_puts(buf, "\n\n") != 0)
-        return -1;
-    if (data_off)
-        *data_off = off;
-    if (data_len)
-        *data_len = len;
-    return 0;
-}
-
 /* Records an event (consumes data) and sends it to the subscribers. */
 static int emit(generation *gen, event_type type, json_t *data)
 {
@@ -393,8 +437,8 @@ static int emit(generation *gen, event_type type, json_t *data)
     }
     size_t start = gen->log.len;
     event_rec *rec = &gen->events[gen->nevents];
-    if (format_frame(&gen->log, (int64_t)gen->nevents + 1, event_names[type], text, &rec->data_off, &rec->data_len) !=
-        0) {
+    if (kp_replay_format_frame(&gen->log, (int64_t)gen->nevents + 1, event_names[type], text, &rec->data_off,
+                               &rec->data_len) != 0) {
         gen->log.len = start;
         free(text);
         return -1;
@@ -433,28 +477,7 @@ static char *events_json(const generation *gen, event_type extra_type, const cha
 
 int kp_gen_replay_events(const char *events_json_text, int64_t after_id, kp_buf *out)
 {
-    json_t *arr = json_loads(events_json_text ? events_json_text : "[]", 0, NULL);
-    if (!json_is_array(arr)) {
-        json_decref(arr);
-        return -1;
-    }
-    size_t i;
-    json_t *ev;
-    int rc = 0;
-    json_array_foreach(arr, i, ev)
-    {
-        json_int_t id = json_integer_value(json_object_get(ev, "id"));
-        const char *type = json_string_value(json_object_get(ev, "event"));
-        json_t *data = json_object_get(ev, "data");
-        if (!type || !data || id <= after_id)
-            continue;
-        char *text = json_dumps(data, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY);
-        if (!text || format_frame(out, id, type, text, NULL, NULL) != 0)
-            rc = -1;
-        free(text);
-    }
-    json_decref(arr);
-    return rc;
+    return kp_replay_render(events_json_text, after_id, out);
 }
 
 /* ---- deltas ---- */
@@ -511,6 +534,16 @@ static void run_storage(kp_gen *g, void (*work)(kp_store *s, void *arg), void (*
     kp_gen_storage_run(g->storage, g->store, work, done, arg);
 }
 
+/* A waiting shutdown returns once no generation and no replay is left. */
+static void shutdown_maybe_done(kp_gen *g)
+{
+    if (g->shutdown_wait && !g->gens && g->replaying == 0) {
+        g->shut_done = 1;
+        sync_cmd_finish(g->shutdown_wait, KP_OK);
+        g->shutdown_wait = NULL;
+    }
+}
+
 static void gen_destroy(generation *gen)
 {
     kp_gen *g = gen->g;
@@ -541,11 +574,7 @@ static void gen_destroy(generation *gen)
     if (gen->on_end)
         sync_cmd_finish(gen->on_end, KP_OK);
     free(gen);
-    if (g->shutdown_wait && !g->gens) {
-        g->shut_done = 1;
-        sync_cmd_finish(g->shutdown_wait, KP_OK);
-        g->shutdown_wait = NULL;
-    }
+    shutdown_maybe_done(g);
 }
 
 /* Sends the terminal frame (already formatted) to every reader, ends them. */
@@ -1142,22 +1171,58 @@ static generation *find_gen(kp_gen *g, const char *project_id, int64_t n)
     return NULL;
 }
 
-/* A reader of a version that is not running: its persisted events, then the end. */
+/* Forwards a replay's pieces to a subscriber's sink. */
+typedef struct sub_sink {
+    kp_sink sink; /* first member */
+    subscriber *sub;
+    int ended;
+} sub_sink;
+
+static int sub_sink_write(kp_sink *sink, const char *data, size_t len)
+{
+    sub_write(((sub_sink *)sink)->sub, data, len);
+    return 0;
+}
+
+static void sub_sink_end(kp_sink *sink)
+{
+    ((sub_sink *)sink)->ended = 1;
+}
+
+/* On a storage thread: the version's persisted events (from the shared replays), then the end. */
+static void replay_work(kp_store *s, void *arg)
+{
+    subscriber *sub = arg;
+    kp_stream *rs = NULL;
+    kp_err err = {0};
+    sub_sink ss = {.sink = {.write = sub_sink_write, .end = sub_sink_end}, .sub = sub};
+    if (kp_replay_open(sub->g->replays, s, sub->project_id, sub->n, sub->after, &rs, &err) == KP_OK) {
+        while (!ss.ended)
+            rs->more(rs, &ss.sink);
+        rs->release(rs);
+    }
+    sub_end(sub);
+}
+
+static void replay_done(void *arg)
+{
+    subscriber *sub = arg;
+    kp_gen *g = sub->g;
+    sub_detach(sub);
+    sub_unref(sub); /* the job's reference */
+    g->replaying--;
+    shutdown_maybe_done(g);
+}
+
+/* A reader of a version that is not running (it ended before the reader came):
+ * replayed off the loop, which must not wait for the database. */
 static void replay_finished(subscriber *sub)
 {
-    kp_gen *g = sub->g;
-    kp_version v;
-    kp_err err = {0};
-    kp_buf out = KP_BUF_INIT;
-    memset(&v, 0, sizeof v);
-    if (g->store->ops->version_get(g->store, sub->project_id, sub->n, &v, &err) == KP_OK &&
-        v.status != KP_VER_GENERATING)
-        kp_gen_replay_events(v.events_json, sub->after, &out);
-    kp_version_clear(&v);
-    sub_write(sub, out.data, out.len);
-    kp_buf_free(&out);
-    sub_end(sub);
-    sub_detach(sub);
+    pthread_mutex_lock(&sub->mu);
+    sub->refs++; /* the job's: the reader may leave meanwhile */
+    pthread_mutex_unlock(&sub->mu);
+    sub->g->replaying++;
+    run_storage(sub->g, replay_work, replay_done, sub);
 }
 
 static void task_subscribe(void *arg)
@@ -1215,21 +1280,43 @@ static void stream_release(kp_stream *s)
     sub_unref(sub);
 }
 
-kp_stream *kp_gen_stream(kp_gen *g, const char *project_id, int64_t n, int64_t after_id)
+kp_status kp_gen_stream_open(kp_gen *g, const char *project_id, int64_t n, int64_t after_id, kp_stream **out,
+                             kp_err *err)
 {
+    *out = NULL;
+    kp_status rc = slot_take(g, project_id, n, err);
+    if (rc != KP_OK)
+        return rc;
     subscriber *sub = calloc(1, sizeof *sub);
     if (!sub || pthread_mutex_init(&sub->mu, NULL) != 0) {
         free(sub);
-        return NULL;
+        slot_give_back(g, project_id, n);
+        return kp_err_set(err, KP_ENOMEM, "out of memory");
     }
     sub->stream.start = stream_start;
     sub->stream.release = stream_release;
     sub->refs = 1;
     sub->g = g;
+    sub->counted = 1;
     copy_str(sub->project_id, sizeof sub->project_id, project_id);
     sub->n = n;
     sub->after = after_id < 0 ? 0 : after_id;
-    return &sub->stream;
+    *out = &sub->stream;
+    return KP_OK;
+}
+
+kp_stream *kp_gen_stream(kp_gen *g, const char *project_id, int64_t n, int64_t after_id)
+{
+    kp_stream *st = NULL;
+    kp_err err = {0};
+    kp_gen_stream_open(g, project_id, n, after_id, &st, &err);
+    return st;
+}
+
+kp_status kp_gen_replay(kp_gen *g, kp_store *s, const char *project_id, int64_t n, int64_t after_id, kp_stream **out,
+                        kp_err *err)
+{
+    return kp_replay_open(g->replays, s, project_id, n, after_id < 0 ? 0 : after_id, out, err);
 }
 
 /* A command an HTTP thread waits for. */
@@ -1311,12 +1398,8 @@ static void task_shutdown(void *arg)
         event_free(g->keepalive);
         g->keepalive = NULL;
     }
-    if (g->gens) {
-        g->shutdown_wait = c; /* finished by gen_destroy when the last one ends */
-        return;
-    }
-    g->shut_done = 1;
-    sync_cmd_finish(c, KP_OK);
+    g->shutdown_wait = c; /* finished when the last generation or replay ends */
+    shutdown_maybe_done(g);
 }
 
 static void on_keepalive(evutil_socket_t fd, short what, void *arg)
@@ -1362,6 +1445,8 @@ kp_status kp_gen_new(const kp_gen_options *opt, kp_gen **out, kp_err *err)
         int threads = opt->cfg->storage_threads > 0 ? (int)opt->cfg->storage_threads : 2;
         rc = kp_gen_storage_new(threads, opt->loop, opt->open_store, opt->open_store_ud, &g->storage, err);
     }
+    if (rc == KP_OK)
+        rc = kp_replay_cache_new(KP_REPLAY_CACHE_BYTES, KP_REPLAY_CACHE_ENTRIES, &g->replays, err);
     if (rc == KP_OK) {
         sync_cmd c;
         memset(&c, 0, sizeof c);
@@ -1370,6 +1455,7 @@ kp_status kp_gen_new(const kp_gen_options *opt, kp_gen **out, kp_err *err)
             kp_err_set(err, rc, "cannot start the generation service's timers");
     }
     if (rc != KP_OK) {
+        kp_replay_cache_free(g->replays);
         kp_gen_storage_free(g->storage);
         if (g->store)
             g->store->ops->close(g->store);
@@ -1406,6 +1492,12 @@ void kp_gen_free(kp_gen *g)
         event_free(g->keepalive); /* only when shutdown could not run on the loop */
     kp_gen_storage_free(g->storage);
     unended_free_all(g); /* only when shutdown could not run on the loop */
+    kp_replay_cache_free(g->replays);
+    while (g->readers) { /* only when readers outlive the service */
+        reader_slot *next = g->readers->next;
+        free(g->readers);
+        g->readers = next;
+    }
     if (g->store)
         g->store->ops->close(g->store);
     pthread_mutex_destroy(&g->mu);

@@ -31,7 +31,8 @@
  * usage, credits_left} or error {code, message, refunded, refund_reason or
  * charge_reason, credits_refunded}. They are
  * kept in memory while the version generates and persisted with it when it
- * ends, so a reader can replay them after the last id it saw.
+ * ends, so a reader can replay them after the last id it saw (replays of
+ * ended versions: gen/replay.h).
  *
  * Ownership: kp_gen_new() borrows everything in its options (they must outlive
  * the service); kp_gen_free() releases the service after kp_gen_shutdown().
@@ -131,13 +132,31 @@ kp_status kp_gen_submit(kp_gen *g, kp_store *s, const kp_gen_request *r, kp_gen_
  */
 kp_status kp_gen_cancel(kp_gen *g, const char *project_id, int64_t n, kp_err *err);
 
+#define KP_GEN_MAX_READERS 32 /* live readers per version when the configuration says 0 */
+
 /*
  * A stream of version n's events with ids after after_id, following it live
  * until done or error (for a version that already ended: its persisted events,
- * then the end). A reader going away only unsubscribes. NULL when out of
- * memory. The host releases the stream (http.h).
+ * then the end). A reader going away only unsubscribes. Each stream holds one
+ * of the version's reader slots until released (cfg max_readers_per_generation,
+ * KOUMPA_MAX_READERS_PER_GENERATION): KP_ERATE when none is left, KP_ENOMEM.
+ * The host releases the stream (http.h).
  */
+kp_status kp_gen_stream_open(kp_gen *g, const char *project_id, int64_t n, int64_t after_id, kp_stream **out,
+                             kp_err *err);
+/* kp_gen_stream_open without the reason: NULL when refused or out of memory. */
 kp_stream *kp_gen_stream(kp_gen *g, const char *project_id, int64_t n, int64_t after_id);
+
+/*
+ * A replay of a version that has ended: its persisted events after after_id,
+ * then the end, as a pulled stream that sends a piece at a time as the client
+ * takes it, from a rendering shared by every reader of the version
+ * (gen/replay.h). s: the caller's store, read when the version is not cached.
+ * KP_ECONFLICT when the version is still generating (use kp_gen_stream_open),
+ * KP_ENOTFOUND when it does not exist.
+ */
+kp_status kp_gen_replay(kp_gen *g, kp_store *s, const char *project_id, int64_t n, int64_t after_id, kp_stream **out,
+                        kp_err *err);
 
 /*
  * Appends the SSE frames of a persisted events_json with ids after after_id

@@ -583,6 +583,18 @@ static void sink_end(kp_sink *sink)
     pthread_mutex_unlock(&hs->mu);
 }
 
+/* On the worker, once a pulled stream's bytes have all gone to the socket: ask for the next piece. */
+static void on_stream_drained(struct evhttp_connection *evcon, void *arg)
+{
+    host_stream *hs = arg;
+    (void)evcon;
+    pthread_mutex_lock(&hs->mu);
+    int go = !hs->closed && !hs->ended && evbuffer_get_length(hs->pending) == 0;
+    pthread_mutex_unlock(&hs->mu);
+    if (go)
+        hs->stream->more(hs->stream, &hs->sink);
+}
+
 /* On the worker: move what the producer queued to the connection. */
 static void on_stream_wake(evutil_socket_t fd, short what, void *arg)
 {
@@ -596,7 +608,7 @@ static void on_stream_wake(evutil_socket_t fd, short what, void *arg)
     /* evhttp is called without holding mu, so none of its callbacks can
      * deadlock against a producer */
     if (evbuffer_get_length(hs->outbox) > 0) {
-        evhttp_send_reply_chunk(hs->evreq, hs->outbox);
+        evhttp_send_reply_chunk_with_cb(hs->evreq, hs->outbox, hs->stream->more ? on_stream_drained : NULL, hs);
         /* bodyless statuses (204, 304) leave the bytes in place: drop them */
         evbuffer_drain(hs->outbox, evbuffer_get_length(hs->outbox));
     }
@@ -697,6 +709,8 @@ static int start_stream(worker *w, struct evhttp_request *evreq, kp_resp *resp, 
     bufferevent_enable(bev, EV_READ);
 
     hs->stream->start(hs->stream, &hs->sink);
+    if (hs->stream->more)
+        hs->stream->more(hs->stream, &hs->sink); /* the first piece of a pulled stream */
     return 0;
 }
 

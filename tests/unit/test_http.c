@@ -465,7 +465,7 @@ static void stream_release(kp_stream *s)
 static void test_resp_free_releases_stream(void **state)
 {
     (void)state;
-    kp_stream st = {NULL, stream_release};
+    kp_stream st = {.release = stream_release};
     kp_resp resp = {0};
     resp.stream = &st;
     released = 0;
