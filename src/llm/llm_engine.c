@@ -169,9 +169,10 @@ static void read_api_error(const engine *e, const kp_buf *body, long status, cha
     json_t *m = json_is_string(err) ? err : json_object_get(holder, "message");
     if (!json_is_string(t))
         t = json_object_get(holder, "code");
-    snprintf(type, tcap, "%s", json_is_string(t) ? json_string_value(t) : "");
-    if (json_is_string(m) && json_string_length(m) > 0)
-        snprintf(msg, mcap, "%s", json_string_value(m));
+    type[0] = '\0';
+    kp_llm_copy_string(type, tcap, t); /* cut between UTF-8 characters: both end up in JSON */
+    if (json_string_length(m) > 0)
+        kp_llm_copy_string(msg, mcap, m);
     else
         snprintf(msg, mcap, "%s answered HTTP %ld", e->d->name, status);
     json_decref(root);

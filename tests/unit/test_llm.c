@@ -535,6 +535,32 @@ static void test_anthropic_529_three_times_is_overloaded(void **state)
     provider_free(llm);
 }
 
+/* An error answer's long message is cut between characters: it goes into JSON (the error event). */
+static void test_anthropic_long_error_message_stays_utf8(void **state)
+{
+    (void)state;
+    kp_llm_tuning t;
+    fast_tuning(&t);
+    kp_llm *llm = anthropic_provider(&t, API_KEY, NULL);
+    kp_buf sc = KP_BUF_INIT;
+    kp_buf_puts(&sc, "{\"type\":\"invalid_request\",\"message\":\"");
+    for (int i = 0; i < 200; i++)
+        kp_buf_puts(&sc, "\xC3\xA9"); /* 400 bytes: a cut at 255 falls inside a character */
+    kp_buf_puts(&sc, "\"}");
+    set_scenario(&anthropic_fake, sc.data);
+    outcome o;
+    outcome_init(&o, llm, &default_req);
+    run_call(&o);
+    assert_string_equal(o.code, "invalid_request");
+    assert_int_equal(strlen(o.message), 254);
+    json_t *j = json_string(o.message);
+    assert_non_null(j);
+    json_decref(j);
+    kp_buf_free(&sc);
+    outcome_free(&o);
+    provider_free(llm);
+}
+
 static void test_anthropic_400_not_retried(void **state)
 {
     (void)state;
@@ -1219,6 +1245,7 @@ int main(void)
         cmocka_unit_test(test_anthropic_5xx_retried_until_success),
         cmocka_unit_test(test_anthropic_529_three_times_is_overloaded),
         cmocka_unit_test(test_anthropic_400_not_retried),
+        cmocka_unit_test(test_anthropic_long_error_message_stays_utf8),
         cmocka_unit_test(test_anthropic_wrong_key_is_auth_failed),
         cmocka_unit_test(test_anthropic_error_event_mid_stream),
         cmocka_unit_test(test_anthropic_error_event_before_output_retried),
