@@ -36,7 +36,6 @@ try {
   const sampler = setInterval(() => (peak = Math.max(peak, rss(server.pid))), 50);
   const headers = { Authorization: `Bearer ${u.token}`, Accept: 'text/event-stream' };
   const t0 = Date.now();
-  let bytes = 0;
   const statuses = {};
   const lens = [];
   const replays = Array.from({ length: N }, async () => {
@@ -44,7 +43,6 @@ try {
       const res = await fetch(`${server.url}/v1/projects/${id}/events`, { headers });
       statuses[res.status] = (statuses[res.status] || 0) + 1;
       const n = (await res.arrayBuffer()).byteLength;
-      bytes += n;
       lens.push(n);
     } catch (e) {
       statuses[e.cause?.code || e.message] = (statuses[e.cause?.code || e.message] || 0) + 1;
