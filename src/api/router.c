@@ -174,6 +174,6 @@ void kp_router_dispatch(kp_ctx *ctx, kp_req *req, kp_resp *resp)
         return;
     }
     found->handler(ctx, req, resp);
-    if (resp->status == 0)
+    if (resp->status == 0 && !resp->deferred) /* a deferred response comes later (api/http.h) */
         kp_resp_error(resp, 500, "internal_error", "internal error (request %s)", req->request_id);
 }

@@ -61,6 +61,11 @@ static const opt_def opts[] = {
     /* accounts and sign-up (issue 9: abuse limits) */
     {"KOUMPA_LOGIN_LIMIT_KEYS", NULL, OPT_LONG, OFF(login_limit_keys), "10000", 16, 10000000, 0,
      "addresses (and, separately, e-mails) the login limiter tracks"},
+    {"KOUMPA_SIGNUP_PER_HOUR", NULL, OPT_LONG, OFF(signup_per_hour), "20", 1, 1000000, 0,
+     "sign-ups per client address per hour"},
+    {"KOUMPA_PWHASH_THREADS", NULL, OPT_LONG, OFF(pwhash_threads), "2", 1, 64, 0, "password-hashing threads"},
+    {"KOUMPA_PWHASH_QUEUE", NULL, OPT_LONG, OFF(pwhash_queue), "16", 0, 100000, 0,
+     "password-hashing jobs that may wait (beyond: 503)"},
     {"KOUMPA_LOG_LEVEL", "--log-level", OPT_STR, OFF(log_level), "info", 0, 0, 0, "debug|info|warn|error"},
     {"KOUMPA_LLM_PROVIDER", NULL, OPT_STR, OFF(llm_provider), NULL, 0, 0, 0, "anthropic|openai"},
     {"ANTHROPIC_API_KEY", NULL, OPT_STR, OFF(anthropic_api_key), NULL, 0, 0, 1, "Anthropic API key"},

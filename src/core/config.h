@@ -41,6 +41,9 @@ typedef struct kp_config {
 
     /* accounts and sign-up (issue 9: abuse limits) */
     long login_limit_keys; /* KOUMPA_LOGIN_LIMIT_KEYS: keys each login limiter tracks (addresses, e-mails; 10000) */
+    long signup_per_hour;  /* KOUMPA_SIGNUP_PER_HOUR: sign-ups per client address per hour (default 20) */
+    long pwhash_threads;   /* KOUMPA_PWHASH_THREADS: password-hashing threads (default 2) */
+    long pwhash_queue;     /* KOUMPA_PWHASH_QUEUE: hashing jobs that may wait; beyond, 503 (default 16) */
 
     /* logging */
     char *log_level; /* KOUMPA_LOG_LEVEL: debug|info|warn|error (default info) */

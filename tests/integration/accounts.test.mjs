@@ -24,7 +24,7 @@ function assertError(res, status, code, messagePattern) {
 }
 
 /** POST with JSON from a chosen loopback source address (127.0.0.0/8 is all local on Linux). */
-function postFrom(server, localAddress, path, body) {
+function postFrom(server, localAddress, path, body, headers = {}) {
   const data = JSON.stringify(body);
   return new Promise((resolve, reject) => {
     const req = http.request(
@@ -34,7 +34,7 @@ function postFrom(server, localAddress, path, body) {
         path,
         method: 'POST',
         localAddress,
-        headers: { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(data), Connection: 'close' },
+        headers: { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(data), Connection: 'close', ...headers },
       },
       (res) => {
         const chunks = [];
@@ -371,5 +371,39 @@ describe('a locked e-mail stays locked whatever other traffic does', () => {
     assert.equal(after.status, 429, `the victim's lock was lifted by other traffic: ${after.status} ${after.text}`);
     assert.equal(after.json.error.code, 'rate_limited');
     assert.equal(after.json.token, undefined);
+  });
+});
+
+// Issue 9, item 3: sign-up was a free-credit faucet (390 accounts in 15 s from
+// one client). Sign-ups are limited per client address (the connection's
+// peer; X-Forwarded-For is not trusted).
+describe('sign-ups per client address (KOUMPA_SIGNUP_PER_HOUR=3)', () => {
+  let server;
+  before(async () => {
+    server = await startServer({ env: { KOUMPA_SIGNUP_PER_HOUR: '3' } });
+  });
+  after(async () => {
+    await server?.stop();
+  });
+
+  test('the 4th sign-up from one address within the hour is a 429 with Retry-After; another address may sign up', async () => {
+    for (let i = 0; i < 3; i++) {
+      const res = await postFrom(server, '127.0.6.1', '/v1/auth/signup', { email: uniqueEmail('faucet'), password: PASSWORD });
+      assert.equal(res.status, 201, res.text);
+    }
+    const email = uniqueEmail('faucet');
+    const limited = await postFrom(server, '127.0.6.1', '/v1/auth/signup', { email, password: PASSWORD });
+    assert.equal(limited.status, 429, limited.text);
+    assert.equal(limited.json.error.code, 'rate_limited');
+    assert.match(limited.json.error.message, /too many sign-ups from this address; try again in \d+ s/);
+    const retry = Number(limited.headers['retry-after']);
+    assert.ok(retry > 3000 && retry <= 3600, `Retry-After ${limited.headers['retry-after']}`);
+    // a forwarded-for header does not make another client of it
+    const spoofed = await postFrom(server, '127.0.6.1', '/v1/auth/signup', { email, password: PASSWORD }, {
+      'X-Forwarded-For': '198.51.100.7',
+    });
+    assert.equal(spoofed.status, 429, spoofed.text);
+    const other = await postFrom(server, '127.0.6.2', '/v1/auth/signup', { email, password: PASSWORD });
+    assert.equal(other.status, 201, other.text);
   });
 });
