@@ -49,9 +49,7 @@ static void respond_with_token(kp_app *app, const char *request_id, kp_resp *res
         kp_resp_from_err(resp, &err, request_id);
         return;
     }
-    json_t *user = json_pack("{s:s,s:s,s:b,s:s,s:o}", "id", u->id, "email", u->email, "is_admin",
-                             kp_accounts_is_admin(app->cfg, u), "plan_id", u->plan_id, "created_at",
-                             kp_h_time_json(u->created_at));
+    json_t *user = kp_h_user_json(app->cfg, u);
     kp_resp_json(resp, status,
                  json_pack("{s:s,s:o,s:o}", "token", token, "expires_at", kp_h_time_json(expires_at), "user", user));
     free(token);
@@ -118,6 +116,8 @@ static void credentials_on_pool(void *arg, kp_store *store, kp_resp *resp)
         kp_resp_from_err(resp, &err, j->request_id);
         return;
     }
+    if (j->signup && j->app->mailer) /* a failure here is logged; the user can ask for another mail */
+        kp_h_verification_mail(j->app, store, &u);
     respond_with_token(j->app, j->request_id, resp, j->signup ? 201 : 200, &u);
 }
 

@@ -138,6 +138,7 @@ static int authenticate(kp_ctx *ctx, kp_req *req, kp_resp *resp)
     memcpy(p->user_id, user->id, sizeof p->user_id);
     memcpy(p->email, user->email, sizeof p->email);
     p->created_at = user->created_at;
+    p->email_verified = user->email_verified;
     p->is_admin = kp_accounts_is_admin(ctx->app->cfg, user) || (claims.external && claims.admin_group);
     p->plan = acct.plan;
     p->balance = acct.balance;

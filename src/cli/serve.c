@@ -27,7 +27,11 @@
 #include "gen/generator.h"
 #include "host/evhttp_host.h"
 #include "llm/llm.h"
+#include "mail/mailer.h"
 #include "store/sqlite/sqlite_store.h"
+
+#define VERIFY_MAILS_PER_HOUR 3 /* POST /v1/auth/verify/resend, per user */
+#define MAIL_QUEUE 64           /* verification mails that may wait for the SMTP server */
 
 typedef struct serve_state {
     kp_config cfg;
@@ -69,9 +73,17 @@ static kp_status build_app(serve_state *st, kp_err *err)
     st->app.login_ip_limit = kp_ratelimit_new(cfg->login_rate_per_min, 60, (size_t)cfg->login_limit_keys);
     st->app.login_email_limit = kp_ratelimit_new(cfg->login_rate_per_min, 60, (size_t)cfg->login_limit_keys);
     st->app.signup_limit = kp_ratelimit_new(cfg->signup_per_hour, 3600, (size_t)cfg->login_limit_keys);
+    st->app.resend_limit = kp_ratelimit_new(VERIFY_MAILS_PER_HOUR, 3600, (size_t)cfg->login_limit_keys);
     st->app.metrics = kp_metrics_new();
-    if (!st->app.login_ip_limit || !st->app.login_email_limit || !st->app.signup_limit || !st->app.metrics)
+    if (!st->app.login_ip_limit || !st->app.login_email_limit || !st->app.signup_limit || !st->app.resend_limit ||
+        !st->app.metrics)
         return kp_err_set(err, KP_ENOMEM, "out of memory");
+    if (cfg->smtp_url) {
+        kp_mailer_options mo = {.url = cfg->smtp_url, .from = cfg->smtp_from, .queue = MAIL_QUEUE};
+        rc = kp_mailer_new(&mo, &st->app.mailer, err);
+        if (rc != KP_OK)
+            return rc;
+    }
     return kp_offload_new("pwhash", (int)cfg->pwhash_threads, (int)cfg->pwhash_queue, open_store, st, &st->app.pwhash,
                           err);
 }
@@ -196,6 +208,7 @@ static void stop(serve_state *st)
     if (st->apps_host)
         kp_host_stop(st->apps_host);
     kp_offload_free(st->app.pwhash); /* after the hosts: they may wait for its replies */
+    kp_mailer_free(st->app.mailer);  /* after the hashing pool: sign-ups queue mail */
     if (st->llm)
         st->llm->ops->free(st->llm);
     kp_loop_stop(st->loop); /* runs what the hosts' streams posted on release */
@@ -206,6 +219,7 @@ static void stop(serve_state *st)
     kp_ratelimit_free(st->app.login_ip_limit);
     kp_ratelimit_free(st->app.login_email_limit);
     kp_ratelimit_free(st->app.signup_limit);
+    kp_ratelimit_free(st->app.resend_limit);
     kp_auth_free(st->app.auth);
     kp_config_free(&st->cfg);
 }

@@ -24,6 +24,7 @@
 #include "core/ratelimit.h"
 #include "domain/accounts.h"
 #include "domain/credits.h"
+#include "domain/verify.h"
 #include "store/sqlite/sqlite_store.h"
 #include "testutil.h"
 
@@ -167,6 +168,19 @@ static void expect(const kp_resp *resp, int status, const char *code)
         assert_non_null(json_string_value(json_object_get(json_object_get(doc, "error"), "message")));
         json_decref(doc);
     }
+}
+
+static char *user_with_token(fixture *f, const char *email, kp_user *out);
+
+/* The listed admin, with its address verified (the list trusts nothing else). */
+static char *admin_with_token(fixture *f)
+{
+    kp_err err = {0};
+    kp_user u;
+    char *token = user_with_token(f, ADMIN_EMAIL, &u);
+    if (f->s->ops->user_set_email_verified(f->s, u.id, &err) != KP_OK)
+        fail_msg("verify: %s", err.msg);
+    return token;
 }
 
 /* Signs a user up through the domain layer and issues a token for it; caller frees the token. */
@@ -510,15 +524,51 @@ static void test_non_admin_403(void **state)
     free(token);
 }
 
+/* Issue 9, item 2: a listed address is admin only once verified. */
 static void test_admin_via_config(void **state)
 {
     fixture *f = *state;
-    char *token = user_with_token(f, "Admin@Example.com", NULL);
+    kp_user u;
+    kp_err err = {0};
+    char *token = user_with_token(f, " Admin@Example.com ", &u);
     kp_resp resp;
     call(f, "GET", "/v1/me", NULL, token, NULL, &resp);
     expect(&resp, 200, NULL);
     json_t *doc = body_json(&resp);
+    assert_true(json_is_false(json_object_get(doc, "is_admin")));
+    assert_true(json_is_false(json_object_get(doc, "email_verified")));
+    json_decref(doc);
+    kp_resp_free(&resp);
+    call(f, "PUT", "/v1/admin/plans/pro", NULL, token, "{\"daily_bonus\":9}", &resp);
+    expect(&resp, 403, "forbidden");
+    kp_resp_free(&resp);
+
+    /* the link's token, through the route */
+    char verify_token[KP_VERIFY_TOKEN_MAX], body[160];
+    assert_int_equal(kp_verify_issue(f->s, u.id, 3600, verify_token, &err), KP_OK);
+    snprintf(body, sizeof body, "{\"token\":\"%s\"}", verify_token);
+    call(f, "POST", "/v1/auth/verify", NULL, NULL, body, &resp);
+    expect(&resp, 200, NULL);
+    kp_resp_free(&resp);
+    call(f, "POST", "/v1/auth/verify", NULL, NULL, body, &resp);
+    expect(&resp, 409, "token_used");
+    kp_resp_free(&resp);
+    call(f, "POST", "/v1/auth/verify", NULL, NULL, "{\"token\":\"nope\"}", &resp);
+    expect(&resp, 400, "invalid_token");
+    kp_resp_free(&resp);
+    call(f, "POST", "/v1/auth/verify", NULL, NULL, "{}", &resp);
+    expect(&resp, 400, "invalid_request");
+    kp_resp_free(&resp);
+    /* no SMTP here: asking for another mail says so */
+    call(f, "POST", "/v1/auth/verify/resend", NULL, token, NULL, &resp);
+    expect(&resp, 503, "verification_unavailable");
+    kp_resp_free(&resp);
+
+    call(f, "GET", "/v1/me", NULL, token, NULL, &resp);
+    expect(&resp, 200, NULL);
+    doc = body_json(&resp);
     assert_true(json_is_true(json_object_get(doc, "is_admin")));
+    assert_true(json_is_true(json_object_get(doc, "email_verified")));
     json_decref(doc);
     kp_resp_free(&resp);
 
@@ -549,7 +599,7 @@ static void test_admin_via_stored_flag(void **state)
 static void test_admin_plan_put(void **state)
 {
     fixture *f = *state;
-    char *token = user_with_token(f, ADMIN_EMAIL, NULL);
+    char *token = admin_with_token(f);
     kp_resp resp;
     const char *full = "{\"name\":\"Team\",\"price_cents\":9900,\"monthly_credits\":500,\"daily_bonus\":10,"
                        "\"max_concurrent_generations\":5}";
@@ -625,7 +675,7 @@ static void test_admin_plan_put(void **state)
 static void test_admin_user_plan_put(void **state)
 {
     fixture *f = *state;
-    char *admin = user_with_token(f, ADMIN_EMAIL, NULL);
+    char *admin = admin_with_token(f);
     kp_user u;
     char *token = user_with_token(f, "customer@example.com", &u);
     char path[256];
@@ -667,7 +717,7 @@ static void test_admin_user_plan_put(void **state)
 static void test_admin_users_find(void **state)
 {
     fixture *f = *state;
-    char *admin = user_with_token(f, ADMIN_EMAIL, NULL);
+    char *admin = admin_with_token(f);
     kp_user u;
     char *token = user_with_token(f, "findme@example.com", &u);
     kp_resp resp;

@@ -740,6 +740,8 @@ static void test_migrate_from_v1_keeps_data(void **state)
     f->s = NULL;
 
     sql_exec(f->path, "BEGIN IMMEDIATE; DROP TABLE versions; DROP TABLE projects;"
+                      "DROP TABLE email_verifications; ALTER TABLE users DROP COLUMN email_verified;"
+                      "ALTER TABLE users DROP COLUMN verification_required;"
                       "DELETE FROM schema_migrations WHERE version >= 2; COMMIT;");
     assert_int_equal(kp_test_sql_int(f->path, "SELECT MAX(version) FROM schema_migrations"), 1);
     assert_int_equal(kp_sqlite_open(f->path, &f->s, &err), KP_EUNAVAILABLE); /* needs migrate */
