@@ -2,14 +2,14 @@
 # Installs what Koumpa needs on Debian/Ubuntu, only what is missing.
 #   scripts/install-deps.sh          build + run dependencies
 #   scripts/install-deps.sh --test   also the test tools (cmocka, valgrind, gcovr, wrk, clang and its
-#                                    lint tools, cppcheck, node packages)
+#                                    lint tools, cppcheck, libfaketime, node packages)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 pkgs=(build-essential pkg-config libevent-dev libjansson-dev libssl-dev libsqlite3-dev
       libcurl4-openssl-dev libsodium-dev libzip-dev ca-certificates)
 if [ "${1:-}" = "--test" ]; then
-    pkgs+=(libcmocka-dev valgrind gcovr wrk nodejs npm curl clang clang-format clang-tidy cppcheck)
+    pkgs+=(libcmocka-dev valgrind gcovr wrk nodejs npm curl clang clang-format clang-tidy cppcheck libfaketime)
 fi
 
 missing=()

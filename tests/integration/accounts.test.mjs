@@ -1,7 +1,11 @@
 // accounts.test.mjs - local accounts over HTTP: sign-up, login, the caller's
 // profile and credit history, login rate limits, and the public plan list.
 import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import http from 'node:http';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
 import { api, signup, startServer, uniqueEmail } from './harness.mjs';
@@ -405,5 +409,49 @@ describe('sign-ups per client address (KOUMPA_SIGNUP_PER_HOUR=3)', () => {
     assert.equal(spoofed.status, 429, spoofed.text);
     const other = await postFrom(server, '127.0.6.2', '/v1/auth/signup', { email, password: PASSWORD });
     assert.equal(other.status, 201, other.text);
+  });
+});
+
+// Issue 9, item 9: rate-limit windows used the wall clock, so setting the
+// clock forward lifted every lock (and back, extended them). The server runs
+// under libfaketime with a wall clock the test steps at will (the monotonic
+// clock stays real: DONT_FAKE_MONOTONIC).
+const FAKETIME_LIB = '/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1';
+describe('a wall-clock step does not lift a login lock', { skip: process.env.KOUMPA_TEST_WRAPPER ? 'LD_PRELOAD under a wrapper' : !existsSync(FAKETIME_LIB) && `${FAKETIME_LIB} missing (scripts/install-deps.sh --test)` }, () => {
+  let server;
+  let clockFile;
+  before(async () => {
+    clockFile = path.join(await mkdtemp(path.join(tmpdir(), 'koumpa-clock-')), 'faketime');
+    await writeFile(clockFile, '+0\n');
+    server = await startServer({
+      env: {
+        KOUMPA_LOGIN_RATE: '3',
+        LD_PRELOAD: FAKETIME_LIB,
+        FAKETIME_TIMESTAMP_FILE: clockFile,
+        FAKETIME_NO_CACHE: '1',
+        DONT_FAKE_MONOTONIC: '1',
+      },
+    });
+  });
+  after(async () => {
+    await server?.stop();
+    if (clockFile) await rm(path.dirname(clockFile), { recursive: true, force: true });
+  });
+
+  test('the wall clock jumps 2 hours ahead: the e-mail is still locked', async () => {
+    const victim = await signup(server, uniqueEmail('clock'));
+    for (let i = 0; i < 3; i++) {
+      const res = await postFrom(server, '127.0.7.1', '/v1/auth/login', { email: victim.email, password: 'guess' });
+      assert.equal(res.status, 401, res.text);
+    }
+    const locked = await postFrom(server, '127.0.7.2', '/v1/auth/login', { email: victim.email, password: victim.password });
+    assert.equal(locked.status, 429, locked.text);
+    await writeFile(clockFile, '+2h\n');
+    const stepped = await postFrom(server, '127.0.7.3', '/v1/auth/login', { email: victim.email, password: victim.password });
+    assert.equal(stepped.status, 429, `a clock step lifted the lock: ${stepped.status} ${stepped.text}`);
+    // the server did see the step: a token issued now expires 2 h later than it would have
+    const other = await signup(server, uniqueEmail('clock-other'));
+    const expires = Date.parse(other.json?.expires_at ?? (await api(server, 'POST', '/v1/auth/login', { body: { email: other.email, password: other.password } })).json.expires_at);
+    assert.ok(expires > Date.now() + 24 * 3600 * 1000 + 3600 * 1000, `expires_at ${new Date(expires).toISOString()}`);
   });
 });
