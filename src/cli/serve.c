@@ -65,6 +65,7 @@ static kp_status build_app(serve_state *st, kp_err *err)
         .jwks_url = cfg->jwks_url,
         .ttl_seconds = cfg->token_ttl_s,
         .jwks_prefetch = 1,
+        .jwks_timeout_s = cfg->jwks_timeout_s,
     };
     st->app.cfg = cfg;
     kp_status rc = kp_auth_new(&ao, &st->app.auth, err);

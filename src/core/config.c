@@ -73,6 +73,8 @@ static const opt_def opts[] = {
      "base of the verification link (default {public url}/verify)"},
     {"KOUMPA_VERIFY_TTL", NULL, OPT_LONG, OFF(verify_ttl_s), "86400", 1, 31536000, 0,
      "how long a verification link works, seconds"},
+    {"KOUMPA_JWKS_TIMEOUT", NULL, OPT_LONG, OFF(jwks_timeout_s), "10", 1, 3600, 0,
+     "a JWKS fetch's whole transfer, seconds (on the refresher thread)"},
     {"KOUMPA_LOG_LEVEL", "--log-level", OPT_STR, OFF(log_level), "info", 0, 0, 0, "debug|info|warn|error"},
     {"KOUMPA_LLM_PROVIDER", NULL, OPT_STR, OFF(llm_provider), NULL, 0, 0, 0, "anthropic|openai"},
     {"ANTHROPIC_API_KEY", NULL, OPT_STR, OFF(anthropic_api_key), NULL, 0, 0, 1, "Anthropic API key"},
