@@ -2,7 +2,8 @@
 # Installs what Koumpa needs on Debian/Ubuntu, only what is missing.
 #   scripts/install-deps.sh          build + run dependencies
 #   scripts/install-deps.sh --test   also the test tools (cmocka, valgrind, gcovr, wrk, clang and its
-#                                    lint tools and libFuzzer runtime, cppcheck, node packages)
+#                                    lint tools and libFuzzer runtime, cppcheck, libfaketime,
+#                                    node packages)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,7 +11,7 @@ pkgs=(build-essential pkg-config libevent-dev libjansson-dev libssl-dev libsqlit
       libcurl4-openssl-dev libsodium-dev libzip-dev ca-certificates)
 if [ "${1:-}" = "--test" ]; then
     pkgs+=(libcmocka-dev valgrind gcovr wrk nodejs npm curl clang clang-format clang-tidy
-           libclang-rt-dev cppcheck)
+           libclang-rt-dev cppcheck libfaketime)
 fi
 
 missing=()

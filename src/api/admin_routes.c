@@ -20,10 +20,11 @@ void kp_h_admin_plan_put(kp_ctx *ctx, kp_req *req, kp_resp *resp)
     json_decref(body);
 }
 
-static json_t *user_json(const kp_config *cfg, const kp_user *u)
+json_t *kp_h_user_json(const kp_config *cfg, const kp_user *u)
 {
-    return json_pack("{s:s,s:s,s:b,s:s,s:o}", "id", u->id, "email", u->email, "is_admin", kp_accounts_is_admin(cfg, u),
-                     "plan_id", u->plan_id, "created_at", kp_h_time_json(u->created_at));
+    return json_pack("{s:s,s:s,s:b,s:b,s:s,s:o}", "id", u->id, "email", u->email, "email_verified", u->email_verified,
+                     "is_admin", kp_accounts_is_admin(cfg, u), "plan_id", u->plan_id, "created_at",
+                     kp_h_time_json(u->created_at));
 }
 
 void kp_h_admin_user_plan_put(kp_ctx *ctx, kp_req *req, kp_resp *resp)
@@ -40,7 +41,7 @@ void kp_h_admin_user_plan_put(kp_ctx *ctx, kp_req *req, kp_resp *resp)
                ctx->store->ops->user_get(ctx->store, req->params[0], &u, &err) != KP_OK) {
         kp_resp_from_err(resp, &err, req->request_id);
     } else {
-        kp_resp_json(resp, 200, user_json(ctx->app->cfg, &u));
+        kp_resp_json(resp, 200, kp_h_user_json(ctx->app->cfg, &u));
     }
     json_decref(body);
 }
@@ -68,5 +69,5 @@ void kp_h_admin_users_find(kp_ctx *ctx, kp_req *req, kp_resp *resp)
         kp_resp_from_err(resp, &err, req->request_id);
         return;
     }
-    kp_resp_json(resp, 200, json_pack("{s:[o]}", "users", user_json(ctx->app->cfg, &u)));
+    kp_resp_json(resp, 200, json_pack("{s:[o]}", "users", kp_h_user_json(ctx->app->cfg, &u)));
 }

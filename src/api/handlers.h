@@ -2,6 +2,7 @@
  * handlers.h - every endpoint's handler, one .c file per resource:
  *   system_routes.c  GET /, /healthz, /metrics
  *   auth_routes.c    POST /v1/auth/signup, /v1/auth/login
+ *   verify_routes.c  POST /v1/auth/verify, /v1/auth/verify/resend (e-mail verification)
  *   me_routes.c      GET /v1/me, /v1/me/ledger
  *   plans_routes.c   GET /v1/plans
  *   admin_routes.c   PUT /v1/admin/plans/{id}, PUT /v1/admin/users/{id}/plan, GET /v1/admin/users
@@ -20,6 +21,11 @@ void kp_h_metrics(kp_ctx *ctx, kp_req *req, kp_resp *resp);
 
 void kp_h_signup(kp_ctx *ctx, kp_req *req, kp_resp *resp);
 void kp_h_login(kp_ctx *ctx, kp_req *req, kp_resp *resp);
+void kp_h_verify(kp_ctx *ctx, kp_req *req, kp_resp *resp);
+void kp_h_verify_resend(kp_ctx *ctx, kp_req *req, kp_resp *resp);
+/* Issues a verification token for u and queues its mail (app->mailer must be
+ * set). 0, or -1 when the token or the queue failed (logged). */
+int kp_h_verification_mail(kp_app *app, kp_store *store, const kp_user *u);
 
 void kp_h_me(kp_ctx *ctx, kp_req *req, kp_resp *resp);
 void kp_h_me_ledger(kp_ctx *ctx, kp_req *req, kp_resp *resp);
@@ -41,5 +47,7 @@ void kp_h_project_download(kp_ctx *ctx, kp_req *req, kp_resp *resp);
 
 /* Shared by handlers: a unix time as RFC 3339 UTC ("2026-11-24T19:41:18Z"). */
 json_t *kp_h_time_json(int64_t t);
+/* A user as sign-up, login, verification and the admin endpoints show it (admin_routes.c). */
+json_t *kp_h_user_json(const kp_config *cfg, const kp_user *u);
 
 #endif

@@ -54,6 +54,7 @@ typedef struct kp_principal {
     char email[KP_EMAIL_MAX];
     int64_t created_at;
     int is_admin;
+    int email_verified;
     kp_plan plan; /* the caller's plan and credits as read when authenticating */
     kp_balance balance;
 } kp_principal;

@@ -21,10 +21,11 @@ void kp_h_me(kp_ctx *ctx, kp_req *req, kp_resp *resp)
     const kp_principal *p = &req->principal;
     const kp_balance bal = p->balance;
     (void)ctx;
-    json_t *body = json_pack("{s:s,s:s,s:b,s:o,s:{s:I,s:I,s:I},s:o}", "id", p->user_id, "email", p->email, "is_admin",
-                             p->is_admin, "plan", kp_plans_to_json(&p->plan), "credits", "daily", (json_int_t)bal.daily,
-                             "monthly", (json_int_t)bal.monthly, "total", (json_int_t)(bal.daily + bal.monthly),
-                             "created_at", kp_h_time_json(p->created_at));
+    json_t *body =
+        json_pack("{s:s,s:s,s:b,s:b,s:o,s:{s:I,s:I,s:I},s:o}", "id", p->user_id, "email", p->email, "email_verified",
+                  p->email_verified, "is_admin", p->is_admin, "plan", kp_plans_to_json(&p->plan), "credits", "daily",
+                  (json_int_t)bal.daily, "monthly", (json_int_t)bal.monthly, "total",
+                  (json_int_t)(bal.daily + bal.monthly), "created_at", kp_h_time_json(p->created_at));
     kp_resp_json(resp, 200, body);
 }
 

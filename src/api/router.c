@@ -138,6 +138,7 @@ static int authenticate(kp_ctx *ctx, kp_req *req, kp_resp *resp)
     memcpy(p->user_id, user->id, sizeof p->user_id);
     memcpy(p->email, user->email, sizeof p->email);
     p->created_at = user->created_at;
+    p->email_verified = user->email_verified;
     p->is_admin = kp_accounts_is_admin(ctx->app->cfg, user) || (claims.external && claims.admin_group);
     p->plan = acct.plan;
     p->balance = acct.balance;
@@ -176,6 +177,6 @@ void kp_router_dispatch(kp_ctx *ctx, kp_req *req, kp_resp *resp)
         return;
     }
     found->handler(ctx, req, resp);
-    if (resp->status == 0)
+    if (resp->status == 0 && !resp->deferred) /* a deferred response comes later (api/http.h) */
         kp_resp_error(resp, 500, "internal_error", "internal error (request %s)", req->request_id);
 }

@@ -20,6 +20,8 @@
 typedef struct kp_auth kp_auth;           /* token verifier, auth/auth.h */
 typedef struct kp_ratelimit kp_ratelimit; /* core/ratelimit.h */
 typedef struct kp_metrics kp_metrics;     /* core/metrics.h */
+typedef struct kp_offload kp_offload;     /* api/offload.h */
+typedef struct kp_mailer kp_mailer;       /* mail/mailer.h */
 typedef struct kp_gen kp_gen;             /* gen/generator.h */
 
 typedef struct kp_app {
@@ -27,6 +29,10 @@ typedef struct kp_app {
     kp_auth *auth;
     kp_ratelimit *login_ip_limit;    /* failed-login guard per client address */
     kp_ratelimit *login_email_limit; /* ... and per normalised e-mail, in its own table */
+    kp_ratelimit *signup_limit;      /* sign-ups per client address per hour */
+    kp_offload *pwhash;              /* password hashing, off the HTTP threads */
+    kp_mailer *mailer;               /* verification mail; NULL: no SMTP, no verification */
+    kp_ratelimit *resend_limit;      /* verification mails per user per hour */
     kp_metrics *metrics;
     kp_gen *gen; /* the generation service; NULL in tools that do not generate */
 } kp_app;

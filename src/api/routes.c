@@ -7,6 +7,8 @@ const kp_route kp_routes[] = {
     {"GET", "/metrics", kp_h_metrics, KP_AUTH_NONE},
     {"POST", "/v1/auth/signup", kp_h_signup, KP_AUTH_NONE},
     {"POST", "/v1/auth/login", kp_h_login, KP_AUTH_NONE},
+    {"POST", "/v1/auth/verify", kp_h_verify, KP_AUTH_NONE},
+    {"POST", "/v1/auth/verify/resend", kp_h_verify_resend, KP_AUTH_USER},
     {"GET", "/v1/plans", kp_h_plans_list, KP_AUTH_NONE},
     {"GET", "/v1/me", kp_h_me, KP_AUTH_USER},
     {"GET", "/v1/me/ledger", kp_h_me_ledger, KP_AUTH_USER},

@@ -381,6 +381,7 @@ static kp_status setup_external(kp_auth *a, const kp_auth_options *opt, kp_err *
     memset(&jo, 0, sizeof jo);
     jo.url = url;
     jo.refetch_interval_s = opt->jwks_refetch_interval_s;
+    jo.timeout_s = opt->jwks_timeout_s;
     /* a test's fake clock drives both; else tokens use the wall clock and the
      * JWKS throttle the monotonic one */
     jo.clock = opt->clock;

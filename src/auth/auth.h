@@ -48,6 +48,7 @@ typedef struct kp_auth_options {
     /* Mostly for tests; zero / NULL means the default. */
     long jwks_refetch_interval_s; /* minimum seconds between JWKS fetches (default 30) */
     int jwks_prefetch;            /* fetch the JWKS in the background at once (serve) */
+    long jwks_timeout_s;          /* a fetch's whole transfer (default 10) */
     int64_t (*clock)(void *arg);  /* seconds since the epoch (default time(NULL)) */
     void *clock_arg;
 } kp_auth_options;

@@ -1,7 +1,7 @@
 /*
  * serve.c - `koumpa serve`: wires the process together and runs until
  * SIGINT/SIGTERM. Order: configuration, data dir + secret, migrations, the
- * shared app (token verifier, login limiter, metrics), the generation service
+ * shared app (token verifier, rate limiters, password-hashing pool, metrics), the generation service
  * (its event loop, the LLM provider if one is configured, the blob store,
  * and the repair of versions a crash left unsettled), the HTTP host (a
  * thread per core, each with its own database handle), the apps origin's
@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "api/apps_origin.h"
+#include "api/offload.h"
 #include "api/router.h"
 #include "auth/auth.h"
 #include "blob/blob_fs.h"
@@ -26,7 +27,11 @@
 #include "gen/generator.h"
 #include "host/evhttp_host.h"
 #include "llm/llm.h"
+#include "mail/mailer.h"
 #include "store/sqlite/sqlite_store.h"
+
+#define VERIFY_MAILS_PER_HOUR 3 /* POST /v1/auth/verify/resend, per user */
+#define MAIL_QUEUE 64           /* verification mails that may wait for the SMTP server */
 
 typedef struct serve_state {
     kp_config cfg;
@@ -60,6 +65,7 @@ static kp_status build_app(serve_state *st, kp_err *err)
         .jwks_url = cfg->jwks_url,
         .ttl_seconds = cfg->token_ttl_s,
         .jwks_prefetch = 1,
+        .jwks_timeout_s = cfg->jwks_timeout_s,
     };
     st->app.cfg = cfg;
     kp_status rc = kp_auth_new(&ao, &st->app.auth, err);
@@ -67,10 +73,20 @@ static kp_status build_app(serve_state *st, kp_err *err)
         return rc;
     st->app.login_ip_limit = kp_ratelimit_new(cfg->login_rate_per_min, 60, (size_t)cfg->login_limit_keys);
     st->app.login_email_limit = kp_ratelimit_new(cfg->login_rate_per_min, 60, (size_t)cfg->login_limit_keys);
+    st->app.signup_limit = kp_ratelimit_new(cfg->signup_per_hour, 3600, (size_t)cfg->login_limit_keys);
+    st->app.resend_limit = kp_ratelimit_new(VERIFY_MAILS_PER_HOUR, 3600, (size_t)cfg->login_limit_keys);
     st->app.metrics = kp_metrics_new();
-    if (!st->app.login_ip_limit || !st->app.login_email_limit || !st->app.metrics)
+    if (!st->app.login_ip_limit || !st->app.login_email_limit || !st->app.signup_limit || !st->app.resend_limit ||
+        !st->app.metrics)
         return kp_err_set(err, KP_ENOMEM, "out of memory");
-    return KP_OK;
+    if (cfg->smtp_url) {
+        kp_mailer_options mo = {.url = cfg->smtp_url, .from = cfg->smtp_from, .queue = MAIL_QUEUE};
+        rc = kp_mailer_new(&mo, &st->app.mailer, err);
+        if (rc != KP_OK)
+            return rc;
+    }
+    return kp_offload_new("pwhash", (int)cfg->pwhash_threads, (int)cfg->pwhash_queue, open_store, st, &st->app.pwhash,
+                          err);
 }
 
 /* The LLM provider, or none (generation answers 503 llm_not_configured). */
@@ -201,6 +217,8 @@ static void stop(serve_state *st)
         kp_host_stop(st->host);
     if (st->apps_host)
         kp_host_stop(st->apps_host);
+    kp_offload_free(st->app.pwhash); /* after the hosts: they may wait for its replies */
+    kp_mailer_free(st->app.mailer);  /* after the hashing pool: sign-ups queue mail */
     if (st->llm)
         st->llm->ops->free(st->llm);
     kp_loop_stop(st->loop); /* runs what the hosts' streams posted on release */
@@ -210,6 +228,8 @@ static void stop(serve_state *st)
     kp_metrics_free(st->app.metrics);
     kp_ratelimit_free(st->app.login_ip_limit);
     kp_ratelimit_free(st->app.login_email_limit);
+    kp_ratelimit_free(st->app.signup_limit);
+    kp_ratelimit_free(st->app.resend_limit);
     kp_auth_free(st->app.auth);
     kp_config_free(&st->cfg);
 }

@@ -61,6 +61,20 @@ static const opt_def opts[] = {
     /* accounts and sign-up (issue 9: abuse limits) */
     {"KOUMPA_LOGIN_LIMIT_KEYS", NULL, OPT_LONG, OFF(login_limit_keys), "10000", 16, 10000000, 0,
      "addresses (and, separately, e-mails) the login limiter tracks"},
+    {"KOUMPA_SIGNUP_PER_HOUR", NULL, OPT_LONG, OFF(signup_per_hour), "20", 1, 1000000, 0,
+     "sign-ups per client address per hour"},
+    {"KOUMPA_PWHASH_THREADS", NULL, OPT_LONG, OFF(pwhash_threads), "2", 1, 64, 0, "password-hashing threads"},
+    {"KOUMPA_PWHASH_QUEUE", NULL, OPT_LONG, OFF(pwhash_queue), "16", 0, 100000, 0,
+     "password-hashing jobs that may wait (beyond: 503)"},
+    {"KOUMPA_SMTP_URL", NULL, OPT_STR, OFF(smtp_url), NULL, 0, 0, 1,
+     "SMTP server for verification mail: smtp://host:port (unset: no verification)"},
+    {"KOUMPA_SMTP_FROM", NULL, OPT_STR, OFF(smtp_from), NULL, 0, 0, 0, "sender address of verification mail"},
+    {"KOUMPA_VERIFY_URL", NULL, OPT_STR, OFF(verify_url), NULL, 0, 0, 0,
+     "base of the verification link (default {public url}/verify)"},
+    {"KOUMPA_VERIFY_TTL", NULL, OPT_LONG, OFF(verify_ttl_s), "86400", 1, 31536000, 0,
+     "how long a verification link works, seconds"},
+    {"KOUMPA_JWKS_TIMEOUT", NULL, OPT_LONG, OFF(jwks_timeout_s), "10", 1, 3600, 0,
+     "a JWKS fetch's whole transfer, seconds (on the refresher thread)"},
     {"KOUMPA_LOG_LEVEL", "--log-level", OPT_STR, OFF(log_level), "info", 0, 0, 0, "debug|info|warn|error"},
     {"KOUMPA_LLM_PROVIDER", NULL, OPT_STR, OFF(llm_provider), NULL, 0, 0, 0, "anthropic|openai"},
     {"ANTHROPIC_API_KEY", NULL, OPT_STR, OFF(anthropic_api_key), NULL, 0, 0, 1, "Anthropic API key"},
@@ -201,6 +215,10 @@ static kp_status validate(kp_config *cfg, kp_err *err)
     if (cfg->llm_provider && strcmp(cfg->llm_provider, "anthropic") != 0 && strcmp(cfg->llm_provider, "openai") != 0)
         return kp_err_set(err, KP_EINVAL, "invalid KOUMPA_LLM_PROVIDER=%s: expected anthropic or openai",
                           cfg->llm_provider);
+    if (cfg->smtp_url && !cfg->smtp_from)
+        return kp_err_set(err, KP_EINVAL, "KOUMPA_SMTP_FROM must be set when KOUMPA_SMTP_URL is set");
+    if (cfg->smtp_url && strncmp(cfg->smtp_url, "smtp://", 7) != 0 && strncmp(cfg->smtp_url, "smtps://", 8) != 0)
+        return kp_err_set(err, KP_EINVAL, "invalid KOUMPA_SMTP_URL: expected smtp://host:port or smtps://host:port");
     if (cfg->threads == 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         cfg->threads = n > 0 ? (n > 64 ? 64 : n) : 1;
@@ -219,6 +237,13 @@ static kp_status fill_derived(kp_config *cfg, kp_err *err)
         kp_buf_printf(&b, "http://%s", cfg->apps_addr);
         cfg->apps_url = kp_buf_steal(&b);
     }
+    if (!cfg->verify_url && cfg->public_url) {
+        size_t n = strlen(cfg->public_url);
+        while (n && cfg->public_url[n - 1] == '/')
+            n--;
+        kp_buf_printf(&b, "%.*s/verify", (int)n, cfg->public_url);
+        cfg->verify_url = kp_buf_steal(&b);
+    }
     if (cfg->jwt_issuer && !cfg->jwks_url) {
         size_t n = strlen(cfg->jwt_issuer);
         while (n && cfg->jwt_issuer[n - 1] == '/')
@@ -226,7 +251,7 @@ static kp_status fill_derived(kp_config *cfg, kp_err *err)
         kp_buf_printf(&b, "%.*s/.well-known/jwks.json", (int)n, cfg->jwt_issuer);
         cfg->jwks_url = kp_buf_steal(&b);
     }
-    if (!cfg->public_url || !cfg->apps_url || (cfg->jwt_issuer && !cfg->jwks_url))
+    if (!cfg->public_url || !cfg->apps_url || !cfg->verify_url || (cfg->jwt_issuer && !cfg->jwks_url))
         return kp_err_set(err, KP_ENOMEM, "out of memory");
     return KP_OK;
 }

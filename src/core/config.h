@@ -41,6 +41,14 @@ typedef struct kp_config {
 
     /* accounts and sign-up (issue 9: abuse limits) */
     long login_limit_keys; /* KOUMPA_LOGIN_LIMIT_KEYS: keys each login limiter tracks (addresses, e-mails; 10000) */
+    long signup_per_hour;  /* KOUMPA_SIGNUP_PER_HOUR: sign-ups per client address per hour (default 20) */
+    long pwhash_threads;   /* KOUMPA_PWHASH_THREADS: password-hashing threads (default 2) */
+    long pwhash_queue;     /* KOUMPA_PWHASH_QUEUE: hashing jobs that may wait; beyond, 503 (default 16) */
+    char *smtp_url;      /* KOUMPA_SMTP_URL: smtp(s)://[user:pass@]host:port; set: e-mail verification is on (secret) */
+    char *smtp_from;     /* KOUMPA_SMTP_FROM: sender of the verification mail; required with KOUMPA_SMTP_URL */
+    char *verify_url;    /* KOUMPA_VERIFY_URL: the link's base, ?token=... appended (default {public url}/verify) */
+    long verify_ttl_s;   /* KOUMPA_VERIFY_TTL: how long a verification link works, seconds (default 86400) */
+    long jwks_timeout_s; /* KOUMPA_JWKS_TIMEOUT: a JWKS fetch's whole transfer, seconds (default 10) */
 
     /* logging */
     char *log_level; /* KOUMPA_LOG_LEVEL: debug|info|warn|error (default info) */

@@ -88,6 +88,7 @@ kp_status kp_accounts_signup(kp_store *s, const kp_config *cfg, const char *emai
     if (rc != KP_OK)
         return rc;
     new_user(&u, norm, NULL);
+    u.verification_required = cfg->smtp_url != NULL; /* the day's bonus waits for the link */
     rc = hash_password(cfg, password, u.password_hash, err);
     if (rc != KP_OK)
         return rc;
@@ -161,18 +162,25 @@ kp_status kp_accounts_external_user(kp_store *s, const char *issuer, const char 
         return kp_err_set(err, KP_EAUTH, "the token has no subject");
     if (snprintf(key, sizeof key, "%s|%s", issuer, sub) >= (int)sizeof key)
         return kp_err_set(err, KP_EAUTH, "the token's subject is too long");
-    kp_status rc = s->ops->user_get_by_sub(s, key, out, err);
-    if (rc != KP_ENOTFOUND)
-        return rc;
     if (email && *email && kp_accounts_normalise_email(email, norm, NULL) != KP_OK)
         norm[0] = '\0';
+    kp_status rc = s->ops->user_get_by_sub(s, key, out, err);
+    if (rc == KP_OK && norm[0] && !out->email_verified && strcmp(out->email, norm) == 0) {
+        /* the provider vouches for the address (accounts made before it was recorded) */
+        rc = s->ops->user_set_email_verified(s, out->id, err);
+        out->email_verified = rc == KP_OK;
+    }
+    if (rc != KP_ENOTFOUND)
+        return rc;
     kp_user u;
     new_user(&u, norm, key);
+    u.email_verified = norm[0] != '\0'; /* the token's email only comes with email_verified (auth.h) */
     rc = kp_credits_create_user(s, &u, err);
     if (rc == KP_ECONFLICT && norm[0]) {
         /* the email belongs to another account: keep the identity, not the email */
         kp_err_clear(err);
         u.email[0] = '\0';
+        u.email_verified = 0;
         rc = kp_credits_create_user(s, &u, err);
     }
     if (rc == KP_ECONFLICT) /* created concurrently by another request */
@@ -184,7 +192,8 @@ kp_status kp_accounts_external_user(kp_store *s, const char *issuer, const char 
 
 int kp_accounts_is_admin(const kp_config *cfg, const kp_user *u)
 {
-    return u->is_admin || (!u->external_sub[0] && kp_config_is_admin_email(cfg, u->email));
+    /* an unverified address is anyone's claim: the list never trusts it */
+    return u->is_admin || (u->email_verified && kp_config_is_admin_email(cfg, u->email));
 }
 
 kp_status kp_accounts_set_admin(kp_store *s, const char *email, int is_admin, kp_user *out, kp_err *err)

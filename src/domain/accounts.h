@@ -4,8 +4,11 @@
  * Local accounts: email (normalised: trimmed, lower-case) + password hashed
  * with Argon2id (libsodium crypto_pwhash_str, cost from the config). Wrong
  * email and wrong password fail identically (same message, similar time).
- * Identity-provider users are created on first sight of their subject.
- * A new user gets today's daily bonus at once.
+ * Identity-provider users are created on first sight of their subject, their
+ * address verified when the provider says so (email_verified).
+ * A new user gets today's daily bonus at once - except, when e-mail
+ * verification is on (KOUMPA_SMTP_URL), a local account: its bonus waits for
+ * the verified address (domain/verify.h).
  */
 #ifndef KP_ACCOUNTS_H
 #define KP_ACCOUNTS_H
@@ -36,8 +39,11 @@ kp_status kp_accounts_account(kp_store *s, const char *user_id, kp_account *out,
 kp_status kp_accounts_external_user(kp_store *s, const char *issuer, const char *sub, const char *email, kp_user *out,
                                     kp_err *err);
 
-/* Whether u is an admin: its flag, or (local accounts only: an identity
- * provider's emails are its own business) its email in KOUMPA_ADMIN_EMAILS. */
+/* Whether u is an admin: its flag (koumpa admin grant), or its address in
+ * KOUMPA_ADMIN_EMAILS (compared normalised: case, surrounding spaces) - but
+ * only once the address is verified (a verification link, or an identity
+ * provider's email_verified). Signing up with a listed address proves
+ * nothing. */
 int kp_accounts_is_admin(const kp_config *cfg, const kp_user *u);
 
 /* Admin actions on users, by email. */

@@ -414,6 +414,8 @@ kp_status kp_credits_create_user(kp_store *s, const kp_user *u, kp_err *err)
     kp_status rc = s->ops->plan_get(s, u->plan_id, &p, err);
     if (rc != KP_OK)
         return rc;
+    if (u->verification_required) /* the day's bonus waits for a verified address */
+        return s->ops->user_create(s, u, err);
     welcome_change(u->id, &p, 0, key, &c);
     return s->ops->user_create_credited(s, u, &c, err);
 }

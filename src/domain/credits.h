@@ -143,7 +143,8 @@ kp_status kp_credits_end_ready(kp_store *s, const char *res_id, kp_version *v, k
 kp_status kp_credits_daily_bonus(kp_store *s, const char *date, size_t batch, size_t *granted, kp_err *err);
 
 /* Creates user u (a new account) and grants it today's daily bonus of its
- * plan, in one transaction: never an account without its bonus, nor a bonus
+ * plan (unless u->verification_required: then the bonus waits for the
+ * verified address), in one transaction: never an account without its bonus, nor a bonus
  * without its account. The same key as the daily run, so the two never both
  * grant. Errors as user_create (KP_ECONFLICT for a taken email). */
 kp_status kp_credits_create_user(kp_store *s, const kp_user *u, kp_err *err);

@@ -39,8 +39,18 @@ typedef struct kp_user {
     char external_sub[KP_SUB_MAX];     /* "{issuer}|{sub}" for identity-provider users; "" for local */
     char plan_id[KP_PLAN_ID_MAX];
     int is_admin;
-    int64_t created_at; /* unix seconds */
+    int64_t created_at;        /* unix seconds */
+    int email_verified;        /* the address is proven: a verification link, or the identity provider's word */
+    int verification_required; /* the daily bonus waits for a verified address (signed up while SMTP was on) */
 } kp_user;
+
+/* A single-use e-mail verification token, known by its hash only. */
+typedef struct kp_verification {
+    char user_id[KP_ID_MAX];
+    int64_t created_at;
+    int64_t expires_at;
+    int64_t used_at; /* 0: not used */
+} kp_verification;
 
 typedef struct kp_plan {
     char id[KP_PLAN_ID_MAX]; /* [a-z0-9_-]{1,63} */
@@ -205,6 +215,17 @@ typedef struct kp_store_ops {
     kp_status (*user_set_admin)(kp_store *s, const char *id, int is_admin, kp_err *err);
     kp_status (*user_set_plan)(kp_store *s, const char *id, const char *plan_id,
                                kp_err *err); /* KP_ENOTFOUND for user or plan */
+
+    /* e-mail verification */
+    /* Marks the user's address verified. KP_ENOTFOUND. */
+    kp_status (*user_set_email_verified)(kp_store *s, const char *id, kp_err *err);
+    /* Stores a token (by its hash) for the user, dropping the user's earlier unused ones. */
+    kp_status (*verification_create)(kp_store *s, const char *token_hash, const kp_verification *v, kp_err *err);
+    /* Atomically: if the token is unused and expires after now, marks it used at now and its user's
+     * address verified (KP_OK). Else KP_ENOTFOUND (unknown) or KP_ECONFLICT (used or expired).
+     * *out (may be NULL) receives the token's record as it was. */
+    kp_status (*verification_consume)(kp_store *s, const char *token_hash, int64_t now, kp_verification *out,
+                                      kp_err *err);
 
     /* plans */
     kp_status (*plan_get)(kp_store *s, const char *id, kp_plan *out, kp_err *err);

@@ -1,7 +1,11 @@
 // accounts.test.mjs - local accounts over HTTP: sign-up, login, the caller's
 // profile and credit history, login rate limits, and the public plan list.
 import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import http from 'node:http';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
 import { api, signup, startServer, uniqueEmail } from './harness.mjs';
@@ -24,7 +28,7 @@ function assertError(res, status, code, messagePattern) {
 }
 
 /** POST with JSON from a chosen loopback source address (127.0.0.0/8 is all local on Linux). */
-function postFrom(server, localAddress, path, body) {
+function postFrom(server, localAddress, path, body, headers = {}) {
   const data = JSON.stringify(body);
   return new Promise((resolve, reject) => {
     const req = http.request(
@@ -34,7 +38,7 @@ function postFrom(server, localAddress, path, body) {
         path,
         method: 'POST',
         localAddress,
-        headers: { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(data), Connection: 'close' },
+        headers: { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(data), Connection: 'close', ...headers },
       },
       (res) => {
         const chunks = [];
@@ -371,5 +375,83 @@ describe('a locked e-mail stays locked whatever other traffic does', () => {
     assert.equal(after.status, 429, `the victim's lock was lifted by other traffic: ${after.status} ${after.text}`);
     assert.equal(after.json.error.code, 'rate_limited');
     assert.equal(after.json.token, undefined);
+  });
+});
+
+// Issue 9, item 3: sign-up was a free-credit faucet (390 accounts in 15 s from
+// one client). Sign-ups are limited per client address (the connection's
+// peer; X-Forwarded-For is not trusted).
+describe('sign-ups per client address (KOUMPA_SIGNUP_PER_HOUR=3)', () => {
+  let server;
+  before(async () => {
+    server = await startServer({ env: { KOUMPA_SIGNUP_PER_HOUR: '3' } });
+  });
+  after(async () => {
+    await server?.stop();
+  });
+
+  test('the 4th sign-up from one address within the hour is a 429 with Retry-After; another address may sign up', async () => {
+    for (let i = 0; i < 3; i++) {
+      const res = await postFrom(server, '127.0.6.1', '/v1/auth/signup', { email: uniqueEmail('faucet'), password: PASSWORD });
+      assert.equal(res.status, 201, res.text);
+    }
+    const email = uniqueEmail('faucet');
+    const limited = await postFrom(server, '127.0.6.1', '/v1/auth/signup', { email, password: PASSWORD });
+    assert.equal(limited.status, 429, limited.text);
+    assert.equal(limited.json.error.code, 'rate_limited');
+    assert.match(limited.json.error.message, /too many sign-ups from this address; try again in \d+ s/);
+    const retry = Number(limited.headers['retry-after']);
+    assert.ok(retry > 3000 && retry <= 3600, `Retry-After ${limited.headers['retry-after']}`);
+    // a forwarded-for header does not make another client of it
+    const spoofed = await postFrom(server, '127.0.6.1', '/v1/auth/signup', { email, password: PASSWORD }, {
+      'X-Forwarded-For': '198.51.100.7',
+    });
+    assert.equal(spoofed.status, 429, spoofed.text);
+    const other = await postFrom(server, '127.0.6.2', '/v1/auth/signup', { email, password: PASSWORD });
+    assert.equal(other.status, 201, other.text);
+  });
+});
+
+// Issue 9, item 9: rate-limit windows used the wall clock, so setting the
+// clock forward lifted every lock (and back, extended them). The server runs
+// under libfaketime with a wall clock the test steps at will (the monotonic
+// clock stays real: DONT_FAKE_MONOTONIC).
+const FAKETIME_LIB = '/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1';
+describe('a wall-clock step does not lift a login lock', { skip: process.env.KOUMPA_TEST_WRAPPER ? 'LD_PRELOAD under a wrapper' : !existsSync(FAKETIME_LIB) && `${FAKETIME_LIB} missing (scripts/install-deps.sh --test)` }, () => {
+  let server;
+  let clockFile;
+  before(async () => {
+    clockFile = path.join(await mkdtemp(path.join(tmpdir(), 'koumpa-clock-')), 'faketime');
+    await writeFile(clockFile, '+0\n');
+    server = await startServer({
+      env: {
+        KOUMPA_LOGIN_RATE: '3',
+        LD_PRELOAD: FAKETIME_LIB,
+        FAKETIME_TIMESTAMP_FILE: clockFile,
+        FAKETIME_NO_CACHE: '1',
+        DONT_FAKE_MONOTONIC: '1',
+      },
+    });
+  });
+  after(async () => {
+    await server?.stop();
+    if (clockFile) await rm(path.dirname(clockFile), { recursive: true, force: true });
+  });
+
+  test('the wall clock jumps 2 hours ahead: the e-mail is still locked', async () => {
+    const victim = await signup(server, uniqueEmail('clock'));
+    for (let i = 0; i < 3; i++) {
+      const res = await postFrom(server, '127.0.7.1', '/v1/auth/login', { email: victim.email, password: 'guess' });
+      assert.equal(res.status, 401, res.text);
+    }
+    const locked = await postFrom(server, '127.0.7.2', '/v1/auth/login', { email: victim.email, password: victim.password });
+    assert.equal(locked.status, 429, locked.text);
+    await writeFile(clockFile, '+2h\n');
+    const stepped = await postFrom(server, '127.0.7.3', '/v1/auth/login', { email: victim.email, password: victim.password });
+    assert.equal(stepped.status, 429, `a clock step lifted the lock: ${stepped.status} ${stepped.text}`);
+    // the server did see the step: a token issued now expires 2 h later than it would have
+    const other = await signup(server, uniqueEmail('clock-other'));
+    const expires = Date.parse(other.json?.expires_at ?? (await api(server, 'POST', '/v1/auth/login', { body: { email: other.email, password: other.password } })).json.expires_at);
+    assert.ok(expires > Date.now() + 24 * 3600 * 1000 + 3600 * 1000, `expires_at ${new Date(expires).toISOString()}`);
   });
 });

@@ -9,7 +9,8 @@
 //
 // The server's environment is hermetic: inherited KOUMPA_* and LLM provider
 // variables are dropped, then the test's own are set. Password hashing uses
-// cheap Argon2 parameters so that sign-ups are fast.
+// cheap Argon2 parameters so that sign-ups are fast, and the per-address
+// sign-up limit is lifted (tests that check it set their own).
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -113,6 +114,8 @@ export async function startServer({ env = {}, args = [], dataDir, prefix = [], b
     KOUMPA_LOG_LEVEL: process.env.KOUMPA_TEST_LOG_LEVEL || 'warn',
     KOUMPA_PWHASH_MEMLIMIT_KIB: '8192',
     KOUMPA_PWHASH_OPSLIMIT: '1',
+    // tests sign many users up from 127.0.0.1; the per-address limit has its own tests
+    KOUMPA_SIGNUP_PER_HOUR: '100000',
     ...env,
   };
   const url = `http://127.0.0.1:${port}`;

@@ -543,7 +543,8 @@ describe('an unresponsive JWKS server', () => {
     await new Promise((resolve) => provider.listen(0, '127.0.0.1', resolve));
     const issuer = `http://127.0.0.1:${provider.address().port}`;
     server = await startServer({
-      env: { KOUMPA_JWT_ISSUER: issuer, KOUMPA_JWT_AUDIENCE: AUDIENCE, KOUMPA_JWT_SECRET: SECRET },
+      // the fetch must still be waiting when the test answers it, however slow start-up is (valgrind)
+      env: { KOUMPA_JWT_ISSUER: issuer, KOUMPA_JWT_AUDIENCE: AUDIENCE, KOUMPA_JWT_SECRET: SECRET, KOUMPA_JWKS_TIMEOUT: '600' },
     });
   });
   after(async () => {

@@ -12,12 +12,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <cmocka.h>
 
 #include "core/config.h"
+#include "core/id.h"
 #include "core/log.h"
 #include "domain/accounts.h"
 #include "domain/credits.h"
+#include "domain/verify.h"
 #include "store/sqlite/sqlite_store.h"
 #include "testutil.h"
 
@@ -354,13 +357,24 @@ static void test_external_user_bad_subject(void **state)
 
 /* ---- admins ---- */
 
+/* Issue 9, item 2: whoever signed up first with a listed address (any case,
+ * with spaces) became admin. The list trusts verified addresses only. */
 static void test_admin_from_config_list(void **state)
 {
     fixture *f = *state;
-    kp_user boss, worker, ext;
+    kp_user boss, worker, ext, unverified_ext;
     kp_err err = {0};
-    signup_ok(f, "Boss@Example.com", "password-123", &boss);
+    kp_verify_outcome outcome;
+    char token[KP_VERIFY_TOKEN_MAX];
+    signup_ok(f, "  Boss@Example.com ", "password-123", &boss);
     signup_ok(f, "worker@example.com", "password-123", &worker);
+    assert_false(boss.email_verified);
+    assert_false(kp_accounts_is_admin(&f->cfg, &boss)); /* listed, but nobody proved the address */
+    /* the link makes it verified, and so admin (compared normalised) */
+    assert_int_equal(kp_verify_issue(f->s, boss.id, 3600, token, &err), KP_OK);
+    assert_int_equal(kp_verify_consume(f->s, token, (int64_t)time(NULL), &outcome, &boss, &err), KP_OK);
+    assert_int_equal(outcome, KP_VERIFY_DONE);
+    assert_true(boss.email_verified);
     assert_true(kp_accounts_is_admin(&f->cfg, &boss));
     assert_false(kp_accounts_is_admin(&f->cfg, &worker));
     /* the flag also makes an admin; no list at all is fine */
@@ -369,13 +383,66 @@ static void test_admin_from_config_list(void **state)
     assert_false(kp_accounts_is_admin(&none, &boss));
     worker.is_admin = 1;
     assert_true(kp_accounts_is_admin(&none, &worker));
-    /* An identity-provider user is not made admin by an email the provider
-     * asserts (admins there come from the token's groups). Note: accounts.h
-     * says "its flag, or its email in KOUMPA_ADMIN_EMAILS" without this
-     * exception. */
-    assert_int_equal(kp_accounts_external_user(f->s, ISSUER, "sub-ops", "ops@example.com", &ext, &err), KP_OK);
-    assert_string_equal(ext.email, "ops@example.com");
-    assert_false(kp_accounts_is_admin(&f->cfg, &ext));
+    /* an identity provider's address counts when the provider verified it
+     * (auth passes an email only with email_verified) */
+    assert_int_equal(kp_accounts_external_user(f->s, ISSUER, "sub-ops", "OPS@example.com", &ext, &err), KP_OK);
+    assert_true(ext.email_verified);
+    assert_true(kp_accounts_is_admin(&f->cfg, &ext));
+    assert_int_equal(kp_accounts_external_user(f->s, ISSUER, "sub-anon", NULL, &unverified_ext, &err), KP_OK);
+    assert_false(unverified_ext.email_verified);
+    assert_false(kp_accounts_is_admin(&f->cfg, &unverified_ext));
+}
+
+/* Verification tokens: single use, expiring, only the latest works, only a
+ * hash is stored; with SMTP on, the day's bonus waits for the address. */
+static void test_verification_tokens(void **state)
+{
+    fixture *f = *state;
+    kp_user u, got;
+    kp_err err = {0};
+    kp_verify_outcome outcome;
+    kp_balance bal;
+    char first[KP_VERIFY_TOKEN_MAX], second[KP_VERIFY_TOKEN_MAX], sql[256];
+    int64_t now = (int64_t)time(NULL);
+    f->cfg.smtp_url = "smtp://127.0.0.1:1";
+    signup_ok(f, "new@example.com", "password-123", &u);
+    f->cfg.smtp_url = NULL;
+    assert_true(u.verification_required);
+    assert_int_equal(kp_credits_balance(f->s, u.id, &bal, &err), KP_OK);
+    assert_int_equal(bal.daily, 0); /* the bonus waits */
+    size_t granted = 99;
+    char today[11];
+    kp_date_utc_today(today);
+    assert_int_equal(kp_credits_daily_bonus(f->s, today, 100, &granted, &err), KP_OK);
+    assert_int_equal(granted, 0); /* the daily run skips unverified accounts that need it */
+
+    assert_int_equal(kp_verify_issue(f->s, u.id, 3600, first, &err), KP_OK);
+    assert_int_equal(strlen(first), 43);
+    snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM email_verifications WHERE token_hash = '%s'", first);
+    assert_int_equal(kp_test_sql_int(f->db, sql), 0); /* the token itself is never stored */
+    assert_int_equal(kp_verify_issue(f->s, u.id, 3600, second, &err), KP_OK);
+    assert_int_equal(kp_verify_consume(f->s, first, now, &outcome, &got, &err), KP_OK);
+    assert_int_equal(outcome, KP_VERIFY_UNKNOWN); /* replaced by the newer mail */
+    assert_int_equal(kp_verify_consume(f->s, "not-a-token", now, &outcome, &got, &err), KP_OK);
+    assert_int_equal(outcome, KP_VERIFY_UNKNOWN);
+    assert_int_equal(kp_verify_consume(f->s, second, now + 3600, &outcome, &got, &err), KP_OK);
+    assert_int_equal(outcome, KP_VERIFY_EXPIRED);
+    assert_int_equal(kp_verify_consume(f->s, second, now, &outcome, &got, &err), KP_OK);
+    assert_int_equal(outcome, KP_VERIFY_DONE);
+    assert_true(got.email_verified);
+    assert_int_equal(kp_verify_consume(f->s, second, now, &outcome, &got, &err), KP_OK);
+    assert_int_equal(outcome, KP_VERIFY_USED); /* single use */
+    assert_int_equal(kp_credits_balance(f->s, u.id, &bal, &err), KP_OK);
+    assert_int_equal(bal.daily, 5); /* the day's bonus, once */
+    assert_int_equal(kp_credits_daily_bonus(f->s, today, 100, &granted, &err), KP_OK);
+    assert_int_equal(kp_credits_balance(f->s, u.id, &bal, &err), KP_OK);
+    assert_int_equal(bal.daily, 5);
+    /* without SMTP, sign-up works as before: the bonus at once, the address unverified */
+    signup_ok(f, "plain@example.com", "password-123", &u);
+    assert_false(u.verification_required);
+    assert_false(u.email_verified);
+    assert_int_equal(kp_credits_balance(f->s, u.id, &bal, &err), KP_OK);
+    assert_int_equal(bal.daily, 5);
 }
 
 static void test_set_admin_by_email(void **state)
@@ -458,6 +525,7 @@ int main(void)
         T(test_external_user_email_edge_cases),
         T(test_external_user_bad_subject),
         T(test_admin_from_config_list),
+        T(test_verification_tokens),
         T(test_set_admin_by_email),
         T(test_set_plan),
     };

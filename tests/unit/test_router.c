@@ -13,8 +13,10 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include <pthread.h>
 #include <sodium.h>
 
+#include "api/offload.h"
 #include "api/router.h"
 #include "auth/auth.h"
 #include "core/log.h"
@@ -22,11 +24,14 @@
 #include "core/ratelimit.h"
 #include "domain/accounts.h"
 #include "domain/credits.h"
+#include "domain/verify.h"
+#include "store/sqlite/sqlite_store.h"
 #include "testutil.h"
 
 #define SECRET "router-test-secret-0123456789abcdef-xyz"
 #define ADMIN_EMAIL "admin@example.com"
 #define LOGIN_LIMIT 3
+#define SIGNUP_LIMIT 3
 
 typedef struct fixture {
     char dir[256];
@@ -37,6 +42,13 @@ typedef struct fixture {
     kp_app app;
     kp_ctx ctx;
 } fixture;
+
+/* The offload's database opener: another handle on the fixture's database. */
+static kp_status open_db(void *ud, kp_store **out, kp_err *err)
+{
+    fixture *f = ud;
+    return kp_sqlite_open(f->db, out, err);
+}
 
 static int setup(void **state)
 {
@@ -60,6 +72,10 @@ static int setup(void **state)
     f->app.cfg = &f->cfg;
     f->app.login_ip_limit = kp_ratelimit_new(LOGIN_LIMIT, 60, 64);
     f->app.login_email_limit = kp_ratelimit_new(LOGIN_LIMIT, 60, 64);
+    f->app.signup_limit = kp_ratelimit_new(SIGNUP_LIMIT, 3600, 64);
+    /* one hashing thread, one job may wait: a third at once is a 503 */
+    if (kp_offload_new("pwhash", 1, 1, open_db, f, &f->app.pwhash, &err) != KP_OK)
+        fail_msg("kp_offload_new: %s", err.msg);
     f->app.metrics = kp_metrics_new();
     assert_non_null(f->app.login_ip_limit);
     assert_non_null(f->app.login_email_limit);
@@ -76,6 +92,8 @@ static int teardown(void **state)
     kp_auth_free(f->app.auth);
     kp_ratelimit_free(f->app.login_ip_limit);
     kp_ratelimit_free(f->app.login_email_limit);
+    kp_ratelimit_free(f->app.signup_limit);
+    kp_offload_free(f->app.pwhash);
     kp_metrics_free(f->app.metrics);
     f->s->ops->close(f->s);
     kp_test_rmrf(f->dir);
@@ -121,6 +139,7 @@ static void call(fixture *f, const char *method, const char *path, const char *q
         free(copy);
     }
     kp_router_dispatch(&f->ctx, &req, resp);
+    kp_resp_settle(resp); /* sign-up and login answer from the hashing pool */
     kp_headers_free(&req.headers);
     kp_headers_free(&req.query);
 }
@@ -149,6 +168,19 @@ static void expect(const kp_resp *resp, int status, const char *code)
         assert_non_null(json_string_value(json_object_get(json_object_get(doc, "error"), "message")));
         json_decref(doc);
     }
+}
+
+static char *user_with_token(fixture *f, const char *email, kp_user *out);
+
+/* The listed admin, with its address verified (the list trusts nothing else). */
+static char *admin_with_token(fixture *f)
+{
+    kp_err err = {0};
+    kp_user u;
+    char *token = user_with_token(f, ADMIN_EMAIL, &u);
+    if (f->s->ops->user_set_email_verified(f->s, u.id, &err) != KP_OK)
+        fail_msg("verify: %s", err.msg);
+    return token;
 }
 
 /* Signs a user up through the domain layer and issues a token for it; caller frees the token. */
@@ -492,15 +524,51 @@ static void test_non_admin_403(void **state)
     free(token);
 }
 
+/* Issue 9, item 2: a listed address is admin only once verified. */
 static void test_admin_via_config(void **state)
 {
     fixture *f = *state;
-    char *token = user_with_token(f, "Admin@Example.com", NULL);
+    kp_user u;
+    kp_err err = {0};
+    char *token = user_with_token(f, " Admin@Example.com ", &u);
     kp_resp resp;
     call(f, "GET", "/v1/me", NULL, token, NULL, &resp);
     expect(&resp, 200, NULL);
     json_t *doc = body_json(&resp);
+    assert_true(json_is_false(json_object_get(doc, "is_admin")));
+    assert_true(json_is_false(json_object_get(doc, "email_verified")));
+    json_decref(doc);
+    kp_resp_free(&resp);
+    call(f, "PUT", "/v1/admin/plans/pro", NULL, token, "{\"daily_bonus\":9}", &resp);
+    expect(&resp, 403, "forbidden");
+    kp_resp_free(&resp);
+
+    /* the link's token, through the route */
+    char verify_token[KP_VERIFY_TOKEN_MAX], body[160];
+    assert_int_equal(kp_verify_issue(f->s, u.id, 3600, verify_token, &err), KP_OK);
+    snprintf(body, sizeof body, "{\"token\":\"%s\"}", verify_token);
+    call(f, "POST", "/v1/auth/verify", NULL, NULL, body, &resp);
+    expect(&resp, 200, NULL);
+    kp_resp_free(&resp);
+    call(f, "POST", "/v1/auth/verify", NULL, NULL, body, &resp);
+    expect(&resp, 409, "token_used");
+    kp_resp_free(&resp);
+    call(f, "POST", "/v1/auth/verify", NULL, NULL, "{\"token\":\"nope\"}", &resp);
+    expect(&resp, 400, "invalid_token");
+    kp_resp_free(&resp);
+    call(f, "POST", "/v1/auth/verify", NULL, NULL, "{}", &resp);
+    expect(&resp, 400, "invalid_request");
+    kp_resp_free(&resp);
+    /* no SMTP here: asking for another mail says so */
+    call(f, "POST", "/v1/auth/verify/resend", NULL, token, NULL, &resp);
+    expect(&resp, 503, "verification_unavailable");
+    kp_resp_free(&resp);
+
+    call(f, "GET", "/v1/me", NULL, token, NULL, &resp);
+    expect(&resp, 200, NULL);
+    doc = body_json(&resp);
     assert_true(json_is_true(json_object_get(doc, "is_admin")));
+    assert_true(json_is_true(json_object_get(doc, "email_verified")));
     json_decref(doc);
     kp_resp_free(&resp);
 
@@ -531,7 +599,7 @@ static void test_admin_via_stored_flag(void **state)
 static void test_admin_plan_put(void **state)
 {
     fixture *f = *state;
-    char *token = user_with_token(f, ADMIN_EMAIL, NULL);
+    char *token = admin_with_token(f);
     kp_resp resp;
     const char *full = "{\"name\":\"Team\",\"price_cents\":9900,\"monthly_credits\":500,\"daily_bonus\":10,"
                        "\"max_concurrent_generations\":5}";
@@ -607,7 +675,7 @@ static void test_admin_plan_put(void **state)
 static void test_admin_user_plan_put(void **state)
 {
     fixture *f = *state;
-    char *admin = user_with_token(f, ADMIN_EMAIL, NULL);
+    char *admin = admin_with_token(f);
     kp_user u;
     char *token = user_with_token(f, "customer@example.com", &u);
     char path[256];
@@ -649,7 +717,7 @@ static void test_admin_user_plan_put(void **state)
 static void test_admin_users_find(void **state)
 {
     fixture *f = *state;
-    char *admin = user_with_token(f, ADMIN_EMAIL, NULL);
+    char *admin = admin_with_token(f);
     kp_user u;
     char *token = user_with_token(f, "findme@example.com", &u);
     kp_resp resp;
@@ -885,6 +953,123 @@ static void test_login_rate_limited(void **state)
     kp_resp_free(&resp);
 }
 
+static void test_signup_limited_per_address(void **state)
+{
+    fixture *f = *state;
+    kp_resp resp;
+    char body[128];
+    for (int i = 0; i < SIGNUP_LIMIT; i++) {
+        snprintf(body, sizeof body, "{\"email\":\"faucet-%d@example.com\",\"password\":\"password-123\"}", i);
+        call(f, "POST", "/v1/auth/signup", NULL, NULL, body, &resp);
+        expect(&resp, 201, NULL);
+        kp_resp_free(&resp);
+    }
+    call(f, "POST", "/v1/auth/signup", NULL, NULL, "{\"email\":\"faucet-x@example.com\",\"password\":\"password-123\"}",
+         &resp);
+    expect(&resp, 429, "rate_limited");
+    assert_non_null(strstr(kp_buf_cstr(&resp.body), "sign-ups from this address"));
+    long seconds = strtol(kp_headers_get(&resp.headers, "Retry-After"), NULL, 10);
+    assert_true(seconds >= 3590 && seconds <= 3600);
+    kp_resp_free(&resp);
+    assert_int_equal(kp_test_sql_int(f->db, "SELECT COUNT(*) FROM users"), SIGNUP_LIMIT);
+}
+
+/* A deferred job that holds the only hashing thread until the gate opens. */
+typedef struct gate {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int running, open;
+} gate;
+
+static void gated_work(void *arg, kp_store *store, kp_resp *resp)
+{
+    gate *g = arg;
+    (void)store;
+    pthread_mutex_lock(&g->mu);
+    g->running = 1;
+    pthread_cond_broadcast(&g->cv);
+    while (!g->open)
+        pthread_cond_wait(&g->cv, &g->mu);
+    pthread_mutex_unlock(&g->mu);
+    kp_resp_text(resp, 204, "text/plain", "", 0);
+}
+
+typedef struct test_reply {
+    kp_reply reply;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int sent;
+    kp_resp resp;
+} test_reply;
+
+static void test_reply_send(kp_reply *reply, kp_resp *resp)
+{
+    test_reply *r = (test_reply *)reply;
+    pthread_mutex_lock(&r->mu);
+    r->resp = *resp;
+    memset(resp, 0, sizeof *resp);
+    r->sent = 1;
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+}
+
+/* Password hashing runs on its pool, and a full queue is a 503 with
+ * Retry-After at once rather than a wait. */
+static void test_hashing_queue_full_is_503(void **state)
+{
+    fixture *f = *state;
+    gate g = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0};
+    test_reply r[2] = {
+        {.reply = {test_reply_send}, .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER},
+        {.reply = {test_reply_send}, .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER},
+    };
+    kp_resp held[2] = {{0}, {0}}, resp;
+
+    for (int i = 0; i < 2; i++) { /* one runs (and waits at the gate), one waits in the queue */
+        kp_offload_defer(f->app.pwhash, &held[i], gated_work, NULL, &g);
+        held[i].deferred->start(held[i].deferred, &r[i].reply);
+        pthread_mutex_lock(&g.mu);
+        while (!g.running)
+            pthread_cond_wait(&g.cv, &g.mu);
+        pthread_mutex_unlock(&g.mu);
+    }
+
+    /* the only thread is busy and the queue is full */
+    call(f, "POST", "/v1/auth/signup", NULL, NULL, "{\"email\":\"busy@example.com\",\"password\":\"password-123\"}",
+         &resp);
+    expect(&resp, 503, "busy");
+    assert_string_equal(kp_headers_get(&resp.headers, "Retry-After"), "2");
+    assert_non_null(strstr(kp_buf_cstr(&resp.body), "try again"));
+    kp_resp_free(&resp);
+    call(f, "POST", "/v1/auth/login", NULL, NULL, "{\"email\":\"busy@example.com\",\"password\":\"password-123\"}",
+         &resp);
+    expect(&resp, 503, "busy");
+    kp_resp_free(&resp);
+    assert_int_equal(kp_test_sql_int(f->db, "SELECT COUNT(*) FROM users"), 0);
+
+    pthread_mutex_lock(&g.mu);
+    g.open = 1;
+    pthread_cond_broadcast(&g.cv);
+    pthread_mutex_unlock(&g.mu);
+    for (int i = 0; i < 2; i++) {
+        pthread_mutex_lock(&r[i].mu);
+        while (!r[i].sent)
+            pthread_cond_wait(&r[i].cv, &r[i].mu);
+        pthread_mutex_unlock(&r[i].mu);
+        held[i].deferred->release(held[i].deferred);
+        held[i].deferred = NULL;
+        assert_int_equal(r[i].resp.status, 204);
+        kp_resp_free(&r[i].resp);
+        kp_resp_free(&held[i]);
+    }
+
+    /* free again: the same sign-up goes through */
+    call(f, "POST", "/v1/auth/signup", NULL, NULL, "{\"email\":\"busy@example.com\",\"password\":\"password-123\"}",
+         &resp);
+    expect(&resp, 201, NULL);
+    kp_resp_free(&resp);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void)
@@ -913,6 +1098,8 @@ int main(void)
         T(test_ledger_bad_parameters),
         T(test_signup_and_login),
         T(test_login_rate_limited),
+        T(test_signup_limited_per_address),
+        T(test_hashing_queue_full_is_503),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

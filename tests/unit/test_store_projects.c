@@ -735,6 +735,8 @@ static void test_migrate_from_v1_keeps_data(void **state)
     f->s = NULL;
 
     kp_test_sql_exec(f->path, "BEGIN IMMEDIATE; DROP TABLE versions; DROP TABLE projects;"
+                              "DROP TABLE email_verifications; ALTER TABLE users DROP COLUMN email_verified;"
+                              "ALTER TABLE users DROP COLUMN verification_required;"
                               "DELETE FROM schema_migrations WHERE version >= 2; COMMIT;");
     assert_int_equal(kp_test_sql_int(f->path, "SELECT MAX(version) FROM schema_migrations"), 1);
     assert_int_equal(kp_sqlite_open(f->path, &f->s, &err), KP_EUNAVAILABLE); /* needs migrate */
@@ -780,9 +782,11 @@ static void test_migrate_times_to_milliseconds(void **state)
     create_project(f->s, "prj_old", "usr_a", 1);
     f->s->ops->close(f->s);
     f->s = NULL;
-    /* back to version 2: migration 3's columns go too */
+    /* back to version 2: the later migrations' columns and tables go too */
     kp_test_sql_exec(f->path,
                      "BEGIN IMMEDIATE; DELETE FROM schema_migrations WHERE version >= 3;"
+                     "DROP TABLE email_verifications; ALTER TABLE users DROP COLUMN email_verified;"
+                     "ALTER TABLE users DROP COLUMN verification_required;"
                      "ALTER TABLE versions DROP COLUMN refunded; ALTER TABLE versions DROP COLUMN credit_reason;"
                      "DROP INDEX reservations_open; DROP INDEX versions_reservation;"
                      "UPDATE projects SET created_at = 1700000000, updated_at = 1700000000;"

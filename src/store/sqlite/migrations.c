@@ -135,6 +135,19 @@ static const char *const migrations[] = {
     /* (money) recovery finds reservations that no version refers to */
     "CREATE INDEX IF NOT EXISTS reservations_open ON reservations(id) WHERE state = 'reserved';"
     "CREATE INDEX IF NOT EXISTS versions_reservation ON versions(reservation_id) WHERE reservation_id <> '';",
+    /* 4 (accounts, issue 9): verified addresses and single-use verification
+     * tokens (only their hash is stored). verification_required: the daily
+     * bonus waits for a verified address (accounts made while SMTP was on). */
+    "ALTER TABLE users ADD COLUMN email_verified INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE users ADD COLUMN verification_required INTEGER NOT NULL DEFAULT 0;"
+    "CREATE TABLE email_verifications ("
+    "  token_hash TEXT PRIMARY KEY NOT NULL,"
+    "  user_id TEXT NOT NULL REFERENCES users(id),"
+    "  created_at INTEGER NOT NULL,"
+    "  expires_at INTEGER NOT NULL,"
+    "  used_at INTEGER NOT NULL DEFAULT 0"
+    ") WITHOUT ROWID;"
+    "CREATE INDEX email_verifications_user ON email_verifications(user_id);",
 };
 
 #define MIGRATION_COUNT ((int)(sizeof migrations / sizeof migrations[0]))

@@ -54,6 +54,11 @@ typedef enum stmt_id {
     ST_USER_BY_SUB,
     ST_USER_SET_ADMIN,
     ST_USER_SET_PLAN,
+    ST_USER_SET_VERIFIED,
+    ST_VERIFY_DROP_UNUSED,
+    ST_VERIFY_INSERT,
+    ST_VERIFY_GET,
+    ST_VERIFY_USE,
     ST_PLAN_GET,
     ST_PLAN_EXISTS,
     ST_PLAN_LIST,
@@ -95,7 +100,8 @@ typedef enum stmt_id {
     ST_COUNT
 } stmt_id;
 
-#define USER_COLS "id, email, password_hash, external_sub, plan_id, is_admin, created_at"
+#define USER_COLS                                                                                                      \
+    "id, email, password_hash, external_sub, plan_id, is_admin, created_at, email_verified, verification_required"
 #define PLAN_COLS                                                                                                      \
     "id, name, price_cents, currency, monthly_credits, daily_bonus, max_concurrent_generations, "                      \
     "stripe_price_id, active, updated_at"
@@ -111,12 +117,19 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_BEGIN] = "BEGIN IMMEDIATE",
     [ST_COMMIT] = "COMMIT",
     [ST_ROLLBACK] = "ROLLBACK",
-    [ST_USER_INSERT] = "INSERT INTO users (" USER_COLS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    [ST_USER_INSERT] = "INSERT INTO users (" USER_COLS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     [ST_USER_GET] = "SELECT " USER_COLS " FROM users WHERE id = ?1",
     [ST_USER_BY_EMAIL] = "SELECT " USER_COLS " FROM users WHERE email = ?1 AND email <> ''",
     [ST_USER_BY_SUB] = "SELECT " USER_COLS " FROM users WHERE external_sub = ?1 AND external_sub <> ''",
     [ST_USER_SET_ADMIN] = "UPDATE users SET is_admin = ?2 WHERE id = ?1",
     [ST_USER_SET_PLAN] = "UPDATE users SET plan_id = ?2 WHERE id = ?1",
+    [ST_USER_SET_VERIFIED] = "UPDATE users SET email_verified = ?2 WHERE id = ?1",
+    [ST_VERIFY_DROP_UNUSED] = "DELETE FROM email_verifications WHERE user_id = ?1 AND used_at = 0",
+    [ST_VERIFY_INSERT] = "INSERT INTO email_verifications (token_hash, user_id, created_at, expires_at) "
+                         "VALUES (?1, ?2, ?3, ?4)",
+    [ST_VERIFY_GET] = "SELECT user_id, created_at, expires_at, used_at FROM email_verifications WHERE token_hash = ?1",
+    [ST_VERIFY_USE] = "UPDATE email_verifications SET used_at = ?2 "
+                      "WHERE token_hash = ?1 AND used_at = 0 AND expires_at > ?2",
     [ST_PLAN_GET] = "SELECT " PLAN_COLS " FROM plans WHERE id = ?1",
     [ST_PLAN_EXISTS] = "SELECT 1 FROM plans WHERE id = ?1",
     [ST_PLAN_LIST] = "SELECT " PLAN_COLS " FROM plans WHERE ?1 = 0 OR active = 1 ORDER BY price_cents, id",
@@ -132,7 +145,8 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_ACCOUNT_GET] = "SELECT u.id, u.email, '', u.external_sub, u.plan_id, u.is_admin, u.created_at, "
                        "b.daily, b.monthly, b.version, p.id, p.name, p.price_cents, p.currency, "
                        "p.monthly_credits, p.daily_bonus, p.max_concurrent_generations, p.stripe_price_id, "
-                       "p.active, p.updated_at FROM users u JOIN balances b ON b.user_id = u.id "
+                       "p.active, p.updated_at, u.email_verified, u.verification_required "
+                       "FROM users u JOIN balances b ON b.user_id = u.id "
                        "JOIN plans p ON p.id = u.plan_id WHERE u.id = ?1",
     [ST_BALANCE_SET] = "UPDATE balances SET daily = ?2, monthly = ?3, version = version + 1 WHERE user_id = ?1",
     [ST_LEDGER_IDEM_USED] = "SELECT 1 FROM ledger WHERE idem_key = ?1",
@@ -164,7 +178,8 @@ static const char *const stmt_sql[ST_COUNT] = {
                         "'daily:' || ?1 || ':' || u.id, '', ?4 "
                         "FROM users AS u JOIN plans AS p ON p.id = u.plan_id "
                         "JOIN balances AS b ON b.user_id = u.id "
-                        "WHERE u.id > ?2 AND u.id <= ?3 ORDER BY u.id "
+                        "WHERE u.id > ?2 AND u.id <= ?3 "
+                        "AND (u.email_verified = 1 OR u.verification_required = 0) ORDER BY u.id "
                         "ON CONFLICT(idem_key) DO NOTHING",
     /* Moves exactly the balances of the rows just inserted (seq above the
      * watermark read inside the same write transaction) to their new value. */
@@ -346,6 +361,13 @@ static void read_user(sqlite3_stmt *st, kp_user *u)
     u->created_at = sqlite3_column_int64(st, 6);
 }
 
+/* The verification flags, at columns col and col + 1. */
+static void read_user_flags(sqlite3_stmt *st, int col, kp_user *u)
+{
+    u->email_verified = sqlite3_column_int(st, col);
+    u->verification_required = sqlite3_column_int(st, col + 1);
+}
+
 /* Maps a failed INSERT/UPDATE on users to a status. */
 static kp_status user_write_error(sq_store *h, const char *what, kp_err *err)
 {
@@ -376,6 +398,8 @@ static kp_status insert_user_row(sq_store *h, const kp_user *u, int64_t created_
     bind_text(st, 5, u->plan_id);
     sqlite3_bind_int(st, 6, u->is_admin ? 1 : 0);
     sqlite3_bind_int64(st, 7, created_at);
+    sqlite3_bind_int(st, 8, u->email_verified ? 1 : 0);
+    sqlite3_bind_int(st, 9, u->verification_required ? 1 : 0);
     if (sqlite3_step(st) != SQLITE_DONE)
         rc = user_write_error(h, "create user", err);
     stmt_done(st);
@@ -446,11 +470,12 @@ static kp_status user_get_with(sq_store *h, stmt_id id, const char *key, kp_user
         return rc;
     bind_text(st, 1, key);
     int step = sqlite3_step(st);
-    if (step == SQLITE_ROW)
+    if (step == SQLITE_ROW) {
         read_user(st, out);
-    else if (step == SQLITE_DONE)
+        read_user_flags(st, 7, out);
+    } else if (step == SQLITE_DONE) {
         rc = kp_err_set(err, KP_ENOTFOUND, "user not found");
-    else
+    } else
         rc = kp_sqlite_db_error(h->db, "read user", err);
     stmt_done(st);
     return rc;
@@ -507,6 +532,111 @@ static kp_status sq_user_set_plan(kp_store *s, const char *id, const char *plan_
     /* The foreign key on users.plan_id reports an unknown plan; a missing
      * user updates nothing and is reported first. */
     return user_update(impl_of(s), ST_USER_SET_PLAN, id, plan_id, 0, "set plan", err);
+}
+
+static kp_status sq_user_set_email_verified(kp_store *s, const char *id, kp_err *err)
+{
+    return user_update(impl_of(s), ST_USER_SET_VERIFIED, id, NULL, 1, "verify email", err);
+}
+
+/* ---- e-mail verification tokens --------------------------------------- */
+
+static kp_status verification_insert(sq_store *h, const char *token_hash, const kp_verification *v, kp_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    kp_status rc = stmt_get(h, ST_VERIFY_DROP_UNUSED, &st, err);
+    if (rc != KP_OK)
+        return rc;
+    bind_text(st, 1, v->user_id);
+    if (sqlite3_step(st) != SQLITE_DONE)
+        rc = kp_sqlite_db_error(h->db, "drop unused verification tokens", err);
+    stmt_done(st);
+    if (rc == KP_OK)
+        rc = stmt_get(h, ST_VERIFY_INSERT, &st, err);
+    if (rc != KP_OK)
+        return rc;
+    bind_text(st, 1, token_hash);
+    bind_text(st, 2, v->user_id);
+    sqlite3_bind_int64(st, 3, v->created_at);
+    sqlite3_bind_int64(st, 4, v->expires_at);
+    if (sqlite3_step(st) != SQLITE_DONE)
+        rc = sqlite3_extended_errcode(h->db) == SQLITE_CONSTRAINT_FOREIGNKEY
+                 ? kp_err_set(err, KP_ENOTFOUND, "user not found")
+                 : kp_sqlite_db_error(h->db, "store verification token", err);
+    stmt_done(st);
+    return rc;
+}
+
+static kp_status sq_verification_create(kp_store *s, const char *token_hash, const kp_verification *v, kp_err *err)
+{
+    sq_store *h = impl_of(s);
+    if (!v || !nonempty_fits(token_hash, 256) || !nonempty_fits(v->user_id, sizeof v->user_id))
+        return kp_err_set(err, KP_EINVAL, "invalid verification record");
+    kp_status rc = tx_begin(h, err);
+    if (rc == KP_OK)
+        rc = tx_end(h, verification_insert(h, token_hash, v, err), err);
+    return rc;
+}
+
+static kp_status verification_read(sq_store *h, const char *token_hash, kp_verification *out, kp_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    kp_status rc = stmt_get(h, ST_VERIFY_GET, &st, err);
+    if (rc != KP_OK)
+        return rc;
+    bind_text(st, 1, token_hash);
+    int step = sqlite3_step(st);
+    if (step == SQLITE_ROW) {
+        column_copy(st, 0, out->user_id, sizeof out->user_id);
+        out->created_at = sqlite3_column_int64(st, 1);
+        out->expires_at = sqlite3_column_int64(st, 2);
+        out->used_at = sqlite3_column_int64(st, 3);
+    } else if (step == SQLITE_DONE) {
+        rc = kp_err_set(err, KP_ENOTFOUND, "unknown verification token");
+    } else {
+        rc = kp_sqlite_db_error(h->db, "read verification token", err);
+    }
+    stmt_done(st);
+    return rc;
+}
+
+/* Marks the token used if it is usable at now; KP_ECONFLICT if not. */
+static kp_status verification_use(sq_store *h, const char *token_hash, int64_t now, kp_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    kp_status rc = stmt_get(h, ST_VERIFY_USE, &st, err);
+    if (rc != KP_OK)
+        return rc;
+    bind_text(st, 1, token_hash);
+    sqlite3_bind_int64(st, 2, now);
+    if (sqlite3_step(st) != SQLITE_DONE)
+        rc = kp_sqlite_db_error(h->db, "use verification token", err);
+    else if (sqlite3_changes(h->db) != 1)
+        rc = kp_err_set(err, KP_ECONFLICT, "verification token used or expired");
+    stmt_done(st);
+    return rc;
+}
+
+static kp_status sq_verification_consume(kp_store *s, const char *token_hash, int64_t now, kp_verification *out,
+                                         kp_err *err)
+{
+    sq_store *h = impl_of(s);
+    kp_verification v;
+    memset(&v, 0, sizeof v);
+    if (!nonempty_fits(token_hash, 256))
+        return kp_err_set(err, KP_ENOTFOUND, "unknown verification token");
+    kp_status rc = tx_begin(h, err);
+    if (rc != KP_OK)
+        return rc;
+    rc = verification_read(h, token_hash, &v, err);
+    if (rc == KP_OK)
+        rc = verification_use(h, token_hash, now, err);
+    if (rc == KP_OK)
+        rc = user_update(h, ST_USER_SET_VERIFIED, v.user_id, NULL, 1, "verify email", err);
+    rc = tx_end(h, rc, err);
+    if (out)
+        *out = v;
+    return rc;
 }
 
 /* ---- plans ------------------------------------------------------------ */
@@ -742,6 +872,7 @@ static kp_status sq_account_get(kp_store *s, const char *user_id, kp_account *ou
         out->balance.monthly = sqlite3_column_int64(st, 8);
         out->balance.version = sqlite3_column_int64(st, 9);
         read_plan_at(st, 10, &out->plan);
+        read_user_flags(st, 20, &out->user);
     } else if (step == SQLITE_DONE) {
         rc = kp_err_set(err, KP_ENOTFOUND, "user not found");
     } else {
@@ -1881,6 +2012,9 @@ static const kp_store_ops sqlite_ops = {
     .versions_generating_count = sq_versions_generating_count,
     .versions_unsettled = sq_versions_unsettled,
     .account_get = sq_account_get,
+    .user_set_email_verified = sq_user_set_email_verified,
+    .verification_create = sq_verification_create,
+    .verification_consume = sq_verification_consume,
     .ping = sq_ping,
     .close = sq_close,
 };
