@@ -6,9 +6,11 @@
  * is kept (its rows still there, some files perhaps already gone) and the
  * caller is told (KP_EUNAVAILABLE: the API answers 503 files_not_removed), so
  * a retried DELETE finishes the job; files are never left behind a deleted
- * project. A project with a version generating is refused (KP_ECONFLICT)
- * before anything is removed, and again by the store in the delete's own
- * transaction (a follow-up admitted in between makes the delete fail).
+ * project. Before anything is removed, the project is marked as being
+ * deleted in a transaction that checks no version generates (else
+ * KP_ECONFLICT): from then on no follow-up can start on it (they get "not
+ * found"), so its files never vanish under a generation. A crash after the
+ * mark leaves the project without new versions until a DELETE is retried.
  */
 #ifndef KP_PROJECTS_H
 #define KP_PROJECTS_H
