@@ -22,6 +22,7 @@
 #include "api/handlers.h"
 #include "api/paging.h"
 #include "core/log.h"
+#include "domain/projects.h"
 #include "gen/generator.h"
 #include "gen/prompt.h"
 #include "gen/zip.h"
@@ -504,29 +505,19 @@ void kp_h_project_delete(kp_ctx *ctx, kp_req *req, kp_resp *resp)
     kp_err err = {0};
     if (load_own_project(ctx, req, resp, &p) != 0)
         return;
-    /* refused while a version generates: the store checks in the delete's transaction */
-    kp_status rc = ctx->store->ops->project_delete(ctx->store, p.id, &err);
-    if (rc == KP_ECONFLICT) {
+    kp_blob *blob = service(ctx) ? kp_gen_blob(service(ctx)) : NULL;
+    kp_status rc = kp_projects_delete(ctx->store, blob, &p, &err);
+    if (rc == KP_ECONFLICT)
         kp_resp_error(resp, 409, "generation_in_progress",
                       "this project is generating; cancel it first (POST /v1/projects/%s/cancel)", p.id);
-        return;
-    }
-    if (rc == KP_ENOTFOUND) {
+    else if (rc == KP_ENOTFOUND)
         kp_resp_error(resp, 404, "not_found", "no such project: %s", p.id);
-        return;
-    }
-    if (rc != KP_OK) {
+    else if (rc == KP_EUNAVAILABLE)
+        kp_resp_error(resp, 503, "files_not_removed", "%s", err.msg);
+    else if (rc != KP_OK)
         kp_resp_from_err(resp, &err, req->request_id);
-        return;
-    }
-    /* the row is gone, so nothing serves these any more; remove them */
-    char prefix[KP_BLOB_KEY_MAX];
-    snprintf(prefix, sizeof prefix, "apps/%s/", p.id);
-    kp_blob *blob = service(ctx) ? kp_gen_blob(service(ctx)) : NULL;
-    if (blob && blob->ops->delete_prefix(blob, prefix, &err) != KP_OK)
-        kp_log_json(KP_LOG_WARN, "cannot remove a deleted project's files",
-                    json_pack("{s:s,s:s,s:s}", "project_id", p.id, "request_id", req->request_id, "error", err.msg));
-    resp->status = 204;
+    else
+        resp->status = 204;
 }
 
 /* A file name for the download: the project's name in [A-Za-z0-9_-], or its id. */

@@ -18,9 +18,11 @@
  *     one for the loop from start() until the loop detaches it.
  *
  * Exactly-once charging: every path that ends a generation goes through
- * gen_publish() or gen_fail(); each ends with the reservation committed or
- * refunded and the version marked settled. What a crash interrupts between
- * those steps is finished by kp_gen_recover() at the next start.
+ * gen_publish() or gen_fail(); each writes the version's end, its credit
+ * (committed, or refunded/charged by the credit policy, domain/credits.h)
+ * and its settled flag in ONE transaction. When that cannot be written, the
+ * failure is queued and retried on the loop (unended_*); a crash is finished
+ * by kp_gen_recover() at the next start.
  *
  * Storage off the loop: gen_publish() and gen_fail() do their quick part on
  * the loop, hand the files and row updates to the storage pool

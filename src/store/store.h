@@ -268,6 +268,10 @@ typedef struct kp_store_ops {
     /* Deletes the project and its versions. KP_ENOTFOUND if absent; KP_ECONFLICT while one of its versions is
      * generating (checked in the same transaction as the delete). */
     kp_status (*project_delete)(kp_store *s, const char *id, kp_err *err);
+    /* on: marks the project as being deleted, checking in the same transaction that no version generates
+     * (KP_ECONFLICT); from then on version_create and admit refuse it (KP_ENOTFOUND). off: clears the mark.
+     * KP_ENOTFOUND if absent. */
+    kp_status (*project_mark_deleting)(kp_store *s, const char *id, int on, kp_err *err);
     /* Adds version v->n to its project, which must have latest_version == v->n - 1 and no version
      * generating (else KP_ECONFLICT); bumps latest_version and updated_at. */
     kp_status (*version_create)(kp_store *s, const kp_version *v, kp_err *err);

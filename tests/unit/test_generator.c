@@ -239,11 +239,9 @@ static int setup(void **state)
 {
     fixture *f = calloc(1, sizeof *f);
     kp_err err = {0};
-    char blobs[300];
     kp_test_tmpdir(f->dir, sizeof f->dir);
     f->s = kp_test_db(f->dir, f->db, sizeof f->db);
-    snprintf(blobs, sizeof blobs, "%s/blobs", f->dir);
-    assert_int_equal(kp_blob_fs_open(blobs, &f->blob, &err), KP_OK);
+    f->blob = kp_test_blob(f->dir);
     assert_int_equal(kp_loop_start(&f->loop, &err), KP_OK);
     f->metrics = kp_metrics_new();
     f->cfg.apps_url = "http://apps.test/";
@@ -351,20 +349,9 @@ static char *blob_text(fixture *f, const char *project_id, int64_t n, const char
     return kp_buf_steal(&b);
 }
 
-static kp_status count_key(void *ud, const char *key, kp_err *err)
-{
-    (void)key;
-    (void)err;
-    (*(int *)ud)++;
-    return KP_OK;
-}
-
 static int blob_count(fixture *f, const char *prefix)
 {
-    int n = 0;
-    kp_err err = {0};
-    assert_int_equal(f->blob->ops->list(f->blob, prefix, count_key, &n, &err), KP_OK);
-    return n;
+    return kp_test_blob_count(f->blob, prefix);
 }
 
 /* Checks that data holds SSE events with ids first, first+1, ... and returns their types joined by ",". */

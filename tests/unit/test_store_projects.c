@@ -789,6 +789,7 @@ static void test_migrate_times_to_milliseconds(void **state)
                      "ALTER TABLE users DROP COLUMN verification_required;"
                      "ALTER TABLE versions DROP COLUMN refunded; ALTER TABLE versions DROP COLUMN credit_reason;"
                      "DROP INDEX reservations_open; DROP INDEX versions_reservation;"
+                     "ALTER TABLE projects DROP COLUMN deleting;"
                      "UPDATE projects SET created_at = 1700000000, updated_at = 1700000000;"
                      "UPDATE versions SET created_at = 1700000000, updated_at = 1700000000; COMMIT;");
     int applied = -1;

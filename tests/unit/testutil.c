@@ -14,6 +14,7 @@
 
 #include <sqlite3.h>
 
+#include "blob/blob_fs.h"
 #include "store/sqlite/sqlite_store.h"
 
 void kp_test_tmpdir(char *out, size_t n)
@@ -55,6 +56,32 @@ void kp_test_user(kp_store *s, const char *id, const char *email, const char *pl
     snprintf(u.plan_id, sizeof u.plan_id, "%s", plan_id);
     u.created_at = (int64_t)time(NULL);
     assert_int_equal(s->ops->user_create(s, &u, &err), KP_OK);
+}
+
+static kp_status count_key(void *ud, const char *key, kp_err *err)
+{
+    (void)key;
+    (void)err;
+    (*(int *)ud)++;
+    return KP_OK;
+}
+
+kp_blob *kp_test_blob(const char *dir)
+{
+    char path[600];
+    kp_blob *b = NULL;
+    kp_err err = {0};
+    snprintf(path, sizeof path, "%s/blobs", dir);
+    assert_int_equal(kp_blob_fs_open(path, &b, &err), KP_OK);
+    return b;
+}
+
+int kp_test_blob_count(kp_blob *b, const char *prefix)
+{
+    int n = 0;
+    kp_err err = {0};
+    assert_int_equal(b->ops->list(b, prefix, count_key, &n, &err), KP_OK);
+    return n;
 }
 
 void kp_test_sql_exec(const char *db_path, const char *sql)

@@ -134,7 +134,9 @@ static const char *const migrations[] = {
     "UPDATE versions SET refunded = 1 WHERE status = 3;"
     /* (money) recovery finds reservations that no version refers to */
     "CREATE INDEX IF NOT EXISTS reservations_open ON reservations(id) WHERE state = 'reserved';"
-    "CREATE INDEX IF NOT EXISTS versions_reservation ON versions(reservation_id) WHERE reservation_id <> '';",
+    "CREATE INDEX IF NOT EXISTS versions_reservation ON versions(reservation_id) WHERE reservation_id <> '';"
+    /* (money) a project whose files are being removed takes no new version */
+    "ALTER TABLE projects ADD COLUMN deleting INTEGER NOT NULL DEFAULT 0 CHECK (deleting IN (0, 1));",
     /* 4 (accounts, issue 9): verified addresses and single-use verification
      * tokens (only their hash is stored). verification_required: the daily
      * bonus waits for a verified address (accounts made while SMTP was on). */

@@ -83,6 +83,8 @@ typedef enum stmt_id {
     ST_PROJECT_LIST_FIRST,
     ST_PROJECT_LIST_AFTER,
     ST_PROJECT_DELETE,
+    ST_PROJECT_MARK,
+    ST_PROJECT_DELETING,
     ST_PROJECT_BUMP,
     ST_PROJECT_FINISHED,
     ST_VERSION_INSERT,
@@ -194,6 +196,8 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_PROJECT_LIST_AFTER] = "SELECT " PROJECT_COLS " FROM projects WHERE user_id = ?1 "
                               "AND (created_at, id) < (?2, ?3) ORDER BY created_at DESC, id DESC LIMIT ?4",
     [ST_PROJECT_DELETE] = "DELETE FROM projects WHERE id = ?1",
+    [ST_PROJECT_MARK] = "UPDATE projects SET deleting = ?2 WHERE id = ?1",
+    [ST_PROJECT_DELETING] = "SELECT deleting FROM projects WHERE id = ?1",
     [ST_PROJECT_BUMP] = "UPDATE projects SET latest_version = ?2, updated_at = ?3 WHERE id = ?1",
     /* ?2: the version that became ready, 0 when it failed. */
     [ST_PROJECT_FINISHED] = "UPDATE projects SET latest_ready = max(latest_ready, ?2), updated_at = ?3 WHERE id = ?1",
@@ -1583,6 +1587,64 @@ static kp_status generating_version(sq_store *h, const char *project_id, int64_t
     return rc;
 }
 
+/* KP_ECONFLICT when a version of the project is generating. */
+static kp_status refuse_if_generating(sq_store *h, const char *id, kp_err *err)
+{
+    int64_t busy = 0;
+    kp_status rc = generating_version(h, id, &busy, err);
+    if (rc == KP_OK && busy)
+        rc = kp_err_set(err, KP_ECONFLICT, "version %lld of this project is generating", (long long)busy);
+    return rc;
+}
+
+/* Sets the project's deleting flag (the check and the mark in one transaction). */
+static kp_status project_mark_locked(sq_store *h, const char *id, int on, kp_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    kp_status rc = on ? refuse_if_generating(h, id, err) : KP_OK;
+    if (rc == KP_OK)
+        rc = stmt_get(h, ST_PROJECT_MARK, &st, err);
+    if (rc != KP_OK)
+        return rc;
+    bind_text(st, 1, id);
+    sqlite3_bind_int(st, 2, on ? 1 : 0);
+    if (sqlite3_step(st) != SQLITE_DONE)
+        rc = kp_sqlite_db_error(h->db, "mark project", err);
+    else if (sqlite3_changes(h->db) == 0)
+        rc = kp_err_set(err, KP_ENOTFOUND, "project not found");
+    stmt_done(st);
+    return rc;
+}
+
+static kp_status sq_project_mark_deleting(kp_store *s, const char *id, int on, kp_err *err)
+{
+    sq_store *h = impl_of(s);
+    if (!id || !*id)
+        return kp_err_set(err, KP_ENOTFOUND, "project not found");
+    kp_status rc = tx_begin(h, err);
+    if (rc != KP_OK)
+        return rc;
+    rc = project_mark_locked(h, id, on, err);
+    return tx_end(h, rc, err);
+}
+
+/* KP_ENOTFOUND when the project is being deleted: no new version for it. */
+static kp_status refuse_if_deleting(sq_store *h, const char *id, kp_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    kp_status rc = stmt_get(h, ST_PROJECT_DELETING, &st, err);
+    if (rc != KP_OK)
+        return rc;
+    bind_text(st, 1, id);
+    int step = sqlite3_step(st);
+    if (step == SQLITE_ROW && sqlite3_column_int(st, 0))
+        rc = kp_err_set(err, KP_ENOTFOUND, "project not found (it is being deleted)");
+    else if (step != SQLITE_ROW && step != SQLITE_DONE)
+        rc = kp_sqlite_db_error(h->db, "read project", err);
+    stmt_done(st);
+    return rc;
+}
+
 /* Versions are deleted explicitly (not only by the ON DELETE CASCADE), so
  * the result does not depend on the connection's foreign key setting. */
 static kp_status sq_project_delete(kp_store *s, const char *id, kp_err *err)
@@ -1591,15 +1653,12 @@ static kp_status sq_project_delete(kp_store *s, const char *id, kp_err *err)
     if (!id || !*id)
         return kp_err_set(err, KP_ENOTFOUND, "project not found");
     int versions = 0, projects = 0;
-    int64_t busy = 0;
     kp_status rc = tx_begin(h, err);
     if (rc != KP_OK)
         return rc;
     /* the check and the delete under one write lock: no version can start
      * generating in between (admit takes the same lock) */
-    rc = generating_version(h, id, &busy, err);
-    if (rc == KP_OK && busy)
-        rc = kp_err_set(err, KP_ECONFLICT, "version %lld of this project is generating", (long long)busy);
+    rc = refuse_if_generating(h, id, err);
     if (rc == KP_OK)
         rc = run_keyed(h, ST_VERSIONS_DELETE, id, &versions, "delete versions", err);
     if (rc == KP_OK)
@@ -1639,6 +1698,9 @@ static kp_status version_create_locked(sq_store *h, const kp_version *v, int64_t
         return rc;
     if (!found)
         return kp_err_set(err, KP_ENOTFOUND, "project not found");
+    rc = refuse_if_deleting(h, v->project_id, err);
+    if (rc != KP_OK)
+        return rc;
     rc = generating_version(h, v->project_id, &busy, err);
     if (rc != KP_OK)
         return rc;
@@ -2001,6 +2063,7 @@ static const kp_store_ops sqlite_ops = {
     .project_get = sq_project_get,
     .project_list = sq_project_list,
     .project_delete = sq_project_delete,
+    .project_mark_deleting = sq_project_mark_deleting,
     .version_create = sq_version_create,
     .version_get = sq_version_get,
     .version_list = sq_version_list,
