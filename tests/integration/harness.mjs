@@ -88,6 +88,10 @@ export function runKoumpa(args, { env, input, timeoutMs = WRAPPED ? 300_000 : 60
         stderr: Buffer.concat(err).toString('utf8'),
       });
     });
+    // a command that fails before reading its input closes the pipe first: that is not the test's failure
+    child.stdin.on('error', (e) => {
+      if (e.code !== 'EPIPE') reject(e);
+    });
     child.stdin.end(input ?? '');
   });
 }
