@@ -87,6 +87,7 @@ export function runKoumpa(args, { env, input, timeoutMs = WRAPPED ? 300_000 : 60
         stderr: Buffer.concat(err).toString('utf8'),
       });
     });
+    child.stdin.on('error', () => {}); // a command may exit before reading its input (EPIPE)
     child.stdin.end(input ?? '');
   });
 }
