@@ -82,13 +82,16 @@ static int valid_project_id(const char *s, size_t len)
     return 1;
 }
 
-/* "v12" -> 12; 0 when the segment is not a version. */
+/* "@v12" -> 12; 0 when the segment is not a version (then it is part of
+ * the file path: an app may have a folder named "v2"). */
 static int64_t parse_version_segment(const char *s, size_t len)
 {
-    if (len < 2 || len > 12 || s[0] != 'v' || s[1] < '1' || s[1] > '9')
+    size_t plen = strlen(KP_GEN_VERSION_SEGMENT);
+    if (len <= plen || len > plen + 11 || strncmp(s, KP_GEN_VERSION_SEGMENT, plen) != 0 || s[plen] < '1' ||
+        s[plen] > '9')
         return 0;
     int64_t n = 0;
-    for (size_t i = 1; i < len; i++) {
+    for (size_t i = plen; i < len; i++) {
         if (s[i] < '0' || s[i] > '9')
             return 0;
         n = n * 10 + (s[i] - '0');
