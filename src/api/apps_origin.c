@@ -14,11 +14,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "gen/fileblocks.h"
 #include "gen/generator.h"
 
 #define MAX_FILE_PATH 200
+#define ETAG_HASH_BYTES 16
+#define ETAG_CHUNK 65536
 #define ROUTE_LABEL "apps"
 
 typedef struct app_path {
@@ -79,13 +82,16 @@ static int valid_project_id(const char *s, size_t len)
     return 1;
 }
 
-/* "v12" -> 12; 0 when the segment is not a version. */
+/* "@v12" -> 12; 0 when the segment is not a version (then it is part of
+ * the file path: an app may have a folder named "v2"). */
 static int64_t parse_version_segment(const char *s, size_t len)
 {
-    if (len < 2 || len > 12 || s[0] != 'v' || s[1] < '1' || s[1] > '9')
+    size_t plen = strlen(KP_GEN_VERSION_SEGMENT);
+    if (len <= plen || len > plen + 11 || strncmp(s, KP_GEN_VERSION_SEGMENT, plen) != 0 || s[plen] < '1' ||
+        s[plen] > '9')
         return 0;
     int64_t n = 0;
-    for (size_t i = 1; i < len; i++) {
+    for (size_t i = plen; i < len; i++) {
         if (s[i] < '0' || s[i] > '9')
             return 0;
         n = n * 10 + (s[i] - '0');
@@ -159,13 +165,39 @@ static int in_manifest(const char *files_json, const char *path)
     return found;
 }
 
+static void etag_from_hash(const unsigned char hash[ETAG_HASH_BYTES], char out[40])
+{
+    char hex[2 * ETAG_HASH_BYTES + 1];
+    sodium_bin2hex(hex, sizeof hex, hash, ETAG_HASH_BYTES);
+    snprintf(out, 40, "\"%s\"", hex);
+}
+
 static void etag_of(const kp_buf *data, char out[40])
 {
-    unsigned char hash[16];
-    char hex[33];
+    unsigned char hash[ETAG_HASH_BYTES];
     crypto_generichash(hash, sizeof hash, (const unsigned char *)(data->data ? data->data : ""), data->len, NULL, 0);
-    sodium_bin2hex(hex, sizeof hex, hash, sizeof hash);
-    snprintf(out, 40, "\"%s\"", hex);
+    etag_from_hash(hash, out);
+}
+
+/* The same ETag as etag_of, read from len bytes of fd at offset a chunk at a time. */
+static int etag_of_file(int fd, int64_t offset, int64_t len, char out[40])
+{
+    crypto_generichash_state st;
+    unsigned char chunk[ETAG_CHUNK], hash[ETAG_HASH_BYTES];
+    crypto_generichash_init(&st, NULL, 0, sizeof hash);
+    while (len > 0) {
+        ssize_t n = pread(fd, chunk, len < (int64_t)sizeof chunk ? (size_t)len : sizeof chunk, (off_t)offset);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return -1;
+        crypto_generichash_update(&st, chunk, (unsigned long long)n);
+        offset += n;
+        len -= n;
+    }
+    crypto_generichash_final(&st, hash, sizeof hash);
+    etag_from_hash(hash, out);
+    return 0;
 }
 
 /* If-None-Match: "*", or a comma-separated list of (possibly weak) tags. */
@@ -190,6 +222,48 @@ static int etag_matches(const char *header, const char *etag)
         p += strcspn(p, ",");
     }
     return 0;
+}
+
+/* Fills resp with the blob (200 with its bytes, or 304 when if_none_match
+ * matches) and its ETag. A blob store that can open files hands the file
+ * itself to the host (sent without a copy per client); else it is read. */
+static kp_status serve_blob(kp_blob *blob, const char *key, const char *ct, const char *if_none_match, kp_resp *resp,
+                            kp_err *err)
+{
+    char etag[40];
+    kp_status rc;
+    if (blob->ops->open_read) {
+        int fd = -1;
+        int64_t offset = 0, len = 0;
+        rc = blob->ops->open_read(blob, key, &fd, &offset, &len, err);
+        if (rc != KP_OK)
+            return rc;
+        if (etag_of_file(fd, offset, len, etag) != 0) {
+            close(fd);
+            return kp_err_set(err, KP_EIO, "cannot read %s", key);
+        }
+        if (etag_matches(if_none_match, etag)) {
+            close(fd);
+            resp->status = 304;
+        } else {
+            kp_resp_set_file(resp, 200, ct, fd, offset, len);
+        }
+    } else {
+        kp_buf data = KP_BUF_INIT;
+        rc = blob->ops->get(blob, key, &data, NULL, err);
+        if (rc != KP_OK) {
+            kp_buf_free(&data);
+            return rc;
+        }
+        etag_of(&data, etag);
+        if (etag_matches(if_none_match, etag))
+            resp->status = 304;
+        else
+            kp_resp_text(resp, 200, ct, data.data ? data.data : "", data.len);
+        kp_buf_free(&data);
+    }
+    kp_headers_set(&resp->headers, "ETag", etag);
+    return KP_OK;
 }
 
 void kp_apps_dispatch(kp_ctx *ctx, kp_req *req, kp_resp *resp)
@@ -222,27 +296,18 @@ void kp_apps_dispatch(kp_ctx *ctx, kp_req *req, kp_resp *resp)
         return;
     }
     char key[KP_BLOB_KEY_MAX + 1];
-    kp_buf data = KP_BUF_INIT;
-    kp_blob *blob = kp_gen_blob(g);
     snprintf(key, sizeof key, "apps/%s/v%lld/%s", ap.project_id, (long long)n, ap.file);
-    kp_status rc = blob->ops->get(blob, key, &data, NULL, &err);
+    kp_status rc =
+        serve_blob(kp_gen_blob(g), key, kp_gen_content_type(ap.file), kp_req_header(req, "If-None-Match"), resp, &err);
     if (rc != KP_OK) {
-        kp_buf_free(&data);
+        kp_resp_free(resp);
+        memset(resp, 0, sizeof *resp);
         if (rc == KP_ENOTFOUND)
             not_found(resp);
         else
             kp_resp_text(resp, 500, "text/plain; charset=utf-8", "500 internal error\n", 19);
         return;
     }
-    char etag[40];
-    etag_of(&data, etag);
-    if (etag_matches(kp_req_header(req, "If-None-Match"), etag)) {
-        resp->status = 304;
-    } else {
-        kp_resp_text(resp, 200, kp_gen_content_type(ap.file), data.data ? data.data : "", data.len);
-    }
-    kp_buf_free(&data);
-    kp_headers_set(&resp->headers, "ETag", etag);
     kp_headers_set(&resp->headers, "Cache-Control", ap.version ? "public, max-age=31536000, immutable" : "no-cache");
     common_headers(resp);
 }

@@ -5,10 +5,12 @@
  * storage.
  *
  *   GET|HEAD /{project_id}/...        the latest ready version
- *   GET|HEAD /{project_id}/v{n}/...   version n (when ready)
+ *   GET|HEAD /{project_id}/@v{n}/...  version n (when ready); "@" never
+ *                                     appears in an app's paths, so an app
+ *                                     folder named "v2/" stays reachable
  *
  * A path ending in '/' serves its index.html; /{project_id} and
- * /{project_id}/v{n} redirect (301) to the same with a trailing slash.
+ * /{project_id}/@v{n} redirect (301) to the same with a trailing slash.
  * Responses carry the Content-Type of the file's extension, a sandboxing
  * Content-Security-Policy, X-Content-Type-Options: nosniff and an ETag (a hash
  * of the content; If-None-Match answers 304); versioned URLs are cached as

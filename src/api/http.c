@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "core/log.h"
 
@@ -167,8 +168,21 @@ void kp_resp_text(kp_resp *resp, int status, const char *content_type, const cha
     kp_headers_set(&resp->headers, "Content-Type", content_type);
 }
 
+void kp_resp_set_file(kp_resp *resp, int status, const char *content_type, int fd, int64_t offset, int64_t len)
+{
+    if (resp->file.set)
+        close(resp->file.fd);
+    resp->status = status;
+    kp_buf_reset(&resp->body);
+    resp->file = (kp_resp_file){.set = 1, .fd = fd, .offset = offset, .len = len};
+    kp_headers_set(&resp->headers, "Content-Type", content_type);
+}
+
 void kp_resp_free(kp_resp *resp)
 {
+    if (resp->file.set)
+        close(resp->file.fd);
+    resp->file.set = 0;
     kp_headers_free(&resp->headers);
     kp_buf_free(&resp->body);
     if (resp->stream && resp->stream->release)

@@ -128,12 +128,23 @@ struct kp_deferred {
     void (*release)(kp_deferred *d);
 };
 
+/* A body sent from an open file, never read into memory (the host hands it
+ * to the kernel with sendfile): len bytes of fd from offset. The response
+ * owns fd (kp_resp_free closes it). */
+typedef struct kp_resp_file {
+    int set;
+    int fd;
+    int64_t offset;
+    int64_t len;
+} kp_resp_file;
+
 struct kp_resp {
     int status; /* 0 until set */
     kp_headers headers;
     kp_buf body;
     kp_stream *stream;     /* when set, the body is streamed and `body` is ignored */
     kp_deferred *deferred; /* when set, the response comes later (see kp_deferred) */
+    kp_resp_file file;     /* when set, the body is this file and `body` is ignored */
 };
 
 /* Sets status + a JSON body (takes ownership of body) + Content-Type. */
@@ -146,6 +157,8 @@ void kp_resp_error(kp_resp *resp, int status, const char *code, const char *fmt,
 void kp_resp_from_err(kp_resp *resp, const kp_err *err, const char *request_id);
 /* Sets status + body with the given content type (copies body). */
 void kp_resp_text(kp_resp *resp, int status, const char *content_type, const char *body, size_t len);
+/* Sets status + a file body (takes fd, see kp_resp_file) + Content-Type. */
+void kp_resp_set_file(kp_resp *resp, int status, const char *content_type, int fd, int64_t offset, int64_t len);
 void kp_resp_free(kp_resp *resp);
 /*
  * For hosts that may block (tests, a host serving one request at a time):

@@ -22,6 +22,7 @@
 #define KP_BLOB_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "core/buf.h"
@@ -53,6 +54,11 @@ typedef struct kp_blob_ops {
     kp_status (*list)(kp_blob *b, const char *prefix, kp_blob_list_fn fn, void *ud, kp_err *err);
     /* Releases the handle (b itself included). */
     void (*close)(kp_blob *b);
+    /* Optional (NULL: use get): opens the blob for reading without loading it:
+     * its bytes are *len bytes of *fd from *offset; the caller closes *fd.
+     * KP_ENOTFOUND if there is no such blob. Lets a server send a file with
+     * sendfile instead of holding a copy per client. */
+    kp_status (*open_read)(kp_blob *b, const char *key, int *fd, int64_t *offset, int64_t *len, kp_err *err);
 } kp_blob_ops;
 
 struct kp_blob {

@@ -226,38 +226,77 @@ static kp_status split_header(kp_buf *out, char ct[KP_BLOB_CT_MAX], const char *
     return KP_OK;
 }
 
-static kp_status fs_get(kp_blob *b, const char *key, kp_buf *out, char content_type[KP_BLOB_CT_MAX], kp_err *err)
+/* Opens the blob's file for reading into *fd (-1 on failure). */
+static kp_status open_blob(kp_blob *b, const char *key, int *fd, kp_err *err)
 {
     kp_buf path = KP_BUF_INIT;
     kp_status st = KP_OK;
-    int fd = -1;
-
-    kp_buf_reset(out);
+    *fd = -1;
     if (!kp_blob_key_valid(key))
         return kp_err_set(err, KP_EINVAL, "invalid blob key");
-    if (blob_path(b, key, &path) != 0) {
-        st = nomem(err);
-        goto cleanup;
-    }
-    if ((fd = open(path.data, O_RDONLY | O_CLOEXEC)) < 0) {
+    if (blob_path(b, key, &path) != 0)
+        return nomem(err);
+    if ((*fd = open(path.data, O_RDONLY | O_CLOEXEC)) < 0) {
         if (errno == ENOENT || errno == ENOTDIR)
             st = kp_err_set(err, KP_ENOTFOUND, "no blob \"%s\"", key);
         else
             st = io_error(err, "cannot open", key, errno);
-        goto cleanup;
     }
-    if (read_all(fd, out) != 0) {
-        st = errno == ENOMEM ? nomem(err) : io_error(err, "cannot read", key, errno);
-        goto cleanup;
-    }
-    st = split_header(out, content_type, key, err);
-cleanup:
-    if (fd >= 0)
-        close(fd);
-    if (st != KP_OK)
-        kp_buf_reset(out);
     kp_buf_free(&path);
     return st;
+}
+
+static kp_status fs_get(kp_blob *b, const char *key, kp_buf *out, char content_type[KP_BLOB_CT_MAX], kp_err *err)
+{
+    int fd = -1;
+    kp_buf_reset(out);
+    kp_status st = open_blob(b, key, &fd, err);
+    if (st != KP_OK)
+        return st;
+    if (read_all(fd, out) != 0)
+        st = errno == ENOMEM ? nomem(err) : io_error(err, "cannot read", key, errno);
+    else
+        st = split_header(out, content_type, key, err);
+    close(fd);
+    if (st != KP_OK)
+        kp_buf_reset(out);
+    return st;
+}
+
+/* The offset of the bytes in a blob file: just past its content type line. */
+static int data_offset(int fd, int64_t *offset)
+{
+    char head[KP_BLOB_CT_MAX];
+    ssize_t n;
+    do
+        n = pread(fd, head, sizeof head, 0);
+    while (n < 0 && errno == EINTR);
+    const char *nl = n > 0 ? memchr(head, '\n', (size_t)n) : NULL;
+    if (!nl)
+        return -1;
+    *offset = (int64_t)(nl - head) + 1;
+    return 0;
+}
+
+static kp_status fs_open_read(kp_blob *b, const char *key, int *fd_out, int64_t *offset, int64_t *len, kp_err *err)
+{
+    struct stat sb;
+    int fd = -1;
+    *fd_out = -1;
+    kp_status st = open_blob(b, key, &fd, err);
+    if (st != KP_OK)
+        return st;
+    if (fstat(fd, &sb) != 0)
+        st = io_error(err, "cannot stat", key, errno);
+    else if (data_offset(fd, offset) != 0)
+        st = kp_err_set(err, KP_EIO, "blob store: \"%s\" is not a blob file", key);
+    if (st != KP_OK) {
+        close(fd);
+        return st;
+    }
+    *len = (int64_t)sb.st_size - *offset;
+    *fd_out = fd;
+    return KP_OK;
 }
 
 /* ---- delete ---- */
@@ -446,7 +485,7 @@ static void fs_close(kp_blob *b)
     free(fb);
 }
 
-static const kp_blob_ops FS_OPS = {fs_put, fs_get, fs_delete, fs_delete_prefix, fs_list, fs_close};
+static const kp_blob_ops FS_OPS = {fs_put, fs_get, fs_delete, fs_delete_prefix, fs_list, fs_close, fs_open_read};
 
 /* mkdir -p root. */
 static int make_root(const char *root)

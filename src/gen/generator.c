@@ -188,7 +188,7 @@ void kp_gen_version_url(const kp_config *cfg, const char *project_id, int64_t n,
     size_t blen = strlen(base);
     while (blen > 0 && base[blen - 1] == '/')
         blen--;
-    snprintf(out, len, "%.*s/%s/v%lld/", (int)blen, base, project_id, (long long)n);
+    snprintf(out, len, "%.*s/%s/" KP_GEN_VERSION_SEGMENT "%lld/", (int)blen, base, project_id, (long long)n);
 }
 
 typedef struct ext_type {

@@ -164,7 +164,14 @@ kp_status kp_gen_replay(kp_gen *g, kp_store *s, const char *project_id, int64_t 
  */
 int kp_gen_replay_events(const char *events_json, int64_t after_id, kp_buf *out);
 
-/* The public URL of a version: "{apps_url}/{project_id}/v{n}/" into out. */
+/*
+ * The path segment that names a version on the apps origin: "@v{n}". An
+ * app's own paths are [A-Za-z0-9._/-] (gen/fileblocks.h), so no app file or
+ * folder (a "v2/" folder included) can look like one.
+ */
+#define KP_GEN_VERSION_SEGMENT "@v"
+
+/* The public URL of a version: "{apps_url}/{project_id}/@v{n}/" into out. */
 void kp_gen_version_url(const kp_config *cfg, const char *project_id, int64_t n, char *out, size_t len);
 
 /* The Content-Type the apps origin serves a file with, by its extension

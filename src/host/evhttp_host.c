@@ -76,8 +76,9 @@
 #define DEFAULT_HEADER_TIMEOUT_S 10
 #define DEFAULT_BODY_TIMEOUT_S 60
 #define DRAIN_TICK_MS 20
-#define STREAM_READ_HIGH_WATER (64 * 1024)    /* buffered client bytes while a stream runs */
-#define STREAM_PENDING_MAX (16 * 1024 * 1024) /* a client this far behind counts as gone */
+#define STREAM_READ_HIGH_WATER (64 * 1024)   /* buffered client bytes while a stream runs */
+#define STREAM_WRITE_HIGH_WATER (256 * 1024) /* stream bytes queued on a connection before we wait for it */
+#define STREAM_PENDING_MAX (1024 * 1024) /* a reader this far behind is dropped (it may resume with Last-Event-ID) */
 #define REQUEST_ID_MAX 64
 #define ROUTE_LABEL_MAX 128
 
@@ -135,10 +136,13 @@ typedef struct host_stream {
     struct evbuffer *pending; /* guarded by mu */
     int ended;                /* guarded by mu: the producer called end() */
     int closed;               /* guarded by mu: writes are refused */
+    int overflow;             /* guarded by mu: the reader fell STREAM_PENDING_MAX behind */
     struct event *wake;       /* made active under mu; freed only after closed is set */
     /* worker thread only */
     worker *w;
-    struct evbuffer *outbox; /* pending bytes taken out from under mu, on their way to evhttp */
+    struct evbuffer *outbox;            /* pending bytes taken out from under mu, on their way to evhttp */
+    struct evbuffer *conn_out;          /* the connection's output buffer */
+    struct evbuffer_cb_entry *drain_cb; /* wakes us when conn_out drains */
     struct evhttp_request *evreq;
     struct evhttp_connection *evcon;
     kp_stream *stream;
@@ -534,16 +538,25 @@ static int response_has_body(int method_head, int status)
 static void send_response(worker *w, struct evhttp_request *evreq, kp_resp *resp, const char *request_id)
 {
     int head = evhttp_request_get_command(evreq) == EVHTTP_REQ_HEAD;
+    size_t body_len = resp->file.set ? (size_t)resp->file.len : resp->body.len;
     add_response_headers(w, evreq, resp, request_id);
     if (head && response_has_body(0, resp->status)) {
         /* HEAD answers like GET without the body; evhttp does not count it for us */
         char len[32];
-        snprintf(len, sizeof len, "%zu", resp->body.len);
+        snprintf(len, sizeof len, "%zu", body_len);
         struct evkeyvalq *out = evhttp_request_get_output_headers(evreq);
         evhttp_remove_header(out, "Content-Length");
         evhttp_add_header(out, "Content-Length", len);
     }
-    if (response_has_body(head, resp->status) && resp->body.len > 0) {
+    if (resp->file.set && response_has_body(head, resp->status)) {
+        /* the kernel sends it (sendfile) as the client reads: no copy per client */
+        struct evbuffer *out = evhttp_request_get_output_buffer(evreq);
+        /* this buffer ends up on the socket: without the flag libevent maps or
+         * reads the file into memory instead of using sendfile */
+        evbuffer_set_flags(out, EVBUFFER_FLAG_DRAINS_TO_FD);
+        if (evbuffer_add_file(out, resp->file.fd, resp->file.offset, resp->file.len) == 0)
+            resp->file.set = 0; /* the buffer owns fd now */
+    } else if (response_has_body(head, resp->status) && resp->body.len > 0) {
         size_t len = resp->body.len;
         char *data = kp_buf_steal(&resp->body); /* handed to evhttp without a copy */
         struct evbuffer *out = evhttp_request_get_output_buffer(evreq);
@@ -563,8 +576,11 @@ static int sink_write(kp_sink *sink, const char *data, size_t len)
     host_stream *hs = (host_stream *)sink;
     int rc = -1;
     pthread_mutex_lock(&hs->mu);
-    if (!hs->closed && !hs->ended && evbuffer_get_length(hs->pending) + len <= STREAM_PENDING_MAX &&
-        evbuffer_add(hs->pending, data, len) == 0) {
+    if (!hs->closed && !hs->ended && evbuffer_get_length(hs->pending) + len > STREAM_PENDING_MAX) {
+        hs->overflow = 1; /* the worker closes the connection */
+        hs->closed = 1;
+        event_active(hs->wake, 0, 0);
+    } else if (!hs->closed && !hs->ended && evbuffer_add(hs->pending, data, len) == 0) {
         event_active(hs->wake, 0, 0);
         rc = 0;
     }
@@ -595,15 +611,34 @@ static void on_stream_drained(struct evhttp_connection *evcon, void *arg)
         hs->stream->more(hs->stream, &hs->sink);
 }
 
-/* On the worker: move what the producer queued to the connection. */
+/* The connection's output shrank: below half the high-water mark, move more. */
+static void on_stream_drain(struct evbuffer *out, const struct evbuffer_cb_info *info, void *arg)
+{
+    host_stream *hs = arg;
+    if (info->n_deleted > 0 && evbuffer_get_length(out) <= STREAM_WRITE_HIGH_WATER / 2)
+        event_active(hs->wake, 0, 0);
+}
+
+/* On the worker: move what the producer queued to the connection, while the
+ * connection's output stays under the high-water mark (the rest waits in
+ * pending, where STREAM_PENDING_MAX bounds it). */
 static void on_stream_wake(evutil_socket_t fd, short what, void *arg)
 {
     host_stream *hs = arg;
     (void)fd;
     (void)what;
+    size_t queued = evbuffer_get_length(hs->conn_out);
+    size_t room = queued < STREAM_WRITE_HIGH_WATER ? STREAM_WRITE_HIGH_WATER - queued : 0;
     pthread_mutex_lock(&hs->mu);
-    int ended = hs->ended;
-    evbuffer_add_buffer(hs->outbox, hs->pending); /* moves the chains, no copy */
+    if (hs->overflow) {
+        pthread_mutex_unlock(&hs->mu);
+        kp_log(KP_LOG_INFO, "dropping a stream reader that fell %d bytes behind (request %s)", STREAM_PENDING_MAX,
+               hs->sum.request_id);
+        evhttp_connection_free(hs->evcon); /* on_stream_closed frees hs */
+        return;
+    }
+    evbuffer_remove_buffer(hs->pending, hs->outbox, room); /* moves whole chains where it can */
+    int ended = hs->ended && evbuffer_get_length(hs->pending) == 0;
     pthread_mutex_unlock(&hs->mu);
     /* evhttp is called without holding mu, so none of its callbacks can
      * deadlock against a producer */
@@ -629,6 +664,8 @@ static void stream_finish(host_stream *hs, int connection_gone)
     hs->closed = 1;
     pthread_mutex_unlock(&hs->mu);
 
+    if (hs->drain_cb)
+        evbuffer_remove_cb_entry(hs->conn_out, hs->drain_cb);
     if (connection_gone) {
         /* When the connection failed under a started reply, evhttp detached
          * the request from it and left it to us; when evhttp_free closes the
@@ -699,6 +736,8 @@ static int start_stream(worker *w, struct evhttp_request *evreq, kp_resp *resp, 
     add_response_headers(w, evreq, resp, sum->request_id);
     evhttp_send_reply_start(evreq, resp->status, reason_phrase(resp->status));
     watch_close(w, hs->evcon, on_stream_closed, hs);
+    hs->conn_out = bufferevent_get_output(evhttp_connection_get_bufferevent(hs->evcon));
+    hs->drain_cb = evbuffer_add_cb(hs->conn_out, on_stream_drain, hs);
     /* Watch the socket for the client going away (EOF) while we only write:
      * no read timeout (streams may be quiet for long), keep a write timeout,
      * and cap what a client may send meanwhile. */

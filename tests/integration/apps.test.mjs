@@ -13,10 +13,11 @@ const INDEX = '<!doctype html>\n<html><head><link rel="stylesheet" href="css/sty
 const CSS = 'p { color: teal; }';
 const JS = 'console.log("v1");';
 const SVG = '<svg xmlns="http://www.w3.org/2000/svg" width="1" height="1"/>';
+const FOLDER_V2 = '<!doctype html>\n<p>a folder named v2</p>';
 const APP =
   `Version one.\n<file path="index.html">\n${INDEX}\n</file>\n<file path="css/style.css">\n${CSS}\n</file>\n` +
   `<file path="app.js">\n${JS}\n</file>\n<file path="logo.svg">\n${SVG}\n</file>\n<file path="data.json">\n{"a":1}\n</file>\n` +
-  `<file path="notes.weird">\nbinary-ish\n</file>\n`;
+  `<file path="notes.weird">\nbinary-ish\n</file>\n<file path="v2/index.html">\n${FOLDER_V2}\n</file>\n`;
 const INDEX2 = '<!doctype html>\n<p>v2</p>';
 const UPDATE = `Version two.\n<file path="index.html">\n${INDEX2}\n</file>\n`;
 const CSP = 'sandbox allow-scripts allow-forms allow-popups allow-modals';
@@ -100,7 +101,7 @@ describe('apps origin', () => {
       ['notes.weird', 'application/octet-stream', 'binary-ish'],
     ];
     for (const [file, type, body] of cases) {
-      const r = await get(`${server.appsUrl}/${id}/v1/${file}`);
+      const r = await get(`${server.appsUrl}/${id}/@v1/${file}`);
       assert.equal(r.status, 200, file);
       assert.equal(r.headers.get('content-type'), type, file);
       assert.equal(r.body, body, file);
@@ -111,21 +112,21 @@ describe('apps origin', () => {
   });
 
   test('ETag and If-None-Match: 304 without a body', async () => {
-    const first = await get(`${server.appsUrl}/${id}/v1/app.js`);
+    const first = await get(`${server.appsUrl}/${id}/@v1/app.js`);
     const etag = first.headers.get('etag');
-    const again = await get(`${server.appsUrl}/${id}/v1/app.js`, { 'If-None-Match': etag });
+    const again = await get(`${server.appsUrl}/${id}/@v1/app.js`, { 'If-None-Match': etag });
     assert.equal(again.status, 304);
     assert.equal(again.body, '');
     assert.equal(again.headers.get('etag'), etag);
-    const weak = await get(`${server.appsUrl}/${id}/v1/app.js`, { 'If-None-Match': `"nope", W/${etag}` });
+    const weak = await get(`${server.appsUrl}/${id}/@v1/app.js`, { 'If-None-Match': `"nope", W/${etag}` });
     assert.equal(weak.status, 304);
-    const other = await get(`${server.appsUrl}/${id}/v1/app.js`, { 'If-None-Match': '"something-else"' });
+    const other = await get(`${server.appsUrl}/${id}/@v1/app.js`, { 'If-None-Match': '"something-else"' });
     assert.equal(other.status, 200);
-    assert.notEqual((await get(`${server.appsUrl}/${id}/v1/index.html`)).headers.get('etag'), etag);
+    assert.notEqual((await get(`${server.appsUrl}/${id}/@v1/index.html`)).headers.get('etag'), etag);
   });
 
   test('HEAD answers like GET without a body; other methods are 405', async () => {
-    const head = await get(`${server.appsUrl}/${id}/v1/index.html`, {}, 'HEAD');
+    const head = await get(`${server.appsUrl}/${id}/@v1/index.html`, {}, 'HEAD');
     assert.equal(head.status, 200);
     assert.equal(head.body, '');
     assert.equal(head.headers.get('content-type'), 'text/html; charset=utf-8');
@@ -135,13 +136,23 @@ describe('apps origin', () => {
     assert.match(post.headers.get('allow'), /GET/);
   });
 
+  test('an app folder named v2/ is reachable: versions are @v{n}, which no app path can be', async () => {
+    for (const p of [`/${id}/v2/index.html`, `/${id}/v2/`, `/${id}/@v1/v2/index.html`, `/${id}/@v1/v2/`]) {
+      const r = await get(server.appsUrl + p);
+      assert.equal(r.status, 200, p);
+      assert.equal(r.body, FOLDER_V2, p);
+    }
+    const r = await get(`${server.appsUrl}/${id}/v2`);
+    assert.equal(r.status, 404); /* a file path, and there is no file "v2" */
+  });
+
   test('missing trailing slashes redirect', async () => {
     const a = await get(`${server.appsUrl}/${id}`);
     assert.equal(a.status, 301);
     assert.equal(a.headers.get('location'), `/${id}/`);
-    const b = await get(`${server.appsUrl}/${id}/v1`);
+    const b = await get(`${server.appsUrl}/${id}/@v1`);
     assert.equal(b.status, 301);
-    assert.equal(b.headers.get('location'), `/${id}/v1/`);
+    assert.equal(b.headers.get('location'), `/${id}/@v1/`);
   });
 
   test('everything else is a plain 404', async () => {
@@ -149,12 +160,12 @@ describe('apps origin', () => {
       '/',
       '/favicon.ico',
       `/${id}/missing.js`,
-      `/${id}/v2/`,
-      `/${id}/v0/`,
-      `/${id}/v1/css/`,
+      `/${id}/@v2/`,
+      `/${id}/@v0/`,
+      `/${id}/@v1/css/`,
       '/prj_000000000000000000000000/',
       '/not-a-project/',
-      `/${id}/v1/.hidden`,
+      `/${id}/@v1/.hidden`,
     ];
     for (const p of paths) {
       const r = await get(server.appsUrl + p);
@@ -166,12 +177,12 @@ describe('apps origin', () => {
 
   test('path traversal never leaves the version', async () => {
     const paths = [
-      `/${id}/v1/../../../koumpa.db`,
-      `/${id}/v1/%2e%2e/%2e%2e/jwt_secret`,
+      `/${id}/@v1/../../../koumpa.db`,
+      `/${id}/@v1/%2e%2e/%2e%2e/jwt_secret`,
       `/${id}/..%2f..%2fkoumpa.db`,
-      `/${id}/v1/css/../app.js`,
+      `/${id}/@v1/css/../app.js`,
       `/${id}//etc/passwd`,
-      `/${id}/v1/css%2f..%2f..%2fv1%2fapp.js`,
+      `/${id}/@v1/css%2f..%2f..%2fv1%2fapp.js`,
     ];
     for (const p of paths) {
       const r = await rawGet(server.appsPort, p);
@@ -193,12 +204,12 @@ describe('apps origin', () => {
     const r = await api(server, 'POST', `/v1/projects/${id}/versions`, { token: user.token, body: { prompt: 'v2 [[update]]' } });
     assert.equal(r.status, 202);
     const project = await waitReady(server, user.token, id, 2);
-    assert.equal(project.url, `${server.appsUrl}/${id}/v2/`);
+    assert.equal(project.url, `${server.appsUrl}/${id}/@v2/`);
     assert.equal((await get(`${server.appsUrl}/${id}/`)).body, INDEX2);
-    assert.equal((await get(`${server.appsUrl}/${id}/v2/`)).body, INDEX2);
-    assert.equal((await get(`${server.appsUrl}/${id}/v1/`)).body, INDEX);
+    assert.equal((await get(`${server.appsUrl}/${id}/@v2/`)).body, INDEX2);
+    assert.equal((await get(`${server.appsUrl}/${id}/@v1/`)).body, INDEX);
     // carried over unchanged
-    assert.equal((await get(`${server.appsUrl}/${id}/v2/app.js`)).body, JS);
+    assert.equal((await get(`${server.appsUrl}/${id}/@v2/app.js`)).body, JS);
     assert.equal((await get(`${server.appsUrl}/${id}/app.js`)).body, JS);
   });
 });

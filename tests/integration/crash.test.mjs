@@ -134,7 +134,7 @@ describe('crash and restart', () => {
       const text = await ev.text();
       assert.match(text, /event: error\ndata: \{"code":"interrupted"/);
       // the published version still serves; generation works again
-      const page = await fetch(`${second.appsUrl}/${done.json.id}/v1/`);
+      const page = await fetch(`${second.appsUrl}/${done.json.id}/@v1/`);
       assert.equal(page.status, 200);
       assert.equal(await page.text(), '<!doctype html><p>hello</p>');
       const again = await api(second, 'POST', '/v1/projects', { token: users[0].token, body: { prompt: 'again' } });

@@ -167,7 +167,7 @@ describe('projects', () => {
     const done = events[events.length - 1];
     assert.equal(done.event, 'done');
     assert.equal(done.data.version, 1);
-    assert.equal(done.data.url, `${server.appsUrl}/${id}/v1/`);
+    assert.equal(done.data.url, `${server.appsUrl}/${id}/@v1/`);
     assert.equal(done.data.credits_left, before - 1);
     assert.deepEqual(done.data.files.map((f) => f.path).sort(), ['app.js', 'index.html', 'style.css']);
     assert.ok(done.data.usage.output_tokens > 0);
@@ -177,7 +177,7 @@ describe('projects', () => {
     assert.equal(got.status, 200);
     assert.equal(got.json.status, 'ready');
     assert.equal(got.json.latest_ready_version, 1);
-    assert.equal(got.json.url, `${server.appsUrl}/${id}/v1/`);
+    assert.equal(got.json.url, `${server.appsUrl}/${id}/@v1/`);
     assert.equal(got.json.name, 'A counter [[app]]');
     const v = got.json.versions[0];
     assert.equal(v.n, 1);
@@ -225,7 +225,7 @@ describe('projects', () => {
     assert.deepEqual(events[0].data, { project_id: project.id, version: 2 });
     const done = events[events.length - 1];
     assert.equal(done.event, 'done');
-    assert.equal(done.data.url, `${server.appsUrl}/${project.id}/v2/`);
+    assert.equal(done.data.url, `${server.appsUrl}/${project.id}/@v2/`);
     assert.deepEqual(done.data.files.map((f) => f.path), ['app.js', 'index.html']);
 
     const got = await api(server, 'GET', `/v1/projects/${project.id}`, { token: u.token });
@@ -351,7 +351,7 @@ describe('projects', () => {
       'created_at', 'id', 'latest_ready_version', 'latest_version', 'name', 'status', 'updated_at', 'url',
     ]);
     assert.equal(p.status, 'ready');
-    assert.equal(p.url, `${server.appsUrl}/${p.id}/v1/`);
+    assert.equal(p.url, `${server.appsUrl}/${p.id}/@v1/`);
     for (const q of ['limit=0', 'limit=101', 'limit=x', 'cursor=nope', 'cursor=bm90IG91cnM']) {
       const r = await api(server, 'GET', `/v1/projects?${q}`, { token: u.token });
       assert.equal(r.status, 400, q);
@@ -397,7 +397,7 @@ describe('projects', () => {
     assert.equal(del.status, 204);
     assert.equal((await api(server, 'GET', `/v1/projects/${project.id}`, { token: u.token })).status, 404);
     assert.equal((await api(server, 'DELETE', `/v1/projects/${project.id}`, { token: u.token })).status, 404);
-    const gone = await fetch(`${server.appsUrl}/${project.id}/v1/index.html`);
+    const gone = await fetch(`${server.appsUrl}/${project.id}/@v1/index.html`);
     assert.equal(gone.status, 404);
     await gone.arrayBuffer();
   });
@@ -458,7 +458,7 @@ describe('projects', () => {
       assert.equal(project.latest_ready_version, null);
       assert.equal(project.url, null);
       assert.equal(await credits(server, u.token), 5);
-      const page = await fetch(`${server.appsUrl}/${id}/v1/index.html`);
+      const page = await fetch(`${server.appsUrl}/${id}/@v1/index.html`);
       assert.equal(page.status, 404);
       await page.arrayBuffer();
       const dl = await api(server, 'GET', `/v1/projects/${id}/versions/1/download`, { token: u.token });

@@ -96,7 +96,7 @@ describe('storage off the generation loop', () => {
       await readingA;
       assert.equal(eventsA.at(-1).event, 'done', JSON.stringify(eventsA.at(-1)));
       assert.equal(eventsA.at(-1).data.version, 2);
-      const css = await fetch(`${server.appsUrl}/${id}/v2/style.css`);
+      const css = await fetch(`${server.appsUrl}/${id}/@v2/style.css`);
       assert.equal(css.status, 200);
       assert.equal(await css.text(), CSS);
       const me = await api(server, 'GET', '/v1/me', { token: a.token });

@@ -464,6 +464,27 @@ static void *dir_deleter(void *arg)
     return NULL;
 }
 
+static void test_open_read(void **state)
+{
+    fixture *f = *state;
+    kp_blob *b = f->b;
+    kp_err err;
+    static const char bin[] = "line one\nline two\0\xff";
+    assert_int_equal(b->ops->put(b, "apps/p/v1/f.bin", bin, sizeof bin, "application/x-thing", &err), KP_OK);
+    int fd = -1;
+    int64_t offset = -1, len = -1;
+    assert_int_equal(b->ops->open_read(b, "apps/p/v1/f.bin", &fd, &offset, &len, &err), KP_OK);
+    assert_true(fd >= 0);
+    assert_int_equal(len, (int64_t)sizeof bin);
+    char got[sizeof bin];
+    assert_int_equal(pread(fd, got, sizeof got, (off_t)offset), (ssize_t)sizeof got);
+    assert_memory_equal(got, bin, sizeof bin);
+    close(fd);
+    assert_int_equal(b->ops->open_read(b, "apps/p/v1/none", &fd, &offset, &len, &err), KP_ENOTFOUND);
+    assert_int_equal(fd, -1);
+    assert_int_equal(b->ops->open_read(b, "../x", &fd, &offset, &len, &err), KP_EINVAL);
+}
+
 static void test_concurrent_access(void **state)
 {
     fixture *f = *state;
@@ -500,6 +521,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_delete_and_delete_prefix, setup, teardown),
         cmocka_unit_test_setup_teardown(test_put_into_blocked_path, setup, teardown),
         cmocka_unit_test_setup_teardown(test_open_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_open_read, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_access, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -478,7 +478,7 @@ static void test_generate_publishes_and_charges(void **state)
     assert_string_equal(text.data, app_v1);
     json_t *done = json_object_get(json_array_get(events, json_array_size(events) - 1), "data");
     char url[256];
-    snprintf(url, sizeof url, "http://apps.test/%s/v1/", res.project_id);
+    snprintf(url, sizeof url, "http://apps.test/%s/@v1/", res.project_id);
     assert_string_equal(json_string_value(json_object_get(done, "url")), url);
     assert_int_equal(json_integer_value(json_object_get(done, "credits_left")), 9);
     assert_int_equal(json_array_size(json_object_get(done, "files")), 3);
@@ -1160,7 +1160,7 @@ static void test_content_types_and_urls(void **state)
     memset(&cfg, 0, sizeof cfg);
     cfg.apps_url = "https://apps.example.com";
     kp_gen_version_url(&cfg, "prj_1", 3, url, sizeof url);
-    assert_string_equal(url, "https://apps.example.com/prj_1/v3/");
+    assert_string_equal(url, "https://apps.example.com/prj_1/@v3/");
     assert_string_equal(kp_gen_content_type("index.html"), "text/html; charset=utf-8");
     assert_string_equal(kp_gen_content_type("js/app.MJS"), "text/javascript; charset=utf-8");
     assert_string_equal(kp_gen_content_type("a.svg"), "image/svg+xml");

@@ -66,7 +66,12 @@ static void fb_close(kp_blob *b)
     (void)b;
 }
 
-static const kp_blob_ops fb_ops = {fb_put, fb_get, fb_delete, fb_delete_prefix, fb_list, fb_close};
+static const kp_blob_ops fb_ops = {.put = fb_put,
+                                   .get = fb_get,
+                                   .delete = fb_delete,
+                                   .delete_prefix = fb_delete_prefix,
+                                   .list = fb_list,
+                                   .close = fb_close};
 
 typedef struct fixture {
     char dir[256];
