@@ -92,7 +92,7 @@ run: deps $(BUILD)/koumpa
 	$(BUILD)/koumpa serve
 
 sanitize:
-	$(MAKE) BUILD=build-asan CFLAGS="-O1 -g -fno-omit-frame-pointer" \
+	KOUMPA_TEST_SANITIZED=1 $(MAKE) BUILD=build-asan CFLAGS="-O1 -g -fno-omit-frame-pointer" \
 	    SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined" unit integration
 
 valgrind: $(BUILD)/koumpa $(BUILD)/koumpa-hooks

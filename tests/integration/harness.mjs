@@ -4,6 +4,8 @@
 // Environment:
 //   KOUMPA_BUILD          build directory holding the binary (default "build", relative to the repo root)
 //   KOUMPA_TEST_WRAPPER   command prefix for every koumpa process, e.g. "valgrind --error-exitcode=99 ..."
+//   KOUMPA_TEST_SANITIZED=1  the binary is built with ASan (make sanitize): its shadow memory and
+//                         quarantine make RSS figures meaningless, so memory-bound tests skip
 //   KOUMPA_TEST_LOG_LEVEL server log level (default "warn")
 //   KOUMPA_TEST_KEEP=1    keep data directories after the tests
 //
@@ -26,6 +28,10 @@ export const BIN = path.join(BUILD, 'koumpa');
 export const HOOKS_BIN = path.join(BUILD, 'koumpa-hooks');
 const WRAPPER = (process.env.KOUMPA_TEST_WRAPPER || '').split(/\s+/).filter(Boolean);
 const WRAPPED = WRAPPER.length > 0;
+/** Why a test that measures the server's memory (RSS) cannot run in this build, or false. */
+export const RSS_UNMEASURABLE = WRAPPED
+  ? 'the server runs under a wrapper'
+  : process.env.KOUMPA_TEST_SANITIZED === '1' && 'ASan build: shadow memory and quarantine';
 const START_TIMEOUT_MS = WRAPPED ? 120_000 : 30_000;
 const STOP_TIMEOUT_MS = WRAPPED ? 120_000 : 15_000;
 const DROPPED_ENV = /^(KOUMPA_|ANTHROPIC_|OPENAI_)/;
