@@ -56,12 +56,7 @@ describe('slow readers', () => {
   let user;
   before(async () => {
     fake = await startFakeAnthropic();
-    /* under AddressSanitizer, freed memory sits in a quarantine (256 MB) and
-     * counts in RSS: keep it small so that RSS measures what is held */
-    const asan = `${process.env.ASAN_OPTIONS ? `${process.env.ASAN_OPTIONS}:` : ''}quarantine_size_mb=1`;
-    server = await startServer({
-      env: { ANTHROPIC_API_KEY: 'sk-any', ANTHROPIC_BASE_URL: fake.url, KOUMPA_LOG_LEVEL: 'info', ASAN_OPTIONS: asan },
-    });
+    server = await startServer({ env: { ANTHROPIC_API_KEY: 'sk-any', ANTHROPIC_BASE_URL: fake.url, KOUMPA_LOG_LEVEL: 'info' } });
     user = await signup(server);
   });
   after(async () => {
