@@ -19,10 +19,12 @@
  * (kp_worker_on_closed_early); draining waits for it to reach 0.
  *
  * The rest lives in src/host/evhttp/: worker.h (the per-thread state these
- * modules share), conn.h and framing.h (the connection layer), reqlog.h (the
- * per-request log line and metrics), streams.h (streamed responses: the sink,
- * its high-water mark, pulled streams) and deferreds.h (responses computed
- * elsewhere, answered here through kp_worker_reply()).
+ * modules share), conn.h and framing.h (the connection layer), request.h
+ * (evhttp request -> kp_req), respond.h (kp_resp -> the wire: normal, file
+ * and error responses), reqlog.h (the per-request log line and metrics),
+ * streams.h (streamed responses: the sink, its high-water mark, pulled
+ * streams) and deferreds.h (responses computed elsewhere, answered through
+ * kp_respond_reply()).
  */
 #include "host/evhttp_host.h"
 
@@ -32,7 +34,6 @@
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,11 +41,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/http.h>
-#include <event2/keyvalq_struct.h>
 #include <event2/listener.h>
 #include <event2/thread.h>
 #include <sodium.h>
@@ -54,6 +53,8 @@
 #include "host/evhttp/conn.h"
 #include "host/evhttp/deferreds.h"
 #include "host/evhttp/reqlog.h"
+#include "host/evhttp/request.h"
+#include "host/evhttp/respond.h"
 #include "host/evhttp/streams.h"
 #include "host/evhttp/worker.h"
 
@@ -62,7 +63,6 @@
  * 413 with our JSON error (beyond it evhttp answers 413 itself and closes). */
 #define HARD_MAX_BODY (4 * KP_MAX_BODY)
 #define MAX_HEADERS_SIZE (96 * 1024) /* request line + headers: room for an oversized token to reach the 401 path */
-#define KP_IO_TIMEOUT_S 30           /* idle read / stalled write on a connection */
 #define LISTEN_BACKLOG 511
 #define DEFAULT_DRAIN_MS 10000
 #define DEFAULT_HEADER_TIMEOUT_S 10
@@ -82,99 +82,6 @@ static uint64_t now_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-static const char *method_name(enum evhttp_cmd_type cmd)
-{
-    switch (cmd) {
-    case EVHTTP_REQ_GET: return "GET";
-    case EVHTTP_REQ_POST: return "POST";
-    case EVHTTP_REQ_HEAD: return "HEAD";
-    case EVHTTP_REQ_PUT: return "PUT";
-    case EVHTTP_REQ_DELETE: return "DELETE";
-    case EVHTTP_REQ_OPTIONS: return "OPTIONS";
-    case EVHTTP_REQ_TRACE: return "TRACE";
-    case EVHTTP_REQ_CONNECT: return "CONNECT";
-    case EVHTTP_REQ_PATCH: return "PATCH";
-    }
-    return "UNKNOWN";
-}
-
-/* Standard reason phrases (RFC 9110, 6585); evhttp's own table stops at 417. */
-const char *kp_worker_reason_phrase(int status)
-{
-    switch (status) {
-    case 100: return "Continue";
-    case 101: return "Switching Protocols";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 203: return "Non-Authoritative Information";
-    case 204: return "No Content";
-    case 205: return "Reset Content";
-    case 206: return "Partial Content";
-    case 300: return "Multiple Choices";
-    case 301: return "Moved Permanently";
-    case 302: return "Found";
-    case 303: return "See Other";
-    case 304: return "Not Modified";
-    case 307: return "Temporary Redirect";
-    case 308: return "Permanent Redirect";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 402: return "Payment Required";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 406: return "Not Acceptable";
-    case 408: return "Request Timeout";
-    case 409: return "Conflict";
-    case 410: return "Gone";
-    case 411: return "Length Required";
-    case 412: return "Precondition Failed";
-    case 413: return "Content Too Large";
-    case 414: return "URI Too Long";
-    case 415: return "Unsupported Media Type";
-    case 416: return "Range Not Satisfiable";
-    case 417: return "Expectation Failed";
-    case 422: return "Unprocessable Content";
-    case 425: return "Too Early";
-    case 426: return "Upgrade Required";
-    case 428: return "Precondition Required";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 451: return "Unavailable For Legal Reasons";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    case 505: return "HTTP Version Not Supported";
-    }
-    return NULL; /* evhttp then names the class ("Client Error", ...) */
-}
-
-/* The host's own error responses (limits, rejected heads, handler bugs): in
- * the host's style (error_page), JSON by default. */
-__attribute__((format(printf, 5, 6))) static void host_error(const worker *w, kp_resp *resp, int status,
-                                                             const char *code, const char *fmt, ...)
-{
-    char msg[256];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    if (w->host->opt.error_page)
-        w->host->opt.error_page(resp, status, code, msg);
-    else
-        kp_resp_error(resp, status, code, "%s", msg);
-}
-
-/* ---- request ids ---- */
-
-static void new_request_id(worker *w, char out[KP_REQUEST_ID_MAX + 1])
-{
-    snprintf(out, KP_REQUEST_ID_MAX + 1, "%s%08x", w->rid_prefix, (unsigned)w->rid_counter++);
 }
 
 /* ---- in-flight accounting and draining ---- */
@@ -248,206 +155,6 @@ static void on_stop(evutil_socket_t fd, short what, void *arg)
     event_add(w->drain_tick, &tick);
 }
 
-/* ---- building the kp_req ---- */
-
-static int copy_headers(struct evkeyvalq *in, kp_headers *out)
-{
-    for (struct evkeyval *kv = in->tqh_first; kv; kv = kv->next.tqe_next)
-        if (kp_headers_add(out, kv->key, kv->value) != 0)
-            return -1;
-    return 0;
-}
-
-/* Query parameters, decoded by evhttp. A malformed pair (no '=') makes evhttp
- * reject the whole string, so then each '&'-separated pair is tried alone and
- * the malformed ones are skipped (cache-busters like "?v2" stay harmless). */
-static int parse_query(const char *q, kp_headers *out)
-{
-    struct evkeyvalq kv;
-    int rc = 0;
-    if (evhttp_parse_query_str(q, &kv) == 0) {
-        rc = copy_headers(&kv, out);
-        evhttp_clear_headers(&kv);
-        return rc;
-    }
-    char *copy = strdup(q);
-    if (!copy)
-        return -1;
-    char *save = NULL;
-    for (char *pair = strtok_r(copy, "&", &save); pair && rc == 0; pair = strtok_r(NULL, "&", &save)) {
-        if (evhttp_parse_query_str(pair, &kv) == 0) {
-            rc = copy_headers(&kv, out);
-            evhttp_clear_headers(&kv);
-        }
-    }
-    free(copy);
-    return rc;
-}
-
-/*
- * Fills req from evreq. Returns 0, or -1 with resp filled with the error to
- * send instead of dispatching (400, 413, 500). *path_out receives the decoded
- * path, which the caller frees.
- */
-static int read_request(worker *w, struct evhttp_request *evreq, kp_req *req, char rid[KP_REQUEST_ID_MAX + 1],
-                        char **path_out, kp_resp *resp)
-{
-    struct evkeyvalq *in = evhttp_request_get_input_headers(evreq);
-    struct evhttp_connection *evcon = evhttp_request_get_connection(evreq);
-    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(evreq);
-    char *peer = NULL;
-    ev_uint16_t peer_port = 0;
-
-    const char *incoming = evhttp_find_header(in, "X-Request-Id");
-    if (kp_reqlog_id_is_sane(incoming))
-        snprintf(rid, KP_REQUEST_ID_MAX + 1, "%s", incoming);
-    else
-        new_request_id(w, rid);
-    req->request_id = rid;
-    req->method = method_name(evhttp_request_get_command(evreq));
-    evhttp_connection_get_peer(evcon, &peer, &peer_port);
-    req->remote_addr = peer ? peer : "";
-    req->path = "/";
-
-    const char *raw_path = uri ? evhttp_uri_get_path(uri) : NULL;
-    size_t path_len = 0;
-    char *path = evhttp_uridecode(raw_path && *raw_path ? raw_path : "/", 0, &path_len);
-    if (!path)
-        goto nomem;
-    *path_out = path;
-    req->path = path;
-    if (strlen(path) != path_len) {
-        host_error(w, resp, 400, "invalid_request", "the request path contains a NUL byte");
-        return -1;
-    }
-    const char *query = uri ? evhttp_uri_get_query(uri) : NULL;
-    if (query && *query && parse_query(query, &req->query) != 0)
-        goto nomem;
-    if (copy_headers(in, &req->headers) != 0)
-        goto nomem;
-
-    struct evbuffer *body = evhttp_request_get_input_buffer(evreq);
-    size_t body_len = evbuffer_get_length(body);
-    if (body_len > KP_MAX_BODY) {
-        host_error(w, resp, 413, "payload_too_large", "request body exceeds 1 MiB");
-        return -1;
-    }
-    if (body_len > 0) {
-        req->body = (const char *)evbuffer_pullup(body, -1);
-        if (!req->body)
-            goto nomem;
-        req->body_len = body_len;
-    }
-    return 0;
-
-nomem:
-    host_error(w, resp, 500, "internal_error", "out of memory (request %s)", rid);
-    return -1;
-}
-
-/* ---- writing the kp_resp ---- */
-
-void kp_worker_add_response_headers(worker *w, struct evhttp_request *evreq, const kp_resp *resp,
-                                    const char *request_id)
-{
-    struct evkeyvalq *out = evhttp_request_get_output_headers(evreq);
-    for (size_t i = 0; i < resp->headers.n; i++) {
-        const kp_header *hd = &resp->headers.items[i];
-        if (evhttp_add_header(out, hd->name, hd->value) != 0)
-            kp_log(KP_LOG_WARN, "dropped an invalid response header (%s) for request %s", hd->name, request_id);
-    }
-    for (const char *const *d = w->host->opt.default_headers; d && d[0] && d[1]; d += 2)
-        if (!kp_headers_get(&resp->headers, d[0]))
-            evhttp_add_header(out, d[0], d[1]);
-    evhttp_add_header(out, "X-Request-Id", request_id);
-    struct evhttp_connection *evcon = evhttp_request_get_connection(evreq);
-    kp_conn *c = evcon ? kp_conn_of(w->conns, evcon) : NULL;
-    if (w->draining || (c && kp_conn_must_close(c)))
-        evhttp_add_header(out, "Connection", "close");
-}
-
-static void free_body(const void *data, size_t len, void *extra)
-{
-    (void)len;
-    (void)extra;
-    free((void *)data);
-}
-
-static int response_has_body(int method_head, int status)
-{
-    return !method_head && status >= 200 && status != 204 && status != 304;
-}
-
-static void send_response(worker *w, struct evhttp_request *evreq, kp_resp *resp, const char *request_id)
-{
-    int head = evhttp_request_get_command(evreq) == EVHTTP_REQ_HEAD;
-    size_t body_len = resp->file.set ? (size_t)resp->file.len : resp->body.len;
-    kp_worker_add_response_headers(w, evreq, resp, request_id);
-    if (head && response_has_body(0, resp->status)) {
-        /* HEAD answers like GET without the body; evhttp does not count it for us */
-        char len[32];
-        snprintf(len, sizeof len, "%zu", body_len);
-        struct evkeyvalq *out = evhttp_request_get_output_headers(evreq);
-        evhttp_remove_header(out, "Content-Length");
-        evhttp_add_header(out, "Content-Length", len);
-    }
-    if (resp->file.set && response_has_body(head, resp->status)) {
-        /* the kernel sends it (sendfile) as the client reads: no copy per client */
-        struct evbuffer *out = evhttp_request_get_output_buffer(evreq);
-        /* this buffer ends up on the socket: without the flag libevent maps or
-         * reads the file into memory instead of using sendfile */
-        evbuffer_set_flags(out, EVBUFFER_FLAG_DRAINS_TO_FD);
-        if (evbuffer_add_file(out, resp->file.fd, resp->file.offset, resp->file.len) == 0)
-            resp->file.set = 0; /* the buffer owns fd now */
-    } else if (response_has_body(head, resp->status) && resp->body.len > 0) {
-        size_t len = resp->body.len;
-        char *data = kp_buf_steal(&resp->body); /* handed to evhttp without a copy */
-        struct evbuffer *out = evhttp_request_get_output_buffer(evreq);
-        if (evbuffer_add_reference(out, data, len, free_body, NULL) != 0)
-            free(data);
-    }
-    evhttp_send_reply(evreq, resp->status, kp_worker_reason_phrase(resp->status), NULL);
-}
-
-/* ---- answering ---- */
-
-/* Writes resp (a stream is started and taken) and records the request
- * (streams: when they end). A response without a valid status, or with a
- * deferred left in it, is a handler bug: 500. */
-void kp_worker_reply(worker *w, struct evhttp_request *evreq, kp_resp *resp, kp_req_summary *sum)
-{
-    const char *rid = sum->request_id;
-    if (resp->deferred || resp->status < 100 || resp->status > 599) {
-        kp_log(KP_LOG_ERROR, "handler left status %d%s for %s %s (request %s)", resp->status,
-               resp->deferred ? " and a deferred" : "", sum->method, sum->path, rid);
-        kp_resp_free(resp);
-        memset(resp, 0, sizeof *resp);
-        host_error(w, resp, 500, "internal_error", "internal error (request %s)", rid);
-    }
-    sum->status = resp->status;
-    if (resp->stream && evhttp_request_get_command(evreq) == EVHTTP_REQ_HEAD) {
-        /* HEAD: the headers a GET would get, and no producer run for a body
-         * nobody reads (without Content-Length, as a stream has none) */
-        resp->stream->release(resp->stream);
-        resp->stream = NULL;
-        kp_worker_add_response_headers(w, evreq, resp, rid);
-        evhttp_send_reply(evreq, resp->status, kp_worker_reason_phrase(resp->status), NULL);
-        kp_reqlog_record(w->ctx.app ? w->ctx.app->metrics : NULL, sum);
-    } else if (resp->stream && kp_streams_start(w, evreq, resp, sum) == 0) {
-        /* logged and counted when the stream ends */
-    } else {
-        if (resp->stream) { /* could not start it: answer 500 instead */
-            resp->stream->release(resp->stream);
-            resp->stream = NULL;
-            kp_headers_free(&resp->headers);
-            host_error(w, resp, 500, "internal_error", "internal error (request %s)", rid);
-            sum->status = 500;
-        }
-        send_response(w, evreq, resp, rid);
-        kp_reqlog_record(w->ctx.app ? w->ctx.app->metrics : NULL, sum);
-    }
-}
-
 /* ---- the request callback ---- */
 
 static void handle_request(struct evhttp_request *evreq, void *arg)
@@ -472,12 +179,12 @@ static void handle_request(struct evhttp_request *evreq, void *arg)
 
     if (c && kp_conn_request_begin(c, &rej)) {
         /* the placeholder of a head the connection layer refused */
-        read_request(w, evreq, &req, rid, &path, &resp);
+        kp_request_read(w, evreq, &req, rid, &path, &resp);
         req.route = "rejected";
         kp_resp_free(&resp);
         memset(&resp, 0, sizeof resp);
-        host_error(w, &resp, rej.status, rej.code, "%s", rej.message);
-    } else if (read_request(w, evreq, &req, rid, &path, &resp) == 0) {
+        kp_respond_error(w, &resp, rej.status, rej.code, "%s", rej.message);
+    } else if (kp_request_read(w, evreq, &req, rid, &path, &resp) == 0) {
         w->host->opt.dispatch(&w->ctx, &req, &resp);
     }
     kp_reqlog_begin(&sum, req.method, &t0);
@@ -487,7 +194,7 @@ static void handle_request(struct evhttp_request *evreq, void *arg)
             goto done;         /* answered, logged and counted when its reply comes */
         kp_resp_settle(&resp); /* out of memory: wait for it here */
     }
-    kp_worker_reply(w, evreq, &resp, &sum);
+    kp_respond_reply(w, evreq, &resp, &sum);
 done:
     kp_resp_free(&resp);
     kp_headers_free(&req.headers);

@@ -8,6 +8,8 @@
 
 #include <event2/bufferevent.h>
 
+#include "host/evhttp/respond.h"
+
 typedef struct host_deferred {
     kp_reply reply; /* first member: the reply pointer is the state */
     pthread_mutex_t mu;
@@ -86,7 +88,7 @@ static void on_deferred_wake(evutil_socket_t fd, short what, void *arg)
     deferred_unlink(hd);
     if (hd->evreq) {
         kp_worker_watch_close(w, evhttp_request_get_connection(hd->evreq), kp_worker_on_closed_early, w);
-        kp_worker_reply(w, hd->evreq, &hd->resp, &hd->sum);
+        kp_respond_reply(w, hd->evreq, &hd->resp, &hd->sum);
     }
     deferred_free(hd);
 }

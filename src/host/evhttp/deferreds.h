@@ -4,7 +4,7 @@
  *
  * The handler returns at once and the worker goes on serving; the producer's
  * reply may be sent from any thread: it is stored under a mutex and the
- * worker answers it like any other response (kp_worker_reply). A client
+ * worker answers it like any other response (kp_respond_reply). A client
  * that leaves before the reply is noticed (EOF is watched meanwhile) and the
  * request stops counting as in flight; release() always comes after send(),
  * on the worker, or when the worker stops (kp_deferreds_finish).

@@ -15,6 +15,7 @@
 #include <event2/bufferevent.h>
 
 #include "core/log.h"
+#include "host/evhttp/respond.h"
 
 #define STREAM_READ_HIGH_WATER (64 * 1024)   /* buffered client bytes while a stream runs */
 #define STREAM_WRITE_HIGH_WATER (256 * 1024) /* stream bytes queued on a connection before we wait for it */
@@ -208,8 +209,8 @@ int kp_streams_start(worker *w, struct evhttp_request *evreq, kp_resp *resp, con
     resp->stream = NULL;
     hs->sum = *sum;
 
-    kp_worker_add_response_headers(w, evreq, resp, sum->request_id);
-    evhttp_send_reply_start(evreq, resp->status, kp_worker_reason_phrase(resp->status));
+    kp_respond_headers(w, evreq, resp, sum->request_id);
+    evhttp_send_reply_start(evreq, resp->status, kp_respond_reason_phrase(resp->status));
     kp_worker_watch_close(w, hs->evcon, on_stream_closed, hs);
     hs->conn_out = bufferevent_get_output(evhttp_connection_get_bufferevent(hs->evcon));
     hs->drain_cb = evbuffer_add_cb(hs->conn_out, on_stream_drain, hs);

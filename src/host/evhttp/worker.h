@@ -1,7 +1,7 @@
 /*
  * worker.h - the host's per-thread state, shared by the host's modules
- * (evhttp_host.c: listeners, workers, requests, responses; streams.c;
- * deferreds.c). Internal to src/host: the public face is evhttp_host.h.
+ * (evhttp_host.c: listeners, workers, the request callback; request.c,
+ * respond.c, streams.c, deferreds.c). Internal to src/host: the public face is evhttp_host.h.
  *
  * Threads: a worker and everything reached from it belong to the worker's
  * thread (see evhttp_host.c for the few thread-safe entry points).
@@ -64,13 +64,4 @@ void kp_worker_watch_close(worker *w, struct evhttp_connection *evcon, void (*cb
                            void *arg);
 /* A close callback (arg: the worker): the connection died before its response was written. */
 void kp_worker_on_closed_early(struct evhttp_connection *evcon, void *arg);
-/* resp's headers, the defaults, X-Request-Id and, when closing, Connection: close. */
-void kp_worker_add_response_headers(worker *w, struct evhttp_request *evreq, const kp_resp *resp,
-                                    const char *request_id);
-/* The standard reason phrase of status, or NULL (evhttp then names its class). */
-const char *kp_worker_reason_phrase(int status);
-/* Writes resp (a stream is started and taken) and records the request (a
- * stream: when it ends). A response without a valid status is answered 500. */
-void kp_worker_reply(worker *w, struct evhttp_request *evreq, kp_resp *resp, kp_req_summary *sum);
-
 #endif
