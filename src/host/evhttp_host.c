@@ -16,25 +16,15 @@
  * handle_request() builds a kp_req, dispatches synchronously and writes the
  * kp_resp. `inflight` counts requests from dispatch until their response is
  * fully written (on_request_complete) or their connection dies first
- * (on_closed_early); draining waits for it to reach 0.
+ * (kp_worker_on_closed_early); draining waits for it to reach 0.
  *
- * Deferred responses (resp->deferred): the handler returns at once and the
- * worker goes on serving; start() gets a reply whose send() may run on any
- * thread: it stores the response under a mutex and activates the deferred's
- * wake event, and the worker then answers it like any other (reply(): same
- * headers, HEAD, log line, metrics). A client that leaves before the reply is
- * noticed (EOF is watched meanwhile) and the request stops counting as in
- * flight; release() always comes after send(), on the worker, or when the
- * worker stops (finish_deferreds waits for the replies still due).
- *
- * Streams (resp->stream): the response starts at once (chunked), producers
- * append to a mutex-guarded `pending` buffer from any thread and activate the
- * stream's wake event; the worker moves pending bytes to the connection. The
- * stream ends when the producer calls end() (after the last bytes are
- * queued) or when the connection closes; either way stream_finish() runs once,
- * on the worker, marks the sink closed (later writes return -1), calls
- * release() and frees the stream state. The sink stays valid until release()
- * returns; after that the producer must not touch it (http.h).
+ * The rest lives in src/host/evhttp/: worker.h (the per-thread state these
+ * modules share), conn.h and framing.h (the connection layer), request.h
+ * (evhttp request -> kp_req), respond.h (kp_resp -> the wire: normal, file
+ * and error responses), reqlog.h (the per-request log line and metrics),
+ * streams.h (streamed responses: the sink, its high-water mark, pulled
+ * streams) and deferreds.h (responses computed elsewhere, answered through
+ * kp_respond_reply()).
  */
 #include "host/evhttp_host.h"
 
@@ -44,7 +34,6 @@
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,11 +41,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/http.h>
-#include <event2/keyvalq_struct.h>
 #include <event2/listener.h>
 #include <event2/thread.h>
 #include <sodium.h>
@@ -64,108 +51,27 @@
 #include "core/log.h"
 #include "core/metrics.h"
 #include "host/evhttp/conn.h"
+#include "host/evhttp/deferreds.h"
+#include "host/evhttp/reqlog.h"
+#include "host/evhttp/request.h"
+#include "host/evhttp/respond.h"
+#include "host/evhttp/streams.h"
+#include "host/evhttp/worker.h"
 
 /* Declared bodies over KP_MAX_BODY are refused by the connection layer before
  * they are read; chunked ones are read up to this size so that we can answer
  * 413 with our JSON error (beyond it evhttp answers 413 itself and closes). */
 #define HARD_MAX_BODY (4 * KP_MAX_BODY)
 #define MAX_HEADERS_SIZE (96 * 1024) /* request line + headers: room for an oversized token to reach the 401 path */
-#define IO_TIMEOUT_S 30              /* idle read / stalled write on a connection */
 #define LISTEN_BACKLOG 511
 #define DEFAULT_DRAIN_MS 10000
 #define DEFAULT_HEADER_TIMEOUT_S 10
 #define DEFAULT_BODY_TIMEOUT_S 60
 #define DRAIN_TICK_MS 20
-#define STREAM_READ_HIGH_WATER (64 * 1024)   /* buffered client bytes while a stream runs */
-#define STREAM_WRITE_HIGH_WATER (256 * 1024) /* stream bytes queued on a connection before we wait for it */
-#define STREAM_PENDING_MAX (1024 * 1024) /* a reader this far behind is dropped (it may resume with Last-Event-ID) */
-#define REQUEST_ID_MAX 64
-#define ROUTE_LABEL_MAX 128
 
 #define ALLOWED_METHODS                                                                                                \
     (EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE | EVHTTP_REQ_HEAD | EVHTTP_REQ_OPTIONS |    \
      EVHTTP_REQ_PATCH)
-
-typedef struct worker {
-    kp_host *host;
-    pthread_t thread;
-    int thread_started;
-    struct event_base *base;
-    struct evhttp *http;               /* freed by the worker when its loop ends */
-    struct evhttp_bound_socket *bound; /* NULL once draining */
-    kp_conn_set *conns;                /* the connection layer under http (conn.h) */
-    struct host_deferred *deferreds;   /* deferred responses not answered yet */
-    struct event *stop_ev;             /* activated by kp_host_stop */
-    struct event *drain_tick;
-    kp_ctx ctx;
-    long inflight; /* worker thread only */
-    int draining;  /* worker thread only */
-    uint64_t drain_deadline_ms;
-    char rid_prefix[9]; /* 8 random hex digits, then a counter */
-    uint32_t rid_counter;
-} worker;
-
-struct kp_host {
-    kp_host_options opt;
-    int port;
-    int nworkers;
-    worker *workers;
-    /* start-up handshake */
-    pthread_mutex_t mu;
-    pthread_cond_t cond;
-    int nreported;
-    kp_status start_status;
-    kp_err start_err;
-};
-
-/* What a finished request is logged and counted with. */
-typedef struct req_summary {
-    const char *method;
-    char route[ROUTE_LABEL_MAX];
-    char path[ROUTE_LABEL_MAX]; /* for error messages only */
-    char request_id[REQUEST_ID_MAX + 1];
-    char user_id[KP_ID_MAX];
-    char remote_addr[64];
-    int status;
-    struct timespec t0;
-} req_summary;
-
-typedef struct host_stream {
-    kp_sink sink; /* first member: the sink pointer is the stream state */
-    pthread_mutex_t mu;
-    struct evbuffer *pending; /* guarded by mu */
-    int ended;                /* guarded by mu: the producer called end() */
-    int closed;               /* guarded by mu: writes are refused */
-    int overflow;             /* guarded by mu: the reader fell STREAM_PENDING_MAX behind */
-    struct event *wake;       /* made active under mu; freed only after closed is set */
-    /* worker thread only */
-    worker *w;
-    struct evbuffer *outbox;            /* pending bytes taken out from under mu, on their way to evhttp */
-    struct evbuffer *conn_out;          /* the connection's output buffer */
-    struct evbuffer_cb_entry *drain_cb; /* wakes us when conn_out drains */
-    struct evhttp_request *evreq;
-    struct evhttp_connection *evcon;
-    kp_stream *stream;
-    req_summary sum;
-} host_stream;
-
-/* A deferred response on its way (kp_deferred): its reply may come from any
- * thread; send() stores the response under mu and activates wake, and the
- * worker answers. */
-typedef struct host_deferred {
-    kp_reply reply; /* first member: the reply pointer is the state */
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int sent;           /* guarded by mu */
-    kp_resp resp;       /* guarded by mu until sent */
-    struct event *wake; /* made active under mu by send() */
-    /* worker thread only */
-    worker *w;
-    kp_deferred *deferred;
-    struct evhttp_request *evreq; /* NULL once the connection closed */
-    req_summary sum;
-    struct host_deferred *prev, *next; /* the worker's list of unanswered ones */
-} host_deferred;
 
 static void handle_request(struct evhttp_request *evreq, void *arg);
 
@@ -178,166 +84,9 @@ static uint64_t now_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-static double seconds_since(const struct timespec *t0)
-{
-    struct timespec t1;
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    return (double)(t1.tv_sec - t0->tv_sec) + (double)(t1.tv_nsec - t0->tv_nsec) / 1e9;
-}
-
-static void copy_str(char *dst, size_t n, const char *src)
-{
-    snprintf(dst, n, "%s", src ? src : "");
-}
-
-static const char *method_name(enum evhttp_cmd_type cmd)
-{
-    switch (cmd) {
-    case EVHTTP_REQ_GET: return "GET";
-    case EVHTTP_REQ_POST: return "POST";
-    case EVHTTP_REQ_HEAD: return "HEAD";
-    case EVHTTP_REQ_PUT: return "PUT";
-    case EVHTTP_REQ_DELETE: return "DELETE";
-    case EVHTTP_REQ_OPTIONS: return "OPTIONS";
-    case EVHTTP_REQ_TRACE: return "TRACE";
-    case EVHTTP_REQ_CONNECT: return "CONNECT";
-    case EVHTTP_REQ_PATCH: return "PATCH";
-    }
-    return "UNKNOWN";
-}
-
-/* Standard reason phrases (RFC 9110, 6585); evhttp's own table stops at 417. */
-static const char *reason_phrase(int status)
-{
-    switch (status) {
-    case 100: return "Continue";
-    case 101: return "Switching Protocols";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 203: return "Non-Authoritative Information";
-    case 204: return "No Content";
-    case 205: return "Reset Content";
-    case 206: return "Partial Content";
-    case 300: return "Multiple Choices";
-    case 301: return "Moved Permanently";
-    case 302: return "Found";
-    case 303: return "See Other";
-    case 304: return "Not Modified";
-    case 307: return "Temporary Redirect";
-    case 308: return "Permanent Redirect";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 402: return "Payment Required";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 406: return "Not Acceptable";
-    case 408: return "Request Timeout";
-    case 409: return "Conflict";
-    case 410: return "Gone";
-    case 411: return "Length Required";
-    case 412: return "Precondition Failed";
-    case 413: return "Content Too Large";
-    case 414: return "URI Too Long";
-    case 415: return "Unsupported Media Type";
-    case 416: return "Range Not Satisfiable";
-    case 417: return "Expectation Failed";
-    case 422: return "Unprocessable Content";
-    case 425: return "Too Early";
-    case 426: return "Upgrade Required";
-    case 428: return "Precondition Required";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 451: return "Unavailable For Legal Reasons";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    case 505: return "HTTP Version Not Supported";
-    }
-    return NULL; /* evhttp then names the class ("Client Error", ...) */
-}
-
-/* The host's own error responses (limits, rejected heads, handler bugs): in
- * the host's style (error_page), JSON by default. */
-__attribute__((format(printf, 5, 6))) static void host_error(const worker *w, kp_resp *resp, int status,
-                                                             const char *code, const char *fmt, ...)
-{
-    char msg[256];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    if (w->host->opt.error_page)
-        w->host->opt.error_page(resp, status, code, msg);
-    else
-        kp_resp_error(resp, status, code, "%s", msg);
-}
-
-/* ---- request ids ---- */
-
-/* Incoming ids are kept when they are short and made of [A-Za-z0-9-_.]. */
-static int request_id_is_sane(const char *id)
-{
-    size_t n = 0;
-    if (!id)
-        return 0;
-    for (; id[n]; n++) {
-        char c = id[n];
-        int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_' ||
-                 c == '.';
-        if (!ok || n >= REQUEST_ID_MAX)
-            return 0;
-    }
-    return n > 0;
-}
-
-static void new_request_id(worker *w, char out[REQUEST_ID_MAX + 1])
-{
-    snprintf(out, REQUEST_ID_MAX + 1, "%s%08x", w->rid_prefix, (unsigned)w->rid_counter++);
-}
-
-/* ---- logging and metrics ---- */
-
-static void summary_begin(req_summary *s, const char *method, const struct timespec *t0)
-{
-    memset(s, 0, sizeof *s);
-    s->method = method;
-    s->t0 = *t0;
-}
-
-static void summary_take_request(req_summary *s, const kp_req *req)
-{
-    copy_str(s->route, sizeof s->route, req->route ? req->route : "unmatched");
-    copy_str(s->path, sizeof s->path, req->path);
-    copy_str(s->request_id, sizeof s->request_id, req->request_id);
-    copy_str(s->remote_addr, sizeof s->remote_addr, req->remote_addr);
-    if (req->principal.authenticated)
-        copy_str(s->user_id, sizeof s->user_id, req->principal.user_id);
-}
-
-/* One JSON log line and one metrics observation per finished request. */
-static void summary_record(worker *w, const req_summary *s)
-{
-    double secs = seconds_since(&s->t0);
-    kp_metrics_observe(w->ctx.app ? w->ctx.app->metrics : NULL, s->route, s->status, secs);
-    if (!kp_log_enabled(KP_LOG_INFO))
-        return;
-    json_t *f = json_pack("{s:s,s:s,s:s,s:i,s:f}", "request_id", s->request_id, "method", s->method, "route", s->route,
-                          "status", s->status, "duration_ms", (double)(long long)(secs * 1e6) / 1000.0);
-    if (!f)
-        return;
-    if (s->user_id[0])
-        json_object_set_new(f, "user_id", json_string(s->user_id));
-    json_object_set_new(f, "remote_addr", json_string(s->remote_addr));
-    kp_log_json(KP_LOG_INFO, "request", f);
-}
-
 /* ---- in-flight accounting and draining ---- */
 
-static void request_finished(worker *w)
+void kp_worker_request_finished(worker *w)
 {
     w->inflight--;
     if (w->draining && w->inflight <= 0)
@@ -346,8 +95,8 @@ static void request_finished(worker *w)
 
 /* Who hears of the connection closing while a request is in progress: the
  * conn when there is one (it owns the connection's close callback). */
-static void watch_close(worker *w, struct evhttp_connection *evcon, void (*cb)(struct evhttp_connection *, void *),
-                        void *arg)
+void kp_worker_watch_close(worker *w, struct evhttp_connection *evcon, void (*cb)(struct evhttp_connection *, void *),
+                           void *arg)
 {
     kp_conn *c = evcon ? kp_conn_of(w->conns, evcon) : NULL;
     if (c)
@@ -364,15 +113,15 @@ static void on_request_complete(struct evhttp_request *evreq, void *arg)
     kp_conn *c = evcon ? kp_conn_of(w->conns, evcon) : NULL;
     if (c)
         kp_conn_request_end(c);
-    watch_close(w, evcon, NULL, NULL);
-    request_finished(w);
+    kp_worker_watch_close(w, evcon, NULL, NULL);
+    kp_worker_request_finished(w);
 }
 
 /* The connection died before its response was written. */
-static void on_closed_early(struct evhttp_connection *evcon, void *arg)
+void kp_worker_on_closed_early(struct evhttp_connection *evcon, void *arg)
 {
     (void)evcon;
-    request_finished(arg);
+    kp_worker_request_finished(arg);
 }
 
 static void on_drain_tick(evutil_socket_t fd, short what, void *arg)
@@ -406,523 +155,6 @@ static void on_stop(evutil_socket_t fd, short what, void *arg)
     event_add(w->drain_tick, &tick);
 }
 
-/* ---- building the kp_req ---- */
-
-static int copy_headers(struct evkeyvalq *in, kp_headers *out)
-{
-    for (struct evkeyval *kv = in->tqh_first; kv; kv = kv->next.tqe_next)
-        if (kp_headers_add(out, kv->key, kv->value) != 0)
-            return -1;
-    return 0;
-}
-
-/* Query parameters, decoded by evhttp. A malformed pair (no '=') makes evhttp
- * reject the whole string, so then each '&'-separated pair is tried alone and
- * the malformed ones are skipped (cache-busters like "?v2" stay harmless). */
-static int parse_query(const char *q, kp_headers *out)
-{
-    struct evkeyvalq kv;
-    int rc = 0;
-    if (evhttp_parse_query_str(q, &kv) == 0) {
-        rc = copy_headers(&kv, out);
-        evhttp_clear_headers(&kv);
-        return rc;
-    }
-    char *copy = strdup(q);
-    if (!copy)
-        return -1;
-    char *save = NULL;
-    for (char *pair = strtok_r(copy, "&", &save); pair && rc == 0; pair = strtok_r(NULL, "&", &save)) {
-        if (evhttp_parse_query_str(pair, &kv) == 0) {
-            rc = copy_headers(&kv, out);
-            evhttp_clear_headers(&kv);
-        }
-    }
-    free(copy);
-    return rc;
-}
-
-/*
- * Fills req from evreq. Returns 0, or -1 with resp filled with the error to
- * send instead of dispatching (400, 413, 500). *path_out receives the decoded
- * path, which the caller frees.
- */
-static int read_request(worker *w, struct evhttp_request *evreq, kp_req *req, char rid[REQUEST_ID_MAX + 1],
-                        char **path_out, kp_resp *resp)
-{
-    struct evkeyvalq *in = evhttp_request_get_input_headers(evreq);
-    struct evhttp_connection *evcon = evhttp_request_get_connection(evreq);
-    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(evreq);
-    char *peer = NULL;
-    ev_uint16_t peer_port = 0;
-
-    const char *incoming = evhttp_find_header(in, "X-Request-Id");
-    if (request_id_is_sane(incoming))
-        copy_str(rid, REQUEST_ID_MAX + 1, incoming);
-    else
-        new_request_id(w, rid);
-    req->request_id = rid;
-    req->method = method_name(evhttp_request_get_command(evreq));
-    evhttp_connection_get_peer(evcon, &peer, &peer_port);
-    req->remote_addr = peer ? peer : "";
-    req->path = "/";
-
-    const char *raw_path = uri ? evhttp_uri_get_path(uri) : NULL;
-    size_t path_len = 0;
-    char *path = evhttp_uridecode(raw_path && *raw_path ? raw_path : "/", 0, &path_len);
-    if (!path)
-        goto nomem;
-    *path_out = path;
-    req->path = path;
-    if (strlen(path) != path_len) {
-        host_error(w, resp, 400, "invalid_request", "the request path contains a NUL byte");
-        return -1;
-    }
-    const char *query = uri ? evhttp_uri_get_query(uri) : NULL;
-    if (query && *query && parse_query(query, &req->query) != 0)
-        goto nomem;
-    if (copy_headers(in, &req->headers) != 0)
-        goto nomem;
-
-    struct evbuffer *body = evhttp_request_get_input_buffer(evreq);
-    size_t body_len = evbuffer_get_length(body);
-    if (body_len > KP_MAX_BODY) {
-        host_error(w, resp, 413, "payload_too_large", "request body exceeds 1 MiB");
-        return -1;
-    }
-    if (body_len > 0) {
-        req->body = (const char *)evbuffer_pullup(body, -1);
-        if (!req->body)
-            goto nomem;
-        req->body_len = body_len;
-    }
-    return 0;
-
-nomem:
-    host_error(w, resp, 500, "internal_error", "out of memory (request %s)", rid);
-    return -1;
-}
-
-/* ---- writing the kp_resp ---- */
-
-static void add_response_headers(worker *w, struct evhttp_request *evreq, const kp_resp *resp, const char *request_id)
-{
-    struct evkeyvalq *out = evhttp_request_get_output_headers(evreq);
-    for (size_t i = 0; i < resp->headers.n; i++) {
-        const kp_header *hd = &resp->headers.items[i];
-        if (evhttp_add_header(out, hd->name, hd->value) != 0)
-            kp_log(KP_LOG_WARN, "dropped an invalid response header (%s) for request %s", hd->name, request_id);
-    }
-    for (const char *const *d = w->host->opt.default_headers; d && d[0] && d[1]; d += 2)
-        if (!kp_headers_get(&resp->headers, d[0]))
-            evhttp_add_header(out, d[0], d[1]);
-    evhttp_add_header(out, "X-Request-Id", request_id);
-    struct evhttp_connection *evcon = evhttp_request_get_connection(evreq);
-    kp_conn *c = evcon ? kp_conn_of(w->conns, evcon) : NULL;
-    if (w->draining || (c && kp_conn_must_close(c)))
-        evhttp_add_header(out, "Connection", "close");
-}
-
-static void free_body(const void *data, size_t len, void *extra)
-{
-    (void)len;
-    (void)extra;
-    free((void *)data);
-}
-
-static int response_has_body(int method_head, int status)
-{
-    return !method_head && status >= 200 && status != 204 && status != 304;
-}
-
-static void send_response(worker *w, struct evhttp_request *evreq, kp_resp *resp, const char *request_id)
-{
-    int head = evhttp_request_get_command(evreq) == EVHTTP_REQ_HEAD;
-    size_t body_len = resp->file.set ? (size_t)resp->file.len : resp->body.len;
-    add_response_headers(w, evreq, resp, request_id);
-    if (head && response_has_body(0, resp->status)) {
-        /* HEAD answers like GET without the body; evhttp does not count it for us */
-        char len[32];
-        snprintf(len, sizeof len, "%zu", body_len);
-        struct evkeyvalq *out = evhttp_request_get_output_headers(evreq);
-        evhttp_remove_header(out, "Content-Length");
-        evhttp_add_header(out, "Content-Length", len);
-    }
-    if (resp->file.set && response_has_body(head, resp->status)) {
-        /* the kernel sends it (sendfile) as the client reads: no copy per client */
-        struct evbuffer *out = evhttp_request_get_output_buffer(evreq);
-        /* this buffer ends up on the socket: without the flag libevent maps or
-         * reads the file into memory instead of using sendfile */
-        evbuffer_set_flags(out, EVBUFFER_FLAG_DRAINS_TO_FD);
-        if (evbuffer_add_file(out, resp->file.fd, resp->file.offset, resp->file.len) == 0)
-            resp->file.set = 0; /* the buffer owns fd now */
-    } else if (response_has_body(head, resp->status) && resp->body.len > 0) {
-        size_t len = resp->body.len;
-        char *data = kp_buf_steal(&resp->body); /* handed to evhttp without a copy */
-        struct evbuffer *out = evhttp_request_get_output_buffer(evreq);
-        if (evbuffer_add_reference(out, data, len, free_body, NULL) != 0)
-            free(data);
-    }
-    evhttp_send_reply(evreq, resp->status, reason_phrase(resp->status), NULL);
-}
-
-/* ---- streams ---- */
-
-static void stream_finish(host_stream *hs, int connection_gone);
-static void stream_free(host_stream *hs);
-
-static int sink_write(kp_sink *sink, const char *data, size_t len)
-{
-    host_stream *hs = (host_stream *)sink;
-    int rc = -1;
-    pthread_mutex_lock(&hs->mu);
-    if (!hs->closed && !hs->ended && evbuffer_get_length(hs->pending) + len > STREAM_PENDING_MAX) {
-        hs->overflow = 1; /* the worker closes the connection */
-        hs->closed = 1;
-        event_active(hs->wake, 0, 0);
-    } else if (!hs->closed && !hs->ended && evbuffer_add(hs->pending, data, len) == 0) {
-        event_active(hs->wake, 0, 0);
-        rc = 0;
-    }
-    pthread_mutex_unlock(&hs->mu);
-    return rc;
-}
-
-static void sink_end(kp_sink *sink)
-{
-    host_stream *hs = (host_stream *)sink;
-    pthread_mutex_lock(&hs->mu);
-    if (!hs->closed && !hs->ended) {
-        hs->ended = 1;
-        event_active(hs->wake, 0, 0);
-    }
-    pthread_mutex_unlock(&hs->mu);
-}
-
-/* On the worker, once a pulled stream's bytes have all gone to the socket: ask for the next piece. */
-static void on_stream_drained(struct evhttp_connection *evcon, void *arg)
-{
-    host_stream *hs = arg;
-    (void)evcon;
-    pthread_mutex_lock(&hs->mu);
-    int go = !hs->closed && !hs->ended && evbuffer_get_length(hs->pending) == 0;
-    pthread_mutex_unlock(&hs->mu);
-    if (go)
-        hs->stream->more(hs->stream, &hs->sink);
-}
-
-/* The connection's output shrank: below half the high-water mark, move more. */
-static void on_stream_drain(struct evbuffer *out, const struct evbuffer_cb_info *info, void *arg)
-{
-    host_stream *hs = arg;
-    if (info->n_deleted > 0 && evbuffer_get_length(out) <= STREAM_WRITE_HIGH_WATER / 2)
-        event_active(hs->wake, 0, 0);
-}
-
-/* On the worker: move what the producer queued to the connection, while the
- * connection's output stays under the high-water mark (the rest waits in
- * pending, where STREAM_PENDING_MAX bounds it). */
-static void on_stream_wake(evutil_socket_t fd, short what, void *arg)
-{
-    host_stream *hs = arg;
-    (void)fd;
-    (void)what;
-    size_t queued = evbuffer_get_length(hs->conn_out);
-    size_t room = queued < STREAM_WRITE_HIGH_WATER ? STREAM_WRITE_HIGH_WATER - queued : 0;
-    pthread_mutex_lock(&hs->mu);
-    if (hs->overflow) {
-        pthread_mutex_unlock(&hs->mu);
-        kp_log(KP_LOG_INFO, "dropping a stream reader that fell %d bytes behind (request %s)", STREAM_PENDING_MAX,
-               hs->sum.request_id);
-        evhttp_connection_free(hs->evcon); /* on_stream_closed frees hs */
-        return;
-    }
-    evbuffer_remove_buffer(hs->pending, hs->outbox, room); /* moves whole chains where it can */
-    int ended = hs->ended && evbuffer_get_length(hs->pending) == 0;
-    pthread_mutex_unlock(&hs->mu);
-    /* evhttp is called without holding mu, so none of its callbacks can
-     * deadlock against a producer */
-    if (evbuffer_get_length(hs->outbox) > 0) {
-        evhttp_send_reply_chunk_with_cb(hs->evreq, hs->outbox, hs->stream->more ? on_stream_drained : NULL, hs);
-        /* bodyless statuses (204, 304) leave the bytes in place: drop them */
-        evbuffer_drain(hs->outbox, evbuffer_get_length(hs->outbox));
-    }
-    if (ended)
-        stream_finish(hs, 0);
-}
-
-static void on_stream_closed(struct evhttp_connection *evcon, void *arg)
-{
-    (void)evcon;
-    stream_finish(arg, 1);
-}
-
-static void stream_finish(host_stream *hs, int connection_gone)
-{
-    worker *w = hs->w;
-    pthread_mutex_lock(&hs->mu);
-    hs->closed = 1;
-    pthread_mutex_unlock(&hs->mu);
-
-    if (hs->drain_cb)
-        evbuffer_remove_cb_entry(hs->conn_out, hs->drain_cb);
-    if (connection_gone) {
-        /* When the connection failed under a started reply, evhttp detached
-         * the request from it and left it to us; when evhttp_free closes the
-         * connection, the request is still attached and evhttp frees it. */
-        if (evhttp_request_get_connection(hs->evreq) == NULL)
-            evhttp_request_free(hs->evreq);
-        request_finished(w);
-    } else {
-        struct bufferevent *bev = evhttp_connection_get_bufferevent(hs->evcon);
-        bufferevent_setwatermark(bev, EV_READ, 0, 0);
-        evhttp_connection_set_timeout(hs->evcon, IO_TIMEOUT_S);
-        watch_close(w, hs->evcon, on_closed_early, w);
-        evhttp_send_reply_end(hs->evreq); /* on_request_complete follows */
-    }
-    summary_record(w, &hs->sum);
-    hs->stream->release(hs->stream);
-
-    stream_free(hs);
-}
-
-static void stream_free(host_stream *hs)
-{
-    if (hs->wake)
-        event_free(hs->wake);
-    if (hs->pending)
-        evbuffer_free(hs->pending);
-    if (hs->outbox)
-        evbuffer_free(hs->outbox);
-    pthread_mutex_destroy(&hs->mu);
-    free(hs);
-}
-
-static host_stream *stream_new(worker *w)
-{
-    host_stream *hs = calloc(1, sizeof *hs);
-    if (!hs)
-        return NULL;
-    if (pthread_mutex_init(&hs->mu, NULL) != 0) {
-        free(hs);
-        return NULL;
-    }
-    hs->pending = evbuffer_new();
-    hs->outbox = evbuffer_new();
-    hs->wake = event_new(w->base, -1, 0, on_stream_wake, hs);
-    if (!hs->pending || !hs->outbox || !hs->wake) {
-        stream_free(hs);
-        return NULL;
-    }
-    hs->sink.write = sink_write;
-    hs->sink.end = sink_end;
-    hs->w = w;
-    return hs;
-}
-
-/* Starts a streamed response; takes resp->stream. Returns -1 (stream left in
- * resp) when out of memory, before anything was sent. */
-static int start_stream(worker *w, struct evhttp_request *evreq, kp_resp *resp, const req_summary *sum)
-{
-    host_stream *hs = stream_new(w);
-    if (!hs)
-        return -1;
-    hs->evreq = evreq;
-    hs->evcon = evhttp_request_get_connection(evreq);
-    hs->stream = resp->stream;
-    resp->stream = NULL;
-    hs->sum = *sum;
-
-    add_response_headers(w, evreq, resp, sum->request_id);
-    evhttp_send_reply_start(evreq, resp->status, reason_phrase(resp->status));
-    watch_close(w, hs->evcon, on_stream_closed, hs);
-    hs->conn_out = bufferevent_get_output(evhttp_connection_get_bufferevent(hs->evcon));
-    hs->drain_cb = evbuffer_add_cb(hs->conn_out, on_stream_drain, hs);
-    /* Watch the socket for the client going away (EOF) while we only write:
-     * no read timeout (streams may be quiet for long), keep a write timeout,
-     * and cap what a client may send meanwhile. */
-    struct bufferevent *bev = evhttp_connection_get_bufferevent(hs->evcon);
-    struct timeval write_tv = {IO_TIMEOUT_S, 0};
-    bufferevent_set_timeouts(bev, NULL, &write_tv);
-    bufferevent_setwatermark(bev, EV_READ, 0, STREAM_READ_HIGH_WATER);
-    bufferevent_enable(bev, EV_READ);
-
-    hs->stream->start(hs->stream, &hs->sink);
-    if (hs->stream->more)
-        hs->stream->more(hs->stream, &hs->sink); /* the first piece of a pulled stream */
-    return 0;
-}
-
-/* ---- answering ---- */
-
-/* Writes resp (a stream is started and taken) and records the request
- * (streams: when they end). A response without a valid status, or with a
- * deferred left in it, is a handler bug: 500. */
-static void reply(worker *w, struct evhttp_request *evreq, kp_resp *resp, req_summary *sum)
-{
-    const char *rid = sum->request_id;
-    if (resp->deferred || resp->status < 100 || resp->status > 599) {
-        kp_log(KP_LOG_ERROR, "handler left status %d%s for %s %s (request %s)", resp->status,
-               resp->deferred ? " and a deferred" : "", sum->method, sum->path, rid);
-        kp_resp_free(resp);
-        memset(resp, 0, sizeof *resp);
-        host_error(w, resp, 500, "internal_error", "internal error (request %s)", rid);
-    }
-    sum->status = resp->status;
-    if (resp->stream && evhttp_request_get_command(evreq) == EVHTTP_REQ_HEAD) {
-        /* HEAD: the headers a GET would get, and no producer run for a body
-         * nobody reads (without Content-Length, as a stream has none) */
-        resp->stream->release(resp->stream);
-        resp->stream = NULL;
-        add_response_headers(w, evreq, resp, rid);
-        evhttp_send_reply(evreq, resp->status, reason_phrase(resp->status), NULL);
-        summary_record(w, sum);
-    } else if (resp->stream && start_stream(w, evreq, resp, sum) == 0) {
-        /* logged and counted when the stream ends */
-    } else {
-        if (resp->stream) { /* could not start it: answer 500 instead */
-            resp->stream->release(resp->stream);
-            resp->stream = NULL;
-            kp_headers_free(&resp->headers);
-            host_error(w, resp, 500, "internal_error", "internal error (request %s)", rid);
-            sum->status = 500;
-        }
-        send_response(w, evreq, resp, rid);
-        summary_record(w, sum);
-    }
-}
-
-/* ---- deferred responses ---- */
-
-/* While a request waits for its reply, notice the client leaving: reading on
- * without evhttp's read callback (which must not run before the reply), so
- * only EOF and errors reach evhttp (it then closes the connection). Sending
- * the reply sets evhttp's callbacks again. */
-static void watch_eof(struct evhttp_connection *evcon)
-{
-    struct bufferevent *bev = evhttp_connection_get_bufferevent(evcon);
-    bufferevent_data_cb readcb, writecb;
-    bufferevent_event_cb eventcb;
-    void *arg;
-    bufferevent_getcb(bev, &readcb, &writecb, &eventcb, &arg);
-    bufferevent_setcb(bev, NULL, writecb, eventcb, arg);
-    bufferevent_enable(bev, EV_READ);
-}
-
-static void deferred_send(kp_reply *reply, kp_resp *resp)
-{
-    host_deferred *hd = (host_deferred *)reply;
-    pthread_mutex_lock(&hd->mu);
-    if (!hd->sent) {
-        hd->resp = *resp;
-        memset(resp, 0, sizeof *resp);
-        hd->sent = 1;
-        event_active(hd->wake, 0, 0); /* under mu: the worker frees wake only after seeing sent under mu */
-        pthread_cond_signal(&hd->cv);
-    }
-    pthread_mutex_unlock(&hd->mu);
-}
-
-static void deferred_unlink(host_deferred *hd)
-{
-    worker *w = hd->w;
-    if (hd->prev)
-        hd->prev->next = hd->next;
-    else
-        w->deferreds = hd->next;
-    if (hd->next)
-        hd->next->prev = hd->prev;
-}
-
-/* After the reply came: release the producer's state and ours. */
-static void deferred_free(host_deferred *hd)
-{
-    hd->deferred->release(hd->deferred);
-    kp_resp_free(&hd->resp);
-    event_free(hd->wake);
-    pthread_cond_destroy(&hd->cv);
-    pthread_mutex_destroy(&hd->mu);
-    free(hd);
-}
-
-/* On the worker, once send() was called: answer, unless the client left. */
-static void on_deferred_wake(evutil_socket_t fd, short what, void *arg)
-{
-    host_deferred *hd = arg;
-    worker *w = hd->w;
-    (void)fd;
-    (void)what;
-    pthread_mutex_lock(&hd->mu); /* pairs with deferred_send: resp is complete */
-    pthread_mutex_unlock(&hd->mu);
-    deferred_unlink(hd);
-    if (hd->evreq) {
-        watch_close(w, evhttp_request_get_connection(hd->evreq), on_closed_early, w);
-        reply(w, hd->evreq, &hd->resp, &hd->sum);
-    }
-    deferred_free(hd);
-}
-
-/* The connection closed before the reply: nobody to answer; the request is
- * no longer in flight. */
-static void on_deferred_closed(struct evhttp_connection *evcon, void *arg)
-{
-    host_deferred *hd = arg;
-    (void)evcon;
-    /* a failed connection detached the unanswered request and left it to us;
-     * evhttp_free (stopping) frees the requests still attached */
-    if (evhttp_request_get_connection(hd->evreq) == NULL)
-        evhttp_request_free(hd->evreq);
-    hd->evreq = NULL;
-    request_finished(hd->w);
-}
-
-/* Starts resp->deferred (taken from resp) with a reply that hands the
- * response back to this worker. Returns -1 (deferred left in resp) when out
- * of memory. */
-static int start_deferred(worker *w, struct evhttp_request *evreq, kp_resp *resp, const req_summary *sum)
-{
-    host_deferred *hd = calloc(1, sizeof *hd);
-    if (!hd)
-        return -1;
-    hd->wake = event_new(w->base, -1, 0, on_deferred_wake, hd);
-    if (!hd->wake) {
-        free(hd);
-        return -1;
-    }
-    pthread_mutex_init(&hd->mu, NULL);
-    pthread_cond_init(&hd->cv, NULL);
-    hd->reply.send = deferred_send;
-    hd->w = w;
-    hd->evreq = evreq;
-    hd->sum = *sum;
-    hd->deferred = resp->deferred;
-    resp->deferred = NULL;
-    hd->next = w->deferreds;
-    if (hd->next)
-        hd->next->prev = hd;
-    w->deferreds = hd;
-    struct evhttp_connection *evcon = evhttp_request_get_connection(evreq);
-    watch_close(w, evcon, on_deferred_closed, hd);
-    watch_eof(evcon);
-    hd->deferred->start(hd->deferred, &hd->reply);
-    return 0;
-}
-
-/* The worker's loop has ended and its connections are closed: wait for the
- * replies still due (the producers own them until send), then release. */
-static void finish_deferreds(worker *w)
-{
-    while (w->deferreds) {
-        host_deferred *hd = w->deferreds;
-        pthread_mutex_lock(&hd->mu);
-        while (!hd->sent)
-            pthread_cond_wait(&hd->cv, &hd->mu);
-        pthread_mutex_unlock(&hd->mu);
-        deferred_unlink(hd);
-        deferred_free(hd);
-    }
-}
-
 /* ---- the request callback ---- */
 
 static void handle_request(struct evhttp_request *evreq, void *arg)
@@ -931,8 +163,8 @@ static void handle_request(struct evhttp_request *evreq, void *arg)
     struct timespec t0;
     kp_req req;
     kp_resp resp;
-    req_summary sum;
-    char rid[REQUEST_ID_MAX + 1];
+    kp_req_summary sum;
+    char rid[KP_REQUEST_ID_MAX + 1];
     char *path = NULL;
 
     clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -941,28 +173,28 @@ static void handle_request(struct evhttp_request *evreq, void *arg)
     w->inflight++;
     evhttp_request_set_on_complete_cb(evreq, on_request_complete, w);
     struct evhttp_connection *evcon = evhttp_request_get_connection(evreq);
-    watch_close(w, evcon, on_closed_early, w);
+    kp_worker_watch_close(w, evcon, kp_worker_on_closed_early, w);
     kp_conn *c = kp_conn_of(w->conns, evcon);
     kp_conn_rejection rej;
 
     if (c && kp_conn_request_begin(c, &rej)) {
         /* the placeholder of a head the connection layer refused */
-        read_request(w, evreq, &req, rid, &path, &resp);
+        kp_request_read(w, evreq, &req, rid, &path, &resp);
         req.route = "rejected";
         kp_resp_free(&resp);
         memset(&resp, 0, sizeof resp);
-        host_error(w, &resp, rej.status, rej.code, "%s", rej.message);
-    } else if (read_request(w, evreq, &req, rid, &path, &resp) == 0) {
+        kp_respond_error(w, &resp, rej.status, rej.code, "%s", rej.message);
+    } else if (kp_request_read(w, evreq, &req, rid, &path, &resp) == 0) {
         w->host->opt.dispatch(&w->ctx, &req, &resp);
     }
-    summary_begin(&sum, req.method, &t0);
-    summary_take_request(&sum, &req);
+    kp_reqlog_begin(&sum, req.method, &t0);
+    kp_reqlog_take_request(&sum, &req);
     if (resp.deferred && resp.status == 0) {
-        if (start_deferred(w, evreq, &resp, &sum) == 0)
+        if (kp_deferreds_start(w, evreq, &resp, &sum) == 0)
             goto done;         /* answered, logged and counted when its reply comes */
         kp_resp_settle(&resp); /* out of memory: wait for it here */
     }
-    reply(w, evreq, &resp, &sum);
+    kp_respond_reply(w, evreq, &resp, &sum);
 done:
     kp_resp_free(&resp);
     kp_headers_free(&req.headers);
@@ -1074,7 +306,7 @@ static kp_status configure_http(struct evhttp *http, worker *w, kp_err *err)
     evhttp_set_allowed_methods(http, ALLOWED_METHODS); /* others get evhttp's 501 */
     evhttp_set_max_body_size(http, HARD_MAX_BODY);
     evhttp_set_max_headers_size(http, MAX_HEADERS_SIZE);
-    evhttp_set_timeout(http, IO_TIMEOUT_S);
+    evhttp_set_timeout(http, KP_IO_TIMEOUT_S);
     evhttp_set_default_content_type(http, NULL); /* handlers say what they send */
     /* over-long bodies: read and drop the rest, so the client sees the 413 */
     evhttp_set_flags(http, EVHTTP_SERVER_LINGERING_CLOSE);
@@ -1169,7 +401,7 @@ static void *worker_main(void *arg)
     w->http = NULL;
     kp_conn_set_free(w->conns);
     w->conns = NULL;
-    finish_deferreds(w);
+    kp_deferreds_finish(w);
     if (w->ctx.store) {
         w->ctx.store->ops->close(w->ctx.store);
         w->ctx.store = NULL;

@@ -24,6 +24,9 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
+#include <fcntl.h>
+#include <unistd.h>
 #include <time.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,14 +43,19 @@
 #define ACCEPT_LOG_EVERY_MS 1000
 #define FD_RESERVE_MIN 128 /* descriptors kept for files, databases and upstream connections */
 #define FD_RAISE_MAX (1 << 20)
+/* the lingering close after a rejection (see conn.h) */
+#define LINGER_IDLE_S 2                    /* no byte for this long: close */
+#define LINGER_TOTAL_S 5                   /* close this long after the response, whatever arrives */
+#define LINGER_MAX_BYTES (8 * 1024 * 1024) /* close once this much has been discarded */
 
 static const char placeholder[] = "GET /.rejected HTTP/1.1\r\nConnection: close\r\n\r\n";
 
 typedef enum deadline_kind {
     DL_NONE,
-    DL_HEAD,  /* 408 when it passes */
-    DL_BODY,  /* close when it passes */
-    DL_CLOSE, /* close now (armed with no delay, to close outside evhttp's callbacks) */
+    DL_HEAD,   /* 408 when it passes */
+    DL_BODY,   /* close when it passes */
+    DL_CLOSE,  /* close now (armed with no delay, to close outside evhttp's callbacks) */
+    DL_LINGER, /* the end of a lingering close */
 } deadline_kind;
 
 typedef enum conn_state {
@@ -79,12 +87,19 @@ struct kp_conn {
     void (*close_cb)(struct evhttp_connection *, void *);
     void *close_arg;
     kp_conn *adopt_next;
+    /* a lingering close: evhttp is done with the connection, c reads and
+     * discards from its own descriptor until EOF or a bound */
+    evutil_socket_t linger_fd;
+    struct event *linger_ev;
+    size_t linger_bytes;
+    kp_conn *linger_next; /* on its set's lingering list */
     /* the registry (guarded by registry.mu) */
     kp_conn *older, *newer;
     kp_conn *evict_next; /* on its set's evict queue */
     int adopted;         /* its evcon is known: it may be evicted */
     int evicting;        /* chosen as a victim (queued) */
     int refused;         /* over the cap with no victim: closed once adopted */
+    int lingering;       /* in a lingering close: the first eviction candidate */
     /* written by the owning worker, read by any under registry.mu */
     atomic_int completed; /* a response was written */
     atomic_int busy;      /* a request is being answered */
@@ -102,6 +117,7 @@ struct kp_conn_set {
     struct evconnlistener *lev; /* the worker's listener, while it listens */
     struct event *resume;       /* re-enables lev after an accept error */
     kp_conn_set *next_set;      /* guarded by registry.mu */
+    kp_conn *lingering;         /* conns in a lingering close */
 };
 
 /*
@@ -121,11 +137,16 @@ static struct {
 static atomic_llong accept_log_ms; /* when an accept error was last logged */
 static atomic_long accept_errors;  /* since then */
 
+static void linger_end(kp_conn *c);
+
 /* ---- deadlines ---- */
 
 static void arm(kp_conn *c, deadline_kind kind)
 {
-    int s = kind == DL_HEAD ? c->set->limits.header_timeout_s : kind == DL_BODY ? c->set->limits.body_timeout_s : 0;
+    int s = kind == DL_HEAD     ? c->set->limits.header_timeout_s
+            : kind == DL_BODY   ? c->set->limits.body_timeout_s
+            : kind == DL_LINGER ? LINGER_TOTAL_S
+                                : 0;
     struct timeval tv = {s, 0};
     c->deadline_for = kind;
     evtimer_add(c->deadline, &tv);
@@ -306,6 +327,10 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
     kp_conn *c = arg;
     (void)fd;
     (void)what;
+    if (c->lingering) {
+        linger_end(c);
+        return;
+    }
     if (!c->evcon)
         return;
     if (c->deadline_for == DL_HEAD) {
@@ -321,18 +346,21 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
 
 /* ---- the connection cap ---- */
 
-static int evictable(kp_conn *c, int fresh_only)
+/* Victims by preference: lingering (pass 0), never completed a request
+ * (pass 1), idle (pass 2). */
+static int evictable(kp_conn *c, int pass)
 {
-    return c->adopted && !c->evicting && !c->refused && !atomic_load(&c->busy) &&
-           (!fresh_only || !atomic_load(&c->completed));
+    if (!c->adopted || c->evicting || c->refused || atomic_load(&c->busy))
+        return 0;
+    return pass == 0 ? c->lingering : pass == 1 ? !atomic_load(&c->completed) : 1;
 }
 
 /* Under registry.mu. */
 static kp_conn *pick_victim(void)
 {
-    for (int fresh_only = 1; fresh_only >= 0; fresh_only--)
+    for (int pass = 0; pass <= 2; pass++)
         for (kp_conn *v = registry.oldest; v; v = v->newer)
-            if (evictable(v, fresh_only))
+            if (evictable(v, pass))
                 return v;
     return NULL;
 }
@@ -397,7 +425,9 @@ static void on_reap(evutil_socket_t fd, short what, void *arg)
         pthread_mutex_unlock(&registry.mu);
         if (!c)
             return;
-        if (c->evicting)
+        if (c->evicting && c->lingering)
+            linger_end(c);
+        else if (c->evicting)
             evhttp_connection_free(c->evcon);
     }
 }
@@ -498,11 +528,91 @@ static void conn_free(kp_conn *c)
 {
     if (c->input_cb)
         evbuffer_remove_cb_entry(bufferevent_get_input(c->bev), c->input_cb);
+    if (c->linger_ev)
+        event_free(c->linger_ev);
+    if (c->lingering)
+        close(c->linger_fd);
     if (c->held)
         evbuffer_free(c->held);
     if (c->deadline)
         event_free(c->deadline);
     free(c);
+}
+
+/* ---- the lingering close ---- */
+
+/* Ends a lingering close: closes its descriptor and frees c. */
+static void linger_end(kp_conn *c)
+{
+    for (kp_conn **p = &c->set->lingering; *p; p = &(*p)->linger_next)
+        if (*p == c) {
+            *p = c->linger_next;
+            break;
+        }
+    registry_remove(c);
+    conn_free(c);
+}
+
+/* Reads and discards what the client still sends; ends at EOF, an error,
+ * LINGER_IDLE_S without a byte, or LINGER_MAX_BYTES. */
+static void on_linger_read(evutil_socket_t fd, short what, void *arg)
+{
+    kp_conn *c = arg;
+    char sink[COPY_CHUNK];
+    if (what & EV_TIMEOUT) {
+        linger_end(c);
+        return;
+    }
+    for (int i = 0; i < 16; i++) {
+        ssize_t n = recv(fd, sink, sizeof sink, 0);
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+            return;
+        if (n <= 0 || (c->linger_bytes += (size_t)n) >= LINGER_MAX_BYTES) {
+            linger_end(c);
+            return;
+        }
+    }
+}
+
+/*
+ * The connection is closing after a rejection whose response was written
+ * whole, while the client may still be sending its body: closing the socket
+ * with unread bytes would reset it and the client could lose the response.
+ * Keeps the socket open on a descriptor of its own (evhttp closes its one),
+ * shuts its write side (the client sees EOF after the response), and drains
+ * it within the bounds above. Returns 1 when c now lingers (it stays in the
+ * registry, counted against the cap), 0 when it must simply be freed.
+ */
+static int linger_start(kp_conn *c)
+{
+    if (c->state != ST_REJECTED || c->begun < c->reject_seq || c->evicting || !c->bev ||
+        evbuffer_get_length(bufferevent_get_output(c->bev)) != 0)
+        return 0;
+    evutil_socket_t fd = bufferevent_getfd(c->bev);
+    if (fd < 0)
+        return 0;
+    int dfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (dfd < 0)
+        return 0;
+    c->linger_ev = event_new(c->set->base, dfd, EV_READ | EV_PERSIST, on_linger_read, c);
+    struct timeval idle = {LINGER_IDLE_S, 0};
+    if (!c->linger_ev || shutdown(dfd, SHUT_WR) != 0 || event_add(c->linger_ev, &idle) != 0) {
+        close(dfd);
+        return 0;
+    }
+    evbuffer_remove_cb_entry(bufferevent_get_input(c->bev), c->input_cb);
+    c->input_cb = NULL;
+    c->bev = NULL;
+    c->evcon = NULL;
+    c->linger_fd = dfd;
+    arm(c, DL_LINGER);
+    c->linger_next = c->set->lingering;
+    c->set->lingering = c;
+    atomic_store(&c->busy, 0);
+    pthread_mutex_lock(&registry.mu);
+    c->lingering = 1;
+    pthread_mutex_unlock(&registry.mu);
+    return 1;
 }
 
 static void on_conn_closed(struct evhttp_connection *evcon, void *arg)
@@ -511,6 +621,8 @@ static void on_conn_closed(struct evhttp_connection *evcon, void *arg)
     if (c->close_cb)
         c->close_cb(evcon, c->close_arg);
     tdelete(c, &c->set->by_evcon, by_evcon);
+    if (linger_start(c))
+        return;
     registry_remove(c);
     conn_free(c);
 }
@@ -626,6 +738,8 @@ void kp_conn_set_free(kp_conn_set *set)
     if (!set)
         return;
     on_adopt(-1, 0, set); /* none expected: adoption runs in the accepting iteration */
+    while (set->lingering)
+        linger_end(set->lingering);
     tdestroy(set->by_evcon, free_node);
     pthread_mutex_lock(&registry.mu);
     for (kp_conn_set **p = &registry.sets; *p; p = &(*p)->next_set)

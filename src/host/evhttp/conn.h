@@ -22,13 +22,21 @@
  * A request with a chunked body is the last on its connection
  * (kp_conn_must_close), so bytes after it never reach evhttp unchecked.
  *
+ * Lingering close: when a connection closes after a rejection whose response
+ * was written whole, the conn outlives evhttp's connection: it keeps the
+ * socket on a descriptor of its own, shuts down its write side and discards
+ * what the client still sends (its body) until EOF or a bound (2 s idle, 5 s
+ * in all, 8 MiB), so that the kernel does not reset the connection under the
+ * response. It still counts against the cap and is the first victim.
+ *
  * Threads: a kp_conn_set belongs to one worker and is only touched on that
  * worker's thread.
  *
  * Ownership: a conn lives as long as its evhttp connection (it is freed from
  * the connection's close callback), so a kp_conn pointer is valid only inside
- * callbacks of that connection. kp_conn_set_free() is called after
- * evhttp_free() has closed every connection.
+ * callbacks of that connection (a lingering conn is no longer reachable
+ * from the host). kp_conn_set_free() is called after evhttp_free() has
+ * closed every connection; it ends the lingering ones.
  */
 #ifndef KP_CONN_H
 #define KP_CONN_H
@@ -65,9 +73,9 @@ void kp_conn_set_free(kp_conn_set *set);
 
 /*
  * The connection cap, shared by every set of the process (both hosts): at
- * the cap, a new connection evicts the oldest one that has not completed a
- * request (else the oldest idle one); when every connection is busy the new
- * one is closed. max_connections <= 0 derives it: RLIMIT_NOFILE (first
+ * the cap, a new connection evicts the oldest lingering one, else the oldest
+ * one that has not completed a request (else the oldest idle one); when
+ * every connection is busy the new one is closed. max_connections <= 0 derives it: RLIMIT_NOFILE (first
  * raised to its hard limit, at most 2^20) minus a quarter (at least 128) kept
  * for files, databases and upstream connections. Returns the cap in force.
  */

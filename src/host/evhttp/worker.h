@@ -1,0 +1,67 @@
+/*
+ * worker.h - the host's per-thread state, shared by the host's modules
+ * (evhttp_host.c: listeners, workers, the request callback; request.c,
+ * respond.c, streams.c, deferreds.c). Internal to src/host: the public face is evhttp_host.h.
+ *
+ * Threads: a worker and everything reached from it belong to the worker's
+ * thread (see evhttp_host.c for the few thread-safe entry points).
+ *
+ * Ownership: the host owns its workers; a worker owns its event_base, evhttp,
+ * connection set and unanswered deferred responses.
+ */
+#ifndef KP_WORKER_H
+#define KP_WORKER_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include <event2/event.h>
+#include <event2/http.h>
+
+#include "host/evhttp/conn.h"
+#include "host/evhttp/reqlog.h"
+#include "host/evhttp_host.h"
+
+#define KP_IO_TIMEOUT_S 30 /* idle read / stalled write on a connection */
+
+typedef struct worker {
+    kp_host *host;
+    pthread_t thread;
+    int thread_started;
+    struct event_base *base;
+    struct evhttp *http;               /* freed by the worker when its loop ends */
+    struct evhttp_bound_socket *bound; /* NULL once draining */
+    kp_conn_set *conns;                /* the connection layer under http (conn.h) */
+    struct host_deferred *deferreds;   /* deferred responses not answered yet */
+    struct event *stop_ev;             /* activated by kp_host_stop */
+    struct event *drain_tick;
+    kp_ctx ctx;
+    long inflight; /* worker thread only */
+    int draining;  /* worker thread only */
+    uint64_t drain_deadline_ms;
+    char rid_prefix[9]; /* 8 random hex digits, then a counter */
+    uint32_t rid_counter;
+} worker;
+
+struct kp_host {
+    kp_host_options opt;
+    int port;
+    int nworkers;
+    worker *workers;
+    /* start-up handshake */
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    int nreported;
+    kp_status start_status;
+    kp_err start_err;
+};
+
+/* The request no longer counts as in flight (its response was written or its
+ * connection died); a draining worker stops at zero. */
+void kp_worker_request_finished(worker *w);
+/* Who hears of evcon closing while a request is in progress (NULL cb: nobody). */
+void kp_worker_watch_close(worker *w, struct evhttp_connection *evcon, void (*cb)(struct evhttp_connection *, void *),
+                           void *arg);
+/* A close callback (arg: the worker): the connection died before its response was written. */
+void kp_worker_on_closed_early(struct evhttp_connection *evcon, void *arg);
+#endif
