@@ -125,10 +125,14 @@ lint:
 	cppcheck --quiet --error-exitcode=1 --enable=warning,portability --inline-suppr -D__GNUC__ -Isrc src
 	clang-format --dry-run --Werror $(FORMAT_SRCS)
 
-# clang-tidy's static analyzer (path-sensitive: leaks, null dereferences, use after free)
+# clang-tidy's static analyzer (path-sensitive: leaks, null dereferences, use after free). One process
+# per file: with several files in one process, clang-tidy 14 reports findings that depend on the files
+# before it (src/gen/generator.c: pthread_mutex_init taken for va_start; known use-after-frees missed).
+TIDY_CHECKS = -*,clang-analyzer-*,-clang-analyzer-security.insecureAPI.*,-clang-analyzer-valist.Uninitialized,-clang-analyzer-optin.performance.Padding
 tidy:
-	clang-tidy --quiet --warnings-as-errors='clang-analyzer-*' -checks='-*,clang-analyzer-*,-clang-analyzer-security.insecureAPI.*,-clang-analyzer-valist.Uninitialized,-clang-analyzer-optin.performance.Padding' \
-	    $(SRCS) -- $(CPPFLAGS_ALL)
+	@rc=0; for f in $(SRCS); do \
+	    clang-tidy --quiet --warnings-as-errors='clang-analyzer-*' -checks='$(TIDY_CHECKS)' $$f -- $(CPPFLAGS_ALL) || rc=1; \
+	done; exit $$rc
 
 # libFuzzer targets (tests/fuzz/fuzz_*.c; docs/DEVELOPMENT.md, "Fuzzing"): the library is rebuilt with
 # clang in build-fuzz/ with coverage instrumentation and ASan+UBSan, each target runs FUZZ_SECONDS on a

@@ -561,7 +561,11 @@ static kp_status build_zip(kp_blob *blob, const kp_version *v, kp_buf *zip, kp_e
     size_t n = json_array_size(files);
     kp_zip_entry *entries = calloc(n + 1, sizeof *entries);
     kp_buf *data = calloc(n + 1, sizeof *data);
-    kp_status rc = (entries && data) ? KP_OK : kp_err_set(err, KP_ENOMEM, "out of memory");
+    kp_status rc = KP_OK;
+    if (!entries || !data) {
+        rc = kp_err_set(err, KP_ENOMEM, "out of memory");
+        goto cleanup;
+    }
     for (size_t i = 0; i < n && rc == KP_OK; i++) {
         const char *path = json_string_value(json_object_get(json_array_get(files, i), "path"));
         char key[KP_BLOB_KEY_MAX + 1];
@@ -573,6 +577,7 @@ static kp_status build_zip(kp_blob *blob, const kp_version *v, kp_buf *zip, kp_e
     }
     if (rc == KP_OK)
         rc = kp_zip_build(entries, n, (time_t)v->updated_at, zip, err);
+cleanup:
     for (size_t i = 0; data && i < n; i++)
         kp_buf_free(&data[i]);
     free(data);

@@ -350,10 +350,12 @@ static void slot_give_back(kp_gen *g, const char *project_id, int64_t n)
     pthread_mutex_unlock(&g->mu);
 }
 
-static void sub_unref(subscriber *sub)
+/* Drops k references at once (the last one frees sub). */
+static void sub_drop(subscriber *sub, int k)
 {
     pthread_mutex_lock(&sub->mu);
-    int left = --sub->refs;
+    sub->refs -= k;
+    int left = sub->refs;
     pthread_mutex_unlock(&sub->mu);
     if (left == 0) {
         if (sub->counted)
@@ -361,6 +363,11 @@ static void sub_unref(subscriber *sub)
         pthread_mutex_destroy(&sub->mu);
         free(sub);
     }
+}
+
+static void sub_unref(subscriber *sub)
+{
+    sub_drop(sub, 1);
 }
 
 static void sub_write(subscriber *sub, const char *data, size_t len)
@@ -381,8 +388,9 @@ static void sub_end(subscriber *sub)
     pthread_mutex_unlock(&sub->mu);
 }
 
-/* On the loop: drops the loop's reference (and the generation's link). */
-static void sub_detach(subscriber *sub)
+/* On the loop: unlinks sub from its generation and takes back the loop's
+ * reference: returns 1 if it held one (now the caller's to drop), else 0. */
+static int sub_unlink(subscriber *sub)
 {
     generation *gen = sub->gen;
     if (gen) {
@@ -399,7 +407,13 @@ static void sub_detach(subscriber *sub)
     int held = sub->loop_ref;
     sub->loop_ref = 0;
     pthread_mutex_unlock(&sub->mu);
-    if (held)
+    return held;
+}
+
+/* On the loop: drops the loop's reference (and the generation's link). */
+static void sub_detach(subscriber *sub)
+{
+    if (sub_unlink(sub))
         sub_unref(sub);
 }
 
@@ -486,7 +500,9 @@ int kp_gen_replay_events(const char *events_json_text, int64_t after_id, kp_buf 
 
 static void flush_deltas(generation *gen)
 {
-    size_t n = utf8_whole_prefix(gen->pending.data ? gen->pending.data : "", gen->pending.len);
+    if (gen->pending.len == 0)
+        return; /* nothing pending (its data may still be NULL) */
+    size_t n = utf8_whole_prefix(gen->pending.data, gen->pending.len);
     if (n == 0)
         return;
     json_t *text = text_json(gen->pending.data, n);
@@ -1210,8 +1226,7 @@ static void replay_done(void *arg)
 {
     subscriber *sub = arg;
     kp_gen *g = sub->g;
-    sub_detach(sub);
-    sub_unref(sub); /* the job's reference */
+    sub_drop(sub, sub_unlink(sub) + 1); /* the loop's, if still held, and the job's */
     g->replaying--;
     shutdown_maybe_done(g);
 }
@@ -1249,8 +1264,7 @@ static void task_subscribe(void *arg)
 static void task_unsubscribe(void *arg)
 {
     subscriber *sub = arg;
-    sub_detach(sub);
-    sub_unref(sub);
+    sub_drop(sub, sub_unlink(sub) + 1); /* the loop's, if still held, and the stream's */
 }
 
 static void stream_start(kp_stream *s, kp_sink *sink)

@@ -7,6 +7,7 @@
  */
 #include "gen/replay.h"
 
+#include <assert.h>
 #include <jansson.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -211,12 +212,18 @@ static entry *insert(kp_replay_cache *c, entry *e)
         entry_unref(e);
         return had;
     }
-    atomic_fetch_add(&e->refs, 1); /* the cache's */
-    push_front(c, e);
-    while (c->tail && (c->bytes > c->max_bytes || c->count > c->max_entries)) {
+    /* Room is made before e joins, so e itself is never evicted here: the
+     * caller's reference is returned untouched, and the cache takes its own
+     * only when e fits the budget at all. */
+    while (c->tail && (c->bytes + e->text.len > c->max_bytes || c->count + 1 > c->max_entries)) {
         entry *old = c->tail;
+        assert(old->next == NULL); /* the tail is last: unlinking it moves the tail */
         unlink_entry(c, old);
         entry_unref(old);
+    }
+    if (e->text.len <= c->max_bytes && c->max_entries > 0) {
+        atomic_fetch_add(&e->refs, 1); /* the cache's */
+        push_front(c, e);
     }
     pthread_mutex_unlock(&c->mu);
     return e;
@@ -239,10 +246,11 @@ void kp_replay_cache_free(kp_replay_cache *c)
 {
     if (!c)
         return;
-    while (c->head) {
-        entry *e = c->head;
-        unlink_entry(c, e);
+    entry *e = c->head;
+    while (e) { /* the list goes with the cache: no unlinking */
+        entry *next = e->next;
         entry_unref(e);
+        e = next;
     }
     pthread_mutex_destroy(&c->mu);
     free(c);

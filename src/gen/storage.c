@@ -116,10 +116,15 @@ kp_status kp_gen_storage_new(int nthreads, kp_loop *loop, kp_gen_storage_open_fn
     if (!st)
         return kp_err_set(err, KP_ENOMEM, "out of memory");
     pthread_mutex_init(&st->mu, NULL);
+    st->nhandles = 0; /* none open yet; stated: clang-tidy loses calloc's zero past the mutex init */
     st->loop = loop;
     st->handles = calloc((size_t)nthreads, sizeof *st->handles);
     st->free_handles = calloc((size_t)nthreads, sizeof *st->free_handles);
-    kp_status rc = st->handles && st->free_handles ? KP_OK : kp_err_set(err, KP_ENOMEM, "out of memory");
+    if (!st->handles || !st->free_handles) {
+        kp_gen_storage_free(st); /* no handle open yet */
+        return kp_err_set(err, KP_ENOMEM, "out of memory");
+    }
+    kp_status rc = KP_OK;
     for (int i = 0; i < nthreads && rc == KP_OK; i++) {
         rc = open_store(ud, &st->handles[i], err);
         if (rc == KP_OK) {

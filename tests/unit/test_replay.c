@@ -174,25 +174,55 @@ static void test_one_rendering_for_every_reader(void **state)
     kp_buf_free(&rb.got);
 }
 
-static void test_evicted_rendering_lives_for_its_readers(void **state)
+/* A cache of the given budget, and a one-event version prj_small beside prj_big. */
+static kp_replay_cache *small_cache(fixture *f, size_t max_bytes, size_t max_entries)
 {
-    fixture *f = *state;
     kp_err err = {0};
-    kp_replay_cache *small = NULL;
-    kp_stream *a = NULL, *b = NULL;
-    rec_sink ra, rb;
+    kp_replay_cache *c = NULL;
     make_version(f->s, "prj_small", "[{\"id\":1,\"event\":\"done\",\"data\":{}}]");
-    assert_int_equal(kp_replay_cache_new(KP_REPLAY_CACHE_BYTES, 1, &small, &err), KP_OK);
-    assert_int_equal(kp_replay_open(small, f->s, "prj_big", 1, 0, &a, &err), KP_OK);
-    assert_int_equal(kp_replay_open(small, f->s, "prj_small", 1, 0, &b, &err), KP_OK);
-    assert_int_equal(kp_replay_cache_entries(small), 1);
-    kp_replay_cache_free(small); /* the streams still hold their renderings */
+    assert_int_equal(kp_replay_cache_new(max_bytes, max_entries, &c, &err), KP_OK);
+    return c;
+}
+
+/* Pulls a (prj_big) and b (prj_small) to their ends and checks both whole. */
+static void pull_big_and_small(kp_stream *a, kp_stream *b)
+{
+    rec_sink ra, rb;
     pull(a, &ra);
     pull(b, &rb);
     assert_true(ra.got.len > 200 * 1024);
     assert_string_equal(rb.got.data, "id: 1\nevent: done\ndata: {}\n\n");
     kp_buf_free(&ra.got);
     kp_buf_free(&rb.got);
+}
+
+static void test_evicted_rendering_lives_for_its_readers(void **state)
+{
+    fixture *f = *state;
+    kp_err err = {0};
+    kp_replay_cache *small = small_cache(f, KP_REPLAY_CACHE_BYTES, 1);
+    kp_stream *a = NULL, *b = NULL;
+    assert_int_equal(kp_replay_open(small, f->s, "prj_big", 1, 0, &a, &err), KP_OK);
+    assert_int_equal(kp_replay_open(small, f->s, "prj_small", 1, 0, &b, &err), KP_OK);
+    assert_int_equal(kp_replay_cache_entries(small), 1);
+    kp_replay_cache_free(small); /* the streams still hold their renderings */
+    pull_big_and_small(a, b);
+}
+
+/* A rendering larger than the whole byte budget is served, not cached, and
+ * makes room by evicting the others. */
+static void test_rendering_over_budget_is_served_uncached(void **state)
+{
+    fixture *f = *state;
+    kp_err err = {0};
+    kp_replay_cache *small = small_cache(f, 1024, 4);
+    kp_stream *a = NULL, *b = NULL;
+    assert_int_equal(kp_replay_open(small, f->s, "prj_small", 1, 0, &b, &err), KP_OK);
+    assert_int_equal(kp_replay_cache_entries(small), 1);
+    assert_int_equal(kp_replay_open(small, f->s, "prj_big", 1, 0, &a, &err), KP_OK);
+    assert_int_equal(kp_replay_cache_entries(small), 0);
+    pull_big_and_small(a, b);
+    kp_replay_cache_free(small);
 }
 
 static void test_generating_and_unknown_versions(void **state)
@@ -214,6 +244,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_pieces_after_last_event_id, setup, teardown),
         cmocka_unit_test_setup_teardown(test_one_rendering_for_every_reader, setup, teardown),
         cmocka_unit_test_setup_teardown(test_evicted_rendering_lives_for_its_readers, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rendering_over_budget_is_served_uncached, setup, teardown),
         cmocka_unit_test_setup_teardown(test_generating_and_unknown_versions, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

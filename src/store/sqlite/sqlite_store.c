@@ -1057,7 +1057,9 @@ static kp_status credits_apply_locked(sq_store *h, const kp_credit_change *c, in
     kp_status rc = idem_key_used(h, c->idem_key, &used, err);
     if (rc != KP_OK)
         return rc;
-    kp_balance cur;
+    /* written by balance_read on KP_OK only; zeroed because the analyzer cannot
+     * see that kp_err_set returns its (non-OK) status */
+    kp_balance cur = {0, 0, 0};
     rc = balance_read(h, c->user_id, &cur, err);
     if (rc != KP_OK)
         return rc;
