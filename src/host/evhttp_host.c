@@ -365,6 +365,7 @@ static kp_status worker_init(kp_host *h, worker *w, struct sockaddr_storage *ss,
     if (sockaddr_port(ss) == 0) { /* port 0: the others join the port the first one got */
         struct sockaddr_storage got;
         socklen_t gotlen = sizeof got;
+        memset(&got, 0, sizeof got);
         if (getsockname(evconnlistener_get_fd(l), (struct sockaddr *)&got, &gotlen) != 0)
             return kp_err_set(err, KP_EIO, "cannot listen on %s: getsockname: %s", h->opt.addr, strerror(errno));
         set_sockaddr_port(ss, sockaddr_port(&got));
@@ -443,6 +444,8 @@ kp_status kp_host_start(const kp_host_options *opt, kp_host **out, kp_err *err)
     rc = resolve_addr(opt->addr, &ss, &sslen, err);
     if (rc != KP_OK)
         return rc;
+    if (sslen == 0) /* cannot happen; says so to the static analyzer, which assumes kp_err_set may return KP_OK */
+        return kp_err_set(err, KP_EINTERNAL, "listen address %s resolved to nothing", opt->addr);
     kp_conn_set_cap(opt->max_connections);
     if (sockaddr_port(&ss) != 0) {
         rc = check_address_free((struct sockaddr *)&ss, sslen, opt->addr, err);

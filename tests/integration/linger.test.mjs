@@ -75,6 +75,9 @@ function endlessUpload(port) {
       for (let i = 0; i < 800 && !sock.destroyed && !error; i++) {
         written += piece.length;
         if (!sock.write(piece)) await new Promise((r) => { sock.once('drain', r); sock.once('close', r); });
+        // as a real client, read while writing: without a turn of the event loop the 413 could sit
+        // unread in the kernel until the final reset discards it
+        await new Promise((r) => setImmediate(r));
       }
       sock.destroy();
     });

@@ -738,8 +738,12 @@ void kp_conn_set_free(kp_conn_set *set)
     if (!set)
         return;
     on_adopt(-1, 0, set); /* none expected: adoption runs in the accepting iteration */
-    while (set->lingering)
-        linger_end(set->lingering);
+    while (set->lingering) {
+        kp_conn *c = set->lingering;
+        set->lingering = c->linger_next; /* unlinked here, visibly: linger_end then frees it */
+        c->linger_next = NULL;
+        linger_end(c);
+    }
     tdestroy(set->by_evcon, free_node);
     pthread_mutex_lock(&registry.mu);
     for (kp_conn_set **p = &registry.sets; *p; p = &(*p)->next_set)

@@ -143,8 +143,8 @@ int kp_deferreds_start(worker *w, struct evhttp_request *evreq, kp_resp *resp, c
  * replies still due (the producers own them until send), then release. */
 void kp_deferreds_finish(worker *w)
 {
-    while (w->deferreds) {
-        host_deferred *hd = w->deferreds;
+    for (host_deferred *hd = w->deferreds, *next; hd; hd = next) {
+        next = hd->next; /* read before hd is freed (producers never touch the list) */
         pthread_mutex_lock(&hd->mu);
         while (!hd->sent)
             pthread_cond_wait(&hd->cv, &hd->mu);
