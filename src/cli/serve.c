@@ -201,9 +201,10 @@ static kp_status start(serve_state *st, kp_err *err)
         .header_timeout_s = (int)st->cfg.header_timeout_s,
         .body_timeout_s = (int)st->cfg.body_timeout_s,
     };
-    rc = kp_host_start(&ho, &st->host, err);
+    /* the apps origin first: once the API answers (/healthz), both ports do */
+    rc = start_apps_host(st, err);
     if (rc == KP_OK)
-        rc = start_apps_host(st, err);
+        rc = kp_host_start(&ho, &st->host, err);
     if (rc == KP_OK)
         rc = start_scheduler(st, err);
     return rc;
