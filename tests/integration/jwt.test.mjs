@@ -31,12 +31,14 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 // RS512 and PS256 alike
 const rsaKeyPair = () => generateKeyPairSync('rsa', { modulusLength: 2048 });
 
-/** A JWKS endpoint on 127.0.0.1 that counts its fetches; keys can change. */
+/** A JWKS endpoint on 127.0.0.1 that counts its fetches; keys can change; while
+ * state.gate (a promise) is set, answers wait for it. */
 async function startJwksServer() {
-  const state = { keys: [], fetches: [] };
-  const srv = http.createServer((req, res) => {
+  const state = { keys: [], fetches: [], gate: null };
+  const srv = http.createServer(async (req, res) => {
     if (req.method === 'GET' && req.url === JWKS_PATH) {
       state.fetches.push(Date.now());
+      if (state.gate) await state.gate;
       res.writeHead(200, { 'Content-Type': 'application/json' });
       res.end(JSON.stringify({ keys: state.keys }));
       return;
@@ -484,11 +486,21 @@ describe('JWT verification', () => {
       const { privateKey: rotatedKey, publicKey: rotatedPublic } = rsaKeyPair();
       jwks.keys = [...jwks.keys, await publicJwk(rotatedPublic, 'k2')];
       const fetchesBefore = jwks.fetches.length;
+      let release;
+      jwks.gate = new Promise((resolve) => {
+        release = resolve;
+      }); // the fetch the burst asks for is held until the burst is answered, however slow the server
       const unknown = await Promise.all(
         Array.from({ length: 20 }, (_, i) => rs256(idClaims(), { key: strangerKey, kid: `other-${i}` })),
       );
       const rotated = await Promise.all(Array.from({ length: 5 }, () => rs256(idClaims(), { key: rotatedKey, kid: 'k2' })));
-      const results = await Promise.all([...unknown, ...rotated].map((t) => callMe(server, `Bearer ${t}`)));
+      let results;
+      try {
+        results = await Promise.all([...unknown, ...rotated].map((t) => callMe(server, `Bearer ${t}`)));
+      } finally {
+        jwks.gate = null;
+        release();
+      }
       results.forEach((res, i) => assertRejected(res, `kid ${i} not fetched yet`));
       const accepted = await untilAccepted(server, () => rs256(idClaims(), { key: rotatedKey, kid: 'k2' }));
       assert.equal(accepted.status, 200, `rotated key: ${accepted.text}`);
