@@ -552,13 +552,15 @@ static void run_storage(kp_gen *g, void (*work)(kp_store *s, void *arg), void (*
     kp_gen_storage_run(g->storage, g->store, work, done, arg);
 }
 
-/* A waiting shutdown returns once no generation and no replay is left. */
+/* A waiting shutdown returns once no generation and no replay is left. The
+ * waiter may free g as soon as it is woken: g is not touched after. */
 static void shutdown_maybe_done(kp_gen *g)
 {
     if (g->shutdown_wait && !g->gens && g->replaying == 0) {
-        g->shut_done = 1;
-        sync_cmd_finish(g->shutdown_wait, KP_OK);
+        sync_cmd *wait = g->shutdown_wait;
         g->shutdown_wait = NULL;
+        g->shut_done = 1;
+        sync_cmd_finish(wait, KP_OK);
     }
 }
 
