@@ -1,0 +1,63 @@
+/*
+ * secrets.h - the secrets service: API keys, signing secrets and the like,
+ * read from a source (secrets_env.c: the environment and *_FILE files; the
+ * AWS Secrets Manager source comes with the AWS backends) and cached.
+ *
+ * A source is a struct of function pointers (kp_secrets_source_ops), one per
+ * backend. The service (kp_secrets) wraps one source with a cache: a value
+ * is read once, kept for ttl seconds (KOUMPA_SECRETS_TTL, default 3600) and
+ * read again after, so a rotated file or secret is picked up without a
+ * restart. Values are never logged; cached copies are wiped
+ * (sodium_memzero) when replaced or freed.
+ *
+ * Thread-safe: every HTTP, pool and loop thread may call kp_secrets_get.
+ *
+ * Ownership: kp_secrets_get hands the caller its own copy of the value,
+ * released (wiped, then freed) with kp_secrets_value_free.
+ */
+#ifndef KP_SECRETS_H
+#define KP_SECRETS_H
+
+#include <stddef.h>
+
+#include "core/err.h"
+
+/* The names the server reads (each also as NAME_FILE in the env source). */
+#define KP_SECRET_ANTHROPIC_API_KEY "ANTHROPIC_API_KEY"
+#define KP_SECRET_JWT_SECRET "KOUMPA_JWT_SECRET"
+#define KP_SECRET_STRIPE_SECRET_KEY "STRIPE_SECRET_KEY"
+#define KP_SECRET_STRIPE_WEBHOOK_SECRET "STRIPE_WEBHOOK_SECRET"
+
+typedef struct kp_secrets_source_ops {
+    /* Reads the current value of name: *out is malloc'd and NUL-terminated,
+     * *len its length. KP_ENOTFOUND when the source has no such secret;
+     * another status (err says why, never the value) when it could not be read. */
+    kp_status (*read)(void *impl, const char *name, char **out, size_t *len, kp_err *err);
+    /* Releases the source. */
+    void (*close)(void *impl);
+} kp_secrets_source_ops;
+
+typedef struct kp_secrets_source {
+    const kp_secrets_source_ops *ops;
+    void *impl;
+} kp_secrets_source;
+
+typedef struct kp_secrets kp_secrets;
+
+/* Wraps source (taken: closed by kp_secrets_free) with a cache of ttl_s
+ * seconds (>= 1). */
+kp_status kp_secrets_new(kp_secrets_source source, long ttl_s, kp_secrets **out, kp_err *err);
+
+/* A copy of the value of name, from the cache or read from the source.
+ * KP_ENOTFOUND when it is not set (err names the secret, never a value). */
+kp_status kp_secrets_get(kp_secrets *s, const char *name, char **out, size_t *len, kp_err *err);
+
+/* 1 when name has a value (for the start-up summary: "(set)"). */
+int kp_secrets_has(kp_secrets *s, const char *name);
+
+/* Wipes and frees a value from kp_secrets_get (NULL is fine). */
+void kp_secrets_value_free(char *value, size_t len);
+
+void kp_secrets_free(kp_secrets *s);
+
+#endif
