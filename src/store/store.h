@@ -201,6 +201,62 @@ typedef struct kp_admission {
     const kp_version *version;
 } kp_admission;
 
+
+/* ---- billing (Stripe): customers, subscriptions, processed events ---- */
+
+#define KP_STRIPE_ID_MAX 128  /* Stripe object ids: "cus_...", "sub_...", "evt_...", "in_..." */
+#define KP_SUB_STATUS_MAX 32 /* Stripe's subscription status: "active", "past_due", "canceled", ... */
+
+/* A user's link to Stripe: their customer, and the subscription that decides
+ * their plan (their "current" one; domain/billing.h says which that is). */
+typedef struct kp_billing_customer {
+    char user_id[KP_ID_MAX];
+    char customer_id[KP_STRIPE_ID_MAX];     /* "" until Checkout made one */
+    char subscription_id[KP_STRIPE_ID_MAX]; /* "" when none */
+    int64_t updated_at;                     /* unix seconds */
+} kp_billing_customer;
+
+/* A Stripe subscription as the webhooks last described it. */
+typedef struct kp_subscription {
+    char id[KP_STRIPE_ID_MAX];          /* "sub_..." */
+    char user_id[KP_ID_MAX];            /* "" until linked to a user */
+    char customer_id[KP_STRIPE_ID_MAX]; /* "cus_..." */
+    char status[KP_SUB_STATUS_MAX];     /* Stripe's status; "" while only known by a checkout */
+    char price_id[KP_NAME_MAX];         /* its first item's price */
+    char plan_id[KP_PLAN_ID_MAX];       /* the plan with that stripe_price_id; "" when none */
+    int64_t current_period_end;         /* unix seconds; 0 unknown */
+    int cancel_at_period_end;
+    int64_t event_created; /* `created` of the last event applied to it (unix seconds) */
+    int64_t version;       /* bumps on every write; the CAS token (0: not stored yet) */
+    int64_t updated_at;    /* unix seconds */
+} kp_subscription;
+
+/*
+ * What one Stripe event changes, all in ONE transaction (store_ops.billing_apply):
+ *   1. event_id is recorded; if it was recorded before, nothing changes and
+ *      the result is KP_EDUPLICATE;
+ *   2. subscription (may be NULL) is written if the stored row's version equals
+ *      subscription->version (0: the row must not exist), its version becoming
+ *      one more; else KP_ECONFLICT (the caller re-reads and decides again);
+ *   3. customer (may be NULL) is written (by user_id); KP_ECONFLICT when its
+ *      customer_id already belongs to another user;
+ *   4. plan_user_id + plan_id (both or neither): the user's plan is set
+ *      (KP_ENOTFOUND for an unknown user or plan);
+ *   5. credit (may be NULL) is applied as credits_apply would; its idempotency
+ *      key already used is not an error (*credited = 0), else *credited = 1.
+ * Any failure writes nothing.
+ */
+typedef struct kp_billing_write {
+    const char *event_id;
+    const char *event_type;
+    int64_t event_created;
+    const kp_subscription *subscription;
+    const kp_billing_customer *customer;
+    const char *plan_user_id;
+    const char *plan_id;
+    const kp_credit_change *credit;
+} kp_billing_write;
+
 typedef struct kp_store kp_store;
 
 typedef struct kp_store_ops {
@@ -299,6 +355,15 @@ typedef struct kp_store_ops {
     kp_status (*admit)(kp_store *s, const kp_admission *a, kp_balance *out, kp_err *err);
     /* Reservations still reserved that no version refers to (for crash recovery). *out malloc'd. */
     kp_status (*reservations_orphaned)(kp_store *s, kp_reservation **out, size_t *n, kp_err *err);
+
+    /* billing (Stripe) */
+    /* The user's link to Stripe. KP_ENOTFOUND when the user never went through Checkout. */
+    kp_status (*billing_customer_get)(kp_store *s, const char *user_id, kp_billing_customer *out, kp_err *err);
+    /* The same, found by Stripe customer id. KP_ENOTFOUND. */
+    kp_status (*billing_customer_find)(kp_store *s, const char *customer_id, kp_billing_customer *out, kp_err *err);
+    kp_status (*subscription_get)(kp_store *s, const char *id, kp_subscription *out, kp_err *err); /* KP_ENOTFOUND */
+    /* Applies one event's changes (see kp_billing_write). *credited (may be NULL): whether credit was applied now. */
+    kp_status (*billing_apply)(kp_store *s, const kp_billing_write *w, int *credited, kp_err *err);
 
     /* health */
     kp_status (*ping)(kp_store *s, kp_err *err);
