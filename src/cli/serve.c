@@ -28,6 +28,7 @@
 #include "host/evhttp_host.h"
 #include "llm/llm.h"
 #include "mail/mailer.h"
+#include "secrets/secrets_env.h"
 #include "store/sqlite/sqlite_store.h"
 
 #define VERIFY_MAILS_PER_HOUR 3 /* POST /v1/auth/verify/resend, per user */
@@ -53,6 +54,20 @@ static kp_status open_store(void *ud, kp_store **out, kp_err *err)
     return kp_sqlite_open(st->db_path, out, err);
 }
 
+/* The secrets service: the environment and *_FILE files, with the JWT secret
+ * falling back to the file kp_config_ensure_secret generated. */
+static kp_status open_secrets(serve_state *st, kp_err *err)
+{
+    char jwt_file[4096];
+    kp_secrets_source source;
+    snprintf(jwt_file, sizeof jwt_file, "%s/jwt_secret", st->cfg.data_dir);
+    kp_secrets_env_fallback fallback = {.name = KP_SECRET_JWT_SECRET, .path = jwt_file};
+    kp_status rc = kp_secrets_env_new(&fallback, 1, &source, err);
+    if (rc == KP_OK)
+        rc = kp_secrets_new(source, st->cfg.secrets_ttl_s, &st->app.secrets, err);
+    return rc;
+}
+
 static kp_status build_app(serve_state *st, kp_err *err)
 {
     kp_config *cfg = &st->cfg;
@@ -68,7 +83,9 @@ static kp_status build_app(serve_state *st, kp_err *err)
         .jwks_timeout_s = cfg->jwks_timeout_s,
     };
     st->app.cfg = cfg;
-    kp_status rc = kp_auth_new(&ao, &st->app.auth, err);
+    kp_status rc = open_secrets(st, err);
+    if (rc == KP_OK)
+        rc = kp_auth_new(&ao, &st->app.auth, err);
     if (rc != KP_OK)
         return rc;
     st->app.login_ip_limit = kp_ratelimit_new(cfg->login_rate_per_min, 60, (size_t)cfg->login_limit_keys);
@@ -232,6 +249,7 @@ static void stop(serve_state *st)
     kp_ratelimit_free(st->app.signup_limit);
     kp_ratelimit_free(st->app.resend_limit);
     kp_auth_free(st->app.auth);
+    kp_secrets_free(st->app.secrets);
     kp_config_free(&st->cfg);
 }
 

@@ -110,6 +110,9 @@ static const opt_def opts[] = {
      "seconds a client has to send a whole request head"},
     {"KOUMPA_BODY_TIMEOUT_S", NULL, OPT_LONG, OFF(body_timeout_s), "60", 1, 3600, 0,
      "seconds a client has to send a request body"},
+    /* secrets (issue 10: secrets/secrets.h) */
+    {"KOUMPA_SECRETS_TTL", NULL, OPT_LONG, OFF(secrets_ttl_s), "3600", 1, 31536000, 0,
+     "seconds a secret (API key, signing secret, *_FILE) is cached before it is read again"},
 };
 
 #define NOPTS (sizeof opts / sizeof opts[0])

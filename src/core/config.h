@@ -78,6 +78,9 @@ typedef struct kp_config {
     long max_connections;  /* KOUMPA_MAX_CONNECTIONS, both ports together (0: RLIMIT_NOFILE minus a reserve) */
     long header_timeout_s; /* KOUMPA_HEADER_TIMEOUT_S, a whole request head (default 10) */
     long body_timeout_s;   /* KOUMPA_BODY_TIMEOUT_S, a whole request body (default 60) */
+
+    /* secrets (issue 10: secrets/secrets.h) */
+    long secrets_ttl_s; /* KOUMPA_SECRETS_TTL: seconds a secret is cached before it is read again (default 3600) */
 } kp_config;
 
 /*

@@ -14,11 +14,25 @@
  *
  * Ownership: kp_secrets_get hands the caller its own copy of the value,
  * released (wiped, then freed) with kp_secrets_value_free.
+ *
+ * Cache rules (secrets.c):
+ *  - "not set" (KP_ENOTFOUND from the source) is cached for ttl seconds too,
+ *    so asking for an unset secret on every request costs no read;
+ *  - a read that fails while a value is cached (a file being rewritten, a
+ *    permission changed, the AWS API down) keeps the cached value: the
+ *    service logs a warning naming the secret and the reason (never the
+ *    value) and reads again after another ttl. A secret once read is thus
+ *    never lost to a failing source; to revoke one, write a new value;
+ *  - a read that fails with nothing cached is returned to the caller (err
+ *    names the secret and why) and not cached: the next call reads again;
+ *  - reads of one name are serialised (one lock per name), so an expired
+ *    value is read once, not by every thread at once; other names go on.
  */
 #ifndef KP_SECRETS_H
 #define KP_SECRETS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "core/err.h"
 
@@ -59,5 +73,9 @@ int kp_secrets_has(kp_secrets *s, const char *name);
 void kp_secrets_value_free(char *value, size_t len);
 
 void kp_secrets_free(kp_secrets *s);
+
+/* Tests: replaces the monotonic clock (core/clock.h) the TTL is measured
+ * with; call before the first kp_secrets_get. */
+void kp_secrets_set_clock(kp_secrets *s, int64_t (*clock)(void *arg), void *arg);
 
 #endif

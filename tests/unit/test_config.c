@@ -51,6 +51,7 @@ static const char *all_vars[] = {
     "KOUMPA_CANCEL_REFUND_CHARS",
     "KOUMPA_DAILY_BONUS_SCHEDULER",
     "KOUMPA_ADMIN_EMAILS",
+    "KOUMPA_SECRETS_TTL",
     NULL,
 };
 
@@ -357,6 +358,22 @@ static void test_invalid_numbers(void **state)
     load_fails(argv, "--threads");
 }
 
+/* secrets (issue 10): the cache TTL, 3600 s by default, at least 1 s */
+static void test_secrets_ttl(void **state)
+{
+    (void)state;
+    kp_config cfg;
+    load_ok(&cfg, NULL);
+    assert_int_equal(cfg.secrets_ttl_s, 3600);
+    kp_config_free(&cfg);
+    setenv("KOUMPA_SECRETS_TTL", "1", 1);
+    load_ok(&cfg, NULL);
+    assert_int_equal(cfg.secrets_ttl_s, 1);
+    kp_config_free(&cfg);
+    setenv("KOUMPA_SECRETS_TTL", "0", 1);
+    load_fails(NULL, "KOUMPA_SECRETS_TTL");
+}
+
 static void test_short_jwt_secret_is_refused_without_echoing_it(void **state)
 {
     (void)state;
@@ -624,6 +641,7 @@ int main(void)
         T(test_invalid_log_level),
         T(test_invalid_addresses),
         T(test_invalid_numbers),
+        T(test_secrets_ttl),
         T(test_short_jwt_secret_is_refused_without_echoing_it),
         T(test_issuer_needs_audience_and_url),
         T(test_invalid_provider_and_empty_data_dir),
