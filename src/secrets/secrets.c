@@ -184,6 +184,15 @@ int kp_secrets_has(kp_secrets *s, const char *name)
     return 1;
 }
 
+void kp_secrets_describe(kp_secrets *s, json_t *summary)
+{
+    static const char *const names[] = {KP_SECRET_ANTHROPIC_API_KEY, KP_SECRET_JWT_SECRET, KP_SECRET_STRIPE_SECRET_KEY,
+                                        KP_SECRET_STRIPE_WEBHOOK_SECRET};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (kp_secrets_has(s, names[i]))
+            json_object_set_new(summary, names[i], json_string("(set)"));
+}
+
 void kp_secrets_free(kp_secrets *s)
 {
     if (!s)

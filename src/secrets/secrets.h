@@ -31,6 +31,7 @@
 #ifndef KP_SECRETS_H
 #define KP_SECRETS_H
 
+#include <jansson.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -68,6 +69,10 @@ kp_status kp_secrets_get(kp_secrets *s, const char *name, char **out, size_t *le
 
 /* 1 when name has a value (for the start-up summary: "(set)"). */
 int kp_secrets_has(kp_secrets *s, const char *name);
+
+/* Adds "NAME": "(set)" to summary (a JSON object) for each of the names
+ * above that has a value; never a value (the start-up config summary). */
+void kp_secrets_describe(kp_secrets *s, json_t *summary);
 
 /* Wipes and frees a value from kp_secrets_get (NULL is fine). */
 void kp_secrets_value_free(char *value, size_t len);

@@ -434,6 +434,31 @@ static void test_concurrent_gets_read_once(void **state)
     kp_secrets_free(s);
 }
 
+/* The start-up summary: "(set)" for what has a value, nothing for the rest, never a value. */
+static void test_describe_says_set_never_the_value(void **state)
+{
+    (void)state;
+    kp_secrets_source src;
+    kp_secrets *s = NULL;
+    kp_err err = {0};
+    setenv("ANTHROPIC_API_KEY", VALUE, 1);
+    unsetenv("ANTHROPIC_API_KEY_FILE");
+    unsetenv("STRIPE_SECRET_KEY");
+    unsetenv("STRIPE_SECRET_KEY_FILE");
+    assert_int_equal(kp_secrets_env_new(NULL, 0, &src, &err), KP_OK);
+    assert_int_equal(kp_secrets_new(src, 60, &s, &err), KP_OK);
+    json_t *summary = json_object();
+    kp_secrets_describe(s, summary);
+    assert_string_equal(json_string_value(json_object_get(summary, "ANTHROPIC_API_KEY")), "(set)");
+    assert_null(json_object_get(summary, "STRIPE_SECRET_KEY"));
+    char *text = json_dumps(summary, JSON_COMPACT);
+    assert_null(strstr(text, VALUE));
+    free(text);
+    json_decref(summary);
+    kp_secrets_free(s);
+    unsetenv("ANTHROPIC_API_KEY");
+}
+
 static void test_value_free_wipes(void **state)
 {
     (void)state;
@@ -475,6 +500,7 @@ int main(void)
         T(test_failure_with_nothing_cached_is_returned_not_cached),
         T(test_new_refuses_a_bad_ttl_and_closes_the_source),
         T(test_concurrent_gets_read_once),
+        T(test_describe_says_set_never_the_value),
         T(test_value_free_wipes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
