@@ -106,6 +106,7 @@ kp_status kp_aws_fetch(const kp_aws_fetch_request *req, kp_aws_fetch_response *r
     }
     curl_easy_setopt(curl, CURLOPT_URL, req->url);
     curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "https,http");
+    curl_easy_setopt(curl, CURLOPT_PATH_AS_IS, 1L); /* S3 keys are sent (and signed) exactly as given */
     curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, req->timeout_ms > 0 ? req->timeout_ms : KP_AWS_FETCH_TIMEOUT_MS);
     curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS,
