@@ -92,12 +92,24 @@ unsigned kp_aws_credentials_fetches(kp_aws_credentials_provider *p)
 
 /* ---- copying values in ---- */
 
+static int has_control_char(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+            return 1;
+    }
+    return 0;
+}
+
+/* Copies one value in; refuses what would not fit or could break a header line. */
 static kp_status copy_field(char *dst, size_t cap, const char *value, const char *what, kp_err *err)
 {
     size_t n = value ? strlen(value) : 0;
 
     if (n >= cap)
         return kp_err_set(err, KP_EAUTH, "aws credentials: %s is too long (%zu bytes)", what, n);
+    if (has_control_char(value ? value : "", n))
+        return kp_err_set(err, KP_EAUTH, "aws credentials: %s has a control character", what);
     memcpy(dst, value ? value : "", n + 1);
     return KP_OK;
 }
@@ -239,7 +251,7 @@ static kp_status ecs_url(kp_buf *url, kp_err *err)
     kp_status st = KP_OK;
     CURLU *u;
 
-    if (relative && !full)
+    if (relative) /* the SDKs prefer it to the full URI */
         return kp_buf_printf(url, "http://" KP_AWS_ECS_HOST "%s%s", relative[0] == '/' ? "" : "/", relative) == 0
                    ? KP_OK
                    : kp_err_set(err, KP_ENOMEM, "out of memory");
@@ -347,6 +359,8 @@ static kp_status fetch_imds(kp_aws_credentials *c, kp_err *err)
              : kp_err_set(err, KP_ENOMEM, "out of memory");
     if (st == KP_OK)
         st = fetch("PUT", url.data, put_headers, &resp, "imds", err);
+    if (st == KP_OK && (resp.body.len == 0 || has_control_char(resp.body.data, resp.body.len)))
+        st = kp_err_set(err, KP_EAUTH, "aws credentials (imds): the session token is empty or not one line");
     if (st == KP_OK && (kp_buf_printf(&token_line, "X-aws-ec2-metadata-token: %s", resp.body.data) != 0))
         st = kp_err_set(err, KP_ENOMEM, "out of memory");
     get_headers[0] = token_line.data;

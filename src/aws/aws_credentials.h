@@ -5,9 +5,9 @@
  * The chain, first match wins (decided once, at the first get):
  *   1. environment: AWS_ACCESS_KEY_ID + AWS_SECRET_ACCESS_KEY (+ optional
  *      AWS_SESSION_TOKEN) - what Lambda sets. Never refreshed.
- *   2. the ECS container endpoint: AWS_CONTAINER_CREDENTIALS_FULL_URI (http
- *      only to a loopback or ECS/EKS link-local host; https anywhere) or
- *      AWS_CONTAINER_CREDENTIALS_RELATIVE_URI on http://169.254.170.2; the
+ *   2. the ECS container endpoint: AWS_CONTAINER_CREDENTIALS_RELATIVE_URI on
+ *      http://169.254.170.2, else AWS_CONTAINER_CREDENTIALS_FULL_URI (http
+ *      only to a loopback or ECS/EKS link-local host; https anywhere); the
  *      Authorization header from the file AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE
  *      names, else from AWS_CONTAINER_AUTHORIZATION_TOKEN.
  *   3. EC2 IMDSv2 (unless AWS_EC2_METADATA_DISABLED=true): PUT

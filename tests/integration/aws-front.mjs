@@ -20,6 +20,9 @@ import http from 'node:http';
 import net from 'node:net';
 import { createHash } from 'node:crypto';
 import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { homedir } from 'node:os';
+import path from 'node:path';
 import { SignatureV4 } from '@smithy/signature-v4';
 import { Sha256 } from '@aws-crypto/sha256-js';
 
@@ -35,13 +38,21 @@ export async function freeLoopbackPort() {
   });
 }
 
+// moto_server from the PATH, else from the virtualenv scripts/install-deps.sh --test makes.
+function motoCommand() {
+  const venv = process.env.KOUMPA_MOTO_VENV || path.join(homedir(), '.cache', 'koumpa', 'moto');
+  const inVenv = path.join(venv, 'bin', 'moto_server');
+  const onPath = (process.env.PATH || '').split(path.delimiter).some((d) => d && existsSync(path.join(d, 'moto_server')));
+  return onPath || !existsSync(inVenv) ? 'moto_server' : inVenv;
+}
+
 // moto_server on 127.0.0.1:<free port>, ready when it answers. Resolves to
 // null when moto_server is not installed (the caller skips, saying so).
 export async function startMoto({ timeoutMs = 30_000 } = {}) {
   const port = await freeLoopbackPort();
   let proc;
   try {
-    proc = spawn('moto_server', ['-H', '127.0.0.1', '-p', String(port)], { stdio: ['ignore', 'ignore', 'pipe'] });
+    proc = spawn(motoCommand(), ['-H', '127.0.0.1', '-p', String(port)], { stdio: ['ignore', 'ignore', 'pipe'] });
   } catch {
     return null;
   }

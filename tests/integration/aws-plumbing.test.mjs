@@ -65,7 +65,7 @@ describe('AWS calls through a verifying front to moto', () => {
   before(async () => {
     moto = await startMoto();
     if (!moto) {
-      skipReason = 'moto_server is not installed (pip install "moto[server]>=5,<6"): skipped';
+      skipReason = 'moto_server not found (scripts/install-deps.sh --test installs it): skipped';
       console.log(`# ${skipReason}`);
       return;
     }
