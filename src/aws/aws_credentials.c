@@ -33,7 +33,8 @@ typedef enum source { SOURCE_UNRESOLVED = 0, SOURCE_ENV, SOURCE_ECS, SOURCE_IMDS
 struct kp_aws_credentials_provider {
     pthread_mutex_t lock;
     source source;
-    int have; /* cached holds credentials */
+    int have;    /* cached holds credentials */
+    int refused; /* AWS refused the cached ones as expired: fetch again, do not fall back on them */
     kp_aws_credentials cached;
     unsigned fetches;
 };
@@ -189,8 +190,12 @@ static kp_status parse_credentials_json(const char *body, const char *src, kp_aw
 static kp_status fetch(const char *method, const char *url, const char *const *headers, kp_aws_fetch_response *resp,
                        const char *src, kp_err *err)
 {
-    kp_aws_fetch_request req = {method,        url, headers, NULL, 0, FETCH_TIMEOUT_MS, FETCH_CONNECT_TIMEOUT_MS,
-                                FETCH_MAX_BODY};
+    kp_aws_fetch_request req = {.method = method,
+                                .url = url,
+                                .headers = headers,
+                                .timeout_ms = FETCH_TIMEOUT_MS,
+                                .connect_timeout_ms = FETCH_CONNECT_TIMEOUT_MS,
+                                .max_body = FETCH_MAX_BODY}; /* a fresh connection: these are rare */
     kp_err why;
     kp_status st = kp_aws_fetch(&req, resp, &why);
 
@@ -441,6 +446,7 @@ static kp_status refresh(kp_aws_credentials_provider *p, kp_err *err)
     kp_aws_credentials_wipe(&p->cached);
     p->cached = c;
     p->have = 1;
+    p->refused = 0;
     kp_aws_credentials_wipe(&c);
     log_fetched(&p->cached);
     return KP_OK;
@@ -462,10 +468,10 @@ static kp_status get_locked(kp_aws_credentials_provider *p, kp_aws_credentials *
                           "ECS endpoint or EC2 instance metadata provides them");
     default: break;
     }
-    if (!p->have || !fresh(&p->cached, now)) {
+    if (!p->have || p->refused || !fresh(&p->cached, now)) {
         st = refresh(p, err);
         if (st != KP_OK) {
-            if (!p->have || now >= p->cached.expiration)
+            if (!p->have || p->refused || now >= p->cached.expiration)
                 return st;
             kp_log(KP_LOG_WARN, "aws credentials: refresh failed, using the current ones until they expire: %s",
                    err ? err->msg : "");
@@ -473,6 +479,21 @@ static kp_status get_locked(kp_aws_credentials_provider *p, kp_aws_credentials *
     }
     *out = p->cached;
     return KP_OK;
+}
+
+int kp_aws_credentials_refused(kp_aws_credentials_provider *p, const char *access_key_id)
+{
+    int again = 0;
+
+    pthread_mutex_lock(&p->lock);
+    if (p->source != SOURCE_ENV && p->have && strcmp(p->cached.access_key_id, access_key_id) == 0) {
+        p->refused = 1;
+        again = 1;
+    }
+    pthread_mutex_unlock(&p->lock);
+    if (again)
+        kp_log(KP_LOG_WARN, "aws credentials refused as expired before their Expiration; fetching new ones");
+    return again;
 }
 
 kp_status kp_aws_credentials_get(kp_aws_credentials_provider *p, kp_aws_credentials *out, kp_err *err)

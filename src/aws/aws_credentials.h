@@ -60,6 +60,12 @@ void kp_aws_credentials_provider_free(kp_aws_credentials_provider *p);
  * cannot be reached. out is wiped on failure. */
 kp_status kp_aws_credentials_get(kp_aws_credentials_provider *p, kp_aws_credentials *out, kp_err *err);
 
+/* AWS answered ExpiredToken for requests signed with access_key_id: if those
+ * are the cached remote credentials, the next get fetches new ones (and
+ * does not fall back on these). Returns 1 if a new fetch is due, 0 if not
+ * (environment credentials, or already replaced). */
+int kp_aws_credentials_refused(kp_aws_credentials_provider *p, const char *access_key_id);
+
 /* How many times the provider fetched from a remote source (tests, metrics). */
 unsigned kp_aws_credentials_fetches(kp_aws_credentials_provider *p);
 

@@ -19,6 +19,7 @@
 #include "core/log.h"
 
 #define MAX_HEADERS 24
+#define KP_AWS_KEY_ID_CAP sizeof(((kp_aws_credentials *)0)->access_key_id)
 
 /* ---- error bodies ---- */
 
@@ -123,6 +124,7 @@ static const char *const CREDENTIAL_ERRORS[] = {"SignatureDoesNotMatch",
                                                 "AccessDeniedException",
                                                 "RequestTimeTooSkewed",
                                                 NULL};
+static const char *const EXPIRED[] = {"ExpiredToken", "ExpiredTokenException", NULL};
 static const char *const CONFLICTS[] = {"ConditionalCheckFailedException",
                                         "TransactionCanceledException",
                                         "TransactionConflictException",
@@ -307,7 +309,7 @@ static kp_status sign_attempt(const kp_aws_request *req, const url_parts *u, con
 
 /* One signed exchange. KP_OK when a response came (any status). */
 static kp_status attempt(const kp_aws_client *client, const kp_aws_request *req, const url_parts *u,
-                         kp_aws_response *resp, kp_err *err)
+                         kp_aws_response *resp, char used_key_id[KP_AWS_KEY_ID_CAP], kp_err *err)
 {
     kp_aws_credentials c;
     attempt_headers a;
@@ -315,11 +317,19 @@ static kp_status attempt(const kp_aws_client *client, const kp_aws_request *req,
 
     memset(&a, 0, sizeof a);
     st = kp_aws_credentials_get(client->credentials, &c, err);
-    if (st == KP_OK)
+    if (st == KP_OK) {
+        memcpy(used_key_id, c.access_key_id, KP_AWS_KEY_ID_CAP);
         st = sign_attempt(req, u, &c, client->region, &a, err);
+    }
     kp_aws_credentials_wipe(&c);
     if (st == KP_OK) {
-        kp_aws_fetch_request fr = {req->method, req->url, a.line_ptrs, req->body, req->body_len, req->timeout_ms, 0, 0};
+        kp_aws_fetch_request fr = {.method = req->method,
+                                   .url = req->url,
+                                   .headers = a.line_ptrs,
+                                   .body = req->body,
+                                   .body_len = req->body_len,
+                                   .timeout_ms = req->timeout_ms,
+                                   .pool = client->pool};
         st = kp_aws_fetch(&fr, &resp->http, err);
     }
     attempt_headers_free(&a);
@@ -360,6 +370,8 @@ static void backoff(const kp_aws_client *client, int n)
 kp_status kp_aws_call(const kp_aws_client *client, const kp_aws_request *req, kp_aws_response *resp, kp_err *err)
 {
     int max = client->max_attempts > 0 ? client->max_attempts : KP_AWS_MAX_ATTEMPTS;
+    char used_key_id[KP_AWS_KEY_ID_CAP];
+    int renewed = 0;
     kp_err local;
     url_parts u;
     kp_status st;
@@ -373,12 +385,20 @@ kp_status kp_aws_call(const kp_aws_client *client, const kp_aws_request *req, kp
     if (st != KP_OK)
         return st;
     for (resp->attempts = 1;; resp->attempts++) {
-        st = attempt(client, req, &u, resp, err);
+        st = attempt(client, req, &u, resp, used_key_id, err);
         if (st == KP_OK)
             read_answer(resp);
-        int again = st == KP_EUNAVAILABLE || (st == KP_OK && kp_aws_retryable(resp->http.status, resp->error_code));
+        /* remote credentials refused as expired (revoked, clock skew): fetch new ones once, retry at once */
+        int renew = st == KP_OK && !renewed && code_in(resp->error_code, EXPIRED) &&
+                    kp_aws_credentials_refused(client->credentials, used_key_id);
+        int again =
+            renew || st == KP_EUNAVAILABLE || (st == KP_OK && kp_aws_retryable(resp->http.status, resp->error_code));
         if (!again || resp->attempts >= max)
             break;
+        if (renew) {
+            renewed = 1;
+            continue;
+        }
         kp_log(KP_LOG_DEBUG, "aws %s: retrying after %s (attempt %d of %d)", kp_aws_service_signing_name(req->service),
                st == KP_OK ? (resp->error_code[0] ? resp->error_code : "a 5xx") : "no response", resp->attempts, max);
         backoff(client, resp->attempts - 1);

@@ -15,6 +15,8 @@
  * 429, 5xx, and 400s whose code says throttling (ThrottlingException,
  * ProvisionedThroughputExceededException, RequestLimitExceeded, ...). Not
  * retried: everything else, so a failed condition is answered at once.
+ * ExpiredToken on remote (ECS, IMDS) credentials: they are dropped, new ones
+ * fetched and the request sent again at once, once per call.
  *
  * Errors (the message always names the service, the AWS error code and the
  * request id when AWS gave them; never a secret):
@@ -50,9 +52,10 @@
 typedef struct kp_aws_client {
     kp_aws_credentials_provider *credentials;
     const char *region;
-    int max_attempts;   /* 0: KP_AWS_MAX_ATTEMPTS */
-    long base_delay_ms; /* 0: KP_AWS_BASE_DELAY_MS */
-    long max_delay_ms;  /* 0: KP_AWS_MAX_DELAY_MS */
+    int max_attempts;        /* 0: KP_AWS_MAX_ATTEMPTS */
+    long base_delay_ms;      /* 0: KP_AWS_BASE_DELAY_MS */
+    long max_delay_ms;       /* 0: KP_AWS_MAX_DELAY_MS */
+    kp_aws_fetch_pool *pool; /* connections kept between calls; NULL: one per call */
 } kp_aws_client;
 
 typedef struct kp_aws_request {

@@ -3,7 +3,7 @@
  * call per run, made exactly as the DynamoDB, S3 and Secrets Manager clients
  * will make it, printed as one JSON line for tests/integration/aws-plumbing.test.mjs.
  *
- *   aws_probe ddb-list-tables
+ *   aws_probe ddb-list-tables [N]    (N calls in a row, one line each)
  *   aws_probe ddb-create-table NAME
  *   aws_probe sm-create-secret NAME VALUE
  *   aws_probe sm-get-secret NAME
@@ -15,7 +15,8 @@
  *
  * Configuration is the process environment the real server would read
  * (AWS_REGION, AWS_ENDPOINT_URL*, the credential chain's variables), plus
- * KOUMPA_S3_PATH_STYLE=1. Output: {"ok", "status", "code", "attempts",
+ * KOUMPA_S3_PATH_STYLE=1; calls share one connection pool unless
+ * KOUMPA_PROBE_NO_POOL=1. Output: {"ok", "status", "code", "attempts",
  * "error", "body"} for calls; for creds one object per get with the access
  * key id, source, whether a secret and token came, the expiration, and the
  * provider's fetch count - never the secret itself. Exit status 0 when every
@@ -58,8 +59,11 @@ static int json_call(probe *p, kp_aws_service svc, const char *target, json_t *b
     kp_aws_response resp = {0};
     kp_err err = {0};
     char *text = json_dumps(body, JSON_COMPACT);
-    kp_status st = kp_aws_endpoint(svc, p->client.region, &p->url, &err);
+    kp_status st;
     int rc;
+
+    kp_buf_reset(&p->url);
+    st = kp_aws_endpoint(svc, p->client.region, &p->url, &err);
 
     json_decref(body);
     if (st == KP_OK && kp_buf_puts(&p->url, "/") != 0)
@@ -85,6 +89,7 @@ static int s3_call(probe *p, const char *method, const char *bucket, const char 
     kp_status st = kp_aws_endpoint(KP_AWS_S3, p->client.region, &endpoint, &err);
     int rc;
 
+    kp_buf_reset(&p->url);
     if (st == KP_OK)
         st = kp_aws_s3_url(endpoint.data, bucket, key, path_style && strcmp(path_style, "1") == 0, &p->url, &err);
     if (st == KP_OK && query && kp_buf_printf(&p->url, "?%s", query) != 0)
@@ -140,8 +145,12 @@ static int run(probe *p, int argc, char **argv)
 {
     const char *cmd = argv[1];
 
-    if (strcmp(cmd, "ddb-list-tables") == 0)
-        return json_call(p, KP_AWS_DYNAMODB, "DynamoDB_20120810.ListTables", json_object());
+    if (strcmp(cmd, "ddb-list-tables") == 0 && argc <= 3) {
+        int rc = 0;
+        for (int i = 0, n = argc == 3 ? atoi(argv[2]) : 1; i < n; i++)
+            rc |= json_call(p, KP_AWS_DYNAMODB, "DynamoDB_20120810.ListTables", json_object());
+        return rc;
+    }
     if (strcmp(cmd, "ddb-create-table") == 0 && argc == 3)
         return json_call(p, KP_AWS_DYNAMODB, "DynamoDB_20120810.CreateTable",
                          json_pack("{s:s, s:[{s:s, s:s}], s:[{s:s, s:s}], s:s}", "TableName", argv[2],
@@ -180,7 +189,10 @@ int main(int argc, char **argv)
     if (kp_aws_credentials_provider_new(&p.client.credentials, &err) != KP_OK)
         return 1;
     p.client.region = kp_aws_region();
+    if (!getenv("KOUMPA_PROBE_NO_POOL") && kp_aws_fetch_pool_new(&p.client.pool, &err) != KP_OK)
+        return 1;
     rc = run(&p, argc, argv);
+    kp_aws_fetch_pool_free(p.client.pool);
     kp_aws_credentials_provider_free(p.client.credentials);
     kp_buf_free(&p.url);
     return rc;

@@ -14,8 +14,10 @@
 //   - the signature smithy computes over exactly the signed headers, the path as received (S3: as is;
 //     other services: normalised and encoded again), the query decoded then re-encoded, at the
 //     request's X-Amz-Date: a mismatch answers 403 SignatureDoesNotMatch (XML for S3, JSON otherwise).
-// stats counts {verified, rejected, byService}. inject is a queue of faults for the next requests:
-// {status, code, message} answers that error instead of forwarding (after verifying).
+// stats counts {verified, rejected, byService, connections (TCP)}. inject is a queue of faults for the next requests:
+// {status, code, message} answers that error instead of forwarding (after verifying). expired is a
+// set of access key ids answered 400 ExpiredTokenException (S3: ExpiredToken), as AWS does for
+// temporary credentials past their end.
 import http from 'node:http';
 import net from 'node:net';
 import { createHash } from 'node:crypto';
@@ -128,12 +130,15 @@ function answerError(res, service, status, code, message) {
 }
 
 // Verifies req (body: Buffer); returns null when it is good, else [status, code, message].
-async function verify(req, body, credentials) {
+async function verify(req, body, credentials, expired) {
   const m = AUTH_RE.exec(req.headers.authorization || '');
   if (!m) return [403, 'MissingAuthenticationToken', 'no or malformed SigV4 Authorization header'];
   const [, akid, , region, service, signedHeaders, signature] = m;
   const cred = credentials.find((c) => c.accessKeyId === akid);
   if (!cred) return [403, 'InvalidClientTokenId', 'The security token included in the request is invalid.'];
+  if (expired.has(akid)) {
+    return [400, service === 's3' ? 'ExpiredToken' : 'ExpiredTokenException', 'The security token included in the request is expired'];
+  }
   const declared = req.headers['x-amz-content-sha256'];
   if (declared && declared !== 'UNSIGNED-PAYLOAD' && declared !== createHash('sha256').update(body).digest('hex')) {
     return [400, 'XAmzContentSHA256Mismatch', 'The provided x-amz-content-sha256 header does not match the body.'];
@@ -177,7 +182,8 @@ async function verify(req, body, credentials) {
 }
 
 export async function startFront({ target, credentials }) {
-  const stats = { verified: 0, rejected: 0, byService: {}, rejections: [] };
+  const expired = new Set();
+  const stats = { verified: 0, rejected: 0, byService: {}, rejections: [], connections: 0 };
   const inject = [];
   const targetUrl = new URL(target);
   const server = http.createServer((req, res) => {
@@ -188,7 +194,7 @@ export async function startFront({ target, credentials }) {
       const service = (AUTH_RE.exec(req.headers.authorization || '') || [])[4] || 'unknown';
       let failure;
       try {
-        failure = await verify(req, body, credentials);
+        failure = await verify(req, body, credentials, expired);
       } catch (e) {
         failure = [403, 'SignatureDoesNotMatch', `cannot verify: ${e.message}`];
       }
@@ -208,18 +214,22 @@ export async function startFront({ target, credentials }) {
       const headers = { ...req.headers, host: targetUrl.host };
       const fwd = http.request({ host: targetUrl.hostname, port: targetUrl.port, method: req.method, path: req.url, headers },
         (up) => {
-          res.writeHead(up.statusCode, up.headers);
+          // hop-by-hop headers stay on moto's side (werkzeug closes each connection; AWS keeps them)
+          const { connection, 'keep-alive': _k, 'transfer-encoding': _t, ...headersOut } = up.headers;
+          res.writeHead(up.statusCode, headersOut);
           up.pipe(res);
         });
       fwd.on('error', (e) => answerError(res, service, 502, 'BadGateway', e.message));
       fwd.end(body);
     });
   });
+  server.on('connection', () => { stats.connections++; });
   await new Promise((r) => server.listen(0, '127.0.0.1', r));
   return {
     url: `http://127.0.0.1:${server.address().port}`,
     stats,
     inject,
+    expired,
     async stop() {
       server.closeAllConnections();
       await new Promise((r) => server.close(r));

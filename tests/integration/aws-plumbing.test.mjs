@@ -134,6 +134,19 @@ describe('AWS calls through a verifying front to moto', () => {
     assert.ok(front.stats.byService.s3 >= 6);
   });
 
+  test('consecutive calls with a connection pool reuse one connection; without, one each', async (t) => {
+    if (skipReason) return t.skip(skipReason);
+    let c0 = front.stats.connections;
+    let r = await probe(env, 'ddb-list-tables', '4');
+    assert.equal(r.code, 0, JSON.stringify(r.lines));
+    assert.equal(r.lines.length, 4);
+    assert.equal(front.stats.connections - c0, 1);
+    c0 = front.stats.connections;
+    r = await probe({ ...env, KOUMPA_PROBE_NO_POOL: '1' }, 'ddb-list-tables', '4');
+    assert.equal(r.code, 0, JSON.stringify(r.lines));
+    assert.equal(front.stats.connections - c0, 4);
+  });
+
   test('temporary credentials (session token) are signed right', async (t) => {
     if (skipReason) return t.skip(skipReason);
     const r = await probe({ ...env, AWS_ACCESS_KEY_ID: SESSION.accessKeyId, AWS_SECRET_ACCESS_KEY: SESSION.secretAccessKey,
@@ -200,6 +213,31 @@ describe('AWS calls through a verifying front to moto', () => {
       assert.equal(fake.state.issued, 1);
       assert.equal(front.stats.rejected, rejected0, JSON.stringify(front.stats.rejections));
     } finally {
+      await fake.stop();
+    }
+  });
+
+  test('remote credentials refused as expired are fetched again and the request resent once', async (t) => {
+    if (skipReason) return t.skip(skipReason);
+    const fake = await startMetadataFake({ lifetimeS: 3600 });
+    try {
+      const ecsEnv = { ...env, AWS_CONTAINER_CREDENTIALS_FULL_URI: `${fake.url}/creds` };
+      delete ecsEnv.AWS_ACCESS_KEY_ID;
+      delete ecsEnv.AWS_SECRET_ACCESS_KEY;
+      front.expired.add('AKIDFAKE0001');
+      let r = await probe(ecsEnv, 's3-get', 'koumpa-apps', 'apps/p 1/v1/a+b.css');
+      assert.equal(r.code, 0, JSON.stringify(r.result));
+      assert.equal(r.result.attempts, 2);
+      assert.equal(fake.state.issued, 2);
+      assert.match(r.stderr, /refused as expired/);
+      // environment credentials cannot be fetched again: the error is returned, named
+      front.expired.add(KEY.accessKeyId);
+      r = await probe(env, 'ddb-list-tables');
+      assert.equal(r.code, 1);
+      assert.equal(r.result.attempts, 1);
+      assert.match(r.result.error, /^dynamodb: the session token has expired/);
+    } finally {
+      front.expired.clear();
       await fake.stop();
     }
   });
