@@ -12,6 +12,7 @@
  *   aws_probe s3-get BUCKET KEY
  *   aws_probe s3-list BUCKET PREFIX
  *   aws_probe creds N      (gets credentials N times from the chain)
+ *   aws_probe creds-parallel N  (N threads get credentials at once from one provider)
  *
  * Configuration is the process environment the real server would read
  * (AWS_REGION, AWS_ENDPOINT_URL*, the credential chain's variables), plus
@@ -23,6 +24,7 @@
  * step succeeded, 1 otherwise, 2 for bad usage.
  */
 #include <jansson.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -141,6 +143,56 @@ static int creds(probe *p, int n)
     return rc;
 }
 
+#define MAX_THREADS 32
+
+typedef struct getter {
+    kp_aws_credentials_provider *provider;
+    pthread_barrier_t *start;
+    kp_status st;
+    char access_key_id[128];
+} getter;
+
+static void *get_once(void *arg)
+{
+    getter *g = arg;
+    kp_aws_credentials c;
+
+    pthread_barrier_wait(g->start);
+    g->st = kp_aws_credentials_get(g->provider, &c, NULL);
+    memcpy(g->access_key_id, c.access_key_id, sizeof g->access_key_id);
+    kp_aws_credentials_wipe(&c);
+    return NULL;
+}
+
+/* n threads released together: {"ok", "distinct_keys", "fetches"}. */
+static int creds_parallel(probe *p, int n)
+{
+    getter g[MAX_THREADS];
+    pthread_t t[MAX_THREADS];
+    pthread_barrier_t start;
+    int ok = 1, distinct = 0;
+
+    if (n < 1 || n > MAX_THREADS)
+        return 2;
+    pthread_barrier_init(&start, NULL, (unsigned)n);
+    for (int i = 0; i < n; i++) {
+        g[i] = (getter){p->client.credentials, &start, KP_OK, ""};
+        pthread_create(&t[i], NULL, get_once, &g[i]);
+    }
+    for (int i = 0; i < n; i++) {
+        pthread_join(t[i], NULL);
+        ok &= g[i].st == KP_OK;
+        int seen = 0;
+        for (int j = 0; j < i; j++)
+            seen |= strcmp(g[j].access_key_id, g[i].access_key_id) == 0;
+        distinct += !seen;
+    }
+    pthread_barrier_destroy(&start);
+    printf("{\"ok\":%s,\"distinct_keys\":%d,\"fetches\":%u}\n", ok ? "true" : "false", distinct,
+           kp_aws_credentials_fetches(p->client.credentials));
+    return ok ? 0 : 1;
+}
+
 static int run(probe *p, int argc, char **argv)
 {
     const char *cmd = argv[1];
@@ -172,6 +224,8 @@ static int run(probe *p, int argc, char **argv)
         return s3_list(p, argv[2], argv[3]);
     if (strcmp(cmd, "creds") == 0 && argc == 3)
         return creds(p, atoi(argv[2]));
+    if (strcmp(cmd, "creds-parallel") == 0 && argc == 3)
+        return creds_parallel(p, atoi(argv[2]));
     fprintf(stderr, "aws_probe: unknown command or wrong arguments (see tests/aws/aws_probe.c)\n");
     return 2;
 }

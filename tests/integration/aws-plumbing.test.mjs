@@ -270,6 +270,14 @@ describe('the credential chain: ECS container endpoint and IMDSv2', () => {
     assert.equal(fake.state.requests[0].headers.authorization, 'tok-123');
   });
 
+  test('ECS: 16 threads asking at once share one fetch', async () => {
+    await restart({});
+    const r = await probe(envWith({ AWS_CONTAINER_CREDENTIALS_FULL_URI: `${fake.url}/creds` }), 'creds-parallel', '16');
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(r.result, { ok: true, distinct_keys: 1, fetches: 1 });
+    assert.equal(fake.state.requests.length, 1);
+  });
+
   test('ECS: the token file wins over the token variable; a refused token is an error naming ecs', async () => {
     await restart({ ecsToken: 'from-file' });
     const file = path.join(dir, 'token');
