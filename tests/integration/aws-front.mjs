@@ -215,7 +215,7 @@ export async function startFront({ target, credentials }) {
       const fwd = http.request({ host: targetUrl.hostname, port: targetUrl.port, method: req.method, path: req.url, headers },
         (up) => {
           // hop-by-hop headers stay on moto's side (werkzeug closes each connection; AWS keeps them)
-          const { connection, 'keep-alive': _k, 'transfer-encoding': _t, ...headersOut } = up.headers;
+          const { connection: _c, 'keep-alive': _k, 'transfer-encoding': _t, ...headersOut } = up.headers;
           res.writeHead(up.statusCode, headersOut);
           up.pipe(res);
         });

@@ -262,7 +262,7 @@ describe('the credential chain: ECS container endpoint and IMDSv2', () => {
     await restart({ ecsToken: 'tok-123' });
     const r = await probe(envWith({ AWS_CONTAINER_CREDENTIALS_FULL_URI: `${fake.url}/creds`,
       AWS_CONTAINER_AUTHORIZATION_TOKEN: 'tok-123' }), 'creds', '3');
-    assert.equal(r.code, 0, r.stdout);
+    assert.equal(r.code, 0, JSON.stringify(r.lines));
     assert.deepEqual(r.lines.map((l) => [l.access_key_id, l.source, l.has_secret, l.has_token, l.fetches]),
       [['AKIDFAKE0001', 'ecs', true, true, 1], ['AKIDFAKE0001', 'ecs', true, true, 1], ['AKIDFAKE0001', 'ecs', true, true, 1]]);
     assert.ok(r.lines[0].expiration > Date.now() / 1000 + 3000);
