@@ -41,7 +41,9 @@ if [ "${1:-}" = "--test" ]; then
     # PyPI in its own virtualenv when none is on the PATH
     moto_venv=${KOUMPA_MOTO_VENV:-$HOME/.cache/koumpa/moto}
     if ! command -v moto_server >/dev/null && [ ! -x "$moto_venv/bin/moto_server" ]; then
-        python3 -m venv "$moto_venv"
-        "$moto_venv/bin/pip" install --quiet 'moto[server]>=5,<6'
+        # best effort: without PyPI the moto part of the AWS tests skips and says so
+        if ! { python3 -m venv "$moto_venv" && "$moto_venv/bin/pip" install --quiet 'moto[server]>=5,<6'; }; then
+            echo "install-deps: moto_server could not be installed; the AWS tests that need it will skip" >&2
+        fi
     fi
 fi
