@@ -201,10 +201,9 @@ typedef struct kp_admission {
     const kp_version *version;
 } kp_admission;
 
-
 /* ---- billing (Stripe): customers, subscriptions, processed events ---- */
 
-#define KP_STRIPE_ID_MAX 128  /* Stripe object ids: "cus_...", "sub_...", "evt_...", "in_..." */
+#define KP_STRIPE_ID_MAX 128 /* Stripe object ids: "cus_...", "sub_...", "evt_...", "in_..." */
 #define KP_SUB_STATUS_MAX 32 /* Stripe's subscription status: "active", "past_due", "canceled", ... */
 
 /* A user's link to Stripe: their customer, and the subscription that decides

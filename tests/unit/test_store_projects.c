@@ -28,6 +28,9 @@
 #include "store/store.h"
 #include "testutil.h"
 
+/* What migration 5 added, dropped to make a database of an older schema. */
+#define KP_TEST_DROP_BILLING "DROP TABLE billing_customers; DROP TABLE subscriptions; DROP TABLE stripe_events;"
+
 typedef struct fixture {
     char dir[64];
     char path[128];
@@ -734,10 +737,11 @@ static void test_migrate_from_v1_keeps_data(void **state)
     f->s->ops->close(f->s);
     f->s = NULL;
 
-    kp_test_sql_exec(f->path, "BEGIN IMMEDIATE; DROP TABLE versions; DROP TABLE projects;"
-                              "DROP TABLE email_verifications; ALTER TABLE users DROP COLUMN email_verified;"
-                              "ALTER TABLE users DROP COLUMN verification_required;"
-                              "DELETE FROM schema_migrations WHERE version >= 2; COMMIT;");
+    kp_test_sql_exec(
+        f->path, "BEGIN IMMEDIATE; DROP TABLE versions; DROP TABLE projects;"
+                 "DROP TABLE email_verifications; ALTER TABLE users DROP COLUMN email_verified;" KP_TEST_DROP_BILLING
+                 "ALTER TABLE users DROP COLUMN verification_required;"
+                 "DELETE FROM schema_migrations WHERE version >= 2; COMMIT;");
     assert_int_equal(kp_test_sql_int(f->path, "SELECT MAX(version) FROM schema_migrations"), 1);
     assert_int_equal(kp_sqlite_open(f->path, &f->s, &err), KP_EUNAVAILABLE); /* needs migrate */
     assert_null(f->s);
@@ -783,15 +787,15 @@ static void test_migrate_times_to_milliseconds(void **state)
     f->s->ops->close(f->s);
     f->s = NULL;
     /* back to version 2: the later migrations' columns and tables go too */
-    kp_test_sql_exec(f->path,
-                     "BEGIN IMMEDIATE; DELETE FROM schema_migrations WHERE version >= 3;"
-                     "DROP TABLE email_verifications; ALTER TABLE users DROP COLUMN email_verified;"
-                     "ALTER TABLE users DROP COLUMN verification_required;"
-                     "ALTER TABLE versions DROP COLUMN refunded; ALTER TABLE versions DROP COLUMN credit_reason;"
-                     "DROP INDEX reservations_open; DROP INDEX versions_reservation;"
-                     "ALTER TABLE projects DROP COLUMN deleting;"
-                     "UPDATE projects SET created_at = 1700000000, updated_at = 1700000000;"
-                     "UPDATE versions SET created_at = 1700000000, updated_at = 1700000000; COMMIT;");
+    kp_test_sql_exec(
+        f->path, "BEGIN IMMEDIATE; DELETE FROM schema_migrations WHERE version >= 3;"
+                 "DROP TABLE email_verifications; ALTER TABLE users DROP COLUMN email_verified;" KP_TEST_DROP_BILLING
+                 "ALTER TABLE users DROP COLUMN verification_required;"
+                 "ALTER TABLE versions DROP COLUMN refunded; ALTER TABLE versions DROP COLUMN credit_reason;"
+                 "DROP INDEX reservations_open; DROP INDEX versions_reservation;"
+                 "ALTER TABLE projects DROP COLUMN deleting;"
+                 "UPDATE projects SET created_at = 1700000000, updated_at = 1700000000;"
+                 "UPDATE versions SET created_at = 1700000000, updated_at = 1700000000; COMMIT;");
     int applied = -1;
     assert_int_equal(kp_sqlite_migrate(f->path, &applied, &err), KP_OK);
     assert_true(applied >= 1);

@@ -150,6 +150,37 @@ static const char *const migrations[] = {
     "  used_at INTEGER NOT NULL DEFAULT 0"
     ") WITHOUT ROWID;"
     "CREATE INDEX email_verifications_user ON email_verifications(user_id);",
+
+    /* 5: billing (Stripe). A user's link to their customer and current
+     * subscription; each subscription as its webhooks last described it (and
+     * the event time and version that keep it moving forward only); the ids of
+     * the events applied, which make each event apply once. */
+    "CREATE TABLE billing_customers ("
+    "  user_id TEXT PRIMARY KEY NOT NULL REFERENCES users(id),"
+    "  customer_id TEXT NOT NULL DEFAULT '',"
+    "  subscription_id TEXT NOT NULL DEFAULT '',"
+    "  updated_at INTEGER NOT NULL"
+    ") WITHOUT ROWID;"
+    "CREATE UNIQUE INDEX billing_customers_customer ON billing_customers(customer_id) WHERE customer_id != '';"
+    "CREATE TABLE subscriptions ("
+    "  id TEXT PRIMARY KEY NOT NULL,"
+    "  user_id TEXT NOT NULL DEFAULT '',"
+    "  customer_id TEXT NOT NULL DEFAULT '',"
+    "  status TEXT NOT NULL DEFAULT '',"
+    "  price_id TEXT NOT NULL DEFAULT '',"
+    "  plan_id TEXT NOT NULL DEFAULT '',"
+    "  current_period_end INTEGER NOT NULL DEFAULT 0,"
+    "  cancel_at_period_end INTEGER NOT NULL DEFAULT 0,"
+    "  event_created INTEGER NOT NULL DEFAULT 0,"
+    "  version INTEGER NOT NULL CHECK (version >= 1),"
+    "  updated_at INTEGER NOT NULL"
+    ") WITHOUT ROWID;"
+    "CREATE TABLE stripe_events ("
+    "  id TEXT PRIMARY KEY NOT NULL,"
+    "  type TEXT NOT NULL,"
+    "  created INTEGER NOT NULL,"
+    "  applied_at INTEGER NOT NULL"
+    ") WITHOUT ROWID;",
 };
 
 #define MIGRATION_COUNT ((int)(sizeof migrations / sizeof migrations[0]))

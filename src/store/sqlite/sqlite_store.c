@@ -39,6 +39,7 @@
 #include "core/log.h"
 #include "core/testhook.h"
 #include "store/sqlite/migrations.h"
+#include "store/sqlite/sqlite_internal.h"
 
 /* How often BEGIN IMMEDIATE is retried when it still reports SQLITE_BUSY
  * after the busy timeout. */
@@ -232,28 +233,29 @@ static const char *const res_state_names[] = {
     [KP_RES_REFUNDED] = "refunded",
 };
 
-typedef struct sq_store {
+struct sq_store {
     kp_store base; /* base.impl points back to this struct */
     sqlite3 *db;
     sqlite3_stmt *stmts[ST_COUNT];
-} sq_store;
+    sqlite3_stmt *module_stmts[SQ_MODULE_STMTS]; /* the other files' statements (sq_stmt_cached) */
+};
 
 /* ---- helpers ---------------------------------------------------------- */
 
-static sq_store *impl_of(kp_store *s)
+sq_store *sq_impl(kp_store *s)
 {
     return (sq_store *)s->impl;
 }
 
-/* 1 when s is a non-NULL string that fits, with its NUL, in cap bytes. */
-static int fits(const char *s, size_t cap)
+/* 1 when s is a non-NULL string that sq_fits, with its NUL, in cap bytes. */
+int sq_fits(const char *s, size_t cap)
 {
     return s && strnlen(s, cap) < cap;
 }
 
-static int nonempty_fits(const char *s, size_t cap)
+int sq_nonempty_fits(const char *s, size_t cap)
 {
-    return fits(s, cap) && s[0] != '\0';
+    return sq_fits(s, cap) && s[0] != '\0';
 }
 
 /* Fetches the cached statement, preparing it on first use. */
@@ -266,23 +268,39 @@ static kp_status stmt_get(sq_store *h, stmt_id id, sqlite3_stmt **out, kp_err *e
     return KP_OK;
 }
 
+sqlite3 *sq_db(sq_store *h)
+{
+    return h->db;
+}
+
+kp_status sq_stmt_cached(sq_store *h, unsigned slot, const char *sql, sqlite3_stmt **out, kp_err *err)
+{
+    if (slot >= SQ_MODULE_STMTS)
+        return kp_err_set(err, KP_EINTERNAL, "statement slot %u out of range", slot);
+    if (!h->module_stmts[slot] &&
+        sqlite3_prepare_v3(h->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &h->module_stmts[slot], NULL) != SQLITE_OK)
+        return kp_sqlite_db_error(h->db, "prepare statement", err);
+    *out = h->module_stmts[slot];
+    return KP_OK;
+}
+
 /* Makes a cached statement ready for its next use. Text is bound with
  * SQLITE_STATIC, so bindings must not outlive the call that made them. */
-static void stmt_done(sqlite3_stmt *st)
+void sq_stmt_done(sqlite3_stmt *st)
 {
     sqlite3_reset(st);
     sqlite3_clear_bindings(st);
 }
 
 /* Text parameters: NULL is stored as "". The caller's string must stay alive
- * until stmt_done. Bind calls cannot fail here: indexes are fixed, integers
+ * until sq_stmt_done. Bind calls cannot fail here: indexes are fixed, integers
  * and static text need no allocation, and lengths are checked beforehand. */
-static void bind_text(sqlite3_stmt *st, int idx, const char *s)
+void sq_bind_text(sqlite3_stmt *st, int idx, const char *s)
 {
     sqlite3_bind_text(st, idx, s ? s : "", -1, SQLITE_STATIC);
 }
 
-static void column_copy(sqlite3_stmt *st, int col, char *dst, size_t cap)
+void sq_column_copy(sqlite3_stmt *st, int col, char *dst, size_t cap)
 {
     const unsigned char *text = sqlite3_column_text(st, col);
     size_t len = text ? (size_t)sqlite3_column_bytes(st, col) : 0;
@@ -302,13 +320,13 @@ static kp_status run_simple(sq_store *h, stmt_id id, const char *what, kp_err *e
         return rc;
     if (sqlite3_step(st) != SQLITE_DONE)
         rc = kp_sqlite_db_error(h->db, what, err);
-    stmt_done(st);
+    sq_stmt_done(st);
     return rc;
 }
 
 /* BEGIN IMMEDIATE: waits (busy timeout) for other writers, then retries a
  * few times if SQLite still reports SQLITE_BUSY. */
-static kp_status tx_begin(sq_store *h, kp_err *err)
+kp_status sq_tx_begin(sq_store *h, kp_err *err)
 {
     sqlite3_stmt *st = NULL;
     kp_status rc = stmt_get(h, ST_BEGIN, &st, err);
@@ -317,15 +335,15 @@ static kp_status tx_begin(sq_store *h, kp_err *err)
     for (int attempt = 1;; attempt++) {
         int step = sqlite3_step(st);
         if (step == SQLITE_DONE) {
-            stmt_done(st);
+            sq_stmt_done(st);
             return KP_OK;
         }
         if ((step & 0xff) != SQLITE_BUSY || attempt >= BEGIN_ATTEMPTS) {
             rc = kp_sqlite_db_error(h->db, "begin transaction", err);
-            stmt_done(st);
+            sq_stmt_done(st);
             return rc;
         }
-        stmt_done(st);
+        sq_stmt_done(st);
         kp_log(KP_LOG_WARN, "database busy, retrying (attempt %d)", attempt + 1);
     }
 }
@@ -339,9 +357,9 @@ static void tx_rollback(sq_store *h)
         kp_log(KP_LOG_ERROR, "rollback failed");
 }
 
-/* Ends the transaction begun by tx_begin: commits when rc is KP_OK, else
+/* Ends the transaction begun by sq_tx_begin: commits when rc is KP_OK, else
  * rolls back. Returns the final status. */
-static kp_status tx_end(sq_store *h, kp_status rc, kp_err *err)
+kp_status sq_tx_end(sq_store *h, kp_status rc, kp_err *err)
 {
     if (rc == KP_OK) {
         rc = run_simple(h, ST_COMMIT, "commit", err);
@@ -356,11 +374,11 @@ static kp_status tx_end(sq_store *h, kp_status rc, kp_err *err)
 
 static void read_user(sqlite3_stmt *st, kp_user *u)
 {
-    column_copy(st, 0, u->id, sizeof u->id);
-    column_copy(st, 1, u->email, sizeof u->email);
-    column_copy(st, 2, u->password_hash, sizeof u->password_hash);
-    column_copy(st, 3, u->external_sub, sizeof u->external_sub);
-    column_copy(st, 4, u->plan_id, sizeof u->plan_id);
+    sq_column_copy(st, 0, u->id, sizeof u->id);
+    sq_column_copy(st, 1, u->email, sizeof u->email);
+    sq_column_copy(st, 2, u->password_hash, sizeof u->password_hash);
+    sq_column_copy(st, 3, u->external_sub, sizeof u->external_sub);
+    sq_column_copy(st, 4, u->plan_id, sizeof u->plan_id);
     u->is_admin = sqlite3_column_int(st, 5);
     u->created_at = sqlite3_column_int64(st, 6);
 }
@@ -395,18 +413,18 @@ static kp_status insert_user_row(sq_store *h, const kp_user *u, int64_t created_
     kp_status rc = stmt_get(h, ST_USER_INSERT, &st, err);
     if (rc != KP_OK)
         return rc;
-    bind_text(st, 1, u->id);
-    bind_text(st, 2, u->email);
-    bind_text(st, 3, u->password_hash);
-    bind_text(st, 4, u->external_sub);
-    bind_text(st, 5, u->plan_id);
+    sq_bind_text(st, 1, u->id);
+    sq_bind_text(st, 2, u->email);
+    sq_bind_text(st, 3, u->password_hash);
+    sq_bind_text(st, 4, u->external_sub);
+    sq_bind_text(st, 5, u->plan_id);
     sqlite3_bind_int(st, 6, u->is_admin ? 1 : 0);
     sqlite3_bind_int64(st, 7, created_at);
     sqlite3_bind_int(st, 8, u->email_verified ? 1 : 0);
     sqlite3_bind_int(st, 9, u->verification_required ? 1 : 0);
     if (sqlite3_step(st) != SQLITE_DONE)
         rc = user_write_error(h, "create user", err);
-    stmt_done(st);
+    sq_stmt_done(st);
     return rc;
 }
 
@@ -416,52 +434,48 @@ static kp_status insert_balance_row(sq_store *h, const char *user_id, kp_err *er
     kp_status rc = stmt_get(h, ST_BALANCE_INSERT, &st, err);
     if (rc != KP_OK)
         return rc;
-    bind_text(st, 1, user_id);
+    sq_bind_text(st, 1, user_id);
     if (sqlite3_step(st) != SQLITE_DONE)
         rc = kp_sqlite_db_error(h->db, "create balance", err);
-    stmt_done(st);
+    sq_stmt_done(st);
     return rc;
 }
 
 static int user_valid(const kp_user *u)
 {
-    return u && nonempty_fits(u->id, sizeof u->id) && fits(u->email, sizeof u->email) &&
-           fits(u->password_hash, sizeof u->password_hash) && fits(u->external_sub, sizeof u->external_sub) &&
-           nonempty_fits(u->plan_id, sizeof u->plan_id);
+    return u && sq_nonempty_fits(u->id, sizeof u->id) && sq_fits(u->email, sizeof u->email) &&
+           sq_fits(u->password_hash, sizeof u->password_hash) && sq_fits(u->external_sub, sizeof u->external_sub) &&
+           sq_nonempty_fits(u->plan_id, sizeof u->plan_id);
 }
-
-static int credit_change_valid(const kp_credit_change *c);
-static kp_status credits_apply_locked(sq_store *h, const kp_credit_change *c, int64_t now, kp_balance *out,
-                                      kp_err *err);
 
 /* The user, its balance and (c non-NULL) its first credits, in one transaction. */
 static kp_status create_user(sq_store *h, const kp_user *u, const kp_credit_change *c, kp_err *err)
 {
     kp_balance after;
     int64_t created_at = u->created_at > 0 ? u->created_at : (int64_t)time(NULL);
-    kp_status rc = tx_begin(h, err);
+    kp_status rc = sq_tx_begin(h, err);
     if (rc != KP_OK)
         return rc;
     rc = insert_user_row(h, u, created_at, err);
     if (rc == KP_OK)
         rc = insert_balance_row(h, u->id, err);
     if (rc == KP_OK && c)
-        rc = credits_apply_locked(h, c, created_at, &after, err);
-    return tx_end(h, rc, err);
+        rc = sq_credits_apply_locked(h, c, created_at, &after, err);
+    return sq_tx_end(h, rc, err);
 }
 
 static kp_status sq_user_create(kp_store *s, const kp_user *u, kp_err *err)
 {
     if (!user_valid(u))
         return kp_err_set(err, KP_EINVAL, "invalid user record");
-    return create_user(impl_of(s), u, NULL, err);
+    return create_user(sq_impl(s), u, NULL, err);
 }
 
 static kp_status sq_user_create_credited(kp_store *s, const kp_user *u, const kp_credit_change *c, kp_err *err)
 {
-    if (!user_valid(u) || !credit_change_valid(c) || strcmp(c->user_id, u->id) != 0)
+    if (!user_valid(u) || !sq_credit_change_valid(c) || strcmp(c->user_id, u->id) != 0)
         return kp_err_set(err, KP_EINVAL, "invalid user record");
-    return create_user(impl_of(s), u, c, err);
+    return create_user(sq_impl(s), u, c, err);
 }
 
 static kp_status user_get_with(sq_store *h, stmt_id id, const char *key, kp_user *out, kp_err *err)
@@ -472,7 +486,7 @@ static kp_status user_get_with(sq_store *h, stmt_id id, const char *key, kp_user
     kp_status rc = stmt_get(h, id, &st, err);
     if (rc != KP_OK)
         return rc;
-    bind_text(st, 1, key);
+    sq_bind_text(st, 1, key);
     int step = sqlite3_step(st);
     if (step == SQLITE_ROW) {
         read_user(st, out);
@@ -481,23 +495,23 @@ static kp_status user_get_with(sq_store *h, stmt_id id, const char *key, kp_user
         rc = kp_err_set(err, KP_ENOTFOUND, "user not found");
     } else
         rc = kp_sqlite_db_error(h->db, "read user", err);
-    stmt_done(st);
+    sq_stmt_done(st);
     return rc;
 }
 
 static kp_status sq_user_get(kp_store *s, const char *id, kp_user *out, kp_err *err)
 {
-    return user_get_with(impl_of(s), ST_USER_GET, id, out, err);
+    return user_get_with(sq_impl(s), ST_USER_GET, id, out, err);
 }
 
 static kp_status sq_user_get_by_email(kp_store *s, const char *email, kp_user *out, kp_err *err)
 {
-    return user_get_with(impl_of(s), ST_USER_BY_EMAIL, email, out, err);
+    return user_get_with(sq_impl(s), ST_USER_BY_EMAIL, email, out, err);
 }
 
 static kp_status sq_user_get_by_sub(kp_store *s, const char *external_sub, kp_user *out, kp_err *err)
 {
-    return user_get_with(impl_of(s), ST_USER_BY_SUB, external_sub, out, err);
+    return user_get_with(sq_impl(s), ST_USER_BY_SUB, external_sub, out, err);
 }
 
 /* Runs an UPDATE of one user's column (?1 id, ?2 value); KP_ENOTFOUND when no
@@ -511,36 +525,41 @@ static kp_status user_update(sq_store *h, stmt_id id, const char *user_id, const
     kp_status rc = stmt_get(h, id, &st, err);
     if (rc != KP_OK)
         return rc;
-    bind_text(st, 1, user_id);
+    sq_bind_text(st, 1, user_id);
     if (text)
-        bind_text(st, 2, text);
+        sq_bind_text(st, 2, text);
     else
         sqlite3_bind_int(st, 2, number);
     if (sqlite3_step(st) != SQLITE_DONE)
         rc = user_write_error(h, what, err);
     else if (sqlite3_changes(h->db) == 0)
         rc = kp_err_set(err, KP_ENOTFOUND, "user not found");
-    stmt_done(st);
+    sq_stmt_done(st);
     return rc;
 }
 
 static kp_status sq_user_set_admin(kp_store *s, const char *id, int is_admin, kp_err *err)
 {
-    return user_update(impl_of(s), ST_USER_SET_ADMIN, id, NULL, is_admin ? 1 : 0, "set admin", err);
+    return user_update(sq_impl(s), ST_USER_SET_ADMIN, id, NULL, is_admin ? 1 : 0, "set admin", err);
+}
+
+kp_status sq_user_plan_write(sq_store *h, const char *user_id, const char *plan_id, kp_err *err)
+{
+    if (!sq_nonempty_fits(plan_id, KP_PLAN_ID_MAX))
+        return kp_err_set(err, KP_ENOTFOUND, "plan not found");
+    /* The foreign key on users.plan_id reports an unknown plan; a missing
+     * user updates nothing and is reported first. */
+    return user_update(h, ST_USER_SET_PLAN, user_id, plan_id, 0, "set plan", err);
 }
 
 static kp_status sq_user_set_plan(kp_store *s, const char *id, const char *plan_id, kp_err *err)
 {
-    if (!nonempty_fits(plan_id, KP_PLAN_ID_MAX))
-        return kp_err_set(err, KP_ENOTFOUND, "plan not found");
-    /* The foreign key on users.plan_id reports an unknown plan; a missing
-     * user updates nothing and is reported first. */
-    return user_update(impl_of(s), ST_USER_SET_PLAN, id, plan_id, 0, "set plan", err);
+    return sq_user_plan_write(sq_impl(s), id, plan_id, err);
 }
 
 static kp_status sq_user_set_email_verified(kp_store *s, const char *id, kp_err *err)
 {
-    return user_update(impl_of(s), ST_USER_SET_VERIFIED, id, NULL, 1, "verify email", err);
+    return user_update(sq_impl(s), ST_USER_SET_VERIFIED, id, NULL, 1, "verify email", err);
 }
 
 /* ---- e-mail verification tokens --------------------------------------- */
@@ -551,34 +570,34 @@ static kp_status verification_insert(sq_store *h, const char *token_hash, const 
     kp_status rc = stmt_get(h, ST_VERIFY_DROP_UNUSED, &st, err);
     if (rc != KP_OK)
         return rc;
-    bind_text(st, 1, v->user_id);
+    sq_bind_text(st, 1, v->user_id);
     if (sqlite3_step(st) != SQLITE_DONE)
         rc = kp_sqlite_db_error(h->db, "drop unused verification tokens", err);
-    stmt_done(st);
+    sq_stmt_done(st);
     if (rc == KP_OK)
         rc = stmt_get(h, ST_VERIFY_INSERT, &st, err);
     if (rc != KP_OK)
         return rc;
-    bind_text(st, 1, token_hash);
-    bind_text(st, 2, v->user_id);
+    sq_bind_text(st, 1, token_hash);
+    sq_bind_text(st, 2, v->user_id);
     sqlite3_bind_int64(st, 3, v->created_at);
     sqlite3_bind_int64(st, 4, v->expires_at);
     if (sqlite3_step(st) != SQLITE_DONE)
         rc = sqlite3_extended_errcode(h->db) == SQLITE_CONSTRAINT_FOREIGNKEY
                  ? kp_err_set(err, KP_ENOTFOUND, "user not found")
                  : kp_sqlite_db_error(h->db, "store verification token", err);
-    stmt_done(st);
+    sq_stmt_done(st);
     return rc;
 }
 
 static kp_status sq_verification_create(kp_store *s, const char *token_hash, const kp_verification *v, kp_err *err)
 {
-    sq_store *h = impl_of(s);
-    if (!v || !nonempty_fits(token_hash, 256) || !nonempty_fits(v->user_id, sizeof v->user_id))
+    sq_store *h = sq_impl(s);
+    if (!v || !sq_nonempty_fits(token_hash, 256) || !sq_nonempty_fits(v->user_id, sizeof v->user_id))
         return kp_err_set(err, KP_EINVAL, "invalid verification record");
-    kp_status rc = tx_begin(h, err);
+    kp_status rc = sq_tx_begin(h, err);
     if (rc == KP_OK)
-        rc = tx_end(h, verification_insert(h, token_hash, v, err), err);
+        rc = sq_tx_end(h, verification_insert(h, token_hash, v, err), err);
     return rc;
 }
 
@@ -588,10 +607,10 @@ static kp_status verification_read(sq_store *h, const char *token_hash, kp_verif
     kp_status rc = stmt_get(h, ST_VERIFY_GET, &st, err);
     if (rc != KP_OK)
         return rc;
-    bind_text(st, 1, token_hash);
+    sq_bind_text(st, 1, token_hash);
     int step = sqlite3_step(st);
     if (step == SQLITE_ROW) {
-        column_copy(st, 0, out->user_id, sizeof out->user_id);
+        sq_column_copy(st, 0, out->user_id, sizeof out->user_id);
         out->created_at = sqlite3_column_int64(st, 1);
         out->expires_at = sqlite3_column_int64(st, 2);
         out->used_at = sqlite3_column_int64(st, 3);
@@ -600,7 +619,7 @@ static kp_status verification_read(sq_store *h, const char *token_hash, kp_verif
     } else {
         rc = kp_sqlite_db_error(h->db, "read verification token", err);
     }
-    stmt_done(st);
+    sq_stmt_done(st);
     return rc;
 }
 
@@ -611,25 +630,25 @@ static kp_status verification_use(sq_store *h, const char *token_hash, int64_t n
     kp_status rc = stmt_get(h, ST_VERIFY_USE, &st, err);
     if (rc != KP_OK)
         return rc;
-    bind_text(st, 1, token_hash);
+    sq_bind_text(st, 1, token_hash);
     sqlite3_bind_int64(st, 2, now);
     if (sqlite3_step(st) != SQLITE_DONE)
         rc = kp_sqlite_db_error(h->db, "use verification token", err);
     else if (sqlite3_changes(h->db) != 1)
         rc = kp_err_set(err, KP_ECONFLICT, "verification token used or expired");
-    stmt_done(st);
+    sq_stmt_done(st);
     return rc;
 }
 
 static kp_status sq_verification_consume(kp_store *s, const char *token_hash, int64_t now, kp_verification *out,
                                          kp_err *err)
 {
-    sq_store *h = impl_of(s);
+    sq_store *h = sq_impl(s);
     kp_verification v;
     memset(&v, 0, sizeof v);
-    if (!nonempty_fits(token_hash, 256))
+    if (!sq_nonempty_fits(token_hash, 256))
         return kp_err_set(err, KP_ENOTFOUND, "unknown verification token");
-    kp_status rc = tx_begin(h, err);
+    kp_status rc = sq_tx_begin(h, err);
     if (rc != KP_OK)
         return rc;
     rc = verification_read(h, token_hash, &v, err);
@@ -637,7 +656,7 @@ static kp_status sq_verification_consume(kp_store *s, const char *token_hash, in
         rc = verification_use(h, token_hash, now, err);
     if (rc == KP_OK)
         rc = user_update(h, ST_USER_SET_VERIFIED, v.user_id, NULL, 1, "verify email", err);
-    rc = tx_end(h, rc, err);
+    rc = sq_tx_end(h, rc, err);
     if (out)
         *out = v;
     return rc;
@@ -647,14 +666,14 @@ static kp_status sq_verification_consume(kp_store *s, const char *token_hash, in
 
 static void read_plan_at(sqlite3_stmt *st, int first, kp_plan *p)
 {
-    column_copy(st, first + 0, p->id, sizeof p->id);
-    column_copy(st, first + 1, p->name, sizeof p->name);
+    sq_column_copy(st, first + 0, p->id, sizeof p->id);
+    sq_column_copy(st, first + 1, p->name, sizeof p->name);
     p->price_cents = sqlite3_column_int64(st, first + 2);
-    column_copy(st, first + 3, p->currency, sizeof p->currency);
+    sq_column_copy(st, first + 3, p->currency, sizeof p->currency);
     p->monthly_credits = sqlite3_column_int64(st, first + 4);
     p->daily_bonus = sqlite3_column_int64(st, first + 5);
     p->max_concurrent_generations = sqlite3_column_int64(st, first + 6);
-    column_copy(st, first + 7, p->stripe_price_id, sizeof p->stripe_price_id);
+    sq_column_copy(st, first + 7, p->stripe_price_id, sizeof p->stripe_price_id);
     p->active = sqlite3_column_int(st, first + 8);
     p->updated_at = sqlite3_column_int64(st, first + 9);
 }
@@ -666,14 +685,14 @@ static void read_plan(sqlite3_stmt *st, kp_plan *p)
 
 static kp_status sq_plan_get(kp_store *s, const char *id, kp_plan *out, kp_err *err)
 {
-    sq_store *h = impl_of(s);
+    sq_store *h = sq_impl(s);
     if (!id || !*id)
         return kp_err_set(err, KP_ENOTFOUND, "plan not found");
     sqlite3_stmt *st = NULL;
     kp_status rc = stmt_get(h, ST_PLAN_GET, &st, err);
     if (rc != KP_OK)
         return rc;
-    bind_text(st, 1, id);
+    sq_bind_text(st, 1, id);
     int step = sqlite3_step(st);
     if (step == SQLITE_ROW)
         read_plan(st, out);
@@ -681,7 +700,7 @@ static kp_status sq_plan_get(kp_store *s, const char *id, kp_plan *out, kp_err *
         rc = kp_err_set(err, KP_ENOTFOUND, "plan not found");
     else
         rc = kp_sqlite_db_error(h->db, "read plan", err);
-    stmt_done(st);
+    sq_stmt_done(st);
     return rc;
 }
 
@@ -721,7 +740,7 @@ static kp_status collect_rows(sq_store *h, sqlite3_stmt *st, size_t elem, row_re
         rc = kp_sqlite_db_error(h->db, what, err);
 
 cleanup:
-    stmt_done(st);
+    sq_stmt_done(st);
     if (rc != KP_OK) {
         if (free_items)
             free_items(items, count);
@@ -743,7 +762,7 @@ static kp_status plan_row(sqlite3_stmt *st, void *item, kp_err *err)
 
 static kp_status sq_plan_list(kp_store *s, int active_only, kp_plan **out, size_t *n, kp_err *err)
 {
-    sq_store *h = impl_of(s);
+    sq_store *h = sq_impl(s);
     *out = NULL;
     *n = 0;
 
@@ -757,7 +776,7 @@ static kp_status sq_plan_list(kp_store *s, int active_only, kp_plan **out, size_
 
 static int plan_id_valid(const char *id)
 {
-    if (!nonempty_fits(id, KP_PLAN_ID_MAX))
+    if (!sq_nonempty_fits(id, KP_PLAN_ID_MAX))
         return 0;
     for (const char *c = id; *c; c++)
         if (!((*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '_' || *c == '-'))
@@ -767,8 +786,8 @@ static int plan_id_valid(const char *id)
 
 static int plan_valid(const kp_plan *p)
 {
-    return plan_id_valid(p->id) && fits(p->name, sizeof p->name) && strnlen(p->currency, sizeof p->currency) == 3 &&
-           fits(p->stripe_price_id, sizeof p->stripe_price_id) && p->price_cents >= 0 && p->monthly_credits >= 0 &&
+    return plan_id_valid(p->id) && sq_fits(p->name, sizeof p->name) && strnlen(p->currency, sizeof p->currency) == 3 &&
+           sq_fits(p->stripe_price_id, sizeof p->stripe_price_id) && p->price_cents >= 0 && p->monthly_credits >= 0 &&
            p->daily_bonus >= 0 && p->max_concurrent_generations >= 0;
 }
 
@@ -778,13 +797,13 @@ static kp_status plan_exists(sq_store *h, const char *id, int *exists, kp_err *e
     kp_status rc = stmt_get(h, ST_PLAN_EXISTS, &st, err);
     if (rc != KP_OK)
         return rc;
-    bind_text(st, 1, id);
+    sq_bind_text(st, 1, id);
     int step = sqlite3_step(st);
     if (step == SQLITE_ROW || step == SQLITE_DONE)
         *exists = step == SQLITE_ROW;
     else
         rc = kp_sqlite_db_error(h->db, "read plan", err);
-    stmt_done(st);
+    sq_stmt_done(st);
     return rc;
 }
 
@@ -794,14 +813,14 @@ static kp_status upsert_plan_row(sq_store *h, const kp_plan *p, int64_t now, kp_
     kp_status rc = stmt_get(h, ST_PLAN_UPSERT, &st, err);
     if (rc != KP_OK)
         return rc;
-    bind_text(st, 1, p->id);
-    bind_text(st, 2, p->name);
+    sq_bind_text(st, 1, p->id);
+    sq_bind_text(st, 2, p->name);
     sqlite3_bind_int64(st, 3, p->price_cents);
-    bind_text(st, 4, p->currency);
+    sq_bind_text(st, 4, p->currency);
     sqlite3_bind_int64(st, 5, p->monthly_credits);
     sqlite3_bind_int64(st, 6, p->daily_bonus);
     sqlite3_bind_int64(st, 7, p->max_concurrent_generations);
-    bind_text(st, 8, p->stripe_price_id);
+    sq_bind_text(st, 8, p->stripe_price_id);
     sqlite3_bind_int(st, 9, p->active ? 1 : 0);
     sqlite3_bind_int64(st, 10, now);
     if (sqlite3_step(st) != SQLITE_DONE) {
@@ -810,24 +829,24 @@ static kp_status upsert_plan_row(sq_store *h, const kp_plan *p, int64_t now, kp_
         else
             rc = kp_sqlite_db_error(h->db, "write plan", err);
     }
-    stmt_done(st);
+    sq_stmt_done(st);
     return rc;
 }
 
 static kp_status sq_plan_put(kp_store *s, const kp_plan *p, int *created, kp_err *err)
 {
-    sq_store *h = impl_of(s);
+    sq_store *h = sq_impl(s);
     if (!p || !plan_valid(p))
         return kp_err_set(err, KP_EINVAL, "invalid plan");
 
     int exists = 0;
-    kp_status rc = tx_begin(h, err);
+    kp_status rc = sq_tx_begin(h, err);
     if (rc != KP_OK)
         return rc;
     rc = plan_exists(h, p->id, &exists, err);
     if (rc == KP_OK)
         rc = upsert_plan_row(h, p, (int64_t)time(NULL), err);
-    rc = tx_end(h, rc, err);
+    rc = sq_tx_end(h, rc, err);
     if (rc == KP_OK && created)
         *created = !exists;
     return rc;
@@ -841,7 +860,7 @@ static kp_status balance_read(sq_store *h, const char *user_id, kp_balance *out,
     kp_status rc = stmt_get(h, ST_BALANCE_GET, &st, err);
     if (rc != KP_OK)
         return rc;
-    bind_text(st, 1, user_id);
+    sq_bind_text(st, 1, user_id);
     int step = sqlite3_step(st);
     if (step == SQLITE_ROW) {
         out->daily = sqlite3_column_int64(st, 0);
@@ -852,7 +871,7 @@ static kp_status balance_read(sq_store *h, const char *user_id, kp_balance *out,
     } else {
         rc = kp_sqlite_db_error(h->db, "read balance", err);
     }
-    stmt_done(st);
+    sq_stmt_done(st);
     return rc;
 }
 
@@ -861,14 +880,14 @@ static void read_plan_at(sqlite3_stmt *st, int first, kp_plan *p);
 
 static kp_status sq_account_get(kp_store *s, const char *user_id, kp_account *out, kp_err *err)
 {
-    sq_store *h = impl_of(s);
+    sq_store *h = sq_impl(s);
     if (!user_id || !*user_id)
         return kp_err_set(err, KP_ENOTFOUND, "user not found");
     sqlite3_stmt *st = NULL;
     kp_status rc = stmt_get(h, ST_ACCOUNT_GET, &st, err);
     if (rc != KP_OK)
         return rc;
-    bind_text(st, 1, user_id);
+    sq_bind_text(st, 1, user_id);
     int step = sqlite3_step(st);
     if (step == SQLITE_ROW) {
         read_user(st, &out->user);
@@ -882,7 +901,7 @@ static kp_status sq_account_get(kp_store *s, const char *user_id, kp_account *ou
     } else {
         rc = kp_sqlite_db_error(h->db, "read account", err);
     }
-    stmt_done(st);
+    sq_stmt_done(st);
     return rc;
 }
 
@@ -890,7 +909,7 @@ static kp_status sq_balance_get(kp_store *s, const char *user_id, kp_balance *ou
 {
     if (!user_id || !*user_id)
         return kp_err_set(err, KP_ENOTFOUND, "user not found");
-    return balance_read(impl_of(s), user_id, out, err);
+    return balance_read(sq_impl(s), user_id, out, err);
 }
 
 static kp_status idem_key_used(sq_store *h, const char *key, int *used, kp_err *err)
@@ -899,13 +918,13 @@ static kp_status idem_key_used(sq_store *h, const char *key, int *used, kp_err *
     kp_status rc = stmt_get(h, ST_LEDGER_IDEM_USED, &st, err);
     if (rc != KP_OK)
         return rc;
-    bind_text(st, 1, key);
+    sq_bind_text(st, 1, key);
     int step = sqlite3_step(st);
     if (step == SQLITE_ROW || step == SQLITE_DONE)
         *used = step == SQLITE_ROW;
     else
         rc = kp_sqlite_db_error(h->db, "read ledger", err);
-    stmt_done(st);
+    sq_stmt_done(st);
     return rc;
 }
 
@@ -915,12 +934,12 @@ static kp_status balance_write(sq_store *h, const char *user_id, int64_t daily, 
     kp_status rc = stmt_get(h, ST_BALANCE_SET, &st, err);
     if (rc != KP_OK)
         return rc;
-    bind_text(st, 1, user_id);
+    sq_bind_text(st, 1, user_id);
     sqlite3_bind_int64(st, 2, daily);
     sqlite3_bind_int64(st, 3, monthly);
     if (sqlite3_step(st) != SQLITE_DONE)
         rc = kp_sqlite_db_error(h->db, "write balance", err);
-    stmt_done(st);
+    sq_stmt_done(st);
     return rc;
 }
 
@@ -931,18 +950,18 @@ static kp_status ledger_append(sq_store *h, const kp_credit_change *c, const kp_
     kp_status rc = stmt_get(h, ST_LEDGER_INSERT, &st, err);
     if (rc != KP_OK)
         return rc;
-    bind_text(st, 1, c->user_id);
+    sq_bind_text(st, 1, c->user_id);
     sqlite3_bind_int64(st, 2, c->delta_daily);
     sqlite3_bind_int64(st, 3, c->delta_monthly);
     sqlite3_bind_int64(st, 4, after->daily);
     sqlite3_bind_int64(st, 5, after->monthly);
-    bind_text(st, 6, c->reason);
-    bind_text(st, 7, c->idem_key);
-    bind_text(st, 8, c->res_id);
+    sq_bind_text(st, 6, c->reason);
+    sq_bind_text(st, 7, c->idem_key);
+    sq_bind_text(st, 8, c->res_id);
     sqlite3_bind_int64(st, 9, now);
     if (sqlite3_step(st) != SQLITE_DONE)
         rc = kp_sqlite_db_error(h->db, "append ledger", err);
-    stmt_done(st);
+    sq_stmt_done(st);
     return rc;
 }
 
@@ -961,8 +980,8 @@ static int res_state_parse(const char *name, kp_reservation_state *out)
 static kp_status read_reservation(sqlite3_stmt *st, void *item, kp_err *err)
 {
     kp_reservation *out = item;
-    column_copy(st, 0, out->id, sizeof out->id);
-    column_copy(st, 1, out->user_id, sizeof out->user_id);
+    sq_column_copy(st, 0, out->id, sizeof out->id);
+    sq_column_copy(st, 1, out->user_id, sizeof out->user_id);
     out->daily = sqlite3_column_int64(st, 2);
     out->monthly = sqlite3_column_int64(st, 3);
     out->created_at = sqlite3_column_int64(st, 5);
@@ -980,7 +999,7 @@ static kp_status reservation_read(sq_store *h, const char *id, kp_reservation *o
     kp_status rc = stmt_get(h, ST_RES_GET, &st, err);
     if (rc != KP_OK)
         return rc;
-    bind_text(st, 1, id);
+    sq_bind_text(st, 1, id);
     *found = 0;
     int step = sqlite3_step(st);
     if (step == SQLITE_ROW) {
@@ -989,7 +1008,7 @@ static kp_status reservation_read(sq_store *h, const char *id, kp_reservation *o
     } else if (step != SQLITE_DONE) {
         rc = kp_sqlite_db_error(h->db, "read reservation", err);
     }
-    stmt_done(st);
+    sq_stmt_done(st);
     return rc;
 }
 
@@ -999,15 +1018,15 @@ static kp_status reservation_create(sq_store *h, const kp_credit_change *c, int6
     kp_status rc = stmt_get(h, ST_RES_INSERT, &st, err);
     if (rc != KP_OK)
         return rc;
-    bind_text(st, 1, c->res_id);
-    bind_text(st, 2, c->user_id);
+    sq_bind_text(st, 1, c->res_id);
+    sq_bind_text(st, 2, c->user_id);
     sqlite3_bind_int64(st, 3, c->res_daily);
     sqlite3_bind_int64(st, 4, c->res_monthly);
-    bind_text(st, 5, res_state_names[c->res_to]);
+    sq_bind_text(st, 5, res_state_names[c->res_to]);
     sqlite3_bind_int64(st, 6, now);
     if (sqlite3_step(st) != SQLITE_DONE)
         rc = kp_sqlite_db_error(h->db, "create reservation", err);
-    stmt_done(st);
+    sq_stmt_done(st);
     return rc;
 }
 
@@ -1018,12 +1037,12 @@ static kp_status reservation_set_state(sq_store *h, const char *id, kp_reservati
     kp_status rc = stmt_get(h, ST_RES_SET_STATE, &st, err);
     if (rc != KP_OK)
         return rc;
-    bind_text(st, 1, id);
-    bind_text(st, 2, res_state_names[state]);
+    sq_bind_text(st, 1, id);
+    sq_bind_text(st, 2, res_state_names[state]);
     sqlite3_bind_int64(st, 3, now);
     if (sqlite3_step(st) != SQLITE_DONE)
         rc = kp_sqlite_db_error(h->db, "update reservation", err);
-    stmt_done(st);
+    sq_stmt_done(st);
     return rc;
 }
 
@@ -1051,7 +1070,7 @@ static kp_status reservation_transition(sq_store *h, const kp_credit_change *c, 
 /* The body of credits_apply, inside the write transaction. *out receives the
  * balance after the change, or the current one on EDUPLICATE / ECONFLICT /
  * ECREDITS. */
-static kp_status credits_apply_locked(sq_store *h, const kp_credit_change *c, int64_t now, kp_balance *out, kp_err *err)
+kp_status sq_credits_apply_locked(sq_store *h, const kp_credit_change *c, int64_t now, kp_balance *out, kp_err *err)
 {
     int used = 0;
     kp_status rc = idem_key_used(h, c->idem_key, &used, err);
@@ -1091,14 +1110,14 @@ static kp_status credits_apply_locked(sq_store *h, const kp_credit_change *c, in
     return rc;
 }
 
-static int credit_change_valid(const kp_credit_change *c)
+int sq_credit_change_valid(const kp_credit_change *c)
 {
-    if (!c || !nonempty_fits(c->user_id, KP_ID_MAX) || !nonempty_fits(c->idem_key, KP_IDEM_MAX) ||
-        (c->reason && !fits(c->reason, KP_REASON_MAX)))
+    if (!c || !sq_nonempty_fits(c->user_id, KP_ID_MAX) || !sq_nonempty_fits(c->idem_key, KP_IDEM_MAX) ||
+        (c->reason && !sq_fits(c->reason, KP_REASON_MAX)))
         return 0;
     if (!c->res_id)
         return 1;
-    return nonempty_fits(c->res_id, KP_ID_MAX) && c->res_from >= KP_RES_NONE && c->res_from <= KP_RES_REFUNDED &&
+    return sq_nonempty_fits(c->res_id, KP_ID_MAX) && c->res_from >= KP_RES_NONE && c->res_from <= KP_RES_REFUNDED &&
            c->res_to >= KP_RES_RESERVED && c->res_to <= KP_RES_REFUNDED && c->res_daily >= 0 && c->res_monthly >= 0;
 }
 
@@ -1109,11 +1128,11 @@ typedef kp_status (*balance_write_fn)(sq_store *h, const void *arg, kp_balance *
 static kp_status run_balance_write(sq_store *h, balance_write_fn body, const void *arg, kp_balance *out, kp_err *err)
 {
     kp_balance result = {0, 0, 0};
-    kp_status rc = tx_begin(h, err);
+    kp_status rc = sq_tx_begin(h, err);
     if (rc != KP_OK)
         return rc;
     rc = body(h, arg, &result, err);
-    rc = tx_end(h, rc, err);
+    rc = sq_tx_end(h, rc, err);
     if (out)
         *out = result;
     return rc;
@@ -1121,14 +1140,14 @@ static kp_status run_balance_write(sq_store *h, balance_write_fn body, const voi
 
 static kp_status credits_apply_body(sq_store *h, const void *arg, kp_balance *out, kp_err *err)
 {
-    return credits_apply_locked(h, arg, (int64_t)time(NULL), out, err);
+    return sq_credits_apply_locked(h, arg, (int64_t)time(NULL), out, err);
 }
 
 static kp_status sq_credits_apply(kp_store *s, const kp_credit_change *c, kp_balance *out, kp_err *err)
 {
-    if (!credit_change_valid(c))
+    if (!sq_credit_change_valid(c))
         return kp_err_set(err, KP_EINVAL, "invalid credit change");
-    return run_balance_write(impl_of(s), credits_apply_body, c, out, err);
+    return run_balance_write(sq_impl(s), credits_apply_body, c, out, err);
 }
 
 static kp_status sq_reservation_get(kp_store *s, const char *id, kp_reservation *out, kp_err *err)
@@ -1136,7 +1155,7 @@ static kp_status sq_reservation_get(kp_store *s, const char *id, kp_reservation 
     if (!id || !*id)
         return kp_err_set(err, KP_ENOTFOUND, "reservation not found");
     int found = 0;
-    kp_status rc = reservation_read(impl_of(s), id, out, &found, err);
+    kp_status rc = reservation_read(sq_impl(s), id, out, &found, err);
     if (rc == KP_OK && !found)
         rc = kp_err_set(err, KP_ENOTFOUND, "reservation not found");
     return rc;
@@ -1145,14 +1164,14 @@ static kp_status sq_reservation_get(kp_store *s, const char *id, kp_reservation 
 static void read_ledger_entry(sqlite3_stmt *st, kp_ledger_entry *e)
 {
     e->seq = sqlite3_column_int64(st, 0);
-    column_copy(st, 1, e->user_id, sizeof e->user_id);
+    sq_column_copy(st, 1, e->user_id, sizeof e->user_id);
     e->delta_daily = sqlite3_column_int64(st, 2);
     e->delta_monthly = sqlite3_column_int64(st, 3);
     e->balance_daily = sqlite3_column_int64(st, 4);
     e->balance_monthly = sqlite3_column_int64(st, 5);
-    column_copy(st, 6, e->reason, sizeof e->reason);
-    column_copy(st, 7, e->idem_key, sizeof e->idem_key);
-    column_copy(st, 8, e->reservation_id, sizeof e->reservation_id);
+    sq_column_copy(st, 6, e->reason, sizeof e->reason);
+    sq_column_copy(st, 7, e->idem_key, sizeof e->idem_key);
+    sq_column_copy(st, 8, e->reservation_id, sizeof e->reservation_id);
     e->created_at = sqlite3_column_int64(st, 9);
 }
 
@@ -1166,7 +1185,7 @@ static kp_status ledger_row(sqlite3_stmt *st, void *item, kp_err *err)
 static kp_status sq_ledger_list(kp_store *s, const char *user_id, int64_t before_seq, size_t limit,
                                 kp_ledger_entry **out, size_t *n, kp_err *err)
 {
-    sq_store *h = impl_of(s);
+    sq_store *h = sq_impl(s);
     *out = NULL;
     *n = 0;
     if (!user_id || !*user_id || limit == 0)
@@ -1176,7 +1195,7 @@ static kp_status sq_ledger_list(kp_store *s, const char *user_id, int64_t before
     kp_status rc = stmt_get(h, ST_LEDGER_LIST, &st, err);
     if (rc != KP_OK)
         return rc;
-    bind_text(st, 1, user_id);
+    sq_bind_text(st, 1, user_id);
     sqlite3_bind_int64(st, 2, before_seq > 0 ? before_seq : INT64_MAX);
     sqlite3_bind_int64(st, 3, limit > (size_t)INT64_MAX ? INT64_MAX : (int64_t)limit);
     return collect_rows(h, st, sizeof(kp_ledger_entry), ledger_row, NULL, "list ledger", (void **)out, n, err);
@@ -1184,12 +1203,12 @@ static kp_status sq_ledger_list(kp_store *s, const char *user_id, int64_t before
 
 static kp_status sq_ledger_sum(kp_store *s, const char *user_id, kp_balance *out, kp_err *err)
 {
-    sq_store *h = impl_of(s);
+    sq_store *h = sq_impl(s);
     sqlite3_stmt *st = NULL;
     kp_status rc = stmt_get(h, ST_LEDGER_SUM, &st, err);
     if (rc != KP_OK)
         return rc;
-    bind_text(st, 1, user_id);
+    sq_bind_text(st, 1, user_id);
     if (sqlite3_step(st) == SQLITE_ROW) {
         out->daily = sqlite3_column_int64(st, 0);
         out->monthly = sqlite3_column_int64(st, 1);
@@ -1197,7 +1216,7 @@ static kp_status sq_ledger_sum(kp_store *s, const char *user_id, kp_balance *out
     } else {
         rc = kp_sqlite_db_error(h->db, "sum ledger", err);
     }
-    stmt_done(st);
+    sq_stmt_done(st);
     return rc;
 }
 
@@ -1206,7 +1225,7 @@ static kp_status sq_ledger_sum(kp_store *s, const char *user_id, kp_balance *out
 /* Dates are the caller's day key, e.g. "2025-01-31": digits and dashes. */
 static int bonus_date_valid(const char *date)
 {
-    if (!nonempty_fits(date, 32))
+    if (!sq_nonempty_fits(date, 32))
         return 0;
     for (const char *c = date; *c; c++)
         if (!((*c >= '0' && *c <= '9') || *c == '-'))
@@ -1222,18 +1241,18 @@ static kp_status bonus_batch_end(sq_store *h, const char *after, size_t limit, c
     kp_status rc = stmt_get(h, ST_BONUS_BATCH_END, &st, err);
     if (rc != KP_OK)
         return rc;
-    bind_text(st, 1, after);
+    sq_bind_text(st, 1, after);
     sqlite3_bind_int64(st, 2, limit > (size_t)INT64_MAX ? INT64_MAX : (int64_t)limit);
     *found = 0;
     if (sqlite3_step(st) == SQLITE_ROW) {
         if (sqlite3_column_type(st, 0) != SQLITE_NULL) {
-            column_copy(st, 0, end, KP_ID_MAX);
+            sq_column_copy(st, 0, end, KP_ID_MAX);
             *found = 1;
         }
     } else {
         rc = kp_sqlite_db_error(h->db, "daily bonus batch", err);
     }
-    stmt_done(st);
+    sq_stmt_done(st);
     return rc;
 }
 
@@ -1247,7 +1266,7 @@ static kp_status ledger_max_seq(sq_store *h, int64_t *seq, kp_err *err)
         *seq = sqlite3_column_int64(st, 0);
     else
         rc = kp_sqlite_db_error(h->db, "read ledger", err);
-    stmt_done(st);
+    sq_stmt_done(st);
     return rc;
 }
 
@@ -1258,15 +1277,15 @@ static kp_status bonus_insert_rows(sq_store *h, const char *date, const char *af
     kp_status rc = stmt_get(h, ST_BONUS_INSERT, &st, err);
     if (rc != KP_OK)
         return rc;
-    bind_text(st, 1, date);
-    bind_text(st, 2, after);
-    bind_text(st, 3, end);
+    sq_bind_text(st, 1, date);
+    sq_bind_text(st, 2, after);
+    sq_bind_text(st, 3, end);
     sqlite3_bind_int64(st, 4, now);
     if (sqlite3_step(st) == SQLITE_DONE)
         *inserted = (size_t)sqlite3_changes(h->db);
     else
         rc = kp_sqlite_db_error(h->db, "daily bonus ledger", err);
-    stmt_done(st);
+    sq_stmt_done(st);
     return rc;
 }
 
@@ -1282,14 +1301,14 @@ static kp_status bonus_apply_rows(sq_store *h, int64_t after_seq, size_t expecte
     else if ((size_t)sqlite3_changes(h->db) != expected)
         rc = kp_err_set(err, KP_EINTERNAL, "daily bonus updated %d balances for %zu ledger rows",
                         sqlite3_changes(h->db), expected);
-    stmt_done(st);
+    sq_stmt_done(st);
     return rc;
 }
 
 static kp_status sq_daily_bonus_batch(kp_store *s, const char *date, const char *after_user_id, size_t limit,
                                       char last_user_id[KP_ID_MAX], size_t *granted, kp_err *err)
 {
-    sq_store *h = impl_of(s);
+    sq_store *h = sq_impl(s);
     const char *after = after_user_id ? after_user_id : "";
     char end[KP_ID_MAX] = "";
     size_t count = 0;
@@ -1300,10 +1319,10 @@ static kp_status sq_daily_bonus_batch(kp_store *s, const char *date, const char 
     *granted = 0;
     if (!bonus_date_valid(date))
         return kp_err_set(err, KP_EINVAL, "invalid bonus date");
-    if (!fits(after, KP_ID_MAX) || limit == 0)
+    if (!sq_fits(after, KP_ID_MAX) || limit == 0)
         return kp_err_set(err, KP_EINVAL, "invalid bonus batch");
 
-    kp_status rc = tx_begin(h, err);
+    kp_status rc = sq_tx_begin(h, err);
     if (rc != KP_OK)
         return rc;
     rc = bonus_batch_end(h, after, limit, end, &found, err);
@@ -1313,7 +1332,7 @@ static kp_status sq_daily_bonus_batch(kp_store *s, const char *date, const char 
         rc = bonus_insert_rows(h, date, after, end, (int64_t)time(NULL), &count, err);
     if (rc == KP_OK && count > 0)
         rc = bonus_apply_rows(h, watermark, count, err);
-    rc = tx_end(h, rc, err);
+    rc = sq_tx_end(h, rc, err);
     if (rc != KP_OK)
         return rc;
     memcpy(last_user_id, end, KP_ID_MAX);
@@ -1369,9 +1388,9 @@ static int column_dup(sqlite3_stmt *st, int col, const char *dflt, int empty_is_
 
 static void read_project(sqlite3_stmt *st, kp_project *p)
 {
-    column_copy(st, 0, p->id, sizeof p->id);
-    column_copy(st, 1, p->user_id, sizeof p->user_id);
-    column_copy(st, 2, p->name, sizeof p->name);
+    sq_column_copy(st, 0, p->id, sizeof p->id);
+    sq_column_copy(st, 1, p->user_id, sizeof p->user_id);
+    sq_column_copy(st, 2, p->name, sizeof p->name);
     p->latest_version = sqlite3_column_int64(st, 3);
     p->latest_ready = sqlite3_column_int64(st, 4);
     p->created_at = sqlite3_column_int64(st, 5);
@@ -1383,20 +1402,20 @@ static void read_project(sqlite3_stmt *st, kp_project *p)
 static kp_status read_version(sqlite3_stmt *st, kp_version *v, kp_err *err)
 {
     memset(v, 0, sizeof *v);
-    column_copy(st, 0, v->project_id, sizeof v->project_id);
+    sq_column_copy(st, 0, v->project_id, sizeof v->project_id);
     v->n = sqlite3_column_int64(st, 1);
     int status = sqlite3_column_int(st, 2);
-    column_copy(st, 3, v->reservation_id, sizeof v->reservation_id);
+    sq_column_copy(st, 3, v->reservation_id, sizeof v->reservation_id);
     v->settled = sqlite3_column_int(st, 4);
-    column_copy(st, 5, v->error_code, sizeof v->error_code);
-    column_copy(st, 11, v->model, sizeof v->model);
+    sq_column_copy(st, 5, v->error_code, sizeof v->error_code);
+    sq_column_copy(st, 11, v->model, sizeof v->model);
     v->input_tokens = sqlite3_column_int64(st, 12);
     v->output_tokens = sqlite3_column_int64(st, 13);
     v->duration_ms = sqlite3_column_int64(st, 14);
     v->created_at = sqlite3_column_int64(st, 15);
     v->updated_at = sqlite3_column_int64(st, 16);
     v->refunded = sqlite3_column_int(st, 17);
-    column_copy(st, 18, v->credit_reason, sizeof v->credit_reason);
+    sq_column_copy(st, 18, v->credit_reason, sizeof v->credit_reason);
     if (status < KP_VER_GENERATING || status > KP_VER_FAILED)
         return kp_err_set(err, KP_EINTERNAL, "version in an unknown state");
     v->status = (kp_version_status)status;
@@ -1432,7 +1451,7 @@ static kp_status project_read(sq_store *h, const char *id, kp_project *out, int 
     kp_status rc = stmt_get(h, ST_PROJECT_GET, &st, err);
     if (rc != KP_OK)
         return rc;
-    bind_text(st, 1, id);
+    sq_bind_text(st, 1, id);
     *found = 0;
     int step = sqlite3_step(st);
     if (step == SQLITE_ROW) {
@@ -1441,7 +1460,7 @@ static kp_status project_read(sq_store *h, const char *id, kp_project *out, int 
     } else if (step != SQLITE_DONE) {
         rc = kp_sqlite_db_error(h->db, "read project", err);
     }
-    stmt_done(st);
+    sq_stmt_done(st);
     return rc;
 }
 
@@ -1451,13 +1470,13 @@ static kp_status insert_project_row(sq_store *h, const kp_project *p, int64_t cr
     kp_status rc = stmt_get(h, ST_PROJECT_INSERT, &st, err);
     if (rc != KP_OK)
         return rc;
-    bind_text(st, 1, p->id);
-    bind_text(st, 2, p->user_id);
-    bind_text(st, 3, p->name);
+    sq_bind_text(st, 1, p->id);
+    sq_bind_text(st, 2, p->user_id);
+    sq_bind_text(st, 3, p->name);
     sqlite3_bind_int64(st, 4, created_at);
     if (sqlite3_step(st) != SQLITE_DONE)
         rc = project_write_error(h, "project", "user not found", "project already exists", err);
-    stmt_done(st);
+    sq_stmt_done(st);
     return rc;
 }
 
@@ -1469,33 +1488,33 @@ static kp_status insert_version_row(sq_store *h, const char *project_id, const c
     kp_status rc = stmt_get(h, ST_VERSION_INSERT, &st, err);
     if (rc != KP_OK)
         return rc;
-    bind_text(st, 1, project_id);
+    sq_bind_text(st, 1, project_id);
     sqlite3_bind_int64(st, 2, n);
-    bind_text(st, 3, user_id);
-    bind_text(st, 4, v->reservation_id);
-    bind_text(st, 5, v->prompt);
+    sq_bind_text(st, 3, user_id);
+    sq_bind_text(st, 4, v->reservation_id);
+    sq_bind_text(st, 5, v->prompt);
     sqlite3_bind_int64(st, 6, created_at);
     if (sqlite3_step(st) != SQLITE_DONE)
         rc = project_write_error(h, "version", "project not found", "version already exists", err);
-    stmt_done(st);
+    sq_stmt_done(st);
     return rc;
 }
 
 static int project_valid(const kp_project *p)
 {
-    return p && nonempty_fits(p->id, sizeof p->id) && nonempty_fits(p->user_id, sizeof p->user_id) &&
-           fits(p->name, sizeof p->name);
+    return p && sq_nonempty_fits(p->id, sizeof p->id) && sq_nonempty_fits(p->user_id, sizeof p->user_id) &&
+           sq_fits(p->name, sizeof p->name);
 }
 
 /* The fields of a new version that the store writes (see ST_VERSION_INSERT). */
 static int new_version_valid(const kp_version *v)
 {
-    return v && fits(v->project_id, sizeof v->project_id) && fits(v->reservation_id, sizeof v->reservation_id);
+    return v && sq_fits(v->project_id, sizeof v->project_id) && sq_fits(v->reservation_id, sizeof v->reservation_id);
 }
 
 static kp_status sq_project_create(kp_store *s, const kp_project *p, const kp_version *v, kp_err *err)
 {
-    sq_store *h = impl_of(s);
+    sq_store *h = sq_impl(s);
     if (!project_valid(p))
         return kp_err_set(err, KP_EINVAL, "invalid project record");
     if (!new_version_valid(v) || (v->n != 0 && v->n != 1) || (v->project_id[0] && strcmp(v->project_id, p->id) != 0))
@@ -1503,13 +1522,13 @@ static kp_status sq_project_create(kp_store *s, const kp_project *p, const kp_ve
 
     int64_t created_at = p->created_at > 0 ? p->created_at : kp_time_now_ms();
     int64_t v_created_at = v->created_at > 0 ? v->created_at : created_at;
-    kp_status rc = tx_begin(h, err);
+    kp_status rc = sq_tx_begin(h, err);
     if (rc != KP_OK)
         return rc;
     rc = insert_project_row(h, p, created_at, err);
     if (rc == KP_OK)
         rc = insert_version_row(h, p->id, p->user_id, 1, v, v_created_at, err);
-    return tx_end(h, rc, err);
+    return sq_tx_end(h, rc, err);
 }
 
 static kp_status sq_project_get(kp_store *s, const char *id, kp_project *out, kp_err *err)
@@ -1517,7 +1536,7 @@ static kp_status sq_project_get(kp_store *s, const char *id, kp_project *out, kp
     if (!id || !*id)
         return kp_err_set(err, KP_ENOTFOUND, "project not found");
     int found = 0;
-    kp_status rc = project_read(impl_of(s), id, out, &found, err);
+    kp_status rc = project_read(sq_impl(s), id, out, &found, err);
     if (rc == KP_OK && !found)
         rc = kp_err_set(err, KP_ENOTFOUND, "project not found");
     return rc;
@@ -1533,7 +1552,7 @@ static kp_status project_row(sqlite3_stmt *st, void *item, kp_err *err)
 static kp_status sq_project_list(kp_store *s, const char *user_id, int64_t before_created_at, const char *before_id,
                                  size_t limit, kp_project **out, size_t *n, kp_err *err)
 {
-    sq_store *h = impl_of(s);
+    sq_store *h = sq_impl(s);
     int after = before_id && *before_id;
     *out = NULL;
     *n = 0;
@@ -1544,10 +1563,10 @@ static kp_status sq_project_list(kp_store *s, const char *user_id, int64_t befor
     kp_status rc = stmt_get(h, after ? ST_PROJECT_LIST_AFTER : ST_PROJECT_LIST_FIRST, &st, err);
     if (rc != KP_OK)
         return rc;
-    bind_text(st, 1, user_id);
+    sq_bind_text(st, 1, user_id);
     if (after) {
         sqlite3_bind_int64(st, 2, before_created_at);
-        bind_text(st, 3, before_id);
+        sq_bind_text(st, 3, before_id);
         sqlite3_bind_int64(st, 4, limit_to_sql(limit));
     } else {
         sqlite3_bind_int64(st, 2, limit_to_sql(limit));
@@ -1562,12 +1581,12 @@ static kp_status run_keyed(sq_store *h, stmt_id id, const char *key, int *change
     kp_status rc = stmt_get(h, id, &st, err);
     if (rc != KP_OK)
         return rc;
-    bind_text(st, 1, key);
+    sq_bind_text(st, 1, key);
     if (sqlite3_step(st) == SQLITE_DONE)
         *changes = sqlite3_changes(h->db);
     else
         rc = kp_sqlite_db_error(h->db, what, err);
-    stmt_done(st);
+    sq_stmt_done(st);
     return rc;
 }
 
@@ -1578,14 +1597,14 @@ static kp_status generating_version(sq_store *h, const char *project_id, int64_t
     kp_status rc = stmt_get(h, ST_VERSION_GENERATING_IN, &st, err);
     if (rc != KP_OK)
         return rc;
-    bind_text(st, 1, project_id);
+    sq_bind_text(st, 1, project_id);
     *n = 0;
     int step = sqlite3_step(st);
     if (step == SQLITE_ROW)
         *n = sqlite3_column_int64(st, 0);
     else if (step != SQLITE_DONE)
         rc = kp_sqlite_db_error(h->db, "read versions", err);
-    stmt_done(st);
+    sq_stmt_done(st);
     return rc;
 }
 
@@ -1608,26 +1627,26 @@ static kp_status project_mark_locked(sq_store *h, const char *id, int on, kp_err
         rc = stmt_get(h, ST_PROJECT_MARK, &st, err);
     if (rc != KP_OK)
         return rc;
-    bind_text(st, 1, id);
+    sq_bind_text(st, 1, id);
     sqlite3_bind_int(st, 2, on ? 1 : 0);
     if (sqlite3_step(st) != SQLITE_DONE)
         rc = kp_sqlite_db_error(h->db, "mark project", err);
     else if (sqlite3_changes(h->db) == 0)
         rc = kp_err_set(err, KP_ENOTFOUND, "project not found");
-    stmt_done(st);
+    sq_stmt_done(st);
     return rc;
 }
 
 static kp_status sq_project_mark_deleting(kp_store *s, const char *id, int on, kp_err *err)
 {
-    sq_store *h = impl_of(s);
+    sq_store *h = sq_impl(s);
     if (!id || !*id)
         return kp_err_set(err, KP_ENOTFOUND, "project not found");
-    kp_status rc = tx_begin(h, err);
+    kp_status rc = sq_tx_begin(h, err);
     if (rc != KP_OK)
         return rc;
     rc = project_mark_locked(h, id, on, err);
-    return tx_end(h, rc, err);
+    return sq_tx_end(h, rc, err);
 }
 
 /* KP_ENOTFOUND when the project is being deleted: no new version for it. */
@@ -1637,13 +1656,13 @@ static kp_status refuse_if_deleting(sq_store *h, const char *id, kp_err *err)
     kp_status rc = stmt_get(h, ST_PROJECT_DELETING, &st, err);
     if (rc != KP_OK)
         return rc;
-    bind_text(st, 1, id);
+    sq_bind_text(st, 1, id);
     int step = sqlite3_step(st);
     if (step == SQLITE_ROW && sqlite3_column_int(st, 0))
         rc = kp_err_set(err, KP_ENOTFOUND, "project not found (it is being deleted)");
     else if (step != SQLITE_ROW && step != SQLITE_DONE)
         rc = kp_sqlite_db_error(h->db, "read project", err);
-    stmt_done(st);
+    sq_stmt_done(st);
     return rc;
 }
 
@@ -1651,11 +1670,11 @@ static kp_status refuse_if_deleting(sq_store *h, const char *id, kp_err *err)
  * the result does not depend on the connection's foreign key setting. */
 static kp_status sq_project_delete(kp_store *s, const char *id, kp_err *err)
 {
-    sq_store *h = impl_of(s);
+    sq_store *h = sq_impl(s);
     if (!id || !*id)
         return kp_err_set(err, KP_ENOTFOUND, "project not found");
     int versions = 0, projects = 0;
-    kp_status rc = tx_begin(h, err);
+    kp_status rc = sq_tx_begin(h, err);
     if (rc != KP_OK)
         return rc;
     /* the check and the delete under one write lock: no version can start
@@ -1667,7 +1686,7 @@ static kp_status sq_project_delete(kp_store *s, const char *id, kp_err *err)
         rc = run_keyed(h, ST_PROJECT_DELETE, id, &projects, "delete project", err);
     if (rc == KP_OK && projects == 0)
         rc = kp_err_set(err, KP_ENOTFOUND, "project not found");
-    return tx_end(h, rc, err);
+    return sq_tx_end(h, rc, err);
 }
 
 /* Writes the project's latest_version (or, with ready_n > 0, raises its
@@ -1678,14 +1697,14 @@ static kp_status project_touch(sq_store *h, stmt_id id, const char *project_id, 
     kp_status rc = stmt_get(h, id, &st, err);
     if (rc != KP_OK)
         return rc;
-    bind_text(st, 1, project_id);
+    sq_bind_text(st, 1, project_id);
     sqlite3_bind_int64(st, 2, value);
     sqlite3_bind_int64(st, 3, now);
     if (sqlite3_step(st) != SQLITE_DONE)
         rc = kp_sqlite_db_error(h->db, "update project", err);
     else if (sqlite3_changes(h->db) != 1)
         rc = kp_err_set(err, KP_ENOTFOUND, "project not found");
-    stmt_done(st);
+    sq_stmt_done(st);
     return rc;
 }
 
@@ -1719,20 +1738,20 @@ static kp_status version_create_locked(sq_store *h, const kp_version *v, int64_t
 
 static kp_status sq_version_create(kp_store *s, const kp_version *v, kp_err *err)
 {
-    sq_store *h = impl_of(s);
+    sq_store *h = sq_impl(s);
     if (!new_version_valid(v) || !v->project_id[0] || v->n < 1)
         return kp_err_set(err, KP_EINVAL, "invalid version record");
     int64_t created_at = v->created_at > 0 ? v->created_at : kp_time_now_ms();
-    kp_status rc = tx_begin(h, err);
+    kp_status rc = sq_tx_begin(h, err);
     if (rc != KP_OK)
         return rc;
     rc = version_create_locked(h, v, created_at, err);
-    return tx_end(h, rc, err);
+    return sq_tx_end(h, rc, err);
 }
 
 static kp_status sq_version_get(kp_store *s, const char *project_id, int64_t n, kp_version *out, kp_err *err)
 {
-    sq_store *h = impl_of(s);
+    sq_store *h = sq_impl(s);
     memset(out, 0, sizeof *out);
     if (!project_id || !*project_id)
         return kp_err_set(err, KP_ENOTFOUND, "version not found");
@@ -1740,7 +1759,7 @@ static kp_status sq_version_get(kp_store *s, const char *project_id, int64_t n, 
     kp_status rc = stmt_get(h, ST_VERSION_GET, &st, err);
     if (rc != KP_OK)
         return rc;
-    bind_text(st, 1, project_id);
+    sq_bind_text(st, 1, project_id);
     sqlite3_bind_int64(st, 2, n);
     int step = sqlite3_step(st);
     if (step == SQLITE_ROW)
@@ -1749,7 +1768,7 @@ static kp_status sq_version_get(kp_store *s, const char *project_id, int64_t n, 
         rc = kp_err_set(err, KP_ENOTFOUND, "version not found");
     else
         rc = kp_sqlite_db_error(h->db, "read version", err);
-    stmt_done(st);
+    sq_stmt_done(st);
     return rc;
 }
 
@@ -1772,7 +1791,7 @@ static kp_status collect_versions(sq_store *h, sqlite3_stmt *st, const char *wha
 
 static kp_status sq_version_list(kp_store *s, const char *project_id, kp_version **out, size_t *n, kp_err *err)
 {
-    sq_store *h = impl_of(s);
+    sq_store *h = sq_impl(s);
     *out = NULL;
     *n = 0;
     if (!project_id || !*project_id)
@@ -1781,7 +1800,7 @@ static kp_status sq_version_list(kp_store *s, const char *project_id, kp_version
     kp_status rc = stmt_get(h, ST_VERSION_LIST, &st, err);
     if (rc != KP_OK)
         return rc;
-    bind_text(st, 1, project_id);
+    sq_bind_text(st, 1, project_id);
     return collect_versions(h, st, "list versions", out, n, err);
 }
 
@@ -1792,7 +1811,7 @@ static kp_status finish_refused(sq_store *h, const kp_version *v, kp_err *err)
     kp_status rc = stmt_get(h, ST_VERSION_STATUS, &st, err);
     if (rc != KP_OK)
         return rc;
-    bind_text(st, 1, v->project_id);
+    sq_bind_text(st, 1, v->project_id);
     sqlite3_bind_int64(st, 2, v->n);
     int step = sqlite3_step(st);
     if (step == SQLITE_ROW) {
@@ -1805,7 +1824,7 @@ static kp_status finish_refused(sq_store *h, const kp_version *v, kp_err *err)
     } else {
         rc = kp_sqlite_db_error(h->db, "read version", err);
     }
-    stmt_done(st);
+    sq_stmt_done(st);
     return rc;
 }
 
@@ -1817,21 +1836,21 @@ static kp_status finish_version_row(sq_store *h, const kp_version *v, int64_t no
     kp_status rc = stmt_get(h, ST_VERSION_FINISH, &st, err);
     if (rc != KP_OK)
         return rc;
-    bind_text(st, 1, v->project_id);
+    sq_bind_text(st, 1, v->project_id);
     sqlite3_bind_int64(st, 2, v->n);
     sqlite3_bind_int(st, 3, (int)v->status);
-    bind_text(st, 4, v->error_code);
-    bind_text(st, 5, v->error_message);
-    bind_text(st, 6, v->message);
-    bind_text(st, 7, json_or_empty_array(v->files_json));
-    bind_text(st, 8, json_or_empty_array(v->events_json));
-    bind_text(st, 9, v->model);
+    sq_bind_text(st, 4, v->error_code);
+    sq_bind_text(st, 5, v->error_message);
+    sq_bind_text(st, 6, v->message);
+    sq_bind_text(st, 7, json_or_empty_array(v->files_json));
+    sq_bind_text(st, 8, json_or_empty_array(v->events_json));
+    sq_bind_text(st, 9, v->model);
     sqlite3_bind_int64(st, 10, v->input_tokens);
     sqlite3_bind_int64(st, 11, v->output_tokens);
     sqlite3_bind_int64(st, 12, v->duration_ms);
     sqlite3_bind_int64(st, 13, now);
     sqlite3_bind_int(st, 14, v->refunded ? 1 : 0);
-    bind_text(st, 15, v->credit_reason);
+    sq_bind_text(st, 15, v->credit_reason);
     sqlite3_bind_int(st, 16, settle ? 1 : 0);
     if (sqlite3_step(st) == SQLITE_DONE)
         *changed = sqlite3_changes(h->db);
@@ -1839,7 +1858,7 @@ static kp_status finish_version_row(sq_store *h, const kp_version *v, int64_t no
         rc = kp_err_set(err, KP_EINVAL, "invalid version record");
     else
         rc = kp_sqlite_db_error(h->db, "finish version", err);
-    stmt_done(st);
+    sq_stmt_done(st);
     return rc;
 }
 
@@ -1856,22 +1875,22 @@ static kp_status version_finish_locked(sq_store *h, const kp_version *v, int64_t
 
 static int finished_version_valid(const kp_version *v)
 {
-    return v && nonempty_fits(v->project_id, sizeof v->project_id) && v->n >= 1 &&
-           (v->status == KP_VER_READY || v->status == KP_VER_FAILED) && fits(v->error_code, sizeof v->error_code) &&
-           fits(v->model, sizeof v->model) && fits(v->credit_reason, sizeof v->credit_reason);
+    return v && sq_nonempty_fits(v->project_id, sizeof v->project_id) && v->n >= 1 &&
+           (v->status == KP_VER_READY || v->status == KP_VER_FAILED) && sq_fits(v->error_code, sizeof v->error_code) &&
+           sq_fits(v->model, sizeof v->model) && sq_fits(v->credit_reason, sizeof v->credit_reason);
 }
 
 static kp_status sq_version_finish(kp_store *s, const kp_version *v, kp_err *err)
 {
-    sq_store *h = impl_of(s);
+    sq_store *h = sq_impl(s);
     if (!finished_version_valid(v))
         return kp_err_set(err, KP_EINVAL, "invalid version record");
     int64_t now = v->updated_at > 0 ? v->updated_at : kp_time_now_ms();
-    kp_status rc = tx_begin(h, err);
+    kp_status rc = sq_tx_begin(h, err);
     if (rc != KP_OK)
         return rc;
     rc = version_finish_locked(h, v, now, 0, err);
-    return tx_end(h, rc, err);
+    return sq_tx_end(h, rc, err);
 }
 
 typedef struct version_ending {
@@ -1883,7 +1902,7 @@ static kp_status version_end_body(sq_store *h, const void *arg, kp_balance *out,
 {
     const version_ending *e = arg;
     int64_t now = e->v->updated_at > 0 ? e->v->updated_at : kp_time_now_ms();
-    kp_status rc = e->c ? credits_apply_locked(h, e->c, now / 1000, out, err) : KP_OK;
+    kp_status rc = e->c ? sq_credits_apply_locked(h, e->c, now / 1000, out, err) : KP_OK;
     return rc == KP_OK ? version_finish_locked(h, e->v, now, 1, err) : rc;
 }
 
@@ -1892,28 +1911,28 @@ static kp_status sq_version_end(kp_store *s, const kp_version *v, const kp_credi
 {
     if (!finished_version_valid(v))
         return kp_err_set(err, KP_EINVAL, "invalid version record");
-    if (c && !credit_change_valid(c))
+    if (c && !sq_credit_change_valid(c))
         return kp_err_set(err, KP_EINVAL, "invalid credit change");
     version_ending e = {v, c};
-    return run_balance_write(impl_of(s), version_end_body, &e, out, err);
+    return run_balance_write(sq_impl(s), version_end_body, &e, out, err);
 }
 
 static kp_status sq_version_set_settled(kp_store *s, const char *project_id, int64_t n, kp_err *err)
 {
-    sq_store *h = impl_of(s);
+    sq_store *h = sq_impl(s);
     if (!project_id || !*project_id)
         return kp_err_set(err, KP_ENOTFOUND, "version not found");
     sqlite3_stmt *st = NULL;
     kp_status rc = stmt_get(h, ST_VERSION_SET_SETTLED, &st, err);
     if (rc != KP_OK)
         return rc;
-    bind_text(st, 1, project_id);
+    sq_bind_text(st, 1, project_id);
     sqlite3_bind_int64(st, 2, n);
     if (sqlite3_step(st) != SQLITE_DONE)
         rc = kp_sqlite_db_error(h->db, "settle version", err);
     else if (sqlite3_changes(h->db) == 0)
         rc = kp_err_set(err, KP_ENOTFOUND, "version not found");
-    stmt_done(st);
+    sq_stmt_done(st);
     return rc;
 }
 
@@ -1923,12 +1942,12 @@ static kp_status count_generating(sq_store *h, const char *user_id, int64_t *cou
     kp_status rc = stmt_get(h, ST_VERSIONS_GENERATING_COUNT, &st, err);
     if (rc != KP_OK)
         return rc;
-    bind_text(st, 1, user_id);
+    sq_bind_text(st, 1, user_id);
     if (sqlite3_step(st) == SQLITE_ROW)
         *count = sqlite3_column_int64(st, 0);
     else
         rc = kp_sqlite_db_error(h->db, "count generating versions", err);
-    stmt_done(st);
+    sq_stmt_done(st);
     return rc;
 }
 
@@ -1937,7 +1956,7 @@ static kp_status sq_versions_generating_count(kp_store *s, const char *user_id, 
     *count = 0;
     if (!user_id || !*user_id)
         return KP_OK;
-    return count_generating(impl_of(s), user_id, count, err);
+    return count_generating(sq_impl(s), user_id, count, err);
 }
 
 /* The body of admit, inside the write transaction. */
@@ -1956,7 +1975,7 @@ static kp_status admit_body(sq_store *h, const void *arg, kp_balance *out, kp_er
                               running == 1 ? "" : "s");
     }
     if (a->charge) {
-        rc = credits_apply_locked(h, a->charge, now_ms / 1000, out, err);
+        rc = sq_credits_apply_locked(h, a->charge, now_ms / 1000, out, err);
         if (rc != KP_OK)
             return rc;
     }
@@ -1974,9 +1993,9 @@ static kp_status admit_body(sq_store *h, const void *arg, kp_balance *out, kp_er
 
 static int admission_valid(const kp_admission *a)
 {
-    if (!a || !nonempty_fits(a->user_id, KP_ID_MAX) || !new_version_valid(a->version))
+    if (!a || !sq_nonempty_fits(a->user_id, KP_ID_MAX) || !new_version_valid(a->version))
         return 0;
-    if (a->charge && (!credit_change_valid(a->charge) || strcmp(a->charge->user_id, a->user_id) != 0))
+    if (a->charge && (!sq_credit_change_valid(a->charge) || strcmp(a->charge->user_id, a->user_id) != 0))
         return 0;
     if (a->project)
         return project_valid(a->project) && strcmp(a->project->user_id, a->user_id) == 0 &&
@@ -1989,7 +2008,7 @@ static kp_status sq_admit(kp_store *s, const kp_admission *a, kp_balance *out, k
 {
     if (!admission_valid(a))
         return kp_err_set(err, KP_EINVAL, "invalid admission");
-    return run_balance_write(impl_of(s), admit_body, a, out, err);
+    return run_balance_write(sq_impl(s), admit_body, a, out, err);
 }
 
 /* Runs a list query that takes no parameters into a new array (collect_rows). */
@@ -2008,13 +2027,13 @@ static kp_status list_all(sq_store *h, stmt_id id, size_t elem, row_reader read_
 
 static kp_status sq_reservations_orphaned(kp_store *s, kp_reservation **out, size_t *n, kp_err *err)
 {
-    return list_all(impl_of(s), ST_RES_ORPHANED, sizeof(kp_reservation), read_reservation, NULL,
+    return list_all(sq_impl(s), ST_RES_ORPHANED, sizeof(kp_reservation), read_reservation, NULL,
                     "list orphaned reservations", (void **)out, n, err);
 }
 
 static kp_status sq_versions_unsettled(kp_store *s, kp_version **out, size_t *n, kp_err *err)
 {
-    return list_all(impl_of(s), ST_VERSIONS_UNSETTLED, sizeof(kp_version), version_row, free_versions,
+    return list_all(sq_impl(s), ST_VERSIONS_UNSETTLED, sizeof(kp_version), version_row, free_versions,
                     "list unsettled versions", (void **)out, n, err);
 }
 
@@ -2022,14 +2041,14 @@ static kp_status sq_versions_unsettled(kp_store *s, kp_version **out, size_t *n,
 
 static kp_status sq_ping(kp_store *s, kp_err *err)
 {
-    sq_store *h = impl_of(s);
+    sq_store *h = sq_impl(s);
     sqlite3_stmt *st = NULL;
     kp_status rc = stmt_get(h, ST_PING, &st, err);
     if (rc != KP_OK)
         return rc;
     if (sqlite3_step(st) != SQLITE_ROW)
         rc = kp_sqlite_db_error(h->db, "ping", err);
-    stmt_done(st);
+    sq_stmt_done(st);
     return rc;
 }
 
@@ -2037,9 +2056,11 @@ static void sq_close(kp_store *s)
 {
     if (!s)
         return;
-    sq_store *h = impl_of(s);
+    sq_store *h = sq_impl(s);
     for (int i = 0; i < ST_COUNT; i++)
         sqlite3_finalize(h->stmts[i]);
+    for (int i = 0; i < SQ_MODULE_STMTS; i++)
+        sqlite3_finalize(h->module_stmts[i]);
     sqlite3_close_v2(h->db);
     free(h);
 }
@@ -2080,6 +2101,10 @@ static const kp_store_ops sqlite_ops = {
     .user_set_email_verified = sq_user_set_email_verified,
     .verification_create = sq_verification_create,
     .verification_consume = sq_verification_consume,
+    .billing_customer_get = sq_billing_customer_get,
+    .billing_customer_find = sq_billing_customer_find,
+    .subscription_get = sq_subscription_get,
+    .billing_apply = sq_billing_apply,
     .ping = sq_ping,
     .close = sq_close,
 };
