@@ -110,6 +110,9 @@ static const opt_def opts[] = {
      "seconds a client has to send a whole request head"},
     {"KOUMPA_BODY_TIMEOUT_S", NULL, OPT_LONG, OFF(body_timeout_s), "60", 1, 3600, 0,
      "seconds a client has to send a request body"},
+    /* billing: Stripe webhooks */
+    {"KOUMPA_STRIPE_TOLERANCE_S", NULL, OPT_LONG, OFF(stripe_tolerance_s), "300", 1, 86400, 0,
+     "seconds a Stripe webhook signature's timestamp may be from now, either way"},
 };
 
 #define NOPTS (sizeof opts / sizeof opts[0])

@@ -78,6 +78,9 @@ typedef struct kp_config {
     long max_connections;  /* KOUMPA_MAX_CONNECTIONS, both ports together (0: RLIMIT_NOFILE minus a reserve) */
     long header_timeout_s; /* KOUMPA_HEADER_TIMEOUT_S, a whole request head (default 10) */
     long body_timeout_s;   /* KOUMPA_BODY_TIMEOUT_S, a whole request body (default 60) */
+
+    /* billing: Stripe webhooks (api/webhook_routes.c) */
+    long stripe_tolerance_s; /* KOUMPA_STRIPE_TOLERANCE_S: a signature's timestamp this close to now (default 300) */
 } kp_config;
 
 /*
