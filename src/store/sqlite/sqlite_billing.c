@@ -10,14 +10,12 @@
  * stale read is refused, never half-applied. The rules (which event moves
  * what) live in domain/billing.c, not here.
  */
-#include <stdint.h>
-#include <string.h>
 #include <time.h>
 
 #include "store/sqlite/migrations.h"
 #include "store/sqlite/sqlite_internal.h"
 
-/* This file's statement slots (sqlite_internal.h: 0..15). */
+/* This file's statements, in its slots (sqlite_internal.h). */
 enum {
     SB_CUSTOMER_GET,
     SB_CUSTOMER_FIND,
@@ -53,7 +51,7 @@ static const char *const billing_sql[SB_COUNT] = {
 
 static kp_status stmt(sq_store *h, int id, sqlite3_stmt **out, kp_err *err)
 {
-    return sq_stmt_cached(h, (unsigned)id, billing_sql[id], out, err);
+    return sq_stmt_cached(h, SQ_SLOTS_BILLING + (unsigned)id, billing_sql[id], out, err);
 }
 
 /* ---- reads ------------------------------------------------------------ */

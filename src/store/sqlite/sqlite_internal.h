@@ -1,8 +1,9 @@
 /*
  * sqlite_internal.h - what the files of the SQLite backend share: the handle,
  * the statement cache, transactions and the column helpers (defined in
- * sqlite_store.c), and the operations the other files implement
- * (sqlite_billing.c), which sqlite_store.c puts in the ops table.
+ * sqlite_store.c), what one file of operations lends another (credits inside
+ * other writes), and the operations each file implements, which
+ * sqlite_store.c puts in the ops table.
  *
  * Internal to src/store/sqlite/: nothing outside includes it.
  */
@@ -16,9 +17,18 @@
 #include "core/err.h"
 #include "store/store.h"
 
-/* Statement slots for the files other than sqlite_store.c; each file owns a
- * range (sqlite_billing.c: 0..15). */
-#define SQ_MODULE_STMTS 16
+/* The statement cache's slots: each file owns a range (base, size). */
+#define SQ_SLOTS_CORE 0
+#define SQ_SLOTS_CORE_N 8
+#define SQ_SLOTS_ACCOUNTS 8
+#define SQ_SLOTS_ACCOUNTS_N 24
+#define SQ_SLOTS_CREDITS 32
+#define SQ_SLOTS_CREDITS_N 16
+#define SQ_SLOTS_PROJECTS 48
+#define SQ_SLOTS_PROJECTS_N 32
+#define SQ_SLOTS_BILLING 80
+#define SQ_SLOTS_BILLING_N 16
+#define SQ_STMT_SLOTS 96
 
 typedef struct sq_store sq_store;
 
@@ -38,9 +48,24 @@ void sq_column_copy(sqlite3_stmt *st, int col, char *dst, size_t cap);
 int sq_fits(const char *s, size_t cap);
 int sq_nonempty_fits(const char *s, size_t cap);
 
+/* Steps a bound statement into a new array of elem-sized items, each filled
+ * by read_row; resets st. On failure frees what it read (free_items, or
+ * free() when NULL) and leaves *out untouched. */
+typedef kp_status (*sq_row_reader)(sqlite3_stmt *st, void *item, kp_err *err);
+kp_status sq_collect_rows(sq_store *h, sqlite3_stmt *st, size_t elem, sq_row_reader read_row,
+                          void (*free_items)(void *items, size_t n), const char *what, void **out, size_t *n,
+                          kp_err *err);
+/* A list limit as SQL's integer. */
+int64_t sq_limit(size_t limit);
+
 /* BEGIN IMMEDIATE, and its end: commit when rc is KP_OK, else roll back; returns the final status. */
 kp_status sq_tx_begin(sq_store *h, kp_err *err);
 kp_status sq_tx_end(sq_store *h, kp_status rc, kp_err *err);
+
+/* A write that reports a balance, run in its own transaction: *out (may be
+ * NULL) receives what body left in its balance, also on failure. */
+typedef kp_status (*sq_balance_write_fn)(sq_store *h, const void *arg, kp_balance *out, kp_err *err);
+kp_status sq_run_balance_write(sq_store *h, sq_balance_write_fn body, const void *arg, kp_balance *out, kp_err *err);
 
 /* Inside a transaction: credits_apply's work (store.h kp_credit_change), and its argument check. */
 int sq_credit_change_valid(const kp_credit_change *c);
@@ -48,7 +73,52 @@ kp_status sq_credits_apply_locked(sq_store *h, const kp_credit_change *c, int64_
 /* Inside a transaction: sets a user's plan (KP_ENOTFOUND for an unknown user or plan). */
 kp_status sq_user_plan_write(sq_store *h, const char *user_id, const char *plan_id, kp_err *err);
 
-/* sqlite_billing.c: the billing operations (store.h). */
+/* sqlite_credits.c: a RESERVATION row (id, user_id, daily, monthly, state, created_at, updated_at) into a
+ * kp_reservation (an sq_row_reader). */
+kp_status sq_read_reservation(sqlite3_stmt *st, void *item, kp_err *err);
+
+/* The operations (store.h), by file. */
+kp_status sq_user_create(kp_store *s, const kp_user *u, kp_err *err);
+kp_status sq_user_create_credited(kp_store *s, const kp_user *u, const kp_credit_change *c, kp_err *err);
+kp_status sq_user_get(kp_store *s, const char *id, kp_user *out, kp_err *err);
+kp_status sq_user_get_by_email(kp_store *s, const char *email, kp_user *out, kp_err *err);
+kp_status sq_user_get_by_sub(kp_store *s, const char *external_sub, kp_user *out, kp_err *err);
+kp_status sq_user_set_admin(kp_store *s, const char *id, int is_admin, kp_err *err);
+kp_status sq_user_set_plan(kp_store *s, const char *id, const char *plan_id, kp_err *err);
+kp_status sq_user_set_email_verified(kp_store *s, const char *id, kp_err *err);
+kp_status sq_verification_create(kp_store *s, const char *token_hash, const kp_verification *v, kp_err *err);
+kp_status sq_verification_consume(kp_store *s, const char *token_hash, int64_t now, kp_verification *out, kp_err *err);
+kp_status sq_plan_get(kp_store *s, const char *id, kp_plan *out, kp_err *err);
+kp_status sq_plan_list(kp_store *s, int active_only, kp_plan **out, size_t *n, kp_err *err);
+kp_status sq_plan_put(kp_store *s, const kp_plan *p, int *created, kp_err *err);
+kp_status sq_account_get(kp_store *s, const char *user_id, kp_account *out, kp_err *err);
+
+kp_status sq_balance_get(kp_store *s, const char *user_id, kp_balance *out, kp_err *err);
+kp_status sq_credits_apply(kp_store *s, const kp_credit_change *c, kp_balance *out, kp_err *err);
+kp_status sq_reservation_get(kp_store *s, const char *id, kp_reservation *out, kp_err *err);
+kp_status sq_ledger_list(kp_store *s, const char *user_id, int64_t before_seq, size_t limit, kp_ledger_entry **out,
+                         size_t *n, kp_err *err);
+kp_status sq_ledger_sum(kp_store *s, const char *user_id, kp_balance *out, kp_err *err);
+kp_status sq_daily_bonus_batch(kp_store *s, const char *date, const char *after_user_id, size_t limit,
+                               char last_user_id[KP_ID_MAX], size_t *granted, kp_err *err);
+
+kp_status sq_project_create(kp_store *s, const kp_project *p, const kp_version *v, kp_err *err);
+kp_status sq_project_get(kp_store *s, const char *id, kp_project *out, kp_err *err);
+kp_status sq_project_list(kp_store *s, const char *user_id, int64_t before_created_at, const char *before_id,
+                          size_t limit, kp_project **out, size_t *n, kp_err *err);
+kp_status sq_project_delete(kp_store *s, const char *id, kp_err *err);
+kp_status sq_project_mark_deleting(kp_store *s, const char *id, int on, kp_err *err);
+kp_status sq_version_create(kp_store *s, const kp_version *v, kp_err *err);
+kp_status sq_version_get(kp_store *s, const char *project_id, int64_t n, kp_version *out, kp_err *err);
+kp_status sq_version_list(kp_store *s, const char *project_id, kp_version **out, size_t *n, kp_err *err);
+kp_status sq_version_finish(kp_store *s, const kp_version *v, kp_err *err);
+kp_status sq_version_set_settled(kp_store *s, const char *project_id, int64_t n, kp_err *err);
+kp_status sq_version_end(kp_store *s, const kp_version *v, const kp_credit_change *c, kp_balance *out, kp_err *err);
+kp_status sq_versions_generating_count(kp_store *s, const char *user_id, int64_t *count, kp_err *err);
+kp_status sq_versions_unsettled(kp_store *s, kp_version **out, size_t *n, kp_err *err);
+kp_status sq_admit(kp_store *s, const kp_admission *a, kp_balance *out, kp_err *err);
+kp_status sq_reservations_orphaned(kp_store *s, kp_reservation **out, size_t *n, kp_err *err);
+
 kp_status sq_billing_customer_get(kp_store *s, const char *user_id, kp_billing_customer *out, kp_err *err);
 kp_status sq_billing_customer_find(kp_store *s, const char *customer_id, kp_billing_customer *out, kp_err *err);
 kp_status sq_subscription_get(kp_store *s, const char *id, kp_subscription *out, kp_err *err);
