@@ -280,6 +280,20 @@ static void test_checkout_for_nobody(void **state)
     handle(f->s, &ev, KP_BILLING_DUPLICATE); /* recorded */
 }
 
+/* A customer already linked to one user is never linked to another (the store would refuse it for ever). */
+static void test_customer_of_another_user(void **state)
+{
+    fixture *f = *state;
+    kp_stripe_event ev = checkout_event("evt_1", 100, "sub_1", "usr_a", NULL);
+    handle(f->s, &ev, KP_BILLING_APPLIED);
+    ev = sub_event("evt_2", "created", 101, "sub_1", "active", "price_pro", "usr_b", 0); /* customer cus_1 */
+    kp_billing_result r = handle(f->s, &ev, KP_BILLING_APPLIED);
+    assert_string_equal(r.user_id, "usr_b");
+    assert_string_equal(link_of(f->s, "usr_a").customer_id, "cus_1");
+    assert_string_equal(link_of(f->s, "usr_b").customer_id, "");
+    assert_string_equal(sub_row(f->s, "sub_1").user_id, "usr_a"); /* a row's user, once set, stays */
+}
+
 /* ---- ordering ---- */
 
 static void test_newer_update_before_older_create(void **state)
@@ -564,6 +578,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_metadata_links, setup, teardown),
         cmocka_unit_test_setup_teardown(test_user_from_customer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_checkout_for_nobody, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_customer_of_another_user, setup, teardown),
         cmocka_unit_test_setup_teardown(test_newer_update_before_older_create, setup, teardown),
         cmocka_unit_test_setup_teardown(test_deleted_stays_deleted, setup, teardown),
         cmocka_unit_test_setup_teardown(test_plan_by_status, setup, teardown),
