@@ -23,6 +23,7 @@ typedef struct kp_metrics kp_metrics;     /* core/metrics.h */
 typedef struct kp_offload kp_offload;     /* api/offload.h */
 typedef struct kp_mailer kp_mailer;       /* mail/mailer.h */
 typedef struct kp_gen kp_gen;             /* gen/generator.h */
+typedef struct kp_secrets kp_secrets;     /* secrets/secrets.h */
 
 typedef struct kp_app {
     const kp_config *cfg;
@@ -34,7 +35,8 @@ typedef struct kp_app {
     kp_mailer *mailer;               /* verification mail; NULL: no SMTP, no verification */
     kp_ratelimit *resend_limit;      /* verification mails per user per hour */
     kp_metrics *metrics;
-    kp_gen *gen; /* the generation service; NULL in tools that do not generate */
+    kp_gen *gen;         /* the generation service; NULL in tools that do not generate */
+    kp_secrets *secrets; /* API keys and signing secrets, cached (secrets/secrets.h) */
 } kp_app;
 
 typedef struct kp_ctx {

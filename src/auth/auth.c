@@ -24,13 +24,16 @@
 #include "auth/jwks.h"
 #include "auth/jwt.h"
 #include "core/buf.h"
+#include "core/log.h"
+#include "secrets/secrets.h"
 
 #define DEFAULT_LOCAL_ISSUER "koumpa"
 #define DEFAULT_TTL_S 86400
 #define JWKS_WELL_KNOWN "/.well-known/jwks.json"
 
 struct kp_auth {
-    unsigned char *secret;
+    kp_secrets *secrets;   /* the local secret's source; NULL: the fixed secret below */
+    unsigned char *secret; /* fixed secret (NULL with a service) */
     size_t secret_len;
     char *local_issuer; /* also the aud of local tokens */
     char *issuer;       /* NULL: external tokens disabled */
@@ -51,6 +54,57 @@ static int64_t system_clock(void *arg)
 static int64_t auth_now(const kp_auth *a)
 {
     return a->clock(a->clock_arg);
+}
+
+/* ---- the local secret ---- */
+
+/* The HS256 key in use now, for one sign or verify: the service's current
+ * value (a copy, wiped by release_secret) or the fixed secret. */
+typedef struct local_key {
+    unsigned char *bytes;
+    size_t len;
+    kp_status status; /* KP_OK, or why there is no key (err below) */
+    kp_err err;
+} local_key;
+
+static kp_status unusable_secret(local_key *k, const char *why)
+{
+    kp_log_json(KP_LOG_WARN, "the token secret is not usable",
+                json_pack("{s:s,s:s}", "secret", KP_SECRET_JWT_SECRET, "error", why));
+    return kp_err_set(&k->err, KP_EUNAVAILABLE, "the token signing secret is not available");
+}
+
+static void get_secret(kp_auth *a, local_key *k)
+{
+    char *value = NULL;
+    size_t len = 0;
+    kp_err why = {0};
+
+    memset(k, 0, sizeof *k);
+    if (!a->secrets) {
+        k->bytes = a->secret;
+        k->len = a->secret_len;
+        return;
+    }
+    if (kp_secrets_get(a->secrets, KP_SECRET_JWT_SECRET, &value, &len, &why) != KP_OK) {
+        k->status = unusable_secret(k, why.msg);
+        return;
+    }
+    if (len < KP_AUTH_MIN_SECRET) {
+        kp_secrets_value_free(value, len);
+        k->status = unusable_secret(k, "shorter than 32 bytes");
+        return;
+    }
+    k->bytes = (unsigned char *)value;
+    k->len = len;
+}
+
+static void release_secret(const kp_auth *a, local_key *k)
+{
+    if (a->secrets)
+        kp_secrets_value_free((char *)k->bytes, k->len);
+    k->bytes = NULL;
+    k->len = 0;
 }
 
 /* ---- claim helpers ---- */
@@ -130,13 +184,17 @@ static kp_status check_header(const kp_jwt *jwt, const char *expected_alg, kp_er
     return KP_OK;
 }
 
-static kp_status verify_local(kp_auth *a, const kp_jwt *jwt, kp_claims *out, kp_err *err)
+static kp_status verify_local(kp_auth *a, const kp_jwt *jwt, const local_key *key, kp_claims *out, kp_err *err)
 {
     kp_status st;
 
     if ((st = check_header(jwt, "HS256", err)) != KP_OK)
         return st;
-    if ((st = kp_jwt_verify_hs256(jwt, a->secret, a->secret_len, err)) != KP_OK)
+    if (key->status != KP_OK) {
+        *err = key->err;
+        return key->status;
+    }
+    if ((st = kp_jwt_verify_hs256(jwt, key->bytes, key->len, err)) != KP_OK)
         return st;
     if ((st = kp_jwt_check_times(jwt, auth_now(a), KP_AUTH_LEEWAY_S, &out->exp, err)) != KP_OK)
         return st;
@@ -203,8 +261,9 @@ cleanup:
  * Verified-token cache. A client sends the same token with every request, so
  * each thread remembers its last verifications, keyed by a BLAKE2b-128 hash
  * of the whole token (never by a part of it: a signature alone does not bind
- * the payload) and by the verifier (its unique generation, not its address,
- * which may be reused). A hit skips decoding, parsing and the signature, but
+ * the payload), of the local secret in use (a rotation makes every entry
+ * verified under the old one unreachable) and of the verifier (its unique
+ * generation, not its address, which may be reused). A hit skips decoding, parsing and the signature, but
  * not time: it holds only while the token is unexpired (same rule and leeway
  * as a full check) and for at most CACHE_TTL_S after the full verification.
  * Failures are never cached.
@@ -222,19 +281,23 @@ typedef struct cached_token {
 static __thread cached_token token_cache[CACHE_SLOTS];
 static _Atomic uint64_t auth_generations;
 
-static cached_token *cache_slot(const kp_auth *a, const char *token, unsigned char hash[16])
+static cached_token *cache_slot(const kp_auth *a, const local_key *key, const char *token, unsigned char hash[16])
 {
     crypto_generichash_state st;
+    uint64_t key_len = key->len; /* the boundary between secret and token */
     crypto_generichash_init(&st, (const unsigned char *)&a->generation, sizeof a->generation, 16);
+    crypto_generichash_update(&st, (const unsigned char *)&key_len, sizeof key_len);
+    if (key->bytes)
+        crypto_generichash_update(&st, key->bytes, key->len);
     crypto_generichash_update(&st, (const unsigned char *)token, strlen(token));
     crypto_generichash_final(&st, hash, 16);
     return &token_cache[hash[0] % CACHE_SLOTS];
 }
 
-static int cache_lookup(const kp_auth *a, const char *token, int64_t now, kp_claims *out)
+static int cache_lookup(const kp_auth *a, const local_key *key, const char *token, int64_t now, kp_claims *out)
 {
     unsigned char hash[16];
-    cached_token *c = cache_slot(a, token, hash);
+    cached_token *c = cache_slot(a, key, token, hash);
     if (c->owner != a->generation || sodium_memcmp(c->hash, hash, sizeof hash) != 0)
         return 0;
     if (now < c->verified_at || now >= c->verified_at + CACHE_TTL_S || now - KP_AUTH_LEEWAY_S >= c->claims.exp) {
@@ -245,10 +308,10 @@ static int cache_lookup(const kp_auth *a, const char *token, int64_t now, kp_cla
     return 1;
 }
 
-static void cache_store(const kp_auth *a, const char *token, int64_t now, const kp_claims *claims)
+static void cache_store(const kp_auth *a, const local_key *key, const char *token, int64_t now, const kp_claims *claims)
 {
     unsigned char hash[16];
-    cached_token *c = cache_slot(a, token, hash);
+    cached_token *c = cache_slot(a, key, token, hash);
     c->owner = a->generation;
     memcpy(c->hash, hash, sizeof hash);
     c->verified_at = now;
@@ -261,17 +324,21 @@ kp_status kp_auth_verify(kp_auth *a, const char *token, kp_claims *out, kp_err *
     const char *iss;
     kp_status st;
     int64_t now = auth_now(a);
+    local_key key;
 
     memset(out, 0, sizeof *out);
-    if (token && strlen(token) <= KP_JWT_MAX_LEN && cache_lookup(a, token, now, out))
-        return KP_OK;
+    get_secret(a, &key);
+    if (token && strlen(token) <= KP_JWT_MAX_LEN && cache_lookup(a, &key, token, now, out)) {
+        st = KP_OK;
+        goto done;
+    }
     if ((st = kp_jwt_parse(token, &jwt, err)) != KP_OK)
         goto cleanup;
     iss = kp_jwt_claim_string(&jwt, "iss");
     if (!iss)
         st = kp_err_set(err, KP_EAUTH, "token has no issuer");
     else if (strcmp(iss, a->local_issuer) == 0)
-        st = verify_local(a, &jwt, out, err);
+        st = verify_local(a, &jwt, &key, out, err);
     else if (a->issuer && strcmp(iss, a->issuer) == 0)
         st = verify_external(a, &jwt, out, err);
     else
@@ -284,9 +351,11 @@ cleanup:
         /* kp_jwt_parse refuses a NULL token (clang-tidy cannot see that in jwt.c
          * and reports a NULL passed on to strlen) */
         assert(token != NULL);
-        cache_store(a, token, now, out);
+        cache_store(a, &key, token, now, out);
     }
     kp_jwt_free(&jwt);
+done:
+    release_secret(a, &key);
     return st;
 }
 
@@ -310,6 +379,7 @@ kp_status kp_auth_issue(kp_auth *a, const char *user_id, const char *email, char
     int64_t now = auth_now(a), exp = now + a->ttl_s;
     kp_status st;
     int rc = 0;
+    local_key key = {0};
 
     *token_out = NULL;
     if (!user_id || !*user_id || strlen(user_id) >= sizeof((kp_claims *)0)->sub)
@@ -335,11 +405,18 @@ kp_status kp_auth_issue(kp_auth *a, const char *user_id, const char *email, char
         st = kp_err_set(err, KP_EINVAL, "cannot build token claims");
         goto cleanup;
     }
-    st = kp_jwt_sign_hs256(payload, a->secret, a->secret_len, token_out, err);
+    get_secret(a, &key);
+    if (key.status != KP_OK) {
+        *err = key.err;
+        st = key.status;
+        goto cleanup;
+    }
+    st = kp_jwt_sign_hs256(payload, key.bytes, key.len, token_out, err);
     if (st == KP_OK && expires_at)
         *expires_at = exp;
 
 cleanup:
+    release_secret(a, &key);
     json_decref(payload);
     free(jti);
     return st;
@@ -395,14 +472,31 @@ cleanup:
     return st;
 }
 
+/* The service's secret is readable and long enough (checked once, at start). */
+static kp_status check_service_secret(kp_secrets *secrets, kp_err *err)
+{
+    char *value = NULL;
+    size_t len = 0;
+    kp_status st = kp_secrets_get(secrets, KP_SECRET_JWT_SECRET, &value, &len, err);
+    if (st == KP_OK && len < KP_AUTH_MIN_SECRET)
+        st = kp_err_set(err, KP_EINVAL, "invalid %s: must be at least %d bytes", KP_SECRET_JWT_SECRET,
+                        KP_AUTH_MIN_SECRET);
+    kp_secrets_value_free(value, len);
+    return st;
+}
+
 kp_status kp_auth_new(const kp_auth_options *opt, kp_auth **out, kp_err *err)
 {
     kp_auth *a = NULL;
     kp_status st;
 
     *out = NULL;
-    if (!opt || !opt->hs256_secret || opt->hs256_secret_len < KP_AUTH_MIN_SECRET)
+    if (opt && opt->secrets) {
+        if ((st = check_service_secret(opt->secrets, err)) != KP_OK)
+            return st;
+    } else if (!opt || !opt->hs256_secret || opt->hs256_secret_len < KP_AUTH_MIN_SECRET) {
         return kp_err_set(err, KP_EINVAL, "the JWT secret must be at least %d bytes", KP_AUTH_MIN_SECRET);
+    }
     a = calloc(1, sizeof *a);
     if (!a)
         return kp_err_set(err, KP_ENOMEM, "out of memory");
@@ -410,14 +504,18 @@ kp_status kp_auth_new(const kp_auth_options *opt, kp_auth **out, kp_err *err)
     a->clock = opt->clock ? opt->clock : system_clock;
     a->clock_arg = opt->clock ? opt->clock_arg : NULL;
     a->ttl_s = opt->ttl_seconds > 0 ? opt->ttl_seconds : DEFAULT_TTL_S;
-    a->secret = malloc(opt->hs256_secret_len);
+    a->secrets = opt->secrets;
+    if (!a->secrets)
+        a->secret = malloc(opt->hs256_secret_len);
     a->local_issuer = strdup(opt->local_issuer && *opt->local_issuer ? opt->local_issuer : DEFAULT_LOCAL_ISSUER);
-    if (!a->secret || !a->local_issuer) {
+    if ((!a->secrets && !a->secret) || !a->local_issuer) {
         st = kp_err_set(err, KP_ENOMEM, "out of memory");
         goto cleanup;
     }
-    memcpy(a->secret, opt->hs256_secret, opt->hs256_secret_len);
-    a->secret_len = opt->hs256_secret_len;
+    if (!a->secrets) {
+        memcpy(a->secret, opt->hs256_secret, opt->hs256_secret_len);
+        a->secret_len = opt->hs256_secret_len;
+    }
     st = KP_OK;
     if (opt->issuer && *opt->issuer)
         st = setup_external(a, opt, err);

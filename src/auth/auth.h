@@ -21,6 +21,12 @@
  *
  * A kp_auth is immutable after kp_auth_new except for the JWKS cache, which
  * has its own lock: kp_auth_verify and kp_auth_issue may run on many threads.
+ *
+ * Rotation of the local secret (secrets service): a token is accepted only
+ * under the secret current at verification time; the per-thread cache of
+ * verified tokens is keyed by the secret too, so a token verified under the
+ * old secret is not accepted from the cache after the rotation. Tokens issued
+ * before a rotation stop working with it (users log in again).
  */
 #ifndef KP_AUTH_H
 #define KP_AUTH_H
@@ -35,8 +41,16 @@ typedef struct kp_auth kp_auth;
 #define KP_AUTH_MIN_SECRET 32 /* bytes: RFC 7518 3.2, a key at least as long as the hash */
 #define KP_AUTH_LEEWAY_S 60   /* clock skew tolerated on exp / nbf / iat */
 
+typedef struct kp_secrets kp_secrets; /* secrets/secrets.h */
+
 typedef struct kp_auth_options {
-    const char *hs256_secret; /* local signing secret (bytes as given, >= KP_AUTH_MIN_SECRET) */
+    /* The local signing secret: KP_SECRET_JWT_SECRET read from secrets (not
+     * owned; it must outlive the kp_auth) at every sign and verify, so a
+     * rotated secret is used once the service re-reads it; or, when secrets
+     * is NULL, a fixed hs256_secret (bytes as given, copied). Either way at
+     * least KP_AUTH_MIN_SECRET bytes. */
+    kp_secrets *secrets;
+    const char *hs256_secret;
     size_t hs256_secret_len;
     const char *local_issuer; /* iss (and aud) of locally issued tokens; NULL: "koumpa" */
     const char *issuer;       /* external issuer (NULL or "": external tokens disabled) */
@@ -63,12 +77,16 @@ typedef struct kp_claims {
 
 /* Validates the options and copies them (the caller's strings may go away).
  * KP_EINVAL names the problem (short secret, issuer without audience, bad
- * JWKS URL, ...). Fetches nothing. Release with kp_auth_free(). */
+ * JWKS URL, ...); with a secrets service, the secret is read once to check
+ * it (its error when it cannot be read). Fetches nothing. Release with
+ * kp_auth_free(). */
 kp_status kp_auth_new(const kp_auth_options *opt, kp_auth **out, kp_err *err);
 
 /* Verifies a bearer token (without the "Bearer " prefix) and fills *out.
  * KP_EAUTH on any token problem, with a message fit for the 401 body (e.g.
- * "token expired"); out is zeroed on failure. */
+ * "token expired"); KP_EUNAVAILABLE for a local token when the secret cannot
+ * be read (or was rotated to one too short: logged); out is zeroed on
+ * failure. */
 kp_status kp_auth_verify(kp_auth *a, const char *token, kp_claims *out, kp_err *err);
 
 /* Issues a local HS256 token for user_id (non-empty, < 256 bytes) with email

@@ -11,6 +11,7 @@
 #include <signal.h>
 #include <sys/resource.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "api/apps_origin.h"
@@ -28,6 +29,7 @@
 #include "host/evhttp_host.h"
 #include "llm/llm.h"
 #include "mail/mailer.h"
+#include "secrets/secrets_env.h"
 #include "store/sqlite/sqlite_store.h"
 
 #define VERIFY_MAILS_PER_HOUR 3 /* POST /v1/auth/verify/resend, per user */
@@ -53,12 +55,30 @@ static kp_status open_store(void *ud, kp_store **out, kp_err *err)
     return kp_sqlite_open(st->db_path, out, err);
 }
 
+/* The secrets service: the environment and *_FILE files, with the JWT secret
+ * falling back to the file kp_config_ensure_secret generated. */
+static kp_status open_secrets(serve_state *st, kp_err *err)
+{
+    kp_secrets_source source;
+    char *jwt_file = kp_config_jwt_secret_file(&st->cfg);
+    if (!jwt_file)
+        return kp_err_set(err, KP_ENOMEM, "out of memory");
+    kp_secrets_env_fallback fallback = {.name = KP_SECRET_JWT_SECRET, .path = jwt_file};
+    kp_status rc = kp_secrets_env_new(&fallback, 1, &source, err);
+    if (rc == KP_OK)
+        rc = kp_secrets_new(source, st->cfg.secrets_ttl_s, &st->app.secrets, err);
+    free(jwt_file);
+    return rc;
+}
+
 static kp_status build_app(serve_state *st, kp_err *err)
 {
     kp_config *cfg = &st->cfg;
+    kp_status rc = open_secrets(st, err);
+    if (rc != KP_OK)
+        return rc;
     kp_auth_options ao = {
-        .hs256_secret = cfg->jwt_secret,
-        .hs256_secret_len = strlen(cfg->jwt_secret),
+        .secrets = st->app.secrets,
         .local_issuer = "koumpa",
         .issuer = cfg->jwt_issuer,
         .audience = cfg->jwt_audience,
@@ -68,7 +88,7 @@ static kp_status build_app(serve_state *st, kp_err *err)
         .jwks_timeout_s = cfg->jwks_timeout_s,
     };
     st->app.cfg = cfg;
-    kp_status rc = kp_auth_new(&ao, &st->app.auth, err);
+    rc = kp_auth_new(&ao, &st->app.auth, err);
     if (rc != KP_OK)
         return rc;
     st->app.login_ip_limit = kp_ratelimit_new(cfg->login_rate_per_min, 60, (size_t)cfg->login_limit_keys);
@@ -93,7 +113,7 @@ static kp_status build_app(serve_state *st, kp_err *err)
 static kp_status open_llm(serve_state *st, kp_err *err)
 {
     kp_err why = {0};
-    kp_status rc = kp_llm_from_config(&st->cfg, st->loop, &st->llm, &why);
+    kp_status rc = kp_llm_from_config(&st->cfg, st->app.secrets, st->loop, &st->llm, &why);
     if (rc == KP_EUNAVAILABLE) {
         st->llm = NULL;
         snprintf(st->llm_missing, sizeof st->llm_missing, "%s", why.msg);
@@ -232,6 +252,7 @@ static void stop(serve_state *st)
     kp_ratelimit_free(st->app.signup_limit);
     kp_ratelimit_free(st->app.resend_limit);
     kp_auth_free(st->app.auth);
+    kp_secrets_free(st->app.secrets);
     kp_config_free(&st->cfg);
 }
 
@@ -280,10 +301,12 @@ int kp_cli_serve(int argc, char **argv)
         stop(&st);
         return 1;
     }
+    json_t *summary = kp_config_describe(&st.cfg);
+    kp_secrets_describe(st.app.secrets, summary);
     kp_log_json(KP_LOG_INFO, "koumpa serving",
                 json_pack("{s:s,s:i,s:s,s:i,s:b,s:s,s:o}", "addr", st.cfg.addr, "port", kp_host_port(st.host),
                           "apps_addr", st.cfg.apps_addr, "apps_port", kp_host_port(st.apps_host), "generation",
-                          st.llm != NULL, "version", KP_VERSION, "config", kp_config_describe(&st.cfg)));
+                          st.llm != NULL, "version", KP_VERSION, "config", summary));
     int sig = wait_for_signal(&set);
     kp_log_json(KP_LOG_INFO, "stopping", json_pack("{s:i}", "signal", sig));
     stop(&st);

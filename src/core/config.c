@@ -43,8 +43,6 @@ static const opt_def opts[] = {
     {"KOUMPA_THREADS", "--threads", OPT_LONG, OFF(threads), "0", 0, 256, 0, "HTTP worker threads (0: one per core)"},
     {"KOUMPA_DATA_DIR", "--data-dir", OPT_STR, OFF(data_dir), "./data", 0, 0, 0,
      "data directory (database, secrets, blobs)"},
-    {"KOUMPA_JWT_SECRET", NULL, OPT_STR, OFF(jwt_secret), NULL, 0, 0, 1,
-     "HS256 secret for local tokens (generated if unset)"},
     {"KOUMPA_JWT_ISSUER", "--jwt-issuer", OPT_STR, OFF(jwt_issuer), NULL, 0, 0, 0,
      "accept RS256 tokens from this issuer"},
     {"KOUMPA_JWT_AUDIENCE", "--jwt-audience", OPT_STR, OFF(jwt_audience), NULL, 0, 0, 0,
@@ -77,7 +75,6 @@ static const opt_def opts[] = {
      "a JWKS fetch's whole transfer, seconds (on the refresher thread)"},
     {"KOUMPA_LOG_LEVEL", "--log-level", OPT_STR, OFF(log_level), "info", 0, 0, 0, "debug|info|warn|error"},
     {"KOUMPA_LLM_PROVIDER", NULL, OPT_STR, OFF(llm_provider), NULL, 0, 0, 0, "anthropic|openai"},
-    {"ANTHROPIC_API_KEY", NULL, OPT_STR, OFF(anthropic_api_key), NULL, 0, 0, 1, "Anthropic API key"},
     {"ANTHROPIC_BASE_URL", NULL, OPT_STR, OFF(anthropic_base_url), "https://api.anthropic.com", 0, 0, 0,
      "Anthropic API base URL"},
     {"KOUMPA_ANTHROPIC_VERSION", NULL, OPT_STR, OFF(anthropic_version), "2026-10-21", 0, 0, 0,
@@ -110,6 +107,9 @@ static const opt_def opts[] = {
      "seconds a client has to send a whole request head"},
     {"KOUMPA_BODY_TIMEOUT_S", NULL, OPT_LONG, OFF(body_timeout_s), "60", 1, 3600, 0,
      "seconds a client has to send a request body"},
+    /* secrets (issue 10: secrets/secrets.h) */
+    {"KOUMPA_SECRETS_TTL", NULL, OPT_LONG, OFF(secrets_ttl_s), "3600", 1, 31536000, 0,
+     "seconds a secret (API key, signing secret, *_FILE) is cached before it is read again"},
     /* billing: Stripe webhooks */
     {"KOUMPA_STRIPE_TOLERANCE_S", NULL, OPT_LONG, OFF(stripe_tolerance_s), "300", 1, 86400, 0,
      "seconds a Stripe webhook signature's timestamp may be from now, either way"},
@@ -209,8 +209,6 @@ static kp_status validate(kp_config *cfg, kp_err *err)
         return err->status;
     if (!*cfg->data_dir)
         return kp_err_set(err, KP_EINVAL, "invalid KOUMPA_DATA_DIR: empty");
-    if (cfg->jwt_secret && strlen(cfg->jwt_secret) < 32)
-        return kp_err_set(err, KP_EINVAL, "invalid KOUMPA_JWT_SECRET: must be at least 32 characters");
     if (cfg->jwt_issuer && !cfg->jwt_audience)
         return kp_err_set(err, KP_EINVAL, "KOUMPA_JWT_AUDIENCE must be set when KOUMPA_JWT_ISSUER is set");
     if (cfg->jwt_issuer && strncmp(cfg->jwt_issuer, "https://", 8) != 0 && strncmp(cfg->jwt_issuer, "http://", 7) != 0)
@@ -310,7 +308,9 @@ kp_status kp_config_load(kp_config *cfg, int argc, char **argv, kp_err *err)
     return rc;
 }
 
-static kp_status read_secret_file(const char *path, char **out, kp_err *err)
+/* The generated file is there and long enough (its content is read again,
+ * through the secrets service, whenever it is used). */
+static kp_status check_secret_file(const char *path, kp_err *err)
 {
     FILE *f = fopen(path, "r");
     if (!f)
@@ -318,14 +318,14 @@ static kp_status read_secret_file(const char *path, char **out, kp_err *err)
     char line[256] = {0};
     char *got = fgets(line, sizeof line, f);
     fclose(f);
-    line[strcspn(line, "\r\n")] = '\0';
-    if (!got || strlen(line) < 32)
+    size_t len = strcspn(line, "\r\n");
+    sodium_memzero(line, sizeof line);
+    if (!got || len < 32)
         return kp_err_set(err, KP_EINVAL, "%s is too short: delete it to generate a new one", path);
-    *out = strdup(line);
-    return *out ? KP_OK : kp_err_set(err, KP_ENOMEM, "out of memory");
+    return KP_OK;
 }
 
-static kp_status create_secret_file(const char *path, char **out, kp_err *err)
+static kp_status create_secret_file(const char *path, kp_err *err)
 {
     unsigned char raw[32];
     char hex[65];
@@ -334,31 +334,47 @@ static kp_status create_secret_file(const char *path, char **out, kp_err *err)
     int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0) {
         if (errno == EEXIST) /* another process won the race: use its secret */
-            return read_secret_file(path, out, err);
+            return check_secret_file(path, err);
         return kp_err_set(err, KP_EIO, "cannot create %s: %s", path, strerror(errno));
     }
     ssize_t w = write(fd, hex, 64);
     ssize_t nl = write(fd, "\n", 1);
     int synced = fsync(fd);
     close(fd);
+    sodium_memzero(raw, sizeof raw);
+    sodium_memzero(hex, sizeof hex);
     if (w != 64 || nl != 1 || synced != 0)
         return kp_err_set(err, KP_EIO, "cannot write %s", path);
-    *out = strdup(hex);
-    return *out ? KP_OK : kp_err_set(err, KP_ENOMEM, "out of memory");
+    return KP_OK;
+}
+
+static int env_is_set(const char *name)
+{
+    const char *v = getenv(name);
+    return v && *v;
+}
+
+char *kp_config_jwt_secret_file(const kp_config *cfg)
+{
+    kp_buf path = KP_BUF_INIT;
+    if (kp_buf_printf(&path, "%s/jwt_secret", cfg->data_dir) != 0)
+        return NULL;
+    return kp_buf_steal(&path);
 }
 
 kp_status kp_config_ensure_secret(kp_config *cfg, kp_err *err)
 {
     if (mkdir(cfg->data_dir, 0700) != 0 && errno != EEXIST)
         return kp_err_set(err, KP_EIO, "cannot create KOUMPA_DATA_DIR=%s: %s", cfg->data_dir, strerror(errno));
-    if (cfg->jwt_secret)
+    if (env_is_set("KOUMPA_JWT_SECRET") || env_is_set("KOUMPA_JWT_SECRET_FILE"))
         return KP_OK;
-    kp_buf path = KP_BUF_INIT;
-    kp_buf_printf(&path, "%s/jwt_secret", cfg->data_dir);
-    kp_status rc = read_secret_file(kp_buf_cstr(&path), &cfg->jwt_secret, err);
+    char *path = kp_config_jwt_secret_file(cfg);
+    if (!path)
+        return kp_err_set(err, KP_ENOMEM, "out of memory");
+    kp_status rc = check_secret_file(path, err);
     if (rc == KP_ENOTFOUND)
-        rc = create_secret_file(kp_buf_cstr(&path), &cfg->jwt_secret, err);
-    kp_buf_free(&path);
+        rc = create_secret_file(path, err);
+    free(path);
     return rc;
 }
 

@@ -29,7 +29,6 @@ typedef struct kp_config {
     char *data_dir; /* KOUMPA_DATA_DIR (default ./data) */
 
     /* auth */
-    char *jwt_secret;         /* KOUMPA_JWT_SECRET; generated into {data_dir}/jwt_secret if unset (secret) */
     char *jwt_issuer;         /* KOUMPA_JWT_ISSUER: accept RS256 tokens from this issuer (optional) */
     char *jwt_audience;       /* KOUMPA_JWT_AUDIENCE: required aud/client_id of external tokens */
     char *jwks_url;           /* KOUMPA_JWKS_URL (default {issuer}/.well-known/jwks.json) */
@@ -55,7 +54,6 @@ typedef struct kp_config {
 
     /* generation */
     char *llm_provider;       /* KOUMPA_LLM_PROVIDER: anthropic|openai (default: anthropic if ANTHROPIC_API_KEY set) */
-    char *anthropic_api_key;  /* ANTHROPIC_API_KEY (secret) */
     char *anthropic_base_url; /* ANTHROPIC_BASE_URL (default https://api.anthropic.com) */
     char *anthropic_version;  /* KOUMPA_ANTHROPIC_VERSION (default 2026-10-21) */
     char *openai_api_key;     /* OPENAI_API_KEY (secret) */
@@ -79,6 +77,8 @@ typedef struct kp_config {
     long header_timeout_s; /* KOUMPA_HEADER_TIMEOUT_S, a whole request head (default 10) */
     long body_timeout_s;   /* KOUMPA_BODY_TIMEOUT_S, a whole request body (default 60) */
 
+    /* secrets (issue 10: secrets/secrets.h) */
+    long secrets_ttl_s; /* KOUMPA_SECRETS_TTL: seconds a secret is cached before it is read again (default 3600) */
     /* billing: Stripe webhooks (api/webhook_routes.c) */
     long stripe_tolerance_s; /* KOUMPA_STRIPE_TOLERANCE_S: a signature's timestamp this close to now (default 300) */
 } kp_config;
@@ -91,9 +91,18 @@ typedef struct kp_config {
  */
 kp_status kp_config_load(kp_config *cfg, int argc, char **argv, kp_err *err);
 
-/* Creates the data dir and, if no KOUMPA_JWT_SECRET, loads or creates
- * {data_dir}/jwt_secret (mode 0600). */
+/* Creates the data dir and, if neither KOUMPA_JWT_SECRET nor
+ * KOUMPA_JWT_SECRET_FILE is set, checks or creates {data_dir}/jwt_secret
+ * (mode 0600, 64 hex characters): the secrets service's fallback for
+ * KOUMPA_JWT_SECRET (secrets/secrets_env.h). The secrets themselves
+ * (KOUMPA_JWT_SECRET, ANTHROPIC_API_KEY, ...) are not in kp_config: they are
+ * read through the secrets service, which re-reads them after
+ * KOUMPA_SECRETS_TTL. */
 kp_status kp_config_ensure_secret(kp_config *cfg, kp_err *err);
+
+/* The path of the generated JWT secret file, {data_dir}/jwt_secret: a new
+ * string the caller frees, NULL when out of memory. */
+char *kp_config_jwt_secret_file(const kp_config *cfg);
 
 /* True when email (already normalised) is listed in KOUMPA_ADMIN_EMAILS. */
 int kp_config_is_admin_email(const kp_config *cfg, const char *email);

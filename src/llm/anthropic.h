@@ -14,19 +14,24 @@
 #include "core/err.h"
 #include "llm/llm.h"
 #include "llm/llm_engine.h"
+#include "secrets/secrets.h"
 
 #define KP_ANTHROPIC_DEFAULT_MODEL "claude-sonnet-5-5"
 #define KP_ANTHROPIC_DEFAULT_BASE_URL "https://api.anthropic.com"
 #define KP_ANTHROPIC_DEFAULT_VERSION "2026-10-21"
 
 /*
- * Creates the provider from cfg: anthropic_api_key (required: KP_EUNAVAILABLE
- * naming ANTHROPIC_API_KEY otherwise), anthropic_base_url, anthropic_version,
- * model and max_tokens (defaults above when unset). Its transfers run on
- * loop; tuning NULL means kp_llm_engine_default_tuning(). The key is copied
- * into the request headers and never logged. Free with (*out)->ops->free().
+ * Creates the provider from cfg: anthropic_base_url, anthropic_version, model
+ * and max_tokens (defaults above when unset). The key is ANTHROPIC_API_KEY
+ * from secrets (not owned; it must outlive the provider), read when each
+ * request is built (so a rotated key is used once the service re-reads it;
+ * a read on the loop thread, from the service's cache but once per TTL),
+ * never logged; it must be readable now: KP_EUNAVAILABLE naming the variable
+ * when it is not set, the service's error when it cannot be read. Its
+ * transfers run on loop; tuning NULL means kp_llm_engine_default_tuning().
+ * Free with (*out)->ops->free().
  */
-kp_status kp_llm_anthropic_new(const kp_config *cfg, kp_loop *loop, const kp_llm_tuning *tuning, kp_llm **out,
-                               kp_err *err);
+kp_status kp_llm_anthropic_new(const kp_config *cfg, kp_secrets *secrets, kp_loop *loop, const kp_llm_tuning *tuning,
+                               kp_llm **out, kp_err *err);
 
 #endif

@@ -26,6 +26,7 @@
 #include "core/err.h"
 
 typedef struct kp_loop kp_loop;
+typedef struct kp_secrets kp_secrets; /* secrets/secrets.h: ANTHROPIC_API_KEY */
 
 typedef struct kp_llm_message {
     const char *role; /* "user" or "assistant" */
@@ -78,6 +79,6 @@ struct kp_llm {
  * set). KP_EUNAVAILABLE with a message naming the variable to set when none
  * is configured.
  */
-kp_status kp_llm_from_config(const kp_config *cfg, kp_loop *loop, kp_llm **out, kp_err *err);
+kp_status kp_llm_from_config(const kp_config *cfg, kp_secrets *secrets, kp_loop *loop, kp_llm **out, kp_err *err);
 
 #endif

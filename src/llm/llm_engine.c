@@ -19,6 +19,7 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <jansson.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +38,8 @@ struct kp_llm_call {
     kp_llm_call *prev, *next; /* e->calls, while in flight */
     kp_llm_callbacks cb;
     kp_buf body;          /* the request body, sent on every try */
+    kp_buf call_header;   /* the spec's call_header line (a secret: wiped) */
+    const char **headers; /* e->headers, then call_header; NULL-terminated */
     kp_http_stream *http; /* the try in flight, or NULL */
     struct event *timer;  /* the retry timer, made when first needed */
     long attempt;         /* tries started */
@@ -62,6 +65,9 @@ struct engine {
     long max_tokens;
     char *url;
     char **headers; /* NULL-terminated */
+    size_t nheaders;
+    kp_status (*call_header)(void *ud, kp_buf *out, kp_err *err);
+    void *call_header_ud;
     kp_llm_call *calls;
     size_t active;
     uint64_t rng;
@@ -210,6 +216,10 @@ static void call_free(kp_llm_call *call)
     free(call->parser);
     kp_buf_free(&call->body);
     kp_buf_free(&call->errbody);
+    if (call->call_header.data)
+        sodium_memzero(call->call_header.data, call->call_header.cap);
+    kp_buf_free(&call->call_header);
+    free(call->headers);
     free(call);
 }
 
@@ -300,7 +310,7 @@ static kp_status start_try(kp_llm_call *call, kp_err *err)
     kp_sse_init(&call->sse, e->d->on_event, call->parser, 0);
     kp_http_request r = {
         .url = e->url,
-        .headers = (const char *const *)e->headers,
+        .headers = call->headers,
         .body = call->body.data,
         .body_len = call->body.len,
         .connect_timeout_ms = e->t.connect_timeout_ms,
@@ -494,6 +504,22 @@ static kp_status build_body(engine *e, const kp_llm_request *req, kp_buf *body, 
     return st;
 }
 
+/* The call's headers: the engine's, then its own call_header line. */
+static kp_status build_headers(engine *e, kp_llm_call *call, kp_err *err)
+{
+    kp_status st;
+    if (!(call->headers = calloc(e->nheaders + 2, sizeof *call->headers)))
+        return kp_err_set(err, KP_ENOMEM, "out of memory");
+    for (size_t i = 0; i < e->nheaders; i++)
+        call->headers[i] = e->headers[i];
+    if (!e->call_header)
+        return KP_OK;
+    if ((st = e->call_header(e->call_header_ud, &call->call_header, err)) != KP_OK)
+        return st;
+    call->headers[e->nheaders] = kp_buf_cstr(&call->call_header);
+    return KP_OK;
+}
+
 static kp_status engine_start(kp_llm *llm, const kp_llm_request *req, const kp_llm_callbacks *cb, kp_llm_call **out,
                               kp_err *err)
 {
@@ -511,7 +537,8 @@ static kp_status engine_start(kp_llm *llm, const kp_llm_request *req, const kp_l
         goto cleanup;
     }
     kp_sse_init(&call->sse, e->d->on_event, call->parser, 0);
-    if ((st = build_body(e, req, &call->body, err)) != KP_OK || (st = start_try(call, err)) != KP_OK)
+    if ((st = build_body(e, req, &call->body, err)) != KP_OK || (st = build_headers(e, call, err)) != KP_OK ||
+        (st = start_try(call, err)) != KP_OK)
         goto cleanup;
     call->next = e->calls;
     if (e->calls)
@@ -626,6 +653,10 @@ kp_status kp_llm_engine_new(const kp_llm_engine_spec *spec, kp_loop *loop, kp_ll
     e->model = strdup(spec->model);
     e->url = strdup(spec->url);
     e->headers = copy_strings(spec->headers);
+    while (e->headers && e->headers[e->nheaders])
+        e->nheaders++;
+    e->call_header = spec->call_header;
+    e->call_header_ud = spec->call_header_ud;
     if (!e->model || !e->url || !e->headers) {
         st = kp_err_set(err, KP_ENOMEM, "out of memory");
         goto cleanup;

@@ -70,6 +70,13 @@ typedef struct kp_llm_engine_spec {
     const char *url;
     const char *const *headers;  /* "Name: value" lines, NULL-terminated (secrets allowed: never logged) */
     const kp_llm_tuning *tuning; /* NULL: kp_llm_engine_default_tuning() */
+    /* A header made again for every call, e.g. an API key read from the
+     * secrets service so that a rotated key is used: appends one "Name:
+     * value" line to out (grow out with kp_buf_reserve first: the engine wipes
+     * it when the call ends, not copies a realloc left behind). Runs on the
+     * loop thread in start(); its failure fails start(). NULL: none. */
+    kp_status (*call_header)(void *ud, kp_buf *out, kp_err *err);
+    void *call_header_ud;
 } kp_llm_engine_spec;
 
 /*

@@ -14,11 +14,26 @@
  *
  * Ownership: kp_secrets_get hands the caller its own copy of the value,
  * released (wiped, then freed) with kp_secrets_value_free.
+ *
+ * Cache rules (secrets.c):
+ *  - "not set" (KP_ENOTFOUND from the source) is cached for ttl seconds too,
+ *    so asking for an unset secret on every request costs no read;
+ *  - a read that fails while a value is cached (a file being rewritten, a
+ *    permission changed, the AWS API down) keeps the cached value: the
+ *    service logs a warning naming the secret and the reason (never the
+ *    value) and reads again after another ttl. A secret once read is thus
+ *    never lost to a failing source; to revoke one, write a new value;
+ *  - a read that fails with nothing cached is returned to the caller (err
+ *    names the secret and why) and not cached: the next call reads again;
+ *  - reads of one name are serialised (one lock per name), so an expired
+ *    value is read once, not by every thread at once; other names go on.
  */
 #ifndef KP_SECRETS_H
 #define KP_SECRETS_H
 
+#include <jansson.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "core/err.h"
 
@@ -55,9 +70,17 @@ kp_status kp_secrets_get(kp_secrets *s, const char *name, char **out, size_t *le
 /* 1 when name has a value (for the start-up summary: "(set)"). */
 int kp_secrets_has(kp_secrets *s, const char *name);
 
+/* Adds "NAME": "(set)" to summary (a JSON object) for each of the names
+ * above that has a value; never a value (the start-up config summary). */
+void kp_secrets_describe(kp_secrets *s, json_t *summary);
+
 /* Wipes and frees a value from kp_secrets_get (NULL is fine). */
 void kp_secrets_value_free(char *value, size_t len);
 
 void kp_secrets_free(kp_secrets *s);
+
+/* Tests: replaces the monotonic clock (core/clock.h) the TTL is measured
+ * with; call before the first kp_secrets_get. */
+void kp_secrets_set_clock(kp_secrets *s, int64_t (*clock)(void *arg), void *arg);
 
 #endif

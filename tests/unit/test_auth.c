@@ -33,6 +33,7 @@
 #include "auth/jwt.h"
 #include "core/buf.h"
 #include "core/log.h"
+#include "fake_secrets.h"
 
 #define NOW 1800000000LL
 #define LOCAL_SECRET "test-secret-0123456789abcdef-0123456789"
@@ -1211,10 +1212,124 @@ static void test_verified_token_cache(void **state)
     free(bad);
 }
 
+/* ---- the local secret from the secrets service (issue 10) ---- */
+
+#define SECRET_A "rotating-secret-A-0123456789abcdef-0123"
+#define SECRET_B "rotating-secret-B-0123456789abcdef-0123"
+
+static char *issue(kp_auth *a)
+{
+    char *tok = NULL;
+    kp_err err;
+    if (kp_auth_issue(a, "usr_1", "ada@example.com", &tok, NULL, &err) != KP_OK)
+        fail_msg("kp_auth_issue: %s", err.msg);
+    return tok;
+}
+
+/* A verifier reading its secret from *fs (a new table holding SECRET_A), and
+ * a token it issued and has verified, so cached on this thread, in *tok. */
+static kp_auth *rotation_fixture(kp_fake_secrets **fs, char **tok)
+{
+    kp_auth_options o;
+    kp_auth *a = NULL;
+    kp_err err;
+
+    fake_now = NOW;
+    *fs = kp_fake_secrets_new();
+    kp_fake_secrets_put(*fs, "KOUMPA_JWT_SECRET", SECRET_A);
+    memset(&o, 0, sizeof o);
+    o.secrets = kp_fake_secrets_service(*fs);
+    o.clock = fake_clock;
+    if (kp_auth_new(&o, &a, &err) != KP_OK)
+        fail_msg("kp_auth_new: %s", err.msg);
+    *tok = issue(a);
+    verify(a, *tok, NULL);
+    return a;
+}
+
+static void test_service_secret_checked_at_new(void **state)
+{
+    kp_auth_options o;
+    kp_auth *a = NULL;
+    kp_err err;
+    kp_fake_secrets *fs = kp_fake_secrets_new();
+    (void)state;
+
+    memset(&o, 0, sizeof o);
+    o.secrets = kp_fake_secrets_service(fs);
+    assert_int_equal(kp_auth_new(&o, &a, &err), KP_ENOTFOUND);
+    assert_non_null(strstr(err.msg, "KOUMPA_JWT_SECRET"));
+    assert_null(a);
+    kp_fake_secrets_put(fs, "KOUMPA_JWT_SECRET", "tooshort-secret-31-characters!!");
+    assert_int_equal(kp_auth_new(&o, &a, &err), KP_EINVAL);
+    assert_non_null(strstr(err.msg, "KOUMPA_JWT_SECRET"));
+    assert_non_null(strstr(err.msg, "at least 32 bytes"));
+    assert_null(strstr(err.msg, "tooshort"));
+    assert_null(a);
+    kp_fake_secrets_put(fs, "KOUMPA_JWT_SECRET", "0123456789abcdef0123456789abcdef"); /* 32 is enough */
+    assert_int_equal(kp_auth_new(&o, &a, &err), KP_OK);
+    kp_auth_free(a);
+    kp_fake_secrets_free(fs);
+}
+
+/* A token verified (and cached on this thread) under the old secret is
+ * refused once the secret rotates; tokens of the new one are accepted. */
+static void test_rotated_secret_refuses_old_tokens_even_cached(void **state)
+{
+    kp_fake_secrets *fs;
+    char *old;
+    kp_auth *a = rotation_fixture(&fs, &old);
+    (void)state;
+
+    verify(a, old, NULL); /* a cache hit */
+
+    kp_fake_secrets_put(fs, "KOUMPA_JWT_SECRET", SECRET_B);
+    verify(a, old, "signature");
+    char *fresh = issue(a);
+    verify(a, fresh, NULL);
+    char *minted = mint("{\"alg\":\"HS256\"}", local_claims(), NULL, SECRET_B, strlen(SECRET_B));
+    verify(a, minted, NULL);
+    verify(a, old, "signature"); /* still, after the new ones were cached */
+
+    /* back to A (an operator undoing a rotation): A's tokens work again, B's do not */
+    kp_fake_secrets_put(fs, "KOUMPA_JWT_SECRET", SECRET_A);
+    verify(a, old, NULL);
+    verify(a, fresh, "signature");
+    free(old);
+    free(fresh);
+    free(minted);
+    kp_auth_free(a);
+    kp_fake_secrets_free(fs);
+}
+
+/* Rotated to a secret too short to use: local tokens get 503, not a weak key. */
+static void test_rotated_to_short_secret_is_unavailable(void **state)
+{
+    kp_fake_secrets *fs;
+    kp_claims c;
+    kp_err err;
+    char *tok = NULL, *old;
+    kp_auth *a = rotation_fixture(&fs, &old);
+    (void)state;
+
+    kp_fake_secrets_put(fs, "KOUMPA_JWT_SECRET", "short");
+    assert_int_equal(kp_auth_verify(a, old, &c, &err), KP_EUNAVAILABLE);
+    assert_string_equal(c.sub, "");
+    assert_null(strstr(err.msg, "short"));
+    assert_int_equal(kp_auth_issue(a, "usr_1", NULL, &tok, NULL, &err), KP_EUNAVAILABLE);
+    assert_null(tok);
+    free(old);
+    kp_auth_free(a);
+    kp_fake_secrets_free(fs);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_new_validates_options),
+        cmocka_unit_test(test_service_secret_checked_at_new),
+        cmocka_unit_test(test_rotated_secret_refuses_old_tokens_even_cached),
+        cmocka_unit_test(test_rotated_to_short_secret_is_unavailable),
         cmocka_unit_test_setup_teardown(test_issue_verify_roundtrip, setup, teardown),
         cmocka_unit_test_setup_teardown(test_local_token_other_secret, setup, teardown),
         cmocka_unit_test_setup_teardown(test_local_claims_checked, setup, teardown),

@@ -29,6 +29,7 @@ static const char *all_vars[] = {
     "KOUMPA_THREADS",
     "KOUMPA_DATA_DIR",
     "KOUMPA_JWT_SECRET",
+    "KOUMPA_JWT_SECRET_FILE",
     "KOUMPA_JWT_ISSUER",
     "KOUMPA_JWT_AUDIENCE",
     "KOUMPA_JWKS_URL",
@@ -51,6 +52,7 @@ static const char *all_vars[] = {
     "KOUMPA_CANCEL_REFUND_CHARS",
     "KOUMPA_DAILY_BONUS_SCHEDULER",
     "KOUMPA_ADMIN_EMAILS",
+    "KOUMPA_SECRETS_TTL",
     "KOUMPA_STRIPE_TOLERANCE_S",
     NULL,
 };
@@ -122,11 +124,9 @@ static void test_defaults(void **state)
     assert_string_equal(cfg.log_level, "info");
     assert_string_equal(cfg.anthropic_base_url, "https://api.anthropic.com");
     assert_string_equal(cfg.anthropic_version, "2026-10-21");
-    assert_null(cfg.jwt_secret);
     assert_null(cfg.jwt_issuer);
     assert_null(cfg.jwt_audience);
     assert_null(cfg.jwks_url);
-    assert_null(cfg.anthropic_api_key);
     assert_null(cfg.openai_api_key);
     assert_null(cfg.llm_provider);
     assert_null(cfg.model);
@@ -358,22 +358,20 @@ static void test_invalid_numbers(void **state)
     load_fails(argv, "--threads");
 }
 
-static void test_short_jwt_secret_is_refused_without_echoing_it(void **state)
+/* secrets (issue 10): the cache TTL, 3600 s by default, at least 1 s */
+static void test_secrets_ttl(void **state)
 {
     (void)state;
-    const char *secret = "tooshort-secret-31-characters!!";
-    assert_int_equal(strlen(secret), 31);
-    setenv("KOUMPA_JWT_SECRET", secret, 1);
     kp_config cfg;
-    kp_err err = {0};
-    assert_int_equal(kp_config_load(&cfg, 0, NULL, &err), KP_EINVAL);
-    assert_non_null(strstr(err.msg, "KOUMPA_JWT_SECRET"));
-    assert_null(strstr(err.msg, secret));
-    /* 32 characters is enough */
-    setenv("KOUMPA_JWT_SECRET", "0123456789abcdef0123456789abcdef", 1);
     load_ok(&cfg, NULL);
-    assert_string_equal(cfg.jwt_secret, "0123456789abcdef0123456789abcdef");
+    assert_int_equal(cfg.secrets_ttl_s, 3600);
     kp_config_free(&cfg);
+    setenv("KOUMPA_SECRETS_TTL", "1", 1);
+    load_ok(&cfg, NULL);
+    assert_int_equal(cfg.secrets_ttl_s, 1);
+    kp_config_free(&cfg);
+    setenv("KOUMPA_SECRETS_TTL", "0", 1);
+    load_fails(NULL, "KOUMPA_SECRETS_TTL");
 }
 
 static void test_issuer_needs_audience_and_url(void **state)
@@ -433,6 +431,16 @@ static void test_admin_emails_flag_replaces_environment(void **state)
 
 /* ---- the JWT secret file ---- */
 
+/* The whole (short) file into out. */
+static void read_secret(const char *path, char *out, size_t n)
+{
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    size_t got = fread(out, 1, n - 1, f);
+    fclose(f);
+    out[got] = '\0';
+}
+
 static void test_ensure_secret_creates_then_reuses(void **state)
 {
     (void)state;
@@ -445,38 +453,31 @@ static void test_ensure_secret_creates_then_reuses(void **state)
     kp_config cfg;
     kp_err err = {0};
     load_ok(&cfg, NULL);
-    assert_null(cfg.jwt_secret);
+    char *path = kp_config_jwt_secret_file(&cfg);
+    assert_string_equal(path, file);
+    free(path);
     struct stat st;
     assert_int_not_equal(stat(data, &st), 0); /* kp_config_load does not touch the disk */
     assert_int_equal(kp_config_ensure_secret(&cfg, &err), KP_OK);
-    assert_non_null(cfg.jwt_secret);
-    assert_true(strlen(cfg.jwt_secret) >= 32);
     assert_int_equal(stat(data, &st), 0);
     assert_true(S_ISDIR(st.st_mode));
     assert_int_equal(stat(file, &st), 0);
     assert_true(S_ISREG(st.st_mode));
     assert_int_equal(st.st_mode & 0777, 0600);
+    /* 64 hex characters and a newline */
     char first[256];
-    snprintf(first, sizeof first, "%s", cfg.jwt_secret);
-    /* calling again on the same config keeps the secret */
+    read_secret(file, first, sizeof first);
+    assert_int_equal(strlen(first), 65);
+    assert_int_equal(strspn(first, "0123456789abcdef"), 64);
+    /* calling again, or on a second start, keeps the secret */
     assert_int_equal(kp_config_ensure_secret(&cfg, &err), KP_OK);
-    assert_string_equal(cfg.jwt_secret, first);
     kp_config_free(&cfg);
-
-    /* a second start reads the same secret back */
     load_ok(&cfg, NULL);
     assert_int_equal(kp_config_ensure_secret(&cfg, &err), KP_OK);
-    assert_string_equal(cfg.jwt_secret, first);
     kp_config_free(&cfg);
-
-    /* the file holds the secret (plus a newline) */
-    FILE *f = fopen(file, "r");
-    assert_non_null(f);
-    char line[256] = {0};
-    assert_non_null(fgets(line, sizeof line, f));
-    fclose(f);
-    line[strcspn(line, "\n")] = '\0';
-    assert_string_equal(line, first);
+    char again[256];
+    read_secret(file, again, sizeof again);
+    assert_string_equal(again, first);
     kp_test_rmrf(dir);
 }
 
@@ -492,8 +493,14 @@ static void test_ensure_secret_prefers_environment(void **state)
     kp_err err = {0};
     load_ok(&cfg, NULL);
     assert_int_equal(kp_config_ensure_secret(&cfg, &err), KP_OK);
-    assert_string_equal(cfg.jwt_secret, "env-secret-env-secret-env-secret-1");
     assert_int_not_equal(access(file, F_OK), 0); /* no file written */
+    kp_config_free(&cfg);
+    /* nor with the secret in a file of the operator's (read by the secrets service) */
+    unsetenv("KOUMPA_JWT_SECRET");
+    setenv("KOUMPA_JWT_SECRET_FILE", "/run/secrets/jwt", 1);
+    load_ok(&cfg, NULL);
+    assert_int_equal(kp_config_ensure_secret(&cfg, &err), KP_OK);
+    assert_int_not_equal(access(file, F_OK), 0);
     kp_config_free(&cfg);
     kp_test_rmrf(dir);
 }
@@ -545,7 +552,7 @@ static void test_ensure_secret_unwritable_dir(void **state)
 static void test_describe_redacts_secrets(void **state)
 {
     (void)state;
-    const char *anthropic = "sk-ant-api03-SECRETSECRETSECRET";
+    const char *anthropic = "sk-ant-api03-SECRETSECRETSECRET"; /* secrets service: not in kp_config at all */
     const char *openai = "sk-openai-SECRETSECRETSECRET";
     const char *jwt = "jwt-secret-value-that-is-long-enough-xyz";
     setenv("ANTHROPIC_API_KEY", anthropic, 1);
@@ -565,7 +572,7 @@ static void test_describe_redacts_secrets(void **state)
     assert_null(strstr(text, "SECRETSECRET"));
     assert_null(strstr(text, "long-enough"));
     /* ... while saying that they are set, and showing ordinary settings */
-    assert_string_equal(json_string_value(json_object_get(d, "ANTHROPIC_API_KEY")), "(set)");
+    assert_string_equal(json_string_value(json_object_get(d, "OPENAI_API_KEY")), "(set)");
     assert_string_equal(json_string_value(json_object_get(d, "KOUMPA_ADDR")), "127.0.0.1:9999");
     assert_string_equal(json_string_value(json_object_get(d, "KOUMPA_LOG_LEVEL")), "info");
     assert_true(json_is_integer(json_object_get(d, "KOUMPA_THREADS")));
@@ -584,9 +591,13 @@ static void test_describe_generated_secret_is_redacted(void **state)
     kp_err err = {0};
     load_ok(&cfg, NULL);
     assert_int_equal(kp_config_ensure_secret(&cfg, &err), KP_OK);
+    char file[600], secret[256];
+    snprintf(file, sizeof file, "%s/jwt_secret", dir);
+    read_secret(file, secret, sizeof secret);
+    secret[64] = '\0';
     json_t *d = kp_config_describe(&cfg);
     char *text = json_dumps(d, JSON_COMPACT);
-    assert_null(strstr(text, cfg.jwt_secret));
+    assert_null(strstr(text, secret));
     free(text);
     json_decref(d);
     kp_config_free(&cfg);
@@ -642,7 +653,7 @@ int main(void)
         T(test_invalid_log_level),
         T(test_invalid_addresses),
         T(test_invalid_numbers),
-        T(test_short_jwt_secret_is_refused_without_echoing_it),
+        T(test_secrets_ttl),
         T(test_issuer_needs_audience_and_url),
         T(test_invalid_provider_and_empty_data_dir),
         T(test_admin_emails_normalised),

@@ -33,6 +33,7 @@
 #include "llm/llm.h"
 #include "llm/llm_engine.h"
 #include "llm/openai.h"
+#include "fake_secrets.h"
 
 #define API_KEY "sk-ant-test-0123456789"
 #define OPENAI_KEY "sk-openai-test-42"
@@ -48,6 +49,7 @@ typedef struct fake {
 
 static fake anthropic_fake, openai_fake;
 static kp_loop *loop;
+static kp_fake_secrets *secrets; /* ANTHROPIC_API_KEY */
 
 /* Runs `node script --port 0 ...` and reads the URL it prints; -1 (with a message) on failure. */
 static int fake_start(fake *f, const char *script, const char *key)
@@ -363,14 +365,14 @@ static kp_llm *anthropic_provider(const kp_llm_tuning *tuning, const char *key, 
 {
     kp_config cfg;
     memset(&cfg, 0, sizeof cfg);
-    cfg.anthropic_api_key = (char *)key;
+    kp_fake_secrets_put(secrets, "ANTHROPIC_API_KEY", key);
     cfg.anthropic_base_url = anthropic_fake.url;
     cfg.anthropic_version = "2026-10-21";
     cfg.model = (char *)model;
     cfg.max_tokens = 16000;
     kp_llm *llm = NULL;
     kp_err err = {0};
-    kp_status st = kp_llm_anthropic_new(&cfg, loop, tuning, &llm, &err);
+    kp_status st = kp_llm_anthropic_new(&cfg, kp_fake_secrets_service(secrets), loop, tuning, &llm, &err);
     if (st != KP_OK)
         fail_msg("kp_llm_anthropic_new: %s", err.msg);
     return llm;
@@ -897,11 +899,11 @@ static void test_anthropic_connection_refused(void **state)
     fast_tuning(&t);
     kp_config cfg;
     memset(&cfg, 0, sizeof cfg);
-    cfg.anthropic_api_key = API_KEY;
+    kp_fake_secrets_put(secrets, "ANTHROPIC_API_KEY", API_KEY);
     cfg.anthropic_base_url = "http://127.0.0.1:1/";
     kp_llm *llm = NULL;
     kp_err err = {0};
-    assert_int_equal(kp_llm_anthropic_new(&cfg, loop, &t, &llm, &err), KP_OK);
+    assert_int_equal(kp_llm_anthropic_new(&cfg, kp_fake_secrets_service(secrets), loop, &t, &llm, &err), KP_OK);
     outcome o;
     outcome_init(&o, llm, &default_req);
     run_call(&o);
@@ -1148,40 +1150,118 @@ static void test_from_config(void **state)
     kp_err err = {0};
 
     memset(&cfg, 0, sizeof cfg);
-    assert_int_equal(kp_llm_from_config(&cfg, loop, &llm, &err), KP_EUNAVAILABLE);
+    kp_fake_secrets *fs = kp_fake_secrets_new(); /* nothing set */
+    kp_secrets *s = kp_fake_secrets_service(fs);
+    assert_int_equal(kp_llm_from_config(&cfg, s, loop, &llm, &err), KP_EUNAVAILABLE);
     assert_non_null(strstr(err.msg, "ANTHROPIC_API_KEY"));
     assert_non_null(strstr(err.msg, "OPENAI_BASE_URL"));
 
     cfg.llm_provider = "anthropic";
-    assert_int_equal(kp_llm_from_config(&cfg, loop, &llm, &err), KP_EUNAVAILABLE);
+    assert_int_equal(kp_llm_from_config(&cfg, s, loop, &llm, &err), KP_EUNAVAILABLE);
     assert_non_null(strstr(err.msg, "ANTHROPIC_API_KEY"));
 
     cfg.llm_provider = "openai";
-    assert_int_equal(kp_llm_from_config(&cfg, loop, &llm, &err), KP_EUNAVAILABLE);
+    assert_int_equal(kp_llm_from_config(&cfg, s, loop, &llm, &err), KP_EUNAVAILABLE);
     assert_non_null(strstr(err.msg, "OPENAI_BASE_URL"));
 
     cfg.llm_provider = NULL;
     cfg.openai_base_url = "http://localhost:11434/v1";
-    assert_int_equal(kp_llm_from_config(&cfg, loop, &llm, &err), KP_EUNAVAILABLE);
+    assert_int_equal(kp_llm_from_config(&cfg, s, loop, &llm, &err), KP_EUNAVAILABLE);
     assert_non_null(strstr(err.msg, "KOUMPA_MODEL"));
 
     cfg.model = "llama3.1";
-    assert_int_equal(kp_llm_from_config(&cfg, loop, &llm, &err), KP_OK);
+    assert_int_equal(kp_llm_from_config(&cfg, s, loop, &llm, &err), KP_OK);
     assert_string_equal(llm->ops->name, "openai");
     assert_string_equal(llm->model, "llama3.1");
     provider_free(llm);
 
     /* ANTHROPIC_API_KEY wins when both are set and no provider is named */
     cfg.model = NULL;
-    cfg.anthropic_api_key = API_KEY;
-    assert_int_equal(kp_llm_from_config(&cfg, loop, &llm, &err), KP_OK);
+    kp_fake_secrets_put(fs, "ANTHROPIC_API_KEY", API_KEY);
+    assert_int_equal(kp_llm_from_config(&cfg, s, loop, &llm, &err), KP_OK);
     assert_string_equal(llm->ops->name, "anthropic");
     assert_string_equal(llm->model, KP_ANTHROPIC_DEFAULT_MODEL);
     assert_string_equal(llm->model, "claude-sonnet-5-5");
     provider_free(llm);
 
     cfg.llm_provider = "gemini";
-    assert_int_equal(kp_llm_from_config(&cfg, loop, &llm, &err), KP_EINVAL);
+    assert_int_equal(kp_llm_from_config(&cfg, s, loop, &llm, &err), KP_EINVAL);
+    kp_fake_secrets_free(fs);
+}
+
+/* ---- the key from the secrets service ---- */
+
+/* The x-api-key of the fake's last recorded request. */
+static void assert_last_key(const char *want)
+{
+    json_t *reqs = recorded(&anthropic_fake);
+    json_t *h = json_object_get(json_array_get(reqs, json_array_size(reqs) - 1), "headers");
+    assert_string_equal(json_string_value(json_object_get(h, "x-api-key")), want);
+    json_decref(reqs);
+}
+
+static void run_default_call(kp_llm *llm, const char *want_code)
+{
+    outcome o;
+    outcome_init(&o, llm, &default_req);
+    run_call(&o);
+    assert_int_equal(o.finals, 1);
+    if (want_code)
+        assert_string_equal(o.code, want_code);
+    else
+        assert_true(o.done);
+    outcome_free(&o);
+}
+
+static void test_anthropic_key_read_for_each_request(void **state)
+{
+    (void)state;
+    kp_llm_tuning t;
+    fast_tuning(&t);
+    kp_llm *llm = anthropic_provider(&t, API_KEY, NULL);
+    set_scenario(&anthropic_fake, "{\"type\":\"text\"}");
+    run_default_call(llm, NULL);
+    assert_last_key(API_KEY);
+    /* rotated: the next request carries the new key (which the fake refuses) */
+    kp_fake_secrets_put(secrets, "ANTHROPIC_API_KEY", "sk-ant-rotated");
+    run_default_call(llm, "auth_failed");
+    assert_last_key("sk-ant-rotated");
+    kp_fake_secrets_put(secrets, "ANTHROPIC_API_KEY", API_KEY);
+    run_default_call(llm, NULL);
+    assert_last_key(API_KEY);
+    provider_free(llm);
+}
+
+static void test_anthropic_key_missing_or_unsafe(void **state)
+{
+    (void)state;
+    kp_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.anthropic_base_url = anthropic_fake.url;
+    kp_llm *llm = NULL;
+    kp_err err = {0};
+    kp_fake_secrets *unset = kp_fake_secrets_new();
+    assert_int_equal(kp_llm_anthropic_new(&cfg, kp_fake_secrets_service(unset), loop, NULL, &llm, &err),
+                     KP_EUNAVAILABLE);
+    assert_non_null(strstr(err.msg, "ANTHROPIC_API_KEY"));
+    assert_null(llm);
+    kp_fake_secrets_free(unset);
+    kp_secrets *s = kp_fake_secrets_service(secrets);
+    /* a second line would be a second header: refused, the key not quoted */
+    kp_fake_secrets_put(secrets, "ANTHROPIC_API_KEY", "sk-ant-x\r\nx-evil: 1");
+    assert_int_equal(kp_llm_anthropic_new(&cfg, s, loop, NULL, &llm, &err), KP_EUNAVAILABLE);
+    assert_non_null(strstr(err.msg, "control character"));
+    assert_null(strstr(err.msg, "sk-ant-x"));
+    /* ... also when it is rotated to such a value: the call does not start */
+    llm = anthropic_provider(NULL, API_KEY, NULL);
+    kp_fake_secrets_put(secrets, "ANTHROPIC_API_KEY", "sk-ant-x\nx-evil: 1");
+    outcome o;
+    outcome_init(&o, llm, &default_req);
+    assert_int_equal(kp_loop_post(loop, start_on_loop, &o), 0);
+    assert_true(wait_for(&o, has_started, WAIT_MS));
+    assert_int_equal(o.start_status, KP_EUNAVAILABLE);
+    outcome_free(&o);
+    provider_free(llm);
 }
 
 static void test_default_tuning(void **state)
@@ -1216,6 +1296,8 @@ static int teardown(void **state)
         loop = NULL;
         curl_global_cleanup();
     }
+    kp_fake_secrets_free(secrets);
+    secrets = NULL;
     return 0;
 }
 
@@ -1226,6 +1308,7 @@ static int setup(void **state)
     kp_log_set_level(KP_LOG_ERROR);
     curl_global_init(CURL_GLOBAL_DEFAULT);
     kp_err err = {0};
+    secrets = kp_fake_secrets_new();
     if (kp_loop_start(&loop, &err) != KP_OK)
         return -1;
     if (fake_start(&anthropic_fake, "tests/integration/fake-anthropic.mjs", API_KEY) != 0 ||
@@ -1270,6 +1353,8 @@ int main(void)
         cmocka_unit_test(test_openai_reset_before_answer_retried),
         cmocka_unit_test(test_nul_and_lone_surrogates_become_replacement_characters),
         cmocka_unit_test(test_from_config),
+        cmocka_unit_test(test_anthropic_key_read_for_each_request),
+        cmocka_unit_test(test_anthropic_key_missing_or_unsafe),
         cmocka_unit_test(test_default_tuning),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -26,6 +26,7 @@
 #include "domain/credits.h"
 #include "domain/verify.h"
 #include "store/sqlite/sqlite_store.h"
+#include "fake_secrets.h"
 #include "testutil.h"
 
 #define SECRET "router-test-secret-0123456789abcdef-xyz"
@@ -39,6 +40,7 @@ typedef struct fixture {
     kp_store *s;
     kp_config cfg;
     char *admins[2];
+    kp_fake_secrets *secrets; /* KOUMPA_JWT_SECRET = SECRET */
     kp_app app;
     kp_ctx ctx;
 } fixture;
@@ -62,10 +64,12 @@ static int setup(void **state)
     f->admins[1] = NULL;
     f->cfg.admin_emails = f->admins;
 
+    f->secrets = kp_fake_secrets_new();
+    kp_fake_secrets_put(f->secrets, "KOUMPA_JWT_SECRET", SECRET);
+    f->app.secrets = kp_fake_secrets_service(f->secrets);
     kp_auth_options o;
     memset(&o, 0, sizeof o);
-    o.hs256_secret = SECRET;
-    o.hs256_secret_len = strlen(SECRET);
+    o.secrets = f->app.secrets;
     o.local_issuer = "koumpa";
     if (kp_auth_new(&o, &f->app.auth, &err) != KP_OK)
         fail_msg("kp_auth_new: %s", err.msg);
@@ -90,6 +94,7 @@ static int teardown(void **state)
 {
     fixture *f = *state;
     kp_auth_free(f->app.auth);
+    kp_fake_secrets_free(f->secrets);
     kp_ratelimit_free(f->app.login_ip_limit);
     kp_ratelimit_free(f->app.login_email_limit);
     kp_ratelimit_free(f->app.signup_limit);

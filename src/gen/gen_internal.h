@@ -1,0 +1,170 @@
+/*
+ * gen_internal.h - what the files of the generation service share (see
+ * generator.c's top comment for who owns what, and on which thread): the
+ * generation and service structs, the event log's records, subscribers, and
+ * the functions one file lends another. Internal to src/gen/.
+ */
+#ifndef KP_GEN_INTERNAL_H
+#define KP_GEN_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <time.h>
+
+#include <event2/event.h>
+#include <jansson.h>
+
+#include "core/buf.h"
+#include "domain/credits.h"
+#include "gen/fileblocks.h"
+#include "gen/generator.h"
+#include "gen/prompt.h"
+#include "gen/replay.h"
+#include "gen/storage.h"
+
+#define MAX_CONTINUATIONS 2
+#define MAX_APP_FILES KP_PUBLISH_MAX_FILES
+#define MAX_APP_BYTES KP_PUBLISH_MAX_BYTES
+#define DELTA_FLUSH_BYTES 1024
+#define DEFAULT_FLUSH_MS 50
+
+#define METRIC_IN_FLIGHT "generations_in_flight"
+#define METRIC_SPENT "credits_spent_total"
+
+typedef enum event_type { EV_PROJECT = 0, EV_DELTA, EV_FILE, EV_DONE, EV_ERROR } event_type;
+extern const char *const gen_event_names[];
+
+/* One event in a generation's log: its SSE frame ends at `end` in the log;
+ * its data (JSON) is at data_off, data_len bytes. */
+typedef struct event_rec {
+    size_t end;
+    size_t data_off;
+    size_t data_len;
+    event_type type;
+} event_rec;
+
+typedef struct generation generation;
+typedef struct sync_cmd sync_cmd;
+typedef struct unended unended;
+
+/* How many live readers follow a version (the cap is KOUMPA_MAX_READERS_PER_GENERATION). */
+typedef struct reader_slot {
+    char project_id[KP_ID_MAX];
+    int64_t n;
+    int count;
+    struct reader_slot *next;
+} reader_slot;
+
+typedef struct subscriber {
+    kp_stream stream; /* first member: the stream pointer is the subscriber */
+    pthread_mutex_t mu;
+    kp_sink *sink; /* mu: set by start, cleared by release */
+    int refs;      /* mu */
+    int loop_ref;  /* mu: the loop holds a reference */
+    /* loop-only */
+    kp_gen *g;
+    char project_id[KP_ID_MAX];
+    int64_t n;
+    int64_t after;
+    int counted;     /* holds one of the version's reader slots */
+    generation *gen; /* the generation it follows, or NULL */
+    struct subscriber *next;
+} subscriber;
+
+struct generation {
+    generation *next;
+    kp_gen *g;
+    uint64_t serial;
+    char project_id[KP_ID_MAX];
+    char user_id[KP_ID_MAX];
+    char reservation_id[KP_ID_MAX];
+    int64_t n;
+    int64_t cost;
+    int64_t prev_n;        /* previous ready version whose files carry over, 0 if none */
+    char *prev_files_json; /* its manifest */
+    kp_prompt prompt;
+    kp_llm_call *call; /* the provider call in flight, or NULL */
+    kp_fileblocks *parser;
+    kp_buf output;        /* the model's output, up to the resume point after a continuation */
+    int64_t output_chars; /* characters the model has written, over every call (the cancel policy's measure) */
+    int continuations;
+    kp_llm_usage usage; /* summed over calls */
+    kp_buf pending;     /* delta text not sent yet */
+    struct event *flush;
+    int flush_armed;
+    kp_buf log; /* every event's SSE frame, in order */
+    event_rec *events;
+    size_t nevents, cap_events;
+    subscriber *subs;
+    struct timespec started;
+    int call_ended;   /* the current call's final callback came (even inside start()) */
+    int ending;       /* a failure is scheduled: ignore provider callbacks */
+    int storing;      /* its end is being stored on the storage pool: only the result may end it */
+    sync_cmd *on_end; /* a command waiting for it to end (cancel), or NULL */
+    char fail_code[64];
+    char fail_message[512];
+};
+
+struct kp_gen {
+    kp_gen_options opt;
+    kp_refund_policy policy;  /* from the configuration */
+    kp_store *store;          /* the loop's handle */
+    kp_gen_storage *storage;  /* where generations end: files, rows, credits (off the loop) */
+    kp_replay_cache *replays; /* finished versions' events, rendered once for every reader */
+    reader_slot *readers;     /* mu: live readers per version, for the cap */
+    pthread_mutex_t mu;
+    int stopping; /* mu: no new submissions */
+    _Atomic int64_t in_flight;
+    /* loop-only */
+    generation *gens;
+    uint64_t next_serial;
+    struct event *keepalive;
+    int shut;                  /* shutdown ran on the loop */
+    sync_cmd *shutdown_wait;   /* the shutdown waiting for the last generation (and replay) to end */
+    int replaying;             /* replays running on the storage pool */
+    int shut_done;             /* shutdown returned: storage work runs on the loop */
+    unended *unended;          /* failed versions whose ending could not be written yet */
+    struct event *retry_timer; /* retries them */
+    long retry_ms;
+};
+
+/* Describes a failure for kp_credits_end_failed: its error event, appended
+ * to the events sent before it. Used on a storage thread: it holds copies,
+ * never the generation. */
+typedef struct failure_note {
+    const char *events;    /* the events so far, a JSON array (NULL: none) */
+    int64_t next_event_id; /* the error event's id */
+    const char *code;
+    const char *message;
+    int64_t cost;
+    json_t *data; /* the error event's data, for the readers */
+} failure_note;
+
+/* generator.c */
+void gen_copy_str(char *dst, size_t n, const char *src);
+struct timeval gen_ms_to_tv(long ms);
+void gen_sync_cmd_finish(sync_cmd *c, kp_status rc);
+
+/* readers.c */
+int gen_emit(generation *gen, event_type type, json_t *data);
+char *gen_events_json(const generation *gen, event_type extra_type, const char *extra);
+void gen_sub_write(subscriber *sub, const char *data, size_t len);
+void gen_sub_end(subscriber *sub);
+void gen_sub_detach(subscriber *sub);
+
+/* run.c */
+extern const kp_refund_policy gen_fallback_policy;
+generation *gen_generation_new(kp_gen *g, const kp_gen_request *r, const char *project_id, int64_t n,
+                               const char *res_id, const kp_version *latest_ready, kp_prompt *prompt, kp_err *err);
+void gen_task_start(void *arg);
+generation *gen_find(kp_gen *g, const char *project_id, int64_t n);
+void gen_fail(generation *gen, const char *code, const char *message);
+void gen_run_storage(kp_gen *g, void (*work)(kp_store *s, void *arg), void (*done)(void *arg), void *arg);
+void gen_shutdown_maybe_done(kp_gen *g);
+void gen_unended_drop_all(kp_gen *g);
+void gen_unended_free_all(kp_gen *g);
+void gen_on_flush_timer(evutil_socket_t fd, short what, void *arg);
+int gen_describe_failure(void *ud, const kp_credits_outcome *o, kp_version *v);
+
+#endif

@@ -1,0 +1,355 @@
+/*
+ * readers.c - what readers of a generation see: its event log
+ * (SSE frames, in order, kept for replay), the subscribers that follow it
+ * live (shared by an HTTP worker and the loop, under their own mutex), the
+ * per-version cap on live readers, and replays of versions that ended.
+ */
+#include "gen/generator.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/loop.h"
+#include "gen/gen_internal.h"
+
+const char *const gen_event_names[] = {"project", "delta", "file", "done", "error"};
+
+/* ---- subscribers ---- */
+
+/* ---- reader slots (any thread, under g->mu) ---- */
+
+static reader_slot **find_slot(kp_gen *g, const char *project_id, int64_t n)
+{
+    reader_slot **pp = &g->readers;
+    while (*pp && ((*pp)->n != n || strcmp((*pp)->project_id, project_id) != 0))
+        pp = &(*pp)->next;
+    return pp;
+}
+
+/* Takes one of the version's reader slots. KP_ERATE when all are taken. */
+static kp_status slot_take(kp_gen *g, const char *project_id, int64_t n, kp_err *err)
+{
+    long cap = g->opt.cfg->max_readers_per_generation > 0 ? g->opt.cfg->max_readers_per_generation : KP_GEN_MAX_READERS;
+    kp_status rc = KP_OK;
+    pthread_mutex_lock(&g->mu);
+    reader_slot **pp = find_slot(g, project_id, n);
+    if (!*pp && (*pp = calloc(1, sizeof **pp)) != NULL) {
+        gen_copy_str((*pp)->project_id, sizeof(*pp)->project_id, project_id);
+        (*pp)->n = n;
+    }
+    if (!*pp)
+        rc = kp_err_set(err, KP_ENOMEM, "out of memory");
+    else if ((*pp)->count >= cap)
+        rc = kp_err_set(err, KP_ERATE,
+                        "version %lld already has %ld readers, the most allowed; try again when one has left",
+                        (long long)n, cap);
+    else
+        (*pp)->count++;
+    pthread_mutex_unlock(&g->mu);
+    return rc;
+}
+
+static void slot_give_back(kp_gen *g, const char *project_id, int64_t n)
+{
+    pthread_mutex_lock(&g->mu);
+    reader_slot **pp = find_slot(g, project_id, n);
+    reader_slot *slot = *pp;
+    if (slot && --slot->count == 0) {
+        *pp = slot->next;
+        free(slot);
+    }
+    pthread_mutex_unlock(&g->mu);
+}
+
+/* Drops k references at once (the last one frees sub). */
+static void sub_drop(subscriber *sub, int k)
+{
+    pthread_mutex_lock(&sub->mu);
+    sub->refs -= k;
+    int left = sub->refs;
+    pthread_mutex_unlock(&sub->mu);
+    if (left == 0) {
+        if (sub->counted)
+            slot_give_back(sub->g, sub->project_id, sub->n);
+        pthread_mutex_destroy(&sub->mu);
+        free(sub);
+    }
+}
+
+static void sub_unref(subscriber *sub)
+{
+    sub_drop(sub, 1);
+}
+
+void gen_sub_write(subscriber *sub, const char *data, size_t len)
+{
+    if (len == 0)
+        return;
+    pthread_mutex_lock(&sub->mu);
+    if (sub->sink)
+        sub->sink->write(sub->sink, data, len);
+    pthread_mutex_unlock(&sub->mu);
+}
+
+void gen_sub_end(subscriber *sub)
+{
+    pthread_mutex_lock(&sub->mu);
+    if (sub->sink)
+        sub->sink->end(sub->sink);
+    pthread_mutex_unlock(&sub->mu);
+}
+
+/* On the loop: unlinks sub from its generation and takes back the loop's
+ * reference: returns 1 if it held one (now the caller's to drop), else 0. */
+static int sub_unlink(subscriber *sub)
+{
+    generation *gen = sub->gen;
+    if (gen) {
+        for (subscriber **pp = &gen->subs; *pp; pp = &(*pp)->next) {
+            if (*pp == sub) {
+                *pp = sub->next;
+                break;
+            }
+        }
+        sub->gen = NULL;
+        sub->next = NULL;
+    }
+    pthread_mutex_lock(&sub->mu);
+    int held = sub->loop_ref;
+    sub->loop_ref = 0;
+    pthread_mutex_unlock(&sub->mu);
+    return held;
+}
+
+/* On the loop: drops the loop's reference (and the generation's link). */
+void gen_sub_detach(subscriber *sub)
+{
+    if (sub_unlink(sub))
+        sub_unref(sub);
+}
+
+/* ---- the event log ---- */
+
+/* Frames of events with id > after (ids start at 1). */
+static void log_tail(const generation *gen, int64_t after, const char **data, size_t *len)
+{
+    if (after < 0)
+        after = 0;
+    if ((size_t)after >= gen->nevents) {
+        *data = NULL;
+        *len = 0;
+        return;
+    }
+    size_t start = after == 0 ? 0 : gen->events[after - 1].end;
+    *data = gen->log.data + start;
+    *len = gen->log.len - start;
+}
+
+/* Records an event (consumes data) and sends it to the subscribers. */
+int gen_emit(generation *gen, event_type type, json_t *data)
+{
+    char *text = data ? json_dumps(data, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    json_decref(data);
+    if (!text)
+        return -1;
+    if (gen->nevents == gen->cap_events) {
+        size_t cap = gen->cap_events ? gen->cap_events * 2 : 16;
+        event_rec *ev = realloc(gen->events, cap * sizeof *ev);
+        if (!ev) {
+            free(text);
+            return -1;
+        }
+        gen->events = ev;
+        gen->cap_events = cap;
+    }
+    size_t start = gen->log.len;
+    event_rec *rec = &gen->events[gen->nevents];
+    if (kp_replay_format_frame(&gen->log, (int64_t)gen->nevents + 1, gen_event_names[type], text, &rec->data_off,
+                               &rec->data_len) != 0) {
+        gen->log.len = start;
+        free(text);
+        return -1;
+    }
+    free(text);
+    rec->end = gen->log.len;
+    rec->type = type;
+    gen->nevents++;
+    for (subscriber *s = gen->subs; s; s = s->next)
+        gen_sub_write(s, gen->log.data + start, rec->end - start);
+    return 0;
+}
+
+/* The events as persisted: [{"id","event","data"}...], plus `extra` (type,
+ * data text) as the next id when not NULL. Caller frees. */
+char *gen_events_json(const generation *gen, event_type extra_type, const char *extra)
+{
+    kp_buf b = KP_BUF_INIT;
+    int rc = kp_buf_puts(&b, "[");
+    for (size_t i = 0; i < gen->nevents && rc == 0; i++) {
+        const event_rec *e = &gen->events[i];
+        rc |= kp_buf_printf(&b, "%s{\"id\":%zu,\"event\":\"%s\",\"data\":", i ? "," : "", i + 1,
+                            gen_event_names[e->type]);
+        rc |= kp_buf_append(&b, gen->log.data + e->data_off, e->data_len);
+        rc |= kp_buf_puts(&b, "}");
+    }
+    if (extra && rc == 0)
+        rc |= kp_buf_printf(&b, "%s{\"id\":%zu,\"event\":\"%s\",\"data\":%s}", gen->nevents ? "," : "",
+                            gen->nevents + 1, gen_event_names[extra_type], extra);
+    rc |= kp_buf_puts(&b, "]");
+    if (rc != 0) {
+        kp_buf_free(&b);
+        return NULL;
+    }
+    return kp_buf_steal(&b);
+}
+
+int kp_gen_replay_events(const char *events_json_text, int64_t after_id, kp_buf *out)
+{
+    return kp_replay_render(events_json_text, after_id, out);
+}
+
+/* Forwards a replay's pieces to a subscriber's sink. */
+typedef struct sub_sink {
+    kp_sink sink; /* first member */
+    subscriber *sub;
+    int ended;
+} sub_sink;
+
+static int sub_sink_write(kp_sink *sink, const char *data, size_t len)
+{
+    gen_sub_write(((sub_sink *)sink)->sub, data, len);
+    return 0;
+}
+
+static void sub_sink_end(kp_sink *sink)
+{
+    ((sub_sink *)sink)->ended = 1;
+}
+
+/* On a storage thread: the version's persisted events (from the shared replays), then the end. */
+static void replay_work(kp_store *s, void *arg)
+{
+    subscriber *sub = arg;
+    kp_stream *rs = NULL;
+    kp_err err = {0};
+    sub_sink ss = {.sink = {.write = sub_sink_write, .end = sub_sink_end}, .sub = sub};
+    if (kp_replay_open(sub->g->replays, s, sub->project_id, sub->n, sub->after, &rs, &err) == KP_OK) {
+        while (!ss.ended)
+            rs->more(rs, &ss.sink);
+        rs->release(rs);
+    }
+    gen_sub_end(sub);
+}
+
+static void replay_done(void *arg)
+{
+    subscriber *sub = arg;
+    kp_gen *g = sub->g;
+    sub_drop(sub, sub_unlink(sub) + 1); /* the loop's, if still held, and the job's */
+    g->replaying--;
+    gen_shutdown_maybe_done(g);
+}
+
+/* A reader of a version that is not running (it ended before the reader came):
+ * replayed off the loop, which must not wait for the database. */
+static void replay_finished(subscriber *sub)
+{
+    pthread_mutex_lock(&sub->mu);
+    sub->refs++; /* the job's: the reader may leave meanwhile */
+    pthread_mutex_unlock(&sub->mu);
+    sub->g->replaying++;
+    gen_run_storage(sub->g, replay_work, replay_done, sub);
+}
+
+static void task_subscribe(void *arg)
+{
+    subscriber *sub = arg;
+    kp_gen *g = sub->g;
+    generation *gen = g->shut ? NULL : gen_find(g, sub->project_id, sub->n);
+    if (!gen) {
+        replay_finished(sub);
+        return;
+    }
+    const char *data;
+    size_t len;
+    log_tail(gen, sub->after, &data, &len);
+    gen_sub_write(sub, data, len);
+    sub->gen = gen;
+    sub->next = gen->subs;
+    gen->subs = sub;
+}
+
+/* Posted by release(): carries the stream's reference. */
+static void task_unsubscribe(void *arg)
+{
+    subscriber *sub = arg;
+    sub_drop(sub, sub_unlink(sub) + 1); /* the loop's, if still held, and the stream's */
+}
+
+static void stream_start(kp_stream *s, kp_sink *sink)
+{
+    subscriber *sub = (subscriber *)s;
+    pthread_mutex_lock(&sub->mu);
+    sub->sink = sink;
+    sub->refs++;
+    sub->loop_ref = 1;
+    pthread_mutex_unlock(&sub->mu);
+    if (kp_loop_post(sub->g->opt.loop, task_subscribe, sub) != 0) {
+        pthread_mutex_lock(&sub->mu);
+        sub->loop_ref = 0;
+        sub->refs--;
+        pthread_mutex_unlock(&sub->mu);
+        sink->end(sink);
+    }
+}
+
+static void stream_release(kp_stream *s)
+{
+    subscriber *sub = (subscriber *)s;
+    pthread_mutex_lock(&sub->mu);
+    sub->sink = NULL;
+    int held = sub->loop_ref;
+    pthread_mutex_unlock(&sub->mu);
+    if (held && kp_loop_post(sub->g->opt.loop, task_unsubscribe, sub) == 0)
+        return;
+    sub_unref(sub);
+}
+
+kp_status kp_gen_stream_open(kp_gen *g, const char *project_id, int64_t n, int64_t after_id, kp_stream **out,
+                             kp_err *err)
+{
+    *out = NULL;
+    kp_status rc = slot_take(g, project_id, n, err);
+    if (rc != KP_OK)
+        return rc;
+    subscriber *sub = calloc(1, sizeof *sub);
+    if (!sub || pthread_mutex_init(&sub->mu, NULL) != 0) {
+        free(sub);
+        slot_give_back(g, project_id, n);
+        return kp_err_set(err, KP_ENOMEM, "out of memory");
+    }
+    sub->stream.start = stream_start;
+    sub->stream.release = stream_release;
+    sub->refs = 1;
+    sub->g = g;
+    sub->counted = 1;
+    gen_copy_str(sub->project_id, sizeof sub->project_id, project_id);
+    sub->n = n;
+    sub->after = after_id < 0 ? 0 : after_id;
+    *out = &sub->stream;
+    return KP_OK;
+}
+
+kp_stream *kp_gen_stream(kp_gen *g, const char *project_id, int64_t n, int64_t after_id)
+{
+    kp_stream *st = NULL;
+    kp_err err = {0};
+    kp_gen_stream_open(g, project_id, n, after_id, &st, &err);
+    return st;
+}
+
+kp_status kp_gen_replay(kp_gen *g, kp_store *s, const char *project_id, int64_t n, int64_t after_id, kp_stream **out,
+                        kp_err *err)
+{
+    return kp_replay_open(g->replays, s, project_id, n, after_id < 0 ? 0 : after_id, out, err);
+}
