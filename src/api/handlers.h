@@ -7,6 +7,7 @@
  *   plans_routes.c   GET /v1/plans
  *   admin_routes.c   PUT /v1/admin/plans/{id}, PUT /v1/admin/users/{id}/plan, GET /v1/admin/users
  *   projects_routes.c /v1/projects...: generate, iterate, events, cancel, list, get, download, delete
+ *   webhook_routes.c POST /v1/webhooks/stripe (Stripe's signed events: plans, monthly credits)
  * routes.c maps methods and paths to them. Handlers read a kp_req and fill a
  * kp_resp (api/http.h); they never see the HTTP library.
  */
@@ -44,6 +45,8 @@ void kp_h_project_versions_create(kp_ctx *ctx, kp_req *req, kp_resp *resp);
 void kp_h_project_events(kp_ctx *ctx, kp_req *req, kp_resp *resp);
 void kp_h_project_cancel(kp_ctx *ctx, kp_req *req, kp_resp *resp);
 void kp_h_project_download(kp_ctx *ctx, kp_req *req, kp_resp *resp);
+
+void kp_h_stripe_webhook(kp_ctx *ctx, kp_req *req, kp_resp *resp);
 
 /* Shared by handlers: a unix time as RFC 3339 UTC ("2026-11-24T19:41:18Z"). */
 json_t *kp_h_time_json(int64_t t);

@@ -23,5 +23,6 @@ const kp_route kp_routes[] = {
     {"GET", "/v1/projects/{id}/events", kp_h_project_events, KP_AUTH_USER},
     {"POST", "/v1/projects/{id}/cancel", kp_h_project_cancel, KP_AUTH_USER},
     {"GET", "/v1/projects/{id}/versions/{n}/download", kp_h_project_download, KP_AUTH_USER},
+    {"POST", "/v1/webhooks/stripe", kp_h_stripe_webhook, KP_AUTH_NONE},
     {NULL, NULL, NULL, KP_AUTH_NONE},
 };

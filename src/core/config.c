@@ -110,6 +110,9 @@ static const opt_def opts[] = {
     /* secrets (issue 10: secrets/secrets.h) */
     {"KOUMPA_SECRETS_TTL", NULL, OPT_LONG, OFF(secrets_ttl_s), "3600", 1, 31536000, 0,
      "seconds a secret (API key, signing secret, *_FILE) is cached before it is read again"},
+    /* billing: Stripe webhooks */
+    {"KOUMPA_STRIPE_TOLERANCE_S", NULL, OPT_LONG, OFF(stripe_tolerance_s), "300", 1, 86400, 0,
+     "seconds a Stripe webhook signature's timestamp may be from now, either way"},
 };
 
 #define NOPTS (sizeof opts / sizeof opts[0])

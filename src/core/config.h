@@ -79,6 +79,8 @@ typedef struct kp_config {
 
     /* secrets (issue 10: secrets/secrets.h) */
     long secrets_ttl_s; /* KOUMPA_SECRETS_TTL: seconds a secret is cached before it is read again (default 3600) */
+    /* billing: Stripe webhooks (api/webhook_routes.c) */
+    long stripe_tolerance_s; /* KOUMPA_STRIPE_TOLERANCE_S: a signature's timestamp this close to now (default 300) */
 } kp_config;
 
 /*
