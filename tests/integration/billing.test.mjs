@@ -6,6 +6,9 @@
 // the 400/404/409/503 answers, the billing pool's 503 when full, and the
 // `subscription` field of GET /v1/me. The fake itself is checked first.
 import assert from 'node:assert/strict';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
 import { startFakeStripe, parseForm } from './fake-stripe.mjs';
@@ -291,6 +294,12 @@ describe('billing: checkout and portal', () => {
     assert.equal(stripeCalls().length, 0);
   });
 
+  test('the secret key never reaches the log', () => {
+    assert.ok(server.logs().includes('stripe call retried'), 'the retries above were logged');
+    assert.ok(!server.logs().includes(KEY));
+    assert.ok(!server.logs().includes(KEY.slice(-12)));
+  });
+
   test('GET /v1/me shows subscription null for a new user', async () => {
     const user = await signup(server);
     const res = await api(server, 'GET', '/v1/me', { token: user.token });
@@ -328,6 +337,39 @@ describe('billing: the pool that calls Stripe is bounded', () => {
     const res = await first;
     assert.equal(res.status, 200, res.text);
     assert.equal(fake.requests.length, 1);
+  });
+});
+
+describe('billing: the key comes from the secrets service at each call', () => {
+  test('STRIPE_SECRET_KEY_FILE rewritten: a later call uses the new key, without a restart', async () => {
+    const fake = await startFakeStripe({ prices: ['price_pro_test'] }); // any key
+    const dir = await mkdtemp(path.join(tmpdir(), 'koumpa-stripe-key-'));
+    const file = path.join(dir, 'stripe_key');
+    await writeFile(file, 'sk_test_first_key_0001\n');
+    const server = await startServer({
+      env: { STRIPE_SECRET_KEY_FILE: file, STRIPE_API_BASE: fake.url, KOUMPA_SECRETS_TTL: '1' },
+    });
+    try {
+      await putPlan(server, await makeAdmin(server), 'pro', { stripe_price_id: 'price_pro_test' });
+      const user = await signup(server);
+      const checkoutAuth = async () => {
+        const res = await api(server, 'POST', '/v1/billing/checkout', { token: user.token, body: { plan_id: 'pro' } });
+        assert.equal(res.status, 200, res.text);
+        return fake.requests.at(-1).headers.authorization;
+      };
+      assert.equal(await checkoutAuth(), 'Bearer sk_test_first_key_0001');
+      await writeFile(file, 'sk_test_second_key_0002\n');
+      let auth;
+      for (let i = 0; i < 50 && auth !== 'Bearer sk_test_second_key_0002'; i++) {
+        await new Promise((resolve) => setTimeout(resolve, 200));
+        auth = await checkoutAuth();
+      }
+      assert.equal(auth, 'Bearer sk_test_second_key_0002');
+    } finally {
+      await server.stop();
+      await fake.close();
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
 

@@ -3,14 +3,19 @@
  * the form encoder (bracket keys, the characters form encoding must escape,
  * UTF-8), the mapping of Stripe's error bodies to a kp_err, and which
  * answers are retried. The wire itself (headers, retries, idempotency) is
- * tested against the fake Stripe in tests/integration/billing.test.mjs.
+ * tested against the fake Stripe in tests/integration/billing.test.mjs;
+ * here only what a call does before and without an answer: no key, a key
+ * that would break the header, a stopped client, nothing listening.
  */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
 
+#include "core/log.h"
+#include "fake_secrets.h"
 #include "stripe/stripe_api.h"
 
 static void encode_expect(const kp_stripe_param *p, size_t n, const char *want)
@@ -142,13 +147,116 @@ static void test_should_retry(void **state)
     assert_true(kp_stripe_should_retry(500, "maybe"));
 }
 
+/* A client of a closed loopback port (nothing answers), with secrets of its own (no key yet). */
+typedef struct fixture {
+    kp_fake_secrets *secrets;
+    kp_stripe *stripe;
+} fixture;
+
+static int setup_client(void **state)
+{
+    fixture *f = calloc(1, sizeof *f);
+    f->secrets = kp_fake_secrets_new();
+    kp_stripe_options o = {
+        .api_base = "http://127.0.0.1:1/",
+        .api_version = "2026-10-28.endive",
+        .secrets = kp_fake_secrets_service(f->secrets),
+        .connect_timeout_s = 5,
+        .timeout_s = 5,
+        .max_retries = 2,
+        .backoff_ms = 1,
+    };
+    kp_err err = {0};
+    assert_int_equal(kp_stripe_new(&o, &f->stripe, &err), KP_OK);
+    *state = f;
+    return 0;
+}
+
+static int teardown_client(void **state)
+{
+    fixture *f = *state;
+    kp_stripe_free(f->stripe);
+    kp_fake_secrets_free(f->secrets);
+    free(f);
+    return 0;
+}
+
+static kp_status call(fixture *f, kp_stripe_result *res, kp_err *err)
+{
+    const kp_stripe_param p[] = {{"customer", "cus_1"}, {"return_url", "https://x.example/billing"}};
+    json_t *out = NULL;
+    kp_status rc = kp_stripe_call(f->stripe, "POST", "/v1/billing_portal/sessions", p, 2, &out, res, err);
+    assert_null(out);
+    return rc;
+}
+
+static void test_call_without_key(void **state)
+{
+    fixture *f = *state;
+    kp_stripe_result res;
+    kp_err err = {0};
+    assert_false(kp_stripe_configured(f->stripe));
+    assert_int_equal(call(f, &res, &err), KP_EUNAVAILABLE);
+    assert_non_null(strstr(err.msg, "STRIPE_SECRET_KEY"));
+    assert_int_equal(res.attempts, 0);
+}
+
+static void test_call_refuses_key_that_breaks_the_header(void **state)
+{
+    fixture *f = *state;
+    kp_stripe_result res;
+    kp_err err = {0};
+    kp_fake_secrets_put(f->secrets, KP_SECRET_STRIPE_SECRET_KEY, "sk_test_1\r\nX-Injected: 1");
+    assert_int_equal(call(f, &res, &err), KP_EUNAVAILABLE);
+    assert_non_null(strstr(err.msg, "control character"));
+    assert_null(strstr(err.msg, "sk_test_1")); /* never the value */
+    assert_int_equal(res.attempts, 0);
+}
+
+static void test_call_nothing_listening_is_retried_then_eio(void **state)
+{
+    fixture *f = *state;
+    kp_stripe_result res;
+    kp_err err = {0};
+    kp_fake_secrets_put(f->secrets, KP_SECRET_STRIPE_SECRET_KEY, "sk_test_123");
+    assert_true(kp_stripe_configured(f->stripe));
+    assert_int_equal(call(f, &res, &err), KP_EIO);
+    assert_int_equal(res.attempts, 3);
+    assert_int_equal(res.http_status, 0);
+    assert_non_null(strstr(err.msg, "Stripe did not answer after 3 attempts"));
+    assert_memory_equal(res.idempotency_key, "koumpa-", 7);
+    assert_int_equal(strlen(res.idempotency_key), 7 + 32);
+}
+
+static void test_call_after_stop(void **state)
+{
+    fixture *f = *state;
+    kp_stripe_result res;
+    kp_err err = {0};
+    json_t *out = NULL;
+    kp_fake_secrets_put(f->secrets, KP_SECRET_STRIPE_SECRET_KEY, "sk_test_123");
+    kp_stripe_stop(f->stripe);
+    assert_int_equal(call(f, &res, &err), KP_EUNAVAILABLE);
+    assert_int_equal(res.attempts, 0);
+    assert_int_equal(kp_stripe_call(f->stripe, "DELETE", "/v1/x", NULL, 0, &out, NULL, &err), KP_EINTERNAL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_form_bracket_keys),        cmocka_unit_test(test_form_escapes_separators),
-        cmocka_unit_test(test_form_unreserved_and_utf8), cmocka_unit_test(test_form_empty_and_appends),
-        cmocka_unit_test(test_form_refuses_null),        cmocka_unit_test(test_error_with_stripe_message),
-        cmocka_unit_test(test_error_without_message),    cmocka_unit_test(test_should_retry),
+        cmocka_unit_test(test_form_bracket_keys),
+        cmocka_unit_test(test_form_escapes_separators),
+        cmocka_unit_test(test_form_unreserved_and_utf8),
+        cmocka_unit_test(test_form_empty_and_appends),
+        cmocka_unit_test(test_form_refuses_null),
+        cmocka_unit_test(test_error_with_stripe_message),
+        cmocka_unit_test(test_error_without_message),
+        cmocka_unit_test(test_should_retry),
+        cmocka_unit_test_setup_teardown(test_call_without_key, setup_client, teardown_client),
+        cmocka_unit_test_setup_teardown(test_call_refuses_key_that_breaks_the_header, setup_client, teardown_client),
+        cmocka_unit_test_setup_teardown(test_call_nothing_listening_is_retried_then_eio, setup_client, teardown_client),
+        cmocka_unit_test_setup_teardown(test_call_after_stop, setup_client, teardown_client),
     };
+    kp_log_set_level(KP_LOG_ERROR); /* the retries' warnings */
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
