@@ -157,7 +157,9 @@ kp_status kp_secrets_get(kp_secrets *s, const char *name, char **out, size_t *le
 {
     *out = NULL;
     *len = 0;
-    if (!s || !name || !*name)
+    if (!s)
+        return kp_err_set(err, KP_EUNAVAILABLE, "no secrets service");
+    if (!name || !*name)
         return kp_err_set(err, KP_EINVAL, "no secret name");
     secret_entry *e = find_entry(s, name);
     if (!e)

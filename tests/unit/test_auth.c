@@ -1287,7 +1287,9 @@ static void test_rotated_secret_refuses_old_tokens_even_cached(void **state)
     verify(a, old, "signature");
     char *fresh = issue(a);
     verify(a, fresh, NULL);
-    char *minted = mint("{\"alg\":\"HS256\"}", local_claims(), NULL, SECRET_B, strlen(SECRET_B));
+    json_t *claims = local_claims();
+    char *minted = mint("{\"alg\":\"HS256\"}", claims, NULL, SECRET_B, strlen(SECRET_B));
+    json_decref(claims);
     verify(a, minted, NULL);
     verify(a, old, "signature"); /* still, after the new ones were cached */
 
