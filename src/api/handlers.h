@@ -8,6 +8,7 @@
  *   admin_routes.c   PUT /v1/admin/plans/{id}, PUT /v1/admin/users/{id}/plan, GET /v1/admin/users
  *   projects_routes.c /v1/projects...: generate, iterate, events, cancel, list, get, download, delete
  *   webhook_routes.c POST /v1/webhooks/stripe (Stripe's signed events: plans, monthly credits)
+ *   billing_routes.c POST /v1/billing/checkout, /v1/billing/portal (calls to Stripe, on the billing pool)
  * routes.c maps methods and paths to them. Handlers read a kp_req and fill a
  * kp_resp (api/http.h); they never see the HTTP library.
  */
@@ -36,6 +37,9 @@ void kp_h_plans_list(kp_ctx *ctx, kp_req *req, kp_resp *resp);
 void kp_h_admin_plan_put(kp_ctx *ctx, kp_req *req, kp_resp *resp);
 void kp_h_admin_user_plan_put(kp_ctx *ctx, kp_req *req, kp_resp *resp);
 void kp_h_admin_users_find(kp_ctx *ctx, kp_req *req, kp_resp *resp);
+
+void kp_h_billing_checkout(kp_ctx *ctx, kp_req *req, kp_resp *resp);
+void kp_h_billing_portal(kp_ctx *ctx, kp_req *req, kp_resp *resp);
 
 void kp_h_projects_create(kp_ctx *ctx, kp_req *req, kp_resp *resp);
 void kp_h_projects_list(kp_ctx *ctx, kp_req *req, kp_resp *resp);
