@@ -74,7 +74,14 @@ $(BUILD)/koumpa-hooks: $(CLI_OBJS) $(BUILD)/obj-hooks/testhook.o $(BUILD)/libkou
 unit: $(BUILD)/koumpa $(TEST_BINS)
 	@tests/run-unit.sh $(BUILD)
 
-integration: $(BUILD)/koumpa $(BUILD)/koumpa-hooks
+# The AWS plumbing's test driver (tests/aws/aws_probe.c), run by tests/integration/aws-plumbing.test.mjs.
+AWS_PROBE := $(BUILD)/tests/aws_probe
+$(AWS_PROBE): tests/aws/aws_probe.c $(BUILD)/libkoumpa.a
+	@mkdir -p $(dir $@)
+	@echo "  LD    $@"
+	@$(CC) $(CPPFLAGS_ALL) $(WARN) $(CFLAGS) $(SAN) -o $@ $< $(BUILD)/libkoumpa.a $(LDLIBS_ALL)
+
+integration: $(BUILD)/koumpa $(BUILD)/koumpa-hooks $(AWS_PROBE)
 	@tests/run-integration.sh $(BUILD)
 
 openapi:
@@ -95,7 +102,7 @@ sanitize:
 	KOUMPA_TEST_SANITIZED=1 $(MAKE) BUILD=build-asan CFLAGS="-O1 -g -fno-omit-frame-pointer" \
 	    SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined" unit integration
 
-valgrind: $(BUILD)/koumpa $(BUILD)/koumpa-hooks
+valgrind: $(BUILD)/koumpa $(BUILD)/koumpa-hooks $(AWS_PROBE)
 	KOUMPA_TEST_WRAPPER="valgrind --quiet --leak-check=full --show-leak-kinds=definite,indirect --errors-for-leak-kinds=definite,indirect --error-exitcode=99 --suppressions=tests/valgrind.supp" \
 	    tests/run-integration.sh $(BUILD)
 
@@ -119,7 +126,7 @@ bench-slow-disk: $(BUILD)/koumpa
 bench-replays: $(BUILD)/koumpa
 	KOUMPA_BUILD=$(BUILD) node bench/replays.mjs 1000
 
-FORMAT_SRCS = $(shell find src tests/unit tests/fuzz bench -name '*.[ch]' 2>/dev/null | sort)
+FORMAT_SRCS = $(shell find src tests/unit tests/fuzz tests/aws bench -name '*.[ch]' 2>/dev/null | sort)
 
 lint:
 	cppcheck --quiet --error-exitcode=1 --enable=warning,portability --inline-suppr -D__GNUC__ -Isrc src

@@ -3,7 +3,7 @@
 #   scripts/install-deps.sh          build + run dependencies
 #   scripts/install-deps.sh --test   also the test tools (cmocka, valgrind, gcovr, wrk, clang and its
 #                                    lint tools and libFuzzer runtime, cppcheck, libfaketime,
-#                                    node packages)
+#                                    node packages, moto_server for the AWS tests)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,7 +11,7 @@ pkgs=(build-essential pkg-config libevent-dev libjansson-dev libssl-dev libsqlit
       libcurl4-openssl-dev libsodium-dev libzip-dev ca-certificates)
 if [ "${1:-}" = "--test" ]; then
     pkgs+=(libcmocka-dev valgrind gcovr wrk nodejs npm curl clang clang-format clang-tidy
-           libclang-rt-dev cppcheck libfaketime)
+           libclang-rt-dev cppcheck libfaketime python3-venv)
 fi
 
 missing=()
@@ -36,5 +36,14 @@ fi
 if [ "${1:-}" = "--test" ]; then
     if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
         npm ci --no-audit --no-fund --loglevel=error
+    fi
+    # moto_server, the local AWS peer of the AWS tests (tests/integration/aws-front.mjs): moto 5 from
+    # PyPI in its own virtualenv when none is on the PATH
+    moto_venv=${KOUMPA_MOTO_VENV:-$HOME/.cache/koumpa/moto}
+    if ! command -v moto_server >/dev/null && [ ! -x "$moto_venv/bin/moto_server" ]; then
+        # best effort: without PyPI the moto part of the AWS tests skips and says so
+        if ! { python3 -m venv "$moto_venv" && "$moto_venv/bin/pip" install --quiet 'moto[server]>=5,<6'; }; then
+            echo "install-deps: moto_server could not be installed; the AWS tests that need it will skip" >&2
+        fi
     fi
 fi

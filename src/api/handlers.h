@@ -7,6 +7,8 @@
  *   plans_routes.c   GET /v1/plans
  *   admin_routes.c   PUT /v1/admin/plans/{id}, PUT /v1/admin/users/{id}/plan, GET /v1/admin/users
  *   projects_routes.c /v1/projects...: generate, iterate, events, cancel, list, get, download, delete
+ *   webhook_routes.c POST /v1/webhooks/stripe (Stripe's signed events: plans, monthly credits)
+ *   billing_routes.c POST /v1/billing/checkout, /v1/billing/portal (calls to Stripe, on the billing pool)
  * routes.c maps methods and paths to them. Handlers read a kp_req and fill a
  * kp_resp (api/http.h); they never see the HTTP library.
  */
@@ -36,6 +38,9 @@ void kp_h_admin_plan_put(kp_ctx *ctx, kp_req *req, kp_resp *resp);
 void kp_h_admin_user_plan_put(kp_ctx *ctx, kp_req *req, kp_resp *resp);
 void kp_h_admin_users_find(kp_ctx *ctx, kp_req *req, kp_resp *resp);
 
+void kp_h_billing_checkout(kp_ctx *ctx, kp_req *req, kp_resp *resp);
+void kp_h_billing_portal(kp_ctx *ctx, kp_req *req, kp_resp *resp);
+
 void kp_h_projects_create(kp_ctx *ctx, kp_req *req, kp_resp *resp);
 void kp_h_projects_list(kp_ctx *ctx, kp_req *req, kp_resp *resp);
 void kp_h_project_get(kp_ctx *ctx, kp_req *req, kp_resp *resp);
@@ -44,6 +49,8 @@ void kp_h_project_versions_create(kp_ctx *ctx, kp_req *req, kp_resp *resp);
 void kp_h_project_events(kp_ctx *ctx, kp_req *req, kp_resp *resp);
 void kp_h_project_cancel(kp_ctx *ctx, kp_req *req, kp_resp *resp);
 void kp_h_project_download(kp_ctx *ctx, kp_req *req, kp_resp *resp);
+
+void kp_h_stripe_webhook(kp_ctx *ctx, kp_req *req, kp_resp *resp);
 
 /* Shared by handlers: a unix time as RFC 3339 UTC ("2026-11-24T19:41:18Z"). */
 json_t *kp_h_time_json(int64_t t);

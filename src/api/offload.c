@@ -24,7 +24,8 @@ struct kp_offload {
     kp_offload_open_fn open_store;
     void *open_ud;
     pthread_mutex_t mu;
-    handle *idle; /* handles not in use; guarded by mu */
+    handle *idle;       /* handles not in use; guarded by mu */
+    char busy_what[64]; /* "the server is busy with other {busy_what}" */
 };
 
 typedef struct job {
@@ -45,6 +46,7 @@ kp_status kp_offload_new(const char *name, int threads, int queue, kp_offload_op
         return kp_err_set(err, KP_ENOMEM, "out of memory");
     o->open_store = open_store;
     o->open_ud = ud;
+    snprintf(o->busy_what, sizeof o->busy_what, "sign-ins and sign-ups");
     pthread_mutex_init(&o->mu, NULL);
     kp_status rc = kp_pool_new(name, threads, queue, &o->pool, err);
     if (rc != KP_OK) {
@@ -99,12 +101,16 @@ static void return_handle(kp_offload *o, handle *h)
     pthread_mutex_unlock(&o->mu);
 }
 
-static void busy(kp_resp *resp)
+void kp_offload_set_busy_what(kp_offload *o, const char *what)
+{
+    snprintf(o->busy_what, sizeof o->busy_what, "%s", what);
+}
+
+static void busy(const kp_offload *o, kp_resp *resp)
 {
     char seconds[16];
     snprintf(seconds, sizeof seconds, "%d", KP_OFFLOAD_RETRY_AFTER_S);
-    kp_resp_error(resp, 503, "busy",
-                  "the server is busy with other sign-ins and sign-ups; try again in %d s (Retry-After)",
+    kp_resp_error(resp, 503, "busy", "the server is busy with other %s; try again in %d s (Retry-After)", o->busy_what,
                   KP_OFFLOAD_RETRY_AFTER_S);
     kp_headers_set(&resp->headers, "Retry-After", seconds);
 }
@@ -141,7 +147,7 @@ static void job_start(kp_deferred *d, kp_reply *reply)
     if (kp_pool_submit(j->o->pool, run_job, j) == 0)
         return;
     kp_resp resp = {0};
-    busy(&resp);
+    busy(j->o, &resp);
     reply->send(reply, &resp);
 }
 
@@ -158,7 +164,7 @@ void kp_offload_defer(kp_offload *o, kp_resp *resp, kp_offload_fn fn, void (*fre
     if (!j) {
         if (free_arg)
             free_arg(arg);
-        busy(resp);
+        busy(o, resp);
         return;
     }
     j->deferred.start = job_start;

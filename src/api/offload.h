@@ -35,6 +35,10 @@ typedef void (*kp_offload_fn)(void *arg, kp_store *store, kp_resp *resp);
 kp_status kp_offload_new(const char *name, int threads, int queue, kp_offload_open_fn open_store, void *ud,
                          kp_offload **out, kp_err *err);
 
+/* Names the work in the 503's message, "the server is busy with other
+ * {what}; ..." (default "sign-ins and sign-ups"). Call before the first defer. */
+void kp_offload_set_busy_what(kp_offload *o, const char *what);
+
 /*
  * Makes resp a deferred response whose body fn(arg, store, resp) computes on
  * the pool. Takes arg: free_arg(arg) (may be NULL) runs once, whether fn ran

@@ -24,6 +24,7 @@ typedef struct kp_offload kp_offload;     /* api/offload.h */
 typedef struct kp_mailer kp_mailer;       /* mail/mailer.h */
 typedef struct kp_gen kp_gen;             /* gen/generator.h */
 typedef struct kp_secrets kp_secrets;     /* secrets/secrets.h */
+typedef struct kp_stripe kp_stripe;       /* stripe/stripe_api.h */
 
 typedef struct kp_app {
     const kp_config *cfg;
@@ -37,6 +38,9 @@ typedef struct kp_app {
     kp_metrics *metrics;
     kp_gen *gen;         /* the generation service; NULL in tools that do not generate */
     kp_secrets *secrets; /* API keys and signing secrets, cached (secrets/secrets.h) */
+    /* billing: checkout and portal (api/billing_routes.c) */
+    kp_stripe *stripe;   /* the Stripe API client; NULL in tools that do not bill */
+    kp_offload *billing; /* the calls to Stripe, off the HTTP threads */
 } kp_app;
 
 typedef struct kp_ctx {

@@ -12,6 +12,8 @@ const kp_route kp_routes[] = {
     {"GET", "/v1/plans", kp_h_plans_list, KP_AUTH_NONE},
     {"GET", "/v1/me", kp_h_me, KP_AUTH_USER},
     {"GET", "/v1/me/ledger", kp_h_me_ledger, KP_AUTH_USER},
+    {"POST", "/v1/billing/checkout", kp_h_billing_checkout, KP_AUTH_USER},
+    {"POST", "/v1/billing/portal", kp_h_billing_portal, KP_AUTH_USER},
     {"PUT", "/v1/admin/plans/{id}", kp_h_admin_plan_put, KP_AUTH_ADMIN},
     {"PUT", "/v1/admin/users/{id}/plan", kp_h_admin_user_plan_put, KP_AUTH_ADMIN},
     {"GET", "/v1/admin/users", kp_h_admin_users_find, KP_AUTH_ADMIN},
@@ -23,5 +25,6 @@ const kp_route kp_routes[] = {
     {"GET", "/v1/projects/{id}/events", kp_h_project_events, KP_AUTH_USER},
     {"POST", "/v1/projects/{id}/cancel", kp_h_project_cancel, KP_AUTH_USER},
     {"GET", "/v1/projects/{id}/versions/{n}/download", kp_h_project_download, KP_AUTH_USER},
+    {"POST", "/v1/webhooks/stripe", kp_h_stripe_webhook, KP_AUTH_NONE},
     {NULL, NULL, NULL, KP_AUTH_NONE},
 };

@@ -33,7 +33,8 @@ typedef enum source { SOURCE_UNRESOLVED = 0, SOURCE_ENV, SOURCE_ECS, SOURCE_IMDS
 struct kp_aws_credentials_provider {
     pthread_mutex_t lock;
     source source;
-    int have; /* cached holds credentials */
+    int have;    /* cached holds credentials */
+    int refused; /* AWS refused the cached ones as expired: fetch again, do not fall back on them */
     kp_aws_credentials cached;
     unsigned fetches;
 };
@@ -92,12 +93,24 @@ unsigned kp_aws_credentials_fetches(kp_aws_credentials_provider *p)
 
 /* ---- copying values in ---- */
 
+static int has_control_char(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+            return 1;
+    }
+    return 0;
+}
+
+/* Copies one value in; refuses what would not fit or could break a header line. */
 static kp_status copy_field(char *dst, size_t cap, const char *value, const char *what, kp_err *err)
 {
     size_t n = value ? strlen(value) : 0;
 
     if (n >= cap)
         return kp_err_set(err, KP_EAUTH, "aws credentials: %s is too long (%zu bytes)", what, n);
+    if (has_control_char(value ? value : "", n))
+        return kp_err_set(err, KP_EAUTH, "aws credentials: %s has a control character", what);
     memcpy(dst, value ? value : "", n + 1);
     return KP_OK;
 }
@@ -177,8 +190,12 @@ static kp_status parse_credentials_json(const char *body, const char *src, kp_aw
 static kp_status fetch(const char *method, const char *url, const char *const *headers, kp_aws_fetch_response *resp,
                        const char *src, kp_err *err)
 {
-    kp_aws_fetch_request req = {method,        url, headers, NULL, 0, FETCH_TIMEOUT_MS, FETCH_CONNECT_TIMEOUT_MS,
-                                FETCH_MAX_BODY};
+    kp_aws_fetch_request req = {.method = method,
+                                .url = url,
+                                .headers = headers,
+                                .timeout_ms = FETCH_TIMEOUT_MS,
+                                .connect_timeout_ms = FETCH_CONNECT_TIMEOUT_MS,
+                                .max_body = FETCH_MAX_BODY}; /* a fresh connection: these are rare */
     kp_err why;
     kp_status st = kp_aws_fetch(&req, resp, &why);
 
@@ -239,7 +256,7 @@ static kp_status ecs_url(kp_buf *url, kp_err *err)
     kp_status st = KP_OK;
     CURLU *u;
 
-    if (relative && !full)
+    if (relative) /* the SDKs prefer it to the full URI */
         return kp_buf_printf(url, "http://" KP_AWS_ECS_HOST "%s%s", relative[0] == '/' ? "" : "/", relative) == 0
                    ? KP_OK
                    : kp_err_set(err, KP_ENOMEM, "out of memory");
@@ -347,6 +364,8 @@ static kp_status fetch_imds(kp_aws_credentials *c, kp_err *err)
              : kp_err_set(err, KP_ENOMEM, "out of memory");
     if (st == KP_OK)
         st = fetch("PUT", url.data, put_headers, &resp, "imds", err);
+    if (st == KP_OK && (resp.body.len == 0 || has_control_char(resp.body.data, resp.body.len)))
+        st = kp_err_set(err, KP_EAUTH, "aws credentials (imds): the session token is empty or not one line");
     if (st == KP_OK && (kp_buf_printf(&token_line, "X-aws-ec2-metadata-token: %s", resp.body.data) != 0))
         st = kp_err_set(err, KP_ENOMEM, "out of memory");
     get_headers[0] = token_line.data;
@@ -427,6 +446,7 @@ static kp_status refresh(kp_aws_credentials_provider *p, kp_err *err)
     kp_aws_credentials_wipe(&p->cached);
     p->cached = c;
     p->have = 1;
+    p->refused = 0;
     kp_aws_credentials_wipe(&c);
     log_fetched(&p->cached);
     return KP_OK;
@@ -448,10 +468,10 @@ static kp_status get_locked(kp_aws_credentials_provider *p, kp_aws_credentials *
                           "ECS endpoint or EC2 instance metadata provides them");
     default: break;
     }
-    if (!p->have || !fresh(&p->cached, now)) {
+    if (!p->have || p->refused || !fresh(&p->cached, now)) {
         st = refresh(p, err);
         if (st != KP_OK) {
-            if (!p->have || now >= p->cached.expiration)
+            if (!p->have || p->refused || now >= p->cached.expiration)
                 return st;
             kp_log(KP_LOG_WARN, "aws credentials: refresh failed, using the current ones until they expire: %s",
                    err ? err->msg : "");
@@ -459,6 +479,21 @@ static kp_status get_locked(kp_aws_credentials_provider *p, kp_aws_credentials *
     }
     *out = p->cached;
     return KP_OK;
+}
+
+int kp_aws_credentials_refused(kp_aws_credentials_provider *p, const char *access_key_id)
+{
+    int again = 0;
+
+    pthread_mutex_lock(&p->lock);
+    if (p->source != SOURCE_ENV && p->have && strcmp(p->cached.access_key_id, access_key_id) == 0) {
+        p->refused = 1;
+        again = 1;
+    }
+    pthread_mutex_unlock(&p->lock);
+    if (again)
+        kp_log(KP_LOG_WARN, "aws credentials refused as expired before their Expiration; fetching new ones");
+    return again;
 }
 
 kp_status kp_aws_credentials_get(kp_aws_credentials_provider *p, kp_aws_credentials *out, kp_err *err)

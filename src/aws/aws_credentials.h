@@ -5,9 +5,9 @@
  * The chain, first match wins (decided once, at the first get):
  *   1. environment: AWS_ACCESS_KEY_ID + AWS_SECRET_ACCESS_KEY (+ optional
  *      AWS_SESSION_TOKEN) - what Lambda sets. Never refreshed.
- *   2. the ECS container endpoint: AWS_CONTAINER_CREDENTIALS_FULL_URI (http
- *      only to a loopback or ECS/EKS link-local host; https anywhere) or
- *      AWS_CONTAINER_CREDENTIALS_RELATIVE_URI on http://169.254.170.2; the
+ *   2. the ECS container endpoint: AWS_CONTAINER_CREDENTIALS_RELATIVE_URI on
+ *      http://169.254.170.2, else AWS_CONTAINER_CREDENTIALS_FULL_URI (http
+ *      only to a loopback or ECS/EKS link-local host; https anywhere); the
  *      Authorization header from the file AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE
  *      names, else from AWS_CONTAINER_AUTHORIZATION_TOKEN.
  *   3. EC2 IMDSv2 (unless AWS_EC2_METADATA_DISABLED=true): PUT
@@ -59,6 +59,12 @@ void kp_aws_credentials_provider_free(kp_aws_credentials_provider *p);
  * message names the source, never a secret), KP_EUNAVAILABLE when the source
  * cannot be reached. out is wiped on failure. */
 kp_status kp_aws_credentials_get(kp_aws_credentials_provider *p, kp_aws_credentials *out, kp_err *err);
+
+/* AWS answered ExpiredToken for requests signed with access_key_id: if those
+ * are the cached remote credentials, the next get fetches new ones (and
+ * does not fall back on these). Returns 1 if a new fetch is due, 0 if not
+ * (environment credentials, or already replaced). */
+int kp_aws_credentials_refused(kp_aws_credentials_provider *p, const char *access_key_id);
 
 /* How many times the provider fetched from a remote source (tests, metrics). */
 unsigned kp_aws_credentials_fetches(kp_aws_credentials_provider *p);

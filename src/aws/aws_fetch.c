@@ -3,13 +3,76 @@
  *
  * The header callback keeps only the last response's headers (a 100 Continue
  * or other interim response starts the block again). The body callback stops
- * the transfer once the limit would be passed.
+ * the transfer once the limit would be passed. A handle goes back to its pool
+ * (curl_easy_reset keeps its connections) only after a transfer that ended
+ * cleanly; after any failure it is closed, with its connections.
  */
 #include "aws/aws_fetch.h"
 
 #include <curl/curl.h>
+#include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+
+struct kp_aws_fetch_pool {
+    pthread_mutex_t lock;
+    CURL *idle[KP_AWS_FETCH_POOL_IDLE];
+    size_t n_idle;
+};
+
+kp_status kp_aws_fetch_pool_new(kp_aws_fetch_pool **out, kp_err *err)
+{
+    kp_aws_fetch_pool *pool = calloc(1, sizeof *pool);
+
+    *out = NULL;
+    if (!pool || pthread_mutex_init(&pool->lock, NULL) != 0) {
+        free(pool);
+        return kp_err_set(err, KP_ENOMEM, "aws fetch: out of memory");
+    }
+    *out = pool;
+    return KP_OK;
+}
+
+void kp_aws_fetch_pool_free(kp_aws_fetch_pool *pool)
+{
+    if (!pool)
+        return;
+    for (size_t i = 0; i < pool->n_idle; i++)
+        curl_easy_cleanup(pool->idle[i]);
+    pthread_mutex_destroy(&pool->lock);
+    free(pool);
+}
+
+static CURL *take_handle(kp_aws_fetch_pool *pool)
+{
+    CURL *h = NULL;
+
+    if (pool) {
+        pthread_mutex_lock(&pool->lock);
+        if (pool->n_idle > 0)
+            h = pool->idle[--pool->n_idle];
+        pthread_mutex_unlock(&pool->lock);
+    }
+    return h ? h : curl_easy_init();
+}
+
+static void give_back(kp_aws_fetch_pool *pool, CURL *h, int clean)
+{
+    if (!h)
+        return;
+    if (pool && clean) {
+        curl_easy_reset(h);
+        pthread_mutex_lock(&pool->lock);
+        if (pool->n_idle < KP_AWS_FETCH_POOL_IDLE) {
+            pool->idle[pool->n_idle++] = h;
+            h = NULL;
+        }
+        pthread_mutex_unlock(&pool->lock);
+    }
+    if (h)
+        curl_easy_cleanup(h);
+}
 
 typedef struct sink {
     kp_aws_fetch_response *resp;
@@ -98,7 +161,7 @@ kp_status kp_aws_fetch(const kp_aws_fetch_request *req, kp_aws_fetch_response *r
     kp_aws_fetch_response_free(resp);
     if (!req->method || !req->url)
         return kp_err_set(err, KP_EINVAL, "aws fetch: method and URL are required");
-    curl = curl_easy_init();
+    curl = take_handle(req->pool);
     headers = build_headers(req->headers, &oom);
     if (!curl || oom) {
         st = kp_err_set(err, KP_ENOMEM, "aws fetch: out of memory");
@@ -106,6 +169,7 @@ kp_status kp_aws_fetch(const kp_aws_fetch_request *req, kp_aws_fetch_response *r
     }
     curl_easy_setopt(curl, CURLOPT_URL, req->url);
     curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "https,http");
+    curl_easy_setopt(curl, CURLOPT_PATH_AS_IS, 1L); /* S3 keys are sent (and signed) exactly as given */
     curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, req->timeout_ms > 0 ? req->timeout_ms : KP_AWS_FETCH_TIMEOUT_MS);
     curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS,
@@ -133,9 +197,8 @@ kp_status kp_aws_fetch(const kp_aws_fetch_request *req, kp_aws_fetch_response *r
             st = kp_err_set(err, KP_ENOMEM, "aws fetch: out of memory");
     }
 cleanup:
+    give_back(req->pool, curl, st == KP_OK);
     curl_slist_free_all(headers);
-    if (curl)
-        curl_easy_cleanup(curl);
     if (st != KP_OK)
         kp_aws_fetch_response_free(resp);
     return st;

@@ -7,8 +7,15 @@
  * Accept, Content-Length, User-Agent) and never an "Expect: 100-continue"
  * wait; redirects are not followed; the response body is buffered up to a
  * limit. Runs on the caller's thread (the AWS clients call it from worker
- * threads, never from the event loop). Thread-safe: nothing is shared
- * between calls.
+ * threads, never from the event loop).
+ *
+ * Connections: without a pool each exchange opens its own. A pool
+ * (kp_aws_fetch_pool) keeps up to KP_AWS_FETCH_POOL_IDLE idle libcurl handles,
+ * each with its open connections; an exchange borrows one and gives it back,
+ * so consecutive calls to one endpoint reuse a connection (and its TLS
+ * session). Thread-safe: a handle serves one exchange at a time, the pool's
+ * list is behind a mutex (libcurl does not support sharing one connection
+ * cache between concurrent threads, so handles are pooled, not connections).
  */
 #ifndef KP_AWS_FETCH_H
 #define KP_AWS_FETCH_H
@@ -21,6 +28,14 @@
 #define KP_AWS_FETCH_TIMEOUT_MS 30000L
 #define KP_AWS_FETCH_CONNECT_TIMEOUT_MS 5000L
 #define KP_AWS_FETCH_MAX_BODY ((size_t)64 * 1024 * 1024)
+#define KP_AWS_FETCH_POOL_IDLE 16
+
+typedef struct kp_aws_fetch_pool kp_aws_fetch_pool;
+
+/* A pool of idle handles; free with kp_aws_fetch_pool_free() once no
+ * exchange uses it. KP_ENOMEM only. */
+kp_status kp_aws_fetch_pool_new(kp_aws_fetch_pool **out, kp_err *err);
+void kp_aws_fetch_pool_free(kp_aws_fetch_pool *pool);
 
 typedef struct kp_aws_fetch_request {
     const char *method;         /* "GET", "HEAD", "PUT", "POST", "DELETE" */
@@ -31,6 +46,7 @@ typedef struct kp_aws_fetch_request {
     long timeout_ms;         /* whole exchange; 0: KP_AWS_FETCH_TIMEOUT_MS */
     long connect_timeout_ms; /* 0: KP_AWS_FETCH_CONNECT_TIMEOUT_MS */
     size_t max_body;         /* 0: KP_AWS_FETCH_MAX_BODY */
+    kp_aws_fetch_pool *pool; /* NULL: a new connection for this exchange */
 } kp_aws_fetch_request;
 
 /* Zero-initialise; free with kp_aws_fetch_response_free(). */

@@ -31,6 +31,7 @@
 #include "mail/mailer.h"
 #include "secrets/secrets_env.h"
 #include "store/sqlite/sqlite_store.h"
+#include "stripe/stripe_api.h"
 
 #define VERIFY_MAILS_PER_HOUR 3 /* POST /v1/auth/verify/resend, per user */
 #define MAIL_QUEUE 64           /* verification mails that may wait for the SMTP server */
@@ -107,6 +108,32 @@ static kp_status build_app(serve_state *st, kp_err *err)
     }
     return kp_offload_new("pwhash", (int)cfg->pwhash_threads, (int)cfg->pwhash_queue, open_store, st, &st->app.pwhash,
                           err);
+}
+
+/* Checkout and portal: the Stripe client and the pool that runs its calls.
+ * Both exist without STRIPE_SECRET_KEY (the routes then answer 503), so a
+ * key that appears later (a secret file written after start) is used. */
+static kp_status start_billing(serve_state *st, kp_err *err)
+{
+    const kp_config *cfg = &st->cfg;
+    kp_stripe_options so = {
+        .api_base = cfg->stripe_api_base,
+        .api_version = cfg->stripe_api_version,
+        .secrets = st->app.secrets,
+        .connect_timeout_s = cfg->stripe_connect_timeout_s,
+        .timeout_s = cfg->stripe_timeout_s,
+        .max_retries = (int)cfg->stripe_retries,
+    };
+    kp_status rc = kp_stripe_new(&so, &st->app.stripe, err);
+    if (rc == KP_OK)
+        rc = kp_offload_new("billing", (int)cfg->billing_threads, (int)cfg->billing_queue, open_store, st,
+                            &st->app.billing, err);
+    if (rc == KP_OK)
+        kp_offload_set_busy_what(st->app.billing, "calls to Stripe");
+    if (rc == KP_OK && !kp_stripe_configured(st->app.stripe))
+        kp_log_json(KP_LOG_WARN, "billing is off",
+                    json_pack("{s:s}", "reason", "set STRIPE_SECRET_KEY (checkout and portal answer 503)"));
+    return rc;
 }
 
 /* The LLM provider, or none (generation answers 503 llm_not_configured). */
@@ -206,6 +233,8 @@ static kp_status start(serve_state *st, kp_err *err)
     if (rc == KP_OK)
         rc = build_app(st, err);
     if (rc == KP_OK)
+        rc = start_billing(st, err);
+    if (rc == KP_OK)
         rc = start_generation(st, err);
     if (rc != KP_OK)
         return rc;
@@ -234,12 +263,15 @@ static void stop(serve_state *st)
 {
     kp_gen_shutdown(st->gen);
     kp_bonus_scheduler_stop(st->scheduler);
+    kp_stripe_stop(st->app.stripe); /* calls to Stripe end now: the hosts wait for their replies */
     if (st->host)
         kp_host_stop(st->host);
     if (st->apps_host)
         kp_host_stop(st->apps_host);
     kp_offload_free(st->app.pwhash); /* after the hosts: they may wait for its replies */
     kp_mailer_free(st->app.mailer);  /* after the hashing pool: sign-ups queue mail */
+    kp_offload_free(st->app.billing);
+    kp_stripe_free(st->app.stripe);
     if (st->llm)
         st->llm->ops->free(st->llm);
     kp_loop_stop(st->loop); /* runs what the hosts' streams posted on release */

@@ -113,6 +113,22 @@ static const opt_def opts[] = {
     /* secrets (issue 10: secrets/secrets.h) */
     {"KOUMPA_SECRETS_TTL", NULL, OPT_LONG, OFF(secrets_ttl_s), "3600", 1, 31536000, 0,
      "seconds a secret (API key, signing secret, *_FILE) is cached before it is read again"},
+    /* billing: Stripe webhooks */
+    {"KOUMPA_STRIPE_TOLERANCE_S", NULL, OPT_LONG, OFF(stripe_tolerance_s), "300", 1, 86400, 0,
+     "seconds a Stripe webhook signature's timestamp may be from now, either way"},
+    /* billing: checkout and portal, calls to Stripe's API (STRIPE_SECRET_KEY: the secrets service) */
+    {"STRIPE_API_BASE", NULL, OPT_STR, OFF(stripe_api_base), "https://api.stripe.com", 0, 0, 0, "Stripe API base URL"},
+    {"KOUMPA_STRIPE_API_VERSION", NULL, OPT_STR, OFF(stripe_api_version), "2026-10-28.endive", 0, 0, 0,
+     "Stripe-Version header"},
+    {"KOUMPA_STRIPE_TIMEOUT_S", NULL, OPT_LONG, OFF(stripe_timeout_s), "30", 1, 600, 0,
+     "seconds one call to Stripe may take (each attempt)"},
+    {"KOUMPA_STRIPE_CONNECT_TIMEOUT_S", NULL, OPT_LONG, OFF(stripe_connect_timeout_s), "10", 1, 600, 0,
+     "seconds to connect to Stripe (each attempt)"},
+    {"KOUMPA_STRIPE_RETRIES", NULL, OPT_LONG, OFF(stripe_retries), "2", 0, 10, 0,
+     "retries of a call to Stripe after a timeout, connection error, 5xx or 429"},
+    {"KOUMPA_BILLING_THREADS", NULL, OPT_LONG, OFF(billing_threads), "2", 1, 64, 0, "threads that call Stripe"},
+    {"KOUMPA_BILLING_QUEUE", NULL, OPT_LONG, OFF(billing_queue), "32", 0, 100000, 0,
+     "calls to Stripe that may wait (beyond: 503)"},
 };
 
 #define NOPTS (sizeof opts / sizeof opts[0])
@@ -220,6 +236,8 @@ static kp_status validate(kp_config *cfg, kp_err *err)
         return kp_err_set(err, KP_EINVAL, "KOUMPA_SMTP_FROM must be set when KOUMPA_SMTP_URL is set");
     if (cfg->smtp_url && strncmp(cfg->smtp_url, "smtp://", 7) != 0 && strncmp(cfg->smtp_url, "smtps://", 8) != 0)
         return kp_err_set(err, KP_EINVAL, "invalid KOUMPA_SMTP_URL: expected smtp://host:port or smtps://host:port");
+    if (strncmp(cfg->stripe_api_base, "https://", 8) != 0 && strncmp(cfg->stripe_api_base, "http://", 7) != 0)
+        return kp_err_set(err, KP_EINVAL, "invalid STRIPE_API_BASE=%s: expected an http(s) URL", cfg->stripe_api_base);
     if (cfg->threads == 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         cfg->threads = n > 0 ? (n > 64 ? 64 : n) : 1;

@@ -81,6 +81,17 @@ typedef struct kp_config {
 
     /* secrets (issue 10: secrets/secrets.h) */
     long secrets_ttl_s; /* KOUMPA_SECRETS_TTL: seconds a secret is cached before it is read again (default 3600) */
+    /* billing: Stripe webhooks (api/webhook_routes.c) */
+    long stripe_tolerance_s; /* KOUMPA_STRIPE_TOLERANCE_S: a signature's timestamp this close to now (default 300) */
+
+    /* billing: checkout and portal, calls to Stripe's API (stripe/stripe_api.h; the key is a secret, secrets/) */
+    char *stripe_api_base;         /* STRIPE_API_BASE (default https://api.stripe.com) */
+    char *stripe_api_version;      /* KOUMPA_STRIPE_API_VERSION: the Stripe-Version sent (default 2026-10-28.endive) */
+    long stripe_timeout_s;         /* KOUMPA_STRIPE_TIMEOUT_S: one attempt's whole transfer (default 30) */
+    long stripe_connect_timeout_s; /* KOUMPA_STRIPE_CONNECT_TIMEOUT_S: one attempt's connect (default 10) */
+    long stripe_retries;           /* KOUMPA_STRIPE_RETRIES: retries after a timeout, 5xx or 429 (default 2) */
+    long billing_threads;          /* KOUMPA_BILLING_THREADS: threads that call Stripe (default 2) */
+    long billing_queue;            /* KOUMPA_BILLING_QUEUE: calls that may wait; beyond, 503 (default 32) */
 } kp_config;
 
 /*

@@ -78,6 +78,12 @@ static void test_env_credentials(void **state)
     assert_string_equal(c.session_token, "tok");
     assert_string_equal(c.source, "env");
     kp_aws_credentials_wipe(&c);
+
+    /* a value that would break a header line is refused, without echoing it */
+    setenv("AWS_SESSION_TOKEN", "tok\r\nX-Evil: 1", 1);
+    assert_int_equal(get(&c, &err), KP_EAUTH);
+    assert_string_equal(err.msg, "aws credentials: the session token has a control character");
+    assert_string_equal(c.access_key_id, "");
 }
 
 static void test_half_env_is_not_enough(void **state)

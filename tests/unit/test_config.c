@@ -53,6 +53,7 @@ static const char *all_vars[] = {
     "KOUMPA_DAILY_BONUS_SCHEDULER",
     "KOUMPA_ADMIN_EMAILS",
     "KOUMPA_SECRETS_TTL",
+    "KOUMPA_STRIPE_TOLERANCE_S",
     NULL,
 };
 
@@ -617,6 +618,23 @@ static void test_flags_help_lists_flags_and_variables(void **state)
     assert_ptr_equal(kp_config_flags_help(), help);
 }
 
+/* Stripe webhooks: the signature's tolerance, 300 s unless set, at least 1 s. */
+static void test_stripe_tolerance(void **state)
+{
+    (void)state;
+    kp_config cfg;
+    load_ok(&cfg, NULL);
+    assert_int_equal(cfg.stripe_tolerance_s, 300);
+    kp_config_free(&cfg);
+    setenv("KOUMPA_STRIPE_TOLERANCE_S", "60", 1);
+    load_ok(&cfg, NULL);
+    assert_int_equal(cfg.stripe_tolerance_s, 60);
+    kp_config_free(&cfg);
+    setenv("KOUMPA_STRIPE_TOLERANCE_S", "0", 1);
+    load_fails(NULL, "KOUMPA_STRIPE_TOLERANCE_S");
+    unsetenv("KOUMPA_STRIPE_TOLERANCE_S");
+}
+
 #define T(fn) cmocka_unit_test_setup(fn, clear_env)
 
 int main(void)
@@ -647,6 +665,7 @@ int main(void)
         T(test_describe_redacts_secrets),
         T(test_describe_generated_secret_is_redacted),
         T(test_flags_help_lists_flags_and_variables),
+        T(test_stripe_tolerance),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

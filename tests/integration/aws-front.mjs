@@ -1,0 +1,238 @@
+// aws-front.mjs - what the AWS tests put between Koumpa and the local AWS
+// peers (moto_server): a verifying front that recomputes every request's
+// Signature Version 4 with @smithy/signature-v4 (the AWS SDK for
+// JavaScript's own signer) and answers as AWS does when it does not match,
+// then forwards the request unchanged to the peer, which checks nothing.
+//
+//   startMoto()                       moto_server on a free loopback port; .stop()
+//   startFront({ target, credentials }) the front; .url, .stats, .inject, .stop()
+//
+// The front checks, per request:
+//   - an Authorization header "AWS4-HMAC-SHA256 Credential=AKID/date/region/service/aws4_request,
+//     SignedHeaders=..., Signature=..." whose AKID is one of `credentials` (else 403 InvalidClientTokenId)
+//   - X-Amz-Content-Sha256, when present, equal to the body's hash (else 400 XAmzContentSHA256Mismatch)
+//   - the signature smithy computes over exactly the signed headers, the path as received (S3: as is;
+//     other services: normalised and encoded again), the query decoded then re-encoded, at the
+//     request's X-Amz-Date: a mismatch answers 403 SignatureDoesNotMatch (XML for S3, JSON otherwise).
+// stats counts {verified, rejected, byService, connections (TCP)}. inject is a queue of faults for the next requests:
+// {status, code, message} answers that error instead of forwarding (after verifying). expired is a
+// set of access key ids answered 400 ExpiredTokenException (S3: ExpiredToken), as AWS does for
+// temporary credentials past their end.
+import http from 'node:http';
+import net from 'node:net';
+import { createHash } from 'node:crypto';
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { homedir } from 'node:os';
+import path from 'node:path';
+import { SignatureV4 } from '@smithy/signature-v4';
+import { Sha256 } from '@aws-crypto/sha256-js';
+
+export async function freeLoopbackPort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+// moto_server from the PATH, else from the virtualenv scripts/install-deps.sh --test makes.
+function motoCommand() {
+  const venv = process.env.KOUMPA_MOTO_VENV || path.join(homedir(), '.cache', 'koumpa', 'moto');
+  const inVenv = path.join(venv, 'bin', 'moto_server');
+  const onPath = (process.env.PATH || '').split(path.delimiter).some((d) => d && existsSync(path.join(d, 'moto_server')));
+  return onPath || !existsSync(inVenv) ? 'moto_server' : inVenv;
+}
+
+// moto_server on 127.0.0.1:<free port>, ready when it answers. Resolves to
+// null when moto_server is not installed (the caller skips, saying so).
+export async function startMoto({ timeoutMs = 30_000 } = {}) {
+  const port = await freeLoopbackPort();
+  let proc;
+  try {
+    proc = spawn(motoCommand(), ['-H', '127.0.0.1', '-p', String(port)], { stdio: ['ignore', 'ignore', 'pipe'] });
+  } catch {
+    return null;
+  }
+  let stderr = '';
+  proc.stderr.on('data', (d) => { stderr = (stderr + d).slice(-4000); });
+  const spawned = await new Promise((resolve) => {
+    proc.once('spawn', () => resolve(true));
+    proc.once('error', () => resolve(false));
+  });
+  if (!spawned) return null;
+  const url = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (proc.exitCode !== null) throw new Error(`moto_server exited: ${stderr}`);
+    try {
+      const r = await fetch(`${url}/moto-api/`);
+      await r.arrayBuffer();
+      break;
+    } catch {
+      if (Date.now() > deadline) {
+        proc.kill('SIGKILL');
+        throw new Error(`moto_server did not answer within ${timeoutMs} ms: ${stderr}`);
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  return {
+    url,
+    port,
+    async stop() {
+      if (proc.exitCode !== null) return;
+      const exited = new Promise((r) => proc.once('exit', r));
+      proc.kill('SIGTERM');
+      const t = setTimeout(() => proc.kill('SIGKILL'), 3000);
+      await exited;
+      clearTimeout(t);
+    },
+  };
+}
+
+const AUTH_RE = /^AWS4-HMAC-SHA256 Credential=([^/]+)\/(\d{8})\/([^/]+)\/([^/]+)\/aws4_request, ?SignedHeaders=([^,]+), ?Signature=([0-9a-f]{64})$/;
+
+function parseAmzDate(s) {
+  const m = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z$/.exec(s || '');
+  if (!m) return null;
+  return new Date(Date.UTC(+m[1], +m[2] - 1, +m[3], +m[4], +m[5], +m[6]));
+}
+
+// The query as smithy expects it: decoded names -> decoded value(s); '+' stays a plus.
+function parseQuery(raw) {
+  const query = {};
+  for (const part of raw.split('&')) {
+    if (!part) continue;
+    const eq = part.indexOf('=');
+    const name = decodeURIComponent(eq < 0 ? part : part.slice(0, eq));
+    const value = eq < 0 ? '' : decodeURIComponent(part.slice(eq + 1));
+    if (name in query) query[name] = [].concat(query[name], value);
+    else query[name] = value;
+  }
+  return query;
+}
+
+function answerError(res, service, status, code, message) {
+  if (service === 's3') {
+    const body = `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${code}</Code><Message>${message}</Message>` +
+      `<RequestId>front-0001</RequestId></Error>`;
+    res.writeHead(status, { 'content-type': 'application/xml', 'x-amz-request-id': 'front-0001' });
+    res.end(body);
+  } else {
+    res.writeHead(status, { 'content-type': 'application/x-amz-json-1.0', 'x-amzn-requestid': 'front-0001' });
+    res.end(JSON.stringify({ __type: `com.amazon.coral.service#${code}`, message }));
+  }
+}
+
+// Verifies req (body: Buffer); returns null when it is good, else [status, code, message].
+async function verify(req, body, credentials, expired) {
+  const m = AUTH_RE.exec(req.headers.authorization || '');
+  if (!m) return [403, 'MissingAuthenticationToken', 'no or malformed SigV4 Authorization header'];
+  const [, akid, , region, service, signedHeaders, signature] = m;
+  const cred = credentials.find((c) => c.accessKeyId === akid);
+  if (!cred) return [403, 'InvalidClientTokenId', 'The security token included in the request is invalid.'];
+  if (expired.has(akid)) {
+    return [400, service === 's3' ? 'ExpiredToken' : 'ExpiredTokenException', 'The security token included in the request is expired'];
+  }
+  const declared = req.headers['x-amz-content-sha256'];
+  if (declared && declared !== 'UNSIGNED-PAYLOAD' && declared !== createHash('sha256').update(body).digest('hex')) {
+    return [400, 'XAmzContentSHA256Mismatch', 'The provided x-amz-content-sha256 header does not match the body.'];
+  }
+  if (cred.sessionToken && req.headers['x-amz-security-token'] !== cred.sessionToken) {
+    return [403, 'InvalidClientTokenId', 'The security token included in the request is invalid.'];
+  }
+  const date = parseAmzDate(req.headers['x-amz-date']);
+  if (!date) return [403, 'IncompleteSignature', 'no X-Amz-Date'];
+  const headers = {};
+  for (const name of signedHeaders.split(';')) {
+    if (req.headers[name] === undefined) return [403, 'SignatureDoesNotMatch', `signed header ${name} is absent`];
+    headers[name] = req.headers[name];
+  }
+  const q = req.url.indexOf('?');
+  const request = {
+    method: req.method,
+    protocol: 'http:',
+    hostname: (req.headers.host || '').replace(/:\d+$/, ''),
+    path: q < 0 ? req.url : req.url.slice(0, q),
+    query: q < 0 ? {} : parseQuery(req.url.slice(q + 1)),
+    headers,
+    body,
+  };
+  const signer = new SignatureV4({
+    credentials: { accessKeyId: cred.accessKeyId, secretAccessKey: cred.secretAccessKey, sessionToken: cred.sessionToken },
+    region,
+    service,
+    sha256: Sha256,
+    uriEscapePath: service !== 's3',
+    applyChecksum: false,
+  });
+  const signed = await signer.sign(request, { signingDate: date });
+  const expected = /Signature=([0-9a-f]{64})/.exec(signed.headers.authorization)[1];
+  const expectedHeaders = /SignedHeaders=([^,]+)/.exec(signed.headers.authorization)[1];
+  if (expected !== signature || expectedHeaders !== signedHeaders) {
+    return [403, 'SignatureDoesNotMatch',
+      'The request signature we calculated does not match the signature you provided.'];
+  }
+  return null;
+}
+
+export async function startFront({ target, credentials }) {
+  const expired = new Set();
+  const stats = { verified: 0, rejected: 0, byService: {}, rejections: [], connections: 0 };
+  const inject = [];
+  const targetUrl = new URL(target);
+  const server = http.createServer((req, res) => {
+    const chunks = [];
+    req.on('data', (c) => chunks.push(c));
+    req.on('end', async () => {
+      const body = Buffer.concat(chunks);
+      const service = (AUTH_RE.exec(req.headers.authorization || '') || [])[4] || 'unknown';
+      let failure;
+      try {
+        failure = await verify(req, body, credentials, expired);
+      } catch (e) {
+        failure = [403, 'SignatureDoesNotMatch', `cannot verify: ${e.message}`];
+      }
+      if (failure) {
+        stats.rejected++;
+        stats.rejections.push({ method: req.method, url: req.url, code: failure[1] });
+        answerError(res, service, ...failure);
+        return;
+      }
+      stats.verified++;
+      stats.byService[service] = (stats.byService[service] || 0) + 1;
+      const fault = inject.shift();
+      if (fault) {
+        answerError(res, service, fault.status, fault.code, fault.message || fault.code);
+        return;
+      }
+      const headers = { ...req.headers, host: targetUrl.host };
+      const fwd = http.request({ host: targetUrl.hostname, port: targetUrl.port, method: req.method, path: req.url, headers },
+        (up) => {
+          // hop-by-hop headers stay on moto's side (werkzeug closes each connection; AWS keeps them)
+          const { connection: _c, 'keep-alive': _k, 'transfer-encoding': _t, ...headersOut } = up.headers;
+          res.writeHead(up.statusCode, headersOut);
+          up.pipe(res);
+        });
+      fwd.on('error', (e) => answerError(res, service, 502, 'BadGateway', e.message));
+      fwd.end(body);
+    });
+  });
+  server.on('connection', () => { stats.connections++; });
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    url: `http://127.0.0.1:${server.address().port}`,
+    stats,
+    inject,
+    expired,
+    async stop() {
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
+    },
+  };
+}
