@@ -12,6 +12,8 @@ import { after, before, describe, test } from 'node:test';
 import { slowWhenMarked, startFakeAnthropic } from './fake-anthropic.mjs';
 import { api, HOOKS_BIN, signup, startServer } from './harness.mjs';
 
+// short leases so that a dead server's generations are recovered soon; longer under valgrind (slow)
+const LEASE_S = process.env.KOUMPA_TEST_WRAPPER ? '10' : '2';
 const APP = 'An app.\n<file path="index.html">\n<!doctype html><p>hello</p>\n</file>\n';
 
 function sleep(ms) {
@@ -77,7 +79,7 @@ describe('crash and restart', () => {
   before(async () => {
     fake = await startFakeAnthropic();
     fake.setScenario(slowWhenMarked(APP));
-    env = { ANTHROPIC_API_KEY: 'sk-any', ANTHROPIC_BASE_URL: fake.url, KOUMPA_GENERATION_LEASE_S: '2' };
+    env = { ANTHROPIC_API_KEY: 'sk-any', ANTHROPIC_BASE_URL: fake.url, KOUMPA_GENERATION_LEASE_S: LEASE_S };
   });
   after(async () => {
     await fake?.close();

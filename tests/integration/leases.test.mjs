@@ -3,7 +3,7 @@
 // The survivor's generations finish untouched (held by a gate in the fake
 // model until the dead one's are recovered, and across a third server's
 // start-up recovery); the dead one's are failed `interrupted` and refunded
-// exactly once after their lease ran out (2 s here), although several
+// exactly once after their lease ran out (2 s here, 10 s under valgrind), although several
 // recoverers run. `koumpa daily-bonus` recovers them too, with no server up.
 // Nothing here measures time: every wait polls for a state, with a deadline.
 import assert from 'node:assert/strict';
@@ -12,6 +12,8 @@ import { after, before, describe, test } from 'node:test';
 import { startFakeAnthropic } from './fake-anthropic.mjs';
 import { api, signup, startServer } from './harness.mjs';
 
+// short leases so that a dead server's generations are recovered soon; longer under valgrind (slow)
+const LEASE_S = process.env.KOUMPA_TEST_WRAPPER ? '10' : '2';
 const APP = 'An app.\n<file path="index.html">\n<!doctype html><p>leased</p>\n</file>\n';
 const WAIT_MS = 120_000; // a bound, not a measure (valgrind is slow)
 
@@ -73,7 +75,7 @@ describe('two servers on one database', () => {
   before(async () => {
     fake = await startFakeAnthropic();
     fake.setScenario(scenario);
-    env = { ANTHROPIC_API_KEY: 'sk-any', ANTHROPIC_BASE_URL: fake.url, KOUMPA_GENERATION_LEASE_S: '2' };
+    env = { ANTHROPIC_API_KEY: 'sk-any', ANTHROPIC_BASE_URL: fake.url, KOUMPA_GENERATION_LEASE_S: LEASE_S };
   });
   after(async () => {
     await fake?.close();
