@@ -3,10 +3,11 @@
 // (form body in bracket notation, Authorization, Stripe-Version,
 // Idempotency-Key), retries with the same key after a 500, a 429 and a
 // timeout and none after a 4xx, Stripe's errors as 502 with Stripe's message,
-// the 400/404/409/503 answers, the billing pool's 503 when full, the
-// `subscription` field of GET /v1/me, and the whole flow of a customer with
-// the webhook (events signed by the official stripe package,
-// stripe-events.mjs). The fake itself is checked first, also against the
+// the 400/404/409/503 answers, the billing pool's 503 when full, shutdown
+// during a call, key rotation, and the `subscription` field of GET /v1/me
+// and the customer of a user the webhook linked (events signed by the
+// official stripe package, stripe-events.mjs; the whole flow is
+// billing-flow.test.mjs). The fake itself is checked first, also against the
 // official stripe package.
 import assert from 'node:assert/strict';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -18,14 +19,7 @@ import Stripe from 'stripe';
 
 import { startFakeStripe, parseForm } from './fake-stripe.mjs';
 import { api, signup, startServer, uniqueEmail } from './harness.mjs';
-import {
-  checkoutCompletedEvent,
-  deliver,
-  invoiceEvent,
-  nowSeconds,
-  stripeId,
-  subscriptionEvent,
-} from './stripe-events.mjs';
+import { checkoutCompletedEvent, deliver, stripeId, subscriptionEvent } from './stripe-events.mjs';
 
 const KEY = 'sk_test_koumpa_billing_0123456789';
 const VERSION = '2026-10-28.endive';
@@ -452,153 +446,6 @@ describe('billing: a user whose Stripe customer the webhook linked', () => {
     assertError(res, 502, 'stripe_error');
     assert.equal(res.json.error.message, `Stripe: No such customer: '${gone}'`);
     assert.equal(fake.requests.length, 1, 'a 400 is not retried');
-  });
-});
-
-// sign-up (Free) → checkout → checkout.session.completed →
-// customer.subscription.created (Pro) → invoice.paid twice (100 credits once)
-// → portal → checkout again with the customer → updated to Business →
-// invoice.payment_failed (past_due, plan kept) → invoice.paid (+300) →
-// deleted (Free; monthly credits kept); after every step the ledger sums to
-// the balance, and no webhook ever calls Stripe's API.
-describe('billing: the whole flow, with the webhook', () => {
-  const WEBHOOK_SECRET = 'whsec_test_flow_0123456789abcdef';
-  const PRICE_PRO = 'price_pro_test';
-  const PRICE_BUSINESS = 'price_business_test';
-  let fake;
-  let server;
-  let user;
-  const customer = stripeId('cus');
-  const sub = stripeId('sub');
-  const t0 = nowSeconds() - 100; // events carry increasing `created` times, as Stripe's do
-  let step = 0;
-  const at = () => ({ created: t0 + ++step });
-
-  const me = async () => {
-    const res = await api(server, 'GET', '/v1/me', { token: user.token });
-    assert.equal(res.status, 200, res.text);
-    return res.json;
-  };
-
-  /** /v1/me, after checking that the ledger sums to its balance. */
-  const account = async () => {
-    const res = await api(server, 'GET', '/v1/me/ledger?limit=100', { token: user.token });
-    assert.equal(res.status, 200, res.text);
-    const m = await me();
-    const sum = res.json.entries.reduce(
-      (s, e) => ({ daily: s.daily + e.delta_daily, monthly: s.monthly + e.delta_monthly }),
-      { daily: 0, monthly: 0 },
-    );
-    assert.deepEqual(sum, { daily: m.credits.daily, monthly: m.credits.monthly }, 'the ledger sums to the balance');
-    return { ...m, ledger: res.json.entries };
-  };
-
-  /** Delivers a signed event; Stripe's API is not called meanwhile. */
-  const webhook = async (event) => {
-    const calls = fake.requests.length;
-    const res = await deliver(server, event, { secret: WEBHOOK_SECRET });
-    assert.equal(res.status, 200, res.text);
-    assert.equal(fake.requests.length, calls, 'a webhook called Stripe');
-    return res.json;
-  };
-
-  const post = (path, body) => api(server, 'POST', path, { token: user.token, body });
-  const subscription = (kind, price, status = 'active') =>
-    subscriptionEvent(kind, { id: sub, customer, status, price, userId: user.user.id }, at());
-  const invoice = (kind, id, price) =>
-    invoiceEvent(kind, { id, customer, subscription: sub, price, userId: user.user.id }, at());
-
-  before(async () => {
-    ({ fake, server } = await startWithFake({ STRIPE_WEBHOOK_SECRET: WEBHOOK_SECRET }));
-    fake.addCustomer(customer);
-    const admin = await makeAdmin(server);
-    await putPlan(server, admin, 'pro', { stripe_price_id: PRICE_PRO });
-    await putPlan(server, admin, 'business', { stripe_price_id: PRICE_BUSINESS });
-  });
-  after(async () => {
-    await server?.stop();
-    await fake?.close();
-  });
-
-  test('sign-up → Pro → Business → past_due → paid → deleted', async () => {
-    user = await signup(server);
-    let a = await account();
-    assert.equal(a.plan.id, 'free');
-    assert.equal(a.subscription, null);
-    const daily = a.credits.daily;
-
-    // checkout: a session for the Pro price, the user known by e-mail only
-    let res = await post('/v1/billing/checkout', { plan_id: 'pro' });
-    assert.equal(res.status, 200, res.text);
-    let call = fake.requests.at(-1);
-    assert.equal(call.form.customer_email, user.email);
-    assert.equal(call.form.client_reference_id, user.user.id);
-    assert.deepEqual(call.form.line_items, [{ price: PRICE_PRO, quantity: '1' }]);
-    assert.equal(res.json.url, fake.sessions.at(-1).url);
-    assert.equal((await account()).plan.id, 'free', 'checkout alone changes nothing');
-
-    // the user paid: Stripe reports the session, then the subscription
-    await webhook(checkoutCompletedEvent({ customer, subscription: sub, userId: user.user.id }, at()));
-    await webhook(subscription('created', PRICE_PRO));
-    a = await account();
-    assert.equal(a.plan.id, 'pro');
-    assert.equal(a.subscription.status, 'active');
-    assert.equal(a.subscription.plan_id, 'pro');
-
-    // the first invoice, delivered in two events: 100 credits once
-    const first = stripeId('in');
-    await webhook(invoice('paid', first, PRICE_PRO));
-    await webhook(invoice('paid', first, PRICE_PRO));
-    a = await account();
-    assert.equal(a.credits.monthly, 100);
-    assert.equal(a.ledger.filter((e) => e.reason === 'subscription').length, 1);
-
-    // the portal, for the customer the checkout made
-    res = await post('/v1/billing/portal');
-    assert.equal(res.status, 200, res.text);
-    assert.equal(fake.requests.at(-1).form.customer, customer);
-    assert.equal(res.json.url, fake.portalSessions.at(-1).url);
-
-    // checkout again: now with the customer, not the e-mail
-    res = await post('/v1/billing/checkout', { plan_id: 'business' });
-    assert.equal(res.status, 200, res.text);
-    call = fake.requests.at(-1);
-    assert.equal(call.form.customer, customer);
-    assert.equal(call.form.customer_email, undefined);
-    assert.deepEqual(call.form.line_items, [{ price: PRICE_BUSINESS, quantity: '1' }]);
-
-    // the subscription moves to Business
-    await webhook(subscription('updated', PRICE_BUSINESS));
-    a = await account();
-    assert.equal(a.plan.id, 'business');
-    assert.equal(a.subscription.plan_id, 'business');
-
-    // a payment fails: past_due, the plan stays until Stripe cancels
-    await webhook(invoice('failed', stripeId('in'), PRICE_BUSINESS));
-    a = await account();
-    assert.equal(a.subscription.status, 'past_due');
-    assert.equal(a.plan.id, 'business');
-    assert.equal(a.credits.monthly, 100);
-
-    // the next invoice is paid: +300
-    await webhook(invoice('paid', stripeId('in'), PRICE_BUSINESS));
-    a = await account();
-    assert.equal(a.credits.monthly, 400);
-
-    // cancelled: back to Free at once, the monthly credits granted are kept
-    await webhook(subscription('deleted', PRICE_BUSINESS));
-    a = await account();
-    assert.equal(a.plan.id, 'free');
-    assert.equal(a.subscription.status, 'canceled');
-    assert.equal(a.credits.monthly, 400);
-    assert.equal(a.credits.daily, daily);
-    assert.equal(a.ledger.filter((e) => e.reason === 'subscription').length, 2);
-
-    // three calls to Stripe in all: checkout, portal, checkout
-    assert.deepEqual(
-      fake.requests.map((r) => r.path),
-      ['/v1/checkout/sessions', '/v1/billing_portal/sessions', '/v1/checkout/sessions'],
-    );
   });
 });
 
