@@ -318,6 +318,8 @@ describe('billing: checkout and portal', () => {
     assertError(await checkout(user, { plan_id: 'retired' }), 400, 'plan_inactive', /retired/);
     assertError(await checkout(user, { plan_id: 'business' }), 400, 'plan_not_purchasable', /stripe_price_id/);
     assertError(await checkout(user, { plan_id: 'platinum' }), 404, 'plan_not_found', /platinum/);
+    assertError(await checkout(user, { plan_id: 'x'.repeat(5000) }), 404, 'plan_not_found');
+    assertError(await checkout(user, { plan_id: ['pro'] }), 400, 'invalid_request', /plan_id/);
     assert.equal(stripeCalls().length, 0);
   });
 
