@@ -117,6 +117,8 @@ describe('fake Stripe API', () => {
     assert.equal(session.object, 'checkout.session');
     assert.equal(session.client_reference_id, 'usr_1');
     assert.equal(fake.requests.length, 2, 'the package retried the 500');
+    // the server's default Stripe-Version is the one the official package pins
+    assert.equal(fake.requests[0].headers['stripe-version'], VERSION);
     const [a, b] = fake.requests;
     assert.ok(a.headers['idempotency-key']);
     assert.equal(b.headers['idempotency-key'], a.headers['idempotency-key']);
