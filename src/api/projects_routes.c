@@ -431,15 +431,15 @@ static int parse_last_event_id(const kp_req *req, kp_resp *resp, int64_t *after)
 /* Without a generation service (tests): the persisted events, built whole. */
 static void replay_unserviced(kp_ctx *ctx, kp_req *req, kp_resp *resp, const kp_project *p, int64_t after)
 {
-    kp_version v;
+    char *events = NULL;
     kp_err err = {0};
     kp_buf out = KP_BUF_INIT;
-    if (ctx->store->ops->version_get(ctx->store, p->id, p->latest_version, &v, &err) != KP_OK) {
+    if (kp_store_events_json(ctx->store, p->id, p->latest_version, after, &events, &err) != KP_OK) {
         kp_resp_from_err(resp, &err, req->request_id);
         return;
     }
-    kp_gen_replay_events(v.events_json, after, &out);
-    kp_version_clear(&v);
+    kp_gen_replay_events(events, after, &out);
+    free(events);
     kp_resp_text(resp, 200, "text/event-stream; charset=utf-8", out.data ? out.data : "", out.len);
     kp_headers_set(&resp->headers, "Cache-Control", "no-cache, no-store");
     kp_buf_free(&out);

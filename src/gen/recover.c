@@ -44,7 +44,12 @@ static kp_status recover_generating(kp_store *s, kp_blob *blob, const kp_version
     gen_copy_str(f.error_code, sizeof f.error_code, "interrupted");
     f.error_message = INTERRUPTED_MESSAGE;
     f.updated_at = kp_time_now_ms();
-    failure_note note = {.next_event_id = 1, .code = "interrupted", .message = INTERRUPTED_MESSAGE, .cost = cost};
+    int64_t last_id = 0; /* the error event follows what its instance stored (0 when unreadable: id 1) */
+    if (s->ops->events_last_id(s, v->project_id, v->n, &last_id, err) != KP_OK)
+        last_id = 0;
+    kp_err_clear(err);
+    failure_note note = {
+        .next_event_id = last_id + 1, .code = "interrupted", .message = INTERRUPTED_MESSAGE, .cost = cost};
     kp_failed_generation failed = {.res_id = v->reservation_id, .code = "interrupted"};
     kp_status rc = kp_credits_end_failed(s, &gen_fallback_policy, &failed, &f, gen_describe_failure, &note, NULL, err);
     json_decref(note.data);

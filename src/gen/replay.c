@@ -308,8 +308,13 @@ static kp_status get_entry(kp_replay_cache *c, kp_store *s, const char *project_
         kp_version_clear(&v);
         return kp_err_set(err, KP_ECONFLICT, "version %lld is generating", (long long)n);
     }
-    entry *e = entry_render(key, v.events_json);
     kp_version_clear(&v);
+    char *events = NULL;
+    rc = kp_store_events_json(s, project_id, n, 0, &events, err);
+    if (rc != KP_OK)
+        return rc;
+    entry *e = entry_render(key, events);
+    free(events);
     if (!e)
         return kp_err_set(err, KP_ENOMEM, "out of memory");
     *out = insert(c, e);

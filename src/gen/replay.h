@@ -1,8 +1,8 @@
 /*
  * replay.h - replays of a finished version's events as Server-Sent Events.
  *
- * A version's events are persisted with it when it ends, as a JSON array
- * (versions.events_json); a reader may ask for them after the last id it saw
+ * A version's events are in the event store (store.h kp_event, written as
+ * the generation runs); a reader may ask for them after the last id it saw
  * (GET /v1/projects/{id}/events with Last-Event-ID). Parsing that array and
  * building the whole SSE text for every request put one parse and several
  * copies of a large log on an HTTP worker per reader.
@@ -15,9 +15,8 @@
  * it writes the next piece of at most KP_REPLAY_PIECE bytes only when the
  * host says the previous one went out, so a reader that does not read holds
  * one piece, not the log. Sharing one rendering was chosen over reading
- * pieces from SQLite: a TEXT column is addressed in characters, and reading
- * at an offset walks the row's overflow pages from the start, so per-piece
- * reads would cost O(size) each.
+ * pieces from the store: a replay would then cost one read per piece for
+ * every reader.
  *
  * Thread-safe: the cache is behind a mutex; a stream is used by its host.
  */

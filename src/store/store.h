@@ -161,9 +161,12 @@ typedef struct kp_version {
     char error_code[64];            /* "" unless failed: "too_long", "invalid_output", "interrupted", ... */
     char *error_message;
     char *prompt;
-    char *message;     /* the model's free text outside file blocks */
-    char *files_json;  /* JSON array: [{"path","size","content_type"}] of the whole app at this version */
-    char *events_json; /* JSON array of the SSE events sent, persisted when it ends */
+    char *message;    /* the model's free text outside file blocks */
+    char *files_json; /* JSON array: [{"path","size","content_type"}] of the whole app at this version */
+    /* writing (version_finish, version_end): the events not stored yet, a JSON array
+     * [{"id","event","data"}], appended to the event store in the same write (idempotent per id);
+     * the row keeps none. Reading: always "[]" (the events are in the event store: events_list). */
+    char *events_json;
     char model[KP_NAME_MAX];
     int64_t input_tokens;
     int64_t output_tokens;
@@ -225,6 +228,31 @@ typedef struct kp_lease {
     int held; /* out: 1 renewed; 0 lost (not generating, another owner, or run out) */
 } kp_lease;
 
+/*
+ * One event of a generation (the SSE events a reader sees), in the event
+ * store: append-only, keyed by (project, version, id); ids start at 1 and are
+ * contiguous per version. The running generation appends its events in
+ * batches as they happen, and version_end the last ones; readers on any
+ * instance list them after the last id they saw. (DynamoDB: partition
+ * "{project}#{n}", sort key id, a conditional put per event.)
+ */
+#define KP_EVENT_TYPE_MAX 16
+typedef struct kp_event {
+    int64_t id;
+    char type[KP_EVENT_TYPE_MAX]; /* "project", "delta", "file", "done", "error" */
+    char *data;                   /* its JSON text; in events_list results owned by the array */
+} kp_event;
+
+/* Frees an array of n events from events_list, and their data. */
+void kp_event_free_array(kp_event *e, size_t n);
+
+typedef struct kp_store kp_store;
+
+/* The version's stored events with id > after_id as a JSON array [{"id","event","data"}] (events_list, a
+ * page at a time). *out malloc'd. */
+kp_status kp_store_events_json(kp_store *s, const char *project_id, int64_t n, int64_t after_id, char **out,
+                               kp_err *err);
+
 /* ---- billing (Stripe): customers, subscriptions, processed events ---- */
 
 #define KP_STRIPE_ID_MAX 128 /* Stripe object ids: "cus_...", "sub_...", "evt_...", "in_..." */
@@ -279,8 +307,6 @@ typedef struct kp_billing_write {
     const char *plan_id;
     const kp_credit_change *credit;
 } kp_billing_write;
-
-typedef struct kp_store kp_store;
 
 typedef struct kp_store_ops {
     /* users */
@@ -344,8 +370,8 @@ typedef struct kp_store_ops {
      * (before_created_at, before_id) when before_id is non-empty. *out malloc'd. */
     kp_status (*project_list)(kp_store *s, const char *user_id, int64_t before_created_at, const char *before_id,
                               size_t limit, kp_project **out, size_t *n, kp_err *err);
-    /* Deletes the project and its versions. KP_ENOTFOUND if absent; KP_ECONFLICT while one of its versions is
-     * generating (checked in the same transaction as the delete). */
+    /* Deletes the project, its versions and their events. KP_ENOTFOUND if absent; KP_ECONFLICT while one of its
+     * versions is generating (checked in the same transaction as the delete). */
     kp_status (*project_delete)(kp_store *s, const char *id, kp_err *err);
     /* on: marks the project as being deleted, checking in the same transaction that no version generates
      * (KP_ECONFLICT); from then on version_create and admit refuse it (KP_ENOTFOUND). off: clears the mark.
@@ -358,7 +384,8 @@ typedef struct kp_store_ops {
     /* All versions of a project, oldest first. *out malloc'd (kp_version_free_array). */
     kp_status (*version_list)(kp_store *s, const char *project_id, kp_version **out, size_t *n, kp_err *err);
     /* Ends a generating version: status READY or FAILED plus the result fields of v (error_*, message,
-     * files_json, events_json, model, tokens, duration). KP_ECONFLICT if it is not generating. On READY the
+     * files_json, model, tokens, duration); v->events_json's events are appended to the event store in the
+     * same transaction. KP_ECONFLICT if it is not generating. On READY the
      * project's latest_ready becomes v->n. Updates the project's updated_at. */
     kp_status (*version_finish)(kp_store *s, const kp_version *v, kp_err *err);
     kp_status (*version_set_settled)(kp_store *s, const char *project_id, int64_t n, kp_err *err);
@@ -382,6 +409,17 @@ typedef struct kp_store_ops {
      * call is not one transaction on every backend); an error leaves the held flags undefined. */
     kp_status (*leases_renew)(kp_store *s, const char *owner, int64_t now_ms, int64_t until_ms, kp_lease *leases,
                               size_t n, kp_err *err);
+
+    /* the event store (kp_event) */
+    /* Appends events[0..count) of version n (any ids >= 1, each with its type and JSON data). Idempotent per
+     * id: an event whose id is stored already is left as it was (a retried batch adds nothing twice). */
+    kp_status (*events_append)(kp_store *s, const char *project_id, int64_t n, const kp_event *events, size_t count,
+                               kp_err *err);
+    /* The version's events with id > after_id, in id order, at most limit. *out malloc'd (kp_event_free_array). */
+    kp_status (*events_list)(kp_store *s, const char *project_id, int64_t n, int64_t after_id, size_t limit,
+                             kp_event **out, size_t *count, kp_err *err);
+    /* The highest stored event id of the version (0: none). */
+    kp_status (*events_last_id)(kp_store *s, const char *project_id, int64_t n, int64_t *last_id, kp_err *err);
 
     /* Admits a generation atomically (see kp_admission). *out (may be NULL) receives the balance after the
      * charge, or the current one when the charge was refused. */

@@ -303,15 +303,21 @@ static kp_status submit(fixture *f, const char *user, const char *project_id, co
     return kp_gen_submit(f->g, f->s, &r, res, &err);
 }
 
-/* Waits until version n of the project is no longer generating; returns it. */
+/* Waits until version n of the project is no longer generating; returns it, with its events from the
+ * event store in events_json (the row keeps none). */
 static void wait_version(fixture *f, const char *project_id, int64_t n, kp_version *v)
 {
     kp_err err = {0};
     for (int i = 0; i < 1000; i++) {
         memset(v, 0, sizeof *v);
         assert_int_equal(f->s->ops->version_get(f->s, project_id, n, v, &err), KP_OK);
-        if (v->status != KP_VER_GENERATING && v->settled && kp_gen_in_flight(f->g) == 0)
+        if (v->status != KP_VER_GENERATING && v->settled && kp_gen_in_flight(f->g) == 0) {
+            assert_string_equal(v->events_json, "[]");
+            free(v->events_json);
+            v->events_json = NULL;
+            assert_int_equal(kp_store_events_json(f->s, project_id, n, 0, &v->events_json, &err), KP_OK);
             return;
+        }
         kp_version_clear(v);
         sleep_ms(5);
     }

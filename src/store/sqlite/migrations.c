@@ -189,6 +189,26 @@ static const char *const migrations[] = {
     "ALTER TABLE versions ADD COLUMN owner TEXT NOT NULL DEFAULT '';"
     "ALTER TABLE versions ADD COLUMN lease_until INTEGER NOT NULL DEFAULT 0;"
     "CREATE INDEX versions_lease ON versions(lease_until) WHERE status = 1;",
+
+    /* 7 (issue 11: events): the event store, one row per event a reader
+     * sees (store.h kp_event), written as a generation runs. The events of
+     * versions that older builds ended move here from versions.events_json,
+     * which then stays '[]' (replays read only this table). */
+    "CREATE TABLE version_events ("
+    "  project_id TEXT NOT NULL,"
+    "  n INTEGER NOT NULL CHECK (n >= 1),"
+    "  id INTEGER NOT NULL CHECK (id >= 1),"
+    "  type TEXT NOT NULL,"
+    "  data TEXT NOT NULL,"
+    "  PRIMARY KEY (project_id, n, id)"
+    ") WITHOUT ROWID;"
+    "INSERT OR IGNORE INTO version_events (project_id, n, id, type, data)"
+    "  SELECT v.project_id, v.n, e.value ->> '$.id', e.value ->> '$.event', e.value -> '$.data'"
+    "  FROM versions v, json_each(CASE WHEN json_valid(v.events_json) THEN"
+    "    CASE json_type(v.events_json) WHEN 'array' THEN v.events_json ELSE '[]' END ELSE '[]' END) e"
+    "  WHERE e.type = 'object' AND e.value ->> '$.id' >= 1 AND e.value ->> '$.event' IS NOT NULL"
+    "    AND e.value -> '$.data' IS NOT NULL;"
+    "UPDATE versions SET events_json = '[]' WHERE events_json <> '[]';",
 };
 
 #define MIGRATION_COUNT ((int)(sizeof migrations / sizeof migrations[0]))

@@ -28,7 +28,9 @@
 #define SQ_SLOTS_PROJECTS_N 32
 #define SQ_SLOTS_BILLING 80
 #define SQ_SLOTS_BILLING_N 16
-#define SQ_STMT_SLOTS 96
+#define SQ_SLOTS_EVENTS 96
+#define SQ_SLOTS_EVENTS_N 8
+#define SQ_STMT_SLOTS 104
 
 typedef struct sq_store sq_store;
 
@@ -121,6 +123,17 @@ kp_status sq_leases_renew(kp_store *s, const char *owner, int64_t now_ms, int64_
                           kp_err *err);
 kp_status sq_admit(kp_store *s, const kp_admission *a, kp_balance *out, kp_err *err);
 kp_status sq_reservations_orphaned(kp_store *s, kp_reservation **out, size_t *n, kp_err *err);
+
+kp_status sq_events_append(kp_store *s, const char *project_id, int64_t n, const kp_event *events, size_t count,
+                           kp_err *err);
+kp_status sq_events_list(kp_store *s, const char *project_id, int64_t n, int64_t after_id, size_t limit, kp_event **out,
+                         size_t *count, kp_err *err);
+kp_status sq_events_last_id(kp_store *s, const char *project_id, int64_t n, int64_t *last_id, kp_err *err);
+/* sqlite_events.c, inside a transaction: appends a JSON array of events [{"id","event","data"}] (NULL or
+ * "[]": none), idempotent per id; deletes a project's events. */
+kp_status sq_events_append_json_locked(sq_store *h, const char *project_id, int64_t n, const char *events_json,
+                                       kp_err *err);
+kp_status sq_events_delete_project_locked(sq_store *h, const char *project_id, kp_err *err);
 
 kp_status sq_billing_customer_get(kp_store *s, const char *user_id, kp_billing_customer *out, kp_err *err);
 kp_status sq_billing_customer_find(kp_store *s, const char *customer_id, kp_billing_customer *out, kp_err *err);

@@ -455,6 +455,8 @@ kp_status sq_project_delete(kp_store *s, const char *id, kp_err *err)
     if (rc == KP_OK)
         rc = run_keyed(h, ST_VERSIONS_DELETE, id, &versions, "delete versions", err);
     if (rc == KP_OK)
+        rc = sq_events_delete_project_locked(h, id, err);
+    if (rc == KP_OK)
         rc = run_keyed(h, ST_PROJECT_DELETE, id, &projects, "delete project", err);
     if (rc == KP_OK && projects == 0)
         rc = kp_err_set(err, KP_ENOTFOUND, "project not found");
@@ -616,7 +618,7 @@ static kp_status finish_version_row(sq_store *h, const kp_version *v, int64_t no
     sq_bind_text(st, 5, v->error_message);
     sq_bind_text(st, 6, v->message);
     sq_bind_text(st, 7, json_or_empty_array(v->files_json));
-    sq_bind_text(st, 8, json_or_empty_array(v->events_json));
+    sq_bind_text(st, 8, "[]"); /* the events go to the event store (below) */
     sq_bind_text(st, 9, v->model);
     sqlite3_bind_int64(st, 10, v->input_tokens);
     sqlite3_bind_int64(st, 11, v->output_tokens);
@@ -632,6 +634,8 @@ static kp_status finish_version_row(sq_store *h, const kp_version *v, int64_t no
     else
         rc = kp_sqlite_db_error(sq_db(h), "finish version", err);
     sq_stmt_done(st);
+    if (rc == KP_OK && *changed == 1)
+        rc = sq_events_append_json_locked(h, v->project_id, v->n, v->events_json, err);
     return rc;
 }
 
