@@ -28,6 +28,7 @@
 #define MAX_APP_BYTES KP_PUBLISH_MAX_BYTES
 #define DELTA_FLUSH_BYTES 1024
 #define DEFAULT_FLUSH_MS 50
+#define GEN_EVENTS_BATCH_MS 250 /* events.c: how often a running generation's events are stored */
 
 #define METRIC_IN_FLIGHT "generations_in_flight"
 #define METRIC_SPENT "credits_spent_total"
@@ -104,6 +105,11 @@ struct generation {
     sync_cmd *on_end; /* a command waiting for it to end (cancel), or NULL */
     char fail_code[64];
     char fail_message[512];
+    /* the event store (events.c) */
+    int64_t events_stored;      /* the events with ids up to this one are stored */
+    int appending;              /* a batch is on the storage pool */
+    int append_again;           /* more came meanwhile: store them when it is back */
+    struct event *append_timer; /* the next batch */
 };
 
 struct kp_gen {
@@ -134,6 +140,7 @@ struct kp_gen {
     struct event *recover_timer; /* loop-only: recovers versions whose lease ran out, every lease_ms */
     int renewing;                /* loop-only: a renewal is on the storage pool */
     int recovering;              /* loop-only: a recovery is on the storage pool */
+    int appends;                 /* loop-only: batches of events on the storage pool (events.c) */
 };
 
 /* Describes a failure for kp_credits_end_failed: its error event, appended
@@ -160,6 +167,11 @@ void gen_sub_write(subscriber *sub, const char *data, size_t len);
 void gen_sub_end(subscriber *sub);
 void gen_sub_detach(subscriber *sub);
 
+/* events.c */
+void gen_events_emitted(generation *gen, event_type type);
+void gen_events_store_now(generation *gen);
+void gen_events_free(generation *gen);
+
 /* leases.c */
 void gen_leases_init(kp_gen *g);
 int gen_leases_start(kp_gen *g);
@@ -173,6 +185,7 @@ generation *gen_generation_new(kp_gen *g, const kp_gen_request *r, const char *p
                                const char *res_id, const kp_version *latest_ready, kp_prompt *prompt, kp_err *err);
 void gen_task_start(void *arg);
 generation *gen_find(kp_gen *g, const char *project_id, int64_t n);
+generation *gen_find_serial(kp_gen *g, uint64_t serial);
 void gen_fail(generation *gen, const char *code, const char *message);
 void gen_run_storage(kp_gen *g, void (*work)(kp_store *s, void *arg), void (*done)(void *arg), void *arg);
 void gen_shutdown_maybe_done(kp_gen *g);

@@ -6,6 +6,7 @@
  *   run.c      the life of a generation on the loop: provider call,
  *              deltas, continuations, publish or fail, exactly-once ending
  *   readers.c  the event log, SSE readers (subscribers), reader caps, replays
+ *   events.c   the event log's batches to the event store, as it runs
  *   recover.c  recovery of versions whose lease ran out (a stopped server's)
  *   leases.c   this instance's leases: renewed while it generates; periodic recovery
  *

@@ -176,24 +176,27 @@ int gen_emit(generation *gen, event_type type, json_t *data)
     gen->nevents++;
     for (subscriber *s = gen->subs; s; s = s->next)
         gen_sub_write(s, gen->log.data + start, rec->end - start);
+    gen_events_emitted(gen, type);
     return 0;
 }
 
-/* The events as persisted: [{"id","event","data"}...], plus `extra` (type,
- * data text) as the next id when not NULL. Caller frees. */
+/* The events the batches have not stored yet (events.c), as the ending
+ * stores them: [{"id","event","data"}...], plus `extra` (type, data text) as
+ * the next id when not NULL. Caller frees. */
 char *gen_events_json(const generation *gen, event_type extra_type, const char *extra)
 {
     kp_buf b = KP_BUF_INIT;
     int rc = kp_buf_puts(&b, "[");
-    for (size_t i = 0; i < gen->nevents && rc == 0; i++) {
+    size_t first = gen->events_stored > 0 ? (size_t)gen->events_stored : 0;
+    for (size_t i = first; i < gen->nevents && rc == 0; i++) {
         const event_rec *e = &gen->events[i];
-        rc |= kp_buf_printf(&b, "%s{\"id\":%zu,\"event\":\"%s\",\"data\":", i ? "," : "", i + 1,
+        rc |= kp_buf_printf(&b, "%s{\"id\":%zu,\"event\":\"%s\",\"data\":", i > first ? "," : "", i + 1,
                             gen_event_names[e->type]);
         rc |= kp_buf_append(&b, gen->log.data + e->data_off, e->data_len);
         rc |= kp_buf_puts(&b, "}");
     }
     if (extra && rc == 0)
-        rc |= kp_buf_printf(&b, "%s{\"id\":%zu,\"event\":\"%s\",\"data\":%s}", gen->nevents ? "," : "",
+        rc |= kp_buf_printf(&b, "%s{\"id\":%zu,\"event\":\"%s\",\"data\":%s}", gen->nevents > first ? "," : "",
                             gen->nevents + 1, gen_event_names[extra_type], extra);
     rc |= kp_buf_puts(&b, "]");
     if (rc != 0) {

@@ -132,7 +132,7 @@ void gen_run_storage(kp_gen *g, void (*work)(kp_store *s, void *arg), void (*don
  * waiter may free g as soon as it is woken: g is not touched after. */
 void gen_shutdown_maybe_done(kp_gen *g)
 {
-    if (g->shutdown_wait && !g->gens && g->replaying == 0 && !gen_leases_busy(g)) {
+    if (g->shutdown_wait && !g->gens && g->replaying == 0 && g->appends == 0 && !gen_leases_busy(g)) {
         sync_cmd *wait = g->shutdown_wait;
         g->shutdown_wait = NULL;
         g->shut_done = 1;
@@ -160,6 +160,7 @@ static void gen_destroy(generation *gen)
         g->opt.llm->ops->cancel(g->opt.llm, gen->call);
     if (gen->flush)
         event_free(gen->flush);
+    gen_events_free(gen);
     kp_fileblocks_free(gen->parser);
     kp_prompt_free(&gen->prompt);
     free(gen->prev_files_json);
@@ -585,7 +586,7 @@ typedef struct step {
     void (*fn)(generation *gen);
 } step;
 
-static generation *find_by_serial(kp_gen *g, uint64_t serial)
+generation *gen_find_serial(kp_gen *g, uint64_t serial)
 {
     for (generation *gen = g->gens; gen; gen = gen->next)
         if (gen->serial == serial)
@@ -596,7 +597,7 @@ static generation *find_by_serial(kp_gen *g, uint64_t serial)
 static void run_step(void *arg)
 {
     step *st = arg;
-    generation *gen = find_by_serial(st->g, st->serial);
+    generation *gen = gen_find_serial(st->g, st->serial);
     if (gen && !gen->storing)
         st->fn(gen);
     free(st);

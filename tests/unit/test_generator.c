@@ -1146,6 +1146,68 @@ static void test_running_generation_renews_its_lease(void **state)
     assert_int_equal(balance_total(f, "usr_a"), before - 1);
 }
 
+/* A running generation's events reach the event store before it ends (in
+ * batches, and after each file), in order from id 1; the ending adds the
+ * rest, so the stored events are exactly what a live reader got. */
+static void test_events_stored_while_running(void **state)
+{
+    fixture *f = *state;
+    kp_gen_result res;
+    kp_version v;
+    kp_err err = {0};
+    test_sink live;
+    set_script(f, 0,
+               "<file path=\"index.html\">\nhello\n</file>\n"
+               "and then a long slow tail of text that keeps the generation running for a while.\n",
+               "end_turn");
+    f->fake.scripts[0].delay_ms = 40; /* about 2 s */
+    assert_int_equal(submit(f, "usr_a", NULL, "an app", &res), KP_OK);
+    kp_stream *st = subscribe(f, res.project_id, 1, 0, &live);
+
+    int seen_running = 0;
+    for (int i = 0; i < 2000 && !seen_running; i++) {
+        kp_event *evs = NULL;
+        size_t n = 0;
+        assert_int_equal(f->s->ops->events_list(f->s, res.project_id, 1, 0, 100, &evs, &n, &err), KP_OK);
+        int has_file = 0;
+        for (size_t k = 0; k < n; k++) {
+            assert_int_equal(evs[k].id, (int64_t)k + 1); /* contiguous from 1 */
+            has_file |= strcmp(evs[k].type, "file") == 0;
+        }
+        kp_event_free_array(evs, n);
+        /* read after the events: still generating, so they were stored before the end */
+        assert_int_equal(f->s->ops->version_get(f->s, res.project_id, 1, &v, &err), KP_OK);
+        seen_running = has_file && v.status == KP_VER_GENERATING;
+        int ended = v.status != KP_VER_GENERATING;
+        kp_version_clear(&v);
+        if (ended)
+            break;
+        sleep_ms(5);
+    }
+    assert_true(seen_running);
+
+    wait_version(f, res.project_id, 1, &v);
+    assert_int_equal(v.status, KP_VER_READY);
+    wait_ended(&live);
+    kp_buf stored = KP_BUF_INIT;
+    assert_int_equal(kp_gen_replay_events(v.events_json, 0, &stored), 0);
+    int nlive = 0, nstored = 0;
+    pthread_mutex_lock(&live.mu);
+    char *t1 = event_types(live.data.data, 1, &nlive);
+    pthread_mutex_unlock(&live.mu);
+    char *t2 = event_types(stored.data, 1, &nstored);
+    assert_int_equal(nstored, nlive);
+    assert_string_equal(t1, t2);
+    assert_non_null(strstr(t2, ",file,"));
+    assert_true(nstored > 4);
+    free(t1);
+    free(t2);
+    kp_buf_free(&stored);
+    kp_version_clear(&v);
+    st->release(st);
+    tsink_free(&live);
+}
+
 /* Another instance recovers the version (its lease ran out: here the test
  * says so): the next renewal finds the lease lost, the generation stops
  * (provider call cancelled), writes nothing more, and its reader gets the
@@ -1285,6 +1347,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_recovery_settles_everything, setup, teardown),
         cmocka_unit_test_setup_teardown(test_recovery_refunds_reservations_without_version, setup, teardown),
         cmocka_unit_test_setup_teardown(test_running_generation_renews_its_lease, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_events_stored_while_running, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lost_lease_stops_the_generation_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failed_version_recorded_after_store_failure, setup, teardown),
         cmocka_unit_test_setup_teardown(test_publish_store_failure_refunds, setup, teardown),
