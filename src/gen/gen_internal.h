@@ -29,6 +29,9 @@
 #define DELTA_FLUSH_BYTES 1024
 #define DEFAULT_FLUSH_MS 50
 #define GEN_EVENTS_BATCH_MS 250 /* events.c: how often a running generation's events are stored */
+#define GEN_FOLLOW_POLL_MS 300  /* readers.c: how often a follower of another instance's generation polls */
+#define GEN_FOLLOW_PAGE 500     /* events a poll reads at a time */
+#define GEN_FOLLOW_ROUNDS 20    /* pages a poll reads at most */
 
 #define METRIC_IN_FLIGHT "generations_in_flight"
 #define METRIC_SPENT "credits_spent_total"
@@ -71,6 +74,11 @@ typedef struct subscriber {
     int counted;     /* holds one of the version's reader slots */
     generation *gen; /* the generation it follows, or NULL */
     struct subscriber *next;
+    /* following from the event store a version generating on another instance (readers.c): loop and its
+     * storage jobs, one at a time */
+    int following;
+    int follow_done;
+    struct event *poll_timer;
 } subscriber;
 
 struct generation {

@@ -229,25 +229,126 @@ static void sub_sink_end(kp_sink *sink)
     ((sub_sink *)sink)->ended = 1;
 }
 
-/* On a storage thread: the version's persisted events (from the shared replays), then the end. */
+/* ---- following a generation that runs on another instance (from the event store) ---- */
+
+static int sub_gone(subscriber *sub)
+{
+    pthread_mutex_lock(&sub->mu);
+    int gone = sub->sink == NULL;
+    pthread_mutex_unlock(&sub->mu);
+    return gone;
+}
+
+/* Sends the stored events that follow sub->after, in id order and without a
+ * gap (an id missing stops the page: it comes with a later poll). Returns
+ * how many events the store listed, or -1 on an error. */
+static int follow_page(kp_store *s, subscriber *sub)
+{
+    kp_event *evs = NULL;
+    size_t count = 0;
+    kp_err err = {0};
+    kp_buf frames = KP_BUF_INIT;
+    if (s->ops->events_list(s, sub->project_id, sub->n, sub->after, GEN_FOLLOW_PAGE, &evs, &count, &err) != KP_OK)
+        return -1;
+    for (size_t i = 0; i < count && evs[i].id == sub->after + 1; i++) {
+        if (kp_replay_format_frame(&frames, evs[i].id, evs[i].type, evs[i].data, NULL, NULL) != 0)
+            break;
+        sub->after = evs[i].id;
+    }
+    gen_sub_write(sub, frames.data, frames.len);
+    kp_buf_free(&frames);
+    kp_event_free_array(evs, count);
+    return (int)count;
+}
+
+/* On a storage thread: one poll of a followed version. The status is read
+ * before the events: a version that had ended by then has every event
+ * stored (its ending wrote the rest), so once they are sent it is done. */
+static void follow_poll(kp_store *s, subscriber *sub)
+{
+    kp_err err = {0};
+    for (int round = 0; round < GEN_FOLLOW_ROUNDS && !sub->follow_done; round++) {
+        kp_version v;
+        if (sub_gone(sub) || s->ops->version_get(s, sub->project_id, sub->n, &v, &err) != KP_OK) {
+            sub->follow_done = 1; /* the reader left, or the version is gone */
+            break;
+        }
+        int ended = v.status != KP_VER_GENERATING;
+        kp_version_clear(&v);
+        int listed = follow_page(s, sub);
+        if (listed < 0)
+            break; /* the next poll tries again */
+        if (listed == GEN_FOLLOW_PAGE)
+            continue; /* more stored already */
+        sub->follow_done = ended;
+        break;
+    }
+    if (sub->follow_done)
+        gen_sub_end(sub);
+}
+
+/* On a storage thread: the version's persisted events (from the shared
+ * replays), then the end; or, while it generates (on another instance: a
+ * local one is followed from memory), what the event store has so far. */
 static void replay_work(kp_store *s, void *arg)
 {
     subscriber *sub = arg;
     kp_stream *rs = NULL;
     kp_err err = {0};
     sub_sink ss = {.sink = {.write = sub_sink_write, .end = sub_sink_end}, .sub = sub};
-    if (kp_replay_open(sub->g->replays, s, sub->project_id, sub->n, sub->after, &rs, &err) == KP_OK) {
+    if (sub->following) {
+        follow_poll(s, sub);
+        return;
+    }
+    kp_status rc = kp_replay_open(sub->g->replays, s, sub->project_id, sub->n, sub->after, &rs, &err);
+    if (rc == KP_OK) {
         while (!ss.ended)
             rs->more(rs, &ss.sink);
         rs->release(rs);
+    } else if (rc == KP_ECONFLICT) { /* generating */
+        sub->following = 1;
+        follow_poll(s, sub);
+        return;
     }
     gen_sub_end(sub);
 }
 
+static void replay_done(void *arg);
+
+static void on_follow_timer(evutil_socket_t fd, short what, void *arg)
+{
+    subscriber *sub = arg;
+    (void)fd;
+    (void)what;
+    if (sub->g->shut) { /* shutting down: the reader ends here (it may come back elsewhere) */
+        sub->follow_done = 1;
+        gen_sub_end(sub);
+        replay_done(sub);
+        return;
+    }
+    gen_run_storage(sub->g, replay_work, replay_done, sub);
+}
+
+/* On the loop: a follower not done polls again after GEN_FOLLOW_POLL_MS (the
+ * job's reference stays with it); else the job ends. */
 static void replay_done(void *arg)
 {
     subscriber *sub = arg;
     kp_gen *g = sub->g;
+    if (sub->following && !sub->follow_done && !g->shut && !sub_gone(sub)) {
+        struct timeval tv = gen_ms_to_tv(GEN_FOLLOW_POLL_MS);
+        if (!sub->poll_timer)
+            sub->poll_timer = evtimer_new(kp_loop_base(g->opt.loop), on_follow_timer, sub);
+        if (sub->poll_timer && evtimer_add(sub->poll_timer, &tv) == 0)
+            return;
+        gen_sub_end(sub);
+    } else if (sub->following && !sub->follow_done) {
+        gen_sub_end(sub);
+    }
+    if (sub->poll_timer) {
+        event_free(sub->poll_timer);
+        sub->poll_timer = NULL;
+    }
     sub_drop(sub, sub_unlink(sub) + 1); /* the loop's, if still held, and the job's */
     g->replaying--;
     gen_shutdown_maybe_done(g);
