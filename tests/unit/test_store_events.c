@@ -3,7 +3,7 @@
  * idempotent per id (a retried batch adds nothing twice), events_list gives
  * a version's events in id order after an id, at most a limit, and
  * events_last_id the highest; version_end appends its events in its own
- * transaction and the row keeps none; deleting a project deletes its
+ * transaction and the row keeps none (version reads carry no log); deleting a project deletes its
  * events; migration 7 moves the events_json of rows older builds ended into
  * the event store.
  *
@@ -197,6 +197,25 @@ static void test_version_end_appends_the_rest(void **state)
     assert_int_equal(kp_test_sql_int(f->path, "SELECT COUNT(*) FROM version_events WHERE project_id = 'prj_end'"), 0);
 }
 
+/* Version reads (lists, follow-up prompts) never carry an event log, even a row's leftover one. */
+static void test_version_reads_carry_no_events(void **state)
+{
+    fixture *f = *state;
+    kp_err err = {0};
+    new_project(f, "prj_list");
+    kp_test_sql_exec(f->path, "UPDATE versions SET events_json = '[{\"id\":1,\"event\":\"done\",\"data\":{}}]'");
+    kp_version *vs = NULL;
+    size_t n = 0;
+    assert_int_equal(f->s->ops->version_list(f->s, "prj_list", &vs, &n, &err), KP_OK);
+    assert_int_equal(n, 1);
+    assert_string_equal(vs[0].events_json, "[]");
+    kp_version_free_array(vs, n);
+    kp_version v;
+    assert_int_equal(f->s->ops->version_get(f->s, "prj_list", 1, &v, &err), KP_OK);
+    assert_string_equal(v.events_json, "[]");
+    kp_version_clear(&v);
+}
+
 static void test_migration_moves_older_events(void **state)
 {
     fixture *f = *state;
@@ -235,6 +254,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_append_idempotent, setup, teardown),
         cmocka_unit_test_setup_teardown(test_append_refuses_invalid, setup, teardown),
         cmocka_unit_test_setup_teardown(test_version_end_appends_the_rest, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_version_reads_carry_no_events, setup, teardown),
         cmocka_unit_test_setup_teardown(test_migration_moves_older_events, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -15,9 +15,11 @@
 #include "store/sqlite/sqlite_internal.h"
 
 #define PROJECT_COLS "id, user_id, name, latest_version, latest_ready, created_at, updated_at"
+/* events_json is never read: a version's events are in the event store (sqlite_events.c), listed only by
+ * replays and followers, never by version lists or follow-up prompts */
 #define VERSION_COLS                                                                                                   \
     "project_id, n, status, reservation_id, settled, error_code, error_message, prompt, message, files_json, "         \
-    "events_json, model, input_tokens, output_tokens, duration_ms, created_at, updated_at, refunded, credit_reason, "  \
+    "'[]', model, input_tokens, output_tokens, duration_ms, created_at, updated_at, refunded, credit_reason, "         \
     "owner, lease_until"
 
 typedef enum stmt_id {
