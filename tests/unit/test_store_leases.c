@@ -415,6 +415,29 @@ static void test_two_recoverers_refund_once(void **state)
     }
 }
 
+/* Recovery's `interrupted` error event follows the events its instance stored (the event store). */
+static void test_recovery_error_follows_stored_events(void **state)
+{
+    fixture *f = *state;
+    kp_err err = {0};
+    size_t repaired = 0;
+    admit(f, "prj_dead", "ins_b", kp_time_now_ms() - 1);
+    kp_event evs[3] = {{.id = 1, .type = "project", .data = "{}"},
+                       {.id = 2, .type = "delta", .data = "{\"text\":\"a\"}"},
+                       {.id = 3, .type = "delta", .data = "{\"text\":\"b\"}"}};
+    assert_int_equal(f->s->ops->events_append(f->s, "prj_dead", 1, evs, 3, &err), KP_OK);
+    assert_int_equal(kp_gen_recover(f->s, f->blob, &repaired, &err), KP_OK);
+    assert_int_equal(repaired, 1);
+    kp_event *out = NULL;
+    size_t n = 0;
+    assert_int_equal(f->s->ops->events_list(f->s, "prj_dead", 1, 0, 10, &out, &n, &err), KP_OK);
+    assert_int_equal(n, 4);
+    assert_int_equal(out[3].id, 4);
+    assert_string_equal(out[3].type, "error");
+    assert_non_null(strstr(out[3].data, "\"code\":\"interrupted\""));
+    kp_event_free_array(out, n);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -425,6 +448,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_recovery_takes_only_expired, setup, teardown),
         cmocka_unit_test_setup_teardown(test_late_owner_end_conflicts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_two_recoverers_refund_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_recovery_error_follows_stored_events, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
