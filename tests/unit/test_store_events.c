@@ -109,7 +109,7 @@ static void test_after_id_and_limit(void **state)
     fixture *f = *state;
     kp_err err = {0};
     kp_event batch[5];
-    char data[5][16];
+    char data[5][32];
     for (int i = 0; i < 5; i++) {
         snprintf(data[i], sizeof data[i], "{\"i\":%d}", i + 1);
         batch[i] = ev(i + 1, "delta", data[i]);
