@@ -7,7 +7,7 @@
 //     STRIPE_WEBHOOK_SECRET is accepted, one signed otherwise refused; checkout reaches the
 //     fake Stripe API with its STRIPE_SECRET_KEY;
 //   - with KOUMPA_SECRETS_TTL=1 a rotated secret (PutSecretValue) is used without a restart;
-//   - the JWT secret, without KOUMPA_SECRET_ID_JWT, still comes from the environment source;
+//   - the JWT secret from KOUMPA_SECRET_ID_JWT signs and checks tokens; without it, from the environment;
 //   - a wrong AWS secret key, a missing secret and a SecretBinary secret stop serve before it
 //     answers, the log naming the secret and the error; no secret value is ever in the output.
 // Without moto_server (scripts/install-deps.sh --test installs it) all of it is skipped, saying so.
@@ -28,7 +28,7 @@ import { startFront, startMoto } from './aws-front.mjs';
 import { startFakeAnthropic } from './fake-anthropic.mjs';
 import { startFakeStripe } from './fake-stripe.mjs';
 import { api, signup, startServer, uniqueEmail } from './harness.mjs';
-import { generationKey, serveFails, startedLine } from './secrets-helpers.mjs';
+import { generationKey, localToken, serveFails, startedLine } from './secrets-helpers.mjs';
 import { deliver, nowSeconds, stripeId } from './stripe-events.mjs';
 
 const REGION = 'us-east-1';
@@ -99,13 +99,15 @@ describe('secrets from AWS Secrets Manager, through a verifying front to moto', 
   let stripeApi;
   let server;
   let skipReason;
-  const ids = { anthropic: 'koumpa/anthropic', stripe: 'koumpa/stripe' };
+  const ids = { anthropic: 'koumpa/anthropic', stripe: 'koumpa/stripe', jwt: 'koumpa/jwt' };
   const values = {
     key1: `sk-ant-${secret('one')}`,
     key2: `sk-ant-${secret('two')}`,
     stripeKey: `sk_test_${secret('stripe')}`,
     webhook1: `whsec_${secret('one')}`,
     webhook2: `whsec_${secret('two')}`,
+    jwt: secret('jwt'),
+    envJwt: secret('env-jwt'),
   };
 
   before(async () => {
@@ -119,6 +121,7 @@ describe('secrets from AWS Secrets Manager, through a verifying front to moto', 
     await secretsManager(front, 'CreateSecret', { Name: ids.anthropic, SecretString: `${values.key1}\n` });
     await secretsManager(front, 'CreateSecret', { Name: ids.stripe,
       SecretString: JSON.stringify({ STRIPE_SECRET_KEY: values.stripeKey, STRIPE_WEBHOOK_SECRET: values.webhook1 }) });
+    await secretsManager(front, 'CreateSecret', { Name: ids.jwt, SecretString: JSON.stringify({ jwt_secret: values.jwt }) });
     await secretsManager(front, 'CreateSecret', { Name: 'koumpa/binary',
       SecretBinary: Buffer.from(values.key1).toString('base64') });
     anthropic = await startFakeAnthropic({ scenario: { type: 'text', text: APP } });
@@ -127,6 +130,8 @@ describe('secrets from AWS Secrets Manager, through a verifying front to moto', 
       env: awsEnv(front, {
         KOUMPA_SECRET_ID_ANTHROPIC: ids.anthropic,
         KOUMPA_SECRET_ID_STRIPE: ids.stripe,
+        KOUMPA_SECRET_ID_JWT: ids.jwt,
+        KOUMPA_JWT_SECRET: values.envJwt, // not read: KOUMPA_SECRET_ID_JWT wins
         ANTHROPIC_BASE_URL: anthropic.url,
         STRIPE_API_BASE: stripeApi.url,
         KOUMPA_SECRETS_TTL: '1',
@@ -161,12 +166,28 @@ describe('secrets from AWS Secrets Manager, through a verifying front to moto', 
     assert.equal(front.stats.rejected, 0, JSON.stringify(front.stats.rejections));
   });
 
-  test('the JWT secret without KOUMPA_SECRET_ID_JWT comes from the environment source (its generated file)',
-    async (t) => {
-      if (skipReason) return t.skip(skipReason);
-      const user = await signup(server);
-      assert.equal((await api(server, 'GET', '/v1/me', { token: user.token })).status, 200);
-    });
+  test('the JWT secret from Secrets Manager (a JSON object, alias jwt_secret) signs and checks tokens', async (t) => {
+    if (skipReason) return t.skip(skipReason);
+    const user = await signup(server);
+    const me = async (token) => (await api(server, 'GET', '/v1/me', { token })).status;
+    assert.equal(await me(user.token), 200);
+    assert.equal(await me(await localToken(user.user.id, values.jwt)), 200);
+    assert.equal(await me(await localToken(user.user.id, values.envJwt)), 401, 'the environment value is not used');
+  });
+
+  test('without KOUMPA_SECRET_ID_JWT the JWT secret comes from the environment', async (t) => {
+    if (skipReason) return t.skip(skipReason);
+    const other = await startServer({ env: awsEnv(front, { KOUMPA_SECRET_ID_ANTHROPIC: ids.anthropic,
+      KOUMPA_JWT_SECRET: values.envJwt, ANTHROPIC_BASE_URL: anthropic.url, KOUMPA_LOG_LEVEL: 'info' }) });
+    try {
+      const user = await signup(other);
+      assert.equal((await api(other, 'GET', '/v1/me', { token: await localToken(user.user.id, values.envJwt) })).status, 200);
+      assert.equal(startedLine(other).config.ANTHROPIC_API_KEY, '(set)');
+      assert.ok(!other.logs().includes(values.envJwt));
+    } finally {
+      await other.stop();
+    }
+  });
 
   test('the Stripe secret as a JSON object: its webhook secret checks signatures, its key calls Stripe', async (t) => {
     if (skipReason) return t.skip(skipReason);

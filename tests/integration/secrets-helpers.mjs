@@ -4,9 +4,11 @@
 //   serveFails(dir, env)                `koumpa serve` in a hermetic environment plus env must exit
 //                                       non-zero (never run on); resolves to its output
 //   startedLine(server)                 the "koumpa serving" log line, parsed
+//   localToken(sub, key)                a token as POST /v1/auth/login issues it, signed (HS256) with key
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
+import { SignJWT } from 'jose';
 
 import { api, runKoumpa } from './harness.mjs';
 
@@ -59,4 +61,12 @@ export function startedLine(server) {
     .filter((l) => l.startsWith('{'))
     .map((l) => JSON.parse(l))
     .find((l) => l.msg === 'koumpa serving');
+}
+
+/** A local token (what POST /v1/auth/login issues) signed with key. */
+export function localToken(sub, key) {
+  const now = Math.floor(Date.now() / 1000);
+  return new SignJWT({ iss: 'koumpa', aud: 'koumpa', sub, iat: now, exp: now + 600 })
+    .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
+    .sign(new TextEncoder().encode(key));
 }

@@ -17,31 +17,22 @@ import { mkdtemp, rename, rm, unlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { SignJWT } from 'jose';
 
 import { startFakeAnthropic } from './fake-anthropic.mjs';
 import { api, signup, startServer } from './harness.mjs';
-import { generationKey, serveFails, startedLine } from './secrets-helpers.mjs';
+import { generationKey, localToken, serveFails, startedLine } from './secrets-helpers.mjs';
 
 const APP = '<file path="index.html">\n<p>hi</p>\n</file>\n';
 const PAST_TTL_MS = 1500;
 
 const secret = (label) => `${label}-${randomBytes(24).toString('hex')}`;
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-const now = () => Math.floor(Date.now() / 1000);
 
 /** Replaces a file the way Kubernetes updates a mounted secret: a new file renamed over the old one. */
 async function replaceFile(file, content) {
   const tmp = `${file}.new`;
   await writeFile(tmp, content, { mode: 0o600 });
   await rename(tmp, file);
-}
-
-/** A local token (what POST /v1/auth/login issues) signed with secret. */
-function localToken(sub, key) {
-  return new SignJWT({ iss: 'koumpa', aud: 'koumpa', sub, iat: now(), exp: now() + 600 })
-    .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
-    .sign(new TextEncoder().encode(key));
 }
 
 async function meStatus(server, token) {
