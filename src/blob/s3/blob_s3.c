@@ -146,14 +146,16 @@ static kp_status s3_get(kp_blob *b, const char *key, kp_buf *out, char content_t
     return get_object(b->impl, key, NULL, out, content_type, NULL, NULL, err);
 }
 
-/* A value a client sent may go to S3 only if it is printable ASCII. */
-static int header_value_ok(const char *v)
+/* Whether a client's If-None-Match goes to S3 as is: one strong quoted tag
+ * of printable ASCII ("abc"), the common case. Lists, weak tags and "*" stay
+ * here: the object is read and the caller compares (blob.h get_tagged). */
+static int single_strong_tag(const char *v)
 {
     size_t n = strlen(v);
-    if (n == 0 || n > 1024)
+    if (n < 2 || n >= KP_BLOB_ETAG_MAX || v[0] != '"' || v[n - 1] != '"')
         return 0;
-    for (size_t i = 0; i < n; i++)
-        if (v[i] < 0x20 || v[i] > 0x7e)
+    for (size_t i = 1; i + 1 < n; i++)
+        if (v[i] < 0x21 || v[i] > 0x7e || v[i] == '"' || v[i] == ',')
             return 0;
     return 1;
 }
@@ -161,7 +163,7 @@ static int header_value_ok(const char *v)
 static kp_status s3_get_tagged(kp_blob *b, const char *key, const char *if_none_match, kp_buf *out,
                                char etag[KP_BLOB_ETAG_MAX], int *not_modified, kp_err *err)
 {
-    const char *inm = if_none_match && header_value_ok(if_none_match) ? if_none_match : NULL;
+    const char *inm = if_none_match && single_strong_tag(if_none_match) ? if_none_match : NULL;
     *not_modified = 0;
     return get_object(b->impl, key, inm, out, NULL, etag, not_modified, err);
 }
@@ -194,9 +196,8 @@ static int xml_decode(kp_buf *out, const char *text, size_t len)
     } named[] = {{"amp;", '&'}, {"lt;", '<'}, {"gt;", '>'}, {"quot;", '"'}, {"apos;", '\''}};
     for (size_t i = 0; i < len;) {
         if (text[i] != '&') {
-            size_t run = strcspn(text + i, "&");
-            if (run > len - i)
-                run = len - i;
+            const char *amp = memchr(text + i, '&', len - i);
+            size_t run = amp ? (size_t)(amp - (text + i)) : len - i;
             if (kp_buf_append(out, text + i, run) != 0)
                 return -1;
             i += run;

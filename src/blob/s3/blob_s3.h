@@ -18,8 +18,9 @@
  * object (as blob_fs's get does); there is no open_read.
  *
  * get_tagged passes the object's own ETag through (for a single-part PUT,
- * the quoted hex MD5 of the bytes) and sends If-None-Match to S3, so a
- * matching conditional read costs no transfer of the bytes.
+ * the quoted hex MD5 of the bytes) and sends an If-None-Match that is one
+ * strong tag to S3, so a matching conditional read costs no transfer of the
+ * bytes; other forms (lists, W/, *) are left to the caller's comparison.
  */
 #ifndef KP_BLOB_S3_H
 #define KP_BLOB_S3_H
