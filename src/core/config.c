@@ -97,6 +97,9 @@ static const opt_def opts[] = {
      "threads that publish and save finished generations"},
     {"KOUMPA_MAX_READERS_PER_GENERATION", NULL, OPT_LONG, OFF(max_readers_per_generation), "32", 1, 100000, 0,
      "live event-stream readers per generating version"},
+    /* generation leases (issue 11: gen/leases.c) */
+    {"KOUMPA_GENERATION_LEASE_S", NULL, OPT_LONG, OFF(generation_lease_s), "30", 1, 3600, 0,
+     "seconds a generating version's lease lasts; renewed every third of it, recovered once it ran out"},
     {"KOUMPA_DAILY_BONUS_SCHEDULER", NULL, OPT_BOOL, OFF(daily_bonus_scheduler), "1", 0, 1, 0,
      "run the daily bonus at 00:00 UTC in serve"},
     {"KOUMPA_ADMIN_EMAILS", "--admin-emails", OPT_STR, (size_t)-1, NULL, 0, 0, 0, "comma-separated admin emails"},

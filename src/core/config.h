@@ -69,6 +69,8 @@ typedef struct kp_config {
     /* generation: storage pool and readers (gen/storage.h, gen/replay.h) */
     long storage_threads;            /* KOUMPA_STORAGE_THREADS: threads that publish and save versions (default 2) */
     long max_readers_per_generation; /* KOUMPA_MAX_READERS_PER_GENERATION: live SSE readers per version (default 32) */
+    /* generation leases (issue 11: gen/leases.c) */
+    long generation_lease_s; /* KOUMPA_GENERATION_LEASE_S: a generating version's lease, seconds (default 30) */
 
     long daily_bonus_scheduler; /* KOUMPA_DAILY_BONUS_SCHEDULER=0 disables the in-server scheduler */
 

@@ -3,16 +3,23 @@
 // (form body in bracket notation, Authorization, Stripe-Version,
 // Idempotency-Key), retries with the same key after a 500, a 429 and a
 // timeout and none after a 4xx, Stripe's errors as 502 with Stripe's message,
-// the 400/404/409/503 answers, the billing pool's 503 when full, and the
-// `subscription` field of GET /v1/me. The fake itself is checked first.
+// the 400/404/409/503 answers, the billing pool's 503 when full, shutdown
+// during a call, key rotation, and the `subscription` field of GET /v1/me
+// and the customer of a user the webhook linked (events signed by the
+// official stripe package, stripe-events.mjs; the whole flow is
+// billing-flow.test.mjs). The fake itself is checked first, also against the
+// official stripe package.
 import assert from 'node:assert/strict';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
+import Stripe from 'stripe';
+
 import { startFakeStripe, parseForm } from './fake-stripe.mjs';
 import { api, signup, startServer, uniqueEmail } from './harness.mjs';
+import { checkoutCompletedEvent, deliver, stripeId, subscriptionEvent } from './stripe-events.mjs';
 
 const KEY = 'sk_test_koumpa_billing_0123456789';
 const VERSION = '2026-10-28.endive';
@@ -39,6 +46,13 @@ async function makeAdmin(server) {
   const grant = await server.run(['admin', 'grant', email]);
   assert.equal(grant.code, 0, grant.stderr);
   return admin;
+}
+
+/** A fake Stripe that knows the test prices, and a server pointed at it (env added). */
+async function startWithFake(env = {}) {
+  const fake = await startFakeStripe({ apiKey: KEY, prices: ['price_pro_test', 'price_business_test'] });
+  const server = await startServer({ env: { STRIPE_SECRET_KEY: KEY, STRIPE_API_BASE: fake.url, ...env } });
+  return { fake, server };
 }
 
 async function putPlan(server, admin, id, body) {
@@ -85,6 +99,40 @@ describe('fake Stripe API', () => {
     assert.match(ok.headers.get('request-id'), /^req_/);
   });
 
+  test('the official stripe package talks to the fake: bracket notation, auth, idempotent retry', async () => {
+    const port = Number(new URL(fake.url).port);
+    const client = new Stripe('sk_test_fake', { host: '127.0.0.1', port, protocol: 'http', maxNetworkRetries: 1 });
+    fake.reset();
+    fake.setScenario([{ type: 'error', status: 500 }, { type: 'ok' }]);
+    const params = {
+      mode: 'subscription',
+      line_items: [{ price: 'price_a', quantity: 1 }],
+      client_reference_id: 'usr_1',
+      customer_email: 'zoë+x@example.com',
+      success_url: 'https://x.example/billing/success?session_id={CHECKOUT_SESSION_ID}',
+      metadata: { koumpa_user_id: 'usr_1' },
+      subscription_data: { metadata: { koumpa_user_id: 'usr_1' } },
+    };
+    const session = await client.checkout.sessions.create(params);
+    assert.equal(session.object, 'checkout.session');
+    assert.equal(session.client_reference_id, 'usr_1');
+    assert.equal(fake.requests.length, 2, 'the package retried the 500');
+    // the server's default Stripe-Version is the one the official package pins
+    assert.equal(fake.requests[0].headers['stripe-version'], VERSION);
+    const [a, b] = fake.requests;
+    assert.ok(a.headers['idempotency-key']);
+    assert.equal(b.headers['idempotency-key'], a.headers['idempotency-key']);
+    assert.deepEqual(b.form, { ...params, line_items: [{ price: 'price_a', quantity: '1' }] });
+    const portal = await client.billingPortal.sessions.create({ customer: 'cus_a', return_url: 'https://x.example/' });
+    assert.equal(portal.object, 'billing_portal.session');
+    await assert.rejects(client.checkout.sessions.create({ ...params, line_items: [{ price: 'price_nope' }] }), (e) => {
+      assert.equal(e.type, 'StripeInvalidRequestError');
+      assert.equal(e.message, "No such price: 'price_nope'");
+      assert.equal(e.code, 'resource_missing');
+      return true;
+    });
+  });
+
   test('Idempotency-Key: the same request replays the first answer; other parameters are an idempotency_error', async () => {
     const auth = { authorization: 'Bearer sk_test_fake', 'idempotency-key': 'k-1' };
     const form = 'mode=subscription&line_items[0][price]=price_a&success_url=https%3A%2F%2Fx.example%2Fs';
@@ -122,16 +170,11 @@ describe('billing: checkout and portal', () => {
   const stripeCalls = () => fake.requests.filter((r) => r.path.startsWith('/v1/'));
 
   before(async () => {
-    fake = await startFakeStripe({ apiKey: KEY, prices: ['price_pro_test', 'price_business_test'] });
-    server = await startServer({
-      env: {
-        STRIPE_SECRET_KEY: KEY,
-        STRIPE_API_BASE: fake.url,
-        KOUMPA_PUBLIC_URL: `${PUBLIC}/`,
-        KOUMPA_STRIPE_TIMEOUT_S: '1',
-        KOUMPA_STRIPE_RETRIES: '2',
-      },
-    });
+    ({ fake, server } = await startWithFake({
+      KOUMPA_PUBLIC_URL: `${PUBLIC}/`,
+      KOUMPA_STRIPE_TIMEOUT_S: '1',
+      KOUMPA_STRIPE_RETRIES: '2',
+    }));
     admin = await makeAdmin(server);
     await putPlan(server, admin, 'pro', { stripe_price_id: 'price_pro_test' });
     await putPlan(server, admin, 'gone', {
@@ -277,6 +320,8 @@ describe('billing: checkout and portal', () => {
     assertError(await checkout(user, { plan_id: 'retired' }), 400, 'plan_inactive', /retired/);
     assertError(await checkout(user, { plan_id: 'business' }), 400, 'plan_not_purchasable', /stripe_price_id/);
     assertError(await checkout(user, { plan_id: 'platinum' }), 404, 'plan_not_found', /platinum/);
+    assertError(await checkout(user, { plan_id: 'x'.repeat(5000) }), 404, 'plan_not_found');
+    assertError(await checkout(user, { plan_id: ['pro'] }), 400, 'invalid_request', /plan_id/);
     assert.equal(stripeCalls().length, 0);
   });
 
@@ -308,14 +353,111 @@ describe('billing: checkout and portal', () => {
   });
 });
 
+describe('billing: a user whose Stripe customer the webhook linked', () => {
+  const WEBHOOK_SECRET = 'whsec_test_checkout_0123456789';
+  let fake;
+  let server;
+  let user;
+  let customer;
+  let sub;
+  const periodStart = Math.floor(Date.UTC(2026, 10, 20, 8, 0, 0) / 1000);
+
+  before(async () => {
+    ({ fake, server } = await startWithFake({ STRIPE_WEBHOOK_SECRET: WEBHOOK_SECRET, KOUMPA_PUBLIC_URL: PUBLIC }));
+    const admin = await makeAdmin(server);
+    await putPlan(server, admin, 'pro', { stripe_price_id: 'price_pro_test' });
+    await putPlan(server, admin, 'business', { stripe_price_id: 'price_business_test' });
+    user = await signup(server);
+    customer = stripeId('cus');
+    sub = stripeId('sub');
+    fake.addCustomer(customer);
+    // what Stripe sends once the user paid: the session, then the subscription
+    const send = async (event) => {
+      const res = await deliver(server, event, { secret: WEBHOOK_SECRET });
+      assert.equal(res.status, 200, res.text);
+    };
+    await send(checkoutCompletedEvent({ customer, subscription: sub, userId: user.user.id }));
+    await send(
+      subscriptionEvent('created', {
+        id: sub,
+        customer,
+        status: 'active',
+        price: 'price_pro_test',
+        userId: user.user.id,
+        periodStart,
+        cancelAtPeriodEnd: true,
+      }),
+    );
+  });
+  after(async () => {
+    await server?.stop();
+    await fake?.close();
+  });
+
+  test('the webhook never called Stripe', () => {
+    assert.equal(fake.requests.length, 0);
+  });
+
+  test('GET /v1/me shows the subscription', async () => {
+    const res = await api(server, 'GET', '/v1/me', { token: user.token });
+    assert.equal(res.status, 200, res.text);
+    assert.equal(res.json.plan.id, 'pro');
+    assert.deepEqual(res.json.subscription, {
+      status: 'active',
+      plan_id: 'pro',
+      current_period_end: new Date((periodStart + 30 * 86400) * 1000).toISOString().replace('.000Z', 'Z'),
+      cancel_at_period_end: true,
+    });
+  });
+
+  test('checkout sends the customer, not the e-mail', async () => {
+    fake.reset();
+    const res = await api(server, 'POST', '/v1/billing/checkout', { token: user.token, body: { plan_id: 'business' } });
+    assert.equal(res.status, 200, res.text);
+    const [call] = fake.requests;
+    assert.equal(call.form.customer, customer);
+    assert.equal(call.form.customer_email, undefined);
+    assert.deepEqual(call.form.line_items, [{ price: 'price_business_test', quantity: '1' }]);
+    assert.equal(call.form.client_reference_id, user.user.id);
+    assert.equal(res.json.url, fake.sessions.at(-1).url);
+  });
+
+  test('portal: a Billing Portal session for the customer, back to {public}/billing', async () => {
+    fake.reset();
+    const res = await api(server, 'POST', '/v1/billing/portal', { token: user.token });
+    assert.equal(res.status, 200, res.text);
+    assert.deepEqual(Object.keys(res.json), ['url']);
+    assert.equal(fake.requests.length, 1);
+    const [call] = fake.requests;
+    assert.equal(call.method, 'POST');
+    assert.equal(call.path, '/v1/billing_portal/sessions');
+    assert.equal(call.headers.authorization, `Bearer ${KEY}`);
+    assert.equal(call.headers['stripe-version'], VERSION);
+    assert.match(call.headers['idempotency-key'], KEY_RE);
+    assert.deepEqual(call.form, { customer, return_url: `${PUBLIC}/billing` });
+    assert.equal(res.json.url, fake.portalSessions.at(-1).url);
+  });
+
+  test("portal: a customer Stripe no longer knows is a 502 with Stripe's message", async () => {
+    const other = await signup(server);
+    const gone = stripeId('cus');
+    const res0 = await deliver(server, checkoutCompletedEvent({ customer: gone, subscription: stripeId('sub'), userId: other.user.id }), {
+      secret: WEBHOOK_SECRET,
+    });
+    assert.equal(res0.status, 200, res0.text);
+    fake.reset();
+    const res = await api(server, 'POST', '/v1/billing/portal', { token: other.token });
+    assertError(res, 502, 'stripe_error');
+    assert.equal(res.json.error.message, `Stripe: No such customer: '${gone}'`);
+    assert.equal(fake.requests.length, 1, 'a 400 is not retried');
+  });
+});
+
 describe('billing: the pool that calls Stripe is bounded', () => {
   let fake;
   let server;
   before(async () => {
-    fake = await startFakeStripe({ apiKey: KEY, prices: ['price_pro_test'] });
-    server = await startServer({
-      env: { STRIPE_SECRET_KEY: KEY, STRIPE_API_BASE: fake.url, KOUMPA_BILLING_THREADS: '1', KOUMPA_BILLING_QUEUE: '0' },
-    });
+    ({ fake, server } = await startWithFake({ KOUMPA_BILLING_THREADS: '1', KOUMPA_BILLING_QUEUE: '0' }));
     await putPlan(server, await makeAdmin(server), 'pro', { stripe_price_id: 'price_pro_test' });
   });
   after(async () => {
@@ -396,9 +538,8 @@ describe('billing: without STRIPE_SECRET_KEY', () => {
 
 describe('billing: shutdown during a call to Stripe', () => {
   test('a call Stripe never answers does not hold the server past SIGTERM', async () => {
-    const fake = await startFakeStripe({ apiKey: KEY, prices: ['price_pro_test'] });
     // the default timeouts (30 s an attempt, 2 retries) would outlast the harness's stop deadline
-    const server = await startServer({ env: { STRIPE_SECRET_KEY: KEY, STRIPE_API_BASE: fake.url } });
+    const { fake, server } = await startWithFake();
     try {
       await putPlan(server, await makeAdmin(server), 'pro', { stripe_price_id: 'price_pro_test' });
       const user = await signup(server);

@@ -9,7 +9,7 @@
 //   KOUMPA_TEST_LOG_LEVEL server log level (default "warn")
 //   KOUMPA_TEST_KEEP=1    keep data directories after the tests
 //
-// The server's environment is hermetic: inherited KOUMPA_* and LLM provider
+// The server's environment is hermetic: inherited KOUMPA_*, LLM provider, Stripe and AWS
 // variables are dropped, then the test's own are set. Password hashing uses
 // cheap Argon2 parameters so that sign-ups are fast, and the per-address
 // sign-up limit is lifted (tests that check it set their own).
@@ -34,7 +34,7 @@ export const RSS_UNMEASURABLE = WRAPPED
   : process.env.KOUMPA_TEST_SANITIZED === '1' && 'ASan build: shadow memory and quarantine';
 const START_TIMEOUT_MS = WRAPPED ? 120_000 : 30_000;
 const STOP_TIMEOUT_MS = WRAPPED ? 120_000 : 15_000;
-const DROPPED_ENV = /^(KOUMPA_|ANTHROPIC_|OPENAI_)/;
+const DROPPED_ENV = /^(KOUMPA_|ANTHROPIC_|OPENAI_|STRIPE_|AWS_)/;
 
 /** A TCP port that was free a moment ago (the OS picks it; we close and reuse it). */
 export async function freePort() {

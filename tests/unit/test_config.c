@@ -374,6 +374,25 @@ static void test_secrets_ttl(void **state)
     load_fails(NULL, "KOUMPA_SECRETS_TTL");
 }
 
+/* generation leases (issue 11): 30 s by default, 1 to 3600 s */
+static void test_generation_lease(void **state)
+{
+    (void)state;
+    kp_config cfg;
+    load_ok(&cfg, NULL);
+    assert_int_equal(cfg.generation_lease_s, 30);
+    kp_config_free(&cfg);
+    setenv("KOUMPA_GENERATION_LEASE_S", "2", 1);
+    load_ok(&cfg, NULL);
+    assert_int_equal(cfg.generation_lease_s, 2);
+    kp_config_free(&cfg);
+    setenv("KOUMPA_GENERATION_LEASE_S", "0", 1);
+    load_fails(NULL, "KOUMPA_GENERATION_LEASE_S");
+    setenv("KOUMPA_GENERATION_LEASE_S", "3601", 1);
+    load_fails(NULL, "KOUMPA_GENERATION_LEASE_S");
+    unsetenv("KOUMPA_GENERATION_LEASE_S");
+}
+
 static void test_issuer_needs_audience_and_url(void **state)
 {
     (void)state;
@@ -653,6 +672,7 @@ int main(void)
         T(test_invalid_log_level),
         T(test_invalid_addresses),
         T(test_invalid_numbers),
+        T(test_generation_lease),
         T(test_secrets_ttl),
         T(test_issuer_needs_audience_and_url),
         T(test_invalid_provider_and_empty_data_dir),
