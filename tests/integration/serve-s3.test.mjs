@@ -2,9 +2,9 @@
 // SigV4 front (s3-peer.mjs): a generated app's files land in the bucket with their content types,
 // the apps origin serves them from S3 (S3's ETag passed through, If-None-Match -> 304 without a
 // body), the zip download reads them back, deleting the project removes the objects; every
-// request the server makes is verified by @smithy/signature-v4. And the start-up checks: a missing
-// bucket or no bucket name -> serve exits non-zero naming the problem. Without moto_server on the
-// PATH this file is skipped, saying so.
+// request the server makes is verified by @smithy/signature-v4; the daily-bonus job opens the same
+// store. And the start-up checks: a missing bucket or no bucket name -> serve (and daily-bonus)
+// exits non-zero naming the problem. Without moto_server on the PATH this file is skipped, saying so.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -116,6 +116,10 @@ describe('serve with KOUMPA_STORAGE=s3', () => {
     assert.deepEqual(await s3.keys(BUCKET, `apps/${id}/`), []);
     assert.equal((await fetch(`${server.appsUrl}/${id}/@v1/style.css`)).status, 404);
 
+    // the daily-bonus job's recovery opens the same store
+    const job = await server.run(['daily-bonus']);
+    assert.equal(job.code, 0, job.stdout + job.stderr);
+
     assert.equal(s3.front.stats.rejected, 0, JSON.stringify(s3.front.stats.rejections));
     assert.ok(s3.front.stats.byService.s3 >= 8, JSON.stringify(s3.front.stats.byService));
   });
@@ -127,6 +131,9 @@ describe('serve with KOUMPA_STORAGE=s3', () => {
       const base = { KOUMPA_DATA_DIR: dataDir, KOUMPA_ADDR: `127.0.0.1:${await freePort()}`,
         KOUMPA_APPS_ADDR: `127.0.0.1:${await freePort()}`, KOUMPA_STORAGE: 's3' };
       let r = await runKoumpa(['serve'], { env: s3.env({ ...base, KOUMPA_S3_BUCKET: 'koumpa-missing' }) });
+      assert.notEqual(r.code, 0);
+      assert.match(r.stdout + r.stderr, /S3 bucket koumpa-missing does not exist/);
+      r = await runKoumpa(['daily-bonus'], { env: s3.env({ ...base, KOUMPA_S3_BUCKET: 'koumpa-missing' }) });
       assert.notEqual(r.code, 0);
       assert.match(r.stdout + r.stderr, /S3 bucket koumpa-missing does not exist/);
       r = await runKoumpa(['serve'], { env: s3.env(base) });
