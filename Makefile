@@ -81,7 +81,7 @@ $(AWS_PROBE): tests/aws/aws_probe.c $(BUILD)/libkoumpa.a
 	@echo "  LD    $@"
 	@$(CC) $(CPPFLAGS_ALL) $(WARN) $(CFLAGS) $(SAN) -o $@ $< $(BUILD)/libkoumpa.a $(LDLIBS_ALL)
 
-integration: $(BUILD)/koumpa $(BUILD)/koumpa-hooks $(AWS_PROBE)
+integration: $(BUILD)/koumpa $(BUILD)/koumpa-hooks $(AWS_PROBE) $(BUILD)/tests/test_blob_contract
 	@tests/run-integration.sh $(BUILD)
 
 openapi:

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "blob/blob_fs.h"
+#include "blob/blob_select.h"
 #include "cli/cli.h"
 #include "core/id.h"
 #include "domain/accounts.h"
@@ -87,11 +87,9 @@ int kp_cli_migrate(int argc, char **argv)
  * beside running servers (gen/generator.h kp_gen_recover). */
 static kp_status recover_generations(const kp_config *cfg, kp_store *store, kp_err *err)
 {
-    char root[4096];
     kp_blob *blob = NULL;
     size_t repaired = 0;
-    snprintf(root, sizeof root, "%s/blobs", cfg->data_dir);
-    kp_status rc = kp_blob_fs_open(root, &blob, err);
+    kp_status rc = kp_blob_open_configured(cfg, &blob, err); /* KOUMPA_STORAGE */
     if (rc == KP_OK)
         rc = kp_gen_recover(store, blob, &repaired, err);
     if (blob)

@@ -18,7 +18,7 @@
 #include "api/offload.h"
 #include "api/router.h"
 #include "auth/auth.h"
-#include "blob/blob_fs.h"
+#include "blob/blob_select.h"
 #include "cli/cli.h"
 #include "core/log.h"
 #include "core/loop.h"
@@ -156,14 +156,12 @@ static kp_status recover_versions(serve_state *st, kp_err *err)
 
 static kp_status start_generation(serve_state *st, kp_err *err)
 {
-    char blob_root[4096];
     kp_status rc = kp_loop_start(&st->loop, err);
     if (rc == KP_OK)
         rc = open_llm(st, err);
     if (rc != KP_OK)
         return rc;
-    snprintf(blob_root, sizeof blob_root, "%s/blobs", st->cfg.data_dir);
-    rc = kp_blob_fs_open(blob_root, &st->blob, err);
+    rc = kp_blob_open_configured(&st->cfg, &st->blob, err);
     if (rc == KP_OK)
         rc = recover_versions(st, err);
     if (rc != KP_OK)

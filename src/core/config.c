@@ -138,6 +138,12 @@ static const opt_def opts[] = {
     {"KOUMPA_BILLING_THREADS", NULL, OPT_LONG, OFF(billing_threads), "2", 1, 64, 0, "threads that call Stripe"},
     {"KOUMPA_BILLING_QUEUE", NULL, OPT_LONG, OFF(billing_queue), "32", 0, 100000, 0,
      "calls to Stripe that may wait (beyond: 503)"},
+    /* storage: S3 (issue 11: blob/s3/blob_s3.h; endpoint, region and credentials: aws/aws_credentials.h) */
+    {"KOUMPA_STORAGE", NULL, OPT_STR, OFF(storage), "fs", 0, 0, 0,
+     "where the apps' files live: fs ({data dir}/blobs) or s3 (KOUMPA_S3_BUCKET)"},
+    {"KOUMPA_S3_BUCKET", NULL, OPT_STR, OFF(s3_bucket), NULL, 0, 0, 0, "S3 bucket of the apps' files"},
+    {"KOUMPA_S3_PATH_STYLE", NULL, OPT_BOOL, OFF(s3_path_style), "0", 0, 1, 0,
+     "1: path-style S3 URLs ({endpoint}/{bucket}/{key}), for local S3 servers"},
 };
 
 #define NOPTS (sizeof opts / sizeof opts[0])
@@ -263,6 +269,10 @@ static kp_status validate(kp_config *cfg, kp_err *err)
         return err->status;
     if (strncmp(cfg->stripe_api_base, "https://", 8) != 0 && strncmp(cfg->stripe_api_base, "http://", 7) != 0)
         return kp_err_set(err, KP_EINVAL, "invalid STRIPE_API_BASE=%s: expected an http(s) URL", cfg->stripe_api_base);
+    if (strcmp(cfg->storage, "fs") != 0 && strcmp(cfg->storage, "s3") != 0)
+        return kp_err_set(err, KP_EINVAL, "invalid KOUMPA_STORAGE=%s: expected fs or s3", cfg->storage);
+    if (strcmp(cfg->storage, "s3") == 0 && (!cfg->s3_bucket || !*cfg->s3_bucket))
+        return kp_err_set(err, KP_EINVAL, "KOUMPA_S3_BUCKET must be set when KOUMPA_STORAGE=s3");
     if (cfg->threads == 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         cfg->threads = n > 0 ? (n > 64 ? 64 : n) : 1;

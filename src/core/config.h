@@ -97,6 +97,11 @@ typedef struct kp_config {
     long stripe_retries;           /* KOUMPA_STRIPE_RETRIES: retries after a timeout, 5xx or 429 (default 2) */
     long billing_threads;          /* KOUMPA_BILLING_THREADS: threads that call Stripe (default 2) */
     long billing_queue;            /* KOUMPA_BILLING_QUEUE: calls that may wait; beyond, 503 (default 32) */
+
+    /* storage: S3 (issue 11: blob/s3/blob_s3.h, blob/blob_select.h) */
+    char *storage;      /* KOUMPA_STORAGE: fs|s3, where the apps' files live (default fs) */
+    char *s3_bucket;    /* KOUMPA_S3_BUCKET: the bucket with KOUMPA_STORAGE=s3 (required then) */
+    long s3_path_style; /* KOUMPA_S3_PATH_STYLE=1: {endpoint}/{bucket}/{key} URLs, for local S3 servers */
 } kp_config;
 
 /*
