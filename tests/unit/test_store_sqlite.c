@@ -1045,6 +1045,24 @@ static void test_credits_apply_many(void **state)
     assert_int_equal(results[0], KP_OK);
     assert_int_equal(ledger_count(s, "usr_b"), 1);
     assert_int_equal(s->ops->credits_apply_many(s, NULL, 0, results, &err), KP_OK);
+
+    /* 70 changes (rows written in groups): a key repeated from a written group and one from a waiting group */
+    enum { MANY = 70 };
+    kp_credit_change many[MANY];
+    kp_status many_results[MANY];
+    char keys[MANY][16];
+    for (int i = 0; i < MANY; i++) {
+        snprintf(keys[i], sizeof keys[i], "m%d", i == 69 ? 3 : i == 40 ? 35 : i);
+        many[i] = change(i % 2 ? "usr_a" : "usr_b", 1, 0, "test", keys[i]);
+    }
+    size_t before_a = ledger_count(s, "usr_a"), before_b = ledger_count(s, "usr_b");
+    assert_int_equal(s->ops->credits_apply_many(s, many, MANY, many_results, &err), KP_OK);
+    for (int i = 0; i < MANY; i++)
+        assert_int_equal(many_results[i], i == 69 || i == 40 ? KP_EDUPLICATE : KP_OK);
+    assert_int_equal(ledger_count(s, "usr_a"), before_a + 34);
+    assert_int_equal(ledger_count(s, "usr_b"), before_b + 34);
+    assert_ledger_matches_balance(s, "usr_a");
+    assert_ledger_matches_balance(s, "usr_b");
 }
 
 static void test_daily_bonus_concurrent_processes(void **state)
