@@ -1,5 +1,6 @@
 /*
- * commands.c - the one-shot subcommands: migrate, daily-bonus, admin, user.
+ * commands.c - the one-shot subcommands: migrate, daily-bonus (with the
+ * recovery of generations whose lease ran out), admin, user.
  * Each opens the database, does one thing through the domain layer (the same
  * code the API uses), prints the outcome and exits.
  */
@@ -7,10 +8,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "blob/blob_fs.h"
 #include "cli/cli.h"
 #include "core/id.h"
 #include "domain/accounts.h"
 #include "domain/credits.h"
+#include "gen/generator.h"
 #include "store/sqlite/sqlite_store.h"
 
 /* Positional arguments come before options: returns how many there are. */
@@ -79,6 +82,25 @@ int kp_cli_migrate(int argc, char **argv)
     return done(&cfg, NULL);
 }
 
+/* The job's second duty: versions whose lease ran out (their instance
+ * stopped) are failed and refunded, as every serve does periodically; safe
+ * beside running servers (gen/generator.h kp_gen_recover). */
+static kp_status recover_generations(const kp_config *cfg, kp_store *store, kp_err *err)
+{
+    char root[4096];
+    kp_blob *blob = NULL;
+    size_t repaired = 0;
+    snprintf(root, sizeof root, "%s/blobs", cfg->data_dir);
+    kp_status rc = kp_blob_fs_open(root, &blob, err);
+    if (rc == KP_OK)
+        rc = kp_gen_recover(store, blob, &repaired, err);
+    if (blob)
+        blob->ops->close(blob);
+    if (rc == KP_OK)
+        printf("recovery: %zu version%s ended or settled\n", repaired, repaired == 1 ? "" : "s");
+    return rc;
+}
+
 int kp_cli_daily_bonus(int argc, char **argv)
 {
     kp_config cfg;
@@ -88,7 +110,8 @@ int kp_cli_daily_bonus(int argc, char **argv)
     size_t granted = 0;
     if (kp_cli_wants_help(argc, argv)) {
         printf("usage: koumpa daily-bonus [--date YYYY-MM-DD] [options]\n"
-               "Sets every user's daily credits to their plan's daily bonus, once per user and UTC date.\n\n%s",
+               "Sets every user's daily credits to their plan's daily bonus, once per user and UTC date;\n"
+               "then fails and refunds generations whose lease ran out (their server stopped).\n\n%s",
                kp_config_flags_help());
         return 0;
     }
@@ -108,6 +131,8 @@ int kp_cli_daily_bonus(int argc, char **argv)
     if (kp_credits_daily_bonus(store, date, 1000, &granted, &err) != KP_OK)
         return fail(&cfg, store, &err);
     printf("daily bonus for %s: %zu user%s granted\n", date, granted, granted == 1 ? "" : "s");
+    if (recover_generations(&cfg, store, &err) != KP_OK)
+        return fail(&cfg, store, &err);
     return done(&cfg, store);
 }
 

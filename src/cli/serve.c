@@ -29,7 +29,7 @@
 #include "host/evhttp_host.h"
 #include "llm/llm.h"
 #include "mail/mailer.h"
-#include "secrets/secrets_env.h"
+#include "secrets/secrets_config.h"
 #include "store/sqlite/sqlite_store.h"
 #include "stripe/stripe_api.h"
 
@@ -56,20 +56,11 @@ static kp_status open_store(void *ud, kp_store **out, kp_err *err)
     return kp_sqlite_open(st->db_path, out, err);
 }
 
-/* The secrets service: the environment and *_FILE files, with the JWT secret
- * falling back to the file kp_config_ensure_secret generated. */
+/* The secrets service KOUMPA_SECRETS asks for (secrets/secrets_config.h):
+ * the environment and *_FILE files, or Secrets Manager then those. */
 static kp_status open_secrets(serve_state *st, kp_err *err)
 {
-    kp_secrets_source source;
-    char *jwt_file = kp_config_jwt_secret_file(&st->cfg);
-    if (!jwt_file)
-        return kp_err_set(err, KP_ENOMEM, "out of memory");
-    kp_secrets_env_fallback fallback = {.name = KP_SECRET_JWT_SECRET, .path = jwt_file};
-    kp_status rc = kp_secrets_env_new(&fallback, 1, &source, err);
-    if (rc == KP_OK)
-        rc = kp_secrets_new(source, st->cfg.secrets_ttl_s, &st->app.secrets, err);
-    free(jwt_file);
-    return rc;
+    return kp_secrets_config_open(&st->cfg, &st->app.secrets, err);
 }
 
 static kp_status build_app(serve_state *st, kp_err *err)

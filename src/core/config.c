@@ -97,6 +97,9 @@ static const opt_def opts[] = {
      "threads that publish and save finished generations"},
     {"KOUMPA_MAX_READERS_PER_GENERATION", NULL, OPT_LONG, OFF(max_readers_per_generation), "32", 1, 100000, 0,
      "live event-stream readers per generating version"},
+    /* generation leases (issue 11: gen/leases.c) */
+    {"KOUMPA_GENERATION_LEASE_S", NULL, OPT_LONG, OFF(generation_lease_s), "30", 1, 3600, 0,
+     "seconds a generating version's lease lasts; renewed every third of it, recovered once it ran out"},
     {"KOUMPA_DAILY_BONUS_SCHEDULER", NULL, OPT_BOOL, OFF(daily_bonus_scheduler), "1", 0, 1, 0,
      "run the daily bonus at 00:00 UTC in serve"},
     {"KOUMPA_ADMIN_EMAILS", "--admin-emails", OPT_STR, (size_t)-1, NULL, 0, 0, 0, "comma-separated admin emails"},
@@ -110,6 +113,15 @@ static const opt_def opts[] = {
     /* secrets (issue 10: secrets/secrets.h) */
     {"KOUMPA_SECRETS_TTL", NULL, OPT_LONG, OFF(secrets_ttl_s), "3600", 1, 31536000, 0,
      "seconds a secret (API key, signing secret, *_FILE) is cached before it is read again"},
+    /* secrets: AWS Secrets Manager (issue 11: secrets/secrets_aws.h) */
+    {"KOUMPA_SECRETS", NULL, OPT_STR, OFF(secrets_source), "env", 0, 0, 0,
+     "where secrets are read: env (environment, *_FILE) or aws (Secrets Manager, then env)"},
+    {"KOUMPA_SECRET_ID_ANTHROPIC", NULL, OPT_STR, OFF(secret_id_anthropic), NULL, 0, 0, 0,
+     "Secrets Manager secret (name or ARN) holding ANTHROPIC_API_KEY"},
+    {"KOUMPA_SECRET_ID_STRIPE", NULL, OPT_STR, OFF(secret_id_stripe), NULL, 0, 0, 0,
+     "Secrets Manager secret: STRIPE_SECRET_KEY, or a JSON object with it and STRIPE_WEBHOOK_SECRET"},
+    {"KOUMPA_SECRET_ID_JWT", NULL, OPT_STR, OFF(secret_id_jwt), NULL, 0, 0, 0,
+     "Secrets Manager secret holding KOUMPA_JWT_SECRET (unset: as with env)"},
     /* billing: Stripe webhooks */
     {"KOUMPA_STRIPE_TOLERANCE_S", NULL, OPT_LONG, OFF(stripe_tolerance_s), "300", 1, 86400, 0,
      "seconds a Stripe webhook signature's timestamp may be from now, either way"},
@@ -212,6 +224,20 @@ static kp_status validate_addr(const char *name, const char *addr, kp_err *err)
     return KP_OK;
 }
 
+/* secrets: AWS Secrets Manager - KOUMPA_SECRETS, and ids only with aws (set with env, they would be ignored). */
+static kp_status validate_secrets_source(const kp_config *cfg, kp_err *err)
+{
+    const char *ids[] = {cfg->secret_id_anthropic, cfg->secret_id_stripe, cfg->secret_id_jwt};
+    const char *vars[] = {"KOUMPA_SECRET_ID_ANTHROPIC", "KOUMPA_SECRET_ID_STRIPE", "KOUMPA_SECRET_ID_JWT"};
+    if (strcmp(cfg->secrets_source, "env") != 0 && strcmp(cfg->secrets_source, "aws") != 0)
+        return kp_err_set(err, KP_EINVAL, "invalid KOUMPA_SECRETS=%s: expected env or aws", cfg->secrets_source);
+    for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++)
+        if (ids[i] && strcmp(cfg->secrets_source, "aws") != 0)
+            return kp_err_set(err, KP_EINVAL, "%s is set but KOUMPA_SECRETS is not aws: set KOUMPA_SECRETS=aws",
+                              vars[i]);
+    return KP_OK;
+}
+
 static kp_status validate(kp_config *cfg, kp_err *err)
 {
     kp_log_level lvl;
@@ -233,6 +259,8 @@ static kp_status validate(kp_config *cfg, kp_err *err)
         return kp_err_set(err, KP_EINVAL, "KOUMPA_SMTP_FROM must be set when KOUMPA_SMTP_URL is set");
     if (cfg->smtp_url && strncmp(cfg->smtp_url, "smtp://", 7) != 0 && strncmp(cfg->smtp_url, "smtps://", 8) != 0)
         return kp_err_set(err, KP_EINVAL, "invalid KOUMPA_SMTP_URL: expected smtp://host:port or smtps://host:port");
+    if (validate_secrets_source(cfg, err) != KP_OK)
+        return err->status;
     if (strncmp(cfg->stripe_api_base, "https://", 8) != 0 && strncmp(cfg->stripe_api_base, "http://", 7) != 0)
         return kp_err_set(err, KP_EINVAL, "invalid STRIPE_API_BASE=%s: expected an http(s) URL", cfg->stripe_api_base);
     if (cfg->threads == 0) {

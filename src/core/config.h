@@ -69,6 +69,8 @@ typedef struct kp_config {
     /* generation: storage pool and readers (gen/storage.h, gen/replay.h) */
     long storage_threads;            /* KOUMPA_STORAGE_THREADS: threads that publish and save versions (default 2) */
     long max_readers_per_generation; /* KOUMPA_MAX_READERS_PER_GENERATION: live SSE readers per version (default 32) */
+    /* generation leases (issue 11: gen/leases.c) */
+    long generation_lease_s; /* KOUMPA_GENERATION_LEASE_S: a generating version's lease, seconds (default 30) */
 
     long daily_bonus_scheduler; /* KOUMPA_DAILY_BONUS_SCHEDULER=0 disables the in-server scheduler */
 
@@ -79,6 +81,11 @@ typedef struct kp_config {
 
     /* secrets (issue 10: secrets/secrets.h) */
     long secrets_ttl_s; /* KOUMPA_SECRETS_TTL: seconds a secret is cached before it is read again (default 3600) */
+    /* secrets: AWS Secrets Manager (issue 11: secrets/secrets_aws.h) */
+    char *secrets_source;      /* KOUMPA_SECRETS: env|aws (default env) */
+    char *secret_id_anthropic; /* KOUMPA_SECRET_ID_ANTHROPIC: the secret holding ANTHROPIC_API_KEY (aws) */
+    char *secret_id_stripe;    /* KOUMPA_SECRET_ID_STRIPE: STRIPE_SECRET_KEY [+ STRIPE_WEBHOOK_SECRET] (aws) */
+    char *secret_id_jwt;       /* KOUMPA_SECRET_ID_JWT: KOUMPA_JWT_SECRET (aws; unset: the env source's) */
     /* billing: Stripe webhooks (api/webhook_routes.c) */
     long stripe_tolerance_s; /* KOUMPA_STRIPE_TOLERANCE_S: a signature's timestamp this close to now (default 300) */
 

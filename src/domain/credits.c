@@ -73,7 +73,9 @@ kp_status kp_credits_admit(kp_store *s, const kp_admit_request *r, kp_balance *o
                       .max_generating = r->max_generating,
                       .charge = charged ? &c : NULL,
                       .project = r->project,
-                      .version = r->version};
+                      .version = r->version,
+                      .owner = r->owner,
+                      .lease_until = r->lease_until};
     if (charged && r->amount <= 0)
         return kp_err_set(err, KP_EINVAL, "a reservation must be positive");
     if (charged)
@@ -258,6 +260,23 @@ static void set_outcome(kp_version *v, const kp_credits_outcome *o)
     snprintf(v->credit_reason, sizeof v->credit_reason, "%s", o->reason);
 }
 
+/* After version_end's KP_ECONFLICT: KP_OK when the version still generates
+ * (the balance or the reservation moved: look again), KP_ECONFLICT when it
+ * ended meanwhile (another instance or recovery wrote its end: nothing to
+ * retry). */
+static kp_status still_generating(kp_store *s, const kp_version *v, kp_err *err)
+{
+    kp_version cur;
+    kp_status rc = s->ops->version_get(s, v->project_id, v->n, &cur, err);
+    if (rc != KP_OK)
+        return rc;
+    int generating = cur.status == KP_VER_GENERATING;
+    kp_version_clear(&cur);
+    if (generating)
+        return KP_OK;
+    return kp_err_set(err, KP_ECONFLICT, "version %lld of %s already ended", (long long)v->n, v->project_id);
+}
+
 kp_status kp_credits_end_failed(kp_store *s, const kp_refund_policy *p, const kp_failed_generation *f, kp_version *v,
                                 kp_credits_describe_fn describe, void *ud, kp_credits_outcome *out, kp_err *err)
 {
@@ -298,6 +317,8 @@ kp_status kp_credits_end_failed(kp_store *s, const kp_refund_policy *p, const kp
         if (rc == KP_EDUPLICATE && slot > 0)
             used++; /* that allowance key was taken: the next one, or a charge */
         else if (rc != KP_ECONFLICT && rc != KP_EDUPLICATE)
+            return rc;
+        else if (rc == KP_ECONFLICT && (rc = still_generating(s, v, err)) != KP_OK)
             return rc;
         kp_err_clear(err); /* the balance or the reservation moved: look again */
         if (attempt > 8)

@@ -42,6 +42,8 @@ typedef struct kp_admit_request {
     int64_t max_generating;    /* the plan's generations at a time; < 0: no limit */
     const kp_project *project; /* a new project with version 1, or NULL for version->n of an existing one */
     const kp_version *version;
+    const char *owner;   /* the instance that runs it, holding its lease (store.h kp_lease) */
+    int64_t lease_until; /* ms since the epoch */
 } kp_admit_request;
 
 /*
@@ -129,6 +131,8 @@ typedef struct kp_failed_generation {
  * the ledger. v is the finished row (status FAILED, error fields); its
  * refunded and credit_reason are set here, and describe (may be NULL) is
  * called before each attempt. *out (may be NULL) receives the outcome.
+ * KP_ECONFLICT (nothing written) when the version no longer generates:
+ * another ending won (a recoverer after the lease ran out, or a cancel).
  */
 kp_status kp_credits_end_failed(kp_store *s, const kp_refund_policy *p, const kp_failed_generation *f, kp_version *v,
                                 kp_credits_describe_fn describe, void *ud, kp_credits_outcome *out, kp_err *err);

@@ -127,6 +127,13 @@ struct kp_gen {
     unended *unended;          /* failed versions whose ending could not be written yet */
     struct event *retry_timer; /* retries them */
     long retry_ms;
+    /* leases (leases.c): instance_id and lease_ms never change after kp_gen_new (any thread reads them) */
+    char instance_id[KP_ID_MAX]; /* this process's name on the leases of the versions it generates */
+    int64_t lease_ms;            /* KOUMPA_GENERATION_LEASE_S, in ms */
+    struct event *lease_timer;   /* loop-only: renews this instance's leases every lease_ms / 3 */
+    struct event *recover_timer; /* loop-only: recovers versions whose lease ran out, every lease_ms */
+    int renewing;                /* loop-only: a renewal is on the storage pool */
+    int recovering;              /* loop-only: a recovery is on the storage pool */
 };
 
 /* Describes a failure for kp_credits_end_failed: its error event, appended
@@ -152,6 +159,13 @@ char *gen_events_json(const generation *gen, event_type extra_type, const char *
 void gen_sub_write(subscriber *sub, const char *data, size_t len);
 void gen_sub_end(subscriber *sub);
 void gen_sub_detach(subscriber *sub);
+
+/* leases.c */
+void gen_leases_init(kp_gen *g);
+int gen_leases_start(kp_gen *g);
+void gen_leases_stop(kp_gen *g);
+int gen_leases_busy(const kp_gen *g);
+int64_t gen_lease_until(const kp_gen *g);
 
 /* run.c */
 extern const kp_refund_policy gen_fallback_policy;

@@ -6,7 +6,8 @@
  *   run.c      the life of a generation on the loop: provider call,
  *              deltas, continuations, publish or fail, exactly-once ending
  *   readers.c  the event log, SSE readers (subscribers), reader caps, replays
- *   recover.c  start-up recovery of versions a stopped server left
+ *   recover.c  recovery of versions whose lease ran out (a stopped server's)
+ *   leases.c   this instance's leases: renewed while it generates; periodic recovery
  *
  * Threads and ownership:
  *   - kp_gen_submit() runs on an HTTP thread: it does the checks, the credit
@@ -210,6 +211,7 @@ static void task_shutdown(void *arg)
         if (!gen->storing)
             gen_fail(gen, "interrupted", "the server is shutting down");
     gen_unended_drop_all(g);
+    gen_leases_stop(g);
     if (g->keepalive) {
         event_free(g->keepalive);
         g->keepalive = NULL;
@@ -236,7 +238,8 @@ static void task_init(void *arg)
     long ms = g->opt.keepalive_ms > 0 ? g->opt.keepalive_ms : KP_GEN_KEEPALIVE_MS;
     struct timeval tv = gen_ms_to_tv(ms);
     g->keepalive = event_new(kp_loop_base(g->opt.loop), -1, EV_PERSIST, on_keepalive, g);
-    gen_sync_cmd_finish(c, g->keepalive && event_add(g->keepalive, &tv) == 0 ? KP_OK : KP_ENOMEM);
+    int ok = g->keepalive && event_add(g->keepalive, &tv) == 0 && gen_leases_start(g) == 0;
+    gen_sync_cmd_finish(c, ok ? KP_OK : KP_ENOMEM);
 }
 
 /* ---- service ---- */
@@ -256,6 +259,7 @@ kp_status kp_gen_new(const kp_gen_options *opt, kp_gen **out, kp_err *err)
     g->policy.cancel_refund_chars = opt->cfg->cancel_refund_chars;
     pthread_mutex_init(&g->mu, NULL);
     atomic_init(&g->in_flight, 0);
+    gen_leases_init(g);
     kp_status rc = opt->open_store(opt->open_store_ud, &g->store, err);
     if (rc == KP_OK) {
         int threads = opt->cfg->storage_threads > 0 ? (int)opt->cfg->storage_threads : 2;
@@ -271,6 +275,9 @@ kp_status kp_gen_new(const kp_gen_options *opt, kp_gen **out, kp_err *err)
             kp_err_set(err, rc, "cannot start the generation service's timers");
     }
     if (rc != KP_OK) {
+        gen_leases_stop(g);
+        if (g->keepalive)
+            event_free(g->keepalive);
         kp_replay_cache_free(g->replays);
         kp_gen_storage_free(g->storage);
         if (g->store)
@@ -306,6 +313,7 @@ void kp_gen_free(kp_gen *g)
         return;
     if (g->keepalive)
         event_free(g->keepalive); /* only when shutdown could not run on the loop */
+    gen_leases_stop(g);
     kp_gen_storage_free(g->storage);
     gen_unended_free_all(g); /* only when shutdown could not run on the loop */
     kp_replay_cache_free(g->replays);

@@ -87,13 +87,23 @@ kp_blob *kp_gen_blob(kp_gen *g);
 const kp_config *kp_gen_config(kp_gen *g);
 
 /*
- * Repairs what a crash left behind (call once at start-up, before serving):
- * versions still generating are failed ("interrupted", their partial blobs
- * removed) and refunded; ready versions not settled are committed; failed ones
- * refunded; each is then marked settled. Reservations that no version refers
- * to are refunded. *repaired (may be NULL) counts the versions settled.
+ * Repairs what a stopped instance left behind; safe beside live instances
+ * and beside other recoverers (serve runs it at start-up and every lease;
+ * `koumpa daily-bonus` runs it too). Versions generating whose lease ran out
+ * (store.h kp_lease; rows without an owner included) are failed
+ * ("interrupted") and refunded by one conditional write: when another
+ * instance wrote the version's end first, this one moves on, so each is
+ * ended and refunded once; its partial blobs are removed only by the
+ * recoverer that ended it. A version whose lease still runs is never
+ * touched. Ready versions not settled (older builds) are committed, failed
+ * ones refunded, then marked settled (idempotent). Reservations that no
+ * version refers to (older builds) are refunded. *repaired (may be NULL)
+ * counts the versions this call ended or settled.
  */
 kp_status kp_gen_recover(kp_store *s, kp_blob *blob, size_t *repaired, kp_err *err);
+
+/* This process's instance id ("ins_..."), the owner on the leases of the versions it generates. */
+const char *kp_gen_instance_id(kp_gen *g);
 
 /* A request for a new version: project_id NULL/"" creates a project (name: "" for the default). */
 typedef struct kp_gen_request {

@@ -132,7 +132,7 @@ void gen_run_storage(kp_gen *g, void (*work)(kp_store *s, void *arg), void (*don
  * waiter may free g as soon as it is woken: g is not touched after. */
 void gen_shutdown_maybe_done(kp_gen *g)
 {
-    if (g->shutdown_wait && !g->gens && g->replaying == 0) {
+    if (g->shutdown_wait && !g->gens && g->replaying == 0 && !gen_leases_busy(g)) {
         sync_cmd *wait = g->shutdown_wait;
         g->shutdown_wait = NULL;
         g->shut_done = 1;
@@ -375,6 +375,37 @@ void gen_unended_drop_all(kp_gen *g)
     gen_unended_free_all(g);
 }
 
+/*
+ * When another instance ended the version first (this one's lease was lost:
+ * a recoverer failed it "interrupted"), nothing is written here: the readers
+ * get the ending that won, read back. Returns 1 when the stored version is
+ * failed (its blobs are then removed here too), 0 when it is not (its files
+ * are not this instance's to remove) or cannot be read.
+ */
+static int ended_elsewhere(kp_store *s, fail_job *j, kp_credits_outcome *outcome)
+{
+    kp_err err = {0};
+    kp_version stored;
+    json_decref(j->note.data);
+    j->note.data = error_event_data(j->note.code, j->note.message, NULL, 0); /* unknown until read */
+    if (s->ops->version_get(s, j->v.project_id, j->v.n, &stored, &err) != KP_OK)
+        return 0;
+    int failed = stored.status == KP_VER_FAILED;
+    kp_log_json(KP_LOG_WARN, "the version was ended by another instance",
+                json_pack("{s:s,s:I,s:s}", "project_id", stored.project_id, "version", (json_int_t)stored.n,
+                          "error_code", stored.error_code));
+    if (failed) {
+        kp_credits_outcome o = {.refunded = stored.refunded, .reason = stored.credit_reason};
+        json_decref(j->note.data);
+        j->note.data =
+            error_event_data(stored.error_code, stored.error_message ? stored.error_message : "", &o, j->note.cost);
+        outcome->refunded = o.refunded;
+        outcome->reason = "";
+    }
+    kp_version_clear(&stored);
+    return failed;
+}
+
 /* On a storage thread: the failed row and the credit's settlement (one
  * transaction), then the blobs removed. */
 static void fail_work(kp_store *s, void *arg)
@@ -384,6 +415,11 @@ static void fail_work(kp_store *s, void *arg)
     kp_err err = {0};
     kp_credits_outcome outcome;
     kp_status rc = kp_credits_end_failed(s, &j->policy, &j->failed, v, gen_describe_failure, &j->note, &outcome, &err);
+    if (rc == KP_ECONFLICT) {
+        if (!ended_elsewhere(s, j, &outcome))
+            return; /* not failed there: nothing of it is this instance's to remove */
+        rc = KP_OK;
+    }
     j->rc = rc;
     if (rc != KP_OK) {
         kp_log_json(

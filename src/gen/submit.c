@@ -155,7 +155,9 @@ static kp_status admit(kp_gen *g, kp_store *s, const kp_gen_request *r, const kp
                           .amount = g->opt.cfg->generation_cost,
                           .max_generating = plan->max_concurrent_generations,
                           .project = p ? NULL : &np,
-                          .version = &v};
+                          .version = &v,
+                          .owner = g->instance_id,
+                          .lease_until = gen_lease_until(g)};
     kp_status rc = kp_credits_admit(s, &a, &res->balance, err);
     if (rc == KP_ERATE)
         rc = fail_with(res, "too_many_generations", err, KP_ERATE,

@@ -177,6 +177,11 @@ typedef struct kp_version {
     char credit_reason[KP_REASON_MAX];
     int64_t created_at; /* milliseconds since the epoch */
     int64_t updated_at; /* milliseconds */
+    /* the lease on a generating version (see kp_lease): the instance running it and until when (ms) it
+     * may; "" and 0 for rows written by older builds (an expired lease). Written by admit and, as given,
+     * by project_create and version_create; renewed by leases_renew. */
+    char owner[KP_ID_MAX];
+    int64_t lease_until;
 } kp_version;
 
 /* Frees a version's heap fields (the struct itself is the caller's). */
@@ -193,7 +198,9 @@ void kp_version_free_array(kp_version *v, size_t n);
  *      KP_ECREDITS when short); NULL for a free generation;
  *   3. with project: the project (latest_version 1) and version 1, as
  *      project_create; else version->n of version->project_id, as
- *      version_create (KP_ECONFLICT while one generates or when n is not next).
+ *      version_create (KP_ECONFLICT while one generates or when n is not next),
+ *      its lease held by owner until lease_until (ms; version->owner and
+ *      version->lease_until are not read).
  * Any failure writes nothing; a crash anywhere leaves nothing of it either.
  */
 typedef struct kp_admission {
@@ -202,7 +209,24 @@ typedef struct kp_admission {
     const kp_credit_change *charge;
     const kp_project *project;
     const kp_version *version;
+    const char *owner;   /* the instance that will run it (NULL or "": none, recoverable at once) */
+    int64_t lease_until; /* ms since the epoch */
 } kp_admission;
+
+/*
+ * A lease on a generating version (leases_renew). The instance that admitted
+ * a generation owns its version until the lease runs out, and renews it while
+ * it runs; a version whose lease ran out (or that has no owner) belongs to
+ * recovery (versions_expired), in any instance. A lease that has run out is
+ * lost for good: it can no longer be renewed, only ended. Ending a version
+ * (version_end) is conditional on it still generating, so whichever of the
+ * owner and a recoverer writes first ends it, and only once.
+ */
+typedef struct kp_lease {
+    char project_id[KP_ID_MAX];
+    int64_t n;
+    int held; /* out: 1 renewed; 0 lost (not generating, another owner, or run out) */
+} kp_lease;
 
 /* ---- the daily bonus: walking every user -------------------------------- */
 
@@ -381,8 +405,18 @@ typedef struct kp_store_ops {
     kp_status (*version_end)(kp_store *s, const kp_version *v, const kp_credit_change *c, kp_balance *out, kp_err *err);
     /* How many versions of the user's projects are generating. */
     kp_status (*versions_generating_count)(kp_store *s, const char *user_id, int64_t *count, kp_err *err);
-    /* Versions not yet settled (generating ones included), for crash recovery. *out malloc'd. */
+    /* Versions that ended (ready or failed) but are not settled, which only older builds left; for
+     * recovery. *out malloc'd. */
     kp_status (*versions_unsettled)(kp_store *s, kp_version **out, size_t *n, kp_err *err);
+    /* Generating versions whose lease ran out before now_ms (lease_until < now_ms; rows without an owner
+     * included), oldest lease first, at most limit; for recovery. *out malloc'd (kp_version_free_array). */
+    kp_status (*versions_expired)(kp_store *s, int64_t now_ms, size_t limit, kp_version **out, size_t *n, kp_err *err);
+    /* Renews owner's leases: for each of leases[0..n), one conditional write: if the version is
+     * generating, owned by owner and its lease has not run out (lease_until >= now_ms), its lease_until
+     * becomes until_ms and held is 1; else held is 0 and nothing changes. The writes are independent (the
+     * call is not one transaction on every backend); an error leaves the held flags undefined. */
+    kp_status (*leases_renew)(kp_store *s, const char *owner, int64_t now_ms, int64_t until_ms, kp_lease *leases,
+                              size_t n, kp_err *err);
 
     /* Admits a generation atomically (see kp_admission). *out (may be NULL) receives the balance after the
      * charge, or the current one when the charge was refused. */

@@ -3,13 +3,17 @@
 // the same data, and check that every balance equals its ledger, that no
 // version is left generating, and that every reserved credit ended in a
 // published version or a refund. A graceful stop (SIGTERM) fails running
-// generations as interrupted and refunds them before exiting.
+// generations as interrupted and refunds them before exiting. The killed
+// server's generations are recovered once their lease (2 s here) has run out,
+// by the restarted server's periodic recovery: the checks poll for it.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 
 import { slowWhenMarked, startFakeAnthropic } from './fake-anthropic.mjs';
 import { api, HOOKS_BIN, signup, startServer } from './harness.mjs';
 
+// short leases so that a dead server's generations are recovered soon; longer under valgrind (slow)
+const LEASE_S = process.env.KOUMPA_TEST_WRAPPER ? '10' : '2';
 const APP = 'An app.\n<file path="index.html">\n<!doctype html><p>hello</p>\n</file>\n';
 
 function sleep(ms) {
@@ -75,7 +79,7 @@ describe('crash and restart', () => {
   before(async () => {
     fake = await startFakeAnthropic();
     fake.setScenario(slowWhenMarked(APP));
-    env = { ANTHROPIC_API_KEY: 'sk-any', ANTHROPIC_BASE_URL: fake.url };
+    env = { ANTHROPIC_API_KEY: 'sk-any', ANTHROPIC_BASE_URL: fake.url, KOUMPA_GENERATION_LEASE_S: LEASE_S };
   });
   after(async () => {
     await fake?.close();
@@ -112,6 +116,7 @@ describe('crash and restart', () => {
 
       await first.kill('SIGKILL');
       second = await startServer({ env, dataDir: first.dataDir });
+      for (const u of users) await waitRecovered(second, u.token);
 
       for (let i = 0; i < 3; i++) {
         const { balance, versions } = await checkAccount(second, users[i].token);
@@ -211,6 +216,11 @@ describe('crash and restart', () => {
     }
   });
 });
+
+/** Waits (bounded) until none of the user's versions generates: the dead server's leases ran out and were recovered. */
+async function waitRecovered(server, token) {
+  await waitFor(async () => (await projects(server, token)).every((p) => p.versions.every((v) => v.status !== 'generating')), 120_000);
+}
 
 async function checkBalanceOnly(server, token) {
   const me = await api(server, 'GET', '/v1/me', { token });

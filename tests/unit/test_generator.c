@@ -22,6 +22,7 @@
 #include <jansson.h>
 
 #include "blob/blob_fs.h"
+#include "core/id.h"
 #include "core/loop.h"
 #include "core/metrics.h"
 #include "domain/credits.h"
@@ -1100,6 +1101,90 @@ static void test_recovery_refunds_reservations_without_version(void **state)
     assert_int_equal(balance_total(f, "usr_a"), 10);
 }
 
+/* ---- leases ---- */
+
+/* Restarts the service with a lease of lease_s seconds (renewed every third). */
+static void restart_with_lease(fixture *f, long lease_s)
+{
+    kp_gen_shutdown(f->g);
+    kp_gen_free(f->g);
+    f->cfg.generation_lease_s = lease_s;
+    start_service(f, 1);
+}
+
+/* A generation outlives its lease several times over: the service renews it
+ * (its own periodic recovery would otherwise end it), and it publishes. */
+static void test_running_generation_renews_its_lease(void **state)
+{
+    fixture *f = *state;
+    kp_gen_result res;
+    kp_version v;
+    kp_err err = {0};
+    restart_with_lease(f, 1);
+    set_script(f, 0, "<file path=\"index.html\">\nslow slow slow slow slow slow slow slow slow\n</file>\n", "end_turn");
+    f->fake.scripts[0].delay_ms = 150; /* about 3 s: three leases */
+    int64_t before = balance_total(f, "usr_a");
+    assert_int_equal(submit(f, "usr_a", NULL, "an app", &res), KP_OK);
+    assert_int_equal(f->s->ops->version_get(f->s, res.project_id, 1, &v, &err), KP_OK);
+    assert_string_equal(v.owner, kp_gen_instance_id(f->g));
+    assert_true(strncmp(v.owner, "ins_", 4) == 0);
+    int64_t first_lease = v.lease_until;
+    assert_true(first_lease > kp_time_now_ms());
+    kp_version_clear(&v);
+
+    wait_version(f, res.project_id, 1, &v);
+    assert_int_equal(v.status, KP_VER_READY);
+    assert_true(v.lease_until > first_lease); /* renewed while it ran */
+    assert_int_equal(reservation_state(f, &v), KP_RES_COMMITTED);
+    kp_version_clear(&v);
+    assert_int_equal(balance_total(f, "usr_a"), before - 1);
+}
+
+/* Another instance recovers the version (its lease ran out: here the test
+ * says so): the next renewal finds the lease lost, the generation stops
+ * (provider call cancelled), writes nothing more, and its reader gets the
+ * ending that won; the credit came back once. */
+static void test_lost_lease_stops_the_generation_once(void **state)
+{
+    fixture *f = *state;
+    kp_gen_result res;
+    kp_version v;
+    kp_err err = {0};
+    test_sink reader;
+    size_t repaired = 0;
+    restart_with_lease(f, 1);
+    set_script(f, 0, "<file path=\"index.html\">\nslow slow slow slow slow slow slow slow slow\n</file>\n", "end_turn");
+    f->fake.scripts[0].delay_ms = 1000; /* long enough to be stopped first */
+    int64_t before = balance_total(f, "usr_a");
+    assert_int_equal(submit(f, "usr_a", NULL, "an app", &res), KP_OK);
+    kp_stream *st = subscribe(f, res.project_id, 1, 0, &reader);
+    assert_int_equal(balance_total(f, "usr_a"), before - 1);
+
+    kp_test_sql_exec(f->db, "UPDATE versions SET lease_until = 1 WHERE status = 1");
+    assert_int_equal(kp_gen_recover(f->s, f->blob, &repaired, &err), KP_OK); /* "another instance" */
+    assert_int_equal(repaired, 1);
+    assert_int_equal(balance_total(f, "usr_a"), before);
+
+    wait_ended(&reader);
+    for (int i = 0; i < 1000 && kp_gen_in_flight(f->g) > 0; i++)
+        sleep_ms(5);
+    assert_int_equal(kp_gen_in_flight(f->g), 0);
+    assert_int_equal(f->fake.cancels, 1);
+    pthread_mutex_lock(&reader.mu);
+    assert_non_null(strstr(reader.data.data, "event: error\ndata: {\"code\":\"interrupted\""));
+    assert_non_null(strstr(reader.data.data, "\"refunded\":true"));
+    pthread_mutex_unlock(&reader.mu);
+    assert_int_equal(f->s->ops->version_get(f->s, res.project_id, 1, &v, &err), KP_OK);
+    assert_int_equal(v.status, KP_VER_FAILED);
+    assert_string_equal(v.error_code, "interrupted");
+    assert_int_equal(reservation_state(f, &v), KP_RES_REFUNDED);
+    kp_version_clear(&v);
+    assert_int_equal(ledger_count(f, "refund:service_failure"), 1);
+    assert_int_equal(balance_total(f, "usr_a"), before);
+    st->release(st);
+    tsink_free(&reader);
+}
+
 /* Injected store failures: finishing a failed version fails (a trigger makes
  * every status change of a version abort). Nothing is half written (the row
  * stays generating, its credit reserved, the ledger equal to the balance),
@@ -1193,6 +1278,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cancel_after_output_is_charged, setup, teardown),
         cmocka_unit_test_setup_teardown(test_recovery_settles_everything, setup, teardown),
         cmocka_unit_test_setup_teardown(test_recovery_refunds_reservations_without_version, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_running_generation_renews_its_lease, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lost_lease_stops_the_generation_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failed_version_recorded_after_store_failure, setup, teardown),
         cmocka_unit_test_setup_teardown(test_publish_store_failure_refunds, setup, teardown),
         cmocka_unit_test(test_content_types_and_urls),

@@ -30,6 +30,9 @@
 
 /* What migration 5 added, dropped to make a database of an older schema. */
 #define KP_TEST_DROP_BILLING "DROP TABLE billing_customers; DROP TABLE subscriptions; DROP TABLE stripe_events;"
+/* What migration 6 added (leases). */
+#define KP_TEST_DROP_LEASES                                                                                            \
+    "DROP INDEX versions_lease; ALTER TABLE versions DROP COLUMN owner; ALTER TABLE versions DROP COLUMN lease_until;"
 
 typedef struct fixture {
     char dir[64];
@@ -575,17 +578,19 @@ static void test_unsettled_and_set_settled(void **state)
     kp_version *vs = NULL;
     size_t n = 0;
     assert_int_equal(f->s->ops->versions_unsettled(f->s, &vs, &n, &err), KP_OK);
-    assert_int_equal(n, 3); /* both users, ready and generating alike */
+    assert_int_equal(n, 1); /* ended but unsettled only: generating versions are recovered by lease */
     assert_string_equal(vs[0].project_id, "prj_u1");
     assert_int_equal(vs[0].n, 1);
     assert_int_equal(vs[0].status, KP_VER_READY);
     assert_string_equal(vs[0].reservation_id, "res_prj_u1_1");
     assert_string_equal(vs[0].prompt, "make an app");
-    assert_string_equal(vs[1].project_id, "prj_u1");
-    assert_int_equal(vs[1].n, 2);
-    assert_int_equal(vs[1].status, KP_VER_GENERATING);
-    assert_string_equal(vs[2].project_id, "prj_u2");
-    assert_int_equal(vs[2].settled, 0);
+    assert_int_equal(vs[0].settled, 0);
+    kp_version_free_array(vs, n);
+    assert_int_equal(finish(f->s, "prj_u2", 1, KP_VER_FAILED, 115, &err), KP_OK);
+    assert_int_equal(f->s->ops->versions_unsettled(f->s, &vs, &n, &err), KP_OK);
+    assert_int_equal(n, 2);
+    assert_string_equal(vs[1].project_id, "prj_u2");
+    assert_int_equal(vs[1].status, KP_VER_FAILED);
     kp_version_free_array(vs, n);
 
     assert_int_equal(f->s->ops->version_set_settled(f->s, "prj_u1", 1, &err), KP_OK);
@@ -595,9 +600,7 @@ static void test_unsettled_and_set_settled(void **state)
     assert_int_equal(f->s->ops->version_set_settled(f->s, "prj_none", 1, &err), KP_ENOTFOUND);
 
     assert_int_equal(f->s->ops->versions_unsettled(f->s, &vs, &n, &err), KP_OK);
-    assert_int_equal(n, 1);
-    assert_string_equal(vs[0].project_id, "prj_u1");
-    assert_int_equal(vs[0].n, 2);
+    assert_int_equal(n, 0); /* prj_u1 v2 generates: not in the list */
     kp_version_free_array(vs, n);
 
     kp_version v;
@@ -607,10 +610,10 @@ static void test_unsettled_and_set_settled(void **state)
 
     /* Settling is independent of finishing: a settled version still finishes. */
     assert_int_equal(f->s->ops->version_set_settled(f->s, "prj_u1", 2, &err), KP_OK);
+    assert_int_equal(finish(f->s, "prj_u1", 2, KP_VER_READY, 130, &err), KP_OK);
     assert_int_equal(f->s->ops->versions_unsettled(f->s, &vs, &n, &err), KP_OK);
     assert_int_equal(n, 0);
     kp_version_free_array(vs, n);
-    assert_int_equal(finish(f->s, "prj_u1", 2, KP_VER_READY, 130, &err), KP_OK);
 }
 
 /* ---- heap fields ------------------------------------------------------ */
@@ -790,7 +793,7 @@ static void test_migrate_times_to_milliseconds(void **state)
     kp_test_sql_exec(
         f->path, "BEGIN IMMEDIATE; DELETE FROM schema_migrations WHERE version >= 3;"
                  "DROP TABLE email_verifications; ALTER TABLE users DROP COLUMN email_verified;" KP_TEST_DROP_BILLING
-                 "ALTER TABLE users DROP COLUMN verification_required;"
+                     KP_TEST_DROP_LEASES "ALTER TABLE users DROP COLUMN verification_required;"
                  "ALTER TABLE versions DROP COLUMN refunded; ALTER TABLE versions DROP COLUMN credit_reason;"
                  "DROP INDEX reservations_open; DROP INDEX versions_reservation;"
                  "ALTER TABLE projects DROP COLUMN deleting;"

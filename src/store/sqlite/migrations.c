@@ -181,6 +181,14 @@ static const char *const migrations[] = {
     "  created INTEGER NOT NULL,"
     "  applied_at INTEGER NOT NULL"
     ") WITHOUT ROWID;",
+
+    /* 6 (issue 11: leases): a generating version's owner (the instance
+     * running it) and the lease it renews (ms). Rows of older builds get no
+     * owner and a lease that ran out long ago, so recovery takes them.
+     * Recovery reads generating versions by lease from a partial index. */
+    "ALTER TABLE versions ADD COLUMN owner TEXT NOT NULL DEFAULT '';"
+    "ALTER TABLE versions ADD COLUMN lease_until INTEGER NOT NULL DEFAULT 0;"
+    "CREATE INDEX versions_lease ON versions(lease_until) WHERE status = 1;",
 };
 
 #define MIGRATION_COUNT ((int)(sizeof migrations / sizeof migrations[0]))

@@ -17,7 +17,8 @@
 #define PROJECT_COLS "id, user_id, name, latest_version, latest_ready, created_at, updated_at"
 #define VERSION_COLS                                                                                                   \
     "project_id, n, status, reservation_id, settled, error_code, error_message, prompt, message, files_json, "         \
-    "events_json, model, input_tokens, output_tokens, duration_ms, created_at, updated_at, refunded, credit_reason"
+    "events_json, model, input_tokens, output_tokens, duration_ms, created_at, updated_at, refunded, credit_reason, "  \
+    "owner, lease_until"
 
 typedef enum stmt_id {
     ST_PROJECT_INSERT,
@@ -39,6 +40,8 @@ typedef enum stmt_id {
     ST_VERSIONS_DELETE,
     ST_VERSIONS_GENERATING_COUNT,
     ST_VERSIONS_UNSETTLED,
+    ST_VERSIONS_EXPIRED,
+    ST_LEASE_RENEW,
     ST_RES_ORPHANED,
     ST_COUNT
 } stmt_id;
@@ -59,8 +62,9 @@ static const char *const stmt_sql[ST_COUNT] = {
     /* ?2: the version that became ready, 0 when it failed. */
     [ST_PROJECT_FINISHED] = "UPDATE projects SET latest_ready = max(latest_ready, ?2), updated_at = ?3 WHERE id = ?1",
     /* A new version is generating and unsettled; its user is its project's. */
-    [ST_VERSION_INSERT] = "INSERT INTO versions (project_id, n, user_id, status, reservation_id, settled, prompt, "
-                          "created_at, updated_at) VALUES (?1, ?2, ?3, 1, ?4, 0, ?5, ?6, ?6)",
+    [ST_VERSION_INSERT] =
+        "INSERT INTO versions (project_id, n, user_id, status, reservation_id, settled, prompt, "
+        "created_at, updated_at, owner, lease_until) VALUES (?1, ?2, ?3, 1, ?4, 0, ?5, ?6, ?6, ?7, ?8)",
     [ST_VERSION_GET] = "SELECT " VERSION_COLS " FROM versions WHERE project_id = ?1 AND n = ?2",
     [ST_VERSION_LIST] = "SELECT " VERSION_COLS " FROM versions WHERE project_id = ?1 ORDER BY n",
     [ST_VERSION_STATUS] = "SELECT status FROM versions WHERE project_id = ?1 AND n = ?2",
@@ -74,7 +78,14 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_VERSIONS_DELETE] = "DELETE FROM versions WHERE project_id = ?1",
     /* Both read partial indexes (versions_generating, versions_unsettled). */
     [ST_VERSIONS_GENERATING_COUNT] = "SELECT COUNT(*) FROM versions WHERE user_id = ?1 AND status = 1",
-    [ST_VERSIONS_UNSETTLED] = "SELECT " VERSION_COLS " FROM versions WHERE settled = 0 ORDER BY project_id, n",
+    [ST_VERSIONS_UNSETTLED] = "SELECT " VERSION_COLS " FROM versions WHERE settled = 0 AND status <> 1 "
+                              "ORDER BY project_id, n",
+    /* Reads the partial index versions_lease. */
+    [ST_VERSIONS_EXPIRED] = "SELECT " VERSION_COLS " FROM versions WHERE status = 1 AND lease_until < ?1 "
+                            "ORDER BY lease_until LIMIT ?2",
+    /* One lease: only its owner renews it, only while it generates and has not run out. */
+    [ST_LEASE_RENEW] = "UPDATE versions SET lease_until = max(lease_until, ?5) WHERE project_id = ?1 AND n = ?2 "
+                       "AND status = 1 AND owner = ?3 AND lease_until >= ?4",
     /* Reads the partial indexes reservations_open and versions_reservation. */
     [ST_RES_ORPHANED] = "SELECT id, user_id, daily, monthly, state, created_at, updated_at FROM reservations AS r "
                         "WHERE state = 'reserved' AND NOT EXISTS "
@@ -160,6 +171,8 @@ static kp_status read_version(sqlite3_stmt *st, kp_version *v, kp_err *err)
     v->updated_at = sqlite3_column_int64(st, 16);
     v->refunded = sqlite3_column_int(st, 17);
     sq_column_copy(st, 18, v->credit_reason, sizeof v->credit_reason);
+    sq_column_copy(st, 19, v->owner, sizeof v->owner);
+    v->lease_until = sqlite3_column_int64(st, 20);
     if (status < KP_VER_GENERATING || status > KP_VER_FAILED)
         return kp_err_set(err, KP_EINTERNAL, "version in an unknown state");
     v->status = (kp_version_status)status;
@@ -224,9 +237,21 @@ static kp_status insert_project_row(sq_store *h, const kp_project *p, int64_t cr
     return rc;
 }
 
-/* Inserts version n of project_id (owned by user_id), generating and unsettled. */
+/* A new version's lease: who runs it, until when (ms). */
+typedef struct lease_holder {
+    const char *owner;
+    int64_t until;
+} lease_holder;
+
+static lease_holder version_lease(const kp_version *v)
+{
+    lease_holder l = {v->owner, v->lease_until};
+    return l;
+}
+
+/* Inserts version n of project_id (of user_id's), generating and unsettled, its lease held as l says. */
 static kp_status insert_version_row(sq_store *h, const char *project_id, const char *user_id, int64_t n,
-                                    const kp_version *v, int64_t created_at, kp_err *err)
+                                    const kp_version *v, int64_t created_at, lease_holder l, kp_err *err)
 {
     sqlite3_stmt *st = NULL;
     kp_status rc = stmt_get(h, ST_VERSION_INSERT, &st, err);
@@ -238,6 +263,8 @@ static kp_status insert_version_row(sq_store *h, const char *project_id, const c
     sq_bind_text(st, 4, v->reservation_id);
     sq_bind_text(st, 5, v->prompt);
     sqlite3_bind_int64(st, 6, created_at);
+    sq_bind_text(st, 7, l.owner);
+    sqlite3_bind_int64(st, 8, l.until);
     if (sqlite3_step(st) != SQLITE_DONE)
         rc = project_write_error(h, "version", "project not found", "version already exists", err);
     sq_stmt_done(st);
@@ -253,7 +280,8 @@ static int project_valid(const kp_project *p)
 /* The fields of a new version that the store writes (see ST_VERSION_INSERT). */
 static int new_version_valid(const kp_version *v)
 {
-    return v && sq_fits(v->project_id, sizeof v->project_id) && sq_fits(v->reservation_id, sizeof v->reservation_id);
+    return v && sq_fits(v->project_id, sizeof v->project_id) && sq_fits(v->reservation_id, sizeof v->reservation_id) &&
+           sq_fits(v->owner, sizeof v->owner);
 }
 
 kp_status sq_project_create(kp_store *s, const kp_project *p, const kp_version *v, kp_err *err)
@@ -271,7 +299,7 @@ kp_status sq_project_create(kp_store *s, const kp_project *p, const kp_version *
         return rc;
     rc = insert_project_row(h, p, created_at, err);
     if (rc == KP_OK)
-        rc = insert_version_row(h, p->id, p->user_id, 1, v, v_created_at, err);
+        rc = insert_version_row(h, p->id, p->user_id, 1, v, v_created_at, version_lease(v), err);
     return sq_tx_end(h, rc, err);
 }
 
@@ -453,7 +481,8 @@ static kp_status project_touch(sq_store *h, stmt_id id, const char *project_id, 
 }
 
 /* The body of version_create, inside the write transaction. */
-static kp_status version_create_locked(sq_store *h, const kp_version *v, int64_t created_at, kp_err *err)
+static kp_status version_create_locked(sq_store *h, const kp_version *v, int64_t created_at, lease_holder l,
+                                       kp_err *err)
 {
     kp_project p;
     int found = 0;
@@ -474,7 +503,7 @@ static kp_status version_create_locked(sq_store *h, const kp_version *v, int64_t
     if (v->n != p.latest_version + 1)
         return kp_err_set(err, KP_ECONFLICT, "version %lld is not the next one (the latest is %lld)", (long long)v->n,
                           (long long)p.latest_version);
-    rc = insert_version_row(h, v->project_id, p.user_id, v->n, v, created_at, err);
+    rc = insert_version_row(h, v->project_id, p.user_id, v->n, v, created_at, l, err);
     if (rc == KP_OK)
         rc = project_touch(h, ST_PROJECT_BUMP, v->project_id, v->n, created_at, err);
     return rc;
@@ -489,7 +518,7 @@ kp_status sq_version_create(kp_store *s, const kp_version *v, kp_err *err)
     kp_status rc = sq_tx_begin(h, err);
     if (rc != KP_OK)
         return rc;
-    rc = version_create_locked(h, v, created_at, err);
+    rc = version_create_locked(h, v, created_at, version_lease(v), err);
     return sq_tx_end(h, rc, err);
 }
 
@@ -726,17 +755,19 @@ static kp_status admit_body(sq_store *h, const void *arg, kp_balance *out, kp_er
     const kp_project *p = a->project;
     const kp_version *v = a->version;
     int64_t v_created_at = v->created_at > 0 ? v->created_at : now_ms;
+    lease_holder lease = {a->owner, a->lease_until};
     if (!p)
-        return version_create_locked(h, v, v_created_at, err);
+        return version_create_locked(h, v, v_created_at, lease, err);
     rc = insert_project_row(h, p, p->created_at > 0 ? p->created_at : now_ms, err);
     if (rc == KP_OK)
-        rc = insert_version_row(h, p->id, p->user_id, 1, v, v_created_at, err);
+        rc = insert_version_row(h, p->id, p->user_id, 1, v, v_created_at, lease, err);
     return rc;
 }
 
 static int admission_valid(const kp_admission *a)
 {
-    if (!a || !sq_nonempty_fits(a->user_id, KP_ID_MAX) || !new_version_valid(a->version))
+    if (!a || !sq_nonempty_fits(a->user_id, KP_ID_MAX) || !new_version_valid(a->version) ||
+        (a->owner && !sq_fits(a->owner, KP_ID_MAX)))
         return 0;
     if (a->charge && (!sq_credit_change_valid(a->charge) || strcmp(a->charge->user_id, a->user_id) != 0))
         return 0;
@@ -778,4 +809,57 @@ kp_status sq_versions_unsettled(kp_store *s, kp_version **out, size_t *n, kp_err
 {
     return list_all(sq_impl(s), ST_VERSIONS_UNSETTLED, sizeof(kp_version), version_row, free_versions,
                     "list unsettled versions", (void **)out, n, err);
+}
+
+kp_status sq_versions_expired(kp_store *s, int64_t now_ms, size_t limit, kp_version **out, size_t *n, kp_err *err)
+{
+    sq_store *h = sq_impl(s);
+    sqlite3_stmt *st = NULL;
+    *out = NULL;
+    *n = 0;
+    if (limit == 0)
+        return KP_OK;
+    kp_status rc = stmt_get(h, ST_VERSIONS_EXPIRED, &st, err);
+    if (rc != KP_OK)
+        return rc;
+    sqlite3_bind_int64(st, 1, now_ms);
+    sqlite3_bind_int64(st, 2, sq_limit(limit));
+    return collect_versions(h, st, "list expired versions", out, n, err);
+}
+
+/* One lease's conditional renewal (ST_LEASE_RENEW); l->held says whether it matched. */
+static kp_status renew_one(sq_store *h, const char *owner, int64_t now_ms, int64_t until_ms, kp_lease *l, kp_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    kp_status rc = stmt_get(h, ST_LEASE_RENEW, &st, err);
+    if (rc != KP_OK)
+        return rc;
+    sq_bind_text(st, 1, l->project_id);
+    sqlite3_bind_int64(st, 2, l->n);
+    sq_bind_text(st, 3, owner);
+    sqlite3_bind_int64(st, 4, now_ms);
+    sqlite3_bind_int64(st, 5, until_ms);
+    if (sqlite3_step(st) == SQLITE_DONE)
+        l->held = sqlite3_changes(sq_db(h)) == 1;
+    else
+        rc = kp_sqlite_db_error(sq_db(h), "renew lease", err);
+    sq_stmt_done(st);
+    return rc;
+}
+
+/* Here every renewal is one UPDATE; they share one transaction only to take the write lock once. */
+kp_status sq_leases_renew(kp_store *s, const char *owner, int64_t now_ms, int64_t until_ms, kp_lease *leases, size_t n,
+                          kp_err *err)
+{
+    sq_store *h = sq_impl(s);
+    if (!sq_nonempty_fits(owner, KP_ID_MAX) || (n > 0 && !leases))
+        return kp_err_set(err, KP_EINVAL, "invalid lease renewal");
+    if (n == 0)
+        return KP_OK;
+    kp_status rc = sq_tx_begin(h, err);
+    if (rc != KP_OK)
+        return rc;
+    for (size_t i = 0; i < n && rc == KP_OK; i++)
+        rc = renew_one(h, owner, now_ms, until_ms, &leases[i], err);
+    return sq_tx_end(h, rc, err);
 }
