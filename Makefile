@@ -11,6 +11,7 @@
 #   make bench-generations  1,000 concurrent generations against the fake Anthropic API
 #   make bench-slow-disk    1,000 generations on a disk whose every fsync takes 5 ms more
 #   make bench-replays      1,000 replays of one large ended version
+#   make bench-bonus        `koumpa daily-bonus` over 100,000 users (bench/bonus.sh)
 #   make lint       cppcheck + clang-format check
 #   make tidy       clang-tidy's static analyzer over src/
 #   make fuzz       builds the libFuzzer targets (build-fuzz/, clang) and runs each for FUZZ_SECONDS (60)
@@ -126,6 +127,9 @@ bench-slow-disk: $(BUILD)/koumpa
 bench-replays: $(BUILD)/koumpa
 	KOUMPA_BUILD=$(BUILD) node bench/replays.mjs 1000
 
+bench-bonus: $(BUILD)/koumpa
+	bench/bonus.sh $(BUILD) 100000
+
 FORMAT_SRCS = $(shell find src tests/unit tests/fuzz tests/aws bench -name '*.[ch]' 2>/dev/null | sort)
 
 lint:
@@ -166,7 +170,7 @@ fuzz: fuzz-build
 clean:
 	rm -rf build build-asan build-cov build-fuzz
 
-.PHONY: all unit integration openapi test deps deps-test run sanitize valgrind coverage bench bench-generations bench-slow-disk bench-replays lint tidy fuzz-build fuzz clean
+.PHONY: all unit integration openapi test deps deps-test run sanitize valgrind coverage bench bench-generations bench-slow-disk bench-replays bench-bonus lint tidy fuzz-build fuzz clean
 .SECONDARY:
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
