@@ -81,7 +81,15 @@ $(AWS_PROBE): tests/aws/aws_probe.c $(BUILD)/libkoumpa.a
 	@echo "  LD    $@"
 	@$(CC) $(CPPFLAGS_ALL) $(WARN) $(CFLAGS) $(SAN) -o $@ $< $(BUILD)/libkoumpa.a $(LDLIBS_ALL)
 
-integration: $(BUILD)/koumpa $(BUILD)/koumpa-hooks $(AWS_PROBE)
+# The store contract suite (tests/store/store_contract.c), run on every backend by
+# tests/integration/store-contract.test.mjs.
+STORE_CONTRACT := $(BUILD)/tests/store_contract
+$(STORE_CONTRACT): tests/store/store_contract.c $(BUILD)/libkoumpa.a
+	@mkdir -p $(dir $@)
+	@echo "  LD    $@"
+	@$(CC) $(CPPFLAGS_ALL) $(WARN) $(CFLAGS) $(SAN) -o $@ $< $(BUILD)/libkoumpa.a $(LDLIBS_ALL)
+
+integration: $(BUILD)/koumpa $(BUILD)/koumpa-hooks $(AWS_PROBE) $(STORE_CONTRACT)
 	@tests/run-integration.sh $(BUILD)
 
 openapi:
@@ -126,7 +134,7 @@ bench-slow-disk: $(BUILD)/koumpa
 bench-replays: $(BUILD)/koumpa
 	KOUMPA_BUILD=$(BUILD) node bench/replays.mjs 1000
 
-FORMAT_SRCS = $(shell find src tests/unit tests/fuzz tests/aws bench -name '*.[ch]' 2>/dev/null | sort)
+FORMAT_SRCS = $(shell find src tests/unit tests/fuzz tests/aws tests/store bench -name '*.[ch]' 2>/dev/null | sort)
 
 lint:
 	cppcheck --quiet --error-exitcode=1 --enable=warning,portability --inline-suppr -D__GNUC__ -Isrc src

@@ -92,6 +92,10 @@ typedef struct kp_config {
     long stripe_retries;           /* KOUMPA_STRIPE_RETRIES: retries after a timeout, 5xx or 429 (default 2) */
     long billing_threads;          /* KOUMPA_BILLING_THREADS: threads that call Stripe (default 2) */
     long billing_queue;            /* KOUMPA_BILLING_QUEUE: calls that may wait; beyond, 503 (default 32) */
+
+    /* database: DynamoDB (issue 11: store/dynamodb/) */
+    char *db;                    /* KOUMPA_DB: sqlite|dynamodb (default sqlite) */
+    char *dynamodb_table_prefix; /* KOUMPA_DYNAMODB_TABLE_PREFIX: the table is {prefix}koumpa (default "") */
 } kp_config;
 
 /*
