@@ -82,7 +82,15 @@ $(AWS_PROBE): tests/aws/aws_probe.c $(BUILD)/libkoumpa.a
 	@echo "  LD    $@"
 	@$(CC) $(CPPFLAGS_ALL) $(WARN) $(CFLAGS) $(SAN) -o $@ $< $(BUILD)/libkoumpa.a $(LDLIBS_ALL)
 
-integration: $(BUILD)/koumpa $(BUILD)/koumpa-hooks $(AWS_PROBE) $(BUILD)/tests/test_blob_contract
+# The store contract suite (tests/store/store_contract.c), run on every backend by
+# tests/integration/store-contract.test.mjs.
+STORE_CONTRACT := $(BUILD)/tests/store_contract
+$(STORE_CONTRACT): tests/store/store_contract.c $(BUILD)/libkoumpa.a
+	@mkdir -p $(dir $@)
+	@echo "  LD    $@"
+	@$(CC) $(CPPFLAGS_ALL) $(WARN) $(CFLAGS) $(SAN) -o $@ $< $(BUILD)/libkoumpa.a $(LDLIBS_ALL)
+
+integration: $(BUILD)/koumpa $(BUILD)/koumpa-hooks $(AWS_PROBE) $(BUILD)/tests/test_blob_contract $(STORE_CONTRACT)
 	@tests/run-integration.sh $(BUILD)
 
 openapi:
@@ -103,7 +111,7 @@ sanitize:
 	KOUMPA_TEST_SANITIZED=1 $(MAKE) BUILD=build-asan CFLAGS="-O1 -g -fno-omit-frame-pointer" \
 	    SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined" unit integration
 
-valgrind: $(BUILD)/koumpa $(BUILD)/koumpa-hooks $(AWS_PROBE)
+valgrind: $(BUILD)/koumpa $(BUILD)/koumpa-hooks $(AWS_PROBE) $(BUILD)/tests/test_blob_contract $(STORE_CONTRACT)
 	KOUMPA_TEST_WRAPPER="valgrind --quiet --leak-check=full --show-leak-kinds=definite,indirect --errors-for-leak-kinds=definite,indirect --error-exitcode=99 --suppressions=tests/valgrind.supp" \
 	    tests/run-integration.sh $(BUILD)
 
@@ -130,7 +138,7 @@ bench-replays: $(BUILD)/koumpa
 bench-bonus: $(BUILD)/koumpa
 	bench/bonus.sh $(BUILD) 100000
 
-FORMAT_SRCS = $(shell find src tests/unit tests/fuzz tests/aws bench -name '*.[ch]' 2>/dev/null | sort)
+FORMAT_SRCS = $(shell find src tests/unit tests/fuzz tests/aws tests/store bench -name '*.[ch]' 2>/dev/null | sort)
 
 lint:
 	cppcheck --quiet --error-exitcode=1 --enable=warning,portability --inline-suppr -D__GNUC__ -Isrc src

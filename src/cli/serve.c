@@ -215,6 +215,8 @@ static kp_status start_scheduler(serve_state *st, kp_err *err)
 static kp_status start(serve_state *st, kp_err *err)
 {
     kp_status rc = kp_config_ensure_secret(&st->cfg, err);
+    if (rc == KP_OK)
+        rc = kp_cli_check_backend(&st->cfg, err);
     if (rc != KP_OK)
         return rc;
     kp_cli_db_path(&st->cfg, st->db_path, sizeof st->db_path);

@@ -144,6 +144,11 @@ static const opt_def opts[] = {
     {"KOUMPA_S3_BUCKET", NULL, OPT_STR, OFF(s3_bucket), NULL, 0, 0, 0, "S3 bucket of the apps' files"},
     {"KOUMPA_S3_PATH_STYLE", NULL, OPT_BOOL, OFF(s3_path_style), "0", 0, 1, 0,
      "1: path-style S3 URLs ({endpoint}/{bucket}/{key}), for local S3 servers"},
+    /* database: DynamoDB (issue 11: store/dynamodb/) */
+    {"KOUMPA_DB", "--db", OPT_STR, OFF(db), "sqlite", 0, 0, 0,
+     "store backend: sqlite (in the data directory) or dynamodb (AWS_REGION, AWS_ENDPOINT_URL_DYNAMODB, credentials)"},
+    {"KOUMPA_DYNAMODB_TABLE_PREFIX", NULL, OPT_STR, OFF(dynamodb_table_prefix), "", 0, 0, 0,
+     "DynamoDB: the table is named {prefix}koumpa"},
 };
 
 #define NOPTS (sizeof opts / sizeof opts[0])
@@ -250,6 +255,8 @@ static kp_status validate(kp_config *cfg, kp_err *err)
     if (kp_log_parse_level(cfg->log_level, &lvl) != 0)
         return kp_err_set(err, KP_EINVAL, "invalid KOUMPA_LOG_LEVEL=%s: expected debug, info, warn or error",
                           cfg->log_level);
+    if (strcmp(cfg->db, "sqlite") != 0 && strcmp(cfg->db, "dynamodb") != 0)
+        return kp_err_set(err, KP_EINVAL, "invalid KOUMPA_DB=%s: sqlite or dynamodb", cfg->db);
     if (validate_addr("KOUMPA_ADDR", cfg->addr, err) || validate_addr("KOUMPA_APPS_ADDR", cfg->apps_addr, err))
         return err->status;
     if (!*cfg->data_dir)

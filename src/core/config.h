@@ -102,6 +102,9 @@ typedef struct kp_config {
     char *storage;      /* KOUMPA_STORAGE: fs|s3, where the apps' files live (default fs) */
     char *s3_bucket;    /* KOUMPA_S3_BUCKET: the bucket with KOUMPA_STORAGE=s3 (required then) */
     long s3_path_style; /* KOUMPA_S3_PATH_STYLE=1: {endpoint}/{bucket}/{key} URLs, for local S3 servers */
+    /* database: DynamoDB (issue 11: store/dynamodb/) */
+    char *db;                    /* KOUMPA_DB: sqlite|dynamodb (default sqlite) */
+    char *dynamodb_table_prefix; /* KOUMPA_DYNAMODB_TABLE_PREFIX: the table is {prefix}koumpa (default "") */
 } kp_config;
 
 /*

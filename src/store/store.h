@@ -443,4 +443,8 @@ struct kp_store {
     void *impl;
 };
 
+/* The name of the first operation ops leaves NULL ("" when complete): a backend still being built
+ * (store/dynamodb/) is refused by serve with that name. */
+const char *kp_store_missing_op(const kp_store_ops *ops);
+
 #endif
