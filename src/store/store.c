@@ -45,7 +45,8 @@ const char *kp_store_missing_op(const kp_store_ops *ops)
     KP_STORE_CHECK(reservation_get);
     KP_STORE_CHECK(ledger_list);
     KP_STORE_CHECK(ledger_sum);
-    KP_STORE_CHECK(daily_bonus_batch);
+    KP_STORE_CHECK(credits_apply_many);
+    KP_STORE_CHECK(users_bonus_page);
     KP_STORE_CHECK(project_create);
     KP_STORE_CHECK(project_get);
     KP_STORE_CHECK(project_list);
