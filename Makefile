@@ -11,6 +11,7 @@
 #   make bench-generations  1,000 concurrent generations against the fake Anthropic API
 #   make bench-slow-disk    1,000 generations on a disk whose every fsync takes 5 ms more
 #   make bench-replays      1,000 replays of one large ended version
+#   make bench-bonus        `koumpa daily-bonus` over 100,000 users (bench/bonus.sh)
 #   make lint       cppcheck + clang-format check
 #   make tidy       clang-tidy's static analyzer over src/
 #   make fuzz       builds the libFuzzer targets (build-fuzz/, clang) and runs each for FUZZ_SECONDS (60)
@@ -81,7 +82,15 @@ $(AWS_PROBE): tests/aws/aws_probe.c $(BUILD)/libkoumpa.a
 	@echo "  LD    $@"
 	@$(CC) $(CPPFLAGS_ALL) $(WARN) $(CFLAGS) $(SAN) -o $@ $< $(BUILD)/libkoumpa.a $(LDLIBS_ALL)
 
-integration: $(BUILD)/koumpa $(BUILD)/koumpa-hooks $(AWS_PROBE)
+# The store contract suite (tests/store/store_contract.c), run on every backend by
+# tests/integration/store-contract.test.mjs.
+STORE_CONTRACT := $(BUILD)/tests/store_contract
+$(STORE_CONTRACT): tests/store/store_contract.c $(BUILD)/libkoumpa.a
+	@mkdir -p $(dir $@)
+	@echo "  LD    $@"
+	@$(CC) $(CPPFLAGS_ALL) $(WARN) $(CFLAGS) $(SAN) -o $@ $< $(BUILD)/libkoumpa.a $(LDLIBS_ALL)
+
+integration: $(BUILD)/koumpa $(BUILD)/koumpa-hooks $(AWS_PROBE) $(BUILD)/tests/test_blob_contract $(STORE_CONTRACT)
 	@tests/run-integration.sh $(BUILD)
 
 openapi:
@@ -102,7 +111,7 @@ sanitize:
 	KOUMPA_TEST_SANITIZED=1 $(MAKE) BUILD=build-asan CFLAGS="-O1 -g -fno-omit-frame-pointer" \
 	    SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined" unit integration
 
-valgrind: $(BUILD)/koumpa $(BUILD)/koumpa-hooks $(AWS_PROBE)
+valgrind: $(BUILD)/koumpa $(BUILD)/koumpa-hooks $(AWS_PROBE) $(BUILD)/tests/test_blob_contract $(STORE_CONTRACT)
 	KOUMPA_TEST_WRAPPER="valgrind --quiet --leak-check=full --show-leak-kinds=definite,indirect --errors-for-leak-kinds=definite,indirect --error-exitcode=99 --suppressions=tests/valgrind.supp" \
 	    tests/run-integration.sh $(BUILD)
 
@@ -126,7 +135,10 @@ bench-slow-disk: $(BUILD)/koumpa
 bench-replays: $(BUILD)/koumpa
 	KOUMPA_BUILD=$(BUILD) node bench/replays.mjs 1000
 
-FORMAT_SRCS = $(shell find src tests/unit tests/fuzz tests/aws bench -name '*.[ch]' 2>/dev/null | sort)
+bench-bonus: $(BUILD)/koumpa
+	bench/bonus.sh $(BUILD) 100000
+
+FORMAT_SRCS = $(shell find src tests/unit tests/fuzz tests/aws tests/store bench -name '*.[ch]' 2>/dev/null | sort)
 
 lint:
 	cppcheck --quiet --error-exitcode=1 --enable=warning,portability --inline-suppr -D__GNUC__ -Isrc src
@@ -166,7 +178,7 @@ fuzz: fuzz-build
 clean:
 	rm -rf build build-asan build-cov build-fuzz
 
-.PHONY: all unit integration openapi test deps deps-test run sanitize valgrind coverage bench bench-generations bench-slow-disk bench-replays lint tidy fuzz-build fuzz clean
+.PHONY: all unit integration openapi test deps deps-test run sanitize valgrind coverage bench bench-generations bench-slow-disk bench-replays bench-bonus lint tidy fuzz-build fuzz clean
 .SECONDARY:
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

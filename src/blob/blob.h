@@ -2,7 +2,7 @@
  * blob.h - the blob storage interface: named byte strings with a content type,
  * where generated apps live (keys "apps/{project_id}/v{n}/{path}").
  *
- * A backend (blob_fs.c; later S3) fills a kp_blob_ops table. The semantics are
+ * A backend (blob_fs.c, s3/blob_s3.c) fills a kp_blob_ops table. The semantics are
  * those of an object store, which every backend can provide:
  *   - keys are flat strings; '/' has no meaning beyond prefix matching, so
  *     "a" and "a/b" can both exist;
@@ -29,7 +29,8 @@
 #include "core/err.h"
 
 #define KP_BLOB_KEY_MAX 1024
-#define KP_BLOB_CT_MAX 128 /* content type buffer size, NUL included */
+#define KP_BLOB_CT_MAX 128   /* content type buffer size, NUL included */
+#define KP_BLOB_ETAG_MAX 130 /* ETag buffer size, NUL included */
 
 typedef struct kp_blob kp_blob;
 
@@ -59,6 +60,16 @@ typedef struct kp_blob_ops {
      * KP_ENOTFOUND if there is no such blob. Lets a server send a file with
      * sendfile instead of holding a copy per client. */
     kp_status (*open_read)(kp_blob *b, const char *key, int *fd, int64_t *offset, int64_t *len, kp_err *err);
+    /* Optional (NULL: the caller derives an ETag from the bytes, as the apps
+     * origin does for the file store): get() plus the blob's own ETag as the
+     * store keeps it (a quoted strong entity tag, e.g. S3's MD5, at most
+     * KP_BLOB_ETAG_MAX - 1 bytes), copied into etag. if_none_match (an
+     * If-None-Match header value, or NULL) is passed on to the store: when
+     * the store says it matches, *not_modified is 1 and out is left empty;
+     * else *not_modified is 0 and out holds the bytes (the caller may still
+     * compare the tag itself). KP_ENOTFOUND if there is no such blob. */
+    kp_status (*get_tagged)(kp_blob *b, const char *key, const char *if_none_match, kp_buf *out,
+                            char etag[KP_BLOB_ETAG_MAX], int *not_modified, kp_err *err);
 } kp_blob_ops;
 
 struct kp_blob {

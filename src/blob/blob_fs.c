@@ -485,7 +485,7 @@ static void fs_close(kp_blob *b)
     free(fb);
 }
 
-static const kp_blob_ops FS_OPS = {fs_put, fs_get, fs_delete, fs_delete_prefix, fs_list, fs_close, fs_open_read};
+static const kp_blob_ops FS_OPS = {fs_put, fs_get, fs_delete, fs_delete_prefix, fs_list, fs_close, fs_open_read, NULL};
 
 /* mkdir -p root. */
 static int make_root(const char *root)

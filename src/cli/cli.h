@@ -25,5 +25,7 @@ int kp_cli_wants_help(int argc, char **argv);
 int kp_cli_load_config(kp_config *cfg, int argc, char **argv);
 /* {data_dir}/koumpa.db into out. */
 void kp_cli_db_path(const kp_config *cfg, char *out, size_t n);
+/* KOUMPA_DB=dynamodb while that backend is incomplete: KP_EUNAVAILABLE naming the missing operation (backend.c). */
+kp_status kp_cli_check_backend(const kp_config *cfg, kp_err *err);
 
 #endif

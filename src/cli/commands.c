@@ -8,12 +8,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "blob/blob_fs.h"
+#include "blob/blob_select.h"
 #include "cli/cli.h"
 #include "core/id.h"
 #include "domain/accounts.h"
 #include "domain/credits.h"
 #include "gen/generator.h"
+#include "store/dynamodb/ddb_store.h"
 #include "store/sqlite/sqlite_store.h"
 
 /* Positional arguments come before options: returns how many there are. */
@@ -34,7 +35,7 @@ static int open_db(int argc, char **argv, kp_config *cfg, kp_store **store)
     if (rc)
         return rc;
     kp_cli_db_path(cfg, path, sizeof path);
-    if (kp_sqlite_open(path, store, &err) != KP_OK) {
+    if (kp_cli_check_backend(cfg, &err) != KP_OK || kp_sqlite_open(path, store, &err) != KP_OK) {
         fprintf(stderr, "koumpa: %s\n", err.msg);
         kp_config_free(cfg);
         return 1;
@@ -66,7 +67,8 @@ int kp_cli_migrate(int argc, char **argv)
     char path[4096];
     int applied = 0;
     if (kp_cli_wants_help(argc, argv)) {
-        printf("usage: koumpa migrate [options]\nCreates or upgrades the database in the data directory.\n\n%s",
+        printf("usage: koumpa migrate [options]\nCreates or upgrades the database in the data directory\n"
+               "(KOUMPA_DB=dynamodb: creates the DynamoDB table if missing and seeds the plans).\n\n%s",
                kp_config_flags_help());
         return 0;
     }
@@ -75,6 +77,14 @@ int kp_cli_migrate(int argc, char **argv)
         return rc;
     if (kp_config_ensure_secret(&cfg, &err) != KP_OK)
         return fail(&cfg, NULL, &err);
+    if (strcmp(cfg.db, "dynamodb") == 0) {
+        int created = 0;
+        if (kp_ddb_store_migrate(cfg.dynamodb_table_prefix, &created, &err) != KP_OK)
+            return fail(&cfg, NULL, &err);
+        printf("migrated DynamoDB table %skoumpa: %s, plans seeded\n", cfg.dynamodb_table_prefix,
+               created ? "created" : "present");
+        return done(&cfg, NULL);
+    }
     kp_cli_db_path(&cfg, path, sizeof path);
     if (kp_sqlite_migrate(path, &applied, &err) != KP_OK)
         return fail(&cfg, NULL, &err);
@@ -87,11 +97,9 @@ int kp_cli_migrate(int argc, char **argv)
  * beside running servers (gen/generator.h kp_gen_recover). */
 static kp_status recover_generations(const kp_config *cfg, kp_store *store, kp_err *err)
 {
-    char root[4096];
     kp_blob *blob = NULL;
     size_t repaired = 0;
-    snprintf(root, sizeof root, "%s/blobs", cfg->data_dir);
-    kp_status rc = kp_blob_fs_open(root, &blob, err);
+    kp_status rc = kp_blob_open_configured(cfg, &blob, err); /* KOUMPA_STORAGE */
     if (rc == KP_OK)
         rc = kp_gen_recover(store, blob, &repaired, err);
     if (blob)

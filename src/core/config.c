@@ -113,6 +113,15 @@ static const opt_def opts[] = {
     /* secrets (issue 10: secrets/secrets.h) */
     {"KOUMPA_SECRETS_TTL", NULL, OPT_LONG, OFF(secrets_ttl_s), "3600", 1, 31536000, 0,
      "seconds a secret (API key, signing secret, *_FILE) is cached before it is read again"},
+    /* secrets: AWS Secrets Manager (issue 11: secrets/secrets_aws.h) */
+    {"KOUMPA_SECRETS", NULL, OPT_STR, OFF(secrets_source), "env", 0, 0, 0,
+     "where secrets are read: env (environment, *_FILE) or aws (Secrets Manager, then env)"},
+    {"KOUMPA_SECRET_ID_ANTHROPIC", NULL, OPT_STR, OFF(secret_id_anthropic), NULL, 0, 0, 0,
+     "Secrets Manager secret (name or ARN) holding ANTHROPIC_API_KEY"},
+    {"KOUMPA_SECRET_ID_STRIPE", NULL, OPT_STR, OFF(secret_id_stripe), NULL, 0, 0, 0,
+     "Secrets Manager secret: STRIPE_SECRET_KEY, or a JSON object with it and STRIPE_WEBHOOK_SECRET"},
+    {"KOUMPA_SECRET_ID_JWT", NULL, OPT_STR, OFF(secret_id_jwt), NULL, 0, 0, 0,
+     "Secrets Manager secret holding KOUMPA_JWT_SECRET (unset: as with env)"},
     /* billing: Stripe webhooks */
     {"KOUMPA_STRIPE_TOLERANCE_S", NULL, OPT_LONG, OFF(stripe_tolerance_s), "300", 1, 86400, 0,
      "seconds a Stripe webhook signature's timestamp may be from now, either way"},
@@ -129,6 +138,17 @@ static const opt_def opts[] = {
     {"KOUMPA_BILLING_THREADS", NULL, OPT_LONG, OFF(billing_threads), "2", 1, 64, 0, "threads that call Stripe"},
     {"KOUMPA_BILLING_QUEUE", NULL, OPT_LONG, OFF(billing_queue), "32", 0, 100000, 0,
      "calls to Stripe that may wait (beyond: 503)"},
+    /* storage: S3 (issue 11: blob/s3/blob_s3.h; endpoint, region and credentials: aws/aws_credentials.h) */
+    {"KOUMPA_STORAGE", NULL, OPT_STR, OFF(storage), "fs", 0, 0, 0,
+     "where the apps' files live: fs ({data dir}/blobs) or s3 (KOUMPA_S3_BUCKET)"},
+    {"KOUMPA_S3_BUCKET", NULL, OPT_STR, OFF(s3_bucket), NULL, 0, 0, 0, "S3 bucket of the apps' files"},
+    {"KOUMPA_S3_PATH_STYLE", NULL, OPT_BOOL, OFF(s3_path_style), "0", 0, 1, 0,
+     "1: path-style S3 URLs ({endpoint}/{bucket}/{key}), for local S3 servers"},
+    /* database: DynamoDB (issue 11: store/dynamodb/) */
+    {"KOUMPA_DB", "--db", OPT_STR, OFF(db), "sqlite", 0, 0, 0,
+     "store backend: sqlite (in the data directory) or dynamodb (AWS_REGION, AWS_ENDPOINT_URL_DYNAMODB, credentials)"},
+    {"KOUMPA_DYNAMODB_TABLE_PREFIX", NULL, OPT_STR, OFF(dynamodb_table_prefix), "", 0, 0, 0,
+     "DynamoDB: the table is named {prefix}koumpa"},
 };
 
 #define NOPTS (sizeof opts / sizeof opts[0])
@@ -215,12 +235,28 @@ static kp_status validate_addr(const char *name, const char *addr, kp_err *err)
     return KP_OK;
 }
 
+/* secrets: AWS Secrets Manager - KOUMPA_SECRETS, and ids only with aws (set with env, they would be ignored). */
+static kp_status validate_secrets_source(const kp_config *cfg, kp_err *err)
+{
+    const char *ids[] = {cfg->secret_id_anthropic, cfg->secret_id_stripe, cfg->secret_id_jwt};
+    const char *vars[] = {"KOUMPA_SECRET_ID_ANTHROPIC", "KOUMPA_SECRET_ID_STRIPE", "KOUMPA_SECRET_ID_JWT"};
+    if (strcmp(cfg->secrets_source, "env") != 0 && strcmp(cfg->secrets_source, "aws") != 0)
+        return kp_err_set(err, KP_EINVAL, "invalid KOUMPA_SECRETS=%s: expected env or aws", cfg->secrets_source);
+    for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++)
+        if (ids[i] && strcmp(cfg->secrets_source, "aws") != 0)
+            return kp_err_set(err, KP_EINVAL, "%s is set but KOUMPA_SECRETS is not aws: set KOUMPA_SECRETS=aws",
+                              vars[i]);
+    return KP_OK;
+}
+
 static kp_status validate(kp_config *cfg, kp_err *err)
 {
     kp_log_level lvl;
     if (kp_log_parse_level(cfg->log_level, &lvl) != 0)
         return kp_err_set(err, KP_EINVAL, "invalid KOUMPA_LOG_LEVEL=%s: expected debug, info, warn or error",
                           cfg->log_level);
+    if (strcmp(cfg->db, "sqlite") != 0 && strcmp(cfg->db, "dynamodb") != 0)
+        return kp_err_set(err, KP_EINVAL, "invalid KOUMPA_DB=%s: sqlite or dynamodb", cfg->db);
     if (validate_addr("KOUMPA_ADDR", cfg->addr, err) || validate_addr("KOUMPA_APPS_ADDR", cfg->apps_addr, err))
         return err->status;
     if (!*cfg->data_dir)
@@ -236,8 +272,14 @@ static kp_status validate(kp_config *cfg, kp_err *err)
         return kp_err_set(err, KP_EINVAL, "KOUMPA_SMTP_FROM must be set when KOUMPA_SMTP_URL is set");
     if (cfg->smtp_url && strncmp(cfg->smtp_url, "smtp://", 7) != 0 && strncmp(cfg->smtp_url, "smtps://", 8) != 0)
         return kp_err_set(err, KP_EINVAL, "invalid KOUMPA_SMTP_URL: expected smtp://host:port or smtps://host:port");
+    if (validate_secrets_source(cfg, err) != KP_OK)
+        return err->status;
     if (strncmp(cfg->stripe_api_base, "https://", 8) != 0 && strncmp(cfg->stripe_api_base, "http://", 7) != 0)
         return kp_err_set(err, KP_EINVAL, "invalid STRIPE_API_BASE=%s: expected an http(s) URL", cfg->stripe_api_base);
+    if (strcmp(cfg->storage, "fs") != 0 && strcmp(cfg->storage, "s3") != 0)
+        return kp_err_set(err, KP_EINVAL, "invalid KOUMPA_STORAGE=%s: expected fs or s3", cfg->storage);
+    if (strcmp(cfg->storage, "s3") == 0 && (!cfg->s3_bucket || !*cfg->s3_bucket))
+        return kp_err_set(err, KP_EINVAL, "KOUMPA_S3_BUCKET must be set when KOUMPA_STORAGE=s3");
     if (cfg->threads == 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         cfg->threads = n > 0 ? (n > 64 ? 64 : n) : 1;

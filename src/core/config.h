@@ -81,6 +81,11 @@ typedef struct kp_config {
 
     /* secrets (issue 10: secrets/secrets.h) */
     long secrets_ttl_s; /* KOUMPA_SECRETS_TTL: seconds a secret is cached before it is read again (default 3600) */
+    /* secrets: AWS Secrets Manager (issue 11: secrets/secrets_aws.h) */
+    char *secrets_source;      /* KOUMPA_SECRETS: env|aws (default env) */
+    char *secret_id_anthropic; /* KOUMPA_SECRET_ID_ANTHROPIC: the secret holding ANTHROPIC_API_KEY (aws) */
+    char *secret_id_stripe;    /* KOUMPA_SECRET_ID_STRIPE: STRIPE_SECRET_KEY [+ STRIPE_WEBHOOK_SECRET] (aws) */
+    char *secret_id_jwt;       /* KOUMPA_SECRET_ID_JWT: KOUMPA_JWT_SECRET (aws; unset: the env source's) */
     /* billing: Stripe webhooks (api/webhook_routes.c) */
     long stripe_tolerance_s; /* KOUMPA_STRIPE_TOLERANCE_S: a signature's timestamp this close to now (default 300) */
 
@@ -92,6 +97,14 @@ typedef struct kp_config {
     long stripe_retries;           /* KOUMPA_STRIPE_RETRIES: retries after a timeout, 5xx or 429 (default 2) */
     long billing_threads;          /* KOUMPA_BILLING_THREADS: threads that call Stripe (default 2) */
     long billing_queue;            /* KOUMPA_BILLING_QUEUE: calls that may wait; beyond, 503 (default 32) */
+
+    /* storage: S3 (issue 11: blob/s3/blob_s3.h, blob/blob_select.h) */
+    char *storage;      /* KOUMPA_STORAGE: fs|s3, where the apps' files live (default fs) */
+    char *s3_bucket;    /* KOUMPA_S3_BUCKET: the bucket with KOUMPA_STORAGE=s3 (required then) */
+    long s3_path_style; /* KOUMPA_S3_PATH_STYLE=1: {endpoint}/{bucket}/{key} URLs, for local S3 servers */
+    /* database: DynamoDB (issue 11: store/dynamodb/) */
+    char *db;                    /* KOUMPA_DB: sqlite|dynamodb (default sqlite) */
+    char *dynamodb_table_prefix; /* KOUMPA_DYNAMODB_TABLE_PREFIX: the table is {prefix}koumpa (default "") */
 } kp_config;
 
 /*

@@ -389,26 +389,140 @@ kp_status kp_credits_refund(kp_store *s, const char *res_id, int *refunded, kp_b
     return rc;
 }
 
-kp_status kp_credits_daily_bonus(kp_store *s, const char *date, size_t batch, size_t *granted, kp_err *err)
+/* ---- the daily bonus ---- */
+
+/* The key that grants a user the bonus of a date: one per user and date. */
+static void bonus_key(const char *date, const char *user_id, char key[KP_IDEM_MAX])
 {
-    char after[KP_ID_MAX] = "";
-    char last[KP_ID_MAX];
-    size_t total = 0;
+    snprintf(key, KP_IDEM_MAX, "daily:%s:%s", date, user_id);
+}
+
+int kp_credits_bonus_change(const kp_bonus_candidate *u, const char *date, char *key, kp_credit_change *c)
+{
+    if (u->verification_required && !u->email_verified)
+        return 0;
+    bonus_key(date, u->user_id, key);
+    *c = (kp_credit_change){.user_id = u->user_id,
+                            .delta_daily = u->daily_bonus - u->balance.daily,
+                            .reason = "daily_bonus",
+                            .idem_key = key,
+                            .expected_version = u->balance.version,
+                            .record_zero = 1};
+    return 1;
+}
+
+/* Grants one user whose balance moved after their page was read: reads them
+ * again (account_get: the same fields as a page's) until the change applies
+ * or is not needed. *applied is 1 when granted now. */
+static kp_status bonus_regrant(kp_store *s, const char *date, const char *user_id, int *applied, kp_err *err)
+{
+    char key[KP_IDEM_MAX];
+    *applied = 0;
+    for (int attempt = 0; attempt < CAS_MAX_TRIES; attempt++) {
+        kp_account a;
+        kp_balance after;
+        kp_credit_change c;
+        kp_status rc = s->ops->account_get(s, user_id, &a, err);
+        if (rc == KP_ENOTFOUND) /* gone since the page was read */
+            kp_err_clear(err);
+        if (rc != KP_OK)
+            return rc == KP_ENOTFOUND ? KP_OK : rc;
+        kp_bonus_candidate u = {.daily_bonus = a.plan.daily_bonus,
+                                .balance = a.balance,
+                                .email_verified = a.user.email_verified,
+                                .verification_required = a.user.verification_required};
+        memcpy(u.user_id, a.user.id, sizeof u.user_id);
+        if (!kp_credits_bonus_change(&u, date, key, &c))
+            return KP_OK;
+        rc = s->ops->credits_apply(s, &c, &after, err);
+        if (rc == KP_OK)
+            *applied = 1;
+        if (rc != KP_ECONFLICT) {
+            if (rc == KP_EDUPLICATE)
+                kp_err_clear(err);
+            return rc == KP_EDUPLICATE ? KP_OK : rc;
+        }
+        kp_err_clear(err);
+        if (attempt > 8)
+            sched_yield();
+    }
+    return kp_err_set(err, KP_EINTERNAL, "credits: too much contention on %s", user_id);
+}
+
+/* What a run of the bonus works with: one page's changes, their keys and outcomes. */
+typedef struct bonus_run {
+    kp_store *s;
+    const char *date;
+    size_t batch;
+    kp_credit_change *changes;
+    char *keys; /* batch keys of KP_IDEM_MAX bytes */
+    kp_status *results;
+    size_t granted;
+} bonus_run;
+
+/* Writes the changes for one page of candidates and counts the users granted. */
+static kp_status bonus_page_apply(bonus_run *r, const kp_bonus_candidate *u, size_t n, kp_err *err)
+{
+    size_t m = 0;
+    for (size_t i = 0; i < n && m < r->batch; i++)
+        m += (size_t)kp_credits_bonus_change(&u[i], r->date, r->keys + m * KP_IDEM_MAX, &r->changes[m]);
+    kp_status rc = r->s->ops->credits_apply_many(r->s, r->changes, m, r->results, err);
+    for (size_t j = 0; j < m && rc == KP_OK; j++) {
+        int applied = r->results[j] == KP_OK;
+        if (r->results[j] == KP_ECONFLICT)
+            rc = bonus_regrant(r->s, r->date, r->changes[j].user_id, &applied, err);
+        else if (r->results[j] == KP_ENOTFOUND)
+            applied = 0; /* gone since the page was read */
+        else if (r->results[j] != KP_OK && r->results[j] != KP_EDUPLICATE)
+            rc = kp_err_set(err, r->results[j], "daily bonus for %s refused (%s)", r->changes[j].user_id,
+                            kp_status_name(r->results[j]));
+        r->granted += (size_t)applied;
+    }
+    return rc;
+}
+
+kp_status kp_credits_daily_bonus_segment(kp_store *s, const char *date, unsigned segment, unsigned total_segments,
+                                         size_t batch, size_t *granted, kp_err *err)
+{
+    char token[KP_PAGE_TOKEN_MAX] = "", next[KP_PAGE_TOKEN_MAX];
+    bonus_run r = {.s = s, .date = date, .batch = batch};
+    kp_status rc = KP_OK;
+    if (granted)
+        *granted = 0;
     if (!kp_credits_valid_date(date))
         return kp_err_set(err, KP_EINVAL, "invalid date %s: expected YYYY-MM-DD", date);
-    for (;;) {
-        size_t n = 0;
-        kp_status rc = s->ops->daily_bonus_batch(s, date, after, batch, last, &n, err);
-        if (rc != KP_OK)
-            return rc;
-        total += n;
-        if (!last[0])
-            break;
-        memcpy(after, last, sizeof after);
+    if (batch == 0 || total_segments == 0 || segment >= total_segments)
+        return kp_err_set(err, KP_EINVAL, "invalid daily bonus run (batch %zu, segment %u of %u)", batch, segment,
+                          total_segments);
+    r.changes = calloc(batch, sizeof *r.changes);
+    r.keys = calloc(batch, KP_IDEM_MAX);
+    r.results = calloc(batch, sizeof *r.results);
+    if (!r.changes || !r.keys || !r.results) {
+        rc = kp_err_set(err, KP_ENOMEM, "out of memory");
+        goto cleanup;
     }
-    if (granted)
-        *granted = total;
-    return KP_OK;
+    do {
+        kp_bonus_candidate *page = NULL;
+        size_t n = 0;
+        rc = s->ops->users_bonus_page(s, token, segment, total_segments, batch, &page, &n, next, err);
+        if (rc == KP_OK)
+            rc = bonus_page_apply(&r, page, n, err);
+        free(page);
+        memcpy(token, next, sizeof token);
+    } while (rc == KP_OK && token[0]);
+    if (rc == KP_OK && granted)
+        *granted = r.granted;
+
+cleanup:
+    free(r.changes);
+    free(r.keys);
+    free(r.results);
+    return rc;
+}
+
+kp_status kp_credits_daily_bonus(kp_store *s, const char *date, size_t batch, size_t *granted, kp_err *err)
+{
+    return kp_credits_daily_bonus_segment(s, date, 0, 1, batch, granted, err);
 }
 
 /* The ledger change that grants today's bonus of plan p to a user whose
@@ -418,7 +532,7 @@ static void welcome_change(const char *user_id, const kp_plan *p, int64_t curren
 {
     char date[11];
     kp_date_utc_today(date);
-    snprintf(key, KP_IDEM_MAX, "daily:%s:%s", date, user_id);
+    bonus_key(date, user_id, key);
     *c = (kp_credit_change){.user_id = user_id,
                             .delta_daily = p->daily_bonus - current,
                             .reason = "daily_bonus",
@@ -452,7 +566,7 @@ kp_status kp_credits_welcome(kp_store *s, const char *user_id, kp_err *err)
     if (rc != KP_OK)
         return rc;
     kp_date_utc_today(date);
-    snprintf(key, sizeof key, "daily:%s:%s", date, user_id);
+    bonus_key(date, user_id, key);
     return kp_credits_grant(s, user_id, p.daily_bonus, 0, "daily_bonus", key, NULL, NULL, err);
 }
 

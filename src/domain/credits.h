@@ -141,10 +141,39 @@ kp_status kp_credits_end_failed(kp_store *s, const kp_refund_policy *p, const kp
  * or NULL: free), in one store transaction. KP_ECONFLICT if it was refunded. */
 kp_status kp_credits_end_ready(kp_store *s, const char *res_id, kp_version *v, kp_err *err);
 
-/* Grants the daily bonus for date (YYYY-MM-DD) to every user, batch users per
- * transaction. Idempotent per user and date, also across processes.
- * *granted (may be NULL) counts users granted by this call. */
+/*
+ * The daily bonus rule for one user on date (YYYY-MM-DD): whether they get
+ * it (an address verified, or none required: accounts made while e-mail
+ * verification was on wait for theirs) and, when they do, the change into *c:
+ * the daily bucket set to the plan's daily_bonus (no carry-over, so the delta
+ * is bonus - current, possibly negative or 0; the row is written even at 0,
+ * since it is what records the date as done), monthly untouched, reason
+ * "daily_bonus", key "daily:{date}:{user_id}" (written into key, KP_IDEM_MAX
+ * bytes; the same key as the welcome bonus, so the two never both grant),
+ * compare-and-swap on the balance's version as read. Returns 1 when the user
+ * gets a change, 0 when not. *c points into u and key. Pure.
+ */
+int kp_credits_bonus_change(const kp_bonus_candidate *u, const char *date, char *key, kp_credit_change *c);
+
+/*
+ * Grants the daily bonus for date (YYYY-MM-DD) to every user: walks the users
+ * a page of `batch` at a time (store.h users_bonus_page), decides each user's
+ * change here (kp_credits_bonus_change) and writes the page's changes with
+ * credits_apply_many (one transaction per page on SQLite). Per user: a key
+ * already used means granted before (by an earlier or a concurrent run, or
+ * the welcome bonus): skipped; a balance that moved since the page was read
+ * (a spend meanwhile) is read again alone and granted on its new version.
+ * So the bonus is idempotent per user and date, also from several runners at
+ * once, and every balance still equals its ledger's sum. *granted (may be
+ * NULL) counts the users granted by this call.
+ */
 kp_status kp_credits_daily_bonus(kp_store *s, const char *date, size_t batch, size_t *granted, kp_err *err);
+
+/* The same over one segment (0 .. total_segments - 1) of the users: runners
+ * of every segment together grant everyone once (e.g. in parallel, as
+ * DynamoDB's parallel Scan). kp_credits_daily_bonus is segment 0 of 1. */
+kp_status kp_credits_daily_bonus_segment(kp_store *s, const char *date, unsigned segment, unsigned total_segments,
+                                         size_t batch, size_t *granted, kp_err *err);
 
 /* Creates user u (a new account) and grants it today's daily bonus of its
  * plan (unless u->verification_required: then the bonus waits for the

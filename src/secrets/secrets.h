@@ -1,7 +1,7 @@
 /*
  * secrets.h - the secrets service: API keys, signing secrets and the like,
- * read from a source (secrets_env.c: the environment and *_FILE files; the
- * AWS Secrets Manager source comes with the AWS backends) and cached.
+ * read from a source (secrets_env.c: the environment and *_FILE files;
+ * secrets_aws.c: AWS Secrets Manager, KOUMPA_SECRETS=aws) and cached.
  *
  * A source is a struct of function pointers (kp_secrets_source_ops), one per
  * backend. The service (kp_secrets) wraps one source with a cache: a value

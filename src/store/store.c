@@ -59,3 +59,60 @@ kp_status kp_store_events_json(kp_store *s, const char *project_id, int64_t n, i
     *out = kp_buf_steal(&b);
     return KP_OK;
 }
+
+const char *kp_store_missing_op(const kp_store_ops *ops)
+{
+    /* every op of store.h in its order: an op added there is added here */
+#define KP_STORE_CHECK(op)                                                                                             \
+    if (!ops->op)                                                                                                      \
+    return #op
+    KP_STORE_CHECK(user_create);
+    KP_STORE_CHECK(user_get);
+    KP_STORE_CHECK(user_create_credited);
+    KP_STORE_CHECK(user_get_by_email);
+    KP_STORE_CHECK(user_get_by_sub);
+    KP_STORE_CHECK(user_set_admin);
+    KP_STORE_CHECK(user_set_plan);
+    KP_STORE_CHECK(user_set_email_verified);
+    KP_STORE_CHECK(verification_create);
+    KP_STORE_CHECK(verification_consume);
+    KP_STORE_CHECK(plan_get);
+    KP_STORE_CHECK(plan_list);
+    KP_STORE_CHECK(plan_put);
+    KP_STORE_CHECK(balance_get);
+    KP_STORE_CHECK(account_get);
+    KP_STORE_CHECK(credits_apply);
+    KP_STORE_CHECK(reservation_get);
+    KP_STORE_CHECK(ledger_list);
+    KP_STORE_CHECK(ledger_sum);
+    KP_STORE_CHECK(credits_apply_many);
+    KP_STORE_CHECK(users_bonus_page);
+    KP_STORE_CHECK(project_create);
+    KP_STORE_CHECK(project_get);
+    KP_STORE_CHECK(project_list);
+    KP_STORE_CHECK(project_delete);
+    KP_STORE_CHECK(project_mark_deleting);
+    KP_STORE_CHECK(version_create);
+    KP_STORE_CHECK(version_get);
+    KP_STORE_CHECK(version_list);
+    KP_STORE_CHECK(version_finish);
+    KP_STORE_CHECK(version_set_settled);
+    KP_STORE_CHECK(version_end);
+    KP_STORE_CHECK(versions_generating_count);
+    KP_STORE_CHECK(versions_unsettled);
+    KP_STORE_CHECK(versions_expired);
+    KP_STORE_CHECK(leases_renew);
+    KP_STORE_CHECK(events_append);
+    KP_STORE_CHECK(events_list);
+    KP_STORE_CHECK(events_last_id);
+    KP_STORE_CHECK(admit);
+    KP_STORE_CHECK(reservations_orphaned);
+    KP_STORE_CHECK(billing_customer_get);
+    KP_STORE_CHECK(billing_customer_find);
+    KP_STORE_CHECK(subscription_get);
+    KP_STORE_CHECK(billing_apply);
+    KP_STORE_CHECK(ping);
+    KP_STORE_CHECK(close);
+#undef KP_STORE_CHECK
+    return "";
+}

@@ -79,7 +79,10 @@ typedef struct kp_account {
 } kp_account;
 
 typedef struct kp_ledger_entry {
-    int64_t seq; /* monotonically increasing per database */
+    /* orders one user's entries: larger is newer. Only the order within a
+     * user is promised (SQLite's happens to be global; a DynamoDB backend
+     * can use the balance version the entry's change produced). */
+    int64_t seq;
     char user_id[KP_ID_MAX];
     int64_t delta_daily;
     int64_t delta_monthly;
@@ -253,6 +256,20 @@ typedef struct kp_store kp_store;
 kp_status kp_store_events_json(kp_store *s, const char *project_id, int64_t n, int64_t after_id, char **out,
                                kp_err *err);
 
+/* ---- the daily bonus: walking every user -------------------------------- */
+
+#define KP_PAGE_TOKEN_MAX 1024 /* an opaque page token, with its NUL */
+
+/* What the daily bonus rule (domain/credits.h kp_credits_bonus_change) needs
+ * of one user: one joined read on SQLite, one item of a Scan on DynamoDB. */
+typedef struct kp_bonus_candidate {
+    char user_id[KP_ID_MAX];
+    int64_t daily_bonus; /* their plan's */
+    kp_balance balance;  /* as read: its version is the grant's compare-and-swap token */
+    int email_verified;
+    int verification_required;
+} kp_bonus_candidate;
+
 /* ---- billing (Stripe): customers, subscriptions, processed events ---- */
 
 #define KP_STRIPE_ID_MAX 128 /* Stripe object ids: "cus_...", "sub_...", "evt_...", "in_..." */
@@ -352,15 +369,33 @@ typedef struct kp_store_ops {
     kp_status (*ledger_sum)(kp_store *s, const char *user_id, kp_balance *out, kp_err *err);
 
     /*
-     * Daily bonus for one batch of users (id > after_user_id, ordered by id, at
-     * most limit): in one transaction, for each user without an entry keyed
-     * "daily:{date}:{user_id}", sets the daily bucket to its plan's daily_bonus
-     * (a ledger row with delta = bonus - current daily). *last_user_id receives
-     * the batch's last id ("" when the batch was empty); *granted the count of
-     * users granted now (those already granted for the date are skipped).
+     * Applies n credit changes, each as credits_apply would and each on its
+     * own: results[i] receives change i's outcome (KP_OK, KP_EDUPLICATE,
+     * KP_ECONFLICT, KP_ECREDITS, KP_ENOTFOUND, KP_EINVAL), and a change that
+     * fails writes nothing while the others go on. A backend may write them
+     * together (SQLite: one transaction per call) or one by one (DynamoDB:
+     * one TransactWriteItems each). Returns non-OK only when the store itself
+     * failed; then any subset may have been applied, and since every change
+     * carries its idempotency key, running them again is safe.
      */
-    kp_status (*daily_bonus_batch)(kp_store *s, const char *date, const char *after_user_id, size_t limit,
-                                   char last_user_id[KP_ID_MAX], size_t *granted, kp_err *err);
+    kp_status (*credits_apply_many)(kp_store *s, const kp_credit_change *c, size_t n, kp_status *results, kp_err *err);
+
+    /*
+     * One page of a walk over every user with a balance (for the daily
+     * bonus): at most limit candidates into *out (malloc'd; *n of them) and
+     * the token of the next page into next, "" when the walk is done. token
+     * is "" for the first page, then the previous page's next; tokens are
+     * opaque (SQLite: the page's last user id; DynamoDB: LastEvaluatedKey)
+     * and belong to their segment. A page may be short, even empty, before
+     * the end. The walk may be split into total_segments (>= 1) disjoint
+     * parts, segment 0 .. total_segments - 1, walked independently (in
+     * parallel: DynamoDB's parallel Scan): every user is in exactly one. A
+     * user created during the walk may or may not be in it; the balance is
+     * as it was when read (a write that relies on it uses its version).
+     */
+    kp_status (*users_bonus_page)(kp_store *s, const char *token, unsigned segment, unsigned total_segments,
+                                  size_t limit, kp_bonus_candidate **out, size_t *n, char next[KP_PAGE_TOKEN_MAX],
+                                  kp_err *err);
 
     /* projects and versions */
     /* Creates project p (latest_version 1) with its first version v (n 1, generating) atomically. */
@@ -445,5 +480,9 @@ struct kp_store {
     const kp_store_ops *ops;
     void *impl;
 };
+
+/* The name of the first operation ops leaves NULL ("" when complete): a backend still being built
+ * (store/dynamodb/) is refused by serve with that name. */
+const char *kp_store_missing_op(const kp_store_ops *ops);
 
 #endif

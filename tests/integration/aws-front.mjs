@@ -4,7 +4,7 @@
 // JavaScript's own signer) and answers as AWS does when it does not match,
 // then forwards the request unchanged to the peer, which checks nothing.
 //
-//   startMoto()                       moto_server on a free loopback port; .stop()
+//   startMoto({ singleThreaded })    moto_server on a free loopback port (or moto_single.py: one request at a time); .stop()
 //   startFront({ target, credentials }) the front; .url, .stats, .inject, .stop()
 //
 // The front checks, per request:
@@ -48,13 +48,23 @@ function motoCommand() {
   return onPath || !existsSync(inVenv) ? 'moto_server' : inVenv;
 }
 
+// python3 with moto (the virtualenv's when moto_server comes from it) running moto_single.py.
+function motoSingleCommand(port) {
+  const venv = process.env.KOUMPA_MOTO_VENV || path.join(homedir(), '.cache', 'koumpa', 'moto');
+  const py = motoCommand() === 'moto_server' ? 'python3' : path.join(venv, 'bin', 'python3');
+  const script = path.join(path.dirname(new URL(import.meta.url).pathname), 'moto_single.py');
+  return [py, [script, '127.0.0.1', String(port)]];
+}
+
 // moto_server on 127.0.0.1:<free port>, ready when it answers. Resolves to
 // null when moto_server is not installed (the caller skips, saying so).
-export async function startMoto({ timeoutMs = 30_000 } = {}) {
+// singleThreaded: one request at a time (moto_single.py), for tests that race on DynamoDB conditions.
+export async function startMoto({ timeoutMs = 30_000, singleThreaded = false } = {}) {
   const port = await freeLoopbackPort();
   let proc;
   try {
-    proc = spawn(motoCommand(), ['-H', '127.0.0.1', '-p', String(port)], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const [cmd, args] = singleThreaded ? motoSingleCommand(port) : [motoCommand(), ['-H', '127.0.0.1', '-p', String(port)]];
+    proc = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] });
   } catch {
     return null;
   }
@@ -68,7 +78,10 @@ export async function startMoto({ timeoutMs = 30_000 } = {}) {
   const url = `http://127.0.0.1:${port}`;
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    if (proc.exitCode !== null) throw new Error(`moto_server exited: ${stderr}`);
+    if (proc.exitCode !== null) {
+      if (/No module named '(moto|werkzeug)/.test(stderr)) return null; /* not installed: the caller skips */
+      throw new Error(`moto_server exited: ${stderr}`);
+    }
     try {
       const r = await fetch(`${url}/moto-api/`);
       await r.arrayBuffer();

@@ -17,17 +17,16 @@ import { mkdtemp, rename, rm, unlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { SignJWT } from 'jose';
 
 import { startFakeAnthropic } from './fake-anthropic.mjs';
-import { api, runKoumpa, signup, startServer } from './harness.mjs';
+import { api, signup, startServer } from './harness.mjs';
+import { generationKey, localToken, serveFails, startedLine } from './secrets-helpers.mjs';
 
 const APP = '<file path="index.html">\n<p>hi</p>\n</file>\n';
 const PAST_TTL_MS = 1500;
 
 const secret = (label) => `${label}-${randomBytes(24).toString('hex')}`;
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-const now = () => Math.floor(Date.now() / 1000);
 
 /** Replaces a file the way Kubernetes updates a mounted secret: a new file renamed over the old one. */
 async function replaceFile(file, content) {
@@ -36,35 +35,8 @@ async function replaceFile(file, content) {
   await rename(tmp, file);
 }
 
-/** A local token (what POST /v1/auth/login issues) signed with secret. */
-function localToken(sub, key) {
-  return new SignJWT({ iss: 'koumpa', aud: 'koumpa', sub, iat: now(), exp: now() + 600 })
-    .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
-    .sign(new TextEncoder().encode(key));
-}
-
 async function meStatus(server, token) {
   return (await api(server, 'GET', '/v1/me', { token })).status;
-}
-
-/** Generates one project and waits for its version to end; returns the x-api-key the fake saw. */
-async function generationKey(server, fake, token) {
-  const before = fake.requests.length;
-  const res = await api(server, 'POST', '/v1/projects', { token, body: { prompt: 'A page that says hi.' } });
-  assert.equal(res.status, 202, res.text);
-  const deadline = Date.now() + 30000;
-  for (;;) {
-    const p = await api(server, 'GET', `/v1/projects/${res.json.id}`, { token });
-    const v = p.json.versions.find((x) => x.n === 1);
-    if (v && v.status !== 'generating') {
-      assert.equal(v.status, 'ready', JSON.stringify(v));
-      break;
-    }
-    if (Date.now() > deadline) throw new Error('the generation did not end');
-    await sleep(50);
-  }
-  assert.equal(fake.requests.length, before + 1, 'one request to the provider');
-  return fake.requests[fake.requests.length - 1].headers['x-api-key'];
 }
 
 describe('secrets from files, re-read after KOUMPA_SECRETS_TTL', () => {
@@ -108,12 +80,7 @@ describe('secrets from files, re-read after KOUMPA_SECRETS_TTL', () => {
     assert.equal(await meStatus(server, user.token), 200);
     assert.equal(await meStatus(server, await localToken(user.user.id, jwt1)), 200, 'a token of the file secret');
     assert.equal(await generationKey(server, fake, user.token), key1, 'the key file, its \\r\\n stripped');
-    const started = server
-      .logs()
-      .split('\n')
-      .filter((l) => l.startsWith('{'))
-      .map((l) => JSON.parse(l))
-      .find((l) => l.msg === 'koumpa serving');
+    const started = startedLine(server);
     assert.equal(started.config.ANTHROPIC_API_KEY, '(set)');
     assert.equal(started.config.KOUMPA_JWT_SECRET, '(set)');
     assert.equal(started.generation, true);
@@ -167,35 +134,18 @@ describe('secret settings that stop start-up', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  /** Runs serve in a hermetic environment (as the harness's) plus env; it must exit non-zero. */
-  async function serveFails(env) {
-    const base = Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^(KOUMPA_|ANTHROPIC_|OPENAI_)/.test(k)));
-    const res = await runKoumpa(['serve'], {
-      env: {
-        ...base,
-        KOUMPA_DATA_DIR: path.join(dir, `data-${randomBytes(4).toString('hex')}`),
-        KOUMPA_ADDR: '127.0.0.1:0',
-        KOUMPA_APPS_ADDR: '127.0.0.1:0',
-        ...env,
-      },
-    });
-    assert.equal(res.timedOut, false, 'serve kept running');
-    assert.notEqual(res.code, 0);
-    return res.stdout + res.stderr;
-  }
-
   test('NAME and NAME_FILE both set', async () => {
     const key = `sk-ant-${secret('both')}`;
     const file = path.join(dir, 'key');
     await writeFile(file, `${key}\n`);
-    const out = await serveFails({ ANTHROPIC_API_KEY: key, ANTHROPIC_API_KEY_FILE: file });
+    const out = await serveFails(dir, { ANTHROPIC_API_KEY: key, ANTHROPIC_API_KEY_FILE: file });
     assert.match(out, /both ANTHROPIC_API_KEY and ANTHROPIC_API_KEY_FILE are set/);
     assert.ok(!out.includes(key), 'the key was printed');
   });
 
   test('a secret file that cannot be read is named', async () => {
     const missing = path.join(dir, 'no-such-jwt-secret');
-    const out = await serveFails({ KOUMPA_JWT_SECRET_FILE: missing });
+    const out = await serveFails(dir, { KOUMPA_JWT_SECRET_FILE: missing });
     assert.ok(out.includes(missing), out);
     assert.match(out, /KOUMPA_JWT_SECRET_FILE/);
   });
@@ -204,7 +154,7 @@ describe('secret settings that stop start-up', () => {
     const short = `short-${randomBytes(4).toString('hex')}`;
     const file = path.join(dir, 'short-jwt');
     await writeFile(file, `${short}\n`);
-    const out = await serveFails({ KOUMPA_JWT_SECRET_FILE: file });
+    const out = await serveFails(dir, { KOUMPA_JWT_SECRET_FILE: file });
     assert.match(out, /KOUMPA_JWT_SECRET.*at least 32/);
     assert.ok(!out.includes(short), 'the secret was printed');
   });

@@ -114,6 +114,35 @@ describe('e-mail verification (KOUMPA_SMTP_URL set)', () => {
     assert.equal(resend.json.error.code, 'already_verified');
   });
 
+  test('`koumpa daily-bonus` skips an address waiting for verification, and grants it once verified', async () => {
+    const user = await signup(server, uniqueEmail('daily'));
+    const ledger = async () => {
+      const res = await api(server, 'GET', '/v1/me/ledger?limit=100', { token: user.token });
+      assert.equal(res.status, 200, res.text);
+      return res.json.entries;
+    };
+    const waiting = await server.run(['daily-bonus', '--date', '2033-01-01']);
+    assert.equal(waiting.code, 0, waiting.stderr);
+    assert.equal((await me(server, user.token)).credits.daily, 0, 'no bonus before the address is verified');
+    assert.equal((await ledger()).length, 0);
+
+    const ok = await verify(server, tokenOf(await box.waitFor(user.email)));
+    assert.equal(ok.status, 200, ok.text);
+    const granted = await server.run(['daily-bonus', '--date', '2033-01-02']);
+    assert.equal(granted.code, 0, granted.stderr);
+    const entries = await ledger();
+    assert.deepEqual(
+      entries.map((e) => e.reason),
+      ['daily_bonus', 'daily_bonus'],
+      'the welcome bonus at verification, then the run of 2033-01-02',
+    );
+    assert.equal(entries[0].delta_daily, 0, 'daily is set to the bonus (5), which it already held');
+    assert.equal((await me(server, user.token)).credits.daily, 5);
+    const again = await server.run(['daily-bonus', '--date', '2033-01-02']);
+    assert.match(again.stdout, /: 0 users granted/);
+    assert.equal((await ledger()).length, 2);
+  });
+
   test('a token that was never issued, or altered, is refused', async () => {
     const user = await signup(server, uniqueEmail('forged'));
     const token = tokenOf(await box.waitFor(user.email));

@@ -654,6 +654,35 @@ static void test_stripe_tolerance(void **state)
     unsetenv("KOUMPA_STRIPE_TOLERANCE_S");
 }
 
+/* secrets: AWS Secrets Manager (issue 11) */
+static void test_secrets_source(void **state)
+{
+    (void)state;
+    const char *ids[] = {"KOUMPA_SECRET_ID_ANTHROPIC", "KOUMPA_SECRET_ID_STRIPE", "KOUMPA_SECRET_ID_JWT"};
+    kp_config cfg;
+    load_ok(&cfg, NULL);
+    assert_string_equal(cfg.secrets_source, "env");
+    assert_null(cfg.secret_id_stripe);
+    kp_config_free(&cfg);
+    setenv("KOUMPA_SECRETS", "vault", 1);
+    load_fails(NULL, "invalid KOUMPA_SECRETS=vault: expected env or aws");
+    unsetenv("KOUMPA_SECRETS");
+    for (size_t i = 0; i < 3; i++) {
+        setenv(ids[i], "koumpa/x", 1);
+        load_fails(NULL, ids[i]); /* ignored with env: refused rather */
+        unsetenv(ids[i]);
+    }
+    setenv("KOUMPA_SECRETS", "aws", 1);
+    setenv("KOUMPA_SECRET_ID_STRIPE", "arn:aws:secretsmanager:eu-west-3:1:secret:koumpa/stripe-AbCdEf", 1);
+    load_ok(&cfg, NULL);
+    assert_string_equal(cfg.secrets_source, "aws");
+    assert_string_equal(cfg.secret_id_stripe, "arn:aws:secretsmanager:eu-west-3:1:secret:koumpa/stripe-AbCdEf");
+    assert_null(cfg.secret_id_anthropic);
+    kp_config_free(&cfg);
+    unsetenv("KOUMPA_SECRETS");
+    unsetenv("KOUMPA_SECRET_ID_STRIPE");
+}
+
 #define T(fn) cmocka_unit_test_setup(fn, clear_env)
 
 int main(void)
@@ -686,6 +715,7 @@ int main(void)
         T(test_describe_generated_secret_is_redacted),
         T(test_flags_help_lists_flags_and_variables),
         T(test_stripe_tolerance),
+        T(test_secrets_source),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

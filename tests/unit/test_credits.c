@@ -1,8 +1,9 @@
 /*
  * test_credits.c - the credit rules (domain/credits.c) on a real SQLite
  * database: reservations end exactly once, daily credits are spent first,
- * balances never go negative, and concurrent spenders (threads and processes)
- * can never overspend.
+ * balances never go negative, concurrent spenders (threads and processes)
+ * can never overspend, and the daily bonus rule grants each user once per
+ * date, also from several runners at once and while balances move.
  */
 #include <pthread.h>
 #include <setjmp.h>
@@ -347,6 +348,180 @@ static void test_welcome_then_daily_run_grants_once(void **state)
     assert_balance(f->s, 5, 0);
 }
 
+/* The rule alone: who gets the bonus, and the change that sets daily to the plan's bonus. */
+static void test_bonus_change_rule(void **state)
+{
+    (void)state;
+    char key[KP_IDEM_MAX];
+    kp_credit_change c;
+    kp_bonus_candidate u = {.user_id = "usr_x", .daily_bonus = 5, .balance = {.daily = 7, .monthly = 40, .version = 9}};
+    assert_int_equal(kp_credits_bonus_change(&u, "2026-11-20", key, &c), 1);
+    assert_string_equal(c.user_id, "usr_x");
+    assert_string_equal(c.idem_key, "daily:2026-11-20:usr_x");
+    assert_string_equal(c.reason, "daily_bonus");
+    assert_int_equal(c.delta_daily, -2); /* no carry-over: down to the bonus */
+    assert_int_equal(c.delta_monthly, 0);
+    assert_int_equal(c.expected_version, 9);
+    assert_true(c.record_zero);
+    assert_null(c.res_id);
+    u.balance.daily = 5;
+    assert_int_equal(kp_credits_bonus_change(&u, "2026-11-20", key, &c), 1);
+    assert_int_equal(c.delta_daily, 0); /* still a row: it records the date as done */
+    u.balance.daily = 0;
+    assert_int_equal(kp_credits_bonus_change(&u, "2026-11-20", key, &c), 1);
+    assert_int_equal(c.delta_daily, 5);
+    /* signed up while verification was on: only once verified */
+    u.verification_required = 1;
+    assert_int_equal(kp_credits_bonus_change(&u, "2026-11-20", key, &c), 0);
+    u.email_verified = 1;
+    assert_int_equal(kp_credits_bonus_change(&u, "2026-11-20", key, &c), 1);
+}
+
+/* A store whose credits_apply_many first moves usr_a's balance (a spend
+ * between the page read and the write): the bonus meets a stale version. */
+static const kp_store_ops *real_ops;
+static kp_status apply_many_after_a_grant(kp_store *s, const kp_credit_change *c, size_t n, kp_status *results,
+                                          kp_err *err)
+{
+    kp_store real = {.ops = real_ops, .impl = s->impl};
+    kp_credit_change g = {
+        .user_id = "usr_a", .delta_daily = 2, .reason = "test", .idem_key = "moved", .expected_version = -1};
+    kp_balance b;
+    kp_status rc = real_ops->credits_apply(&real, &g, &b, err);
+    if (rc != KP_OK && rc != KP_EDUPLICATE)
+        return rc;
+    return real_ops->credits_apply_many(&real, c, n, results, err);
+}
+
+static void test_daily_bonus_rereads_a_moved_balance(void **state)
+{
+    fixture *f = *state;
+    kp_err err = {0};
+    size_t granted = 0;
+    grant(f->s, 1, 3, "g");
+    kp_store_ops ops = *f->s->ops;
+    real_ops = f->s->ops;
+    ops.credits_apply_many = apply_many_after_a_grant;
+    kp_store moving = {.ops = &ops, .impl = f->s->impl};
+    assert_int_equal(kp_credits_daily_bonus(&moving, "2026-11-21", 10, &granted, &err), KP_OK);
+    assert_int_equal(granted, 1);
+    assert_balance(f->s, 5, 3); /* 1 + 2 moved, then set to the bonus: not 1 + 4 */
+    kp_ledger_entry *e = NULL;
+    size_t n = 0;
+    assert_int_equal(f->s->ops->ledger_list(f->s, "usr_a", 0, 1, &e, &n, &err), KP_OK);
+    assert_int_equal(n, 1);
+    assert_string_equal(e[0].idem_key, "daily:2026-11-21:usr_a");
+    assert_int_equal(e[0].delta_daily, 2);
+    free(e);
+}
+
+/* --- two runners of the bonus (and a spender) at once --- */
+
+#define BONUS_USERS 300
+
+typedef struct bonus_runner {
+    const char *db;
+    unsigned segment, total;
+    size_t granted;
+    kp_status rc;
+} bonus_runner;
+
+static void *bonus_loop(void *arg)
+{
+    bonus_runner *r = arg;
+    kp_store *s = NULL;
+    kp_err err = {0};
+    r->rc = kp_sqlite_open(r->db, &s, &err);
+    if (r->rc != KP_OK)
+        return NULL;
+    r->rc = kp_credits_daily_bonus_segment(s, "2026-12-24", r->segment, r->total, 7, &r->granted, &err);
+    s->ops->close(s);
+    return NULL;
+}
+
+/* Grants 1 credit to every user in turn while the runners run (their CAS must notice). */
+static void *moving_loop(void *arg)
+{
+    bonus_runner *r = arg;
+    kp_store *s = NULL;
+    kp_err err = {0};
+    r->rc = kp_sqlite_open(r->db, &s, &err);
+    for (int i = 0; i < BONUS_USERS && r->rc == KP_OK; i++) {
+        char id[KP_ID_MAX], key[KP_IDEM_MAX];
+        snprintf(id, sizeof id, "usr_b%03d", i);
+        snprintf(key, sizeof key, "move:%d", i);
+        r->rc = kp_credits_grant(s, id, 1, 1, "test", key, NULL, NULL, &err);
+    }
+    if (s)
+        s->ops->close(s);
+    return NULL;
+}
+
+/* Every user with exactly one bonus row for the date, and every ledger summing to its balance. */
+static void assert_bonus_once(fixture *f, int users)
+{
+    kp_err err = {0};
+    for (int i = 0; i < users; i++) {
+        char id[KP_ID_MAX];
+        kp_balance b, sum;
+        snprintf(id, sizeof id, "usr_b%03d", i);
+        assert_int_equal(f->s->ops->balance_get(f->s, id, &b, &err), KP_OK);
+        assert_int_equal(f->s->ops->ledger_sum(f->s, id, &sum, &err), KP_OK);
+        assert_int_equal(sum.daily, b.daily);
+        assert_int_equal(sum.monthly, b.monthly);
+        assert_true(b.daily == 5 || b.daily == 6); /* the bonus, and the spender's grant if it came after */
+    }
+    assert_int_equal(kp_test_sql_int(f->db, "SELECT COUNT(*) FROM ledger WHERE idem_key LIKE 'daily:2026-12-24:%'"),
+                     users + 1);
+    assert_int_equal(kp_test_sql_int(f->db, "SELECT COUNT(DISTINCT user_id) FROM ledger "
+                                            "WHERE idem_key LIKE 'daily:2026-12-24:%'"),
+                     users + 1);
+    /* right after its bonus, each balance held exactly the bonus (a stale read would have added to a grant) */
+    assert_int_equal(kp_test_sql_int(f->db, "SELECT COUNT(*) FROM ledger "
+                                            "WHERE idem_key LIKE 'daily:2026-12-24:%' AND balance_daily <> 5"),
+                     0);
+}
+
+/* Runs `runners` bonus threads (segments of total, or all segment 0 of 1) and a spender; returns users granted. */
+static size_t run_bonus_threads(fixture *f, int runners, unsigned total)
+{
+    pthread_t t[4], mover;
+    bonus_runner r[4], m = {.db = f->db};
+    size_t granted = 0;
+    for (int i = 0; i < BONUS_USERS; i++) {
+        char id[KP_ID_MAX];
+        snprintf(id, sizeof id, "usr_b%03d", i);
+        kp_test_user(f->s, id, "", "pro");
+    }
+    pthread_create(&mover, NULL, moving_loop, &m);
+    for (int i = 0; i < runners; i++) {
+        r[i] = (bonus_runner){.db = f->db, .segment = total > 1 ? (unsigned)i : 0, .total = total};
+        pthread_create(&t[i], NULL, bonus_loop, &r[i]);
+    }
+    for (int i = 0; i < runners; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(r[i].rc, KP_OK);
+        granted += r[i].granted;
+    }
+    pthread_join(mover, NULL);
+    assert_int_equal(m.rc, KP_OK);
+    return granted;
+}
+
+static void test_daily_bonus_two_runners_at_once(void **state)
+{
+    fixture *f = *state;
+    assert_int_equal(run_bonus_threads(f, 2, 1), BONUS_USERS + 1);
+    assert_bonus_once(f, BONUS_USERS);
+}
+
+static void test_daily_bonus_in_segments(void **state)
+{
+    fixture *f = *state;
+    assert_int_equal(run_bonus_threads(f, 3, 3), BONUS_USERS + 1);
+    assert_bonus_once(f, BONUS_USERS);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -362,6 +537,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_concurrent_spends_two_processes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_daily_bonus_once_per_date, setup, teardown),
         cmocka_unit_test_setup_teardown(test_welcome_then_daily_run_grants_once, setup, teardown),
+        cmocka_unit_test(test_bonus_change_rule),
+        cmocka_unit_test_setup_teardown(test_daily_bonus_rereads_a_moved_balance, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_daily_bonus_two_runners_at_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_daily_bonus_in_segments, setup, teardown),
     };
     return cmocka_run_group_tests_name("credits", tests, NULL, NULL);
 }

@@ -1,8 +1,10 @@
 /*
  * test_store_sqlite.c - the SQLite backend against the store.h contract:
  * migrations, users, plans, credits (idempotency, CAS, reservations, the
- * ledger), concurrency across threads and processes, and the daily bonus
- * (including a 100,000-user run, whose time is printed).
+ * ledger, many changes at once), concurrency across threads and processes,
+ * the walk over users that the daily bonus reads, and the daily bonus itself
+ * (domain/credits.c on this backend, including a 100,000-user run, whose
+ * time is printed).
  *
  * Every test works in its own temporary directory under /tmp, removed after.
  */
@@ -25,6 +27,7 @@
 #include <unistd.h>
 
 #include "core/err.h"
+#include "domain/credits.h"
 #include "store/sqlite/sqlite_store.h"
 #include "store/store.h"
 #include "testutil.h"
@@ -184,21 +187,35 @@ static void bulk_users(const char *path, int n)
     sqlite3_close(db);
 }
 
-/* Runs the daily bonus for every user in batches; returns users granted. */
+/* Runs the daily bonus (domain/credits.c) for every user, pages of batch; returns users granted. */
 static size_t run_bonus(kp_store *s, const char *date, size_t batch)
 {
-    char after[KP_ID_MAX] = "", last[KP_ID_MAX];
-    size_t total = 0, granted;
+    size_t granted = 0;
     kp_err err;
-    for (;;) {
-        kp_status rc = s->ops->daily_bonus_batch(s, date, after, batch, last, &granted, &err);
-        if (rc != KP_OK)
-            fail_msg("daily_bonus_batch: %s", err.msg);
-        total += granted;
-        if (!last[0])
-            return total;
-        memcpy(after, last, sizeof after);
-    }
+    if (kp_credits_daily_bonus(s, date, batch, &granted, &err) != KP_OK)
+        fail_msg("daily bonus: %s", err.msg);
+    return granted;
+}
+
+/* Walks segment `segment` of `total` in pages of limit; returns the users seen (ids into seen, n of them). */
+static size_t walk_users(kp_store *s, unsigned segment, unsigned total, size_t limit, char (*seen)[KP_ID_MAX],
+                         size_t cap)
+{
+    char token[KP_PAGE_TOKEN_MAX] = "", next[KP_PAGE_TOKEN_MAX];
+    size_t count = 0;
+    kp_err err;
+    do {
+        kp_bonus_candidate *page = NULL;
+        size_t n = 0;
+        if (s->ops->users_bonus_page(s, token, segment, total, limit, &page, &n, next, &err) != KP_OK)
+            fail_msg("users_bonus_page: %s", err.msg);
+        assert_true(n <= limit);
+        for (size_t i = 0; i < n && count < cap; i++)
+            memcpy(seen[count++], page[i].user_id, KP_ID_MAX);
+        free(page);
+        memcpy(token, next, sizeof token);
+    } while (token[0]);
+    return count;
 }
 
 static double now_seconds(void)
@@ -914,17 +931,138 @@ static void test_daily_bonus(void **state)
     assert_ledger_matches_balance(s, "usr_2");
     assert_ledger_matches_balance(s, "usr_3");
 
-    /* Batch boundaries: the last id, then "" at the end. */
-    char last[KP_ID_MAX];
-    size_t granted = 99;
-    assert_int_equal(s->ops->daily_bonus_batch(s, "2025-03-03", "usr_1", 1, last, &granted, &err), KP_OK);
-    assert_string_equal(last, "usr_2");
-    assert_int_equal(granted, 1);
-    assert_int_equal(s->ops->daily_bonus_batch(s, "2025-03-03", "usr_3", 10, last, &granted, &err), KP_OK);
-    assert_string_equal(last, "");
-    assert_int_equal(granted, 0);
-    assert_int_equal(s->ops->daily_bonus_batch(s, "2025-03-03", "", 0, last, &granted, &err), KP_EINVAL);
-    assert_int_equal(s->ops->daily_bonus_batch(s, "x:y", "", 10, last, &granted, &err), KP_EINVAL);
+    /* Pages of 1 and 2 give every page the same result; bad dates are refused. */
+    assert_int_equal(run_bonus(s, "2025-03-03", 1), 3);
+    assert_int_equal(run_bonus(s, "2025-03-03", 2), 0);
+    size_t granted = 0;
+    assert_int_equal(kp_credits_daily_bonus(s, "x:y", 10, &granted, &err), KP_EINVAL);
+    assert_int_equal(kp_credits_daily_bonus(s, "2025-03-04", 0, &granted, &err), KP_EINVAL);
+}
+
+/* users_bonus_page: each user once with what the rule needs, in pages of at most limit, "" at the end; segments
+ * split the users without overlap. */
+static void test_users_bonus_page(void **state)
+{
+    fixture *f = *state;
+    kp_store *s = f->s;
+    enum { USERS = 23 };
+    char ids[USERS][KP_ID_MAX], seen[USERS + 1][KP_ID_MAX];
+    kp_err err;
+    for (int i = 0; i < USERS; i++) {
+        snprintf(ids[i], sizeof ids[i], "usr_%02d", i);
+        add_user(s, ids[i], "", "", i % 2 ? "business" : "free");
+    }
+    assert_int_equal(apply(s, change("usr_03", 2, 7, "admin_grant", "g3"), NULL), KP_OK);
+    assert_int_equal(s->ops->user_set_email_verified(s, "usr_05", &err), KP_OK);
+
+    /* one page: every field */
+    kp_bonus_candidate *page = NULL;
+    size_t n = 0;
+    char next[KP_PAGE_TOKEN_MAX];
+    assert_int_equal(s->ops->users_bonus_page(s, "usr_02", 0, 1, 3, &page, &n, next, &err), KP_OK);
+    assert_int_equal(n, 3);
+    assert_string_equal(page[0].user_id, "usr_03");
+    assert_int_equal(page[0].daily_bonus, 10);
+    assert_int_equal(page[0].balance.daily, 2);
+    assert_int_equal(page[0].balance.monthly, 7);
+    assert_int_equal(page[0].balance.version, balance(s, "usr_03").version);
+    assert_int_equal(page[1].daily_bonus, 5);
+    assert_int_equal(page[2].email_verified, 1);
+    assert_int_equal(page[2].verification_required, 0);
+    assert_true(next[0] != '\0');
+    free(page);
+
+    /* whole walks in pages of 1, 5, 23 and 100: every user once, in order */
+    static const size_t limits[] = {1, 5, USERS, 100};
+    for (size_t l = 0; l < sizeof limits / sizeof limits[0]; l++) {
+        assert_int_equal(walk_users(s, 0, 1, limits[l], seen, USERS + 1), USERS);
+        for (int i = 0; i < USERS; i++)
+            assert_string_equal(seen[i], ids[i]);
+    }
+
+    /* 4 segments: together every user exactly once */
+    int times[USERS] = {0};
+    size_t total = 0;
+    for (unsigned seg = 0; seg < 4; seg++) {
+        size_t got = walk_users(s, seg, 4, 2, seen, USERS + 1);
+        total += got;
+        for (size_t i = 0; i < got; i++)
+            times[atoi(seen[i] + 4)]++;
+    }
+    assert_int_equal(total, USERS);
+    for (int i = 0; i < USERS; i++)
+        assert_int_equal(times[i], 1);
+
+    /* refused: a segment outside the total, no segments, an empty page, a token too long to be an id */
+    char long_token[KP_PAGE_TOKEN_MAX];
+    memset(long_token, 'x', sizeof long_token - 1);
+    long_token[sizeof long_token - 1] = '\0';
+    assert_int_equal(s->ops->users_bonus_page(s, "", 4, 4, 10, &page, &n, next, &err), KP_EINVAL);
+    assert_int_equal(s->ops->users_bonus_page(s, "", 0, 0, 10, &page, &n, next, &err), KP_EINVAL);
+    assert_int_equal(s->ops->users_bonus_page(s, "", 0, 1, 0, &page, &n, next, &err), KP_EINVAL);
+    assert_int_equal(s->ops->users_bonus_page(s, long_token, 0, 1, 10, &page, &n, next, &err), KP_EINVAL);
+}
+
+/* credits_apply_many: each change on its own, one transaction, every outcome reported. */
+static void test_credits_apply_many(void **state)
+{
+    fixture *f = *state;
+    kp_store *s = f->s;
+    kp_err err;
+    add_user(s, "usr_a", "", "", "free");
+    add_user(s, "usr_b", "", "", "free");
+    assert_int_equal(apply(s, change("usr_a", 3, 0, "admin_grant", "used"), NULL), KP_OK);
+    int64_t va = balance(s, "usr_a").version;
+
+    kp_credit_change c[7];
+    c[0] = change("usr_a", 2, 0, "test", "k0");   /* applies */
+    c[1] = change("usr_b", 1, 1, "test", "used"); /* key used before: skipped */
+    c[2] = change("usr_a", -1, 0, "test", "k2");  /* CAS on a stale version */
+    c[2].expected_version = va;                   /* (c[0] moved it) */
+    c[3] = change("usr_b", -1, 0, "test", "k3");  /* short */
+    c[4] = change("usr_zz", 1, 0, "test", "k4");  /* no such user */
+    c[5] = change("usr_b", 4, 0, "test", "");     /* no key */
+    c[6] = change("usr_b", 4, 2, "test", "k0");   /* the key c[0] used in this very call */
+    kp_status results[7];
+    assert_int_equal(s->ops->credits_apply_many(s, c, 7, results, &err), KP_OK);
+    assert_int_equal(results[0], KP_OK);
+    assert_int_equal(results[1], KP_EDUPLICATE);
+    assert_int_equal(results[2], KP_ECONFLICT);
+    assert_int_equal(results[3], KP_ECREDITS);
+    assert_int_equal(results[4], KP_ENOTFOUND);
+    assert_int_equal(results[5], KP_EINVAL);
+    assert_int_equal(results[6], KP_EDUPLICATE);
+    assert_int_equal(balance(s, "usr_a").daily, 5);
+    assert_int_equal(balance(s, "usr_b").daily, 0);
+    assert_int_equal(ledger_count(s, "usr_b"), 0);
+    assert_ledger_matches_balance(s, "usr_a");
+
+    /* zero-delta changes with record_zero write their row; none: nothing at all */
+    kp_credit_change z = change("usr_b", 0, 0, "daily_bonus", "z1");
+    z.record_zero = 1;
+    z.expected_version = balance(s, "usr_b").version;
+    assert_int_equal(s->ops->credits_apply_many(s, &z, 1, results, &err), KP_OK);
+    assert_int_equal(results[0], KP_OK);
+    assert_int_equal(ledger_count(s, "usr_b"), 1);
+    assert_int_equal(s->ops->credits_apply_many(s, NULL, 0, results, &err), KP_OK);
+
+    /* 70 changes (rows written in groups): a key repeated from a written group and one from a waiting group */
+    enum { MANY = 70 };
+    kp_credit_change many[MANY];
+    kp_status many_results[MANY];
+    char keys[MANY][16];
+    for (int i = 0; i < MANY; i++) {
+        snprintf(keys[i], sizeof keys[i], "m%d", i == 69 ? 3 : i == 40 ? 35 : i);
+        many[i] = change(i % 2 ? "usr_a" : "usr_b", 1, 0, "test", keys[i]);
+    }
+    size_t before_a = ledger_count(s, "usr_a"), before_b = ledger_count(s, "usr_b");
+    assert_int_equal(s->ops->credits_apply_many(s, many, MANY, many_results, &err), KP_OK);
+    for (int i = 0; i < MANY; i++)
+        assert_int_equal(many_results[i], i == 69 || i == 40 ? KP_EDUPLICATE : KP_OK);
+    assert_int_equal(ledger_count(s, "usr_a"), before_a + 34);
+    assert_int_equal(ledger_count(s, "usr_b"), before_b + 34);
+    assert_ledger_matches_balance(s, "usr_a");
+    assert_ledger_matches_balance(s, "usr_b");
 }
 
 static void test_daily_bonus_concurrent_processes(void **state)
@@ -1018,6 +1156,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_concurrent_spends_threads, setup_store, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_spends_processes, setup_store, teardown),
         cmocka_unit_test_setup_teardown(test_daily_bonus, setup_store, teardown),
+        cmocka_unit_test_setup_teardown(test_users_bonus_page, setup_store, teardown),
+        cmocka_unit_test_setup_teardown(test_credits_apply_many, setup_store, teardown),
         cmocka_unit_test_setup_teardown(test_daily_bonus_concurrent_processes, setup_store, teardown),
         cmocka_unit_test_setup_teardown(test_daily_bonus_100k, setup_store, teardown),
     };

@@ -84,6 +84,43 @@ int kp_test_blob_count(kp_blob *b, const char *prefix)
     return n;
 }
 
+kp_status kp_test_blob_collect(void *ud, const char *key, kp_err *err)
+{
+    (void)err;
+    kp_buf *b = ud;
+    kp_buf_puts(b, key);
+    kp_buf_puts(b, ",");
+    return KP_OK;
+}
+
+void kp_test_blob_put(kp_blob *b, const char *key, const char *data, const char *ct)
+{
+    kp_err err;
+    if (b->ops->put(b, key, data, strlen(data), ct, &err) != KP_OK)
+        fail_msg("put %s: %s", key, err.msg);
+}
+
+void kp_test_blob_assert(kp_blob *b, const char *key, const char *data, const char *ct)
+{
+    kp_buf out = KP_BUF_INIT;
+    char got_ct[KP_BLOB_CT_MAX];
+    kp_err err;
+    assert_int_equal(b->ops->get(b, key, &out, got_ct, &err), KP_OK);
+    assert_int_equal(out.len, strlen(data));
+    assert_memory_equal(out.data, data, out.len);
+    assert_string_equal(got_ct, ct);
+    kp_buf_free(&out);
+}
+
+void kp_test_blob_assert_list(kp_blob *b, const char *prefix, const char *expected)
+{
+    kp_buf got = KP_BUF_INIT;
+    kp_err err;
+    assert_int_equal(b->ops->list(b, prefix, kp_test_blob_collect, &got, &err), KP_OK);
+    assert_string_equal(kp_buf_cstr(&got), expected);
+    kp_buf_free(&got);
+}
+
 void kp_test_sql_exec(const char *db_path, const char *sql)
 {
     sqlite3 *db = NULL;

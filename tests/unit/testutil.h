@@ -26,6 +26,14 @@ void kp_test_sql_exec(const char *db_path, const char *sql);
 kp_blob *kp_test_blob(const char *dir);
 /* How many blobs there are under prefix; aborts the test on failure. */
 int kp_test_blob_count(kp_blob *b, const char *prefix);
+/* A kp_blob_list_fn appending "key," to the kp_buf ud. */
+kp_status kp_test_blob_collect(void *ud, const char *key, kp_err *err);
+/* Puts a NUL-terminated blob; fails the test (naming the error) on failure. */
+void kp_test_blob_put(kp_blob *b, const char *key, const char *data, const char *ct);
+/* Asserts that key holds exactly data with content type ct. */
+void kp_test_blob_assert(kp_blob *b, const char *key, const char *data, const char *ct);
+/* Asserts that list(prefix) gives exactly expected ("k1,k2," in order). */
+void kp_test_blob_assert_list(kp_blob *b, const char *prefix, const char *expected);
 /* Creates a user with the given id/email on plan_id; aborts on failure. */
 void kp_test_user(kp_store *s, const char *id, const char *email, const char *plan_id);
 

@@ -1,9 +1,12 @@
 /*
  * sqlite_credits.c - the SQLite backend's credits (store.h): balances,
  * the append-only ledger with its unique idempotency keys, reservations and
- * their state machine, and the daily bonus in batches. sq_credits_apply_locked
- * is the one place a balance changes; the other files call it inside their
- * own transactions (sign-up, admission, the end of a generation, billing).
+ * their state machine, many changes in one transaction (the daily bonus's
+ * pages) and the walk over every user that the daily bonus reads.
+ * sq_credits_apply_locked is the one place a balance changes; the other files
+ * call it inside their own transactions (sign-up, admission, the end of a
+ * generation, billing). The bonus rule itself is the domain's
+ * (domain/credits.c): no SQL here knows it.
  */
 #include <sqlite3.h>
 #include <string.h>
@@ -16,62 +19,64 @@
     "seq, user_id, delta_daily, delta_monthly, balance_daily, balance_monthly, reason, idem_key, "                     \
     "reservation_id, created_at"
 
+/* credits_apply_many writes its ledger rows LEDGER_GROUP at a time, in one
+ * INSERT: one statement per row costs several times more per row
+ * (statement start and end, the AUTOINCREMENT counter, the foreign key). */
+#define LEDGER_GROUP 32
+#define LEDGER_ROW "(?, ?, ?, ?, ?, ?, ?, ?, ?)"
+#define LEDGER_ROW_PARAMS 9
+#define LEDGER_ROWS_4 LEDGER_ROW ", " LEDGER_ROW ", " LEDGER_ROW ", " LEDGER_ROW
+#define LEDGER_ROWS_16 LEDGER_ROWS_4 ", " LEDGER_ROWS_4 ", " LEDGER_ROWS_4 ", " LEDGER_ROWS_4
+#define LEDGER_ROWS_32 LEDGER_ROWS_16 ", " LEDGER_ROWS_16
+#define LEDGER_INSERT_COLS                                                                                             \
+    "INSERT INTO ledger (user_id, delta_daily, delta_monthly, balance_daily, balance_monthly, reason, idem_key, "      \
+    "reservation_id, created_at) VALUES "
+
 typedef enum stmt_id {
     ST_BALANCE_GET,
     ST_BALANCE_SET,
-    ST_LEDGER_IDEM_USED,
+    ST_BALANCE_GET_KEYED,
     ST_LEDGER_INSERT,
+    ST_LEDGER_INSERT_GROUP,
     ST_LEDGER_LIST,
     ST_LEDGER_SUM,
-    ST_LEDGER_MAX_SEQ,
     ST_RES_GET,
     ST_RES_INSERT,
     ST_RES_SET_STATE,
-    ST_BONUS_BATCH_END,
-    ST_BONUS_INSERT,
-    ST_BONUS_APPLY,
+    ST_BONUS_PAGE,
     ST_COUNT
 } stmt_id;
 
 static const char *const stmt_sql[ST_COUNT] = {
     [ST_BALANCE_GET] = "SELECT daily, monthly, version FROM balances WHERE user_id = ?1",
     [ST_BALANCE_SET] = "UPDATE balances SET daily = ?2, monthly = ?3, version = version + 1 WHERE user_id = ?1",
-    [ST_LEDGER_IDEM_USED] = "SELECT 1 FROM ledger WHERE idem_key = ?1",
-    [ST_LEDGER_INSERT] = "INSERT INTO ledger (user_id, delta_daily, delta_monthly, balance_daily, "
-                         "balance_monthly, reason, idem_key, reservation_id, created_at) "
-                         "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    /* the balance and whether a change's idempotency key was used, in one step */
+    [ST_BALANCE_GET_KEYED] = "SELECT daily, monthly, version, EXISTS (SELECT 1 FROM ledger WHERE idem_key = ?2) "
+                             "FROM balances WHERE user_id = ?1",
+    [ST_LEDGER_INSERT] = LEDGER_INSERT_COLS LEDGER_ROW,
+    [ST_LEDGER_INSERT_GROUP] = LEDGER_INSERT_COLS LEDGER_ROWS_32,
     [ST_LEDGER_LIST] = "SELECT " LEDGER_COLS " FROM ledger WHERE user_id = ?1 AND seq < ?2 "
                        "ORDER BY seq DESC LIMIT ?3",
     [ST_LEDGER_SUM] = "SELECT COALESCE(SUM(delta_daily), 0), COALESCE(SUM(delta_monthly), 0) "
                       "FROM ledger WHERE user_id = ?1",
-    [ST_LEDGER_MAX_SEQ] = "SELECT COALESCE(MAX(seq), 0) FROM ledger",
     [ST_RES_GET] = "SELECT id, user_id, daily, monthly, state, created_at, updated_at "
                    "FROM reservations WHERE id = ?1",
     [ST_RES_INSERT] = "INSERT INTO reservations (id, user_id, daily, monthly, state, created_at, updated_at) "
                       "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
     [ST_RES_SET_STATE] = "UPDATE reservations SET state = ?2, updated_at = ?3 WHERE id = ?1",
-    /* The last id of the batch (NULL when the batch is empty). */
-    [ST_BONUS_BATCH_END] = "SELECT MAX(id) FROM (SELECT id FROM users WHERE id > ?1 ORDER BY id LIMIT ?2)",
     /*
-     * One bonus row per user of the batch (after < id <= end) that has none
-     * for the date yet: the unique idem_key makes a second run, or a
-     * concurrent one, insert nothing for users already done. delta_daily may
-     * be negative or zero (unused daily credits do not carry over); the row
-     * is written anyway, since it is what records the date as done.
+     * A page of the walk over every user with a balance, after the page
+     * token (the last id of the previous page), by id. Segment ?2 of ?3
+     * holds the users whose id's last two characters (code points, the
+     * second-last weighted 16) leave remainder ?2 when divided by ?3: stable
+     * and disjoint, whatever the ids look like.
      */
-    [ST_BONUS_INSERT] = "INSERT INTO ledger (user_id, delta_daily, delta_monthly, balance_daily, "
-                        "balance_monthly, reason, idem_key, reservation_id, created_at) "
-                        "SELECT u.id, p.daily_bonus - b.daily, 0, p.daily_bonus, b.monthly, 'daily_bonus', "
-                        "'daily:' || ?1 || ':' || u.id, '', ?4 "
-                        "FROM users AS u JOIN plans AS p ON p.id = u.plan_id "
-                        "JOIN balances AS b ON b.user_id = u.id "
-                        "WHERE u.id > ?2 AND u.id <= ?3 "
-                        "AND (u.email_verified = 1 OR u.verification_required = 0) ORDER BY u.id "
-                        "ON CONFLICT(idem_key) DO NOTHING",
-    /* Moves exactly the balances of the rows just inserted (seq above the
-     * watermark read inside the same write transaction) to their new value. */
-    [ST_BONUS_APPLY] = "UPDATE balances SET daily = l.balance_daily, version = balances.version + 1 "
-                       "FROM ledger AS l WHERE l.seq > ?1 AND l.user_id = balances.user_id",
+    [ST_BONUS_PAGE] = "SELECT u.id, p.daily_bonus, b.daily, b.monthly, b.version, u.email_verified, "
+                      "u.verification_required "
+                      "FROM users AS u JOIN balances AS b ON b.user_id = u.id JOIN plans AS p ON p.id = u.plan_id "
+                      "WHERE u.id > ?1 AND (?3 = 1 OR (unicode(substr(u.id, -1)) "
+                      "+ 16 * COALESCE(unicode(substr(u.id, -2, 1)), 0)) % ?3 = ?2) "
+                      "ORDER BY u.id LIMIT ?4",
 };
 
 _Static_assert(ST_COUNT <= SQ_SLOTS_CREDITS_N, "statement slots");
@@ -91,18 +96,25 @@ static const char *const res_state_names[] = {
 
 /* ---- credits ---------------------------------------------------------- */
 
-static kp_status balance_read(sq_store *h, const char *user_id, kp_balance *out, kp_err *err)
+/* Reads a user's balance; with key (else NULL), *key_used says whether a
+ * ledger row holds that idempotency key. KP_ENOTFOUND without a balance. */
+static kp_status balance_read(sq_store *h, const char *user_id, const char *key, kp_balance *out, int *key_used,
+                              kp_err *err)
 {
     sqlite3_stmt *st = NULL;
-    kp_status rc = stmt_get(h, ST_BALANCE_GET, &st, err);
+    kp_status rc = stmt_get(h, key ? ST_BALANCE_GET_KEYED : ST_BALANCE_GET, &st, err);
     if (rc != KP_OK)
         return rc;
     sq_bind_text(st, 1, user_id);
+    if (key)
+        sq_bind_text(st, 2, key);
     int step = sqlite3_step(st);
     if (step == SQLITE_ROW) {
         out->daily = sqlite3_column_int64(st, 0);
         out->monthly = sqlite3_column_int64(st, 1);
         out->version = sqlite3_column_int64(st, 2);
+        if (key)
+            *key_used = sqlite3_column_int(st, 3) != 0;
     } else if (step == SQLITE_DONE) {
         rc = kp_err_set(err, KP_ENOTFOUND, "user not found");
     } else {
@@ -116,23 +128,7 @@ kp_status sq_balance_get(kp_store *s, const char *user_id, kp_balance *out, kp_e
 {
     if (!user_id || !*user_id)
         return kp_err_set(err, KP_ENOTFOUND, "user not found");
-    return balance_read(sq_impl(s), user_id, out, err);
-}
-
-static kp_status idem_key_used(sq_store *h, const char *key, int *used, kp_err *err)
-{
-    sqlite3_stmt *st = NULL;
-    kp_status rc = stmt_get(h, ST_LEDGER_IDEM_USED, &st, err);
-    if (rc != KP_OK)
-        return rc;
-    sq_bind_text(st, 1, key);
-    int step = sqlite3_step(st);
-    if (step == SQLITE_ROW || step == SQLITE_DONE)
-        *used = step == SQLITE_ROW;
-    else
-        rc = kp_sqlite_db_error(sq_db(h), "read ledger", err);
-    sq_stmt_done(st);
-    return rc;
+    return balance_read(sq_impl(s), user_id, NULL, out, NULL, err);
 }
 
 static kp_status balance_write(sq_store *h, const char *user_id, int64_t daily, int64_t monthly, kp_err *err)
@@ -150,6 +146,20 @@ static kp_status balance_write(sq_store *h, const char *user_id, int64_t daily, 
     return rc;
 }
 
+/* Binds one ledger row's values from parameter first on. */
+static void ledger_bind(sqlite3_stmt *st, int first, const kp_credit_change *c, const kp_balance *after, int64_t now)
+{
+    sq_bind_text(st, first, c->user_id);
+    sqlite3_bind_int64(st, first + 1, c->delta_daily);
+    sqlite3_bind_int64(st, first + 2, c->delta_monthly);
+    sqlite3_bind_int64(st, first + 3, after->daily);
+    sqlite3_bind_int64(st, first + 4, after->monthly);
+    sq_bind_text(st, first + 5, c->reason);
+    sq_bind_text(st, first + 6, c->idem_key);
+    sq_bind_text(st, first + 7, c->res_id);
+    sqlite3_bind_int64(st, first + 8, now);
+}
+
 static kp_status ledger_append(sq_store *h, const kp_credit_change *c, const kp_balance *after, int64_t now,
                                kp_err *err)
 {
@@ -157,19 +167,77 @@ static kp_status ledger_append(sq_store *h, const kp_credit_change *c, const kp_
     kp_status rc = stmt_get(h, ST_LEDGER_INSERT, &st, err);
     if (rc != KP_OK)
         return rc;
-    sq_bind_text(st, 1, c->user_id);
-    sqlite3_bind_int64(st, 2, c->delta_daily);
-    sqlite3_bind_int64(st, 3, c->delta_monthly);
-    sqlite3_bind_int64(st, 4, after->daily);
-    sqlite3_bind_int64(st, 5, after->monthly);
-    sq_bind_text(st, 6, c->reason);
-    sq_bind_text(st, 7, c->idem_key);
-    sq_bind_text(st, 8, c->res_id);
-    sqlite3_bind_int64(st, 9, now);
+    ledger_bind(st, 1, c, after, now);
     if (sqlite3_step(st) != SQLITE_DONE)
         rc = kp_sqlite_db_error(sq_db(h), "append ledger", err);
     sq_stmt_done(st);
     return rc;
+}
+
+/*
+ * Ledger rows that credits_apply_many has decided but not written yet, in
+ * order, with a hash of each key: a key waiting here counts as used, as one
+ * in the table would. The changes (and their strings) outlive the queue.
+ */
+typedef struct ledger_queue {
+    const kp_credit_change *c[LEDGER_GROUP];
+    kp_balance after[LEDGER_GROUP];
+    uint64_t key_hash[LEDGER_GROUP];
+    size_t n;
+    int64_t now;
+} ledger_queue;
+
+/* FNV-1a: tells most different keys apart without comparing them. */
+static uint64_t key_hash(const char *key)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (const unsigned char *p = (const unsigned char *)key; *p; p++)
+        h = (h ^ *p) * 1099511628211ull;
+    return h;
+}
+
+static int ledger_queue_has(const ledger_queue *q, const char *key)
+{
+    uint64_t hash = key_hash(key);
+    for (size_t i = 0; i < q->n; i++)
+        if (q->key_hash[i] == hash && strcmp(q->c[i]->idem_key, key) == 0)
+            return 1;
+    return 0;
+}
+
+/* Writes the waiting rows: LEDGER_GROUP in one statement, fewer one by one. */
+static kp_status ledger_queue_flush(sq_store *h, ledger_queue *q, kp_err *err)
+{
+    kp_status rc = KP_OK;
+    if (q->n == LEDGER_GROUP) {
+        sqlite3_stmt *st = NULL;
+        rc = stmt_get(h, ST_LEDGER_INSERT_GROUP, &st, err);
+        if (rc != KP_OK)
+            return rc;
+        for (size_t i = 0; i < q->n; i++)
+            ledger_bind(st, 1 + (int)i * LEDGER_ROW_PARAMS, q->c[i], &q->after[i], q->now);
+        if (sqlite3_step(st) != SQLITE_DONE)
+            rc = kp_sqlite_db_error(sq_db(h), "append ledger", err);
+        sq_stmt_done(st);
+    } else {
+        for (size_t i = 0; i < q->n && rc == KP_OK; i++)
+            rc = ledger_append(h, q->c[i], &q->after[i], q->now, err);
+    }
+    q->n = 0;
+    return rc;
+}
+
+/* Appends a ledger row now (q NULL) or through the queue. */
+static kp_status ledger_add(sq_store *h, ledger_queue *q, const kp_credit_change *c, const kp_balance *after,
+                            int64_t now, kp_err *err)
+{
+    if (!q)
+        return ledger_append(h, c, after, now, err);
+    q->c[q->n] = c;
+    q->after[q->n] = *after;
+    q->key_hash[q->n] = key_hash(c->idem_key);
+    q->n++;
+    return q->n == LEDGER_GROUP ? ledger_queue_flush(h, q, err) : KP_OK;
 }
 
 static int res_state_parse(const char *name, kp_reservation_state *out)
@@ -276,19 +344,19 @@ static kp_status reservation_transition(sq_store *h, const kp_credit_change *c, 
 
 /* The body of credits_apply, inside the write transaction. *out receives the
  * balance after the change, or the current one on EDUPLICATE / ECONFLICT /
- * ECREDITS. */
-kp_status sq_credits_apply_locked(sq_store *h, const kp_credit_change *c, int64_t now, kp_balance *out, kp_err *err)
+ * ECREDITS. Those refusals, KP_ENOTFOUND and KP_EINVAL come before the first
+ * write, so the transaction can go on with other changes (credits_apply_many). */
+static kp_status credits_apply_queued(sq_store *h, const kp_credit_change *c, int64_t now, ledger_queue *q,
+                                      kp_balance *out, kp_err *err)
 {
     int used = 0;
-    kp_status rc = idem_key_used(h, c->idem_key, &used, err);
-    if (rc != KP_OK)
-        return rc;
     /* written by balance_read on KP_OK only; zeroed because the analyzer cannot
      * see that kp_err_set returns its (non-OK) status */
     kp_balance cur = {0, 0, 0};
-    rc = balance_read(h, c->user_id, &cur, err);
+    kp_status rc = balance_read(h, c->user_id, c->idem_key, &cur, &used, err);
     if (rc != KP_OK)
         return rc;
+    used = used || (q && ledger_queue_has(q, c->idem_key));
     *out = cur;
     if (used)
         return kp_err_set(err, KP_EDUPLICATE, "idempotency key already used");
@@ -311,10 +379,15 @@ kp_status sq_credits_apply_locked(sq_store *h, const kp_credit_change *c, int64_
     }
     rc = balance_write(h, c->user_id, next.daily, next.monthly, err);
     if (rc == KP_OK && (c->delta_daily != 0 || c->delta_monthly != 0 || c->record_zero))
-        rc = ledger_append(h, c, &next, now, err);
+        rc = ledger_add(h, q, c, &next, now, err);
     if (rc == KP_OK)
         *out = next;
     return rc;
+}
+
+kp_status sq_credits_apply_locked(sq_store *h, const kp_credit_change *c, int64_t now, kp_balance *out, kp_err *err)
+{
+    return credits_apply_queued(h, c, now, NULL, out, err);
 }
 
 int sq_credit_change_valid(const kp_credit_change *c)
@@ -410,122 +483,92 @@ kp_status sq_ledger_sum(kp_store *s, const char *user_id, kp_balance *out, kp_er
     return rc;
 }
 
-/* ---- daily bonus ------------------------------------------------------ */
+/* ---- many changes, and the walk over every user ------------------------ */
 
-/* Dates are the caller's day key, e.g. "2025-01-31": digits and dashes. */
-static int bonus_date_valid(const char *date)
+/* The outcomes of one change that write nothing and leave the transaction
+ * good for the next change (sq_credits_apply_locked returns them before its
+ * first write); any other status is the store failing. */
+static int change_outcome(kp_status rc)
 {
-    if (!sq_nonempty_fits(date, 32))
-        return 0;
-    for (const char *c = date; *c; c++)
-        if (!((*c >= '0' && *c <= '9') || *c == '-'))
-            return 0;
-    return 1;
+    return rc == KP_OK || rc == KP_EDUPLICATE || rc == KP_ECONFLICT || rc == KP_ECREDITS || rc == KP_ENOTFOUND ||
+           rc == KP_EINVAL;
 }
 
-/* The last user id of the batch after `after`; *found 0 when it is empty. */
-static kp_status bonus_batch_end(sq_store *h, const char *after, size_t limit, char end[KP_ID_MAX], int *found,
-                                 kp_err *err)
+/* Applies the changes in the open transaction, their ledger rows in groups;
+ * stops at the first failure of the store. */
+static kp_status apply_many_locked(sq_store *h, const kp_credit_change *c, size_t n, kp_status *results, kp_err *err)
 {
-    sqlite3_stmt *st = NULL;
-    kp_status rc = stmt_get(h, ST_BONUS_BATCH_END, &st, err);
-    if (rc != KP_OK)
-        return rc;
-    sq_bind_text(st, 1, after);
-    sqlite3_bind_int64(st, 2, limit > (size_t)INT64_MAX ? INT64_MAX : (int64_t)limit);
-    *found = 0;
-    if (sqlite3_step(st) == SQLITE_ROW) {
-        if (sqlite3_column_type(st, 0) != SQLITE_NULL) {
-            sq_column_copy(st, 0, end, KP_ID_MAX);
-            *found = 1;
+    ledger_queue q = {.n = 0, .now = (int64_t)time(NULL)};
+    for (size_t i = 0; i < n; i++) {
+        kp_err one = {0};
+        kp_balance after;
+        kp_status rc =
+            sq_credit_change_valid(&c[i]) ? credits_apply_queued(h, &c[i], q.now, &q, &after, &one) : KP_EINVAL;
+        if (!change_outcome(rc)) {
+            *err = one;
+            return rc;
         }
-    } else {
-        rc = kp_sqlite_db_error(sq_db(h), "daily bonus batch", err);
+        results[i] = rc;
     }
-    sq_stmt_done(st);
-    return rc;
+    return ledger_queue_flush(h, &q, err);
 }
 
-static kp_status ledger_max_seq(sq_store *h, int64_t *seq, kp_err *err)
-{
-    sqlite3_stmt *st = NULL;
-    kp_status rc = stmt_get(h, ST_LEDGER_MAX_SEQ, &st, err);
-    if (rc != KP_OK)
-        return rc;
-    if (sqlite3_step(st) == SQLITE_ROW)
-        *seq = sqlite3_column_int64(st, 0);
-    else
-        rc = kp_sqlite_db_error(sq_db(h), "read ledger", err);
-    sq_stmt_done(st);
-    return rc;
-}
-
-static kp_status bonus_insert_rows(sq_store *h, const char *date, const char *after, const char *end, int64_t now,
-                                   size_t *inserted, kp_err *err)
-{
-    sqlite3_stmt *st = NULL;
-    kp_status rc = stmt_get(h, ST_BONUS_INSERT, &st, err);
-    if (rc != KP_OK)
-        return rc;
-    sq_bind_text(st, 1, date);
-    sq_bind_text(st, 2, after);
-    sq_bind_text(st, 3, end);
-    sqlite3_bind_int64(st, 4, now);
-    if (sqlite3_step(st) == SQLITE_DONE)
-        *inserted = (size_t)sqlite3_changes(sq_db(h));
-    else
-        rc = kp_sqlite_db_error(sq_db(h), "daily bonus ledger", err);
-    sq_stmt_done(st);
-    return rc;
-}
-
-static kp_status bonus_apply_rows(sq_store *h, int64_t after_seq, size_t expected, kp_err *err)
-{
-    sqlite3_stmt *st = NULL;
-    kp_status rc = stmt_get(h, ST_BONUS_APPLY, &st, err);
-    if (rc != KP_OK)
-        return rc;
-    sqlite3_bind_int64(st, 1, after_seq);
-    if (sqlite3_step(st) != SQLITE_DONE)
-        rc = kp_sqlite_db_error(sq_db(h), "daily bonus balances", err);
-    else if ((size_t)sqlite3_changes(sq_db(h)) != expected)
-        rc = kp_err_set(err, KP_EINTERNAL, "daily bonus updated %d balances for %zu ledger rows",
-                        sqlite3_changes(sq_db(h)), expected);
-    sq_stmt_done(st);
-    return rc;
-}
-
-kp_status sq_daily_bonus_batch(kp_store *s, const char *date, const char *after_user_id, size_t limit,
-                               char last_user_id[KP_ID_MAX], size_t *granted, kp_err *err)
+kp_status sq_credits_apply_many(kp_store *s, const kp_credit_change *c, size_t n, kp_status *results, kp_err *err)
 {
     sq_store *h = sq_impl(s);
-    const char *after = after_user_id ? after_user_id : "";
-    char end[KP_ID_MAX] = "";
-    size_t count = 0;
-    int found = 0;
-    int64_t watermark = 0;
-
-    last_user_id[0] = '\0';
-    *granted = 0;
-    if (!bonus_date_valid(date))
-        return kp_err_set(err, KP_EINVAL, "invalid bonus date");
-    if (!sq_fits(after, KP_ID_MAX) || limit == 0)
-        return kp_err_set(err, KP_EINVAL, "invalid bonus batch");
-
+    if (n == 0)
+        return KP_OK;
+    if (!c || !results)
+        return kp_err_set(err, KP_EINVAL, "invalid credit changes");
     kp_status rc = sq_tx_begin(h, err);
     if (rc != KP_OK)
         return rc;
-    rc = bonus_batch_end(h, after, limit, end, &found, err);
-    if (rc == KP_OK && found)
-        rc = ledger_max_seq(h, &watermark, err);
-    if (rc == KP_OK && found)
-        rc = bonus_insert_rows(h, date, after, end, (int64_t)time(NULL), &count, err);
-    if (rc == KP_OK && count > 0)
-        rc = bonus_apply_rows(h, watermark, count, err);
+    rc = apply_many_locked(h, c, n, results, err);
     rc = sq_tx_end(h, rc, err);
+    if (rc != KP_OK) /* rolled back: none of them was applied */
+        for (size_t i = 0; i < n; i++)
+            results[i] = rc;
+    return rc;
+}
+
+static kp_status bonus_candidate_row(sqlite3_stmt *st, void *item, kp_err *err)
+{
+    kp_bonus_candidate *c = item;
+    (void)err;
+    sq_column_copy(st, 0, c->user_id, sizeof c->user_id);
+    c->daily_bonus = sqlite3_column_int64(st, 1);
+    c->balance.daily = sqlite3_column_int64(st, 2);
+    c->balance.monthly = sqlite3_column_int64(st, 3);
+    c->balance.version = sqlite3_column_int64(st, 4);
+    c->email_verified = sqlite3_column_int(st, 5) != 0;
+    c->verification_required = sqlite3_column_int(st, 6) != 0;
+    return KP_OK;
+}
+
+kp_status sq_users_bonus_page(kp_store *s, const char *token, unsigned segment, unsigned total_segments, size_t limit,
+                              kp_bonus_candidate **out, size_t *n, char next[KP_PAGE_TOKEN_MAX], kp_err *err)
+{
+    sq_store *h = sq_impl(s);
+    const char *after = token ? token : "";
+    *out = NULL;
+    *n = 0;
+    next[0] = '\0';
+    if (!sq_fits(after, KP_ID_MAX))
+        return kp_err_set(err, KP_EINVAL, "invalid page token");
+    if (total_segments == 0 || segment >= total_segments || limit == 0)
+        return kp_err_set(err, KP_EINVAL, "invalid page (segment %u of %u, limit %zu)", segment, total_segments, limit);
+
+    sqlite3_stmt *st = NULL;
+    kp_status rc = stmt_get(h, ST_BONUS_PAGE, &st, err);
     if (rc != KP_OK)
         return rc;
-    memcpy(last_user_id, end, KP_ID_MAX);
-    *granted = count;
-    return KP_OK;
+    sq_bind_text(st, 1, after);
+    sqlite3_bind_int64(st, 2, segment);
+    sqlite3_bind_int64(st, 3, total_segments);
+    sqlite3_bind_int64(st, 4, sq_limit(limit));
+    rc = sq_collect_rows(h, st, sizeof(kp_bonus_candidate), bonus_candidate_row, NULL, "walk users", (void **)out, n,
+                         err);
+    if (rc == KP_OK && *n == limit) /* a full page: there may be more */
+        memcpy(next, (*out)[*n - 1].user_id, KP_ID_MAX);
+    return rc;
 }

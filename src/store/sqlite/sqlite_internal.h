@@ -101,8 +101,9 @@ kp_status sq_reservation_get(kp_store *s, const char *id, kp_reservation *out, k
 kp_status sq_ledger_list(kp_store *s, const char *user_id, int64_t before_seq, size_t limit, kp_ledger_entry **out,
                          size_t *n, kp_err *err);
 kp_status sq_ledger_sum(kp_store *s, const char *user_id, kp_balance *out, kp_err *err);
-kp_status sq_daily_bonus_batch(kp_store *s, const char *date, const char *after_user_id, size_t limit,
-                               char last_user_id[KP_ID_MAX], size_t *granted, kp_err *err);
+kp_status sq_credits_apply_many(kp_store *s, const kp_credit_change *c, size_t n, kp_status *results, kp_err *err);
+kp_status sq_users_bonus_page(kp_store *s, const char *token, unsigned segment, unsigned total_segments, size_t limit,
+                              kp_bonus_candidate **out, size_t *n, char next[KP_PAGE_TOKEN_MAX], kp_err *err);
 
 kp_status sq_project_create(kp_store *s, const kp_project *p, const kp_version *v, kp_err *err);
 kp_status sq_project_get(kp_store *s, const char *id, kp_project *out, kp_err *err);

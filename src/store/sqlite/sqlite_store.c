@@ -5,8 +5,9 @@
  * every file of the backend shares (sqlite_internal.h), and the ops table.
  * The operations live by aggregate: sqlite_accounts.c (users, e-mail
  * verification, plans), sqlite_credits.c (balances, ledger, reservations,
- * daily bonus), sqlite_projects.c (projects, versions, admission),
- * sqlite_billing.c (Stripe customers, subscriptions, events).
+ * the walk over users for the daily bonus), sqlite_projects.c (projects,
+ * versions, admission), sqlite_billing.c (Stripe customers, subscriptions,
+ * events).
  *
  * A handle owns one connection and a cache of prepared statements (prepared
  * on first use with SQLITE_PREPARE_PERSISTENT, reset and unbound after every
@@ -290,7 +291,8 @@ static const kp_store_ops sqlite_ops = {
     .reservation_get = sq_reservation_get,
     .ledger_list = sq_ledger_list,
     .ledger_sum = sq_ledger_sum,
-    .daily_bonus_batch = sq_daily_bonus_batch,
+    .credits_apply_many = sq_credits_apply_many,
+    .users_bonus_page = sq_users_bonus_page,
     .project_create = sq_project_create,
     .project_get = sq_project_get,
     .project_list = sq_project_list,

@@ -1,0 +1,63 @@
+#!/bin/sh
+# bench/bonus.sh BUILD_DIR [USERS] - how long `koumpa daily-bonus` takes.
+#
+# Makes a database with `koumpa migrate`, fills it with USERS users (default
+# 100,000) straight through the sqlite3 shell (sign-up would spend its time in
+# Argon2): plans free/pro/business in turn, daily balances 0..9, one user in
+# ten signed up while e-mail verification was on (half of those verified),
+# each balance with the ledger row that explains it.
+# Then times three runs of the real command:
+#   day 1        every eligible user granted, into an empty ledger
+#   day 2        the same, with day 1's rows in the ledger
+#   day 2 again  nothing granted (every key already used)
+# and checks that each user's ledger sums to their balance.
+# Needs the sqlite3 shell, /usr/bin/time and bc.
+set -eu
+BUILD_DIR=${1:-build}
+USERS=${2:-100000}
+cd "$(dirname "$0")/.."
+BIN="$BUILD_DIR/koumpa"
+
+for tool in sqlite3 bc /usr/bin/time; do
+    command -v "$tool" >/dev/null 2>&1 || { echo "bench: $tool is required" >&2; exit 2; }
+done
+[ -x "$BIN" ] || { echo "bench: $BIN not found; build it first (make $BIN)" >&2; exit 2; }
+
+WORK=$(mktemp -d /tmp/koumpa-bonus-XXXXXX)
+trap 'rm -rf "$WORK"' EXIT INT TERM
+export KOUMPA_DATA_DIR="$WORK/data" KOUMPA_LOG_LEVEL=warn
+DB="$WORK/data/koumpa.db"
+
+"$BIN" migrate >/dev/null
+sqlite3 "$DB" >/dev/null <<EOF
+PRAGMA journal_mode = WAL;
+BEGIN;
+CREATE TEMP TABLE seed AS
+  WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $USERS)
+  SELECT i, 'usr_' || printf('%012x', 1760000000000 + i) || lower(hex(randomblob(8))) AS id FROM n;
+INSERT INTO users (id, email, password_hash, plan_id, created_at, email_verified, verification_required)
+  SELECT id, 'u' || i || '@example.com', '', CASE i % 3 WHEN 0 THEN 'free' WHEN 1 THEN 'pro' ELSE 'business' END,
+         1760000000, i % 20 = 0, i % 10 = 0 FROM seed;
+INSERT INTO balances (user_id, daily, monthly, version) SELECT id, i % 10, 0, 1 FROM seed;
+INSERT INTO ledger (user_id, delta_daily, delta_monthly, balance_daily, balance_monthly, reason, idem_key, created_at)
+  SELECT id, i % 10, 0, i % 10, 0, 'admin_grant', 'seed:' || id, 1760000000 FROM seed;
+COMMIT;
+EOF
+
+# run LABEL DATE: prints the label, the wall and CPU (user + system) time and the command's own line
+run() {
+    out=$(/usr/bin/time -f 'time %e %U %S' "$BIN" daily-bonus --date "$2" 2>"$WORK/time")
+    set -- "$1" $(sed -n 's/^time //p' "$WORK/time")
+    printf '%-12s %6.2f s wall %6.2f s CPU   %s\n' "$1" "$2" "$(echo "$3 + $4" | bc)" "$out"
+}
+
+echo "koumpa daily-bonus over $USERS users, $(nproc) cores"
+run "day 1" 2031-01-01
+run "day 2" 2031-01-02
+run "day 2 again" 2031-01-02
+
+BAD=$(sqlite3 "$DB" "SELECT COUNT(*) FROM balances b LEFT JOIN (SELECT user_id, SUM(delta_daily) d, SUM(delta_monthly) m
+                       FROM ledger GROUP BY user_id) l ON l.user_id = b.user_id
+                     WHERE b.daily <> COALESCE(l.d, 0) OR b.monthly <> COALESCE(l.m, 0)")
+ROWS=$(sqlite3 "$DB" "SELECT COUNT(*) FROM ledger WHERE reason = 'daily_bonus'")
+echo "daily_bonus ledger rows: $ROWS; users whose balance differs from their ledger's sum: $BAD"

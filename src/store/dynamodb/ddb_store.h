@@ -1,0 +1,27 @@
+/*
+ * ddb_store.h - the DynamoDB store backend (KOUMPA_DB=dynamodb): store.h's
+ * kp_store_ops over one DynamoDB table (ddb_tables.h), through the JSON
+ * client (ddb_client.h). docs/ARCHITECTURE.md "DynamoDB data model" gives
+ * the items, keys and the request cost of every operation.
+ *
+ * Implemented so far: ping; plan_get/list/put; user_create,
+ * user_create_credited, user_get, user_get_by_email, user_get_by_sub,
+ * user_set_admin, user_set_plan, user_set_email_verified; balance_get,
+ * account_get, credits_apply, reservation_get, ledger_list, ledger_sum.
+ * Every other op is NULL: kp_store_missing_op() names the first, and serve
+ * refuses such a store.
+ */
+#ifndef KP_DDB_STORE_H
+#define KP_DDB_STORE_H
+
+#include "store/store.h"
+
+/* Opens a handle on table {prefix}koumpa (AWS settings from the environment, src/aws). Does not call AWS
+ * (ping does). Free with store->ops->close(). */
+kp_status kp_ddb_store_open(const char *prefix, kp_store **out, kp_err *err);
+/* `koumpa migrate` on DynamoDB: creates the table if missing, waits for ACTIVE, seeds the plans. */
+kp_status kp_ddb_store_migrate(const char *prefix, int *created, kp_err *err);
+/* AWS operations this handle sent (tests of the request budget). */
+unsigned long kp_ddb_store_requests(kp_store *s);
+
+#endif

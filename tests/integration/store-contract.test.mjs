@@ -1,0 +1,150 @@
+// store-contract.test.mjs - the store contract suite (tests/store/store_contract.c) on every backend:
+// SQLite in a temporary directory, and DynamoDB on moto behind the SigV4-verifying front
+// (aws-front.mjs). moto serves one request at a time (moto_single.py) so that the races
+// (200 spends against 10 credits, 20 sign-ups with one e-mail) test the backend's conditions, not
+// moto's own races. Also: `koumpa migrate` with KOUMPA_DB=dynamodb creates the table, and `koumpa
+// serve` refuses the DynamoDB backend while it is incomplete, naming what is missing.
+// Without moto (python3 -c 'import moto') the DynamoDB part is skipped, saying so.
+import { test, before, after, describe } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { BUILD } from './harness.mjs';
+import { startMoto, startFront } from './aws-front.mjs';
+
+const CONTRACT = path.join(BUILD, 'tests', 'store_contract');
+const KOUMPA = path.join(BUILD, 'koumpa');
+const KEY = { accessKeyId: 'AKIDSTORETEST', secretAccessKey: 'store/test+secret' };
+const WRAPPER = (process.env.KOUMPA_TEST_WRAPPER || '').split(/\s+/).filter(Boolean);
+const CHECKS = ['migrate', 'plans', 'users', 'credits', 'race'];
+
+function baseEnv(extra) {
+  const env = {};
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('AWS_') && !k.startsWith('KOUMPA_')) env[k] = v;
+  return { ...env, ...extra };
+}
+
+// Runs a command; resolves to {code, stdout, stderr}.
+function run(argv, env) {
+  return new Promise((resolve, reject) => {
+    const p = spawn(argv[0], argv.slice(1), { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    const timer = setTimeout(() => p.kill('SIGKILL'), WRAPPER.length ? 600_000 : 240_000);
+    p.stdout.on('data', (d) => { out += d; });
+    p.stderr.on('data', (d) => { err += d; });
+    p.on('error', reject);
+    p.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout: out, stderr: err });
+    });
+  });
+}
+
+// One check of the suite; the race runs without the valgrind wrapper (200 threads under it take minutes).
+async function contract(backend, where, check, env) {
+  const wrapper = check === 'race' ? [] : WRAPPER;
+  const r = await run([...wrapper, CONTRACT, backend, where, check], env);
+  const line = r.stdout.split('\n').find((l) => l.startsWith('{'));
+  assert.ok(line, `no result from ${check}: ${r.stderr.slice(-2000)}`);
+  const result = JSON.parse(line);
+  assert.deepEqual(result.failures, [], `${backend} ${check}`);
+  assert.equal(r.code, 0, r.stderr.slice(-2000));
+  return result;
+}
+
+describe('store contract on SQLite', () => {
+  let dir;
+  before(() => { dir = mkdtempSync(path.join(tmpdir(), 'koumpa-contract-')); });
+  after(() => rmSync(dir, { recursive: true, force: true }));
+  for (const check of CHECKS) {
+    test(check, async () => {
+      const r = await contract('sqlite', path.join(dir, 'koumpa.db'), check, baseEnv({}));
+      if (check === 'race') assert.deepEqual([r.figures.spends_ok, r.figures.creates_ok], [10, 1]);
+    });
+  }
+});
+
+test('the DynamoDB table definition: PK/SK, GSI1 (projects by user), GSI2 (generating versions by lease)', async () => {
+  const r = await contract('dynamodb', 'def_', 'tables', baseEnv({}));
+  const d = r.definition;
+  assert.equal(d.TableName, 'def_koumpa');
+  assert.equal(d.BillingMode, 'PAY_PER_REQUEST');
+  assert.deepEqual(d.KeySchema.map((k) => [k.AttributeName, k.KeyType]), [['PK', 'HASH'], ['SK', 'RANGE']]);
+  assert.deepEqual(d.GlobalSecondaryIndexes.map((g) => [g.IndexName, g.KeySchema.map((k) => k.AttributeName)]),
+    [['GSI1', ['GSI1PK', 'GSI1SK']], ['GSI2', ['GSI2PK', 'GSI2SK']]]);
+  const defined = d.AttributeDefinitions.map((a) => a.AttributeName).sort();
+  assert.deepEqual(defined, ['GSI1PK', 'GSI1SK', 'GSI2PK', 'GSI2SK', 'PK', 'SK']);
+});
+
+describe('store contract on DynamoDB (moto, one request at a time, behind the verifying front)', () => {
+  let moto;
+  let front;
+  let env;
+  let skipReason;
+  const prefix = `contract${process.pid}_`;
+
+  before(async () => {
+    moto = await startMoto({ singleThreaded: true });
+    if (!moto) {
+      skipReason = 'moto not found (scripts/install-deps.sh --test installs it): skipped';
+      console.log(`# ${skipReason}`);
+      return;
+    }
+    front = await startFront({ target: moto.url, credentials: [KEY] });
+    env = baseEnv({ AWS_REGION: 'us-east-1', AWS_EC2_METADATA_DISABLED: 'true', AWS_ENDPOINT_URL_DYNAMODB: front.url,
+      AWS_ACCESS_KEY_ID: KEY.accessKeyId, AWS_SECRET_ACCESS_KEY: KEY.secretAccessKey, KOUMPA_LOG_LEVEL: 'error' });
+  });
+  after(async () => {
+    await front?.stop();
+    await moto?.stop();
+  });
+
+  test('before migrate: a clear "run koumpa migrate"', async (t) => {
+    if (skipReason) return t.skip(skipReason);
+    const r = await run([CONTRACT, 'dynamodb', 'nomigrate_', 'plans'], env);
+    assert.match(r.stdout, /table nomigrate_koumpa not found \(request id [^)]+\): run koumpa migrate/);
+  });
+
+  for (const check of CHECKS) {
+    test(check, async (t) => {
+      if (skipReason) return t.skip(skipReason);
+      const r = await contract('dynamodb', prefix, check, env);
+      // the request budget (docs/ARCHITECTURE.md): GET /v1/me's account read 2 GetItems; a spend one
+      // consistent BatchGetItem (balance, idempotency key, reservation) and one TransactWriteItems
+      if (check === 'credits') {
+        assert.equal(r.figures.account_get_requests, 2);
+        assert.equal(r.figures.spend_requests, 2);
+      }
+      if (check === 'users') assert.equal(r.figures.by_email_requests, 2);
+      if (check === 'race') assert.deepEqual([r.figures.spends_ok, r.figures.creates_ok], [10, 1]);
+      assert.equal(front.stats.rejected, 0, JSON.stringify(front.stats.rejections));
+    });
+  }
+
+  test('koumpa migrate creates the table once; serve refuses the incomplete backend, naming what is missing',
+    async (t) => {
+      if (skipReason) return t.skip(skipReason);
+      const data = mkdtempSync(path.join(tmpdir(), 'koumpa-ddb-'));
+      try {
+        const e = { ...env, KOUMPA_DB: 'dynamodb', KOUMPA_DYNAMODB_TABLE_PREFIX: `cli${process.pid}_`, KOUMPA_DATA_DIR: data };
+        let r = await run([...WRAPPER, KOUMPA, 'migrate'], e);
+        assert.equal(r.code, 0, r.stderr);
+        assert.match(r.stdout, new RegExp(`migrated DynamoDB table cli${process.pid}_koumpa: created, plans seeded`));
+        r = await run([...WRAPPER, KOUMPA, 'migrate'], e);
+        assert.equal(r.code, 0, r.stderr);
+        assert.match(r.stdout, /: present, plans seeded/);
+        r = await run([...WRAPPER, KOUMPA, 'serve', '--addr', '127.0.0.1:0', '--apps-addr', '127.0.0.1:0'], e);
+        assert.notEqual(r.code, 0);
+        assert.match(r.stderr + r.stdout, /KOUMPA_DB=dynamodb: the DynamoDB store is not complete yet \(no \w+ operation\)/);
+        r = await run([...WRAPPER, KOUMPA, 'migrate'], { ...e, KOUMPA_DB: 'mysql' });
+        assert.notEqual(r.code, 0);
+        assert.match(r.stderr, /invalid KOUMPA_DB=mysql: sqlite or dynamodb/);
+        assert.equal(front.stats.rejected, 0, JSON.stringify(front.stats.rejections));
+      } finally {
+        rmSync(data, { recursive: true, force: true });
+      }
+    });
+});

@@ -1,0 +1,416 @@
+/*
+ * store_contract.c - the store contract suite (store.h), run on every
+ * backend: the same checks against SQLite and against DynamoDB (moto behind
+ * the verifying front, driven by tests/integration/store-contract.test.mjs).
+ *
+ *   store_contract sqlite PATH   CHECK
+ *   store_contract dynamodb PREFIX CHECK
+ *
+ * CHECK is one of:
+ *   migrate   create the schema / table and seed the plans (twice: idempotent)
+ *   plans     seeded plans ordered by price, plan_put created/replaced, plan_get
+ *   users     create, get by id/email/sub, unique email and sub, set admin/plan/verified
+ *   credits   user_create_credited, account_get, credits_apply (idempotency, CAS, never negative,
+ *             reservation transitions), ledger_list paging, ledger_sum == balance
+ *   race      200 threads spend 1 credit each from 10 at once: exactly 10 succeed; 20 threads
+ *             create users with one e-mail: exactly 1 succeeds
+ *   missing   prints the first store op the backend lacks ("" when complete)
+ *   tables    (dynamodb) prints the table's one definition, as "definition" (for the Terraform's check)
+ * Prints one JSON line {"check", "ok", "failures": [...], plus figures}; exit 0 when ok. DynamoDB
+ * figures include the AWS requests each checked operation sent (the request budget).
+ */
+#include <jansson.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "store/dynamodb/ddb_store.h"
+#include "store/dynamodb/ddb_tables.h"
+#include "store/sqlite/sqlite_store.h"
+
+static const char *g_backend;
+static const char *g_where;
+static json_t *g_failures;
+static json_t *g_figures;
+static unsigned g_run; /* makes ids unique per run (a DynamoDB table outlives a run) */
+
+static void fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void fail(const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    json_array_append_new(g_failures, json_string(msg));
+}
+
+#define EXPECT(cond, ...)                                                                                              \
+    do {                                                                                                               \
+        if (!(cond))                                                                                                   \
+            fail(__VA_ARGS__);                                                                                         \
+    } while (0)
+
+static int is_ddb(void)
+{
+    return strcmp(g_backend, "dynamodb") == 0;
+}
+
+static kp_store *open_store(void)
+{
+    kp_store *s = NULL;
+    kp_err err = {0};
+    kp_status rc = is_ddb() ? kp_ddb_store_open(g_where, &s, &err) : kp_sqlite_open(g_where, &s, &err);
+    if (rc != KP_OK) {
+        fail("open: %s", err.msg);
+        return NULL;
+    }
+    return s;
+}
+
+static unsigned long requests(kp_store *s)
+{
+    return is_ddb() ? kp_ddb_store_requests(s) : 0;
+}
+
+static void figure(const char *name, json_int_t v)
+{
+    json_object_set_new(g_figures, name, json_integer(v));
+}
+
+static void make_id(char *out, size_t cap, const char *prefix, int i)
+{
+    snprintf(out, cap, "%s_%08x%04x%04d", prefix, g_run, (unsigned)(i & 0xffff), i % 10000);
+}
+
+static void make_user(kp_user *u, int i, const char *tag)
+{
+    memset(u, 0, sizeof *u);
+    make_id(u->id, sizeof u->id, "usr", i);
+    snprintf(u->email, sizeof u->email, "%s-%08x-%d@example.com", tag, g_run, i);
+    snprintf(u->password_hash, sizeof u->password_hash, "$argon2id$fake");
+    snprintf(u->plan_id, sizeof u->plan_id, "free");
+    u->created_at = (int64_t)time(NULL);
+}
+
+static void check_migrate(void)
+{
+    kp_err err = {0};
+    for (int i = 0; i < 2; i++) {
+        int n = 0;
+        kp_status rc = is_ddb() ? kp_ddb_store_migrate(g_where, &n, &err) : kp_sqlite_migrate(g_where, &n, &err);
+        EXPECT(rc == KP_OK, "migrate #%d: %s", i + 1, err.msg);
+        if (i == 1)
+            EXPECT(n == 0, "second migrate did something (%d)", n);
+    }
+}
+
+static void check_plans(kp_store *s)
+{
+    kp_err err = {0};
+    kp_plan *plans = NULL, p = {0};
+    size_t n = 0;
+    int created = -1;
+    kp_status rc = s->ops->plan_list(s, 1, &plans, &n, &err);
+    EXPECT(rc == KP_OK && n >= 3, "plan_list: %s (%zu)", err.msg, n);
+    for (size_t i = 1; rc == KP_OK && i < n; i++)
+        EXPECT(plans[i - 1].price_cents <= plans[i].price_cents, "plans not ordered by price");
+    EXPECT(rc == KP_OK && n >= 1 && strcmp(plans[0].id, "free") == 0 && plans[0].daily_bonus == 5,
+           "first plan is not the seeded free plan");
+    free(plans);
+
+    kp_plan np = {.price_cents = 999999,
+                  .currency = "EUR",
+                  .monthly_credits = 7,
+                  .daily_bonus = 2,
+                  .max_concurrent_generations = 4,
+                  .active = 0,
+                  .updated_at = 1};
+    snprintf(np.id, sizeof np.id, "c%08x", g_run);
+    snprintf(np.name, sizeof np.name, "Contract");
+    EXPECT(s->ops->plan_put(s, &np, &created, &err) == KP_OK && created == 1, "plan_put new: %s", err.msg);
+    np.monthly_credits = 8;
+    EXPECT(s->ops->plan_put(s, &np, &created, &err) == KP_OK && created == 0, "plan_put replace: %s", err.msg);
+    EXPECT(s->ops->plan_get(s, np.id, &p, &err) == KP_OK && p.monthly_credits == 8 && !p.active &&
+               p.max_concurrent_generations == 4 && strcmp(p.name, "Contract") == 0,
+           "plan_get after put: %s", err.msg);
+    EXPECT(s->ops->plan_list(s, 1, &plans, &n, &err) == KP_OK, "plan_list: %s", err.msg);
+    for (size_t i = 0; i < n; i++)
+        EXPECT(strcmp(plans[i].id, np.id) != 0, "inactive plan listed with active_only");
+    free(plans);
+    EXPECT(s->ops->plan_get(s, "no-such-plan", &p, &err) == KP_ENOTFOUND, "unknown plan not KP_ENOTFOUND");
+}
+
+static void check_users(kp_store *s)
+{
+    kp_err err = {0};
+    kp_user u, x, got = {0};
+    make_user(&u, 1, "users");
+    snprintf(u.external_sub, sizeof u.external_sub, "https://idp.example|%08x", g_run);
+    EXPECT(s->ops->user_create(s, &u, &err) == KP_OK, "user_create: %s", err.msg);
+    EXPECT(s->ops->user_get(s, u.id, &got, &err) == KP_OK && strcmp(got.email, u.email) == 0 &&
+               strcmp(got.plan_id, "free") == 0 && !got.is_admin,
+           "user_get: %s", err.msg);
+    unsigned long before = requests(s);
+    EXPECT(s->ops->user_get_by_email(s, u.email, &got, &err) == KP_OK && strcmp(got.id, u.id) == 0,
+           "user_get_by_email: %s", err.msg);
+    figure("by_email_requests", (json_int_t)(requests(s) - before));
+    EXPECT(s->ops->user_get_by_sub(s, u.external_sub, &got, &err) == KP_OK && strcmp(got.id, u.id) == 0,
+           "user_get_by_sub: %s", err.msg);
+    EXPECT(s->ops->user_get_by_email(s, "nobody@example.com", &got, &err) == KP_ENOTFOUND, "unknown email found");
+
+    make_user(&x, 2, "users");
+    snprintf(x.email, sizeof x.email, "%s", u.email);
+    EXPECT(s->ops->user_create(s, &x, &err) == KP_ECONFLICT, "duplicate email not KP_ECONFLICT");
+    EXPECT(s->ops->user_get(s, x.id, &got, &err) == KP_ENOTFOUND, "refused user was written");
+    make_user(&x, 3, "users");
+    snprintf(x.external_sub, sizeof x.external_sub, "%s", u.external_sub);
+    EXPECT(s->ops->user_create(s, &x, &err) == KP_ECONFLICT, "duplicate external_sub not KP_ECONFLICT");
+    EXPECT(s->ops->user_get_by_email(s, x.email, &got, &err) == KP_ENOTFOUND, "refused user's email claimed");
+
+    EXPECT(s->ops->user_set_admin(s, u.id, 1, &err) == KP_OK, "user_set_admin: %s", err.msg);
+    EXPECT(s->ops->user_set_plan(s, u.id, "pro", &err) == KP_OK, "user_set_plan: %s", err.msg);
+    EXPECT(s->ops->user_set_plan(s, u.id, "no-such-plan", &err) == KP_ENOTFOUND, "unknown plan set");
+    EXPECT(s->ops->user_set_plan(s, "usr_nobody", "pro", &err) == KP_ENOTFOUND, "unknown user's plan set");
+    EXPECT(s->ops->user_set_email_verified(s, u.id, &err) == KP_OK, "user_set_email_verified: %s", err.msg);
+    EXPECT(s->ops->user_set_admin(s, "usr_nobody", 1, &err) == KP_ENOTFOUND, "unknown user made admin");
+    EXPECT(s->ops->user_get(s, u.id, &got, &err) == KP_OK && got.is_admin && got.email_verified &&
+               strcmp(got.plan_id, "pro") == 0,
+           "user after set_*: %s", err.msg);
+}
+
+static kp_credit_change change(const char *uid, int64_t dd, int64_t dm, const char *idem)
+{
+    kp_credit_change c = {.user_id = uid,
+                          .delta_daily = dd,
+                          .delta_monthly = dm,
+                          .reason = "contract",
+                          .idem_key = idem,
+                          .expected_version = -1};
+    return c;
+}
+
+static void check_credits(kp_store *s)
+{
+    kp_err err = {0};
+    kp_user u;
+    kp_account a = {0};
+    kp_balance b = {0};
+    char idem[3][KP_IDEM_MAX], res[KP_ID_MAX];
+    make_user(&u, 10, "credits");
+    for (int i = 0; i < 3; i++)
+        snprintf(idem[i], sizeof idem[i], "contract:%08x:%d", g_run, i);
+    make_id(res, sizeof res, "res", 10);
+
+    kp_credit_change first = change(u.id, 5, 3, idem[0]);
+    first.reason = "signup";
+    EXPECT(s->ops->user_create_credited(s, &u, &first, &err) == KP_OK, "user_create_credited: %s", err.msg);
+    unsigned long before = requests(s);
+    EXPECT(s->ops->account_get(s, u.id, &a, &err) == KP_OK && a.balance.daily == 5 && a.balance.monthly == 3 &&
+               strcmp(a.plan.id, "free") == 0 && strcmp(a.user.email, u.email) == 0,
+           "account_get: %s", err.msg);
+    figure("account_get_requests", (json_int_t)(requests(s) - before));
+
+    /* the same key again: nothing changes */
+    kp_credit_change again = change(u.id, 5, 3, idem[0]);
+    EXPECT(s->ops->credits_apply(s, &again, &b, &err) == KP_EDUPLICATE && b.daily == 5,
+           "reused idempotency key not KP_EDUPLICATE (%s)", err.msg);
+    /* stale CAS, overdraft */
+    kp_credit_change stale = change(u.id, -1, 0, idem[1]);
+    stale.expected_version = a.balance.version + 7;
+    EXPECT(s->ops->credits_apply(s, &stale, &b, &err) == KP_ECONFLICT, "stale expected_version not KP_ECONFLICT");
+    kp_credit_change over = change(u.id, -6, 0, idem[1]);
+    EXPECT(s->ops->credits_apply(s, &over, &b, &err) == KP_ECREDITS, "overdraft not KP_ECREDITS");
+    /* a reservation: none -> reserved (a spend, one transaction), reserved -> committed */
+    kp_credit_change spend = change(u.id, -2, -1, idem[1]);
+    spend.expected_version = a.balance.version;
+    spend.res_id = res;
+    spend.res_from = KP_RES_NONE;
+    spend.res_to = KP_RES_RESERVED;
+    spend.res_daily = 2;
+    spend.res_monthly = 1;
+    before = requests(s);
+    EXPECT(s->ops->credits_apply(s, &spend, &b, &err) == KP_OK && b.daily == 3 && b.monthly == 2, "reserve: %s",
+           err.msg);
+    figure("spend_requests", (json_int_t)(requests(s) - before));
+    kp_reservation r = {0};
+    EXPECT(s->ops->reservation_get(s, res, &r, &err) == KP_OK && r.state == KP_RES_RESERVED && r.daily == 2 &&
+               r.monthly == 1 && strcmp(r.user_id, u.id) == 0,
+           "reservation_get: %s", err.msg);
+    kp_credit_change twice = change(u.id, -2, -1, "contract-other");
+    twice.res_id = res;
+    twice.res_from = KP_RES_NONE;
+    twice.res_to = KP_RES_RESERVED;
+    EXPECT(s->ops->credits_apply(s, &twice, &b, &err) == KP_ECONFLICT, "reservation created twice");
+    kp_credit_change commit = change(u.id, 0, 0, idem[2]);
+    commit.res_id = res;
+    commit.res_from = KP_RES_RESERVED;
+    commit.res_to = KP_RES_COMMITTED;
+    commit.record_zero = 1;
+    EXPECT(s->ops->credits_apply(s, &commit, &b, &err) == KP_OK, "commit: %s", err.msg);
+    EXPECT(s->ops->reservation_get(s, res, &r, &err) == KP_OK && r.state == KP_RES_COMMITTED, "not committed");
+
+    kp_ledger_entry *e = NULL;
+    size_t n = 0;
+    EXPECT(s->ops->ledger_list(s, u.id, 0, 10, &e, &n, &err) == KP_OK && n == 3, "ledger_list: %s (%zu)", err.msg, n);
+    if (n == 3) {
+        EXPECT(e[0].seq > e[1].seq && e[1].seq > e[2].seq, "ledger not newest first");
+        EXPECT(strcmp(e[1].idem_key, idem[1]) == 0 && e[1].delta_daily == -2 && e[1].balance_daily == 3 &&
+                   strcmp(e[1].reservation_id, res) == 0,
+               "ledger entry fields");
+        int64_t second = e[1].seq;
+        free(e);
+        e = NULL;
+        EXPECT(s->ops->ledger_list(s, u.id, second, 10, &e, &n, &err) == KP_OK && n == 1 &&
+                   strcmp(e[0].idem_key, idem[0]) == 0,
+               "ledger_list before_seq: %s", err.msg);
+    }
+    free(e);
+    kp_balance sum = {0};
+    EXPECT(s->ops->ledger_sum(s, u.id, &sum, &err) == KP_OK && sum.daily == 3 && sum.monthly == 2,
+           "ledger_sum: %s (%lld, %lld)", err.msg, (long long)sum.daily, (long long)sum.monthly);
+    EXPECT(s->ops->balance_get(s, u.id, &b, &err) == KP_OK && b.daily == 3 && b.monthly == 2, "balance_get: %s",
+           err.msg);
+}
+
+/* ---- races: every thread its own handle (store.h) ---- */
+
+typedef struct racer {
+    pthread_t t;
+    int i;
+    const char *user_id;
+    const char *email;
+    kp_status rc;
+    char msg[sizeof(((kp_err *)0)->msg)];
+} racer;
+
+static void *spend_one(void *arg)
+{
+    racer *r = arg;
+    kp_err err = {0};
+    char idem[KP_IDEM_MAX];
+    kp_store *s = open_store();
+    snprintf(idem, sizeof idem, "race:%08x:%d", g_run, r->i);
+    kp_credit_change c = change(r->user_id, -1, 0, idem);
+    r->rc = s ? s->ops->credits_apply(s, &c, NULL, &err) : KP_EIO;
+    snprintf(r->msg, sizeof r->msg, "%s", err.msg);
+    if (s)
+        s->ops->close(s);
+    return NULL;
+}
+
+static void *create_one(void *arg)
+{
+    racer *r = arg;
+    kp_err err = {0};
+    kp_user u;
+    kp_store *s = open_store();
+    make_user(&u, 1000 + r->i, "race");
+    snprintf(u.email, sizeof u.email, "%s", r->email);
+    r->rc = s ? s->ops->user_create(s, &u, &err) : KP_EIO;
+    snprintf(r->msg, sizeof r->msg, "%s", err.msg);
+    if (s)
+        s->ops->close(s);
+    return NULL;
+}
+
+static int run_racers(racer *rs, int n, void *(*fn)(void *), const char *name)
+{
+    int ok = 0;
+    for (int i = 0; i < n; i++)
+        pthread_create(&rs[i].t, NULL, fn, &rs[i]);
+    for (int i = 0; i < n; i++)
+        pthread_join(rs[i].t, NULL);
+    for (int i = 0; i < n; i++) {
+        if (rs[i].rc == KP_OK)
+            ok++;
+        else if (rs[i].rc != KP_ECREDITS && rs[i].rc != KP_ECONFLICT)
+            fail("%s #%d: unexpected %s: %s", name, i, kp_status_name(rs[i].rc), rs[i].msg);
+    }
+    return ok;
+}
+
+#define SPENDERS 200
+#define CREATORS 20
+
+static void check_race(kp_store *s)
+{
+    kp_err err = {0};
+    kp_user u;
+    char idem[KP_IDEM_MAX], email[KP_EMAIL_MAX];
+    kp_balance b = {0};
+    static racer rs[SPENDERS];
+    make_user(&u, 20, "race");
+    snprintf(idem, sizeof idem, "race:%08x:grant", g_run);
+    kp_credit_change grant = change(u.id, 10, 0, idem);
+    EXPECT(s->ops->user_create_credited(s, &u, &grant, &err) == KP_OK, "race user: %s", err.msg);
+    for (int i = 0; i < SPENDERS; i++)
+        rs[i] = (racer){.i = i, .user_id = u.id};
+    int spent = run_racers(rs, SPENDERS, spend_one, "spend");
+    figure("spends_ok", spent);
+    EXPECT(spent == 10, "%d of %d spends against 10 credits succeeded", spent, SPENDERS);
+    EXPECT(s->ops->balance_get(s, u.id, &b, &err) == KP_OK && b.daily == 0, "balance after the race: %lld",
+           (long long)b.daily);
+
+    snprintf(email, sizeof email, "same-%08x@example.com", g_run);
+    for (int i = 0; i < CREATORS; i++)
+        rs[i] = (racer){.i = i, .email = email};
+    int created = run_racers(rs, CREATORS, create_one, "create");
+    figure("creates_ok", created);
+    EXPECT(created == 1, "%d of %d users with one e-mail were created", created, CREATORS);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 4 || (strcmp(argv[1], "sqlite") != 0 && strcmp(argv[1], "dynamodb") != 0)) {
+        fprintf(stderr, "usage: store_contract sqlite|dynamodb PATH|PREFIX CHECK\n");
+        return 2;
+    }
+    g_backend = argv[1];
+    g_where = argv[2];
+    g_failures = json_array();
+    g_figures = json_object();
+    g_run = (unsigned)time(NULL) ^ ((unsigned)getpid() << 16);
+    const char *check = argv[3];
+    char missing[64] = "";
+    json_t *definition = NULL;
+    if (strcmp(check, "migrate") == 0) {
+        check_migrate();
+    } else if (strcmp(check, "tables") == 0) {
+        char table[256];
+        snprintf(table, sizeof table, "%skoumpa", g_where);
+        definition = kp_ddb_table_definition(table);
+        EXPECT(definition != NULL, "no table definition");
+    } else {
+        kp_store *s = open_store();
+        if (s) {
+            if (strcmp(check, "plans") == 0)
+                check_plans(s);
+            else if (strcmp(check, "users") == 0)
+                check_users(s);
+            else if (strcmp(check, "credits") == 0)
+                check_credits(s);
+            else if (strcmp(check, "race") == 0)
+                check_race(s);
+            else if (strcmp(check, "missing") == 0)
+                snprintf(missing, sizeof missing, "%s", kp_store_missing_op(s->ops));
+            else
+                fail("unknown check %s", check);
+            s->ops->close(s);
+        }
+    }
+    int ok = json_array_size(g_failures) == 0;
+    json_t *out = json_pack("{s:s, s:s, s:b, s:o, s:o, s:s}", "check", check, "backend", g_backend, "ok", ok,
+                            "failures", g_failures, "figures", g_figures, "missing", missing);
+    if (definition)
+        json_object_set_new(out, "definition", definition);
+    char *text = json_dumps(out, JSON_COMPACT);
+    puts(text ? text : "{}");
+    free(text);
+    json_decref(out);
+    return ok ? 0 : 1;
+}
