@@ -110,7 +110,7 @@ sanitize:
 	KOUMPA_TEST_SANITIZED=1 $(MAKE) BUILD=build-asan CFLAGS="-O1 -g -fno-omit-frame-pointer" \
 	    SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined" unit integration
 
-valgrind: $(BUILD)/koumpa $(BUILD)/koumpa-hooks $(AWS_PROBE)
+valgrind: $(BUILD)/koumpa $(BUILD)/koumpa-hooks $(AWS_PROBE) $(STORE_CONTRACT)
 	KOUMPA_TEST_WRAPPER="valgrind --quiet --leak-check=full --show-leak-kinds=definite,indirect --errors-for-leak-kinds=definite,indirect --error-exitcode=99 --suppressions=tests/valgrind.supp" \
 	    tests/run-integration.sh $(BUILD)
 
