@@ -8,7 +8,7 @@
  *
  * CHECK is one of:
  *   migrate   create the schema / table and seed the plans (twice: idempotent)
- *   plans     seeded plans ordered by price, plan_put created/replaced, plan_get
+ *   plans     ping, seeded plans ordered by price, plan_put created/replaced, plan_get
  *   users     create, get by id/email/sub, unique email and sub, set admin/plan/verified
  *   credits   user_create_credited, account_get, credits_apply (idempotency, CAS, never negative,
  *             reservation transitions), ledger_list paging, ledger_sum == balance
@@ -115,6 +115,7 @@ static void check_plans(kp_store *s)
     kp_plan *plans = NULL, p = {0};
     size_t n = 0;
     int created = -1;
+    EXPECT(s->ops->ping(s, &err) == KP_OK, "ping: %s", err.msg);
     kp_status rc = s->ops->plan_list(s, 1, &plans, &n, &err);
     EXPECT(rc == KP_OK && n >= 3, "plan_list: %s (%zu)", err.msg, n);
     for (size_t i = 1; rc == KP_OK && i < n; i++)
