@@ -8,8 +8,9 @@
  *
  * CHECK is one of:
  *   migrate   create the schema / table and seed the plans (twice: idempotent)
- *   plans     seeded plans ordered by price, plan_put created/replaced, plan_get
+ *   plans     ping, seeded plans ordered by price, plan_put created/replaced, plan_get
  *   users     create, get by id/email/sub, unique email and sub, set admin/plan/verified
+ *   verify    verification_create drops earlier unused tokens, consume once, not expired, marks verified
  *   credits   user_create_credited, account_get, credits_apply (idempotency, CAS, never negative,
  *             reservation transitions), ledger_list paging, ledger_sum == balance
  *   race      200 threads spend 1 credit each from 10 at once: exactly 10 succeed; 20 threads
@@ -115,6 +116,7 @@ static void check_plans(kp_store *s)
     kp_plan *plans = NULL, p = {0};
     size_t n = 0;
     int created = -1;
+    EXPECT(s->ops->ping(s, &err) == KP_OK, "ping: %s", err.msg);
     kp_status rc = s->ops->plan_list(s, 1, &plans, &n, &err);
     EXPECT(rc == KP_OK && n >= 3, "plan_list: %s (%zu)", err.msg, n);
     for (size_t i = 1; rc == KP_OK && i < n; i++)
@@ -181,6 +183,37 @@ static void check_users(kp_store *s)
     EXPECT(s->ops->user_get(s, u.id, &got, &err) == KP_OK && got.is_admin && got.email_verified &&
                strcmp(got.plan_id, "pro") == 0,
            "user after set_*: %s", err.msg);
+}
+
+static void check_verify(kp_store *s)
+{
+    kp_err err = {0};
+    kp_user u, got = {0};
+    kp_verification v = {0}, out = {0};
+    char h1[64], h2[64], h3[64];
+    make_user(&u, 30, "verify");
+    EXPECT(s->ops->user_create(s, &u, &err) == KP_OK, "user_create: %s", err.msg);
+    snprintf(h1, sizeof h1, "h1-%08x", g_run);
+    snprintf(h2, sizeof h2, "h2-%08x", g_run);
+    snprintf(h3, sizeof h3, "h3-%08x", g_run);
+    snprintf(v.user_id, sizeof v.user_id, "%s", u.id);
+    v.created_at = 1000;
+    v.expires_at = 2000;
+    EXPECT(s->ops->verification_create(s, h1, &v, &err) == KP_OK, "verification_create: %s", err.msg);
+    EXPECT(s->ops->verification_create(s, h2, &v, &err) == KP_OK, "second verification_create: %s", err.msg);
+    /* the second dropped the first, unused */
+    EXPECT(s->ops->verification_consume(s, h1, 1500, &out, &err) == KP_ENOTFOUND, "dropped token still works");
+    EXPECT(s->ops->verification_consume(s, h2, 2000, &out, &err) == KP_ECONFLICT, "expired token consumed");
+    EXPECT(s->ops->user_get(s, u.id, &got, &err) == KP_OK && !got.email_verified, "verified by an expired token");
+    EXPECT(s->ops->verification_consume(s, h2, 1999, &out, &err) == KP_OK && out.used_at == 0 &&
+               out.expires_at == 2000 && strcmp(out.user_id, u.id) == 0,
+           "verification_consume: %s", err.msg);
+    EXPECT(s->ops->user_get(s, u.id, &got, &err) == KP_OK && got.email_verified, "address not verified");
+    EXPECT(s->ops->verification_consume(s, h2, 1999, &out, &err) == KP_ECONFLICT && out.used_at == 1999,
+           "token consumed twice");
+    EXPECT(s->ops->verification_consume(s, "unknown", 1, &out, &err) == KP_ENOTFOUND, "unknown token found");
+    snprintf(v.user_id, sizeof v.user_id, "usr_nobody");
+    EXPECT(s->ops->verification_create(s, h3, &v, &err) == KP_ENOTFOUND, "token for an unknown user stored");
 }
 
 static kp_credit_change change(const char *uid, int64_t dd, int64_t dm, const char *idem)
@@ -392,6 +425,8 @@ int main(int argc, char **argv)
                 check_plans(s);
             else if (strcmp(check, "users") == 0)
                 check_users(s);
+            else if (strcmp(check, "verify") == 0)
+                check_verify(s);
             else if (strcmp(check, "credits") == 0)
                 check_credits(s);
             else if (strcmp(check, "race") == 0)

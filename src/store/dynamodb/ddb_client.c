@@ -37,6 +37,8 @@ kp_status kp_ddb_open(kp_ddb *d, const char *prefix, kp_err *err)
 
 void kp_ddb_close(kp_ddb *d)
 {
+    json_decref(d->cancelled);
+    d->cancelled = NULL;
     if (d->pool)
         kp_aws_fetch_pool_free(d->pool);
     if (d->credentials)
@@ -49,6 +51,7 @@ void kp_ddb_close(kp_ddb *d)
 static void keep_reasons(kp_ddb *d, const kp_aws_response *resp)
 {
     json_t *body = resp->http.body.data ? json_loadb(resp->http.body.data, resp->http.body.len, 0, NULL) : NULL;
+    d->cancelled = body;
     json_t *reasons = json_object_get(body, "CancellationReasons");
     size_t i;
     json_t *r;
@@ -61,7 +64,13 @@ static void keep_reasons(kp_ddb *d, const kp_aws_response *resp)
         snprintf(d->reasons[i], sizeof d->reasons[i], "%s", code ? code : "None");
         d->n_reasons = i + 1;
     }
-    json_decref(body);
+}
+
+json_t *kp_ddb_reason_item(const kp_ddb *d, size_t i)
+{
+    if (!kp_ddb_reason_failed(d, i))
+        return NULL;
+    return json_object_get(json_array_get(json_object_get(d->cancelled, "CancellationReasons"), i), "Item");
 }
 
 int kp_ddb_reason_failed(const kp_ddb *d, size_t i)
@@ -95,6 +104,8 @@ kp_status kp_ddb_call(kp_ddb *d, const char *op, json_t *req, json_t **out, kp_e
     if (out)
         *out = NULL;
     d->n_reasons = 0;
+    json_decref(d->cancelled);
+    d->cancelled = NULL;
     snprintf(target, sizeof target, "DynamoDB_20120810.%s", op);
     if (!text) {
         rc = kp_err_set(err, KP_ENOMEM, "out of memory");

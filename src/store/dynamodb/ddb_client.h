@@ -39,6 +39,7 @@ typedef struct kp_ddb {
     /* the last TransactionCanceledException: one code per item ("None", "ConditionalCheckFailed", ...) */
     size_t n_reasons;
     char reasons[KP_DDB_MAX_REASONS][40];
+    json_t *cancelled; /* that answer's body (its reasons' Items), until the next call */
 } kp_ddb;
 
 /* Fills d (zero it first): region from AWS_REGION/AWS_DEFAULT_REGION (KP_EINVAL when unset), the table
@@ -52,6 +53,9 @@ kp_status kp_ddb_call(kp_ddb *d, const char *op, json_t *req, json_t **out, kp_e
 
 /* Whether item i of the last cancelled transaction failed its condition. */
 int kp_ddb_reason_failed(const kp_ddb *d, size_t i);
+/* The item as it was when item i's condition failed (borrowed; NULL unless that item asked for
+ * "ReturnValuesOnConditionCheckFailure": "ALL_OLD"). */
+json_t *kp_ddb_reason_item(const kp_ddb *d, size_t i);
 
 /* ---- attribute values ---- */
 json_t *kp_ddb_s(const char *s); /* {"S": s} */

@@ -375,6 +375,106 @@ static kp_status ddb_user_set_plan(kp_store *s, const char *id, const char *plan
     return rc;
 }
 
+/* ---- e-mail verification: VERIFY#{hash} / A the token; USER#{uid} / VT#{hash} while unused ---- */
+
+#define KP_DDB_VERIFY "VERIFY#"
+#define TOKEN_HASH_MAX 256
+
+/* A Delete (or, with item, a conditional Put) of the user's pointer to an unused token. */
+static json_t *token_pointer_op(const char *table, const char *user_id, const char *hash, int put)
+{
+    char pk[KP_DDB_KEY_MAX], sk[KP_DDB_KEY_MAX];
+    kp_ddb_key(pk, KP_DDB_USER, user_id);
+    kp_ddb_key(sk, "VT#", hash);
+    if (put)
+        return json_pack("{s:{s:s, s:{s:o, s:o, s:o}}}", "Put", "TableName", table, "Item", "PK", kp_ddb_s(pk), "SK",
+                         kp_ddb_s(sk), "token_hash", kp_ddb_s(hash));
+    return json_pack("{s:{s:s, s:o}}", "Delete", "TableName", table, "Key", kp_ddb_key_item(pk, sk));
+}
+
+/* One Query for the user's unused tokens, then one TransactWriteItems: their deletion, the new token and
+ * its pointer, a ConditionCheck that the user exists. */
+static kp_status ddb_verification_create(kp_store *s, const char *token_hash, const kp_verification *v, kp_err *err)
+{
+    kp_ddb *d = D(s);
+    char upk[KP_DDB_KEY_MAX], tpk[KP_DDB_KEY_MAX];
+    json_t *out = NULL, *items = NULL;
+    if (!v || !nonempty_fits(token_hash, TOKEN_HASH_MAX) || !nonempty_fits(v->user_id, KP_ID_MAX))
+        return kp_err_set(err, KP_EINVAL, "invalid verification record");
+    kp_ddb_key(upk, KP_DDB_USER, v->user_id);
+    kp_ddb_key(tpk, KP_DDB_VERIFY, token_hash);
+    json_t *req = json_pack("{s:s, s:s, s:{s:o, s:o}, s:b, s:i}", "TableName", d->table, "KeyConditionExpression",
+                            "PK = :pk AND begins_with(SK, :vt)", "ExpressionAttributeValues", ":pk", kp_ddb_s(upk),
+                            ":vt", kp_ddb_s("VT#"), "ConsistentRead", 1, "Limit", 40);
+    kp_status rc = req ? kp_ddb_call(d, "Query", req, &out, err) : oom(err);
+    if (rc == KP_OK) {
+        items = json_pack("[{s:{s:s, s:o, s:s}}, {s:{s:s, s:{s:o, s:o, s:o, s:o, s:o, s:o}, s:s}}]", "ConditionCheck",
+                          "TableName", d->table, "Key", kp_ddb_key_item(upk, KP_DDB_SK_MAIN), "ConditionExpression",
+                          "attribute_exists(PK)", "Put", "TableName", d->table, "Item", "PK", kp_ddb_s(tpk), "SK",
+                          kp_ddb_s(KP_DDB_SK_MAIN), "user_id", kp_ddb_s(v->user_id), "created_at",
+                          kp_ddb_n(v->created_at), "expires_at", kp_ddb_n(v->expires_at), "used_at", kp_ddb_n(0),
+                          "ConditionExpression", "attribute_not_exists(PK)");
+        int bad = !items || json_array_append_new(items, token_pointer_op(d->table, v->user_id, token_hash, 1));
+        size_t i;
+        json_t *it;
+        json_array_foreach(json_object_get(out, "Items"), i, it)
+        {
+            char old[TOKEN_HASH_MAX], opk[KP_DDB_KEY_MAX];
+            kp_ddb_get_s(it, "token_hash", old, sizeof old);
+            kp_ddb_key(opk, KP_DDB_VERIFY, old);
+            bad = bad || json_array_append_new(items, token_pointer_op(d->table, v->user_id, old, 0)) ||
+                  json_array_append_new(items, json_pack("{s:{s:s, s:o}}", "Delete", "TableName", d->table, "Key",
+                                                         kp_ddb_key_item(opk, KP_DDB_SK_MAIN)));
+        }
+        rc = bad ? oom(err) : transact(d, items, err);
+        if (rc == KP_ECONFLICT)
+            rc = kp_err_set(err, kp_ddb_reason_failed(d, 0) ? KP_ENOTFOUND : KP_ECONFLICT,
+                            kp_ddb_reason_failed(d, 0) ? "user not found" : "verification token exists");
+    }
+    json_decref(req);
+    json_decref(out);
+    json_decref(items);
+    return rc;
+}
+
+/* 1 GetItem, then 1 TransactWriteItems: the token used (conditional on unused and not expired), the
+ * user's address verified, the pointer removed. */
+static kp_status ddb_verification_consume(kp_store *s, const char *token_hash, int64_t now, kp_verification *out,
+                                          kp_err *err)
+{
+    kp_ddb *d = D(s);
+    kp_verification v = {0};
+    json_t *item = NULL, *items = NULL;
+    char tpk[KP_DDB_KEY_MAX], upk[KP_DDB_KEY_MAX];
+    kp_status rc =
+        get_existing(d, KP_DDB_VERIFY, token_hash, TOKEN_HASH_MAX, KP_DDB_SK_MAIN, "verification token", &item, err);
+    if (rc != KP_OK)
+        return rc == KP_ENOTFOUND ? kp_err_set(err, KP_ENOTFOUND, "unknown verification token") : rc;
+    kp_ddb_get_s(item, "user_id", v.user_id, sizeof v.user_id);
+    v.created_at = kp_ddb_get_n(item, "created_at");
+    v.expires_at = kp_ddb_get_n(item, "expires_at");
+    v.used_at = kp_ddb_get_n(item, "used_at");
+    if (out)
+        *out = v;
+    kp_ddb_key(tpk, KP_DDB_VERIFY, token_hash);
+    kp_ddb_key(upk, KP_DDB_USER, v.user_id);
+    items =
+        json_pack("[{s:{s:s, s:o, s:s, s:s, s:{s:o, s:o}}}, {s:{s:s, s:o, s:s, s:s, s:{s:o}}}, o]", "Update",
+                  "TableName", d->table, "Key", kp_ddb_key_item(tpk, KP_DDB_SK_MAIN), "UpdateExpression",
+                  "SET used_at = :now", "ConditionExpression", "used_at = :zero AND expires_at > :now",
+                  "ExpressionAttributeValues", ":now", kp_ddb_n(now), ":zero", kp_ddb_n(0), "Update", "TableName",
+                  d->table, "Key", kp_ddb_key_item(upk, KP_DDB_SK_MAIN), "UpdateExpression", "SET email_verified = :t",
+                  "ConditionExpression", "attribute_exists(PK)", "ExpressionAttributeValues", ":t", kp_ddb_bool(1),
+                  token_pointer_op(d->table, v.user_id, token_hash, 0));
+    rc = items ? transact(d, items, err) : oom(err);
+    if (rc == KP_ECONFLICT)
+        rc = kp_ddb_reason_failed(d, 0) ? kp_err_set(err, KP_ECONFLICT, "verification token used or expired")
+                                        : kp_err_set(err, KP_ENOTFOUND, "user not found");
+    json_decref(item);
+    json_decref(items);
+    return rc;
+}
+
 /* ---- credits ---- */
 
 static kp_status ddb_balance_get(kp_store *s, const char *user_id, kp_balance *out, kp_err *err)
@@ -456,11 +556,12 @@ static json_t *credit_items(kp_ddb *d, const kp_credit_change *c, const kp_balan
     char upk[KP_DDB_KEY_MAX], ipk[KP_DDB_KEY_MAX];
     kp_ddb_key(upk, KP_DDB_USER, c->user_id);
     kp_ddb_key(ipk, KP_DDB_IDEM, c->idem_key);
-    json_t *items = json_pack("[{s:{s:s, s:o, s:s, s:s, s:{s:o, s:o, s:o, s:o}}}]", "Update", "TableName", d->table,
-                              "Key", kp_ddb_key_item(upk, KP_DDB_SK_MAIN), "UpdateExpression",
+    json_t *items = json_pack("[{s:{s:s, s:o, s:s, s:s, s:s, s:{s:o, s:o, s:o, s:o}}}]", "Update", "TableName",
+                              d->table, "Key", kp_ddb_key_item(upk, KP_DDB_SK_MAIN), "UpdateExpression",
                               "SET bal_daily = :d, bal_monthly = :m, bal_version = :nv", "ConditionExpression",
-                              "bal_version = :v", "ExpressionAttributeValues", ":d", kp_ddb_n(nb->daily), ":m",
-                              kp_ddb_n(nb->monthly), ":nv", kp_ddb_n(nb->version), ":v", kp_ddb_n(b->version));
+                              "bal_version = :v", "ReturnValuesOnConditionCheckFailure", "ALL_OLD",
+                              "ExpressionAttributeValues", ":d", kp_ddb_n(nb->daily), ":m", kp_ddb_n(nb->monthly),
+                              ":nv", kp_ddb_n(nb->version), ":v", kp_ddb_n(b->version));
     int bad = !items;
     json_t *idem =
         json_pack("{s:o, s:o, s:o, s:o, s:o}", "PK", kp_ddb_s(ipk), "SK", kp_ddb_s(KP_DDB_SK_MAIN), "user_id",
@@ -519,80 +620,86 @@ static int credit_change_valid(const kp_credit_change *c)
            fits(c->reason ? c->reason : "", KP_REASON_MAX) && (!c->res_id || nonempty_fits(c->res_id, KP_ID_MAX));
 }
 
-/* One attempt: KP_OK applied; KP_EAGAIN-like (returned as KP_ECONFLICT with *retry = 1) when the balance
- * moved under us and the caller asked for no CAS. */
-static kp_status credit_attempt(kp_ddb *d, const kp_credit_change *c, kp_balance *out, int *retry, kp_err *err)
+/* How credit_attempt ended. */
+enum { CREDIT_DONE = 0, CREDIT_AGAIN, CREDIT_REREAD };
+
+/* One attempt from what st says (read before, or the balance a lost race returned). *next: CREDIT_DONE,
+ * CREDIT_AGAIN (the balance moved and the caller gave no expected_version: st->user now holds the
+ * balance that won, try again) or CREDIT_REREAD (read again first). */
+static kp_status credit_attempt(kp_ddb *d, const kp_credit_change *c, credit_state *st, kp_balance *out, int *next,
+                                kp_err *err)
 {
-    credit_state st = {0};
     kp_balance b = {0}, nb;
     long res_i = -1;
     json_t *items = NULL;
-    *retry = 0;
-    kp_status rc = credit_read(d, c, &st, err);
-    if (rc != KP_OK)
-        goto cleanup;
-    if (!st.user) {
-        rc = kp_err_set(err, KP_ENOTFOUND, "user not found");
-        goto cleanup;
-    }
-    kp_ddb_balance_from(st.user, &b);
+    kp_status rc = KP_OK;
+    *next = CREDIT_DONE;
+    if (!st->user)
+        return kp_err_set(err, KP_ENOTFOUND, "user not found");
+    kp_ddb_balance_from(st->user, &b);
     if (out)
         *out = b;
-    if (st.idem_used) {
-        rc = kp_err_set(err, KP_EDUPLICATE, "idempotency key already used");
-        goto cleanup;
-    }
-    if (c->expected_version >= 0 && c->expected_version != b.version) {
-        rc = kp_err_set(err, KP_ECONFLICT, "balance changed (version %lld, expected %lld)", (long long)b.version,
-                        (long long)c->expected_version);
-        goto cleanup;
-    }
+    if (st->idem_used)
+        return kp_err_set(err, KP_EDUPLICATE, "idempotency key already used");
+    if (c->expected_version >= 0 && c->expected_version != b.version)
+        return kp_err_set(err, KP_ECONFLICT, "balance changed (version %lld, expected %lld)", (long long)b.version,
+                          (long long)c->expected_version);
     nb = (kp_balance){b.daily + c->delta_daily, b.monthly + c->delta_monthly, b.version + 1};
-    if (nb.daily < 0 || nb.monthly < 0) {
-        rc = kp_err_set(err, KP_ECREDITS, "not enough credits");
-        goto cleanup;
-    }
+    if (nb.daily < 0 || nb.monthly < 0)
+        return kp_err_set(err, KP_ECREDITS, "not enough credits");
     if (c->res_id) {
         kp_reservation r = {0};
-        if (st.res)
-            kp_ddb_reservation_from(st.res, &r);
-        if (c->res_from == KP_RES_NONE ? st.res != NULL : (!st.res || r.state != c->res_from)) {
-            rc = kp_err_set(err, KP_ECONFLICT, "reservation %s is not in the expected state", c->res_id);
-            goto cleanup;
-        }
+        if (st->res)
+            kp_ddb_reservation_from(st->res, &r);
+        if (c->res_from == KP_RES_NONE ? st->res != NULL : (!st->res || r.state != c->res_from))
+            return kp_err_set(err, KP_ECONFLICT, "reservation %s is not in the expected state", c->res_id);
     }
     items = credit_items(d, c, &b, &nb, (int64_t)time(NULL), &res_i);
     rc = items ? transact(d, items, err) : oom(err);
     if (rc == KP_OK && out)
         *out = nb;
     if (rc == KP_ECONFLICT) {
+        json_t *won = kp_ddb_reason_item(d, 0);
         if (kp_ddb_reason_failed(d, 1)) {
             rc = kp_err_set(err, KP_EDUPLICATE, "idempotency key already used");
-            *retry = 1; /* re-read for the balance to report */
+            *next = CREDIT_REREAD; /* for the balance to report */
         } else if (res_i >= 0 && kp_ddb_reason_failed(d, (size_t)res_i)) {
             rc = kp_err_set(err, KP_ECONFLICT, "reservation %s is not in the expected state", c->res_id);
         } else {
             rc = kp_err_set(err, KP_ECONFLICT, "balance changed meanwhile");
-            *retry = c->expected_version < 0;
+            if (c->expected_version < 0)
+                *next = won ? CREDIT_AGAIN : CREDIT_REREAD;
+            if (won) {
+                json_decref(st->user);
+                st->user = json_incref(won);
+            }
         }
     }
-cleanup:
     json_decref(items);
-    credit_state_clear(&st);
     return rc;
 }
 
+/* Reads once (1 BatchGetItem), then transacts; a lost race retries from the balance that won, which
+ * the cancelled transaction returns (ALL_OLD), without reading again. Bounded. */
 static kp_status ddb_credits_apply(kp_store *s, const kp_credit_change *c, kp_balance *out, kp_err *err)
 {
     kp_ddb *d = D(s);
-    int retry = 1;
+    credit_state st = {0};
+    int next = CREDIT_REREAD;
     kp_status rc = KP_ECONFLICT;
     if (!credit_change_valid(c))
         return kp_err_set(err, KP_EINVAL, "invalid credit change");
-    for (int i = 0; i < CAS_ATTEMPTS && retry; i++) {
+    for (int i = 0; i < CAS_ATTEMPTS && next != CREDIT_DONE; i++) {
         kp_err_clear(err);
-        rc = credit_attempt(d, c, out, &retry, err);
+        if (next == CREDIT_REREAD) {
+            credit_state_clear(&st);
+            rc = credit_read(d, c, &st, err);
+            if (rc != KP_OK)
+                break;
+        }
+        rc = credit_attempt(d, c, &st, out, &next, err);
     }
+    credit_state_clear(&st);
     return rc;
 }
 
@@ -729,6 +836,8 @@ static const kp_store_ops ddb_ops = {
     .user_set_admin = ddb_user_set_admin,
     .user_set_plan = ddb_user_set_plan,
     .user_set_email_verified = ddb_user_set_email_verified,
+    .verification_create = ddb_verification_create,
+    .verification_consume = ddb_verification_consume,
     .plan_get = ddb_plan_get,
     .plan_list = ddb_plan_list,
     .plan_put = ddb_plan_put,
