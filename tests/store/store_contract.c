@@ -13,6 +13,8 @@
  *   verify    verification_create drops earlier unused tokens, consume once, not expired, marks verified
  *   credits   user_create_credited, account_get, credits_apply (idempotency, CAS, never negative,
  *             reservation transitions), ledger_list paging, ledger_sum == balance
+ *   projects  project_create/get/list (newest first, the cursor), version_create's conflicts,
+ *             version_get/list/set_settled
  *   race      200 threads spend 1 credit each from 10 at once: exactly 10 succeed; 20 threads
  *             create users with one e-mail: exactly 1 succeeds
  *   missing   prints the first store op the backend lacks ("" when complete)
@@ -214,6 +216,72 @@ static void check_verify(kp_store *s)
     EXPECT(s->ops->verification_consume(s, "unknown", 1, &out, &err) == KP_ENOTFOUND, "unknown token found");
     snprintf(v.user_id, sizeof v.user_id, "usr_nobody");
     EXPECT(s->ops->verification_create(s, h3, &v, &err) == KP_ENOTFOUND, "token for an unknown user stored");
+}
+
+/* A project of user uid created at ms, with its first version (prompt "first"). */
+static kp_status new_project(kp_store *s, kp_project *p, const char *uid, int i, int64_t ms, kp_err *err)
+{
+    kp_version v = {0};
+    memset(p, 0, sizeof *p);
+    make_id(p->id, sizeof p->id, "prj", i);
+    snprintf(p->user_id, sizeof p->user_id, "%s", uid);
+    snprintf(p->name, sizeof p->name, "project %d", i);
+    p->created_at = ms;
+    v.prompt = "first";
+    v.lease_until = ms + 60000;
+    snprintf(v.owner, sizeof v.owner, "inst_contract");
+    return s->ops->project_create(s, p, &v, err);
+}
+
+static void check_projects(kp_store *s)
+{
+    kp_err err = {0};
+    kp_user u;
+    kp_project p[3], got = {0}, *list = NULL, *more = NULL;
+    kp_version v = {0}, *vl = NULL;
+    size_t n = 0, m = 0, nv = 0;
+    make_user(&u, 40, "projects");
+    EXPECT(s->ops->user_create(s, &u, &err) == KP_OK, "user_create: %s", err.msg);
+    /* created at 1000, 2000, 2000: newest first, ties broken by id (descending) */
+    for (int i = 0; i < 3; i++)
+        EXPECT(new_project(s, &p[i], u.id, 41 + i, i ? 2000 : 1000, &err) == KP_OK, "project_create %d: %s", i,
+               err.msg);
+    EXPECT(new_project(s, &got, u.id, 41, 5000, &err) == KP_ECONFLICT, "duplicate project id not KP_ECONFLICT");
+    EXPECT(s->ops->project_get(s, p[0].id, &got, &err) == KP_OK && got.latest_version == 1 && got.latest_ready == 0 &&
+               got.created_at == 1000 && strcmp(got.name, "project 41") == 0 && strcmp(got.user_id, u.id) == 0,
+           "project_get: %s", err.msg);
+    EXPECT(s->ops->project_get(s, "prj_nobody", &got, &err) == KP_ENOTFOUND, "unknown project found");
+
+    unsigned long before = requests(s);
+    EXPECT(s->ops->project_list(s, u.id, 0, NULL, 2, &list, &n, &err) == KP_OK, "project_list: %s", err.msg);
+    figure("project_list_requests", (json_int_t)(requests(s) - before));
+    EXPECT(n == 2 && strcmp(list[0].id, p[2].id) == 0 && strcmp(list[1].id, p[1].id) == 0,
+           "project_list page 1: %zu projects, not newest first", n);
+    if (n == 2)
+        EXPECT(s->ops->project_list(s, u.id, list[1].created_at, list[1].id, 2, &more, &m, &err) == KP_OK && m == 1 &&
+                   strcmp(more[0].id, p[0].id) == 0,
+               "project_list after the cursor: %zu projects", m);
+    free(list);
+    free(more);
+
+    EXPECT(s->ops->version_get(s, p[0].id, 1, &v, &err) == KP_OK && v.status == KP_VER_GENERATING && v.n == 1 &&
+               strcmp(v.prompt, "first") == 0 && strcmp(v.owner, "inst_contract") == 0 &&
+               strcmp(v.events_json, "[]") == 0,
+           "version_get: %s", err.msg);
+    kp_version_clear(&v);
+    EXPECT(s->ops->version_get(s, p[0].id, 2, &v, &err) == KP_ENOTFOUND, "version 2 found before it exists");
+
+    kp_version next = {.n = 2, .prompt = "second"};
+    snprintf(next.project_id, sizeof next.project_id, "%s", p[0].id);
+    EXPECT(s->ops->version_create(s, &next, &err) == KP_ECONFLICT, "version_create while one generates");
+    snprintf(next.project_id, sizeof next.project_id, "prj_nobody");
+    EXPECT(s->ops->version_create(s, &next, &err) == KP_ENOTFOUND, "version of an unknown project created");
+
+    EXPECT(s->ops->version_set_settled(s, p[0].id, 1, &err) == KP_OK, "version_set_settled: %s", err.msg);
+    EXPECT(s->ops->version_set_settled(s, p[0].id, 9, &err) == KP_ENOTFOUND, "unknown version settled");
+    EXPECT(s->ops->version_list(s, p[0].id, &vl, &nv, &err) == KP_OK && nv == 1 && vl[0].n == 1 && vl[0].settled,
+           "version_list: %s (%zu)", err.msg, nv);
+    kp_version_free_array(vl, nv);
 }
 
 static kp_credit_change change(const char *uid, int64_t dd, int64_t dm, const char *idem)
@@ -427,6 +495,8 @@ int main(int argc, char **argv)
                 check_users(s);
             else if (strcmp(check, "verify") == 0)
                 check_verify(s);
+            else if (strcmp(check, "projects") == 0)
+                check_projects(s);
             else if (strcmp(check, "credits") == 0)
                 check_credits(s);
             else if (strcmp(check, "race") == 0)

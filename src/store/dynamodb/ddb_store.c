@@ -14,6 +14,7 @@
 
 #include "store/dynamodb/ddb_client.h"
 #include "store/dynamodb/ddb_items.h"
+#include "store/dynamodb/ddb_projects.h"
 #include "store/dynamodb/ddb_tables.h"
 
 #define CAS_ATTEMPTS 64 /* credits_apply without expected_version: re-reads after a lost race */
@@ -847,6 +848,13 @@ static const kp_store_ops ddb_ops = {
     .reservation_get = ddb_reservation_get,
     .ledger_list = ddb_ledger_list,
     .ledger_sum = ddb_ledger_sum,
+    .project_create = kp_ddb_project_create,
+    .project_get = kp_ddb_project_get,
+    .project_list = kp_ddb_project_list,
+    .version_create = kp_ddb_version_create,
+    .version_get = kp_ddb_version_get,
+    .version_list = kp_ddb_version_list,
+    .version_set_settled = kp_ddb_version_set_settled,
     .ping = ddb_ping,
     .close = ddb_close,
 };
@@ -880,4 +888,9 @@ kp_status kp_ddb_store_migrate(const char *prefix, int *created, kp_err *err)
 unsigned long kp_ddb_store_requests(kp_store *s)
 {
     return D(s)->requests;
+}
+
+kp_ddb *kp_ddb_store_client(kp_store *s)
+{
+    return D(s);
 }

@@ -8,7 +8,9 @@
  * user_create_credited, user_get, user_get_by_email, user_get_by_sub,
  * user_set_admin, user_set_plan, user_set_email_verified;
  * verification_create, verification_consume; balance_get,
- * account_get, credits_apply, reservation_get, ledger_list, ledger_sum.
+ * account_get, credits_apply, reservation_get, ledger_list, ledger_sum;
+ * and in ddb_projects.c project_create/get/list, version_create/get/list,
+ * version_set_settled.
  * Every other op is NULL: kp_store_missing_op() names the first, and serve
  * refuses such a store.
  */
@@ -24,5 +26,7 @@ kp_status kp_ddb_store_open(const char *prefix, kp_store **out, kp_err *err);
 kp_status kp_ddb_store_migrate(const char *prefix, int *created, kp_err *err);
 /* AWS operations this handle sent (tests of the request budget). */
 unsigned long kp_ddb_store_requests(kp_store *s);
+/* The handle's client (borrowed), for the ops in other files (ddb_projects.c). */
+struct kp_ddb *kp_ddb_store_client(kp_store *s);
 
 #endif
