@@ -14,7 +14,7 @@
  *   credits   user_create_credited, account_get, credits_apply (idempotency, CAS, never negative,
  *             reservation transitions), ledger_list paging, ledger_sum == balance
  *   projects  project_create/get/list (newest first, the cursor), version_create's conflicts,
- *             version_get/list/set_settled
+ *             version_get/list/set_settled, version_finish once, delete refused while generating
  *   race      200 threads spend 1 credit each from 10 at once: exactly 10 succeed; 20 threads
  *             create users with one e-mail: exactly 1 succeeds
  *   missing   prints the first store op the backend lacks ("" when complete)
@@ -277,11 +277,50 @@ static void check_projects(kp_store *s)
     snprintf(next.project_id, sizeof next.project_id, "prj_nobody");
     EXPECT(s->ops->version_create(s, &next, &err) == KP_ENOTFOUND, "version of an unknown project created");
 
+    /* deleting is refused while version 1 generates */
+    EXPECT(s->ops->project_mark_deleting(s, p[0].id, 1, &err) == KP_ECONFLICT, "marked deleting while generating");
+    EXPECT(s->ops->project_delete(s, p[0].id, &err) == KP_ECONFLICT, "deleted while generating");
+    EXPECT(s->ops->project_delete(s, "prj_nobody", &err) == KP_ENOTFOUND, "unknown project deleted");
+
+    kp_version done = {.n = 1, .status = KP_VER_READY, .message = "built", .files_json = "[]", .output_tokens = 7};
+    snprintf(done.project_id, sizeof done.project_id, "%s", p[0].id);
+    EXPECT(s->ops->version_finish(s, &done, &err) == KP_OK, "version_finish: %s", err.msg);
+    EXPECT(s->ops->version_finish(s, &done, &err) == KP_ECONFLICT, "version finished twice");
+    EXPECT(s->ops->version_get(s, p[0].id, 1, &v, &err) == KP_OK && v.status == KP_VER_READY &&
+               strcmp(v.message, "built") == 0 && v.output_tokens == 7,
+           "finished version: %s", err.msg);
+    kp_version_clear(&v);
+    EXPECT(s->ops->project_get(s, p[0].id, &got, &err) == KP_OK && got.latest_ready == 1, "latest_ready not 1");
+    snprintf(next.project_id, sizeof next.project_id, "%s", p[0].id);
+    next.n = 3;
+    EXPECT(s->ops->version_create(s, &next, &err) == KP_ECONFLICT, "version 3 created after 1");
+    next.n = 2;
+    EXPECT(s->ops->version_create(s, &next, &err) == KP_OK, "version_create 2: %s", err.msg);
+    EXPECT(s->ops->version_create(s, &next, &err) == KP_ECONFLICT, "version 2 created twice");
+    EXPECT(s->ops->project_get(s, p[0].id, &got, &err) == KP_OK && got.latest_version == 2, "latest_version not 2");
+    done.n = 2;
+    done.status = KP_VER_FAILED;
+    snprintf(done.error_code, sizeof done.error_code, "too_long");
+    EXPECT(s->ops->version_finish(s, &done, &err) == KP_OK, "version_finish failed: %s", err.msg);
+    EXPECT(s->ops->project_get(s, p[0].id, &got, &err) == KP_OK && got.latest_ready == 1,
+           "latest_ready moved by a failure");
+
     EXPECT(s->ops->version_set_settled(s, p[0].id, 1, &err) == KP_OK, "version_set_settled: %s", err.msg);
     EXPECT(s->ops->version_set_settled(s, p[0].id, 9, &err) == KP_ENOTFOUND, "unknown version settled");
-    EXPECT(s->ops->version_list(s, p[0].id, &vl, &nv, &err) == KP_OK && nv == 1 && vl[0].n == 1 && vl[0].settled,
+    EXPECT(s->ops->version_list(s, p[0].id, &vl, &nv, &err) == KP_OK && nv == 2 && vl[0].n == 1 && vl[0].settled &&
+               vl[1].n == 2 && vl[1].status == KP_VER_FAILED && strcmp(vl[1].error_code, "too_long") == 0,
            "version_list: %s (%zu)", err.msg, nv);
     kp_version_free_array(vl, nv);
+
+    /* the mark refuses new versions; cleared, then the project goes with its versions */
+    EXPECT(s->ops->project_mark_deleting(s, p[0].id, 1, &err) == KP_OK, "project_mark_deleting: %s", err.msg);
+    next.n = 3;
+    EXPECT(s->ops->version_create(s, &next, &err) == KP_ENOTFOUND, "version of a project being deleted");
+    EXPECT(s->ops->project_mark_deleting(s, p[0].id, 0, &err) == KP_OK, "mark cleared: %s", err.msg);
+    EXPECT(s->ops->project_mark_deleting(s, "prj_nobody", 0, &err) == KP_ENOTFOUND, "unknown project marked");
+    EXPECT(s->ops->project_delete(s, p[0].id, &err) == KP_OK, "project_delete: %s", err.msg);
+    EXPECT(s->ops->project_get(s, p[0].id, &got, &err) == KP_ENOTFOUND, "deleted project found");
+    EXPECT(s->ops->version_get(s, p[0].id, 2, &v, &err) == KP_ENOTFOUND, "deleted project's version found");
 }
 
 static kp_credit_change change(const char *uid, int64_t dd, int64_t dm, const char *idem)

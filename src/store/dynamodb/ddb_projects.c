@@ -362,3 +362,140 @@ kp_status kp_ddb_version_set_settled(kp_store *s, const char *project_id, int64_
         rc = kp_err_set(err, KP_ENOTFOUND, "version not found");
     return rc;
 }
+
+/* v's events, when it has any: the event store is not on DynamoDB yet (events_append is NULL). */
+static int has_events(const kp_version *v)
+{
+    return v->events_json && *v->events_json && strcmp(v->events_json, "[]") != 0;
+}
+
+/* Ends a generating version: its update (status = generating, GSI2's keys removed) and the project's
+ * (gen_n back to 0, latest_ready on READY) in one TransactWriteItems. */
+kp_status kp_ddb_version_finish(kp_store *s, const kp_version *v, kp_err *err)
+{
+    kp_ddb *d = kp_ddb_store_client(s);
+    if (!v || !id_ok(v->project_id) || v->n < 1 || (v->status != KP_VER_READY && v->status != KP_VER_FAILED))
+        return kp_err_set(err, KP_EINVAL, "invalid version record");
+    if (has_events(v))
+        return kp_err_set(err, KP_EINVAL, "events cannot be stored on DynamoDB yet");
+    int64_t now = v->updated_at > 0 ? v->updated_at : kp_time_now_ms();
+    json_t *vals = json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", ":gen",
+                             kp_ddb_n(KP_VER_GENERATING), ":st", kp_ddb_n(v->status), ":ec", kp_ddb_s(v->error_code),
+                             ":em", kp_ddb_s(v->error_message), ":msg", kp_ddb_s(v->message), ":files",
+                             kp_ddb_s(v->files_json ? v->files_json : "[]"), ":model", kp_ddb_s(v->model), ":in",
+                             kp_ddb_n(v->input_tokens), ":out", kp_ddb_n(v->output_tokens), ":dur",
+                             kp_ddb_n(v->duration_ms), ":t", kp_ddb_n(now), ":ref", kp_ddb_bool(v->refunded), ":cr",
+                             kp_ddb_s(v->credit_reason), ":set", kp_ddb_bool(v->settled));
+    const char *settled = v->settled ? ", settled = :set" : "";
+    char update[512];
+    snprintf(update, sizeof update,
+             "SET #st = :st, error_code = :ec, error_message = :em, #msg = :msg, files_json = :files, #model = :model, "
+             "input_tokens = :in, output_tokens = :out, duration_ms = :dur, updated_at = :t, refunded = :ref, "
+             "credit_reason = :cr%s REMOVE GSI2PK, GSI2SK",
+             settled);
+    if (vals && !v->settled)
+        json_object_del(vals, ":set");
+    json_t *pvals = json_pack("{s:o, s:o, s:o}", ":n", kp_ddb_n(v->n), ":zero", kp_ddb_n(0), ":t", kp_ddb_n(now));
+    json_t *items =
+        json_pack("[{s:{s:s, s:o, s:s, s:s, s:{s:s, s:s, s:s}, s:o}}, {s:{s:s, s:o, s:s, s:s, s:o}}]", "Update",
+                  "TableName", d->table, "Key", version_key(v->project_id, v->n), "UpdateExpression", update,
+                  "ConditionExpression", "#st = :gen", "ExpressionAttributeNames", "#st", "status", "#msg", "message",
+                  "#model", "model", "ExpressionAttributeValues", vals, "Update", "TableName", d->table, "Key",
+                  project_key(v->project_id), "UpdateExpression",
+                  v->status == KP_VER_READY ? "SET gen_n = :zero, updated_at = :t, latest_ready = :n"
+                                            : "SET gen_n = :zero, updated_at = :t",
+                  "ConditionExpression", "gen_n = :n", "ExpressionAttributeValues", pvals);
+    kp_status rc = transact(d, items, err);
+    if (rc == KP_ECONFLICT)
+        rc = kp_err_set(err, KP_ECONFLICT, "version %" PRId64 " is not generating", v->n);
+    return rc;
+}
+
+/* Why the project's condition (item 0 of the cancelled transaction) failed: absent or being deleted
+ * (KP_ENOTFOUND), or a version generating (KP_ECONFLICT). */
+static kp_status project_refused(kp_ddb *d, kp_err *err)
+{
+    json_t *old = kp_ddb_reason_item(d, 0);
+    if (!old)
+        return kp_err_set(err, KP_ENOTFOUND, "project not found");
+    if (kp_ddb_get_n(old, "gen_n") != 0)
+        return kp_err_set(err, KP_ECONFLICT, "version %" PRId64 " of this project is generating",
+                          kp_ddb_get_n(old, "gen_n"));
+    return kp_err_set(err, KP_ECONFLICT, "project changed meanwhile");
+}
+
+kp_status kp_ddb_project_mark_deleting(kp_store *s, const char *id, int on, kp_err *err)
+{
+    kp_ddb *d = kp_ddb_store_client(s);
+    if (!id_ok(id))
+        return kp_err_set(err, KP_ENOTFOUND, "project not found");
+    json_t *vals = json_pack("{s:o}", ":on", kp_ddb_bool(on));
+    if (vals && on)
+        json_object_set_new(vals, ":zero", kp_ddb_n(0));
+    json_t *items = json_pack("[{s:{s:s, s:o, s:s, s:s, s:o, s:s}}]", "Update", "TableName", d->table, "Key",
+                              project_key(id), "UpdateExpression", "SET deleting = :on", "ConditionExpression",
+                              on ? "attribute_exists(PK) AND gen_n = :zero" : "attribute_exists(PK)",
+                              "ExpressionAttributeValues", vals, "ReturnValuesOnConditionCheckFailure", "ALL_OLD");
+    kp_status rc = transact(d, items, err);
+    return rc == KP_ECONFLICT ? project_refused(d, err) : rc;
+}
+
+/* {"Delete": {"TableName", "Key": key}} of an item of a Query answer (its PK and SK). */
+static json_t *delete_of(const char *table, const json_t *item)
+{
+    return json_pack("{s:{s:s, s:{s:O, s:O}}}", "Delete", "TableName", table, "Key", "PK", json_object_get(item, "PK"),
+                     "SK", json_object_get(item, "SK"));
+}
+
+/* Deletes the project (condition: exists, none generating) with its versions: one TransactWriteItems
+ * with the project and up to 99 versions, then further ones of 100 versions. */
+kp_status kp_ddb_project_delete(kp_store *s, const char *id, kp_err *err)
+{
+    kp_ddb *d = kp_ddb_store_client(s);
+    char pk[KP_DDB_KEY_MAX];
+    json_t *res = NULL;
+    if (!id_ok(id))
+        return kp_err_set(err, KP_ENOTFOUND, "project not found");
+    kp_ddb_key(pk, PROJ, id);
+    json_t *req = json_pack("{s:s, s:s, s:{s:o, s:o}, s:s, s:b}", "TableName", d->table, "KeyConditionExpression",
+                            "PK = :p AND begins_with(SK, :v)", "ExpressionAttributeValues", ":p", kp_ddb_s(pk), ":v",
+                            kp_ddb_s("V#"), "ProjectionExpression", "PK, SK", "ConsistentRead", 1);
+    json_t *items =
+        json_pack("[{s:{s:s, s:o, s:s, s:{s:o}, s:s}}]", "Delete", "TableName", d->table, "Key", project_key(id),
+                  "ConditionExpression", "attribute_exists(PK) AND gen_n = :zero", "ExpressionAttributeValues", ":zero",
+                  kp_ddb_n(0), "ReturnValuesOnConditionCheckFailure", "ALL_OLD");
+    kp_status rc = req && items ? KP_OK : oom(err);
+    int first = 1;
+    while (rc == KP_OK) {
+        rc = kp_ddb_call(d, "Query", req, &res, err);
+        size_t i;
+        json_t *it;
+        json_array_foreach(json_object_get(res, "Items"), i, it)
+        {
+            if (rc == KP_OK && json_array_size(items) == KP_DDB_MAX_REASONS) {
+                rc = transact(d, items, err);
+                rc = first && rc == KP_ECONFLICT ? project_refused(d, err) : rc;
+                first = 0;
+                items = json_array();
+            }
+            if (rc == KP_OK && json_array_append_new(items, delete_of(d->table, it)) != 0)
+                rc = oom(err);
+        }
+        json_t *next = json_object_get(res, "LastEvaluatedKey");
+        int more = rc == KP_OK && next && json_object_size(next) > 0;
+        if (more)
+            json_object_set(req, "ExclusiveStartKey", next);
+        json_decref(res);
+        res = NULL;
+        if (!more)
+            break;
+    }
+    if (rc == KP_OK && json_array_size(items) > 0) {
+        rc = transact(d, items, err);
+        items = NULL;
+        rc = first && rc == KP_ECONFLICT ? project_refused(d, err) : rc;
+    }
+    json_decref(items);
+    json_decref(req);
+    return rc;
+}

@@ -7,8 +7,10 @@
  * into its ops table; each takes that store (kp_ddb_store_client()).
  *
  * Implemented: project_create, project_get, project_list, version_create,
- * version_get, version_list, version_set_settled. The rest (finish, end,
- * delete, admit, ...) are still NULL.
+ * version_get, version_list, version_finish (without events: the event store
+ * is not on DynamoDB yet), version_set_settled, project_mark_deleting,
+ * project_delete. The rest (version_end, admit, versions_generating_count,
+ * ...) are still NULL.
  */
 #ifndef KP_DDB_PROJECTS_H
 #define KP_DDB_PROJECTS_H
@@ -22,6 +24,9 @@ kp_status kp_ddb_project_list(kp_store *s, const char *user_id, int64_t before_c
 kp_status kp_ddb_version_create(kp_store *s, const kp_version *v, kp_err *err);
 kp_status kp_ddb_version_get(kp_store *s, const char *project_id, int64_t n, kp_version *out, kp_err *err);
 kp_status kp_ddb_version_list(kp_store *s, const char *project_id, kp_version **out, size_t *n, kp_err *err);
+kp_status kp_ddb_version_finish(kp_store *s, const kp_version *v, kp_err *err);
+kp_status kp_ddb_project_mark_deleting(kp_store *s, const char *id, int on, kp_err *err);
+kp_status kp_ddb_project_delete(kp_store *s, const char *id, kp_err *err);
 kp_status kp_ddb_version_set_settled(kp_store *s, const char *project_id, int64_t n, kp_err *err);
 
 #endif

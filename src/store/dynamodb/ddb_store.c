@@ -855,6 +855,9 @@ static const kp_store_ops ddb_ops = {
     .version_get = kp_ddb_version_get,
     .version_list = kp_ddb_version_list,
     .version_set_settled = kp_ddb_version_set_settled,
+    .version_finish = kp_ddb_version_finish,
+    .project_mark_deleting = kp_ddb_project_mark_deleting,
+    .project_delete = kp_ddb_project_delete,
     .ping = ddb_ping,
     .close = ddb_close,
 };

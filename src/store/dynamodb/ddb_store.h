@@ -10,7 +10,7 @@
  * verification_create, verification_consume; balance_get,
  * account_get, credits_apply, reservation_get, ledger_list, ledger_sum;
  * and in ddb_projects.c project_create/get/list, version_create/get/list,
- * version_set_settled.
+ * version_set_settled, version_finish, project_mark_deleting, project_delete.
  * Every other op is NULL: kp_store_missing_op() names the first, and serve
  * refuses such a store.
  */
