@@ -21,8 +21,8 @@ static const char *const stmt_sql[ST_EV_COUNT] = {
                           "SELECT ?1, ?2, e.value ->> '$.id', e.value ->> '$.event', e.value -> '$.data' "
                           "FROM json_each(?3) e WHERE e.type = 'object' AND e.value ->> '$.id' >= 1 "
                           "AND e.value ->> '$.event' IS NOT NULL AND e.value -> '$.data' IS NOT NULL",
-    [ST_EV_LIST] = "SELECT id, type, data FROM version_events WHERE project_id = ?1 AND n = ?2 AND id > ?3 "
-                   "ORDER BY id LIMIT ?4",
+    [ST_EV_LIST] = ("SELECT id, type, data FROM version_events WHERE project_id = ?1 AND n = ?2 AND id > ?3 "
+                    "ORDER BY id LIMIT ?4"),
     [ST_EV_LAST] = "SELECT COALESCE(MAX(id), 0) FROM version_events WHERE project_id = ?1 AND n = ?2",
     [ST_EV_DELETE] = "DELETE FROM version_events WHERE project_id = ?1",
 };
