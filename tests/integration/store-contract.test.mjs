@@ -18,7 +18,7 @@ const CONTRACT = path.join(BUILD, 'tests', 'store_contract');
 const KOUMPA = path.join(BUILD, 'koumpa');
 const KEY = { accessKeyId: 'AKIDSTORETEST', secretAccessKey: 'store/test+secret' };
 const WRAPPER = (process.env.KOUMPA_TEST_WRAPPER || '').split(/\s+/).filter(Boolean);
-const CHECKS = ['migrate', 'plans', 'users', 'verify', 'credits', 'race'];
+const CHECKS = ['migrate', 'plans', 'users', 'verify', 'credits', 'billing', 'race'];
 
 function baseEnv(extra) {
   const env = {};
@@ -119,6 +119,8 @@ describe('store contract on DynamoDB (moto, one request at a time, behind the ve
         assert.equal(r.figures.spend_requests, 2);
       }
       if (check === 'users') assert.equal(r.figures.by_email_requests, 2);
+      // a Stripe event with credits: the credit's BatchGetItem, then one TransactWriteItems for it all
+      if (check === 'billing') assert.equal(r.figures.billing_apply_requests, 2);
       if (check === 'race') assert.deepEqual([r.figures.spends_ok, r.figures.creates_ok], [10, 1]);
       assert.equal(front.stats.rejected, 0, JSON.stringify(front.stats.rejections));
     });

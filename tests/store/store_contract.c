@@ -13,6 +13,9 @@
  *   verify    verification_create drops earlier unused tokens, consume once, not expired, marks verified
  *   credits   user_create_credited, account_get, credits_apply (idempotency, CAS, never negative,
  *             reservation transitions), ledger_list paging, ledger_sum == balance
+ *   billing   billing_apply: customer link + subscription + plan + credit in one write; a duplicate
+ *             event, a stale subscription version (CAS), a customer id of another user, an unknown plan
+ *             change nothing; the same invoice in two events credits once
  *   race      200 threads spend 1 credit each from 10 at once: exactly 10 succeed; 20 threads
  *             create users with one e-mail: exactly 1 succeeds
  *   missing   prints the first store op the backend lacks ("" when complete)
@@ -312,6 +315,96 @@ static void check_credits(kp_store *s)
 
 /* ---- races: every thread its own handle (store.h) ---- */
 
+/* A Stripe event's write: event id evt; NULL parts absent. */
+static kp_billing_write bill(const char *evt, const kp_subscription *sub, const kp_billing_customer *c,
+                             const char *plan_user, const char *plan, const kp_credit_change *credit)
+{
+    kp_billing_write w = {.event_id = evt,
+                          .event_type = "customer.subscription.updated",
+                          .event_created = 1700000000,
+                          .subscription = sub,
+                          .customer = c,
+                          .plan_user_id = plan_user,
+                          .plan_id = plan,
+                          .credit = credit};
+    return w;
+}
+
+static void check_billing(kp_store *s)
+{
+    kp_err err = {0};
+    kp_user u, v, got = {0};
+    kp_billing_customer c = {0}, found = {0};
+    kp_subscription sub = {0}, read = {0};
+    kp_balance b = {0};
+    char evt[4][KP_STRIPE_ID_MAX], idem[KP_IDEM_MAX];
+    int credited = -1;
+    make_user(&u, 40, "billing");
+    make_user(&v, 41, "billing");
+    EXPECT(s->ops->user_create(s, &u, &err) == KP_OK && s->ops->user_create(s, &v, &err) == KP_OK, "users: %s",
+           err.msg);
+    for (int i = 0; i < 4; i++)
+        snprintf(evt[i], sizeof evt[i], "evt_%08x_%d", g_run, i);
+    snprintf(idem, sizeof idem, "invoice:in_%08x", g_run);
+    snprintf(c.user_id, sizeof c.user_id, "%s", u.id);
+    snprintf(c.customer_id, sizeof c.customer_id, "cus_%08x", g_run);
+    snprintf(sub.id, sizeof sub.id, "sub_%08x", g_run);
+    snprintf(c.subscription_id, sizeof c.subscription_id, "%s", sub.id);
+    snprintf(sub.user_id, sizeof sub.user_id, "%s", u.id);
+    snprintf(sub.customer_id, sizeof sub.customer_id, "%s", c.customer_id);
+    snprintf(sub.status, sizeof sub.status, "active");
+    snprintf(sub.plan_id, sizeof sub.plan_id, "pro");
+    sub.current_period_end = 1800000000;
+
+    EXPECT(s->ops->billing_customer_get(s, u.id, &found, &err) == KP_ENOTFOUND, "customer before Checkout");
+    /* one event: customer link, new subscription, plan, the invoice's credits */
+    kp_credit_change credit = change(u.id, 0, 50, idem);
+    credit.reason = "subscription";
+    kp_billing_write w = bill(evt[0], &sub, &c, u.id, "pro", &credit);
+    unsigned long before = requests(s);
+    EXPECT(s->ops->billing_apply(s, &w, &credited, &err) == KP_OK && credited == 1, "billing_apply: %s", err.msg);
+    figure("billing_apply_requests", (json_int_t)(requests(s) - before));
+    EXPECT(s->ops->billing_customer_find(s, c.customer_id, &found, &err) == KP_OK && strcmp(found.user_id, u.id) == 0 &&
+               strcmp(found.subscription_id, sub.id) == 0,
+           "billing_customer_find: %s", err.msg);
+    EXPECT(s->ops->subscription_get(s, sub.id, &read, &err) == KP_OK && read.version == 1 &&
+               strcmp(read.status, "active") == 0 && strcmp(read.plan_id, "pro") == 0 &&
+               read.current_period_end == 1800000000 && strcmp(read.user_id, u.id) == 0,
+           "subscription_get: %s", err.msg);
+    EXPECT(s->ops->user_get(s, u.id, &got, &err) == KP_OK && strcmp(got.plan_id, "pro") == 0, "plan not set");
+    EXPECT(s->ops->balance_get(s, u.id, &b, &err) == KP_OK && b.monthly == 50, "credit not applied");
+
+    /* the same event again: KP_EDUPLICATE, nothing changes */
+    EXPECT(s->ops->billing_apply(s, &w, &credited, &err) == KP_EDUPLICATE, "duplicate event not KP_EDUPLICATE");
+    /* a stale subscription version (0: must not exist; it does): KP_ECONFLICT, and the event stays unprocessed */
+    w = bill(evt[1], &sub, NULL, NULL, NULL, NULL);
+    EXPECT(s->ops->billing_apply(s, &w, &credited, &err) == KP_ECONFLICT, "stale subscription not KP_ECONFLICT");
+    sub = read;
+    snprintf(sub.status, sizeof sub.status, "past_due");
+    EXPECT(s->ops->billing_apply(s, &w, &credited, &err) == KP_OK && credited == 0, "CAS write: %s", err.msg);
+    EXPECT(s->ops->subscription_get(s, sub.id, &read, &err) == KP_OK && read.version == 2 &&
+               strcmp(read.status, "past_due") == 0,
+           "subscription after CAS: %s", err.msg);
+
+    /* the same invoice in another event: credited once, the rest applies */
+    kp_credit_change credit2 = change(u.id, 0, 50, idem);
+    w = bill(evt[2], NULL, NULL, u.id, "free", &credit2);
+    EXPECT(s->ops->billing_apply(s, &w, &credited, &err) == KP_OK && credited == 0, "same invoice: %s", err.msg);
+    EXPECT(s->ops->balance_get(s, u.id, &b, &err) == KP_OK && b.monthly == 50, "same invoice credited twice");
+    EXPECT(s->ops->user_get(s, u.id, &got, &err) == KP_OK && strcmp(got.plan_id, "free") == 0, "plan not reset");
+
+    /* the customer belongs to one user; a failed write changes nothing (the unknown plan) */
+    kp_billing_customer other = c;
+    snprintf(other.user_id, sizeof other.user_id, "%s", v.id);
+    w = bill(evt[3], NULL, &other, NULL, NULL, NULL);
+    EXPECT(s->ops->billing_apply(s, &w, &credited, &err) == KP_ECONFLICT, "customer linked to a second user");
+    EXPECT(s->ops->billing_customer_get(s, v.id, &found, &err) == KP_ENOTFOUND, "refused link written");
+    w = bill(evt[3], NULL, NULL, v.id, "no-such-plan", NULL);
+    EXPECT(s->ops->billing_apply(s, &w, &credited, &err) == KP_ENOTFOUND, "unknown plan set");
+    EXPECT(s->ops->billing_customer_find(s, "cus_nobody", &found, &err) == KP_ENOTFOUND, "unknown customer found");
+    EXPECT(s->ops->subscription_get(s, "sub_nobody", &read, &err) == KP_ENOTFOUND, "unknown subscription found");
+}
+
 typedef struct racer {
     pthread_t t;
     int i;
@@ -429,6 +522,8 @@ int main(int argc, char **argv)
                 check_verify(s);
             else if (strcmp(check, "credits") == 0)
                 check_credits(s);
+            else if (strcmp(check, "billing") == 0)
+                check_billing(s);
             else if (strcmp(check, "race") == 0)
                 check_race(s);
             else if (strcmp(check, "missing") == 0)

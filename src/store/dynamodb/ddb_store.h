@@ -8,7 +8,8 @@
  * user_create_credited, user_get, user_get_by_email, user_get_by_sub,
  * user_set_admin, user_set_plan, user_set_email_verified;
  * verification_create, verification_consume; balance_get,
- * account_get, credits_apply, reservation_get, ledger_list, ledger_sum.
+ * account_get, credits_apply, reservation_get, ledger_list, ledger_sum;
+ * billing_customer_get/find, subscription_get, billing_apply (ddb_billing.c).
  * Every other op is NULL: kp_store_missing_op() names the first, and serve
  * refuses such a store.
  */
