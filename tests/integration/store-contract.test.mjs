@@ -18,7 +18,7 @@ const CONTRACT = path.join(BUILD, 'tests', 'store_contract');
 const KOUMPA = path.join(BUILD, 'koumpa');
 const KEY = { accessKeyId: 'AKIDSTORETEST', secretAccessKey: 'store/test+secret' };
 const WRAPPER = (process.env.KOUMPA_TEST_WRAPPER || '').split(/\s+/).filter(Boolean);
-const CHECKS = ['migrate', 'plans', 'users', 'verify', 'credits', 'billing', 'race'];
+const CHECKS = ['migrate', 'plans', 'users', 'verify', 'credits', 'bonus', 'billing', 'race'];
 
 function baseEnv(extra) {
   const env = {};

@@ -13,6 +13,8 @@
  *   verify    verification_create drops earlier unused tokens, consume once, not expired, marks verified
  *   credits   user_create_credited, account_get, credits_apply (idempotency, CAS, never negative,
  *             reservation transitions), ledger_list paging, ledger_sum == balance
+ *   bonus     users_bonus_page in 3 segments of pages of 2 walks every user once, as read;
+ *             credits_apply_many gives each change its outcome (applied, duplicate key, overdraft, no user)
  *   billing   billing_apply: customer link + subscription + plan + credit in one write; a duplicate
  *             event, a stale subscription version (CAS), a customer id of another user, an unknown plan
  *             change nothing; the same invoice in two events credits once
@@ -405,6 +407,83 @@ static void check_billing(kp_store *s)
     EXPECT(s->ops->subscription_get(s, "sub_nobody", &read, &err) == KP_ENOTFOUND, "unknown subscription found");
 }
 
+#define BONUS_USERS 5
+#define BONUS_SEGMENTS 3
+
+/* Walks segment seg of the users, limit per page; counts in seen[] how often each of ids appeared, and
+ * any id twice in the walk so far (dups). */
+static void bonus_walk(kp_store *s, unsigned seg, char ids[][KP_ID_MAX], int *seen, int64_t bonus, json_t *all)
+{
+    kp_err err = {0};
+    char token[KP_PAGE_TOKEN_MAX] = "", next[KP_PAGE_TOKEN_MAX];
+    for (int page = 0; page < 10000; page++) {
+        kp_bonus_candidate *v = NULL;
+        size_t n = 0;
+        kp_status rc = s->ops->users_bonus_page(s, token, seg, BONUS_SEGMENTS, 2, &v, &n, next, &err);
+        EXPECT(rc == KP_OK && n <= 2, "users_bonus_page: %s", err.msg);
+        for (size_t i = 0; rc == KP_OK && i < n; i++) {
+            EXPECT(!json_object_get(all, v[i].user_id), "user %s walked twice", v[i].user_id);
+            json_object_set_new(all, v[i].user_id, json_true());
+            for (int k = 0; k < BONUS_USERS; k++)
+                if (strcmp(v[i].user_id, ids[k]) == 0) {
+                    seen[k]++;
+                    EXPECT(v[i].daily_bonus == bonus && v[i].balance.daily == k && v[i].balance.version == 1 &&
+                               v[i].verification_required == (k == 0) && !v[i].email_verified,
+                           "candidate %s as read", ids[k]);
+                }
+        }
+        free(v);
+        if (rc != KP_OK || !next[0])
+            return;
+        memcpy(token, next, sizeof token);
+    }
+    fail("segment %u did not end", seg);
+}
+
+static void check_bonus(kp_store *s)
+{
+    kp_err err = {0};
+    kp_plan free_plan = {0};
+    char ids[BONUS_USERS][KP_ID_MAX], idem[BONUS_USERS + 2][KP_IDEM_MAX];
+    int seen[BONUS_USERS] = {0};
+    EXPECT(s->ops->plan_get(s, "free", &free_plan, &err) == KP_OK, "plan_get: %s", err.msg);
+    for (int k = 0; k < BONUS_USERS; k++) {
+        kp_user u;
+        make_user(&u, 50 + k, "bonus");
+        u.verification_required = k == 0;
+        snprintf(ids[k], sizeof ids[k], "%s", u.id);
+        snprintf(idem[k], sizeof idem[k], "bonus:%08x:%d", g_run, k);
+        kp_credit_change c = change(u.id, k, 0, idem[k]);
+        EXPECT(s->ops->user_create_credited(s, &u, &c, &err) == KP_OK, "user_create_credited: %s", err.msg);
+    }
+    json_t *all = json_object();
+    for (unsigned seg = 0; seg < BONUS_SEGMENTS; seg++)
+        bonus_walk(s, seg, ids, seen, free_plan.daily_bonus, all);
+    json_decref(all);
+    for (int k = 0; k < BONUS_USERS; k++)
+        EXPECT(seen[k] == 1, "user %d seen %d times in the walk", k, seen[k]);
+    kp_bonus_candidate *v = NULL;
+    size_t n = 0;
+    char next[KP_PAGE_TOKEN_MAX];
+    EXPECT(s->ops->users_bonus_page(s, "", 3, 3, 2, &v, &n, next, &err) == KP_EINVAL, "segment 3 of 3 walked");
+
+    /* many: one applies, one reuses its key, one overdraws, one for nobody; each on its own */
+    snprintf(idem[BONUS_USERS], sizeof idem[BONUS_USERS], "bonus:%08x:many", g_run);
+    snprintf(idem[BONUS_USERS + 1], sizeof idem[BONUS_USERS + 1], "bonus:%08x:over", g_run);
+    kp_credit_change many[4] = {change(ids[1], 10, 0, idem[BONUS_USERS]), change(ids[2], 10, 0, idem[BONUS_USERS]),
+                                change(ids[3], -100, 0, idem[BONUS_USERS + 1]),
+                                change("usr_nobody", 1, 0, idem[BONUS_USERS + 1])};
+    kp_status results[4] = {KP_EINTERNAL, KP_EINTERNAL, KP_EINTERNAL, KP_EINTERNAL};
+    EXPECT(s->ops->credits_apply_many(s, many, 4, results, &err) == KP_OK, "credits_apply_many: %s", err.msg);
+    EXPECT(results[0] == KP_OK && results[1] == KP_EDUPLICATE && results[2] == KP_ECREDITS &&
+               results[3] == KP_ENOTFOUND,
+           "credits_apply_many outcomes %d %d %d %d", results[0], results[1], results[2], results[3]);
+    kp_balance b = {0};
+    EXPECT(s->ops->balance_get(s, ids[1], &b, &err) == KP_OK && b.daily == 11, "many: first not applied");
+    EXPECT(s->ops->balance_get(s, ids[2], &b, &err) == KP_OK && b.daily == 2, "many: duplicate applied");
+    EXPECT(s->ops->balance_get(s, ids[3], &b, &err) == KP_OK && b.daily == 3, "many: overdraft applied");
+}
+
 typedef struct racer {
     pthread_t t;
     int i;
@@ -522,6 +601,8 @@ int main(int argc, char **argv)
                 check_verify(s);
             else if (strcmp(check, "credits") == 0)
                 check_credits(s);
+            else if (strcmp(check, "bonus") == 0)
+                check_bonus(s);
             else if (strcmp(check, "billing") == 0)
                 check_billing(s);
             else if (strcmp(check, "race") == 0)

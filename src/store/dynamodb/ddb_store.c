@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "store/dynamodb/ddb_billing.h"
+#include "store/dynamodb/ddb_bonus.h"
 #include "store/dynamodb/ddb_client.h"
 #include "store/dynamodb/ddb_internal.h"
 #include "store/dynamodb/ddb_items.h"
@@ -854,6 +855,8 @@ static const kp_store_ops ddb_ops = {
     .reservation_get = ddb_reservation_get,
     .ledger_list = ddb_ledger_list,
     .ledger_sum = ddb_ledger_sum,
+    .credits_apply_many = kp_ddb_credits_apply_many,
+    .users_bonus_page = kp_ddb_users_bonus_page,
     .billing_customer_get = kp_ddb_billing_customer_get,
     .billing_customer_find = kp_ddb_billing_customer_find,
     .subscription_get = kp_ddb_subscription_get,

@@ -9,7 +9,8 @@
  * user_set_admin, user_set_plan, user_set_email_verified;
  * verification_create, verification_consume; balance_get,
  * account_get, credits_apply, reservation_get, ledger_list, ledger_sum;
- * billing_customer_get/find, subscription_get, billing_apply (ddb_billing.c).
+ * billing_customer_get/find, subscription_get, billing_apply (ddb_billing.c);
+ * users_bonus_page, credits_apply_many (ddb_bonus.c).
  * Every other op is NULL: kp_store_missing_op() names the first, and serve
  * refuses such a store.
  */
