@@ -13,6 +13,8 @@
  *   verify    verification_create drops earlier unused tokens, consume once, not expired, marks verified
  *   credits   user_create_credited, account_get, credits_apply (idempotency, CAS, never negative,
  *             reservation transitions), ledger_list paging, ledger_sum == balance
+ *   events    events_append idempotent per id (a retried batch, whole or in part, keeps what was stored),
+ *             more than 100 at once; events_list after an id with a limit; events_last_id
  *   bonus     users_bonus_page in 3 segments of pages of 2 walks every user once, as read;
  *             credits_apply_many gives each change its outcome (applied, duplicate key, overdraft, no user)
  *   billing   billing_apply: customer link + subscription + plan + credit in one write; a duplicate
@@ -484,6 +486,55 @@ static void check_bonus(kp_store *s)
     EXPECT(s->ops->balance_get(s, ids[3], &b, &err) == KP_OK && b.daily == 3, "many: overdraft applied");
 }
 
+static kp_event event(int64_t id, const char *type, const char *data)
+{
+    kp_event e = {.id = id, .data = (char *)data};
+    snprintf(e.type, sizeof e.type, "%s", type);
+    return e;
+}
+
+static void check_events(kp_store *s)
+{
+    kp_err err = {0};
+    char pid[KP_ID_MAX];
+    kp_event *out = NULL;
+    size_t n = 0;
+    int64_t last = -1;
+    make_id(pid, sizeof pid, "prj", 60);
+    kp_event batch[] = {event(1, "project", "{\"a\":1}"), event(2, "delta", "{\"text\":\"x\"}")};
+    kp_event retried[] = {event(2, "delta", "{\"text\":\"other\"}"), event(3, "delta", "{\"text\":\"z\"}")};
+    EXPECT(s->ops->events_append(s, pid, 1, batch, 2, &err) == KP_OK, "events_append: %s", err.msg);
+    unsigned long before = requests(s);
+    EXPECT(s->ops->events_append(s, pid, 1, batch, 2, &err) == KP_OK, "batch retried whole: %s", err.msg);
+    EXPECT(s->ops->events_append(s, pid, 1, retried, 2, &err) == KP_OK, "batch retried in part: %s", err.msg);
+    figure("events_retry_requests", (json_int_t)(requests(s) - before));
+    EXPECT(s->ops->events_list(s, pid, 1, 0, 100, &out, &n, &err) == KP_OK && n == 3 && out[0].id == 1 &&
+               strcmp(out[0].type, "project") == 0 && strcmp(out[1].data, "{\"text\":\"x\"}") == 0 && out[2].id == 3,
+           "events_list after retries: %s", err.msg);
+    kp_event_free_array(out, n);
+    EXPECT(s->ops->events_list(s, pid, 1, 1, 1, &out, &n, &err) == KP_OK && n == 1 && out[0].id == 2,
+           "events_list after 1, limit 1: %s", err.msg);
+    kp_event_free_array(out, n);
+    EXPECT(s->ops->events_last_id(s, pid, 1, &last, &err) == KP_OK && last == 3, "events_last_id: %s", err.msg);
+    EXPECT(s->ops->events_last_id(s, pid, 2, &last, &err) == KP_OK && last == 0, "other version has events");
+
+    /* more than one transaction's worth in one call */
+    enum { MANY = 120 };
+    kp_event many[MANY];
+    for (int i = 0; i < MANY; i++)
+        many[i] = event(i + 1, "delta", "{}");
+    before = requests(s);
+    EXPECT(s->ops->events_append(s, pid, 2, many, MANY, &err) == KP_OK, "120 events: %s", err.msg);
+    figure("events_120_requests", (json_int_t)(requests(s) - before));
+    EXPECT(s->ops->events_last_id(s, pid, 2, &last, &err) == KP_OK && last == MANY, "last of 120: %lld",
+           (long long)last);
+    EXPECT(s->ops->events_list(s, pid, 2, 100, 100, &out, &n, &err) == KP_OK && n == 20 && out[0].id == 101,
+           "events after 100: %s", err.msg);
+    kp_event_free_array(out, n);
+    kp_event bad[] = {event(0, "delta", "{}")};
+    EXPECT(s->ops->events_append(s, pid, 1, bad, 1, &err) == KP_EINVAL, "event id 0 stored");
+}
+
 typedef struct racer {
     pthread_t t;
     int i;
@@ -601,6 +652,8 @@ int main(int argc, char **argv)
                 check_verify(s);
             else if (strcmp(check, "credits") == 0)
                 check_credits(s);
+            else if (strcmp(check, "events") == 0)
+                check_events(s);
             else if (strcmp(check, "bonus") == 0)
                 check_bonus(s);
             else if (strcmp(check, "billing") == 0)

@@ -15,6 +15,7 @@
 #include "store/dynamodb/ddb_billing.h"
 #include "store/dynamodb/ddb_bonus.h"
 #include "store/dynamodb/ddb_client.h"
+#include "store/dynamodb/ddb_events.h"
 #include "store/dynamodb/ddb_internal.h"
 #include "store/dynamodb/ddb_items.h"
 #include "store/dynamodb/ddb_tables.h"
@@ -857,6 +858,9 @@ static const kp_store_ops ddb_ops = {
     .ledger_sum = ddb_ledger_sum,
     .credits_apply_many = kp_ddb_credits_apply_many,
     .users_bonus_page = kp_ddb_users_bonus_page,
+    .events_append = kp_ddb_events_append,
+    .events_list = kp_ddb_events_list,
+    .events_last_id = kp_ddb_events_last_id,
     .billing_customer_get = kp_ddb_billing_customer_get,
     .billing_customer_find = kp_ddb_billing_customer_find,
     .subscription_get = kp_ddb_subscription_get,
