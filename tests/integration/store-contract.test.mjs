@@ -119,8 +119,9 @@ describe('store contract on DynamoDB (moto, one request at a time, behind the ve
         assert.equal(r.figures.spend_requests, 2);
       }
       if (check === 'users') assert.equal(r.figures.by_email_requests, 2);
-      // a Stripe event with credits: the credit's BatchGetItem, then one TransactWriteItems for it all
-      if (check === 'billing') assert.equal(r.figures.billing_apply_requests, 2);
+      // a Stripe event with credits and a customer link: the credit's BatchGetItem, the link's GetItem,
+      // then one TransactWriteItems for it all
+      if (check === 'billing') assert.equal(r.figures.billing_apply_requests, 3);
       // events: 1 TransactWriteItems per 100; a retried batch of 2 (whole, then in part): the cancelled
       // transaction and 2 conditional PutItems, twice
       if (check === 'events') assert.deepEqual([r.figures.events_120_requests, r.figures.events_retry_requests], [2, 6]);

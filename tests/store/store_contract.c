@@ -405,6 +405,15 @@ static void check_billing(kp_store *s)
     EXPECT(s->ops->billing_customer_get(s, v.id, &found, &err) == KP_ENOTFOUND, "refused link written");
     w = bill(evt[3], NULL, NULL, v.id, "no-such-plan", NULL);
     EXPECT(s->ops->billing_apply(s, &w, &credited, &err) == KP_ENOTFOUND, "unknown plan set");
+    /* a new customer id for the user: the old one finds nobody */
+    kp_billing_customer moved = c;
+    snprintf(moved.customer_id, sizeof moved.customer_id, "cus_%08x_b", g_run);
+    w = bill(evt[3], NULL, &moved, NULL, NULL, NULL);
+    EXPECT(s->ops->billing_apply(s, &w, &credited, &err) == KP_OK, "customer id change: %s", err.msg);
+    EXPECT(s->ops->billing_customer_find(s, moved.customer_id, &found, &err) == KP_OK &&
+               strcmp(found.user_id, u.id) == 0,
+           "new customer id: %s", err.msg);
+    EXPECT(s->ops->billing_customer_find(s, c.customer_id, &found, &err) == KP_ENOTFOUND, "old customer id found");
     EXPECT(s->ops->billing_customer_find(s, "cus_nobody", &found, &err) == KP_ENOTFOUND, "unknown customer found");
     EXPECT(s->ops->subscription_get(s, "sub_nobody", &read, &err) == KP_ENOTFOUND, "unknown subscription found");
 }

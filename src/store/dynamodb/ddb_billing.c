@@ -125,8 +125,9 @@ kp_status kp_ddb_subscription_get(kp_store *s, const char *id, kp_subscription *
 /* Where each part of the transaction sits (-1: absent), to name the condition that failed. */
 typedef struct bill_tx {
     json_t *items;
-    long sub, claim, user_check, plan_check, plan_update, credit; /* credit: its balance update; +1 its key */
-    long res;                                                     /* the credit's reservation */
+    long sub, link, claim, old_claim, user_check, plan_check, plan_update;
+    long credit; /* its balance update; +1 its key */
+    long res;    /* the credit's reservation */
 } bill_tx;
 
 static int append(json_t *items, long *at, json_t *op)
@@ -154,13 +155,25 @@ static int add_subscription(bill_tx *t, const char *table, const kp_subscription
     return append(t->items, &t->sub, json_pack("{s:o}", "Put", put));
 }
 
-/* The link and the claim on its customer id (free, or this user's already). */
-static int add_customer(bill_tx *t, const char *table, const kp_billing_customer *c, int64_t now)
+/* The link (a CAS on the customer id it had, old; had: whether it existed), the claim on its customer id
+ * (free, or this user's already) and, when the id changes, the old claim's removal. */
+static int add_customer(bill_tx *t, const char *table, const kp_billing_customer *c, int had, const char *old,
+                        int64_t now)
 {
     char cpk[KP_DDB_KEY_MAX];
-    long at;
-    int bad =
-        append(t->items, &at, json_pack("{s:{s:s, s:o}}", "Put", "TableName", table, "Item", customer_item(c, now)));
+    int bad = append(t->items, &t->link,
+                     json_pack("{s:{s:s, s:o, s:s}}", "Put", "TableName", table, "Item", customer_item(c, now),
+                               "ConditionExpression", had ? "customer_id = :old" : "attribute_not_exists(PK)"));
+    if (!bad && had)
+        bad = json_object_set_new(json_object_get(json_array_get(t->items, (size_t)t->link), "Put"),
+                                  "ExpressionAttributeValues", json_pack("{s:o}", ":old", kp_ddb_s(old)));
+    if (!bad && old[0] && strcmp(old, c->customer_id) != 0) {
+        kp_ddb_key(cpk, KP_DDB_CUS, old);
+        bad = append(t->items, &t->old_claim,
+                     json_pack("{s:{s:s, s:o, s:s, s:{s:o}}}", "Delete", "TableName", table, "Key",
+                               kp_ddb_key_item(cpk, KP_DDB_SK_MAIN), "ConditionExpression", "user_id = :u",
+                               "ExpressionAttributeValues", ":u", kp_ddb_s(c->user_id)));
+    }
     if (bad || !c->customer_id[0])
         return bad;
     kp_ddb_key(cpk, KP_DDB_CUS, c->customer_id);
@@ -169,6 +182,21 @@ static int add_customer(bill_tx *t, const char *table, const kp_billing_customer
                             kp_ddb_s(cpk), "SK", kp_ddb_s(KP_DDB_SK_MAIN), "user_id", kp_ddb_s(c->user_id),
                             "ConditionExpression", "attribute_not_exists(PK) OR user_id = :u",
                             "ExpressionAttributeValues", ":u", kp_ddb_s(c->user_id)));
+}
+
+/* The user's current link (1 consistent GetItem): *had, and its customer id into old. */
+static kp_status link_read(kp_ddb *d, const char *user_id, int *had, char old[KP_STRIPE_ID_MAX], kp_err *err)
+{
+    char pk[KP_DDB_KEY_MAX];
+    json_t *item = NULL;
+    kp_ddb_key(pk, KP_DDB_USER, user_id);
+    kp_status rc = kp_ddb_get_item(d, pk, KP_DDB_BILL_SK, &item, err);
+    *had = item != NULL;
+    old[0] = '\0';
+    if (item)
+        kp_ddb_get_s(item, "customer_id", old, KP_STRIPE_ID_MAX);
+    json_decref(item);
+    return rc;
 }
 
 static json_t *user_key(const char *uid)
@@ -224,7 +252,8 @@ static kp_status bill_conflict(kp_ddb *d, const bill_tx *t, const kp_credit_chan
         return kp_err_set(err, KP_ENOTFOUND, "user not found");
     if (FAILED(t->res))
         return kp_err_set(err, KP_ECONFLICT, "reservation %s is not in the expected state", c->res_id);
-    if (FAILED(t->credit + 1) || (FAILED(t->credit) && c->expected_version < 0)) {
+    if (FAILED(t->link) || FAILED(t->old_claim) || (t->credit >= 0 && FAILED(t->credit + 1)) ||
+        (FAILED(t->credit) && c->expected_version < 0)) {
         *again = 1;
         return kp_err_set(err, KP_ECONFLICT, "balance changed meanwhile");
     }
@@ -245,7 +274,9 @@ static int write_valid(const kp_billing_write *w)
 /* One attempt: the credit read (if any), then one TransactWriteItems. */
 static kp_status bill_attempt(kp_ddb *d, const kp_billing_write *w, int *credited, int *again, kp_err *err)
 {
-    bill_tx t = {NULL, -1, -1, -1, -1, -1, -1, -1};
+    bill_tx t = {NULL, -1, -1, -1, -1, -1, -1, -1, -1, -1};
+    char old[KP_STRIPE_ID_MAX] = "";
+    int had = 0;
     kp_ddb_credit_state st = {0};
     json_t *credit = NULL;
     const char *credit_user = NULL;
@@ -266,6 +297,8 @@ static kp_status bill_attempt(kp_ddb *d, const kp_billing_write *w, int *credite
         if (rc != KP_OK)
             goto cleanup;
     }
+    if (w->customer && (rc = link_read(d, w->customer->user_id, &had, old, err)) != KP_OK)
+        goto cleanup;
     char epk[KP_DDB_KEY_MAX];
     kp_ddb_key(epk, KP_DDB_STREVT, w->event_id);
     t.items = json_array();
@@ -288,7 +321,7 @@ static kp_status bill_attempt(kp_ddb *d, const kp_billing_write *w, int *credite
         bad = add_plan(&t, d->table, w, credit_user);
     if (!bad && w->customer) {
         const char *uid = w->customer->user_id;
-        bad = add_customer(&t, d->table, w->customer, now);
+        bad = add_customer(&t, d->table, w->customer, had, old, now);
         if (!bad && !(credit_user && strcmp(credit_user, uid) == 0) &&
             !(w->plan_id && strcmp(w->plan_user_id, uid) == 0))
             bad = append(t.items, &t.user_check,
