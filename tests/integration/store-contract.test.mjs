@@ -18,7 +18,7 @@ const CONTRACT = path.join(BUILD, 'tests', 'store_contract');
 const KOUMPA = path.join(BUILD, 'koumpa');
 const KEY = { accessKeyId: 'AKIDSTORETEST', secretAccessKey: 'store/test+secret' };
 const WRAPPER = (process.env.KOUMPA_TEST_WRAPPER || '').split(/\s+/).filter(Boolean);
-const CHECKS = ['migrate', 'plans', 'users', 'verify', 'projects', 'credits', 'race'];
+const CHECKS = ['migrate', 'plans', 'users', 'verify', 'projects', 'credits', 'bonus', 'billing', 'events', 'race'];
 
 function baseEnv(extra) {
   const env = {};
@@ -120,6 +120,12 @@ describe('store contract on DynamoDB (moto, one request at a time, behind the ve
       }
       if (check === 'users') assert.equal(r.figures.by_email_requests, 2);
       if (check === 'projects') assert.equal(r.figures.project_list_requests, 1); // one Query on GSI1
+      // a Stripe event with credits and a customer link: the credit's BatchGetItem, the link's GetItem,
+      // then one TransactWriteItems for it all
+      if (check === 'billing') assert.equal(r.figures.billing_apply_requests, 3);
+      // events: 1 TransactWriteItems per 100; a retried batch of 2 (whole, then in part): the cancelled
+      // transaction and 2 conditional PutItems, twice
+      if (check === 'events') assert.deepEqual([r.figures.events_120_requests, r.figures.events_retry_requests], [2, 6]);
       if (check === 'race') assert.deepEqual([r.figures.spends_ok, r.figures.creates_ok], [10, 1]);
       assert.equal(front.stats.rejected, 0, JSON.stringify(front.stats.rejections));
     });

@@ -15,6 +15,13 @@
  *             reservation transitions), ledger_list paging, ledger_sum == balance
  *   projects  project_create/get/list (newest first, the cursor), version_create's conflicts,
  *             version_get/list/set_settled, version_finish once, delete refused while generating
+ *   events    events_append idempotent per id (a retried batch, whole or in part, keeps what was stored),
+ *             more than 100 at once; events_list after an id with a limit; events_last_id
+ *   bonus     users_bonus_page in 3 segments of pages of 2 walks every user once, as read;
+ *             credits_apply_many gives each change its outcome (applied, duplicate key, overdraft, no user)
+ *   billing   billing_apply: customer link + subscription + plan + credit in one write; a duplicate
+ *             event, a stale subscription version (CAS), a customer id of another user, an unknown plan
+ *             change nothing; the same invoice in two events credits once
  *   race      200 threads spend 1 credit each from 10 at once: exactly 10 succeed; 20 threads
  *             create users with one e-mail: exactly 1 succeeds
  *   missing   prints the first store op the backend lacks ("" when complete)
@@ -419,6 +426,231 @@ static void check_credits(kp_store *s)
 
 /* ---- races: every thread its own handle (store.h) ---- */
 
+/* A Stripe event's write: event id evt; NULL parts absent. */
+static kp_billing_write bill(const char *evt, const kp_subscription *sub, const kp_billing_customer *c,
+                             const char *plan_user, const char *plan, const kp_credit_change *credit)
+{
+    kp_billing_write w = {.event_id = evt,
+                          .event_type = "customer.subscription.updated",
+                          .event_created = 1700000000,
+                          .subscription = sub,
+                          .customer = c,
+                          .plan_user_id = plan_user,
+                          .plan_id = plan,
+                          .credit = credit};
+    return w;
+}
+
+static void check_billing(kp_store *s)
+{
+    kp_err err = {0};
+    kp_user u, v, got = {0};
+    kp_billing_customer c = {0}, found = {0};
+    kp_subscription sub = {0}, read = {0};
+    kp_balance b = {0};
+    char evt[4][KP_STRIPE_ID_MAX], idem[KP_IDEM_MAX];
+    int credited = -1;
+    make_user(&u, 40, "billing");
+    make_user(&v, 41, "billing");
+    EXPECT(s->ops->user_create(s, &u, &err) == KP_OK && s->ops->user_create(s, &v, &err) == KP_OK, "users: %s",
+           err.msg);
+    for (int i = 0; i < 4; i++)
+        snprintf(evt[i], sizeof evt[i], "evt_%08x_%d", g_run, i);
+    snprintf(idem, sizeof idem, "invoice:in_%08x", g_run);
+    snprintf(c.user_id, sizeof c.user_id, "%s", u.id);
+    snprintf(c.customer_id, sizeof c.customer_id, "cus_%08x", g_run);
+    snprintf(sub.id, sizeof sub.id, "sub_%08x", g_run);
+    snprintf(c.subscription_id, sizeof c.subscription_id, "%s", sub.id);
+    snprintf(sub.user_id, sizeof sub.user_id, "%s", u.id);
+    snprintf(sub.customer_id, sizeof sub.customer_id, "%s", c.customer_id);
+    snprintf(sub.status, sizeof sub.status, "active");
+    snprintf(sub.plan_id, sizeof sub.plan_id, "pro");
+    sub.current_period_end = 1800000000;
+
+    EXPECT(s->ops->billing_customer_get(s, u.id, &found, &err) == KP_ENOTFOUND, "customer before Checkout");
+    /* one event: customer link, new subscription, plan, the invoice's credits */
+    kp_credit_change credit = change(u.id, 0, 50, idem);
+    credit.reason = "subscription";
+    kp_billing_write w = bill(evt[0], &sub, &c, u.id, "pro", &credit);
+    unsigned long before = requests(s);
+    EXPECT(s->ops->billing_apply(s, &w, &credited, &err) == KP_OK && credited == 1, "billing_apply: %s", err.msg);
+    figure("billing_apply_requests", (json_int_t)(requests(s) - before));
+    EXPECT(s->ops->billing_customer_find(s, c.customer_id, &found, &err) == KP_OK && strcmp(found.user_id, u.id) == 0 &&
+               strcmp(found.subscription_id, sub.id) == 0,
+           "billing_customer_find: %s", err.msg);
+    EXPECT(s->ops->subscription_get(s, sub.id, &read, &err) == KP_OK && read.version == 1 &&
+               strcmp(read.status, "active") == 0 && strcmp(read.plan_id, "pro") == 0 &&
+               read.current_period_end == 1800000000 && strcmp(read.user_id, u.id) == 0,
+           "subscription_get: %s", err.msg);
+    EXPECT(s->ops->user_get(s, u.id, &got, &err) == KP_OK && strcmp(got.plan_id, "pro") == 0, "plan not set");
+    EXPECT(s->ops->balance_get(s, u.id, &b, &err) == KP_OK && b.monthly == 50, "credit not applied");
+
+    /* the same event again: KP_EDUPLICATE, nothing changes */
+    EXPECT(s->ops->billing_apply(s, &w, &credited, &err) == KP_EDUPLICATE, "duplicate event not KP_EDUPLICATE");
+    /* a stale subscription version (0: must not exist; it does): KP_ECONFLICT, and the event stays unprocessed */
+    w = bill(evt[1], &sub, NULL, NULL, NULL, NULL);
+    EXPECT(s->ops->billing_apply(s, &w, &credited, &err) == KP_ECONFLICT, "stale subscription not KP_ECONFLICT");
+    sub = read;
+    snprintf(sub.status, sizeof sub.status, "past_due");
+    EXPECT(s->ops->billing_apply(s, &w, &credited, &err) == KP_OK && credited == 0, "CAS write: %s", err.msg);
+    EXPECT(s->ops->subscription_get(s, sub.id, &read, &err) == KP_OK && read.version == 2 &&
+               strcmp(read.status, "past_due") == 0,
+           "subscription after CAS: %s", err.msg);
+
+    /* the same invoice in another event: credited once, the rest applies */
+    kp_credit_change credit2 = change(u.id, 0, 50, idem);
+    w = bill(evt[2], NULL, NULL, u.id, "free", &credit2);
+    EXPECT(s->ops->billing_apply(s, &w, &credited, &err) == KP_OK && credited == 0, "same invoice: %s", err.msg);
+    EXPECT(s->ops->balance_get(s, u.id, &b, &err) == KP_OK && b.monthly == 50, "same invoice credited twice");
+    EXPECT(s->ops->user_get(s, u.id, &got, &err) == KP_OK && strcmp(got.plan_id, "free") == 0, "plan not reset");
+
+    /* the customer belongs to one user; a failed write changes nothing (the unknown plan) */
+    kp_billing_customer other = c;
+    snprintf(other.user_id, sizeof other.user_id, "%s", v.id);
+    w = bill(evt[3], NULL, &other, NULL, NULL, NULL);
+    EXPECT(s->ops->billing_apply(s, &w, &credited, &err) == KP_ECONFLICT, "customer linked to a second user");
+    EXPECT(s->ops->billing_customer_get(s, v.id, &found, &err) == KP_ENOTFOUND, "refused link written");
+    w = bill(evt[3], NULL, NULL, v.id, "no-such-plan", NULL);
+    EXPECT(s->ops->billing_apply(s, &w, &credited, &err) == KP_ENOTFOUND, "unknown plan set");
+    /* a new customer id for the user: the old one finds nobody */
+    kp_billing_customer moved = c;
+    snprintf(moved.customer_id, sizeof moved.customer_id, "cus_%08x_b", g_run);
+    w = bill(evt[3], NULL, &moved, NULL, NULL, NULL);
+    EXPECT(s->ops->billing_apply(s, &w, &credited, &err) == KP_OK, "customer id change: %s", err.msg);
+    EXPECT(s->ops->billing_customer_find(s, moved.customer_id, &found, &err) == KP_OK &&
+               strcmp(found.user_id, u.id) == 0,
+           "new customer id: %s", err.msg);
+    EXPECT(s->ops->billing_customer_find(s, c.customer_id, &found, &err) == KP_ENOTFOUND, "old customer id found");
+    EXPECT(s->ops->billing_customer_find(s, "cus_nobody", &found, &err) == KP_ENOTFOUND, "unknown customer found");
+    EXPECT(s->ops->subscription_get(s, "sub_nobody", &read, &err) == KP_ENOTFOUND, "unknown subscription found");
+}
+
+#define BONUS_USERS 5
+#define BONUS_SEGMENTS 3
+
+/* Walks segment seg of the users, limit per page; counts in seen[] how often each of ids appeared, and
+ * any id twice in the walk so far (dups). */
+static void bonus_walk(kp_store *s, unsigned seg, char ids[][KP_ID_MAX], int *seen, int64_t bonus, json_t *all)
+{
+    kp_err err = {0};
+    char token[KP_PAGE_TOKEN_MAX] = "", next[KP_PAGE_TOKEN_MAX];
+    for (int page = 0; page < 10000; page++) {
+        kp_bonus_candidate *v = NULL;
+        size_t n = 0;
+        kp_status rc = s->ops->users_bonus_page(s, token, seg, BONUS_SEGMENTS, 2, &v, &n, next, &err);
+        EXPECT(rc == KP_OK && n <= 2, "users_bonus_page: %s", err.msg);
+        for (size_t i = 0; rc == KP_OK && i < n; i++) {
+            EXPECT(!json_object_get(all, v[i].user_id), "user %s walked twice", v[i].user_id);
+            json_object_set_new(all, v[i].user_id, json_true());
+            for (int k = 0; k < BONUS_USERS; k++)
+                if (strcmp(v[i].user_id, ids[k]) == 0) {
+                    seen[k]++;
+                    EXPECT(v[i].daily_bonus == bonus && v[i].balance.daily == k && v[i].balance.version == 1 &&
+                               v[i].verification_required == (k == 0) && !v[i].email_verified,
+                           "candidate %s as read", ids[k]);
+                }
+        }
+        free(v);
+        if (rc != KP_OK || !next[0])
+            return;
+        memcpy(token, next, sizeof token);
+    }
+    fail("segment %u did not end", seg);
+}
+
+static void check_bonus(kp_store *s)
+{
+    kp_err err = {0};
+    kp_plan free_plan = {0};
+    char ids[BONUS_USERS][KP_ID_MAX], idem[BONUS_USERS + 2][KP_IDEM_MAX];
+    int seen[BONUS_USERS] = {0};
+    EXPECT(s->ops->plan_get(s, "free", &free_plan, &err) == KP_OK, "plan_get: %s", err.msg);
+    for (int k = 0; k < BONUS_USERS; k++) {
+        kp_user u;
+        make_user(&u, 50 + k, "bonus");
+        u.verification_required = k == 0;
+        snprintf(ids[k], sizeof ids[k], "%s", u.id);
+        snprintf(idem[k], sizeof idem[k], "bonus:%08x:%d", g_run, k);
+        kp_credit_change c = change(u.id, k, 0, idem[k]);
+        EXPECT(s->ops->user_create_credited(s, &u, &c, &err) == KP_OK, "user_create_credited: %s", err.msg);
+    }
+    json_t *all = json_object();
+    for (unsigned seg = 0; seg < BONUS_SEGMENTS; seg++)
+        bonus_walk(s, seg, ids, seen, free_plan.daily_bonus, all);
+    json_decref(all);
+    for (int k = 0; k < BONUS_USERS; k++)
+        EXPECT(seen[k] == 1, "user %d seen %d times in the walk", k, seen[k]);
+    kp_bonus_candidate *v = NULL;
+    size_t n = 0;
+    char next[KP_PAGE_TOKEN_MAX];
+    EXPECT(s->ops->users_bonus_page(s, "", 3, 3, 2, &v, &n, next, &err) == KP_EINVAL, "segment 3 of 3 walked");
+
+    /* many: one applies, one reuses its key, one overdraws, one for nobody; each on its own */
+    snprintf(idem[BONUS_USERS], sizeof idem[BONUS_USERS], "bonus:%08x:many", g_run);
+    snprintf(idem[BONUS_USERS + 1], sizeof idem[BONUS_USERS + 1], "bonus:%08x:over", g_run);
+    kp_credit_change many[4] = {change(ids[1], 10, 0, idem[BONUS_USERS]), change(ids[2], 10, 0, idem[BONUS_USERS]),
+                                change(ids[3], -100, 0, idem[BONUS_USERS + 1]),
+                                change("usr_nobody", 1, 0, idem[BONUS_USERS + 1])};
+    kp_status results[4] = {KP_EINTERNAL, KP_EINTERNAL, KP_EINTERNAL, KP_EINTERNAL};
+    EXPECT(s->ops->credits_apply_many(s, many, 4, results, &err) == KP_OK, "credits_apply_many: %s", err.msg);
+    EXPECT(results[0] == KP_OK && results[1] == KP_EDUPLICATE && results[2] == KP_ECREDITS &&
+               results[3] == KP_ENOTFOUND,
+           "credits_apply_many outcomes %d %d %d %d", results[0], results[1], results[2], results[3]);
+    kp_balance b = {0};
+    EXPECT(s->ops->balance_get(s, ids[1], &b, &err) == KP_OK && b.daily == 11, "many: first not applied");
+    EXPECT(s->ops->balance_get(s, ids[2], &b, &err) == KP_OK && b.daily == 2, "many: duplicate applied");
+    EXPECT(s->ops->balance_get(s, ids[3], &b, &err) == KP_OK && b.daily == 3, "many: overdraft applied");
+}
+
+static kp_event event(int64_t id, const char *type, const char *data)
+{
+    kp_event e = {.id = id, .data = (char *)data};
+    snprintf(e.type, sizeof e.type, "%s", type);
+    return e;
+}
+
+static void check_events(kp_store *s)
+{
+    kp_err err = {0};
+    char pid[KP_ID_MAX];
+    kp_event *out = NULL;
+    size_t n = 0;
+    int64_t last = -1;
+    make_id(pid, sizeof pid, "prj", 60);
+    kp_event batch[] = {event(1, "project", "{\"a\":1}"), event(2, "delta", "{\"text\":\"x\"}")};
+    kp_event retried[] = {event(2, "delta", "{\"text\":\"other\"}"), event(3, "delta", "{\"text\":\"z\"}")};
+    EXPECT(s->ops->events_append(s, pid, 1, batch, 2, &err) == KP_OK, "events_append: %s", err.msg);
+    unsigned long before = requests(s);
+    EXPECT(s->ops->events_append(s, pid, 1, batch, 2, &err) == KP_OK, "batch retried whole: %s", err.msg);
+    EXPECT(s->ops->events_append(s, pid, 1, retried, 2, &err) == KP_OK, "batch retried in part: %s", err.msg);
+    figure("events_retry_requests", (json_int_t)(requests(s) - before));
+    EXPECT(s->ops->events_list(s, pid, 1, 0, 100, &out, &n, &err) == KP_OK && n == 3 && out[0].id == 1 &&
+               strcmp(out[0].type, "project") == 0 && strcmp(out[1].data, "{\"text\":\"x\"}") == 0 && out[2].id == 3,
+           "events_list after retries: %s", err.msg);
+    kp_event_free_array(out, n);
+    EXPECT(s->ops->events_list(s, pid, 1, 1, 1, &out, &n, &err) == KP_OK && n == 1 && out[0].id == 2,
+           "events_list after 1, limit 1: %s", err.msg);
+    kp_event_free_array(out, n);
+    EXPECT(s->ops->events_last_id(s, pid, 1, &last, &err) == KP_OK && last == 3, "events_last_id: %s", err.msg);
+    EXPECT(s->ops->events_last_id(s, pid, 2, &last, &err) == KP_OK && last == 0, "other version has events");
+
+    /* more than one transaction's worth in one call */
+    enum { MANY = 120 };
+    kp_event many[MANY];
+    for (int i = 0; i < MANY; i++)
+        many[i] = event(i + 1, "delta", "{}");
+    before = requests(s);
+    EXPECT(s->ops->events_append(s, pid, 2, many, MANY, &err) == KP_OK, "120 events: %s", err.msg);
+    figure("events_120_requests", (json_int_t)(requests(s) - before));
+    EXPECT(s->ops->events_last_id(s, pid, 2, &last, &err) == KP_OK && last == MANY, "last of 120: %lld",
+           (long long)last);
+    EXPECT(s->ops->events_list(s, pid, 2, 100, 100, &out, &n, &err) == KP_OK && n == 20 && out[0].id == 101,
+           "events after 100: %s", err.msg);
+    kp_event_free_array(out, n);
+    kp_event bad[] = {event(0, "delta", "{}")};
+    EXPECT(s->ops->events_append(s, pid, 1, bad, 1, &err) == KP_EINVAL, "event id 0 stored");
+}
+
 typedef struct racer {
     pthread_t t;
     int i;
@@ -538,6 +770,12 @@ int main(int argc, char **argv)
                 check_projects(s);
             else if (strcmp(check, "credits") == 0)
                 check_credits(s);
+            else if (strcmp(check, "events") == 0)
+                check_events(s);
+            else if (strcmp(check, "bonus") == 0)
+                check_bonus(s);
+            else if (strcmp(check, "billing") == 0)
+                check_billing(s);
             else if (strcmp(check, "race") == 0)
                 check_race(s);
             else if (strcmp(check, "missing") == 0)

@@ -12,7 +12,11 @@
 #include <string.h>
 #include <time.h>
 
+#include "store/dynamodb/ddb_billing.h"
+#include "store/dynamodb/ddb_bonus.h"
 #include "store/dynamodb/ddb_client.h"
+#include "store/dynamodb/ddb_events.h"
+#include "store/dynamodb/ddb_internal.h"
 #include "store/dynamodb/ddb_items.h"
 #include "store/dynamodb/ddb_projects.h"
 #include "store/dynamodb/ddb_tables.h"
@@ -27,6 +31,11 @@ typedef struct ddb_store {
 static kp_ddb *D(kp_store *s)
 {
     return &((ddb_store *)s->impl)->d;
+}
+
+kp_ddb *kp_ddb_of(kp_store *s)
+{
+    return D(s);
 }
 
 static kp_status oom(kp_err *err)
@@ -45,7 +54,7 @@ static int nonempty_fits(const char *s, size_t cap)
 }
 
 /* GetItem (consistent) of pk/sk: *item is the item or NULL when absent. */
-static kp_status get_item(kp_ddb *d, const char *pk, const char *sk, json_t **item, kp_err *err)
+kp_status kp_ddb_get_item(kp_ddb *d, const char *pk, const char *sk, json_t **item, kp_err *err)
 {
     json_t *req =
         json_pack("{s:s, s:o, s:b}", "TableName", d->table, "Key", kp_ddb_key_item(pk, sk), "ConsistentRead", 1);
@@ -60,8 +69,8 @@ static kp_status get_item(kp_ddb *d, const char *pk, const char *sk, json_t **it
     return rc;
 }
 
-/* get_item of an item that must exist: KP_ENOTFOUND "{what} not found" when absent (or key empty). */
-static kp_status get_existing(kp_ddb *d, const char *prefix, const char *id, size_t id_cap, const char *sk,
+/* kp_ddb_get_item of an item that must exist: KP_ENOTFOUND "{what} not found" when absent (or key empty). */
+kp_status kp_ddb_get_existing(kp_ddb *d, const char *prefix, const char *id, size_t id_cap, const char *sk,
                               const char *what, json_t **item, kp_err *err)
 {
     char pk[KP_DDB_KEY_MAX];
@@ -69,7 +78,7 @@ static kp_status get_existing(kp_ddb *d, const char *prefix, const char *id, siz
     if (!nonempty_fits(id, id_cap))
         return kp_err_set(err, KP_ENOTFOUND, "%s not found", what);
     kp_ddb_key(pk, prefix, id);
-    kp_status rc = get_item(d, pk, sk, item, err);
+    kp_status rc = kp_ddb_get_item(d, pk, sk, item, err);
     if (rc == KP_OK && !*item)
         rc = kp_err_set(err, KP_ENOTFOUND, "%s not found", what);
     return rc;
@@ -80,7 +89,7 @@ static kp_status get_existing(kp_ddb *d, const char *prefix, const char *id, siz
 static kp_status ddb_ping(kp_store *s, kp_err *err)
 {
     json_t *item = NULL;
-    kp_status rc = get_item(D(s), "PING", KP_DDB_SK_MAIN, &item, err);
+    kp_status rc = kp_ddb_get_item(D(s), "PING", KP_DDB_SK_MAIN, &item, err);
     json_decref(item);
     return rc;
 }
@@ -94,7 +103,7 @@ static kp_status ddb_plan_get(kp_store *s, const char *id, kp_plan *out, kp_err 
     if (!nonempty_fits(id, KP_PLAN_ID_MAX))
         return kp_err_set(err, KP_ENOTFOUND, "plan not found");
     kp_ddb_key(sk, "PLAN#", id);
-    kp_status rc = get_item(D(s), KP_DDB_PLANS, sk, &item, err);
+    kp_status rc = kp_ddb_get_item(D(s), KP_DDB_PLANS, sk, &item, err);
     if (rc == KP_OK && !item)
         rc = kp_err_set(err, KP_ENOTFOUND, "plan not found");
     if (rc == KP_OK)
@@ -209,7 +218,7 @@ static kp_status ddb_plan_put(kp_store *s, const kp_plan *p, int *created, kp_er
 /* ---- users: PK "USER#{id}" SK "A" (the user and its balance); unique claims EMAIL#, XSUB# ---- */
 
 /* Appends a Put of item, conditional on it not existing, to items. */
-static int add_put_new(json_t *items, const char *table, json_t *item)
+int kp_ddb_put_new(json_t *items, const char *table, json_t *item)
 {
     return json_array_append_new(items, json_pack("{s:{s:s, s:o, s:s}}", "Put", "TableName", table, "Item", item,
                                                   "ConditionExpression", "attribute_not_exists(PK)"));
@@ -236,20 +245,20 @@ static int user_valid(const kp_user *u)
 static int add_user_items(json_t *items, const char *table, const kp_user *u, const kp_balance *b, long *email_i,
                           long *sub_i)
 {
-    int bad = add_put_new(items, table, kp_ddb_user_item(u, b));
+    int bad = kp_ddb_put_new(items, table, kp_ddb_user_item(u, b));
     *email_i = *sub_i = -1;
     if (u->email[0]) {
         *email_i = (long)json_array_size(items);
-        bad |= add_put_new(items, table, claim_item(KP_DDB_EMAIL, u->email, u->id));
+        bad |= kp_ddb_put_new(items, table, claim_item(KP_DDB_EMAIL, u->email, u->id));
     }
     if (u->external_sub[0]) {
         *sub_i = (long)json_array_size(items);
-        bad |= add_put_new(items, table, claim_item(KP_DDB_XSUB, u->external_sub, u->id));
+        bad |= kp_ddb_put_new(items, table, claim_item(KP_DDB_XSUB, u->external_sub, u->id));
     }
     return bad;
 }
 
-static kp_status transact(kp_ddb *d, json_t *items, kp_err *err)
+kp_status kp_ddb_transact(kp_ddb *d, json_t *items, kp_err *err)
 {
     json_t *req = json_pack("{s:O}", "TransactItems", items);
     kp_status rc = req ? kp_ddb_call(d, "TransactWriteItems", req, NULL, err) : oom(err);
@@ -276,8 +285,8 @@ static kp_status ddb_user_create(kp_store *s, const kp_user *u, kp_err *err)
     if (!user_valid(u))
         return kp_err_set(err, KP_EINVAL, "invalid user");
     json_t *items = json_array();
-    kp_status rc =
-        items && !add_user_items(items, d->table, u, NULL, &email_i, &sub_i) ? transact(d, items, err) : oom(err);
+    kp_status rc = items && !add_user_items(items, d->table, u, NULL, &email_i, &sub_i) ? kp_ddb_transact(d, items, err)
+                                                                                        : oom(err);
     if (rc == KP_ECONFLICT)
         rc = user_conflict(d, email_i, sub_i, err);
     json_decref(items);
@@ -287,7 +296,7 @@ static kp_status ddb_user_create(kp_store *s, const kp_user *u, kp_err *err)
 static kp_status user_by_id(kp_ddb *d, const char *id, kp_user *out, kp_balance *bal, kp_err *err)
 {
     json_t *item = NULL;
-    kp_status rc = get_existing(d, KP_DDB_USER, id, KP_ID_MAX, KP_DDB_SK_MAIN, "user", &item, err);
+    kp_status rc = kp_ddb_get_existing(d, KP_DDB_USER, id, KP_ID_MAX, KP_DDB_SK_MAIN, "user", &item, err);
     if (rc == KP_OK && out)
         kp_ddb_user_from(item, out);
     if (rc == KP_OK && bal)
@@ -306,7 +315,7 @@ static kp_status user_by_claim(kp_ddb *d, const char *prefix, const char *value,
 {
     char uid[KP_ID_MAX];
     json_t *item = NULL;
-    kp_status rc = get_existing(d, prefix, value, cap, KP_DDB_SK_MAIN, "user", &item, err);
+    kp_status rc = kp_ddb_get_existing(d, prefix, value, cap, KP_DDB_SK_MAIN, "user", &item, err);
     if (rc == KP_OK) {
         kp_ddb_get_s(item, "user_id", uid, sizeof uid);
         rc = user_by_id(d, uid, out, NULL, err);
@@ -369,7 +378,7 @@ static kp_status ddb_user_set_plan(kp_store *s, const char *id, const char *plan
         kp_ddb_key_item(KP_DDB_PLANS, plan_sk), "ConditionExpression", "attribute_exists(PK)", "Update", "TableName",
         d->table, "Key", kp_ddb_key_item(pk, KP_DDB_SK_MAIN), "UpdateExpression", "SET plan_id = :p",
         "ConditionExpression", "attribute_exists(PK)", "ExpressionAttributeValues", ":p", kp_ddb_s(plan_id));
-    kp_status rc = items ? transact(d, items, err) : oom(err);
+    kp_status rc = items ? kp_ddb_transact(d, items, err) : oom(err);
     if (rc == KP_ECONFLICT)
         rc = kp_err_set(err, KP_ENOTFOUND, kp_ddb_reason_failed(d, 0) ? "plan not found" : "user not found");
     json_decref(items);
@@ -427,7 +436,7 @@ static kp_status ddb_verification_create(kp_store *s, const char *token_hash, co
                   json_array_append_new(items, json_pack("{s:{s:s, s:o}}", "Delete", "TableName", d->table, "Key",
                                                          kp_ddb_key_item(opk, KP_DDB_SK_MAIN)));
         }
-        rc = bad ? oom(err) : transact(d, items, err);
+        rc = bad ? oom(err) : kp_ddb_transact(d, items, err);
         if (rc == KP_ECONFLICT)
             rc = kp_err_set(err, kp_ddb_reason_failed(d, 0) ? KP_ENOTFOUND : KP_ECONFLICT,
                             kp_ddb_reason_failed(d, 0) ? "user not found" : "verification token exists");
@@ -447,8 +456,8 @@ static kp_status ddb_verification_consume(kp_store *s, const char *token_hash, i
     kp_verification v = {0};
     json_t *item = NULL, *items = NULL;
     char tpk[KP_DDB_KEY_MAX], upk[KP_DDB_KEY_MAX];
-    kp_status rc =
-        get_existing(d, KP_DDB_VERIFY, token_hash, TOKEN_HASH_MAX, KP_DDB_SK_MAIN, "verification token", &item, err);
+    kp_status rc = kp_ddb_get_existing(d, KP_DDB_VERIFY, token_hash, TOKEN_HASH_MAX, KP_DDB_SK_MAIN,
+                                       "verification token", &item, err);
     if (rc != KP_OK)
         return rc == KP_ENOTFOUND ? kp_err_set(err, KP_ENOTFOUND, "unknown verification token") : rc;
     kp_ddb_get_s(item, "user_id", v.user_id, sizeof v.user_id);
@@ -467,7 +476,7 @@ static kp_status ddb_verification_consume(kp_store *s, const char *token_hash, i
                   d->table, "Key", kp_ddb_key_item(upk, KP_DDB_SK_MAIN), "UpdateExpression", "SET email_verified = :t",
                   "ConditionExpression", "attribute_exists(PK)", "ExpressionAttributeValues", ":t", kp_ddb_bool(1),
                   token_pointer_op(d->table, v.user_id, token_hash, 0));
-    rc = items ? transact(d, items, err) : oom(err);
+    rc = items ? kp_ddb_transact(d, items, err) : oom(err);
     if (rc == KP_ECONFLICT)
         rc = kp_ddb_reason_failed(d, 0) ? kp_err_set(err, KP_ECONFLICT, "verification token used or expired")
                                         : kp_err_set(err, KP_ENOTFOUND, "user not found");
@@ -495,28 +504,21 @@ static kp_status ddb_account_get(kp_store *s, const char *user_id, kp_account *o
 static kp_status ddb_reservation_get(kp_store *s, const char *id, kp_reservation *out, kp_err *err)
 {
     json_t *item = NULL;
-    kp_status rc = get_existing(D(s), KP_DDB_RES, id, KP_ID_MAX, KP_DDB_SK_MAIN, "reservation", &item, err);
+    kp_status rc = kp_ddb_get_existing(D(s), KP_DDB_RES, id, KP_ID_MAX, KP_DDB_SK_MAIN, "reservation", &item, err);
     if (rc == KP_OK)
         kp_ddb_reservation_from(item, out);
     json_decref(item);
     return rc;
 }
 
-/* What credits_apply read first, in one consistent BatchGetItem. */
-typedef struct credit_state {
-    json_t *user; /* NULL: no such user */
-    int idem_used;
-    json_t *res; /* NULL: no such reservation (or none asked) */
-} credit_state;
-
-static void credit_state_clear(credit_state *st)
+void kp_ddb_credit_state_clear(kp_ddb_credit_state *st)
 {
     json_decref(st->user);
     json_decref(st->res);
     memset(st, 0, sizeof *st);
 }
 
-static kp_status credit_read(kp_ddb *d, const kp_credit_change *c, credit_state *st, kp_err *err)
+kp_status kp_ddb_credit_read(kp_ddb *d, const kp_credit_change *c, kp_ddb_credit_state *st, kp_err *err)
 {
     char upk[KP_DDB_KEY_MAX], ipk[KP_DDB_KEY_MAX], rpk[KP_DDB_KEY_MAX];
     json_t *out = NULL;
@@ -567,7 +569,7 @@ static json_t *credit_items(kp_ddb *d, const kp_credit_change *c, const kp_balan
     json_t *idem =
         json_pack("{s:o, s:o, s:o, s:o, s:o}", "PK", kp_ddb_s(ipk), "SK", kp_ddb_s(KP_DDB_SK_MAIN), "user_id",
                   kp_ddb_s(c->user_id), "seq", kp_ddb_n(nb->version), "created_at", kp_ddb_n(now));
-    bad = bad || add_put_new(items, d->table, idem);
+    bad = bad || kp_ddb_put_new(items, d->table, idem);
     if (!bad && (c->delta_daily != 0 || c->delta_monthly != 0 || c->record_zero)) {
         kp_ledger_entry e = {0};
         e.seq = nb->version;
@@ -580,7 +582,7 @@ static json_t *credit_items(kp_ddb *d, const kp_credit_change *c, const kp_balan
         snprintf(e.idem_key, sizeof e.idem_key, "%s", c->idem_key);
         snprintf(e.reservation_id, sizeof e.reservation_id, "%s", c->res_id ? c->res_id : "");
         e.created_at = now;
-        bad = add_put_new(items, d->table, kp_ddb_ledger_item(&e));
+        bad = kp_ddb_put_new(items, d->table, kp_ddb_ledger_item(&e));
     }
     *res_i = -1;
     if (!bad && c->res_id) {
@@ -593,7 +595,7 @@ static json_t *credit_items(kp_ddb *d, const kp_credit_change *c, const kp_balan
             r.monthly = c->res_monthly;
             r.state = c->res_to;
             r.created_at = r.updated_at = now;
-            bad = add_put_new(items, d->table, kp_ddb_reservation_item(&r));
+            bad = kp_ddb_put_new(items, d->table, kp_ddb_reservation_item(&r));
         } else {
             char rpk[KP_DDB_KEY_MAX];
             kp_ddb_key(rpk, KP_DDB_RES, c->res_id);
@@ -615,7 +617,7 @@ static json_t *credit_items(kp_ddb *d, const kp_credit_change *c, const kp_balan
     return items;
 }
 
-static int credit_change_valid(const kp_credit_change *c)
+int kp_ddb_credit_change_valid(const kp_credit_change *c)
 {
     return c && nonempty_fits(c->user_id, KP_ID_MAX) && nonempty_fits(c->idem_key, KP_IDEM_MAX) &&
            fits(c->reason ? c->reason : "", KP_REASON_MAX) && (!c->res_id || nonempty_fits(c->res_id, KP_ID_MAX));
@@ -624,29 +626,21 @@ static int credit_change_valid(const kp_credit_change *c)
 /* How credit_attempt ended. */
 enum { CREDIT_DONE = 0, CREDIT_AGAIN, CREDIT_REREAD };
 
-/* One attempt from what st says (read before, or the balance a lost race returned). *next: CREDIT_DONE,
- * CREDIT_AGAIN (the balance moved and the caller gave no expected_version: st->user now holds the
- * balance that won, try again) or CREDIT_REREAD (read again first). */
-static kp_status credit_attempt(kp_ddb *d, const kp_credit_change *c, credit_state *st, kp_balance *out, int *next,
-                                kp_err *err)
+kp_status kp_ddb_credit_prepare(kp_ddb *d, const kp_credit_change *c, const kp_ddb_credit_state *st, int64_t now,
+                                kp_balance *b, kp_balance *nb, json_t **items, long *res_i, kp_err *err)
 {
-    kp_balance b = {0}, nb;
-    long res_i = -1;
-    json_t *items = NULL;
-    kp_status rc = KP_OK;
-    *next = CREDIT_DONE;
+    *items = NULL;
+    *res_i = -1;
     if (!st->user)
         return kp_err_set(err, KP_ENOTFOUND, "user not found");
-    kp_ddb_balance_from(st->user, &b);
-    if (out)
-        *out = b;
+    kp_ddb_balance_from(st->user, b);
     if (st->idem_used)
         return kp_err_set(err, KP_EDUPLICATE, "idempotency key already used");
-    if (c->expected_version >= 0 && c->expected_version != b.version)
-        return kp_err_set(err, KP_ECONFLICT, "balance changed (version %lld, expected %lld)", (long long)b.version,
+    if (c->expected_version >= 0 && c->expected_version != b->version)
+        return kp_err_set(err, KP_ECONFLICT, "balance changed (version %lld, expected %lld)", (long long)b->version,
                           (long long)c->expected_version);
-    nb = (kp_balance){b.daily + c->delta_daily, b.monthly + c->delta_monthly, b.version + 1};
-    if (nb.daily < 0 || nb.monthly < 0)
+    *nb = (kp_balance){b->daily + c->delta_daily, b->monthly + c->delta_monthly, b->version + 1};
+    if (nb->daily < 0 || nb->monthly < 0)
         return kp_err_set(err, KP_ECREDITS, "not enough credits");
     if (c->res_id) {
         kp_reservation r = {0};
@@ -655,11 +649,26 @@ static kp_status credit_attempt(kp_ddb *d, const kp_credit_change *c, credit_sta
         if (c->res_from == KP_RES_NONE ? st->res != NULL : (!st->res || r.state != c->res_from))
             return kp_err_set(err, KP_ECONFLICT, "reservation %s is not in the expected state", c->res_id);
     }
-    items = credit_items(d, c, &b, &nb, (int64_t)time(NULL), &res_i);
-    rc = items ? transact(d, items, err) : oom(err);
-    if (rc == KP_OK && out)
-        *out = nb;
-    if (rc == KP_ECONFLICT) {
+    *items = credit_items(d, c, b, nb, now, res_i);
+    return *items ? KP_OK : oom(err);
+}
+
+/* One attempt from what st says (read before, or the balance a lost race returned). *next: CREDIT_DONE,
+ * CREDIT_AGAIN (the balance moved and the caller gave no expected_version: st->user now holds the
+ * balance that won, try again) or CREDIT_REREAD (read again first). */
+static kp_status credit_attempt(kp_ddb *d, const kp_credit_change *c, kp_ddb_credit_state *st, kp_balance *out,
+                                int *next, kp_err *err)
+{
+    kp_balance b = {0}, nb = {0};
+    long res_i = -1;
+    json_t *items = NULL;
+    *next = CREDIT_DONE;
+    kp_status rc = kp_ddb_credit_prepare(d, c, st, (int64_t)time(NULL), &b, &nb, &items, &res_i, err);
+    if (rc == KP_OK)
+        rc = kp_ddb_transact(d, items, err);
+    if (out)
+        *out = rc == KP_OK ? nb : b;
+    if (rc == KP_ECONFLICT && items) {
         json_t *won = kp_ddb_reason_item(d, 0);
         if (kp_ddb_reason_failed(d, 1)) {
             rc = kp_err_set(err, KP_EDUPLICATE, "idempotency key already used");
@@ -685,22 +694,22 @@ static kp_status credit_attempt(kp_ddb *d, const kp_credit_change *c, credit_sta
 static kp_status ddb_credits_apply(kp_store *s, const kp_credit_change *c, kp_balance *out, kp_err *err)
 {
     kp_ddb *d = D(s);
-    credit_state st = {0};
+    kp_ddb_credit_state st = {0};
     int next = CREDIT_REREAD;
     kp_status rc = KP_ECONFLICT;
-    if (!credit_change_valid(c))
+    if (!kp_ddb_credit_change_valid(c))
         return kp_err_set(err, KP_EINVAL, "invalid credit change");
     for (int i = 0; i < CAS_ATTEMPTS && next != CREDIT_DONE; i++) {
         kp_err_clear(err);
         if (next == CREDIT_REREAD) {
-            credit_state_clear(&st);
-            rc = credit_read(d, c, &st, err);
+            kp_ddb_credit_state_clear(&st);
+            rc = kp_ddb_credit_read(d, c, &st, err);
             if (rc != KP_OK)
                 break;
         }
         rc = credit_attempt(d, c, &st, out, &next, err);
     }
-    credit_state_clear(&st);
+    kp_ddb_credit_state_clear(&st);
     return rc;
 }
 
@@ -709,7 +718,7 @@ static kp_status ddb_user_create_credited(kp_store *s, const kp_user *u, const k
     kp_ddb *d = D(s);
     long email_i = -1, sub_i = -1, res_i = -1;
     kp_balance zero = {0, 0, 0}, nb;
-    if (!user_valid(u) || !credit_change_valid(c) || strcmp(c->user_id, u->id) != 0 || c->res_id)
+    if (!user_valid(u) || !kp_ddb_credit_change_valid(c) || strcmp(c->user_id, u->id) != 0 || c->res_id)
         return kp_err_set(err, KP_EINVAL, "invalid user or credit change");
     nb = (kp_balance){c->delta_daily, c->delta_monthly, 1};
     if (nb.daily < 0 || nb.monthly < 0)
@@ -724,7 +733,7 @@ static kp_status ddb_user_create_credited(kp_store *s, const kp_user *u, const k
         if (json_array_append(items, json_array_get(credit, i)) != 0)
             rc = oom(err);
     if (rc == KP_OK)
-        rc = transact(d, items, err);
+        rc = kp_ddb_transact(d, items, err);
     if (rc == KP_ECONFLICT) {
         size_t idem_i = json_array_size(items) - (json_array_size(credit) - 1);
         rc = kp_ddb_reason_failed(d, idem_i) ? kp_err_set(err, KP_EDUPLICATE, "idempotency key already used")
@@ -858,6 +867,15 @@ static const kp_store_ops ddb_ops = {
     .version_finish = kp_ddb_version_finish,
     .project_mark_deleting = kp_ddb_project_mark_deleting,
     .project_delete = kp_ddb_project_delete,
+    .credits_apply_many = kp_ddb_credits_apply_many,
+    .users_bonus_page = kp_ddb_users_bonus_page,
+    .events_append = kp_ddb_events_append,
+    .events_list = kp_ddb_events_list,
+    .events_last_id = kp_ddb_events_last_id,
+    .billing_customer_get = kp_ddb_billing_customer_get,
+    .billing_customer_find = kp_ddb_billing_customer_find,
+    .subscription_get = kp_ddb_subscription_get,
+    .billing_apply = kp_ddb_billing_apply,
     .ping = ddb_ping,
     .close = ddb_close,
 };

@@ -1,0 +1,16 @@
+/*
+ * ddb_billing.h - the DynamoDB backend's billing ops (store.h "billing
+ * (Stripe)"): billing_customer_get/find, subscription_get, billing_apply.
+ * ddb_store.c wires them into its ops table.
+ */
+#ifndef KP_DDB_BILLING_H
+#define KP_DDB_BILLING_H
+
+#include "store/store.h"
+
+kp_status kp_ddb_billing_customer_get(kp_store *s, const char *user_id, kp_billing_customer *out, kp_err *err);
+kp_status kp_ddb_billing_customer_find(kp_store *s, const char *customer_id, kp_billing_customer *out, kp_err *err);
+kp_status kp_ddb_subscription_get(kp_store *s, const char *id, kp_subscription *out, kp_err *err);
+kp_status kp_ddb_billing_apply(kp_store *s, const kp_billing_write *w, int *credited, kp_err *err);
+
+#endif
