@@ -18,7 +18,7 @@ const CONTRACT = path.join(BUILD, 'tests', 'store_contract');
 const KOUMPA = path.join(BUILD, 'koumpa');
 const KEY = { accessKeyId: 'AKIDSTORETEST', secretAccessKey: 'store/test+secret' };
 const WRAPPER = (process.env.KOUMPA_TEST_WRAPPER || '').split(/\s+/).filter(Boolean);
-const CHECKS = ['migrate', 'plans', 'users', 'verify', 'projects', 'credits', 'bonus', 'billing', 'events', 'race'];
+const CHECKS = ['migrate', 'plans', 'users', 'verify', 'projects', 'credits', 'bonus', 'billing', 'events', 'race', 'recovery'];
 
 function baseEnv(extra) {
   const env = {};
@@ -127,6 +127,12 @@ describe('store contract on DynamoDB (moto, one request at a time, behind the ve
       // transaction and 2 conditional PutItems, twice
       if (check === 'events') assert.deepEqual([r.figures.events_120_requests, r.figures.events_retry_requests], [2, 6]);
       if (check === 'race') assert.deepEqual([r.figures.spends_ok, r.figures.creates_ok], [10, 1]);
+      // recovery's reads: the user item's counter (1 GetItem); expired leases: 1 Query per GSI2 shard (8)
+      // and 1 BatchGetItem of the versions
+      if (check === 'recovery') {
+        assert.equal(r.figures.generating_count_requests, 1);
+        assert.equal(r.figures.versions_expired_requests, 9);
+      }
       assert.equal(front.stats.rejected, 0, JSON.stringify(front.stats.rejections));
     });
   }
