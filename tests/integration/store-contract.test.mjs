@@ -21,7 +21,7 @@ const WRAPPER = (process.env.KOUMPA_TEST_WRAPPER || '').split(/\s+/).filter(Bool
 // Under `make valgrind` (a wrapper set) the contract binary's checks are skipped: that stage checks koumpa
 // itself, and `make sanitize` already runs this binary under ASan + LeakSanitizer.
 const CONTRACT_SKIP = WRAPPER.length > 0 && 'the contract binary is leak-checked by make sanitize; valgrind wraps koumpa only';
-const CHECKS = ['migrate', 'plans', 'users', 'verify', 'projects', 'credits', 'bonus', 'billing', 'events', 'race'];
+const CHECKS = ['migrate', 'plans', 'users', 'verify', 'projects', 'credits', 'bonus', 'billing', 'events', 'race', 'recovery'];
 
 function baseEnv(extra) {
   const env = {};
@@ -129,6 +129,12 @@ describe('store contract on DynamoDB (moto, one request at a time, behind the ve
       // transaction and 2 conditional PutItems, twice
       if (check === 'events') assert.deepEqual([r.figures.events_120_requests, r.figures.events_retry_requests], [2, 6]);
       if (check === 'race') assert.deepEqual([r.figures.spends_ok, r.figures.creates_ok], [10, 1]);
+      // recovery's reads: the user item's counter (1 GetItem); expired leases: 1 Query per GSI2 shard (8)
+      // and 1 BatchGetItem of the versions
+      if (check === 'recovery') {
+        assert.equal(r.figures.generating_count_requests, 1);
+        assert.equal(r.figures.versions_expired_requests, 9);
+      }
       assert.equal(front.stats.rejected, 0, JSON.stringify(front.stats.rejections));
     });
   }
