@@ -11,10 +11,12 @@
 //   - credentials with a short Expiration are fetched again before it, never sent once due;
 //   - one credentials provider per process: S3 and Secrets Manager share one ECS fetch;
 //   - wrong credentials: serve does not start (S3, DynamoDB), naming AWS's error;
+//   - a held GetSecretValue (a key refresh after the TTL) does not hold the generation loop.
 // A failed condition on a spend (ConditionalCheckFailed on credits: KP_ECONFLICT / KP_ECREDITS,
 // nothing half-written) is checked by tests/store/store_contract.c (check_credits, race), run on
 // DynamoDB by store-contract.test.mjs. Without moto_server the file is skipped, saying so. No
-// timing is asserted: waits are bounded polls.
+// timing is asserted: waits are bounded polls, and "does not hold" is an ordering (the generation
+// ends while the front still holds the GetSecretValue).
 import assert from 'node:assert/strict';
 import { mkdtempSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
@@ -215,6 +217,28 @@ describe('AWS faults, through a verifying front that injects them', () => {
       const again = await fetch(appUrl(server, project));
       assert.equal(again.status, 200);
       assert.equal(await again.text(), INDEX);
+    });
+
+    test('a held GetSecretValue (a key refresh after the TTL) does not hold the generation loop', async (t) => {
+      if (skipReason) return t.skip(skipReason);
+      const reads0 = count(front, 'secretsmanager GetSecretValue');
+      await sleep(1500); // past KOUMPA_SECRETS_TTL
+      const hold = front.hold({ service: 'secretsmanager', operation: 'GetSecretValue' });
+      try {
+        const before = anthropic.requests.length;
+        // the generation reads the key on the loop thread: it gets the cached one and goes on
+        await generate(server, user.token);
+        const plans = await api(server, 'GET', '/v1/plans');
+        assert.equal(plans.status, 200);
+        // ...while the front still holds the one refresh that read started, its client still waiting
+        assert.equal(hold.held, 1, 'the GetSecretValue is still held');
+        assert.equal(count(front, 'secretsmanager GetSecretValue') - reads0, 1);
+        assert.equal(anthropic.requests.length, before + 1);
+        assert.equal(anthropic.requests[before].headers['x-api-key'], API_KEY);
+      } finally {
+        hold.release();
+      }
+      assert.ok(await until(() => hold.held === 0));
     });
   });
 
