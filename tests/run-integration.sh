@@ -1,10 +1,11 @@
 #!/bin/sh
-# run-integration.sh BUILD_DIR - runs the black-box tests (tests/integration/*.test.mjs)
-# against BUILD_DIR/koumpa with node's built-in test runner.
+# run-integration.sh BUILD_DIR [FILE...] - runs the black-box tests (tests/integration/*.test.mjs,
+# or the FILEs given) against BUILD_DIR/koumpa with node's built-in test runner.
 # Sequential under a wrapper (KOUMPA_TEST_WRAPPER, e.g. valgrind: heavy), else
 # one test file per core.
 set -eu
 BUILD_DIR=${1:-build}
+[ $# -gt 0 ] && shift
 cd "$(dirname "$0")/.."
 if [ ! -x "$BUILD_DIR/koumpa" ]; then
     echo "run-integration.sh: $BUILD_DIR/koumpa not found; build it first (make $BUILD_DIR/koumpa)" >&2
@@ -20,4 +21,5 @@ else
 fi
 export KOUMPA_BUILD="$BUILD_DIR"
 # node 20 runs every *.test.mjs under the given directory
-exec node --test --test-concurrency="$CONCURRENCY" --test-timeout="$TIMEOUT" tests/integration/
+if [ $# -eq 0 ]; then set -- tests/integration/; fi
+exec node --test --test-concurrency="$CONCURRENCY" --test-timeout="$TIMEOUT" "$@"

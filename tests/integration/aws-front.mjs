@@ -14,7 +14,9 @@
 //   - the signature smithy computes over exactly the signed headers, the path as received (S3: as is;
 //     other services: normalised and encoded again), the query decoded then re-encoded, at the
 //     request's X-Amz-Date: a mismatch answers 403 SignatureDoesNotMatch (XML for S3, JSON otherwise).
-// stats counts {verified, rejected, byService, connections (TCP)}. inject is a queue of faults for the next requests:
+// stats counts {verified, rejected, byService, byTarget (X-Amz-Target, e.g. DynamoDB_20120810.GetItem),
+// connections (TCP)}. While recording is true, log gets {target, body} of each verified request (the
+// request budget test tells a transaction's items apart). inject is a queue of faults for the next requests:
 // {status, code, message} answers that error instead of forwarding (after verifying). expired is a
 // set of access key ids answered 400 ExpiredTokenException (S3: ExpiredToken), as AWS does for
 // temporary credentials past their end.
@@ -97,6 +99,15 @@ export async function startMoto({ timeoutMs = 30_000, singleThreaded = false } =
   return {
     url,
     port,
+    /** Lets the test's process exit while moto runs (then kill() it from an 'exit' handler). */
+    unref() {
+      proc.unref();
+      proc.stderr.unref();
+    },
+    /** SIGKILL, synchronously (for an 'exit' handler). */
+    kill() {
+      if (proc.exitCode === null) proc.kill('SIGKILL');
+    },
     async stop() {
       if (proc.exitCode !== null) return;
       const exited = new Promise((r) => proc.once('exit', r));
@@ -196,7 +207,7 @@ async function verify(req, body, credentials, expired) {
 
 export async function startFront({ target, credentials }) {
   const expired = new Set();
-  const stats = { verified: 0, rejected: 0, byService: {}, rejections: [], connections: 0 };
+  const stats = { verified: 0, rejected: 0, byService: {}, byTarget: {}, rejections: [], connections: 0 };
   const inject = [];
   const targetUrl = new URL(target);
   const server = http.createServer((req, res) => {
@@ -219,6 +230,9 @@ export async function startFront({ target, credentials }) {
       }
       stats.verified++;
       stats.byService[service] = (stats.byService[service] || 0) + 1;
+      const target = req.headers['x-amz-target'];
+      if (target) stats.byTarget[target] = (stats.byTarget[target] || 0) + 1;
+      if (front.recording) front.log.push({ target, body: body.toString('utf8') });
       const fault = inject.shift();
       if (fault) {
         answerError(res, service, fault.status, fault.code, fault.message || fault.code);
@@ -238,14 +252,21 @@ export async function startFront({ target, credentials }) {
   });
   server.on('connection', () => { stats.connections++; });
   await new Promise((r) => server.listen(0, '127.0.0.1', r));
-  return {
+  const front = {
     url: `http://127.0.0.1:${server.address().port}`,
     stats,
     inject,
     expired,
+    recording: false,
+    log: [],
+    /** Lets the test's process exit while the front listens. */
+    unref() {
+      server.unref();
+    },
     async stop() {
       server.closeAllConnections();
       await new Promise((r) => server.close(r));
     },
   };
+  return front;
 }
