@@ -9,6 +9,9 @@
 //                          store is incomplete (KOUMPA_TEST_AWS_DB overrides it)
 //   awsBackendEnv(dataDir) starts moto and the front on first use; makes the bucket, and on
 //                          DynamoDB the table (`koumpa migrate`); resolves to the server's variables
+//   awsSecretsEnv(env)     env with ANTHROPIC_API_KEY and STRIPE_SECRET_KEY (+ STRIPE_WEBHOOK_SECRET)
+//                          moved into Secrets Manager secrets (KOUMPA_SECRETS=aws), unless env chose
+//                          KOUMPA_SECRETS itself
 //   awsBackend()           { moto, front } once started (front.stats counts requests by X-Amz-Target)
 // moto and the front are stopped when the test file's process exits.
 import { startFront, startMoto } from './aws-front.mjs';
@@ -21,6 +24,7 @@ let started = null; // a promise of { moto, front }
 let stopping = null;
 const byDir = new Map(); // data dir -> promise of its variables
 let count = 0;
+let secrets = 0;
 
 function start() {
   if (!started) {
@@ -88,4 +92,41 @@ async function prepare(baseEnv, run) {
     if (m.code !== 0) throw new Error(`koumpa migrate on DynamoDB failed (${m.code}):\n${m.stdout}${m.stderr}`);
   }
   return vars;
+}
+
+// A secret made on moto itself (moto reads the service from the credential scope and checks nothing).
+async function createSecret(moto, name, value) {
+  const r = await fetch(`${moto.url}/`, {
+    method: 'POST',
+    headers: {
+      'content-type': 'application/x-amz-json-1.1',
+      'x-amz-target': 'secretsmanager.CreateSecret',
+      authorization: `AWS4-HMAC-SHA256 Credential=${KEY.accessKeyId}/20260101/us-east-1/secretsmanager/aws4_request, ` +
+        'SignedHeaders=host, Signature=0',
+    },
+    body: JSON.stringify({ Name: name, SecretString: value }),
+  });
+  if (r.status !== 200) throw new Error(`cannot create secret ${name}: ${r.status} ${await r.text()}`);
+}
+
+/** A server's environment with its Anthropic and Stripe keys read from Secrets Manager instead. */
+export async function awsSecretsEnv(env) {
+  if (env.KOUMPA_SECRETS || !(env.ANTHROPIC_API_KEY || env.STRIPE_SECRET_KEY)) return env;
+  const { moto } = await start();
+  const out = { ...env, KOUMPA_SECRETS: 'aws' };
+  const base = `suite-${process.pid}/${++secrets}`;
+  if (env.ANTHROPIC_API_KEY) {
+    await createSecret(moto, `${base}/anthropic`, env.ANTHROPIC_API_KEY);
+    out.KOUMPA_SECRET_ID_ANTHROPIC = `${base}/anthropic`;
+    delete out.ANTHROPIC_API_KEY;
+  }
+  if (env.STRIPE_SECRET_KEY) {
+    const stripe = { STRIPE_SECRET_KEY: env.STRIPE_SECRET_KEY };
+    if (env.STRIPE_WEBHOOK_SECRET) stripe.STRIPE_WEBHOOK_SECRET = env.STRIPE_WEBHOOK_SECRET;
+    await createSecret(moto, `${base}/stripe`, JSON.stringify(stripe));
+    out.KOUMPA_SECRET_ID_STRIPE = `${base}/stripe`;
+    delete out.STRIPE_SECRET_KEY;
+    delete out.STRIPE_WEBHOOK_SECRET;
+  }
+  return out;
 }

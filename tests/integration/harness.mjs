@@ -9,7 +9,8 @@
 //   KOUMPA_TEST_LOG_LEVEL server log level (default "warn")
 //   KOUMPA_TEST_KEEP=1    keep data directories after the tests
 //   KOUMPA_TEST_BACKEND   local (default: SQLite + files in the data directory) or aws: every server
-//                         on DynamoDB + S3 on moto behind the SigV4-verifying front (aws-backend.mjs;
+//                         on DynamoDB + S3 (+ its keys in Secrets Manager) on moto behind the
+//                         SigV4-verifying front (aws-backend.mjs;
 //                         KOUMPA_TEST_AWS_DB=sqlite keeps SQLite with S3). Tests about SQLite or
 //                         local files skip there, saying why (localOnly below)
 //
@@ -25,7 +26,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { AWS_TEST_DB, awsBackendEnv } from './aws-backend.mjs';
+import { AWS_TEST_DB, awsBackendEnv, awsSecretsEnv } from './aws-backend.mjs';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const BUILD = path.resolve(ROOT, process.env.KOUMPA_BUILD || 'build');
@@ -140,7 +141,7 @@ export async function startServer({ env = {}, args = [], dataDir, prefix = [], b
   const port = await freePort();
   let appsPort = await freePort();
   while (appsPort === port) appsPort = await freePort();
-  const fullEnv = {
+  let fullEnv = {
     ...baseEnv(),
     KOUMPA_DATA_DIR: dir,
     KOUMPA_ADDR: `127.0.0.1:${port}`,
@@ -153,6 +154,7 @@ export async function startServer({ env = {}, args = [], dataDir, prefix = [], b
     ...backendEnv,
     ...env,
   };
+  if (backend === 'aws') fullEnv = await awsSecretsEnv(fullEnv);
   const url = `http://127.0.0.1:${port}`;
   const appsUrl = `http://127.0.0.1:${appsPort}`;
 
