@@ -1,12 +1,13 @@
 #!/bin/sh
-# run-integration.sh BUILD_DIR - runs the black-box tests (tests/integration/*.test.mjs)
-# against BUILD_DIR/koumpa with node's built-in test runner.
+# run-integration.sh BUILD_DIR [FILE...] - runs the black-box tests (tests/integration/*.test.mjs,
+# or the FILEs given) against BUILD_DIR/koumpa with node's built-in test runner.
 # One test file per core; one at a time under a wrapper (KOUMPA_TEST_WRAPPER,
 # e.g. valgrind: heavy). KOUMPA_TEST_CONCURRENCY overrides either (make
 # valgrind sets 2: the tests mostly wait on the servers, so two files share the
 # two cores, and the timeouts under a wrapper are generous).
 set -eu
 BUILD_DIR=${1:-build}
+[ $# -gt 0 ] && shift
 cd "$(dirname "$0")/.."
 if [ ! -x "$BUILD_DIR/koumpa" ]; then
     echo "run-integration.sh: $BUILD_DIR/koumpa not found; build it first (make $BUILD_DIR/koumpa)" >&2
@@ -22,4 +23,5 @@ else
 fi
 export KOUMPA_BUILD="$BUILD_DIR"
 # node 20 runs every *.test.mjs under the given directory
-exec node --test --test-concurrency="$CONCURRENCY" --test-timeout="$TIMEOUT" tests/integration/
+if [ $# -eq 0 ]; then set -- tests/integration/; fi
+exec node --test --test-concurrency="$CONCURRENCY" --test-timeout="$TIMEOUT" "$@"

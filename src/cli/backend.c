@@ -2,13 +2,22 @@
  * backend.c - the store backend chosen by KOUMPA_DB, as the commands see it:
  * sqlite (complete) or dynamodb, which serve and the one-shot commands
  * other than migrate refuse while the backend lacks any store operation
- * (store/dynamodb/ddb_store.h lists what it has). Before that, the store
- * is pinged, so wrong AWS credentials or a missing table stop start-up.
+ * (store/dynamodb/ddb_store.h lists what it has); and the one place that
+ * opens the chosen store for them. Before that, the store is pinged, so
+ * wrong AWS credentials or a missing table stop start-up.
  */
 #include <string.h>
 
 #include "cli/cli.h"
 #include "store/dynamodb/ddb_store.h"
+#include "store/sqlite/sqlite_store.h"
+
+kp_status kp_cli_open_store(const kp_config *cfg, const char *db_path, kp_store **out, kp_err *err)
+{
+    if (strcmp(cfg->db, "dynamodb") == 0)
+        return kp_ddb_store_open(cfg->dynamodb_table_prefix, out, err);
+    return kp_sqlite_open(db_path, out, err);
+}
 
 kp_status kp_cli_check_backend(const kp_config *cfg, kp_err *err)
 {

@@ -16,7 +16,9 @@
 //   - the signature smithy computes over exactly the signed headers, the path as received (S3: as is;
 //     other services: normalised and encoded again), the query decoded then re-encoded, at the
 //     request's X-Amz-Date: a mismatch answers 403 SignatureDoesNotMatch (XML for S3, JSON otherwise).
-// stats counts {verified, rejected, byService, connections (TCP)}. inject is a queue of faults for the next requests:
+// stats counts {verified, rejected, byService, byTarget (X-Amz-Target, e.g. DynamoDB_20120810.GetItem),
+// connections (TCP)}. While recording is true, log gets {target, body} of each verified request (the
+// request budget test tells a transaction's items apart). inject is a queue of faults for the next requests:
 // {status, code, message} answers that error instead of forwarding (after verifying). expired is a
 // set of access key ids answered 400 ExpiredTokenException (S3: ExpiredToken), as AWS does for
 // temporary credentials past their end. credentials is the list itself: push to it or splice it to
@@ -110,6 +112,15 @@ export async function startMoto({ timeoutMs = 30_000, singleThreaded = false } =
   return {
     url,
     port,
+    /** Lets the test's process exit while moto runs (then kill() it from an 'exit' handler). */
+    unref() {
+      proc.unref();
+      proc.stderr.unref();
+    },
+    /** SIGKILL, synchronously (for an 'exit' handler). */
+    kill() {
+      if (proc.exitCode === null) proc.kill('SIGKILL');
+    },
     async stop() {
       if (proc.exitCode !== null) return;
       const exited = new Promise((r) => proc.once('exit', r));
@@ -249,7 +260,7 @@ async function verify(req, body, credentials, expired) {
 
 export async function startFront({ target, credentials }) {
   const expired = new Set();
-  const stats = { verified: 0, rejected: 0, byService: {}, rejections: [], connections: 0 };
+  const stats = { verified: 0, rejected: 0, byService: {}, byTarget: {}, rejections: [], connections: 0 };
   const inject = [];
   const faults = [];
   const holds = [];
@@ -278,6 +289,9 @@ export async function startFront({ target, credentials }) {
       stats.byService[service] = (stats.byService[service] || 0) + 1;
       const op = operationOf(req, service);
       operations[`${service} ${op}`] = (operations[`${service} ${op}`] || 0) + 1;
+      const target = req.headers['x-amz-target'];
+      if (target) stats.byTarget[target] = (stats.byTarget[target] || 0) + 1;
+      if (front.recording) front.log.push({ target, body: body.toString('utf8') });
       const fault = inject.shift() || faults.find((f) => f.times > 0 && matches(f, service, op));
       if (fault) {
         if (fault.times !== undefined) fault.times--;
@@ -315,7 +329,7 @@ export async function startFront({ target, credentials }) {
   });
   server.on('connection', () => { stats.connections++; });
   await new Promise((r) => server.listen(0, '127.0.0.1', r));
-  return {
+  const front = {
     url: `http://127.0.0.1:${server.address().port}`,
     stats,
     inject,
@@ -336,10 +350,17 @@ export async function startFront({ target, credentials }) {
       holds.push(h);
       return h;
     },
+    recording: false,
+    log: [],
+    /** Lets the test's process exit while the front listens. */
+    unref() {
+      server.unref();
+    },
     async stop() {
       for (const h of holds) h.release();
       server.closeAllConnections();
       await new Promise((r) => server.close(r));
     },
   };
+  return front;
 }
