@@ -230,9 +230,11 @@ describe('AWS faults, through a verifying front that injects them', () => {
         await generate(server, user.token);
         const plans = await api(server, 'GET', '/v1/plans');
         assert.equal(plans.status, 200);
-        // ...while the front still holds the one refresh that read started, its client still waiting
-        assert.equal(hold.held, 1, 'the GetSecretValue is still held');
-        assert.equal(count(front, 'secretsmanager GetSecretValue') - reads0, 1);
+        // ...while the refresh that read started is still under way: held at the front, its client
+        // still waiting (or, on a slow machine, between attempts). A read on the loop would have let
+        // the generation go on only after all 3 attempts, each held until it timed out.
+        assert.ok(hold.held === 1 || hold.total < 3, `held now ${hold.held}, in all ${hold.total}`);
+        assert.equal(count(front, 'secretsmanager GetSecretValue') - reads0, hold.total);
         assert.equal(anthropic.requests.length, before + 1);
         assert.equal(anthropic.requests[before].headers['x-api-key'], API_KEY);
       } finally {
