@@ -21,7 +21,8 @@
  * The rest lives in src/host/evhttp/: worker.h (the per-thread state these
  * modules share), conn.h and framing.h (the connection layer), request.h
  * (evhttp request -> kp_req), respond.h (kp_resp -> the wire: normal, file
- * and error responses), reqlog.h (the per-request log line and metrics),
+ * and error responses; api/exchange.h holds what the Lambda host shares: request
+ * ids, the body limit, HEAD, the per-request log line and metrics),
  * streams.h (streamed responses: the sink, its high-water mark, pulled
  * streams) and deferreds.h (responses computed elsewhere, answered through
  * kp_respond_reply()).
@@ -52,7 +53,6 @@
 #include "core/metrics.h"
 #include "host/evhttp/conn.h"
 #include "host/evhttp/deferreds.h"
-#include "host/evhttp/reqlog.h"
 #include "host/evhttp/request.h"
 #include "host/evhttp/respond.h"
 #include "host/evhttp/streams.h"
@@ -187,8 +187,8 @@ static void handle_request(struct evhttp_request *evreq, void *arg)
     } else if (kp_request_read(w, evreq, &req, rid, &path, &resp) == 0) {
         w->host->opt.dispatch(&w->ctx, &req, &resp);
     }
-    kp_reqlog_begin(&sum, req.method, &t0);
-    kp_reqlog_take_request(&sum, &req);
+    kp_exchange_begin(&sum, req.method, &t0);
+    kp_exchange_take_request(&sum, &req);
     if (resp.deferred && resp.status == 0) {
         if (kp_deferreds_start(w, evreq, &resp, &sum) == 0)
             goto done;         /* answered, logged and counted when its reply comes */
@@ -333,11 +333,9 @@ static struct event_base *new_event_base(void)
 /* Creates the worker's base, evhttp and listener (on the calling thread). */
 static kp_status worker_init(kp_host *h, worker *w, struct sockaddr_storage *ss, socklen_t sslen, kp_err *err)
 {
-    unsigned char rnd[4];
     w->host = h;
     w->ctx.app = h->opt.app;
-    randombytes_buf(rnd, sizeof rnd);
-    snprintf(w->rid_prefix, sizeof w->rid_prefix, "%02x%02x%02x%02x", rnd[0], rnd[1], rnd[2], rnd[3]);
+    kp_exchange_ids_init(&w->ids);
 
     w->base = new_event_base();
     w->http = w->base ? evhttp_new(w->base) : NULL;

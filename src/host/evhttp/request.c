@@ -11,11 +11,6 @@
 
 #include "host/evhttp/respond.h"
 
-static void new_request_id(worker *w, char out[KP_REQUEST_ID_MAX + 1])
-{
-    snprintf(out, KP_REQUEST_ID_MAX + 1, "%s%08x", w->rid_prefix, (unsigned)w->rid_counter++);
-}
-
 static const char *method_name(enum evhttp_cmd_type cmd)
 {
     switch (cmd) {
@@ -80,10 +75,7 @@ int kp_request_read(worker *w, struct evhttp_request *evreq, kp_req *req, char r
     ev_uint16_t peer_port = 0;
 
     const char *incoming = evhttp_find_header(in, "X-Request-Id");
-    if (kp_reqlog_id_is_sane(incoming))
-        snprintf(rid, KP_REQUEST_ID_MAX + 1, "%s", incoming);
-    else
-        new_request_id(w, rid);
+    kp_exchange_request_id(&w->ids, incoming, rid);
     req->request_id = rid;
     req->method = method_name(evhttp_request_get_command(evreq));
     evhttp_connection_get_peer(evcon, &peer, &peer_port);
@@ -109,10 +101,8 @@ int kp_request_read(worker *w, struct evhttp_request *evreq, kp_req *req, char r
 
     struct evbuffer *body = evhttp_request_get_input_buffer(evreq);
     size_t body_len = evbuffer_get_length(body);
-    if (body_len > KP_MAX_BODY) {
-        kp_respond_error(w, resp, 413, "payload_too_large", "request body exceeds 1 MiB");
+    if (kp_exchange_check_body(w->host->opt.error_page, body_len, resp) != 0)
         return -1;
-    }
     if (body_len > 0) {
         req->body = (const char *)evbuffer_pullup(body, -1);
         if (!req->body)

@@ -76,10 +76,7 @@ void kp_respond_error(const worker *w, kp_resp *resp, int status, const char *co
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    if (w->host->opt.error_page)
-        w->host->opt.error_page(resp, status, code, msg);
-    else
-        kp_resp_error(resp, status, code, "%s", msg);
+    kp_exchange_error(w->host->opt.error_page, resp, status, code, "%s", msg);
 }
 
 void kp_respond_headers(worker *w, struct evhttp_request *evreq, const kp_resp *resp, const char *request_id)
@@ -107,17 +104,12 @@ static void free_body(const void *data, size_t len, void *extra)
     free((void *)data);
 }
 
-static int response_has_body(int method_head, int status)
-{
-    return !method_head && status >= 200 && status != 204 && status != 304;
-}
-
 static void send_response(worker *w, struct evhttp_request *evreq, kp_resp *resp, const char *request_id)
 {
-    int head = evhttp_request_get_command(evreq) == EVHTTP_REQ_HEAD;
+    const char *method = evhttp_request_get_command(evreq) == EVHTTP_REQ_HEAD ? "HEAD" : "GET";
     size_t body_len = resp->file.set ? (size_t)resp->file.len : resp->body.len;
     kp_respond_headers(w, evreq, resp, request_id);
-    if (head && response_has_body(0, resp->status)) {
+    if (kp_exchange_is_head(method) && kp_exchange_has_body("GET", resp->status)) {
         /* HEAD answers like GET without the body; evhttp does not count it for us */
         char len[32];
         snprintf(len, sizeof len, "%zu", body_len);
@@ -125,7 +117,7 @@ static void send_response(worker *w, struct evhttp_request *evreq, kp_resp *resp
         evhttp_remove_header(out, "Content-Length");
         evhttp_add_header(out, "Content-Length", len);
     }
-    if (resp->file.set && response_has_body(head, resp->status)) {
+    if (resp->file.set && kp_exchange_has_body(method, resp->status)) {
         /* the kernel sends it (sendfile) as the client reads: no copy per client */
         struct evbuffer *out = evhttp_request_get_output_buffer(evreq);
         /* this buffer ends up on the socket: without the flag libevent maps or
@@ -133,7 +125,7 @@ static void send_response(worker *w, struct evhttp_request *evreq, kp_resp *resp
         evbuffer_set_flags(out, EVBUFFER_FLAG_DRAINS_TO_FD);
         if (evbuffer_add_file(out, resp->file.fd, resp->file.offset, resp->file.len) == 0)
             resp->file.set = 0; /* the buffer owns fd now */
-    } else if (response_has_body(head, resp->status) && resp->body.len > 0) {
+    } else if (kp_exchange_has_body(method, resp->status) && resp->body.len > 0) {
         size_t len = resp->body.len;
         char *data = kp_buf_steal(&resp->body); /* handed to evhttp without a copy */
         struct evbuffer *out = evhttp_request_get_output_buffer(evreq);
@@ -151,22 +143,14 @@ static void send_response(worker *w, struct evhttp_request *evreq, kp_resp *resp
 void kp_respond_reply(worker *w, struct evhttp_request *evreq, kp_resp *resp, kp_req_summary *sum)
 {
     const char *rid = sum->request_id;
-    if (resp->deferred || resp->status < 100 || resp->status > 599) {
-        kp_log(KP_LOG_ERROR, "handler left status %d%s for %s %s (request %s)", resp->status,
-               resp->deferred ? " and a deferred" : "", sum->method, sum->path, rid);
-        kp_resp_free(resp);
-        memset(resp, 0, sizeof *resp);
-        kp_respond_error(w, resp, 500, "internal_error", "internal error (request %s)", rid);
-    }
-    sum->status = resp->status;
+    kp_exchange_check_response(w->host->opt.error_page, resp, sum);
     if (resp->stream && evhttp_request_get_command(evreq) == EVHTTP_REQ_HEAD) {
         /* HEAD: the headers a GET would get, and no producer run for a body
          * nobody reads (without Content-Length, as a stream has none) */
-        resp->stream->release(resp->stream);
-        resp->stream = NULL;
+        kp_exchange_drop_stream(resp);
         kp_respond_headers(w, evreq, resp, rid);
         evhttp_send_reply(evreq, resp->status, kp_respond_reason_phrase(resp->status), NULL);
-        kp_reqlog_record(w->ctx.app ? w->ctx.app->metrics : NULL, sum);
+        kp_exchange_record(w->ctx.app ? w->ctx.app->metrics : NULL, sum);
     } else if (resp->stream && kp_streams_start(w, evreq, resp, sum) == 0) {
         /* logged and counted when the stream ends */
     } else {
@@ -178,6 +162,6 @@ void kp_respond_reply(worker *w, struct evhttp_request *evreq, kp_resp *resp, kp
             sum->status = 500;
         }
         send_response(w, evreq, resp, rid);
-        kp_reqlog_record(w->ctx.app ? w->ctx.app->metrics : NULL, sum);
+        kp_exchange_record(w->ctx.app ? w->ctx.app->metrics : NULL, sum);
     }
 }

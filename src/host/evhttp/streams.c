@@ -156,7 +156,7 @@ static void stream_finish(host_stream *hs, int connection_gone)
         kp_worker_watch_close(w, hs->evcon, kp_worker_on_closed_early, w);
         evhttp_send_reply_end(hs->evreq); /* on_request_complete follows */
     }
-    kp_reqlog_record(w->ctx.app ? w->ctx.app->metrics : NULL, &hs->sum);
+    kp_exchange_record(w->ctx.app ? w->ctx.app->metrics : NULL, &hs->sum);
     hs->stream->release(hs->stream);
 
     stream_free(hs);

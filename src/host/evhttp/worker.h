@@ -19,7 +19,7 @@
 #include <event2/http.h>
 
 #include "host/evhttp/conn.h"
-#include "host/evhttp/reqlog.h"
+#include "api/exchange.h"
 #include "host/evhttp_host.h"
 
 #define KP_IO_TIMEOUT_S 30 /* idle read / stalled write on a connection */
@@ -39,8 +39,7 @@ typedef struct worker {
     long inflight; /* worker thread only */
     int draining;  /* worker thread only */
     uint64_t drain_deadline_ms;
-    char rid_prefix[9]; /* 8 random hex digits, then a counter */
-    uint32_t rid_counter;
+    kp_exchange_ids ids; /* request ids made here */
 } worker;
 
 struct kp_host {
