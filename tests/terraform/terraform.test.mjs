@@ -6,6 +6,8 @@ import assert from 'node:assert/strict';
 import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import vm from 'node:vm';
+import { execFileSync } from 'node:child_process';
 import * as check from './check.mjs';
 
 const TF = path.join(check.REPO, 'terraform');
@@ -42,6 +44,10 @@ test('the tree has what the issue asks: 5 modules x 3 environments, api split in
   const alarm = api.resource.aws_cloudwatch_metric_alarm.fn[0];
   assert.match(alarm.for_each, /setproduct\(keys\(local\.functions\), \["Errors", "Throttles"\]\)/);
   assert.equal(alarm.namespace, 'AWS/Lambda');
+  // the real variables stay out of git
+  for (const e of ['dev', 'staging', 'prod']) {
+    execFileSync('git', ['check-ignore', '-q', `terraform/environments/${e}/terraform.tfvars`], { cwd: check.REPO });
+  }
 });
 
 test('the code\'s AWS calls are found: 9 DynamoDB operations, 4 S3 actions, GetSecretValue', () => {
@@ -51,6 +57,20 @@ test('the code\'s AWS calls are found: 9 DynamoDB operations, 4 S3 actions, GetS
     'dynamodb:TransactWriteItems', 'dynamodb:UpdateItem']);
   assert.deepEqual(found.filter((a) => a.startsWith('s3:')), ['s3:DeleteObject', 's3:GetObject', 's3:ListBucket', 's3:PutObject']);
   assert.ok(found.includes('secretsmanager:GetSecretValue'));
+});
+
+test('the apps origin\'s CloudFront Function maps the API\'s version URLs to the S3 keys', () => {
+  const code = readFileSync(path.join(TF, 'modules/storage/apps-path.js'), 'utf8');
+  const handler = vm.runInNewContext(`${code}; handler`);
+  const uri = (u) => handler({ request: { uri: u } });
+  assert.equal(uri('/prj_abc123/@v12/index.html').uri, '/prj_abc123/v12/index.html');
+  assert.equal(uri('/prj_abc123/@v1/').uri, '/prj_abc123/v1/index.html');
+  assert.equal(uri('/prj_abc123/@v3/assets/app.js').uri, '/prj_abc123/v3/assets/app.js');
+  assert.equal(uri('/prj_abc123/@v3/docs/').uri, '/prj_abc123/v3/docs/index.html');
+  assert.deepEqual([uri('/prj_abc123/@v3').statusCode, uri('/prj_abc123/@v3').headers.location.value], [301, '/prj_abc123/@v3/']);
+  for (const bad of ['/prj_abc123/', '/prj_abc123/index.html', '/prj_ABC/@v1/', '/prj_abc/@v0/', '/other/@v1/', '/']) {
+    assert.equal(uri(bad).statusCode, 404, bad);
+  }
 });
 
 // ---------------------------------------------------------------- each check can fail

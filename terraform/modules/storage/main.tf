@@ -129,13 +129,15 @@ resource "aws_cloudfront_distribution" "apps" {
   tags = var.tags
 }
 
-# Only this distribution reads the bucket, and only the published apps.
+# Only this distribution reads the bucket, and only the published apps. ListBucket (on the
+# bucket) makes a missing file a 404 rather than S3's 403; only the paths apps-path.js lets
+# through reach S3.
 data "aws_iam_policy_document" "apps_bucket" {
   statement {
     sid       = "CloudFrontReadsApps"
     effect    = "Allow"
-    actions   = ["s3:GetObject"]
-    resources = ["${aws_s3_bucket.apps.arn}/apps/*"]
+    actions   = ["s3:GetObject", "s3:ListBucket"]
+    resources = [aws_s3_bucket.apps.arn, "${aws_s3_bucket.apps.arn}/apps/*"]
     principals {
       type        = "Service"
       identifiers = ["cloudfront.amazonaws.com"]
