@@ -13,6 +13,7 @@
 #   make bench-slow-disk    1,000 generations on a disk whose every fsync takes 5 ms more
 #   make bench-replays      1,000 replays of one large ended version
 #   make bench-bonus        `koumpa daily-bonus` over 100,000 users (bench/bonus.sh)
+#   make terraform-check  the Terraform checks (tests/terraform/: parse, AWS schema, references, table, IAM)
 #   make lint       cppcheck + clang-format check
 #   make tidy       clang-tidy's static analyzer over src/
 #   make fuzz       builds the libFuzzer targets (build-fuzz/, clang) and runs each for FUZZ_SECONDS (60)
@@ -103,7 +104,12 @@ integration-aws: $(BUILD)/koumpa $(BUILD)/koumpa-hooks
 openapi:
 	@tests/lint-openapi.sh
 
-test: deps-test unit integration openapi
+# terraform/ checked without terraform (docs/DEVELOPMENT.md, "Terraform checks"); the store contract
+# binary prints the table's definition the database module must equal.
+terraform-check: $(STORE_CONTRACT)
+	@KOUMPA_BUILD=$(BUILD) node --test tests/terraform/
+
+test: deps-test unit integration openapi terraform-check
 
 deps:
 	@scripts/install-deps.sh
@@ -185,7 +191,7 @@ fuzz: fuzz-build
 clean:
 	rm -rf build build-asan build-cov build-fuzz
 
-.PHONY: all unit integration integration-aws openapi test deps deps-test run sanitize valgrind coverage bench bench-generations bench-slow-disk bench-replays bench-bonus lint tidy fuzz-build fuzz clean
+.PHONY: all unit integration integration-aws openapi terraform-check test deps deps-test run sanitize valgrind coverage bench bench-generations bench-slow-disk bench-replays bench-bonus lint tidy fuzz-build fuzz clean
 .SECONDARY:
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

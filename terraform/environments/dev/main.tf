@@ -1,0 +1,95 @@
+# One Koumpa environment. dev, staging and prod have the same main.tf, variables.tf and
+# outputs.tf (staging's and prod's are links to dev's; `make test` checks that they are the
+# same): they differ only in their terraform.tfvars (copy
+# terraform.tfvars.example; the real one is git-ignored) and in the state key given to init:
+#
+#   terraform init -backend-config=bucket=STATE_BUCKET -backend-config=key=koumpa/ENV/terraform.tfstate \
+#     -backend-config=region=REGION
+#
+# The state: S3 with native locking (use_lockfile), in the bucket terraform/backend.tf makes.
+
+terraform {
+  required_version = ">= 1.10"
+  required_providers {
+    aws = {
+      source  = "hashicorp/aws"
+      version = "~> 6.0"
+    }
+  }
+  backend "s3" {
+    use_lockfile = true
+    encrypt      = true
+  }
+}
+
+provider "aws" {
+  region = var.region
+  default_tags {
+    tags = {
+      Project     = "koumpa"
+      Environment = var.environment
+    }
+  }
+}
+
+locals {
+  name_prefix = "koumpa-${var.environment}"
+  tags        = { Service = "koumpa" }
+}
+
+module "database" {
+  source              = "../../modules/database"
+  table_prefix        = "${local.name_prefix}-"
+  deletion_protection = var.deletion_protection
+  tags                = local.tags
+}
+
+module "auth" {
+  source                  = "../../modules/auth"
+  name_prefix             = local.name_prefix
+  hosted_ui_domain_prefix = var.hosted_ui_domain_prefix
+  callback_urls           = var.auth_callback_urls
+  logout_urls             = var.auth_logout_urls
+  deletion_protection     = var.deletion_protection
+  tags                    = local.tags
+}
+
+module "storage" {
+  source      = "../../modules/storage"
+  name_prefix = local.name_prefix
+  bucket_name = var.apps_bucket_name
+  price_class = var.cloudfront_price_class
+  tags        = local.tags
+}
+
+module "api" {
+  source                      = "../../modules/api"
+  name_prefix                 = local.name_prefix
+  table_prefix                = module.database.table_prefix
+  table_arn                   = module.database.table_arn
+  bucket_name                 = module.storage.bucket_name
+  bucket_arn                  = module.storage.bucket_arn
+  apps_url                    = module.storage.apps_url
+  jwt_issuer                  = module.auth.issuer
+  jwt_audience                = module.auth.client_id
+  jwks_url                    = module.auth.jwks_url
+  cors_allow_origins          = var.cors_allow_origins
+  lambda_build_dir            = "${path.root}/../../../build/lambda"
+  architecture                = var.architecture
+  generate_app_memory_mb      = var.generate_app_memory_mb
+  extra_environment           = var.function_environment
+  log_retention_days          = var.log_retention_days
+  throttling_rate_limit       = var.api_rate_limit
+  throttling_burst_limit      = var.api_burst_limit
+  alarm_actions               = var.alarm_actions
+  secret_recovery_window_days = var.secret_recovery_window_days
+  tags                        = local.tags
+}
+
+module "cron" {
+  source        = "../../modules/cron"
+  name_prefix   = local.name_prefix
+  function_name = module.api.daily_bonus_function_name
+  function_arn  = module.api.daily_bonus_function_arn
+  tags          = local.tags
+}

@@ -1,0 +1,20 @@
+variable "name_prefix" {
+  description = "Prefix of every name (koumpa-ENV)"
+  type        = string
+}
+
+variable "function_name" {
+  description = "daily-bonus's deployed name"
+  type        = string
+}
+
+variable "function_arn" {
+  description = "daily-bonus's ARN"
+  type        = string
+}
+
+variable "tags" {
+  description = "Tags on every resource of the module"
+  type        = map(string)
+  default     = {}
+}

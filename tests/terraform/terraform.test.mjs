@@ -1,0 +1,188 @@
+// terraform.test.mjs - terraform/ passes every check of check.mjs, and each check fails on a copy
+// of terraform/ broken in the way it is there to catch (so none of them passes by saying nothing).
+// Needs KOUMPA_BUILD/tests/store_contract (the table's definition): `make test` builds it.
+import { test, describe, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import vm from 'node:vm';
+import { execFileSync } from 'node:child_process';
+import * as check from './check.mjs';
+
+const TF = path.join(check.REPO, 'terraform');
+const STORE_CONTRACT = path.resolve(check.REPO, process.env.KOUMPA_BUILD || 'build', 'tests/store_contract');
+
+describe('terraform/ passes every check', async () => {
+  let results;
+  before(async () => { results = await check.checkAll(TF, { storeContract: STORE_CONTRACT }); });
+  for (const name of ['parse', 'schema', 'references', 'modules', 'environments', 'table', 'seed', 'iam', 'routes', 'apps_headers', 'secrets']) {
+    test(name, () => assert.deepEqual(results[name], []));
+  }
+});
+
+test('the tree has what the issue asks: 5 modules x 3 environments, api split in three, 6 functions, 19 routes', async () => {
+  const tree = await check.load(TF);
+  for (const m of ['database', 'auth', 'storage', 'api', 'cron']) assert.ok(tree.dirs[`modules/${m}`], m);
+  for (const e of ['dev', 'staging', 'prod']) {
+    for (const f of ['main.tf', 'variables.tf', 'outputs.tf', 'terraform.tfvars.example']) assert.ok(tree.files[`environments/${e}/${f}`], `${e}/${f}`);
+  }
+  const api = tree.dirs['modules/api'];
+  assert.deepEqual(Object.keys(api.locals.functions).sort(),
+    ['admin-update-plan', 'daily-bonus', 'generate-app', 'get-user', 'list-projects', 'stripe-webhook']);
+  assert.equal(Object.keys(api.locals.routes).length, 19);
+  const fn = api.resource.aws_lambda_function.fn[0];
+  assert.equal(fn.runtime, 'provided.al2023');
+  assert.equal(fn.handler, '${each.key}');
+  const url = api.resource.aws_lambda_function_url.generate_app[0];
+  assert.deepEqual([url.invoke_mode, url.authorization_type], ['RESPONSE_STREAM', 'NONE']);
+  const rule = tree.dirs['modules/cron'].resource.aws_cloudwatch_event_rule.daily_bonus[0];
+  assert.equal(rule.schedule_expression, 'cron(0 0 * * ? *)');
+  const client = tree.dirs['modules/auth'].resource.aws_cognito_user_pool_client.web[0];
+  assert.deepEqual([client.generate_secret, client.allowed_oauth_flows], [false, ['code']]);
+  assert.equal(tree.dirs['modules/api'].resource.aws_cloudwatch_metric_alarm.api_5xx[0].metric_name, '5xx');
+  const alarm = api.resource.aws_cloudwatch_metric_alarm.fn[0];
+  assert.match(alarm.for_each, /setproduct\(keys\(local\.functions\), \["Errors", "Throttles"\]\)/);
+  assert.equal(alarm.namespace, 'AWS/Lambda');
+  // the real variables stay out of git
+  for (const e of ['dev', 'staging', 'prod']) {
+    execFileSync('git', ['check-ignore', '-q', `terraform/environments/${e}/terraform.tfvars`], { cwd: check.REPO });
+  }
+});
+
+test('the code\'s AWS calls are found: 9 DynamoDB operations, 4 S3 actions, GetSecretValue', () => {
+  const found = [...check.codeActions().keys()].sort();
+  assert.deepEqual(found.filter((a) => a.startsWith('dynamodb:')), ['dynamodb:BatchGetItem', 'dynamodb:CreateTable',
+    'dynamodb:DescribeTable', 'dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:Query', 'dynamodb:Scan',
+    'dynamodb:TransactWriteItems', 'dynamodb:UpdateItem']);
+  assert.deepEqual(found.filter((a) => a.startsWith('s3:')), ['s3:DeleteObject', 's3:GetObject', 's3:ListBucket', 's3:PutObject']);
+  assert.ok(found.includes('secretsmanager:GetSecretValue'));
+});
+
+test('the apps origin\'s CloudFront Function maps the API\'s version URLs to the S3 keys', () => {
+  const code = readFileSync(path.join(TF, 'modules/storage/apps-path.js'), 'utf8');
+  const handler = vm.runInNewContext(`${code}; handler`);
+  const uri = (u) => handler({ request: { uri: u } });
+  assert.equal(uri('/prj_abc123/@v12/index.html').uri, '/prj_abc123/v12/index.html');
+  assert.equal(uri('/prj_abc123/@v1/').uri, '/prj_abc123/v1/index.html');
+  assert.equal(uri('/prj_abc123/@v3/assets/app.js').uri, '/prj_abc123/v3/assets/app.js');
+  assert.equal(uri('/prj_abc123/@v3/docs/').uri, '/prj_abc123/v3/docs/index.html');
+  assert.deepEqual([uri('/prj_abc123/@v3').statusCode, uri('/prj_abc123/@v3').headers.location.value], [301, '/prj_abc123/@v3/']);
+  for (const bad of ['/prj_abc123/', '/prj_abc123/index.html', '/prj_ABC/@v1/', '/prj_abc/@v0/', '/other/@v1/', '/']) {
+    assert.equal(uri(bad).statusCode, 404, bad);
+  }
+});
+
+// ---------------------------------------------------------------- each check can fail
+
+let work;
+before(() => { work = mkdtempSync(path.join(tmpdir(), 'koumpa-tf-')); });
+after(() => rmSync(work, { recursive: true, force: true }));
+
+let copies = 0;
+// A copy of terraform/ with edit(file text) applied to each named file; returns its root.
+function broken(edits) {
+  const root = path.join(work, `t${copies++}`);
+  cpSync(TF, root, { recursive: true });
+  for (const [file, edit] of Object.entries(edits)) {
+    const p = path.join(root, file);
+    const before = readFileSync(p, 'utf8');
+    const after = edit(before);
+    assert.notEqual(after, before, `the edit of ${file} changed nothing`);
+    rmSync(p); // staging's and prod's main.tf link to dev's: the edit makes this one a file of its own
+    writeFileSync(p, after);
+  }
+  return root;
+}
+
+// The copy fails `name` with a failure matching re (and the untouched tree passes it: above).
+async function fails(name, edits, re) {
+  const results = await check.checkAll(broken(edits), { storeContract: STORE_CONTRACT });
+  assert.ok(results[name].some((x) => re.test(x)), `${name}: ${JSON.stringify(results[name])}`);
+}
+
+const sub = (from, to) => (t) => t.replace(from, to);
+
+test('parse: an unclosed block', () => fails('parse', { 'modules/cron/main.tf': (t) => `${t}\nresource "aws_s3_bucket" "x" {\n` }, /does not parse/));
+
+test('schema: an unknown resource type, argument, nested argument, dynamic block, missing required argument', async () => {
+  await fails('schema', { 'modules/database/main.tf': sub('"aws_dynamodb_table" "main"', '"aws_dynamodb_tabel" "main"') }, /aws_dynamodb_tabel is not in the AWS provider/);
+  await fails('schema', { 'modules/database/main.tf': sub('billing_mode', 'billing_mod') }, /"billing_mod" is not an argument/);
+  await fails('schema', { 'modules/database/main.tf': sub('projection_type = "ALL"', 'projection = "ALL"') }, /global_secondary_index: "projection" is not an argument/);
+  await fails('schema', { 'modules/api/lambdas.tf': sub('dynamic "statement"', 'dynamic "statements"') }, /no block "statements"/);
+  await fails('schema', { 'modules/cron/main.tf': sub('  function_name = var.function_name\n', '') }, /required argument "function_name" is missing/);
+});
+
+test('references: an undeclared variable, local, module output, resource, attribute', async () => {
+  await fails('references', { 'modules/database/main.tf': sub('${var.table_prefix}koumpa', '${var.table_prefx}koumpa') }, /var\.table_prefx is not declared/);
+  await fails('references', { 'modules/api/routes.tf': sub('local.routed_functions\n', 'local.routed_function\n') }, /local\.routed_function is not defined/);
+  await fails('references', { 'environments/dev/main.tf': sub('module.auth.issuer', 'module.auth.issuerx') }, /module\.auth has no output "issuerx"/);
+  await fails('references', { 'modules/storage/main.tf': sub('aws_s3_bucket.apps.bucket_regional_domain_name', 'aws_s3_bucket.app.bucket_regional_domain_name') }, /aws_s3_bucket\.app is not declared/);
+  await fails('references', { 'modules/storage/main.tf': sub('aws_s3_bucket.apps.bucket_regional_domain_name', 'aws_s3_bucket.apps.regional_domain') }, /aws_s3_bucket has no attribute "regional_domain"/);
+});
+
+test('modules: an input the module does not declare, a required input missing, environments that differ', async () => {
+  await fails('modules', { 'environments/dev/main.tf': sub('  tags                = local.tags\n}', '  tags                = local.tags\n  table_class = "STANDARD"\n}') }, /"table_class" is not a variable of modules\/database/);
+  await fails('modules', { 'environments/prod/main.tf': sub('  jwks_url                    = module.auth.jwks_url\n', '') }, /required input "jwks_url" is not passed|prod does not pass the same module inputs/);
+  await fails('environments', { 'environments/staging/main.tf': sub('"koumpa-${var.environment}"', '"koumpa-stg"') }, /main\.tf: the environments differ/);
+  await fails('environments', { 'environments/prod/terraform.tfvars.example': sub('region                  = "eu-west-3"\n', '') }, /the required "region" is not set/);
+  await fails('environments', { 'environments/dev/main.tf': sub('use_lockfile = true', 'use_lockfile = false') }, /use_lockfile/);
+});
+
+test('table: a GSI projection, a key, an attribute or point-in-time recovery unlike the code', async () => {
+  await fails('table', { 'modules/database/main.tf': sub('projection_type = "KEYS_ONLY"', 'projection_type = "ALL"') }, /global secondary indexes/);
+  await fails('table', { 'modules/database/main.tf': sub('range_key    = "SK"', 'range_key    = "GSI1SK"') }, /range_key/);
+  await fails('table', { 'modules/database/main.tf': sub('name = "GSI2SK"\n    type = "S"', 'name = "GSI2SK"\n    type = "N"') }, /attributes/);
+  await fails('table', { 'modules/database/main.tf': sub('billing_mode = "PAY_PER_REQUEST"', 'billing_mode = "PROVISIONED"') }, /billing_mode/);
+  await fails('table', { 'modules/database/main.tf': sub('point_in_time_recovery {\n    enabled = true', 'point_in_time_recovery {\n    enabled = false') }, /point-in-time recovery/);
+});
+
+test('seed: a plan figure or an item attribute unlike the code\'s seed', async () => {
+  await fails('seed', { 'modules/database/main.tf': sub('daily_bonus                = 10', 'daily_bonus                = 11') }, /differ from seed_plans/);
+  await fails('seed', { 'modules/database/main.tf': sub('max_generating  = { N', 'max_concurrent  = { N') }, /attributes/);
+  await fails('seed', { 'modules/database/main.tf': sub('active          = { BOOL = true }', 'active          = { N = "1" }') }, /attributes/);
+});
+
+test('iam: an action the code does not call, one it calls missing, a policy not from the map', async () => {
+  await fails('iam', { 'modules/api/lambdas.tf': sub('"dynamodb:Query", "dynamodb:Scan", ', '"dynamodb:Query", ') }, /daily-bonus's dynamodb/);
+  await fails('iam', { 'modules/api/lambdas.tf': sub('s3_objects  = ["s3:GetObject"]', 's3_objects  = ["s3:GetObject", "s3:PutObject"]') }, /list-projects's s3_objects/);
+  await fails('iam', { 'modules/api/lambdas.tf': sub('secrets     = ["jwt", "stripe"]', 'secrets     = ["anthropic", "jwt", "stripe"]') }, /stripe-webhook's secrets/);
+  await fails('iam', { 'modules/api/lambdas.tf': sub('actions   = ["lambda:InvokeFunction"]', 'actions   = ["lambda:InvokeFunction", "dynamodb:DeleteItem"]') }, /grants dynamodb:DeleteItem outside/);
+  await fails('iam', { 'modules/api/lambdas.tf': sub('actions   = local.permissions[each.key].dynamodb', 'actions   = ["dynamodb:*"]') }, /grants dynamodb:\* outside/);
+});
+
+test('iam: the permissions file is checked against the code\'s calls', () => {
+  const saved = JSON.stringify(check.PERMISSIONS);
+  try {
+    check.PERMISSIONS.functions['daily-bonus'].dynamodb = check.PERMISSIONS.functions['daily-bonus'].dynamodb.filter((a) => a !== 'dynamodb:Scan');
+    check.PERMISSIONS.functions['get-user'].dynamodb.push('dynamodb:DeleteItem');
+    const f = check.checkIam({ dirs: {} });
+    assert.ok(f.some((x) => /calls dynamodb:Scan, which no function is allowed/.test(x)), JSON.stringify(f));
+    assert.ok(f.some((x) => /allowed dynamodb:DeleteItem, which src\/ never calls/.test(x)), JSON.stringify(f));
+  } finally {
+    Object.assign(check.PERMISSIONS, JSON.parse(saved));
+  }
+});
+
+test('routes: a route of routes.c missing, one routes.c lacks, an authorizer unlike routes.c, a local route routed', async () => {
+  await fails('routes', { 'modules/api/routes.tf': sub('    "GET /v1/me/ledger" = { function = "get-user", auth = true }\n', '') }, /GET \/v1\/me\/ledger \(src\/api\/routes\.c\) has no function/);
+  await fails('routes', { 'modules/api/routes.tf': sub('"GET /v1/me/ledger"', '"GET /v1/me/ledgers"') }, /GET \/v1\/me\/ledgers is not a route/);
+  await fails('routes', { 'modules/api/routes.tf': sub('"POST /v1/billing/portal"   = { function = "stripe-webhook", auth = true }', '"POST /v1/billing/portal"   = { function = "stripe-webhook", auth = false }') }, /POST \/v1\/billing\/portal has auth = false/);
+  await fails('routes', { 'modules/api/routes.tf': sub('"GET /healthz" =', '"POST /v1/auth/login" = { function = "get-user", auth = false }\n    "GET /healthz" =') }, /routes POST \/v1\/auth\/login, which is not routed on AWS/);
+});
+
+test('apps headers: a CSP or referrer policy unlike the apps origin\'s, nosniff missing', async () => {
+  await fails('apps_headers', { 'modules/storage/main.tf': sub('allow-popups allow-modals"', 'allow-popups allow-modals allow-same-origin"') }, /Content-Security-Policy/);
+  await fails('apps_headers', { 'modules/storage/main.tf': sub('referrer_policy = "no-referrer"', 'referrer_policy = "origin"') }, /Referrer-Policy/);
+  await fails('apps_headers', { 'modules/storage/main.tf': sub('    content_type_options {\n      override = true\n    }\n', '') }, /X-Content-Type-Options/);
+});
+
+test('secrets: keys and long base64 in a .tf or an example, a secret version resource', async () => {
+  const fake = ['sk', 'live', '4eC39HqLyjWDarjtT1zdp7dc'].join('_');
+  await fails('secrets', { 'environments/dev/terraform.tfvars.example': (t) => `${t}\n# stripe = "${fake}"\n` }, /a Stripe key/);
+  await fails('secrets', { 'modules/api/main.tf': (t) => `${t}\nlocals {\n  k = "${['whsec', 'abcdefghijklmnop'].join('_')}"\n}\n` }, /webhook secret/);
+  await fails('secrets', { 'modules/api/main.tf': (t) => `${t}\nlocals {\n  k = "${['sk-ant-api03', 'abcdefghijklmnop'].join('-')}"\n}\n` }, /Anthropic key/);
+  await fails('secrets', { 'modules/api/main.tf': (t) => `${t}\nlocals {\n  k = "${'AKIA'}IOSFODNN7EXAMPLE"\n}\n` }, /AWS access key id/);
+  await fails('secrets', { 'modules/api/main.tf': (t) => `${t}\nlocals {\n  k = "dGhpcyBpcyBhIHNlY3JldCB2YWx1ZSBvZiBmb3J0eSBjaGFycyBvciBtb3Jl"\n}\n` }, /long base64/);
+  await fails('secrets', { 'modules/api/main.tf': (t) => `${t}\nresource "aws_secretsmanager_secret_version" "jwt" {\n  secret_id     = aws_secretsmanager_secret.koumpa["jwt"].id\n  secret_string = var.name_prefix\n}\n` }, /puts a value into the state/);
+});
