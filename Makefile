@@ -6,6 +6,7 @@
 #   make test       the whole suite: unit tests, integration tests, OpenAPI lint
 #   make sanitize   the suite under AddressSanitizer + UndefinedBehaviorSanitizer (build-asan/)
 #   make valgrind   the integration tests with the server under valgrind
+#   make integration-aws  the end-to-end scenarios again on DynamoDB + S3 (moto behind a SigV4-verifying front)
 #   make coverage   line coverage of the C code (gcovr), build-cov/
 #   make bench      HTTP throughput figures (bench/run.sh, wrk)
 #   make bench-generations  1,000 concurrent generations against the fake Anthropic API
@@ -93,6 +94,12 @@ $(STORE_CONTRACT): tests/store/store_contract.c $(BUILD)/libkoumpa.a
 integration: $(BUILD)/koumpa $(BUILD)/koumpa-hooks $(AWS_PROBE) $(BUILD)/tests/test_blob_contract $(STORE_CONTRACT)
 	@tests/run-integration.sh $(BUILD)
 
+# The end-to-end scenarios once more with every server on the AWS backend (KOUMPA_TEST_BACKEND=aws:
+# DynamoDB + S3 on moto behind the SigV4-verifying front, tests/integration/aws-backend.mjs).
+AWS_SCENARIOS := accounts projects apps replay billing-flow stripe-webhook admission events-follow leases crash delete-race errors request-budget
+integration-aws: $(BUILD)/koumpa $(BUILD)/koumpa-hooks
+	@KOUMPA_TEST_BACKEND=aws tests/run-integration.sh $(BUILD) $(AWS_SCENARIOS:%=tests/integration/%.test.mjs)
+
 openapi:
 	@tests/lint-openapi.sh
 
@@ -112,7 +119,7 @@ sanitize:
 	    SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined" unit integration
 
 valgrind: $(BUILD)/koumpa $(BUILD)/koumpa-hooks $(AWS_PROBE) $(BUILD)/tests/test_blob_contract $(STORE_CONTRACT)
-	KOUMPA_TEST_WRAPPER="valgrind --quiet --leak-check=full --show-leak-kinds=definite,indirect --errors-for-leak-kinds=definite,indirect --error-exitcode=99 --suppressions=tests/valgrind.supp" \
+	KOUMPA_TEST_CONCURRENCY=$${KOUMPA_TEST_CONCURRENCY:-2} KOUMPA_TEST_WRAPPER="valgrind --quiet --leak-check=full --show-leak-kinds=definite,indirect --errors-for-leak-kinds=definite,indirect --error-exitcode=99 --suppressions=tests/valgrind.supp" \
 	    tests/run-integration.sh $(BUILD)
 
 coverage:
@@ -178,7 +185,7 @@ fuzz: fuzz-build
 clean:
 	rm -rf build build-asan build-cov build-fuzz
 
-.PHONY: all unit integration openapi test deps deps-test run sanitize valgrind coverage bench bench-generations bench-slow-disk bench-replays bench-bonus lint tidy fuzz-build fuzz clean
+.PHONY: all unit integration integration-aws openapi test deps deps-test run sanitize valgrind coverage bench bench-generations bench-slow-disk bench-replays bench-bonus lint tidy fuzz-build fuzz clean
 .SECONDARY:
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

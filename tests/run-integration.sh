@@ -1,10 +1,13 @@
 #!/bin/sh
-# run-integration.sh BUILD_DIR - runs the black-box tests (tests/integration/*.test.mjs)
-# against BUILD_DIR/koumpa with node's built-in test runner.
-# Sequential under a wrapper (KOUMPA_TEST_WRAPPER, e.g. valgrind: heavy), else
-# one test file per core.
+# run-integration.sh BUILD_DIR [FILE...] - runs the black-box tests (tests/integration/*.test.mjs,
+# or the FILEs given) against BUILD_DIR/koumpa with node's built-in test runner.
+# One test file per core; one at a time under a wrapper (KOUMPA_TEST_WRAPPER,
+# e.g. valgrind: heavy). KOUMPA_TEST_CONCURRENCY overrides either (make
+# valgrind sets 2: the tests mostly wait on the servers, so two files share the
+# two cores, and the timeouts under a wrapper are generous).
 set -eu
 BUILD_DIR=${1:-build}
+[ $# -gt 0 ] && shift
 cd "$(dirname "$0")/.."
 if [ ! -x "$BUILD_DIR/koumpa" ]; then
     echo "run-integration.sh: $BUILD_DIR/koumpa not found; build it first (make $BUILD_DIR/koumpa)" >&2
@@ -12,12 +15,13 @@ if [ ! -x "$BUILD_DIR/koumpa" ]; then
 fi
 # a hung test fails after TIMEOUT ms instead of blocking the run
 if [ -n "${KOUMPA_TEST_WRAPPER:-}" ]; then
-    CONCURRENCY=1
+    CONCURRENCY=${KOUMPA_TEST_CONCURRENCY:-1}
     TIMEOUT=${KOUMPA_TEST_TIMEOUT:-1800000}
 else
-    CONCURRENCY=$(nproc 2>/dev/null || echo 2)
+    CONCURRENCY=${KOUMPA_TEST_CONCURRENCY:-$(nproc 2>/dev/null || echo 2)}
     TIMEOUT=${KOUMPA_TEST_TIMEOUT:-300000}
 fi
 export KOUMPA_BUILD="$BUILD_DIR"
 # node 20 runs every *.test.mjs under the given directory
-exec node --test --test-concurrency="$CONCURRENCY" --test-timeout="$TIMEOUT" tests/integration/
+if [ $# -eq 0 ]; then set -- tests/integration/; fi
+exec node --test --test-concurrency="$CONCURRENCY" --test-timeout="$TIMEOUT" "$@"

@@ -7,6 +7,7 @@
 #define KP_CLI_H
 
 #include "core/config.h"
+#include "store/store.h"
 
 #define KP_VERSION "0.1.0"
 #define KP_EXIT_USAGE 2
@@ -27,5 +28,8 @@ int kp_cli_load_config(kp_config *cfg, int argc, char **argv);
 void kp_cli_db_path(const kp_config *cfg, char *out, size_t n);
 /* KOUMPA_DB=dynamodb while that backend is incomplete: KP_EUNAVAILABLE naming the missing operation (backend.c). */
 kp_status kp_cli_check_backend(const kp_config *cfg, kp_err *err);
+/* Opens the store KOUMPA_DB names: SQLite at db_path (migrated already), or the DynamoDB table
+ * {KOUMPA_DYNAMODB_TABLE_PREFIX}koumpa (made by `koumpa migrate`). The caller closes *out (backend.c). */
+kp_status kp_cli_open_store(const kp_config *cfg, const char *db_path, kp_store **out, kp_err *err);
 
 #endif

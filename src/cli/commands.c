@@ -35,7 +35,7 @@ static int open_db(int argc, char **argv, kp_config *cfg, kp_store **store)
     if (rc)
         return rc;
     kp_cli_db_path(cfg, path, sizeof path);
-    if (kp_cli_check_backend(cfg, &err) != KP_OK || kp_sqlite_open(path, store, &err) != KP_OK) {
+    if (kp_cli_check_backend(cfg, &err) != KP_OK || kp_cli_open_store(cfg, path, store, &err) != KP_OK) {
         fprintf(stderr, "koumpa: %s\n", err.msg);
         kp_config_free(cfg);
         return 1;

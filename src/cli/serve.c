@@ -53,7 +53,7 @@ typedef struct serve_state {
 static kp_status open_store(void *ud, kp_store **out, kp_err *err)
 {
     serve_state *st = ud;
-    return kp_sqlite_open(st->db_path, out, err);
+    return kp_cli_open_store(&st->cfg, st->db_path, out, err);
 }
 
 /* The secrets service KOUMPA_SECRETS asks for (secrets/secrets_config.h):
@@ -146,7 +146,7 @@ static kp_status open_llm(serve_state *st, kp_err *err)
 static kp_status recover_versions(serve_state *st, kp_err *err)
 {
     kp_store *store = NULL;
-    kp_status rc = kp_sqlite_open(st->db_path, &store, err);
+    kp_status rc = kp_cli_open_store(&st->cfg, st->db_path, &store, err);
     if (rc == KP_OK)
         rc = kp_gen_recover(store, st->blob, NULL, err);
     if (store)
@@ -204,7 +204,7 @@ static kp_status start_scheduler(serve_state *st, kp_err *err)
     kp_store *store = NULL;
     if (!st->cfg.daily_bonus_scheduler)
         return KP_OK;
-    kp_status rc = kp_sqlite_open(st->db_path, &store, err);
+    kp_status rc = kp_cli_open_store(&st->cfg, st->db_path, &store, err);
     if (rc == KP_OK)
         rc = kp_bonus_scheduler_start(store, &st->scheduler, err);
     if (rc != KP_OK && store)
@@ -220,7 +220,8 @@ static kp_status start(serve_state *st, kp_err *err)
     if (rc != KP_OK)
         return rc;
     kp_cli_db_path(&st->cfg, st->db_path, sizeof st->db_path);
-    rc = kp_sqlite_migrate(st->db_path, NULL, err);
+    if (strcmp(st->cfg.db, "dynamodb") != 0) /* DynamoDB: `koumpa migrate` made the table */
+        rc = kp_sqlite_migrate(st->db_path, NULL, err);
     if (rc == KP_OK)
         rc = build_app(st, err);
     if (rc == KP_OK)

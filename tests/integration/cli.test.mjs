@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
-import { api, runKoumpa, signup, startServer, uniqueEmail } from './harness.mjs';
+import { api, localOnly, runKoumpa, signup, startServer, uniqueEmail } from './harness.mjs';
 
 const WRAPPED = Boolean((process.env.KOUMPA_TEST_WRAPPER || '').trim());
 const DROPPED_ENV = /^(KOUMPA_|ANTHROPIC_|OPENAI_)/;
@@ -196,7 +196,8 @@ describe('koumpa commands without a server', () => {
     assert.ok(!res.stdout.includes(secret) && !res.stderr.includes(secret), 'the secret was printed');
   });
 
-  test('`koumpa user create` reads the password on stdin; `user show` finds the user', async () => {
+  const commandsDb = localOnly('the commands write the data directory\'s SQLite, which the server then reads');
+  test('`koumpa user create` reads the password on stdin; `user show` finds the user', { skip: commandsDb }, async () => {
     const data = path.join(dir, 'users');
     const email = uniqueEmail('cli');
     const password = `pw-${randomBytes(6).toString('hex')}`;

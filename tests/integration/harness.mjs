@@ -8,6 +8,11 @@
 //                         quarantine make RSS figures meaningless, so memory-bound tests skip
 //   KOUMPA_TEST_LOG_LEVEL server log level (default "warn")
 //   KOUMPA_TEST_KEEP=1    keep data directories after the tests
+//   KOUMPA_TEST_BACKEND   local (default: SQLite + files in the data directory) or aws: every server
+//                         on DynamoDB + S3 (+ its keys in Secrets Manager) on moto behind the
+//                         SigV4-verifying front (aws-backend.mjs;
+//                         KOUMPA_TEST_AWS_DB=sqlite keeps SQLite with S3). Tests about SQLite or
+//                         local files skip there, saying why (localOnly below)
 //
 // The server's environment is hermetic: inherited KOUMPA_*, LLM provider, Stripe and AWS
 // variables are dropped, then the test's own are set. Password hashing uses
@@ -20,6 +25,8 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+
+import { AWS_TEST_DB, awsBackendEnv, awsSecretsEnv } from './aws-backend.mjs';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const BUILD = path.resolve(ROOT, process.env.KOUMPA_BUILD || 'build');
@@ -35,6 +42,20 @@ export const RSS_UNMEASURABLE = WRAPPED
 const START_TIMEOUT_MS = WRAPPED ? 120_000 : 30_000;
 const STOP_TIMEOUT_MS = WRAPPED ? 120_000 : 15_000;
 const DROPPED_ENV = /^(KOUMPA_|ANTHROPIC_|OPENAI_|STRIPE_|AWS_)/;
+
+/** The backend of the servers startServer starts: 'local' or 'aws' (KOUMPA_TEST_BACKEND). */
+export const BACKEND = process.env.KOUMPA_TEST_BACKEND || 'local';
+if (!['local', 'aws'].includes(BACKEND)) throw new Error(`KOUMPA_TEST_BACKEND=${BACKEND}: local or aws`);
+/** The store on that backend: 'sqlite' or 'dynamodb'. */
+export const BACKEND_DB = BACKEND === 'aws' ? AWS_TEST_DB : 'sqlite';
+/** For a test about local files: its skip reason on the AWS backend, else false. */
+export function localOnly(why) {
+  return BACKEND === 'aws' && `${why}: not on KOUMPA_TEST_BACKEND=aws`;
+}
+/** For a test about the SQLite file: its skip reason when the store is another, else false. */
+export function sqliteOnly(why) {
+  return BACKEND_DB !== 'sqlite' && `${why}: not on KOUMPA_DB=${BACKEND_DB}`;
+}
 
 /** A TCP port that was free a moment ago (the OS picks it; we close and reuse it). */
 export async function freePort() {
@@ -104,19 +125,23 @@ export function runKoumpa(args, { env, input, timeoutMs = WRAPPED ? 300_000 : 60
 
 /**
  * Starts `koumpa serve` and waits until GET /healthz answers 200.
- * Options: env (extra variables, win over the defaults), args (extra flags),
+ * Options: env (extra variables, win over the defaults and the backend's), args (extra flags),
+ * backend ('local' or 'aws'; default BACKEND, but 'local' when env sets AWS_* variables: the test
+ * brings its own AWS peers),
  * dataDir (reuse a directory, e.g. to restart after kill(); then stop() keeps it),
  * prefix (a command that execs the server, e.g. ['prlimit', '--nofile=1024', '--']),
  * bin (another binary, e.g. HOOKS_BIN).
  * Returns { url, appsUrl, port, appsPort, pid, dataDir, env, stop(), kill(), remove(), logs(), run(), exited }.
  */
-export async function startServer({ env = {}, args = [], dataDir, prefix = [], bin } = {}) {
+export async function startServer({ env = {}, args = [], dataDir, prefix = [], bin, backend } = {}) {
+  backend ??= Object.keys(env).some((k) => k.startsWith('AWS_')) ? 'local' : BACKEND;
   const ownDir = !dataDir;
   const dir = dataDir ?? (await mkdtemp(path.join(tmpdir(), 'koumpa-test-')));
+  const backendEnv = backend === 'aws' ? await awsBackendEnv(dir, baseEnv(), runKoumpa) : {};
   const port = await freePort();
   let appsPort = await freePort();
   while (appsPort === port) appsPort = await freePort();
-  const fullEnv = {
+  let fullEnv = {
     ...baseEnv(),
     KOUMPA_DATA_DIR: dir,
     KOUMPA_ADDR: `127.0.0.1:${port}`,
@@ -126,8 +151,10 @@ export async function startServer({ env = {}, args = [], dataDir, prefix = [], b
     KOUMPA_PWHASH_OPSLIMIT: '1',
     // tests sign many users up from 127.0.0.1; the per-address limit has its own tests
     KOUMPA_SIGNUP_PER_HOUR: '100000',
+    ...backendEnv,
     ...env,
   };
+  if (backend === 'aws') fullEnv = await awsSecretsEnv(fullEnv);
   const url = `http://127.0.0.1:${port}`;
   const appsUrl = `http://127.0.0.1:${appsPort}`;
 

@@ -1,5 +1,8 @@
-// leases.test.mjs - two `koumpa serve` processes on one data directory:
-// generations run on both; one is killed with kill -9 while both generate.
+// leases.test.mjs - two `koumpa serve` processes on one database (one data directory; on
+// KOUMPA_TEST_BACKEND=aws one DynamoDB table, served one request at a time, and one bucket):
+// 15 simultaneous generations of one user spread over both: exactly the plan's limit start, charged
+// once each, the others get 429 and cost nothing.
+// Generations run on both; one is killed with kill -9 while both generate.
 // The survivor's generations finish untouched (held by a gate in the fake
 // model until the dead one's are recovered, and across a third server's
 // start-up recovery); the dead one's are failed `interrupted` and refunded
@@ -35,6 +38,7 @@ function scenario(rec) {
   const last = JSON.stringify(msgs[msgs.length - 1].content);
   if (last.includes('[[dies]]')) return { type: 'slow', text: APP, durationMs: 60000 };
   if (last.includes('[[gated]]')) return { type: 'text', text: APP, gate: 'survivor', delayMs: 2 };
+  if (last.includes('[[limit]]')) return { type: 'text', text: APP, gate: 'limit', delayMs: 2 };
   return { type: 'text', text: APP };
 }
 
@@ -81,7 +85,51 @@ describe('two servers on one database', () => {
     await fake?.close();
   });
 
+  test('15 simultaneous generations over both: exactly the plan\'s limit start, each charged once', async () => {
+    fake.reset();
+    fake.setScenario(scenario);
+    const a = await startServer({ env });
+    let b;
+    try {
+      b = await startServer({ env, dataDir: a.dataDir });
+      const u = await signup(b);
+      const moved = await a.run(['admin', 'set-plan', u.email, 'pro']); // Pro: 3 generations at a time
+      assert.equal(moved.code, 0, moved.stderr);
+      const before = await account(a, u.token);
+      const attempts = await Promise.all(Array.from({ length: 15 }, (_, i) =>
+        api(i % 2 ? b : a, 'POST', '/v1/projects', { token: u.token, body: { prompt: `app ${i} [[limit]]` } })));
+      const started = attempts.filter((r) => r.status === 202);
+      assert.equal(started.length, 3, attempts.map((r) => `${r.status} ${r.text}`).join('\n'));
+      for (const r of attempts.filter((x) => x.status !== 202)) {
+        assert.equal(r.status, 429, r.text);
+        assert.equal(r.json.error.code, 'too_many_generations');
+      }
+      const during = await account(b, u.token);
+      assert.equal(during.total, before.total - 3, 'the three that started are charged, the others not');
+      assert.equal(during.entries.filter((e) => e.reason === 'generation').length, 3);
+
+      fake.openGate('limit');
+      for (const r of started) {
+        await waitFor('a generation to end', async () => (await project(a, u.token, r.json.id)).status !== 'generating');
+        assert.equal((await project(b, u.token, r.json.id)).status, 'ready');
+      }
+      const listed = await api(a, 'GET', '/v1/projects', { token: u.token });
+      assert.deepEqual(listed.json.projects.map((p) => p.id).sort(), started.map((r) => r.json.id).sort(),
+        'a refused generation leaves no project');
+      const end = await account(a, u.token);
+      assert.equal(end.total, before.total - 3);
+      assert.equal(refunds(end.entries), 0);
+      assert.equal(fake.requests.length, 3, 'the provider saw the three that started');
+    } finally {
+      if (b) await b.stop();
+      await a.stop();
+      await a.remove();
+    }
+  });
+
   test('kill -9 of one while both generate: the survivor finishes, the dead one is refunded once', async () => {
+    fake.reset();
+    fake.setScenario(scenario);
     const a = await startServer({ env });
     let b;
     let c;

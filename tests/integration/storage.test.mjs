@@ -15,7 +15,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
 import { startFakeAnthropic } from './fake-anthropic.mjs';
-import { api, signup, startServer } from './harness.mjs';
+import { api, localOnly, signup, startServer } from './harness.mjs';
 import { readEvents, sse } from './sse-client.mjs';
 
 const INDEX = '<!doctype html>\n<html><head><link rel="stylesheet" href="style.css"></head><body>hi</body></html>';
@@ -55,7 +55,8 @@ describe('storage off the generation loop', () => {
     await fake?.close();
   });
 
-  test("a publish stuck on the disk does not stop another generation's events", async () => {
+  const skip = localOnly('a FIFO in place of a file under {data dir}/blobs stalls the publish');
+  test("a publish stuck on the disk does not stop another generation's events", { skip }, async () => {
     const a = await signup(server);
     const b = await signup(server);
     const first = await readEvents(await sse(server, 'POST', '/v1/projects', { token: a.token, body: { prompt: 'app' } }));
