@@ -119,7 +119,7 @@ sanitize:
 	    SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined" unit integration
 
 valgrind: $(BUILD)/koumpa $(BUILD)/koumpa-hooks $(AWS_PROBE) $(BUILD)/tests/test_blob_contract $(STORE_CONTRACT)
-	KOUMPA_TEST_WRAPPER="valgrind --quiet --leak-check=full --show-leak-kinds=definite,indirect --errors-for-leak-kinds=definite,indirect --error-exitcode=99 --suppressions=tests/valgrind.supp" \
+	KOUMPA_TEST_CONCURRENCY=$${KOUMPA_TEST_CONCURRENCY:-2} KOUMPA_TEST_WRAPPER="valgrind --quiet --leak-check=full --show-leak-kinds=definite,indirect --errors-for-leak-kinds=definite,indirect --error-exitcode=99 --suppressions=tests/valgrind.supp" \
 	    tests/run-integration.sh $(BUILD)
 
 coverage:

@@ -1,8 +1,10 @@
 #!/bin/sh
 # run-integration.sh BUILD_DIR [FILE...] - runs the black-box tests (tests/integration/*.test.mjs,
 # or the FILEs given) against BUILD_DIR/koumpa with node's built-in test runner.
-# Sequential under a wrapper (KOUMPA_TEST_WRAPPER, e.g. valgrind: heavy), else
-# one test file per core.
+# One test file per core; one at a time under a wrapper (KOUMPA_TEST_WRAPPER,
+# e.g. valgrind: heavy). KOUMPA_TEST_CONCURRENCY overrides either (make
+# valgrind sets 2: the tests mostly wait on the servers, so two files share the
+# two cores, and the timeouts under a wrapper are generous).
 set -eu
 BUILD_DIR=${1:-build}
 [ $# -gt 0 ] && shift
@@ -13,10 +15,10 @@ if [ ! -x "$BUILD_DIR/koumpa" ]; then
 fi
 # a hung test fails after TIMEOUT ms instead of blocking the run
 if [ -n "${KOUMPA_TEST_WRAPPER:-}" ]; then
-    CONCURRENCY=1
+    CONCURRENCY=${KOUMPA_TEST_CONCURRENCY:-1}
     TIMEOUT=${KOUMPA_TEST_TIMEOUT:-1800000}
 else
-    CONCURRENCY=$(nproc 2>/dev/null || echo 2)
+    CONCURRENCY=${KOUMPA_TEST_CONCURRENCY:-$(nproc 2>/dev/null || echo 2)}
     TIMEOUT=${KOUMPA_TEST_TIMEOUT:-300000}
 fi
 export KOUMPA_BUILD="$BUILD_DIR"

@@ -16,6 +16,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/log.h"
 #include "gen/fileblocks.h"
 #include "gen/generator.h"
 
@@ -53,6 +54,25 @@ static void common_headers(kp_resp *resp)
     kp_headers_set(&resp->headers, "Content-Security-Policy", KP_APPS_CSP);
     kp_headers_set(&resp->headers, "X-Content-Type-Options", "nosniff");
     kp_headers_set(&resp->headers, "Referrer-Policy", "no-referrer");
+}
+
+/* The blob store could not answer: 503 (with Retry-After) when it is
+ * unavailable (S3 throttling or 5xx after the last retry, refused
+ * credentials, no answer), saying which call failed; 500 otherwise. The
+ * message names the service and the operation, never a secret. */
+static void storage_failed(kp_resp *resp, kp_status rc, const char *key, const kp_err *err)
+{
+    kp_log_json(KP_LOG_WARN, "apps origin: the storage cannot serve a file",
+                json_pack("{s:s,s:s}", "key", key, "error", err->msg));
+    if (rc != KP_EUNAVAILABLE) {
+        kp_resp_text(resp, 500, "text/plain; charset=utf-8", "500 internal error\n", 19);
+        return;
+    }
+    kp_buf msg = KP_BUF_INIT;
+    kp_buf_printf(&msg, "the app's files cannot be read now (%s); try again", err->msg);
+    kp_apps_error_page(resp, 503, "unavailable", msg.data ? msg.data : "storage unavailable");
+    kp_buf_free(&msg);
+    kp_headers_set(&resp->headers, "Retry-After", "1");
 }
 
 static void not_found(kp_resp *resp)
@@ -321,7 +341,7 @@ void kp_apps_dispatch(kp_ctx *ctx, kp_req *req, kp_resp *resp)
         if (rc == KP_ENOTFOUND)
             not_found(resp);
         else
-            kp_resp_text(resp, 500, "text/plain; charset=utf-8", "500 internal error\n", 19);
+            storage_failed(resp, rc, key, &err);
         return;
     }
     kp_headers_set(&resp->headers, "Cache-Control", ap.version ? "public, max-age=31536000, immutable" : "no-cache");

@@ -81,6 +81,37 @@ void kp_aws_credentials_provider_free(kp_aws_credentials_provider *p)
     free(p);
 }
 
+/* The shared provider and its reference count, behind their own lock. */
+static pthread_mutex_t shared_lock = PTHREAD_MUTEX_INITIALIZER;
+static kp_aws_credentials_provider *shared;
+static unsigned shared_refs;
+
+kp_status kp_aws_credentials_shared_acquire(kp_aws_credentials_provider **out, kp_err *err)
+{
+    kp_status st = KP_OK;
+
+    pthread_mutex_lock(&shared_lock);
+    if (!shared)
+        st = kp_aws_credentials_provider_new(&shared, err);
+    if (st == KP_OK)
+        shared_refs++;
+    *out = shared;
+    pthread_mutex_unlock(&shared_lock);
+    return st;
+}
+
+void kp_aws_credentials_shared_release(kp_aws_credentials_provider *p)
+{
+    if (!p)
+        return;
+    pthread_mutex_lock(&shared_lock);
+    if (p == shared && shared_refs > 0 && --shared_refs == 0) {
+        kp_aws_credentials_provider_free(shared);
+        shared = NULL;
+    }
+    pthread_mutex_unlock(&shared_lock);
+}
+
 unsigned kp_aws_credentials_fetches(kp_aws_credentials_provider *p)
 {
     unsigned n;

@@ -54,6 +54,16 @@ typedef struct kp_aws_credentials_provider kp_aws_credentials_provider;
 kp_status kp_aws_credentials_provider_new(kp_aws_credentials_provider **out, kp_err *err);
 void kp_aws_credentials_provider_free(kp_aws_credentials_provider *p);
 
+/* The process's one provider, shared by every AWS client (the S3 blob store,
+ * the DynamoDB store, the Secrets Manager source), so the chain is resolved
+ * and remote credentials are fetched and refreshed once for all of them, not
+ * once per client. Reference-counted: each acquire takes a reference, each
+ * release drops one, and the last release frees the provider (the next
+ * acquire starts afresh, reading the environment again). Thread-safe.
+ * KP_ENOMEM only. */
+kp_status kp_aws_credentials_shared_acquire(kp_aws_credentials_provider **out, kp_err *err);
+void kp_aws_credentials_shared_release(kp_aws_credentials_provider *p);
+
 /* Copies valid credentials into *out (fetching or refreshing them first if
  * needed). KP_EAUTH when no source has credentials or a source refuses (the
  * message names the source, never a secret), KP_EUNAVAILABLE when the source

@@ -3,7 +3,8 @@
  * sqlite (complete) or dynamodb, which serve and the one-shot commands
  * other than migrate refuse while the backend lacks any store operation
  * (store/dynamodb/ddb_store.h lists what it has); and the one place that
- * opens the chosen store for them.
+ * opens the chosen store for them. Before that, the store is pinged, so
+ * wrong AWS credentials or a missing table stop start-up.
  */
 #include <string.h>
 
@@ -26,8 +27,13 @@ kp_status kp_cli_check_backend(const kp_config *cfg, kp_err *err)
     kp_status rc = kp_ddb_store_open(cfg->dynamodb_table_prefix, &store, err);
     if (rc != KP_OK)
         return rc;
+    /* A ping first (one GetItem): wrong credentials, a refused signature or
+     * a missing table stop the command here, with AWS's reason. */
+    kp_err why = {0};
+    if (store->ops->ping(store, &why) != KP_OK)
+        rc = kp_err_set(err, why.status, "KOUMPA_DB=dynamodb: the table cannot be read: %s", why.msg);
     const char *missing = kp_store_missing_op(store->ops);
-    if (*missing)
+    if (rc == KP_OK && *missing)
         rc = kp_err_set(err, KP_EUNAVAILABLE,
                         "KOUMPA_DB=dynamodb: the DynamoDB store is not complete yet (no %s operation); "
                         "only `koumpa migrate` works on it so far - use KOUMPA_DB=sqlite",

@@ -26,7 +26,12 @@
  *  - a read that fails with nothing cached is returned to the caller (err
  *    names the secret and why) and not cached: the next call reads again;
  *  - reads of one name are serialised (one lock per name), so an expired
- *    value is read once, not by every thread at once; other names go on.
+ *    value is read once, not by every thread at once; other names go on;
+ *  - with kp_secrets_refresh_in_background (serve does it for Secrets
+ *    Manager), an expired name that has an answer cached is read again by a
+ *    background thread while callers keep getting the cached answer at once:
+ *    only a name's first read waits for the source. A background read that
+ *    fails keeps the cached answer (logged) and is tried again a TTL later.
  */
 #ifndef KP_SECRETS_H
 #define KP_SECRETS_H
@@ -62,6 +67,12 @@ typedef struct kp_secrets kp_secrets;
 /* Wraps source (taken: closed by kp_secrets_free) with a cache of ttl_s
  * seconds (>= 1). */
 kp_status kp_secrets_new(kp_secrets_source source, long ttl_s, kp_secrets **out, kp_err *err);
+
+/* From now on, expired names with an answer cached are read again on a
+ * thread of the service's own (see the rules above), so no caller waits on a
+ * slow source after the first read. KP_ENOMEM only. kp_secrets_free waits
+ * for a read in progress. */
+kp_status kp_secrets_refresh_in_background(kp_secrets *s, kp_err *err);
 
 /* A copy of the value of name, from the cache or read from the source.
  * KP_ENOTFOUND when it is not set (err names the secret, never a value). */

@@ -265,7 +265,7 @@ static void aws_close(void *impl)
     if (src->fallback.ops && src->fallback.ops->close)
         src->fallback.ops->close(src->fallback.impl);
     kp_aws_fetch_pool_free(src->pool);
-    kp_aws_credentials_provider_free(src->credentials);
+    kp_aws_credentials_shared_release(src->credentials);
     for (size_t i = 0; i < sizeof src->ids / sizeof src->ids[0]; i++)
         free(src->ids[i]);
     free(src->url);
@@ -318,7 +318,7 @@ kp_status kp_secrets_aws_new(const kp_secrets_aws_options *o, kp_secrets_source 
     src->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : KP_SECRETS_AWS_TIMEOUT_MS;
     rc = configure(src, o, err);
     if (rc == KP_OK)
-        rc = kp_aws_credentials_provider_new(&src->credentials, err);
+        rc = kp_aws_credentials_shared_acquire(&src->credentials, err);
     if (rc == KP_OK)
         rc = kp_aws_fetch_pool_new(&src->pool, err);
     if (rc != KP_OK) {

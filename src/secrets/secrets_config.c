@@ -40,6 +40,8 @@ kp_status kp_secrets_config_open(const kp_config *cfg, kp_secrets **out, kp_err 
                               "KOUMPA_SECRET_ID_STRIPE", cfg->secret_id_stripe, "KOUMPA_SECRET_ID_JWT",
                               cfg->secret_id_jwt));
         rc = kp_secrets_aws_preload(*out, &ao, err);
+        if (rc == KP_OK) /* a GetSecretValue may take seconds: never on a caller's thread after start-up */
+            rc = kp_secrets_refresh_in_background(*out, err);
     }
     if (rc != KP_OK) {
         kp_secrets_free(*out);

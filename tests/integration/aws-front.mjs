@@ -6,10 +6,12 @@
 //
 //   startMoto({ singleThreaded })    moto_server on a free loopback port (or moto_single.py: one request at a time); .stop()
 //   startFront({ target, credentials }) the front; .url, .stats, .inject, .stop()
+//   startMotoBehindFront({ credentials }) both: {moto, front}, or {skipReason} without moto_server
 //
 // The front checks, per request:
 //   - an Authorization header "AWS4-HMAC-SHA256 Credential=AKID/date/region/service/aws4_request,
-//     SignedHeaders=..., Signature=..." whose AKID is one of `credentials` (else 403 InvalidClientTokenId)
+//     SignedHeaders=..., Signature=..." whose AKID is one of `credentials` (else, as AWS answers: DynamoDB
+//     400 UnrecognizedClientException, S3 403 InvalidAccessKeyId, others 403 InvalidClientTokenId)
 //   - X-Amz-Content-Sha256, when present, equal to the body's hash (else 400 XAmzContentSHA256Mismatch)
 //   - the signature smithy computes over exactly the signed headers, the path as received (S3: as is;
 //     other services: normalised and encoded again), the query decoded then re-encoded, at the
@@ -19,7 +21,18 @@
 // request budget test tells a transaction's items apart). inject is a queue of faults for the next requests:
 // {status, code, message} answers that error instead of forwarding (after verifying). expired is a
 // set of access key ids answered 400 ExpiredTokenException (S3: ExpiredToken), as AWS does for
-// temporary credentials past their end.
+// temporary credentials past their end. credentials is the list itself: push to it or splice it to
+// make keys valid or unknown while the front runs.
+// Faults by operation (the operation is X-Amz-Target's action for JSON services, e.g. GetItem or
+// GetSecretValue; for S3 HeadBucket, GetObject, PutObject, ListObjectsV2, DeleteObjects, ...):
+//   fail({ service, operation, times, status, code, message })  answers the next `times` matching
+//       requests with that error, in the service's wire format (DynamoDB: JSON 1.0 with
+//       "__type": "com.amazonaws.dynamodb.v20120810#Code"; Secrets Manager: JSON 1.1 with "__type": "Code";
+//       S3: XML <Error><Code>), then passes them on again
+//   hold({ service, operation })  keeps matching requests waiting (not answered) until .release()
+//       (or after holdMs, 30 s by default, so that no test hangs); .held counts the ones waiting now
+//       whose client is still connected, .total all that were held
+//   operations  {"service Operation": n} requests verified, faults included
 import http from 'node:http';
 import net from 'node:net';
 import { createHash } from 'node:crypto';
@@ -119,6 +132,19 @@ export async function startMoto({ timeoutMs = 30_000, singleThreaded = false } =
   };
 }
 
+export const MOTO_SKIP = 'moto_server not found (scripts/install-deps.sh --test installs it): skipped';
+
+// moto_server and a front verifying `credentials` before it: {moto, front}, or {skipReason} (printed)
+// when moto_server is not installed.
+export async function startMotoBehindFront({ credentials, ...motoOptions }) {
+  const moto = await startMoto(motoOptions);
+  if (!moto) {
+    console.log(`# ${MOTO_SKIP}`);
+    return { skipReason: MOTO_SKIP };
+  }
+  return { moto, front: await startFront({ target: moto.url, credentials }) };
+}
+
 const AUTH_RE = /^AWS4-HMAC-SHA256 Credential=([^/]+)\/(\d{8})\/([^/]+)\/([^/]+)\/aws4_request, ?SignedHeaders=([^,]+), ?Signature=([0-9a-f]{64})$/;
 
 function parseAmzDate(s) {
@@ -141,8 +167,30 @@ function parseQuery(raw) {
   return query;
 }
 
+// The operation a request is (see the header comment).
+function operationOf(req, service) {
+  const target = req.headers['x-amz-target'];
+  if (target) return target.slice(target.indexOf('.') + 1);
+  if (service !== 's3') return 'unknown';
+  const q = req.url.indexOf('?');
+  const segments = (q < 0 ? req.url : req.url.slice(0, q)).split('/').filter(Boolean);
+  const query = q < 0 ? '' : req.url.slice(q + 1);
+  if (segments.length <= 1) {
+    if (req.method === 'POST' && /(^|&)delete(=|&|$)/.test(query)) return 'DeleteObjects';
+    if (req.method === 'GET' && /(^|&)list-type=2/.test(query)) return 'ListObjectsV2';
+    return { HEAD: 'HeadBucket', PUT: 'CreateBucket', DELETE: 'DeleteBucket', GET: 'ListObjects' }[req.method] || req.method;
+  }
+  return { HEAD: 'HeadObject', GET: 'GetObject', PUT: 'PutObject', DELETE: 'DeleteObject' }[req.method] || req.method;
+}
+
 function answerError(res, service, status, code, message) {
-  if (service === 's3') {
+  if (service === 'dynamodb') {
+    res.writeHead(status, { 'content-type': 'application/x-amz-json-1.0', 'x-amzn-requestid': 'front-0001' });
+    res.end(JSON.stringify({ __type: `com.amazonaws.dynamodb.v20120810#${code}`, message }));
+  } else if (service === 'secretsmanager') {
+    res.writeHead(status, { 'content-type': 'application/x-amz-json-1.1', 'x-amzn-requestid': 'front-0001' });
+    res.end(JSON.stringify({ __type: code, message }));
+  } else if (service === 's3') {
     const body = `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${code}</Code><Message>${message}</Message>` +
       `<RequestId>front-0001</RequestId></Error>`;
     res.writeHead(status, { 'content-type': 'application/xml', 'x-amz-request-id': 'front-0001' });
@@ -159,7 +207,12 @@ async function verify(req, body, credentials, expired) {
   if (!m) return [403, 'MissingAuthenticationToken', 'no or malformed SigV4 Authorization header'];
   const [, akid, , region, service, signedHeaders, signature] = m;
   const cred = credentials.find((c) => c.accessKeyId === akid);
-  if (!cred) return [403, 'InvalidClientTokenId', 'The security token included in the request is invalid.'];
+  if (!cred) {
+    // as each service answers an access key id it does not know
+    if (service === 'dynamodb') return [400, 'UnrecognizedClientException', 'The security token included in the request is invalid.'];
+    if (service === 's3') return [403, 'InvalidAccessKeyId', 'The AWS Access Key Id you provided does not exist in our records.'];
+    return [403, 'InvalidClientTokenId', 'The security token included in the request is invalid.'];
+  }
   if (expired.has(akid)) {
     return [400, service === 's3' ? 'ExpiredToken' : 'ExpiredTokenException', 'The security token included in the request is expired'];
   }
@@ -209,6 +262,10 @@ export async function startFront({ target, credentials }) {
   const expired = new Set();
   const stats = { verified: 0, rejected: 0, byService: {}, byTarget: {}, rejections: [], connections: 0 };
   const inject = [];
+  const faults = [];
+  const holds = [];
+  const operations = {};
+  const matches = (f, service, op) => (!f.service || f.service === service) && (!f.operation || f.operation === op);
   const targetUrl = new URL(target);
   const server = http.createServer((req, res) => {
     const chunks = [];
@@ -230,13 +287,33 @@ export async function startFront({ target, credentials }) {
       }
       stats.verified++;
       stats.byService[service] = (stats.byService[service] || 0) + 1;
+      const op = operationOf(req, service);
+      operations[`${service} ${op}`] = (operations[`${service} ${op}`] || 0) + 1;
       const target = req.headers['x-amz-target'];
       if (target) stats.byTarget[target] = (stats.byTarget[target] || 0) + 1;
       if (front.recording) front.log.push({ target, body: body.toString('utf8') });
-      const fault = inject.shift();
+      const fault = inject.shift() || faults.find((f) => f.times > 0 && matches(f, service, op));
       if (fault) {
+        if (fault.times !== undefined) fault.times--;
         answerError(res, service, fault.status, fault.code, fault.message || fault.code);
         return;
+      }
+      const hold = holds.find((h) => !h.released && matches(h, service, op));
+      if (hold) {
+        // held counts the requests waiting here whose client still waits too (a client that
+        // gave up, its connection closed, no longer counts)
+        let counted = true;
+        const uncount = () => { if (counted) { counted = false; hold.held--; } };
+        hold.held++;
+        hold.total++;
+        res.on('close', uncount);
+        await new Promise((resolve) => {
+          hold.waiting.push(resolve);
+          setTimeout(resolve, hold.holdMs).unref();
+        });
+        res.off('close', uncount);
+        uncount();
+        if (res.destroyed) return;
       }
       const headers = { ...req.headers, host: targetUrl.host };
       const fwd = http.request({ host: targetUrl.hostname, port: targetUrl.port, method: req.method, path: req.url, headers },
@@ -257,6 +334,22 @@ export async function startFront({ target, credentials }) {
     stats,
     inject,
     expired,
+    credentials,
+    operations,
+    fail({ service, operation, times = 1, status, code, message }) {
+      const f = { service, operation, times, status, code, message };
+      faults.push(f);
+      return f;
+    },
+    hold({ service, operation, holdMs = 30_000 }) {
+      const h = { service, operation, holdMs, held: 0, total: 0, waiting: [], released: false,
+        release() {
+          h.released = true;
+          for (const resolve of h.waiting.splice(0)) resolve();
+        } };
+      holds.push(h);
+      return h;
+    },
     recording: false,
     log: [],
     /** Lets the test's process exit while the front listens. */
@@ -264,6 +357,7 @@ export async function startFront({ target, credentials }) {
       server.unref();
     },
     async stop() {
+      for (const h of holds) h.release();
       server.closeAllConnections();
       await new Promise((r) => server.close(r));
     },

@@ -22,6 +22,9 @@
  *   billing   billing_apply: customer link + subscription + plan + credit in one write; a duplicate
  *             event, a stale subscription version (CAS), a customer id of another user, an unknown plan
  *             change nothing; the same invoice in two events credits once
+ *   recovery  versions_generating_count follows project_create/version_finish; versions_expired lists
+ *             generating versions whose lease ran out, oldest first, up to the limit; versions_unsettled
+ *             lists ended versions until settled; reservations_orphaned lists reserved ones no version names
  *   race      200 threads spend 1 credit each from 10 at once: exactly 10 succeed; 20 threads
  *             create users with one e-mail: exactly 1 succeeds
  *   missing   prints the first store op the backend lacks ("" when complete)
@@ -651,6 +654,173 @@ static void check_events(kp_store *s)
     EXPECT(s->ops->events_append(s, pid, 1, bad, 1, &err) == KP_EINVAL, "event id 0 stored");
 }
 
+/* A project of user uid with its first version generating, held by owner until lease (ms), reserving res. */
+static kp_status leased_project(kp_store *s, kp_project *p, const char *uid, int i, const char *owner, int64_t lease,
+                                const char *res, kp_err *err)
+{
+    kp_version v = {.prompt = "leased", .lease_until = lease};
+    memset(p, 0, sizeof *p);
+    make_id(p->id, sizeof p->id, "prj", i);
+    snprintf(p->user_id, sizeof p->user_id, "%s", uid);
+    snprintf(p->name, sizeof p->name, "leased %d", i);
+    snprintf(v.owner, sizeof v.owner, "%s", owner);
+    snprintf(v.reservation_id, sizeof v.reservation_id, "%s", res ? res : "");
+    return s->ops->project_create(s, p, &v, err);
+}
+
+/* Ends version n of pid (failed, or ready) without a credit change, as version_finish does. */
+static kp_status finish(kp_store *s, const char *pid, int64_t n, kp_version_status status, kp_err *err)
+{
+    kp_version v = {.n = n, .status = status, .message = "", .files_json = "[]"};
+    snprintf(v.project_id, sizeof v.project_id, "%s", pid);
+    if (status == KP_VER_FAILED)
+        snprintf(v.error_code, sizeof v.error_code, "interrupted");
+    return s->ops->version_finish(s, &v, err);
+}
+
+static int64_t generating(kp_store *s, const char *uid)
+{
+    kp_err err = {0};
+    int64_t count = -1;
+    EXPECT(s->ops->versions_generating_count(s, uid, &count, &err) == KP_OK, "versions_generating_count: %s", err.msg);
+    return count;
+}
+
+/* Where pid's version n is in vs (-1: absent). */
+static int version_at(const kp_version *vs, size_t n, const char *pid, int64_t vn)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(vs[i].project_id, pid) == 0 && vs[i].n == vn)
+            return (int)i;
+    return -1;
+}
+
+static int reservation_listed(kp_store *s, const char *id)
+{
+    kp_err err = {0};
+    kp_reservation *rs = NULL;
+    size_t n = 0;
+    int found = 0;
+    EXPECT(s->ops->reservations_orphaned(s, &rs, &n, &err) == KP_OK, "reservations_orphaned: %s", err.msg);
+    for (size_t i = 0; i < n; i++) {
+        found |= strcmp(rs[i].id, id) == 0;
+        EXPECT(rs[i].state == KP_RES_RESERVED, "orphaned reservation %s not reserved", rs[i].id);
+        EXPECT(i == 0 || strcmp(rs[i - 1].id, rs[i].id) < 0, "orphaned reservations not ordered by id");
+    }
+    free(rs);
+    return found;
+}
+
+/* A reservation of 1 daily credit for uid: res_from NONE -> RESERVED. */
+static kp_status reserve(kp_store *s, const char *uid, const char *res, kp_err *err)
+{
+    char idem[KP_IDEM_MAX];
+    snprintf(idem, sizeof idem, "res:%s:reserve", res);
+    kp_credit_change c = change(uid, -1, 0, idem);
+    c.res_id = res;
+    c.res_from = KP_RES_NONE;
+    c.res_to = KP_RES_RESERVED;
+    c.res_daily = 1;
+    return s->ops->credits_apply(s, &c, NULL, err);
+}
+
+/* Commits (0 back) or refunds (1 back) reservation res of 1 daily credit. */
+static kp_status settle_reservation(kp_store *s, const char *uid, const char *res, kp_reservation_state to, kp_err *err)
+{
+    char key[KP_IDEM_MAX];
+    snprintf(key, sizeof key, "res:%s:%s", res, to == KP_RES_REFUNDED ? "refund" : "commit");
+    kp_credit_change c = change(uid, to == KP_RES_REFUNDED, 0, key);
+    c.res_id = res;
+    c.res_from = KP_RES_RESERVED;
+    c.res_to = to;
+    return s->ops->credits_apply(s, &c, NULL, err);
+}
+
+static void check_recovery(kp_store *s)
+{
+    kp_err err = {0};
+    kp_user u;
+    kp_project a, b, c, d;
+    kp_version *vs = NULL;
+    size_t n = 0;
+    char idem[KP_IDEM_MAX], res[3][KP_ID_MAX];
+    make_user(&u, 70, "recovery");
+    snprintf(idem, sizeof idem, "recovery:%08x", g_run);
+    kp_credit_change grant = change(u.id, 10, 0, idem);
+    EXPECT(s->ops->user_create_credited(s, &u, &grant, &err) == KP_OK, "user: %s", err.msg);
+    unsigned long before = requests(s);
+    EXPECT(generating(s, u.id) == 0, "a new user generates");
+    figure("generating_count_requests", (json_int_t)(requests(s) - before));
+    EXPECT(generating(s, "usr_nobody") == 0, "an unknown user generates");
+
+    /* leases at 1000 (no owner) and 1100 ran out at 1500; 2000's did not */
+    EXPECT(leased_project(s, &a, u.id, 71, "", 1000, NULL, &err) == KP_OK, "project a: %s", err.msg);
+    EXPECT(leased_project(s, &b, u.id, 72, "inst_b", 1100, NULL, &err) == KP_OK, "project b: %s", err.msg);
+    EXPECT(leased_project(s, &c, u.id, 73, "inst_c", 2000, NULL, &err) == KP_OK, "project c: %s", err.msg);
+    EXPECT(generating(s, u.id) == 3, "3 generating: %lld", (long long)generating(s, u.id));
+    before = requests(s);
+    EXPECT(s->ops->versions_expired(s, 1500, 100, &vs, &n, &err) == KP_OK, "versions_expired: %s", err.msg);
+    figure("versions_expired_requests", (json_int_t)(requests(s) - before));
+    int ia = version_at(vs, n, a.id, 1), ib = version_at(vs, n, b.id, 1);
+    EXPECT(ia >= 0 && ib == ia + 1 && vs[ia].owner[0] == '\0' && strcmp(vs[ib].owner, "inst_b") == 0 &&
+               strcmp(vs[ia].prompt, "leased") == 0,
+           "expired: a then b (%d, %d of %zu)", ia, ib, n);
+    EXPECT(version_at(vs, n, c.id, 1) < 0, "a running lease listed as expired");
+    for (size_t i = 0; i < n; i++) {
+        EXPECT(vs[i].status == KP_VER_GENERATING && vs[i].lease_until < 1500, "%s/%lld listed: not expired",
+               vs[i].project_id, (long long)vs[i].n);
+        EXPECT(i == 0 || vs[i - 1].lease_until <= vs[i].lease_until, "expired versions not oldest lease first");
+    }
+    kp_version_free_array(vs, n);
+    EXPECT(s->ops->versions_expired(s, 1500, 1, &vs, &n, &err) == KP_OK && n == 1 &&
+               strcmp(vs[0].project_id, a.id) == 0,
+           "versions_expired limit 1: %zu versions, not the oldest lease", n);
+    kp_version_free_array(vs, n);
+    EXPECT(s->ops->versions_expired(s, 1000, 100, &vs, &n, &err) == KP_OK && version_at(vs, n, a.id, 1) < 0,
+           "a lease that runs out at 1000 listed at 1000");
+    kp_version_free_array(vs, n);
+
+    /* ended but not settled (version_finish): listed until settled; ended versions are not expired */
+    EXPECT(finish(s, c.id, 1, KP_VER_READY, &err) == KP_OK, "finish c: %s", err.msg);
+    EXPECT(generating(s, u.id) == 2, "2 generating after one ended");
+    EXPECT(s->ops->versions_unsettled(s, &vs, &n, &err) == KP_OK && version_at(vs, n, c.id, 1) >= 0 &&
+               version_at(vs, n, a.id, 1) < 0,
+           "versions_unsettled: %s", err.msg);
+    for (size_t i = 0; i < n; i++)
+        EXPECT(vs[i].status != KP_VER_GENERATING && !vs[i].settled, "unsettled list has a settled or running one");
+    kp_version_free_array(vs, n);
+    EXPECT(s->ops->version_set_settled(s, c.id, 1, &err) == KP_OK, "settle c: %s", err.msg);
+    EXPECT(s->ops->versions_unsettled(s, &vs, &n, &err) == KP_OK && version_at(vs, n, c.id, 1) < 0,
+           "a settled version listed as unsettled");
+    kp_version_free_array(vs, n);
+
+    /* reservations: reserved without a version (orphaned); with one; committed */
+    for (int i = 0; i < 3; i++) {
+        make_id(res[i], sizeof res[i], "res", 70 + i);
+        EXPECT(reserve(s, u.id, res[i], &err) == KP_OK, "reserve %d: %s", i, err.msg);
+    }
+    EXPECT(leased_project(s, &d, u.id, 74, "inst_d", 9000000000000, res[1], &err) == KP_OK, "project d: %s", err.msg);
+    EXPECT(settle_reservation(s, u.id, res[2], KP_RES_COMMITTED, &err) == KP_OK, "commit: %s", err.msg);
+    EXPECT(reservation_listed(s, res[0]), "a reservation without a version not orphaned");
+    EXPECT(!reservation_listed(s, res[1]), "a version's reservation listed as orphaned");
+    EXPECT(!reservation_listed(s, res[2]), "a committed reservation listed as orphaned");
+    EXPECT(settle_reservation(s, u.id, res[0], KP_RES_REFUNDED, &err) == KP_OK, "refund: %s", err.msg);
+    EXPECT(!reservation_listed(s, res[0]), "a refunded reservation listed as orphaned");
+
+    /* the rest ends (and leaves nothing expired or unsettled for other checks) */
+    EXPECT(finish(s, a.id, 1, KP_VER_FAILED, &err) == KP_OK && finish(s, b.id, 1, KP_VER_FAILED, &err) == KP_OK &&
+               finish(s, d.id, 1, KP_VER_FAILED, &err) == KP_OK,
+           "finish a, b, d: %s", err.msg);
+    EXPECT(generating(s, u.id) == 0, "still generating after every version ended");
+    EXPECT(s->ops->versions_expired(s, 1500, 100, &vs, &n, &err) == KP_OK && version_at(vs, n, a.id, 1) < 0,
+           "an ended version listed as expired");
+    kp_version_free_array(vs, n);
+    EXPECT(s->ops->version_set_settled(s, a.id, 1, &err) == KP_OK &&
+               s->ops->version_set_settled(s, b.id, 1, &err) == KP_OK &&
+               s->ops->version_set_settled(s, d.id, 1, &err) == KP_OK,
+           "settle a, b, d: %s", err.msg);
+}
+
 typedef struct racer {
     pthread_t t;
     int i;
@@ -778,6 +948,8 @@ int main(int argc, char **argv)
                 check_billing(s);
             else if (strcmp(check, "race") == 0)
                 check_race(s);
+            else if (strcmp(check, "recovery") == 0)
+                check_recovery(s);
             else if (strcmp(check, "missing") == 0)
                 snprintf(missing, sizeof missing, "%s", kp_store_missing_op(s->ops));
             else

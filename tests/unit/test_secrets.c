@@ -6,7 +6,8 @@
  * neither, empty values, an unreadable file, the fallback file. The cache,
  * over a counting fake source and a fake clock: a hit within the TTL does not
  * read, an expired value is read again, "not set" is cached, a failing read
- * keeps the cached value, a failure with nothing cached is not cached. And
+ * keeps the cached value, a failure with nothing cached is not cached; with
+ * a refresher, an expired value is served while one background read runs. And
  * kp_secrets_value_free wipes before it frees: this file replaces free()
  * (forwarding to glibc's) to look at a watched block as it is freed; not
  * under AddressSanitizer, which owns malloc and free there.
@@ -20,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -434,6 +436,98 @@ static void test_concurrent_gets_read_once(void **state)
     kp_secrets_free(s);
 }
 
+/* ---- background refresh, over a source whose reads wait at a gate ---- */
+
+typedef struct gated_source {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int open;    /* reads pass */
+    int waiting; /* reads waiting at the gate now */
+    int reads;
+    char value[64];
+} gated_source;
+
+static kp_status gated_read(void *impl, const char *name, char **out, size_t *len, kp_err *err)
+{
+    gated_source *g = impl;
+    (void)name;
+    pthread_mutex_lock(&g->lock);
+    g->reads++;
+    g->waiting++;
+    pthread_cond_broadcast(&g->cond);
+    while (!g->open)
+        pthread_cond_wait(&g->cond, &g->lock);
+    g->waiting--;
+    *out = strdup(g->value);
+    *len = strlen(g->value);
+    pthread_mutex_unlock(&g->lock);
+    return *out ? KP_OK : kp_err_set(err, KP_ENOMEM, "out of memory");
+}
+
+static const kp_secrets_source_ops gated_ops = {.read = gated_read};
+
+static void gate(gated_source *g, int open, const char *value)
+{
+    pthread_mutex_lock(&g->lock);
+    g->open = open;
+    if (value)
+        snprintf(g->value, sizeof g->value, "%s", value);
+    pthread_cond_broadcast(&g->cond);
+    pthread_mutex_unlock(&g->lock);
+}
+
+/* Waits (bounded: 10 s) until a read waits at the gate; returns reads. */
+static int wait_for_blocked_read(gated_source *g)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 10;
+    pthread_mutex_lock(&g->lock);
+    while (g->waiting == 0 && pthread_cond_timedwait(&g->cond, &g->lock, &until) == 0)
+        ;
+    int blocked = g->waiting, reads = g->reads;
+    pthread_mutex_unlock(&g->lock);
+    assert_int_equal(blocked, 1);
+    return reads;
+}
+
+/* With a refresher, an expired value is served from the cache at once while
+ * one background read, stuck in the source, goes on; its answer is used once
+ * it ends. Without the refresher the get would wait at the gate for ever. */
+static void test_background_refresh_serves_the_cached_value(void **state)
+{
+    (void)state;
+    gated_source g = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER, .open = 1};
+    kp_secrets *s = NULL;
+    kp_err err = {0};
+    snprintf(g.value, sizeof g.value, "one");
+    assert_int_equal(kp_secrets_new((kp_secrets_source){.ops = &gated_ops, .impl = &g}, 60, &s, &err), KP_OK);
+    fake_now = 1000;
+    kp_secrets_set_clock(s, fake_clock, NULL);
+    assert_int_equal(kp_secrets_refresh_in_background(s, &err), KP_OK);
+    assert_get(s, "one"); /* the first read: by the caller */
+    gate(&g, 0, "two");
+    fake_now += 60;
+    assert_get(s, "one"); /* expired: the cached value, a read queued */
+    assert_int_equal(wait_for_blocked_read(&g), 2);
+    assert_get(s, "one"); /* the read is still at the gate: no second one */
+    assert_get(s, "one");
+    gate(&g, 1, NULL);
+    int fresh = 0;
+    for (int i = 0; i < 10000 && !fresh; i++) {
+        char *v = NULL;
+        size_t len = 0;
+        assert_int_equal(kp_secrets_get(s, "k", &v, &len, &err), KP_OK);
+        fresh = strcmp(v, "two") == 0;
+        kp_secrets_value_free(v, len);
+        if (!fresh)
+            usleep(1000);
+    }
+    assert_true(fresh);
+    kp_secrets_free(s);
+    assert_int_equal(g.reads, 2);
+}
+
 /* The start-up summary: "(set)" for what has a value, nothing for the rest, never a value. */
 static void test_describe_says_set_never_the_value(void **state)
 {
@@ -500,6 +594,7 @@ int main(void)
         T(test_failure_with_nothing_cached_is_returned_not_cached),
         T(test_new_refuses_a_bad_ttl_and_closes_the_source),
         T(test_concurrent_gets_read_once),
+        T(test_background_refresh_serves_the_cached_value),
         T(test_describe_says_set_never_the_value),
         T(test_value_free_wipes),
     };

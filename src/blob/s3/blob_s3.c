@@ -41,6 +41,33 @@ typedef struct s3_call {
     size_t body_len;
 } s3_call;
 
+/* The S3 API operation a call is, for messages. */
+static const char *operation(const s3_call *c)
+{
+    int bucket = !c->key || !*c->key;
+    if (strcmp(c->method, "HEAD") == 0)
+        return bucket ? "HeadBucket" : "HeadObject";
+    if (strcmp(c->method, "PUT") == 0)
+        return "PutObject";
+    if (strcmp(c->method, "DELETE") == 0)
+        return "DeleteObject";
+    if (strcmp(c->method, "POST") == 0)
+        return "DeleteObjects";
+    return bucket ? "ListObjectsV2" : "GetObject";
+}
+
+/* "s3: ..." from the plumbing becomes "s3 GetObject: ...": the message names
+ * the operation that failed as well as the service. */
+static void name_operation(const s3_call *c, kp_err *err)
+{
+    static const char prefix[] = "s3: ";
+    char msg[sizeof err->msg];
+    if (!err || strncmp(err->msg, prefix, sizeof prefix - 1) != 0)
+        return;
+    snprintf(msg, sizeof msg, "%s", err->msg + sizeof prefix - 1);
+    kp_err_set(err, err->status, "s3 %s: %s", operation(c), msg);
+}
+
 static kp_status call(s3_blob *s, const s3_call *c, kp_aws_response *resp, kp_err *err)
 {
     kp_buf url = KP_BUF_INIT;
@@ -50,6 +77,8 @@ static kp_status call(s3_blob *s, const s3_call *c, kp_aws_response *resp, kp_er
     if (rc == KP_OK) {
         kp_aws_request req = {KP_AWS_S3, c->method, url.data, c->headers, c->n_headers, c->body, c->body_len, 0};
         rc = kp_aws_call(&s->client, &req, resp, err);
+        if (rc != KP_OK)
+            name_operation(c, err);
     }
     kp_buf_free(&url);
     return rc;
@@ -461,7 +490,7 @@ static void s3_close(kp_blob *b)
         return;
     s3_blob *s = b->impl;
     kp_aws_fetch_pool_free(s->pool);
-    kp_aws_credentials_provider_free(s->credentials);
+    kp_aws_credentials_shared_release(s->credentials);
     free(s->bucket);
     free(s->endpoint);
     free(s);
@@ -469,12 +498,22 @@ static void s3_close(kp_blob *b)
 
 static const kp_blob_ops S3_OPS = {s3_put, s3_get, s3_delete, s3_delete_prefix, s3_list, s3_close, NULL, s3_get_tagged};
 
-/* HeadBucket: the bucket must exist and take our credentials. */
+/* HeadBucket: the bucket must exist and take our credentials; when they are
+ * refused, the reason from a GET of the bucket. */
 static kp_status check_bucket(s3_blob *s, kp_err *err)
 {
     s3_call c = {"HEAD", "", NULL, NULL, 0, NULL, 0};
     kp_aws_response resp = {0};
     kp_status rc = call(s, &c, &resp, err);
+    if (rc != KP_OK && resp.http.status == 403 && !resp.error_code[0]) {
+        /* a HEAD answer has no body, so no error code: a GET of the bucket
+         * (an empty listing) gets one, naming what was refused
+         * (SignatureDoesNotMatch, InvalidAccessKeyId, AccessDenied...) */
+        s3_call list = {"GET", "", "list-type=2&max-keys=0", NULL, 0, NULL, 0};
+        kp_aws_response_free(&resp);
+        memset(&resp, 0, sizeof resp);
+        rc = call(s, &list, &resp, err);
+    }
     if (rc == KP_ENOTFOUND || resp.http.status == 404)
         rc = kp_err_set(err, KP_ENOTFOUND, "S3 bucket %s does not exist (HeadBucket answered 404 at %s)", s->bucket,
                         s->endpoint);
@@ -510,7 +549,7 @@ kp_status kp_blob_s3_open(const kp_blob_s3_options *opts, kp_blob **out, kp_err 
         rc = kp_err_set(err, KP_ENOMEM, "out of memory");
         goto cleanup;
     }
-    rc = kp_aws_credentials_provider_new(&s->credentials, err);
+    rc = kp_aws_credentials_shared_acquire(&s->credentials, err);
     if (rc == KP_OK)
         rc = kp_aws_fetch_pool_new(&s->pool, err);
     if (rc != KP_OK)

@@ -22,7 +22,7 @@ kp_status kp_ddb_open(kp_ddb *d, const char *prefix, kp_err *err)
     if (snprintf(d->table, sizeof d->table, "%skoumpa", prefix ? prefix : "") >= (int)sizeof d->table)
         return kp_err_set(err, KP_EINVAL, "KOUMPA_DYNAMODB_TABLE_PREFIX too long");
     memcpy(d->region, region, strlen(region) + 1);
-    kp_status rc = kp_aws_credentials_provider_new(&d->credentials, err);
+    kp_status rc = kp_aws_credentials_shared_acquire(&d->credentials, err);
     if (rc == KP_OK)
         rc = kp_aws_fetch_pool_new(&d->pool, err);
     if (rc != KP_OK) {
@@ -42,7 +42,7 @@ void kp_ddb_close(kp_ddb *d)
     if (d->pool)
         kp_aws_fetch_pool_free(d->pool);
     if (d->credentials)
-        kp_aws_credentials_provider_free(d->credentials);
+        kp_aws_credentials_shared_release(d->credentials);
     d->pool = NULL;
     d->credentials = NULL;
 }

@@ -25,6 +25,9 @@ kp_status kp_ddb_get_item(kp_ddb *d, const char *pk, const char *sk, json_t **it
  * (or id empty or not shorter than id_cap). */
 kp_status kp_ddb_get_existing(kp_ddb *d, const char *prefix, const char *id, size_t id_cap, const char *sk,
                               const char *what, json_t **item, kp_err *err);
+/* Calls fn on every item of a Query (all pages); req is borrowed (ExclusiveStartKey is set on it). */
+typedef kp_status (*kp_ddb_item_fn)(const json_t *item, void *ctx, kp_err *err);
+kp_status kp_ddb_query_all(kp_ddb *d, json_t *req, kp_ddb_item_fn fn, void *ctx, kp_err *err);
 /* Appends a Put of item (reference taken), conditional on it not existing, to items; nonzero on failure. */
 int kp_ddb_put_new(json_t *items, const char *table, json_t *item);
 /* One TransactWriteItems of items (borrowed); a cancellation is KP_ECONFLICT with kp_ddb_reason_*. */

@@ -16,10 +16,6 @@
 #include "store/dynamodb/ddb_items.h"
 #include "store/dynamodb/ddb_store.h"
 
-#define PROJ "PROJ#"
-#define UPROJ "UPROJ#"
-#define LEASE_SHARDS 8
-
 static kp_status oom(kp_err *err)
 {
     return kp_err_set(err, KP_ENOMEM, "out of memory");
@@ -30,125 +26,10 @@ static int id_ok(const char *s)
     return s && *s && strlen(s) < KP_ID_MAX;
 }
 
-static void version_sk(char *out, int64_t n)
-{
-    snprintf(out, KP_DDB_KEY_MAX, "V#%010" PRId64, n);
-}
-
 /* GSI1SK: "{created_at:015}#{pid}" (newest first when read backwards). */
 static void list_sk(char *out, int64_t created_at, const char *pid)
 {
     snprintf(out, KP_DDB_KEY_MAX, "%015" PRId64 "#%s", created_at, pid ? pid : "");
-}
-
-static json_t *project_key(const char *pid)
-{
-    char pk[KP_DDB_KEY_MAX];
-    kp_ddb_key(pk, PROJ, pid);
-    return kp_ddb_key_item(pk, KP_DDB_SK_MAIN);
-}
-
-static json_t *version_key(const char *pid, int64_t n)
-{
-    char pk[KP_DDB_KEY_MAX], sk[KP_DDB_KEY_MAX];
-    kp_ddb_key(pk, PROJ, pid);
-    version_sk(sk, n);
-    return kp_ddb_key_item(pk, sk);
-}
-
-static json_t *project_item(const kp_project *p, int64_t created_at)
-{
-    char gpk[KP_DDB_KEY_MAX], gsk[KP_DDB_KEY_MAX];
-    kp_ddb_key(gpk, UPROJ, p->user_id);
-    list_sk(gsk, created_at, p->id);
-    json_t *item = project_key(p->id);
-    if (item && json_object_update_new(
-                    item, json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "GSI1PK", kp_ddb_s(gpk),
-                                    "GSI1SK", kp_ddb_s(gsk), "id", kp_ddb_s(p->id), "user_id", kp_ddb_s(p->user_id),
-                                    "name", kp_ddb_s(p->name), "latest_version", kp_ddb_n(1), "latest_ready",
-                                    kp_ddb_n(0), "gen_n", kp_ddb_n(1), "deleting", kp_ddb_bool(0), "created_at",
-                                    kp_ddb_n(created_at), "updated_at", kp_ddb_n(created_at))) != 0) {
-        json_decref(item);
-        return NULL;
-    }
-    return item;
-}
-
-static void project_from(const json_t *item, kp_project *p)
-{
-    memset(p, 0, sizeof *p);
-    kp_ddb_get_s(item, "id", p->id, sizeof p->id);
-    kp_ddb_get_s(item, "user_id", p->user_id, sizeof p->user_id);
-    kp_ddb_get_s(item, "name", p->name, sizeof p->name);
-    p->latest_version = kp_ddb_get_n(item, "latest_version");
-    p->latest_ready = kp_ddb_get_n(item, "latest_ready");
-    p->created_at = kp_ddb_get_n(item, "created_at");
-    p->updated_at = kp_ddb_get_n(item, "updated_at");
-}
-
-/* A new generating version n of pid: its fields, and GSI2's keys (versions by lease, for recovery). */
-static json_t *version_item(const char *pid, int64_t n, const kp_version *v, int64_t created_at)
-{
-    char gpk[KP_DDB_KEY_MAX], gsk[KP_DDB_KEY_MAX];
-    unsigned shard = 0;
-    for (const char *c = pid; *c; c++)
-        shard = shard * 31u + (unsigned char)*c;
-    snprintf(gpk, sizeof gpk, "LEASE#%u", shard % LEASE_SHARDS);
-    snprintf(gsk, sizeof gsk, "%015" PRId64 "#%s#%" PRId64, v->lease_until, pid, n);
-    json_t *item = version_key(pid, n);
-    json_t *fields = json_pack(
-        "{s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, "
-        "s:o}",
-        "GSI2PK", kp_ddb_s(gpk), "GSI2SK", kp_ddb_s(gsk), "project_id", kp_ddb_s(pid), "n", kp_ddb_n(n), "status",
-        kp_ddb_n(KP_VER_GENERATING), "reservation_id", kp_ddb_s(v->reservation_id), "settled", kp_ddb_bool(0),
-        "error_code", kp_ddb_s(""), "error_message", kp_ddb_s(""), "prompt", kp_ddb_s(v->prompt), "message",
-        kp_ddb_s(""), "files_json", kp_ddb_s(v->files_json ? v->files_json : "[]"), "model", kp_ddb_s(v->model),
-        "input_tokens", kp_ddb_n(0), "output_tokens", kp_ddb_n(0), "duration_ms", kp_ddb_n(0), "refunded",
-        kp_ddb_bool(0), "credit_reason", kp_ddb_s(""), "created_at", kp_ddb_n(created_at), "updated_at",
-        kp_ddb_n(created_at), "owner", kp_ddb_s(v->owner), "lease_until", kp_ddb_n(v->lease_until));
-    if (!item || !fields || json_object_update_new(item, fields) != 0) {
-        json_decref(item);
-        return NULL;
-    }
-    return item;
-}
-
-static char *dup_s(const json_t *item, const char *name)
-{
-    const char *v = json_string_value(json_object_get(json_object_get(item, name), "S"));
-    return strdup(v ? v : "");
-}
-
-/* Fills v from item; KP_ENOMEM when a heap field could not be copied (v cleared). */
-static kp_status version_from(const json_t *item, kp_version *v, kp_err *err)
-{
-    memset(v, 0, sizeof *v);
-    kp_ddb_get_s(item, "project_id", v->project_id, sizeof v->project_id);
-    v->n = kp_ddb_get_n(item, "n");
-    v->status = (kp_version_status)kp_ddb_get_n(item, "status");
-    kp_ddb_get_s(item, "reservation_id", v->reservation_id, sizeof v->reservation_id);
-    v->settled = kp_ddb_get_bool(item, "settled");
-    kp_ddb_get_s(item, "error_code", v->error_code, sizeof v->error_code);
-    kp_ddb_get_s(item, "model", v->model, sizeof v->model);
-    v->input_tokens = kp_ddb_get_n(item, "input_tokens");
-    v->output_tokens = kp_ddb_get_n(item, "output_tokens");
-    v->duration_ms = kp_ddb_get_n(item, "duration_ms");
-    v->refunded = kp_ddb_get_bool(item, "refunded");
-    kp_ddb_get_s(item, "credit_reason", v->credit_reason, sizeof v->credit_reason);
-    v->created_at = kp_ddb_get_n(item, "created_at");
-    v->updated_at = kp_ddb_get_n(item, "updated_at");
-    kp_ddb_get_s(item, "owner", v->owner, sizeof v->owner);
-    v->lease_until = kp_ddb_get_n(item, "lease_until");
-    v->error_message = dup_s(item, "error_message");
-    v->prompt = dup_s(item, "prompt");
-    v->message = dup_s(item, "message");
-    v->files_json = dup_s(item, "files_json");
-    v->events_json = strdup("[]");
-    if (!v->error_message || !v->prompt || !v->message || !v->files_json || !v->events_json) {
-        kp_version_clear(v);
-        return oom(err);
-    }
-    return KP_OK;
 }
 
 /* A consistent GetItem of key (stolen): *item the item or NULL when absent. */
@@ -176,6 +57,18 @@ static kp_status transact(kp_ddb *d, json_t *items, kp_err *err)
 
 /* ---- projects ---- */
 
+/* Appends the items every new generating version brings: the user's generating counter + 1 and, when the
+ * version names a reservation, the reference to it (RES#{id} / V). Nonzero when out of memory. */
+static int add_version_extras(json_t *items, const char *table, const char *user_id, const kp_version *v,
+                              const char *pid, int64_t n)
+{
+    if (json_array_append_new(items, kp_ddb_generating_update(table, user_id, 1)) != 0)
+        return 1;
+    if (v->reservation_id[0] && json_array_append_new(items, kp_ddb_resref_put(table, v->reservation_id, pid, n)) != 0)
+        return 1;
+    return 0;
+}
+
 kp_status kp_ddb_project_create(kp_store *s, const kp_project *p, const kp_version *v, kp_err *err)
 {
     kp_ddb *d = kp_ddb_store_client(s);
@@ -186,11 +79,18 @@ kp_status kp_ddb_project_create(kp_store *s, const kp_project *p, const kp_versi
     int64_t created_at = p->created_at > 0 ? p->created_at : kp_time_now_ms();
     int64_t v_created_at = v->created_at > 0 ? v->created_at : created_at;
     json_t *items = json_pack("[{s:{s:s, s:o, s:s}}, {s:{s:s, s:o, s:s}}]", "Put", "TableName", d->table, "Item",
-                              project_item(p, created_at), "ConditionExpression", "attribute_not_exists(PK)", "Put",
-                              "TableName", d->table, "Item", version_item(p->id, 1, v, v_created_at),
+                              kp_ddb_project_item(p, created_at), "ConditionExpression", "attribute_not_exists(PK)",
+                              "Put", "TableName", d->table, "Item",
+                              kp_ddb_version_item(p->id, 1, v, v_created_at, v->owner, v->lease_until),
                               "ConditionExpression", "attribute_not_exists(PK)");
+    if (items && add_version_extras(items, d->table, p->user_id, v, p->id, 1) != 0) {
+        json_decref(items);
+        items = NULL;
+    }
     kp_status rc = transact(d, items, err);
-    if (rc == KP_ECONFLICT)
+    if (rc == KP_ECONFLICT && kp_ddb_reason_failed(d, 2))
+        rc = kp_err_set(err, KP_ENOTFOUND, "user not found");
+    else if (rc == KP_ECONFLICT)
         rc = kp_err_set(err, KP_ECONFLICT, "project %s already exists", p->id);
     return rc;
 }
@@ -200,11 +100,11 @@ kp_status kp_ddb_project_get(kp_store *s, const char *id, kp_project *out, kp_er
     json_t *item = NULL;
     if (!id_ok(id))
         return kp_err_set(err, KP_ENOTFOUND, "project not found");
-    kp_status rc = get_by_key(kp_ddb_store_client(s), project_key(id), &item, err);
+    kp_status rc = get_by_key(kp_ddb_store_client(s), kp_ddb_project_key(id), &item, err);
     if (rc == KP_OK && !item)
         rc = kp_err_set(err, KP_ENOTFOUND, "project not found");
     if (rc == KP_OK)
-        project_from(item, out);
+        kp_ddb_project_from(item, out);
     json_decref(item);
     return rc;
 }
@@ -223,7 +123,7 @@ kp_status kp_ddb_project_list(kp_store *s, const char *user_id, int64_t before_c
     if (limit > 1000)
         limit = 1000;
     int after = before_id && *before_id;
-    kp_ddb_key(gpk, UPROJ, user_id);
+    kp_ddb_key(gpk, KP_DDB_UPROJ, user_id);
     list_sk(gsk, before_created_at, before_id);
     json_t *req =
         json_pack("{s:s, s:s, s:s, s:{s:o}, s:b, s:I}", "TableName", d->table, "IndexName", "GSI1",
@@ -239,7 +139,7 @@ kp_status kp_ddb_project_list(kp_store *s, const char *user_id, int64_t before_c
         if (!*out)
             rc = oom(err);
         for (size_t i = 0; rc == KP_OK && i < count; i++)
-            project_from(json_array_get(items, i), &(*out)[i]);
+            kp_ddb_project_from(json_array_get(items, i), &(*out)[i]);
         if (rc == KP_OK)
             *n = count;
     }
@@ -250,26 +150,41 @@ kp_status kp_ddb_project_list(kp_store *s, const char *user_id, int64_t before_c
 
 /* ---- versions ---- */
 
+/* 1 GetItem of the project (its user, whose generating counter goes up) + 1 TransactWriteItems. */
 kp_status kp_ddb_version_create(kp_store *s, const kp_version *v, kp_err *err)
 {
     kp_ddb *d = kp_ddb_store_client(s);
+    kp_project p;
+    json_t *item = NULL;
     if (!v || !id_ok(v->project_id) || v->n < 1)
         return kp_err_set(err, KP_EINVAL, "invalid version record");
     int64_t created_at = v->created_at > 0 ? v->created_at : kp_time_now_ms();
-    json_t *items = json_pack(
-        "[{s:{s:s, s:o, s:s, s:s, s:{s:o, s:o, s:o, s:o}, s:s}}, {s:{s:s, s:o, s:s}}]", "Update", "TableName", d->table,
-        "Key", project_key(v->project_id), "UpdateExpression", "SET latest_version = :n, gen_n = :n, updated_at = :t",
-        "ConditionExpression", "attribute_exists(PK) AND latest_version = :prev AND gen_n = :zero AND deleting = :no",
-        "ExpressionAttributeValues", ":n", kp_ddb_n(v->n), ":t", kp_ddb_n(created_at), ":prev", kp_ddb_n(v->n - 1),
-        ":zero", kp_ddb_n(0), "ReturnValuesOnConditionCheckFailure", "ALL_OLD", "Put", "TableName", d->table, "Item",
-        version_item(v->project_id, v->n, v, created_at), "ConditionExpression", "attribute_not_exists(PK)");
-    if (items)
-        json_object_set_new(
-            json_object_get(json_object_get(json_array_get(items, 0), "Update"), "ExpressionAttributeValues"), ":no",
-            kp_ddb_bool(0));
-    kp_status rc = transact(d, items, err);
+    kp_status rc = get_by_key(d, kp_ddb_project_key(v->project_id), &item, err);
+    if (rc == KP_OK && !item)
+        rc = kp_err_set(err, KP_ENOTFOUND, "project not found");
+    if (rc != KP_OK)
+        return rc;
+    kp_ddb_project_from(item, &p);
+    json_decref(item);
+    json_t *items =
+        json_pack("[{s:{s:s, s:o, s:s, s:s, s:{s:o, s:o, s:o, s:o, s:o}, s:s}}, {s:{s:s, s:o, s:s}}]", "Update",
+                  "TableName", d->table, "Key", kp_ddb_project_key(v->project_id), "UpdateExpression",
+                  "SET latest_version = :n, gen_n = :n, updated_at = :t", "ConditionExpression",
+                  "attribute_exists(PK) AND latest_version = :prev AND gen_n = :zero AND deleting = :no",
+                  "ExpressionAttributeValues", ":n", kp_ddb_n(v->n), ":t", kp_ddb_n(created_at), ":prev",
+                  kp_ddb_n(v->n - 1), ":zero", kp_ddb_n(0), ":no", kp_ddb_bool(0),
+                  "ReturnValuesOnConditionCheckFailure", "ALL_OLD", "Put", "TableName", d->table, "Item",
+                  kp_ddb_version_item(v->project_id, v->n, v, created_at, v->owner, v->lease_until),
+                  "ConditionExpression", "attribute_not_exists(PK)");
+    if (items && add_version_extras(items, d->table, p.user_id, v, v->project_id, v->n) != 0) {
+        json_decref(items);
+        items = NULL;
+    }
+    rc = transact(d, items, err);
     if (rc != KP_ECONFLICT)
         return rc;
+    if (kp_ddb_reason_failed(d, 2))
+        return kp_err_set(err, KP_ENOTFOUND, "user not found");
     /* which rule refused it: the project as it was when its condition failed */
     json_t *old = kp_ddb_reason_item(d, 0);
     if (!kp_ddb_reason_failed(d, 0))
@@ -288,11 +203,11 @@ kp_status kp_ddb_version_get(kp_store *s, const char *project_id, int64_t n, kp_
     json_t *item = NULL;
     if (!id_ok(project_id) || n < 1)
         return kp_err_set(err, KP_ENOTFOUND, "version not found");
-    kp_status rc = get_by_key(kp_ddb_store_client(s), version_key(project_id, n), &item, err);
+    kp_status rc = get_by_key(kp_ddb_store_client(s), kp_ddb_version_key(project_id, n), &item, err);
     if (rc == KP_OK && !item)
         rc = kp_err_set(err, KP_ENOTFOUND, "version not found");
     if (rc == KP_OK)
-        rc = version_from(item, out, err);
+        rc = kp_ddb_version_from(item, out, err);
     json_decref(item);
     return rc;
 }
@@ -308,7 +223,7 @@ kp_status kp_ddb_version_list(kp_store *s, const char *project_id, kp_version **
     *n = 0;
     if (!id_ok(project_id))
         return KP_OK;
-    kp_ddb_key(pk, PROJ, project_id);
+    kp_ddb_key(pk, KP_DDB_PROJ, project_id);
     json_t *req = json_pack("{s:s, s:s, s:{s:o, s:o}, s:b}", "TableName", d->table, "KeyConditionExpression",
                             "PK = :p AND begins_with(SK, :v)", "ExpressionAttributeValues", ":p", kp_ddb_s(pk), ":v",
                             kp_ddb_s("V#"), "ConsistentRead", 1);
@@ -326,7 +241,7 @@ kp_status kp_ddb_version_list(kp_store *s, const char *project_id, kp_version **
                 v = nv;
         }
         for (size_t i = 0; rc == KP_OK && i < add; i++) {
-            rc = version_from(json_array_get(items, i), &v[count], err);
+            rc = kp_ddb_version_from(json_array_get(items, i), &v[count], err);
             if (rc == KP_OK)
                 count++;
         }
@@ -348,66 +263,37 @@ kp_status kp_ddb_version_list(kp_store *s, const char *project_id, kp_version **
     return KP_OK;
 }
 
+/* One UpdateItem of settled = true. An ended version also leaves GSI2 (ended unsettled versions,
+ * versions_unsettled); a generating one keeps its lease keys: a second UpdateItem when the first one's
+ * condition (not generating) failed. */
+static kp_status settle_update(kp_ddb *d, const char *project_id, int64_t n, int ended, kp_err *err)
+{
+    json_t *req =
+        json_pack("{s:s, s:o, s:s, s:s, s:{s:o}}", "TableName", d->table, "Key", kp_ddb_version_key(project_id, n),
+                  "UpdateExpression", ended ? "SET settled = :t REMOVE GSI2PK, GSI2SK" : "SET settled = :t",
+                  "ConditionExpression", ended ? "attribute_exists(PK) AND #st <> :gen" : "attribute_exists(PK)",
+                  "ExpressionAttributeValues", ":t", kp_ddb_bool(1));
+    if (req && ended) {
+        json_object_set_new(json_object_get(req, "ExpressionAttributeValues"), ":gen", kp_ddb_n(KP_VER_GENERATING));
+        json_object_set_new(req, "ExpressionAttributeNames", json_pack("{s:s}", "#st", "status"));
+    }
+    kp_status rc = req ? kp_ddb_call(d, "UpdateItem", req, NULL, err) : oom(err);
+    json_decref(req);
+    return rc;
+}
+
 kp_status kp_ddb_version_set_settled(kp_store *s, const char *project_id, int64_t n, kp_err *err)
 {
     kp_ddb *d = kp_ddb_store_client(s);
     if (!id_ok(project_id) || n < 1)
         return kp_err_set(err, KP_ENOTFOUND, "version not found");
-    json_t *req = json_pack("{s:s, s:o, s:s, s:s, s:{s:o}}", "TableName", d->table, "Key", version_key(project_id, n),
-                            "UpdateExpression", "SET settled = :t", "ConditionExpression", "attribute_exists(PK)",
-                            "ExpressionAttributeValues", ":t", kp_ddb_bool(1));
-    kp_status rc = req ? kp_ddb_call(d, "UpdateItem", req, NULL, err) : oom(err);
-    json_decref(req);
+    kp_status rc = settle_update(d, project_id, n, 1, err);
+    if (rc == KP_ECONFLICT) {
+        kp_err_clear(err);
+        rc = settle_update(d, project_id, n, 0, err);
+    }
     if (rc == KP_ECONFLICT)
         rc = kp_err_set(err, KP_ENOTFOUND, "version not found");
-    return rc;
-}
-
-/* v's events, when it has any: the event store is not on DynamoDB yet (events_append is NULL). */
-static int has_events(const kp_version *v)
-{
-    return v->events_json && *v->events_json && strcmp(v->events_json, "[]") != 0;
-}
-
-/* Ends a generating version: its update (status = generating, GSI2's keys removed) and the project's
- * (gen_n back to 0, latest_ready on READY) in one TransactWriteItems. */
-kp_status kp_ddb_version_finish(kp_store *s, const kp_version *v, kp_err *err)
-{
-    kp_ddb *d = kp_ddb_store_client(s);
-    if (!v || !id_ok(v->project_id) || v->n < 1 || (v->status != KP_VER_READY && v->status != KP_VER_FAILED))
-        return kp_err_set(err, KP_EINVAL, "invalid version record");
-    if (has_events(v))
-        return kp_err_set(err, KP_EINVAL, "events cannot be stored on DynamoDB yet");
-    int64_t now = v->updated_at > 0 ? v->updated_at : kp_time_now_ms();
-    json_t *vals = json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", ":gen",
-                             kp_ddb_n(KP_VER_GENERATING), ":st", kp_ddb_n(v->status), ":ec", kp_ddb_s(v->error_code),
-                             ":em", kp_ddb_s(v->error_message), ":msg", kp_ddb_s(v->message), ":files",
-                             kp_ddb_s(v->files_json ? v->files_json : "[]"), ":model", kp_ddb_s(v->model), ":in",
-                             kp_ddb_n(v->input_tokens), ":out", kp_ddb_n(v->output_tokens), ":dur",
-                             kp_ddb_n(v->duration_ms), ":t", kp_ddb_n(now), ":ref", kp_ddb_bool(v->refunded), ":cr",
-                             kp_ddb_s(v->credit_reason), ":set", kp_ddb_bool(v->settled));
-    const char *settled = v->settled ? ", settled = :set" : "";
-    char update[512];
-    snprintf(update, sizeof update,
-             "SET #st = :st, error_code = :ec, error_message = :em, #msg = :msg, files_json = :files, #model = :model, "
-             "input_tokens = :in, output_tokens = :out, duration_ms = :dur, updated_at = :t, refunded = :ref, "
-             "credit_reason = :cr%s REMOVE GSI2PK, GSI2SK",
-             settled);
-    if (vals && !v->settled)
-        json_object_del(vals, ":set");
-    json_t *pvals = json_pack("{s:o, s:o, s:o}", ":n", kp_ddb_n(v->n), ":zero", kp_ddb_n(0), ":t", kp_ddb_n(now));
-    json_t *items =
-        json_pack("[{s:{s:s, s:o, s:s, s:s, s:{s:s, s:s, s:s}, s:o}}, {s:{s:s, s:o, s:s, s:s, s:o}}]", "Update",
-                  "TableName", d->table, "Key", version_key(v->project_id, v->n), "UpdateExpression", update,
-                  "ConditionExpression", "#st = :gen", "ExpressionAttributeNames", "#st", "status", "#msg", "message",
-                  "#model", "model", "ExpressionAttributeValues", vals, "Update", "TableName", d->table, "Key",
-                  project_key(v->project_id), "UpdateExpression",
-                  v->status == KP_VER_READY ? "SET gen_n = :zero, updated_at = :t, latest_ready = :n"
-                                            : "SET gen_n = :zero, updated_at = :t",
-                  "ConditionExpression", "gen_n = :n", "ExpressionAttributeValues", pvals);
-    kp_status rc = transact(d, items, err);
-    if (rc == KP_ECONFLICT)
-        rc = kp_err_set(err, KP_ECONFLICT, "version %" PRId64 " is not generating", v->n);
     return rc;
 }
 
@@ -433,7 +319,7 @@ kp_status kp_ddb_project_mark_deleting(kp_store *s, const char *id, int on, kp_e
     if (vals && on)
         json_object_set_new(vals, ":zero", kp_ddb_n(0));
     json_t *items = json_pack("[{s:{s:s, s:o, s:s, s:s, s:o, s:s}}]", "Update", "TableName", d->table, "Key",
-                              project_key(id), "UpdateExpression", "SET deleting = :on", "ConditionExpression",
+                              kp_ddb_project_key(id), "UpdateExpression", "SET deleting = :on", "ConditionExpression",
                               on ? "attribute_exists(PK) AND gen_n = :zero" : "attribute_exists(PK)",
                               "ExpressionAttributeValues", vals, "ReturnValuesOnConditionCheckFailure", "ALL_OLD");
     kp_status rc = transact(d, items, err);
@@ -456,12 +342,12 @@ kp_status kp_ddb_project_delete(kp_store *s, const char *id, kp_err *err)
     json_t *res = NULL;
     if (!id_ok(id))
         return kp_err_set(err, KP_ENOTFOUND, "project not found");
-    kp_ddb_key(pk, PROJ, id);
+    kp_ddb_key(pk, KP_DDB_PROJ, id);
     json_t *req = json_pack("{s:s, s:s, s:{s:o, s:o}, s:s, s:b}", "TableName", d->table, "KeyConditionExpression",
                             "PK = :p AND begins_with(SK, :v)", "ExpressionAttributeValues", ":p", kp_ddb_s(pk), ":v",
                             kp_ddb_s("V#"), "ProjectionExpression", "PK, SK", "ConsistentRead", 1);
     json_t *items =
-        json_pack("[{s:{s:s, s:o, s:s, s:{s:o}, s:s}}]", "Delete", "TableName", d->table, "Key", project_key(id),
+        json_pack("[{s:{s:s, s:o, s:s, s:{s:o}, s:s}}]", "Delete", "TableName", d->table, "Key", kp_ddb_project_key(id),
                   "ConditionExpression", "attribute_exists(PK) AND gen_n = :zero", "ExpressionAttributeValues", ":zero",
                   kp_ddb_n(0), "ReturnValuesOnConditionCheckFailure", "ALL_OLD");
     kp_status rc = req && items ? KP_OK : oom(err);

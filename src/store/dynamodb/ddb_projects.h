@@ -6,11 +6,11 @@
  * PROJ#{pid}/V#{n:010} (GSI2 keys while generating). ddb_store.c wires these
  * into its ops table; each takes that store (kp_ddb_store_client()).
  *
- * Implemented: project_create, project_get, project_list, version_create,
- * version_get, version_list, version_finish (without events: the event store
- * is not on DynamoDB yet), version_set_settled, project_mark_deleting,
- * project_delete. The rest (version_end, admit, versions_generating_count,
- * ...) are still NULL.
+ * Here: project_create, project_get, project_list, version_create,
+ * version_get, version_list, version_set_settled, project_mark_deleting,
+ * project_delete. A new generating version also bumps its user's generating
+ * counter (the admission counter) and records its reservation's reference;
+ * ending versions, admission and recovery's reads are in ddb_generations.c.
  */
 #ifndef KP_DDB_PROJECTS_H
 #define KP_DDB_PROJECTS_H
@@ -24,7 +24,6 @@ kp_status kp_ddb_project_list(kp_store *s, const char *user_id, int64_t before_c
 kp_status kp_ddb_version_create(kp_store *s, const kp_version *v, kp_err *err);
 kp_status kp_ddb_version_get(kp_store *s, const char *project_id, int64_t n, kp_version *out, kp_err *err);
 kp_status kp_ddb_version_list(kp_store *s, const char *project_id, kp_version **out, size_t *n, kp_err *err);
-kp_status kp_ddb_version_finish(kp_store *s, const kp_version *v, kp_err *err);
 kp_status kp_ddb_project_mark_deleting(kp_store *s, const char *id, int on, kp_err *err);
 kp_status kp_ddb_project_delete(kp_store *s, const char *id, kp_err *err);
 kp_status kp_ddb_version_set_settled(kp_store *s, const char *project_id, int64_t n, kp_err *err);

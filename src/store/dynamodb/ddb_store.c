@@ -16,6 +16,7 @@
 #include "store/dynamodb/ddb_bonus.h"
 #include "store/dynamodb/ddb_client.h"
 #include "store/dynamodb/ddb_events.h"
+#include "store/dynamodb/ddb_generations.h"
 #include "store/dynamodb/ddb_internal.h"
 #include "store/dynamodb/ddb_items.h"
 #include "store/dynamodb/ddb_projects.h"
@@ -120,9 +121,7 @@ static int plan_cmp(const void *a, const void *b)
     return strcmp(x->id, y->id);
 }
 
-/* Calls fn on every item of a Query (all pages). req is borrowed; ExclusiveStartKey is set on it. */
-typedef kp_status (*item_fn)(const json_t *item, void *ctx, kp_err *err);
-static kp_status query_all(kp_ddb *d, json_t *req, item_fn fn, void *ctx, kp_err *err)
+kp_status kp_ddb_query_all(kp_ddb *d, json_t *req, kp_ddb_item_fn fn, void *ctx, kp_err *err)
 {
     kp_status rc = KP_OK;
     for (;;) {
@@ -186,7 +185,7 @@ static kp_status ddb_plan_list(kp_store *s, int active_only, kp_plan **out, size
     plan_acc a = {NULL, 0, 0, active_only};
     json_t *req = json_pack("{s:s, s:s, s:{s:o}, s:b}", "TableName", d->table, "KeyConditionExpression", "PK = :p",
                             "ExpressionAttributeValues", ":p", kp_ddb_s(KP_DDB_PLANS), "ConsistentRead", 1);
-    kp_status rc = req ? query_all(d, req, plan_add, &a, err) : oom(err);
+    kp_status rc = req ? kp_ddb_query_all(d, req, plan_add, &a, err) : oom(err);
     json_decref(req);
     if (rc != KP_OK) {
         free(a.v);
@@ -600,11 +599,11 @@ static json_t *credit_items(kp_ddb *d, const kp_credit_change *c, const kp_balan
             char rpk[KP_DDB_KEY_MAX];
             kp_ddb_key(rpk, KP_DDB_RES, c->res_id);
             bad = json_array_append_new(
-                items,
-                json_pack("{s:{s:s, s:o, s:s, s:s, s:{s:o, s:o, s:o}}}", "Update", "TableName", d->table, "Key",
-                          kp_ddb_key_item(rpk, KP_DDB_SK_MAIN), "UpdateExpression", "SET #s = :to, updated_at = :now",
-                          "ConditionExpression", "#s = :from", "ExpressionAttributeValues", ":to", kp_ddb_n(c->res_to),
-                          ":now", kp_ddb_n(now), ":from", kp_ddb_n(c->res_from)));
+                items, json_pack("{s:{s:s, s:o, s:s, s:s, s:{s:o, s:o, s:o}}}", "Update", "TableName", d->table, "Key",
+                                 kp_ddb_key_item(rpk, KP_DDB_SK_MAIN), "UpdateExpression",
+                                 "SET #s = :to, updated_at = :now REMOVE GSI2PK, GSI2SK", "ConditionExpression",
+                                 "#s = :from", "ExpressionAttributeValues", ":to", kp_ddb_n(c->res_to), ":now",
+                                 kp_ddb_n(now), ":from", kp_ddb_n(c->res_from)));
             if (!bad)
                 bad = json_object_set_new(json_object_get(json_array_get(items, *res_i), "Update"),
                                           "ExpressionAttributeNames", json_pack("{s:s}", "#s", "state"));
@@ -820,7 +819,7 @@ static kp_status ddb_ledger_sum(kp_store *s, const char *user_id, kp_balance *ou
     if (!nonempty_fits(user_id, KP_ID_MAX))
         return kp_err_set(err, KP_EINVAL, "invalid user id");
     json_t *req = ledger_query(d, user_id, 0, 0);
-    kp_status rc = req ? query_all(d, req, ledger_sum_add, &a, err) : oom(err);
+    kp_status rc = req ? kp_ddb_query_all(d, req, ledger_sum_add, &a, err) : oom(err);
     json_decref(req);
     if (rc == KP_OK)
         *out = a.sum;
@@ -867,6 +866,10 @@ static const kp_store_ops ddb_ops = {
     .version_finish = kp_ddb_version_finish,
     .project_mark_deleting = kp_ddb_project_mark_deleting,
     .project_delete = kp_ddb_project_delete,
+    .versions_generating_count = kp_ddb_versions_generating_count,
+    .versions_unsettled = kp_ddb_versions_unsettled,
+    .versions_expired = kp_ddb_versions_expired,
+    .reservations_orphaned = kp_ddb_reservations_orphaned,
     .credits_apply_many = kp_ddb_credits_apply_many,
     .users_bonus_page = kp_ddb_users_bonus_page,
     .events_append = kp_ddb_events_append,

@@ -10,7 +10,9 @@
  * verification_create, verification_consume; balance_get,
  * account_get, credits_apply, reservation_get, ledger_list, ledger_sum;
  * and in ddb_projects.c project_create/get/list, version_create/get/list,
- * version_set_settled, version_finish, project_mark_deleting, project_delete;
+ * version_set_settled, project_mark_deleting, project_delete;
+ * version_finish, versions_generating_count, versions_expired,
+ * versions_unsettled, reservations_orphaned (ddb_generations.c);
  * billing_customer_get/find, subscription_get, billing_apply (ddb_billing.c);
  * users_bonus_page, credits_apply_many (ddb_bonus.c); events_append,
  * events_list, events_last_id (ddb_events.c).
