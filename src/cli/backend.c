@@ -1,10 +1,10 @@
 /*
  * backend.c - the store backend chosen by KOUMPA_DB, as the commands see it:
- * sqlite (complete) or dynamodb, which serve and the one-shot commands
- * other than migrate refuse while the backend lacks any store operation
- * (store/dynamodb/ddb_store.h lists what it has); and the one place that
- * opens the chosen store for them. Before that, the store is pinged, so
- * wrong AWS credentials or a missing table stop start-up.
+ * sqlite or dynamodb (both complete), which serve and the one-shot commands
+ * other than migrate refuse if it lacks any store operation
+ * (kp_store_missing_op, naming it: a guard for a backend being built); and
+ * the one place that opens the chosen store for them. Before that, the store
+ * is pinged, so wrong AWS credentials or a missing table stop start-up.
  */
 #include <string.h>
 
@@ -35,8 +35,8 @@ kp_status kp_cli_check_backend(const kp_config *cfg, kp_err *err)
     const char *missing = kp_store_missing_op(store->ops);
     if (rc == KP_OK && *missing)
         rc = kp_err_set(err, KP_EUNAVAILABLE,
-                        "KOUMPA_DB=dynamodb: the DynamoDB store is not complete yet (no %s operation); "
-                        "only `koumpa migrate` works on it so far - use KOUMPA_DB=sqlite",
+                        "KOUMPA_DB=dynamodb: the DynamoDB store is not complete (no %s operation); "
+                        "only `koumpa migrate` works on it - use KOUMPA_DB=sqlite",
                         missing);
     store->ops->close(store);
     return rc;

@@ -364,3 +364,11 @@ export async function startFront({ target, credentials }) {
   };
   return front;
 }
+
+// DynamoDB for the store's tests: moto answering one request at a time (the races test the code's
+// conditions) behind a front that accepts credentials. { moto, front }, or { skipReason } without moto.
+export async function startDynamoPeer({ credentials }) {
+  const moto = await startMoto({ singleThreaded: true });
+  if (!moto) return { skipReason: 'moto not found (scripts/install-deps.sh --test installs it): skipped' };
+  return { moto, front: await startFront({ target: moto.url, credentials }) };
+}

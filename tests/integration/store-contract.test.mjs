@@ -2,8 +2,8 @@
 // SQLite in a temporary directory, and DynamoDB on moto behind the SigV4-verifying front
 // (aws-front.mjs). moto serves one request at a time (moto_single.py) so that the races
 // (200 spends against 10 credits, 20 sign-ups with one e-mail) test the backend's conditions, not
-// moto's own races. Also: `koumpa migrate` with KOUMPA_DB=dynamodb creates the table, and `koumpa
-// serve` refuses the DynamoDB backend while it is incomplete, naming what is missing.
+// moto's own races. Also: `koumpa migrate` with KOUMPA_DB=dynamodb creates the table, and the
+// DynamoDB backend lacks no store operation (kp_store_missing_op; serve refuses a backend that does).
 // Without moto (python3 -c 'import moto') the DynamoDB part is skipped, saying so.
 import { test, before, after, describe } from 'node:test';
 import assert from 'node:assert/strict';
@@ -12,7 +12,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { BUILD } from './harness.mjs';
-import { startMoto, startFront } from './aws-front.mjs';
+import { startDynamoPeer } from './aws-front.mjs';
 
 const CONTRACT = path.join(BUILD, 'tests', 'store_contract');
 const KOUMPA = path.join(BUILD, 'koumpa');
@@ -21,7 +21,8 @@ const WRAPPER = (process.env.KOUMPA_TEST_WRAPPER || '').split(/\s+/).filter(Bool
 // Under `make valgrind` (a wrapper set) the contract binary's checks are skipped: that stage checks koumpa
 // itself, and `make sanitize` already runs this binary under ASan + LeakSanitizer.
 const CONTRACT_SKIP = WRAPPER.length > 0 && 'the contract binary is leak-checked by make sanitize; valgrind wraps koumpa only';
-const CHECKS = ['migrate', 'plans', 'users', 'verify', 'projects', 'credits', 'bonus', 'billing', 'events', 'race', 'recovery'];
+const CHECKS = ['migrate', 'plans', 'users', 'verify', 'projects', 'credits', 'bonus', 'billing', 'events', 'race', 'recovery',
+  'admit', 'admit_race'];
 
 function baseEnv(extra) {
   const env = {};
@@ -65,6 +66,7 @@ describe('store contract on SQLite', () => {
     test(check, { skip: CONTRACT_SKIP }, async () => {
       const r = await contract('sqlite', path.join(dir, 'koumpa.db'), check, baseEnv({}));
       if (check === 'race') assert.deepEqual([r.figures.spends_ok, r.figures.creates_ok], [10, 1]);
+      if (check === 'admit_race') assert.equal(r.figures.admitted, 4);
     });
   }
 });
@@ -89,13 +91,11 @@ describe('store contract on DynamoDB (moto, one request at a time, behind the ve
   const prefix = `contract${process.pid}_`;
 
   before(async () => {
-    moto = await startMoto({ singleThreaded: true });
-    if (!moto) {
-      skipReason = 'moto not found (scripts/install-deps.sh --test installs it): skipped';
+    ({ moto, front, skipReason } = await startDynamoPeer({ credentials: [KEY] }));
+    if (skipReason) {
       console.log(`# ${skipReason}`);
       return;
     }
-    front = await startFront({ target: moto.url, credentials: [KEY] });
     env = baseEnv({ AWS_REGION: 'us-east-1', AWS_EC2_METADATA_DISABLED: 'true', AWS_ENDPOINT_URL_DYNAMODB: front.url,
       AWS_ACCESS_KEY_ID: KEY.accessKeyId, AWS_SECRET_ACCESS_KEY: KEY.secretAccessKey, KOUMPA_LOG_LEVEL: 'error' });
   });
@@ -135,11 +135,18 @@ describe('store contract on DynamoDB (moto, one request at a time, behind the ve
         assert.equal(r.figures.generating_count_requests, 1);
         assert.equal(r.figures.versions_expired_requests, 9);
       }
+      // admit: its consistent read (user, idempotency key) and ONE TransactWriteItems; free: the transaction
+      // only. version_end: the project (its user), the credit's read, ONE TransactWriteItems
+      if (check === 'admit') {
+        assert.deepEqual([r.figures.admit_requests, r.figures.free_admit_requests, r.figures.version_end_requests],
+          [2, 1, 3]);
+      }
+      if (check === 'admit_race') assert.equal(r.figures.admitted, 4);
       assert.equal(front.stats.rejected, 0, JSON.stringify(front.stats.rejections));
     });
   }
 
-  test('koumpa migrate creates the table once; serve refuses the incomplete backend, naming what is missing',
+  test('koumpa migrate creates the table once; the DynamoDB store lacks no operation (serve-dynamodb.test.mjs runs it)',
     async (t) => {
       if (skipReason) return t.skip(skipReason);
       const data = mkdtempSync(path.join(tmpdir(), 'koumpa-ddb-'));
@@ -151,9 +158,9 @@ describe('store contract on DynamoDB (moto, one request at a time, behind the ve
         r = await run([...WRAPPER, KOUMPA, 'migrate'], e);
         assert.equal(r.code, 0, r.stderr);
         assert.match(r.stdout, /: present, plans seeded/);
-        r = await run([...WRAPPER, KOUMPA, 'serve', '--addr', '127.0.0.1:0', '--apps-addr', '127.0.0.1:0'], e);
-        assert.notEqual(r.code, 0);
-        assert.match(r.stderr + r.stdout, /KOUMPA_DB=dynamodb: the DynamoDB store is not complete yet \(no \w+ operation\)/);
+        r = await run([CONTRACT, 'dynamodb', prefix, 'missing'], env); // no wrapper: see CONTRACT_SKIP
+        assert.equal(JSON.parse(r.stdout.split('\n').find((l) => l.startsWith('{'))).missing, '',
+          'every store operation is implemented on DynamoDB');
         r = await run([...WRAPPER, KOUMPA, 'migrate'], { ...e, KOUMPA_DB: 'mysql' });
         assert.notEqual(r.code, 0);
         assert.match(r.stderr, /invalid KOUMPA_DB=mysql: sqlite or dynamodb/);

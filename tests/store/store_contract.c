@@ -25,6 +25,12 @@
  *   recovery  versions_generating_count follows project_create/version_finish; versions_expired lists
  *             generating versions whose lease ran out, oldest first, up to the limit; versions_unsettled
  *             lists ended versions until settled; reservations_orphaned lists reserved ones no version names
+ *   admit     admit within the limit, refused at it (KP_ERATE), short of credits (KP_ECREDITS), with a used
+ *             key (KP_EDUPLICATE), on a project being deleted (KP_ENOTFOUND): nothing written; version_end
+ *             commits or refunds once with its events, a second end (recovery racing) is KP_ECONFLICT and
+ *             changes nothing; follow-ups; leases_renew renews only the owner's running, unexpired leases
+ *   admit_race 15 threads admit (8 charged, 7 free) for one user allowed 4 at a time: exactly 4, each
+ *             charged admission charged once
  *   race      200 threads spend 1 credit each from 10 at once: exactly 10 succeed; 20 threads
  *             create users with one e-mail: exactly 1 succeeds
  *   missing   prints the first store op the backend lacks ("" when complete)
@@ -821,6 +827,240 @@ static void check_recovery(kp_store *s)
            "settle a, b, d: %s", err.msg);
 }
 
+/* Admits version n of uid's project pid (n 1: a new project), charging amount daily credits as reservation
+ * res (0: free), with at most max generating, held by owner until lease; retried while the balance moves,
+ * as the domain does (kp_credits_admit). *ok_out: the balance admit reported. */
+static kp_status admit_one(kp_store *s, const char *uid, const char *pid, int64_t n, int64_t amount, int64_t max,
+                           const char *res, int64_t lease, kp_balance *out, kp_err *err)
+{
+    kp_project p = {.created_at = 0};
+    kp_version v = {.n = n, .prompt = "admitted"};
+    kp_balance b = {0, 0, 0}, now = {0, 0, 0}, tmp;
+    char key[KP_IDEM_MAX];
+    kp_credit_change c;
+    snprintf(v.project_id, sizeof v.project_id, "%s", pid);
+    snprintf(p.id, sizeof p.id, "%s", pid);
+    snprintf(p.user_id, sizeof p.user_id, "%s", uid);
+    snprintf(p.name, sizeof p.name, "admitted");
+    if (amount > 0)
+        snprintf(v.reservation_id, sizeof v.reservation_id, "%s", res);
+    kp_admission a = {.user_id = uid,
+                      .max_generating = max,
+                      .project = n == 1 ? &p : NULL,
+                      .version = &v,
+                      .owner = "inst_me",
+                      .lease_until = lease};
+    for (int attempt = 0; attempt < 200; attempt++) {
+        kp_status rc = s->ops->balance_get(s, uid, &b, err);
+        if (rc != KP_OK)
+            return rc;
+        if (amount > 0) {
+            snprintf(key, sizeof key, "res:%s:reserve", res);
+            c = change(uid, -amount, 0, key);
+            c.expected_version = b.version;
+            c.res_id = res;
+            c.res_from = KP_RES_NONE;
+            c.res_to = KP_RES_RESERVED;
+            c.res_daily = amount;
+            a.charge = &c;
+        }
+        rc = s->ops->admit(s, &a, out ? out : &tmp, err);
+        if (rc != KP_ECONFLICT || amount == 0)
+            return rc;
+        if (s->ops->balance_get(s, uid, &now, err) != KP_OK || now.version == b.version)
+            return KP_ECONFLICT;
+    }
+    return KP_ECONFLICT;
+}
+
+/* Ends version n of pid as status with credit change c (NULL: none) and two events. */
+static kp_status end_one(kp_store *s, const char *pid, int64_t n, kp_version_status status, const kp_credit_change *c,
+                         kp_balance *out, kp_err *err)
+{
+    kp_version v = {.n = n,
+                    .status = status,
+                    .message = "ended",
+                    .files_json = "[]",
+                    .events_json = "[{\"id\":1,\"event\":\"project\",\"data\":{\"n\":1}},"
+                                   "{\"id\":2,\"event\":\"done\",\"data\":{\"ok\":true}}]"};
+    snprintf(v.project_id, sizeof v.project_id, "%s", pid);
+    if (status == KP_VER_FAILED)
+        snprintf(v.error_code, sizeof v.error_code, "interrupted");
+    return s->ops->version_end(s, &v, c, out, err);
+}
+
+/* The change that settles reservation res of amount daily credits: commit (0 back) or refund. */
+static kp_credit_change settling(const char *uid, const char *res, int64_t amount, kp_reservation_state to,
+                                 char key[KP_IDEM_MAX])
+{
+    snprintf(key, KP_IDEM_MAX, "res:%s:%s", res, to == KP_RES_REFUNDED ? "refund" : "commit");
+    kp_credit_change c = change(uid, to == KP_RES_REFUNDED ? amount : 0, 0, key);
+    c.res_id = res;
+    c.res_from = KP_RES_RESERVED;
+    c.res_to = to;
+    c.record_zero = 1;
+    return c;
+}
+
+/* Nothing of a refused admission is stored: no project (new) or version n, no reservation, the balance as
+ * it was, the same count of generating versions. */
+static void nothing_admitted(kp_store *s, const char *what, const char *uid, const char *pid, int64_t n,
+                             const char *res, const kp_balance *was, int64_t running)
+{
+    kp_err err = {0};
+    kp_project p;
+    kp_version v = {0};
+    kp_reservation r;
+    kp_balance b = {0};
+    if (n == 1)
+        EXPECT(s->ops->project_get(s, pid, &p, &err) == KP_ENOTFOUND, "%s: project written", what);
+    EXPECT(s->ops->version_get(s, pid, n, &v, &err) == KP_ENOTFOUND, "%s: version written", what);
+    kp_version_clear(&v);
+    EXPECT(!res || s->ops->reservation_get(s, res, &r, &err) == KP_ENOTFOUND, "%s: reservation written", what);
+    EXPECT(s->ops->balance_get(s, uid, &b, &err) == KP_OK && b.daily == was->daily && b.version == was->version,
+           "%s: balance changed", what);
+    EXPECT(generating(s, uid) == running, "%s: generating count changed", what);
+}
+
+static void check_admit(kp_store *s)
+{
+    kp_err err = {0};
+    kp_user u;
+    kp_balance b = {0}, was = {0};
+    kp_reservation r = {0};
+    kp_project got = {0};
+    kp_version v = {0};
+    char idem[KP_IDEM_MAX], key[KP_IDEM_MAX], pid[8][KP_ID_MAX], res[8][KP_ID_MAX];
+    int64_t now = (int64_t)time(NULL) * 1000;
+    make_user(&u, 80, "admit");
+    snprintf(idem, sizeof idem, "admit:%08x", g_run);
+    kp_credit_change grant = change(u.id, 3, 0, idem);
+    EXPECT(s->ops->user_create_credited(s, &u, &grant, &err) == KP_OK, "user: %s", err.msg);
+    for (int i = 0; i < 8; i++) {
+        make_id(pid[i], sizeof pid[i], "prj", 80 + i);
+        make_id(res[i], sizeof res[i], "res", 80 + i);
+    }
+
+    /* within the limit of 2: two admitted, each charged once */
+    unsigned long before = requests(s);
+    EXPECT(admit_one(s, u.id, pid[0], 1, 1, 2, res[0], now + 60000, &b, &err) == KP_OK && b.daily == 2, "admit 1: %s",
+           err.msg);
+    figure("admit_requests", (json_int_t)(requests(s) - before) - (is_ddb() ? 1 : 0)); /* less balance_get */
+    EXPECT(admit_one(s, u.id, pid[1], 1, 1, 2, res[1], now + 60000, &b, &err) == KP_OK && b.daily == 1, "admit 2: %s",
+           err.msg);
+    EXPECT(generating(s, u.id) == 2, "2 admitted, %lld generating", (long long)generating(s, u.id));
+    EXPECT(s->ops->reservation_get(s, res[0], &r, &err) == KP_OK && r.state == KP_RES_RESERVED && r.daily == 1,
+           "admitted reservation: %s", err.msg);
+    EXPECT(s->ops->version_get(s, pid[0], 1, &v, &err) == KP_OK && v.status == KP_VER_GENERATING &&
+               strcmp(v.owner, "inst_me") == 0 && v.lease_until == now + 60000 && strcmp(v.reservation_id, res[0]) == 0,
+           "admitted version: %s", err.msg);
+    kp_version_clear(&v);
+    EXPECT(!reservation_listed(s, res[0]), "an admitted reservation listed as orphaned");
+
+    /* refused: at the limit (the API's 429), short of credits (402), a key used: nothing written */
+    EXPECT(s->ops->balance_get(s, u.id, &was, &err) == KP_OK, "balance: %s", err.msg);
+    EXPECT(admit_one(s, u.id, pid[2], 1, 1, 2, res[2], now + 60000, NULL, &err) == KP_ERATE,
+           "admit at the limit not KP_ERATE: %s", err.msg);
+    nothing_admitted(s, "at the limit", u.id, pid[2], 1, res[2], &was, 2);
+    EXPECT(admit_one(s, u.id, pid[2], 1, 5, -1, res[2], now + 60000, NULL, &err) == KP_ECREDITS,
+           "admit short of credits not KP_ECREDITS: %s", err.msg);
+    nothing_admitted(s, "short of credits", u.id, pid[2], 1, res[2], &was, 2);
+    EXPECT(admit_one(s, u.id, pid[2], 1, 1, -1, res[0], now + 60000, NULL, &err) == KP_EDUPLICATE,
+           "admit with a used key not KP_EDUPLICATE: %s", err.msg);
+    nothing_admitted(s, "a used key", u.id, pid[2], 1, NULL, &was, 2);
+    EXPECT(admit_one(s, u.id, pid[0], 1, 0, -1, NULL, now + 60000, NULL, &err) == KP_ECONFLICT,
+           "a project admitted twice: %s", err.msg);
+    /* free: counted against the limit too */
+    before = requests(s);
+    EXPECT(admit_one(s, u.id, pid[3], 1, 0, 3, NULL, now + 60000, NULL, &err) == KP_OK, "free admit: %s", err.msg);
+    figure("free_admit_requests", (json_int_t)(requests(s) - before) - (is_ddb() ? 1 : 0));
+    EXPECT(admit_one(s, u.id, pid[4], 1, 0, 3, NULL, now + 60000, NULL, &err) == KP_ERATE, "free admit at the limit");
+    nothing_admitted(s, "free at the limit", u.id, pid[4], 1, NULL, &was, 3);
+
+    /* version_end: commits once (with its events); a second end (recovery racing the owner) changes nothing */
+    kp_credit_change commit = settling(u.id, res[0], 1, KP_RES_COMMITTED, key);
+    before = requests(s);
+    EXPECT(end_one(s, pid[0], 1, KP_VER_READY, &commit, &b, &err) == KP_OK && b.daily == 1, "version_end: %s", err.msg);
+    figure("version_end_requests", (json_int_t)(requests(s) - before));
+    EXPECT(s->ops->reservation_get(s, res[0], &r, &err) == KP_OK && r.state == KP_RES_COMMITTED, "not committed");
+    EXPECT(generating(s, u.id) == 2, "ended, still counted");
+    EXPECT(s->ops->version_get(s, pid[0], 1, &v, &err) == KP_OK && v.status == KP_VER_READY && v.settled &&
+               strcmp(v.message, "ended") == 0,
+           "ended version: %s", err.msg);
+    kp_version_clear(&v);
+    EXPECT(s->ops->project_get(s, pid[0], &got, &err) == KP_OK && got.latest_ready == 1, "latest_ready not 1");
+    kp_event *ev = NULL;
+    size_t nev = 0;
+    EXPECT(s->ops->events_list(s, pid[0], 1, 0, 10, &ev, &nev, &err) == KP_OK && nev == 2 && ev[1].id == 2 &&
+               strcmp(ev[1].type, "done") == 0 && strcmp(ev[1].data, "{\"ok\":true}") == 0,
+           "version_end's events: %s (%zu)", err.msg, nev);
+    kp_event_free_array(ev, nev);
+    EXPECT(s->ops->balance_get(s, u.id, &was, &err) == KP_OK, "balance: %s", err.msg);
+    snprintf(idem, sizeof idem, "admit:%08x:late", g_run);
+    kp_credit_change late = change(u.id, 1, 0, idem);
+    EXPECT(end_one(s, pid[0], 1, KP_VER_FAILED, &late, NULL, &err) == KP_ECONFLICT,
+           "a second version_end not KP_ECONFLICT: %s", err.msg);
+    EXPECT(end_one(s, pid[0], 1, KP_VER_FAILED, NULL, NULL, &err) == KP_ECONFLICT, "ended twice without credits");
+    EXPECT(s->ops->balance_get(s, u.id, &b, &err) == KP_OK && b.daily == was.daily && b.version == was.version,
+           "the second end changed the balance");
+    EXPECT(generating(s, u.id) == 2, "the second end changed the count");
+    EXPECT(s->ops->version_get(s, pid[0], 1, &v, &err) == KP_OK && v.status == KP_VER_READY, "ended twice");
+    kp_version_clear(&v);
+    EXPECT(end_one(s, pid[7], 1, KP_VER_FAILED, NULL, NULL, &err) == KP_ENOTFOUND, "an unknown version ended");
+    /* a refund */
+    kp_credit_change refund = settling(u.id, res[1], 1, KP_RES_REFUNDED, key);
+    EXPECT(end_one(s, pid[1], 1, KP_VER_FAILED, &refund, &b, &err) == KP_OK && b.daily == was.daily + 1,
+           "version_end refunding: %s", err.msg);
+    EXPECT(s->ops->reservation_get(s, res[1], &r, &err) == KP_OK && r.state == KP_RES_REFUNDED, "not refunded");
+    EXPECT(generating(s, u.id) == 1, "2 ended, %lld generating", (long long)generating(s, u.id));
+
+    /* follow-ups: the next version only, one at a time, not on a project being deleted */
+    EXPECT(admit_one(s, u.id, pid[0], 2, 1, 3, res[5], now + 60000, NULL, &err) == KP_OK, "follow-up: %s", err.msg);
+    EXPECT(s->ops->project_get(s, pid[0], &got, &err) == KP_OK && got.latest_version == 2, "latest_version not 2");
+    EXPECT(admit_one(s, u.id, pid[0], 3, 0, -1, NULL, now + 60000, NULL, &err) == KP_ECONFLICT,
+           "a follow-up while one generates");
+    commit = settling(u.id, res[5], 1, KP_RES_COMMITTED, key);
+    EXPECT(end_one(s, pid[0], 2, KP_VER_READY, &commit, NULL, &err) == KP_OK, "end follow-up: %s", err.msg);
+    EXPECT(admit_one(s, u.id, pid[0], 4, 0, -1, NULL, now + 60000, NULL, &err) == KP_ECONFLICT, "version 4 after 2");
+    EXPECT(s->ops->project_mark_deleting(s, pid[0], 1, &err) == KP_OK, "mark deleting: %s", err.msg);
+    EXPECT(s->ops->balance_get(s, u.id, &was, &err) == KP_OK, "balance: %s", err.msg);
+    EXPECT(admit_one(s, u.id, pid[0], 3, 1, -1, res[6], now + 60000, NULL, &err) == KP_ENOTFOUND,
+           "a follow-up on a project being deleted: %s", err.msg);
+    nothing_admitted(s, "project being deleted", u.id, pid[0], 3, res[6], &was, 1);
+    EXPECT(s->ops->project_mark_deleting(s, pid[0], 0, &err) == KP_OK, "unmark: %s", err.msg);
+    EXPECT(admit_one(s, u.id, pid[7], 2, 0, -1, NULL, now + 60000, NULL, &err) == KP_ENOTFOUND,
+           "a follow-up on an unknown project");
+
+    /* leases: only the owner's running, unexpired ones are renewed, and recovery sees the new expiry */
+    EXPECT(admit_one(s, u.id, pid[6], 1, 0, -1, NULL, 1000, NULL, &err) == KP_OK, "admit expired: %s", err.msg);
+    kp_lease l[4] = {{.n = 1}, {.n = 1}, {.n = 1}, {.n = 1}};
+    snprintf(l[0].project_id, sizeof l[0].project_id, "%s", pid[3]); /* running, mine */
+    snprintf(l[1].project_id, sizeof l[1].project_id, "%s", pid[1]); /* ended */
+    snprintf(l[2].project_id, sizeof l[2].project_id, "%s", pid[6]); /* ran out */
+    snprintf(l[3].project_id, sizeof l[3].project_id, "prj_nobody");
+    EXPECT(s->ops->leases_renew(s, "inst_other", now, now + 120000, l, 1, &err) == KP_OK && !l[0].held,
+           "another instance renewed my lease: %s", err.msg);
+    EXPECT(s->ops->leases_renew(s, "inst_me", now, now + 120000, l, 4, &err) == KP_OK && l[0].held && !l[1].held &&
+               !l[2].held && !l[3].held,
+           "leases_renew: %s (%d %d %d %d)", err.msg, l[0].held, l[1].held, l[2].held, l[3].held);
+    EXPECT(s->ops->version_get(s, pid[3], 1, &v, &err) == KP_OK && v.lease_until == now + 120000, "lease not renewed");
+    kp_version_clear(&v);
+    kp_version *vs = NULL;
+    size_t n = 0;
+    EXPECT(s->ops->versions_expired(s, now + 90000, 1000, &vs, &n, &err) == KP_OK && version_at(vs, n, pid[3], 1) < 0 &&
+               version_at(vs, n, pid[6], 1) >= 0,
+           "versions_expired after the renewal: %s", err.msg);
+    kp_version_free_array(vs, n);
+    EXPECT(end_one(s, pid[3], 1, KP_VER_FAILED, NULL, NULL, &err) == KP_OK &&
+               end_one(s, pid[6], 1, KP_VER_FAILED, NULL, NULL, &err) == KP_OK,
+           "end free versions: %s", err.msg);
+    EXPECT(generating(s, u.id) == 0, "%lld generating after every end", (long long)generating(s, u.id));
+    kp_balance sum = {0};
+    EXPECT(s->ops->ledger_sum(s, u.id, &sum, &err) == KP_OK && s->ops->balance_get(s, u.id, &b, &err) == KP_OK &&
+               sum.daily == b.daily && b.daily == 1,
+           "ledger %lld, balance %lld (expected 1)", (long long)sum.daily, (long long)b.daily);
+}
+
 typedef struct racer {
     pthread_t t;
     int i;
@@ -906,6 +1146,60 @@ static void check_race(kp_store *s)
     EXPECT(created == 1, "%d of %d users with one e-mail were created", created, CREATORS);
 }
 
+#define ADMITTERS 15
+#define ADMIT_LIMIT 4
+
+static void *admit_racer(void *arg)
+{
+    racer *r = arg;
+    kp_err err = {0};
+    char pid[KP_ID_MAX], res[KP_ID_MAX];
+    kp_store *s = open_store();
+    make_id(pid, sizeof pid, "prj", 900 + r->i);
+    make_id(res, sizeof res, "res", 900 + r->i);
+    /* even: charged 1 credit (the balance's CAS also orders these); odd: free (only the limit stops them) */
+    r->rc = s ? admit_one(s, r->user_id, pid, 1, r->i % 2 == 0, ADMIT_LIMIT, res, (int64_t)time(NULL) * 1000 + 60000,
+                          NULL, &err)
+              : KP_EIO;
+    snprintf(r->msg, sizeof r->msg, "%s", err.msg);
+    if (s)
+        s->ops->close(s);
+    return NULL;
+}
+
+/* 15 admissions at once (8 charged, 7 free) for one user whose plan allows ADMIT_LIMIT at a time: exactly
+ * that many, each charged one charged once. */
+static void check_admit_race(kp_store *s)
+{
+    kp_err err = {0};
+    kp_user u;
+    char idem[KP_IDEM_MAX];
+    kp_balance b = {0}, sum = {0};
+    static racer rs[ADMITTERS];
+    make_user(&u, 90, "admitrace");
+    snprintf(idem, sizeof idem, "admitrace:%08x", g_run);
+    kp_credit_change grant = change(u.id, 100, 0, idem);
+    EXPECT(s->ops->user_create_credited(s, &u, &grant, &err) == KP_OK, "user: %s", err.msg);
+    for (int i = 0; i < ADMITTERS; i++)
+        rs[i] = (racer){.i = i, .user_id = u.id};
+    for (int i = 0; i < ADMITTERS; i++)
+        pthread_create(&rs[i].t, NULL, admit_racer, &rs[i]);
+    int ok = 0, charged = 0;
+    for (int i = 0; i < ADMITTERS; i++) {
+        pthread_join(rs[i].t, NULL);
+        ok += rs[i].rc == KP_OK;
+        charged += rs[i].rc == KP_OK && i % 2 == 0;
+        EXPECT(rs[i].rc == KP_OK || rs[i].rc == KP_ERATE, "admit #%d: %s: %s", i, kp_status_name(rs[i].rc), rs[i].msg);
+    }
+    figure("admitted", ok);
+    EXPECT(ok == ADMIT_LIMIT, "%d of %d admitted with a limit of %d", ok, ADMITTERS, ADMIT_LIMIT);
+    EXPECT(generating(s, u.id) == ADMIT_LIMIT, "%lld generating", (long long)generating(s, u.id));
+    EXPECT(s->ops->balance_get(s, u.id, &b, &err) == KP_OK && b.daily == 100 - charged,
+           "charged %lld times for %d charged admissions", (long long)(100 - b.daily), charged);
+    EXPECT(s->ops->ledger_sum(s, u.id, &sum, &err) == KP_OK && sum.daily == b.daily, "ledger sum %lld",
+           (long long)sum.daily);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 4 || (strcmp(argv[1], "sqlite") != 0 && strcmp(argv[1], "dynamodb") != 0)) {
@@ -950,6 +1244,10 @@ int main(int argc, char **argv)
                 check_race(s);
             else if (strcmp(check, "recovery") == 0)
                 check_recovery(s);
+            else if (strcmp(check, "admit") == 0)
+                check_admit(s);
+            else if (strcmp(check, "admit_race") == 0)
+                check_admit_race(s);
             else if (strcmp(check, "missing") == 0)
                 snprintf(missing, sizeof missing, "%s", kp_store_missing_op(s->ops));
             else

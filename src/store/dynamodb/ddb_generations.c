@@ -455,25 +455,32 @@ static json_t *project_ending(const char *table, const kp_version *v, int64_t no
                      kp_ddb_n(0), ":t", kp_ddb_n(now));
 }
 
-/* Adds the user's generating counter change to tx_item (a TransactWriteItems Update of the user item):
- * ADD generating delta and, with max >= 0, the condition that it is below max. Nonzero on failure. */
-static int merge_generating(json_t *tx_item, int delta, int64_t max)
+/* Adds ADD generating delta to tx_item (a TransactWriteItems Update of the user item). Nonzero on failure. */
+static int add_generating(json_t *tx_item, int delta)
 {
     json_t *u = json_object_get(tx_item, "Update");
     json_t *vals = json_object_get(u, "ExpressionAttributeValues");
     const char *expr = json_string_value(json_object_get(u, "UpdateExpression"));
-    const char *cond = json_string_value(json_object_get(u, "ConditionExpression"));
     if (!u || !vals || !expr)
         return 1;
-    int bad = json_object_set_new(u, "UpdateExpression", json_sprintf("%s ADD generating :gd", expr));
-    bad = bad || json_object_set_new(vals, ":gd", kp_ddb_n(delta));
-    if (!bad && max >= 0) {
-        bad = json_object_set_new(u, "ConditionExpression",
-                                  json_sprintf("%s AND (attribute_not_exists(generating) OR generating < :gmax)",
-                                               cond ? cond : "attribute_exists(PK)"));
-        bad = bad || json_object_set_new(vals, ":gmax", kp_ddb_n(max));
-    }
-    return bad;
+    return json_object_set_new(u, "UpdateExpression", json_sprintf("%s ADD generating :gd", expr)) ||
+           json_object_set_new(vals, ":gd", kp_ddb_n(delta));
+}
+
+/* With max >= 0, adds to tx_item's condition that the user's generating counter is below max. */
+static int add_limit(json_t *tx_item, int64_t max)
+{
+    json_t *u = json_object_get(tx_item, "Update");
+    json_t *vals = json_object_get(u, "ExpressionAttributeValues");
+    const char *cond = json_string_value(json_object_get(u, "ConditionExpression"));
+    if (max < 0)
+        return 0;
+    if (!u || !vals)
+        return 1;
+    return json_object_set_new(u, "ConditionExpression",
+                               json_sprintf("%s AND (attribute_not_exists(generating) OR generating < :gmax)",
+                                            cond ? cond : "attribute_exists(PK)")) ||
+           json_object_set_new(vals, ":gmax", kp_ddb_n(max));
 }
 
 /* What one attempt at ending a version works from and keeps between attempts. */
@@ -542,7 +549,7 @@ static kp_status ending_attempt(kp_store *s, ending *e, kp_balance *out, kp_err 
                                            project_ending(d->table, v, e->now))))
         rc = oom(err);
     int merged = credit && strcmp(e->c->user_id, e->user_id) == 0;
-    if (rc == KP_OK && (merged ? merge_generating(json_array_get(credit, 0), -1, -1)
+    if (rc == KP_OK && (merged ? add_generating(json_array_get(credit, 0), -1)
                                : json_array_append_new(items, kp_ddb_generating_update(d->table, e->user_id, -1))))
         rc = oom(err);
     if (rc == KP_OK && credit) {
@@ -624,4 +631,185 @@ kp_status kp_ddb_version_finish(kp_store *s, const kp_version *v, kp_err *err)
 kp_status kp_ddb_version_end(kp_store *s, const kp_version *v, const kp_credit_change *c, kp_balance *out, kp_err *err)
 {
     return end_version(s, v, c, 1, out, err);
+}
+
+/* ---- admission ---- */
+
+static kp_status rate_limited(int64_t running, kp_err *err)
+{
+    return kp_err_set(err, KP_ERATE, "%lld generation%s running already", (long long)running, running == 1 ? "" : "s");
+}
+
+static int admission_valid(const kp_admission *a)
+{
+    const kp_version *v = a ? a->version : NULL;
+    if (!a || !id_ok(a->user_id) || !v || !fits(v->reservation_id, KP_ID_MAX) || !fits(a->owner, KP_ID_MAX))
+        return 0;
+    if (a->charge && (!kp_ddb_credit_change_valid(a->charge) || strcmp(a->charge->user_id, a->user_id) != 0))
+        return 0;
+    if (a->project)
+        return id_ok(a->project->id) && strcmp(a->project->user_id, a->user_id) == 0 &&
+               strlen(a->project->name) < sizeof a->project->name && (v->n == 0 || v->n == 1) &&
+               (!v->project_id[0] || strcmp(v->project_id, a->project->id) == 0);
+    return id_ok(v->project_id) && v->n >= 1;
+}
+
+/* A follow-up's project Update: version n is the next one, none generating, not being deleted, the user's. */
+static json_t *project_next(const char *table, const kp_admission *a, int64_t now)
+{
+    const kp_version *v = a->version;
+    return json_pack("{s:{s:s, s:o, s:s, s:s, s:{s:o, s:o, s:o, s:o, s:o, s:o}, s:s}}", "Update", "TableName", table,
+                     "Key", kp_ddb_project_key(v->project_id), "UpdateExpression",
+                     "SET latest_version = :n, gen_n = :n, updated_at = :t", "ConditionExpression",
+                     "attribute_exists(PK) AND latest_version = :prev AND gen_n = :zero AND deleting = :no AND "
+                     "user_id = :u",
+                     "ExpressionAttributeValues", ":n", kp_ddb_n(v->n), ":t", kp_ddb_n(now), ":prev",
+                     kp_ddb_n(v->n - 1), ":zero", kp_ddb_n(0), ":no", kp_ddb_bool(0), ":u", kp_ddb_s(a->user_id),
+                     "ReturnValuesOnConditionCheckFailure", "ALL_OLD");
+}
+
+/* Why the admission's transaction was cancelled: item 0 the user, then the charge's items (its
+ * reservation at res_i), the project at proj_i and the version after it. */
+static kp_status admission_refused(kp_ddb *d, const kp_admission *a, long res_i, size_t proj_i, kp_err *err)
+{
+    if (kp_ddb_reason_failed(d, 0)) {
+        json_t *old = kp_ddb_reason_item(d, 0);
+        int64_t running = kp_ddb_get_n(old, "generating");
+        if (!old)
+            return kp_err_set(err, KP_ENOTFOUND, "user not found");
+        if (a->max_generating >= 0 && running >= a->max_generating)
+            return rate_limited(running, err);
+        return kp_err_set(err, KP_ECONFLICT, "balance changed meanwhile");
+    }
+    if (a->charge && kp_ddb_reason_failed(d, 1))
+        return kp_err_set(err, KP_EDUPLICATE, "idempotency key already used");
+    if (res_i >= 0 && kp_ddb_reason_failed(d, (size_t)res_i))
+        return kp_err_set(err, KP_ECONFLICT, "reservation %s is not in the expected state", a->charge->res_id);
+    if (kp_ddb_reason_failed(d, proj_i) && a->project)
+        return kp_err_set(err, KP_ECONFLICT, "project %s already exists", a->project->id);
+    if (kp_ddb_reason_failed(d, proj_i)) {
+        json_t *old = kp_ddb_reason_item(d, proj_i);
+        char uid[KP_ID_MAX] = "";
+        kp_ddb_get_s(old, "user_id", uid, sizeof uid);
+        if (!old || kp_ddb_get_bool(old, "deleting") || strcmp(uid, a->user_id) != 0)
+            return kp_err_set(err, KP_ENOTFOUND, "project not found");
+        if (kp_ddb_get_n(old, "gen_n") != 0)
+            return kp_err_set(err, KP_ECONFLICT, "version %" PRId64 " of this project is still generating",
+                              kp_ddb_get_n(old, "gen_n"));
+        return kp_err_set(err, KP_ECONFLICT, "version %" PRId64 " is not the next one (the latest is %" PRId64 ")",
+                          a->version->n, kp_ddb_get_n(old, "latest_version"));
+    }
+    return kp_err_set(err, KP_ECONFLICT, "version %" PRId64 " already exists", a->version->n);
+}
+
+/* The charge decided from one consistent read (user, idempotency key, reservation): the limit first (as
+ * SQLite counts first), then the credits. *items: the charge's items with the user's generating + 1 under
+ * the limit merged into its balance update; the reservation the version names is written without GSI2
+ * keys (it is not an orphan). */
+static kp_status charge_items(kp_ddb *d, const kp_admission *a, kp_ddb_credit_state *st, int64_t now_ms, kp_balance *b,
+                              kp_balance *nb, json_t **items, long *res_i, kp_err *err)
+{
+    const kp_credit_change *c = a->charge;
+    kp_status rc = kp_ddb_credit_read(d, c, st, err);
+    if (rc == KP_OK && !st->user)
+        return kp_err_set(err, KP_ENOTFOUND, "user not found");
+    if (rc != KP_OK)
+        return rc;
+    kp_ddb_balance_from(st->user, b);
+    int64_t running = kp_ddb_get_n(st->user, "generating");
+    if (a->max_generating >= 0 && running >= a->max_generating)
+        return rate_limited(running, err);
+    rc = kp_ddb_credit_prepare(d, c, st, now_ms / 1000, b, nb, items, res_i, err);
+    if (rc == KP_OK &&
+        (add_generating(json_array_get(*items, 0), 1) || add_limit(json_array_get(*items, 0), a->max_generating)))
+        rc = oom(err);
+    if (rc == KP_OK && *res_i >= 0 && strcmp(c->res_id, a->version->reservation_id) == 0) {
+        json_t *item = json_object_get(json_object_get(json_array_get(*items, (size_t)*res_i), "Put"), "Item");
+        json_object_del(item, "GSI2PK");
+        json_object_del(item, "GSI2SK");
+    }
+    return rc;
+}
+
+/* Charged: 1 consistent BatchGetItem + 1 TransactWriteItems; free: 1 TransactWriteItems. */
+kp_status kp_ddb_admit(kp_store *s, const kp_admission *a, kp_balance *out, kp_err *err)
+{
+    kp_ddb *d = kp_ddb_of(s);
+    kp_ddb_credit_state st = {0};
+    kp_balance b = {0, 0, 0}, nb = {0, 0, 0};
+    json_t *items = NULL;
+    long res_i = -1;
+    if (!admission_valid(a))
+        return kp_err_set(err, KP_EINVAL, "invalid admission");
+    const kp_version *v = a->version;
+    const kp_credit_change *c = a->charge;
+    int64_t now_ms = kp_time_now_ms();
+    const char *pid = a->project ? a->project->id : v->project_id;
+    int64_t n = a->project ? 1 : v->n;
+    kp_status rc = KP_OK;
+    if (c) {
+        rc = charge_items(d, a, &st, now_ms, &b, &nb, &items, &res_i, err);
+    } else if (!(items = json_pack("[o]", kp_ddb_generating_update(d->table, a->user_id, 1))) ||
+               add_limit(json_array_get(items, 0), a->max_generating)) {
+        rc = oom(err);
+    }
+    size_t proj_i = json_array_size(items);
+    if (rc == KP_OK) {
+        int64_t created = a->project && a->project->created_at > 0 ? a->project->created_at : now_ms;
+        int bad = a->project ? kp_ddb_put_new(items, d->table, kp_ddb_project_item(a->project, created))
+                             : json_array_append_new(items, project_next(d->table, a, now_ms));
+        bad = bad || kp_ddb_put_new(items, d->table,
+                                    kp_ddb_version_item(pid, n, v, v->created_at > 0 ? v->created_at : now_ms,
+                                                        a->owner ? a->owner : "", a->lease_until));
+        if (!bad && v->reservation_id[0] && (!c || !c->res_id || strcmp(c->res_id, v->reservation_id) != 0))
+            bad = json_array_append_new(items, kp_ddb_resref_put(d->table, v->reservation_id, pid, n));
+        rc = bad ? oom(err) : kp_ddb_transact(d, items, err);
+        if (rc == KP_ECONFLICT)
+            rc = admission_refused(d, a, res_i, proj_i, err);
+    }
+    if (out && c && st.user)
+        *out = rc == KP_OK ? nb : b;
+    kp_ddb_credit_state_clear(&st);
+    json_decref(items);
+    return rc;
+}
+
+/* ---- leases ---- */
+
+/* One lease: an UpdateItem of its lease_until and GSI2 sort key, conditional on the version generating,
+ * owned by owner, its lease not run out. */
+static kp_status renew_one(kp_ddb *d, const char *owner, int64_t now_ms, int64_t until_ms, kp_lease *l, kp_err *err)
+{
+    char gsk[KP_DDB_KEY_MAX];
+    l->held = 0;
+    if (!id_ok(l->project_id) || l->n < 1)
+        return KP_OK;
+    kp_ddb_lease_sk(gsk, until_ms, l->project_id, l->n);
+    json_t *req = json_pack(
+        "{s:s, s:o, s:s, s:s, s:{s:s, s:s}, s:{s:o, s:o, s:o, s:o, s:o}}", "TableName", d->table, "Key",
+        kp_ddb_version_key(l->project_id, l->n), "UpdateExpression", "SET lease_until = :until, GSI2SK = :gsk",
+        "ConditionExpression", "#st = :gen AND #owner = :me AND lease_until >= :now", "ExpressionAttributeNames", "#st",
+        "status", "#owner", "owner", "ExpressionAttributeValues", ":until", kp_ddb_n(until_ms), ":gsk", kp_ddb_s(gsk),
+        ":gen", kp_ddb_n(KP_VER_GENERATING), ":me", kp_ddb_s(owner), ":now", kp_ddb_n(now_ms));
+    kp_status rc = req ? kp_ddb_call(d, "UpdateItem", req, NULL, err) : oom(err);
+    json_decref(req);
+    if (rc == KP_OK) {
+        l->held = 1;
+    } else if (rc == KP_ECONFLICT) {
+        kp_err_clear(err);
+        rc = KP_OK;
+    }
+    return rc;
+}
+
+/* 1 UpdateItem per lease. */
+kp_status kp_ddb_leases_renew(kp_store *s, const char *owner, int64_t now_ms, int64_t until_ms, kp_lease *leases,
+                              size_t n, kp_err *err)
+{
+    if (!id_ok(owner) || (n > 0 && !leases))
+        return kp_err_set(err, KP_EINVAL, "invalid lease renewal");
+    kp_status rc = KP_OK;
+    for (size_t i = 0; i < n && rc == KP_OK; i++)
+        rc = renew_one(kp_ddb_of(s), owner, now_ms, until_ms, &leases[i], err);
+    return rc;
 }

@@ -4,20 +4,20 @@
  * client (ddb_client.h). docs/ARCHITECTURE.md "DynamoDB data model" gives
  * the items, keys and the request cost of every operation.
  *
- * Implemented so far: ping; plan_get/list/put; user_create,
+ * Implemented: ping; plan_get/list/put; user_create,
  * user_create_credited, user_get, user_get_by_email, user_get_by_sub,
  * user_set_admin, user_set_plan, user_set_email_verified;
  * verification_create, verification_consume; balance_get,
  * account_get, credits_apply, reservation_get, ledger_list, ledger_sum;
  * and in ddb_projects.c project_create/get/list, version_create/get/list,
  * version_set_settled, project_mark_deleting, project_delete;
- * version_finish, versions_generating_count, versions_expired,
- * versions_unsettled, reservations_orphaned (ddb_generations.c);
+ * admit, version_end, version_finish, leases_renew,
+ * versions_generating_count, versions_expired, versions_unsettled,
+ * reservations_orphaned (ddb_generations.c);
  * billing_customer_get/find, subscription_get, billing_apply (ddb_billing.c);
  * users_bonus_page, credits_apply_many (ddb_bonus.c); events_append,
  * events_list, events_last_id (ddb_events.c).
- * Every other op is NULL: kp_store_missing_op() names the first, and serve
- * refuses such a store.
+ * That is every op of store.h (kp_store_missing_op() returns "").
  */
 #ifndef KP_DDB_STORE_H
 #define KP_DDB_STORE_H
