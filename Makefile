@@ -97,7 +97,7 @@ integration: $(BUILD)/koumpa $(BUILD)/koumpa-hooks $(AWS_PROBE) $(BUILD)/tests/t
 
 # The end-to-end scenarios once more with every server on the AWS backend (KOUMPA_TEST_BACKEND=aws:
 # DynamoDB + S3 on moto behind the SigV4-verifying front, tests/integration/aws-backend.mjs).
-AWS_SCENARIOS := accounts projects apps replay billing-flow stripe-webhook admission events-follow leases crash delete-race errors request-budget
+AWS_SCENARIOS := accounts projects apps replay billing-flow admission events-follow leases errors request-budget
 integration-aws: $(BUILD)/koumpa $(BUILD)/koumpa-hooks
 	@KOUMPA_TEST_BACKEND=aws tests/run-integration.sh $(BUILD) $(AWS_SCENARIOS:%=tests/integration/%.test.mjs)
 

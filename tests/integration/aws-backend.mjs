@@ -17,7 +17,7 @@
 import { startFront, startMoto } from './aws-front.mjs';
 
 /** The store the AWS backend uses. */
-export const AWS_TEST_DB = process.env.KOUMPA_TEST_AWS_DB || 'sqlite';
+export const AWS_TEST_DB = process.env.KOUMPA_TEST_AWS_DB || 'dynamodb';
 
 const KEY = { accessKeyId: 'AKIDKOUMPASUITE', secretAccessKey: 'suite/test+secret' };
 let started = null; // a promise of { moto, front }

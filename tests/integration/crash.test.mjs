@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 
 import { slowWhenMarked, startFakeAnthropic } from './fake-anthropic.mjs';
-import { api, HOOKS_BIN, signup, startServer } from './harness.mjs';
+import { api, HOOKS_BIN, signup, sqliteOnly, startServer } from './harness.mjs';
 
 // short leases so that a dead server's generations are recovered soon; longer under valgrind (slow)
 const LEASE_S = process.env.KOUMPA_TEST_WRAPPER ? '10' : '2';
@@ -157,7 +157,9 @@ describe('crash and restart', () => {
     }
   });
 
-  test('a crash between reserving the credit and creating the rows loses nothing (fault injection)', async () => {
+  // DynamoDB admits in one TransactWriteItems: there is no point between the reservation and the rows
+  const oneWrite = sqliteOnly('the fault point is inside the SQLite admission transaction');
+  test('a crash between reserving the credit and creating the rows loses nothing (fault injection)', { skip: oneWrite }, async () => {
     // build/koumpa-hooks dies (SIGKILL) inside the admission transaction, after the reservation
     const first = await startServer({ env: { ...env, KOUMPA_TEST_FAULT: 'after_reserve' }, bin: HOOKS_BIN });
     let second;

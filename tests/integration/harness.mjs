@@ -57,16 +57,23 @@ export function sqliteOnly(why) {
   return BACKEND_DB !== 'sqlite' && `${why}: not on KOUMPA_DB=${BACKEND_DB}`;
 }
 
-/** A TCP port that was free a moment ago (the OS picks it; we close and reuse it). */
+/**
+ * A TCP port that was free a moment ago, below the ephemeral range (10000-32767): between now and
+ * the server's bind (seconds on DynamoDB, after its start-up recovery) the many outgoing
+ * connections of the tests and the AWS peers take ephemeral ports, never these.
+ */
 export async function freePort() {
-  const srv = createServer();
-  await new Promise((resolve, reject) => {
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', resolve);
-  });
-  const { port } = srv.address();
-  await new Promise((resolve) => srv.close(resolve));
-  return port;
+  for (let i = 0; ; i++) {
+    const port = 10000 + Math.floor(Math.random() * 22768);
+    const srv = createServer();
+    const ok = await new Promise((resolve, reject) => {
+      srv.once('error', (e) => (e.code === 'EADDRINUSE' && i < 100 ? resolve(false) : reject(e)));
+      srv.listen(port, '127.0.0.1', () => resolve(true));
+    });
+    if (!ok) continue;
+    await new Promise((resolve) => srv.close(resolve));
+    return port;
+  }
 }
 
 function baseEnv() {

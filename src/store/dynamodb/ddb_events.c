@@ -113,37 +113,58 @@ static kp_status events_query(kp_ddb *d, const char *project_id, int64_t n, int6
     return rc;
 }
 
-kp_status kp_ddb_events_list(kp_store *s, const char *project_id, int64_t n, int64_t after_id, size_t limit,
-                             kp_event **out, size_t *count, kp_err *err)
+/* Appends the Items of one Query page to *out (grown to hold them); *last the last id read. */
+static kp_status events_take_page(json_t *items, kp_event **out, size_t *count, int64_t *last, kp_err *err)
 {
-    json_t *resp = NULL;
-    *out = NULL;
-    *count = 0;
-    if (!key_valid(project_id, n))
-        return kp_err_set(err, KP_EINVAL, "invalid version");
-    if (limit == 0)
-        return KP_OK;
-    if (limit > 10000)
-        limit = 10000;
-    kp_status rc = events_query(kp_ddb_of(s), project_id, n, after_id, limit, 1, &resp, err);
-    json_t *items = json_object_get(resp, "Items");
     size_t i;
     json_t *it;
-    if (rc == KP_OK && json_array_size(items) > 0 && !(*out = calloc(json_array_size(items), sizeof **out)))
-        rc = kp_err_set(err, KP_ENOMEM, "out of memory");
+    if (json_array_size(items) == 0)
+        return KP_OK;
+    kp_event *grown = realloc(*out, (*count + json_array_size(items)) * sizeof **out);
+    if (!grown)
+        return kp_err_set(err, KP_ENOMEM, "out of memory");
+    *out = grown;
     json_array_foreach(items, i, it)
     {
-        if (rc != KP_OK)
-            break;
-        kp_event *e = &(*out)[(*count)++];
+        kp_event *e = &(*out)[*count];
+        memset(e, 0, sizeof *e);
         e->id = kp_ddb_get_n(it, "id");
         kp_ddb_get_s(it, "type", e->type, sizeof e->type);
         const char *data = json_string_value(json_object_get(json_object_get(it, "data"), "S"));
         e->data = strdup(data ? data : "null");
         if (!e->data)
-            rc = kp_err_set(err, KP_ENOMEM, "out of memory");
+            return kp_err_set(err, KP_ENOMEM, "out of memory");
+        (*count)++;
+        *last = e->id;
     }
-    json_decref(resp);
+    return KP_OK;
+}
+
+/* Query pages until limit events or the end: DynamoDB ends a page at 1 MB of items (LastEvaluatedKey
+ * set), and a short page must not read as the end of the version's events. The next page starts after
+ * the last id read (the sort key is the event id). */
+kp_status kp_ddb_events_list(kp_store *s, const char *project_id, int64_t n, int64_t after_id, size_t limit,
+                             kp_event **out, size_t *count, kp_err *err)
+{
+    *out = NULL;
+    *count = 0;
+    if (!key_valid(project_id, n))
+        return kp_err_set(err, KP_EINVAL, "invalid version");
+    if (limit > 10000)
+        limit = 10000;
+    kp_status rc = KP_OK;
+    int64_t after = after_id;
+    while (rc == KP_OK && *count < limit) {
+        json_t *resp = NULL;
+        size_t before = *count;
+        rc = events_query(kp_ddb_of(s), project_id, n, after, limit - *count, 1, &resp, err);
+        if (rc == KP_OK)
+            rc = events_take_page(json_object_get(resp, "Items"), out, count, &after, err);
+        int more = json_object_get(resp, "LastEvaluatedKey") != NULL && *count > before;
+        json_decref(resp);
+        if (!more)
+            break;
+    }
     if (rc != KP_OK) {
         kp_event_free_array(*out, *count);
         *out = NULL;
