@@ -1,7 +1,7 @@
 # Koumpa - build, test and run. Dependencies come from pkg-config (Debian
 # packages, installed by scripts/install-deps.sh).
 #
-#   make            build build/koumpa
+#   make            build build/koumpa and build/bootstrap (the Lambda functions' executable)
 #   make run        install what is missing, build, serve on http://localhost:8080 (data in ./data)
 #   make test       the whole suite: unit tests, integration tests, OpenAPI lint
 #   make sanitize   the suite under AddressSanitizer + UndefinedBehaviorSanitizer (build-asan/)

@@ -165,7 +165,7 @@ describe('Lambda bootstrap', () => {
   before(async () => {
     dataDir = await mkdtemp(path.join(tmpdir(), 'koumpa-lambda-'));
     // one after the other: the first migrates the SQLite database
-    for (const name of ['get-user', 'list-projects', 'admin-update-plan', 'stripe-webhook', 'daily-bonus'])
+    for (const name of ['get-user', 'list-projects', 'generate-app', 'admin-update-plan', 'stripe-webhook', 'daily-bonus'])
       fns[name] = await startFunction(name, dataDir);
   });
 
@@ -239,6 +239,16 @@ describe('Lambda bootstrap', () => {
     assert.equal(bad.statusCode, 400, bad.text);
     const missing = await call(fns['list-projects'], httpEvent('GET', '/v1/projects/prj_nope', { claims: claimsFor(user) }));
     assertError(missing, 404, 'not_found');
+  });
+
+  test('generate-app: without an LLM provider creating answers 503; project reads are list-projects\'', async () => {
+    const fn = fns['generate-app'];
+    const body = JSON.stringify({ name: 'todo', prompt: 'a to-do list' });
+    const headers = { 'content-type': 'application/json' };
+    const res = await call(fn, httpEvent('POST', '/v1/projects', { claims: claimsFor(user), headers, body }));
+    assertError(res, 503, 'llm_not_configured');
+    const read = await call(fn, httpEvent('GET', '/v1/projects', { claims: claimsFor(user) }));
+    assertError(read, 404, 'not_found', /served by the function list-projects, not generate-app/);
   });
 
   test('admin routes: cognito:groups "[admin users]" is an admin, "[users]" is not', async () => {
