@@ -1,7 +1,7 @@
 # Koumpa - build, test and run. Dependencies come from pkg-config (Debian
 # packages, installed by scripts/install-deps.sh).
 #
-#   make            build build/koumpa
+#   make            build build/koumpa and build/bootstrap (the Lambda functions' executable)
 #   make run        install what is missing, build, serve on http://localhost:8080 (data in ./data)
 #   make test       the whole suite: unit tests, integration tests, OpenAPI lint
 #   make sanitize   the suite under AddressSanitizer + UndefinedBehaviorSanitizer (build-asan/)
@@ -33,7 +33,7 @@ SAN     ?=
 
 SRCS      := $(shell find src -name '*.c' | sort)
 LIB_SRCS  := $(filter-out src/cli/%,$(SRCS))
-CLI_SRCS  := $(filter src/cli/%,$(SRCS))
+CLI_SRCS  := $(filter-out src/cli/lambda.c,$(filter src/cli/%,$(SRCS)))
 LIB_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
 CLI_OBJS  := $(CLI_SRCS:%.c=$(BUILD)/obj/%.o)
 TEST_SRCS := $(sort $(wildcard tests/unit/test_*.c))
@@ -41,7 +41,7 @@ TEST_BINS := $(TEST_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 TEST_HELPER_SRCS := $(filter-out tests/unit/test_%.c,$(wildcard tests/unit/*.c))
 TEST_HELPER_OBJS := $(TEST_HELPER_SRCS:%.c=$(BUILD)/obj/%.o)
 
-all: $(BUILD)/koumpa
+all: $(BUILD)/koumpa $(BUILD)/bootstrap
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -61,6 +61,13 @@ $(BUILD)/tests/%: tests/unit/%.c $(TEST_HELPER_OBJS) $(BUILD)/libkoumpa.a
 	@mkdir -p $(dir $@)
 	@echo "  LD    $@"
 	@$(CC) $(CPPFLAGS_ALL) -Itests/unit $(WARN) $(CFLAGS) $(SAN) -o $@ $< $(TEST_HELPER_OBJS) $(BUILD)/libkoumpa.a $(LDLIBS_ALL) -lcmocka
+
+# The Lambda functions' bootstrap (src/cli/lambda.c; docs/ARCHITECTURE.md, "Lambda host"): the library's
+# objects taken as needed (never host/evhttp*), libevent_core only for the generator's loop, no libevent HTTP.
+BOOT_LIBS = $(shell pkg-config --libs jansson openssl sqlite3 libcurl libsodium libzip) -levent_core -levent_pthreads
+$(BUILD)/bootstrap: $(BUILD)/obj/src/cli/lambda.o $(BUILD)/obj/src/cli/backend.o $(BUILD)/libkoumpa.a
+	@echo "  LD    $@"
+	@$(CC) $(CFLAGS) $(SAN) -o $@ $^ $(BOOT_LIBS) -lpthread -lm
 
 # The server with fault injection (core/testhook.h): testhook.c again, with
 # -DKOUMPA_TEST_HOOKS, linked ahead of the library. Only the integration tests
@@ -92,7 +99,7 @@ $(STORE_CONTRACT): tests/store/store_contract.c $(BUILD)/libkoumpa.a
 	@echo "  LD    $@"
 	@$(CC) $(CPPFLAGS_ALL) $(WARN) $(CFLAGS) $(SAN) -o $@ $< $(BUILD)/libkoumpa.a $(LDLIBS_ALL)
 
-integration: $(BUILD)/koumpa $(BUILD)/koumpa-hooks $(AWS_PROBE) $(BUILD)/tests/test_blob_contract $(STORE_CONTRACT)
+integration: $(BUILD)/koumpa $(BUILD)/bootstrap $(BUILD)/koumpa-hooks $(AWS_PROBE) $(BUILD)/tests/test_blob_contract $(STORE_CONTRACT)
 	@tests/run-integration.sh $(BUILD)
 
 # The end-to-end scenarios once more with every server on the AWS backend (KOUMPA_TEST_BACKEND=aws:
@@ -124,7 +131,7 @@ sanitize:
 	KOUMPA_TEST_SANITIZED=1 $(MAKE) BUILD=build-asan CFLAGS="-O1 -g -fno-omit-frame-pointer" \
 	    SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined" unit integration
 
-valgrind: $(BUILD)/koumpa $(BUILD)/koumpa-hooks $(AWS_PROBE) $(BUILD)/tests/test_blob_contract $(STORE_CONTRACT)
+valgrind: $(BUILD)/koumpa $(BUILD)/bootstrap $(BUILD)/koumpa-hooks $(AWS_PROBE) $(BUILD)/tests/test_blob_contract $(STORE_CONTRACT)
 	KOUMPA_TEST_CONCURRENCY=$${KOUMPA_TEST_CONCURRENCY:-2} KOUMPA_TEST_WRAPPER="valgrind --quiet --leak-check=full --show-leak-kinds=definite,indirect --errors-for-leak-kinds=definite,indirect --error-exitcode=99 --suppressions=tests/valgrind.supp" \
 	    tests/run-integration.sh $(BUILD)
 

@@ -14,6 +14,23 @@
 #define LOG_DUMP_FLAGS (JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6))
 
 static kp_log_level min_level = KP_LOG_INFO;
+static int out_fd = STDERR_FILENO;
+static __thread char request_id[129]; /* the Lambda host's current invocation ("": none) */
+
+void kp_log_set_output(int fd)
+{
+    out_fd = fd;
+}
+
+void kp_log_set_request_id(const char *id)
+{
+    snprintf(request_id, sizeof request_id, "%s", id ? id : "");
+    for (const char *c = request_id; *c; c++)
+        if (*c == '"' || *c == '\\' || (unsigned char)*c < 0x20) {
+            request_id[0] = '\0'; /* not written into a JSON string unescaped */
+            return;
+        }
+}
 
 void kp_log_set_level(kp_log_level level)
 {
@@ -85,13 +102,15 @@ void kp_log_json(kp_log_level level, const char *msg, json_t *fields)
     kp_buf line = KP_BUF_INIT;
     kp_buf_printf(&line, "{\"time\":\"%s\",\"level\":\"%s\",\"msg\":%s", ts, level_name(level),
                   msg_text ? msg_text : "\"\"");
+    if (request_id[0]) /* a sane id (no quote, no backslash): checked by the setter's caller */
+        kp_buf_printf(&line, ",\"aws_request_id\":\"%s\"", request_id);
     if (fields_text) /* "{...}" -> ",..." */
         kp_buf_printf(&line, ",%s", fields_text + 1);
     else
         kp_buf_puts(&line, "}");
     kp_buf_puts(&line, "\n");
     if (line.data) {
-        ssize_t rc = write(STDERR_FILENO, line.data, line.len);
+        ssize_t rc = write(out_fd, line.data, line.len);
         (void)rc;
     }
     kp_buf_free(&line);

@@ -19,6 +19,12 @@ int kp_log_parse_level(const char *s, kp_log_level *out);
 /* True when a line at this level would be written. */
 int kp_log_enabled(kp_log_level level);
 
+/* Where lines go (default stderr; the Lambda host: stdout, CloudWatch's). Set before threads start. */
+void kp_log_set_output(int fd);
+/* This thread's lines carry "aws_request_id": id from now on (NULL or "": no
+ * more; an id with a quote, backslash or control character is not kept). */
+void kp_log_set_request_id(const char *id);
+
 /* Writes one line. fields may be NULL; it is consumed (decref'd) either way. */
 void kp_log_json(kp_log_level level, const char *msg, json_t *fields);
 

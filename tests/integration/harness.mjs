@@ -82,7 +82,8 @@ function baseEnv() {
   return env;
 }
 
-function command(args, { prefix = [], bin = BIN } = {}) {
+/** The argv of a koumpa process (or bin): prefix, then KOUMPA_TEST_WRAPPER, then the binary. */
+export function command(args, { prefix = [], bin = BIN } = {}) {
   const argv = [...prefix, ...WRAPPER, bin, ...args];
   return { file: argv[0], args: argv.slice(1) };
 }

@@ -1,0 +1,54 @@
+/*
+ * lambda_host.h - the Lambda host: turns each invocation of one of the six
+ * functions (functions.h) into the router's request and the router's
+ * response into the invocation's result, one invocation at a time.
+ *
+ * An API Gateway 2.0 event (apigw.h) goes through the same per-request work
+ * as on the evhttp host (api/exchange.h: request id, body limit, the handler
+ * check, HEAD, the "request" log line, metrics) and kp_router_dispatch;
+ * the claims the gateway's JWT authorizer verified authenticate the caller
+ * (kp_req.verified_claims); a route the invoked function does not own is a
+ * 404 naming its owner. An EventBridge scheduled event invokes daily-bonus:
+ * the daily bonus for the event's UTC date, then the recovery of generations
+ * whose lease expired. Anything else is an invocation error.
+ *
+ * Not built yet (docs/ARCHITECTURE.md, "Lambda host"): streamed responses
+ * (the generate-app function URL in RESPONSE_STREAM mode) answer 501, and
+ * a generation started by generate-app runs on in the process after the
+ * response instead of in a self-invoked event.
+ *
+ * Ownership: the host borrows app, store and blob; they outlive it.
+ */
+#ifndef KP_LAMBDA_HOST_H
+#define KP_LAMBDA_HOST_H
+
+#include <stdint.h>
+
+#include "api/exchange.h"
+#include "api/router.h"
+#include "blob/blob.h"
+#include "core/err.h"
+#include "host/lambda/runtime.h"
+
+typedef struct kp_lambda_host {
+    const char *function; /* one of kp_lambda_function_names */
+    kp_ctx ctx;           /* app and the one store handle */
+    kp_blob *blob;        /* daily-bonus: the recovery of expired leases (may be NULL elsewhere) */
+    kp_exchange_ids ids;  /* for events without a usable request id */
+} kp_lambda_host;
+
+/* What one invocation answers: a payload, or an invocation error. */
+typedef struct kp_lambda_result {
+    char *payload;          /* new JSON string (free()), or NULL for an error */
+    const char *error_type; /* static: "Runtime.InvalidEvent", ... */
+    kp_err err;             /* the error's message */
+} kp_lambda_result;
+
+/* Handles one event (len bytes of JSON); deadline_ms: epoch milliseconds, 0 when unknown. */
+void kp_lambda_handle(kp_lambda_host *h, const char *event, size_t len, int64_t deadline_ms, kp_lambda_result *out);
+
+/* The invocation loop: next, handle, response or error, until the runtime
+ * stops (KP_EUNAVAILABLE "stopping", after kp_lambda_runtime_stop) or fails. */
+kp_status kp_lambda_serve(kp_lambda_host *h, kp_lambda_runtime *rt, kp_err *err);
+
+#endif

@@ -1,0 +1,362 @@
+// lambda.test.mjs - the Lambda functions' real `bootstrap` end to end, on the fake Runtime API
+// (fake-lambda-runtime.mjs), SQLite and local files: API Gateway HTTP API events (payload format 2.0,
+// written by hand in the documented format) with the claims of the JWT the gateway verified, the route
+// -> function table (a route of another function is a 404), admin by cognito:groups, a Stripe webhook
+// whose body arrives base64-encoded (signed by the official `stripe` package), the EventBridge schedule
+// that runs the daily bonus, an invalid configuration reported to /runtime/init/error, JSON log lines on
+// stdout carrying the invocation's request id, and the link check (no libevent HTTP in bootstrap).
+import assert from 'node:assert/strict';
+import { execFileSync, spawn } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+
+import { MAX_RESPONSE_BYTES, startFakeRuntime } from './fake-lambda-runtime.mjs';
+import { BUILD, command, uniqueEmail } from './harness.mjs';
+import { nowSeconds, signatureHeader, stripeId } from './stripe-events.mjs';
+
+const BOOTSTRAP = path.join(BUILD, 'bootstrap');
+const ISSUER = 'https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_TestPool1';
+const CLIENT_ID = '3n4b5urk1ft4fl3mg5e62d9ado';
+const WEBHOOK_SECRET = 'whsec_test_lambda_0123456789abcdef';
+const WRAPPED = Boolean(process.env.KOUMPA_TEST_WRAPPER);
+const STOP_MS = WRAPPED ? 120_000 : 15_000;
+
+/** The environment of a function: the test's own, without KOUMPA_/AWS_/... settings, plus env. */
+function functionEnv(handler, api, dataDir, env = {}) {
+  const base = {};
+  for (const [k, v] of Object.entries(process.env)) if (!/^(KOUMPA_|ANTHROPIC_|OPENAI_|STRIPE_|AWS_|_)/.test(k)) base[k] = v;
+  return {
+    ...base,
+    _HANDLER: handler,
+    AWS_LAMBDA_RUNTIME_API: api,
+    KOUMPA_DATA_DIR: dataDir,
+    KOUMPA_JWT_ISSUER: ISSUER,
+    KOUMPA_JWT_AUDIENCE: CLIENT_ID,
+    KOUMPA_JWKS_URL: 'http://127.0.0.1:9/unused-jwks.json',
+    KOUMPA_LOG_LEVEL: 'info',
+    STRIPE_WEBHOOK_SECRET: WEBHOOK_SECRET,
+    ...env,
+  };
+}
+
+/** Starts `bootstrap` as function `handler` on its own fake runtime. */
+async function startFunction(handler, dataDir, env = {}) {
+  const rt = await startFakeRuntime({ functionName: `koumpa-${handler}`, timeoutMs: WRAPPED ? 300_000 : 30_000 });
+  const { file, args } = command([], { bin: BOOTSTRAP });
+  const child = spawn(file, args, { env: functionEnv(handler, rt.api, dataDir, env), stdio: ['ignore', 'pipe', 'pipe'] });
+  const out = [];
+  const err = [];
+  child.stdout.on('data', (d) => out.push(d));
+  child.stderr.on('data', (d) => err.push(d));
+  const exited = new Promise((resolve) => child.once('close', (code, signal) => resolve({ code, signal })));
+  return {
+    rt,
+    exited,
+    stdout: () => Buffer.concat(out).toString('utf8'),
+    stderr: () => Buffer.concat(err).toString('utf8'),
+    /** SIGTERM, then the exit status (0: everything was freed; valgrind fails it otherwise). */
+    async stop() {
+      child.kill('SIGTERM');
+      let timer;
+      const res = await Promise.race([
+        exited,
+        new Promise((resolve) => {
+          timer = setTimeout(() => resolve(null), STOP_MS);
+        }),
+      ]);
+      clearTimeout(timer);
+      if (!res) child.kill('SIGKILL');
+      await rt.close();
+      return res;
+    },
+  };
+}
+
+/** Cognito ID-token claims as API Gateway's JWT authorizer passes them: every value a string. */
+function claimsFor(user, { groups } = {}) {
+  const now = nowSeconds();
+  const claims = {
+    sub: user.sub,
+    email: user.email,
+    email_verified: 'true',
+    iss: ISSUER,
+    aud: CLIENT_ID,
+    token_use: 'id',
+    'cognito:username': user.sub,
+    auth_time: String(now),
+    iat: String(now),
+    exp: String(now + 3600),
+  };
+  if (groups) claims['cognito:groups'] = groups;
+  return claims;
+}
+
+/** An API Gateway HTTP API event, payload format 2.0. */
+function httpEvent(method, target, { routeKey, claims, headers = {}, body, base64 = false, cookies } = {}) {
+  const [rawPath, rawQueryString = ''] = target.split('?');
+  const key = routeKey ?? `${method} ${rawPath}`;
+  const event = {
+    version: '2.0',
+    routeKey: key,
+    rawPath,
+    rawQueryString,
+    headers: {
+      accept: 'application/json',
+      'content-length': String(body ? Buffer.byteLength(body, base64 ? 'base64' : 'utf8') : 0),
+      host: 'abc123defg.execute-api.eu-west-1.amazonaws.com',
+      'user-agent': 'node-test',
+      'x-amzn-trace-id': 'Root=1-674d0000-0123456789abcdef01234567',
+      'x-forwarded-for': '203.0.113.7',
+      'x-forwarded-port': '443',
+      'x-forwarded-proto': 'https',
+      ...headers,
+    },
+    requestContext: {
+      accountId: '123456789012',
+      apiId: 'abc123defg',
+      domainName: 'abc123defg.execute-api.eu-west-1.amazonaws.com',
+      domainPrefix: 'abc123defg',
+      http: { method, path: rawPath, protocol: 'HTTP/1.1', sourceIp: '203.0.113.7', userAgent: 'node-test' },
+      requestId: `${randomUUID().slice(0, 14)}=`,
+      routeKey: key,
+      stage: '$default',
+      time: '02/Dec/2026:00:00:00 +0000',
+      timeEpoch: Date.now(),
+    },
+    isBase64Encoded: base64,
+  };
+  if (cookies) event.cookies = cookies;
+  if (claims) event.requestContext.authorizer = { jwt: { claims, scopes: null } };
+  if (body !== undefined) event.body = body;
+  return event;
+}
+
+/** Invokes and checks that the function answered (not an invocation error); returns the 2.0 response. */
+async function call(fn, event) {
+  const res = await fn.rt.invoke(event);
+  assert.equal(res.kind, 'response', JSON.stringify(res.json ?? res));
+  const out = res.json;
+  assert.equal(typeof out.statusCode, 'number');
+  const text = out.isBase64Encoded ? Buffer.from(out.body, 'base64').toString('utf8') : out.body;
+  let json;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    json = undefined;
+  }
+  return { ...out, text, json, requestId: res.requestId };
+}
+
+function assertError(res, status, code, pattern) {
+  assert.equal(res.statusCode, status, res.text);
+  assert.equal(res.json?.error?.code, code, res.text);
+  if (pattern) assert.match(res.json.error.message, pattern);
+}
+
+describe('Lambda bootstrap', () => {
+  let dataDir;
+  const fns = {};
+  const user = { sub: randomUUID(), email: uniqueEmail('lambda') };
+  const admin = { sub: randomUUID(), email: uniqueEmail('lambda-admin') };
+
+  before(async () => {
+    dataDir = await mkdtemp(path.join(tmpdir(), 'koumpa-lambda-'));
+    // one after the other: the first migrates the SQLite database
+    for (const name of ['get-user', 'list-projects', 'generate-app', 'admin-update-plan', 'stripe-webhook', 'daily-bonus'])
+      fns[name] = await startFunction(name, dataDir);
+  });
+
+  after(async () => {
+    const exits = {};
+    for (const [name, fn] of Object.entries(fns)) exits[name] = await fn.stop();
+    await rm(dataDir, { recursive: true, force: true });
+    for (const [name, res] of Object.entries(exits))
+      assert.deepEqual(res, { code: 0, signal: null }, `${name} did not stop cleanly:\n${fns[name].stderr()}`);
+  });
+
+  test('bootstrap links no libevent HTTP code', () => {
+    const ldd = execFileSync('ldd', [BOOTSTRAP], { encoding: 'utf8' });
+    assert.doesNotMatch(ldd, /libevent-2\.1|libevent_extra|libevent\.so/, ldd);
+    const symbols = execFileSync('nm', ['-D', '--undefined-only', BOOTSTRAP], { encoding: 'utf8' });
+    assert.doesNotMatch(symbols, /\bevhttp_|\bevdns_|\bevrpc_/);
+    const own = execFileSync('nm', [BOOTSTRAP], { encoding: 'utf8' });
+    assert.doesNotMatch(own, /\bkp_host_start\b|\bkp_request_read\b/);
+  });
+
+  test('GET /v1/me with the verified claims: the caller, created on first sight, and the log line', async () => {
+    const res = await call(fns['get-user'], httpEvent('GET', '/v1/me', { claims: claimsFor(user) }));
+    assert.equal(res.statusCode, 200, res.text);
+    assert.equal(res.isBase64Encoded, false);
+    assert.equal(res.json.email, user.email);
+    assert.equal(res.headers['cache-control'], 'no-store');
+    assert.equal(res.headers['content-type'], 'application/json');
+    assert.ok(res.headers['x-request-id']);
+    const again = await call(fns['get-user'], httpEvent('GET', '/v1/me', { claims: claimsFor(user) }));
+    assert.equal(again.json.id, res.json.id, 'the same Cognito sub is the same account');
+
+    const lines = fns['get-user']
+      .stdout()
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l));
+    const line = lines.find((l) => l.msg === 'request' && l.aws_request_id === res.requestId);
+    assert.ok(line, `no request log line for ${res.requestId} on stdout:\n${fns['get-user'].stdout()}`);
+    assert.equal(line.route, '/v1/me');
+    assert.equal(line.status, 200);
+    assert.equal(line.user_id, res.json.id);
+    assert.equal(line.remote_addr, '203.0.113.7');
+  });
+
+  test('GET /v1/plans needs no token; /v1/me without claims or token is a 401', async () => {
+    const plans = await call(fns['get-user'], httpEvent('GET', '/v1/plans'));
+    assert.equal(plans.statusCode, 200, plans.text);
+    assert.ok(Array.isArray(plans.json.plans) && plans.json.plans.length > 0);
+    const anon = await call(fns['get-user'], httpEvent('GET', '/v1/me'));
+    assertError(anon, 401, 'unauthorized', /bearer token/);
+    assert.match(anon.headers['www-authenticate'], /^Bearer/);
+  });
+
+  test('claims of another issuer are refused', async () => {
+    const claims = { ...claimsFor(user), iss: 'https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_Other' };
+    assertError(await call(fns['get-user'], httpEvent('GET', '/v1/me', { claims })), 401, 'unauthorized', /issuer/);
+  });
+
+  test('a route of another function is a 404 naming its owner', async () => {
+    const res = await call(fns['get-user'], httpEvent('GET', '/v1/projects', { claims: claimsFor(user) }));
+    assertError(res, 404, 'not_found', /served by the function list-projects, not get-user/);
+    const local = await call(fns['get-user'], httpEvent('POST', '/v1/auth/login', { body: '{}' }));
+    assertError(local, 404, 'not_found', /no such endpoint on AWS/);
+  });
+
+  test('list-projects: the caller\'s projects, query parameters decoded', async () => {
+    const res = await call(fns['list-projects'], httpEvent('GET', '/v1/projects?limit=5', { claims: claimsFor(user) }));
+    assert.equal(res.statusCode, 200, res.text);
+    assert.deepEqual(res.json.projects, []);
+    const bad = await call(fns['list-projects'], httpEvent('GET', '/v1/projects?limit=x', { claims: claimsFor(user) }));
+    assert.equal(bad.statusCode, 400, bad.text);
+    const missing = await call(fns['list-projects'], httpEvent('GET', '/v1/projects/prj_nope', { claims: claimsFor(user) }));
+    assertError(missing, 404, 'not_found');
+  });
+
+  test('generate-app: without an LLM provider creating answers 503; project reads are list-projects\'', async () => {
+    const fn = fns['generate-app'];
+    const body = JSON.stringify({ name: 'todo', prompt: 'a to-do list' });
+    const headers = { 'content-type': 'application/json' };
+    const res = await call(fn, httpEvent('POST', '/v1/projects', { claims: claimsFor(user), headers, body }));
+    assertError(res, 503, 'llm_not_configured');
+    const read = await call(fn, httpEvent('GET', '/v1/projects', { claims: claimsFor(user) }));
+    assertError(read, 404, 'not_found', /served by the function list-projects, not generate-app/);
+  });
+
+  test('admin routes: cognito:groups "[admin users]" is an admin, "[users]" is not', async () => {
+    const target = `/v1/admin/users?email=${encodeURIComponent(user.email)}`;
+    const fn = fns['admin-update-plan'];
+    const ok = await call(fn, httpEvent('GET', target, { claims: claimsFor(admin, { groups: '[admin users]' }) }));
+    assert.equal(ok.statusCode, 200, ok.text);
+    assert.equal(ok.json.users[0]?.email, user.email);
+    const no = await call(fn, httpEvent('GET', target, { claims: claimsFor(admin, { groups: '[users]' }) }));
+    assertError(no, 403, 'forbidden');
+    const none = await call(fn, httpEvent('GET', target, { claims: claimsFor(admin) }));
+    assertError(none, 403, 'forbidden');
+  });
+
+  test('stripe-webhook: a base64 body is verified on its exact bytes', async () => {
+    const event = {
+      id: stripeId('evt'),
+      object: 'event',
+      api_version: '2026-10-28.endive',
+      created: nowSeconds(),
+      data: { object: { id: stripeId('thing'), object: 'thing' } },
+      livemode: false,
+      pending_webhooks: 1,
+      request: { id: null, idempotency_key: null },
+      type: 'koumpa.test.unknown_type',
+    };
+    const payload = `${JSON.stringify(event, null, 2)}\n`; // Stripe's own layout: the bytes matter
+    const header = signatureHeader(payload, WEBHOOK_SECRET);
+    const body = Buffer.from(payload).toString('base64');
+    const fn = fns['stripe-webhook'];
+    const headers = { 'content-type': 'application/json; charset=utf-8', 'stripe-signature': header };
+    const ok = await call(fn, httpEvent('POST', '/v1/webhooks/stripe', { headers, body, base64: true }));
+    assert.equal(ok.statusCode, 200, ok.text);
+    assert.deepEqual(ok.json, { received: true, outcome: 'ignored' });
+    const compact = Buffer.from(JSON.stringify(event)).toString('base64'); // same JSON, other bytes
+    const bad = await call(fn, httpEvent('POST', '/v1/webhooks/stripe', { headers, body: compact, base64: true }));
+    assert.equal(bad.statusCode, 400, bad.text);
+    const garbled = await call(fn, httpEvent('POST', '/v1/webhooks/stripe', { headers, body: '%%%', base64: true }));
+    assertError(garbled, 400, 'invalid_request', /base64/);
+  });
+
+  test('daily-bonus: the EventBridge schedule grants once per date; an HTTP event is a 404', async () => {
+    const scheduled = (time) => ({
+      version: '0',
+      id: randomUUID(),
+      'detail-type': 'Scheduled Event',
+      source: 'aws.events',
+      account: '123456789012',
+      time,
+      region: 'eu-west-1',
+      resources: ['arn:aws:events:eu-west-1:123456789012:rule/koumpa-daily-bonus'],
+      detail: {},
+    });
+    const fn = fns['daily-bonus'];
+    const first = await fn.rt.invoke(scheduled('2099-01-01T00:00:00Z'));
+    assert.equal(first.kind, 'response', JSON.stringify(first.json));
+    assert.equal(first.json.date, '2099-01-01');
+    assert.ok(first.json.granted >= 1, JSON.stringify(first.json));
+    assert.equal(typeof first.json.recovered, 'number');
+    const second = await fn.rt.invoke(scheduled('2099-01-01T00:00:05Z'));
+    assert.equal(second.json.granted, 0, 'the same date again grants nothing');
+    const http = await call(fn, httpEvent('GET', '/v1/plans'));
+    assertError(http, 404, 'not_found', /served by the function get-user, not daily-bonus/);
+  });
+
+  test('an event the function does not take is an invocation error', async () => {
+    const res = await fns['get-user'].rt.invoke({ hello: 'world' });
+    assert.equal(res.kind, 'error');
+    assert.equal(res.errorType, 'Runtime.InvalidEvent');
+    assert.match(res.json.errorMessage, /API Gateway payload format 2\.0/);
+    const sched = await fns['get-user'].rt.invoke({ source: 'aws.events', 'detail-type': 'Scheduled Event' });
+    assert.equal(sched.kind, 'error');
+  });
+
+  test('a bad configuration is reported to /runtime/init/error', async () => {
+    for (const [handler, env, pattern] of [
+      ['no-such-function', {}, /_HANDLER is "no-such-function"/],
+      ['get-user', { KOUMPA_DB: 'mongodb' }, /KOUMPA_DB/],
+    ]) {
+      const fn = await startFunction(handler, dataDir, env);
+      const init = await fn.rt.initError;
+      assert.equal(init.errorType, 'Runtime.InitError');
+      assert.match(init.json.errorMessage, pattern);
+      const exit = await fn.exited;
+      assert.equal(exit.code, 1, fn.stderr());
+      await fn.rt.close();
+    }
+  });
+
+  test('the fake runtime refuses a response over 6 MB with 413', async () => {
+    const rt = await startFakeRuntime();
+    const pending = rt.invoke({});
+    const next = await fetch(`http://${rt.api}/2018-06-01/runtime/invocation/next`);
+    const id = next.headers.get('lambda-runtime-aws-request-id');
+    assert.ok(Number(next.headers.get('lambda-runtime-deadline-ms')) > Date.now());
+    await next.text();
+    const big = await fetch(`http://${rt.api}/2018-06-01/runtime/invocation/${id}/response`, {
+      method: 'POST',
+      body: 'x'.repeat(MAX_RESPONSE_BYTES + 1),
+    });
+    assert.equal(big.status, 413);
+    assert.equal((await big.json()).errorType, 'RequestEntityTooLarge');
+    const small = await fetch(`http://${rt.api}/2018-06-01/runtime/invocation/${id}/response`, {
+      method: 'POST',
+      body: '{"ok":true}',
+    });
+    assert.equal(small.status, 202);
+    assert.deepEqual((await pending).json, { ok: true });
+    await rt.close();
+  });
+});
