@@ -28,7 +28,8 @@
  *   admit     admit within the limit, refused at it (KP_ERATE), short of credits (KP_ECREDITS), with a used
  *             key (KP_EDUPLICATE), on a project being deleted (KP_ENOTFOUND): nothing written; version_end
  *             commits or refunds once with its events, a second end (recovery racing) is KP_ECONFLICT and
- *             changes nothing; follow-ups; leases_renew renews only the owner's running, unexpired leases
+ *             changes nothing; its events keep what a batch stored, and 120 of them are stored; follow-ups;
+ *             leases_renew renews only the owner's running, unexpired leases
  *   admit_race 15 threads admit (8 charged, 7 free) for one user allowed 4 at a time: exactly 4, each
  *             charged admission charged once
  *   race      200 threads spend 1 credit each from 10 at once: exactly 10 succeed; 20 threads
@@ -47,6 +48,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/buf.h"
 #include "store/dynamodb/ddb_store.h"
 #include "store/dynamodb/ddb_tables.h"
 #include "store/sqlite/sqlite_store.h"
@@ -1030,6 +1032,34 @@ static void check_admit(kp_store *s)
     EXPECT(s->ops->project_mark_deleting(s, pid[0], 0, &err) == KP_OK, "unmark: %s", err.msg);
     EXPECT(admit_one(s, u.id, pid[7], 2, 0, -1, NULL, now + 60000, NULL, &err) == KP_ENOTFOUND,
            "a follow-up on an unknown project");
+
+    /* the end's events: ids a batch stored already are left as they were; more than a transaction holds */
+    kp_event batch[] = {event(1, "project", "{\"n\":1}"), event(2, "delta", "{\"batch\":true}")};
+    EXPECT(admit_one(s, u.id, pid[5], 1, 0, -1, NULL, now + 60000, NULL, &err) == KP_OK &&
+               s->ops->events_append(s, pid[5], 1, batch, 2, &err) == KP_OK,
+           "admit and a batch: %s", err.msg);
+    kp_version ev_end = {.n = 1, .status = KP_VER_READY, .files_json = "[]"};
+    snprintf(ev_end.project_id, sizeof ev_end.project_id, "%s", pid[5]);
+    ev_end.events_json = "[{\"id\":2,\"event\":\"delta\",\"data\":{\"end\":true}},"
+                         "{\"id\":3,\"event\":\"done\",\"data\":{\"ok\":true}}]";
+    EXPECT(s->ops->version_end(s, &ev_end, NULL, NULL, &err) == KP_OK, "version_end after a batch: %s", err.msg);
+    EXPECT(s->ops->events_list(s, pid[5], 1, 0, 10, &ev, &nev, &err) == KP_OK && nev == 3 &&
+               strcmp(ev[1].data, "{\"batch\":true}") == 0 && strcmp(ev[2].type, "done") == 0,
+           "events after an end that repeated a stored id: %s (%zu)", err.msg, nev);
+    kp_event_free_array(ev, nev);
+    kp_buf many = KP_BUF_INIT;
+    int bad = kp_buf_puts(&many, "[");
+    for (int i = 1; i <= 120; i++)
+        bad |= kp_buf_printf(&many, "%s{\"id\":%d,\"event\":\"delta\",\"data\":{\"i\":%d}}", i > 1 ? "," : "", i, i);
+    bad |= kp_buf_puts(&many, "]");
+    int64_t last = 0;
+    EXPECT(!bad && admit_one(s, u.id, pid[4], 1, 0, -1, NULL, now + 60000, NULL, &err) == KP_OK, "admit: %s", err.msg);
+    snprintf(ev_end.project_id, sizeof ev_end.project_id, "%s", pid[4]);
+    ev_end.events_json = many.data;
+    EXPECT(s->ops->version_end(s, &ev_end, NULL, NULL, &err) == KP_OK &&
+               s->ops->events_last_id(s, pid[4], 1, &last, &err) == KP_OK && last == 120,
+           "version_end with 120 events: %s (last %lld)", err.msg, (long long)last);
+    kp_buf_free(&many);
 
     /* leases: only the owner's running, unexpired ones are renewed, and recovery sees the new expiry */
     EXPECT(admit_one(s, u.id, pid[6], 1, 0, -1, NULL, 1000, NULL, &err) == KP_OK, "admit expired: %s", err.msg);
