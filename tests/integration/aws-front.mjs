@@ -79,7 +79,8 @@ export async function startMoto({ timeoutMs = 30_000, singleThreaded = false } =
   let proc;
   try {
     const [cmd, args] = singleThreaded ? motoSingleCommand(port) : [motoCommand(), ['-H', '127.0.0.1', '-p', String(port)]];
-    proc = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    // moto_single.py exits when its stdin (this pipe) ends, e.g. when this process is killed
+    proc = spawn(cmd, args, { stdio: [singleThreaded ? 'pipe' : 'ignore', 'ignore', 'pipe'] });
   } catch {
     return null;
   }
@@ -116,6 +117,7 @@ export async function startMoto({ timeoutMs = 30_000, singleThreaded = false } =
     unref() {
       proc.unref();
       proc.stderr.unref();
+      proc.stdin?.unref?.();
     },
     /** SIGKILL, synchronously (for an 'exit' handler). */
     kill() {
