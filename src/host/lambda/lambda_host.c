@@ -27,12 +27,16 @@ static void set_error(kp_lambda_result *out, const char *type, const kp_err *err
 
 /* ---- API Gateway events ---- */
 
-/* The request id: a sane X-Request-Id, else the gateway's, else a new one. */
+/* The request id: a sane X-Request-Id, else the gateway's (its ids often
+ * end in '=', which the rule refuses), else the invocation's (the
+ * aws_request_id of the log lines), else a new one. */
 static void choose_request_id(kp_lambda_host *h, const kp_apigw_event *ev, char rid[KP_REQUEST_ID_MAX + 1])
 {
     const char *incoming = kp_req_header(&ev->req, "X-Request-Id");
     if (!kp_exchange_id_is_sane(incoming))
         incoming = ev->request_id;
+    if (!kp_exchange_id_is_sane(incoming))
+        incoming = h->invocation_id;
     kp_exchange_request_id(&h->ids, incoming, rid);
 }
 
@@ -228,7 +232,9 @@ kp_status kp_lambda_serve(kp_lambda_host *h, kp_lambda_runtime *rt, kp_err *err)
         else
             unsetenv("_X_AMZN_TRACE_ID");
         kp_lambda_result res;
+        h->invocation_id = inv.request_id;
         kp_lambda_handle(h, kp_buf_cstr(&inv.payload), inv.payload.len, inv.deadline_ms, &res);
+        h->invocation_id = NULL;
         log_invocation(&inv, &res);
         rc = answer(rt, &inv, &res, err);
         free(res.payload);

@@ -31,10 +31,11 @@
 #include "host/lambda/runtime.h"
 
 typedef struct kp_lambda_host {
-    const char *function; /* one of kp_lambda_function_names */
-    kp_ctx ctx;           /* app and the one store handle */
-    kp_blob *blob;        /* daily-bonus: the recovery of expired leases (may be NULL elsewhere) */
-    kp_exchange_ids ids;  /* for events without a usable request id */
+    const char *function;      /* one of kp_lambda_function_names */
+    kp_ctx ctx;                /* app and the one store handle */
+    kp_blob *blob;             /* daily-bonus: the recovery of expired leases (may be NULL elsewhere) */
+    kp_exchange_ids ids;       /* for events without a usable request id */
+    const char *invocation_id; /* the invocation being handled (Lambda's request id), or NULL */
 } kp_lambda_host;
 
 /* What one invocation answers: a payload, or an invocation error. */
