@@ -113,7 +113,7 @@ openapi:
 
 # terraform/ checked without terraform (docs/DEVELOPMENT.md, "Terraform checks"); the store contract
 # binary prints the table's definition the database module must equal.
-terraform-check: $(STORE_CONTRACT)
+terraform-check: $(STORE_CONTRACT) $(BUILD)/bootstrap
 	@KOUMPA_BUILD=$(BUILD) node --test tests/terraform/
 
 test: deps-test unit integration openapi terraform-check

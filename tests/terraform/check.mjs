@@ -410,8 +410,9 @@ export function checkIam(tree, src = path.join(REPO, 'src')) {
 }
 
 // routes.tf covers routes.c exactly (less not_routed), with the authorizer exactly on the routes
-// that need a user, each to a function that exists.
-export function checkRoutes(tree, src = path.join(REPO, 'src')) {
+// that need a user, each to the function the Lambda host's own table gives it (`bootstrap routes
+// --json`, src/host/lambda/functions.c): a route sent to another function would answer 404 there.
+export function checkRoutes(tree, src = path.join(REPO, 'src'), bootstrap = undefined) {
   const f = [];
   const text = readFileSync(path.join(src, 'api/routes.c'), 'utf8');
   const code = new Map([...text.matchAll(/\{"([A-Z]+)", "([^"]+)", \w+, (KP_AUTH_\w+)\}/g)].map((m) => [`${m[1]} ${m[2]}`, m[3]]));
@@ -433,6 +434,15 @@ export function checkRoutes(tree, src = path.join(REPO, 'src')) {
   for (const [r, v] of Object.entries(routes)) {
     if (!code.has(r)) f.push(`routes.tf: ${r} is not a route of src/api/routes.c`);
     if (!fns.includes(v.function)) f.push(`routes.tf: ${r} goes to ${v.function}, not one of the functions`);
+  }
+  if (bootstrap) {
+    const host = new Map(JSON.parse(execFileSync(bootstrap, ['routes', '--json'], { encoding: 'utf8' }))
+      .map((e) => [e.route_key, e.function]));
+    for (const [r, fn] of host) {
+      if (!routes[r]) f.push(`routes.tf: ${r} (served by ${fn} in the Lambda host) is not routed`);
+      else if (routes[r].function !== fn) f.push(`routes.tf: ${r} goes to ${routes[r].function}, the Lambda host serves it in ${fn}`);
+    }
+    for (const r of Object.keys(routes)) if (!host.has(r)) f.push(`routes.tf: ${r} is routed, but no function of the Lambda host serves it`);
   }
   return f;
 }
@@ -499,7 +509,7 @@ export function checkNoSecrets(tree) {
 }
 
 // Every check on one tree: { name: [failures] }.
-export async function checkAll(root, { storeContract, src } = {}) {
+export async function checkAll(root, { storeContract, bootstrap, src } = {}) {
   const tree = await load(root);
   return {
     parse: tree.failures,
@@ -510,7 +520,7 @@ export async function checkAll(root, { storeContract, src } = {}) {
     table: checkTable(tree, storeContract),
     seed: checkSeed(tree, src),
     iam: checkIam(tree, src),
-    routes: checkRoutes(tree, src),
+    routes: checkRoutes(tree, src, bootstrap),
     apps_headers: checkAppsHeaders(tree, src),
     secrets: checkNoSecrets(tree),
   };
@@ -519,7 +529,10 @@ export async function checkAll(root, { storeContract, src } = {}) {
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const root = path.resolve(process.argv[2] || path.join(REPO, 'terraform'));
   const build = process.env.KOUMPA_BUILD || path.join(REPO, 'build');
-  const results = await checkAll(root, { storeContract: path.resolve(build, 'tests/store_contract') });
+  const results = await checkAll(root, {
+    storeContract: path.resolve(build, 'tests/store_contract'),
+    bootstrap: path.resolve(build, 'bootstrap'),
+  });
   let n = 0;
   for (const [name, failures] of Object.entries(results)) {
     for (const x of failures) console.log(`${name}: ${x}`);

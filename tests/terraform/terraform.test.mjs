@@ -1,6 +1,7 @@
 // terraform.test.mjs - terraform/ passes every check of check.mjs, and each check fails on a copy
 // of terraform/ broken in the way it is there to catch (so none of them passes by saying nothing).
-// Needs KOUMPA_BUILD/tests/store_contract (the table's definition): `make test` builds it.
+// Needs KOUMPA_BUILD/tests/store_contract (the table's definition) and KOUMPA_BUILD/bootstrap (the
+// Lambda host's route table): `make test` builds them.
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -12,16 +13,17 @@ import * as check from './check.mjs';
 
 const TF = path.join(check.REPO, 'terraform');
 const STORE_CONTRACT = path.resolve(check.REPO, process.env.KOUMPA_BUILD || 'build', 'tests/store_contract');
+const BOOTSTRAP = path.resolve(check.REPO, process.env.KOUMPA_BUILD || 'build', 'bootstrap');
 
 describe('terraform/ passes every check', async () => {
   let results;
-  before(async () => { results = await check.checkAll(TF, { storeContract: STORE_CONTRACT }); });
+  before(async () => { results = await check.checkAll(TF, { storeContract: STORE_CONTRACT, bootstrap: BOOTSTRAP }); });
   for (const name of ['parse', 'schema', 'references', 'modules', 'environments', 'table', 'seed', 'iam', 'routes', 'apps_headers', 'secrets']) {
     test(name, () => assert.deepEqual(results[name], []));
   }
 });
 
-test('the tree has what the issue asks: 5 modules x 3 environments, api split in three, 6 functions, 19 routes', async () => {
+test('the tree has what the issue asks: 5 modules x 3 environments, api split in three, 6 functions, 17 routes', async () => {
   const tree = await check.load(TF);
   for (const m of ['database', 'auth', 'storage', 'api', 'cron']) assert.ok(tree.dirs[`modules/${m}`], m);
   for (const e of ['dev', 'staging', 'prod']) {
@@ -30,7 +32,7 @@ test('the tree has what the issue asks: 5 modules x 3 environments, api split in
   const api = tree.dirs['modules/api'];
   assert.deepEqual(Object.keys(api.locals.functions).sort(),
     ['admin-update-plan', 'daily-bonus', 'generate-app', 'get-user', 'list-projects', 'stripe-webhook']);
-  assert.equal(Object.keys(api.locals.routes).length, 19);
+  assert.equal(Object.keys(api.locals.routes).length, 17);
   const fn = api.resource.aws_lambda_function.fn[0];
   assert.equal(fn.runtime, 'provided.al2023');
   assert.equal(fn.handler, '${each.key}');
@@ -97,7 +99,7 @@ function broken(edits) {
 
 // The copy fails `name` with a failure matching re (and the untouched tree passes it: above).
 async function fails(name, edits, re) {
-  const results = await check.checkAll(broken(edits), { storeContract: STORE_CONTRACT });
+  const results = await check.checkAll(broken(edits), { storeContract: STORE_CONTRACT, bootstrap: BOOTSTRAP });
   assert.ok(results[name].some((x) => re.test(x)), `${name}: ${JSON.stringify(results[name])}`);
 }
 
@@ -168,7 +170,9 @@ test('routes: a route of routes.c missing, one routes.c lacks, an authorizer unl
   await fails('routes', { 'modules/api/routes.tf': sub('    "GET /v1/me/ledger" = { function = "get-user", auth = true }\n', '') }, /GET \/v1\/me\/ledger \(src\/api\/routes\.c\) has no function/);
   await fails('routes', { 'modules/api/routes.tf': sub('"GET /v1/me/ledger"', '"GET /v1/me/ledgers"') }, /GET \/v1\/me\/ledgers is not a route/);
   await fails('routes', { 'modules/api/routes.tf': sub('"POST /v1/billing/portal"   = { function = "stripe-webhook", auth = true }', '"POST /v1/billing/portal"   = { function = "stripe-webhook", auth = false }') }, /POST \/v1\/billing\/portal has auth = false/);
-  await fails('routes', { 'modules/api/routes.tf': sub('"GET /healthz" =', '"POST /v1/auth/login" = { function = "get-user", auth = false }\n    "GET /healthz" =') }, /routes POST \/v1\/auth\/login, which is not routed on AWS/);
+  await fails('routes', { 'modules/api/routes.tf': sub('"GET /v1/plans"     =', '"POST /v1/auth/login" = { function = "get-user", auth = false }\n    "GET /v1/plans"     =') }, /routes POST \/v1\/auth\/login, which is not routed on AWS/);
+  // a route sent to a function that does not serve it (the Lambda host's table says which does)
+  await fails('routes', { 'modules/api/routes.tf': sub('"GET /v1/me/ledger" = { function = "get-user"', '"GET /v1/me/ledger" = { function = "list-projects"') }, /GET \/v1\/me\/ledger goes to list-projects, the Lambda host serves it in get-user/);
 });
 
 test('apps headers: a CSP or referrer policy unlike the apps origin\'s, nosniff missing', async () => {

@@ -1,14 +1,12 @@
 # Every route of the API (src/api/routes.c, docs/api/openapi.yaml) -> the function that serves
-# it; the same table is in the Lambda host's code. `make test` checks that this map covers
+# it; the same table is in the Lambda host's code (`bootstrap routes --json`), and `make test` checks
+# that both agree. It also checks that this map covers
 # routes.c exactly but for the routes AWS does not route (tests/terraform/function-permissions.json,
 # "not_routed": local sign-up, login and e-mail verification, which Cognito does; /metrics, a
-# per-process figure that CloudWatch replaces), and that a route has the authorizer exactly when
+# per-process figure that CloudWatch replaces; / and /healthz, the self-hosted server's), and that a route has the authorizer exactly when
 # routes.c requires a user (KP_AUTH_USER / KP_AUTH_ADMIN).
 locals {
   routes = {
-    "GET /"        = { function = "get-user", auth = false }
-    "GET /healthz" = { function = "get-user", auth = false }
-
     "GET /v1/plans"     = { function = "get-user", auth = false }
     "GET /v1/me"        = { function = "get-user", auth = true }
     "GET /v1/me/ledger" = { function = "get-user", auth = true }
