@@ -17,6 +17,8 @@ deps="$PWD/build/lambda-deps/$arch"
 prefix="$deps/prefix"
 ca_bundle=${KOUMPA_CA_BUNDLE:-/etc/pki/tls/certs/ca-bundle.crt}
 jobs=${JOBS:-2}
+# no build path in the objects (curl's __FILE__s), so the bootstrap is the same from any checkout
+cflags="-O2 -ffile-prefix-map=$deps/="
 log() { echo "lambda-deps: $*" >&2; }
 
 sudo=""
@@ -62,14 +64,15 @@ fetch_source() {
 }
 
 build_curl() {
-    # built once per CA bundle path (compiled in as libcurl's default CURLOPT_CAINFO)
-    [ -f "$prefix/lib/libcurl.a" ] && [ "$(cat "$deps/curl-ca-bundle" 2>/dev/null)" = "$ca_bundle" ] && return
+    # built once per CA bundle path (compiled in as libcurl's default CURLOPT_CAINFO) and flags
+    local key="$ca_bundle $cflags"
+    [ -f "$prefix/lib/libcurl.a" ] && [ "$(cat "$deps/curl-built-with" 2>/dev/null)" = "$key" ] && return
     local src
     src=$(fetch_source curl libcurl4-openssl-dev)
     log "building libcurl in $src (a few minutes)"
     rm -rf "$deps/curl-build" && mkdir -p "$deps/curl-build"
     (cd "$deps/curl-build" &&
-        "$src/configure" -q --prefix="$prefix" --disable-shared --enable-static --with-pic \
+        "$src/configure" -q CFLAGS="$cflags" --prefix="$prefix" --disable-shared --enable-static --with-pic \
             --with-openssl --with-zlib --with-ca-bundle="$ca_bundle" --without-ca-path \
             --enable-http --enable-smtp --enable-threaded-resolver \
             --disable-ftp --disable-file --disable-ldap --disable-ldaps --disable-rtsp --disable-dict \
@@ -77,10 +80,10 @@ build_curl() {
             --disable-smb --disable-manual --disable-ntlm-wb --disable-libcurl-option \
             --without-libpsl --without-nghttp2 --without-nghttp3 --without-ngtcp2 --without-libidn2 \
             --without-brotli --without-zstd --without-librtmp --without-libssh2 --without-libssh \
-            --without-gssapi --without-libgsasl >/dev/null &&
-        make -s -j"$jobs" -C lib >/dev/null &&
-        make -s -C lib install >/dev/null && make -s -C include install >/dev/null)
-    echo "$ca_bundle" >"$deps/curl-ca-bundle"
+            --without-gssapi --without-libgsasl &&
+        make -s -j"$jobs" -C lib && make -s -C lib install && make -s -C include install) \
+        >"$deps/curl-build.log" 2>&1 || { tail -30 "$deps/curl-build.log" >&2; exit 1; }
+    echo "$key" >"$deps/curl-built-with"
 }
 
 build_libzip() {
@@ -90,12 +93,14 @@ build_libzip() {
     log "building libzip in $src"
     rm -rf "$deps/libzip-build" && mkdir -p "$deps/libzip-build"
     (cd "$deps/libzip-build" &&
-        cmake -S "$src" -B . -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX="$prefix" \
+        cmake -Wno-dev -S "$src" -B . -DCMAKE_BUILD_TYPE=Release -DCMAKE_C_FLAGS="$cflags" \
+            -DCMAKE_INSTALL_PREFIX="$prefix" \
             -DCMAKE_INSTALL_LIBDIR=lib -DCMAKE_POSITION_INDEPENDENT_CODE=ON -DBUILD_SHARED_LIBS=OFF \
-            -DENABLE_BZIP2=OFF -DENABLE_LZMA=OFF -DENABLE_ZSTD=OFF -DENABLE_COMMONCRYPTO=OFF \
+            -DENABLE_BZIP2=OFF -DENABLE_LZMA=OFF -DENABLE_COMMONCRYPTO=OFF \
             -DENABLE_GNUTLS=OFF -DENABLE_MBEDTLS=OFF -DENABLE_OPENSSL=OFF -DENABLE_WINDOWS_CRYPTO=OFF \
-            -DBUILD_TOOLS=OFF -DBUILD_REGRESS=OFF -DBUILD_EXAMPLES=OFF -DBUILD_DOC=OFF >/dev/null &&
-        make -s -j"$jobs" >/dev/null && make -s install >/dev/null)
+            -DBUILD_TOOLS=OFF -DBUILD_REGRESS=OFF -DBUILD_EXAMPLES=OFF -DBUILD_DOC=OFF &&
+        make -s -j"$jobs" && make -s install) >"$deps/libzip-build.log" 2>&1 ||
+        { tail -30 "$deps/libzip-build.log" >&2; exit 1; }
 }
 
 command -v dpkg-source >/dev/null || $sudo apt-get install -y -qq --no-install-recommends dpkg-dev >/dev/null
