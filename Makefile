@@ -13,6 +13,8 @@
 #   make bench-slow-disk    1,000 generations on a disk whose every fsync takes 5 ms more
 #   make bench-replays      1,000 replays of one large ended version
 #   make bench-bonus        `koumpa daily-bonus` over 100,000 users (bench/bonus.sh)
+#   make lambda     the six Lambda packages build/lambda/NAME/function.zip (scripts/build-all-lambdas.sh;
+#                   static but libc/libm, build-lambda/ and build/lambda-deps/; slow the first time)
 #   make terraform-check  the Terraform checks (tests/terraform/: parse, AWS schema, references, table, IAM)
 #   make lint       cppcheck + clang-format check
 #   make tidy       clang-tidy's static analyzer over src/
@@ -111,6 +113,14 @@ integration-aws: $(BUILD)/koumpa $(BUILD)/koumpa-hooks
 openapi:
 	@tests/lint-openapi.sh
 
+# The Lambda packages for provided.al2023 (docs/DEVELOPMENT.md, "Lambda build"); not part of `make test`
+# (the first run builds libcurl and libzip from Debian's sources). lambda-check checks built packages.
+lambda:
+	@scripts/build-all-lambdas.sh
+
+lambda-check:
+	@tests/lambda-build/check.sh
+
 # terraform/ checked without terraform (docs/DEVELOPMENT.md, "Terraform checks"); the store contract
 # binary prints the table's definition the database module must equal.
 terraform-check: $(STORE_CONTRACT) $(BUILD)/bootstrap
@@ -196,9 +206,9 @@ fuzz: fuzz-build
 	tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 clean:
-	rm -rf build build-asan build-cov build-fuzz
+	rm -rf build build-asan build-cov build-fuzz build-lambda
 
-.PHONY: all unit integration integration-aws openapi terraform-check test deps deps-test run sanitize valgrind coverage bench bench-generations bench-slow-disk bench-replays bench-bonus lint tidy fuzz-build fuzz clean
+.PHONY: all unit integration integration-aws openapi terraform-check lambda lambda-check test deps deps-test run sanitize valgrind coverage bench bench-generations bench-slow-disk bench-replays bench-bonus lint tidy fuzz-build fuzz clean
 .SECONDARY:
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
