@@ -57,6 +57,7 @@ typedef struct kp_principal {
     int email_verified;
     kp_plan plan; /* the caller's plan and credits as read when authenticating */
     kp_balance balance;
+    kp_account_subscription subscription; /* read with them: GET /v1/me shows it */
 } kp_principal;
 
 typedef struct kp_req {

@@ -1,10 +1,10 @@
 /*
  * me_routes.c - the caller's own account: profile with plan and credits, and
  * the credit history. The profile shows the user's Stripe subscription, if
- * any, as the webhooks last described it (store billing_customer_get, then
- * subscription_get). The ledger is paged newest first with an opaque cursor
- * (base64url of the last entry's sequence number), so clients never build
- * cursors themselves.
+ * any, as the webhooks last described it: authentication's account_get read
+ * it with the user (the request budget: docs/ARCHITECTURE.md). The ledger is
+ * paged newest first with an opaque cursor (base64url of the last entry's
+ * sequence number), so clients never build cursors themselves.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,43 +19,28 @@
 
 /* The user's current Stripe subscription as {status, plan_id,
  * current_period_end, cancel_at_period_end}, or null when there is none (or
- * only a checkout knows of it so far: no status from Stripe yet). NULL on a
- * store failure (err set). */
-static json_t *subscription_json(kp_store *store, const char *user_id, kp_err *err)
+ * only a checkout knows of it so far: no status from Stripe yet). */
+static json_t *subscription_json(const kp_account_subscription *sub)
 {
-    kp_billing_customer cust;
-    kp_subscription sub = {0};
-    kp_status rc = store->ops->billing_customer_get(store, user_id, &cust, err);
-    if (rc == KP_OK && cust.subscription_id[0])
-        rc = store->ops->subscription_get(store, cust.subscription_id, &sub, err);
-    else if (rc == KP_OK)
+    if (!sub->status[0])
         return json_null();
-    if (rc == KP_ENOTFOUND || (rc == KP_OK && !sub.status[0]))
-        return json_null();
-    if (rc != KP_OK)
-        return NULL;
-    return json_pack("{s:s,s:s*,s:o,s:b}", "status", sub.status, "plan_id", sub.plan_id[0] ? sub.plan_id : NULL,
+    return json_pack("{s:s,s:s*,s:o,s:b}", "status", sub->status, "plan_id", sub->plan_id[0] ? sub->plan_id : NULL,
                      "current_period_end",
-                     sub.current_period_end ? kp_h_time_json(sub.current_period_end) : json_null(),
-                     "cancel_at_period_end", sub.cancel_at_period_end);
+                     sub->current_period_end ? kp_h_time_json(sub->current_period_end) : json_null(),
+                     "cancel_at_period_end", sub->cancel_at_period_end);
 }
 
 void kp_h_me(kp_ctx *ctx, kp_req *req, kp_resp *resp)
 {
-    /* authentication read the account (user, plan, balance) in one go */
+    /* authentication read the account (user, plan, balance, subscription) in one go */
+    (void)ctx;
     const kp_principal *p = &req->principal;
     const kp_balance bal = p->balance;
-    kp_err err = {0};
-    json_t *subscription = subscription_json(ctx->store, p->user_id, &err);
-    if (!subscription) {
-        kp_resp_from_err(resp, &err, req->request_id);
-        return;
-    }
     json_t *body = json_pack("{s:s,s:s,s:b,s:b,s:o,s:{s:I,s:I,s:I},s:o,s:o}", "id", p->user_id, "email", p->email,
                              "email_verified", p->email_verified, "is_admin", p->is_admin, "plan",
                              kp_plans_to_json(&p->plan), "credits", "daily", (json_int_t)bal.daily, "monthly",
                              (json_int_t)bal.monthly, "total", (json_int_t)(bal.daily + bal.monthly), "created_at",
-                             kp_h_time_json(p->created_at), "subscription", subscription);
+                             kp_h_time_json(p->created_at), "subscription", subscription_json(&p->subscription));
     kp_resp_json(resp, 200, body);
 }
 

@@ -153,6 +153,7 @@ static int authenticate(kp_ctx *ctx, kp_req *req, kp_resp *resp)
     p->is_admin = kp_accounts_is_admin(ctx->app->cfg, user) || (claims.external && claims.admin_group);
     p->plan = acct.plan;
     p->balance = acct.balance;
+    p->subscription = acct.subscription;
     return 0;
 }
 

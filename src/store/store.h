@@ -71,11 +71,25 @@ typedef struct kp_balance {
     int64_t version; /* bumps on every change; the CAS token */
 } kp_balance;
 
-/* A user as authentication sees them: the row, its plan, its balance. */
+#define KP_SUB_STATUS_MAX 32 /* Stripe's subscription status: "active", "past_due", "canceled", ... */
+
+/* What an account shows of the user's current Stripe subscription (the one
+ * their billing link names, as the webhooks last described it). status ""
+ * when there is none, or only a checkout knows of it so far. */
+typedef struct kp_account_subscription {
+    char status[KP_SUB_STATUS_MAX];
+    char plan_id[KP_PLAN_ID_MAX]; /* "" when no plan has its price */
+    int64_t current_period_end;   /* unix seconds; 0 unknown */
+    int cancel_at_period_end;
+} kp_account_subscription;
+
+/* A user as authentication sees them: the row, its plan, its balance, their
+ * subscription (GET /v1/me shows all of it from this one read). */
 typedef struct kp_account {
     kp_user user;
     kp_plan plan;
     kp_balance balance;
+    kp_account_subscription subscription;
 } kp_account;
 
 typedef struct kp_ledger_entry {
@@ -273,7 +287,6 @@ typedef struct kp_bonus_candidate {
 /* ---- billing (Stripe): customers, subscriptions, processed events ---- */
 
 #define KP_STRIPE_ID_MAX 128 /* Stripe object ids: "cus_...", "sub_...", "evt_...", "in_..." */
-#define KP_SUB_STATUS_MAX 32 /* Stripe's subscription status: "active", "past_due", "canceled", ... */
 
 /* A user's link to Stripe: their customer, and the subscription that decides
  * their plan (their "current" one; domain/billing.h says which that is). */
@@ -358,7 +371,8 @@ typedef struct kp_store_ops {
 
     /* credits */
     kp_status (*balance_get)(kp_store *s, const char *user_id, kp_balance *out, kp_err *err);
-    /* A user with their plan and balance, in one consistent read (every authenticated request's). */
+    /* A user with their plan, balance and current subscription (kp_account), read consistently (every
+     * authenticated request's; GET /v1/me shows it all). */
     kp_status (*account_get)(kp_store *s, const char *user_id, kp_account *out, kp_err *err);
     kp_status (*credits_apply)(kp_store *s, const kp_credit_change *c, kp_balance *out, kp_err *err);
     kp_status (*reservation_get)(kp_store *s, const char *id, kp_reservation *out, kp_err *err);

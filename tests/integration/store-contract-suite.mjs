@@ -118,7 +118,8 @@ export function storeContract(checks, { cli = false, prefixTag = '' } = {}) {
       test(check, { skip: CONTRACT_SKIP }, async (t) => {
         if (skipReason) return t.skip(skipReason);
         const r = await contract('dynamodb', prefix, check, env);
-        // the request budget (docs/ARCHITECTURE.md): GET /v1/me's account read 2 GetItems; a spend one
+        // the request budget (docs/ARCHITECTURE.md): GET /v1/me's account read 2 BatchGetItems ({user,
+        // billing link}, then {plan, subscription}); a spend one
         // consistent BatchGetItem (balance, idempotency key, reservation) and one TransactWriteItems
         if (check === 'credits') {
           assert.equal(r.figures.account_get_requests, 2);
@@ -128,7 +129,11 @@ export function storeContract(checks, { cli = false, prefixTag = '' } = {}) {
         if (check === 'projects') assert.equal(r.figures.project_list_requests, 1); // one Query on GSI1
         // a Stripe event with credits and a customer link: the credit's BatchGetItem, the link's GetItem,
         // then one TransactWriteItems for it all
-        if (check === 'billing') assert.equal(r.figures.billing_apply_requests, 3);
+        // and the account of a subscribed user still 2 requests, its subscription included
+        if (check === 'billing') {
+          assert.equal(r.figures.billing_apply_requests, 3);
+          assert.equal(r.figures.account_get_subscribed_requests, 2);
+        }
         // events: 1 TransactWriteItems per 100; a retried batch of 2 (whole, then in part): the cancelled
         // transaction and 2 conditional PutItems, twice
         if (check === 'events') assert.deepEqual([r.figures.events_120_requests, r.figures.events_retry_requests], [2, 6]);

@@ -11,7 +11,7 @@
  *   plans     ping, seeded plans ordered by price, plan_put created/replaced, plan_get
  *   users     create, get by id/email/sub, unique email and sub, set admin/plan/verified
  *   verify    verification_create drops earlier unused tokens, consume once, not expired, marks verified
- *   credits   user_create_credited, account_get, credits_apply (idempotency, CAS, never negative,
+ *   credits   user_create_credited, account_get (no subscription), credits_apply (idempotency, CAS, never negative,
  *             reservation transitions), ledger_list paging, ledger_sum == balance
  *   projects  project_create/get/list (newest first, the cursor), version_create's conflicts,
  *             version_get/list/set_settled, version_finish once, delete refused while generating
@@ -21,7 +21,8 @@
  *             credits_apply_many gives each change its outcome (applied, duplicate key, overdraft, no user)
  *   billing   billing_apply: customer link + subscription + plan + credit in one write; a duplicate
  *             event, a stale subscription version (CAS), a customer id of another user, an unknown plan
- *             change nothing; the same invoice in two events credits once
+ *             change nothing; the same invoice in two events credits once; account_get shows the linked
+ *             subscription and a later event's change to it
  *   recovery  versions_generating_count follows project_create/version_finish; versions_expired lists
  *             generating versions whose lease ran out, oldest first, up to the limit; versions_unsettled
  *             lists ended versions until settled; reservations_orphaned lists reserved ones no version names
@@ -369,7 +370,8 @@ static void check_credits(kp_store *s)
     EXPECT(s->ops->user_create_credited(s, &u, &first, &err) == KP_OK, "user_create_credited: %s", err.msg);
     unsigned long before = requests(s);
     EXPECT(s->ops->account_get(s, u.id, &a, &err) == KP_OK && a.balance.daily == 5 && a.balance.monthly == 3 &&
-               strcmp(a.plan.id, "free") == 0 && strcmp(a.user.email, u.email) == 0,
+               strcmp(a.plan.id, "free") == 0 && strcmp(a.user.email, u.email) == 0 && !a.subscription.status[0] &&
+               !a.subscription.plan_id[0] && a.subscription.current_period_end == 0,
            "account_get: %s", err.msg);
     figure("account_get_requests", (json_int_t)(requests(s) - before));
 
@@ -437,6 +439,27 @@ static void check_credits(kp_store *s)
 
 /* ---- races: every thread its own handle (store.h) ---- */
 
+/* What account_get shows of user_id's subscription: status ("" none), plan, period end, cancel flag. The
+ * number of requests it took into *requests_out (may be NULL). */
+static void expect_account_subscription(kp_store *s, const char *user_id, const char *status, const char *plan,
+                                        int64_t end, int cancel, json_int_t *requests_out)
+{
+    kp_err err = {0};
+    kp_account a;
+    unsigned long before = requests(s);
+    kp_status rc = s->ops->account_get(s, user_id, &a, &err);
+    if (requests_out)
+        *requests_out = (json_int_t)(requests(s) - before);
+    EXPECT(rc == KP_OK, "account_get: %s", err.msg);
+    if (rc != KP_OK)
+        return;
+    EXPECT(strcmp(a.subscription.status, status) == 0 && strcmp(a.subscription.plan_id, plan) == 0 &&
+               a.subscription.current_period_end == end && a.subscription.cancel_at_period_end == cancel,
+           "account_get's subscription: got \"%s\" \"%s\" %lld %d, expected \"%s\" \"%s\" %lld %d",
+           a.subscription.status, a.subscription.plan_id, (long long)a.subscription.current_period_end,
+           a.subscription.cancel_at_period_end, status, plan, (long long)end, cancel);
+}
+
 /* A Stripe event's write: event id evt; NULL parts absent. */
 static kp_billing_write bill(const char *evt, const kp_subscription *sub, const kp_billing_customer *c,
                              const char *plan_user, const char *plan, const kp_credit_change *credit)
@@ -495,6 +518,11 @@ static void check_billing(kp_store *s)
            "subscription_get: %s", err.msg);
     EXPECT(s->ops->user_get(s, u.id, &got, &err) == KP_OK && strcmp(got.plan_id, "pro") == 0, "plan not set");
     EXPECT(s->ops->balance_get(s, u.id, &b, &err) == KP_OK && b.monthly == 50, "credit not applied");
+    /* the account shows the linked subscription, in the same number of requests as without one */
+    json_int_t subscribed = 0;
+    expect_account_subscription(s, u.id, "active", "pro", 1800000000, 0, &subscribed);
+    figure("account_get_subscribed_requests", subscribed);
+    expect_account_subscription(s, v.id, "", "", 0, 0, NULL);
 
     /* the same event again: KP_EDUPLICATE, nothing changes */
     EXPECT(s->ops->billing_apply(s, &w, &credited, &err) == KP_EDUPLICATE, "duplicate event not KP_EDUPLICATE");
@@ -503,10 +531,14 @@ static void check_billing(kp_store *s)
     EXPECT(s->ops->billing_apply(s, &w, &credited, &err) == KP_ECONFLICT, "stale subscription not KP_ECONFLICT");
     sub = read;
     snprintf(sub.status, sizeof sub.status, "past_due");
+    sub.current_period_end = 1800003600;
+    sub.cancel_at_period_end = 1;
     EXPECT(s->ops->billing_apply(s, &w, &credited, &err) == KP_OK && credited == 0, "CAS write: %s", err.msg);
     EXPECT(s->ops->subscription_get(s, sub.id, &read, &err) == KP_OK && read.version == 2 &&
                strcmp(read.status, "past_due") == 0,
            "subscription after CAS: %s", err.msg);
+    /* an event updating the subscription alone: the account shows the change */
+    expect_account_subscription(s, u.id, "past_due", "pro", 1800003600, 1, NULL);
 
     /* the same invoice in another event: credited once, the rest applies */
     kp_credit_change credit2 = change(u.id, 0, 50, idem);

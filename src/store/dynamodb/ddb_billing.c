@@ -6,7 +6,9 @@
  * one TransactWriteItems (docs/ARCHITECTURE.md "DynamoDB data model"): its
  * credit change is ddb_store.c's (kp_ddb_credit_prepare), joined to the same
  * transaction, so an event's plan, subscription and credits land together
- * or not at all.
+ * or not at all. account_get is here too: it reads the user's link and the
+ * subscription it names with the user and plan (2 BatchGetItems), so that
+ * GET /v1/me shows the subscription within the request budget.
  */
 #include "store/dynamodb/ddb_billing.h"
 
@@ -117,6 +119,98 @@ kp_status kp_ddb_subscription_get(kp_store *s, const char *id, kp_subscription *
     if (rc == KP_OK)
         subscription_from(item, out);
     json_decref(item);
+    return rc;
+}
+
+/* ---- account_get: the user with their plan and subscription ---- */
+
+/* One consistent BatchGetItem of keys (stolen; at most 2 here, so DynamoDB's limits are far): the items
+ * found, in any order, into *found. */
+static kp_status batch_get(kp_ddb *d, json_t *keys, json_t **found, kp_err *err)
+{
+    json_t *out = NULL;
+    json_t *req =
+        keys ? json_pack("{s:{s:{s:o, s:b}}}", "RequestItems", d->table, "Keys", keys, "ConsistentRead", 1) : NULL;
+    kp_status rc = req ? kp_ddb_call(d, "BatchGetItem", req, &out, err) : oom(err);
+    if (rc == KP_OK && json_object_size(json_object_get(out, "UnprocessedKeys")) > 0)
+        rc = kp_err_set(err, KP_EUNAVAILABLE, "DynamoDB BatchGetItem left keys unprocessed");
+    *found = rc == KP_OK ? json_incref(json_object_get(json_object_get(out, "Responses"), d->table)) : NULL;
+    json_decref(req);
+    json_decref(out);
+    return rc;
+}
+
+/* The item of found with this key, or NULL (borrowed). */
+static const json_t *item_with(const json_t *found, const char *pk, const char *sk)
+{
+    size_t i;
+    const json_t *it;
+    json_array_foreach(found, i, it)
+    {
+        char ipk[KP_DDB_KEY_MAX], isk[KP_DDB_KEY_MAX];
+        kp_ddb_get_s(it, "PK", ipk, sizeof ipk);
+        kp_ddb_get_s(it, "SK", isk, sizeof isk);
+        if (strcmp(ipk, pk) == 0 && strcmp(isk, sk) == 0)
+            return it;
+    }
+    return NULL;
+}
+
+/* Round 2: the plan, and the subscription the link names (sid, "" for none). */
+static kp_status plan_and_subscription(kp_ddb *d, const char *sid, kp_account *out, kp_err *err)
+{
+    char plan_sk[KP_DDB_KEY_MAX], spk[KP_DDB_KEY_MAX];
+    json_t *found = NULL;
+    if (!id_ok(out->user.plan_id, KP_PLAN_ID_MAX))
+        return kp_err_set(err, KP_ENOTFOUND, "plan not found");
+    kp_ddb_key(plan_sk, "PLAN#", out->user.plan_id);
+    kp_ddb_key(spk, KP_DDB_STRSUB, sid);
+    json_t *keys = json_pack("[o]", kp_ddb_key_item(KP_DDB_PLANS, plan_sk));
+    if (keys && id_ok(sid, KP_STRIPE_ID_MAX) && json_array_append_new(keys, kp_ddb_key_item(spk, KP_DDB_SK_MAIN))) {
+        json_decref(keys);
+        return oom(err);
+    }
+    kp_status rc = batch_get(d, keys, &found, err);
+    const json_t *plan = rc == KP_OK ? item_with(found, KP_DDB_PLANS, plan_sk) : NULL;
+    if (rc == KP_OK && !plan)
+        rc = kp_err_set(err, KP_ENOTFOUND, "plan not found");
+    if (rc == KP_OK) {
+        kp_subscription sub; /* all empty when there is none */
+        subscription_from(id_ok(sid, KP_STRIPE_ID_MAX) ? item_with(found, spk, KP_DDB_SK_MAIN) : NULL, &sub);
+        kp_ddb_plan_from(plan, &out->plan);
+        memcpy(out->subscription.status, sub.status, sizeof sub.status);
+        memcpy(out->subscription.plan_id, sub.plan_id, sizeof sub.plan_id);
+        out->subscription.current_period_end = sub.current_period_end;
+        out->subscription.cancel_at_period_end = sub.cancel_at_period_end;
+    }
+    json_decref(found);
+    return rc;
+}
+
+/* 2 consistent BatchGetItems: {the user item, their link USER#{uid} / BILL}, then {the user's plan, the
+ * subscription the link names}. */
+kp_status kp_ddb_account_get(kp_store *s, const char *user_id, kp_account *out, kp_err *err)
+{
+    kp_ddb *d = kp_ddb_of(s);
+    char upk[KP_DDB_KEY_MAX], sid[KP_STRIPE_ID_MAX];
+    json_t *found = NULL;
+    if (!id_ok(user_id, KP_ID_MAX))
+        return kp_err_set(err, KP_ENOTFOUND, "user not found");
+    kp_ddb_key(upk, KP_DDB_USER, user_id);
+    kp_status rc =
+        batch_get(d, json_pack("[o, o]", kp_ddb_key_item(upk, KP_DDB_SK_MAIN), kp_ddb_key_item(upk, KP_DDB_BILL_SK)),
+                  &found, err);
+    const json_t *user = rc == KP_OK ? item_with(found, upk, KP_DDB_SK_MAIN) : NULL;
+    if (rc == KP_OK && !user)
+        rc = kp_err_set(err, KP_ENOTFOUND, "user not found");
+    if (rc == KP_OK) {
+        memset(out, 0, sizeof *out);
+        kp_ddb_user_from(user, &out->user);
+        kp_ddb_balance_from(user, &out->balance);
+        kp_ddb_get_s(item_with(found, upk, KP_DDB_BILL_SK), "subscription_id", sid, sizeof sid);
+        rc = plan_and_subscription(d, sid, out, err);
+    }
+    json_decref(found);
     return rc;
 }
 

@@ -491,15 +491,6 @@ static kp_status ddb_balance_get(kp_store *s, const char *user_id, kp_balance *o
     return user_by_id(D(s), user_id, NULL, out, err);
 }
 
-/* GET /v1/me's read: the user item (user + balance) then its plan: 2 GetItems. */
-static kp_status ddb_account_get(kp_store *s, const char *user_id, kp_account *out, kp_err *err)
-{
-    kp_status rc = user_by_id(D(s), user_id, &out->user, &out->balance, err);
-    if (rc == KP_OK)
-        rc = ddb_plan_get(s, out->user.plan_id, &out->plan, err);
-    return rc;
-}
-
 static kp_status ddb_reservation_get(kp_store *s, const char *id, kp_reservation *out, kp_err *err)
 {
     json_t *item = NULL;
@@ -851,7 +842,7 @@ static const kp_store_ops ddb_ops = {
     .plan_list = ddb_plan_list,
     .plan_put = ddb_plan_put,
     .balance_get = ddb_balance_get,
-    .account_get = ddb_account_get,
+    .account_get = kp_ddb_account_get, /* ddb_billing.c: reads the subscription too */
     .credits_apply = ddb_credits_apply,
     .reservation_get = ddb_reservation_get,
     .ledger_list = ddb_ledger_list,

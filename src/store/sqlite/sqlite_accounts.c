@@ -66,9 +66,13 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_ACCOUNT_GET] = "SELECT u.id, u.email, '', u.external_sub, u.plan_id, u.is_admin, u.created_at, "
                        "b.daily, b.monthly, b.version, p.id, p.name, p.price_cents, p.currency, "
                        "p.monthly_credits, p.daily_bonus, p.max_concurrent_generations, p.stripe_price_id, "
-                       "p.active, p.updated_at, u.email_verified, u.verification_required "
+                       "p.active, p.updated_at, u.email_verified, u.verification_required, "
+                       "coalesce(s.status, ''), coalesce(s.plan_id, ''), coalesce(s.current_period_end, 0), "
+                       "coalesce(s.cancel_at_period_end, 0) "
                        "FROM users u JOIN balances b ON b.user_id = u.id "
-                       "JOIN plans p ON p.id = u.plan_id WHERE u.id = ?1",
+                       "JOIN plans p ON p.id = u.plan_id "
+                       "LEFT JOIN billing_customers c ON c.user_id = u.id "
+                       "LEFT JOIN subscriptions s ON s.id = c.subscription_id WHERE u.id = ?1",
 };
 
 _Static_assert(ST_COUNT <= SQ_SLOTS_ACCOUNTS_N, "statement slots");
@@ -512,6 +516,16 @@ kp_status sq_plan_put(kp_store *s, const kp_plan *p, int *created, kp_err *err)
     return rc;
 }
 
+/* The user's current subscription (LEFT JOINed: all empty when none) from column col on. */
+static void read_account_subscription(sqlite3_stmt *st, int col, kp_account_subscription *out)
+{
+    memset(out, 0, sizeof *out);
+    sq_column_copy(st, col, out->status, sizeof out->status);
+    sq_column_copy(st, col + 1, out->plan_id, sizeof out->plan_id);
+    out->current_period_end = sqlite3_column_int64(st, col + 2);
+    out->cancel_at_period_end = sqlite3_column_int(st, col + 3) != 0;
+}
+
 kp_status sq_account_get(kp_store *s, const char *user_id, kp_account *out, kp_err *err)
 {
     sq_store *h = sq_impl(s);
@@ -530,6 +544,7 @@ kp_status sq_account_get(kp_store *s, const char *user_id, kp_account *out, kp_e
         out->balance.version = sqlite3_column_int64(st, 9);
         read_plan_at(st, 10, &out->plan);
         read_user_flags(st, 20, &out->user);
+        read_account_subscription(st, 22, &out->subscription);
     } else if (step == SQLITE_DONE) {
         rc = kp_err_set(err, KP_ENOTFOUND, "user not found");
     } else {
