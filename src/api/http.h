@@ -73,6 +73,10 @@ typedef struct kp_req {
      * Lambda host: API Gateway's JWT authorizer): the router authenticates
      * with these claims instead of verifying a token (auth/auth.h). */
     const struct kp_claims *verified_claims;
+    /* When the response must be complete, in epoch milliseconds (the Lambda
+     * host: the invocation's Lambda-Runtime-Deadline-Ms); 0: no deadline
+     * (the evhttp host). Work a handler starts must end before it. */
+    int64_t deadline_ms;
     /* filled by the router */
     const char *route;                       /* the matched route pattern, e.g. "/v1/admin/plans/{id}" */
     char params[KP_MAX_PARAMS][KP_NAME_MAX]; /* path parameters, in pattern order */

@@ -292,7 +292,8 @@ static void submit(kp_ctx *ctx, kp_req *req, kp_resp *resp, const char *project_
                         .plan = &req->principal.plan,
                         .project_id = project_id,
                         .name = name,
-                        .prompt = prompt};
+                        .prompt = prompt,
+                        .deadline_ms = req->deadline_ms};
     kp_status rc = kp_gen_submit(g, ctx->store, &r, &res, &err);
     if (rc != KP_OK) {
         respond_refused(resp, req, rc, &res, &err);

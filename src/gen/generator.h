@@ -112,6 +112,9 @@ typedef struct kp_gen_request {
     const char *project_id;
     const char *name;
     const char *prompt;
+    /* epoch ms by which the generation must have ended, room for settling
+     * included (kp_req.deadline_ms: the Lambda invocation's deadline); 0: none */
+    int64_t deadline_ms;
 } kp_gen_request;
 
 typedef struct kp_gen_result {

@@ -85,7 +85,7 @@ static void settle_stream(kp_resp *resp, const char *method, const char *rid)
                   rid);
 }
 
-static void handle_http(kp_lambda_host *h, const json_t *doc, kp_lambda_result *out)
+static void handle_http(kp_lambda_host *h, const json_t *doc, int64_t deadline_ms, kp_lambda_result *out)
 {
     kp_apigw_event ev;
     kp_resp resp;
@@ -99,6 +99,7 @@ static void handle_http(kp_lambda_host *h, const json_t *doc, kp_lambda_result *
     kp_status st = kp_apigw_parse(doc, &ev, &err);
     choose_request_id(h, &ev, rid);
     ev.req.request_id = rid;
+    ev.req.deadline_ms = deadline_ms;
     if (!ev.req.method)
         ev.req.method = "GET";
     if (!ev.req.remote_addr)
@@ -167,13 +168,12 @@ void kp_lambda_handle(kp_lambda_host *h, const char *event, size_t len, int64_t 
     kp_err err = {0};
     json_error_t jerr;
     memset(out, 0, sizeof *out);
-    (void)deadline_ms;
     json_t *doc = json_loadb(event, len, 0, &jerr);
     if (!json_is_object(doc)) {
         kp_err_set(&err, KP_EINVAL, "the event is not a JSON object: %s", doc ? "another JSON value" : jerr.text);
         set_error(out, "Runtime.InvalidEvent", &err);
     } else if (kp_apigw_is_http_event(doc)) {
-        handle_http(h, doc, out);
+        handle_http(h, doc, deadline_ms, out);
     } else if (is_scheduled_event(doc) && strcmp(h->function, "daily-bonus") == 0) {
         handle_schedule(h, doc, out);
     } else {
