@@ -6,7 +6,7 @@
 // that runs the daily bonus, an invalid configuration reported to /runtime/init/error, JSON log lines on
 // stdout carrying the invocation's request id, and the link check (no libevent HTTP in bootstrap).
 import assert from 'node:assert/strict';
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -14,147 +14,18 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
 import { MAX_RESPONSE_BYTES, startFakeRuntime } from './fake-lambda-runtime.mjs';
-import { BUILD, command, uniqueEmail } from './harness.mjs';
+import { uniqueEmail } from './harness.mjs';
+import {
+  assertError,
+  BOOTSTRAP,
+  call,
+  claimsFor,
+  functionEnv,
+  httpEvent,
+  startFunction,
+  WEBHOOK_SECRET,
+} from './lambda-harness.mjs';
 import { nowSeconds, signatureHeader, stripeId } from './stripe-events.mjs';
-
-const BOOTSTRAP = path.join(BUILD, 'bootstrap');
-const ISSUER = 'https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_TestPool1';
-const CLIENT_ID = '3n4b5urk1ft4fl3mg5e62d9ado';
-const WEBHOOK_SECRET = 'whsec_test_lambda_0123456789abcdef';
-const WRAPPED = Boolean(process.env.KOUMPA_TEST_WRAPPER);
-const STOP_MS = WRAPPED ? 120_000 : 15_000;
-
-/** The environment of a function: the test's own, without KOUMPA_/AWS_/... settings, plus env. */
-function functionEnv(handler, api, dataDir, env = {}) {
-  const base = {};
-  for (const [k, v] of Object.entries(process.env)) if (!/^(KOUMPA_|ANTHROPIC_|OPENAI_|STRIPE_|AWS_|_)/.test(k)) base[k] = v;
-  return {
-    ...base,
-    _HANDLER: handler,
-    AWS_LAMBDA_RUNTIME_API: api,
-    KOUMPA_DATA_DIR: dataDir,
-    KOUMPA_JWT_ISSUER: ISSUER,
-    KOUMPA_JWT_AUDIENCE: CLIENT_ID,
-    KOUMPA_JWKS_URL: 'http://127.0.0.1:9/unused-jwks.json',
-    KOUMPA_LOG_LEVEL: 'info',
-    STRIPE_WEBHOOK_SECRET: WEBHOOK_SECRET,
-    ...env,
-  };
-}
-
-/** Starts `bootstrap` as function `handler` on its own fake runtime. */
-async function startFunction(handler, dataDir, env = {}) {
-  const rt = await startFakeRuntime({ functionName: `koumpa-${handler}`, timeoutMs: WRAPPED ? 300_000 : 30_000 });
-  const { file, args } = command([], { bin: BOOTSTRAP });
-  const child = spawn(file, args, { env: functionEnv(handler, rt.api, dataDir, env), stdio: ['ignore', 'pipe', 'pipe'] });
-  const out = [];
-  const err = [];
-  child.stdout.on('data', (d) => out.push(d));
-  child.stderr.on('data', (d) => err.push(d));
-  const exited = new Promise((resolve) => child.once('close', (code, signal) => resolve({ code, signal })));
-  return {
-    rt,
-    exited,
-    stdout: () => Buffer.concat(out).toString('utf8'),
-    stderr: () => Buffer.concat(err).toString('utf8'),
-    /** SIGTERM, then the exit status (0: everything was freed; valgrind fails it otherwise). */
-    async stop() {
-      child.kill('SIGTERM');
-      let timer;
-      const res = await Promise.race([
-        exited,
-        new Promise((resolve) => {
-          timer = setTimeout(() => resolve(null), STOP_MS);
-        }),
-      ]);
-      clearTimeout(timer);
-      if (!res) child.kill('SIGKILL');
-      await rt.close();
-      return res;
-    },
-  };
-}
-
-/** Cognito ID-token claims as API Gateway's JWT authorizer passes them: every value a string. */
-function claimsFor(user, { groups } = {}) {
-  const now = nowSeconds();
-  const claims = {
-    sub: user.sub,
-    email: user.email,
-    email_verified: 'true',
-    iss: ISSUER,
-    aud: CLIENT_ID,
-    token_use: 'id',
-    'cognito:username': user.sub,
-    auth_time: String(now),
-    iat: String(now),
-    exp: String(now + 3600),
-  };
-  if (groups) claims['cognito:groups'] = groups;
-  return claims;
-}
-
-/** An API Gateway HTTP API event, payload format 2.0. */
-function httpEvent(method, target, { routeKey, claims, headers = {}, body, base64 = false, cookies } = {}) {
-  const [rawPath, rawQueryString = ''] = target.split('?');
-  const key = routeKey ?? `${method} ${rawPath}`;
-  const event = {
-    version: '2.0',
-    routeKey: key,
-    rawPath,
-    rawQueryString,
-    headers: {
-      accept: 'application/json',
-      'content-length': String(body ? Buffer.byteLength(body, base64 ? 'base64' : 'utf8') : 0),
-      host: 'abc123defg.execute-api.eu-west-1.amazonaws.com',
-      'user-agent': 'node-test',
-      'x-amzn-trace-id': 'Root=1-674d0000-0123456789abcdef01234567',
-      'x-forwarded-for': '203.0.113.7',
-      'x-forwarded-port': '443',
-      'x-forwarded-proto': 'https',
-      ...headers,
-    },
-    requestContext: {
-      accountId: '123456789012',
-      apiId: 'abc123defg',
-      domainName: 'abc123defg.execute-api.eu-west-1.amazonaws.com',
-      domainPrefix: 'abc123defg',
-      http: { method, path: rawPath, protocol: 'HTTP/1.1', sourceIp: '203.0.113.7', userAgent: 'node-test' },
-      requestId: `${randomUUID().slice(0, 14)}=`,
-      routeKey: key,
-      stage: '$default',
-      time: '02/Dec/2026:00:00:00 +0000',
-      timeEpoch: Date.now(),
-    },
-    isBase64Encoded: base64,
-  };
-  if (cookies) event.cookies = cookies;
-  if (claims) event.requestContext.authorizer = { jwt: { claims, scopes: null } };
-  if (body !== undefined) event.body = body;
-  return event;
-}
-
-/** Invokes and checks that the function answered (not an invocation error); returns the 2.0 response. */
-async function call(fn, event) {
-  const res = await fn.rt.invoke(event);
-  assert.equal(res.kind, 'response', JSON.stringify(res.json ?? res));
-  const out = res.json;
-  assert.equal(typeof out.statusCode, 'number');
-  const text = out.isBase64Encoded ? Buffer.from(out.body, 'base64').toString('utf8') : out.body;
-  let json;
-  try {
-    json = JSON.parse(text);
-  } catch {
-    json = undefined;
-  }
-  return { ...out, text, json, requestId: res.requestId };
-}
-
-function assertError(res, status, code, pattern) {
-  assert.equal(res.statusCode, status, res.text);
-  assert.equal(res.json?.error?.code, code, res.text);
-  if (pattern) assert.match(res.json.error.message, pattern);
-}
 
 describe('Lambda bootstrap', () => {
   let dataDir;
