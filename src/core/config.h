@@ -71,6 +71,9 @@ typedef struct kp_config {
     long max_readers_per_generation; /* KOUMPA_MAX_READERS_PER_GENERATION: live SSE readers per version (default 32) */
     /* generation leases (issue 11: gen/leases.c) */
     long generation_lease_s; /* KOUMPA_GENERATION_LEASE_S: a generating version's lease, seconds (default 30) */
+    /* generation time limits (issue 12: gen/timeout.c) */
+    long generation_timeout_s; /* KOUMPA_GENERATION_TIMEOUT_S: a generation's whole run, seconds (default 600) */
+    long generation_settle_ms; /* KOUMPA_GENERATION_SETTLE_MS: kept before a Lambda deadline to settle (30000) */
 
     long daily_bonus_scheduler; /* KOUMPA_DAILY_BONUS_SCHEDULER=0 disables the in-server scheduler */
 
