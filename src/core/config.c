@@ -154,6 +154,9 @@ static const opt_def opts[] = {
      "store backend: sqlite (in the data directory) or dynamodb (AWS_REGION, AWS_ENDPOINT_URL_DYNAMODB, credentials)"},
     {"KOUMPA_DYNAMODB_TABLE_PREFIX", NULL, OPT_STR, OFF(dynamodb_table_prefix), "", 0, 0, 0,
      "DynamoDB: the table is named {prefix}koumpa"},
+    /* TLS for every outgoing call (issue 12: core/curl_defaults.h, applied by cli/main.c and cli/lambda.c) */
+    {"KOUMPA_CA_BUNDLE", NULL, OPT_STR, OFF(ca_bundle), NULL, 0, 0, 0,
+     "CA certificates (PEM bundle) that outgoing TLS peers are verified against (unset: libcurl's default)"},
 };
 
 #define NOPTS (sizeof opts / sizeof opts[0])

@@ -108,6 +108,9 @@ typedef struct kp_config {
     /* database: DynamoDB (issue 11: store/dynamodb/) */
     char *db;                    /* KOUMPA_DB: sqlite|dynamodb (default sqlite) */
     char *dynamodb_table_prefix; /* KOUMPA_DYNAMODB_TABLE_PREFIX: the table is {prefix}koumpa (default "") */
+
+    /* TLS for every outgoing call (issue 12: core/curl_defaults.h) */
+    char *ca_bundle; /* KOUMPA_CA_BUNDLE: CA certificates file for libcurl (unset: libcurl's built-in default) */
 } kp_config;
 
 /*
