@@ -11,7 +11,8 @@ import { startFakeRuntime } from './fake-lambda-runtime.mjs';
 import { BUILD, command } from './harness.mjs';
 import { nowSeconds } from './stripe-events.mjs';
 
-export const BOOTSTRAP = path.join(BUILD, 'bootstrap');
+/** The bootstrap under test: make's, or another (KOUMPA_BOOTSTRAP, e.g. the one unpacked from function.zip). */
+export const BOOTSTRAP = process.env.KOUMPA_BOOTSTRAP ? path.resolve(process.env.KOUMPA_BOOTSTRAP) : path.join(BUILD, 'bootstrap');
 export const ISSUER = 'https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_TestPool1';
 export const CLIENT_ID = '3n4b5urk1ft4fl3mg5e62d9ado';
 export const WEBHOOK_SECRET = 'whsec_test_lambda_0123456789abcdef';
