@@ -17,7 +17,7 @@
 #   make lambda     the six Lambda packages build/lambda/NAME/function.zip (scripts/build-all-lambdas.sh;
 #                   static but libc/libm, build-lambda/ and build/lambda-deps/; slow the first time)
 #   make lambda-check  the zips' checks (one 0755 bootstrap, glibc <= 2.34, only libc/libm; tests/lambda-build/)
-#   make lambda-e2e    the zips' bootstrap through tests/integration/lambda.test.mjs (tests/lambda-build/e2e.sh)
+#   make lambda-e2e    the zips' bootstrap through tests/integration/lambda.test.mjs, on SQLite then on DynamoDB + S3
 #   make terraform-check  the Terraform checks (tests/terraform/: parse, AWS schema, references, table, IAM)
 #   make lint       cppcheck + clang-format check
 #   make tidy       clang-tidy's static analyzer over src/
@@ -109,8 +109,8 @@ integration: $(BUILD)/koumpa $(BUILD)/bootstrap $(BUILD)/koumpa-hooks $(AWS_PROB
 
 # The end-to-end scenarios once more with every server on the AWS backend (KOUMPA_TEST_BACKEND=aws:
 # DynamoDB + S3 on moto behind the SigV4-verifying front, tests/integration/aws-backend.mjs).
-AWS_SCENARIOS := accounts projects apps replay billing-flow admission events-follow leases errors request-budget
-integration-aws: $(BUILD)/koumpa $(BUILD)/koumpa-hooks
+AWS_SCENARIOS := accounts projects apps replay billing-flow admission events-follow leases errors request-budget lambda
+integration-aws: $(BUILD)/koumpa $(BUILD)/bootstrap $(BUILD)/koumpa-hooks
 	@KOUMPA_TEST_BACKEND=aws tests/run-integration.sh $(BUILD) $(AWS_SCENARIOS:%=tests/integration/%.test.mjs)
 
 openapi:

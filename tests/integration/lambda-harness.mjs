@@ -7,8 +7,9 @@ import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import path from 'node:path';
 
+import { awsBackendEnv, awsSecretsEnv } from './aws-backend.mjs';
 import { startFakeRuntime } from './fake-lambda-runtime.mjs';
-import { BUILD, command } from './harness.mjs';
+import { BACKEND, BUILD, command, runKoumpa } from './harness.mjs';
 import { nowSeconds } from './stripe-events.mjs';
 
 /** The bootstrap under test: make's, or another (KOUMPA_BOOTSTRAP, e.g. the one unpacked from function.zip). */
@@ -37,8 +38,22 @@ export function functionEnv(handler, api, dataDir, env = {}) {
   };
 }
 
+/**
+ * The variables of a function on the test backend (KOUMPA_TEST_BACKEND, harness.mjs): none on the local one;
+ * on aws, dataDir's DynamoDB table and S3 bucket (aws-backend.mjs; functions on one dataDir share them), its
+ * Stripe keys in Secrets Manager (KOUMPA_SECRETS=aws), unless env brings its own AWS_* peers.
+ */
+async function backendEnv(handler, dataDir, env) {
+  if (BACKEND !== 'aws' || Object.keys(env).some((k) => k.startsWith('AWS_'))) return env;
+  const vars = await awsBackendEnv(dataDir, functionEnv(handler, '', dataDir), runKoumpa);
+  const secrets = { STRIPE_WEBHOOK_SECRET: WEBHOOK_SECRET, STRIPE_SECRET_KEY: 'sk_test_lambda_unused' };
+  // a key moved to Secrets Manager is not in the environment (undefined: not passed to the process)
+  return { STRIPE_WEBHOOK_SECRET: undefined, ...(await awsSecretsEnv({ ...secrets, ...vars, ...env })) };
+}
+
 /** Starts `bootstrap` as function `handler` on its own fake runtime (runtime: startFakeRuntime's options). */
 export async function startFunction(handler, dataDir, env = {}, runtime = {}) {
+  env = await backendEnv(handler, dataDir, env);
   const rt = await startFakeRuntime({
     functionName: `koumpa-${handler}`,
     timeoutMs: WRAPPED ? 300_000 : 30_000,

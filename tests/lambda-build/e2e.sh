@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The shipped artifact's end-to-end run: the `bootstrap` of the built function.zip files (the same
 # executable in all six; this checks it) unpacked and run through tests/integration/lambda.test.mjs
-# on the fake Runtime API (KOUMPA_BOOTSTRAP), on SQLite and files, or on DynamoDB + S3 with
-# KOUMPA_TEST_BACKEND=aws. `make lambda-e2e` runs it after `make lambda`; CI runs it (.ci/run).
+# on the fake Runtime API (KOUMPA_BOOTSTRAP), on SQLite and files, then on DynamoDB + S3 + Secrets
+# Manager (KOUMPA_TEST_BACKEND=aws: moto behind the SigV4-verifying front). `make lambda-e2e` runs it
+# after `make lambda`; CI runs it (.ci/run).
 #   tests/lambda-build/e2e.sh BUILD_DIR
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -21,4 +22,6 @@ for n in $(scripts/lambda/function-names.sh); do
         cmp -s "$first" "$tmp/$n/bootstrap" || { echo "FAIL $z: another bootstrap than the first zip's" >&2; exit 1; }
     fi
 done
-KOUMPA_BOOTSTRAP="$first" tests/run-integration.sh "$build" tests/integration/lambda.test.mjs
+export KOUMPA_BOOTSTRAP="$first"
+tests/run-integration.sh "$build" tests/integration/lambda.test.mjs
+KOUMPA_TEST_BACKEND=aws tests/run-integration.sh "$build" tests/integration/lambda.test.mjs
