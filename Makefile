@@ -106,8 +106,8 @@ integration: $(BUILD)/koumpa $(BUILD)/bootstrap $(BUILD)/koumpa-hooks $(AWS_PROB
 
 # The end-to-end scenarios once more with every server on the AWS backend (KOUMPA_TEST_BACKEND=aws:
 # DynamoDB + S3 on moto behind the SigV4-verifying front, tests/integration/aws-backend.mjs).
-AWS_SCENARIOS := accounts projects apps replay billing-flow admission events-follow leases errors request-budget
-integration-aws: $(BUILD)/koumpa $(BUILD)/koumpa-hooks
+AWS_SCENARIOS := accounts projects apps replay billing-flow admission events-follow leases errors request-budget lambda-invoke
+integration-aws: $(BUILD)/koumpa $(BUILD)/koumpa-hooks $(BUILD)/bootstrap
 	@KOUMPA_TEST_BACKEND=aws tests/run-integration.sh $(BUILD) $(AWS_SCENARIOS:%=tests/integration/%.test.mjs)
 
 openapi:

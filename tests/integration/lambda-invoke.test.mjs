@@ -5,7 +5,9 @@
 // signature with @smithy/signature-v4), the fake Anthropic API, SQLite and local files: the event arrives
 // signed; the version becomes ready, charged once; an Invoke refused fails the version, refunded, with a 503;
 // the same event delivered again, or to two processes at once, runs the generation once; a worker arriving
-// after the lease ran out does nothing and recovery refunds the version once.
+// after the lease ran out does nothing and recovery refunds the version once. With KOUMPA_TEST_BACKEND=aws
+// (make integration-aws) the functions keep their data in DynamoDB and S3 and read the Anthropic key from
+// Secrets Manager, on moto behind the verifying front (aws-backend.mjs).
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -13,13 +15,14 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
+import { awsBackendEnv, awsSecretsEnv } from './aws-backend.mjs';
 import { startFakeAnthropic } from './fake-anthropic.mjs';
 import { startFakeLambdaInvoke } from './fake-lambda-invoke.mjs';
-import { uniqueEmail } from './harness.mjs';
+import { BACKEND, runKoumpa, uniqueEmail } from './harness.mjs';
 import { assertError, call, claimsFor, httpEvent, startFunction, WRAPPED } from './lambda-harness.mjs';
 
 const FUNCTION = 'koumpa-generate-app';
-const KEY = { accessKeyId: 'AKIDLAMBDAINVOKE', secretAccessKey: 'invoke/test+secret', sessionToken: 'session-token-1' };
+const SESSION_TOKEN = 'session-token-1';
 const APP = 'A counter.\n<file path="index.html">\n<!doctype html><button>0</button>\n</file>\nDone.\n';
 const JSON_HEADERS = { 'content-type': 'application/json' };
 
@@ -30,6 +33,7 @@ describe('generate-app on AWS: the 202 path through an asynchronous self-invocat
   let anthropic;
   let invoke;
   let env;
+  let key;
   const fns = {};
   const functions = {}; // the fake Invoke API's function name -> fake runtime
 
@@ -37,17 +41,24 @@ describe('generate-app on AWS: the 202 path through an asynchronous self-invocat
     dataDir = await mkdtemp(path.join(tmpdir(), 'koumpa-lambda-invoke-'));
     anthropic = await startFakeAnthropic();
     anthropic.setScenario(() => ({ type: 'text', text: APP }));
-    invoke = await startFakeLambdaInvoke({ credentials: [KEY], functions });
+    // KOUMPA_TEST_BACKEND=aws: DynamoDB, S3 and Secrets Manager on moto behind the verifying front (whose
+    // keys the functions then use, for Invoke too); else SQLite and files
+    let backend = { AWS_REGION: 'eu-west-1', AWS_ACCESS_KEY_ID: 'AKIDLAMBDAINVOKE', AWS_SECRET_ACCESS_KEY: 'invoke/test+secret' };
+    if (BACKEND === 'aws') {
+      const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^(KOUMPA_|AWS_)/.test(k)));
+      backend = await awsBackendEnv(dataDir, clean, runKoumpa);
+    }
+    key = { accessKeyId: backend.AWS_ACCESS_KEY_ID, secretAccessKey: backend.AWS_SECRET_ACCESS_KEY, sessionToken: SESSION_TOKEN };
+    invoke = await startFakeLambdaInvoke({ credentials: [key], functions });
     env = {
+      ...backend,
       ANTHROPIC_API_KEY: 'sk-any',
       ANTHROPIC_BASE_URL: anthropic.url,
-      AWS_REGION: 'eu-west-1',
-      AWS_ACCESS_KEY_ID: KEY.accessKeyId,
-      AWS_SECRET_ACCESS_KEY: KEY.secretAccessKey,
-      AWS_SESSION_TOKEN: KEY.sessionToken,
+      AWS_SESSION_TOKEN: SESSION_TOKEN,
       AWS_ENDPOINT_URL_LAMBDA: invoke.url,
       AWS_LAMBDA_FUNCTION_NAME: FUNCTION,
     };
+    if (BACKEND === 'aws') env = await awsSecretsEnv(env);
     // one after the other: the first migrates the SQLite database. "api" answers the HTTP API's events,
     // "worker" is the instance Lambda runs the asynchronous invocations on
     fns.api = await startFunction('generate-app', dataDir, env);
@@ -93,8 +104,9 @@ describe('generate-app on AWS: the 202 path through an asynchronous self-invocat
     const inv = invoke.invocations.at(-1);
     assert.equal(inv.functionName, FUNCTION);
     assert.equal(inv.headers['x-amz-invocation-type'], 'Event');
-    assert.match(inv.headers.authorization, /^AWS4-HMAC-SHA256 Credential=AKIDLAMBDAINVOKE\/\d{8}\/eu-west-1\/lambda\/aws4_request/);
-    assert.equal(inv.headers['x-amz-security-token'], KEY.sessionToken);
+    const scope = `Credential=${key.accessKeyId}/\\d{8}/${env.AWS_REGION}/lambda/aws4_request`;
+    assert.match(inv.headers.authorization, new RegExp(`^AWS4-HMAC-SHA256 ${scope}`));
+    assert.equal(inv.headers['x-amz-security-token'], SESSION_TOKEN);
     assert.equal(inv.event.koumpa, 'generation');
     assert.equal(inv.event.project_id, res.json.id);
     assert.equal(inv.event.version, 1);
