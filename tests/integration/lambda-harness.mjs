@@ -55,6 +55,11 @@ export async function startFunction(handler, dataDir, env = {}, runtime = {}) {
     exited,
     stdout: () => Buffer.concat(out).toString('utf8'),
     stderr: () => Buffer.concat(err).toString('utf8'),
+    /** SIGKILL, as Lambda ends an environment whose invocation passed its deadline. */
+    kill() {
+      child.kill('SIGKILL');
+      return exited;
+    },
     /** SIGTERM, then the exit status (0: everything was freed; valgrind fails it otherwise). */
     async stop() {
       child.kill('SIGTERM');

@@ -245,6 +245,45 @@ describe('generate-app on AWS: the 202 path through an asynchronous self-invocat
     }
   });
 
+  test('a worker killed at its deadline mid-generation: the lease runs out, recovery refunds once', async () => {
+    const user = newUser();
+    const before = await credits(user);
+    // both instances lease for 1 s (recovery runs every second); the worker's invocations end after 2 s
+    const shortEnv = { ...env, KOUMPA_GENERATION_LEASE_S: '1' };
+    const api = await startFunction('generate-app', dataDir, shortEnv);
+    const worker = await startFunction('generate-app', dataDir, shortEnv, { timeoutMs: WRAPPED ? 20_000 : 2000 });
+    const saved = functions[FUNCTION];
+    functions[FUNCTION] = worker.rt;
+    anthropic.setScenario(() => ({ type: 'text', text: APP, gate: 'deadline' })); // the model never finishes
+    try {
+      const res = await create(user, 'a counter', api);
+      assert.equal(res.statusCode, 202, res.text);
+      const end = await invoke.invocations.at(-1).delivered;
+      if (end.kind === 'timeout') {
+        await worker.kill(); // as Lambda ends an environment past its deadline
+      } else {
+        // a generation timeout inside the deadline ended it first
+        assert.equal(end.json?.status, 'failed', JSON.stringify(end));
+      }
+      let p;
+      for (const until = Date.now() + (WRAPPED ? 120_000 : 20_000); Date.now() < until; await sleep(100)) {
+        p = await project(user, res.json.id);
+        if (p.versions[0].status !== 'generating') break;
+      }
+      assert.equal(p.versions[0].status, 'failed', JSON.stringify(p));
+      assert.equal(p.versions[0].error.refunded, true);
+      assert.equal(await credits(user), before, 'refunded');
+      await sleep(1500); // more recovery rounds: nothing is refunded twice
+      assert.equal(await credits(user), before, 'refunded once');
+    } finally {
+      functions[FUNCTION] = saved;
+      anthropic.openGate('deadline');
+      anthropic.setScenario(() => ({ type: 'text', text: APP }));
+      await worker.stop();
+      assert.deepEqual(await api.stop(), { code: 0, signal: null }, api.stderr());
+    }
+  });
+
   test('the worker event is refused by the other functions and checked', async () => {
     const ev = { koumpa: 'generation', project_id: 'prj_nope', version: 1, owner: 'dsp_x' };
     const other = await fns.reads.rt.invoke(ev);
