@@ -4,7 +4,8 @@
 #   - libcurl from Debian's own source package (`apt-get source`, all Debian patches applied):
 #     HTTP/HTTPS and SMTP (the mailer) over OpenSSL + zlib, nothing else; Debian's libcurl.a needs
 #     gssapi, p11-kit and sasl, which have no `.a`. Its default CA bundle is AL2023's
-#     (KOUMPA_CA_BUNDLE, default /etc/pki/tls/certs/ca-bundle.crt): every curl handle uses it.
+#     (KOUMPA_CA_BUNDLE, default /etc/pki/tls/certs/ca-bundle.crt): every curl handle uses it
+#     unless KOUMPA_CA_BUNDLE is also set at run time (src/core/curl_defaults.c).
 #   - libzip from Debian's source package (Debian ships no libzip.a), deflate only.
 # The versions are those of the installed -dev packages, so the headers `make` compiles against
 # match. Needs root (or sudo) for the deb-src entry and apt-get update/source's build tools.

@@ -9,7 +9,9 @@
 //   POST /2018-06-01/runtime/invocation/{id}/error     202; keeps Lambda-Runtime-Function-Error-Type
 //   POST /2018-06-01/runtime/init/error                202; keeps the error (the environment failed to start)
 //
-// The deadline is enforced: an invocation not answered by it ends as { kind: 'timeout' }.
+// The deadline is enforced: an invocation not answered by it ends as { kind: 'timeout' }. Real Lambda then
+// stops the execution environment (the next invocation starts a new one); a test has that done with
+// onTimeout (lambda-harness.mjs startFunction's killAtDeadline kills the bootstrap with SIGKILL).
 // Buffered responses only (streaming is a later round).
 import { randomUUID } from 'node:crypto';
 import { createServer } from 'node:http';
@@ -34,12 +36,13 @@ function send(res, status, doc) {
 
 /**
  * Starts the fake on 127.0.0.1. Options: functionName, timeoutMs (the function's timeout: each invocation's
- * deadline is now + timeoutMs). Returns { api ("host:port"), invoke(event, { traceId }), initError (a promise
+ * deadline is now + timeoutMs), onTimeout({ requestId, deadlineMs }) (called when an invocation reaches its
+ * deadline unanswered, before invoke() resolves: where Lambda stops the environment). Returns { api ("host:port"), invoke(event, { traceId }), initError (a promise
  * of { errorType, body }), polls (how many `next` requests arrived), close() }.
  * invoke() resolves to { kind: 'response', requestId, body (Buffer), json } | { kind: 'error', requestId,
  * errorType, json } | { kind: 'timeout', requestId }.
  */
-export async function startFakeRuntime({ functionName = 'koumpa-test', timeoutMs = 30_000 } = {}) {
+export async function startFakeRuntime({ functionName = 'koumpa-test', timeoutMs = 30_000, onTimeout } = {}) {
   const queue = []; // invocations not yet taken by `next`
   const waiting = []; // `next` requests held open
   const open = new Map(); // requestId -> invocation taken, not answered
@@ -57,7 +60,10 @@ export async function startFakeRuntime({ functionName = 'koumpa-test', timeoutMs
 
   const deliver = (res, inv) => {
     inv.deadlineMs = Date.now() + timeoutMs;
-    inv.timer = setTimeout(() => finish(inv, { kind: 'timeout' }), timeoutMs);
+    inv.timer = setTimeout(() => {
+      onTimeout?.({ requestId: inv.requestId, deadlineMs: inv.deadlineMs });
+      finish(inv, { kind: 'timeout' });
+    }, timeoutMs);
     open.set(inv.requestId, inv);
     const body = JSON.stringify(inv.event);
     const headers = {

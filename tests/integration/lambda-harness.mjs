@@ -36,15 +36,25 @@ export function functionEnv(handler, api, dataDir, env = {}) {
   };
 }
 
-/** Starts `bootstrap` as function `handler` on its own fake runtime (runtime: startFakeRuntime's options). */
+/**
+ * Starts `bootstrap` as function `handler` on its own fake runtime (runtime: startFakeRuntime's options, and
+ * killAtDeadline: an invocation reaching its deadline kills the process with SIGKILL, as Lambda stops the
+ * environment; `exited` then says { code: null, signal: 'SIGKILL' }).
+ */
 export async function startFunction(handler, dataDir, env = {}, runtime = {}) {
+  const { killAtDeadline = false, onTimeout, ...options } = runtime;
+  let child;
   const rt = await startFakeRuntime({
     functionName: `koumpa-${handler}`,
     timeoutMs: WRAPPED ? 300_000 : 30_000,
-    ...runtime,
+    ...options,
+    onTimeout(inv) {
+      if (killAtDeadline) child.kill('SIGKILL');
+      onTimeout?.(inv);
+    },
   });
   const { file, args } = command([], { bin: BOOTSTRAP });
-  const child = spawn(file, args, { env: functionEnv(handler, rt.api, dataDir, env), stdio: ['ignore', 'pipe', 'pipe'] });
+  child = spawn(file, args, { env: functionEnv(handler, rt.api, dataDir, env), stdio: ['ignore', 'pipe', 'pipe'] });
   const out = [];
   const err = [];
   child.stdout.on('data', (d) => out.push(d));
@@ -55,11 +65,8 @@ export async function startFunction(handler, dataDir, env = {}, runtime = {}) {
     exited,
     stdout: () => Buffer.concat(out).toString('utf8'),
     stderr: () => Buffer.concat(err).toString('utf8'),
-    /** SIGKILL, as Lambda ends an environment whose invocation passed its deadline. */
-    kill() {
-      child.kill('SIGKILL');
-      return exited;
-    },
+    /** Sends the process a signal (e.g. SIGSTOP: a function that cannot answer). */
+    kill: (signal) => child.kill(signal),
     /** SIGTERM, then the exit status (0: everything was freed; valgrind fails it otherwise). */
     async stop() {
       child.kill('SIGTERM');

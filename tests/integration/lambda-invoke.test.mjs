@@ -57,6 +57,8 @@ describe('generate-app on AWS: the 202 path through an asynchronous self-invocat
       AWS_SESSION_TOKEN: SESSION_TOKEN,
       AWS_ENDPOINT_URL_LAMBDA: invoke.url,
       AWS_LAMBDA_FUNCTION_NAME: FUNCTION,
+      // the fake runtime's invocations last 30 s: keep a little of it for settling (not the default 30 s)
+      KOUMPA_GENERATION_SETTLE_MS: '1000',
     };
     if (BACKEND === 'aws') env = await awsSecretsEnv(env);
     // one after the other: the first migrates the SQLite database. "api" answers the HTTP API's events,
@@ -245,42 +247,87 @@ describe('generate-app on AWS: the 202 path through an asynchronous self-invocat
     }
   });
 
+  // Two generate-app instances leasing for 1 s (recovery runs every second), the worker's invocations ending
+  // after timeoutMs; the model never finishes (a gate), so only the deadline ends the generation.
+  async function deadlineSetup(workerEnv, runtime) {
+    const shortEnv = { ...env, KOUMPA_GENERATION_LEASE_S: '1' };
+    const api = await startFunction('generate-app', dataDir, shortEnv);
+    const worker = await startFunction('generate-app', dataDir, { ...shortEnv, ...workerEnv }, runtime);
+    const saved = functions[FUNCTION];
+    functions[FUNCTION] = worker.rt;
+    anthropic.setScenario(() => ({ type: 'text', text: APP, gate: 'deadline' }));
+    return {
+      api,
+      worker,
+      async done() {
+        functions[FUNCTION] = saved;
+        anthropic.openGate('deadline');
+        anthropic.setScenario(() => ({ type: 'text', text: APP }));
+        const exit = await worker.stop();
+        assert.deepEqual(await api.stop(), { code: 0, signal: null }, api.stderr());
+        return exit;
+      },
+    };
+  }
+
+  const settled = async (user, id) => {
+    let p;
+    for (const until = Date.now() + (WRAPPED ? 120_000 : 20_000); Date.now() < until; await sleep(100)) {
+      p = await project(user, id);
+      if (p.versions[0].status !== 'generating') break;
+    }
+    return p;
+  };
+
+  test('the worker\'s deadline reached mid-generation: timed_out, refunded once, answered in time', async () => {
+    const user = newUser();
+    const before = await credits(user);
+    const settle = WRAPPED ? 20_000 : 1000;
+    const d = await deadlineSetup({ KOUMPA_GENERATION_SETTLE_MS: String(settle) },
+      { timeoutMs: settle + (WRAPPED ? 40_000 : 2500), killAtDeadline: true });
+    try {
+      const res = await create(user, 'a counter', d.api);
+      assert.equal(res.statusCode, 202, res.text);
+      const end = await invoke.invocations.at(-1).delivered;
+      assert.equal(end.kind, 'response', JSON.stringify(end));
+      assert.deepEqual(end.json, { project_id: res.json.id, version: 1, outcome: 'ran', status: 'failed', error_code: 'timed_out' });
+      const p = await project(user, res.json.id);
+      assert.equal(p.versions[0].error.code, 'timed_out');
+      assert.equal(p.versions[0].error.refunded, true);
+      assert.equal(await credits(user), before, 'refunded');
+      await sleep(1500); // recovery rounds in both instances: nothing is refunded twice
+      assert.equal(await credits(user), before, 'refunded once');
+    } finally {
+      assert.deepEqual(await d.done(), { code: 0, signal: null });
+    }
+  });
+
   test('a worker killed at its deadline mid-generation: the lease runs out, recovery refunds once', async () => {
     const user = newUser();
     const before = await credits(user);
-    // both instances lease for 1 s (recovery runs every second); the worker's invocations end after 2 s
-    const shortEnv = { ...env, KOUMPA_GENERATION_LEASE_S: '1' };
-    const api = await startFunction('generate-app', dataDir, shortEnv);
-    const worker = await startFunction('generate-app', dataDir, shortEnv, { timeoutMs: WRAPPED ? 20_000 : 2000 });
-    const saved = functions[FUNCTION];
-    functions[FUNCTION] = worker.rt;
-    anthropic.setScenario(() => ({ type: 'text', text: APP, gate: 'deadline' })); // the model never finishes
+    // a worker that cannot answer (stopped mid-generation) is killed at its deadline, as Lambda does
+    const d = await deadlineSetup({}, { timeoutMs: WRAPPED ? 20_000 : 2000, killAtDeadline: true });
     try {
-      const res = await create(user, 'a counter', api);
+      const calls = llmCalls();
+      const res = await create(user, 'a counter', d.api);
       assert.equal(res.statusCode, 202, res.text);
-      const end = await invoke.invocations.at(-1).delivered;
-      if (end.kind === 'timeout') {
-        await worker.kill(); // as Lambda ends an environment past its deadline
-      } else {
-        // a generation timeout inside the deadline ended it first
-        assert.equal(end.json?.status, 'failed', JSON.stringify(end));
-      }
-      let p;
-      for (const until = Date.now() + (WRAPPED ? 120_000 : 20_000); Date.now() < until; await sleep(100)) {
-        p = await project(user, res.json.id);
-        if (p.versions[0].status !== 'generating') break;
-      }
+      const inv = invoke.invocations.at(-1);
+      // the worker took the lease and called the model (whose answer the gate holds): stop it there
+      for (const until = Date.now() + (WRAPPED ? 60_000 : 10_000); llmCalls() === calls && Date.now() < until; ) await sleep(20);
+      assert.equal(llmCalls(), calls + 1, 'the worker called the model');
+      d.worker.kill('SIGSTOP');
+      const end = await inv.delivered;
+      assert.equal(end.kind, 'timeout', JSON.stringify(end));
+      assert.deepEqual(await d.worker.exited, { code: null, signal: 'SIGKILL' });
+      const p = await settled(user, res.json.id);
       assert.equal(p.versions[0].status, 'failed', JSON.stringify(p));
+      assert.equal(p.versions[0].error.code, 'interrupted');
       assert.equal(p.versions[0].error.refunded, true);
       assert.equal(await credits(user), before, 'refunded');
-      await sleep(1500); // more recovery rounds: nothing is refunded twice
+      await sleep(1500);
       assert.equal(await credits(user), before, 'refunded once');
     } finally {
-      functions[FUNCTION] = saved;
-      anthropic.openGate('deadline');
-      anthropic.setScenario(() => ({ type: 'text', text: APP }));
-      await worker.stop();
-      assert.deepEqual(await api.stop(), { code: 0, signal: null }, api.stderr());
+      await d.done();
     }
   });
 
