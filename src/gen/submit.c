@@ -144,8 +144,8 @@ static kp_status dispatch(kp_gen *g, kp_store *s, const char *owner, const char 
                 json_pack("{s:s,s:I,s:s}", "project_id", res->project_id, "version", (json_int_t)res->version, "error",
                           why.msg));
     return fail_with(res, "unavailable", err, KP_EUNAVAILABLE,
-                     "%s; version %lld failed and its credits were refunded: try again", message,
-                     (long long)res->version);
+                     "version %lld could not be started and was refunded, nothing charged; try again (%s)",
+                     (long long)res->version, why.msg);
 }
 
 kp_status kp_gen_submit(kp_gen *g, kp_store *s, const kp_gen_request *r, kp_gen_result *res, kp_err *err)

@@ -160,13 +160,14 @@ describe('generate-app on AWS: the 202 path through an asynchronous self-invocat
     const calls = llmCalls();
     invoke.fail({ status: 403, code: 'AccessDeniedException', message: 'not authorized to perform: lambda:InvokeFunction' });
     const res = await create(user, 'a counter');
-    assertError(res, 503, 'unavailable', /could not be started: .*AccessDeniedException|the credentials were refused/);
-    assert.match(res.json.error.message, /refunded/);
+    assertError(res, 503, 'unavailable', /^version 1 could not be started and was refunded, nothing charged/);
+    assert.match(res.json.error.message, /lambda: the credentials were refused \(HTTP 403 AccessDeniedException/);
     const list = await call(fns.reads, httpEvent('GET', '/v1/projects', { claims: claimsFor(user) }));
     assert.equal(list.json.projects.length, 1, list.text);
     const p = await project(user, list.json.projects[0].id);
     assert.equal(p.versions[0].status, 'failed');
     assert.equal(p.versions[0].error.code, 'not_started');
+    assert.match(p.versions[0].error.message, /^the generation could not be started: lambda: .*AccessDeniedException/);
     assert.equal(p.versions[0].error.refunded, true);
     assert.equal(await credits(user), before, 'nothing charged');
     assert.equal(llmCalls(), calls, 'the model was never called');
@@ -247,10 +248,11 @@ describe('generate-app on AWS: the 202 path through an asynchronous self-invocat
     }
   });
 
-  // Two generate-app instances leasing for 1 s (recovery runs every second), the worker's invocations ending
-  // after timeoutMs; the model never finishes (a gate), so only the deadline ends the generation.
+  // Two generate-app instances leasing for 1 s (recovery runs every lease; under valgrind 10 s, time for the
+  // worker to take the lease over), the worker's invocations ending after timeoutMs; the model never
+  // finishes (a gate), so only the deadline ends the generation.
   async function deadlineSetup(workerEnv, runtime) {
-    const shortEnv = { ...env, KOUMPA_GENERATION_LEASE_S: '1' };
+    const shortEnv = { ...env, KOUMPA_GENERATION_LEASE_S: WRAPPED ? '10' : '1' };
     const api = await startFunction('generate-app', dataDir, shortEnv);
     const worker = await startFunction('generate-app', dataDir, { ...shortEnv, ...workerEnv }, runtime);
     const saved = functions[FUNCTION];
@@ -295,7 +297,7 @@ describe('generate-app on AWS: the 202 path through an asynchronous self-invocat
       assert.equal(p.versions[0].error.code, 'timed_out');
       assert.equal(p.versions[0].error.refunded, true);
       assert.equal(await credits(user), before, 'refunded');
-      await sleep(1500); // recovery rounds in both instances: nothing is refunded twice
+      await sleep(WRAPPED ? 12_000 : 1500); // recovery rounds in both instances: nothing is refunded twice
       assert.equal(await credits(user), before, 'refunded once');
     } finally {
       assert.deepEqual(await d.done(), { code: 0, signal: null });
@@ -324,7 +326,7 @@ describe('generate-app on AWS: the 202 path through an asynchronous self-invocat
       assert.equal(p.versions[0].error.code, 'interrupted');
       assert.equal(p.versions[0].error.refunded, true);
       assert.equal(await credits(user), before, 'refunded');
-      await sleep(1500);
+      await sleep(WRAPPED ? 12_000 : 1500); // more recovery rounds: nothing is refunded twice
       assert.equal(await credits(user), before, 'refunded once');
     } finally {
       await d.done();
