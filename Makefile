@@ -109,7 +109,7 @@ integration: $(BUILD)/koumpa $(BUILD)/bootstrap $(BUILD)/koumpa-hooks $(AWS_PROB
 
 # The end-to-end scenarios once more with every server on the AWS backend (KOUMPA_TEST_BACKEND=aws:
 # DynamoDB + S3 on moto behind the SigV4-verifying front, tests/integration/aws-backend.mjs).
-AWS_SCENARIOS := accounts projects apps replay billing-flow admission events-follow leases errors request-budget lambda
+AWS_SCENARIOS := accounts projects apps replay billing-flow admission events-follow leases errors request-budget lambda lambda-invoke
 integration-aws: $(BUILD)/koumpa $(BUILD)/bootstrap $(BUILD)/koumpa-hooks
 	@KOUMPA_TEST_BACKEND=aws tests/run-integration.sh $(BUILD) $(AWS_SCENARIOS:%=tests/integration/%.test.mjs)
 

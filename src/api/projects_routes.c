@@ -293,7 +293,8 @@ static void submit(kp_ctx *ctx, kp_req *req, kp_resp *resp, const char *project_
                         .project_id = project_id,
                         .name = name,
                         .prompt = prompt,
-                        .deadline_ms = req->deadline_ms};
+                        .deadline_ms = req->deadline_ms,
+                        .streamed = wants_event_stream(req)};
     kp_status rc = kp_gen_submit(g, ctx->store, &r, &res, &err);
     if (rc != KP_OK) {
         respond_refused(resp, req, rc, &res, &err);

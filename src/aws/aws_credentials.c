@@ -550,6 +550,7 @@ static const service_info SERVICES[] = {
     [KP_AWS_DYNAMODB] = {"dynamodb", "DYNAMODB"},
     [KP_AWS_S3] = {"s3", "S3"},
     [KP_AWS_SECRETS_MANAGER] = {"secretsmanager", "SECRETS_MANAGER"},
+    [KP_AWS_LAMBDA] = {"lambda", "LAMBDA"},
 };
 
 const char *kp_aws_service_signing_name(kp_aws_service svc)

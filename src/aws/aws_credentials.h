@@ -87,14 +87,14 @@ const char *kp_aws_region(void);
 
 /* ---- endpoints ---- */
 
-typedef enum kp_aws_service { KP_AWS_DYNAMODB = 0, KP_AWS_S3, KP_AWS_SECRETS_MANAGER } kp_aws_service;
+typedef enum kp_aws_service { KP_AWS_DYNAMODB = 0, KP_AWS_S3, KP_AWS_SECRETS_MANAGER, KP_AWS_LAMBDA } kp_aws_service;
 
-/* The SigV4 signing name: "dynamodb", "s3", "secretsmanager". */
+/* The SigV4 signing name: "dynamodb", "s3", "secretsmanager", "lambda". */
 const char *kp_aws_service_signing_name(kp_aws_service svc);
 
 /* Appends the service's base URL (no trailing '/'): AWS_ENDPOINT_URL_<SERVICE>
- * (DYNAMODB, S3, SECRETS_MANAGER), else AWS_ENDPOINT_URL, else
- * https://{dynamodb|s3|secretsmanager}.{region}.amazonaws.com. KP_EINVAL when
+ * (DYNAMODB, S3, SECRETS_MANAGER, LAMBDA), else AWS_ENDPOINT_URL, else
+ * https://{dynamodb|s3|secretsmanager|lambda}.{region}.amazonaws.com. KP_EINVAL when
  * the default is needed and region is NULL or empty, or an override is not an
  * http(s) URL. */
 kp_status kp_aws_endpoint(kp_aws_service svc, const char *region, kp_buf *out, kp_err *err);

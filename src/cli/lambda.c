@@ -11,8 +11,9 @@
  * and files work too). Initialisation runs once per cold start: the
  * configuration, the secrets service, the store (SQLite: migrated), the
  * token verifier, and what the function needs (the generation service and
- * blob store for the project functions, the Stripe client for
- * stripe-webhook). Any failure there is reported to /runtime/init/error and
+ * blob store for the project functions, with generate-app's dispatcher of
+ * generations to its own worker invocations (host/lambda/worker.h), the
+ * Stripe client for stripe-webhook). Any failure there is reported to /runtime/init/error and
  * the process exits 1; Lambda then retries the cold start.
  *
  * Identity on AWS is Cognito's: API Gateway verifies the JWT and passes its
@@ -44,6 +45,7 @@
 #include "host/lambda/functions.h"
 #include "host/lambda/lambda_host.h"
 #include "host/lambda/runtime.h"
+#include "host/lambda/worker.h"
 #include "llm/llm.h"
 #include "secrets/secrets_config.h"
 #include "store/sqlite/sqlite_store.h"
@@ -60,6 +62,7 @@ typedef struct boot {
     kp_blob *blob;
     kp_lambda_host host;
     kp_lambda_runtime *rt;
+    kp_lambda_dispatcher *dispatcher; /* generate-app: generations run in worker invocations */
 } boot;
 
 static kp_lambda_runtime *volatile running_rt;
@@ -120,6 +123,11 @@ static kp_status open_generation(boot *b, kp_err *err)
         *err = why;
         return rc;
     }
+    if (wants(b, "generate-app")) {
+        rc = kp_lambda_dispatcher_new(&b->dispatcher, err);
+        if (rc != KP_OK)
+            return rc;
+    }
     kp_gen_options go = {
         .cfg = &b->cfg,
         .loop = b->loop,
@@ -129,6 +137,8 @@ static kp_status open_generation(boot *b, kp_err *err)
         .metrics = b->app.metrics,
         .open_store = open_store,
         .open_store_ud = b,
+        .dispatch = b->dispatcher ? kp_lambda_dispatch : NULL,
+        .dispatch_ud = b->dispatcher,
     };
     return kp_gen_new(&go, &b->app.gen, err);
 }
@@ -208,6 +218,7 @@ static void cleanup(boot *b)
         b->llm->ops->free(b->llm);
     kp_loop_stop(b->loop);
     kp_gen_free(b->app.gen);
+    kp_lambda_dispatcher_free(b->dispatcher);
     if (b->blob)
         b->blob->ops->close(b->blob);
     if (b->store)

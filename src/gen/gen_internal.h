@@ -117,6 +117,7 @@ struct generation {
     int ending;       /* a failure is scheduled: ignore provider callbacks */
     int storing;      /* its end is being stored on the storage pool: only the result may end it */
     sync_cmd *on_end; /* a command waiting for it to end (cancel), or NULL */
+    sync_cmd *waiter; /* a resume waiting for it to end (kp_gen_resume), or NULL */
     char fail_code[64];
     char fail_message[512];
     /* the event store (events.c) */
@@ -172,10 +173,37 @@ typedef struct failure_note {
     json_t *data; /* the error event's data, for the readers */
 } failure_note;
 
+/* What a version builds on (history.c): the earlier ready versions and the latest ready one's files. */
+typedef struct gen_history {
+    kp_version *versions;
+    size_t nversions;
+    kp_prompt_turn *turns;
+    size_t nturns;
+    json_t *manifest; /* the latest ready version's files_json (owns the paths) */
+    kp_prompt_file *files;
+    kp_buf *contents; /* contents[i] backs files[i] */
+    size_t nfiles;
+    const kp_version *latest_ready;
+} gen_history;
+
+/* history.c: the versions before before_n (0: all) of project_id; KP_ECONFLICT when one is generating. */
+kp_status gen_history_load(kp_gen *g, kp_store *s, const char *project_id, int64_t before_n, gen_history *h,
+                           kp_err *err);
+void gen_history_free(gen_history *h);
+
+/* submit.c: a version admitted but never run fails (code, message) and is refunded, here and now; a
+ * generation never posted to the loop is freed */
+void gen_fail_unstarted(kp_store *s, const char *project_id, int64_t n, const char *res_id, const char *code,
+                        const char *message);
+void gen_discard_unposted(generation *gen);
+
 /* generator.c */
 void gen_copy_str(char *dst, size_t n, const char *src);
 struct timeval gen_ms_to_tv(long ms);
 void gen_sync_cmd_finish(sync_cmd *c, kp_status rc);
+/* Posts gen to the loop to start, then waits until it has ended (freed); KP_EUNAVAILABLE when the loop
+ * refused it (gen is then still the caller's). */
+kp_status gen_start_and_wait(kp_gen *g, generation *gen);
 
 /* readers.c */
 int gen_emit(generation *gen, event_type type, json_t *data);

@@ -10,6 +10,8 @@
  *   recover.c  recovery of versions whose lease ran out (a stopped server's)
  *   leases.c   this instance's leases: renewed while it generates; periodic recovery
  *   timeout.c  a generation's time limit (total timeout, the invocation's deadline)
+ *   history.c  what a version builds on (earlier versions, the latest files)
+ *   resume.c   a dispatched generation run here (kp_gen_resume: the lease taken over)
  *
  * Threads and ownership:
  *   - kp_gen_submit() runs on an HTTP thread: it does the checks, the credit
@@ -143,6 +145,7 @@ struct sync_cmd {
     kp_gen *g;
     char project_id[KP_ID_MAX];
     int64_t n;
+    generation *gen; /* gen_start_and_wait: the generation to start */
     pthread_mutex_t mu;
     pthread_cond_t cv;
     int done;
@@ -202,6 +205,23 @@ kp_status kp_gen_cancel(kp_gen *g, const char *project_id, int64_t n, kp_err *er
     if (rc != KP_OK)
         return kp_err_set(err, rc, "the generation service is stopping");
     return KP_OK;
+}
+
+/* The loop's part of gen_start_and_wait: the generation starts; its end wakes the waiter (gen_destroy). */
+static void task_start_waited(void *arg)
+{
+    sync_cmd *c = arg;
+    generation *gen = c->gen;
+    gen->waiter = c;
+    gen_task_start(gen);
+}
+
+kp_status gen_start_and_wait(kp_gen *g, generation *gen)
+{
+    sync_cmd c;
+    memset(&c, 0, sizeof c);
+    c.gen = gen;
+    return sync_cmd_run(g, &c, task_start_waited);
 }
 
 static void task_shutdown(void *arg)

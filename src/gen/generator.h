@@ -63,6 +63,23 @@ typedef struct kp_gen kp_gen;
 #define KP_GEN_KEEPALIVE_MS 15000 /* SSE keep-alive comment interval */
 #define KP_GEN_MIN_RUN_MS 1000    /* the least time to run a submission must leave before its deadline */
 
+/*
+ * A generation admitted here and started elsewhere (a dispatched one): what the
+ * dispatcher carries to the process that runs it (kp_gen_resume). owner is the
+ * lease's owner at admission: a name of this dispatch alone ("dsp_..."), which
+ * the runner takes the lease from (store.h lease_transfer), so that the same
+ * job delivered twice runs once.
+ */
+typedef struct kp_gen_job {
+    const char *project_id;
+    int64_t version;
+    const char *owner;
+} kp_gen_job;
+
+/* Starts job in another process; KP_OK once it is handed over (not run). On
+ * failure err says why; the version is then failed and refunded. */
+typedef kp_status (*kp_gen_dispatch_fn)(void *ud, const kp_gen_job *job, kp_err *err);
+
 typedef struct kp_gen_options {
     const kp_config *cfg;    /* generation_cost, max_tokens, context_window, apps_url */
     kp_loop *loop;           /* the loop that runs every generation */
@@ -75,6 +92,11 @@ typedef struct kp_gen_options {
     void *open_store_ud;
     long keepalive_ms;   /* 0: KP_GEN_KEEPALIVE_MS */
     long delta_flush_ms; /* how long small deltas are held to be coalesced; 0: 50 ms */
+    /* NULL: every generation runs on this process's loop (the self-hosted server). Set (the Lambda host's
+     * generate-app): a generation whose request is not streamed (kp_gen_request.streamed) is admitted here,
+     * then handed to dispatch instead of the loop (it runs where kp_gen_resume is called). */
+    kp_gen_dispatch_fn dispatch;
+    void *dispatch_ud;
 } kp_gen_options;
 
 kp_status kp_gen_new(const kp_gen_options *opt, kp_gen **out, kp_err *err);
@@ -124,6 +146,9 @@ typedef struct kp_gen_request {
      * Lambda invocation's deadline); the generation stops KOUMPA_GENERATION_SETTLE_MS
      * before it, to settle in time (gen/timeout.c); 0: none */
     int64_t deadline_ms;
+    /* 1: the caller follows the generation's events from this process (SSE), so it runs here even when
+     * a dispatcher is set; 0: it is dispatched when one is set (kp_gen_options.dispatch) */
+    int streamed;
 } kp_gen_request;
 
 typedef struct kp_gen_result {
@@ -147,6 +172,38 @@ typedef struct kp_gen_result {
  * fails and is refunded.
  */
 kp_status kp_gen_submit(kp_gen *g, kp_store *s, const kp_gen_request *r, kp_gen_result *res, kp_err *err);
+
+/* What kp_gen_resume did. */
+typedef enum kp_gen_resume_outcome {
+    KP_GEN_RESUME_RAN = 0,   /* it ran here and ended (version_status: ready or failed) */
+    KP_GEN_RESUME_ENDED,     /* the version had ended already (a job delivered again): nothing done */
+    KP_GEN_RESUME_NOT_OURS,  /* its lease had run out or was taken by another process: nothing done */
+    KP_GEN_RESUME_NOT_FOUND, /* no such version (its project was deleted): nothing done */
+} kp_gen_resume_outcome;
+
+typedef struct kp_gen_resumed {
+    kp_gen_resume_outcome outcome;
+    kp_version_status status; /* the version's status when kp_gen_resume returned */
+    char error_code[64];      /* a failed version's error code, else "" */
+} kp_gen_resumed;
+
+/*
+ * Runs a dispatched generation (kp_gen_job) in this process and waits until
+ * it has ended (ready or failed, stored and settled). Called on the caller's
+ * thread with its store: reads the version (must still be generating), takes
+ * its lease over from job->owner with one conditional write (store.h
+ * lease_transfer: an expired or taken lease means another process owns it),
+ * rebuilds the prompt from the project's history as submission did, then
+ * runs it on the loop (renewing its lease, like any other) and waits.
+ * deadline_ms (epoch ms, 0: none) is the generation's kp_gen_request.deadline_ms.
+ * A failure after the lease was taken fails the version and refunds it.
+ * Errors: KP_EUNAVAILABLE (no provider, stopping), the store's.
+ */
+kp_status kp_gen_resume(kp_gen *g, kp_store *s, const kp_gen_job *job, int64_t deadline_ms, kp_gen_resumed *out,
+                        kp_err *err);
+
+/* "ran", "ended", "not_ours", "not_found". */
+const char *kp_gen_resume_outcome_name(kp_gen_resume_outcome o);
 
 /*
  * Cancels the generation of project_id's version n (when running): the

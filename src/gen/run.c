@@ -171,6 +171,8 @@ static void gen_destroy(generation *gen)
     free(gen->events);
     if (gen->on_end)
         gen_sync_cmd_finish(gen->on_end, KP_OK);
+    if (gen->waiter)
+        gen_sync_cmd_finish(gen->waiter, KP_OK);
     free(gen);
     gen_shutdown_maybe_done(g);
 }

@@ -2,7 +2,9 @@
  * submit.c - submitting a generation, on the caller's (HTTP) thread:
  * the checks, the history a follow-up builds on, the prompt and its size,
  * the atomic admission (credits, concurrency, rows), then the hand-over of
- * the new generation to the loop (run.c).
+ * the new generation to the loop (run.c), or to the dispatcher when one is
+ * set and the request is not streamed (kp_gen_options.dispatch: it then runs
+ * in another process, resume.c). The history comes from history.c.
  */
 #include "gen/generator.h"
 
@@ -32,80 +34,6 @@ static kp_status fail_with(kp_gen_result *res, const char *code, kp_err *err, kp
     return kp_err_set(err, st, "%s", msg);
 }
 
-/* What a follow-up builds on: the earlier ready versions and the latest ready one's files. */
-typedef struct history {
-    kp_version *versions;
-    size_t nversions;
-    kp_prompt_turn *turns;
-    size_t nturns;
-    json_t *manifest; /* the latest ready version's files_json (owns the paths) */
-    kp_prompt_file *files;
-    kp_buf *contents; /* contents[i] backs files[i] */
-    size_t nfiles;
-    const kp_version *latest_ready;
-} history;
-
-static void history_free(history *h)
-{
-    for (size_t i = 0; i < h->nfiles; i++)
-        kp_buf_free(&h->contents[i]);
-    free(h->contents);
-    free(h->files);
-    free(h->turns);
-    json_decref(h->manifest);
-    kp_version_free_array(h->versions, h->nversions);
-    memset(h, 0, sizeof *h);
-}
-
-static kp_status load_files(kp_gen *g, const char *project_id, history *h, kp_err *err)
-{
-    const kp_version *v = h->latest_ready;
-    h->manifest = json_loads(v->files_json ? v->files_json : "[]", 0, NULL);
-    size_t n = json_is_array(h->manifest) ? json_array_size(h->manifest) : 0;
-    h->files = calloc(n + 1, sizeof *h->files);
-    h->contents = calloc(n + 1, sizeof *h->contents);
-    if (!h->files || !h->contents)
-        return kp_err_set(err, KP_ENOMEM, "out of memory");
-    for (size_t i = 0; i < n; i++) {
-        const char *path = json_string_value(json_object_get(json_array_get(h->manifest, i), "path"));
-        char key[KP_BLOB_KEY_MAX + 1];
-        if (!path)
-            continue;
-        snprintf(key, sizeof key, "apps/%s/v%lld/%s", project_id, (long long)v->n, path);
-        kp_status rc = g->opt.blob->ops->get(g->opt.blob, key, &h->contents[h->nfiles], NULL, err);
-        if (rc != KP_OK)
-            return rc;
-        h->files[h->nfiles].path = path;
-        h->files[h->nfiles].content = h->contents[h->nfiles].data ? h->contents[h->nfiles].data : "";
-        h->files[h->nfiles].len = h->contents[h->nfiles].len;
-        h->nfiles++;
-    }
-    return KP_OK;
-}
-
-static kp_status load_history(kp_gen *g, kp_store *s, const kp_project *p, history *h, kp_gen_result *res, kp_err *err)
-{
-    kp_status rc = s->ops->version_list(s, p->id, &h->versions, &h->nversions, err);
-    if (rc != KP_OK)
-        return rc;
-    h->turns = calloc(h->nversions + 1, sizeof *h->turns);
-    if (!h->turns)
-        return kp_err_set(err, KP_ENOMEM, "out of memory");
-    for (size_t i = 0; i < h->nversions; i++) {
-        const kp_version *v = &h->versions[i];
-        if (v->status == KP_VER_GENERATING)
-            return fail_with(res, "generation_in_progress", err, KP_ECONFLICT,
-                             "version %lld of this project is still generating", (long long)v->n);
-        if (v->status != KP_VER_READY)
-            continue;
-        h->turns[h->nturns].prompt = v->prompt;
-        h->turns[h->nturns].message = v->message;
-        h->nturns++;
-        h->latest_ready = v;
-    }
-    return h->latest_ready ? load_files(g, p->id, h, err) : KP_OK;
-}
-
 static int is_stopping(kp_gen *g)
 {
     pthread_mutex_lock(&g->mu);
@@ -119,7 +47,7 @@ static int is_stopping(kp_gen *g)
  * reservation, and the rows (a new project with version 1, or version n of
  * p). A refusal or a failure leaves nothing behind. */
 static kp_status admit(kp_gen *g, kp_store *s, const kp_gen_request *r, const kp_project *p, int64_t n,
-                       char res_id[KP_ID_MAX], kp_gen_result *res, kp_err *err)
+                       const char *owner, char res_id[KP_ID_MAX], kp_gen_result *res, kp_err *err)
 {
     const kp_plan *plan = r->plan;
     kp_version v;
@@ -156,7 +84,7 @@ static kp_status admit(kp_gen *g, kp_store *s, const kp_gen_request *r, const kp
                           .max_generating = plan->max_concurrent_generations,
                           .project = p ? NULL : &np,
                           .version = &v,
-                          .owner = g->instance_id,
+                          .owner = owner,
                           .lease_until = gen_lease_until(g)};
     kp_status rc = kp_credits_admit(s, &a, &res->balance, err);
     if (rc == KP_ERATE)
@@ -174,31 +102,59 @@ static kp_status admit(kp_gen *g, kp_store *s, const kp_gen_request *r, const kp
     return rc;
 }
 
-/* When the loop refuses the generation (stopping): fail the fresh version here. */
-static void fail_unstarted(kp_store *s, generation *gen)
+void gen_fail_unstarted(kp_store *s, const char *project_id, int64_t n, const char *res_id, const char *code,
+                        const char *message)
 {
     kp_err err = {0};
     kp_version v;
     memset(&v, 0, sizeof v);
-    gen_copy_str(v.project_id, sizeof v.project_id, gen->project_id);
-    v.n = gen->n;
+    gen_copy_str(v.project_id, sizeof v.project_id, project_id);
+    v.n = n;
     v.status = KP_VER_FAILED;
-    gen_copy_str(v.error_code, sizeof v.error_code, "interrupted");
-    v.error_message = "the server is shutting down";
+    gen_copy_str(v.error_code, sizeof v.error_code, code);
+    v.error_message = (char *)message;
     v.updated_at = kp_time_now_ms();
-    kp_failed_generation failed = {.res_id = gen->reservation_id, .code = "interrupted"};
+    kp_failed_generation failed = {.res_id = res_id, .code = code};
     if (kp_credits_end_failed(s, &gen_fallback_policy, &failed, &v, NULL, NULL, NULL, &err) != KP_OK)
-        kp_log_json(
-            KP_LOG_ERROR, "cannot fail an unstarted version",
-            json_pack("{s:s,s:I,s:s}", "project_id", gen->project_id, "version", (json_int_t)gen->n, "error", err.msg));
+        kp_log_json(KP_LOG_ERROR, "cannot fail an unstarted version",
+                    json_pack("{s:s,s:I,s:s}", "project_id", project_id, "version", (json_int_t)n, "error", err.msg));
+}
+
+void gen_discard_unposted(generation *gen)
+{
+    kp_fileblocks_free(gen->parser);
+    kp_prompt_free(&gen->prompt);
+    free(gen->prev_files_json);
+    free(gen);
+}
+
+/* Hands an admitted generation to the dispatcher (kp_gen_options.dispatch); when it refuses, the
+ * version fails and is refunded, and the caller gets a 503 naming it. */
+static kp_status dispatch(kp_gen *g, kp_store *s, const char *owner, const char *res_id, kp_gen_result *res,
+                          kp_err *err)
+{
+    kp_gen_job job = {.project_id = res->project_id, .version = res->version, .owner = owner};
+    kp_err why = {0};
+    if (g->opt.dispatch(g->opt.dispatch_ud, &job, &why) == KP_OK)
+        return KP_OK;
+    char message[sizeof why.msg + 64];
+    snprintf(message, sizeof message, "the generation could not be started: %s", why.msg);
+    gen_fail_unstarted(s, res->project_id, res->version, res_id, "not_started", message);
+    kp_log_json(KP_LOG_ERROR, "cannot dispatch a generation",
+                json_pack("{s:s,s:I,s:s}", "project_id", res->project_id, "version", (json_int_t)res->version, "error",
+                          why.msg));
+    return fail_with(res, "unavailable", err, KP_EUNAVAILABLE,
+                     "version %lld could not be started and was refunded, nothing charged; try again (%s)",
+                     (long long)res->version, why.msg);
 }
 
 kp_status kp_gen_submit(kp_gen *g, kp_store *s, const kp_gen_request *r, kp_gen_result *res, kp_err *err)
 {
-    history h;
+    gen_history h;
     kp_prompt prompt;
     kp_project p;
-    char res_id[KP_ID_MAX] = "";
+    char res_id[KP_ID_MAX] = "", owner[KP_ID_MAX];
+    int dispatched = g->opt.dispatch && !r->streamed;
     int follow_up = r->project_id && *r->project_id;
     int64_t n = 1;
     memset(res, 0, sizeof *res);
@@ -221,8 +177,11 @@ kp_status kp_gen_submit(kp_gen *g, kp_store *s, const kp_gen_request *r, kp_gen_
             rc = fail_with(res, "not_found", err, KP_ENOTFOUND, "no such project");
             goto cleanup;
         }
-        if (rc == KP_OK)
-            rc = load_history(g, s, &p, &h, res, err);
+        if (rc == KP_OK) {
+            rc = gen_history_load(g, s, p.id, 0, &h, err);
+            if (rc == KP_ECONFLICT)
+                res->error_code = "generation_in_progress";
+        }
         if (rc != KP_OK)
             goto cleanup;
         n = p.latest_version + 1;
@@ -239,27 +198,32 @@ kp_status kp_gen_submit(kp_gen *g, kp_store *s, const kp_gen_request *r, kp_gen_
                        (long long)tokens, g->opt.cfg->max_tokens, g->opt.cfg->context_window);
         goto cleanup;
     }
-    rc = admit(g, s, r, follow_up ? &p : NULL, n, res_id, res, err);
+    /* a dispatched generation's lease is held by a name of this dispatch alone, until its runner takes it */
+    if (dispatched)
+        kp_id_new("dsp", owner, sizeof owner);
+    else
+        gen_copy_str(owner, sizeof owner, g->instance_id);
+    rc = admit(g, s, r, follow_up ? &p : NULL, n, owner, res_id, res, err);
     if (rc != KP_OK)
         goto cleanup;
     res->version = n;
+    if (dispatched) {
+        rc = dispatch(g, s, owner, res_id, res, err);
+        if (rc == KP_OK)
+            kp_log_json(KP_LOG_INFO, "generation dispatched",
+                        json_pack("{s:s,s:I,s:s,s:s}", "project_id", res->project_id, "version", (json_int_t)n,
+                                  "user_id", r->user_id, "owner", owner));
+        goto cleanup;
+    }
     generation *gen = gen_generation_new(g, r, res->project_id, n, res_id, h.latest_ready, &prompt, err);
     if (!gen) {
-        generation tmp;
-        memset(&tmp, 0, sizeof tmp);
-        gen_copy_str(tmp.project_id, sizeof tmp.project_id, res->project_id);
-        gen_copy_str(tmp.reservation_id, sizeof tmp.reservation_id, res_id);
-        tmp.n = n;
-        fail_unstarted(s, &tmp);
+        gen_fail_unstarted(s, res->project_id, n, res_id, "interrupted", "the server is out of memory");
         rc = KP_ENOMEM;
         goto cleanup;
     }
     if (kp_loop_post(g->opt.loop, gen_task_start, gen) != 0) {
-        fail_unstarted(s, gen);
-        kp_fileblocks_free(gen->parser);
-        kp_prompt_free(&gen->prompt);
-        free(gen->prev_files_json);
-        free(gen);
+        gen_fail_unstarted(s, res->project_id, n, res_id, "interrupted", "the server is shutting down");
+        gen_discard_unposted(gen);
         rc = fail_with(res, "unavailable", err, KP_EUNAVAILABLE, "the server is shutting down");
         goto cleanup;
     }
@@ -268,6 +232,6 @@ kp_status kp_gen_submit(kp_gen *g, kp_store *s, const kp_gen_request *r, kp_gen_
                           r->user_id, "estimated_input_tokens", (json_int_t)tokens));
 cleanup:
     kp_prompt_free(&prompt);
-    history_free(&h);
+    gen_history_free(&h);
     return rc;
 }

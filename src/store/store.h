@@ -458,6 +458,12 @@ typedef struct kp_store_ops {
      * call is not one transaction on every backend); an error leaves the held flags undefined. */
     kp_status (*leases_renew)(kp_store *s, const char *owner, int64_t now_ms, int64_t until_ms, kp_lease *leases,
                               size_t n, kp_err *err);
+    /* Hands a lease over (a generation admitted by one instance, resumed by another: gen/generator.h
+     * kp_gen_resume): one conditional write: if version n of project_id is generating, owned by from_owner and
+     * its lease has not run out (lease_until >= now_ms), its owner becomes to_owner and its lease_until
+     * until_ms. KP_ECONFLICT when it is not (ended, another owner, run out, no such version): nothing changes. */
+    kp_status (*lease_transfer)(kp_store *s, const char *project_id, int64_t n, const char *from_owner,
+                                const char *to_owner, int64_t now_ms, int64_t until_ms, kp_err *err);
 
     /* the event store (kp_event) */
     /* Appends events[0..count) of version n (any ids >= 1, each with its type and JSON data). Idempotent per

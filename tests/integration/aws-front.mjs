@@ -185,13 +185,17 @@ function operationOf(req, service) {
   return { HEAD: 'HeadObject', GET: 'GetObject', PUT: 'PutObject', DELETE: 'DeleteObject' }[req.method] || req.method;
 }
 
-function answerError(res, service, status, code, message) {
+export function answerError(res, service, status, code, message) {
   if (service === 'dynamodb') {
     res.writeHead(status, { 'content-type': 'application/x-amz-json-1.0', 'x-amzn-requestid': 'front-0001' });
     res.end(JSON.stringify({ __type: `com.amazonaws.dynamodb.v20120810#${code}`, message }));
   } else if (service === 'secretsmanager') {
     res.writeHead(status, { 'content-type': 'application/x-amz-json-1.1', 'x-amzn-requestid': 'front-0001' });
     res.end(JSON.stringify({ __type: code, message }));
+  } else if (service === 'lambda') {
+    // Lambda's REST-JSON errors: the type in x-amzn-ErrorType, {Type, message} in the body
+    res.writeHead(status, { 'content-type': 'application/json', 'x-amzn-requestid': 'front-0001', 'x-amzn-errortype': code });
+    res.end(JSON.stringify({ Type: status >= 500 ? 'Service' : 'User', message }));
   } else if (service === 's3') {
     const body = `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${code}</Code><Message>${message}</Message>` +
       `<RequestId>front-0001</RequestId></Error>`;
@@ -203,8 +207,9 @@ function answerError(res, service, status, code, message) {
   }
 }
 
-// Verifies req (body: Buffer); returns null when it is good, else [status, code, message].
-async function verify(req, body, credentials, expired) {
+// Verifies req (body: Buffer); returns null when it is good, else [status, code, message]. Exported for the
+// fakes of AWS services that have no local peer (fake-lambda-invoke.mjs).
+export async function verify(req, body, credentials, expired = new Set()) {
   const m = AUTH_RE.exec(req.headers.authorization || '');
   if (!m) return [403, 'MissingAuthenticationToken', 'no or malformed SigV4 Authorization header'];
   const [, akid, , region, service, signedHeaders, signature] = m;

@@ -30,7 +30,8 @@
  *             key (KP_EDUPLICATE), on a project being deleted (KP_ENOTFOUND): nothing written; version_end
  *             commits or refunds once with its events, a second end (recovery racing) is KP_ECONFLICT and
  *             changes nothing; its events keep what a batch stored, and 120 of them are stored; follow-ups;
- *             leases_renew renews only the owner's running, unexpired leases
+ *             leases_renew renews only the owner's running, unexpired leases; lease_transfer hands such a
+ *             lease over once, only from its owner, and recovery sees its new end
  *   admit_race 15 threads admit (8 charged, 7 free) for one user allowed 4 at a time: exactly 4, each
  *             charged admission charged once
  *   race      200 threads spend 1 credit each from 10 at once: exactly 10 succeed; 20 threads
@@ -1112,6 +1113,39 @@ static void check_admit(kp_store *s)
     EXPECT(s->ops->versions_expired(s, now + 90000, 1000, &vs, &n, &err) == KP_OK && version_at(vs, n, pid[3], 1) < 0 &&
                version_at(vs, n, pid[6], 1) >= 0,
            "versions_expired after the renewal: %s", err.msg);
+    kp_version_free_array(vs, n);
+
+    /* lease_transfer: only from the owner of a running lease, once; then only the new owner renews it, and
+     * recovery sees the new expiry (DynamoDB: the GSI2 sort key moved with it) */
+    EXPECT(s->ops->lease_transfer(s, pid[3], 1, "inst_other", "inst_worker", now, now + 200000, &err) == KP_ECONFLICT,
+           "a lease taken from its non-owner: %s", err.msg);
+    EXPECT(s->ops->lease_transfer(s, pid[6], 1, "inst_me", "inst_worker", now, now + 200000, &err) == KP_ECONFLICT,
+           "a lease that ran out was taken: %s", err.msg);
+    EXPECT(s->ops->lease_transfer(s, pid[1], 1, "inst_me", "inst_worker", now, now + 200000, &err) == KP_ECONFLICT,
+           "the lease of an ended version was taken: %s", err.msg);
+    EXPECT(s->ops->lease_transfer(s, "prj_nobody", 1, "inst_me", "inst_worker", now, now + 200000, &err) ==
+               KP_ECONFLICT,
+           "the lease of no version was taken: %s", err.msg);
+    EXPECT(s->ops->lease_transfer(s, pid[3], 1, "inst_me", "", now, now + 200000, &err) == KP_EINVAL,
+           "a lease handed to nobody: %s", err.msg);
+    EXPECT(s->ops->lease_transfer(s, pid[3], 1, "inst_me", "inst_worker", now, now + 200000, &err) == KP_OK,
+           "lease_transfer: %s", err.msg);
+    EXPECT(s->ops->version_get(s, pid[3], 1, &v, &err) == KP_OK && strcmp(v.owner, "inst_worker") == 0 &&
+               v.lease_until == now + 200000 && v.status == KP_VER_GENERATING,
+           "after lease_transfer: %s (owner %s)", err.msg, v.owner);
+    kp_version_clear(&v);
+    EXPECT(s->ops->lease_transfer(s, pid[3], 1, "inst_me", "inst_again", now, now + 300000, &err) == KP_ECONFLICT,
+           "a lease handed over twice: %s", err.msg);
+    l[0].held = 1;
+    EXPECT(s->ops->leases_renew(s, "inst_me", now, now + 400000, l, 1, &err) == KP_OK && !l[0].held,
+           "the former owner renewed a lease handed over: %s", err.msg);
+    EXPECT(s->ops->leases_renew(s, "inst_worker", now, now + 210000, l, 1, &err) == KP_OK && l[0].held,
+           "the new owner could not renew its lease: %s", err.msg);
+    EXPECT(s->ops->versions_expired(s, now + 205000, 1000, &vs, &n, &err) == KP_OK && version_at(vs, n, pid[3], 1) < 0,
+           "a lease handed over listed as expired before its new end: %s", err.msg);
+    kp_version_free_array(vs, n);
+    EXPECT(s->ops->versions_expired(s, now + 215000, 1000, &vs, &n, &err) == KP_OK && version_at(vs, n, pid[3], 1) >= 0,
+           "a lease handed over not listed as expired after its end: %s", err.msg);
     kp_version_free_array(vs, n);
     EXPECT(end_one(s, pid[3], 1, KP_VER_FAILED, NULL, NULL, &err) == KP_OK &&
                end_one(s, pid[6], 1, KP_VER_FAILED, NULL, NULL, &err) == KP_OK,

@@ -15,6 +15,7 @@
 #include "gen/generator.h"
 #include "host/lambda/apigw.h"
 #include "host/lambda/functions.h"
+#include "host/lambda/worker.h"
 
 #define BONUS_BATCH 1000
 
@@ -176,6 +177,8 @@ void kp_lambda_handle(kp_lambda_host *h, const char *event, size_t len, int64_t 
         handle_http(h, doc, deadline_ms, out);
     } else if (is_scheduled_event(doc) && strcmp(h->function, "daily-bonus") == 0) {
         handle_schedule(h, doc, out);
+    } else if (kp_lambda_is_worker_event(doc) && strcmp(h->function, "generate-app") == 0) {
+        kp_lambda_worker_handle(h, doc, deadline_ms, out);
     } else {
         kp_err_set(&err, KP_EINVAL, "the function %s does not take this event (expected %s)", h->function,
                    strcmp(h->function, "daily-bonus") == 0 ? "an EventBridge scheduled event"

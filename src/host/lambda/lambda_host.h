@@ -10,12 +10,12 @@
  * (kp_req.verified_claims); a route the invoked function does not own is a
  * 404 naming its owner. An EventBridge scheduled event invokes daily-bonus:
  * the daily bonus for the event's UTC date, then the recovery of generations
- * whose lease expired. Anything else is an invocation error.
+ * whose lease expired. generate-app also takes its own worker event (a
+ * generation it dispatched to itself, worker.h). Anything else is an
+ * invocation error.
  *
  * Not built yet (docs/ARCHITECTURE.md, "Lambda host"): streamed responses
- * (the generate-app function URL in RESPONSE_STREAM mode) answer 501, and
- * a generation started by generate-app runs on in the process after the
- * response instead of in a self-invoked event.
+ * (the generate-app function URL in RESPONSE_STREAM mode) answer 501.
  *
  * Ownership: the host borrows app, store and blob; they outlive it.
  */

@@ -802,3 +802,27 @@ kp_status kp_ddb_leases_renew(kp_store *s, const char *owner, int64_t now_ms, in
         rc = renew_one(kp_ddb_of(s), owner, now_ms, until_ms, &leases[i], err);
     return rc;
 }
+
+/* 1 UpdateItem: the owner, lease_until and GSI2 sort key, conditional as renew_one's on from_owner. */
+kp_status kp_ddb_lease_transfer(kp_store *s, const char *project_id, int64_t n, const char *from_owner,
+                                const char *to_owner, int64_t now_ms, int64_t until_ms, kp_err *err)
+{
+    kp_ddb *d = kp_ddb_of(s);
+    char gsk[KP_DDB_KEY_MAX];
+    if (!id_ok(project_id) || n < 1 || !id_ok(from_owner) || !id_ok(to_owner))
+        return kp_err_set(err, KP_EINVAL, "invalid lease transfer");
+    kp_ddb_lease_sk(gsk, until_ms, project_id, n);
+    json_t *req = json_pack("{s:s, s:o, s:s, s:s, s:{s:s, s:s}, s:{s:o, s:o, s:o, s:o, s:o, s:o}}", "TableName",
+                            d->table, "Key", kp_ddb_version_key(project_id, n), "UpdateExpression",
+                            "SET #owner = :to, lease_until = :until, GSI2SK = :gsk", "ConditionExpression",
+                            "#st = :gen AND #owner = :from AND lease_until >= :now", "ExpressionAttributeNames", "#st",
+                            "status", "#owner", "owner", "ExpressionAttributeValues", ":to", kp_ddb_s(to_owner),
+                            ":until", kp_ddb_n(until_ms), ":gsk", kp_ddb_s(gsk), ":gen", kp_ddb_n(KP_VER_GENERATING),
+                            ":from", kp_ddb_s(from_owner), ":now", kp_ddb_n(now_ms));
+    kp_status rc = req ? kp_ddb_call(d, "UpdateItem", req, NULL, err) : oom(err);
+    json_decref(req);
+    if (rc == KP_ECONFLICT)
+        kp_err_set(err, KP_ECONFLICT, "version %lld of %s is not generating under a running lease of %s", (long long)n,
+                   project_id, from_owner);
+    return rc;
+}

@@ -24,5 +24,7 @@ kp_status kp_ddb_version_end(kp_store *s, const kp_version *v, const kp_credit_c
 kp_status kp_ddb_admit(kp_store *s, const kp_admission *a, kp_balance *out, kp_err *err);
 kp_status kp_ddb_leases_renew(kp_store *s, const char *owner, int64_t now_ms, int64_t until_ms, kp_lease *leases,
                               size_t n, kp_err *err);
+kp_status kp_ddb_lease_transfer(kp_store *s, const char *project_id, int64_t n, const char *from_owner,
+                                const char *to_owner, int64_t now_ms, int64_t until_ms, kp_err *err);
 
 #endif

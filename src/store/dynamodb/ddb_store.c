@@ -868,6 +868,7 @@ static const kp_store_ops ddb_ops = {
     .version_end = kp_ddb_version_end,
     .admit = kp_ddb_admit,
     .leases_renew = kp_ddb_leases_renew,
+    .lease_transfer = kp_ddb_lease_transfer,
     .versions_generating_count = kp_ddb_versions_generating_count,
     .versions_unsettled = kp_ddb_versions_unsettled,
     .versions_expired = kp_ddb_versions_expired,

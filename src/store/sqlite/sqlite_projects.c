@@ -44,6 +44,7 @@ typedef enum stmt_id {
     ST_VERSIONS_UNSETTLED,
     ST_VERSIONS_EXPIRED,
     ST_LEASE_RENEW,
+    ST_LEASE_TRANSFER,
     ST_RES_ORPHANED,
     ST_COUNT
 } stmt_id;
@@ -88,6 +89,9 @@ static const char *const stmt_sql[ST_COUNT] = {
     /* One lease: only its owner renews it, only while it generates and has not run out. */
     [ST_LEASE_RENEW] = "UPDATE versions SET lease_until = max(lease_until, ?5) WHERE project_id = ?1 AND n = ?2 "
                        "AND status = 1 AND owner = ?3 AND lease_until >= ?4",
+    /* A lease handed over: only from its owner, only while it generates and has not run out. */
+    [ST_LEASE_TRANSFER] = "UPDATE versions SET owner = ?4, lease_until = ?6 WHERE project_id = ?1 AND n = ?2 "
+                          "AND status = 1 AND owner = ?3 AND lease_until >= ?5",
     /* Reads the partial indexes reservations_open and versions_reservation. */
     [ST_RES_ORPHANED] = "SELECT id, user_id, daily, monthly, state, created_at, updated_at FROM reservations AS r "
                         "WHERE state = 'reserved' AND NOT EXISTS "
@@ -868,4 +872,30 @@ kp_status sq_leases_renew(kp_store *s, const char *owner, int64_t now_ms, int64_
     for (size_t i = 0; i < n && rc == KP_OK; i++)
         rc = renew_one(h, owner, now_ms, until_ms, &leases[i], err);
     return sq_tx_end(h, rc, err);
+}
+
+kp_status sq_lease_transfer(kp_store *s, const char *project_id, int64_t n, const char *from_owner,
+                            const char *to_owner, int64_t now_ms, int64_t until_ms, kp_err *err)
+{
+    sq_store *h = sq_impl(s);
+    sqlite3_stmt *st = NULL;
+    if (!sq_nonempty_fits(project_id, KP_ID_MAX) || !sq_nonempty_fits(from_owner, KP_ID_MAX) ||
+        !sq_nonempty_fits(to_owner, KP_ID_MAX) || n < 1)
+        return kp_err_set(err, KP_EINVAL, "invalid lease transfer");
+    kp_status rc = stmt_get(h, ST_LEASE_TRANSFER, &st, err);
+    if (rc != KP_OK)
+        return rc;
+    sq_bind_text(st, 1, project_id);
+    sqlite3_bind_int64(st, 2, n);
+    sq_bind_text(st, 3, from_owner);
+    sq_bind_text(st, 4, to_owner);
+    sqlite3_bind_int64(st, 5, now_ms);
+    sqlite3_bind_int64(st, 6, until_ms);
+    if (sqlite3_step(st) != SQLITE_DONE)
+        rc = kp_sqlite_db_error(sq_db(h), "transfer a lease", err);
+    else if (sqlite3_changes(sq_db(h)) != 1)
+        rc = kp_err_set(err, KP_ECONFLICT, "version %lld of %s is not generating under a running lease of %s",
+                        (long long)n, project_id, from_owner);
+    sq_stmt_done(st);
+    return rc;
 }

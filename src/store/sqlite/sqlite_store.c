@@ -310,6 +310,7 @@ static const kp_store_ops sqlite_ops = {
     .versions_unsettled = sq_versions_unsettled,
     .versions_expired = sq_versions_expired,
     .leases_renew = sq_leases_renew,
+    .lease_transfer = sq_lease_transfer,
     .events_append = sq_events_append,
     .events_list = sq_events_list,
     .events_last_id = sq_events_last_id,
