@@ -17,8 +17,10 @@
  * the process exits 1; Lambda then retries the cold start.
  *
  * Identity on AWS is Cognito's: API Gateway verifies the JWT and passes its
- * claims. Local tokens are never issued there, so the local HS256 key is a
- * random one nobody holds (a local token is always refused).
+ * claims; generate-app's function URL has no authorizer, so that function
+ * verifies the token itself (its JWKS fetched from init on). Local tokens
+ * are never issued there, so the local HS256 key is a random one nobody
+ * holds (a local token is always refused).
  *
  * Links no libevent HTTP code: the library's objects are taken as needed
  * (never host/evhttp*), and libevent_core only carries the generator's loop.
@@ -97,6 +99,8 @@ static kp_status open_auth(boot *b, kp_err *err)
         .audience = b->cfg.jwt_audience,
         .jwks_url = b->cfg.jwks_url,
         .jwks_timeout_s = b->cfg.jwks_timeout_s,
+        /* generate-app's function URL has no authorizer: it verifies tokens itself */
+        .jwks_prefetch = wants(b, "generate-app"),
     };
     kp_status rc = kp_auth_new(&ao, &b->app.auth, err);
     sodium_memzero(key, sizeof key);

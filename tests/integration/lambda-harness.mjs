@@ -182,3 +182,78 @@ export function assertError(res, status, code, pattern) {
   if (pattern) assert.match(res.json.error.message, pattern);
 }
 
+
+// ---- generate-app's function URL (RESPONSE_STREAM): its events, and its answers in streaming mode ----
+
+export const FUNCTION_URL_ID = 'k2n4q6s8u0w2y4a6c8e0g2i4m6o8q0s2';
+const FUNCTION_URL_DOMAIN = `${FUNCTION_URL_ID}.lambda-url.eu-west-1.on.aws`;
+
+/** A Lambda function URL event (payload format 2.0 with routeKey "$default", auth type NONE: no authorizer;
+ * token: the caller's bearer token). */
+export function functionUrlEvent(method, target, { token, headers = {}, body, base64 = false, cookies } = {}) {
+  const [rawPath, rawQueryString = ''] = target.split('?');
+  const h = {
+    accept: 'text/event-stream',
+    host: FUNCTION_URL_DOMAIN,
+    'user-agent': 'node-test',
+    'x-amzn-tls-version': 'TLSv1.3',
+    'x-amzn-trace-id': 'Root=1-674d0000-0123456789abcdef01234567',
+    'x-forwarded-for': '203.0.113.9',
+    'x-forwarded-port': '443',
+    'x-forwarded-proto': 'https',
+    ...headers,
+  };
+  if (token) h.authorization = `Bearer ${token}`;
+  if (body !== undefined) h['content-length'] = String(Buffer.byteLength(body, base64 ? 'base64' : 'utf8'));
+  const event = {
+    version: '2.0',
+    routeKey: '$default',
+    rawPath,
+    rawQueryString,
+    headers: h,
+    requestContext: {
+      accountId: 'anonymous',
+      apiId: FUNCTION_URL_ID,
+      domainName: FUNCTION_URL_DOMAIN,
+      domainPrefix: FUNCTION_URL_ID,
+      http: { method, path: rawPath, protocol: 'HTTP/1.1', sourceIp: '203.0.113.9', userAgent: 'node-test' },
+      requestId: randomUUID(),
+      routeKey: '$default',
+      stage: '$default',
+      time: '02/Dec/2026:00:00:00 +0000',
+      timeEpoch: Date.now(),
+    },
+    isBase64Encoded: base64,
+  };
+  if (rawQueryString) event.queryStringParameters = Object.fromEntries(new URLSearchParams(rawQueryString));
+  if (cookies) event.cookies = cookies;
+  if (body !== undefined) event.body = body;
+  return event;
+}
+
+/** Invokes with a function URL event and checks that the answer is streamed with a valid prelude: { statusCode,
+ * headers, cookies, stream (fake-lambda-runtime.mjs), requestId }. */
+export async function openStream(fn, event, options) {
+  const res = await fn.rt.invoke(event, options);
+  assert.equal(res.kind, 'stream', JSON.stringify(res.json ?? res));
+  assert.equal(res.problem, null, String(res.problem));
+  assert.ok(res.stream.chunkedEncoding);
+  assert.deepEqual(res.stream.declaredTrailers, ['lambda-runtime-function-error-type', 'lambda-runtime-function-error-body']);
+  return { ...res.prelude, stream: res.stream, requestId: res.requestId };
+}
+
+/** openStream, then its end: adds { done, text, json (the body parsed, when JSON) }. */
+export async function callStream(fn, event) {
+  const res = await openStream(fn, event);
+  const done = await res.stream.done;
+  assert.ok(done.complete, `the streamed answer did not end: ${done.reason}`);
+  assert.deepEqual(done.undeclaredTrailers, []);
+  const text = done.body.toString('utf8');
+  let json;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    json = undefined;
+  }
+  return { ...res, done, text, json };
+}

@@ -213,6 +213,81 @@ static void test_response_binary(void **state)
     kp_resp_free(&resp);
 }
 
+/* A function URL's event: flagged, and claims in it do not count (no authorizer there). */
+static void test_function_url_event(void **state)
+{
+    (void)state;
+    kp_apigw_event ev;
+    kp_err err = {0};
+    json_t *doc = load("{\"version\":\"2.0\",\"routeKey\":\"$default\",\"rawPath\":\"/v1/projects\","
+                       "\"headers\":{\"authorization\":\"Bearer t\"},\"requestContext\":{\"requestId\":\"r-1\","
+                       "\"domainName\":\"abc123.lambda-url.eu-west-1.on.aws\",\"routeKey\":\"$default\","
+                       "\"authorizer\":{\"jwt\":{\"claims\":{\"sub\":\"forged\",\"iss\":\"https://issuer\"}}},"
+                       "\"http\":{\"method\":\"POST\",\"sourceIp\":\"203.0.113.9\"}}}");
+    assert_true(kp_apigw_is_function_url(doc));
+    assert_int_equal(kp_apigw_parse(doc, &ev, &err), KP_OK);
+    assert_true(ev.function_url);
+    assert_false(ev.has_claims);
+    assert_string_equal(ev.req.path, "/v1/projects");
+    assert_string_equal(kp_req_header(&ev.req, "Authorization"), "Bearer t");
+    kp_apigw_event_free(&ev);
+    json_decref(doc);
+
+    /* the HTTP API's events are not */
+    doc = load("{\"version\":\"2.0\",\"rawPath\":\"/v1/me\",\"requestContext\":{\"domainName\":"
+               "\"abc.execute-api.eu-west-1.amazonaws.com\",\"http\":{\"method\":\"GET\"}}}");
+    assert_false(kp_apigw_is_function_url(doc));
+    assert_int_equal(kp_apigw_parse(doc, &ev, &err), KP_OK);
+    assert_false(ev.function_url);
+    kp_apigw_event_free(&ev);
+    json_decref(doc);
+}
+
+/* The prelude of a streamed answer: status, headers and cookies as in the 2.0 response, no body; the body raw. */
+static void test_prelude_and_body(void **state)
+{
+    (void)state;
+    kp_resp resp;
+    kp_err err = {0};
+    kp_buf body = KP_BUF_INIT;
+    memset(&resp, 0, sizeof resp);
+    kp_resp_text(&resp, 404, "application/zip", "PK\x03\x04\xff", 5);
+    kp_headers_add(&resp.headers, "Set-Cookie", "a=1");
+    char *text = kp_apigw_prelude(&resp, kp_api_default_headers, "rid-2", &err);
+    assert_non_null(text);
+    json_t *doc = load(text);
+    free(text);
+    assert_int_equal(json_integer_value(json_object_get(doc, "statusCode")), 404);
+    json_t *h = json_object_get(doc, "headers");
+    assert_string_equal(json_string_value(json_object_get(h, "content-type")), "application/zip");
+    assert_string_equal(json_string_value(json_object_get(h, "x-request-id")), "rid-2");
+    assert_string_equal(json_string_value(json_object_get(h, "cache-control")), "no-store");
+    assert_string_equal(json_string_value(json_array_get(json_object_get(doc, "cookies"), 0)), "a=1");
+    assert_null(json_object_get(doc, "body"));
+    assert_null(json_object_get(doc, "isBase64Encoded"));
+    json_decref(doc);
+
+    assert_int_equal(kp_apigw_body(&resp, "GET", &body, &err), KP_OK); /* binary goes as it is */
+    assert_int_equal(body.len, 5);
+    assert_memory_equal(body.data, "PK\x03\x04\xff", 5);
+    kp_buf_free(&body);
+    assert_int_equal(kp_apigw_body(&resp, "HEAD", &body, &err), KP_OK);
+    assert_int_equal(body.len, 0);
+    kp_resp_free(&resp);
+
+    FILE *f = tmpfile();
+    assert_non_null(f);
+    fwrite("xxhello", 1, 7, f);
+    fflush(f);
+    memset(&resp, 0, sizeof resp);
+    kp_resp_set_file(&resp, 200, "text/plain", dup(fileno(f)), 2, 5);
+    fclose(f);
+    assert_int_equal(kp_apigw_body(&resp, "GET", &body, &err), KP_OK);
+    assert_string_equal(kp_buf_cstr(&body), "hello");
+    kp_buf_free(&body);
+    kp_resp_free(&resp);
+}
+
 /* Every route of the router is served by exactly one function, or listed as not routed on AWS. */
 static void test_route_table_covers_the_router(void **state)
 {
@@ -249,9 +324,14 @@ int main(void)
         return 1;
     kp_log_set_level(KP_LOG_ERROR);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_parse_request),   cmocka_unit_test(test_parse_refusals),
-        cmocka_unit_test(test_claims),          cmocka_unit_test(test_response_text),
-        cmocka_unit_test(test_response_binary), cmocka_unit_test(test_route_table_covers_the_router),
+        cmocka_unit_test(test_parse_request),
+        cmocka_unit_test(test_parse_refusals),
+        cmocka_unit_test(test_claims),
+        cmocka_unit_test(test_response_text),
+        cmocka_unit_test(test_response_binary),
+        cmocka_unit_test(test_route_table_covers_the_router),
+        cmocka_unit_test(test_function_url_event),
+        cmocka_unit_test(test_prelude_and_body),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -14,7 +14,8 @@
 #include <curl/curl.h>
 #include <sodium.h>
 
-#define MAX_FILE_BODY (6 * 1024 * 1024) /* a Lambda response cannot be larger anyway */
+#define MAX_FILE_BODY (6 * 1024 * 1024)    /* a Lambda response cannot be larger anyway */
+#define FUNCTION_URL_DOMAIN ".lambda-url." /* <url-id>.lambda-url.<region>.on.aws */
 
 /* ---- small helpers ---- */
 
@@ -59,6 +60,12 @@ int kp_apigw_is_http_event(const json_t *doc)
     const char *v = json_string_value(json_object_get(doc, "version"));
     return v && strcmp(v, "2.0") == 0 &&
            json_is_object(json_object_get(json_object_get(doc, "requestContext"), "http"));
+}
+
+int kp_apigw_is_function_url(const json_t *doc)
+{
+    const char *domain = str_at(doc, "requestContext", "domainName", NULL);
+    return domain && strstr(domain, FUNCTION_URL_DOMAIN) != NULL;
 }
 
 int kp_apigw_list_contains(const char *flattened, const char *name)
@@ -222,8 +229,9 @@ kp_status kp_apigw_parse(const json_t *doc, kp_apigw_event *ev, kp_err *err)
     if (st != KP_OK)
         return st;
     req->body = (const char *)ev->body;
+    ev->function_url = kp_apigw_is_function_url(doc);
     const json_t *claims = json_object_get(json_object_get(json_object_get(rc_ctx, "authorizer"), "jwt"), "claims");
-    if (json_is_object(claims)) {
+    if (json_is_object(claims) && !ev->function_url) {
         st = kp_apigw_claims(claims, &ev->claims, ev->issuer, sizeof ev->issuer, err);
         if (st != KP_OK)
             return st;
@@ -286,6 +294,7 @@ static kp_status read_file_body(const kp_resp *resp, kp_buf *out, kp_err *err)
         done += n;
     }
     out->len = (size_t)done;
+    out->data[out->len] = '\0'; /* a kp_buf always is */
     return KP_OK;
 }
 
@@ -327,16 +336,13 @@ cleanup:
     return rc;
 }
 
-char *kp_apigw_response(const kp_resp *resp, const char *method, const char *const *default_headers,
-                        const char *request_id, kp_err *err)
+/* {"statusCode","headers","cookies"} of resp (new reference), or NULL when out of memory. */
+static json_t *response_head(const kp_resp *resp, const char *const *default_headers, const char *request_id)
 {
     json_t *headers = json_object(), *cookies = json_array();
     json_t *doc = json_pack("{s:i,s:o,s:o}", "statusCode", resp->status, "headers", headers, "cookies", cookies);
-    char *out = NULL;
-    if (!doc) {
-        kp_err_set(err, KP_ENOMEM, "out of memory");
+    if (!doc)
         return NULL;
-    }
     for (size_t i = 0; i < resp->headers.n; i++) {
         const kp_header *h = &resp->headers.items[i];
         if (strcasecmp(h->name, "Set-Cookie") == 0)
@@ -348,6 +354,18 @@ char *kp_apigw_response(const kp_resp *resp, const char *method, const char *con
         if (!kp_headers_get(&resp->headers, d[0]))
             put_header(headers, d[0], d[1]);
     put_header(headers, "X-Request-Id", request_id);
+    return doc;
+}
+
+char *kp_apigw_response(const kp_resp *resp, const char *method, const char *const *default_headers,
+                        const char *request_id, kp_err *err)
+{
+    json_t *doc = response_head(resp, default_headers, request_id);
+    char *out = NULL;
+    if (!doc) {
+        kp_err_set(err, KP_ENOMEM, "out of memory");
+        return NULL;
+    }
     if (put_body(doc, resp, method, err) == KP_OK) {
         out = json_dumps(doc, JSON_COMPACT);
         if (!out)
@@ -355,4 +373,25 @@ char *kp_apigw_response(const kp_resp *resp, const char *method, const char *con
     }
     json_decref(doc);
     return out;
+}
+
+char *kp_apigw_prelude(const kp_resp *resp, const char *const *default_headers, const char *request_id, kp_err *err)
+{
+    json_t *doc = response_head(resp, default_headers, request_id);
+    char *out = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
+    json_decref(doc);
+    if (!out)
+        kp_err_set(err, KP_ENOMEM, "out of memory");
+    return out;
+}
+
+kp_status kp_apigw_body(const kp_resp *resp, const char *method, kp_buf *out, kp_err *err)
+{
+    if (!kp_exchange_has_body(method, resp->status) || resp->stream)
+        return KP_OK;
+    if (resp->file.set)
+        return read_file_body(resp, out, err);
+    if (resp->body.len && kp_buf_append(out, resp->body.data, resp->body.len) != 0)
+        return kp_err_set(err, KP_ENOMEM, "out of memory");
+    return KP_OK;
 }

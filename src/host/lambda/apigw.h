@@ -14,6 +14,12 @@
  * (requestContext.authorizer.jwt.claims), which arrive as strings, arrays
  * flattened to "[a b]".
  *
+ * A Lambda function URL sends the same format (routeKey "$default",
+ * requestContext.domainName "<url-id>.lambda-url.<region>.on.aws"): such an
+ * event is flagged function_url, and any authorizer claims in it are
+ * ignored (a function URL with auth type NONE has no authorizer: the router
+ * verifies the bearer token itself).
+ *
  * Out: {"statusCode","headers","cookies","body","isBase64Encoded"}: the
  * response's headers (Set-Cookie into cookies; repeated names joined with
  * ", "), the default headers it does not set and X-Request-Id; a body that
@@ -34,6 +40,7 @@
 typedef struct kp_apigw_event {
     kp_req req;          /* method, path, headers, query, body, request_id, remote_addr */
     int has_claims;      /* the authorizer verified a JWT: claims holds it */
+    int function_url;    /* the event came through a function URL (kp_apigw_is_function_url) */
     kp_claims claims;    /* external = 1; email only when email_verified is "true" */
     char issuer[256];    /* the token's iss claim */
     char *method, *path; /* owned */
@@ -44,6 +51,8 @@ typedef struct kp_apigw_event {
 
 /* 1 when doc looks like a payload format 2.0 event (version "2.0" and requestContext.http). */
 int kp_apigw_is_http_event(const json_t *doc);
+/* 1 when a 2.0 event came through a Lambda function URL (its requestContext.domainName). */
+int kp_apigw_is_function_url(const json_t *doc);
 /* Fills out from a 2.0 event. KP_EINVAL names what is malformed (the host
  * answers 400 with it). out is always safe to free. */
 kp_status kp_apigw_parse(const json_t *doc, kp_apigw_event *out, kp_err *err);
@@ -60,5 +69,13 @@ int kp_apigw_list_contains(const char *flattened, const char *name);
  * body is read here. NULL with err on failure. */
 char *kp_apigw_response(const kp_resp *resp, const char *method, const char *const *default_headers,
                         const char *request_id, kp_err *err);
+
+/* A function URL's streamed answer (RESPONSE_STREAM) starts with this
+ * prelude: {"statusCode","headers","cookies"} as in kp_apigw_response,
+ * without a body. A new JSON string (free()), or NULL with err. */
+char *kp_apigw_prelude(const kp_resp *resp, const char *const *default_headers, const char *request_id, kp_err *err);
+/* The raw bytes of resp's body (or file) appended to out, for a response
+ * sent after a prelude; nothing for HEAD, 204, 304 or a stream. */
+kp_status kp_apigw_body(const kp_resp *resp, const char *method, kp_buf *out, kp_err *err);
 
 #endif

@@ -15,6 +15,7 @@
 #include "gen/generator.h"
 #include "host/lambda/apigw.h"
 #include "host/lambda/functions.h"
+#include "host/lambda/stream.h"
 #include "host/lambda/worker.h"
 
 #define BONUS_BATCH 1000
@@ -69,7 +70,7 @@ static int take_claims(kp_lambda_host *h, kp_apigw_event *ev, kp_resp *resp)
     return 0;
 }
 
-/* Streams need the function URL (not built yet); a HEAD drops them. */
+/* The HTTP API cannot carry a stream: the function URL does; a HEAD drops it. */
 static void settle_stream(kp_resp *resp, const char *method, const char *rid)
 {
     if (!resp->stream)
@@ -81,9 +82,85 @@ static void settle_stream(kp_resp *resp, const char *method, const char *rid)
     kp_buf_free(&resp->body);
     memset(resp, 0, sizeof *resp);
     kp_resp_error(resp, 501, "streaming_not_available",
-                  "this response is a stream, which the HTTP API cannot carry; the generate-app function URL "
-                  "that streams it is not built yet (request %s)",
+                  "this response is a stream, which API Gateway's HTTP API cannot carry: make this request to "
+                  "the generate-app function URL (Terraform's output generate_app_stream_url), which streams it "
+                  "(request %s)",
                   rid);
+}
+
+/* The HTTP API's answer: the 2.0 response as the invocation's payload. */
+static void prepare_payload(const kp_req *req, kp_resp *resp, kp_req_summary *sum, kp_lambda_result *out)
+{
+    kp_err err = {0};
+    settle_stream(resp, req->method, req->request_id);
+    sum->status = resp->status;
+    out->payload = kp_apigw_response(resp, req->method, kp_api_default_headers, req->request_id, &err);
+    if (!out->payload)
+        set_error(out, "Runtime.ResponseError", &err);
+}
+
+/* ---- function URL events: answered in streaming mode ---- */
+
+static void streamed_free(kp_lambda_streamed *a)
+{
+    if (!a)
+        return;
+    if (a->stream)
+        a->stream->release(a->stream);
+    free(a->prelude);
+    kp_buf_free(&a->body);
+    free(a);
+}
+
+void kp_lambda_result_free(kp_lambda_result *res)
+{
+    free(res->payload);
+    streamed_free(res->streamed);
+    res->payload = NULL;
+    res->streamed = NULL;
+}
+
+/* The caller's token is verified here, with the identity provider's keys:
+ * wait for the fetch started at init (a cold start's first request). */
+static void wait_for_keys(kp_lambda_host *h, const kp_req *req)
+{
+    if (kp_req_header(req, "Authorization"))
+        kp_auth_wait_keys(h->ctx.app->auth);
+}
+
+/* The summary outlives the event: its method must be a static string. */
+static const char *static_method(const char *method)
+{
+    static const char *const known[] = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", NULL};
+    for (const char *const *m = known; *m; m++)
+        if (strcmp(*m, method) == 0)
+            return *m;
+    return "OTHER";
+}
+
+/* Takes resp's body or stream into out->streamed, to be sent by kp_lambda_serve. 0, or -1 with out's error. */
+static int prepare_streamed(const kp_req *req, kp_resp *resp, const kp_req_summary *sum, kp_lambda_result *out)
+{
+    kp_err err = {0};
+    if (kp_exchange_is_head(req->method))
+        kp_exchange_drop_stream(resp);
+    kp_lambda_streamed *a = calloc(1, sizeof *a);
+    if (!a || !(a->prelude = kp_apigw_prelude(resp, kp_api_default_headers, req->request_id, &err)) ||
+        kp_apigw_body(resp, req->method, &a->body, &err) != KP_OK) {
+        if (!a)
+            kp_err_set(&err, KP_ENOMEM, "out of memory");
+        set_error(out, "Runtime.ResponseError", &err);
+        streamed_free(a);
+        return -1;
+    }
+    a->stream = resp->stream;
+    resp->stream = NULL;
+    a->ran_generation = a->stream && strcmp(req->method, "POST") == 0;
+    a->deadline_ms = req->deadline_ms;
+    a->sum = *sum;
+    a->sum.method = static_method(req->method);
+    out->streamed = a;
+    return 0;
 }
 
 static void handle_http(kp_lambda_host *h, const json_t *doc, int64_t deadline_ms, kp_lambda_result *out)
@@ -97,6 +174,7 @@ static void handle_http(kp_lambda_host *h, const json_t *doc, int64_t deadline_m
     clock_gettime(CLOCK_MONOTONIC, &t0);
     memset(&resp, 0, sizeof resp);
 
+    int function_url = kp_apigw_is_function_url(doc);
     kp_status st = kp_apigw_parse(doc, &ev, &err);
     choose_request_id(h, &ev, rid);
     ev.req.request_id = rid;
@@ -108,18 +186,22 @@ static void handle_http(kp_lambda_host *h, const json_t *doc, int64_t deadline_m
     if (st != KP_OK)
         kp_resp_from_err(&resp, &err, rid);
     else if (kp_exchange_check_body(NULL, ev.req.body_len, &resp) == 0 && check_owner(h, &ev.req, &resp) == 0 &&
-             take_claims(h, &ev, &resp) == 0)
+             take_claims(h, &ev, &resp) == 0) {
+        if (function_url)
+            wait_for_keys(h, &ev.req);
         kp_router_dispatch(&h->ctx, &ev.req, &resp);
+    }
     kp_resp_settle(&resp); /* one request at a time: a deferred response is waited for here */
     kp_exchange_begin(&sum, ev.req.method, &t0);
     kp_exchange_take_request(&sum, &ev.req);
     kp_exchange_check_response(NULL, &resp, &sum);
-    settle_stream(&resp, ev.req.method, rid);
-    sum.status = resp.status;
-    out->payload = kp_apigw_response(&resp, ev.req.method, kp_api_default_headers, rid, &err);
-    if (!out->payload)
-        set_error(out, "Runtime.ResponseError", &err);
-    kp_exchange_record(h->ctx.app->metrics, &sum);
+    int sent_later = 0; /* a streamed answer is logged and counted once sent */
+    if (function_url)
+        sent_later = prepare_streamed(&ev.req, &resp, &sum, out) == 0;
+    else
+        prepare_payload(&ev.req, &resp, &sum, out);
+    if (!sent_later)
+        kp_exchange_record(h->ctx.app->metrics, &sum);
     kp_resp_free(&resp);
     kp_apigw_event_free(&ev);
 }
@@ -198,7 +280,7 @@ static void log_invocation(const kp_lambda_invocation *inv, const kp_lambda_resu
     json_t *f = json_pack("{s:s}", "function_arn", inv->function_arn);
     if (inv->deadline_ms > 0)
         json_object_set_new(f, "remaining_ms", json_integer(inv->deadline_ms - now_ms));
-    if (res->payload) {
+    if (res->payload || res->streamed) {
         kp_log_json(KP_LOG_DEBUG, "invocation done", f);
         return;
     }
@@ -207,8 +289,40 @@ static void log_invocation(const kp_lambda_invocation *inv, const kp_lambda_resu
     kp_log_json(KP_LOG_ERROR, "invocation failed", f);
 }
 
-static kp_status answer(kp_lambda_runtime *rt, const kp_lambda_invocation *inv, kp_lambda_result *res, kp_err *err)
+/* A function URL's answer, in streaming mode: logged and counted once over. A
+ * response given up (the deadline passed, a reader dropped) is not the loop's end. */
+static kp_status answer_streamed(kp_lambda_host *h, kp_lambda_runtime *rt, const kp_lambda_invocation *inv,
+                                 kp_lambda_streamed *a, kp_err *err)
 {
+    kp_lambda_stream_report rep;
+    kp_lambda_stream_opts o = {
+        .prelude = a->prelude,
+        .body = a->body.data,
+        .body_len = a->body.len,
+        .stream = a->stream,
+        .deadline_ms = a->deadline_ms,
+        .ran_generation = a->ran_generation,
+        .rt = rt,
+    };
+    a->stream = NULL; /* taken */
+    kp_status rc = kp_lambda_stream_respond(rt, inv->request_id, &o, &rep, err);
+    json_t *f = json_pack("{s:I}", "bytes", (json_int_t)rep.bytes);
+    if (rep.failure) {
+        json_object_set_new(f, "error_type", json_string(rep.failure));
+        json_object_set_new(f, "error", json_string(rep.message));
+    }
+    if (rc != KP_OK)
+        json_object_set_new(f, "send_error", json_string(err->msg));
+    kp_log_json(rep.failure || rc != KP_OK ? KP_LOG_ERROR : KP_LOG_DEBUG, "streamed response", f);
+    kp_exchange_record(h->ctx.app->metrics, &a->sum);
+    return rc == KP_EIO ? KP_OK : rc;
+}
+
+static kp_status answer(kp_lambda_host *h, kp_lambda_runtime *rt, const kp_lambda_invocation *inv,
+                        kp_lambda_result *res, kp_err *err)
+{
+    if (res->streamed)
+        return answer_streamed(h, rt, inv, res->streamed, err);
     if (res->payload) {
         kp_status rc = kp_lambda_respond(rt, inv->request_id, res->payload, strlen(res->payload), err);
         if (rc != KP_ETOOLARGE)
@@ -239,8 +353,8 @@ kp_status kp_lambda_serve(kp_lambda_host *h, kp_lambda_runtime *rt, kp_err *err)
         kp_lambda_handle(h, kp_buf_cstr(&inv.payload), inv.payload.len, inv.deadline_ms, &res);
         h->invocation_id = NULL;
         log_invocation(&inv, &res);
-        rc = answer(rt, &inv, &res, err);
-        free(res.payload);
+        rc = answer(h, rt, &inv, &res, err);
+        kp_lambda_result_free(&res);
         kp_log_set_request_id(NULL);
     }
     kp_lambda_invocation_free(&inv);

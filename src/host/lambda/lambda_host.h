@@ -14,8 +14,11 @@
  * generation it dispatched to itself, worker.h). Anything else is an
  * invocation error.
  *
- * Not built yet (docs/ARCHITECTURE.md, "Lambda host"): streamed responses
- * (the generate-app function URL in RESPONSE_STREAM mode) answer 501.
+ * An event from generate-app's function URL (RESPONSE_STREAM mode; no
+ * authorizer: the router verifies the bearer token, once the JWKS fetch
+ * started at init has landed) is answered in streaming mode (stream.h):
+ * the prelude, then the body or the stream as it is produced. Through the
+ * HTTP API a stream cannot be carried: 501 naming the function URL.
  *
  * Ownership: the host borrows app, store and blob; they outlive it.
  */
@@ -38,12 +41,26 @@ typedef struct kp_lambda_host {
     const char *invocation_id; /* the invocation being handled (Lambda's request id), or NULL */
 } kp_lambda_host;
 
-/* What one invocation answers: a payload, or an invocation error. */
+/* A function URL's answer, sent in streaming mode (stream.h) by kp_lambda_serve. */
+typedef struct kp_lambda_streamed {
+    char *prelude;      /* {"statusCode","headers","cookies"} (free()) */
+    kp_buf body;        /* a complete body, or */
+    kp_stream *stream;  /* a stream (owned until sent) */
+    int ran_generation; /* outcome.h: this invocation started the generation it streams */
+    int64_t deadline_ms;
+    kp_req_summary sum; /* logged and counted once the answer is over */
+} kp_lambda_streamed;
+
+/* What one invocation answers: a payload, a streamed answer, or an invocation error. */
 typedef struct kp_lambda_result {
-    char *payload;          /* new JSON string (free()), or NULL for an error */
-    const char *error_type; /* static: "Runtime.InvalidEvent", ... */
-    kp_err err;             /* the error's message */
+    char *payload;                /* new JSON string (free()), or NULL */
+    kp_lambda_streamed *streamed; /* a function URL's answer, or NULL */
+    const char *error_type;       /* neither: static: "Runtime.InvalidEvent", ... */
+    kp_err err;                   /* the error's message */
 } kp_lambda_result;
+
+/* Frees what a result holds (a streamed answer not sent: its stream released). */
+void kp_lambda_result_free(kp_lambda_result *res);
 
 /* Handles one event (len bytes of JSON); deadline_ms: epoch milliseconds, 0 when unknown. */
 void kp_lambda_handle(kp_lambda_host *h, const char *event, size_t len, int64_t deadline_ms, kp_lambda_result *out);

@@ -12,6 +12,7 @@
 
 #include <curl/curl.h>
 #include <jansson.h>
+#include <sodium.h>
 
 #define API_VERSION "2018-06-01"
 
@@ -235,6 +236,15 @@ kp_status kp_lambda_respond(kp_lambda_runtime *rt, const char *request_id, const
     return post(rt, path, body ? body : "", body ? len : 0, NULL, "response", err);
 }
 
+/* {"errorMessage","errorType","stackTrace":[]}: a new string (free()), or NULL. */
+static char *error_doc(const char *type, const char *message)
+{
+    json_t *doc = json_pack("{s:s,s:s,s:[]}", "errorMessage", message ? message : "", "errorType", type, "stackTrace");
+    char *text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
+    json_decref(doc);
+    return text;
+}
+
 kp_status kp_lambda_fail(kp_lambda_runtime *rt, const char *request_id, const char *type, const char *message,
                          kp_err *err)
 {
@@ -245,12 +255,139 @@ kp_status kp_lambda_fail(kp_lambda_runtime *rt, const char *request_id, const ch
         snprintf(path, sizeof path, "/runtime/invocation/%s/error", request_id);
     else
         snprintf(path, sizeof path, "/runtime/init/error");
-    json_t *doc = json_pack("{s:s,s:s,s:[]}", "errorMessage", message ? message : "", "errorType", type, "stackTrace");
-    char *text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
-    json_decref(doc);
+    char *text = error_doc(type, message);
     if (!text)
         return kp_err_set(err, KP_ENOMEM, "out of memory");
     kp_status rc = post(rt, path, text, strlen(text), type, request_id ? "error report" : "init error report", err);
     free(text);
+    return rc;
+}
+
+/* ---- streamed responses ---- */
+
+int kp_lambda_runtime_stopping(const kp_lambda_runtime *rt)
+{
+    return rt && rt->stopping;
+}
+
+typedef struct upload {
+    kp_lambda_runtime *rt;
+    const kp_lambda_body *body;
+    int ended;   /* read gave the end of the body */
+    int aborted; /* read asked to abort */
+    kp_buf type_hdr, body_hdr;
+} upload;
+
+static size_t on_upload_read(char *buf, size_t size, size_t n, void *ud)
+{
+    upload *u = ud;
+    long got = u->body->read(u->body->ud, buf, size * n);
+    if (got < 0) {
+        u->aborted = 1;
+        return CURL_READFUNC_ABORT;
+    }
+    if (got == 0)
+        u->ended = 1;
+    return (size_t)got;
+}
+
+/* Called once the body ended: the error trailers, when the body says it failed. */
+static int on_upload_trailers(struct curl_slist **list, void *ud)
+{
+    upload *u = ud;
+    const char *message = NULL;
+    const char *type = u->body->failure ? u->body->failure(u->body->ud, &message) : NULL;
+    if (!type)
+        return CURL_TRAILERFUNC_OK;
+    char *doc = error_doc(type, message);
+    size_t b64_len = doc ? sodium_base64_encoded_len(strlen(doc), sodium_base64_VARIANT_ORIGINAL) : 0;
+    char *b64 = doc ? malloc(b64_len) : NULL;
+    int rc = CURL_TRAILERFUNC_ABORT; /* out of memory: the response fails anyway */
+    if (b64) {
+        sodium_bin2base64(b64, b64_len, (const unsigned char *)doc, strlen(doc), sodium_base64_VARIANT_ORIGINAL);
+        if (kp_buf_printf(&u->type_hdr, "Lambda-Runtime-Function-Error-Type: %s", type) == 0 &&
+            kp_buf_printf(&u->body_hdr, "Lambda-Runtime-Function-Error-Body: %s", b64) == 0) {
+            *list = curl_slist_append(*list, u->type_hdr.data); /* libcurl copies, and frees the list */
+            *list = curl_slist_append(*list, u->body_hdr.data);
+            rc = CURL_TRAILERFUNC_OK;
+        }
+    }
+    free(b64);
+    free(doc);
+    return rc;
+}
+
+/* While the connection is busy: give up when stopping before the body's end, or when the body says so. */
+static int on_upload_progress(void *ud, curl_off_t dt, curl_off_t dn, curl_off_t ut, curl_off_t un)
+{
+    upload *u = ud;
+    (void)dt, (void)dn, (void)ut, (void)un;
+    if (u->rt->stopping && !u->ended)
+        return 1;
+    return u->body->abandon && u->body->abandon(u->body->ud) ? 1 : 0;
+}
+
+kp_status kp_lambda_respond_stream(kp_lambda_runtime *rt, const char *request_id, const char *content_type,
+                                   const kp_lambda_body *body, kp_err *err)
+{
+    CURL *h = NULL;
+    upload u = {.rt = rt, .body = body};
+    call c = {.rt = rt};
+    struct curl_slist *hdrs = NULL;
+    kp_buf url = KP_BUF_INIT, type = KP_BUF_INIT;
+    long status = 0;
+    kp_status rc = KP_OK;
+    if (!request_id_is_safe(request_id))
+        return kp_err_set(err, KP_EINVAL, "unusable request id");
+    if (kp_buf_printf(&url, "%s/runtime/invocation/%s/response", rt->base, request_id) != 0 ||
+        kp_buf_printf(&type, "Content-Type: %s", content_type) != 0) {
+        rc = kp_err_set(err, KP_ENOMEM, "out of memory");
+        goto cleanup;
+    }
+    /* its own handle: with libcurl 7.88, a chunked upload with trailers on
+     * the reused handle, after an earlier one, wrote out of its buffer's
+     * bounds (seen with valgrind) */
+    if (!(h = curl_easy_init())) {
+        rc = kp_err_set(err, KP_ENOMEM, "out of memory");
+        goto cleanup;
+    }
+    curl_easy_setopt(h, CURLOPT_URL, url.data);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http");
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, 10L);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, &c);
+    curl_easy_setopt(h, CURLOPT_POST, 1L);
+    curl_easy_setopt(h, CURLOPT_READFUNCTION, on_upload_read);
+    curl_easy_setopt(h, CURLOPT_READDATA, &u);
+    curl_easy_setopt(h, CURLOPT_TRAILERFUNCTION, on_upload_trailers);
+    curl_easy_setopt(h, CURLOPT_TRAILERDATA, &u);
+    curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_upload_progress);
+    curl_easy_setopt(h, CURLOPT_XFERINFODATA, &u);
+    hdrs = curl_slist_append(hdrs, type.data);
+    hdrs = curl_slist_append(hdrs, "Lambda-Runtime-Function-Response-Mode: streaming");
+    hdrs = curl_slist_append(hdrs, "Transfer-Encoding: chunked");
+    hdrs = curl_slist_append(hdrs, "Trailer: Lambda-Runtime-Function-Error-Type, Lambda-Runtime-Function-Error-Body");
+    hdrs = curl_slist_append(hdrs, "Expect:");
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+    CURLcode cc = curl_easy_perform(h);
+    if (cc == CURLE_ABORTED_BY_CALLBACK && rt->stopping && !u.ended)
+        rc = kp_err_set(err, KP_EUNAVAILABLE, "stopping");
+    else if (cc == CURLE_ABORTED_BY_CALLBACK)
+        rc = kp_err_set(err, KP_EIO, "the streamed response was %s",
+                        u.aborted ? "aborted" : "abandoned (the Runtime API did not take it)");
+    else if (cc != CURLE_OK)
+        rc = kp_err_set(err, KP_EUNAVAILABLE, "the Runtime API (%s) failed: %s", url.data, curl_easy_strerror(cc));
+    else if (curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status) == CURLE_OK)
+        rc = check_status(status, 202, "streamed response", &c.body, err);
+cleanup:
+    curl_easy_cleanup(h);
+    curl_slist_free_all(hdrs);
+    kp_buf_free(&url);
+    kp_buf_free(&type);
+    kp_buf_free(&u.type_hdr);
+    kp_buf_free(&u.body_hdr);
+    kp_buf_free(&c.body);
     return rc;
 }

@@ -49,6 +49,45 @@ kp_status kp_lambda_respond(kp_lambda_runtime *rt, const char *request_id, const
 kp_status kp_lambda_fail(kp_lambda_runtime *rt, const char *request_id, const char *type, const char *message,
                          kp_err *err);
 
+/*
+ * A response body produced while it is sent (kp_lambda_respond_stream). The
+ * callbacks run on the thread that called kp_lambda_respond_stream.
+ */
+typedef struct kp_lambda_body {
+    /* Copies up to cap bytes of the body into buf: the count, 0 at the body's
+     * end, or -1 to abort the response (its connection is dropped). May wait
+     * for bytes, but comes back about once a second when
+     * kp_lambda_runtime_stopping() says so. */
+    long (*read)(void *ud, char *buf, size_t cap);
+    /* Once read gave the end: the error type to declare in the trailers
+     * (*message its message; both valid until the response is sent), or
+     * NULL when the body ended well. */
+    const char *(*failure)(void *ud, const char **message);
+    /* Asked about once a second while the Runtime API is not taking bytes,
+     * and while its answer is awaited: 1 aborts the response. May be NULL. */
+    int (*abandon)(void *ud);
+    void *ud;
+} kp_lambda_body;
+
+/*
+ * Posts the invocation's response in streaming mode: a chunked POST with
+ * Lambda-Runtime-Function-Response-Mode: streaming, Content-Type
+ * content_type (application/vnd.awslambda.http-integration-response: the
+ * body starts with a function URL's prelude) and the two error trailers
+ * declared (Trailer:), whose values are sent when body->failure() names
+ * one: Lambda-Runtime-Function-Error-Type, and
+ * Lambda-Runtime-Function-Error-Body, the base64 of {errorMessage,
+ * errorType, stackTrace}. KP_EUNAVAILABLE "stopping" when
+ * kp_lambda_runtime_stop came before the body's end; KP_EIO when the body
+ * aborted or abandoned the response (the next invocation can follow);
+ * KP_EUNAVAILABLE when the Runtime API fails or answers other than 202.
+ * https://docs.aws.amazon.com/lambda/latest/dg/runtimes-custom.html#runtimes-custom-response-streaming
+ */
+kp_status kp_lambda_respond_stream(kp_lambda_runtime *rt, const char *request_id, const char *content_type,
+                                   const kp_lambda_body *body, kp_err *err);
+/* 1 once kp_lambda_runtime_stop was called (a body's read stops waiting then). */
+int kp_lambda_runtime_stopping(const kp_lambda_runtime *rt);
+
 void kp_lambda_invocation_free(kp_lambda_invocation *inv);
 
 #endif
