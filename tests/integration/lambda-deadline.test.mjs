@@ -4,6 +4,8 @@
 // runs; an invocation with too little time left is refused (503 deadline_too_close) and charges nothing; and
 // the fake runtime's killAtDeadline hook stops a function that did not answer by its deadline, as Lambda does.
 // The fake Anthropic API holds the end of its stream (a gate never opened), so only the deadline ends it.
+// generate-app runs a generation it answered 202 for in an asynchronous invocation of itself (the fake Invoke
+// API, fake-lambda-invoke.mjs, queues it on the same function): that worker invocation's deadline bounds it.
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -12,6 +14,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
 import { startFakeAnthropic } from './fake-anthropic.mjs';
+import { startFakeLambdaInvoke } from './fake-lambda-invoke.mjs';
 import { uniqueEmail } from './harness.mjs';
 import { assertError, call, claimsFor, httpEvent, startFunction, WRAPPED } from './lambda-harness.mjs';
 
@@ -34,19 +37,32 @@ function create(fn, user, prompt) {
 describe('Lambda: the invocation deadline', () => {
   let dataDir;
   let fake;
+  let invoke;
   const fns = {};
+  const functions = {};
 
   before(async () => {
     dataDir = await mkdtemp(path.join(tmpdir(), 'koumpa-lambda-deadline-'));
     fake = await startFakeAnthropic({ apiKey: 'sk-test-key' });
     fake.setScenario({ type: 'text', text: APP, gate: 'never' });
-    const llm = { ANTHROPIC_API_KEY: 'sk-test-key', ANTHROPIC_BASE_URL: fake.url };
+    const key = { accessKeyId: 'AKIDDEADLINE', secretAccessKey: 'deadline/test' };
+    invoke = await startFakeLambdaInvoke({ credentials: [key], functions });
+    const llm = {
+      ANTHROPIC_API_KEY: 'sk-test-key',
+      ANTHROPIC_BASE_URL: fake.url,
+      AWS_REGION: 'eu-west-1',
+      AWS_ACCESS_KEY_ID: key.accessKeyId,
+      AWS_SECRET_ACCESS_KEY: key.secretAccessKey,
+      AWS_ENDPOINT_URL_LAMBDA: invoke.url,
+      AWS_LAMBDA_FUNCTION_NAME: 'koumpa-generate-app',
+    };
     // one after the other: the first migrates the SQLite database
     fns.user = await startFunction('get-user', dataDir);
     fns.list = await startFunction('list-projects', dataDir);
     fns.gen = await startFunction('generate-app', dataDir, { ...llm, KOUMPA_GENERATION_SETTLE_MS: String(SETTLE_MS) }, { timeoutMs: TIMEOUT_MS });
     // more kept for settling than an invocation ever has
     fns.tight = await startFunction('generate-app', dataDir, { ...llm, KOUMPA_GENERATION_SETTLE_MS: '600000' });
+    functions['koumpa-generate-app'] = fns.gen.rt; // its self-invocations run on itself
   });
 
   after(async () => {
@@ -54,6 +70,7 @@ describe('Lambda: the invocation deadline', () => {
     for (const [name, fn] of Object.entries(fns)) exits[name] = await fn.stop();
     fake?.openGate('never');
     await fake?.close();
+    await invoke?.close();
     await rm(dataDir, { recursive: true, force: true });
     for (const [name, res] of Object.entries(exits))
       assert.deepEqual(res, { code: 0, signal: null }, `${name} did not stop cleanly:\n${fns[name].stderr()}`);
