@@ -27,6 +27,7 @@
 #include "auth/jwt.h"
 #include "core/buf.h"
 #include "core/clock.h"
+#include "core/curl_defaults.h"
 #include "core/log.h"
 
 #define DEFAULT_REFETCH_S 30
@@ -286,7 +287,7 @@ static int on_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off
 static kp_status download(const kp_jwks *j, body_sink *sink, kp_err *err)
 {
     char curl_msg[CURL_ERROR_SIZE] = "";
-    CURL *curl = curl_easy_init();
+    CURL *curl = kp_curl_defaults(curl_easy_init());
     CURLcode rc;
     long code = 0;
     kp_status st;

@@ -15,6 +15,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "core/curl_defaults.h"
+
 struct kp_aws_fetch_pool {
     pthread_mutex_t lock;
     CURL *idle[KP_AWS_FETCH_POOL_IDLE];
@@ -54,7 +56,7 @@ static CURL *take_handle(kp_aws_fetch_pool *pool)
             h = pool->idle[--pool->n_idle];
         pthread_mutex_unlock(&pool->lock);
     }
-    return h ? h : curl_easy_init();
+    return kp_curl_defaults(h ? h : curl_easy_init()); /* a pooled handle was reset */
 }
 
 static void give_back(kp_aws_fetch_pool *pool, CURL *h, int clean)

@@ -38,6 +38,7 @@
 #include "auth/auth.h"
 #include "blob/blob_select.h"
 #include "cli/cli.h"
+#include "core/curl_defaults.h"
 #include "core/log.h"
 #include "core/loop.h"
 #include "core/metrics.h"
@@ -175,6 +176,8 @@ static kp_status init(boot *b, kp_err *err)
     kp_log_set_level(level);
     snprintf(b->db_path, sizeof b->db_path, "%s/koumpa.db", b->cfg.data_dir);
     rc = kp_cli_check_backend(&b->cfg, err);
+    if (rc == KP_OK)
+        rc = kp_curl_defaults_set_ca_bundle(b->cfg.ca_bundle, err); /* before any HTTPS handle */
     if (rc == KP_OK && strcmp(b->cfg.db, "dynamodb") != 0)
         rc = kp_sqlite_migrate(b->db_path, NULL, err);
     if (rc == KP_OK)

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "core/curl_defaults.h"
 #include "core/log.h"
 
 static const char usage[] = "usage: koumpa <command> [options]\n"
@@ -48,6 +49,11 @@ int kp_cli_load_config(kp_config *cfg, int argc, char **argv)
     if (kp_config_load(cfg, argc, argv, &err) != KP_OK) {
         fprintf(stderr, "koumpa: %s\n", err.msg);
         return err.status == KP_EINVAL ? KP_EXIT_USAGE : 1;
+    }
+    if (kp_curl_defaults_set_ca_bundle(cfg->ca_bundle, &err) != KP_OK) {
+        fprintf(stderr, "koumpa: %s\n", err.msg);
+        kp_config_free(cfg);
+        return KP_EXIT_USAGE;
     }
     kp_log_level level = KP_LOG_INFO;
     kp_log_parse_level(cfg->log_level, &level);

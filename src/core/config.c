@@ -100,6 +100,11 @@ static const opt_def opts[] = {
     /* generation leases (issue 11: gen/leases.c) */
     {"KOUMPA_GENERATION_LEASE_S", NULL, OPT_LONG, OFF(generation_lease_s), "30", 1, 3600, 0,
      "seconds a generating version's lease lasts; renewed every third of it, recovered once it ran out"},
+    /* generation time limits (issue 12: gen/timeout.c) */
+    {"KOUMPA_GENERATION_TIMEOUT_S", NULL, OPT_LONG, OFF(generation_timeout_s), "600", 1, 86400, 0,
+     "seconds a generation may run from its start to its end (then it fails timed_out, refunded)"},
+    {"KOUMPA_GENERATION_SETTLE_MS", NULL, OPT_LONG, OFF(generation_settle_ms), "30000", 0, 600000, 0,
+     "ms kept before an invocation's deadline (Lambda) to settle a generation: files, version, credits"},
     {"KOUMPA_DAILY_BONUS_SCHEDULER", NULL, OPT_BOOL, OFF(daily_bonus_scheduler), "1", 0, 1, 0,
      "run the daily bonus at 00:00 UTC in serve"},
     {"KOUMPA_ADMIN_EMAILS", "--admin-emails", OPT_STR, (size_t)-1, NULL, 0, 0, 0, "comma-separated admin emails"},
@@ -149,6 +154,9 @@ static const opt_def opts[] = {
      "store backend: sqlite (in the data directory) or dynamodb (AWS_REGION, AWS_ENDPOINT_URL_DYNAMODB, credentials)"},
     {"KOUMPA_DYNAMODB_TABLE_PREFIX", NULL, OPT_STR, OFF(dynamodb_table_prefix), "", 0, 0, 0,
      "DynamoDB: the table is named {prefix}koumpa"},
+    /* TLS for every outgoing call (issue 12: core/curl_defaults.h, applied by cli/main.c and cli/lambda.c) */
+    {"KOUMPA_CA_BUNDLE", NULL, OPT_STR, OFF(ca_bundle), NULL, 0, 0, 0,
+     "CA certificates (PEM bundle) that outgoing TLS peers are verified against (unset: libcurl's default)"},
 };
 
 #define NOPTS (sizeof opts / sizeof opts[0])

@@ -71,6 +71,9 @@ typedef struct kp_config {
     long max_readers_per_generation; /* KOUMPA_MAX_READERS_PER_GENERATION: live SSE readers per version (default 32) */
     /* generation leases (issue 11: gen/leases.c) */
     long generation_lease_s; /* KOUMPA_GENERATION_LEASE_S: a generating version's lease, seconds (default 30) */
+    /* generation time limits (issue 12: gen/timeout.c) */
+    long generation_timeout_s; /* KOUMPA_GENERATION_TIMEOUT_S: a generation's whole run, seconds (default 600) */
+    long generation_settle_ms; /* KOUMPA_GENERATION_SETTLE_MS: kept before a Lambda deadline to settle (30000) */
 
     long daily_bonus_scheduler; /* KOUMPA_DAILY_BONUS_SCHEDULER=0 disables the in-server scheduler */
 
@@ -105,6 +108,9 @@ typedef struct kp_config {
     /* database: DynamoDB (issue 11: store/dynamodb/) */
     char *db;                    /* KOUMPA_DB: sqlite|dynamodb (default sqlite) */
     char *dynamodb_table_prefix; /* KOUMPA_DYNAMODB_TABLE_PREFIX: the table is {prefix}koumpa (default "") */
+
+    /* TLS for every outgoing call (issue 12: core/curl_defaults.h) */
+    char *ca_bundle; /* KOUMPA_CA_BUNDLE: CA certificates file for libcurl (unset: libcurl's built-in default) */
 } kp_config;
 
 /*

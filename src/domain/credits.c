@@ -230,6 +230,11 @@ void kp_credits_failure_outcome(const kp_refund_policy *p, const char *code, int
     } else if (strcmp(code, "canceled") == 0) {
         out->refunded = output_chars < p->cancel_refund_chars;
         out->reason = out->refunded ? "canceled_early" : "canceled_after_output";
+    } else if (strcmp(code, KP_CREDITS_TIMED_OUT) == 0) {
+        /* the service's time limit stopped it: the model's speed and the function's deadline are not the
+         * user's doing, and the output is bounded per call (max_tokens) and in calls (continuations) */
+        out->refunded = 1;
+        out->reason = "time_limit";
     } else {
         out->refunded = 1;
         out->reason = "service_failure";

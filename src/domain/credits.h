@@ -86,8 +86,13 @@ int64_t kp_credits_refund_daily(int64_t reserved_daily, int64_t current_daily, i
  *     ("rejected_output_allowance_used");
  *   - "canceled": refunded while the model had written fewer than
  *     cancel_refund_chars characters ("canceled_early"), charged after
- *     ("canceled_after_output").
+ *     ("canceled_after_output");
+ *   - KP_CREDITS_TIMED_OUT: the generation reached its time limit (its total
+ *     timeout or the function's deadline, gen/timeout.c): always refunded
+ *     ("time_limit").
  */
+#define KP_CREDITS_TIMED_OUT "timed_out" /* the error code of a generation stopped by its time limit */
+
 typedef struct kp_refund_policy {
     int64_t rejected_refunds_per_day; /* KOUMPA_REJECTED_REFUNDS_PER_DAY (default 3) */
     int64_t cancel_refund_chars;      /* KOUMPA_CANCEL_REFUND_CHARS (default 1000) */

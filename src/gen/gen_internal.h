@@ -52,6 +52,12 @@ typedef struct generation generation;
 typedef struct sync_cmd sync_cmd;
 typedef struct unended unended;
 
+/* When a generation must have ended (timeout.c). */
+typedef struct gen_limit {
+    int64_t at_ms;   /* epoch ms */
+    int by_deadline; /* the invocation's deadline (less the settling margin) set it, not the total timeout */
+} gen_limit;
+
 /* How many live readers follow a version (the cap is KOUMPA_MAX_READERS_PER_GENERATION). */
 typedef struct reader_slot {
     char project_id[KP_ID_MAX];
@@ -118,6 +124,9 @@ struct generation {
     int appending;              /* a batch is on the storage pool */
     int append_again;           /* more came meanwhile: store them when it is back */
     struct event *append_timer; /* the next batch */
+    /* its time limit (timeout.c) */
+    gen_limit limit;
+    struct event *limit_timer; /* fails it timed_out at limit.at_ms; armed once it runs on the loop */
 };
 
 struct kp_gen {
@@ -186,6 +195,17 @@ int gen_leases_start(kp_gen *g);
 void gen_leases_stop(kp_gen *g);
 int gen_leases_busy(const kp_gen *g);
 int64_t gen_lease_until(const kp_gen *g);
+
+/* timeout.c */
+/* Sets gen->limit for a generation starting now (any thread, before it is posted to the loop). */
+void gen_timeout_init(generation *gen, const kp_gen_request *r);
+/* 1 when r's deadline leaves too little time to start (res->error_code "deadline_too_close", err
+ * KP_EUNAVAILABLE saying why); 0 otherwise. Called before anything is written. */
+int gen_timeout_refuses(kp_gen *g, const kp_gen_request *r, kp_gen_result *res, kp_err *err);
+/* On the loop, as it starts: arms its timer. -1 when out of memory. */
+int gen_timeout_start(generation *gen);
+/* Frees its timer (gen_destroy). */
+void gen_timeout_free(generation *gen);
 
 /* run.c */
 extern const kp_refund_policy gen_fallback_policy;

@@ -19,10 +19,17 @@
  * the previous ready version copied over, deletions applied), then the version
  * row becomes ready, then the reservation is committed, then the version is
  * marked settled. On any failure the row becomes failed (error code
- * "invalid_output", "too_long", "canceled", "interrupted", a provider error
- * code...) and its reservation is refunded or charged by the credit policy
- * (domain/credits.h kp_credits_failure_outcome), settled in the same
- * transaction.
+ * "invalid_output", "too_long", "canceled", "interrupted", "timed_out", a
+ * provider error code...) and its reservation is refunded or charged by the
+ * credit policy (domain/credits.h kp_credits_failure_outcome), settled in the
+ * same transaction.
+ * Time limit (gen/timeout.c): a generation runs at most until the earlier of
+ * its start plus KOUMPA_GENERATION_TIMEOUT_S and the request's deadline_ms
+ * (a Lambda invocation's) less KOUMPA_GENERATION_SETTLE_MS, kept for its
+ * settling (files, version row, credit). Reaching it cancels the provider
+ * call (a continuation included) and fails the version "timed_out",
+ * refunded; a generation already publishing or failing is left to end. A
+ * deadline leaving less than KP_GEN_MIN_RUN_MS is refused at submission.
  * A crash between these steps is repaired at start-up by kp_gen_recover(), so
  * every reserved credit ends committed with a ready version or refunded.
  *
@@ -54,6 +61,7 @@ typedef struct kp_metrics kp_metrics;
 typedef struct kp_gen kp_gen;
 
 #define KP_GEN_KEEPALIVE_MS 15000 /* SSE keep-alive comment interval */
+#define KP_GEN_MIN_RUN_MS 1000    /* the least time to run a submission must leave before its deadline */
 
 typedef struct kp_gen_options {
     const kp_config *cfg;    /* generation_cost, max_tokens, context_window, apps_url */
@@ -112,8 +120,9 @@ typedef struct kp_gen_request {
     const char *project_id;
     const char *name;
     const char *prompt;
-    /* epoch ms by which the generation must have ended, room for settling
-     * included (kp_req.deadline_ms: the Lambda invocation's deadline); 0: none */
+    /* epoch ms when the invocation running the generation ends (kp_req.deadline_ms: the
+     * Lambda invocation's deadline); the generation stops KOUMPA_GENERATION_SETTLE_MS
+     * before it, to settle in time (gen/timeout.c); 0: none */
     int64_t deadline_ms;
 } kp_gen_request;
 
@@ -122,7 +131,7 @@ typedef struct kp_gen_result {
     int64_t version;
     /* on failure: the API error code ("llm_not_configured", "context_too_large",
      * "too_many_generations", "insufficient_credits", "generation_in_progress",
-     * "not_found"...), or "" for internal errors (see err) */
+     * "not_found", "deadline_too_close"...), or "" for internal errors (see err) */
     const char *error_code;
     kp_balance balance; /* with insufficient_credits: the balance */
 } kp_gen_result;
@@ -133,7 +142,9 @@ typedef struct kp_gen_result {
  * then, in ONE store transaction, checks the plan's max_concurrent_generations,
  * reserves the generation cost and creates the project and/or version (status
  * generating); then posts the generation to the loop. Nothing is charged when
- * it is refused; if posting fails, the version fails and is refunded.
+ * it is refused (KP_EUNAVAILABLE "deadline_too_close" when r->deadline_ms
+ * leaves less than KP_GEN_MIN_RUN_MS to run); if posting fails, the version
+ * fails and is refunded.
  */
 kp_status kp_gen_submit(kp_gen *g, kp_store *s, const kp_gen_request *r, kp_gen_result *res, kp_err *err);
 

@@ -160,6 +160,7 @@ static void gen_destroy(generation *gen)
         g->opt.llm->ops->cancel(g->opt.llm, gen->call);
     if (gen->flush)
         event_free(gen->flush);
+    gen_timeout_free(gen);
     gen_events_free(gen);
     kp_fileblocks_free(gen->parser);
     kp_prompt_free(&gen->prompt);
@@ -782,6 +783,10 @@ void gen_task_start(void *arg)
         gen_fail(gen, "interrupted", "the server is shutting down");
         return;
     }
+    if (gen_timeout_start(gen) != 0) {
+        gen_fail(gen, "internal_error", "out of memory: the generation's time limit cannot be set");
+        return;
+    }
     start_call(gen);
 }
 
@@ -826,5 +831,6 @@ generation *gen_generation_new(kp_gen *g, const kp_gen_request *r, const char *p
     gen->prompt = *prompt;
     memset(prompt, 0, sizeof *prompt);
     clock_gettime(CLOCK_MONOTONIC, &gen->started);
+    gen_timeout_init(gen, r);
     return gen;
 }

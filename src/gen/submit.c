@@ -212,6 +212,8 @@ kp_status kp_gen_submit(kp_gen *g, kp_store *s, const kp_gen_request *r, kp_gen_
                                             : "no LLM provider is configured: set ANTHROPIC_API_KEY");
     if (is_stopping(g))
         return fail_with(res, "unavailable", err, KP_EUNAVAILABLE, "the server is shutting down");
+    if (gen_timeout_refuses(g, r, res, err))
+        return KP_EUNAVAILABLE;
     kp_status rc = KP_OK;
     if (follow_up) {
         rc = s->ops->project_get(s, r->project_id, &p, err);

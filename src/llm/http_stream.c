@@ -26,6 +26,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/curl_defaults.h"
+
 /* One socket curl asked us to watch. */
 typedef struct sock_watch {
     struct event *ev;
@@ -482,7 +484,7 @@ kp_status kp_http_stream_start(kp_http_stream_client *c, const kp_http_request *
         c->streams->prev = s;
     c->streams = s;
     c->active++;
-    if (!(s->easy = curl_easy_init()) || !(s->idle = evtimer_new(c->base, on_idle, s))) {
+    if (!(s->easy = kp_curl_defaults(curl_easy_init())) || !(s->idle = evtimer_new(c->base, on_idle, s))) {
         st = kp_err_set(err, KP_ENOMEM, "out of memory");
         goto cleanup;
     }

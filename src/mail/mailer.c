@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include "core/buf.h"
+#include "core/curl_defaults.h"
 #include "core/log.h"
 #include "core/pool.h"
 
@@ -107,7 +108,7 @@ kp_status kp_mailer_send_now(kp_mailer *m, const char *to, const char *subject, 
         return kp_err_set(err, KP_EINVAL, "invalid recipient or subject");
     if (compose(m, to, subject, body ? body : "", &msg) != 0 || kp_buf_printf(&from, "<%s>", m->from) != 0 ||
         kp_buf_printf(&rcpt_addr, "<%s>", to) != 0 || !(rcpt = curl_slist_append(NULL, rcpt_addr.data)) ||
-        !(curl = curl_easy_init())) {
+        !(curl = kp_curl_defaults(curl_easy_init()))) {
         st = kp_err_set(err, KP_ENOMEM, "out of memory");
         goto cleanup;
     }

@@ -21,6 +21,7 @@
 
 #include <sodium.h>
 
+#include "core/curl_defaults.h"
 #include "core/log.h"
 
 #define DEFAULT_BACKOFF_MS 500
@@ -236,7 +237,7 @@ static kp_status build_headers(kp_stripe *s, const char *key, int post, const kp
 
 static CURL *new_easy(kp_stripe *s, const char *url, int post, const kp_buf *form, struct curl_slist *headers)
 {
-    CURL *curl = curl_easy_init();
+    CURL *curl = kp_curl_defaults(curl_easy_init());
     if (!curl)
         return NULL;
     curl_easy_setopt(curl, CURLOPT_URL, url);

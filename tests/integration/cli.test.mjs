@@ -135,6 +135,7 @@ describe('koumpa commands without a server', () => {
       [{ KOUMPA_THREADS: '-3' }, 'KOUMPA_THREADS'],
       [{ KOUMPA_JWT_ISSUER: 'https://idp.example' }, 'KOUMPA_JWT_AUDIENCE'],
       [{ KOUMPA_JWT_ISSUER: 'idp.example', KOUMPA_JWT_AUDIENCE: 'x' }, 'KOUMPA_JWT_ISSUER'],
+      [{ KOUMPA_CA_BUNDLE: '/nonexistent/ca-bundle.crt' }, 'KOUMPA_CA_BUNDLE'],
     ];
     for (const [extra, name] of cases) {
       const res = await runKoumpa(['serve'], { env: cliEnv(path.join(dir, 'bad-config'), extra), timeoutMs: WRAPPED ? 120_000 : 20_000 });

@@ -132,7 +132,8 @@ function scenarioFromHeader(value) {
 
 /**
  * Starts a fake: api(req, res, rec, scenario, ctx) answers the API requests
- * (rec is the recorded request: {method, path, headers, body, rawBody}).
+ * (rec is the recorded request: {method, path, headers, body, rawBody}; once
+ * its answer is over, closedByClient says whether the client left before its end).
  * Returns {url, requests, setScenario(s), reset(), openGate(name), close()}:
  * a scenario with gate: NAME holds the end of its stream until openGate(NAME).
  */
@@ -198,6 +199,8 @@ export async function startFake({ api, defaultScenario, host = '127.0.0.1', port
     const scenario = nextScenario(rec);
     rec.scenario = scenario;
     requests.push(rec);
+    // the client went away before the answer ended (e.g. it cancelled the call)
+    res.on('close', () => (rec.closedByClient = !res.writableEnded));
     if (scenario.type === 'reset') return req.socket.resetAndDestroy();
     try {
       await api(req, res, rec, scenario, { apiKey, gate: (name) => gate(name).promise });

@@ -9,7 +9,9 @@
 //   POST /2018-06-01/runtime/invocation/{id}/error     202; keeps Lambda-Runtime-Function-Error-Type
 //   POST /2018-06-01/runtime/init/error                202; keeps the error (the environment failed to start)
 //
-// The deadline is enforced: an invocation not answered by it ends as { kind: 'timeout' }.
+// The deadline is enforced: an invocation not answered by it ends as { kind: 'timeout' }. Real Lambda then
+// stops the execution environment (the next invocation starts a new one); a test has that done with
+// onTimeout (lambda-harness.mjs startFunction's killAtDeadline kills the bootstrap with SIGKILL).
 //
 // Streamed responses (https://docs.aws.amazon.com/lambda/latest/dg/runtimes-custom.html#runtimes-custom-response-streaming,
 // .../configuration-response-streaming.html): a `response` POST with Lambda-Runtime-Function-Response-Mode: streaming
@@ -158,14 +160,17 @@ function send(res, status, doc) {
 
 /**
  * Starts the fake on 127.0.0.1. Options: functionName, timeoutMs (the function's timeout: each invocation's
- * deadline is now + timeoutMs). Returns { api ("host:port"), invoke(event, { traceId, pauseAfterPrelude (a streamed
- * response is not read past its prelude: the runtime's writes back up) }), initError (a promise
+ * deadline is now + timeoutMs), onTimeout({ requestId, deadlineMs }) (called when an invocation reaches its
+ * deadline unanswered, a stream still open included, before invoke() resolves: where Lambda stops the
+ * environment), onNext (called as each `next` request arrives; bench/lambda-coldstart.mjs). Returns { api
+ * ("host:port"), invoke(event, { traceId, pauseAfterPrelude (a streamed response is not read past its prelude: the
+ * runtime's writes back up) }), initError (a promise
  * of { errorType, body }), polls (how many `next` requests arrived), close() }.
  * invoke() resolves to { kind: 'response', requestId, body (Buffer), json } | { kind: 'error', requestId,
  * errorType, json } | { kind: 'timeout', requestId } | { kind: 'stream', requestId, prelude, problem (an Error when
  * the prelude is malformed), stream } (see receiveStream).
  */
-export async function startFakeRuntime({ functionName = 'koumpa-test', timeoutMs = 30_000 } = {}) {
+export async function startFakeRuntime({ functionName = 'koumpa-test', timeoutMs = 30_000, onTimeout, onNext } = {}) {
   const queue = []; // invocations not yet taken by `next`
   const waiting = []; // `next` requests held open
   const open = new Map(); // requestId -> invocation taken, not answered
@@ -200,6 +205,7 @@ export async function startFakeRuntime({ functionName = 'koumpa-test', timeoutMs
   const deliver = (res, inv) => {
     inv.deadlineMs = Date.now() + timeoutMs;
     inv.timer = setTimeout(() => {
+      onTimeout?.({ requestId: inv.requestId, deadlineMs: inv.deadlineMs });
       if (inv.stream) {
         // the environment is frozen: the connection stays as it is, unread
         open.delete(inv.requestId);
@@ -241,6 +247,7 @@ export async function startFakeRuntime({ functionName = 'koumpa-test', timeoutMs
     const body = await readBody(req);
     if (req.method === 'GET' && url === `${PREFIX}/invocation/next`) {
       state.polls++;
+      onNext?.();
       const inv = queue.shift();
       if (inv) deliver(res, inv);
       else waiting.push(res);

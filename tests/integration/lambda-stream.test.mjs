@@ -139,6 +139,7 @@ describe('generate-app\'s function URL streams', () => {
       ANTHROPIC_BASE_URL: fake.url,
       KOUMPA_LLM_RETRY_BASE_MS: '10',
       KOUMPA_JWKS_URL: idp.jwksUrl,
+      KOUMPA_GENERATION_SETTLE_MS: '2000', // of the 30 s invocations: a generation may run until 2 s before
     };
     if (BACKEND === 'aws') {
       // DynamoDB + S3 on moto behind the SigV4-verifying front, the Anthropic key in Secrets Manager

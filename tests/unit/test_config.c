@@ -54,6 +54,7 @@ static const char *all_vars[] = {
     "KOUMPA_ADMIN_EMAILS",
     "KOUMPA_SECRETS_TTL",
     "KOUMPA_STRIPE_TOLERANCE_S",
+    "KOUMPA_CA_BUNDLE",
     NULL,
 };
 

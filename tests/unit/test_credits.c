@@ -175,6 +175,8 @@ static void test_failure_outcome_policy(void **state)
         {"too_long", 0, 3, 0, "rejected_output_allowance_used"},
         {"canceled", 999, 0, 1, "canceled_early"},
         {"canceled", 1000, 0, 0, "canceled_after_output"},
+        {"timed_out", 1000000, 1000, 1, "time_limit"},
+        {"timed_out", 0, 0, 1, "time_limit"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         kp_credits_outcome o;

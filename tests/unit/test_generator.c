@@ -1322,6 +1322,101 @@ static void test_content_types_and_urls(void **state)
     assert_string_equal(kp_gen_content_type("dir.js/README"), "application/octet-stream");
 }
 
+/* ---- time limits (gen/timeout.c) ---- */
+
+/* A stream that would take a minute: only a time limit ends it. */
+static void set_endless_script(fixture *f)
+{
+    set_script(f, 0, "<file path=\"index.html\">\nslow slow slow slow slow slow slow slow slow slow\n</file>\n",
+               "end_turn");
+    f->fake.scripts[0].delay_ms = 2000;
+}
+
+static kp_status submit_by(fixture *f, const char *prompt, int64_t deadline_ms, kp_gen_result *res, kp_err *err)
+{
+    kp_plan pro;
+    assert_int_equal(f->s->ops->plan_get(f->s, "pro", &pro, err), KP_OK);
+    kp_gen_request r = {.user_id = "usr_a", .plan = &pro, .name = "", .prompt = prompt, .deadline_ms = deadline_ms};
+    return kp_gen_submit(f->g, f->s, &r, res, err);
+}
+
+/* Submits a generation that only a time limit ends, with deadline_ms, and follows it: it fails timed_out
+ * for the reason why, its call cancelled once, refunded once ("time_limit"), its reader told; and it stays
+ * ended (its timer went with it). */
+static void expect_timed_out(fixture *f, int64_t deadline_ms, const char *why)
+{
+    kp_gen_result res;
+    kp_version v;
+    test_sink reader;
+    kp_err err = {0};
+    set_endless_script(f);
+    assert_int_equal(submit_by(f, "an app", deadline_ms, &res, &err), KP_OK);
+    kp_stream *st = subscribe(f, res.project_id, 1, 0, &reader);
+    wait_ended(&reader);
+    wait_version(f, res.project_id, 1, &v);
+    assert_failed_and_refunded(f, &v, "timed_out");
+    assert_outcome(&v, 1, "time_limit");
+    assert_non_null(strstr(v.error_message, why));
+    assert_int_equal(f->fake.calls, 1);
+    assert_int_equal(f->fake.cancels, 1);
+    assert_non_null(strstr(reader.data.data, "\"code\":\"timed_out\""));
+    assert_non_null(strstr(reader.data.data, "\"refunded\":true,\"refund_reason\":\"time_limit\""));
+    sleep_ms(100);
+    assert_int_equal(balance_total(f, "usr_a"), 10);
+    assert_int_equal(ledger_count(f, "refund:time_limit"), 1);
+    st->release(st);
+    tsink_free(&reader);
+    kp_version_clear(&v);
+}
+
+static void test_generation_past_its_timeout_fails_and_is_refunded(void **state)
+{
+    fixture *f = *state;
+    f->cfg.generation_timeout_s = 1;
+    expect_timed_out(f, 0, "longer than its limit of 1 s");
+}
+
+static void test_deadline_cap_wins_over_the_timeout(void **state)
+{
+    fixture *f = *state;
+    f->cfg.generation_timeout_s = 600;
+    f->cfg.generation_settle_ms = 300;
+    expect_timed_out(f, kp_time_now_ms() + KP_GEN_MIN_RUN_MS + 600,
+                     "the end of the function's invocation (its deadline, less 300 ms");
+}
+
+static void test_too_close_deadline_is_refused(void **state)
+{
+    fixture *f = *state;
+    kp_gen_result res;
+    kp_err err = {0};
+    kp_project *list = NULL;
+    size_t n = 9;
+    f->cfg.generation_settle_ms = 5000;
+    set_endless_script(f);
+    /* 5.9 s left, 5 s kept to settle: less than KP_GEN_MIN_RUN_MS to run */
+    assert_int_equal(submit_by(f, "an app", kp_time_now_ms() + 5000 + KP_GEN_MIN_RUN_MS - 100, &res, &err),
+                     KP_EUNAVAILABLE);
+    assert_string_equal(res.error_code, "deadline_too_close");
+    assert_non_null(strstr(err.msg, "KOUMPA_GENERATION_SETTLE_MS"));
+    /* a deadline already past */
+    assert_int_equal(submit_by(f, "an app", kp_time_now_ms() - 1, &res, &err), KP_EUNAVAILABLE);
+    assert_string_equal(res.error_code, "deadline_too_close");
+    /* nothing written, nothing charged, the provider never called */
+    assert_int_equal(f->s->ops->project_list(f->s, "usr_a", 0, "", 10, &list, &n, &err), KP_OK);
+    assert_int_equal(n, 0);
+    free(list);
+    assert_int_equal(balance_total(f, "usr_a"), 10);
+    assert_int_equal(f->fake.calls, 0);
+    /* with room left it is admitted */
+    set_script(f, 0, app_v1, "end_turn");
+    kp_version v;
+    assert_int_equal(submit_by(f, "an app", kp_time_now_ms() + 5000 + 60000, &res, &err), KP_OK);
+    wait_version(f, res.project_id, 1, &v);
+    assert_int_equal(v.status, KP_VER_READY);
+    kp_version_clear(&v);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1351,6 +1446,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_lost_lease_stops_the_generation_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failed_version_recorded_after_store_failure, setup, teardown),
         cmocka_unit_test_setup_teardown(test_publish_store_failure_refunds, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_generation_past_its_timeout_fails_and_is_refunded, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_deadline_cap_wins_over_the_timeout, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_too_close_deadline_is_refused, setup, teardown),
         cmocka_unit_test(test_content_types_and_urls),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
