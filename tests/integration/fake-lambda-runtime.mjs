@@ -161,9 +161,10 @@ function send(res, status, doc) {
 /**
  * Starts the fake on 127.0.0.1. Options: functionName, timeoutMs (the function's timeout: each invocation's
  * deadline is now + timeoutMs), onTimeout({ requestId, deadlineMs }) (called when an invocation reaches its
- * deadline unanswered, before invoke() resolves: where Lambda stops the environment), onNext (called as each
- * `next` request arrives; bench/lambda-coldstart.mjs). Returns { api ("host:port"), invoke(event, { traceId,
- * pauseAfterPrelude (a streamed response is not read past its prelude: the runtime's writes back up) }), initError (a promise
+ * deadline unanswered, a stream still open included, before invoke() resolves: where Lambda stops the
+ * environment), onNext (called as each `next` request arrives; bench/lambda-coldstart.mjs). Returns { api
+ * ("host:port"), invoke(event, { traceId, pauseAfterPrelude (a streamed response is not read past its prelude: the
+ * runtime's writes back up) }), initError (a promise
  * of { errorType, body }), polls (how many `next` requests arrived), close() }.
  * invoke() resolves to { kind: 'response', requestId, body (Buffer), json } | { kind: 'error', requestId,
  * errorType, json } | { kind: 'timeout', requestId } | { kind: 'stream', requestId, prelude, problem (an Error when

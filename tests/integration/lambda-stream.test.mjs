@@ -9,7 +9,7 @@
 // another function (a complete body in streaming mode); the HTTP API still answers a stream with 501. A second
 // generate-app with a short deadline: a reader following a generation that outlasts the invocation gets the
 // interrupted trailers before the deadline; a Runtime API that stops reading does not wedge the function (the next
-// invocation is served).
+// invocation is served). With KOUMPA_TEST_BACKEND=aws the functions run on DynamoDB + S3 (aws-backend.mjs).
 import assert from 'node:assert/strict';
 import { generateKeyPairSync, randomUUID } from 'node:crypto';
 import http from 'node:http';
@@ -20,14 +20,16 @@ import { after, before, describe, test } from 'node:test';
 
 import { SignJWT, exportJWK } from 'jose';
 
+import { awsBackendEnv, awsSecretsEnv } from './aws-backend.mjs';
 import { startFakeAnthropic } from './fake-anthropic.mjs';
-import { uniqueEmail } from './harness.mjs';
+import { BACKEND, runKoumpa, uniqueEmail } from './harness.mjs';
 import {
   assertError,
   call,
   callStream,
   CLIENT_ID,
   claimsFor,
+  functionEnv,
   functionUrlEvent,
   httpEvent,
   ISSUER,
@@ -132,12 +134,18 @@ describe('generate-app\'s function URL streams', () => {
     fake = await startFakeAnthropic();
     fake.setScenario(scenario);
     idp = await startIdentityProvider();
-    const env = {
+    let env = {
       ANTHROPIC_API_KEY: 'sk-any',
       ANTHROPIC_BASE_URL: fake.url,
       KOUMPA_LLM_RETRY_BASE_MS: '10',
       KOUMPA_JWKS_URL: idp.jwksUrl,
+      KOUMPA_GENERATION_SETTLE_MS: '2000', // of the 30 s invocations: a generation may run until 2 s before
     };
+    if (BACKEND === 'aws') {
+      // DynamoDB + S3 on moto behind the SigV4-verifying front, the Anthropic key in Secrets Manager
+      const vars = await awsBackendEnv(dataDir, functionEnv('generate-app', '', dataDir), runKoumpa);
+      env = await awsSecretsEnv({ ...env, ...vars });
+    }
     // one after the other: the first migrates the SQLite database
     fns['generate-app'] = await startFunction('generate-app', dataDir, env);
     fns.short = await startFunction('generate-app', dataDir, env, { timeoutMs: SHORT_TIMEOUT_MS });
