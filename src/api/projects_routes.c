@@ -482,6 +482,38 @@ void kp_h_project_events(kp_ctx *ctx, kp_req *req, kp_resp *resp)
     sse_headers(resp);
 }
 
+/*
+ * The cancel of a version generating on another instance (another `serve`, another Lambda invocation): it
+ * is stored on the version, and the instance running it reads it at its next lease renewal, every third of
+ * the lease (gen/leases.c), then ends the version "canceled" as a local cancel does. 202 with when.
+ */
+static void request_cancel(kp_ctx *ctx, kp_req *req, kp_resp *resp, const kp_project *p)
+{
+    kp_err err = {0};
+    kp_status rc = ctx->store->ops->version_request_cancel(ctx->store, p->id, p->latest_version, &err);
+    if (rc == KP_ECONFLICT) {
+        kp_resp_error(resp, 409, "not_generating", "no version of this project is generating");
+        return;
+    }
+    if (rc != KP_OK) {
+        kp_resp_from_err(resp, &err, req->request_id);
+        return;
+    }
+    const kp_config *cfg = ctx->app ? ctx->app->cfg : NULL;
+    long lease_s = cfg && cfg->generation_lease_s > 0 ? cfg->generation_lease_s : 30;
+    long within_s = (lease_s + 2) / 3;
+    char msg[512];
+    snprintf(msg, sizeof msg,
+             "version %lld is generating on another instance, which cancels it at its next lease renewal, within "
+             "about %ld s; GET /v1/projects/%s or its events show the end (an instance that stopped meanwhile "
+             "leaves it to recovery once its lease runs out)",
+             (long long)p->latest_version, within_s, p->id);
+    json_t *body =
+        json_pack("{s:s,s:s,s:I,s:I,s:s}", "cancel", "requested", "project_id", p->id, "version",
+                  (json_int_t)p->latest_version, "takes_effect_within_s", (json_int_t)within_s, "message", msg);
+    kp_resp_json(resp, 202, body);
+}
+
 void kp_h_project_cancel(kp_ctx *ctx, kp_req *req, kp_resp *resp)
 {
     kp_project p;
@@ -489,9 +521,9 @@ void kp_h_project_cancel(kp_ctx *ctx, kp_req *req, kp_resp *resp)
     if (load_own_project(ctx, req, resp, &p) != 0)
         return;
     kp_status rc = service(ctx) ? kp_gen_cancel(service(ctx), p.id, p.latest_version, &err)
-                                : kp_err_set(&err, KP_ECONFLICT, "not generating");
-    if (rc == KP_ECONFLICT) {
-        kp_resp_error(resp, 409, "not_generating", "no version of this project is generating");
+                                : kp_err_set(&err, KP_ECONFLICT, "not generating here");
+    if (rc == KP_ECONFLICT) { /* not running here: perhaps elsewhere */
+        request_cancel(ctx, req, resp, &p);
         return;
     }
     if (rc != KP_OK) {

@@ -33,6 +33,8 @@
 #define GEN_FOLLOW_PAGE 500     /* events a poll reads at a time */
 #define GEN_FOLLOW_ROUNDS 20    /* pages a poll reads at most */
 
+#define KP_GEN_CANCELED_MESSAGE "the generation was canceled" /* a cancel's error event, local or requested */
+
 #define METRIC_IN_FLIGHT "generations_in_flight"
 #define METRIC_SPENT "credits_spent_total"
 

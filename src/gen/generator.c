@@ -190,7 +190,7 @@ static void task_cancel(void *arg)
         return;
     }
     gen->on_end = c; /* answered once the version is failed and refunded */
-    gen_fail(gen, "canceled", "the generation was canceled");
+    gen_fail(gen, "canceled", KP_GEN_CANCELED_MESSAGE);
 }
 
 kp_status kp_gen_cancel(kp_gen *g, const char *project_id, int64_t n, kp_err *err)

@@ -9,6 +9,13 @@
  * never on the loop, so a slow database never stalls a stream; a failed
  * renewal is logged and tried again at the next tick.
  *
+ * The renewal also brings back, per lease, whether a cancel was requested
+ * through another instance (store.h version_request_cancel: POST .../cancel
+ * served where the generation does not run); the generation is then failed
+ * "canceled" here, exactly as a local cancel (kp_gen_cancel) does. Such a
+ * cancel takes effect at the next renewal: within a third of the lease
+ * (10 s with the default 30 s lease), plus the renewal's own time.
+ *
  * A lease that could not be renewed is lost for good (it ran out, or a
  * recoverer already ended its version): the generation here is then failed
  * "interrupted" through the usual ending, whose write is conditional on the
@@ -84,15 +91,29 @@ static void lease_lost(kp_gen *g, const kp_lease *l)
     gen_fail(gen, "interrupted", "the server running this generation lost its lease on it");
 }
 
+/* A generation whose cancel was requested through another instance ends as a local cancel does. */
+static void cancel_requested(kp_gen *g, const kp_lease *l)
+{
+    generation *gen = gen_find(g, l->project_id, l->n);
+    if (!gen || gen->ending || gen->storing)
+        return; /* ending already: that ending stands */
+    kp_log_json(KP_LOG_INFO, "a cancel was requested through another instance: canceling the generation",
+                json_pack("{s:s,s:I}", "project_id", l->project_id, "version", (json_int_t)l->n));
+    gen_fail(gen, "canceled", KP_GEN_CANCELED_MESSAGE);
+}
+
 static void renew_done(void *arg)
 {
     renew_job *j = arg;
     kp_gen *g = j->g;
     g->renewing = 0;
     if (j->rc == KP_OK && !g->shut)
-        for (size_t i = 0; i < j->n; i++)
+        for (size_t i = 0; i < j->n; i++) {
             if (!j->leases[i].held)
                 lease_lost(g, &j->leases[i]);
+            else if (j->leases[i].cancel_requested)
+                cancel_requested(g, &j->leases[i]);
+        }
     free(j);
     gen_shutdown_maybe_done(g);
 }

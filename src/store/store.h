@@ -242,7 +242,8 @@ typedef struct kp_admission {
 typedef struct kp_lease {
     char project_id[KP_ID_MAX];
     int64_t n;
-    int held; /* out: 1 renewed; 0 lost (not generating, another owner, or run out) */
+    int held;             /* out: 1 renewed; 0 lost (not generating, another owner, or run out) */
+    int cancel_requested; /* out, when held: a cancel was requested (version_request_cancel) */
 } kp_lease;
 
 /*
@@ -464,6 +465,11 @@ typedef struct kp_store_ops {
      * until_ms. KP_ECONFLICT when it is not (ended, another owner, run out, no such version): nothing changes. */
     kp_status (*lease_transfer)(kp_store *s, const char *project_id, int64_t n, const char *from_owner,
                                 const char *to_owner, int64_t now_ms, int64_t until_ms, kp_err *err);
+    /* Asks whoever runs version n of project_id to cancel it (a cancel through another instance than the
+     * one generating it): one conditional write marks it cancel-requested if it is generating; marking it
+     * again is KP_OK and changes nothing. Its owner learns it from its next leases_renew
+     * (kp_lease.cancel_requested). KP_ECONFLICT when it is not generating (ended, no such version). */
+    kp_status (*version_request_cancel)(kp_store *s, const char *project_id, int64_t n, kp_err *err);
 
     /* the event store (kp_event) */
     /* Appends events[0..count) of version n (any ids >= 1, each with its type and JSON data). Idempotent per

@@ -5,7 +5,8 @@
 // signature with @smithy/signature-v4), the fake Anthropic API, SQLite and local files: the event arrives
 // signed; the version becomes ready, charged once; an Invoke refused fails the version, refunded, with a 503;
 // the same event delivered again, or to two processes at once, runs the generation once; a worker arriving
-// after the lease ran out does nothing and recovery refunds the version once. With KOUMPA_TEST_BACKEND=aws
+// after the lease ran out does nothing and recovery refunds the version once; a cancel through the HTTP API
+// while the worker runs the generation is stored (202) and ends it canceled in the worker. With KOUMPA_TEST_BACKEND=aws
 // (make integration-aws) the functions keep their data in DynamoDB and S3 and read the Anthropic key from
 // Secrets Manager, on moto behind the verifying front (aws-backend.mjs).
 import assert from 'node:assert/strict';
@@ -330,6 +331,42 @@ describe('generate-app on AWS: the 202 path through an asynchronous self-invocat
       assert.equal(await credits(user), before, 'refunded once');
     } finally {
       await d.done();
+    }
+  });
+
+  test('a cancel through the HTTP API while the worker runs it: 202, the worker ends it canceled, refunded once', async () => {
+    const user = newUser();
+    const before = await credits(user);
+    const d = await deadlineSetup({}, {});
+    anthropic.setScenario(() => ({ type: 'text', text: APP, gate: 'cancel' })); // a gate of its own: only the cancel ends it
+    try {
+      const calls = llmCalls();
+      const res = await create(user, 'a counter', d.api);
+      assert.equal(res.statusCode, 202, res.text);
+      const inv = invoke.invocations.at(-1);
+      for (const until = Date.now() + (WRAPPED ? 60_000 : 10_000); llmCalls() === calls && Date.now() < until; ) await sleep(20);
+      assert.equal(llmCalls(), calls + 1, 'the worker called the model');
+      // an API invocation gets the cancel; the worker invocation runs the generation: the request is stored
+      const cancel = (fn) => call(fn, httpEvent('POST', `/v1/projects/${res.json.id}/cancel`, { claims: claimsFor(user) }));
+      const c = await cancel(d.api);
+      assert.equal(c.statusCode, 202, c.text);
+      assert.equal(c.json.cancel, 'requested');
+      assert.equal(c.json.version, 1);
+      // the worker reads it at its next lease renewal and ends the version as a local cancel would
+      const end = await inv.delivered;
+      assert.equal(end.kind, 'response', JSON.stringify(end));
+      assert.deepEqual(end.json, { project_id: res.json.id, version: 1, outcome: 'ran', status: 'failed', error_code: 'canceled' });
+      const p = await project(user, res.json.id);
+      assert.equal(p.versions[0].error.code, 'canceled');
+      assert.equal(p.versions[0].error.refunded, true, 'refunded: less than KOUMPA_CANCEL_REFUND_CHARS written');
+      assert.equal(await credits(user), before, 'refunded');
+      const again = await cancel(d.api);
+      assertError(again, 409, 'not_generating');
+      await sleep(WRAPPED ? 12_000 : 1500); // recovery rounds in both instances: nothing is refunded twice
+      assert.equal(await credits(user), before, 'refunded once');
+    } finally {
+      anthropic.openGate('cancel');
+      assert.deepEqual(await d.done(), { code: 0, signal: null });
     }
   });
 

@@ -31,7 +31,8 @@
  *             commits or refunds once with its events, a second end (recovery racing) is KP_ECONFLICT and
  *             changes nothing; its events keep what a batch stored, and 120 of them are stored; follow-ups;
  *             leases_renew renews only the owner's running, unexpired leases; lease_transfer hands such a
- *             lease over once, only from its owner, and recovery sees its new end
+ *             lease over once, only from its owner, and recovery sees its new end; version_request_cancel
+ *             marks only a generating version, idempotent, and only its owner's renewal returns the mark
  *   admit_race 15 threads admit (8 charged, 7 free) for one user allowed 4 at a time: exactly 4, each
  *             charged admission charged once
  *   race      200 threads spend 1 credit each from 10 at once: exactly 10 succeed; 20 threads
@@ -957,6 +958,35 @@ static void nothing_admitted(kp_store *s, const char *what, const char *uid, con
     EXPECT(generating(s, uid) == running, "%s: generating count changed", what);
 }
 
+/* version_request_cancel: only while generating, idempotent; its owner's renewal returns the flag (running is
+ * generating, held by owner; ended is not generating). */
+static void cancel_requests(kp_store *s, const char *running, const char *ended, const char *owner, int64_t now)
+{
+    kp_err err = {0};
+    kp_lease l = {.n = 1};
+    snprintf(l.project_id, sizeof l.project_id, "%s", running);
+    l.cancel_requested = 1;
+    EXPECT(s->ops->leases_renew(s, owner, now, now + 220000, &l, 1, &err) == KP_OK && l.held && !l.cancel_requested,
+           "a renewal before any cancel request: %s (held %d, cancel %d)", err.msg, l.held, l.cancel_requested);
+    EXPECT(s->ops->version_request_cancel(s, running, 1, &err) == KP_OK, "version_request_cancel: %s", err.msg);
+    EXPECT(s->ops->version_request_cancel(s, running, 1, &err) == KP_OK, "a second cancel request: %s", err.msg);
+    EXPECT(s->ops->version_request_cancel(s, ended, 1, &err) == KP_ECONFLICT, "an ended version's cancel: %s", err.msg);
+    EXPECT(s->ops->version_request_cancel(s, running, 2, &err) == KP_ECONFLICT, "no such version's cancel: %s",
+           err.msg);
+    EXPECT(s->ops->version_request_cancel(s, "", 1, &err) == KP_EINVAL, "a cancel of no project: %s", err.msg);
+    EXPECT(s->ops->leases_renew(s, "inst_other", now, now + 230000, &l, 1, &err) == KP_OK && !l.held &&
+               !l.cancel_requested,
+           "another instance learnt of the cancel: %s", err.msg);
+    EXPECT(s->ops->leases_renew(s, owner, now, now + 230000, &l, 1, &err) == KP_OK && l.held && l.cancel_requested,
+           "the owner's renewal did not return the cancel request: %s (held %d, cancel %d)", err.msg, l.held,
+           l.cancel_requested);
+    kp_version v = {0};
+    EXPECT(s->ops->version_get(s, running, 1, &v, &err) == KP_OK && v.status == KP_VER_GENERATING &&
+               v.lease_until == now + 230000,
+           "a cancel request changed more than the flag: %s", err.msg);
+    kp_version_clear(&v);
+}
+
 static void check_admit(kp_store *s)
 {
     kp_err err = {0};
@@ -1147,6 +1177,7 @@ static void check_admit(kp_store *s)
     EXPECT(s->ops->versions_expired(s, now + 215000, 1000, &vs, &n, &err) == KP_OK && version_at(vs, n, pid[3], 1) >= 0,
            "a lease handed over not listed as expired after its end: %s", err.msg);
     kp_version_free_array(vs, n);
+    cancel_requests(s, pid[3], pid[1], "inst_worker", now);
     EXPECT(end_one(s, pid[3], 1, KP_VER_FAILED, NULL, NULL, &err) == KP_OK &&
                end_one(s, pid[6], 1, KP_VER_FAILED, NULL, NULL, &err) == KP_OK,
            "end free versions: %s", err.msg);

@@ -224,7 +224,7 @@ static void test_migration_moves_older_events(void **state)
     f->s->ops->close(f->s);
     f->s = NULL;
     /* back to schema 6, with a version an older build ended (its events in the row) */
-    kp_test_sql_exec(f->path, "DROP TABLE version_events;"
+    kp_test_sql_exec(f->path, "DROP TABLE version_events; ALTER TABLE versions DROP COLUMN cancel_requested;"
                               "DELETE FROM schema_migrations WHERE version >= 7;"
                               "INSERT INTO projects (id, user_id, name, latest_version, latest_ready, created_at, "
                               "updated_at) VALUES ('prj_old', 'usr_a', 'old', 1, 1, 1, 1);"

@@ -32,9 +32,10 @@
 #define KP_TEST_DROP_EVENTS "DROP TABLE version_events;"
 #define KP_TEST_DROP_BILLING                                                                                           \
     KP_TEST_DROP_EVENTS "DROP TABLE billing_customers; DROP TABLE subscriptions; DROP TABLE stripe_events;"
-/* What migration 6 added (leases). */
+/* What migrations 6 (leases) and 8 (cancel requests) added to versions. */
 #define KP_TEST_DROP_LEASES                                                                                            \
-    "DROP INDEX versions_lease; ALTER TABLE versions DROP COLUMN owner; ALTER TABLE versions DROP COLUMN lease_until;"
+    "DROP INDEX versions_lease; ALTER TABLE versions DROP COLUMN owner; ALTER TABLE versions DROP COLUMN lease_until;" \
+    "ALTER TABLE versions DROP COLUMN cancel_requested;"
 
 typedef struct fixture {
     char dir[64];

@@ -766,7 +766,8 @@ kp_status kp_ddb_admit(kp_store *s, const kp_admission *a, kp_balance *out, kp_e
 /* ---- leases ---- */
 
 /* One lease: an UpdateItem of its lease_until and GSI2 sort key, conditional on the version generating,
- * owned by owner, its lease not run out. */
+ * owned by owner, its lease not run out. The item comes back (ReturnValues ALL_NEW: no extra capacity)
+ * with its cancel_requested flag (version_request_cancel). */
 static kp_status renew_one(kp_ddb *d, const char *owner, int64_t now_ms, int64_t until_ms, kp_lease *l, kp_err *err)
 {
     char gsk[KP_DDB_KEY_MAX];
@@ -780,14 +781,22 @@ static kp_status renew_one(kp_ddb *d, const char *owner, int64_t now_ms, int64_t
         "ConditionExpression", "#st = :gen AND #owner = :me AND lease_until >= :now", "ExpressionAttributeNames", "#st",
         "status", "#owner", "owner", "ExpressionAttributeValues", ":until", kp_ddb_n(until_ms), ":gsk", kp_ddb_s(gsk),
         ":gen", kp_ddb_n(KP_VER_GENERATING), ":me", kp_ddb_s(owner), ":now", kp_ddb_n(now_ms));
-    kp_status rc = req ? kp_ddb_call(d, "UpdateItem", req, NULL, err) : oom(err);
+    json_t *out = NULL;
+    l->cancel_requested = 0;
+    if (req && json_object_set_new(req, "ReturnValues", json_string("ALL_NEW")) != 0) {
+        json_decref(req);
+        req = NULL;
+    }
+    kp_status rc = req ? kp_ddb_call(d, "UpdateItem", req, &out, err) : oom(err);
     json_decref(req);
     if (rc == KP_OK) {
         l->held = 1;
+        l->cancel_requested = kp_ddb_get_n(json_object_get(out, "Attributes"), "cancel_requested") != 0;
     } else if (rc == KP_ECONFLICT) {
         kp_err_clear(err);
         rc = KP_OK;
     }
+    json_decref(out);
     return rc;
 }
 
@@ -824,5 +833,22 @@ kp_status kp_ddb_lease_transfer(kp_store *s, const char *project_id, int64_t n, 
     if (rc == KP_ECONFLICT)
         kp_err_set(err, KP_ECONFLICT, "version %lld of %s is not generating under a running lease of %s", (long long)n,
                    project_id, from_owner);
+    return rc;
+}
+
+/* 1 UpdateItem: cancel_requested set, conditional on the version generating. */
+kp_status kp_ddb_version_request_cancel(kp_store *s, const char *project_id, int64_t n, kp_err *err)
+{
+    kp_ddb *d = kp_ddb_of(s);
+    if (!id_ok(project_id) || n < 1)
+        return kp_err_set(err, KP_EINVAL, "invalid cancel request");
+    json_t *req = json_pack("{s:s, s:o, s:s, s:s, s:{s:s}, s:{s:o, s:o}}", "TableName", d->table, "Key",
+                            kp_ddb_version_key(project_id, n), "UpdateExpression", "SET cancel_requested = :one",
+                            "ConditionExpression", "#st = :gen", "ExpressionAttributeNames", "#st", "status",
+                            "ExpressionAttributeValues", ":one", kp_ddb_n(1), ":gen", kp_ddb_n(KP_VER_GENERATING));
+    kp_status rc = req ? kp_ddb_call(d, "UpdateItem", req, NULL, err) : oom(err);
+    json_decref(req);
+    if (rc == KP_ECONFLICT)
+        kp_err_set(err, KP_ECONFLICT, "version %lld of %s is not generating", (long long)n, project_id);
     return rc;
 }

@@ -26,5 +26,6 @@ kp_status kp_ddb_leases_renew(kp_store *s, const char *owner, int64_t now_ms, in
                               size_t n, kp_err *err);
 kp_status kp_ddb_lease_transfer(kp_store *s, const char *project_id, int64_t n, const char *from_owner,
                                 const char *to_owner, int64_t now_ms, int64_t until_ms, kp_err *err);
+kp_status kp_ddb_version_request_cancel(kp_store *s, const char *project_id, int64_t n, kp_err *err);
 
 #endif

@@ -869,6 +869,7 @@ static const kp_store_ops ddb_ops = {
     .admit = kp_ddb_admit,
     .leases_renew = kp_ddb_leases_renew,
     .lease_transfer = kp_ddb_lease_transfer,
+    .version_request_cancel = kp_ddb_version_request_cancel,
     .versions_generating_count = kp_ddb_versions_generating_count,
     .versions_unsettled = kp_ddb_versions_unsettled,
     .versions_expired = kp_ddb_versions_expired,

@@ -11,7 +11,7 @@
  * account_get, credits_apply, reservation_get, ledger_list, ledger_sum;
  * and in ddb_projects.c project_create/get/list, version_create/get/list,
  * version_set_settled, project_mark_deleting, project_delete;
- * admit, version_end, version_finish, leases_renew,
+ * admit, version_end, version_finish, leases_renew, lease_transfer, version_request_cancel,
  * versions_generating_count, versions_expired, versions_unsettled,
  * reservations_orphaned (ddb_generations.c);
  * billing_customer_get/find, subscription_get, billing_apply (ddb_billing.c);

@@ -209,6 +209,11 @@ static const char *const migrations[] = {
     "  WHERE e.type = 'object' AND e.value ->> '$.id' >= 1 AND e.value ->> '$.event' IS NOT NULL"
     "    AND e.value -> '$.data' IS NOT NULL;"
     "UPDATE versions SET events_json = '[]' WHERE events_json <> '[]';",
+
+    /* 8 (issue 12: cancel): a cancel asked of a generating version through
+     * another instance than the one running it; that one reads it back when
+     * it renews its lease (store.h version_request_cancel). */
+    "ALTER TABLE versions ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0;",
 };
 
 #define MIGRATION_COUNT ((int)(sizeof migrations / sizeof migrations[0]))

@@ -124,6 +124,7 @@ kp_status sq_leases_renew(kp_store *s, const char *owner, int64_t now_ms, int64_
                           kp_err *err);
 kp_status sq_lease_transfer(kp_store *s, const char *project_id, int64_t n, const char *from_owner,
                             const char *to_owner, int64_t now_ms, int64_t until_ms, kp_err *err);
+kp_status sq_version_request_cancel(kp_store *s, const char *project_id, int64_t n, kp_err *err);
 kp_status sq_admit(kp_store *s, const kp_admission *a, kp_balance *out, kp_err *err);
 kp_status sq_reservations_orphaned(kp_store *s, kp_reservation **out, size_t *n, kp_err *err);
 

@@ -45,6 +45,7 @@ typedef enum stmt_id {
     ST_VERSIONS_EXPIRED,
     ST_LEASE_RENEW,
     ST_LEASE_TRANSFER,
+    ST_REQUEST_CANCEL,
     ST_RES_ORPHANED,
     ST_COUNT
 } stmt_id;
@@ -88,10 +89,12 @@ static const char *const stmt_sql[ST_COUNT] = {
                             "ORDER BY lease_until LIMIT ?2",
     /* One lease: only its owner renews it, only while it generates and has not run out. */
     [ST_LEASE_RENEW] = "UPDATE versions SET lease_until = max(lease_until, ?5) WHERE project_id = ?1 AND n = ?2 "
-                       "AND status = 1 AND owner = ?3 AND lease_until >= ?4",
+                       "AND status = 1 AND owner = ?3 AND lease_until >= ?4 RETURNING cancel_requested",
     /* A lease handed over: only from its owner, only while it generates and has not run out. */
     [ST_LEASE_TRANSFER] = "UPDATE versions SET owner = ?4, lease_until = ?6 WHERE project_id = ?1 AND n = ?2 "
                           "AND status = 1 AND owner = ?3 AND lease_until >= ?5",
+    /* A cancel asked of a generating version (idempotent). */
+    [ST_REQUEST_CANCEL] = "UPDATE versions SET cancel_requested = 1 WHERE project_id = ?1 AND n = ?2 AND status = 1",
     /* Reads the partial indexes reservations_open and versions_reservation. */
     [ST_RES_ORPHANED] = "SELECT id, user_id, daily, monthly, state, created_at, updated_at FROM reservations AS r "
                         "WHERE state = 'reserved' AND NOT EXISTS "
@@ -837,7 +840,8 @@ kp_status sq_versions_expired(kp_store *s, int64_t now_ms, size_t limit, kp_vers
     return collect_versions(h, st, "list expired versions", out, n, err);
 }
 
-/* One lease's conditional renewal (ST_LEASE_RENEW); l->held says whether it matched. */
+/* One lease's conditional renewal (ST_LEASE_RENEW); l->held says whether it matched, l->cancel_requested
+ * what it returned. */
 static kp_status renew_one(sq_store *h, const char *owner, int64_t now_ms, int64_t until_ms, kp_lease *l, kp_err *err)
 {
     sqlite3_stmt *st = NULL;
@@ -849,9 +853,14 @@ static kp_status renew_one(sq_store *h, const char *owner, int64_t now_ms, int64
     sq_bind_text(st, 3, owner);
     sqlite3_bind_int64(st, 4, now_ms);
     sqlite3_bind_int64(st, 5, until_ms);
-    if (sqlite3_step(st) == SQLITE_DONE)
-        l->held = sqlite3_changes(sq_db(h)) == 1;
-    else
+    l->held = l->cancel_requested = 0;
+    int step = sqlite3_step(st);
+    if (step == SQLITE_ROW) { /* RETURNING: the row matched */
+        l->held = 1;
+        l->cancel_requested = sqlite3_column_int(st, 0) != 0;
+        step = sqlite3_step(st);
+    }
+    if (step != SQLITE_DONE)
         rc = kp_sqlite_db_error(sq_db(h), "renew lease", err);
     sq_stmt_done(st);
     return rc;
@@ -896,6 +905,25 @@ kp_status sq_lease_transfer(kp_store *s, const char *project_id, int64_t n, cons
     else if (sqlite3_changes(sq_db(h)) != 1)
         rc = kp_err_set(err, KP_ECONFLICT, "version %lld of %s is not generating under a running lease of %s",
                         (long long)n, project_id, from_owner);
+    sq_stmt_done(st);
+    return rc;
+}
+
+kp_status sq_version_request_cancel(kp_store *s, const char *project_id, int64_t n, kp_err *err)
+{
+    sq_store *h = sq_impl(s);
+    sqlite3_stmt *st = NULL;
+    if (!sq_nonempty_fits(project_id, KP_ID_MAX) || n < 1)
+        return kp_err_set(err, KP_EINVAL, "invalid cancel request");
+    kp_status rc = stmt_get(h, ST_REQUEST_CANCEL, &st, err);
+    if (rc != KP_OK)
+        return rc;
+    sq_bind_text(st, 1, project_id);
+    sqlite3_bind_int64(st, 2, n);
+    if (sqlite3_step(st) != SQLITE_DONE)
+        rc = kp_sqlite_db_error(sq_db(h), "request a cancel", err);
+    else if (sqlite3_changes(sq_db(h)) != 1)
+        rc = kp_err_set(err, KP_ECONFLICT, "version %lld of %s is not generating", (long long)n, project_id);
     sq_stmt_done(st);
     return rc;
 }

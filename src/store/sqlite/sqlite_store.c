@@ -311,6 +311,7 @@ static const kp_store_ops sqlite_ops = {
     .versions_expired = sq_versions_expired,
     .leases_renew = sq_leases_renew,
     .lease_transfer = sq_lease_transfer,
+    .version_request_cancel = sq_version_request_cancel,
     .events_append = sq_events_append,
     .events_list = sq_events_list,
     .events_last_id = sq_events_last_id,
