@@ -77,7 +77,8 @@ async function credits(server, token) {
   return me.json.credits.total;
 }
 
-async function waitVersion(server, token, id, n, timeoutMs = 15000) {
+// a bound, not a measure: on the AWS backend (single-threaded moto) a loaded machine can take tens of seconds
+async function waitVersion(server, token, id, n, timeoutMs = 60_000) {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const res = await api(server, 'GET', `/v1/projects/${id}`, { token });
