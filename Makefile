@@ -13,8 +13,11 @@
 #   make bench-slow-disk    1,000 generations on a disk whose every fsync takes 5 ms more
 #   make bench-replays      1,000 replays of one large ended version
 #   make bench-bonus        `koumpa daily-bonus` over 100,000 users (bench/bonus.sh)
+#   make bench-lambda       Lambda cold start: exec -> first `next`, first invocation; beside Node.js 20
 #   make lambda     the six Lambda packages build/lambda/NAME/function.zip (scripts/build-all-lambdas.sh;
 #                   static but libc/libm, build-lambda/ and build/lambda-deps/; slow the first time)
+#   make lambda-check  the zips' checks (one 0755 bootstrap, glibc <= 2.34, only libc/libm; tests/lambda-build/)
+#   make lambda-e2e    the zips' bootstrap through tests/integration/lambda.test.mjs, on SQLite then on DynamoDB + S3
 #   make terraform-check  the Terraform checks (tests/terraform/: parse, AWS schema, references, table, IAM)
 #   make lint       cppcheck + clang-format check
 #   make tidy       clang-tidy's static analyzer over src/
@@ -106,8 +109,8 @@ integration: $(BUILD)/koumpa $(BUILD)/bootstrap $(BUILD)/koumpa-hooks $(AWS_PROB
 
 # The end-to-end scenarios once more with every server on the AWS backend (KOUMPA_TEST_BACKEND=aws:
 # DynamoDB + S3 on moto behind the SigV4-verifying front, tests/integration/aws-backend.mjs).
-AWS_SCENARIOS := accounts projects apps replay billing-flow admission events-follow leases errors request-budget lambda-invoke
-integration-aws: $(BUILD)/koumpa $(BUILD)/koumpa-hooks $(BUILD)/bootstrap
+AWS_SCENARIOS := accounts projects apps replay billing-flow admission events-follow leases errors request-budget lambda lambda-invoke
+integration-aws: $(BUILD)/koumpa $(BUILD)/bootstrap $(BUILD)/koumpa-hooks
 	@KOUMPA_TEST_BACKEND=aws tests/run-integration.sh $(BUILD) $(AWS_SCENARIOS:%=tests/integration/%.test.mjs)
 
 openapi:
@@ -120,6 +123,10 @@ lambda:
 
 lambda-check:
 	@tests/lambda-build/check.sh
+
+# the shipped bootstrap (from the zips) through the Lambda functions' end-to-end test
+lambda-e2e: $(BUILD)/koumpa
+	@tests/lambda-build/e2e.sh $(BUILD)
 
 # terraform/ checked without terraform (docs/DEVELOPMENT.md, "Terraform checks"); the store contract
 # binary prints the table's definition the database module must equal.
@@ -168,6 +175,10 @@ bench-replays: $(BUILD)/koumpa
 bench-bonus: $(BUILD)/koumpa
 	bench/bonus.sh $(BUILD) 100000
 
+# the shipped bootstrap too when `make lambda` built it (bench/lambda-coldstart.mjs)
+bench-lambda: $(BUILD)/bootstrap
+	KOUMPA_BUILD=$(BUILD) node bench/lambda-coldstart.mjs 30
+
 FORMAT_SRCS = $(shell find src tests/unit tests/fuzz tests/aws tests/store bench -name '*.[ch]' 2>/dev/null | sort)
 
 lint:
@@ -208,7 +219,7 @@ fuzz: fuzz-build
 clean:
 	rm -rf build build-asan build-cov build-fuzz build-lambda
 
-.PHONY: all unit integration integration-aws openapi terraform-check lambda lambda-check test deps deps-test run sanitize valgrind coverage bench bench-generations bench-slow-disk bench-replays bench-bonus lint tidy fuzz-build fuzz clean
+.PHONY: all unit integration integration-aws openapi terraform-check lambda lambda-check lambda-e2e test deps deps-test run sanitize valgrind coverage bench bench-generations bench-slow-disk bench-replays bench-bonus bench-lambda lint tidy fuzz-build fuzz clean
 .SECONDARY:
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -64,33 +64,38 @@ fetch_source() {
     find "$dir" -mindepth 1 -maxdepth 1 -type d | head -1
 }
 
+# libcurl: built once per CA bundle path (compiled in as libcurl's default CURLOPT_CAINFO) and flags
+curl_key="$ca_bundle $cflags"
+curl_built() { [ -f "$prefix/lib/libcurl.a" ] && [ "$(cat "$deps/curl-built-with" 2>/dev/null)" = "$curl_key" ]; }
+
+# Only the library and its headers (no curl tool, docs or tests), only what Koumpa uses: HTTP(S) and
+# SMTP(S) with basic auth over OpenSSL + zlib. No dependency tracking (a one-off build).
 build_curl() {
-    # built once per CA bundle path (compiled in as libcurl's default CURLOPT_CAINFO) and flags
-    local key="$ca_bundle $cflags"
-    [ -f "$prefix/lib/libcurl.a" ] && [ "$(cat "$deps/curl-built-with" 2>/dev/null)" = "$key" ] && return
-    local src
-    src=$(fetch_source curl libcurl4-openssl-dev)
-    log "building libcurl in $src (a few minutes)"
+    local src=$1
+    log "building libcurl in $src"
     rm -rf "$deps/curl-build" && mkdir -p "$deps/curl-build"
     (cd "$deps/curl-build" &&
         "$src/configure" -q CFLAGS="$cflags" --prefix="$prefix" --disable-shared --enable-static --with-pic \
+            --disable-dependency-tracking \
             --with-openssl --with-zlib --with-ca-bundle="$ca_bundle" --without-ca-path \
             --enable-http --enable-smtp --enable-threaded-resolver \
             --disable-ftp --disable-file --disable-ldap --disable-ldaps --disable-rtsp --disable-dict \
             --disable-telnet --disable-tftp --disable-pop3 --disable-imap --disable-gopher --disable-mqtt \
             --disable-smb --disable-manual --disable-ntlm-wb --disable-libcurl-option \
+            --disable-ntlm --disable-kerberos-auth --disable-negotiate-auth --disable-aws --disable-doh \
+            --disable-alt-svc --disable-hsts --disable-cookies --disable-netrc --disable-unix-sockets \
             --without-libpsl --without-nghttp2 --without-nghttp3 --without-ngtcp2 --without-libidn2 \
             --without-brotli --without-zstd --without-librtmp --without-libssh2 --without-libssh \
             --without-gssapi --without-libgsasl &&
-        make -s -j"$jobs" -C lib && make -s -C lib install && make -s -C include install) \
+        make -s -j"$jobs" -C lib libcurl.la && make -s -C lib install-libLTLIBRARIES &&
+        make -s -C include install) \
         >"$deps/curl-build.log" 2>&1 || { tail -30 "$deps/curl-build.log" >&2; exit 1; }
-    echo "$key" >"$deps/curl-built-with"
+    echo "$curl_key" >"$deps/curl-built-with"
 }
 
+# The library only (no tools, tests, regress, examples, docs), deflate only.
 build_libzip() {
-    [ -f "$prefix/lib/libzip.a" ] && return
-    local src
-    src=$(fetch_source libzip libzip-dev)
+    local src=$1
     log "building libzip in $src"
     rm -rf "$deps/libzip-build" && mkdir -p "$deps/libzip-build"
     (cd "$deps/libzip-build" &&
@@ -104,8 +109,19 @@ build_libzip() {
         { tail -30 "$deps/libzip-build.log" >&2; exit 1; }
 }
 
-command -v dpkg-source >/dev/null || $sudo apt-get install -y -qq --no-install-recommends dpkg-dev >/dev/null
-command -v cmake >/dev/null || $sudo apt-get install -y -qq --no-install-recommends cmake >/dev/null
-build_curl
-build_libzip
+# the build's tools (not in scripts/install-deps.sh: only the Lambda build needs them)
+tools=()
+for t in dpkg-source:dpkg-dev cmake:cmake zip:zip unzip:unzip file:file; do
+    command -v "${t%%:*}" >/dev/null || tools+=("${t#*:}")
+done
+[ ${#tools[@]} -eq 0 ] || $sudo apt-get install -y -qq --no-install-recommends "${tools[@]}" >/dev/null
+# The sources first (apt-get may have to add deb-src and update, once), then both builds at once:
+# curl's configure runs on one core while libzip compiles on the other.
+curl_src="" zip_src=""
+curl_built || curl_src=$(fetch_source curl libcurl4-openssl-dev)
+[ -f "$prefix/lib/libzip.a" ] || zip_src=$(fetch_source libzip libzip-dev)
+pids=()
+[ -z "$curl_src" ] || { build_curl "$curl_src" & pids+=($!); }
+[ -z "$zip_src" ] || { build_libzip "$zip_src" & pids+=($!); }
+for p in "${pids[@]}"; do wait "$p"; done
 echo "$prefix"

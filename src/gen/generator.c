@@ -9,6 +9,7 @@
  *   events.c   the event log's batches to the event store, as it runs
  *   recover.c  recovery of versions whose lease ran out (a stopped server's)
  *   leases.c   this instance's leases: renewed while it generates; periodic recovery
+ *   timeout.c  a generation's time limit (total timeout, the invocation's deadline)
  *   history.c  what a version builds on (earlier versions, the latest files)
  *   resume.c   a dispatched generation run here (kp_gen_resume: the lease taken over)
  *

@@ -37,12 +37,13 @@ function send(res, status, doc) {
 /**
  * Starts the fake on 127.0.0.1. Options: functionName, timeoutMs (the function's timeout: each invocation's
  * deadline is now + timeoutMs), onTimeout({ requestId, deadlineMs }) (called when an invocation reaches its
- * deadline unanswered, before invoke() resolves: where Lambda stops the environment). Returns { api ("host:port"), invoke(event, { traceId }), initError (a promise
+ * deadline unanswered, before invoke() resolves: where Lambda stops the environment), onNext (called as each
+ * `next` request arrives; bench/lambda-coldstart.mjs). Returns { api ("host:port"), invoke(event, { traceId }), initError (a promise
  * of { errorType, body }), polls (how many `next` requests arrived), close() }.
  * invoke() resolves to { kind: 'response', requestId, body (Buffer), json } | { kind: 'error', requestId,
  * errorType, json } | { kind: 'timeout', requestId }.
  */
-export async function startFakeRuntime({ functionName = 'koumpa-test', timeoutMs = 30_000, onTimeout } = {}) {
+export async function startFakeRuntime({ functionName = 'koumpa-test', timeoutMs = 30_000, onTimeout, onNext } = {}) {
   const queue = []; // invocations not yet taken by `next`
   const waiting = []; // `next` requests held open
   const open = new Map(); // requestId -> invocation taken, not answered
@@ -83,6 +84,7 @@ export async function startFakeRuntime({ functionName = 'koumpa-test', timeoutMs
     const url = req.url;
     if (req.method === 'GET' && url === `${PREFIX}/invocation/next`) {
       state.polls++;
+      onNext?.();
       const inv = queue.shift();
       if (inv) deliver(res, inv);
       else waiting.push(res);

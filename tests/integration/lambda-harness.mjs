@@ -7,11 +7,13 @@ import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import path from 'node:path';
 
+import { awsBackendEnv, awsSecretsEnv } from './aws-backend.mjs';
 import { startFakeRuntime } from './fake-lambda-runtime.mjs';
-import { BUILD, command } from './harness.mjs';
+import { BACKEND, BUILD, command, runKoumpa } from './harness.mjs';
 import { nowSeconds } from './stripe-events.mjs';
 
-export const BOOTSTRAP = path.join(BUILD, 'bootstrap');
+/** The bootstrap under test: make's, or another (KOUMPA_BOOTSTRAP, e.g. the one unpacked from function.zip). */
+export const BOOTSTRAP = process.env.KOUMPA_BOOTSTRAP ? path.resolve(process.env.KOUMPA_BOOTSTRAP) : path.join(BUILD, 'bootstrap');
 export const ISSUER = 'https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_TestPool1';
 export const CLIENT_ID = '3n4b5urk1ft4fl3mg5e62d9ado';
 export const WEBHOOK_SECRET = 'whsec_test_lambda_0123456789abcdef';
@@ -37,11 +39,25 @@ export function functionEnv(handler, api, dataDir, env = {}) {
 }
 
 /**
+ * The variables of a function on the test backend (KOUMPA_TEST_BACKEND, harness.mjs): none on the local one;
+ * on aws, dataDir's DynamoDB table and S3 bucket (aws-backend.mjs; functions on one dataDir share them), its
+ * Stripe keys in Secrets Manager (KOUMPA_SECRETS=aws), unless env brings its own AWS_* peers.
+ */
+async function backendEnv(handler, dataDir, env) {
+  if (BACKEND !== 'aws' || Object.keys(env).some((k) => k.startsWith('AWS_'))) return env;
+  const vars = await awsBackendEnv(dataDir, functionEnv(handler, '', dataDir), runKoumpa);
+  const secrets = { STRIPE_WEBHOOK_SECRET: WEBHOOK_SECRET, STRIPE_SECRET_KEY: 'sk_test_lambda_unused' };
+  // a key moved to Secrets Manager is not in the environment (undefined: not passed to the process)
+  return { STRIPE_WEBHOOK_SECRET: undefined, ...(await awsSecretsEnv({ ...secrets, ...vars, ...env })) };
+}
+
+/**
  * Starts `bootstrap` as function `handler` on its own fake runtime (runtime: startFakeRuntime's options, and
  * killAtDeadline: an invocation reaching its deadline kills the process with SIGKILL, as Lambda stops the
  * environment; `exited` then says { code: null, signal: 'SIGKILL' }).
  */
 export async function startFunction(handler, dataDir, env = {}, runtime = {}) {
+  env = await backendEnv(handler, dataDir, env);
   const { killAtDeadline = false, onTimeout, ...options } = runtime;
   let child;
   const rt = await startFakeRuntime({

@@ -5,16 +5,20 @@
 // whose body arrives base64-encoded (signed by the official `stripe` package), the EventBridge schedule
 // that runs the daily bonus, an invalid configuration reported to /runtime/init/error, JSON log lines on
 // stdout carrying the invocation's request id, and the link check (no libevent HTTP in bootstrap).
+// With KOUMPA_TEST_BACKEND=aws (`make integration-aws`) the same on DynamoDB + S3 + Secrets Manager
+// (moto behind the SigV4-verifying front, aws-backend.mjs; the harness gives each function the variables).
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
 import { MAX_RESPONSE_BYTES, startFakeRuntime } from './fake-lambda-runtime.mjs';
-import { uniqueEmail } from './harness.mjs';
+import { awsBackend } from './aws-backend.mjs';
+import { BACKEND, uniqueEmail } from './harness.mjs';
 import {
   assertError,
   BOOTSTRAP,
@@ -189,6 +193,18 @@ describe('Lambda bootstrap', () => {
     assert.equal(second.json.granted, 0, 'the same date again grants nothing');
     const http = await call(fn, httpEvent('GET', '/v1/plans'));
     assertError(http, 404, 'not_found', /served by the function get-user, not daily-bonus/);
+  });
+
+  test('on the AWS backend: DynamoDB, S3 and Secrets Manager, no local database', { skip: BACKEND !== 'aws' && 'KOUMPA_TEST_BACKEND=aws only' }, async () => {
+    const { front } = await awsBackend();
+    assert.equal(existsSync(path.join(dataDir, 'koumpa.db')), false, 'a function opened SQLite');
+    assert.ok(front.stats.byService.dynamodb > 0, JSON.stringify(front.stats.byService));
+    assert.ok(front.stats.byService.s3 > 0, JSON.stringify(front.stats.byService)); // the bucket checked at start
+    assert.ok(front.stats.byService.secretsmanager > 0, JSON.stringify(front.stats.byService));
+    assert.equal(front.stats.rejected, 0, JSON.stringify(front.stats.rejections));
+    const ready = (name) => fns[name].stdout().split('\n').filter(Boolean).map((l) => JSON.parse(l));
+    for (const name of Object.keys(fns))
+      assert.ok(ready(name).some((l) => l.msg === 'koumpa lambda ready' && l.db === 'dynamodb'), fns[name].stdout());
   });
 
   test('an event the function does not take is an invocation error', async () => {

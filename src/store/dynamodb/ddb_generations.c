@@ -70,20 +70,9 @@ static kp_status gsi2_collect(kp_ddb *d, const char *gpk, const char *below, siz
     if (req && limit > 0)
         json_object_set_new(req, "Limit", json_integer((json_int_t)limit));
     kp_status rc = req ? KP_OK : oom(err);
-    if (rc == KP_OK && limit == 0) {
-        rc = kp_ddb_query_all(d, req, append_item, keys, err);
-    } else if (rc == KP_OK) {
-        json_t *res = NULL;
-        size_t i;
-        json_t *it;
-        rc = kp_ddb_call(d, "Query", req, &res, err);
-        json_array_foreach(json_object_get(res, "Items"), i, it)
-        {
-            if (rc == KP_OK)
-                rc = append_item(it, keys, err);
-        }
-        json_decref(res);
-    }
+    if (rc == KP_OK)
+        rc = limit == 0 ? kp_ddb_query_all(d, req, append_item, keys, err)
+                        : kp_ddb_query_page(d, req, append_item, keys, NULL, err);
     json_decref(req);
     return rc;
 }

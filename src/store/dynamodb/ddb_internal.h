@@ -28,6 +28,10 @@ kp_status kp_ddb_get_existing(kp_ddb *d, const char *prefix, const char *id, siz
 /* Calls fn on every item of a Query (all pages); req is borrowed (ExclusiveStartKey is set on it). */
 typedef kp_status (*kp_ddb_item_fn)(const json_t *item, void *ctx, kp_err *err);
 kp_status kp_ddb_query_all(kp_ddb *d, json_t *req, kp_ddb_item_fn fn, void *ctx, kp_err *err);
+/* One page of a Query: fn on each of its items. When DynamoDB ended the page before the last item
+ * (LastEvaluatedKey), req's ExclusiveStartKey is set to where the next page starts and *more (if
+ * not NULL) is 1; else *more is 0. req is borrowed. */
+kp_status kp_ddb_query_page(kp_ddb *d, json_t *req, kp_ddb_item_fn fn, void *ctx, int *more, kp_err *err);
 /* Appends a Put of item (reference taken), conditional on it not existing, to items; nonzero on failure. */
 int kp_ddb_put_new(json_t *items, const char *table, json_t *item);
 /* One TransactWriteItems of items (borrowed); a cancellation is KP_ECONFLICT with kp_ddb_reason_*. */

@@ -121,28 +121,36 @@ static int plan_cmp(const void *a, const void *b)
     return strcmp(x->id, y->id);
 }
 
+kp_status kp_ddb_query_page(kp_ddb *d, json_t *req, kp_ddb_item_fn fn, void *ctx, int *more, kp_err *err)
+{
+    json_t *out = NULL;
+    size_t i;
+    json_t *it;
+    int next_page = 0;
+    kp_status rc = kp_ddb_call(d, "Query", req, &out, err);
+    json_array_foreach(json_object_get(out, "Items"), i, it)
+    {
+        if (rc == KP_OK)
+            rc = fn(it, ctx, err);
+    }
+    json_t *next = json_object_get(out, "LastEvaluatedKey");
+    if (rc == KP_OK && next && json_object_size(next) > 0) {
+        if (json_object_set(req, "ExclusiveStartKey", next) != 0)
+            rc = oom(err);
+        next_page = 1;
+    }
+    json_decref(out);
+    if (more)
+        *more = rc == KP_OK && next_page;
+    return rc;
+}
+
 kp_status kp_ddb_query_all(kp_ddb *d, json_t *req, kp_ddb_item_fn fn, void *ctx, kp_err *err)
 {
     kp_status rc = KP_OK;
-    for (;;) {
-        json_t *out = NULL;
-        size_t i;
-        json_t *it;
-        rc = kp_ddb_call(d, "Query", req, &out, err);
-        json_array_foreach(json_object_get(out, "Items"), i, it)
-        {
-            if (rc == KP_OK)
-                rc = fn(it, ctx, err);
-        }
-        json_t *next = json_object_get(out, "LastEvaluatedKey");
-        if (rc == KP_OK && next && json_object_size(next) > 0)
-            json_object_set(req, "ExclusiveStartKey", next);
-        else
-            next = NULL;
-        json_decref(out);
-        if (rc != KP_OK || !next)
-            return rc;
-    }
+    for (int more = 1; rc == KP_OK && more;)
+        rc = kp_ddb_query_page(d, req, fn, ctx, &more, err);
+    return rc;
 }
 
 /* Room for one more element of size in the array *v of *cap (n used). */
