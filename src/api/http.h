@@ -77,6 +77,10 @@ typedef struct kp_req {
      * host: the invocation's Lambda-Runtime-Deadline-Ms); 0: no deadline
      * (the evhttp host). Work a handler starts must end before it. */
     int64_t deadline_ms;
+    /* Set by a host that cannot carry a streamed response (the Lambda host
+     * behind API Gateway's HTTP API): a handler answers as if the client had
+     * not asked for a stream (a generation is then started and answered 202). */
+    int cannot_stream;
     /* filled by the router */
     const char *route;                       /* the matched route pattern, e.g. "/v1/admin/plans/{id}" */
     char params[KP_MAX_PARAMS][KP_NAME_MAX]; /* path parameters, in pattern order */

@@ -146,10 +146,11 @@ static void respond_project(kp_ctx *ctx, kp_req *req, kp_resp *resp, int status,
     kp_resp_json(resp, status, body);
 }
 
+/* The client asked for the events as a stream, and the host can carry one. */
 static int wants_event_stream(const kp_req *req)
 {
     const char *accept = kp_req_header(req, "Accept");
-    return accept && strcasestr(accept, "text/event-stream") != NULL;
+    return !req->cannot_stream && accept && strcasestr(accept, "text/event-stream") != NULL;
 }
 
 static void sse_headers(kp_resp *resp)

@@ -136,6 +136,24 @@ describe('generate-app on AWS: the 202 path through an asynchronous self-invocat
     assert.doesNotMatch(fns.api.stdout(), new RegExp(`dispatched generation ended here.*${res.json.id}`));
   });
 
+  test('a stream asked for through the HTTP API (which cannot carry one) is dispatched and answered 202', async () => {
+    const user = newUser();
+    const seen = invoke.invocations.length;
+    const res = await call(
+      fns.api,
+      httpEvent('POST', '/v1/projects', {
+        claims: claimsFor(user),
+        headers: { ...JSON_HEADERS, accept: 'text/event-stream' },
+        body: JSON.stringify({ prompt: 'a clock' }),
+      }),
+    );
+    assert.equal(res.statusCode, 202, res.text);
+    assert.equal(res.json.versions[0].status, 'generating');
+    assert.equal(invoke.invocations.length, seen + 1, 'one Invoke call');
+    const done = await invoke.invocations.at(-1).delivered;
+    assert.equal(done.json.status, 'ready', JSON.stringify(done.json));
+  });
+
   test('a follow-up is dispatched too; the worker rebuilds the prompt from the project\'s history', async () => {
     const user = newUser();
     const first = await create(user, 'a counter [[first prompt]]');

@@ -207,6 +207,35 @@ describe('Lambda bootstrap', () => {
       assert.ok(ready(name).some((l) => l.msg === 'koumpa lambda ready' && l.db === 'dynamodb'), fns[name].stdout());
   });
 
+  test('daily-bonus: the recovery schedule\'s {"koumpa":"recover"} runs the recovery alone', async () => {
+    const res = await fns['daily-bonus'].rt.invoke({ koumpa: 'recover' });
+    assert.equal(res.kind, 'response', JSON.stringify(res.json ?? res));
+    assert.deepEqual(Object.keys(res.json), ['recovered'], 'no bonus granted');
+    assert.equal(typeof res.json.recovered, 'number');
+    const other = await fns['get-user'].rt.invoke({ koumpa: 'recover' });
+    assert.equal(other.kind, 'error', 'only daily-bonus takes it');
+    assert.equal(other.errorType, 'Runtime.InvalidEvent');
+  });
+
+  test('every routed API route reaches its handler on the function that owns it (bootstrap routes --json)', async () => {
+    const routes = JSON.parse(execFileSync(BOOTSTRAP, ['routes', '--json'], { encoding: 'utf8' }));
+    assert.equal(routes.length, 17, 'the route table changed: check this test and terraform/modules/api/routes.tf');
+    const caller = { sub: randomUUID(), email: uniqueEmail('lambda-routes') };
+    const claims = claimsFor(caller, { groups: '[admin]' });
+    for (const r of routes) {
+      const target = r.path.replace('{id}', 'prj_0000000000000000000000000000').replace('{n}', '1');
+      const body = r.method === 'GET' || r.method === 'DELETE' ? undefined : '{}';
+      const headers = body ? { 'content-type': 'application/json' } : {};
+      const res = await call(fns[r.function], httpEvent(r.method, target, { routeKey: r.route_key, claims, headers, body }));
+      const what = `${r.route_key} on ${r.function}: ${res.statusCode} ${res.text}`;
+      // the host's own refusals: another function's route, no such route, a stream it cannot carry
+      assert.doesNotMatch(res.json?.error?.message ?? '', /is served by the function|no such endpoint on AWS/, what);
+      assert.notEqual(res.statusCode, 501, what);
+      // a handler's own answer: here without a model or Stripe, the 503 that names what to configure
+      assert.ok(res.statusCode < 500 || /_not_configured$/.test(res.json?.error?.code ?? ''), what);
+    }
+  });
+
   test('an event the function does not take is an invocation error', async () => {
     const res = await fns['get-user'].rt.invoke({ hello: 'world' });
     assert.equal(res.kind, 'error');

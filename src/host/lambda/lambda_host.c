@@ -179,6 +179,7 @@ static void handle_http(kp_lambda_host *h, const json_t *doc, int64_t deadline_m
     choose_request_id(h, &ev, rid);
     ev.req.request_id = rid;
     ev.req.deadline_ms = deadline_ms;
+    ev.req.cannot_stream = !function_url; /* the HTTP API neither streams nor waits past 30 s */
     if (!ev.req.method)
         ev.req.method = "GET";
     if (!ev.req.remote_addr)
@@ -215,6 +216,25 @@ static int is_scheduled_event(const json_t *doc)
     return source && type && strcmp(source, "aws.events") == 0 && strcmp(type, "Scheduled Event") == 0;
 }
 
+/* The recovery schedule's event: the constant input of its EventBridge target. */
+static int is_recovery_event(const json_t *doc)
+{
+    const char *what = json_string_value(json_object_get(doc, "koumpa"));
+    return what && strcmp(what, "recover") == 0;
+}
+
+static void set_summary(kp_lambda_result *out, const char *what, json_t *res)
+{
+    kp_err err = {0};
+    kp_log_json(KP_LOG_INFO, what, json_incref(res));
+    out->payload = res ? json_dumps(res, JSON_COMPACT) : NULL;
+    json_decref(res);
+    if (!out->payload) {
+        kp_err_set(&err, KP_ENOMEM, "out of memory");
+        set_error(out, "Runtime.ResponseError", &err);
+    }
+}
+
 static void handle_schedule(kp_lambda_host *h, const json_t *doc, kp_lambda_result *out)
 {
     kp_err err = {0};
@@ -235,15 +255,22 @@ static void handle_schedule(kp_lambda_host *h, const json_t *doc, kp_lambda_resu
         set_error(out, "Koumpa.DailyBonusFailed", &err);
         return;
     }
-    json_t *res =
-        json_pack("{s:s,s:I,s:I}", "date", date, "granted", (json_int_t)granted, "recovered", (json_int_t)repaired);
-    kp_log_json(KP_LOG_INFO, "daily bonus", json_incref(res));
-    out->payload = res ? json_dumps(res, JSON_COMPACT) : NULL;
-    json_decref(res);
-    if (!out->payload) {
-        kp_err_set(&err, KP_ENOMEM, "out of memory");
-        set_error(out, "Runtime.ResponseError", &err);
+    set_summary(
+        out, "daily bonus",
+        json_pack("{s:s,s:I,s:I}", "date", date, "granted", (json_int_t)granted, "recovered", (json_int_t)repaired));
+}
+
+/* Every few minutes (terraform/modules/cron): generations whose lease ran out
+ * are failed and refunded, so none holds its user's limit for long. */
+static void handle_recovery(kp_lambda_host *h, kp_lambda_result *out)
+{
+    kp_err err = {0};
+    size_t repaired = 0;
+    if (kp_gen_recover(h->ctx.store, h->blob, &repaired, &err) != KP_OK) {
+        set_error(out, "Koumpa.RecoveryFailed", &err);
+        return;
     }
+    set_summary(out, "recovery", json_pack("{s:I}", "recovered", (json_int_t)repaired));
 }
 
 void kp_lambda_handle(kp_lambda_host *h, const char *event, size_t len, int64_t deadline_ms, kp_lambda_result *out)
@@ -259,12 +286,15 @@ void kp_lambda_handle(kp_lambda_host *h, const char *event, size_t len, int64_t 
         handle_http(h, doc, deadline_ms, out);
     } else if (is_scheduled_event(doc) && strcmp(h->function, "daily-bonus") == 0) {
         handle_schedule(h, doc, out);
+    } else if (is_recovery_event(doc) && strcmp(h->function, "daily-bonus") == 0) {
+        handle_recovery(h, out);
     } else if (kp_lambda_is_worker_event(doc) && strcmp(h->function, "generate-app") == 0) {
         kp_lambda_worker_handle(h, doc, deadline_ms, out);
     } else {
         kp_err_set(&err, KP_EINVAL, "the function %s does not take this event (expected %s)", h->function,
-                   strcmp(h->function, "daily-bonus") == 0 ? "an EventBridge scheduled event"
-                                                           : "an API Gateway payload format 2.0 event");
+                   strcmp(h->function, "daily-bonus") == 0
+                       ? "an EventBridge scheduled event or {\"koumpa\":\"recover\"}"
+                       : "an API Gateway payload format 2.0 event");
         set_error(out, "Runtime.InvalidEvent", &err);
     }
     json_decref(doc);

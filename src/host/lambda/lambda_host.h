@@ -10,7 +10,10 @@
  * (kp_req.verified_claims); a route the invoked function does not own is a
  * 404 naming its owner. An EventBridge scheduled event invokes daily-bonus:
  * the daily bonus for the event's UTC date, then the recovery of generations
- * whose lease expired. generate-app also takes its own worker event (a
+ * whose lease expired; the recovery schedule's {"koumpa":"recover"} (every
+ * few minutes) runs the recovery alone. Behind the HTTP API a request is
+ * marked kp_req.cannot_stream, so a generation asked for as a stream there is
+ * dispatched and answered 202. generate-app also takes its own worker event (a
  * generation it dispatched to itself, worker.h). Anything else is an
  * invocation error.
  *

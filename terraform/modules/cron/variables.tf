@@ -13,6 +13,12 @@ variable "function_arn" {
   type        = string
 }
 
+variable "recovery_schedule" {
+  description = "How often daily-bonus recovers generations whose lease ran out (an EventBridge schedule expression)"
+  type        = string
+  default     = "rate(5 minutes)"
+}
+
 variable "tags" {
   description = "Tags on every resource of the module"
   type        = map(string)
