@@ -148,9 +148,13 @@ sanitize:
 	KOUMPA_TEST_SANITIZED=1 $(MAKE) BUILD=build-asan CFLAGS="-O1 -g -fno-omit-frame-pointer" \
 	    SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined" unit integration
 
+# Under valgrind: every integration file but the Lambda streaming and self-invoke ones (about 2 minutes
+# each there; lambda.test.mjs keeps bootstrap under valgrind, and make sanitize runs all of them under ASan).
+VALGRIND_SKIP := lambda-stream lambda-invoke
+VALGRIND_FILES := $(filter-out $(VALGRIND_SKIP:%=tests/integration/%.test.mjs),$(sort $(wildcard tests/integration/*.test.mjs)))
 valgrind: $(BUILD)/koumpa $(BUILD)/bootstrap $(BUILD)/koumpa-hooks $(AWS_PROBE) $(BUILD)/tests/test_blob_contract $(STORE_CONTRACT)
-	KOUMPA_TEST_CONCURRENCY=$${KOUMPA_TEST_CONCURRENCY:-2} KOUMPA_TEST_WRAPPER="valgrind --quiet --leak-check=full --show-leak-kinds=definite,indirect --errors-for-leak-kinds=definite,indirect --error-exitcode=99 --suppressions=tests/valgrind.supp" \
-	    tests/run-integration.sh $(BUILD)
+	KOUMPA_TEST_CONCURRENCY=$${KOUMPA_TEST_CONCURRENCY:-3} KOUMPA_TEST_WRAPPER="valgrind --quiet --leak-check=full --show-leak-kinds=definite,indirect --errors-for-leak-kinds=definite,indirect --error-exitcode=99 --suppressions=tests/valgrind.supp" \
+	    tests/run-integration.sh $(BUILD) $(VALGRIND_FILES)
 
 coverage:
 	@find build-cov -name "*.gcda" -delete 2>/dev/null || true

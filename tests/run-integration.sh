@@ -3,7 +3,7 @@
 # or the FILEs given) against BUILD_DIR/koumpa with node's built-in test runner.
 # One test file per core; one at a time under a wrapper (KOUMPA_TEST_WRAPPER,
 # e.g. valgrind: heavy). KOUMPA_TEST_CONCURRENCY overrides either (make
-# valgrind sets 2: the tests mostly wait on the servers, so two files share the
+# valgrind sets 3: the tests mostly wait on the servers, so three files share the
 # two cores, and the timeouts under a wrapper are generous).
 set -eu
 BUILD_DIR=${1:-build}
