@@ -16,7 +16,9 @@
 //
 // The pure helpers (randomString, base64url, pkceChallenge, authorizeUrl,
 // callbackParams) are unit-tested in tests/web/oauth.test.mjs; the browser
-// objects are parameters with the real ones as defaults.
+// objects are parameters with the real ones as defaults. renderSignIn() is
+// what the login screen (views/auth-form.js) shows above its own form.
+import { alertBox, h, showErrorIn } from './dom.js';
 
 const PENDING_KEY = 'koumpa.oauth.pending';
 
@@ -185,4 +187,52 @@ export function signOut(config, { loc = globalThis.location, assign = (u) => loc
   if (!url) return false;
   assign(url);
   return true;
+}
+
+// A sign-in error in the alert: ours as they are, the API's through describeError.
+function failed(alert, err) {
+  if (err instanceof OAuthError) alert.replaceChildren(h('strong', {}, 'Sign-in failed.'), ' ', err.message);
+  else showErrorIn(alert, err);
+}
+
+// The login screen's part: the "Sign in" button and, on the provider's
+// callback, the code exchange with its progress and errors.
+export async function renderSignIn(container, ctx) {
+  const alert = alertBox();
+  const status = h('p', { role: 'status', class: 'muted' });
+  const button = h('button', { type: 'button', class: 'oauth-primary' }, 'Sign in');
+  button.addEventListener('click', async () => {
+    showErrorIn(alert, null);
+    button.disabled = true;
+    status.textContent = 'Opening the sign-in page…';
+    try {
+      await startSignIn(ctx.config);
+    } catch (err) {
+      status.textContent = '';
+      failed(alert, err);
+      button.disabled = false;
+    }
+  });
+  container.replaceChildren(
+    button,
+    h('p', { class: 'muted' }, 'Sign in with your organisation’s account, or log in below with a Koumpa password.'),
+    alert,
+    status,
+  );
+  if (!callbackParams(globalThis.location.search)) return;
+  button.disabled = true;
+  status.textContent = 'Signing you in…';
+  try {
+    if (!(await completeSignIn(ctx.config))) return;
+    status.textContent = '';
+    await ctx.refreshMe();
+    const next = globalThis.sessionStorage.getItem('koumpa.next');
+    globalThis.sessionStorage.removeItem('koumpa.next');
+    ctx.navigate(next && !/^#\/(login|signup)/.test(next) ? next : '#/projects');
+  } catch (err) {
+    status.textContent = '';
+    failed(alert, err);
+  } finally {
+    button.disabled = false;
+  }
 }
