@@ -157,7 +157,11 @@ lambda-e2e: $(BUILD)/koumpa
 terraform-check: $(STORE_CONTRACT) $(BUILD)/bootstrap
 	@KOUMPA_BUILD=$(BUILD) node --test tests/terraform/
 
-test: deps-test unit integration openapi terraform-check
+# the dashboard's client logic (src/web/js/sse.js, diff.js) under node:test
+web-unit:
+	@node --test tests/web/
+
+test: deps-test unit web-unit integration openapi terraform-check
 
 deps:
 	@scripts/install-deps.sh
@@ -247,7 +251,7 @@ fuzz: fuzz-build
 clean:
 	rm -rf build build-asan build-cov build-fuzz build-lambda
 
-.PHONY: FORCE all unit integration integration-aws openapi terraform-check lambda lambda-check lambda-e2e test deps deps-test run sanitize valgrind coverage bench bench-generations bench-slow-disk bench-replays bench-bonus bench-lambda lint tidy fuzz-build fuzz clean
+.PHONY: FORCE all unit web-unit integration integration-aws openapi terraform-check lambda lambda-check lambda-e2e test deps deps-test run sanitize valgrind coverage bench bench-generations bench-slow-disk bench-replays bench-bonus bench-lambda lint tidy fuzz-build fuzz clean
 .SECONDARY:
 FORCE:
 
