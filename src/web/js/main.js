@@ -20,7 +20,7 @@ const ROUTES = [
   [/^\/admin$/, 'admin', true],
 ];
 
-const app = { config: DEFAULT_CONFIG, me: null, cleanup: null, seq: 0 };
+const app = { config: DEFAULT_CONFIG, me: null, cleanup: null, seq: 0, retries: 0 };
 const main = () => document.getElementById('main');
 const banner = () => document.getElementById('banner');
 
@@ -132,10 +132,23 @@ async function route() {
       return;
     }
     app.cleanup = typeof cleanup === 'function' ? cleanup : null;
+    app.retries = 0;
   } catch (err) {
-    if (seq === app.seq) showError(err);
+    if (seq !== app.seq) return;
+    showError(err);
+    if (err && err.status === 0) retryLater(seq);
   }
   if (seq === app.seq) focusHeading(root);
+}
+
+// The network failed while a screen loaded: "Reconnecting…" (errors.js) and try again, waiting
+// 1, 2, 4... up to 30 seconds, for as long as the user stays on that screen.
+function retryLater(seq) {
+  const delay = Math.min(1000 * 2 ** (app.retries || 0), 30000);
+  app.retries = (app.retries || 0) + 1;
+  setTimeout(() => {
+    if (seq === app.seq) route();
+  }, delay);
 }
 
 let firstRender = true;
@@ -173,7 +186,10 @@ async function start() {
     if (!token && match(location.hash.slice(1))?.auth) navigate('#/login');
     drawNav();
   });
-  window.addEventListener('hashchange', route);
+  window.addEventListener('hashchange', () => {
+    app.retries = 0;
+    route();
+  });
   if (getToken()) await refreshMe();
   await route();
 }
