@@ -20,7 +20,7 @@ const ROUTES = [
   [/^\/admin$/, 'admin', true],
 ];
 
-const app = { config: DEFAULT_CONFIG, me: null, cleanup: null, seq: 0, retries: 0 };
+const app = { config: DEFAULT_CONFIG, me: null, cleanup: null, seq: 0, retries: 0, notice: null, loggingOut: false };
 const main = () => document.getElementById('main');
 const banner = () => document.getElementById('banner');
 
@@ -59,8 +59,21 @@ async function refreshMe() {
 }
 
 function logOut() {
+  sessionStorage.removeItem('koumpa.next');
+  app.loggingOut = true; // back to the projects after the next login, not to this screen
   clearToken();
+  app.loggingOut = false;
   app.me = null;
+  navigate('#/login');
+}
+
+// The token is gone (logged out here or in another tab, or refused by the API): to the login
+// screen, remembering where the user was unless they logged out.
+function signedOut() {
+  app.me = null;
+  const m = match(decodeURIComponent(location.hash.slice(1)));
+  if (!m || !m.auth) return drawNav();
+  if (!app.loggingOut) sessionStorage.setItem('koumpa.next', location.hash);
   navigate('#/login');
 }
 
@@ -108,7 +121,8 @@ async function route() {
     }
     app.cleanup = null;
   }
-  showError(null);
+  showError(app.notice || null);
+  app.notice = null;
   drawNav();
   const root = main();
   root.replaceChildren(h('p', { role: 'status' }, 'Loading…'));
@@ -172,20 +186,13 @@ async function start() {
     base: app.config.api_base,
     streamBase: app.config.stream_base,
     getToken,
-    onUnauthorized: () => {
-      // the token expired or was revoked: back to the login screen
+    onUnauthorized: (err) => {
+      // the token expired or was revoked: say so on the login screen
+      app.notice = err;
       clearToken();
-      app.me = null;
-      if (!location.hash.startsWith('#/login')) {
-        sessionStorage.setItem('koumpa.next', location.hash);
-        navigate('#/login');
-      }
     },
   });
-  onChange((token) => {
-    if (!token && match(location.hash.slice(1))?.auth) navigate('#/login');
-    drawNav();
-  });
+  onChange((token) => (token ? drawNav() : signedOut()));
   window.addEventListener('hashchange', () => {
     app.retries = 0;
     route();
