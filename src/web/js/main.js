@@ -58,12 +58,14 @@ async function refreshMe() {
   return app.me;
 }
 
-function logOut() {
+async function logOut() {
   sessionStorage.removeItem('koumpa.next');
   app.loggingOut = true; // back to the projects after the next login, not to this screen
   clearToken();
   app.loggingOut = false;
   app.me = null;
+  // signed in through the identity provider: end its session too (js/oauth.js)
+  if (app.config.oauth && app.config.oauth.logout_url && (await import('./oauth.js')).signOut(app.config)) return;
   navigate('#/login');
 }
 
