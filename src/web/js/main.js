@@ -73,7 +73,7 @@ async function logOut() {
 // screen, remembering where the user was unless they logged out.
 function signedOut() {
   app.me = null;
-  const m = match(decodeURIComponent(location.hash.slice(1)));
+  const m = match(hashPath(location.hash));
   if (!m || !m.auth) return drawNav();
   if (!app.loggingOut) sessionStorage.setItem('koumpa.next', location.hash);
   navigate('#/login');
@@ -96,6 +96,14 @@ function drawNav() {
   nav.replaceChildren(...items);
 }
 
+function hashPath(hash) {
+  try {
+    return decodeURIComponent(hash.replace(/^#/, ''));
+  } catch {
+    return ''; // a malformed escape: no route, so the default screen
+  }
+}
+
 function match(path) {
   for (const [re, view, auth] of ROUTES) {
     const m = re.exec(path);
@@ -106,7 +114,7 @@ function match(path) {
 
 async function route() {
   const seq = ++app.seq;
-  const path = decodeURIComponent(location.hash.replace(/^#/, '')) || '/';
+  const path = hashPath(location.hash) || '/';
   const m = match(path);
   const authed = Boolean(getToken());
   if (!m) return navigate(authed ? '#/projects' : '#/login');
