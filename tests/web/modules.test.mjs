@@ -68,6 +68,6 @@ describe('describeError', () => {
     assert.match(describeError(new ApiError(0, 'network', 'x')).message, /Reconnecting/);
     assert.equal(describeError(e(401, 'unauthorized')).action.href, '#/login');
     const login = describeError(new ApiError(401, 'unauthorized', 'invalid email or password', { authenticated: false }));
-    assert.equal(login.message, 'invalid email or password');
+    assert.equal(login.message, 'Invalid email or password.'); // the API's message, as a sentence
   });
 });

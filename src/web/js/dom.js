@@ -29,7 +29,7 @@ export function showErrorIn(el, err) {
   el.replaceChildren(); // empty: hidden by CSS (.alert:empty), so the live region stays in place
   if (!err) return;
   const d = describeError(err);
-  el.append(h('strong', {}, d.title), ' ', d.message);
+  el.append(h('strong', {}, /[.!?…]$/.test(d.title) ? d.title : d.title + '.'), ' ', d.message);
   if (d.action) el.append(' ', h('a', { href: d.action.href }, d.action.label));
 }
 

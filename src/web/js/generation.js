@@ -6,10 +6,26 @@
 // shows the same text and resumes after that id: nothing is shown twice, nothing is missed.
 import { api, request, ApiError } from './api.js';
 import { follow } from './sse.js';
+import { onChange } from './session.js';
 
 const KEY_PREFIX = 'koumpa.live.';
 const MAX_TEXT = 100000; // characters of the model's text kept for display (the end of it)
 const lives = new Map();
+
+// signed out (here or in another tab): stop following, the next user must not see these
+onChange((token) => {
+  if (token) return;
+  for (const live of lives.values()) live.stop();
+  lives.clear();
+  try {
+    for (let i = sessionStorage.length - 1; i >= 0; i--) {
+      const key = sessionStorage.key(i);
+      if (key && key.startsWith(KEY_PREFIX)) sessionStorage.removeItem(key);
+    }
+  } catch {
+    /* storage disabled: nothing kept */
+  }
+});
 
 const isFinal = (ev) => ev.event === 'done' || ev.event === 'error';
 const fresh = () => ({ version: null, lastId: '', text: '', chars: 0, files: [], end: null });
@@ -95,7 +111,10 @@ class Live {
           first = null;
           return Promise.resolve(res);
         }
-        if (!this.projectId) throw new ApiError(0, 'network', 'the connection was lost before the project was named');
+        if (!this.projectId) {
+          // nothing to resume from: the project list shows the project if it was created
+          throw new ApiError(410, 'stream_lost', 'the connection was lost before the server named the project; see your projects');
+        }
         const headers = { Accept: 'text/event-stream' };
         if (lastId) headers['Last-Event-ID'] = lastId;
         return request('GET', `/v1/projects/${this.projectId}/events`, { headers, signal, stream: true });
@@ -151,6 +170,9 @@ export async function startGeneration(ctx, path, prompt, projectId = null) {
     if (projectId) sessionStorage.removeItem(KEY_PREFIX + projectId);
     return { projectId: project.id };
   }
+  // Location names the project (readable on the same origin, or when CORS exposes it)
+  const located = /\/v1\/projects\/([A-Za-z0-9_-]+)/.exec(res.headers.get('Location') || '');
+  projectId = projectId || (located && located[1]) || null;
   const live = new Live(projectId, fresh());
   if (projectId) {
     lives.get(projectId)?.stop();

@@ -30,12 +30,14 @@ export async function render(root, ctx) {
     h('div', { class: 'project' }, side, work),
   );
 
-  if (latest.status === 'generating') {
+  const generating = latest.status === 'generating';
+  if (generating) {
+    // beside the preview while there is one; in its place (the wide column) until the first is ready
     const live = liveFor(project.id, latest.n);
-    cleanups.push(livePanel(work, ctx, project, latest, live, rerender));
+    cleanups.push(livePanel(project.url ? work : side, ctx, project, latest, live, rerender));
   }
   work.append(followUp(ctx, project, rerender));
-  side.append(preview(selected, project));
+  if (project.url || !generating) side.append(preview(selected, project));
   work.append(versionSection(ctx, project, selected));
   work.append(versionList(project, selected));
   work.append(dangerZone(ctx, project));

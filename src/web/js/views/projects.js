@@ -24,7 +24,7 @@ export async function render(root, ctx) {
   const ac = new AbortController();
   let cursor = null;
 
-  async function loadPage() {
+  async function loadPage(first = false) {
     more.disabled = true;
     showErrorIn(listAlert, null);
     try {
@@ -35,6 +35,7 @@ export async function render(root, ctx) {
       more.hidden = !cursor;
       empty.hidden = list.children.length > 0;
     } catch (err) {
+      if (first && err.status === 0) throw err; // the router shows it and tries again
       if (err.name !== 'AbortError') showErrorIn(listAlert, err);
     }
     more.disabled = false;
@@ -46,7 +47,7 @@ export async function render(root, ctx) {
     list.children[before]?.querySelector('a')?.focus();
   });
 
-  await loadPage();
+  await loadPage(true);
   return () => ac.abort();
 }
 
