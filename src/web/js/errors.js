@@ -6,6 +6,7 @@ export function describeError(err) {
   const status = err && typeof err.status === 'number' ? err.status : null;
   const code = (err && err.code) || '';
   const apiMessage = (err && err.message) || '';
+  if (err && typeof err.title === 'string') return { title: err.title, message: apiMessage, action: null }; // the view's own
   if (status === 0 || code === 'network') {
     return { title: 'Connection lost', message: 'Cannot reach the server. Reconnecting…', action: null };
   }

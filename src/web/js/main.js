@@ -117,7 +117,8 @@ async function route() {
   let mod;
   try {
     mod = await import(`./views/${m.view}.js`);
-  } catch {
+  } catch (err) {
+    console.error(err); // eslint-disable-line no-console -- a missing or broken view module
     if (seq !== app.seq) return;
     root.replaceChildren(h('h1', {}, 'Not available'), h('p', {}, 'This screen is not part of this dashboard yet.'));
     return;
