@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/apps_url.h"
 #include "core/buf.h"
 #include "core/log.h"
 
@@ -38,7 +39,8 @@ static const opt_def opts[] = {
     {"KOUMPA_ADDR", "--addr", OPT_STR, OFF(addr), "127.0.0.1:8080", 0, 0, 0, "API listen address host:port"},
     {"KOUMPA_APPS_ADDR", "--apps-addr", OPT_STR, OFF(apps_addr), "127.0.0.1:8081", 0, 0, 0,
      "apps origin listen address"},
-    {"KOUMPA_APPS_URL", "--apps-url", OPT_STR, OFF(apps_url), NULL, 0, 0, 0, "public base URL of the apps origin"},
+    {"KOUMPA_APPS_URL", "--apps-url", OPT_STR, OFF(apps_url), NULL, 0, 0, 0,
+     "public base URL of the apps origin; https://{project}.apps.example.com puts each app on its own origin"},
     {"KOUMPA_PUBLIC_URL", "--public-url", OPT_STR, OFF(public_url), NULL, 0, 0, 0, "public base URL of the API"},
     {"KOUMPA_THREADS", "--threads", OPT_LONG, OFF(threads), "0", 0, 256, 0, "HTTP worker threads (0: one per core)"},
     {"KOUMPA_DATA_DIR", "--data-dir", OPT_STR, OFF(data_dir), "./data", 0, 0, 0,
@@ -157,6 +159,19 @@ static const opt_def opts[] = {
     /* TLS for every outgoing call (issue 12: core/curl_defaults.h, applied by cli/main.c and cli/lambda.c) */
     {"KOUMPA_CA_BUNDLE", NULL, OPT_STR, OFF(ca_bundle), NULL, 0, 0, 0,
      "CA certificates (PEM bundle) that outgoing TLS peers are verified against (unset: libcurl's default)"},
+    /* the web dashboard (issue 13: api/dashboard.h; oauth is in /config.json only when the first three are set) */
+    {"KOUMPA_OAUTH_AUTHORIZE_URL", NULL, OPT_STR, OFF(oauth_authorize_url), NULL, 0, 0, 0,
+     "dashboard sign-in: the OAuth provider's authorization endpoint (authorization code + PKCE)"},
+    {"KOUMPA_OAUTH_TOKEN_URL", NULL, OPT_STR, OFF(oauth_token_url), NULL, 0, 0, 0,
+     "dashboard sign-in: the provider's token endpoint"},
+    {"KOUMPA_OAUTH_CLIENT_ID", NULL, OPT_STR, OFF(oauth_client_id), NULL, 0, 0, 0,
+     "dashboard sign-in: the dashboard's (public) client id"},
+    {"KOUMPA_OAUTH_SCOPES", NULL, OPT_STR, OFF(oauth_scopes), "openid email", 0, 0, 0,
+     "dashboard sign-in: the scopes asked for"},
+    {"KOUMPA_OAUTH_LOGOUT_URL", NULL, OPT_STR, OFF(oauth_logout_url), NULL, 0, 0, 0,
+     "dashboard sign-out: the provider's logout page (optional)"},
+    {"KOUMPA_WEB_DIR", NULL, OPT_STR, OFF(web_dir), NULL, 0, 0, 0,
+     "development: serve the dashboard from this directory (read per request) instead of the built-in copy"},
 };
 
 #define NOPTS (sizeof opts / sizeof opts[0])
@@ -257,6 +272,31 @@ static kp_status validate_secrets_source(const kp_config *cfg, kp_err *err)
     return KP_OK;
 }
 
+static int is_http_url(const char *s)
+{
+    return strncmp(s, "https://", 8) == 0 || strncmp(s, "http://", 7) == 0;
+}
+
+/* the web dashboard: the OAuth sign-in is all three of authorize, token and client id, or none */
+static kp_status validate_dashboard(const kp_config *cfg, kp_err *err)
+{
+    const char *vals[] = {cfg->oauth_authorize_url, cfg->oauth_token_url, cfg->oauth_client_id, cfg->oauth_logout_url};
+    const char *vars[] = {"KOUMPA_OAUTH_AUTHORIZE_URL", "KOUMPA_OAUTH_TOKEN_URL", "KOUMPA_OAUTH_CLIENT_ID",
+                          "KOUMPA_OAUTH_LOGOUT_URL"};
+    int set = !!vals[0] + !!vals[1] + !!vals[2];
+    for (size_t i = 0; i < 4; i++) {
+        if (vals[i] && i != 2 && !is_http_url(vals[i]))
+            return kp_err_set(err, KP_EINVAL, "invalid %s=%s: expected an http(s) URL", vars[i], vals[i]);
+        if (i < 3 && set > 0 && set < 3 && !vals[i])
+            return kp_err_set(err, KP_EINVAL, "%s must be set with the other KOUMPA_OAUTH_* settings", vars[i]);
+    }
+    if (cfg->oauth_logout_url && set == 0)
+        return kp_err_set(err, KP_EINVAL, "KOUMPA_OAUTH_LOGOUT_URL is set without KOUMPA_OAUTH_AUTHORIZE_URL");
+    if (cfg->web_dir && !*cfg->web_dir)
+        return kp_err_set(err, KP_EINVAL, "invalid KOUMPA_WEB_DIR: empty");
+    return KP_OK;
+}
+
 static kp_status validate(kp_config *cfg, kp_err *err)
 {
     kp_log_level lvl;
@@ -288,6 +328,8 @@ static kp_status validate(kp_config *cfg, kp_err *err)
         return kp_err_set(err, KP_EINVAL, "invalid KOUMPA_STORAGE=%s: expected fs or s3", cfg->storage);
     if (strcmp(cfg->storage, "s3") == 0 && (!cfg->s3_bucket || !*cfg->s3_bucket))
         return kp_err_set(err, KP_EINVAL, "KOUMPA_S3_BUCKET must be set when KOUMPA_STORAGE=s3");
+    if (validate_dashboard(cfg, err) != KP_OK)
+        return err->status;
     if (cfg->threads == 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         cfg->threads = n > 0 ? (n > 64 ? 64 : n) : 1;
@@ -322,7 +364,7 @@ static kp_status fill_derived(kp_config *cfg, kp_err *err)
     }
     if (!cfg->public_url || !cfg->apps_url || !cfg->verify_url || (cfg->jwt_issuer && !cfg->jwks_url))
         return kp_err_set(err, KP_ENOMEM, "out of memory");
-    return KP_OK;
+    return kp_apps_url_check(cfg->apps_url, err); /* per-project origins: core/apps_url.h */
 }
 
 static const opt_def *find_flag(const char *arg, const char **value)
