@@ -136,7 +136,11 @@ lambda-e2e: $(BUILD)/koumpa
 terraform-check: $(STORE_CONTRACT) $(BUILD)/bootstrap
 	@KOUMPA_BUILD=$(BUILD) node --test tests/terraform/
 
-test: deps-test unit integration openapi terraform-check browser
+# the dashboard's client logic (src/web/js/sse.js, diff.js) under node:test
+web-unit:
+	@node --test tests/web/
+
+test: deps-test unit web-unit integration openapi terraform-check browser
 
 # The dashboard in chromium (tests/browser/; not run by sanitize, valgrind or coverage), one file at a
 # time; screenshots go to build/screenshots (make screenshots: docs/screenshots, the committed ones).
@@ -239,7 +243,7 @@ fuzz: fuzz-build
 clean:
 	rm -rf build build-asan build-cov build-fuzz build-lambda
 
-.PHONY: all unit integration browser screenshots bench-ui integration-aws openapi terraform-check lambda lambda-check lambda-e2e test deps deps-test run sanitize valgrind coverage bench bench-generations bench-slow-disk bench-replays bench-bonus bench-lambda lint tidy fuzz-build fuzz clean
+.PHONY: all unit web-unit integration browser screenshots bench-ui integration-aws openapi terraform-check lambda lambda-check lambda-e2e test deps deps-test run sanitize valgrind coverage bench bench-generations bench-slow-disk bench-replays bench-bonus bench-lambda lint tidy fuzz-build fuzz clean
 .SECONDARY:
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
