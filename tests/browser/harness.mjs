@@ -64,6 +64,17 @@ export async function dashboardMissing(server) {
   return `GET / does not serve the dashboard yet (${res.status}): needs the serve and webcore branches`;
 }
 
+/**
+ * Why a screen cannot be tested yet: its view module (js/views/<name>.js, see the shared contract)
+ * is not served, or the whole dashboard is missing (stack.skip); else false.
+ */
+export async function viewMissing(stack, name) {
+  if (stack.skip) return stack.skip;
+  const res = await fetch(`${stack.server.url}/js/views/${name}.js`);
+  await res.arrayBuffer();
+  return res.status !== 200 && `the dashboard has no js/views/${name}.js yet (${res.status})`;
+}
+
 /** Launches Debian's chromium, headless. */
 export function launchChromium() {
   return chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, headless: true });
@@ -98,7 +109,7 @@ export async function startStack({ scenario, env = {} } = {}) {
   const price = await api(server, 'PUT', '/v1/admin/plans/pro', { token: admin.token, body: { stripe_price_id: PRICE_PRO } });
   if (price.status !== 200) throw new Error(`setting Pro's price failed: ${price.status} ${price.text}`);
   const skip = await dashboardMissing(server);
-  const browser = skip ? null : await launchChromium();
+  const browser = await launchChromium();
   const contexts = [];
   return {
     server,
@@ -123,6 +134,23 @@ export async function startStack({ scenario, env = {} } = {}) {
       await anthropic.close();
       await stripe.close();
     },
+  };
+}
+
+/**
+ * A scenario function for the fake Anthropic: the last [[marker]] in the latest user message picks
+ * table[marker]; without one, fallback.
+ */
+export function byMarker(table, fallback) {
+  return (rec) => {
+    const msgs = rec.body?.messages || [];
+    for (let i = msgs.length - 1; i >= 0; i--) {
+      if (msgs[i].role !== 'user') continue;
+      const marks = JSON.stringify(msgs[i].content).match(/\[\[([a-z0-9_]+)\]\]/g);
+      if (marks) return table[marks[marks.length - 1].slice(2, -2)] ?? fallback;
+      break;
+    }
+    return fallback;
   };
 }
 
