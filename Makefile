@@ -48,6 +48,9 @@ TEST_SRCS := $(sort $(wildcard tests/unit/test_*.c))
 TEST_BINS := $(TEST_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 TEST_HELPER_SRCS := $(filter-out tests/unit/test_%.c,$(wildcard tests/unit/*.c))
 TEST_HELPER_OBJS := $(TEST_HELPER_SRCS:%.c=$(BUILD)/obj/%.o)
+# the dashboard's files, embedded into build/koumpa (see $(BUILD)/gen/web_files.c below)
+WEB_FILES := $(shell find src/web -type f ! -name '.*' 2>/dev/null | LC_ALL=C sort)
+WEB_OBJ   := $(BUILD)/obj/web_files.o
 
 all: $(BUILD)/koumpa $(BUILD)/bootstrap
 
@@ -61,9 +64,30 @@ $(BUILD)/libkoumpa.a: $(LIB_OBJS)
 	@echo "  AR    $@"
 	@ar rcs $@ $^
 
-$(BUILD)/koumpa: $(CLI_OBJS) $(BUILD)/libkoumpa.a
+$(BUILD)/koumpa: $(CLI_OBJS) $(WEB_OBJ) $(BUILD)/libkoumpa.a
 	@echo "  LD    $@"
-	@$(CC) $(CFLAGS) $(SAN) -o $@ $(CLI_OBJS) $(BUILD)/libkoumpa.a $(LDLIBS_ALL)
+	@$(CC) $(CFLAGS) $(SAN) -o $@ $(CLI_OBJS) $(WEB_OBJ) $(BUILD)/libkoumpa.a $(LDLIBS_ALL)
+
+# The dashboard (src/web/) compiled into build/koumpa (api/dashboard.h; docs/DEVELOPMENT.md, "The dashboard"):
+# tools/webembed.c writes $(BUILD)/gen/web_files.c (bytes, gzip copy, type, ETag of each file) again whenever a
+# file under src/web/ changes; web_files.list changes when one appears or goes. Not in libkoumpa.a: the
+# Lambda bootstrap serves no dashboard.
+$(BUILD)/tools/webembed: tools/webembed.c $(BUILD)/libkoumpa.a
+	@mkdir -p $(dir $@)
+	@echo "  LD    $@"
+	@$(CC) $(CPPFLAGS_ALL) $(WARN) $(CFLAGS) $(SAN) -o $@ $< $(BUILD)/libkoumpa.a $(LDLIBS_ALL) -lz
+
+$(BUILD)/gen/web_files.list: FORCE
+	@mkdir -p $(dir $@)
+	@echo '$(WEB_FILES)' | cmp -s - $@ || echo '$(WEB_FILES)' > $@
+
+$(BUILD)/gen/web_files.c: tools/webembed.c $(WEB_FILES) $(BUILD)/gen/web_files.list | $(BUILD)/tools/webembed
+	@echo "  GEN   $@"
+	@$(BUILD)/tools/webembed src/web $(WEB_FILES) > $@.tmp && mv $@.tmp $@
+
+$(WEB_OBJ): $(BUILD)/gen/web_files.c
+	@echo "  CC    $<"
+	@$(CC) $(CPPFLAGS_ALL) $(WARN) $(CFLAGS) $(SAN) -MMD -MP -c $< -o $@
 
 $(BUILD)/tests/%: tests/unit/%.c $(TEST_HELPER_OBJS) $(BUILD)/libkoumpa.a
 	@mkdir -p $(dir $@)
@@ -85,9 +109,9 @@ $(BUILD)/obj-hooks/testhook.o: src/core/testhook.c src/core/testhook.h
 	@echo "  CC    $< (test hooks)"
 	@$(CC) $(CPPFLAGS_ALL) -DKOUMPA_TEST_HOOKS $(WARN) $(CFLAGS) $(SAN) -c $< -o $@
 
-$(BUILD)/koumpa-hooks: $(CLI_OBJS) $(BUILD)/obj-hooks/testhook.o $(BUILD)/libkoumpa.a
+$(BUILD)/koumpa-hooks: $(CLI_OBJS) $(WEB_OBJ) $(BUILD)/obj-hooks/testhook.o $(BUILD)/libkoumpa.a
 	@echo "  LD    $@"
-	@$(CC) $(CFLAGS) $(SAN) -o $@ $(CLI_OBJS) $(BUILD)/obj-hooks/testhook.o $(BUILD)/libkoumpa.a $(LDLIBS_ALL)
+	@$(CC) $(CFLAGS) $(SAN) -o $@ $(CLI_OBJS) $(WEB_OBJ) $(BUILD)/obj-hooks/testhook.o $(BUILD)/libkoumpa.a $(LDLIBS_ALL)
 
 unit: $(BUILD)/koumpa $(TEST_BINS)
 	@tests/run-unit.sh $(BUILD)
@@ -203,7 +227,7 @@ bench-ui: $(BUILD)/koumpa
 bench-lambda: $(BUILD)/bootstrap
 	KOUMPA_BUILD=$(BUILD) node bench/lambda-coldstart.mjs 30
 
-FORMAT_SRCS = $(shell find src tests/unit tests/fuzz tests/aws tests/store bench -name '*.[ch]' 2>/dev/null | sort)
+FORMAT_SRCS = $(shell find src tools tests/unit tests/fuzz tests/aws tests/store bench -name '*.[ch]' 2>/dev/null | sort)
 
 lint:
 	cppcheck --quiet --error-exitcode=1 --enable=warning,portability --inline-suppr -D__GNUC__ -Isrc src
@@ -243,7 +267,8 @@ fuzz: fuzz-build
 clean:
 	rm -rf build build-asan build-cov build-fuzz build-lambda
 
-.PHONY: all unit web-unit integration browser screenshots bench-ui integration-aws openapi terraform-check lambda lambda-check lambda-e2e test deps deps-test run sanitize valgrind coverage bench bench-generations bench-slow-disk bench-replays bench-bonus bench-lambda lint tidy fuzz-build fuzz clean
+.PHONY: FORCE all unit web-unit integration browser screenshots bench-ui integration-aws openapi terraform-check lambda lambda-check lambda-e2e test deps deps-test run sanitize valgrind coverage bench bench-generations bench-slow-disk bench-replays bench-bonus bench-lambda lint tidy fuzz-build fuzz clean
 .SECONDARY:
+FORCE:
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

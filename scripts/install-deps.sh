@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 pkgs=(build-essential pkg-config libevent-dev libjansson-dev libssl-dev libsqlite3-dev
-      libcurl4-openssl-dev libsodium-dev libzip-dev ca-certificates)
+      libcurl4-openssl-dev libsodium-dev libzip-dev zlib1g-dev ca-certificates)
 if [ "${1:-}" = "--test" ]; then
     pkgs+=(libcmocka-dev valgrind gcovr wrk nodejs npm curl clang clang-format clang-tidy
            libclang-rt-dev cppcheck libfaketime python3-venv)

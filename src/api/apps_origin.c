@@ -220,30 +220,6 @@ static int etag_of_file(int fd, int64_t offset, int64_t len, char out[40])
     return 0;
 }
 
-/* If-None-Match: "*", or a comma-separated list of (possibly weak) tags. */
-static int etag_matches(const char *header, const char *etag)
-{
-    if (!header)
-        return 0;
-    size_t tlen = strlen(etag);
-    const char *p = header;
-    while (*p) {
-        while (*p == ' ' || *p == '\t' || *p == ',')
-            p++;
-        if (*p == '*')
-            return 1;
-        if (strncmp(p, "W/", 2) == 0)
-            p += 2;
-        size_t len = strcspn(p, ",");
-        while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '\t'))
-            len--;
-        if (len == tlen && strncmp(p, etag, tlen) == 0)
-            return 1;
-        p += strcspn(p, ",");
-    }
-    return 0;
-}
-
 /* Fills resp with the blob (200 with its bytes, or 304 when if_none_match
  * matches) and its ETag. A store that keeps ETags (S3: get_tagged) gives its
  * own, and is asked the condition itself, so a 304 moves no bytes from it;
@@ -263,7 +239,7 @@ static kp_status serve_blob(kp_blob *blob, const char *key, const char *ct, cons
             kp_buf_free(&data);
             return rc;
         }
-        if (not_modified || etag_matches(if_none_match, etag))
+        if (not_modified || kp_etag_matches(if_none_match, etag))
             resp->status = 304;
         else
             kp_resp_text(resp, 200, ct, data.data ? data.data : "", data.len);
@@ -278,7 +254,7 @@ static kp_status serve_blob(kp_blob *blob, const char *key, const char *ct, cons
             close(fd);
             return kp_err_set(err, KP_EIO, "cannot read %s", key);
         }
-        if (etag_matches(if_none_match, etag)) {
+        if (kp_etag_matches(if_none_match, etag)) {
             close(fd);
             resp->status = 304;
         } else {
@@ -292,7 +268,7 @@ static kp_status serve_blob(kp_blob *blob, const char *key, const char *ct, cons
             return rc;
         }
         etag_of(&data, etag);
-        if (etag_matches(if_none_match, etag))
+        if (kp_etag_matches(if_none_match, etag))
             resp->status = 304;
         else
             kp_resp_text(resp, 200, ct, data.data ? data.data : "", data.len);

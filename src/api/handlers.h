@@ -1,6 +1,7 @@
 /*
  * handlers.h - every endpoint's handler, one .c file per resource:
- *   system_routes.c  GET /, /healthz, /metrics
+ *   system_routes.c  GET /healthz, /metrics
+ *   dashboard_routes.c GET /, /config.json and the dashboard's files (api/dashboard.h)
  *   auth_routes.c    POST /v1/auth/signup, /v1/auth/login
  *   verify_routes.c  POST /v1/auth/verify, /v1/auth/verify/resend (e-mail verification)
  *   me_routes.c      GET /v1/me, /v1/me/ledger
@@ -17,7 +18,11 @@
 
 #include "api/router.h"
 
-void kp_h_root(kp_ctx *ctx, kp_req *req, kp_resp *resp);
+void kp_h_dashboard_index(kp_ctx *ctx, kp_req *req, kp_resp *resp);
+void kp_h_dashboard_config(kp_ctx *ctx, kp_req *req, kp_resp *resp);
+/* The router's fallback for a path no route matches: a GET or HEAD of one of
+ * the dashboard's files is answered (returns 1); else returns 0, resp untouched. */
+int kp_h_dashboard_file(kp_ctx *ctx, kp_req *req, kp_resp *resp);
 void kp_h_healthz(kp_ctx *ctx, kp_req *req, kp_resp *resp);
 void kp_h_metrics(kp_ctx *ctx, kp_req *req, kp_resp *resp);
 

@@ -77,6 +77,29 @@ void kp_headers_free(kp_headers *h)
     h->n = h->cap = 0;
 }
 
+int kp_etag_matches(const char *header, const char *etag)
+{
+    if (!header)
+        return 0;
+    size_t tlen = strlen(etag);
+    const char *p = header;
+    while (*p) {
+        while (*p == ' ' || *p == '\t' || *p == ',')
+            p++;
+        if (*p == '*')
+            return 1;
+        if (strncmp(p, "W/", 2) == 0)
+            p += 2;
+        size_t len = strcspn(p, ",");
+        while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '\t'))
+            len--;
+        if (len == tlen && strncmp(p, etag, tlen) == 0)
+            return 1;
+        p += strcspn(p, ",");
+    }
+    return 0;
+}
+
 /* json_dump_callback's sink: appends to a kp_buf (no intermediate string). */
 static int append_to_buf(const char *text, size_t len, void *data)
 {

@@ -180,6 +180,10 @@ void kp_resp_free(kp_resp *resp);
  */
 void kp_resp_settle(kp_resp *resp);
 
+/* 1 when an If-None-Match value (NULL: absent) names etag: "*", or a
+ * comma-separated list of entity tags (weak ones compared weakly). */
+int kp_etag_matches(const char *if_none_match, const char *etag);
+
 /* A request header (case-insensitive), or NULL. */
 const char *kp_req_header(const kp_req *req, const char *name);
 /* A query parameter, or NULL. */

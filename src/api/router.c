@@ -9,6 +9,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "api/handlers.h"
 #include "auth/auth.h"
 #include "domain/accounts.h"
 
@@ -168,6 +169,8 @@ void kp_router_dispatch(kp_ctx *ctx, kp_req *req, kp_resp *resp)
             break;
         }
     }
+    if (!found && kp_h_dashboard_file(ctx, req, resp))
+        return;
     if (!found) {
         char allow[128];
         if (allowed_methods(req->path, allow, sizeof allow) > 0) {

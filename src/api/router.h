@@ -2,8 +2,9 @@
  * router.h - the application's front door, shared by every host.
  *
  * kp_router_dispatch() matches method + path against the route table
- * (routes.c), answers 404 / 405 (with Allow) itself, authenticates the caller
- * when the route asks for it (Bearer token -> kp_principal, 401 with
+ * (routes.c), serves the dashboard's files (GET/HEAD of a path no route
+ * matches: kp_h_dashboard_file), answers 404 / 405 (with Allow) itself,
+ * authenticates the caller when the route asks for it (Bearer token -> kp_principal, 401 with
  * WWW-Authenticate: Bearer on any failure, 403 for non-admins on admin
  * routes), then calls the handler. Hosts call nothing else.
  *
@@ -25,6 +26,7 @@ typedef struct kp_mailer kp_mailer;       /* mail/mailer.h */
 typedef struct kp_gen kp_gen;             /* gen/generator.h */
 typedef struct kp_secrets kp_secrets;     /* secrets/secrets.h */
 typedef struct kp_stripe kp_stripe;       /* stripe/stripe_api.h */
+typedef struct kp_dashboard kp_dashboard; /* api/dashboard.h */
 
 typedef struct kp_app {
     const kp_config *cfg;
@@ -41,6 +43,8 @@ typedef struct kp_app {
     /* billing: checkout and portal (api/billing_routes.c) */
     kp_stripe *stripe;   /* the Stripe API client; NULL in tools that do not bill */
     kp_offload *billing; /* the calls to Stripe, off the HTTP threads */
+    /* the web dashboard (api/dashboard.h); NULL: none (the Lambda bootstrap, tools) */
+    kp_dashboard *dashboard;
 } kp_app;
 
 typedef struct kp_ctx {

@@ -2,7 +2,8 @@
 #include "api/handlers.h"
 
 const kp_route kp_routes[] = {
-    {"GET", "/", kp_h_root, KP_AUTH_NONE},
+    {"GET", "/", kp_h_dashboard_index, KP_AUTH_NONE},
+    {"GET", "/config.json", kp_h_dashboard_config, KP_AUTH_NONE},
     {"GET", "/healthz", kp_h_healthz, KP_AUTH_NONE},
     {"GET", "/metrics", kp_h_metrics, KP_AUTH_NONE},
     {"POST", "/v1/auth/signup", kp_h_signup, KP_AUTH_NONE},

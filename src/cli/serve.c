@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "api/apps_origin.h"
+#include "api/dashboard.h"
 #include "api/offload.h"
 #include "api/router.h"
 #include "auth/auth.h"
@@ -97,6 +98,9 @@ static kp_status build_app(serve_state *st, kp_err *err)
         if (rc != KP_OK)
             return rc;
     }
+    rc = kp_dashboard_new(cfg, kp_web_files, &st->app.dashboard, err); /* the embedded src/web/ */
+    if (rc != KP_OK)
+        return rc;
     return kp_offload_new("pwhash", (int)cfg->pwhash_threads, (int)cfg->pwhash_queue, open_store, st, &st->app.pwhash,
                           err);
 }
@@ -271,6 +275,7 @@ static void stop(serve_state *st)
     if (st->blob)
         st->blob->ops->close(st->blob);
     kp_metrics_free(st->app.metrics);
+    kp_dashboard_free(st->app.dashboard);
     kp_ratelimit_free(st->app.login_ip_limit);
     kp_ratelimit_free(st->app.login_email_limit);
     kp_ratelimit_free(st->app.signup_limit);

@@ -157,6 +157,19 @@ static const opt_def opts[] = {
     /* TLS for every outgoing call (issue 12: core/curl_defaults.h, applied by cli/main.c and cli/lambda.c) */
     {"KOUMPA_CA_BUNDLE", NULL, OPT_STR, OFF(ca_bundle), NULL, 0, 0, 0,
      "CA certificates (PEM bundle) that outgoing TLS peers are verified against (unset: libcurl's default)"},
+    /* the web dashboard (issue 13: api/dashboard.h; oauth is in /config.json only when the first three are set) */
+    {"KOUMPA_OAUTH_AUTHORIZE_URL", NULL, OPT_STR, OFF(oauth_authorize_url), NULL, 0, 0, 0,
+     "dashboard sign-in: the OAuth provider's authorization endpoint (authorization code + PKCE)"},
+    {"KOUMPA_OAUTH_TOKEN_URL", NULL, OPT_STR, OFF(oauth_token_url), NULL, 0, 0, 0,
+     "dashboard sign-in: the provider's token endpoint"},
+    {"KOUMPA_OAUTH_CLIENT_ID", NULL, OPT_STR, OFF(oauth_client_id), NULL, 0, 0, 0,
+     "dashboard sign-in: the dashboard's (public) client id"},
+    {"KOUMPA_OAUTH_SCOPES", NULL, OPT_STR, OFF(oauth_scopes), "openid email", 0, 0, 0,
+     "dashboard sign-in: the scopes asked for"},
+    {"KOUMPA_OAUTH_LOGOUT_URL", NULL, OPT_STR, OFF(oauth_logout_url), NULL, 0, 0, 0,
+     "dashboard sign-out: the provider's logout page (optional)"},
+    {"KOUMPA_WEB_DIR", NULL, OPT_STR, OFF(web_dir), NULL, 0, 0, 0,
+     "development: serve the dashboard from this directory (read per request) instead of the built-in copy"},
 };
 
 #define NOPTS (sizeof opts / sizeof opts[0])
@@ -257,6 +270,31 @@ static kp_status validate_secrets_source(const kp_config *cfg, kp_err *err)
     return KP_OK;
 }
 
+static int is_http_url(const char *s)
+{
+    return strncmp(s, "https://", 8) == 0 || strncmp(s, "http://", 7) == 0;
+}
+
+/* the web dashboard: the OAuth sign-in is all three of authorize, token and client id, or none */
+static kp_status validate_dashboard(const kp_config *cfg, kp_err *err)
+{
+    const char *vals[] = {cfg->oauth_authorize_url, cfg->oauth_token_url, cfg->oauth_client_id, cfg->oauth_logout_url};
+    const char *vars[] = {"KOUMPA_OAUTH_AUTHORIZE_URL", "KOUMPA_OAUTH_TOKEN_URL", "KOUMPA_OAUTH_CLIENT_ID",
+                          "KOUMPA_OAUTH_LOGOUT_URL"};
+    int set = !!vals[0] + !!vals[1] + !!vals[2];
+    for (size_t i = 0; i < 4; i++) {
+        if (vals[i] && i != 2 && !is_http_url(vals[i]))
+            return kp_err_set(err, KP_EINVAL, "invalid %s=%s: expected an http(s) URL", vars[i], vals[i]);
+        if (i < 3 && set > 0 && set < 3 && !vals[i])
+            return kp_err_set(err, KP_EINVAL, "%s must be set with the other KOUMPA_OAUTH_* settings", vars[i]);
+    }
+    if (cfg->oauth_logout_url && set == 0)
+        return kp_err_set(err, KP_EINVAL, "KOUMPA_OAUTH_LOGOUT_URL is set without KOUMPA_OAUTH_AUTHORIZE_URL");
+    if (cfg->web_dir && !*cfg->web_dir)
+        return kp_err_set(err, KP_EINVAL, "invalid KOUMPA_WEB_DIR: empty");
+    return KP_OK;
+}
+
 static kp_status validate(kp_config *cfg, kp_err *err)
 {
     kp_log_level lvl;
@@ -288,6 +326,8 @@ static kp_status validate(kp_config *cfg, kp_err *err)
         return kp_err_set(err, KP_EINVAL, "invalid KOUMPA_STORAGE=%s: expected fs or s3", cfg->storage);
     if (strcmp(cfg->storage, "s3") == 0 && (!cfg->s3_bucket || !*cfg->s3_bucket))
         return kp_err_set(err, KP_EINVAL, "KOUMPA_S3_BUCKET must be set when KOUMPA_STORAGE=s3");
+    if (validate_dashboard(cfg, err) != KP_OK)
+        return err->status;
     if (cfg->threads == 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         cfg->threads = n > 0 ? (n > 64 ? 64 : n) : 1;

@@ -111,6 +111,14 @@ typedef struct kp_config {
 
     /* TLS for every outgoing call (issue 12: core/curl_defaults.h) */
     char *ca_bundle; /* KOUMPA_CA_BUNDLE: CA certificates file for libcurl (unset: libcurl's built-in default) */
+
+    /* the web dashboard (issue 13: api/dashboard.h): sign-in through an OAuth provider's hosted UI, dev files */
+    char *oauth_authorize_url; /* KOUMPA_OAUTH_AUTHORIZE_URL: the provider's authorization endpoint (code + PKCE) */
+    char *oauth_token_url;     /* KOUMPA_OAUTH_TOKEN_URL: its token endpoint, called by the dashboard */
+    char *oauth_client_id;     /* KOUMPA_OAUTH_CLIENT_ID: the dashboard's public client id */
+    char *oauth_scopes;        /* KOUMPA_OAUTH_SCOPES (default "openid email") */
+    char *oauth_logout_url;    /* KOUMPA_OAUTH_LOGOUT_URL: the provider's sign-out page (optional) */
+    char *web_dir;             /* KOUMPA_WEB_DIR: serve the dashboard from this directory (development) */
 } kp_config;
 
 /*

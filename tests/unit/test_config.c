@@ -55,6 +55,12 @@ static const char *all_vars[] = {
     "KOUMPA_SECRETS_TTL",
     "KOUMPA_STRIPE_TOLERANCE_S",
     "KOUMPA_CA_BUNDLE",
+    "KOUMPA_OAUTH_AUTHORIZE_URL",
+    "KOUMPA_OAUTH_TOKEN_URL",
+    "KOUMPA_OAUTH_CLIENT_ID",
+    "KOUMPA_OAUTH_SCOPES",
+    "KOUMPA_OAUTH_LOGOUT_URL",
+    "KOUMPA_WEB_DIR",
     NULL,
 };
 
@@ -684,6 +690,36 @@ static void test_secrets_source(void **state)
     unsetenv("KOUMPA_SECRET_ID_STRIPE");
 }
 
+/* the web dashboard (issue 13): the OAuth sign-in is all of authorize, token and client id, or none */
+static void test_dashboard_oauth(void **state)
+{
+    (void)state;
+    kp_config cfg;
+    load_ok(&cfg, NULL);
+    assert_null(cfg.oauth_authorize_url);
+    assert_string_equal(cfg.oauth_scopes, "openid email");
+    assert_null(cfg.web_dir);
+    kp_config_free(&cfg);
+    setenv("KOUMPA_OAUTH_AUTHORIZE_URL", "https://auth.example.com/oauth2/authorize", 1);
+    load_fails(NULL, "KOUMPA_OAUTH_TOKEN_URL must be set");
+    setenv("KOUMPA_OAUTH_TOKEN_URL", "https://auth.example.com/oauth2/token", 1);
+    load_fails(NULL, "KOUMPA_OAUTH_CLIENT_ID must be set");
+    setenv("KOUMPA_OAUTH_CLIENT_ID", "abc123", 1);
+    setenv("KOUMPA_OAUTH_LOGOUT_URL", "auth.example.com/logout", 1);
+    load_fails(NULL, "invalid KOUMPA_OAUTH_LOGOUT_URL=auth.example.com/logout: expected an http(s) URL");
+    setenv("KOUMPA_OAUTH_LOGOUT_URL", "https://auth.example.com/logout", 1);
+    setenv("KOUMPA_OAUTH_SCOPES", "openid", 1);
+    load_ok(&cfg, NULL);
+    assert_string_equal(cfg.oauth_client_id, "abc123");
+    assert_string_equal(cfg.oauth_scopes, "openid");
+    assert_string_equal(cfg.oauth_logout_url, "https://auth.example.com/logout");
+    kp_config_free(&cfg);
+    unsetenv("KOUMPA_OAUTH_AUTHORIZE_URL");
+    unsetenv("KOUMPA_OAUTH_TOKEN_URL");
+    unsetenv("KOUMPA_OAUTH_CLIENT_ID");
+    load_fails(NULL, "KOUMPA_OAUTH_LOGOUT_URL is set without KOUMPA_OAUTH_AUTHORIZE_URL");
+}
+
 #define T(fn) cmocka_unit_test_setup(fn, clear_env)
 
 int main(void)
@@ -717,6 +753,7 @@ int main(void)
         T(test_flags_help_lists_flags_and_variables),
         T(test_stripe_tolerance),
         T(test_secrets_source),
+        T(test_dashboard_oauth),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

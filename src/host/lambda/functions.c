@@ -34,7 +34,8 @@ const kp_lambda_route kp_lambda_routes[] = {
 };
 
 const char *const kp_lambda_not_routed[] = {
-    "GET",  "/",                      /* the self-hosted server's index */
+    "GET",  "/",                      /* the self-hosted server's dashboard (on AWS: CloudFront) */
+    "GET",  "/config.json",           /* ... and its settings (on AWS: a file beside it) */
     "GET",  "/healthz",               /* Lambda has no long-lived process to probe */
     "GET",  "/metrics",               /* CloudWatch measures the functions */
     "POST", "/v1/auth/signup",        /* Cognito signs users up */

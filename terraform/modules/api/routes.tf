@@ -3,7 +3,7 @@
 # that both agree. It also checks that this map covers
 # routes.c exactly but for the routes AWS does not route (tests/terraform/function-permissions.json,
 # "not_routed": local sign-up, login and e-mail verification, which Cognito does; /metrics, a
-# per-process figure that CloudWatch replaces; / and /healthz, the self-hosted server's), and that a route has the authorizer exactly when
+# per-process figure that CloudWatch replaces; /, /config.json and /healthz, the self-hosted server's), and that a route has the authorizer exactly when
 # routes.c requires a user (KP_AUTH_USER / KP_AUTH_ADMIN).
 locals {
   routes = {
