@@ -16,6 +16,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/apps_url.h"
 #include "core/log.h"
 #include "gen/fileblocks.h"
 #include "gen/generator.h"
@@ -39,6 +40,19 @@ const char *const kp_apps_default_headers[] = {"Content-Security-Policy",
                                                "no-referrer",
                                                NULL};
 
+const char *const kp_apps_own_origin_headers[] = {"Content-Security-Policy",
+                                                  KP_APPS_CSP_OWN_ORIGIN,
+                                                  "X-Content-Type-Options",
+                                                  "nosniff",
+                                                  "Referrer-Policy",
+                                                  "no-referrer",
+                                                  NULL};
+
+const char *const *kp_apps_headers_for(const kp_config *cfg)
+{
+    return cfg && kp_apps_url_per_project(cfg->apps_url) ? kp_apps_own_origin_headers : kp_apps_default_headers;
+}
+
 void kp_apps_error_page(kp_resp *resp, int status, const char *code, const char *message)
 {
     kp_buf body = KP_BUF_INIT;
@@ -49,11 +63,10 @@ void kp_apps_error_page(kp_resp *resp, int status, const char *code, const char 
     kp_headers_set(&resp->headers, "Cache-Control", "no-store");
 }
 
-static void common_headers(kp_resp *resp)
+static void common_headers(kp_resp *resp, const kp_config *cfg)
 {
-    kp_headers_set(&resp->headers, "Content-Security-Policy", KP_APPS_CSP);
-    kp_headers_set(&resp->headers, "X-Content-Type-Options", "nosniff");
-    kp_headers_set(&resp->headers, "Referrer-Policy", "no-referrer");
+    for (const char *const *h = kp_apps_headers_for(cfg); h[0] && h[1]; h += 2)
+        kp_headers_set(&resp->headers, h[0], h[1]);
 }
 
 /* The blob store could not answer: 503 (with Retry-After) when it is
@@ -75,21 +88,35 @@ static void storage_failed(kp_resp *resp, kp_status rc, const char *key, const k
     kp_headers_set(&resp->headers, "Retry-After", "1");
 }
 
-static void not_found(kp_resp *resp)
+static void not_found_text(kp_resp *resp, const kp_config *cfg, const char *body)
 {
-    static const char body[] = "404 not found\n";
-    kp_resp_text(resp, 404, "text/plain; charset=utf-8", body, sizeof body - 1);
+    kp_resp_text(resp, 404, "text/plain; charset=utf-8", body, strlen(body));
     kp_headers_set(&resp->headers, "Cache-Control", "no-cache");
-    common_headers(resp);
+    common_headers(resp, cfg);
 }
 
-static void redirect(kp_resp *resp, const char *path)
+static void not_found(kp_resp *resp, const kp_config *cfg)
+{
+    not_found_text(resp, cfg, "404 not found\n");
+}
+
+/* Each app on its own origin, and this Host names none: say where apps are. */
+static void unknown_host(kp_resp *resp, const kp_config *cfg, const char *host)
+{
+    kp_buf body = KP_BUF_INIT;
+    kp_buf_printf(&body, "404 no app at the host name %.100s: each app is served at its own host, %s\n",
+                  host ? host : "(no Host header)", cfg->apps_url);
+    not_found_text(resp, cfg, body.data ? body.data : "404 not found\n");
+    kp_buf_free(&body);
+}
+
+static void redirect(kp_resp *resp, const kp_config *cfg, const char *path)
 {
     char location[512];
     snprintf(location, sizeof location, "%s/", path);
     kp_resp_text(resp, 301, "text/plain; charset=utf-8", "moved\n", 6);
     kp_headers_set(&resp->headers, "Location", location);
-    common_headers(resp);
+    common_headers(resp, cfg);
 }
 
 static int valid_project_id(const char *s, size_t len)
@@ -119,20 +146,11 @@ static int64_t parse_version_segment(const char *s, size_t len)
     return n;
 }
 
-/* Splits the path. Returns 0, 1 when it must redirect to path + "/", -1 for 404. */
-static int parse_path(const char *path, app_path *out)
+/* Splits what follows the app's root ("@v{n}/file", "file", "" ...) into
+ * out's version and file. Returns 0, 1 when it must redirect to path + "/",
+ * -1 for 404. */
+static int parse_in_app(const char *rest, app_path *out)
 {
-    memset(out, 0, sizeof *out);
-    if (!path || path[0] != '/')
-        return -1;
-    const char *id = path + 1;
-    size_t idlen = strcspn(id, "/");
-    if (!valid_project_id(id, idlen))
-        return -1;
-    memcpy(out->project_id, id, idlen);
-    if (id[idlen] == '\0')
-        return 1;
-    const char *rest = id + idlen + 1;
     size_t seglen = strcspn(rest, "/");
     int64_t n = parse_version_segment(rest, seglen);
     if (n > 0) {
@@ -147,6 +165,34 @@ static int parse_path(const char *path, app_path *out)
     snprintf(out->file, sizeof out->file, "%s%s", rest, (len == 0 || rest[len - 1] == '/') ? "index.html" : "");
     kp_err err = {0};
     return kp_fileblocks_check_path(out->file, strlen(out->file), MAX_FILE_PATH, &err) == KP_OK ? 0 : -1;
+}
+
+/* The path form: "/{project_id}/{in app}". Returns as parse_in_app. */
+static int parse_path(const char *path, app_path *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!path || path[0] != '/')
+        return -1;
+    const char *id = path + 1;
+    size_t idlen = strcspn(id, "/");
+    if (!valid_project_id(id, idlen))
+        return -1;
+    memcpy(out->project_id, id, idlen);
+    if (id[idlen] == '\0')
+        return 1;
+    return parse_in_app(id + idlen + 1, out);
+}
+
+/* The host form: the project from the Host header, "/{in app}" from the path.
+ * Returns as parse_in_app, or -2 when the Host names no project. */
+static int parse_host_and_path(const kp_config *cfg, const char *host, const char *path, app_path *out)
+{
+    memset(out, 0, sizeof *out);
+    if (kp_apps_url_project_of_host(cfg->apps_url, host, out->project_id, sizeof out->project_id) != 0)
+        return -2;
+    if (!path || path[0] != '/')
+        return -1;
+    return parse_in_app(path + 1, out);
 }
 
 /* The ready version meant (files_json and n); -1 when there is none. */
@@ -287,24 +333,31 @@ void kp_apps_dispatch(kp_ctx *ctx, kp_req *req, kp_resp *resp)
     if (strcmp(req->method, "GET") != 0 && strcmp(req->method, "HEAD") != 0) {
         kp_resp_text(resp, 405, "text/plain; charset=utf-8", "405 method not allowed\n", 23);
         kp_headers_set(&resp->headers, "Allow", "GET, HEAD");
-        common_headers(resp);
+        common_headers(resp, ctx->app ? ctx->app->cfg : NULL);
         return;
     }
     kp_gen *g = ctx->app ? (kp_gen *)ctx->app->gen : NULL;
-    int parsed = parse_path(req->path, &ap);
+    const kp_config *cfg = ctx->app ? ctx->app->cfg : NULL;
+    int own_origin = cfg && kp_apps_url_per_project(cfg->apps_url);
+    const char *host = kp_req_header(req, "Host");
+    int parsed = own_origin ? parse_host_and_path(cfg, host, req->path, &ap) : parse_path(req->path, &ap);
+    if (parsed == -2) {
+        unknown_host(resp, cfg, host);
+        return;
+    }
     if (parsed == 1) {
-        redirect(resp, req->path);
+        redirect(resp, cfg, req->path);
         return;
     }
     if (parsed != 0 || !g || !ctx->store || resolve_version(ctx->store, &ap, &v) != 0) {
-        not_found(resp);
+        not_found(resp, cfg);
         return;
     }
     int listed = in_manifest(v.files_json, ap.file);
     int64_t n = v.n;
     kp_version_clear(&v);
     if (!listed) {
-        not_found(resp);
+        not_found(resp, cfg);
         return;
     }
     char key[KP_BLOB_KEY_MAX + 1];
@@ -315,11 +368,11 @@ void kp_apps_dispatch(kp_ctx *ctx, kp_req *req, kp_resp *resp)
         kp_resp_free(resp);
         memset(resp, 0, sizeof *resp);
         if (rc == KP_ENOTFOUND)
-            not_found(resp);
+            not_found(resp, cfg);
         else
             storage_failed(resp, rc, key, &err);
         return;
     }
     kp_headers_set(&resp->headers, "Cache-Control", ap.version ? "public, max-age=31536000, immutable" : "no-cache");
-    common_headers(resp);
+    common_headers(resp, cfg);
 }

@@ -194,7 +194,7 @@ static kp_status start_apps_host(serve_state *st, kp_err *err)
         .open_store = open_store,
         .open_store_ud = st,
         .dispatch = kp_apps_dispatch,
-        .default_headers = kp_apps_default_headers,
+        .default_headers = kp_apps_headers_for(&st->cfg),
         .max_connections = st->cfg.max_connections,
         .header_timeout_s = (int)st->cfg.header_timeout_s,
         .body_timeout_s = (int)st->cfg.body_timeout_s,

@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/apps_url.h"
 #include "core/buf.h"
 #include "core/log.h"
 
@@ -38,7 +39,8 @@ static const opt_def opts[] = {
     {"KOUMPA_ADDR", "--addr", OPT_STR, OFF(addr), "127.0.0.1:8080", 0, 0, 0, "API listen address host:port"},
     {"KOUMPA_APPS_ADDR", "--apps-addr", OPT_STR, OFF(apps_addr), "127.0.0.1:8081", 0, 0, 0,
      "apps origin listen address"},
-    {"KOUMPA_APPS_URL", "--apps-url", OPT_STR, OFF(apps_url), NULL, 0, 0, 0, "public base URL of the apps origin"},
+    {"KOUMPA_APPS_URL", "--apps-url", OPT_STR, OFF(apps_url), NULL, 0, 0, 0,
+     "public base URL of the apps origin; https://{project}.apps.example.com puts each app on its own origin"},
     {"KOUMPA_PUBLIC_URL", "--public-url", OPT_STR, OFF(public_url), NULL, 0, 0, 0, "public base URL of the API"},
     {"KOUMPA_THREADS", "--threads", OPT_LONG, OFF(threads), "0", 0, 256, 0, "HTTP worker threads (0: one per core)"},
     {"KOUMPA_DATA_DIR", "--data-dir", OPT_STR, OFF(data_dir), "./data", 0, 0, 0,
@@ -362,7 +364,7 @@ static kp_status fill_derived(kp_config *cfg, kp_err *err)
     }
     if (!cfg->public_url || !cfg->apps_url || !cfg->verify_url || (cfg->jwt_issuer && !cfg->jwks_url))
         return kp_err_set(err, KP_ENOMEM, "out of memory");
-    return KP_OK;
+    return kp_apps_url_check(cfg->apps_url, err); /* per-project origins: core/apps_url.h */
 }
 
 static const opt_def *find_flag(const char *arg, const char **value)

@@ -67,11 +67,10 @@ struct timeval gen_ms_to_tv(long ms)
 
 void kp_gen_version_url(const kp_config *cfg, const char *project_id, int64_t n, char *out, size_t len)
 {
-    const char *base = cfg && cfg->apps_url ? cfg->apps_url : "";
-    size_t blen = strlen(base);
-    while (blen > 0 && base[blen - 1] == '/')
-        blen--;
-    snprintf(out, len, "%.*s/%s/" KP_GEN_VERSION_SEGMENT "%lld/", (int)blen, base, project_id, (long long)n);
+    kp_buf url = KP_BUF_INIT;
+    kp_apps_url_version(cfg ? cfg->apps_url : NULL, project_id, n, &url);
+    snprintf(out, len, "%s", url.data ? url.data : "");
+    kp_buf_free(&url);
 }
 
 typedef struct ext_type {

@@ -51,6 +51,7 @@
 
 #include "api/http.h"
 #include "blob/blob.h"
+#include "core/apps_url.h"
 #include "core/config.h"
 #include "core/err.h"
 #include "llm/llm.h"
@@ -248,11 +249,12 @@ int kp_gen_replay_events(const char *events_json, int64_t after_id, kp_buf *out)
 /*
  * The path segment that names a version on the apps origin: "@v{n}". An
  * app's own paths are [A-Za-z0-9._/-] (gen/fileblocks.h), so no app file or
- * folder (a "v2/" folder included) can look like one.
+ * folder (a "v2/" folder included) can look like one (core/apps_url.h).
  */
-#define KP_GEN_VERSION_SEGMENT "@v"
+#define KP_GEN_VERSION_SEGMENT KP_APPS_URL_VERSION_SEGMENT
 
-/* The public URL of a version: "{apps_url}/{project_id}/@v{n}/" into out. */
+/* The public URL of a version into out: "{apps_url}/{project_id}/@v{n}/", or
+ * on its own origin "https://prj-{id}.{domain}/@v{n}/" (core/apps_url.h). */
 void kp_gen_version_url(const kp_config *cfg, const char *project_id, int64_t n, char *out, size_t len);
 
 /* The Content-Type the apps origin serves a file with, by its extension

@@ -15,34 +15,47 @@
 #define NAME_MAX_CHARS 60
 #define MESSAGE_OVERHEAD_TOKENS 8 /* role and framing per message */
 
-static const char system_prompt[] =
-    "You are Koumpa, an expert web developer. You turn a person's description into a complete, working web app "
-    "that runs as static files in a browser: HTML, CSS and JavaScript only, no build step, no server, no package "
-    "manager. The app is opened from its index.html, inside a sandboxed origin without cookies or storage "
+/* The system prompt: the role, what the browser gives the app (by where it is
+ * served: one shared sandboxed origin, or an origin of its own), the rules. */
+#define SYSTEM_ROLE                                                                                                    \
+    "You are Koumpa, an expert web developer. You turn a person's description into a complete, working web app "       \
+    "that runs as static files in a browser: HTML, CSS and JavaScript only, no build step, no server, no package "     \
+    "manager. "
+#define SYSTEM_SHARED_ORIGIN                                                                                           \
+    "The app is opened from its index.html, inside a sandboxed origin without cookies or storage "                     \
     "guarantees; it may use localStorage when it is available and must still work when it is not.\n"
-    "\n"
-    "Write every file of the app as a file block:\n"
-    "\n"
-    "<file path=\"index.html\">\n"
-    "...the whole contents of the file...\n"
-    "</file>\n"
-    "\n"
-    "Rules:\n"
-    "- The opening tag and the closing tag </file> each stand alone on their own line. Never put </file> at the "
-    "start of a line inside the contents.\n"
-    "- Paths are relative, made of letters, digits, '.', '_', '-' and '/', e.g. index.html, css/style.css, "
-    "js/app.js. index.html is required.\n"
-    "- Always write whole files, never diffs or excerpts. At most 50 files, 2 MiB in all; prefer few files.\n"
-    "- Reference the other files with relative URLs (\"style.css\", not \"/style.css\"). Do not load anything "
-    "from other sites unless the person asks for it; inline small icons as SVG.\n"
-    "- Make the app look good and work well on phones and desktops: semantic HTML, accessible controls, no "
-    "console errors.\n"
-    "- Before the files, say in one or two sentences what you are building; after them, optionally, one short "
-    "note. Write nothing else outside the file blocks.\n"
-    "\n"
-    "When you are shown the app's current files and asked for a change: write only the files you change or "
-    "add, each in full; files you do not write are kept as they are. To remove a file, write on its own line:\n"
-    "<delete path=\"old.js\"/>\n";
+#define SYSTEM_OWN_ORIGIN                                                                                              \
+    "The app is opened from its index.html on an origin of its own, without cookies: localStorage and IndexedDB "      \
+    "work and persist across reloads and across the app's versions, so keep the person's data there when the app "     \
+    "has state (lists, scores, settings), and still start cleanly when it is empty.\n"
+
+#define SYSTEM_RULES                                                                                                   \
+    "\n"                                                                                                               \
+    "Write every file of the app as a file block:\n"                                                                   \
+    "\n"                                                                                                               \
+    "<file path=\"index.html\">\n"                                                                                     \
+    "...the whole contents of the file...\n"                                                                           \
+    "</file>\n"                                                                                                        \
+    "\n"                                                                                                               \
+    "Rules:\n"                                                                                                         \
+    "- The opening tag and the closing tag </file> each stand alone on their own line. Never put </file> at the "      \
+    "start of a line inside the contents.\n"                                                                           \
+    "- Paths are relative, made of letters, digits, '.', '_', '-' and '/', e.g. index.html, css/style.css, "           \
+    "js/app.js. index.html is required.\n"                                                                             \
+    "- Always write whole files, never diffs or excerpts. At most 50 files, 2 MiB in all; prefer few files.\n"         \
+    "- Reference the other files with relative URLs (\"style.css\", not \"/style.css\"). Do not load anything "        \
+    "from other sites unless the person asks for it; inline small icons as SVG.\n"                                     \
+    "- Make the app look good and work well on phones and desktops: semantic HTML, accessible controls, no "           \
+    "console errors.\n"                                                                                                \
+    "- Before the files, say in one or two sentences what you are building; after them, optionally, one short "        \
+    "note. Write nothing else outside the file blocks.\n"                                                              \
+    "\n"                                                                                                               \
+    "When you are shown the app's current files and asked for a change: write only the files you change or "           \
+    "add, each in full; files you do not write are kept as they are. To remove a file, write on its own line:\n"       \
+    "<delete path=\"old.js\"/>\n"
+
+static const char system_prompt_shared[] = SYSTEM_ROLE SYSTEM_SHARED_ORIGIN SYSTEM_RULES;
+static const char system_prompt_own[] = SYSTEM_ROLE SYSTEM_OWN_ORIGIN SYSTEM_RULES;
 
 static const char files_intro[] = "The app's current files:\n\n";
 static const char change_request[] =
@@ -56,9 +69,9 @@ static const char restart_note[] =
     "\n\n(An earlier attempt at this reply was cut off at the output limit before its first file was complete. "
     "Keep the files short.)";
 
-const char *kp_prompt_system(void)
+const char *kp_prompt_system(int own_origin)
 {
-    return system_prompt;
+    return own_origin ? system_prompt_own : system_prompt_shared;
 }
 
 /* Appends a message taking ownership of text (freed on failure too). */
@@ -112,10 +125,10 @@ static char *last_user_message(const kp_prompt_file *files, size_t nfiles, const
 }
 
 kp_status kp_prompt_build(const kp_prompt_turn *turns, size_t nturns, const kp_prompt_file *files, size_t nfiles,
-                          const char *prompt, kp_prompt *out, kp_err *err)
+                          const char *prompt, int own_origin, kp_prompt *out, kp_err *err)
 {
     memset(out, 0, sizeof *out);
-    out->system = system_prompt;
+    out->system = kp_prompt_system(own_origin);
     for (size_t i = 0; i < nturns; i++) {
         if (add_message(out, "user", dup_or_default(turns[i].prompt, "(empty)")) != 0 ||
             add_message(out, "assistant", dup_or_default(turns[i].message, "(I updated the app's files.)")) != 0)

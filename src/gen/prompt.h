@@ -43,17 +43,20 @@ typedef struct kp_prompt {
     size_t nbase; /* messages before any continuation */
 } kp_prompt;
 
-/* The system prompt (static). */
-const char *kp_prompt_system(void);
+/* The system prompt (static): what the app may rely on differs when it runs
+ * on an origin of its own (own_origin: localStorage and IndexedDB persist,
+ * core/apps_url.h) or on the shared sandboxed apps origin (0). */
+const char *kp_prompt_system(int own_origin);
 
 /*
  * Builds the conversation: for each earlier turn a user message (its prompt)
  * and an assistant message (its reply), then one user message holding the
- * current files (when nfiles > 0, as <file> blocks) and the new prompt. On
+ * current files (when nfiles > 0, as <file> blocks) and the new prompt, under
+ * kp_prompt_system(own_origin). On
  * failure (out of memory) *out is left empty.
  */
 kp_status kp_prompt_build(const kp_prompt_turn *turns, size_t nturns, const kp_prompt_file *files, size_t nfiles,
-                          const char *prompt, kp_prompt *out, kp_err *err);
+                          const char *prompt, int own_origin, kp_prompt *out, kp_err *err);
 
 /*
  * Sets up the next call after an output cut short: the model's output so far

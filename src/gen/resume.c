@@ -55,7 +55,8 @@ static generation *rebuild(kp_gen *g, kp_store *s, const kp_gen_job *job, const 
     if (rc == KP_OK)
         rc = gen_history_load(g, s, job->project_id, job->version, &h, err);
     if (rc == KP_OK)
-        rc = kp_prompt_build(h.turns, h.nturns, h.files, h.nfiles, v->prompt ? v->prompt : "", &prompt, err);
+        rc = kp_prompt_build(h.turns, h.nturns, h.files, h.nfiles, v->prompt ? v->prompt : "",
+                             kp_apps_url_per_project(g->opt.cfg->apps_url), &prompt, err);
     if (rc == KP_OK) {
         kp_gen_request r = {.user_id = p.user_id, .project_id = p.id, .prompt = v->prompt, .deadline_ms = deadline_ms};
         gen = gen_generation_new(g, &r, job->project_id, job->version, v->reservation_id, h.latest_ready, &prompt, err);

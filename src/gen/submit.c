@@ -187,7 +187,8 @@ kp_status kp_gen_submit(kp_gen *g, kp_store *s, const kp_gen_request *r, kp_gen_
         n = p.latest_version + 1;
         gen_copy_str(res->project_id, sizeof res->project_id, p.id);
     }
-    rc = kp_prompt_build(h.turns, h.nturns, h.files, h.nfiles, r->prompt, &prompt, err);
+    rc = kp_prompt_build(h.turns, h.nturns, h.files, h.nfiles, r->prompt, kp_apps_url_per_project(g->opt.cfg->apps_url),
+                         &prompt, err);
     if (rc != KP_OK)
         goto cleanup;
     int64_t tokens = kp_prompt_estimate_tokens(&prompt);

@@ -15,11 +15,29 @@
 static void test_system_prompt_states_the_protocol(void **state)
 {
     (void)state;
-    const char *s = kp_prompt_system();
+    const char *s = kp_prompt_system(0);
     assert_non_null(strstr(s, "<file path=\"index.html\">"));
     assert_non_null(strstr(s, "</file>"));
     assert_non_null(strstr(s, "<delete path="));
     assert_non_null(strstr(s, "no build step"));
+}
+
+/* Each app on its own origin: the model is told storage persists; on the
+ * shared sandboxed origin, that it may be missing. The rules are the same. */
+static void test_system_prompt_says_what_storage_the_app_has(void **state)
+{
+    (void)state;
+    const char *shared = kp_prompt_system(0), *own = kp_prompt_system(1);
+    assert_non_null(strstr(shared, "must still work when it is not"));
+    assert_null(strstr(shared, "IndexedDB"));
+    assert_non_null(strstr(own, "localStorage and IndexedDB work and persist"));
+    assert_null(strstr(own, "must still work when it is not"));
+    assert_non_null(strstr(own, "<delete path="));
+    kp_prompt p;
+    kp_err err = {0};
+    assert_int_equal(kp_prompt_build(NULL, 0, NULL, 0, "a todo list", 1, &p, &err), KP_OK);
+    assert_ptr_equal(p.system, own);
+    kp_prompt_free(&p);
 }
 
 static void test_first_version_is_one_user_message(void **state)
@@ -27,13 +45,13 @@ static void test_first_version_is_one_user_message(void **state)
     (void)state;
     kp_prompt p;
     kp_err err = {0};
-    assert_int_equal(kp_prompt_build(NULL, 0, NULL, 0, "a todo list", &p, &err), KP_OK);
+    assert_int_equal(kp_prompt_build(NULL, 0, NULL, 0, "a todo list", 0, &p, &err), KP_OK);
     assert_int_equal(p.nmessages, 1);
     assert_string_equal(p.messages[0].role, "user");
     assert_string_equal(p.messages[0].content, "a todo list");
     kp_llm_request req;
     kp_prompt_request(&p, 4000, &req);
-    assert_ptr_equal(req.system, kp_prompt_system());
+    assert_ptr_equal(req.system, kp_prompt_system(0));
     assert_int_equal(req.nmessages, 1);
     assert_int_equal(req.max_tokens, 4000);
     kp_prompt_free(&p);
@@ -46,7 +64,7 @@ static void test_follow_up_has_history_and_files(void **state)
     kp_err err = {0};
     kp_prompt_turn turns[] = {{"a todo list", "Here it is."}, {"make it blue", ""}};
     kp_prompt_file files[] = {{"index.html", "<h1>x</h1>\n", 11}, {"app.js", "go()", 4}};
-    assert_int_equal(kp_prompt_build(turns, 2, files, 2, "add dates", &p, &err), KP_OK);
+    assert_int_equal(kp_prompt_build(turns, 2, files, 2, "add dates", 0, &p, &err), KP_OK);
     assert_int_equal(p.nmessages, 5);
     const char *roles[] = {"user", "assistant", "user", "assistant", "user"};
     for (size_t i = 0; i < 5; i++)
@@ -68,7 +86,7 @@ static void test_continuation_replaces_the_previous_one(void **state)
     (void)state;
     kp_prompt p;
     kp_err err = {0};
-    assert_int_equal(kp_prompt_build(NULL, 0, NULL, 0, "an app", &p, &err), KP_OK);
+    assert_int_equal(kp_prompt_build(NULL, 0, NULL, 0, "an app", 0, &p, &err), KP_OK);
     const char *part1 = "<file path=\"index.html\">\nx\n</file>\n";
     assert_int_equal(kp_prompt_set_continuation(&p, part1, strlen(part1), &err), KP_OK);
     assert_int_equal(p.nmessages, 3);
@@ -100,10 +118,10 @@ static void test_estimate_and_fit(void **state)
     char *big = malloc(30001);
     memset(big, 'a', 30000);
     big[30000] = '\0';
-    assert_int_equal(kp_prompt_build(NULL, 0, NULL, 0, big, &p, &err), KP_OK);
+    assert_int_equal(kp_prompt_build(NULL, 0, NULL, 0, big, 0, &p, &err), KP_OK);
     int64_t t = kp_prompt_estimate_tokens(&p);
     assert_true(t >= 10000);
-    assert_true(t < 10000 + (int64_t)strlen(kp_prompt_system()) / 3 + 100);
+    assert_true(t < 10000 + (int64_t)strlen(kp_prompt_system(0)) / 3 + 100);
     assert_true(kp_prompt_fits(t, 16000, 200000));
     assert_false(kp_prompt_fits(t, 16000, 20000));
     assert_true(kp_prompt_fits(100, 100, 200));
@@ -151,6 +169,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_system_prompt_states_the_protocol),
+        cmocka_unit_test(test_system_prompt_says_what_storage_the_app_has),
         cmocka_unit_test(test_first_version_is_one_user_message),
         cmocka_unit_test(test_follow_up_has_history_and_files),
         cmocka_unit_test(test_continuation_replaces_the_previous_one),
