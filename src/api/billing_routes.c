@@ -13,11 +13,14 @@
  * deferred response, so a slow Stripe never holds an HTTP worker; a full
  * queue is a 503 with Retry-After.
  *
- * The links Stripe sends the user back to, all under KOUMPA_PUBLIC_URL:
- *   success  {public}/billing/success?session_id={CHECKOUT_SESSION_ID}
+ * The links Stripe sends the user back to, all the dashboard's "Credits and
+ * plan" screen under KOUMPA_PUBLIC_URL (routing in the dashboard is by hash,
+ * so no host needs a rewrite; the query says what happened, and the screen
+ * removes it once read):
+ *   success  {public}/?checkout=success&session_id={CHECKOUT_SESSION_ID}#/billing
  *            (Stripe fills in the session id)
- *   cancel   {public}/billing/cancel
- *   portal   {public}/billing  (the portal's "return" link)
+ *   cancel   {public}/?checkout=cancel#/billing
+ *   portal   {public}/#/billing  (the portal's "return" link)
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,9 +31,9 @@
 #include "core/log.h"
 #include "stripe/stripe_api.h"
 
-#define SUCCESS_PATH "/billing/success?session_id={CHECKOUT_SESSION_ID}"
-#define CANCEL_PATH "/billing/cancel"
-#define RETURN_PATH "/billing"
+#define SUCCESS_PATH "/?checkout=success&session_id={CHECKOUT_SESSION_ID}#/billing"
+#define CANCEL_PATH "/?checkout=cancel#/billing"
+#define RETURN_PATH "/#/billing"
 
 /* 503 billing_not_configured unless Stripe can be called; returns 1 when it answered. */
 static int not_configured(kp_ctx *ctx, kp_resp *resp)

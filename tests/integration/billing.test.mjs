@@ -220,8 +220,8 @@ describe('billing: checkout and portal', () => {
       line_items: [{ price: 'price_pro_test', quantity: '1' }],
       client_reference_id: user.user.id,
       customer_email: user.email,
-      success_url: `${PUBLIC}/billing/success?session_id={CHECKOUT_SESSION_ID}`,
-      cancel_url: `${PUBLIC}/billing/cancel`,
+      success_url: `${PUBLIC}/?checkout=success&session_id={CHECKOUT_SESSION_ID}#/billing`,
+      cancel_url: `${PUBLIC}/?checkout=cancel#/billing`,
       metadata: { koumpa_user_id: user.user.id },
       subscription_data: { metadata: { koumpa_user_id: user.user.id } },
     });
@@ -422,7 +422,7 @@ describe('billing: a user whose Stripe customer the webhook linked', () => {
     assert.equal(res.json.url, fake.sessions.at(-1).url);
   });
 
-  test('portal: a Billing Portal session for the customer, back to {public}/billing', async () => {
+  test('portal: a Billing Portal session for the customer, back to {public}/#/billing', async () => {
     fake.reset();
     const res = await api(server, 'POST', '/v1/billing/portal', { token: user.token });
     assert.equal(res.status, 200, res.text);
@@ -434,7 +434,7 @@ describe('billing: a user whose Stripe customer the webhook linked', () => {
     assert.equal(call.headers.authorization, `Bearer ${KEY}`);
     assert.equal(call.headers['stripe-version'], VERSION);
     assert.match(call.headers['idempotency-key'], KEY_RE);
-    assert.deepEqual(call.form, { customer, return_url: `${PUBLIC}/billing` });
+    assert.deepEqual(call.form, { customer, return_url: `${PUBLIC}/#/billing` });
     assert.equal(res.json.url, fake.portalSessions.at(-1).url);
   });
 

@@ -58,9 +58,11 @@ async function refreshMe() {
   return app.me;
 }
 
-function logOut() {
+async function logOut() {
   clearToken();
   app.me = null;
+  // signed in through the identity provider: end its session too (js/oauth.js)
+  if (app.config.oauth && app.config.oauth.logout_url && (await import('./oauth.js')).signOut(app.config)) return;
   navigate('#/login');
 }
 

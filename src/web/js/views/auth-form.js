@@ -60,7 +60,7 @@ export async function authForm(root, ctx, { title, button, path, passwordAutocom
   root.append(section);
   email.focus();
   const oauth = await oauthButton(ctx);
-  if (oauth) section.append(oauth);
+  if (oauth) form.before(oauth); // the provider's "Sign in" is the primary action
 }
 
 /** Where the server signs in through an identity provider (config.oauth), js/oauth.js (owned by the
