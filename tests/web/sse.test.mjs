@@ -108,7 +108,7 @@ describe('follow', () => {
       },
       onEvent: (e) => got.push(`${e.id}:${e.event}:${e.data}`),
       isFinal: (e) => e.event === 'done',
-      onState: (s) => states.push(s),
+      onState: (s, info) => states.push(s === 'reconnecting' ? `${s}:${info.error.code}` : s),
       sleep: noSleep,
     });
     assert.equal(how, 'final');
@@ -117,7 +117,7 @@ describe('follow', () => {
       ['2', 1],
     ]);
     assert.deepEqual(got, ['1:project:{}', '2:delta:"a"', '3:delta:"b"', '4:done:{}']);
-    assert.deepEqual(states, ['connected', 'reconnecting', 'connected']);
+    assert.deepEqual(states, ['connected', 'reconnecting:network', 'connected']); // a broken body is a network failure
   });
 
   test('starts from the given Last-Event-ID (a reload) and delivers only later events', async () => {

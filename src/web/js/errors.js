@@ -2,10 +2,18 @@
 // describeError(err) -> { title, message, action: { label, href } | null }, for any thrown value,
 // mostly ApiError (js/api.js). Views render it with role="alert" (dom.js alertBox).
 
+/** "this needs 1 credit" -> "This needs 1 credit." */
+function sentence(text) {
+  const t = String(text || '').trim();
+  if (!t) return '';
+  return t[0].toUpperCase() + t.slice(1) + (/[.!?…]$/.test(t) ? '' : '.');
+}
+
 export function describeError(err) {
   const status = err && typeof err.status === 'number' ? err.status : null;
   const code = (err && err.code) || '';
-  const apiMessage = (err && err.message) || '';
+  const apiMessage = sentence(err && err.message);
+  if (err && typeof err.title === 'string') return { title: err.title, message: apiMessage, action: null }; // the view's own
   if (status === 0 || code === 'network') {
     return { title: 'Connection lost', message: 'Cannot reach the server. Reconnecting…', action: null };
   }
@@ -22,7 +30,7 @@ export function describeError(err) {
   if (status === 402) {
     return {
       title: 'Out of credits',
-      message: (apiMessage ? apiMessage + '. ' : '') + 'Upgrade your plan or wait for tomorrow’s bonus credits.',
+      message: (apiMessage ? apiMessage + ' ' : '') + 'Upgrade your plan or wait for tomorrow’s bonus credits.',
       action: { label: 'Upgrade', href: '#/billing' },
     };
   }
@@ -39,7 +47,7 @@ export function describeError(err) {
   if (code === 'llm_not_configured') {
     return {
       title: 'No language model is configured',
-      message: 'The server’s operator must configure a model provider: ' + apiMessage,
+      message: 'The server’s operator must configure a model provider. ' + apiMessage,
       action: null,
     };
   }
@@ -49,7 +57,7 @@ export function describeError(err) {
     const id = err.details && err.details.requestId;
     return {
       title: 'The server could not do it',
-      message: apiMessage + (id ? ` (request ${id})` : '') + '. Try again later.',
+      message: `${apiMessage} Try again later${id ? ` (request ${id})` : ''}.`,
       action: null,
     };
   }

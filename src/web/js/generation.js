@@ -95,7 +95,10 @@ class Live {
           first = null;
           return Promise.resolve(res);
         }
-        if (!this.projectId) throw new ApiError(0, 'network', 'the connection was lost before the project was named');
+        if (!this.projectId) {
+          // nothing to resume from: the project list shows the project if it was created
+          throw new ApiError(410, 'stream_lost', 'the connection was lost before the server named the project; see your projects');
+        }
         const headers = { Accept: 'text/event-stream' };
         if (lastId) headers['Last-Event-ID'] = lastId;
         return request('GET', `/v1/projects/${this.projectId}/events`, { headers, signal, stream: true });
@@ -151,6 +154,9 @@ export async function startGeneration(ctx, path, prompt, projectId = null) {
     if (projectId) sessionStorage.removeItem(KEY_PREFIX + projectId);
     return { projectId: project.id };
   }
+  // Location names the project (readable on the same origin, or when CORS exposes it)
+  const located = /\/v1\/projects\/([A-Za-z0-9_-]+)/.exec(res.headers.get('Location') || '');
+  projectId = projectId || (located && located[1]) || null;
   const live = new Live(projectId, fresh());
   if (projectId) {
     lives.get(projectId)?.stop();

@@ -20,7 +20,7 @@ const ROUTES = [
   [/^\/admin$/, 'admin', true],
 ];
 
-const app = { config: DEFAULT_CONFIG, me: null, cleanup: null, seq: 0 };
+const app = { config: DEFAULT_CONFIG, me: null, cleanup: null, seq: 0, retries: 0, notice: null, loggingOut: false };
 const main = () => document.getElementById('main');
 const banner = () => document.getElementById('banner');
 
@@ -59,10 +59,23 @@ async function refreshMe() {
 }
 
 async function logOut() {
+  sessionStorage.removeItem('koumpa.next');
+  app.loggingOut = true; // back to the projects after the next login, not to this screen
   clearToken();
+  app.loggingOut = false;
   app.me = null;
   // signed in through the identity provider: end its session too (js/oauth.js)
   if (app.config.oauth && app.config.oauth.logout_url && (await import('./oauth.js')).signOut(app.config)) return;
+  navigate('#/login');
+}
+
+// The token is gone (logged out here or in another tab, or refused by the API): to the login
+// screen, remembering where the user was unless they logged out.
+function signedOut() {
+  app.me = null;
+  const m = match(hashPath(location.hash));
+  if (!m || !m.auth) return drawNav();
+  if (!app.loggingOut) sessionStorage.setItem('koumpa.next', location.hash);
   navigate('#/login');
 }
 
@@ -83,6 +96,14 @@ function drawNav() {
   nav.replaceChildren(...items);
 }
 
+function hashPath(hash) {
+  try {
+    return decodeURIComponent(hash.replace(/^#/, ''));
+  } catch {
+    return ''; // a malformed escape: no route, so the default screen
+  }
+}
+
 function match(path) {
   for (const [re, view, auth] of ROUTES) {
     const m = re.exec(path);
@@ -93,7 +114,7 @@ function match(path) {
 
 async function route() {
   const seq = ++app.seq;
-  const path = decodeURIComponent(location.hash.replace(/^#/, '')) || '/';
+  const path = hashPath(location.hash) || '/';
   const m = match(path);
   const authed = Boolean(getToken());
   if (!m) return navigate(authed ? '#/projects' : '#/login');
@@ -110,14 +131,16 @@ async function route() {
     }
     app.cleanup = null;
   }
-  showError(null);
+  showError(app.notice || null);
+  app.notice = null;
   drawNav();
   const root = main();
   root.replaceChildren(h('p', { role: 'status' }, 'Loading…'));
   let mod;
   try {
     mod = await import(`./views/${m.view}.js`);
-  } catch {
+  } catch (err) {
+    console.error(err); // eslint-disable-line no-console -- a missing or broken view module
     if (seq !== app.seq) return;
     root.replaceChildren(h('h1', {}, 'Not available'), h('p', {}, 'This screen is not part of this dashboard yet.'));
     return;
@@ -133,10 +156,23 @@ async function route() {
       return;
     }
     app.cleanup = typeof cleanup === 'function' ? cleanup : null;
+    app.retries = 0;
   } catch (err) {
-    if (seq === app.seq) showError(err);
+    if (seq !== app.seq) return;
+    showError(err);
+    if (err && err.status === 0) retryLater(seq);
   }
   if (seq === app.seq) focusHeading(root);
+}
+
+// The network failed while a screen loaded: "Reconnecting…" (errors.js) and try again, waiting
+// 1, 2, 4... up to 30 seconds, for as long as the user stays on that screen.
+function retryLater(seq) {
+  const delay = Math.min(1000 * 2 ** (app.retries || 0), 30000);
+  app.retries = (app.retries || 0) + 1;
+  setTimeout(() => {
+    if (seq === app.seq) route();
+  }, delay);
 }
 
 let firstRender = true;
@@ -160,21 +196,17 @@ async function start() {
     base: app.config.api_base,
     streamBase: app.config.stream_base,
     getToken,
-    onUnauthorized: () => {
-      // the token expired or was revoked: back to the login screen
+    onUnauthorized: (err) => {
+      // the token expired or was revoked: say so on the login screen
+      app.notice = err;
       clearToken();
-      app.me = null;
-      if (!location.hash.startsWith('#/login')) {
-        sessionStorage.setItem('koumpa.next', location.hash);
-        navigate('#/login');
-      }
     },
   });
-  onChange((token) => {
-    if (!token && match(location.hash.slice(1))?.auth) navigate('#/login');
-    drawNav();
+  onChange((token) => (token ? drawNav() : signedOut()));
+  window.addEventListener('hashchange', () => {
+    app.retries = 0;
+    route();
   });
-  window.addEventListener('hashchange', route);
   if (getToken()) await refreshMe();
   await route();
 }

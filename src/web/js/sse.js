@@ -199,7 +199,8 @@ export async function follow({
       if (final) return 'final';
       if (signal?.aborted || err?.name === 'AbortError') break;
       if (!retryable(err)) throw err;
-      error = err;
+      // a stream that broke while being read is a network failure, as a failed fetch is
+      error = err && typeof err.status === 'number' ? err : Object.assign(new Error('the connection dropped'), { status: 0, code: 'network', cause: err });
     }
     attempt++;
     if (attempt > maxAttempts) throw error || new Error('the stream kept ending');

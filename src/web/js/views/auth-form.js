@@ -36,7 +36,7 @@ export async function authForm(root, ctx, { title, button, path, passwordAutocom
     e.preventDefault();
     showErrorIn(alert, null);
     if (!email.value.trim() || !password.value) {
-      showErrorIn(alert, { message: 'Enter your email and password.' });
+      showErrorIn(alert, { title: 'Missing details.', message: 'Enter your email and password.' });
       (email.value.trim() ? password : email).focus();
       return;
     }

@@ -1,21 +1,20 @@
 // The projects screen (#/projects): the user's projects, newest first, a page at a time
 // (GET /v1/projects, next_cursor -> "More"), and the form that starts a new one (POST /v1/projects).
-import { h, alertBox, showErrorIn, formatDate } from '../dom.js';
+import { h, alertBox, showErrorIn, formatDate, promptForm } from '../dom.js';
 import { startGeneration } from '../generation.js';
 
 export async function render(root, ctx) {
-  const alert = alertBox();
-  const prompt = h('textarea', { id: 'new-prompt', name: 'prompt', required: true, rows: 4 });
-  const generate = h('button', { type: 'submit' }, 'Generate');
-  const status = h('p', { role: 'status', class: 'muted' });
-  const form = h(
-    'form',
-    { class: 'card' },
-    h('div', { class: 'field' }, h('label', { for: 'new-prompt' }, 'Describe your app'), prompt),
-    alert,
-    h('div', { class: 'actions' }, generate),
-    status,
-  );
+  const form = promptForm({
+    id: 'new-prompt',
+    label: 'Describe your app',
+    button: 'Generate',
+    emptyMessage: 'Describe the app you want first.',
+    submit: async (text, status) => {
+      status.textContent = 'Starting the generation…';
+      const { projectId } = await startGeneration(ctx, '/v1/projects', text);
+      ctx.navigate('#/projects/' + projectId);
+    },
+  });
   const list = h('ul', { class: 'project-list', 'aria-label': 'Your projects' });
   const more = h('button', { type: 'button', class: 'secondary', hidden: true }, 'More');
   const listAlert = alertBox();
@@ -25,7 +24,7 @@ export async function render(root, ctx) {
   const ac = new AbortController();
   let cursor = null;
 
-  async function loadPage() {
+  async function loadPage(first = false) {
     more.disabled = true;
     showErrorIn(listAlert, null);
     try {
@@ -36,6 +35,7 @@ export async function render(root, ctx) {
       more.hidden = !cursor;
       empty.hidden = list.children.length > 0;
     } catch (err) {
+      if (first && err.status === 0) throw err; // the router shows it and tries again
       if (err.name !== 'AbortError') showErrorIn(listAlert, err);
     }
     more.disabled = false;
@@ -47,28 +47,7 @@ export async function render(root, ctx) {
     list.children[before]?.querySelector('a')?.focus();
   });
 
-  form.addEventListener('submit', async (e) => {
-    e.preventDefault();
-    showErrorIn(alert, null);
-    const text = prompt.value.trim();
-    if (!text) {
-      showErrorIn(alert, { message: 'Describe the app you want first.' });
-      prompt.focus();
-      return;
-    }
-    generate.disabled = true;
-    status.textContent = 'Starting the generation…';
-    try {
-      const { projectId } = await startGeneration(ctx, '/v1/projects', text);
-      ctx.navigate('#/projects/' + projectId);
-    } catch (err) {
-      status.textContent = '';
-      showErrorIn(alert, err);
-      generate.disabled = false;
-    }
-  });
-
-  await loadPage();
+  await loadPage(true);
   return () => ac.abort();
 }
 
