@@ -447,30 +447,49 @@ export function checkRoutes(tree, src = path.join(REPO, 'src'), bootstrap = unde
   return f;
 }
 
-// CloudFront's response headers policy carries the apps origin's headers (kp_apps_default_headers).
+// The CloudFront response headers policies send what the apps origin sends: apps["shared"] =
+// kp_apps_default_headers (one shared origin), apps["own_origin"] = kp_apps_own_origin_headers
+// (each app on its own origin: allow-same-origin), both in src/api/apps_origin.c; the policy's
+// CSP is each.value of local.apps_csp.
 export function checkAppsHeaders(tree, src = path.join(REPO, 'src')) {
   const f = [];
   const h = readFileSync(path.join(src, 'api/apps_origin.h'), 'utf8');
   const c = readFileSync(path.join(src, 'api/apps_origin.c'), 'utf8');
-  const macros = Object.fromEntries([...h.matchAll(/#define (\w+) "([^"]*)"/g)].map((m) => [m[1], m[2]]));
-  const arr = c.slice(c.indexOf('kp_apps_default_headers[] = {'), c.indexOf('NULL}', c.indexOf('kp_apps_default_headers[] = {')));
-  const items = [...arr.slice(arr.indexOf('{')).matchAll(/"([^"]*)"|\b(KP_\w+)\b/g)].map((m) => m[1] ?? macros[m[2]]);
-  const policy = first(tree.dirs['modules/storage']?.resource?.aws_cloudfront_response_headers_policy?.apps);
-  if (!policy) return ['modules/storage: no aws_cloudfront_response_headers_policy.apps'];
-  const sec = first(policy.security_headers_config) || {};
-  const custom = (first(policy.custom_headers_config)?.items || []).map((i) => [i.header, i.value]);
-  if (items.length < 2) f.push('src/api/apps_origin.c: kp_apps_default_headers not found');
-  for (let i = 0; i + 1 < items.length; i += 2) {
-    const [name, value] = [items[i], items[i + 1]];
-    let got;
-    if (name === 'Content-Security-Policy') got = first(sec.content_security_policy)?.content_security_policy;
-    else if (name === 'X-Content-Type-Options') got = sec.content_type_options ? 'nosniff' : undefined;
-    else if (name === 'Referrer-Policy') got = first(sec.referrer_policy)?.referrer_policy;
-    else got = custom.find(([n]) => n.toLowerCase() === name.toLowerCase())?.[1];
-    if (got !== value) f.push(`modules/storage: CloudFront sends ${name}: ${got}; the apps origin sends ${value}`);
+  // #define NAME "text" or NAME "text" ... (a concatenation of macros and literals)
+  const macros = {};
+  for (const m of h.matchAll(/#define (KP_\w+) ((?:(?:KP_\w+|"[^"]*")[ \t]*)+)$/gm)) {
+    macros[m[1]] = [...m[2].matchAll(/"([^"]*)"|\b(KP_\w+)\b/g)].map((t) => t[1] ?? macros[t[2]] ?? '').join('');
   }
-  for (const k of ['content_security_policy', 'content_type_options', 'referrer_policy']) {
-    if (sec[k] && first(sec[k]).override !== true) f.push(`modules/storage: ${k} does not override the origin's`);
+  const headersOf = (array) => {
+    const start = c.indexOf(`${array}[] = {`);
+    if (start < 0) return [];
+    const arr = c.slice(start, c.indexOf('NULL}', start));
+    return [...arr.slice(arr.indexOf('{')).matchAll(/"([^"]*)"|\b(KP_\w+)\b/g)].map((m) => m[1] ?? macros[m[2]]);
+  };
+  const storage = tree.dirs['modules/storage'];
+  const policy = first(storage?.resource?.aws_cloudfront_response_headers_policy?.apps);
+  if (!policy) return ['modules/storage: no aws_cloudfront_response_headers_policy.apps'];
+  if (policy.for_each !== '${local.apps_csp}') f.push('modules/storage: aws_cloudfront_response_headers_policy.apps is not for_each = local.apps_csp');
+  for (const [array, name] of [['kp_apps_default_headers', 'shared'], ['kp_apps_own_origin_headers', 'own_origin']]) {
+    const items = headersOf(array);
+    const sec = first(policy.security_headers_config) || {};
+    const custom = (first(policy.custom_headers_config)?.items || []).map((i) => [i.header, i.value]);
+    if (items.length < 2) f.push(`src/api/apps_origin.c: ${array} not found`);
+    for (let i = 0; i + 1 < items.length; i += 2) {
+      const [hname, value] = [items[i], items[i + 1]];
+      let got;
+      if (hname === 'Content-Security-Policy') {
+        got = first(sec.content_security_policy)?.content_security_policy;
+        if (got === '${each.value}') got = storage.locals?.apps_csp?.[name];
+      }
+      else if (hname === 'X-Content-Type-Options') got = sec.content_type_options ? 'nosniff' : undefined;
+      else if (hname === 'Referrer-Policy') got = first(sec.referrer_policy)?.referrer_policy;
+      else got = custom.find(([n]) => n.toLowerCase() === hname.toLowerCase())?.[1];
+      if (got !== value) f.push(`modules/storage: CloudFront (apps["${name}"]) sends ${hname}: ${got}; the apps origin (${array}) sends ${value}`);
+    }
+    for (const k of ['content_security_policy', 'content_type_options', 'referrer_policy']) {
+      if (sec[k] && first(sec[k]).override !== true) f.push(`modules/storage: ${name}: ${k} does not override the origin's`);
+    }
   }
   return f;
 }

@@ -75,6 +75,74 @@ test('the apps origin\'s CloudFront Function maps the API\'s version URLs to the
   }
 });
 
+// A CloudFront Functions viewer-request event (the fields the functions read).
+const viewerRequest = (host, uri) => ({
+  version: '1.0',
+  context: { eventType: 'viewer-request' },
+  viewer: { ip: '192.0.2.1' },
+  request: { method: 'GET', uri, querystring: {}, headers: host === undefined ? {} : { host: { value: host } }, cookies: {} },
+});
+
+test('each app on its own origin: apps-host.js maps prj-{id}.DOMAIN/@v{n}/{path} to the S3 keys', () => {
+  const code = readFileSync(path.join(TF, 'modules/storage/apps-host.js'), 'utf8');
+  const handler = vm.runInNewContext(`${code}; handler`);
+  const at = (host, u) => handler(viewerRequest(host, u));
+  const h = 'prj-abc123.apps.example.com';
+  assert.equal(at(h, '/@v12/index.html').uri, '/prj_abc123/v12/index.html');
+  assert.equal(at(h, '/@v1/').uri, '/prj_abc123/v1/index.html');
+  assert.equal(at(h, '/@v3/assets/app.js').uri, '/prj_abc123/v3/assets/app.js');
+  assert.equal(at(h, '/@v3/v2/').uri, '/prj_abc123/v3/v2/index.html'); // the app's own folder named v2
+  assert.equal(at('PRJ-ABC123.Apps.Example.com', '/@v3/x.css').uri, '/prj_abc123/v3/x.css');
+  const redirect = at(h, '/@v3');
+  assert.deepEqual([redirect.statusCode, redirect.headers.location.value], [301, '/@v3/']);
+  // no database at the edge: the latest (/) and anything unversioned is a 404 saying what to use
+  for (const u of ['/', '/index.html', '/v2/', '/@v0/', '/@vx/', '/prj_abc123/@v1/', '/@v1x/']) {
+    const r = at(h, u);
+    assert.equal(r.statusCode, 404, u);
+    assert.match(r.body.data, /\/@v\{n\}\//, u);
+  }
+  // a host that names no project: the distribution's own domain, another label, none
+  for (const host of ['d111111abcdef8.cloudfront.net', 'apps.example.com', 'prj_abc123.apps.example.com', 'x.prj-abc123.apps.example.com', 'prj-.apps.example.com', undefined]) {
+    const r = at(host, '/@v1/');
+    assert.equal(r.statusCode, 404, host);
+    assert.match(r.body.data, /no app at this host name/, host);
+  }
+});
+
+test('the storage module: the wildcard apps domain, the dashboard and its config.json', async () => {
+  const tree = await check.load(TF);
+  const st = tree.dirs['modules/storage'];
+  const apps = st.resource.aws_cloudfront_distribution.apps[0];
+  assert.equal(apps.aliases, '${local.own_origins ? ["*.${var.apps_domain}"] : []}');
+  assert.match(apps.viewer_certificate[0].acm_certificate_arn, /var\.apps_certificate_arn/);
+  assert.equal(apps.default_cache_behavior[0].response_headers_policy_id, '${aws_cloudfront_response_headers_policy.apps[local.own_origins ? "own_origin" : "shared"].id}');
+  const fn = st.resource.aws_cloudfront_function.apps_path[0];
+  assert.equal(fn.runtime, 'cloudfront-js-2.0');
+  assert.match(fn.code, /local\.own_origins \? file\("\$\{path\.module\}\/apps-host\.js"\) : file\("\$\{path\.module\}\/apps-path\.js"\)/);
+  assert.equal(st.locals.apps_url, '${local.own_origins ? "https://{project}.${var.apps_domain}" : "https://${aws_cloudfront_distribution.apps.domain_name}"}');
+  // the dashboard: its own distribution (never the apps' origin), web/ of the bucket, index.html at /
+  const dash = st.resource.aws_cloudfront_distribution.dashboard[0];
+  assert.equal(dash.default_root_object, 'index.html');
+  assert.equal(dash.origin[0].origin_path, '/web');
+  assert.equal(st.locals.dashboard_prefix, 'web/');
+  assert.equal(dash.default_cache_behavior[0].response_headers_policy_id, '${aws_cloudfront_response_headers_policy.dashboard.id}');
+  const csp = st.locals.dashboard_csp;
+  for (const d of ["script-src 'self'", 'frame-src ${local.apps_frame_src}', "frame-ancestors 'none'", 'connect-src']) assert.ok(csp.includes(d), d);
+  // config.json: the shape the dashboard reads (koumpa serve's /config.json), from the other modules
+  const obj = st.resource.aws_s3_object.dashboard_config[0];
+  assert.deepEqual([obj.key, obj.content_type, obj.cache_control, obj.content], ['${local.dashboard_prefix}config.json', 'application/json', 'no-cache', '${jsonencode(local.dashboard_config)}']);
+  assert.deepEqual(Object.keys(st.locals.dashboard_config).sort(), ['api_base', 'apps_url', 'oauth', 'stream_base']);
+  for (const k of ['authorize_url', 'token_url', 'client_id', 'scopes', 'logout_url']) assert.match(st.locals.oauth, new RegExp(`${k}\\s*=`), k);
+  const env = tree.dirs['environments/dev'].module.storage[0];
+  assert.deepEqual([env.api_url, env.stream_url, env.hosted_ui_url, env.oauth_client_id],
+    ['${module.api.api_url}', '${module.api.generate_app_stream_url}', '${module.auth.hosted_ui_url}', '${module.auth.client_id}']);
+  // only the dashboard's distribution reads web/*, only the apps' reads apps/*
+  const statements = st.data.aws_iam_policy_document.apps_bucket[0].statement;
+  const reads = statements.find((x) => x.sid === 'CloudFrontReadsDashboard');
+  assert.deepEqual(reads.resources, ['${aws_s3_bucket.apps.arn}/${local.dashboard_prefix}*']);
+  assert.deepEqual(reads.condition[0].values, ['${aws_cloudfront_distribution.dashboard.arn}']);
+});
+
 // ---------------------------------------------------------------- each check can fail
 
 let work;
@@ -179,6 +247,8 @@ test('apps headers: a CSP or referrer policy unlike the apps origin\'s, nosniff 
   await fails('apps_headers', { 'modules/storage/main.tf': sub('allow-popups allow-modals"', 'allow-popups allow-modals allow-same-origin"') }, /Content-Security-Policy/);
   await fails('apps_headers', { 'modules/storage/main.tf': sub('referrer_policy = "no-referrer"', 'referrer_policy = "origin"') }, /Referrer-Policy/);
   await fails('apps_headers', { 'modules/storage/main.tf': sub('    content_type_options {\n      override = true\n    }\n', '') }, /X-Content-Type-Options/);
+  // each app on its own origin: the CSP must allow same-origin, as kp_apps_own_origin_headers does
+  await fails('apps_headers', { 'modules/storage/main.tf': sub('allow-modals allow-same-origin"', 'allow-modals"') }, /CloudFront \(apps\["own_origin"\]\) sends Content-Security-Policy/);
 });
 
 test('secrets: keys and long base64 in a .tf or an example, a secret version resource', async () => {

@@ -55,11 +55,19 @@ module "auth" {
 }
 
 module "storage" {
-  source      = "../../modules/storage"
-  name_prefix = local.name_prefix
-  bucket_name = var.apps_bucket_name
-  price_class = var.cloudfront_price_class
-  tags        = local.tags
+  source                    = "../../modules/storage"
+  name_prefix               = local.name_prefix
+  bucket_name               = var.apps_bucket_name
+  price_class               = var.cloudfront_price_class
+  apps_domain               = var.apps_domain
+  apps_certificate_arn      = var.apps_certificate_arn
+  dashboard_domain          = var.dashboard_domain
+  dashboard_certificate_arn = var.dashboard_certificate_arn
+  api_url                   = module.api.api_url
+  stream_url                = module.api.generate_app_stream_url
+  hosted_ui_url             = module.auth.hosted_ui_url
+  oauth_client_id           = module.auth.client_id
+  tags                      = local.tags
 }
 
 module "api" {

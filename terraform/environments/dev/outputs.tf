@@ -14,8 +14,23 @@ output "generate_app_stream_url" {
 }
 
 output "apps_url" {
-  description = "The apps origin (CloudFront)"
+  description = "The apps origin (CloudFront): https://{project}.APPS_DOMAIN when each app has its own origin"
   value       = module.storage.apps_url
+}
+
+output "dashboard_url" {
+  description = "The dashboard"
+  value       = module.storage.dashboard_url
+}
+
+output "dashboard_s3_uri" {
+  description = "Where scripts/deploy-dashboard.sh puts src/web"
+  value       = module.storage.dashboard_s3_uri
+}
+
+output "dashboard_distribution_id" {
+  description = "The dashboard's distribution (scripts/deploy-dashboard.sh invalidates it)"
+  value       = module.storage.dashboard_distribution_id
 }
 
 output "cognito_hosted_ui_url" {

@@ -96,3 +96,27 @@ variable "cloudfront_price_class" {
   type        = string
   default     = "PriceClass_100"
 }
+
+variable "apps_domain" {
+  description = "Each app on its own origin: the apps' parent domain (apps.example.com; DNS *.apps.example.com to the apps distribution); empty: one apps origin"
+  type        = string
+  default     = ""
+}
+
+variable "apps_certificate_arn" {
+  description = "ACM certificate in us-east-1 for *.apps_domain (when apps_domain is set)"
+  type        = string
+  default     = ""
+}
+
+variable "dashboard_domain" {
+  description = "The dashboard's domain (app.example.com; DNS to the dashboard distribution); empty: its *.cloudfront.net"
+  type        = string
+  default     = ""
+}
+
+variable "dashboard_certificate_arn" {
+  description = "ACM certificate in us-east-1 for dashboard_domain (when it is set)"
+  type        = string
+  default     = ""
+}

@@ -8,6 +8,21 @@
 # the self-hosted apps origin sends (src/api/apps_origin.c, kp_apps_default_headers): the
 # sandboxing Content-Security-Policy, X-Content-Type-Options: nosniff and Referrer-Policy:
 # no-referrer, so a generated app runs in an opaque origin, away from the API's.
+#
+# Each app on its own origin (var.apps_domain = "apps.example.com"): the distribution takes the
+# wildcard alternate domain *.apps.example.com (var.apps_certificate_arn), apps-host.js maps
+# https://prj-{id}.apps.example.com/@v{n}/{path} to the same keys, the CSP adds allow-same-origin
+# (kp_apps_own_origin_headers: localStorage works, each app isolated by its origin) and apps_url
+# is the template https://{project}.apps.example.com (KOUMPA_APPS_URL). DNS: a wildcard record
+# *.apps.example.com (CNAME or alias) to the distribution's domain.
+#
+# The dashboard (dashboard.tf): the files of src/web under web/ in the same bucket, served by a
+# distribution of its own at var.dashboard_domain, with web/config.json written here.
+
+locals {
+  own_origins = var.apps_domain != ""
+  apps_url    = local.own_origins ? "https://{project}.${var.apps_domain}" : "https://${aws_cloudfront_distribution.apps.domain_name}"
+}
 
 resource "aws_s3_bucket" "apps" {
   bucket        = var.bucket_name
@@ -50,14 +65,23 @@ resource "aws_cloudfront_origin_access_control" "apps" {
 }
 
 # The apps origin's headers: KP_APPS_CSP and the others of kp_apps_default_headers
-# (src/api/apps_origin.h / .c); `make test` checks they are the same.
+# (src/api/apps_origin.h / .c), or with each app on its own origin KP_APPS_CSP_OWN_ORIGIN
+# (kp_apps_own_origin_headers: allow-same-origin); `make test` checks they are the same.
+locals {
+  apps_csp = {
+    shared     = "sandbox allow-scripts allow-forms allow-popups allow-modals"
+    own_origin = "sandbox allow-scripts allow-forms allow-popups allow-modals allow-same-origin"
+  }
+}
+
 resource "aws_cloudfront_response_headers_policy" "apps" {
-  name    = "${var.name_prefix}-apps-sandbox"
-  comment = "The sandboxing CSP, nosniff and no-referrer of Koumpa's apps origin"
+  for_each = local.apps_csp
+  name     = each.key == "shared" ? "${var.name_prefix}-apps-sandbox" : "${var.name_prefix}-apps-own-origin"
+  comment  = "The sandboxing CSP (${each.key} origin), nosniff and no-referrer of Koumpa's apps origin"
 
   security_headers_config {
     content_security_policy {
-      content_security_policy = "sandbox allow-scripts allow-forms allow-popups allow-modals"
+      content_security_policy = each.value
       override                = true
     }
     content_type_options {
@@ -75,12 +99,18 @@ resource "aws_cloudfront_response_headers_policy" "apps" {
   }
 }
 
+# The policy was a single resource before the own-origin one.
+moved {
+  from = aws_cloudfront_response_headers_policy.apps
+  to   = aws_cloudfront_response_headers_policy.apps["shared"]
+}
+
 resource "aws_cloudfront_function" "apps_path" {
   name    = "${var.name_prefix}-apps-path"
   runtime = "cloudfront-js-2.0"
-  comment = "/{project}/@v{n}/{path} -> apps/{project}/v{n}/{path}"
+  comment = local.own_origins ? "prj-{id}.DOMAIN/@v{n}/{path} -> apps/prj_{id}/v{n}/{path}" : "/{project}/@v{n}/{path} -> apps/{project}/v{n}/{path}"
   publish = true
-  code    = file("${path.module}/apps-path.js")
+  code    = local.own_origins ? file("${path.module}/apps-host.js") : file("${path.module}/apps-path.js")
 }
 
 data "aws_cloudfront_cache_policy" "optimized" {
@@ -93,6 +123,7 @@ resource "aws_cloudfront_distribution" "apps" {
   is_ipv6_enabled = true
   price_class     = var.price_class
   http_version    = "http2and3"
+  aliases         = local.own_origins ? ["*.${var.apps_domain}"] : []
 
   origin {
     origin_id                = "apps-bucket"
@@ -108,7 +139,7 @@ resource "aws_cloudfront_distribution" "apps" {
     cached_methods             = ["GET", "HEAD"]
     compress                   = true
     cache_policy_id            = data.aws_cloudfront_cache_policy.optimized.id
-    response_headers_policy_id = aws_cloudfront_response_headers_policy.apps.id
+    response_headers_policy_id = aws_cloudfront_response_headers_policy.apps[local.own_origins ? "own_origin" : "shared"].id
 
     function_association {
       event_type   = "viewer-request"
@@ -122,16 +153,20 @@ resource "aws_cloudfront_distribution" "apps" {
     }
   }
 
+  # The wildcard certificate (ACM, us-east-1) when each app has its own origin.
   viewer_certificate {
-    cloudfront_default_certificate = true
+    cloudfront_default_certificate = !local.own_origins
+    acm_certificate_arn            = local.own_origins ? var.apps_certificate_arn : null
+    ssl_support_method             = local.own_origins ? "sni-only" : null
+    minimum_protocol_version       = local.own_origins ? "TLSv1.2_2021" : null
   }
 
   tags = var.tags
 }
 
-# Only this distribution reads the bucket, and only the published apps. ListBucket (on the
-# bucket) makes a missing file a 404 rather than S3's 403; only the paths apps-path.js lets
-# through reach S3.
+# Only the apps distribution reads the published apps (apps/*), only the dashboard's reads the
+# dashboard's files (web/*). ListBucket (on the bucket) makes a missing app file a 404 rather
+# than S3's 403; only the paths apps-path.js (or apps-host.js) lets through reach S3.
 data "aws_iam_policy_document" "apps_bucket" {
   statement {
     sid       = "CloudFrontReadsApps"
@@ -146,6 +181,21 @@ data "aws_iam_policy_document" "apps_bucket" {
       test     = "StringEquals"
       variable = "AWS:SourceArn"
       values   = [aws_cloudfront_distribution.apps.arn]
+    }
+  }
+  statement {
+    sid       = "CloudFrontReadsDashboard"
+    effect    = "Allow"
+    actions   = ["s3:GetObject"]
+    resources = ["${aws_s3_bucket.apps.arn}/${local.dashboard_prefix}*"]
+    principals {
+      type        = "Service"
+      identifiers = ["cloudfront.amazonaws.com"]
+    }
+    condition {
+      test     = "StringEquals"
+      variable = "AWS:SourceArn"
+      values   = [aws_cloudfront_distribution.dashboard.arn]
     }
   }
   statement {
