@@ -19,7 +19,7 @@ async function spendAll(token) {
   for (let i = 0; i < 100; i++) {
     const me = await api(stack.server, 'GET', '/v1/me', { token });
     if (me.json.credits.total === 0) return;
-    const res = await api(stack.server, 'POST', '/v1/projects', { token, body: { prompt: `Spend ${i} [[app]]` } });
+    const res = await api(stack.server, 'POST', '/v1/projects', { token, body: { prompt: `A counter, number ${i + 1}` } });
     assert.equal(res.status, 202, res.text);
     await waitVersion(stack, token, res.json.id, 1);
   }
@@ -35,7 +35,7 @@ describe('the dashboard: credits, billing, admin', { skip: stack.skip }, () => {
     await signupInUi(page, stack);
     await spendAll(await page.evaluate(() => localStorage.getItem('koumpa.token')));
 
-    await page.getByLabel('Describe your app').fill('One more app [[app]]');
+    await page.getByLabel('Describe your app').fill('One more counter');
     await page.getByRole('button', { name: 'Generate' }).click();
     const alert = page.getByRole('alert').filter({ hasText: /out of credits/i });
     await alert.waitFor();

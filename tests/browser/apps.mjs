@@ -1,6 +1,6 @@
 // apps.mjs - what the fake model "writes" in the browser suite: the model's text with
-// <file path="..."> blocks (gen/fileblocks.h's format), and the scenarios keyed by [[marker]].
-import { byMarker } from './harness.mjs';
+// <file path="..."> blocks (gen/fileblocks.h's format), and the scenario of each prompt.
+import { byPrompt } from './harness.mjs';
 
 /** A sentence outside every file block: it appears once in the streamed text. */
 export const INTRO = 'Here is a tiny counter, written for the browser suite.';
@@ -34,16 +34,20 @@ export function storageApp(title) {
   return `Storage app ${title}.\n<file path="index.html">\n${index}\n</file>\n<file path="app.js">\n${js}\n</file>\n`;
 }
 
-/** [[marker]] → scenario; a prompt without a marker gets APP at once. */
-export const SCENARIOS = byMarker(
-  {
-    app: { type: 'text', text: APP },
-    update: { type: 'text', text: UPDATE },
-    // the stream's last chunk waits for anthropic.openGate(name): the text and files are out, the end is not
-    live: { type: 'text', text: APP, gate: 'live' },
-    resume: { type: 'text', text: APP, gate: 'resume' },
-    store_a: { type: 'text', text: storageApp('Store A') },
-    store_b: { type: 'text', text: storageApp('Store B') },
-  },
+/** The scenario of each prompt the suite sends (harness.mjs byPrompt); any other prompt gets APP at once. */
+export const PROMPTS = {
+  live: 'A counter you can click',
+  update: 'Make it count down and add an about page',
+  storeA: 'A notebook that remembers',
+  storeB: 'A scoreboard that remembers',
+};
+export const SCENARIOS = byPrompt(
+  [
+    [PROMPTS.update, { type: 'text', text: UPDATE }],
+    // the stream's last chunk waits for anthropic.openGate('live'): the text and files are out, the end is not
+    [PROMPTS.live, { type: 'text', text: APP, gate: 'live' }],
+    [PROMPTS.storeA, { type: 'text', text: storageApp('Store A') }],
+    [PROMPTS.storeB, { type: 'text', text: storageApp('Store B') }],
+  ],
   { type: 'text', text: APP },
 );

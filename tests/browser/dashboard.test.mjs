@@ -15,7 +15,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
-import { INTRO, SCENARIOS } from './apps.mjs';
+import { INTRO, PROMPTS, SCENARIOS } from './apps.mjs';
 import {
   api,
   checkA11y,
@@ -94,7 +94,7 @@ describe('the dashboard: a first session', { skip: stack.skip }, () => {
   });
 
   test('prompt → the text and the files stream in; a reload mid-generation resumes, nothing twice', { skip: noProjectScreen }, async () => {
-    await page.getByLabel('Describe your app').fill('A counter [[live]]');
+    await page.getByLabel('Describe your app').fill(PROMPTS.live);
     await page.getByRole('button', { name: 'Generate' }).click();
     await page.waitForURL(/#\/projects\/prj_[0-9a-z]+/);
     id = projectIdOf(page);
@@ -134,15 +134,16 @@ describe('the dashboard: a first session', { skip: stack.skip }, () => {
   });
 
   test('follow-up → version 2 in the preview; the versions and what changed', { skip: noProjectScreen }, async () => {
-    await page.getByLabel('What should change?').fill('Count down, and add an about page [[update]]');
+    await page.getByLabel('What should change?').fill(PROMPTS.update);
     await page.getByRole('button', { name: 'Send' }).click();
     const { version } = await waitVersion(stack, token, id, 2);
     assert.equal(version.status, 'ready');
-    await preview().getByRole('button', { name: '10' }).click();
+    // version 2's app.js counts down from 10: the first click shows 9 (version 1's showed 1)
+    await preview().getByRole('button', { name: '0' }).click();
     await preview().getByRole('button', { name: '9' }).waitFor();
     // the versions with their prompts
-    await page.getByText('A counter [[live]]').first().waitFor();
-    await page.getByText('Count down, and add an about page [[update]]').first().waitFor();
+    await page.getByText(PROMPTS.live).first().waitFor();
+    await page.getByText(PROMPTS.update).first().waitFor();
 
     await page.goto(dashboardUrl(stack, `#/projects/${id}/v/2`));
     await page.getByText('about.html').first().waitFor();
@@ -182,7 +183,7 @@ describe('the dashboard: a first session', { skip: stack.skip }, () => {
   test('log out, log in: the project is listed', async () => {
     if (!id) {
       // without the project screen the steps above were skipped: a project made through the API
-      const res = await api(stack.server, 'POST', '/v1/projects', { token, body: { prompt: 'A counter [[app]]' } });
+      const res = await api(stack.server, 'POST', '/v1/projects', { token, body: { prompt: 'A click counter' } });
       assert.equal(res.status, 202, res.text);
       id = res.json.id;
       await waitVersion(stack, token, id, 1);

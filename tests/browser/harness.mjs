@@ -138,19 +138,16 @@ export async function startStack({ scenario, env = {} } = {}) {
 }
 
 /**
- * A scenario function for the fake Anthropic: the last [[marker]] in the latest user message picks
- * table[marker]; without one, fallback.
+ * A scenario function for the fake Anthropic: the first [phrase, scenario] of table whose phrase
+ * the latest user message contains; without one, fallback. Prompts stay plain sentences, as they
+ * appear in the screenshots.
  */
-export function byMarker(table, fallback) {
+export function byPrompt(table, fallback) {
   return (rec) => {
     const msgs = rec.body?.messages || [];
-    for (let i = msgs.length - 1; i >= 0; i--) {
-      if (msgs[i].role !== 'user') continue;
-      const marks = JSON.stringify(msgs[i].content).match(/\[\[([a-z0-9_]+)\]\]/g);
-      if (marks) return table[marks[marks.length - 1].slice(2, -2)] ?? fallback;
-      break;
-    }
-    return fallback;
+    const last = [...msgs].reverse().find((m) => m.role === 'user');
+    const text = last ? JSON.stringify(last.content) : '';
+    return table.find(([phrase]) => text.includes(phrase))?.[1] ?? fallback;
   };
 }
 

@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 
-import { SCENARIOS } from './apps.mjs';
+import { PROMPTS, SCENARIOS } from './apps.mjs';
 import { api, signup, startStack, waitVersion } from './harness.mjs';
 
 const stack = await startStack({ scenario: SCENARIOS });
@@ -25,8 +25,8 @@ describe('apps on their own origins', { skip: !stack.hostForm && 'needs KOUMPA_A
   let b;
   before(async () => {
     const user = await signup(stack.server);
-    a = await generate(user.token, 'An app that remembers [[store_a]]');
-    b = await generate(user.token, 'Another app that remembers [[store_b]]');
+    a = await generate(user.token, PROMPTS.storeA);
+    b = await generate(user.token, PROMPTS.storeB);
   });
 
   test('two apps have two origins and cannot read each other\'s localStorage; storage survives a reload', async () => {
