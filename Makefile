@@ -3,7 +3,9 @@
 #
 #   make            build build/koumpa and build/bootstrap (the Lambda functions' executable)
 #   make run        install what is missing, build, serve on http://localhost:8080 (data in ./data)
-#   make test       the whole suite: unit tests, integration tests, OpenAPI lint
+#   make test       the whole suite: unit tests, integration tests, OpenAPI lint, browser tests
+#   make browser    the dashboard end to end in Debian's chromium (tests/browser/, playwright-core + axe-core)
+#   make screenshots  the browser suite, writing the screens to docs/screenshots/
 #   make sanitize   the suite under AddressSanitizer + UndefinedBehaviorSanitizer (build-asan/)
 #   make valgrind   the integration tests with the server under valgrind
 #   make integration-aws  the end-to-end scenarios again on DynamoDB + S3 (moto behind a SigV4-verifying front)
@@ -13,6 +15,7 @@
 #   make bench-slow-disk    1,000 generations on a disk whose every fsync takes 5 ms more
 #   make bench-replays      1,000 replays of one large ended version
 #   make bench-bonus        `koumpa daily-bonus` over 100,000 users (bench/bonus.sh)
+#   make bench-ui           the dashboard's first-load transfer and Lighthouse scores (bench/ui.mjs)
 #   make bench-lambda       Lambda cold start: exec -> first `next`, first invocation; beside Node.js 20
 #   make lambda     the six Lambda packages build/lambda/NAME/function.zip (scripts/build-all-lambdas.sh;
 #                   static but libc/libm, build-lambda/ and build/lambda-deps/; slow the first time)
@@ -161,7 +164,16 @@ terraform-check: $(STORE_CONTRACT) $(BUILD)/bootstrap
 web-unit:
 	@node --test tests/web/
 
-test: deps-test unit web-unit integration openapi terraform-check
+test: deps-test unit web-unit integration openapi terraform-check browser
+
+# The dashboard in chromium (tests/browser/; not run by sanitize, valgrind or coverage), one file at a
+# time; screenshots go to build/screenshots (make screenshots: docs/screenshots, the committed ones).
+BROWSER_SHOTS ?= $(BUILD)/screenshots
+browser: $(BUILD)/koumpa
+	@KOUMPA_BUILD=$(BUILD) KOUMPA_SCREENSHOTS=$(BROWSER_SHOTS) node --test --test-concurrency=1 --test-timeout=120000 tests/browser/
+
+screenshots:
+	@$(MAKE) browser BROWSER_SHOTS=docs/screenshots
 
 deps:
 	@scripts/install-deps.sh
@@ -207,6 +219,10 @@ bench-replays: $(BUILD)/koumpa
 bench-bonus: $(BUILD)/koumpa
 	bench/bonus.sh $(BUILD) 100000
 
+# the dashboard's first load (bytes on the wire) and Lighthouse's scores; prints figures, never fails on them
+bench-ui: $(BUILD)/koumpa
+	KOUMPA_BUILD=$(BUILD) node bench/ui.mjs
+
 # the shipped bootstrap too when `make lambda` built it (bench/lambda-coldstart.mjs)
 bench-lambda: $(BUILD)/bootstrap
 	KOUMPA_BUILD=$(BUILD) node bench/lambda-coldstart.mjs 30
@@ -251,7 +267,7 @@ fuzz: fuzz-build
 clean:
 	rm -rf build build-asan build-cov build-fuzz build-lambda
 
-.PHONY: FORCE all unit web-unit integration integration-aws openapi terraform-check lambda lambda-check lambda-e2e test deps deps-test run sanitize valgrind coverage bench bench-generations bench-slow-disk bench-replays bench-bonus bench-lambda lint tidy fuzz-build fuzz clean
+.PHONY: FORCE all unit web-unit integration browser screenshots bench-ui integration-aws openapi terraform-check lambda lambda-check lambda-e2e test deps deps-test run sanitize valgrind coverage bench bench-generations bench-slow-disk bench-replays bench-bonus bench-lambda lint tidy fuzz-build fuzz clean
 .SECONDARY:
 FORCE:
 

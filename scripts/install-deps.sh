@@ -3,7 +3,8 @@
 #   scripts/install-deps.sh          build + run dependencies
 #   scripts/install-deps.sh --test   also the test tools (cmocka, valgrind, gcovr, wrk, clang and its
 #                                    lint tools and libFuzzer runtime, cppcheck, libfaketime,
-#                                    node packages, moto_server for the AWS tests)
+#                                    node packages, moto_server for the AWS tests, chromium for
+#                                    the browser tests)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +13,9 @@ pkgs=(build-essential pkg-config libevent-dev libjansson-dev libssl-dev libsqlit
 if [ "${1:-}" = "--test" ]; then
     pkgs+=(libcmocka-dev valgrind gcovr wrk nodejs npm curl clang clang-format clang-tidy
            libclang-rt-dev cppcheck libfaketime python3-venv)
+    # Debian's chromium for the browser suite (tests/browser/, make bench-ui): Playwright's own
+    # browser download is not used (playwright-core with executablePath /usr/bin/chromium)
+    [ -x /usr/bin/chromium ] || pkgs+=(chromium)
 fi
 
 missing=()
