@@ -49,7 +49,7 @@ TEST_BINS := $(TEST_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 TEST_HELPER_SRCS := $(filter-out tests/unit/test_%.c,$(wildcard tests/unit/*.c))
 TEST_HELPER_OBJS := $(TEST_HELPER_SRCS:%.c=$(BUILD)/obj/%.o)
 # the dashboard's files, embedded into build/koumpa (see $(BUILD)/gen/web_files.c below)
-WEB_FILES := $(shell find src/web -type f ! -name '.*' 2>/dev/null | LC_ALL=C sort)
+WEB_FILES := $(shell find src/web -type f ! -path '*/.*' 2>/dev/null | LC_ALL=C sort)
 WEB_OBJ   := $(BUILD)/obj/web_files.o
 
 all: $(BUILD)/koumpa $(BUILD)/bootstrap

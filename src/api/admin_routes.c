@@ -1,4 +1,4 @@
-/* admin_routes.c - what admins change: plans, and which plan a user is on. */
+/* admin_routes.c - what admins change: plans, which plan a user is on, and who is an admin. */
 #include <string.h>
 
 #include "api/handlers.h"
@@ -43,6 +43,24 @@ void kp_h_admin_user_plan_put(kp_ctx *ctx, kp_req *req, kp_resp *resp)
     } else {
         kp_resp_json(resp, 200, kp_h_user_json(ctx->app->cfg, &u));
     }
+    json_decref(body);
+}
+
+void kp_h_admin_user_admin_put(kp_ctx *ctx, kp_req *req, kp_resp *resp)
+{
+    json_t *body = NULL;
+    kp_user u;
+    kp_err err = {0};
+    if (kp_req_json_body(req, resp, &body) != 0)
+        return;
+    json_t *is_admin = json_object_get(body, "is_admin");
+    if (!json_is_boolean(is_admin))
+        kp_resp_error(resp, 400, "invalid_request", "is_admin is required and must be true or false");
+    else if (kp_accounts_set_admin_by_id(ctx->store, ctx->app->cfg, req->principal.user_id, req->params[0],
+                                         json_is_true(is_admin), &u, &err) != KP_OK)
+        kp_resp_from_err(resp, &err, req->request_id);
+    else
+        kp_resp_json(resp, 200, kp_h_user_json(ctx->app->cfg, &u));
     json_decref(body);
 }
 

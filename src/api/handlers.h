@@ -6,8 +6,8 @@
  *   verify_routes.c  POST /v1/auth/verify, /v1/auth/verify/resend (e-mail verification)
  *   me_routes.c      GET /v1/me, /v1/me/ledger
  *   plans_routes.c   GET /v1/plans
- *   admin_routes.c   PUT /v1/admin/plans/{id}, PUT /v1/admin/users/{id}/plan, GET /v1/admin/users
- *   projects_routes.c /v1/projects...: generate, iterate, events, cancel, list, get, download, delete
+ *   admin_routes.c   PUT /v1/admin/plans/{id}, PUT /v1/admin/users/{id}/plan, .../admin, GET /v1/admin/users
+ *   projects_routes.c /v1/projects...: generate, iterate, events, cancel, list, get, download, a file, delete
  *   webhook_routes.c POST /v1/webhooks/stripe (Stripe's signed events: plans, monthly credits)
  *   billing_routes.c POST /v1/billing/checkout, /v1/billing/portal (calls to Stripe, on the billing pool)
  * routes.c maps methods and paths to them. Handlers read a kp_req and fill a
@@ -41,6 +41,7 @@ void kp_h_plans_list(kp_ctx *ctx, kp_req *req, kp_resp *resp);
 
 void kp_h_admin_plan_put(kp_ctx *ctx, kp_req *req, kp_resp *resp);
 void kp_h_admin_user_plan_put(kp_ctx *ctx, kp_req *req, kp_resp *resp);
+void kp_h_admin_user_admin_put(kp_ctx *ctx, kp_req *req, kp_resp *resp);
 void kp_h_admin_users_find(kp_ctx *ctx, kp_req *req, kp_resp *resp);
 
 void kp_h_billing_checkout(kp_ctx *ctx, kp_req *req, kp_resp *resp);
@@ -54,6 +55,7 @@ void kp_h_project_versions_create(kp_ctx *ctx, kp_req *req, kp_resp *resp);
 void kp_h_project_events(kp_ctx *ctx, kp_req *req, kp_resp *resp);
 void kp_h_project_cancel(kp_ctx *ctx, kp_req *req, kp_resp *resp);
 void kp_h_project_download(kp_ctx *ctx, kp_req *req, kp_resp *resp);
+void kp_h_project_version_file(kp_ctx *ctx, kp_req *req, kp_resp *resp);
 
 void kp_h_stripe_webhook(kp_ctx *ctx, kp_req *req, kp_resp *resp);
 

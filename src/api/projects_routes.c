@@ -2,7 +2,7 @@
  * projects_routes.c - the caller's generated apps: create a project (its first
  * version), iterate with follow-up versions, watch a generation's events
  * (Server-Sent Events, resumable with Last-Event-ID), cancel it, list, show,
- * download a version as a zip, delete.
+ * download a version as a zip, read one file of a version, delete.
  *
  * The generation service (gen/generator.h, in app->gen) does the charging and
  * the work; these handlers validate input, check ownership and shape JSON.
@@ -25,6 +25,7 @@
 #include "domain/projects.h"
 #include "gen/generator.h"
 #include "gen/prompt.h"
+#include "gen/publish.h"
 #include "gen/zip.h"
 
 #define LIST_DEFAULT_LIMIT 20
@@ -621,37 +622,48 @@ cleanup:
     return rc;
 }
 
+/* Loads version params[1] of p, which must be ready (what: "downloaded", ...);
+ * on failure fills resp (404 no such version, 409 not ready) and returns -1.
+ * The caller clears v. */
+static int load_ready_version(kp_ctx *ctx, kp_req *req, kp_resp *resp, const kp_project *p, const char *what,
+                              kp_version *v)
+{
+    kp_err err = {0};
+    int64_t n = 0;
+    memset(v, 0, sizeof *v);
+    if (parse_version_number(req->params[1], &n) != 0) {
+        kp_resp_error(resp, 404, "not_found", "no such version: %s", req->params[1]);
+        return -1;
+    }
+    kp_status rc = ctx->store->ops->version_get(ctx->store, p->id, n, v, &err);
+    if (rc == KP_ENOTFOUND) {
+        kp_resp_error(resp, 404, "not_found", "no such version: %lld", (long long)n);
+        return -1;
+    }
+    if (rc != KP_OK) {
+        kp_resp_from_err(resp, &err, req->request_id);
+        return -1;
+    }
+    if (v->status != KP_VER_READY) {
+        kp_resp_error(resp, 409, "version_not_ready", "version %lld is %s; only ready versions can be %s", (long long)n,
+                      status_name(v->status), what);
+        kp_version_clear(v);
+        return -1;
+    }
+    return 0;
+}
+
 void kp_h_project_download(kp_ctx *ctx, kp_req *req, kp_resp *resp)
 {
     kp_project p;
     kp_version v;
     kp_err err = {0};
-    int64_t n = 0;
-    if (load_own_project(ctx, req, resp, &p) != 0)
+    if (load_own_project(ctx, req, resp, &p) != 0 || load_ready_version(ctx, req, resp, &p, "downloaded", &v) != 0)
         return;
-    if (parse_version_number(req->params[1], &n) != 0) {
-        kp_resp_error(resp, 404, "not_found", "no such version: %s", req->params[1]);
-        return;
-    }
-    memset(&v, 0, sizeof v);
-    kp_status rc = ctx->store->ops->version_get(ctx->store, p.id, n, &v, &err);
-    if (rc == KP_ENOTFOUND) {
-        kp_resp_error(resp, 404, "not_found", "no such version: %lld", (long long)n);
-        return;
-    }
-    if (rc != KP_OK) {
-        kp_resp_from_err(resp, &err, req->request_id);
-        return;
-    }
-    if (v.status != KP_VER_READY) {
-        kp_resp_error(resp, 409, "version_not_ready", "version %lld is %s; only ready versions can be downloaded",
-                      (long long)n, status_name(v.status));
-        kp_version_clear(&v);
-        return;
-    }
+    int64_t n = v.n;
     kp_buf zip = KP_BUF_INIT;
     kp_gen *g = service(ctx);
-    rc = g ? build_zip(kp_gen_blob(g), &v, &zip, &err) : kp_err_set(&err, KP_EUNAVAILABLE, "no blob store");
+    kp_status rc = g ? build_zip(kp_gen_blob(g), &v, &zip, &err) : kp_err_set(&err, KP_EUNAVAILABLE, "no blob store");
     kp_version_clear(&v);
     if (rc != KP_OK) {
         kp_buf_free(&zip);
@@ -664,4 +676,103 @@ void kp_h_project_download(kp_ctx *ctx, kp_req *req, kp_resp *resp)
     kp_resp_text(resp, 200, "application/zip", zip.data, zip.len);
     kp_headers_set(&resp->headers, "Content-Disposition", disposition);
     kp_buf_free(&zip);
+}
+
+/* ---- one file of a version ---- */
+
+/* Types shown as source: served as text/plain, never rendered. */
+static int is_text_type(const char *ct)
+{
+    static const char *const text[] = {"application/json", "application/xml", "application/manifest+json",
+                                       "image/svg+xml", NULL};
+    size_t len = strcspn(ct, ";");
+    if (strncmp(ct, "text/", 5) == 0)
+        return 1;
+    for (const char *const *t = text; *t; t++)
+        if (strlen(*t) == len && strncmp(ct, *t, len) == 0)
+            return 1;
+    return 0;
+}
+
+/* The manifest entry named path (borrowed from files), or NULL. */
+static json_t *manifest_entry(json_t *files, const char *path)
+{
+    size_t i;
+    json_t *f;
+    json_array_foreach(files, i, f)
+    {
+        const char *p = json_string_value(json_object_get(f, "path"));
+        if (p && strcmp(p, path) == 0)
+            return f;
+    }
+    return NULL;
+}
+
+/* The file's bytes into resp (its ETag: the manifest's sha256, else the
+ * bytes' own; a current If-None-Match is a 304 without reading the blob). */
+static void respond_file(kp_ctx *ctx, kp_req *req, kp_resp *resp, const kp_version *v, json_t *entry)
+{
+    const char *path = json_string_value(json_object_get(entry, "path"));
+    const char *sha = json_string_value(json_object_get(entry, "sha256"));
+    const char *ct = json_string_value(json_object_get(entry, "content_type"));
+    char key[KP_BLOB_KEY_MAX + 1], etag[KP_SHA256_HEX_LEN + 3], hex[KP_SHA256_HEX_LEN + 1];
+    kp_buf data = KP_BUF_INIT;
+    kp_err err = {0};
+    kp_gen *g = service(ctx);
+    snprintf(etag, sizeof etag, "\"%s\"", sha ? sha : "");
+    if (sha && kp_etag_matches(kp_req_header(req, "If-None-Match"), etag)) {
+        resp->status = 304;
+    } else {
+        snprintf(key, sizeof key, "apps/%s/v%lld/%s", v->project_id, (long long)v->n, path);
+        kp_status rc = g ? kp_gen_blob(g)->ops->get(kp_gen_blob(g), key, &data, NULL, &err)
+                         : kp_err_set(&err, KP_EUNAVAILABLE, "no blob store");
+        if (rc != KP_OK) {
+            kp_buf_free(&data);
+            kp_resp_from_err(resp, &err, req->request_id);
+            return;
+        }
+        if (!sha) { /* a version from before manifests had sha256 */
+            kp_publish_sha256_hex(data.data, data.len, hex);
+            snprintf(etag, sizeof etag, "\"%s\"", hex);
+        }
+        ct = ct ? ct : kp_gen_content_type(path);
+        kp_resp_text(resp, 200, is_text_type(ct) ? "text/plain; charset=utf-8" : ct, data.data ? data.data : "",
+                     data.len);
+        if (kp_etag_matches(kp_req_header(req, "If-None-Match"), etag)) {
+            kp_buf_reset(&resp->body);
+            resp->status = 304;
+        }
+    }
+    kp_buf_free(&data);
+    kp_headers_set(&resp->headers, "ETag", etag);
+    kp_headers_set(&resp->headers, "Content-Security-Policy", "sandbox");
+    kp_headers_set(&resp->headers, "X-Content-Type-Options", "nosniff");
+    /* a version never changes, but the cache is the browser's, not the user's: revalidated (with the token) */
+    kp_headers_set(&resp->headers, "Cache-Control", "private, no-cache");
+}
+
+void kp_h_project_version_file(kp_ctx *ctx, kp_req *req, kp_resp *resp)
+{
+    kp_project p;
+    kp_version v;
+    const char *path = kp_req_query(req, "path");
+    if (load_own_project(ctx, req, resp, &p) != 0)
+        return;
+    if (!path || !*path) {
+        kp_resp_error(resp, 400, "invalid_request",
+                      "the path query parameter is required: one of the version's files[].path, e.g. ?path=index.html");
+        return;
+    }
+    if (load_ready_version(ctx, req, resp, &p, "read", &v) != 0)
+        return;
+    json_t *files = files_json(v.files_json);
+    json_t *entry = manifest_entry(files, path);
+    if (entry)
+        respond_file(ctx, req, resp, &v, entry);
+    else
+        kp_resp_error(resp, 404, "file_not_found",
+                      "version %lld has no file %s (the version's files[] lists the files it has)", (long long)v.n,
+                      path);
+    json_decref(files);
+    kp_version_clear(&v);
 }

@@ -17,6 +17,7 @@ const kp_route kp_routes[] = {
     {"POST", "/v1/billing/portal", kp_h_billing_portal, KP_AUTH_USER},
     {"PUT", "/v1/admin/plans/{id}", kp_h_admin_plan_put, KP_AUTH_ADMIN},
     {"PUT", "/v1/admin/users/{id}/plan", kp_h_admin_user_plan_put, KP_AUTH_ADMIN},
+    {"PUT", "/v1/admin/users/{id}/admin", kp_h_admin_user_admin_put, KP_AUTH_ADMIN},
     {"GET", "/v1/admin/users", kp_h_admin_users_find, KP_AUTH_ADMIN},
     {"POST", "/v1/projects", kp_h_projects_create, KP_AUTH_USER},
     {"GET", "/v1/projects", kp_h_projects_list, KP_AUTH_USER},
@@ -26,6 +27,7 @@ const kp_route kp_routes[] = {
     {"GET", "/v1/projects/{id}/events", kp_h_project_events, KP_AUTH_USER},
     {"POST", "/v1/projects/{id}/cancel", kp_h_project_cancel, KP_AUTH_USER},
     {"GET", "/v1/projects/{id}/versions/{n}/download", kp_h_project_download, KP_AUTH_USER},
+    {"GET", "/v1/projects/{id}/versions/{n}/file", kp_h_project_version_file, KP_AUTH_USER},
     {"POST", "/v1/webhooks/stripe", kp_h_stripe_webhook, KP_AUTH_NONE},
     {NULL, NULL, NULL, KP_AUTH_NONE},
 };

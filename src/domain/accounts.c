@@ -211,6 +211,27 @@ kp_status kp_accounts_set_admin(kp_store *s, const char *email, int is_admin, kp
     return rc;
 }
 
+kp_status kp_accounts_set_admin_by_id(kp_store *s, const kp_config *cfg, const char *actor_id, const char *user_id,
+                                      int is_admin, kp_user *out, kp_err *err)
+{
+    kp_status rc = s->ops->user_get(s, user_id, out, err);
+    if (rc == KP_ENOTFOUND)
+        return kp_err_set(err, KP_ENOTFOUND, "no user with id %s", user_id);
+    if (rc != KP_OK)
+        return rc;
+    if (!is_admin && strcmp(actor_id, user_id) == 0)
+        return kp_err_set(err, KP_ECONFLICT, "you cannot remove your own admin right: another admin must do it");
+    if (!is_admin && out->email_verified && kp_config_is_admin_email(cfg, out->email))
+        return kp_err_set(err, KP_ECONFLICT, "%s is an admin through KOUMPA_ADMIN_EMAILS: remove the address there",
+                          out->email);
+    rc = s->ops->user_set_admin(s, user_id, is_admin, err);
+    if (rc == KP_ENOTFOUND) /* deleted meanwhile */
+        return kp_err_set(err, KP_ENOTFOUND, "no user with id %s", user_id);
+    if (rc == KP_OK)
+        out->is_admin = is_admin;
+    return rc;
+}
+
 kp_status kp_accounts_set_plan(kp_store *s, const char *user_id, const char *plan_id, kp_err *err)
 {
     kp_plan p;

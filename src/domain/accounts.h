@@ -48,6 +48,15 @@ int kp_accounts_is_admin(const kp_config *cfg, const kp_user *u);
 
 /* Admin actions on users, by email. */
 kp_status kp_accounts_set_admin(kp_store *s, const char *email, int is_admin, kp_user *out, kp_err *err);
+/*
+ * An admin (actor_id) grants or removes user_id's admin flag (PUT
+ * /v1/admin/users/{id}/admin); *out is the user as it is then. KP_ENOTFOUND:
+ * no such user. KP_ECONFLICT, nothing changed: the actor removing their own
+ * right (nobody locks themselves out: another admin must do it), or removing
+ * the flag of a user who is an admin through KOUMPA_ADMIN_EMAILS anyway.
+ */
+kp_status kp_accounts_set_admin_by_id(kp_store *s, const kp_config *cfg, const char *actor_id, const char *user_id,
+                                      int is_admin, kp_user *out, kp_err *err);
 kp_status kp_accounts_set_plan(kp_store *s, const char *user_id, const char *plan_id, kp_err *err);
 
 #endif

@@ -5,6 +5,7 @@
  */
 #include "gen/publish.h"
 
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +14,21 @@
 #include "core/log.h"
 #include "domain/credits.h"
 #include "gen/generator.h"
+
+void kp_publish_sha256_hex(const void *data, size_t len, char out[KP_SHA256_HEX_LEN + 1])
+{
+    unsigned char digest[crypto_hash_sha256_BYTES];
+    crypto_hash_sha256(digest, (const unsigned char *)(data ? data : ""), len);
+    sodium_bin2hex(out, KP_SHA256_HEX_LEN + 1, digest, sizeof digest);
+}
+
+/* A carried-over file's sha256 from the previous manifest, when it has one (versions before it had none). */
+static void prev_sha256(json_t *f, char out[KP_SHA256_HEX_LEN + 1])
+{
+    const char *h = json_string_value(json_object_get(f, "sha256"));
+    if (h && strlen(h) == KP_SHA256_HEX_LEN)
+        memcpy(out, h, KP_SHA256_HEX_LEN + 1);
+}
 
 static int file_cmp(const void *a, const void *b)
 {
@@ -64,6 +80,7 @@ int kp_publish_prepare(kp_publish *p, const kp_fileblocks *parser, const char *p
         p->files[n].path = path;
         p->files[n].size = (size_t)json_integer_value(json_object_get(f, "size"));
         p->files[n].data = NULL;
+        prev_sha256(f, p->files[n].sha256);
         total += p->files[n++].size;
     }
     for (size_t i = 0; i < nentries; i++) {
@@ -79,8 +96,10 @@ int kp_publish_prepare(kp_publish *p, const kp_fileblocks *parser, const char *p
     return check_app(p, total, why, why_len);
 }
 
-/* Writes the app's files under apps/{id}/v{n}/, copying carried-over ones. */
-static kp_status store_files(const kp_publish *p, kp_err *err)
+/* Writes the app's files under apps/{id}/v{n}/, copying carried-over ones;
+ * fills each file's sha256 on the way (a copy's from its bytes when the
+ * previous manifest had none). */
+static kp_status store_files(kp_publish *p, kp_err *err)
 {
     kp_blob *blob = p->blob;
     const char *id = p->row.project_id;
@@ -88,15 +107,18 @@ static kp_status store_files(const kp_publish *p, kp_err *err)
     kp_buf copy = KP_BUF_INIT;
     kp_status rc = KP_OK;
     for (size_t i = 0; i < p->nfiles && rc == KP_OK; i++) {
-        const kp_publish_file *f = &p->files[i];
+        kp_publish_file *f = &p->files[i];
         snprintf(key, sizeof key, "apps/%s/v%lld/%s", id, (long long)p->row.n, f->path);
         const char *ct = kp_gen_content_type(f->path);
         if (f->data) {
+            kp_publish_sha256_hex(f->data, f->size, f->sha256);
             rc = blob->ops->put(blob, key, f->data, f->size, ct, err);
             continue;
         }
         snprintf(from, sizeof from, "apps/%s/v%lld/%s", id, (long long)p->prev_n, f->path);
         rc = blob->ops->get(blob, from, &copy, NULL, err);
+        if (rc == KP_OK && !f->sha256[0])
+            kp_publish_sha256_hex(copy.data, copy.len, f->sha256);
         if (rc == KP_OK)
             rc = blob->ops->put(blob, key, copy.data ? copy.data : "", copy.len, ct, err);
     }
@@ -108,9 +130,9 @@ static json_t *manifest_json(const kp_publish *p)
 {
     json_t *arr = json_array();
     for (size_t i = 0; i < p->nfiles; i++)
-        json_array_append_new(arr,
-                              json_pack("{s:s,s:I,s:s}", "path", p->files[i].path, "size", (json_int_t)p->files[i].size,
-                                        "content_type", kp_gen_content_type(p->files[i].path)));
+        json_array_append_new(arr, json_pack("{s:s,s:I,s:s,s:s}", "path", p->files[i].path, "size",
+                                             (json_int_t)p->files[i].size, "content_type",
+                                             kp_gen_content_type(p->files[i].path), "sha256", p->files[i].sha256));
     return arr;
 }
 

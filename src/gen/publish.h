@@ -2,7 +2,8 @@
  * publish.h - publishing a finished generation: the app it produced (its new
  * files, plus the previous ready version's files it neither rewrote nor
  * deleted) checked against the app rules, written to the blob store under
- * "apps/{project_id}/v{n}/{path}", then, in one transaction, the version row
+ * "apps/{project_id}/v{n}/{path}" (the version's manifest, files_json, lists
+ * each file's path, size, content type and sha256), then, in one transaction, the version row
  * made ready with its events, the reservation committed and the version
  * settled (kp_credits_end_ready). A crash between the files and that
  * transaction leaves a generating version that recovery fails and refunds.
@@ -30,13 +31,18 @@
 
 #define KP_PUBLISH_MAX_FILES 50
 #define KP_PUBLISH_MAX_BYTES (2 * 1024 * 1024)
+#define KP_SHA256_HEX_LEN 64
 
 /* A file of the resulting app. data NULL: carried over from the previous version. */
 typedef struct kp_publish_file {
     const char *path;
     size_t size;
     const char *data;
+    char sha256[KP_SHA256_HEX_LEN + 1]; /* lower-case hex of the content; "" until known */
 } kp_publish_file;
+
+/* The lower-case hex SHA-256 of len bytes of data: what a manifest's "sha256" holds. */
+void kp_publish_sha256_hex(const void *data, size_t len, char out[KP_SHA256_HEX_LEN + 1]);
 
 typedef struct kp_publish {
     /* set by the caller */

@@ -1,5 +1,5 @@
 // admin.test.mjs - what admins do over HTTP (change plans, move users, find
-// users) and who is an admin: verified addresses in KOUMPA_ADMIN_EMAILS (see
+// users, grant or remove the admin right) and who is an admin: verified addresses in KOUMPA_ADMIN_EMAILS (see
 // verify.test.mjs for the verification), and users granted with
 // `koumpa admin grant`.
 import assert from 'node:assert/strict';
@@ -248,6 +248,52 @@ describe('admin', () => {
     assert.equal((await me(target.token)).is_admin, false);
     const deniedAgain = await api(server, 'PUT', '/v1/admin/plans/pro', { token: target.token, body: { daily_bonus: 5 } });
     assert.equal(deniedAgain.status, 403);
+  });
+
+  test('PUT /v1/admin/users/{id}/admin grants and removes the right; nobody removes their own', async () => {
+    const target = await signup(server, uniqueEmail('api-admin'));
+    const path = `/v1/admin/users/${target.user.id}/admin`;
+    assertError(await api(server, 'PUT', path, { token: user.token, body: { is_admin: true } }), 403, 'forbidden');
+    assert.equal((await me(target.token)).is_admin, false);
+
+    const grant = await api(server, 'PUT', path, { token: admin.token, body: { is_admin: true } });
+    assert.equal(grant.status, 200, grant.text);
+    assert.equal(grant.json.id, target.user.id);
+    assert.equal(grant.json.email, target.email);
+    assert.equal(grant.json.is_admin, true);
+    assert.equal((await me(target.token)).is_admin, true);
+    const allowed = await api(server, 'GET', `/v1/admin/users?email=${encodeURIComponent(user.email)}`, { token: target.token });
+    assert.equal(allowed.status, 200, 'the new admin may call admin routes');
+
+    // neither the new admin nor the first one can remove their own right
+    assertError(
+      await api(server, 'PUT', path, { token: target.token, body: { is_admin: false } }),
+      409,
+      'conflict',
+      /your own admin right/,
+    );
+    assert.equal((await me(target.token)).is_admin, true);
+    assertError(
+      await api(server, 'PUT', `/v1/admin/users/${admin.user.id}/admin`, { token: admin.token, body: { is_admin: false } }),
+      409,
+      'conflict',
+      /your own admin right/,
+    );
+
+    const revoke = await api(server, 'PUT', path, { token: admin.token, body: { is_admin: false } });
+    assert.equal(revoke.status, 200, revoke.text);
+    assert.equal(revoke.json.is_admin, false);
+    assert.equal((await me(target.token)).is_admin, false);
+    assertError(await api(server, 'GET', '/v1/admin/users?email=x@example.com', { token: target.token }), 403, 'forbidden');
+
+    for (const body of [{}, { is_admin: 'yes' }, { is_admin: 1 }, { is_admin: null }])
+      assertError(await api(server, 'PUT', path, { token: admin.token, body }), 400, 'invalid_request', /is_admin/);
+    assertError(
+      await api(server, 'PUT', '/v1/admin/users/usr_nobody/admin', { token: admin.token, body: { is_admin: true } }),
+      404,
+      'not_found',
+      /usr_nobody/,
+    );
   });
 
   test('`koumpa admin grant` of an unknown email fails and says so', async () => {

@@ -7,6 +7,7 @@
 // nothing.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -191,7 +192,12 @@ describe('projects', () => {
     assert.ok(v.duration_ms >= 0);
     assert.deepEqual(
       v.files.find((f) => f.path === 'index.html'),
-      { path: 'index.html', size: Buffer.byteLength(INDEX), content_type: 'text/html; charset=utf-8' },
+      {
+        path: 'index.html',
+        size: Buffer.byteLength(INDEX),
+        content_type: 'text/html; charset=utf-8',
+        sha256: createHash('sha256').update(INDEX).digest('hex'),
+      },
     );
 
     // what the model was sent

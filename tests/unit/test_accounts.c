@@ -464,6 +464,44 @@ static void test_set_admin_by_email(void **state)
     assert_int_equal(kp_accounts_set_admin(f->s, "bad", 1, &out, &err), KP_EINVAL);
 }
 
+/* PUT /v1/admin/users/{id}/admin: by id, never the actor's own right away,
+ * never a listed (verified) address's flag away. */
+static void test_set_admin_by_id(void **state)
+{
+    fixture *f = *state;
+    kp_user actor, u, boss, out, got;
+    kp_err err = {0};
+    kp_verify_outcome outcome;
+    char token[KP_VERIFY_TOKEN_MAX];
+    signup_ok(f, "actor@example.com", "password-123", &actor);
+    signup_ok(f, "member@example.com", "password-123", &u);
+    assert_int_equal(kp_accounts_set_admin_by_id(f->s, &f->cfg, actor.id, u.id, 1, &out, &err), KP_OK);
+    assert_int_equal(out.is_admin, 1);
+    assert_string_equal(out.email, "member@example.com");
+    assert_int_equal(f->s->ops->user_get(f->s, u.id, &got, &err), KP_OK);
+    assert_int_equal(got.is_admin, 1);
+    assert_int_equal(kp_accounts_set_admin_by_id(f->s, &f->cfg, actor.id, u.id, 0, &out, &err), KP_OK);
+    assert_int_equal(out.is_admin, 0);
+    assert_int_equal(f->s->ops->user_get(f->s, u.id, &got, &err), KP_OK);
+    assert_int_equal(got.is_admin, 0);
+    /* nobody locks themselves out; granting oneself again is harmless */
+    assert_int_equal(kp_accounts_set_admin(f->s, "actor@example.com", 1, &out, &err), KP_OK);
+    assert_int_equal(kp_accounts_set_admin_by_id(f->s, &f->cfg, actor.id, actor.id, 0, &out, &err), KP_ECONFLICT);
+    assert_non_null(strstr(err.msg, "your own admin right"));
+    assert_int_equal(f->s->ops->user_get(f->s, actor.id, &got, &err), KP_OK);
+    assert_int_equal(got.is_admin, 1);
+    assert_int_equal(kp_accounts_set_admin_by_id(f->s, &f->cfg, actor.id, actor.id, 1, &out, &err), KP_OK);
+    /* a verified listed address is an admin whatever the flag: removing it would change nothing */
+    signup_ok(f, "boss@example.com", "password-123", &boss);
+    assert_int_equal(kp_accounts_set_admin_by_id(f->s, &f->cfg, actor.id, boss.id, 0, &out, &err), KP_OK);
+    assert_int_equal(kp_verify_issue(f->s, boss.id, 3600, token, &err), KP_OK);
+    assert_int_equal(kp_verify_consume(f->s, token, (int64_t)time(NULL), &outcome, &boss, &err), KP_OK);
+    assert_int_equal(kp_accounts_set_admin_by_id(f->s, &f->cfg, actor.id, boss.id, 0, &out, &err), KP_ECONFLICT);
+    assert_non_null(strstr(err.msg, "KOUMPA_ADMIN_EMAILS"));
+    assert_int_equal(kp_accounts_set_admin_by_id(f->s, &f->cfg, actor.id, "usr_nobody", 1, &out, &err), KP_ENOTFOUND);
+    assert_non_null(strstr(err.msg, "usr_nobody"));
+}
+
 static void test_set_plan(void **state)
 {
     fixture *f = *state;
@@ -527,6 +565,7 @@ int main(void)
         T(test_admin_from_config_list),
         T(test_verification_tokens),
         T(test_set_admin_by_email),
+        T(test_set_admin_by_id),
         T(test_set_plan),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

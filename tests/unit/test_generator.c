@@ -799,6 +799,37 @@ static void test_follow_up_carries_files_over(void **state)
     kp_version_clear(&v2);
 }
 
+#define SHA_JS1 "35c146f76e129477c64061bc84511e1090f3d4d8059713e6663dd4b35b1f7642" /* console.log(1); */
+#define SHA_JS2 "43b3c328592d68aa43a67e043ad0f028eddd4a1854977a84771f69582aa169a9" /* console.log(2); */
+#define SHA_INDEX "dfeb0636d7bac38fe0a08231a5e168d8cd6902b545b76b71cbd797b827dd4d1d"
+
+/* Manifests carry each file's sha256: a new file's, a carried-over file's
+ * from the previous manifest, or from its bytes when that manifest (made
+ * before sha256 existed) has none. */
+static void test_manifest_sha256(void **state)
+{
+    fixture *f = *state;
+    kp_gen_result res, next;
+    kp_version v, v2;
+    generate_v1(f, &res, &v);
+    assert_non_null(strstr(v.files_json, "\"path\":\"app.js\",\"size\":15,\"content_type\":\"text/javascript; "
+                                         "charset=utf-8\",\"sha256\":\"" SHA_JS1 "\""));
+    assert_non_null(strstr(v.files_json, "\"sha256\":\"" SHA_INDEX "\""));
+    kp_version_clear(&v);
+    /* version 1 as an older server wrote it: no sha256 */
+    kp_test_sql_exec(f->db, "UPDATE versions SET files_json = "
+                            "json_remove(files_json, '$[0].sha256', '$[1].sha256', '$[2].sha256') WHERE n = 1");
+    assert_int_equal(kp_test_sql_int(f->db, "SELECT count(*) FROM versions WHERE files_json LIKE '%sha256%'"), 0);
+    set_script(f, 1, "Updated.\n<file path=\"app.js\">\nconsole.log(2);\n</file>\n", "end_turn");
+    assert_int_equal(submit(f, "usr_a", res.project_id, "log 2 instead", &next), KP_OK);
+    wait_version(f, res.project_id, 2, &v2);
+    assert_int_equal(v2.status, KP_VER_READY);
+    assert_non_null(strstr(v2.files_json, "\"sha256\":\"" SHA_JS2 "\""));
+    assert_non_null(strstr(v2.files_json, "\"sha256\":\"" SHA_INDEX "\"")); /* carried over, hashed from its bytes */
+    assert_null(strstr(v2.files_json, SHA_JS1));
+    kp_version_clear(&v2);
+}
+
 static void test_follow_up_while_generating_conflicts(void **state)
 {
     fixture *f = *state;
@@ -1434,6 +1465,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_plan_limits_concurrency, setup, teardown),
         cmocka_unit_test_setup_teardown(test_llm_not_configured, setup, teardown),
         cmocka_unit_test_setup_teardown(test_follow_up_carries_files_over, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_manifest_sha256, setup, teardown),
         cmocka_unit_test_setup_teardown(test_follow_up_while_generating_conflicts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_subscribers_replay_after_last_event_id, setup, teardown),
         cmocka_unit_test_setup_teardown(test_readers_get_keep_alives, setup, teardown),

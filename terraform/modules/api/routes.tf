@@ -14,6 +14,7 @@ locals {
     "GET /v1/projects"                          = { function = "list-projects", auth = true }
     "GET /v1/projects/{id}"                     = { function = "list-projects", auth = true }
     "GET /v1/projects/{id}/versions/{n}/download" = { function = "list-projects", auth = true }
+    "GET /v1/projects/{id}/versions/{n}/file"     = { function = "list-projects", auth = true }
 
     "POST /v1/projects"                = { function = "generate-app", auth = true }
     "POST /v1/projects/{id}/versions"  = { function = "generate-app", auth = true }
@@ -21,9 +22,10 @@ locals {
     "DELETE /v1/projects/{id}"         = { function = "generate-app", auth = true }
     "GET /v1/projects/{id}/events"     = { function = "generate-app", auth = true }
 
-    "PUT /v1/admin/plans/{id}"      = { function = "admin-update-plan", auth = true }
-    "PUT /v1/admin/users/{id}/plan" = { function = "admin-update-plan", auth = true }
-    "GET /v1/admin/users"           = { function = "admin-update-plan", auth = true }
+    "PUT /v1/admin/plans/{id}"       = { function = "admin-update-plan", auth = true }
+    "PUT /v1/admin/users/{id}/plan"  = { function = "admin-update-plan", auth = true }
+    "PUT /v1/admin/users/{id}/admin" = { function = "admin-update-plan", auth = true }
+    "GET /v1/admin/users"            = { function = "admin-update-plan", auth = true }
 
     "POST /v1/webhooks/stripe"  = { function = "stripe-webhook", auth = false }
     "POST /v1/billing/checkout" = { function = "stripe-webhook", auth = true }
