@@ -6,10 +6,26 @@
 // shows the same text and resumes after that id: nothing is shown twice, nothing is missed.
 import { api, request, ApiError } from './api.js';
 import { follow } from './sse.js';
+import { onChange } from './session.js';
 
 const KEY_PREFIX = 'koumpa.live.';
 const MAX_TEXT = 100000; // characters of the model's text kept for display (the end of it)
 const lives = new Map();
+
+// signed out (here or in another tab): stop following, the next user must not see these
+onChange((token) => {
+  if (token) return;
+  for (const live of lives.values()) live.stop();
+  lives.clear();
+  try {
+    for (let i = sessionStorage.length - 1; i >= 0; i--) {
+      const key = sessionStorage.key(i);
+      if (key && key.startsWith(KEY_PREFIX)) sessionStorage.removeItem(key);
+    }
+  } catch {
+    /* storage disabled: nothing kept */
+  }
+});
 
 const isFinal = (ev) => ev.event === 'done' || ev.event === 'error';
 const fresh = () => ({ version: null, lastId: '', text: '', chars: 0, files: [], end: null });
