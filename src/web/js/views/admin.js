@@ -310,27 +310,29 @@ function userCard(ctx, user, plans, msg, onChange) {
   );
   planForm.addEventListener('submit', async (ev) => {
     ev.preventDefault();
-    await act(change, `Moving ${user.email} to ${pick.value}…`, () =>
+    await act(change, '#admin-user-plan', `Moving ${user.email} to ${pick.value}…`, () =>
       ctx.api('PUT', `/v1/admin/users/${encodeURIComponent(user.id)}/plan`, { body: { plan_id: pick.value } }),
     );
   });
   const toggle = el(
     'button',
-    { type: 'button', class: 'secondary' },
+    { type: 'button', class: 'secondary', id: 'admin-user-admin' },
     user.is_admin ? 'Remove admin right' : 'Make admin',
   );
   toggle.addEventListener('click', () =>
-    act(toggle, user.is_admin ? 'Removing the admin right…' : 'Granting the admin right…', () =>
+    act(toggle, '#admin-user-admin', user.is_admin ? 'Removing the admin right…' : 'Granting the admin right…', () =>
       ctx.api('PUT', `/v1/admin/users/${encodeURIComponent(user.id)}/admin`, { body: { is_admin: !user.is_admin } }),
     ),
   );
-  async function act(button, progress, call) {
+  // Runs a change; the redrawn card gets the focus back on `refocus`.
+  async function act(button, refocus, progress, call) {
     msg.ok();
     msg.say(progress);
     button.disabled = true;
     try {
       const updated = await call();
-      onChange(updated, `Saved: ${updated.email || updated.id} is on plan ${updated.plan_id}` +
+      if (ctx.me && updated.id === ctx.me.id && ctx.refreshMe) ctx.refreshMe(); // my own rights changed
+      onChange(updated, refocus, `Saved: ${updated.email || updated.id} is on plan ${updated.plan_id}` +
         `${updated.is_admin ? ' and is an admin' : ' and is not an admin'}.`);
     } catch (err) {
       msg.fail(err.status === 400 || err.status === 404 ? `Not saved: ${err.message}` : err);
@@ -368,9 +370,10 @@ async function usersSection(ctx) {
     email,
     find,
   );
-  function show(user, said) {
+  function show(user, refocus, said) {
     result.replaceChildren(userCard(ctx, user, plans, msg, show));
     msg.say(said || '');
+    if (refocus) result.querySelector(refocus).focus();
   }
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault();
@@ -386,7 +389,7 @@ async function usersSection(ctx) {
     msg.say('Looking…');
     try {
       const { users } = await ctx.api('GET', `/v1/admin/users?${new URLSearchParams({ email: q })}`);
-      if (users.length) show(users[0], `Found ${users[0].email}.`);
+      if (users.length) show(users[0], null, `Found ${users[0].email}.`);
       else msg.say(`No user has the email ${q}.`);
     } catch (err) {
       msg.fail(err.status === 400 ? err.message : err);
