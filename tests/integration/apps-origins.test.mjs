@@ -9,7 +9,7 @@ import http from 'node:http';
 import { after, before, describe, test } from 'node:test';
 
 import { startFakeAnthropic } from './fake-anthropic.mjs';
-import { api, freePort, signup, startServer } from './harness.mjs';
+import { api, freePort, signup, startServer, waitReady } from './harness.mjs';
 
 const CSP = 'sandbox allow-scripts allow-forms allow-popups allow-modals';
 const CSP_OWN = `${CSP} allow-same-origin`;
@@ -31,19 +31,6 @@ function get(port, path, host, method = 'GET') {
     req.on('error', reject);
     req.end();
   });
-}
-
-async function waitReady(server, token, id, n) {
-  for (let i = 0; i < 300; i++) {
-    const r = await api(server, 'GET', `/v1/projects/${id}`, { token });
-    const v = r.json.versions.find((x) => x.n === n);
-    if (v && v.status !== 'generating') {
-      assert.equal(v.status, 'ready', JSON.stringify(v.error));
-      return r.json;
-    }
-    await new Promise((res) => setTimeout(res, 50));
-  }
-  throw new Error('still generating');
 }
 
 async function create(server, token, prompt) {

@@ -7,7 +7,7 @@ import http from 'node:http';
 import { after, before, describe, test } from 'node:test';
 
 import { startFakeAnthropic } from './fake-anthropic.mjs';
-import { api, signup, startServer } from './harness.mjs';
+import { api, signup, startServer, waitReady } from './harness.mjs';
 
 const INDEX = '<!doctype html>\n<html><head><link rel="stylesheet" href="css/style.css"></head><body><p>v1 — ünïcödé</p><script src="app.js"></script></body></html>';
 const CSS = 'p { color: teal; }';
@@ -39,19 +39,6 @@ async function get(url, headers = {}, method = 'GET') {
   const res = await fetch(url, { method, headers, redirect: 'manual' });
   const body = await res.text();
   return { status: res.status, headers: res.headers, body };
-}
-
-async function waitReady(server, token, id, n) {
-  for (let i = 0; i < 300; i++) {
-    const r = await api(server, 'GET', `/v1/projects/${id}`, { token });
-    const v = r.json.versions.find((x) => x.n === n);
-    if (v && v.status !== 'generating') {
-      assert.equal(v.status, 'ready', JSON.stringify(v.error));
-      return r.json;
-    }
-    await new Promise((res) => setTimeout(res, 50));
-  }
-  throw new Error('still generating');
 }
 
 describe('apps origin', () => {

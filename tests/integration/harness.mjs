@@ -18,6 +18,7 @@
 // variables are dropped, then the test's own are set. Password hashing uses
 // cheap Argon2 parameters so that sign-ups are fast, and the per-address
 // sign-up limit is lifted (tests that check it set their own).
+import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -318,4 +319,18 @@ export async function signup(server, email = uniqueEmail(), password = 'correct 
   if (res.status !== 201 || !res.json?.token)
     throw new Error(`signup of ${email} failed: ${res.status} ${res.text}`);
   return { token: res.json.token, user: res.json.user, email, password };
+}
+
+/** Polls GET /v1/projects/{id} until version n is no longer generating; asserts it is ready. Returns the project. */
+export async function waitReady(server, token, id, n) {
+  for (let i = 0; i < 300; i++) {
+    const r = await api(server, 'GET', `/v1/projects/${id}`, { token });
+    const v = r.json.versions.find((x) => x.n === n);
+    if (v && v.status !== 'generating') {
+      assert.equal(v.status, 'ready', JSON.stringify(v.error));
+      return r.json;
+    }
+    await new Promise((res) => setTimeout(res, 50));
+  }
+  throw new Error('still generating');
 }
