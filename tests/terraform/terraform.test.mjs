@@ -143,6 +143,44 @@ test('the storage module: the wildcard apps domain, the dashboard and its config
   assert.deepEqual(reads.condition[0].values, ['${aws_cloudfront_distribution.dashboard.arn}']);
 });
 
+test('the dashboard\'s URL: KOUMPA_PUBLIC_URL, Cognito\'s callback and sign-out URLs, the API\'s origins, the CSP', async () => {
+  const tree = await check.load(TF);
+  const env = tree.dirs['environments/dev'];
+  // from the variables, with the "/" (the SPA's redirect_uri is origin + pathname), never from the
+  // storage module (a cycle: the dashboard's CSP names generate-app's function URL)
+  assert.match(env.locals.dashboard_url, /^\$\{var\.dashboard_domain != "" \? "https:\/\/\$\{var\.dashboard_domain\}\/"/);
+  assert.match(env.locals.dashboard_url, /"\$\{trimsuffix\(var\.dashboard_url, "\/"\)\}\/"/);
+  assert.doesNotMatch(env.locals.dashboard_url, /module\./);
+  assert.equal(env.module.api[0].dashboard_url, '${local.dashboard_url}');
+  assert.equal(env.module.auth[0].dashboard_url, '${local.dashboard_url}');
+  assert.equal(env.check.dashboard_url[0].assert[0].condition, '${local.dashboard_url != ""}');
+  // the API sends people back to the dashboard (Stripe's return URLs, the mail links), not to itself
+  const api = tree.dirs['modules/api'];
+  assert.equal(api.locals.common_environment.match(/KOUMPA_PUBLIC_URL\s*=\s*(\S+)/)[1], 'local.public_url');
+  assert.match(api.locals.public_url, /^\$\{var\.dashboard_url != "" \? trimsuffix\(var\.dashboard_url, "\/"\)/);
+  assert.match(api.locals.cors_allow_origins, /regex\("\^https\?:\/\/\[\^\/\]\+", var\.dashboard_url\)/);
+  assert.equal(api.resource.aws_apigatewayv2_api.main[0].cors_configuration[0].allow_origins, '${local.cors_allow_origins}');
+  assert.equal(api.resource.aws_lambda_function_url.generate_app[0].cors[0].allow_origins, '${local.cors_allow_origins}');
+  // Cognito: a public client (no secret), the code flow (the SPA adds PKCE's S256 challenge), openid
+  // and email, the dashboard's own URL as callback and sign-out URL
+  const auth = tree.dirs['modules/auth'];
+  const client = auth.resource.aws_cognito_user_pool_client.web[0];
+  assert.deepEqual([client.generate_secret, client.allowed_oauth_flows_user_pool_client, client.allowed_oauth_flows], [false, true, ['code']]);
+  for (const s of ['openid', 'email']) assert.ok(client.allowed_oauth_scopes.includes(s), s);
+  assert.deepEqual([client.callback_urls, client.logout_urls], ['${local.callback_urls}', '${local.logout_urls}']);
+  assert.match(auth.locals.callback_urls, /concat\(\[var\.dashboard_url\], var\.callback_urls\)/);
+  assert.match(auth.locals.logout_urls, /concat\(\[var\.dashboard_url\], var\.logout_urls\)/);
+  // no example registers a path nothing serves, a query or a hash
+  for (const e of ['dev', 'staging', 'prod']) {
+    const ex = readFileSync(path.join(TF, `environments/${e}/terraform.tfvars.example`), 'utf8');
+    assert.doesNotMatch(ex, /auth\/callback|auth_(callback|logout)_urls\s*=.*[?#]/, e);
+  }
+  // the dashboard's CSP: the API, the streams' function URL and the token endpoint's origin
+  const csp = tree.dirs['modules/storage'].locals.dashboard_csp;
+  assert.match(csp, /"connect-src 'self'", var\.api_url, local\.stream_base, var\.hosted_ui_url/);
+  assert.match(tree.dirs['modules/storage'].locals.oauth, /token_url\s*=\s*"\$\{var\.hosted_ui_url\}\/oauth2\/token"/);
+});
+
 // ---------------------------------------------------------------- each check can fail
 
 let work;

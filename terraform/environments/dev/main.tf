@@ -35,6 +35,23 @@ provider "aws" {
 locals {
   name_prefix = "koumpa-${var.environment}"
   tags        = { Service = "koumpa" }
+
+  # The dashboard's URL as the browser has it (the SPA signs in with redirect_uri = origin + path,
+  # so with the "/"): Stripe's return URLs and the mail links (KOUMPA_PUBLIC_URL), the Cognito
+  # callback and sign-out URLs, an API origin. From the variables, not module.storage.dashboard_url:
+  # that would be a cycle (the dashboard's CSP names generate-app's function URL, and the
+  # function gets this URL).
+  dashboard_url = var.dashboard_domain != "" ? "https://${var.dashboard_domain}/" : (
+    var.dashboard_url != "" ? "${trimsuffix(var.dashboard_url, "/")}/" : ""
+  )
+}
+
+# Without dashboard_domain the dashboard's *.cloudfront.net name is known after the first apply.
+check "dashboard_url" {
+  assert {
+    condition     = local.dashboard_url != ""
+    error_message = "Set dashboard_url to `terraform output dashboard_url` (or set dashboard_domain) and apply again: until then Stripe's return URLs point at the API and Cognito has no callback URL for the dashboard."
+  }
 }
 
 module "database" {
@@ -48,6 +65,7 @@ module "auth" {
   source                  = "../../modules/auth"
   name_prefix             = local.name_prefix
   hosted_ui_domain_prefix = var.hosted_ui_domain_prefix
+  dashboard_url           = local.dashboard_url
   callback_urls           = var.auth_callback_urls
   logout_urls             = var.auth_logout_urls
   deletion_protection     = var.deletion_protection
@@ -81,6 +99,7 @@ module "api" {
   jwt_issuer                  = module.auth.issuer
   jwt_audience                = module.auth.client_id
   jwks_url                    = module.auth.jwks_url
+  dashboard_url               = local.dashboard_url
   cors_allow_origins          = var.cors_allow_origins
   lambda_build_dir            = "${path.root}/../../../build/lambda"
   architecture                = var.architecture

@@ -23,18 +23,21 @@ variable "hosted_ui_domain_prefix" {
 }
 
 variable "auth_callback_urls" {
-  description = "The dashboard's URLs the hosted UI may return to with a code"
+  description = "More URLs the hosted UI may return to with a code (the dashboard's own is added): exact, no query or hash"
   type        = list(string)
+  default     = []
 }
 
 variable "auth_logout_urls" {
-  description = "The dashboard's URLs the hosted UI may return to after signing out"
+  description = "More URLs the hosted UI may return to after signing out (the dashboard's own is added)"
   type        = list(string)
+  default     = []
 }
 
 variable "cors_allow_origins" {
-  description = "The dashboard's origins"
+  description = "More origins allowed to call the API and the function URL (the dashboard's is added)"
   type        = list(string)
+  default     = []
 }
 
 variable "deletion_protection" {
@@ -117,6 +120,12 @@ variable "dashboard_domain" {
 
 variable "dashboard_certificate_arn" {
   description = "ACM certificate in us-east-1 for dashboard_domain (when it is set)"
+  type        = string
+  default     = ""
+}
+
+variable "dashboard_url" {
+  description = "Without dashboard_domain: the dashboard's URL once known (`terraform output dashboard_url` after the first apply); ignored when dashboard_domain is set"
   type        = string
   default     = ""
 }

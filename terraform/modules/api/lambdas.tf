@@ -4,6 +4,11 @@
 # past API Gateway's 30 s and checks the Cognito token itself.
 
 locals {
+  # KOUMPA_PUBLIC_URL is where the API sends people back: Stripe Checkout's and the billing portal's
+  # return URLs ({public}/?checkout=success&session_id=...#/billing, src/api/billing_routes.c) and
+  # the e-mail verification link's default ({public}/verify): the dashboard, not the API.
+  public_url = var.dashboard_url != "" ? trimsuffix(var.dashboard_url, "/") : aws_apigatewayv2_api.main.api_endpoint
+
   functions = {
     "generate-app"      = { memory_mb = var.generate_app_memory_mb, timeout_s = var.generate_app_timeout_s }
     "stripe-webhook"    = { memory_mb = 256, timeout_s = 30 }
@@ -84,7 +89,7 @@ locals {
     KOUMPA_JWT_AUDIENCE          = var.jwt_audience
     KOUMPA_JWKS_URL              = var.jwks_url
     KOUMPA_APPS_URL              = var.apps_url
-    KOUMPA_PUBLIC_URL            = aws_apigatewayv2_api.main.api_endpoint
+    KOUMPA_PUBLIC_URL            = local.public_url
     KOUMPA_DATA_DIR              = "/tmp/koumpa"
     KOUMPA_DAILY_BONUS_SCHEDULER = "0"
   })
@@ -217,7 +222,7 @@ resource "aws_lambda_function_url" "generate_app" {
   invoke_mode        = "RESPONSE_STREAM"
 
   cors {
-    allow_origins  = var.cors_allow_origins
+    allow_origins  = local.cors_allow_origins
     allow_methods  = ["GET", "POST", "DELETE"]
     allow_headers  = ["authorization", "content-type", "idempotency-key", "last-event-id"]
     expose_headers = ["retry-after", "x-request-id"]

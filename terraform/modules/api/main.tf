@@ -11,13 +11,18 @@ data "aws_caller_identity" "current" {}
 data "aws_region" "current" {}
 data "aws_partition" "current" {}
 
+# The dashboard's origin (its URL without the path) and any more the environment gives.
+locals {
+  cors_allow_origins = distinct(concat(var.cors_allow_origins, var.dashboard_url != "" ? [regex("^https?://[^/]+", var.dashboard_url)] : []))
+}
+
 resource "aws_apigatewayv2_api" "main" {
   name          = "${var.name_prefix}-api"
   protocol_type = "HTTP"
   description   = "Koumpa API (docs/api/openapi.yaml)"
 
   cors_configuration {
-    allow_origins  = var.cors_allow_origins
+    allow_origins  = local.cors_allow_origins
     allow_methods  = ["GET", "POST", "PUT", "DELETE", "OPTIONS"]
     allow_headers  = ["authorization", "content-type", "idempotency-key", "last-event-id"]
     expose_headers = ["retry-after", "x-request-id"]

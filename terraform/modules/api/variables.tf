@@ -43,9 +43,16 @@ variable "jwks_url" {
   type        = string
 }
 
+variable "dashboard_url" {
+  description = "The dashboard's URL (https://app.example.com/): KOUMPA_PUBLIC_URL (Stripe's return URLs, the mail links) and an allowed origin; empty: not known yet (the API's own URL stands in)"
+  type        = string
+  default     = ""
+}
+
 variable "cors_allow_origins" {
-  description = "Origins of the dashboard allowed to call the API and the function URL"
+  description = "More origins allowed to call the API and the function URL (the dashboard's is added)"
   type        = list(string)
+  default     = []
 }
 
 variable "lambda_build_dir" {

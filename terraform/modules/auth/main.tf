@@ -5,7 +5,13 @@
 # code_challenge the client sends). The HTTP API's JWT authorizer and the generate-app function
 # URL (which verifies the token itself: KOUMPA_JWT_ISSUER / KOUMPA_JWT_AUDIENCE / KOUMPA_JWKS_URL)
 # accept this pool's tokens; members of the `admin` group reach /v1/admin/* (the group arrives
-# in the `cognito:groups` claim).
+# in the `cognito:groups` claim). The dashboard's redirect_uri and logout_uri are its own URL
+# (location.origin + location.pathname, no query or hash): var.dashboard_url is always allowed.
+
+locals {
+  callback_urls = distinct(compact(concat([var.dashboard_url], var.callback_urls)))
+  logout_urls   = distinct(compact(concat([var.dashboard_url], var.logout_urls)))
+}
 
 resource "aws_cognito_user_pool" "main" {
   name                     = "${var.name_prefix}-users"
@@ -45,8 +51,8 @@ resource "aws_cognito_user_pool_client" "web" {
   allowed_oauth_flows                  = ["code"]
   allowed_oauth_scopes                 = ["openid", "email", "profile"]
   supported_identity_providers         = ["COGNITO"]
-  callback_urls                        = var.callback_urls
-  logout_urls                          = var.logout_urls
+  callback_urls                        = local.callback_urls
+  logout_urls                          = local.logout_urls
   explicit_auth_flows                  = ["ALLOW_USER_SRP_AUTH", "ALLOW_REFRESH_TOKEN_AUTH"]
   prevent_user_existence_errors        = "ENABLED"
   enable_token_revocation              = true

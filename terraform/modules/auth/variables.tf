@@ -8,14 +8,22 @@ variable "hosted_ui_domain_prefix" {
   type        = string
 }
 
+variable "dashboard_url" {
+  description = "The dashboard's URL (https://app.example.com/): its redirect_uri and logout_uri (location.origin + location.pathname), added to the callback and sign-out URLs; empty: only those given"
+  type        = string
+  default     = ""
+}
+
 variable "callback_urls" {
-  description = "Where the hosted UI may send users back with a code (the dashboard)"
+  description = "More URLs the hosted UI may send users back to with a code (exact: no query or hash)"
   type        = list(string)
+  default     = []
 }
 
 variable "logout_urls" {
-  description = "Where the hosted UI may send users after signing out"
+  description = "More URLs the hosted UI may send users to after signing out"
   type        = list(string)
+  default     = []
 }
 
 variable "deletion_protection" {
