@@ -5,9 +5,10 @@
 // changed (added / changed / deleted) → download (the zip's entries) → log out, log in: the project
 // is listed. axe-core on every screen; screenshots of the screens (harness.mjs shot()).
 //
-// The page is found by the accessible names of docs/notes' shared contract (labels "Email",
-// "Password", "Describe your app", "What should change?"; buttons "Sign up", "Log in", "Log out",
-// "Generate", "Send"; link "Download zip"; iframe title "App preview"; h1 per screen).
+// The page is found by the accessible names the screens keep (docs/DEVELOPMENT.md, "The browser
+// suite": labels "Email", "Password", "Describe your app", "What should change?"; buttons "Sign up",
+// "Log in", "Log out", "Generate", "Send", "Cancel generation"; link "Download zip"; iframe title
+// "App preview"; an h1 per screen).
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
