@@ -3,10 +3,12 @@
 // link from the captured mail opens the dashboard's #/verify screen, which verifies the address
 // (GET /v1/me says email_verified) and takes the token out of the address bar; an altered token
 // shows the error, with "Log in" when signed out and "Resend the link" (a second mail) when signed
-// in. axe-core on each outcome.
+// in; an expired link (a second server, KOUMPA_VERIFY_TTL=1) says so and offers the resend. axe-core
+// on each outcome.
 import assert from 'node:assert/strict';
 import { after, describe, test } from 'node:test';
 
+import { startServer } from '../integration/harness.mjs';
 import { startMailbox } from '../integration/mailbox.mjs';
 import { api, checkA11y, signup, signupInUi, startStack, uniqueEmail, viewMissing } from './harness.mjs';
 
@@ -19,11 +21,11 @@ after(async () => {
 const noView = await viewMissing(stack, 'verify');
 
 /** The verification link of the n-th mail to email: {server url}/#/verify?token=... */
-async function linkFor(email, n = 1) {
+async function linkFor(email, n = 1, server = stack.server) {
   const mail = await box.waitFor(email, n);
-  const escaped = stack.server.url.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  const escaped = server.url.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
   const m = mail.raw.match(new RegExp(`${escaped}/#/verify\\?token=[A-Za-z0-9_-]+`));
-  assert.ok(m, `no ${stack.server.url}/#/verify?token= link in:\n${mail.raw}`);
+  assert.ok(m, `no ${server.url}/#/verify?token= link in:\n${mail.raw}`);
   return m[0];
 }
 
@@ -86,5 +88,28 @@ describe('the verification link (#/verify)', { skip: stack.skip || noView }, () 
     await page.getByRole('status').filter({ hasText: `Your address ${email} is verified.` }).waitFor();
     await page.getByRole('link', { name: 'Go to your projects' }).waitFor();
     assert.equal(await emailVerified(token), true);
+  });
+
+  test('signed in, an expired link: "This link has expired." and "Resend the link"', async () => {
+    const short = await startServer({
+      env: { KOUMPA_SMTP_URL: box.url, KOUMPA_SMTP_FROM: 'koumpa@example.com', KOUMPA_VERIFY_TTL: '1' },
+    });
+    try {
+      const user = await signup(short, uniqueEmail('verify-expired'));
+      const link = await linkFor(user.email, 1, short);
+      await new Promise((resolve) => setTimeout(resolve, 2100)); // past the 1 s lifetime (whole seconds)
+      const page = await stack.newPage();
+      await page.goto(`${short.url}/#/login`);
+      await page.evaluate((token) => localStorage.setItem('koumpa.token', token), user.token);
+      await page.goto(link);
+      await heading(page);
+      await page.getByRole('alert').filter({ hasText: 'This link has expired.' }).waitFor();
+      await page.getByRole('button', { name: 'Resend the link' }).click();
+      await page.getByRole('status').filter({ hasText: `A new link is on its way to ${user.email}.` }).waitFor();
+      await linkFor(user.email, 2, short);
+      await checkA11y(page, 'verify (expired)');
+    } finally {
+      await short.stop();
+    }
   });
 });

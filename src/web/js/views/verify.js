@@ -7,6 +7,7 @@
 // /v1/auth/verify/resend); signed out, a link to log in. Works signed in or not (main.js routes
 // #/verify without a session).
 import { h, alertBox, showErrorIn } from '../dom.js';
+import { getToken } from '../session.js';
 
 /**
  * The token of a verification link's hash ('#/verify?token=abc' -> 'abc'), or null. Parameters
@@ -55,7 +56,7 @@ export async function render(root, ctx) {
       title: 'This link has no token.',
       message: 'Open the link from your verification mail exactly as it was sent.',
     });
-    offerNext(actions, ctx, false);
+    offerNext(actions, await whoAmI(ctx), ctx, false);
     return;
   }
   status.textContent = 'Verifying your address…';
@@ -68,13 +69,18 @@ export async function render(root, ctx) {
   } catch (err) {
     status.textContent = '';
     showErrorIn(alert, failure(err));
-    offerNext(actions, ctx, err && err.status >= 400 && err.status < 500);
+    offerNext(actions, await whoAmI(ctx), ctx, err && err.status >= 400 && err.status < 500);
   }
 }
 
+/** GET /v1/me when signed in (asked again if the session began after the page loaded), or null. */
+async function whoAmI(ctx) {
+  if (ctx.me || !getToken()) return ctx.me;
+  return ctx.refreshMe();
+}
+
 /** After a failure: "Resend the link" for a signed-in, unverified user; else where to go next. */
-function offerNext(actions, ctx, canResend) {
-  const me = ctx.me;
+function offerNext(actions, me, ctx, canResend) {
   if (!me) {
     actions.append(h('a', { href: '#/login' }, 'Log in'), h('span', { class: 'muted' }, 'to ask for a new link.'));
     return;
