@@ -41,7 +41,8 @@ static const opt_def opts[] = {
      "apps origin listen address"},
     {"KOUMPA_APPS_URL", "--apps-url", OPT_STR, OFF(apps_url), NULL, 0, 0, 0,
      "public base URL of the apps origin; https://{project}.apps.example.com puts each app on its own origin"},
-    {"KOUMPA_PUBLIC_URL", "--public-url", OPT_STR, OFF(public_url), NULL, 0, 0, 0, "public base URL of the API"},
+    {"KOUMPA_PUBLIC_URL", "--public-url", OPT_STR, OFF(public_url), NULL, 0, 0, 0,
+     "public URL of the dashboard (on koumpa serve: this API's origin)"},
     {"KOUMPA_THREADS", "--threads", OPT_LONG, OFF(threads), "0", 0, 256, 0, "HTTP worker threads (0: one per core)"},
     {"KOUMPA_DATA_DIR", "--data-dir", OPT_STR, OFF(data_dir), "./data", 0, 0, 0,
      "data directory (database, secrets, blobs)"},
@@ -70,7 +71,7 @@ static const opt_def opts[] = {
      "SMTP server for verification mail: smtp://host:port (unset: no verification)"},
     {"KOUMPA_SMTP_FROM", NULL, OPT_STR, OFF(smtp_from), NULL, 0, 0, 0, "sender address of verification mail"},
     {"KOUMPA_VERIFY_URL", NULL, OPT_STR, OFF(verify_url), NULL, 0, 0, 0,
-     "base of the verification link (default {public url}/verify)"},
+     "base of the verification link (default {public url}/#/verify, the dashboard's screen)"},
     {"KOUMPA_VERIFY_TTL", NULL, OPT_LONG, OFF(verify_ttl_s), "86400", 1, 31536000, 0,
      "how long a verification link works, seconds"},
     {"KOUMPA_JWKS_TIMEOUT", NULL, OPT_LONG, OFF(jwks_timeout_s), "10", 1, 3600, 0,
@@ -352,7 +353,8 @@ static kp_status fill_derived(kp_config *cfg, kp_err *err)
         size_t n = strlen(cfg->public_url);
         while (n && cfg->public_url[n - 1] == '/')
             n--;
-        kp_buf_printf(&b, "%.*s/verify", (int)n, cfg->public_url);
+        /* the dashboard's #/verify screen: the token rides in the fragment, never sent to a server */
+        kp_buf_printf(&b, "%.*s/#/verify", (int)n, cfg->public_url);
         cfg->verify_url = kp_buf_steal(&b);
     }
     if (cfg->jwt_issuer && !cfg->jwks_url) {

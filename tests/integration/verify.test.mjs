@@ -6,48 +6,12 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 
-import { SMTPServer } from 'smtp-server';
-
 import { api, signup, startServer, uniqueEmail } from './harness.mjs';
+import { startMailbox } from './mailbox.mjs';
 
 const VERIFY_URL = 'https://app.example.com/verify';
 const FROM = 'koumpa@example.com';
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-
-/** An SMTP server that keeps every message it receives. */
-async function startMailbox() {
-  const box = { messages: [] };
-  const smtp = new SMTPServer({
-    authOptional: true,
-    disabledCommands: ['STARTTLS', 'AUTH'],
-    logger: false,
-    onData(stream, session, callback) {
-      const chunks = [];
-      stream.on('data', (c) => chunks.push(c));
-      stream.on('end', () => {
-        box.messages.push({
-          from: session.envelope.mailFrom.address,
-          to: session.envelope.rcptTo.map((r) => r.address),
-          raw: Buffer.concat(chunks).toString('utf8'),
-        });
-        callback();
-      });
-    },
-  });
-  await new Promise((resolve) => smtp.listen(0, '127.0.0.1', resolve));
-  box.url = `smtp://127.0.0.1:${smtp.server.address().port}`;
-  box.close = () => new Promise((resolve) => smtp.close(resolve));
-  /** The n-th message to `to` (1-based), waiting for it a bounded while. */
-  box.waitFor = async (to, n = 1) => {
-    for (let i = 0; i < 400; i++) {
-      const got = box.messages.filter((m) => m.to.includes(to));
-      if (got.length >= n) return got[n - 1];
-      await sleep(25);
-    }
-    throw new Error(`no message ${n} to ${to} (have ${box.messages.length})`);
-  };
-  return box;
-}
 
 /** The token of the verification link in a message. */
 function tokenOf(message) {

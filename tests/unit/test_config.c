@@ -61,6 +61,7 @@ static const char *all_vars[] = {
     "KOUMPA_OAUTH_SCOPES",
     "KOUMPA_OAUTH_LOGOUT_URL",
     "KOUMPA_WEB_DIR",
+    "KOUMPA_VERIFY_URL",
     NULL,
 };
 
@@ -127,6 +128,7 @@ static void test_defaults(void **state)
     assert_string_equal(cfg.apps_addr, "127.0.0.1:8081");
     assert_string_equal(cfg.public_url, "http://127.0.0.1:8080");
     assert_string_equal(cfg.apps_url, "http://127.0.0.1:8081");
+    assert_string_equal(cfg.verify_url, "http://127.0.0.1:8080/#/verify"); /* the dashboard's screen */
     assert_string_equal(cfg.data_dir, "./data");
     assert_string_equal(cfg.log_level, "info");
     assert_string_equal(cfg.anthropic_base_url, "https://api.anthropic.com");
@@ -198,6 +200,15 @@ static void test_explicit_urls_are_kept(void **state)
     load_ok(&cfg, NULL);
     assert_string_equal(cfg.public_url, "https://api.koumpa.example");
     assert_string_equal(cfg.apps_url, "https://apps.koumpa.example");
+    assert_string_equal(cfg.verify_url, "https://api.koumpa.example/#/verify");
+    kp_config_free(&cfg);
+    setenv("KOUMPA_PUBLIC_URL", "https://app.koumpa.example/", 1); /* a trailing slash is not doubled */
+    load_ok(&cfg, NULL);
+    assert_string_equal(cfg.verify_url, "https://app.koumpa.example/#/verify");
+    kp_config_free(&cfg);
+    setenv("KOUMPA_VERIFY_URL", "https://www.koumpa.example/confirm?lang=en", 1);
+    load_ok(&cfg, NULL);
+    assert_string_equal(cfg.verify_url, "https://www.koumpa.example/confirm?lang=en");
     kp_config_free(&cfg);
 }
 

@@ -18,6 +18,7 @@ const ROUTES = [
   [/^\/projects\/([A-Za-z0-9_-]+)\/v\/([1-9][0-9]*)$/, 'project', true],
   [/^\/billing$/, 'billing', true],
   [/^\/admin$/, 'admin', true],
+  [/^\/verify(?:[?&].*)?$/, 'verify', false], // the verification mail's link (views/verify.js), signed in or not
 ];
 
 const app = { config: DEFAULT_CONFIG, me: null, cleanup: null, seq: 0, retries: 0, notice: null, loggingOut: false };
