@@ -269,20 +269,23 @@ describe('generate-app on AWS: the 202 path through an asynchronous self-invocat
 
   // Two generate-app instances leasing for 1 s (recovery runs every lease; under valgrind 10 s, time for the
   // worker to take the lease over), the worker's invocations ending after timeoutMs; the model never
-  // finishes (a gate), so only the deadline ends the generation.
+  // finishes (a gate of its own: an opened gate stays open, so each setup names a new one), so only the
+  // deadline ends the generation.
+  let deadlineGates = 0;
   async function deadlineSetup(workerEnv, runtime) {
+    const gate = `deadline-${++deadlineGates}`;
     const shortEnv = { ...env, KOUMPA_GENERATION_LEASE_S: WRAPPED ? '10' : '1' };
     const api = await startFunction('generate-app', dataDir, shortEnv);
     const worker = await startFunction('generate-app', dataDir, { ...shortEnv, ...workerEnv }, runtime);
     const saved = functions[FUNCTION];
     functions[FUNCTION] = worker.rt;
-    anthropic.setScenario(() => ({ type: 'text', text: APP, gate: 'deadline' }));
+    anthropic.setScenario(() => ({ type: 'text', text: APP, gate }));
     return {
       api,
       worker,
       async done() {
         functions[FUNCTION] = saved;
-        anthropic.openGate('deadline');
+        anthropic.openGate(gate);
         anthropic.setScenario(() => ({ type: 'text', text: APP }));
         const exit = await worker.stop();
         assert.deepEqual(await api.stop(), { code: 0, signal: null }, api.stderr());
