@@ -14,7 +14,7 @@
 #   make bench-generations  1,000 concurrent generations against the fake Anthropic API
 #   make bench-slow-disk    1,000 generations on a disk whose every fsync takes 5 ms more
 #   make bench-replays      1,000 replays of one large ended version
-#   make bench-bonus        `koumpa daily-bonus` over 100,000 users (bench/bonus.sh)
+#   make bench-bonus        `koumpa daily-bonus` over BONUS_USERS (1,000,000) users (bench/bonus.sh)
 #   make bench-ui           the dashboard's first-load transfer and Lighthouse scores (bench/ui.mjs)
 #   make bench-lambda       Lambda cold start: exec -> first `next`, first invocation; beside Node.js 20
 #   make lambda     the six Lambda packages build/lambda/NAME/function.zip (scripts/build-all-lambdas.sh;
@@ -217,7 +217,7 @@ bench-replays: $(BUILD)/koumpa
 	KOUMPA_BUILD=$(BUILD) node bench/replays.mjs 1000
 
 bench-bonus: $(BUILD)/koumpa
-	bench/bonus.sh $(BUILD) 100000
+	bench/bonus.sh $(BUILD) $(or $(BONUS_USERS),1000000)
 
 # the dashboard's first load (bytes on the wire) and Lighthouse's scores; prints figures, never fails on them
 bench-ui: $(BUILD)/koumpa
