@@ -1,8 +1,9 @@
 #!/bin/sh
 # run-integration.sh BUILD_DIR [FILE...] - runs the black-box tests (tests/integration/*.test.mjs,
 # or the FILEs given) against BUILD_DIR/koumpa with node's built-in test runner.
-# One test file per core; one at a time under a wrapper (KOUMPA_TEST_WRAPPER,
-# e.g. valgrind: heavy). KOUMPA_TEST_CONCURRENCY overrides either (make
+# One test file per core plus one (the files mostly wait on their servers: on 2 cores,
+# 3 files at a time finish the suite in 2.5 min instead of 3.7); one at a time under a
+# wrapper (KOUMPA_TEST_WRAPPER, e.g. valgrind: heavy). KOUMPA_TEST_CONCURRENCY overrides either (make
 # valgrind sets 3: the tests mostly wait on the servers, so three files share the
 # two cores, and the timeouts under a wrapper are generous).
 set -eu
@@ -18,7 +19,7 @@ if [ -n "${KOUMPA_TEST_WRAPPER:-}" ]; then
     CONCURRENCY=${KOUMPA_TEST_CONCURRENCY:-1}
     TIMEOUT=${KOUMPA_TEST_TIMEOUT:-1800000}
 else
-    CONCURRENCY=${KOUMPA_TEST_CONCURRENCY:-$(nproc 2>/dev/null || echo 2)}
+    CONCURRENCY=${KOUMPA_TEST_CONCURRENCY:-$(($(nproc 2>/dev/null || echo 2) + 1))}
     TIMEOUT=${KOUMPA_TEST_TIMEOUT:-300000}
 fi
 export KOUMPA_BUILD="$BUILD_DIR"
