@@ -13,21 +13,9 @@ globalThis.sessionStorage = {
   removeItem: (k) => store.delete(k),
 };
 const { startGeneration, liveFor } = await import('../../src/web/js/generation.js');
+const { sseResponse: stream } = await import('./streams.mjs');
 
 const ev = (id, name, data) => `id: ${id}\nevent: ${name}\ndata: ${JSON.stringify(data)}\n\n`;
-function stream(chunks, { fail = false, headers = {} } = {}) {
-  const enc = new TextEncoder();
-  let i = 0;
-  const body = new ReadableStream({
-    pull(c) {
-      if (i < chunks.length) c.enqueue(enc.encode(chunks[i++]));
-      else if (fail) c.error(new TypeError('network error'));
-      else c.close();
-    },
-  });
-  return new Response(body, { headers: { 'Content-Type': 'text/event-stream', ...headers } });
-}
-
 function finished(live) {
   return new Promise((resolve) => live.subscribe((kind, payload) => kind === 'finished' && resolve(payload.how)));
 }

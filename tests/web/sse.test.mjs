@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 
 import { SseParser, follow, retryable } from '../../src/web/js/sse.js';
+import { sseResponse as response } from './streams.mjs';
 
 function parse(chunks, opts) {
   const events = [];
@@ -73,20 +74,6 @@ describe('SseParser', () => {
     );
   });
 });
-
-// A Response whose body sends chunks, then ends (or fails: a dropped connection).
-function response(chunks, { fail = false } = {}) {
-  const enc = new TextEncoder();
-  let i = 0;
-  const body = new ReadableStream({
-    pull(c) {
-      if (i < chunks.length) c.enqueue(enc.encode(chunks[i++]));
-      else if (fail) c.error(new TypeError('network error'));
-      else c.close();
-    },
-  });
-  return new Response(body, { headers: { 'Content-Type': 'text/event-stream' } });
-}
 
 const ev = (id, name, data) => `id: ${id}\nevent: ${name}\ndata: ${data}\n\n`;
 const noSleep = async () => {};
