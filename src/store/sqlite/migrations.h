@@ -18,6 +18,9 @@
 /* Milliseconds a connection waits for another writer before SQLITE_BUSY. */
 #define KP_SQLITE_BUSY_TIMEOUT_MS 10000
 
+/* PRAGMA synchronous of every connection (WAL). */
+#define KP_SQLITE_SYNCHRONOUS "NORMAL"
+
 /* The schema version this build needs (the number of migrations). */
 /* Process-wide SQLite settings, applied once before any connection opens:
  * memory statistics off (they take a global mutex on every allocation, which
