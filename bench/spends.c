@@ -313,8 +313,9 @@ static void print_figures(const bench *b, const client *cls, long total, double 
         for (long i = 0; i < cls[c].done; i++)
             all[k++] = cls[c].lat_ms[i];
     double rate = wall > 0 ? (double)total / wall : 0;
-    printf("spends (reserve + commit), %d clients, %d users, synchronous=%s, WAL\n", b->clients, b->users,
-           KP_SQLITE_SYNCHRONOUS);
+    printf("spends (reserve + commit), %d clients, %d users, WAL, synchronous=%s for the credit writes "
+           "(group commit), %s for the others\n",
+           b->clients, b->users, KP_SQLITE_SYNCHRONOUS_CREDITS, KP_SQLITE_SYNCHRONOUS);
     printf("  %ld spends in %.2f s: %.0f spends/s (goal %d/s: %s)\n", total, wall, rate, GOAL_PER_S,
            rate >= GOAL_PER_S ? "met" : "not met");
     if (all && k) {
