@@ -15,6 +15,11 @@
  * SQL. Each file keeps its SQL beside the code that runs it, in its own range
  * of the cache's slots.
  *
+ * Writes queue at the file's in-process write gate; sq_run_balance_write's
+ * (credits_apply, admit, version_end) are group-committed: a batch of them in
+ * one transaction on the file's batch connection, each in a savepoint
+ * (sqlite_writer.h).
+ *
  * Invariants:
  *   - every multi-statement write runs inside BEGIN IMMEDIATE ... COMMIT: the
  *     write lock is taken before anything is read, so checks and writes see
