@@ -15,6 +15,7 @@
 #   make bench-slow-disk    1,000 generations on a disk whose every fsync takes 5 ms more
 #   make bench-replays      1,000 replays of one large ended version
 #   make bench-bonus        `koumpa daily-bonus` over BONUS_USERS (1,000,000) users (bench/bonus.sh)
+#   make bench-spends       credit spends (reserve + commit) per second on SQLite, 64 clients (bench/spends.c)
 #   make bench-ui           the dashboard's first-load transfer and Lighthouse scores (bench/ui.mjs)
 #   make bench-lambda       Lambda cold start: exec -> first `next`, first invocation; beside Node.js 20
 #   make lambda     the six Lambda packages build/lambda/NAME/function.zip (scripts/build-all-lambdas.sh;
@@ -221,6 +222,15 @@ bench-replays: $(BUILD)/koumpa
 bench-bonus: $(BUILD)/koumpa
 	bench/bonus.sh $(BUILD) $(or $(BONUS_USERS),1000000)
 
+# SPENDS_CLIENTS (64) threads spending for SPENDS_SECONDS (10) on SPENDS_USERS (1,000) users, or SPENDS_COUNT in all
+$(BUILD)/bench/spends: bench/spends.c $(BUILD)/libkoumpa.a
+	@mkdir -p $(dir $@)
+	@echo "  LD    $@"
+	@$(CC) $(CPPFLAGS_ALL) $(WARN) $(CFLAGS) $(SAN) -o $@ $< $(BUILD)/libkoumpa.a $(LDLIBS_ALL)
+
+bench-spends: $(BUILD)/bench/spends
+	$(BUILD)/bench/spends
+
 # the dashboard's first load (bytes on the wire) and Lighthouse's scores; prints figures, never fails on them
 bench-ui: $(BUILD)/koumpa
 	KOUMPA_BUILD=$(BUILD) node bench/ui.mjs
@@ -269,7 +279,7 @@ fuzz: fuzz-build
 clean:
 	rm -rf build build-asan build-cov build-fuzz build-lambda
 
-.PHONY: FORCE all unit web-unit integration browser screenshots bench-ui integration-aws openapi terraform-check lambda lambda-check lambda-e2e test deps deps-test run sanitize valgrind coverage bench bench-generations bench-slow-disk bench-replays bench-bonus bench-lambda lint tidy fuzz-build fuzz clean
+.PHONY: FORCE all unit web-unit integration browser screenshots bench-ui integration-aws openapi terraform-check lambda lambda-check lambda-e2e test deps deps-test run sanitize valgrind coverage bench bench-generations bench-slow-disk bench-replays bench-bonus bench-spends bench-lambda lint tidy fuzz-build fuzz clean
 .SECONDARY:
 FORCE:
 

@@ -824,6 +824,79 @@ static void test_concurrent_spends_threads(void **state)
     assert_int_equal(ledger_count(f->s, "usr_a"), 11);
 }
 
+/* Group commit (sqlite_writer.h): writers of many threads share transactions; each keeps its own outcome. */
+typedef struct granter {
+    pthread_barrier_t *start;
+    const char *path;
+    int tag;
+    int ok, duplicate, other;
+} granter;
+
+enum { GRANTERS = 16, GRANTS = 50, SHARED_EVERY = 5 };
+
+static void *grant_thread(void *arg)
+{
+    granter *g = arg;
+    kp_store *s = NULL;
+    kp_err err;
+    char key[64];
+    int opened = kp_sqlite_open(g->path, &s, &err) == KP_OK;
+    pthread_barrier_wait(g->start);
+    if (!opened) {
+        g->other = GRANTS;
+        return NULL;
+    }
+    for (int i = 0; i < GRANTS; i++) {
+        /* one change in SHARED_EVERY has a key every thread uses: one of them wins it */
+        if (i % SHARED_EVERY == 0)
+            snprintf(key, sizeof key, "shared:%d", i);
+        else
+            snprintf(key, sizeof key, "own:%d:%d", g->tag, i);
+        kp_status rc = apply(s, change("usr_a", 0, 1, "admin_grant", key), NULL);
+        if (rc == KP_OK)
+            g->ok++;
+        else if (rc == KP_EDUPLICATE)
+            g->duplicate++;
+        else
+            g->other++;
+    }
+    s->ops->close(s);
+    return NULL;
+}
+
+static void test_group_commit_keeps_each_outcome(void **state)
+{
+    fixture *f = *state;
+    granter g[GRANTERS];
+    pthread_t tid[GRANTERS];
+    pthread_barrier_t start;
+    add_user(f->s, "usr_a", "", "", "free");
+    memset(g, 0, sizeof g);
+    pthread_barrier_init(&start, NULL, GRANTERS);
+    for (int i = 0; i < GRANTERS; i++) {
+        g[i] = (granter){.start = &start, .path = f->path, .tag = i};
+        pthread_create(&tid[i], NULL, grant_thread, &g[i]);
+    }
+    int ok = 0, duplicate = 0, other = 0;
+    for (int i = 0; i < GRANTERS; i++) {
+        pthread_join(tid[i], NULL);
+        ok += g[i].ok;
+        duplicate += g[i].duplicate;
+        other += g[i].other;
+    }
+    pthread_barrier_destroy(&start);
+    int shared = GRANTS / SHARED_EVERY;
+    int own = GRANTERS * (GRANTS - shared);
+    assert_int_equal(other, 0);
+    assert_int_equal(ok, own + shared);
+    assert_int_equal(duplicate, (GRANTERS - 1) * shared);
+    kp_balance b = balance(f->s, "usr_a");
+    assert_int_equal(b.monthly, own + shared);
+    assert_int_equal(b.version, own + shared);
+    assert_ledger_matches_balance(f->s, "usr_a");
+    assert_int_equal(ledger_count(f->s, "usr_a"), (size_t)(own + shared));
+}
+
 static void test_concurrent_spends_processes(void **state)
 {
     fixture *f = *state;
@@ -1154,6 +1227,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_reservations, setup_store, teardown),
         cmocka_unit_test_setup_teardown(test_ledger_sum_after_mix, setup_store, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_spends_threads, setup_store, teardown),
+        cmocka_unit_test_setup_teardown(test_group_commit_keeps_each_outcome, setup_store, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_spends_processes, setup_store, teardown),
         cmocka_unit_test_setup_teardown(test_daily_bonus, setup_store, teardown),
         cmocka_unit_test_setup_teardown(test_users_bonus_page, setup_store, teardown),

@@ -280,7 +280,7 @@ kp_status kp_sqlite_configure(sqlite3 *db, int foreign_keys, kp_err *err)
     kp_status rc = enable_wal(db, err);
     if (rc != KP_OK)
         return rc;
-    if (exec_simple(db, "PRAGMA synchronous=NORMAL") != SQLITE_OK)
+    if (exec_simple(db, "PRAGMA synchronous=" KP_SQLITE_SYNCHRONOUS) != SQLITE_OK)
         return kp_sqlite_db_error(db, "set synchronous", err);
     if (foreign_keys && exec_simple(db, "PRAGMA foreign_keys=ON") != SQLITE_OK)
         return kp_sqlite_db_error(db, "enable foreign keys", err);

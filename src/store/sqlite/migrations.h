@@ -18,6 +18,15 @@
 /* Milliseconds a connection waits for another writer before SQLITE_BUSY. */
 #define KP_SQLITE_BUSY_TIMEOUT_MS 10000
 
+/* PRAGMA synchronous of every connection (WAL): a commit reaches the WAL
+ * file, synced at checkpoints; a power loss may undo the last commits, never
+ * corrupts. The batch connection that commits the credit writes (spends,
+ * admissions, ends of generations: sqlite_writer.h) syncs the WAL at every
+ * commit instead (FULL), once per batch, so a spend reported done survives a
+ * power loss, with every commit before it. */
+#define KP_SQLITE_SYNCHRONOUS "NORMAL"
+#define KP_SQLITE_SYNCHRONOUS_CREDITS "FULL"
+
 /* The schema version this build needs (the number of migrations). */
 /* Process-wide SQLite settings, applied once before any connection opens:
  * memory statistics off (they take a global mutex on every allocation, which

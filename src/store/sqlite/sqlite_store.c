@@ -15,6 +15,11 @@
  * SQL. Each file keeps its SQL beside the code that runs it, in its own range
  * of the cache's slots.
  *
+ * Writes queue at the file's in-process write gate; sq_run_balance_write's
+ * (credits_apply, admit, version_end) are group-committed: a batch of them in
+ * one transaction on the file's batch connection, each in a savepoint
+ * (sqlite_writer.h).
+ *
  * Invariants:
  *   - every multi-statement write runs inside BEGIN IMMEDIATE ... COMMIT: the
  *     write lock is taken before anything is read, so checks and writes see
@@ -41,6 +46,7 @@
 #include "core/log.h"
 #include "store/sqlite/migrations.h"
 #include "store/sqlite/sqlite_internal.h"
+#include "store/sqlite/sqlite_writer.h"
 
 /* How often BEGIN IMMEDIATE is retried when it still reports SQLITE_BUSY
  * after the busy timeout. */
@@ -49,16 +55,30 @@
 struct sq_store {
     kp_store base; /* base.impl points back to this struct */
     sqlite3 *db;
+    sq_writer *writer;                  /* shared by the process's handles on the same file */
     sqlite3_stmt *stmts[SQ_STMT_SLOTS]; /* every file's statements, each in its range (sqlite_internal.h) */
 };
 
-typedef enum stmt_id { ST_BEGIN, ST_COMMIT, ST_ROLLBACK, ST_PING, ST_COUNT } stmt_id;
+typedef enum stmt_id {
+    ST_BEGIN,
+    ST_COMMIT,
+    ST_ROLLBACK,
+    ST_PING,
+    ST_SAVEPOINT,
+    ST_RELEASE,
+    ST_ROLLBACK_TO,
+    ST_COUNT
+} stmt_id;
 
 static const char *const stmt_sql[ST_COUNT] = {
     [ST_BEGIN] = "BEGIN IMMEDIATE",
     [ST_COMMIT] = "COMMIT",
     [ST_ROLLBACK] = "ROLLBACK",
     [ST_PING] = "SELECT 1",
+    /* one write of a group commit (sq_run_balance_write) */
+    [ST_SAVEPOINT] = "SAVEPOINT one_write",
+    [ST_RELEASE] = "RELEASE one_write",
+    [ST_ROLLBACK_TO] = "ROLLBACK TO one_write",
 };
 
 _Static_assert(ST_COUNT <= SQ_SLOTS_CORE_N, "statement slots");
@@ -143,9 +163,9 @@ static kp_status run_simple(sq_store *h, stmt_id id, const char *what, kp_err *e
     return rc;
 }
 
-/* BEGIN IMMEDIATE: waits (busy timeout) for other writers, then retries a
- * few times if SQLite still reports SQLITE_BUSY. */
-kp_status sq_tx_begin(sq_store *h, kp_err *err)
+/* BEGIN IMMEDIATE, the gate held: waits (busy timeout) for other processes'
+ * writers, then retries a few times if SQLite still reports SQLITE_BUSY. */
+static kp_status tx_begin_gated(sq_store *h, kp_err *err)
 {
     sqlite3_stmt *st = NULL;
     kp_status rc = stmt_get(h, ST_BEGIN, &st, err);
@@ -167,6 +187,15 @@ kp_status sq_tx_begin(sq_store *h, kp_err *err)
     }
 }
 
+kp_status sq_tx_begin(sq_store *h, kp_err *err)
+{
+    sq_writer_enter(h->writer);
+    kp_status rc = tx_begin_gated(h, err);
+    if (rc != KP_OK)
+        sq_writer_leave(h->writer);
+    return rc;
+}
+
 static void tx_rollback(sq_store *h)
 {
     if (sqlite3_get_autocommit(h->db))
@@ -176,9 +205,8 @@ static void tx_rollback(sq_store *h)
         kp_log(KP_LOG_ERROR, "rollback failed");
 }
 
-/* Ends the transaction begun by sq_tx_begin: commits when rc is KP_OK, else
- * rolls back. Returns the final status. */
-kp_status sq_tx_end(sq_store *h, kp_status rc, kp_err *err)
+/* Commits when rc is KP_OK, else rolls back; the gate stays held. */
+static kp_status tx_end_gated(sq_store *h, kp_status rc, kp_err *err)
 {
     if (rc == KP_OK) {
         rc = run_simple(h, ST_COMMIT, "commit", err);
@@ -186,6 +214,15 @@ kp_status sq_tx_end(sq_store *h, kp_status rc, kp_err *err)
             return KP_OK;
     }
     tx_rollback(h);
+    return rc;
+}
+
+/* Ends the transaction begun by sq_tx_begin: commits when rc is KP_OK, else
+ * rolls back; gives the gate back. Returns the final status. */
+kp_status sq_tx_end(sq_store *h, kp_status rc, kp_err *err)
+{
+    rc = tx_end_gated(h, rc, err);
+    sq_writer_leave(h->writer);
     return rc;
 }
 
@@ -236,17 +273,146 @@ int64_t sq_limit(size_t limit)
     return limit > (size_t)INT64_MAX ? INT64_MAX : (int64_t)limit;
 }
 
+/* ---- group commit ------------------------------------------------------ */
+
+/* One write of a group commit: what sq_run_balance_write was asked, and its outcome. */
+typedef struct balance_job {
+    sq_balance_write_fn body;
+    const void *arg;
+    kp_balance out;
+    kp_status rc;
+    kp_err err;
+} balance_job;
+
+static balance_job *job_of(sq_write_req *r)
+{
+    return r->job;
+}
+
+/* Runs one job inside the open transaction, in a savepoint when it shares the
+ * transaction with others, so that its failure undoes its own writes only. */
+static void job_run(sq_store *h, balance_job *j, int alone)
+{
+    kp_err ignored;
+    j->out = (kp_balance){0, 0, 0};
+    if (alone) {
+        j->rc = j->body(h, j->arg, &j->out, &j->err);
+        return;
+    }
+    j->rc = run_simple(h, ST_SAVEPOINT, "savepoint", &j->err);
+    if (j->rc != KP_OK)
+        return;
+    j->rc = j->body(h, j->arg, &j->out, &j->err);
+    if (sqlite3_get_autocommit(h->db))
+        return; /* SQLite rolled the whole transaction back (batch_run sees it) */
+    if (j->rc != KP_OK && run_simple(h, ST_ROLLBACK_TO, "rollback to savepoint", &ignored) != KP_OK)
+        kp_log(KP_LOG_ERROR, "rollback to savepoint failed");
+    kp_status released = run_simple(h, ST_RELEASE, "release savepoint", &ignored);
+    if (j->rc == KP_OK && released != KP_OK)
+        j->rc = kp_err_set(&j->err, KP_EDB, "database error (release savepoint)");
+}
+
+/* The jobs from first up to (not including) stop that had succeeded failed
+ * after all: their transaction did not commit. */
+static void jobs_fail(sq_write_req *first, sq_write_req *stop, kp_status rc, const kp_err *why)
+{
+    for (sq_write_req *r = first; r != stop; r = r->next) {
+        balance_job *j = job_of(r);
+        if (j->rc == KP_OK) {
+            j->rc = rc;
+            j->err = *why;
+        }
+    }
+}
+
+/*
+ * Runs a batch of jobs in as few transactions as possible (the gate held):
+ * one, unless a job's failure made SQLite roll the whole transaction back
+ * (an I/O error, a full disk); then the jobs before it failed too and the
+ * rest go on in a new transaction. A job succeeds only if its transaction
+ * commits.
+ */
+static void batch_run(sq_store *h, sq_write_req *batch)
+{
+    int alone = batch->next == NULL;
+    sq_write_req *r = batch;
+    while (r) {
+        sq_write_req *first = r;
+        kp_err why = {0};
+        kp_status rc = tx_begin_gated(h, &why);
+        if (rc != KP_OK) {
+            for (; r; r = r->next) {
+                job_of(r)->rc = rc;
+                job_of(r)->err = why;
+            }
+            return;
+        }
+        int lost = 0;
+        for (; r && !lost; r = r->next) {
+            job_run(h, job_of(r), alone);
+            lost = sqlite3_get_autocommit(h->db);
+        }
+        if (lost) {
+            why = (kp_err){0};
+            kp_err_set(&why, KP_EDB, "database error (transaction rolled back)");
+            jobs_fail(first, r, KP_EDB, &why);
+            continue;
+        }
+        /* alone, the job's failure rolls its transaction back */
+        kp_status end = alone ? job_of(first)->rc : KP_OK;
+        rc = tx_end_gated(h, end, &why);
+        if (end == KP_OK && rc != KP_OK)
+            jobs_fail(first, r, rc, &why);
+    }
+}
+
+static kp_status handle_open(const char *db_path, sq_store **out, kp_err *err);
+static void handle_free(sq_store *h);
+
+static void batch_conn_close(void *conn)
+{
+    handle_free(conn);
+}
+
+/* The writer's batch connection (sqlite_writer.h), opened by the first leader
+ * (the gate held); h's own when it cannot be opened. */
+static sq_store *batch_conn(sq_store *h)
+{
+    void **slot = sq_writer_conn(h->writer);
+    if (!*slot) {
+        sq_store *conn = NULL;
+        kp_err err = {0};
+        const char *path = sqlite3_db_filename(h->db, "main");
+        if (!path || handle_open(path, &conn, &err) != KP_OK) {
+            kp_log(KP_LOG_WARN, "no batch connection, writing on the caller's: %s", err.msg);
+            return h;
+        }
+        if (sqlite3_exec(conn->db, "PRAGMA synchronous=" KP_SQLITE_SYNCHRONOUS_CREDITS, NULL, NULL, NULL) != SQLITE_OK)
+            kp_log(KP_LOG_WARN, "batch connection: synchronous stays " KP_SQLITE_SYNCHRONOUS);
+        conn->writer = h->writer; /* not a reference: the writer owns conn */
+        sq_writer_set_conn_close(h->writer, batch_conn_close);
+        *slot = conn;
+    }
+    return *slot;
+}
+
+/* Group commit (sqlite_writer.h): the body runs, alone or with other threads'
+ * writes of this file, in one transaction that some thread's connection runs. */
 kp_status sq_run_balance_write(sq_store *h, sq_balance_write_fn body, const void *arg, kp_balance *out, kp_err *err)
 {
-    kp_balance result = {0, 0, 0};
-    kp_status rc = sq_tx_begin(h, err);
-    if (rc != KP_OK)
-        return rc;
-    rc = body(h, arg, &result, err);
-    rc = sq_tx_end(h, rc, err);
+    balance_job job = {.body = body, .arg = arg};
+    sq_write_req req = {.job = &job};
+    sq_write_req *batch = NULL;
+    sq_writer_queue(h->writer, &req);
+    while (sq_writer_next(h->writer, &req, &batch)) {
+        batch_run(batch_conn(h), batch);
+        sq_writer_finish(h->writer, batch);
+    }
     if (out)
-        *out = result;
-    return rc;
+        *out = job.out;
+    if (job.rc != KP_OK)
+        *err = job.err;
+    return job.rc;
 }
 
 /* ---- health and lifetime ---------------------------------------------- */
@@ -264,15 +430,23 @@ static kp_status sq_ping(kp_store *s, kp_err *err)
     return rc;
 }
 
+/* Closes a connection and its statements (not its writer). */
+static void handle_free(sq_store *h)
+{
+    for (int i = 0; i < SQ_STMT_SLOTS; i++)
+        sqlite3_finalize(h->stmts[i]);
+    sqlite3_close_v2(h->db);
+    free(h);
+}
+
 static void sq_close(kp_store *s)
 {
     if (!s)
         return;
     sq_store *h = sq_impl(s);
-    for (int i = 0; i < SQ_STMT_SLOTS; i++)
-        sqlite3_finalize(h->stmts[i]);
-    sqlite3_close_v2(h->db);
-    free(h);
+    sq_writer *w = h->writer;
+    handle_free(h);
+    sq_writer_release(w);
 }
 
 static const kp_store_ops sqlite_ops = {
@@ -327,17 +501,14 @@ static const kp_store_ops sqlite_ops = {
     .close = sq_close,
 };
 
-kp_status kp_sqlite_open(const char *db_path, kp_store **out, kp_err *err)
+/* Opens a connection on the migrated database at db_path, without a writer. */
+static kp_status handle_open(const char *db_path, sq_store **out, kp_err *err)
 {
     sqlite3 *db = NULL;
     sq_store *h = NULL;
     int version = 0;
     kp_status rc;
 
-    *out = NULL;
-    kp_sqlite_global_init();
-    if (!db_path || !*db_path)
-        return kp_err_set(err, KP_EINVAL, "database path is empty");
     /* No SQLITE_OPEN_CREATE: a missing file means "not migrated". */
     if (sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
         kp_log_json(
@@ -370,10 +541,29 @@ kp_status kp_sqlite_open(const char *db_path, kp_store **out, kp_err *err)
     h->db = db;
     h->base.ops = &sqlite_ops;
     h->base.impl = h;
-    *out = &h->base;
+    *out = h;
     return KP_OK;
 
 cleanup:
     sqlite3_close_v2(db);
     return rc;
+}
+
+kp_status kp_sqlite_open(const char *db_path, kp_store **out, kp_err *err)
+{
+    sq_store *h = NULL;
+    *out = NULL;
+    kp_sqlite_global_init();
+    if (!db_path || !*db_path)
+        return kp_err_set(err, KP_EINVAL, "database path is empty");
+    kp_status rc = handle_open(db_path, &h, err);
+    if (rc != KP_OK)
+        return rc;
+    rc = sq_writer_acquire(db_path, &h->writer, err);
+    if (rc != KP_OK) {
+        handle_free(h);
+        return rc;
+    }
+    *out = &h->base;
+    return KP_OK;
 }

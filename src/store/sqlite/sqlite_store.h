@@ -5,7 +5,9 @@
  * deployment. kp_sqlite_migrate creates or upgrades its schema (the
  * `koumpa migrate` command); kp_sqlite_open then gives one kp_store handle per
  * thread. Writers serialize on SQLite's write lock (BEGIN IMMEDIATE plus a
- * busy timeout), across threads and processes alike.
+ * busy timeout) across processes; within a process they queue at the file's
+ * write gate first, and the credit writes are group-committed
+ * (sqlite_writer.h).
  */
 #ifndef KP_SQLITE_STORE_H
 #define KP_SQLITE_STORE_H

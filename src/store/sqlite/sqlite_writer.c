@@ -1,0 +1,205 @@
+/*
+ * sqlite_writer.c - the in-process write gate and group-commit queue of a
+ * database file (see sqlite_writer.h).
+ *
+ * Invariants:
+ *   - one sq_writer per file (device, inode) in the process, found in a list
+ *     under a global mutex and freed when its last handle releases it; a
+ *     child process never shares its parent's (fork() copies the gate's state
+ *     and the batch connection, which SQLite forbids using in the child);
+ *   - busy is 1 while a thread holds the gate: between sq_writer_enter and
+ *     sq_writer_leave, or while a leader runs a batch; at most one at a time;
+ *   - a queued request leaves the queue only into a leader's batch, and is
+ *     marked done only after that batch's transaction ended (committed or
+ *     rolled back), so its submitter sees the final outcome.
+ *
+ * Wake-ups are targeted, so that 64 waiting threads are not all woken for
+ * each batch: a batch's requests are signalled each on its own condition
+ * variable when done; when the gate frees, the first queued request (the next
+ * leader) and one thread waiting in sq_writer_enter are signalled, and
+ * whichever comes first takes the gate (the other waits for the next turn).
+ */
+#include "store/sqlite/sqlite_writer.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+struct sq_writer {
+    dev_t dev;
+    ino_t ino;
+    pid_t pid; /* the process that made it: a child after fork() makes its own */
+    int refs;  /* handles sharing it; under registry_mu */
+    struct sq_writer *next_writer;
+    pthread_mutex_t mu;
+    pthread_cond_t cond; /* threads waiting in sq_writer_enter */
+    int busy;            /* the gate is taken */
+    sq_write_req *head;  /* queued requests, oldest first */
+    sq_write_req *tail;
+    void *conn; /* the batch connection; used only by the gate's holder */
+    void (*close_conn)(void *conn);
+};
+
+static pthread_mutex_t registry_mu = PTHREAD_MUTEX_INITIALIZER;
+static sq_writer *registry;
+
+static sq_writer *writer_new(dev_t dev, ino_t ino)
+{
+    sq_writer *w = calloc(1, sizeof *w);
+    if (!w)
+        return NULL;
+    if (pthread_mutex_init(&w->mu, NULL) != 0) {
+        free(w);
+        return NULL;
+    }
+    if (pthread_cond_init(&w->cond, NULL) != 0) {
+        pthread_mutex_destroy(&w->mu);
+        free(w);
+        return NULL;
+    }
+    w->dev = dev;
+    w->ino = ino;
+    w->pid = getpid();
+    return w;
+}
+
+kp_status sq_writer_acquire(const char *path, sq_writer **out, kp_err *err)
+{
+    struct stat st;
+    if (stat(path, &st) != 0)
+        return kp_err_set(err, KP_EDB, "database error (stat the database file)");
+    pthread_mutex_lock(&registry_mu);
+    sq_writer *w = registry;
+    pid_t pid = getpid();
+    while (w && (w->dev != st.st_dev || w->ino != st.st_ino || w->pid != pid))
+        w = w->next_writer;
+    if (!w) {
+        w = writer_new(st.st_dev, st.st_ino);
+        if (w) {
+            w->next_writer = registry;
+            registry = w;
+        }
+    }
+    if (w)
+        w->refs++;
+    pthread_mutex_unlock(&registry_mu);
+    if (!w)
+        return kp_err_set(err, KP_ENOMEM, "out of memory");
+    *out = w;
+    return KP_OK;
+}
+
+void sq_writer_release(sq_writer *w)
+{
+    if (!w)
+        return;
+    pthread_mutex_lock(&registry_mu);
+    int last = --w->refs == 0;
+    if (last) {
+        sq_writer **p = &registry;
+        while (*p != w)
+            p = &(*p)->next_writer;
+        *p = w->next_writer;
+    }
+    pthread_mutex_unlock(&registry_mu);
+    if (!last)
+        return;
+    if (w->conn && w->close_conn)
+        w->close_conn(w->conn);
+    pthread_cond_destroy(&w->cond);
+    pthread_mutex_destroy(&w->mu);
+    free(w);
+}
+
+/* Frees the gate and wakes its next takers; under w->mu. */
+static void gate_free(sq_writer *w)
+{
+    w->busy = 0;
+    if (w->head)
+        pthread_cond_signal(&w->head->wake);
+    pthread_cond_signal(&w->cond);
+}
+
+void sq_writer_enter(sq_writer *w)
+{
+    pthread_mutex_lock(&w->mu);
+    while (w->busy)
+        pthread_cond_wait(&w->cond, &w->mu);
+    w->busy = 1;
+    pthread_mutex_unlock(&w->mu);
+}
+
+void sq_writer_leave(sq_writer *w)
+{
+    pthread_mutex_lock(&w->mu);
+    gate_free(w);
+    pthread_mutex_unlock(&w->mu);
+}
+
+void sq_writer_queue(sq_writer *w, sq_write_req *r)
+{
+    r->done = 0;
+    r->next = NULL;
+    pthread_cond_init(&r->wake, NULL);
+    pthread_mutex_lock(&w->mu);
+    if (w->tail)
+        w->tail->next = r;
+    else
+        w->head = r;
+    w->tail = r;
+    pthread_mutex_unlock(&w->mu);
+}
+
+/* Takes up to SQ_WRITER_BATCH requests off the queue; under w->mu. */
+static sq_write_req *take_batch(sq_writer *w)
+{
+    sq_write_req *batch = w->head, *last = w->head;
+    for (int n = 1; n < SQ_WRITER_BATCH && last->next; n++)
+        last = last->next;
+    w->head = last->next;
+    if (!w->head)
+        w->tail = NULL;
+    last->next = NULL;
+    return batch;
+}
+
+int sq_writer_next(sq_writer *w, sq_write_req *r, sq_write_req **batch)
+{
+    int lead = 0;
+    pthread_mutex_lock(&w->mu);
+    while (!r->done && w->busy)
+        pthread_cond_wait(&r->wake, &w->mu);
+    if (!r->done) { /* the gate is free and r still queued: lead */
+        w->busy = 1;
+        *batch = take_batch(w);
+        lead = 1;
+    }
+    pthread_mutex_unlock(&w->mu);
+    if (!lead)
+        pthread_cond_destroy(&r->wake);
+    return lead;
+}
+
+void **sq_writer_conn(sq_writer *w)
+{
+    return &w->conn;
+}
+
+void sq_writer_set_conn_close(sq_writer *w, void (*close_conn)(void *conn))
+{
+    w->close_conn = close_conn;
+}
+
+void sq_writer_finish(sq_writer *w, sq_write_req *batch)
+{
+    pthread_mutex_lock(&w->mu);
+    while (batch) {
+        sq_write_req *next = batch->next;
+        batch->done = 1; /* its submitter returns (and its request goes) once it holds w->mu */
+        pthread_cond_signal(&batch->wake);
+        batch = next;
+    }
+    gate_free(w);
+    pthread_mutex_unlock(&w->mu);
+}

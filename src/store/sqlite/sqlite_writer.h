@@ -1,0 +1,74 @@
+/*
+ * sqlite_writer.h - the writers of one database file within a process: a
+ * write gate and a queue for group commit (sqlite_writer.c). Internal to
+ * src/store/sqlite/.
+ *
+ * Every handle (kp_sqlite_open) on the same file (same device and inode)
+ * shares one sq_writer. A thread takes the gate before BEGIN IMMEDIATE and
+ * gives it back after COMMIT or ROLLBACK, so the process's writers queue
+ * here, woken in turn, instead of sleeping in SQLite's busy handler (which
+ * retries with sleeps of up to 100 ms); other processes still meet SQLite's
+ * lock and its busy timeout.
+ *
+ * Group commit: a write that can share a transaction (sq_run_balance_write)
+ * is queued as an sq_write_req. The first thread to find the gate free leads:
+ * it takes the gate and up to SQ_WRITER_BATCH requests (its own and those
+ * queued before it, oldest first), runs them in one transaction on its own
+ * connection, then marks them done and gives the gate back. The others sleep
+ * until their request is done, or until they can lead the next batch.
+ *
+ * The writer also keeps the file's batch connection (sq_writer_conn): the
+ * leaders run every batch on it, so its page cache stays warm from one batch
+ * to the next, where the leaders' own connections would each find theirs out
+ * of date after the other threads' commits.
+ */
+#ifndef KP_SQLITE_WRITER_H
+#define KP_SQLITE_WRITER_H
+
+#include <pthread.h>
+
+#include "core/err.h"
+
+#define SQ_WRITER_BATCH 64 /* requests in one transaction at most */
+
+typedef struct sq_writer sq_writer;
+
+/* A queued write. The submitter owns it (on its stack) and fills job; the
+ * leader that runs it fills what job points to. */
+typedef struct sq_write_req {
+    void *job;
+    int done;
+    pthread_cond_t wake; /* signalled when done, or when the gate frees and it is first in the queue */
+    struct sq_write_req *next;
+} sq_write_req;
+
+/* The writer of the database file at path (which exists), shared with every
+ * other handle on it; release with sq_writer_release. KP_EDB when the file
+ * cannot be stat'ed, KP_ENOMEM. */
+kp_status sq_writer_acquire(const char *path, sq_writer **out, kp_err *err);
+void sq_writer_release(sq_writer *w);
+
+/* The gate: waits until no other thread of the process writes this file. */
+void sq_writer_enter(sq_writer *w);
+void sq_writer_leave(sq_writer *w);
+
+/* Queues r (r->job set; the rest is initialised here, and destroyed once
+ * sq_writer_next returns 0): a write for some leader's next batch. */
+void sq_writer_queue(sq_writer *w, sq_write_req *r);
+
+/* Waits for queued r. Returns 0 once r is done (some leader ran it), or 1
+ * when the caller now holds the gate and must run *batch (a list through
+ * next, oldest first; r may or may not be in it), call sq_writer_finish, and
+ * call this again. */
+int sq_writer_next(sq_writer *w, sq_write_req *r, sq_write_req **batch);
+
+/* The batch connection's slot, only while holding the gate: NULL until a
+ * leader stores one there; close_conn (set once, with it) closes it when the
+ * last handle releases the writer. */
+void **sq_writer_conn(sq_writer *w);
+void sq_writer_set_conn_close(sq_writer *w, void (*close_conn)(void *conn));
+
+/* Marks every request of batch done and gives the gate back. */
+void sq_writer_finish(sq_writer *w, sq_write_req *batch);
+
+#endif
