@@ -103,7 +103,17 @@ static void test_round_trips(void **state)
     assert_memory_equal(&e, &e2, sizeof e);
     json_decref(item);
 
-    kp_reservation r = {"res_1", "usr_1", 1, 2, KP_RES_COMMITTED, 3, 4}, r2 = {0};
+    /* zeroed whole first: the padding after state is compared too */
+    kp_reservation r, r2;
+    memset(&r, 0, sizeof r);
+    memset(&r2, 0, sizeof r2);
+    strcpy(r.id, "res_1");
+    strcpy(r.user_id, "usr_1");
+    r.daily = 1;
+    r.monthly = 2;
+    r.state = KP_RES_COMMITTED;
+    r.created_at = 3;
+    r.updated_at = 4;
     item = kp_ddb_reservation_item(&r);
     kp_ddb_reservation_from(item, &r2);
     assert_memory_equal(&r, &r2, sizeof r);
