@@ -454,34 +454,26 @@ static kp_status bonus_regrant(kp_store *s, const char *date, const char *user_i
     return kp_err_set(err, KP_EINTERNAL, "credits: too much contention on %s", user_id);
 }
 
-/* What a run of the bonus works with: one page's changes, their keys and outcomes. */
-typedef struct bonus_run {
-    kp_store *s;
-    const char *date;
-    size_t batch;
-    kp_credit_change *changes;
-    char *keys; /* batch keys of KP_IDEM_MAX bytes */
-    kp_status *results;
-    size_t granted;
-} bonus_run;
-
-/* Writes the changes for one page of candidates and counts the users granted. */
-static kp_status bonus_page_apply(bonus_run *r, const kp_bonus_candidate *u, size_t n, kp_err *err)
+/* The rule as the store applies it (store.h kp_bonus_rule_fn); arg is the date. */
+static int bonus_rule(const kp_bonus_candidate *u, void *arg, char *key, kp_credit_change *c)
 {
-    size_t m = 0;
-    for (size_t i = 0; i < n && m < r->batch; i++)
-        m += (size_t)kp_credits_bonus_change(&u[i], r->date, r->keys + m * KP_IDEM_MAX, &r->changes[m]);
-    kp_status rc = r->s->ops->credits_apply_many(r->s, r->changes, m, r->results, err);
-    for (size_t j = 0; j < m && rc == KP_OK; j++) {
-        int applied = r->results[j] == KP_OK;
-        if (r->results[j] == KP_ECONFLICT)
-            rc = bonus_regrant(r->s, r->date, r->changes[j].user_id, &applied, err);
-        else if (r->results[j] == KP_ENOTFOUND)
-            applied = 0; /* gone since the page was read */
-        else if (r->results[j] != KP_OK && r->results[j] != KP_EDUPLICATE)
-            rc = kp_err_set(err, r->results[j], "daily bonus for %s refused (%s)", r->changes[j].user_id,
-                            kp_status_name(r->results[j]));
-        r->granted += (size_t)applied;
+    return kp_credits_bonus_change(u, arg, key, c);
+}
+
+/* Counts one page's grants and grants again, alone, the users whose balance
+ * moved since the page was read. */
+static kp_status bonus_page_settle(kp_store *s, const char *date, const kp_bonus_page *p, size_t *granted, kp_err *err)
+{
+    kp_status rc = KP_OK;
+    *granted += p->granted;
+    for (size_t i = 0; i < p->n && rc == KP_OK; i++) {
+        int applied = 0;
+        if (p->results[i] == KP_ECONFLICT)
+            rc = bonus_regrant(s, date, p->users[i].user_id, &applied, err);
+        else if (p->results[i] != KP_OK && p->results[i] != KP_EDUPLICATE && p->results[i] != KP_ENOTFOUND)
+            rc = kp_err_set(err, p->results[i], "daily bonus for %s refused (%s)", p->users[i].user_id,
+                            kp_status_name(p->results[i]));
+        *granted += (size_t)applied;
     }
     return rc;
 }
@@ -490,7 +482,7 @@ kp_status kp_credits_daily_bonus_segment(kp_store *s, const char *date, unsigned
                                          size_t batch, size_t *granted, kp_err *err)
 {
     char token[KP_PAGE_TOKEN_MAX] = "", next[KP_PAGE_TOKEN_MAX];
-    bonus_run r = {.s = s, .date = date, .batch = batch};
+    size_t total = 0;
     kp_status rc = KP_OK;
     if (granted)
         *granted = 0;
@@ -499,29 +491,19 @@ kp_status kp_credits_daily_bonus_segment(kp_store *s, const char *date, unsigned
     if (batch == 0 || total_segments == 0 || segment >= total_segments)
         return kp_err_set(err, KP_EINVAL, "invalid daily bonus run (batch %zu, segment %u of %u)", batch, segment,
                           total_segments);
-    r.changes = calloc(batch, sizeof *r.changes);
-    r.keys = calloc(batch, KP_IDEM_MAX);
-    r.results = calloc(batch, sizeof *r.results);
-    if (!r.changes || !r.keys || !r.results) {
-        rc = kp_err_set(err, KP_ENOMEM, "out of memory");
-        goto cleanup;
-    }
     do {
-        kp_bonus_candidate *page = NULL;
-        size_t n = 0;
-        rc = s->ops->users_bonus_page(s, token, segment, total_segments, batch, &page, &n, next, err);
-        if (rc == KP_OK)
-            rc = bonus_page_apply(&r, page, n, err);
-        free(page);
+        kp_bonus_page page;
+        rc = s->ops->bonus_page_grant(s, token, segment, total_segments, batch, bonus_rule, (void *)date, &page, next,
+                                      err);
+        if (rc == KP_OK) { /* else the store left the page empty */
+            rc = bonus_page_settle(s, date, &page, &total, err);
+            free(page.users);
+            free(page.results);
+        }
         memcpy(token, next, sizeof token);
     } while (rc == KP_OK && token[0]);
     if (rc == KP_OK && granted)
-        *granted = r.granted;
-
-cleanup:
-    free(r.changes);
-    free(r.keys);
-    free(r.results);
+        *granted = total;
     return rc;
 }
 

@@ -162,9 +162,9 @@ int kp_credits_bonus_change(const kp_bonus_candidate *u, const char *date, char 
 
 /*
  * Grants the daily bonus for date (YYYY-MM-DD) to every user: walks the users
- * a page of `batch` at a time (store.h users_bonus_page), decides each user's
- * change here (kp_credits_bonus_change) and writes the page's changes with
- * credits_apply_many (one transaction per page on SQLite). Per user: a key
+ * a page of `batch` at a time with store.h bonus_page_grant, which reads the
+ * page, asks this rule (kp_credits_bonus_change) for each user's change and
+ * writes them (SQLite: read and written in one transaction). Per user: a key
  * already used means granted before (by an earlier or a concurrent run, or
  * the welcome bonus): skipped; a balance that moved since the page was read
  * (a spend meanwhile) is read again alone and granted on its new version.

@@ -87,6 +87,7 @@ const char *kp_store_missing_op(const kp_store_ops *ops)
     KP_STORE_CHECK(ledger_sum);
     KP_STORE_CHECK(credits_apply_many);
     KP_STORE_CHECK(users_bonus_page);
+    KP_STORE_CHECK(bonus_page_grant);
     KP_STORE_CHECK(project_create);
     KP_STORE_CHECK(project_get);
     KP_STORE_CHECK(project_list);

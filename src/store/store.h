@@ -285,6 +285,20 @@ typedef struct kp_bonus_candidate {
     int verification_required;
 } kp_bonus_candidate;
 
+/* The daily bonus rule as bonus_page_grant applies it (domain/credits.c,
+ * kp_credits_bonus_change behind it): returns 1 and fills *c when user u gets
+ * a change, its idempotency key written into key (KP_IDEM_MAX bytes) and
+ * c->user_id, c->idem_key pointing into u and key; 0 when not. */
+typedef int (*kp_bonus_rule_fn)(const kp_bonus_candidate *u, void *arg, char *key, kp_credit_change *c);
+
+/* One page of the daily bonus as bonus_page_grant read and granted it. */
+typedef struct kp_bonus_page {
+    kp_bonus_candidate *users; /* malloc'd, n of them as read; the caller frees it with free() */
+    kp_status *results;        /* malloc'd, one per user (below); the caller frees it with free() */
+    size_t n;
+    size_t granted; /* users granted by this call */
+} kp_bonus_page;
+
 /* ---- billing (Stripe): customers, subscriptions, processed events ---- */
 
 #define KP_STRIPE_ID_MAX 128 /* Stripe object ids: "cus_...", "sub_...", "evt_...", "in_..." */
@@ -411,6 +425,28 @@ typedef struct kp_store_ops {
     kp_status (*users_bonus_page)(kp_store *s, const char *token, unsigned segment, unsigned total_segments,
                                   size_t limit, kp_bonus_candidate **out, size_t *n, char next[KP_PAGE_TOKEN_MAX],
                                   kp_err *err);
+
+    /*
+     * The daily bonus over one page, read and granted in one step: reads the
+     * page as users_bonus_page does (token, segments, limit, next alike) into
+     * out->users, asks rule (with arg) for each user's change and applies
+     * the changes as credits_apply_many does, each on its own. A change must
+     * be for its own user, without a reservation; the keys of one page must
+     * differ (else KP_EINVAL and nothing applied). out->results[i] is user
+     * i's outcome: KP_OK (granted now, or the rule made no change),
+     * KP_EDUPLICATE (key used before), KP_ECONFLICT (the balance moved since
+     * the page was read: read the user again), KP_ENOTFOUND (gone),
+     * KP_ECREDITS or KP_EINVAL (the change refused); out->granted counts the
+     * KP_OK ones that were granted. SQLite reads and writes the page in one
+     * transaction (so never KP_ECONFLICT), in a few statements per page;
+     * DynamoDB composes users_bonus_page and credits_apply_many (its requests
+     * per user unchanged). Returns non-OK only when the store failed; then out
+     * is empty (freed) and, as with credits_apply_many, running it again is
+     * safe.
+     */
+    kp_status (*bonus_page_grant)(kp_store *s, const char *token, unsigned segment, unsigned total_segments,
+                                  size_t limit, kp_bonus_rule_fn rule, void *arg, kp_bonus_page *out,
+                                  char next[KP_PAGE_TOKEN_MAX], kp_err *err);
 
     /* projects and versions */
     /* Creates project p (latest_version 1) with its first version v (n 1, generating) atomically. */

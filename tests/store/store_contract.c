@@ -18,7 +18,9 @@
  *   events    events_append idempotent per id (a retried batch, whole or in part, keeps what was stored),
  *             more than 100 at once; events_list after an id with a limit; events_last_id
  *   bonus     users_bonus_page in 3 segments of pages of 2 walks every user once, as read;
- *             credits_apply_many gives each change its outcome (applied, duplicate key, overdraft, no user)
+ *             credits_apply_many gives each change its outcome (applied, duplicate key, overdraft, no user);
+ *             bonus_page_grant walks and grants what its rule says, each user's outcome (applied with its
+ *             ledger row, duplicate key, overdraft, stale version), and again: every key used
  *   billing   billing_apply: customer link + subscription + plan + credit in one write; a duplicate
  *             event, a stale subscription version (CAS), a customer id of another user, an unknown plan
  *             change nothing; the same invoice in two events credits once; account_get shows the linked
@@ -603,6 +605,83 @@ static void bonus_walk(kp_store *s, unsigned seg, char ids[][KP_ID_MAX], int *se
     fail("segment %u did not end", seg);
 }
 
+/* What the rule of check_bonus_grant knows: the users and a key already used. */
+typedef struct grant_rule_arg {
+    char (*ids)[KP_ID_MAX];
+    const char *used_key;
+} grant_rule_arg;
+
+/* Users 0..4 of check_bonus: a used key, +1, an overdraft, +5, a stale version; everyone else nothing. */
+static int grant_rule(const kp_bonus_candidate *u, void *arg, char *key, kp_credit_change *c)
+{
+    const grant_rule_arg *a = arg;
+    int k = 0;
+    while (k < BONUS_USERS && strcmp(a->ids[k], u->user_id) != 0)
+        k++;
+    if (k == BONUS_USERS)
+        return 0;
+    static const int64_t delta[BONUS_USERS] = {1, 1, -100, 5, 1};
+    snprintf(key, KP_IDEM_MAX, "%s:grant:%d", u->user_id, k);
+    *c = change(u->user_id, delta[k], 0, k == 0 ? a->used_key : key);
+    c->expected_version = k == 4 ? u->balance.version - 1 : u->balance.version;
+    c->record_zero = 1;
+    return 1;
+}
+
+/* bonus_page_grant over every user, pages of 2; *granted, and each of the users' outcomes into results. */
+static void bonus_grant_walk(kp_store *s, grant_rule_arg *a, size_t *granted, kp_status results[BONUS_USERS])
+{
+    kp_err err = {0};
+    char token[KP_PAGE_TOKEN_MAX] = "", next[KP_PAGE_TOKEN_MAX];
+    *granted = 0;
+    for (int page = 0; page < 100000; page++) {
+        kp_bonus_page p;
+        kp_status rc = s->ops->bonus_page_grant(s, token, 0, 1, 2, grant_rule, a, &p, next, &err);
+        EXPECT(rc == KP_OK && p.n <= 2, "bonus_page_grant: %s", err.msg);
+        if (rc != KP_OK)
+            return;
+        *granted += p.granted;
+        for (size_t i = 0; i < p.n; i++)
+            for (int k = 0; k < BONUS_USERS; k++)
+                if (strcmp(p.users[i].user_id, a->ids[k]) == 0)
+                    results[k] = p.results[i];
+        free(p.users);
+        free(p.results);
+        if (!next[0])
+            return;
+        memcpy(token, next, sizeof token);
+    }
+    fail("bonus_page_grant's walk did not end");
+}
+
+static void check_bonus_grant(kp_store *s, char ids[][KP_ID_MAX], const char *used_key)
+{
+    kp_err err = {0};
+    grant_rule_arg a = {.ids = ids, .used_key = used_key};
+    kp_status r[BONUS_USERS] = {0};
+    size_t granted = 0;
+    bonus_grant_walk(s, &a, &granted, r);
+    EXPECT(granted == 2 && r[0] == KP_EDUPLICATE && r[1] == KP_OK && r[2] == KP_ECREDITS && r[3] == KP_OK &&
+               r[4] == KP_ECONFLICT,
+           "bonus_page_grant: %zu granted, outcomes %d %d %d %d %d", granted, r[0], r[1], r[2], r[3], r[4]);
+    static const int64_t want[BONUS_USERS] = {0, 12, 2, 8, 4};
+    for (int k = 0; k < BONUS_USERS; k++) {
+        kp_balance b = {0}, sum = {0};
+        EXPECT(s->ops->balance_get(s, ids[k], &b, &err) == KP_OK && b.daily == want[k], "grant: user %d has %lld", k,
+               (long long)b.daily);
+        EXPECT(s->ops->ledger_sum(s, ids[k], &sum, &err) == KP_OK && sum.daily == b.daily, "grant: user %d ledger", k);
+    }
+    kp_ledger_entry *e = NULL;
+    size_t n = 0;
+    EXPECT(s->ops->ledger_list(s, ids[3], 0, 1, &e, &n, &err) == KP_OK && n == 1 && e[0].delta_daily == 5 &&
+               e[0].balance_daily == 8 && e[0].balance_monthly == 0 && strstr(e[0].idem_key, ":grant:3"),
+           "grant: ledger row of user 3");
+    free(e);
+    bonus_grant_walk(s, &a, &granted, r);
+    EXPECT(granted == 0 && r[1] == KP_EDUPLICATE && r[3] == KP_EDUPLICATE, "bonus_page_grant again: %zu granted",
+           granted);
+}
+
 static void check_bonus(kp_store *s)
 {
     kp_err err = {0};
@@ -645,6 +724,7 @@ static void check_bonus(kp_store *s)
     EXPECT(s->ops->balance_get(s, ids[1], &b, &err) == KP_OK && b.daily == 11, "many: first not applied");
     EXPECT(s->ops->balance_get(s, ids[2], &b, &err) == KP_OK && b.daily == 2, "many: duplicate applied");
     EXPECT(s->ops->balance_get(s, ids[3], &b, &err) == KP_OK && b.daily == 3, "many: overdraft applied");
+    check_bonus_grant(s, ids, idem[BONUS_USERS]);
 }
 
 static kp_event event(int64_t id, const char *type, const char *data)

@@ -379,20 +379,37 @@ static void test_bonus_change_rule(void **state)
     assert_int_equal(kp_credits_bonus_change(&u, "2026-11-20", key, &c), 1);
 }
 
-/* A store whose credits_apply_many first moves usr_a's balance (a spend
- * between the page read and the write): the bonus meets a stale version. */
+/* A store that reads a page, then sees usr_a's balance move (a spend between
+ * the page read and the write), then applies the rule's changes (as
+ * DynamoDB does, one by one): the bonus meets a stale version. */
 static const kp_store_ops *real_ops;
-static kp_status apply_many_after_a_grant(kp_store *s, const kp_credit_change *c, size_t n, kp_status *results,
-                                          kp_err *err)
+static kp_status grant_after_a_move(kp_store *s, const char *token, unsigned segment, unsigned total_segments,
+                                    size_t limit, kp_bonus_rule_fn rule, void *arg, kp_bonus_page *out,
+                                    char next[KP_PAGE_TOKEN_MAX], kp_err *err)
 {
     kp_store real = {.ops = real_ops, .impl = s->impl};
     kp_credit_change g = {
         .user_id = "usr_a", .delta_daily = 2, .reason = "test", .idem_key = "moved", .expected_version = -1};
     kp_balance b;
-    kp_status rc = real_ops->credits_apply(&real, &g, &b, err);
-    if (rc != KP_OK && rc != KP_EDUPLICATE)
-        return rc;
-    return real_ops->credits_apply_many(&real, c, n, results, err);
+    *out = (kp_bonus_page){0};
+    kp_status rc =
+        real_ops->users_bonus_page(&real, token, segment, total_segments, limit, &out->users, &out->n, next, err);
+    if (rc == KP_OK)
+        rc = real_ops->credits_apply(&real, &g, &b, err);
+    if (rc == KP_EDUPLICATE)
+        rc = KP_OK;
+    out->results = calloc(out->n + 1, sizeof *out->results);
+    for (size_t i = 0; rc == KP_OK && i < out->n; i++) {
+        char key[KP_IDEM_MAX];
+        kp_credit_change c;
+        out->results[i] = KP_OK;
+        if (rule(&out->users[i], arg, key, &c)) {
+            kp_err one = {0};
+            out->results[i] = real_ops->credits_apply(&real, &c, &b, &one);
+            out->granted += out->results[i] == KP_OK;
+        }
+    }
+    return rc;
 }
 
 static void test_daily_bonus_rereads_a_moved_balance(void **state)
@@ -403,7 +420,7 @@ static void test_daily_bonus_rereads_a_moved_balance(void **state)
     grant(f->s, 1, 3, "g");
     kp_store_ops ops = *f->s->ops;
     real_ops = f->s->ops;
-    ops.credits_apply_many = apply_many_after_a_grant;
+    ops.bonus_page_grant = grant_after_a_move;
     kp_store moving = {.ops = &ops, .impl = f->s->impl};
     assert_int_equal(kp_credits_daily_bonus(&moving, "2026-11-21", 10, &granted, &err), KP_OK);
     assert_int_equal(granted, 1);

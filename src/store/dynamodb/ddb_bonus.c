@@ -4,7 +4,8 @@
  * (Segment/TotalSegments, a filter keeping SK "A" under "USER#"), its page
  * token the segment's LastEvaluatedKey as base64url JSON (opaque to the
  * caller); credits_apply_many applies each change as credits_apply does,
- * one TransactWriteItems each (docs/ARCHITECTURE.md "DynamoDB data model").
+ * one TransactWriteItems each (docs/ARCHITECTURE.md "DynamoDB data model");
+ * bonus_page_grant is the two in turn, with the domain's rule between them.
  */
 #include "store/dynamodb/ddb_bonus.h"
 
@@ -158,5 +159,66 @@ cleanup:
     json_decref(req);
     json_decref(resp);
     json_decref(plan_ids);
+    return rc;
+}
+
+/* The rule's changes for the page's users into c (keys: n of KP_IDEM_MAX bytes); which user each is for into
+ * user_of; their count into *m. */
+static void page_changes(const kp_bonus_page *p, kp_bonus_rule_fn rule, void *arg, kp_credit_change *c, char *keys,
+                         size_t *user_of, size_t *m)
+{
+    *m = 0;
+    for (size_t i = 0; i < p->n; i++) {
+        p->results[i] = KP_OK;
+        if (rule(&p->users[i], arg, keys + *m * KP_IDEM_MAX, &c[*m])) {
+            if (c[*m].res_id || !c[*m].user_id || strcmp(c[*m].user_id, p->users[i].user_id) != 0)
+                p->results[i] = KP_EINVAL; /* not a change for this user alone */
+            else
+                user_of[(*m)++] = i;
+        }
+    }
+}
+
+kp_status kp_ddb_bonus_page_grant(kp_store *s, const char *token, unsigned segment, unsigned total_segments,
+                                  size_t limit, kp_bonus_rule_fn rule, void *arg, kp_bonus_page *out,
+                                  char next[KP_PAGE_TOKEN_MAX], kp_err *err)
+{
+    kp_credit_change *c = NULL;
+    kp_status *results = NULL;
+    size_t *user_of = NULL, m = 0;
+    char *keys = NULL;
+    *out = (kp_bonus_page){0};
+    next[0] = '\0';
+    if (!rule)
+        return kp_err_set(err, KP_EINVAL, "no bonus rule");
+    kp_status rc = kp_ddb_users_bonus_page(s, token, segment, total_segments, limit, &out->users, &out->n, next, err);
+    if (rc != KP_OK || out->n == 0)
+        return rc;
+    out->results = malloc(out->n * sizeof *out->results);
+    c = calloc(out->n, sizeof *c);
+    keys = calloc(out->n, KP_IDEM_MAX);
+    results = calloc(out->n, sizeof *results);
+    user_of = calloc(out->n, sizeof *user_of);
+    if (!out->results || !c || !keys || !results || !user_of) {
+        rc = kp_err_set(err, KP_ENOMEM, "out of memory");
+        goto cleanup;
+    }
+    page_changes(out, rule, arg, c, keys, user_of, &m);
+    rc = kp_ddb_credits_apply_many(s, c, m, results, err);
+    for (size_t j = 0; j < m && rc == KP_OK; j++) {
+        out->results[user_of[j]] = results[j];
+        out->granted += results[j] == KP_OK;
+    }
+cleanup:
+    if (rc != KP_OK) {
+        free(out->users);
+        free(out->results);
+        *out = (kp_bonus_page){0};
+        next[0] = '\0';
+    }
+    free(c);
+    free(keys);
+    free(results);
+    free(user_of);
     return rc;
 }

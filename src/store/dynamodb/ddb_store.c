@@ -876,6 +876,7 @@ static const kp_store_ops ddb_ops = {
     .reservations_orphaned = kp_ddb_reservations_orphaned,
     .credits_apply_many = kp_ddb_credits_apply_many,
     .users_bonus_page = kp_ddb_users_bonus_page,
+    .bonus_page_grant = kp_ddb_bonus_page_grant,
     .events_append = kp_ddb_events_append,
     .events_list = kp_ddb_events_list,
     .events_last_id = kp_ddb_events_last_id,

@@ -146,8 +146,7 @@ static kp_status balance_write(sq_store *h, const char *user_id, int64_t daily, 
     return rc;
 }
 
-/* Binds one ledger row's values from parameter first on. */
-static void ledger_bind(sqlite3_stmt *st, int first, const kp_credit_change *c, const kp_balance *after, int64_t now)
+void sq_ledger_bind(sqlite3_stmt *st, int first, const kp_credit_change *c, const kp_balance *after, int64_t now)
 {
     sq_bind_text(st, first, c->user_id);
     sqlite3_bind_int64(st, first + 1, c->delta_daily);
@@ -167,7 +166,7 @@ static kp_status ledger_append(sq_store *h, const kp_credit_change *c, const kp_
     kp_status rc = stmt_get(h, ST_LEDGER_INSERT, &st, err);
     if (rc != KP_OK)
         return rc;
-    ledger_bind(st, 1, c, after, now);
+    sq_ledger_bind(st, 1, c, after, now);
     if (sqlite3_step(st) != SQLITE_DONE)
         rc = kp_sqlite_db_error(sq_db(h), "append ledger", err);
     sq_stmt_done(st);
@@ -215,7 +214,7 @@ static kp_status ledger_queue_flush(sq_store *h, ledger_queue *q, kp_err *err)
         if (rc != KP_OK)
             return rc;
         for (size_t i = 0; i < q->n; i++)
-            ledger_bind(st, 1 + (int)i * LEDGER_ROW_PARAMS, q->c[i], &q->after[i], q->now);
+            sq_ledger_bind(st, 1 + (int)i * LEDGER_ROW_PARAMS, q->c[i], &q->after[i], q->now);
         if (sqlite3_step(st) != SQLITE_DONE)
             rc = kp_sqlite_db_error(sq_db(h), "append ledger", err);
         sq_stmt_done(st);

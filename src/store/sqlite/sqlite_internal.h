@@ -30,7 +30,9 @@
 #define SQ_SLOTS_BILLING_N 16
 #define SQ_SLOTS_EVENTS 96
 #define SQ_SLOTS_EVENTS_N 8
-#define SQ_STMT_SLOTS 104
+#define SQ_SLOTS_BONUS 104
+#define SQ_SLOTS_BONUS_N 8
+#define SQ_STMT_SLOTS 112
 
 typedef struct sq_store sq_store;
 
@@ -72,6 +74,9 @@ kp_status sq_run_balance_write(sq_store *h, sq_balance_write_fn body, const void
 /* Inside a transaction: credits_apply's work (store.h kp_credit_change), and its argument check. */
 int sq_credit_change_valid(const kp_credit_change *c);
 kp_status sq_credits_apply_locked(sq_store *h, const kp_credit_change *c, int64_t now, kp_balance *out, kp_err *err);
+/* Binds one ledger row of change c (user_id, delta_daily, delta_monthly, balance_daily, balance_monthly, reason,
+ * idem_key, reservation_id, created_at: 9 parameters) from parameter first on. */
+void sq_ledger_bind(sqlite3_stmt *st, int first, const kp_credit_change *c, const kp_balance *after, int64_t now);
 /* Inside a transaction: sets a user's plan (KP_ENOTFOUND for an unknown user or plan). */
 kp_status sq_user_plan_write(sq_store *h, const char *user_id, const char *plan_id, kp_err *err);
 
@@ -104,6 +109,10 @@ kp_status sq_ledger_sum(kp_store *s, const char *user_id, kp_balance *out, kp_er
 kp_status sq_credits_apply_many(kp_store *s, const kp_credit_change *c, size_t n, kp_status *results, kp_err *err);
 kp_status sq_users_bonus_page(kp_store *s, const char *token, unsigned segment, unsigned total_segments, size_t limit,
                               kp_bonus_candidate **out, size_t *n, char next[KP_PAGE_TOKEN_MAX], kp_err *err);
+/* sqlite_bonus.c */
+kp_status sq_bonus_page_grant(kp_store *s, const char *token, unsigned segment, unsigned total_segments, size_t limit,
+                              kp_bonus_rule_fn rule, void *arg, kp_bonus_page *out, char next[KP_PAGE_TOKEN_MAX],
+                              kp_err *err);
 
 kp_status sq_project_create(kp_store *s, const kp_project *p, const kp_version *v, kp_err *err);
 kp_status sq_project_get(kp_store *s, const char *id, kp_project *out, kp_err *err);

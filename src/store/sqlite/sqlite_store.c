@@ -5,7 +5,8 @@
  * every file of the backend shares (sqlite_internal.h), and the ops table.
  * The operations live by aggregate: sqlite_accounts.c (users, e-mail
  * verification, plans), sqlite_credits.c (balances, ledger, reservations,
- * the walk over users for the daily bonus), sqlite_projects.c (projects,
+ * the walk over users for the daily bonus), sqlite_bonus.c (a bonus page read
+ * and granted in one transaction), sqlite_projects.c (projects,
  * versions, admission), sqlite_billing.c (Stripe customers, subscriptions,
  * events).
  *
@@ -467,6 +468,7 @@ static const kp_store_ops sqlite_ops = {
     .ledger_sum = sq_ledger_sum,
     .credits_apply_many = sq_credits_apply_many,
     .users_bonus_page = sq_users_bonus_page,
+    .bonus_page_grant = sq_bonus_page_grant,
     .project_create = sq_project_create,
     .project_get = sq_project_get,
     .project_list = sq_project_list,
