@@ -16,6 +16,7 @@
 
 #define LEDGER_DEFAULT_LIMIT 50
 #define LEDGER_MAX_LIMIT 100
+#define ME_BODY_RESERVE 768 /* GET /v1/me's body is about 400 bytes, 550 with a subscription */
 
 /* The user's current Stripe subscription as {status, plan_id,
  * current_period_end, cancel_at_period_end}, or null when there is none (or
@@ -48,6 +49,7 @@ void kp_h_me(kp_ctx *ctx, kp_req *req, kp_resp *resp)
     kp_jsonw w;
     kp_h_time_text(p->created_at, created);
     kp_buf_reset(&resp->body);
+    kp_buf_reserve(&resp->body, ME_BODY_RESERVE); /* one allocation, not one per doubling */
     kp_jsonw_init(&w, &resp->body);
     kp_jsonw_open(&w, NULL);
     kp_jsonw_str(&w, "id", p->user_id);

@@ -4,9 +4,20 @@
 
 #include <string.h>
 
+/* Appends n bytes to b when they fit: the common case, without kp_buf_append's call. */
+static int put_fast(kp_buf *b, const void *s, size_t n)
+{
+    if (!b->data || n >= b->cap - b->len)
+        return kp_buf_append(b, s, n);
+    memcpy(b->data + b->len, s, n);
+    b->len += n;
+    b->data[b->len] = '\0';
+    return 0;
+}
+
 static void put(kp_jsonw *w, const char *s, size_t n)
 {
-    if (!w->err && kp_buf_append(w->out, s, n) != 0)
+    if (!w->err && put_fast(w->out, s, n) != 0)
         w->err = 1;
 }
 
@@ -65,13 +76,13 @@ static void escape_byte(unsigned char c, char esc[8])
 int kp_jsonw_quote(kp_buf *out, const char *s)
 {
     const unsigned char *p = (const unsigned char *)s;
-    if (kp_buf_append(out, "\"", 1) != 0)
+    if (put_fast(out, "\"", 1) != 0)
         return -1;
     for (;;) {
         size_t run = 0;
         while (p[run] >= 0x20 && p[run] < 0x80 && p[run] != '"' && p[run] != '\\')
             run++;
-        if (run && kp_buf_append(out, p, run) != 0)
+        if (run && put_fast(out, p, run) != 0)
             return -1;
         p += run;
         if (!*p)
@@ -88,22 +99,34 @@ int kp_jsonw_quote(kp_buf *out, const char *s)
         if (kp_buf_puts(out, esc) != 0)
             return -1;
     }
-    return kp_buf_append(out, "\"", 1);
+    return put_fast(out, "\"", 1);
 }
 
-/* Writes the comma (when needed) and "key": of the next member. */
+/* Writes the comma (when needed) and "key": of the next member, in one piece. */
 static void member(kp_jsonw *w, const char *key)
 {
+    char text[80];
+    size_t n = 0, klen = key ? strlen(key) : 0;
     if (w->depth > 0) {
         if (w->has_member[w->depth - 1])
-            put(w, ",", 1);
+            text[n++] = ',';
         w->has_member[w->depth - 1] = 1;
     }
-    if (!key)
+    if (key && klen > sizeof text - 4) { /* a long key: in pieces */
+        put(w, text, n);
+        put(w, "\"", 1);
+        put(w, key, klen);
+        put(w, "\":", 2);
         return;
-    put(w, "\"", 1);
-    put(w, key, strlen(key));
-    put(w, "\":", 2);
+    }
+    if (key) {
+        text[n++] = '"';
+        memcpy(text + n, key, klen);
+        n += klen;
+        text[n++] = '"';
+        text[n++] = ':';
+    }
+    put(w, text, n);
 }
 
 void kp_jsonw_init(kp_jsonw *w, kp_buf *out)
