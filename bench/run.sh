@@ -5,9 +5,13 @@
 # signs up a user for a bearer token, then runs wrk against
 #   GET /healthz  (routing + a database ping)
 #   GET /v1/me    (token verification + user and balance reads)
-# and, if nginx is installed, a fixed 200 from nginx for scale. Prints a
-# table of requests/s and p99 latency. The server logs one line per request
-# at the default level (info), to a file, as it would in production.
+# and a fixed 200 from nginx (with a buffered access log, as a production
+# nginx would log) for scale, started beside the server so that both are
+# measured in the same run (nginx just before and just after GET /v1/me, the
+# ratio taken to the mean of the two). Prints a table of requests/s and p99 latency, the
+# 1-minute load average, and GET /v1/me beside its goals: at least half of
+# nginx's requests/s, p99 under 5 ms. The server logs one line per request at
+# the default level (info), to a file, as it would in production.
 #
 # Knobs (environment): BENCH_DURATION (10s), BENCH_CONNECTIONS (64),
 # BENCH_THREADS (2, wrk threads), KOUMPA_THREADS (server workers, default: cores),
@@ -70,6 +74,40 @@ TOKEN=$(printf '%s' "$SIGNUP" | sed -n 's/.*"token":"\([^"]*\)".*/\1/p')
 curl -fs -H "Authorization: Bearer $TOKEN" "$URL/v1/me" >/dev/null ||
     { echo "bench: GET /v1/me failed with the new token" >&2; exit 1; }
 
+# nginx, a fixed 200 with a buffered access log, started beside the server so
+# that both run in the same conditions (each idles while the other is measured)
+start_nginx() {
+    NPORT=$(free_port)
+    mkdir -p "$WORK/nginx"
+    cat >"$WORK/nginx/nginx.conf" <<EOF
+worker_processes auto;
+daemon off;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/error.log;
+events { worker_connections 1024; }
+http {
+    log_format bench '\$remote_addr [\$time_iso8601] "\$request" \$status \$body_bytes_sent \$request_time';
+    access_log $WORK/nginx/access.log bench buffer=64k flush=1s;
+    client_body_temp_path $WORK/nginx;
+    proxy_temp_path $WORK/nginx;
+    fastcgi_temp_path $WORK/nginx;
+    uwsgi_temp_path $WORK/nginx;
+    scgi_temp_path $WORK/nginx;
+    server { listen 127.0.0.1:$NPORT; location / { return 200 '{"status":"ok"}'; } }
+}
+EOF
+    nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" &
+    NGINX_PID=$!
+    sleep 0.5
+}
+NGINX_URL=""
+if command -v nginx >/dev/null 2>&1; then
+    start_nginx
+    NGINX_URL="http://127.0.0.1:$NPORT/"
+else
+    echo "bench: nginx not found (scripts/install-deps.sh --test installs it): no reference row" >&2
+fi
+
 RESULTS="$WORK/results"
 : >"$RESULTS"
 
@@ -87,41 +125,40 @@ run_wrk() {
     printf '%s|%s|%s|%s\n' "$label" "${rps:-?}" "${p99:-?}" "${bad:-0}" >>"$RESULTS"
 }
 
-echo "koumpa bench: wrk -t$WRK_THREADS -c$CONNECTIONS -d$DURATION, $(nproc) cores, server log level ${KOUMPA_LOG_LEVEL:-info}"
+LOAD_START=$(cut -d' ' -f1 /proc/loadavg)
+echo "koumpa bench: wrk -t$WRK_THREADS -c$CONNECTIONS -d$DURATION, $(nproc) cores, server log level ${KOUMPA_LOG_LEVEL:-info} (to a file), load average $LOAD_START"
 run_wrk "koumpa GET /healthz" "$URL/healthz"
+# nginx just before and just after GET /v1/me: the ratio is to their mean, so
+# that a change of load from the other processes weighs on both sides alike
+[ -n "$NGINX_URL" ] && run_wrk "nginx fixed 200 (before)" "$NGINX_URL"
 run_wrk "koumpa GET /v1/me" "$URL/v1/me" -H "Authorization: Bearer $TOKEN"
+[ -n "$NGINX_URL" ] && run_wrk "nginx fixed 200 (after)" "$NGINX_URL"
 
 kill "$SERVER_PID"
 wait "$SERVER_PID" || { echo "bench: the server exited with an error; its log tail:" >&2; tail -n 20 "$WORK/server.log" >&2; exit 1; }
 SERVER_PID=""
-
-if command -v nginx >/dev/null 2>&1; then
-    NPORT=$(free_port)
-    mkdir -p "$WORK/nginx"
-    cat >"$WORK/nginx/nginx.conf" <<EOF
-worker_processes auto;
-daemon off;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/error.log;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    client_body_temp_path $WORK/nginx;
-    proxy_temp_path $WORK/nginx;
-    fastcgi_temp_path $WORK/nginx;
-    uwsgi_temp_path $WORK/nginx;
-    scgi_temp_path $WORK/nginx;
-    server { listen 127.0.0.1:$NPORT; location / { return 200 '{"status":"ok"}'; } }
-}
-EOF
-    nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" &
-    NGINX_PID=$!
-    sleep 0.5
-    run_wrk "nginx fixed 200 (reference)" "http://127.0.0.1:$NPORT/"
-fi
+LOAD_END=$(cut -d' ' -f1 /proc/loadavg)
+LOG_LINES=$(wc -l <"$WORK/server.log")
 
 printf '\n%-32s %12s %10s %9s\n' "target" "requests/s" "p99" "non-2xx"
 printf '%-32s %12s %10s %9s\n' "--------------------------------" "------------" "----------" "---------"
 while IFS='|' read -r label rps p99 bad; do
     printf '%-32s %12s %10s %9s\n' "$label" "$rps" "$p99" "$bad"
 done <"$RESULTS"
+
+# GET /v1/me beside its goals (wrk prints p99 as 456.78us, 1.23ms or 1.02s)
+field() { grep "^$1|" "$RESULTS" | cut -d'|' -f"$2"; }
+ME_RPS=$(field "koumpa GET /v1/me" 2)
+ME_P99=$(field "koumpa GET /v1/me" 3)
+ME_P99_MS=$(printf '%s' "$ME_P99" | awk '/us$/ {print $0 / 1000; next} /ms$/ {print $0 + 0; next} /s$/ {print $0 * 1000}')
+echo
+echo "load average (1 min): $LOAD_START at the start, $LOAD_END at the end; request log: $LOG_LINES lines"
+if [ -n "$NGINX_URL" ]; then
+    NGINX_RPS=$(awk -v a="$(field "nginx fixed 200 (before)" 2)" -v b="$(field "nginx fixed 200 (after)" 2)" \
+        'BEGIN { printf "%.0f", (a + b) / 2 }')
+    RATIO=$(awk -v a="$ME_RPS" -v b="$NGINX_RPS" 'BEGIN { printf "%.2f", a / b }')
+    MET=$(awk -v r="$RATIO" 'BEGIN { print (r >= 0.5) ? "met" : "not met" }')
+    echo "GET /v1/me / nginx fixed 200 (mean of before and after, $NGINX_RPS requests/s): ${RATIO}x   (goal >= 0.50x: $MET)"
+fi
+MET=$(awk -v p="$ME_P99_MS" 'BEGIN { print (p != "" && p < 5) ? "met" : "not met" }')
+echo "GET /v1/me p99: $ME_P99   (goal < 5 ms: $MET)"

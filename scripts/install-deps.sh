@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what Koumpa needs on Debian/Ubuntu, only what is missing.
 #   scripts/install-deps.sh          build + run dependencies
-#   scripts/install-deps.sh --test   also the test tools (cmocka, valgrind, gcovr, wrk, clang and its
+#   scripts/install-deps.sh --test   also the test tools (cmocka, valgrind, gcovr, wrk, nginx-light
+#                                    for make bench's reference, clang and its
 #                                    lint tools and libFuzzer runtime, cppcheck, libfaketime,
 #                                    node packages, moto_server for the AWS tests, chromium for
 #                                    the browser tests)
@@ -11,7 +12,8 @@ cd "$(dirname "$0")/.."
 pkgs=(build-essential pkg-config libevent-dev libjansson-dev libssl-dev libsqlite3-dev
       libcurl4-openssl-dev libsodium-dev libzip-dev zlib1g-dev ca-certificates)
 if [ "${1:-}" = "--test" ]; then
-    pkgs+=(libcmocka-dev valgrind gcovr wrk nodejs npm curl clang clang-format clang-tidy
+    # nginx-light: make bench's reference (a fixed 200 beside GET /v1/me); bench/run.sh starts its own
+    pkgs+=(libcmocka-dev valgrind gcovr wrk nginx-light nodejs npm curl clang clang-format clang-tidy
            libclang-rt-dev cppcheck libfaketime python3-venv)
     # Debian's chromium for the browser suite (tests/browser/, make bench-ui): Playwright's own
     # browser download is not used (playwright-core with executablePath /usr/bin/chromium)

@@ -60,7 +60,10 @@ void kp_h_project_version_file(kp_ctx *ctx, kp_req *req, kp_resp *resp);
 void kp_h_stripe_webhook(kp_ctx *ctx, kp_req *req, kp_resp *resp);
 
 /* Shared by handlers: a unix time as RFC 3339 UTC ("2026-11-24T19:41:18Z"). */
+#define KP_H_TIME_MAX 32
 json_t *kp_h_time_json(int64_t t);
+/* The same text into out ("" for a time beyond what it can write). */
+void kp_h_time_text(int64_t t, char out[KP_H_TIME_MAX]);
 /* A user as sign-up, login, verification and the admin endpoints show it (admin_routes.c). */
 json_t *kp_h_user_json(const kp_config *cfg, const kp_user *u);
 

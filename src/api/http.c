@@ -116,6 +116,12 @@ void kp_resp_json(kp_resp *resp, int status, json_t *body)
     kp_headers_set(&resp->headers, "Content-Type", "application/json");
 }
 
+void kp_resp_json_written(kp_resp *resp, int status)
+{
+    resp->status = status;
+    kp_headers_set(&resp->headers, "Content-Type", "application/json");
+}
+
 /* Copies text, replacing every byte that is not part of valid UTF-8 with '?'
  * (jansson refuses invalid UTF-8, and a message may echo client bytes). */
 static void utf8_sanitise(const char *text, char *out, size_t n)

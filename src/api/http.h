@@ -162,6 +162,8 @@ struct kp_resp {
 
 /* Sets status + a JSON body (takes ownership of body) + Content-Type. */
 void kp_resp_json(kp_resp *resp, int status, json_t *body);
+/* Sets status + Content-Type for a JSON body the handler wrote into resp->body itself. */
+void kp_resp_json_written(kp_resp *resp, int status);
 /* Sets status + {"error": {"code", "message"}}. */
 void kp_resp_error(kp_resp *resp, int status, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));

@@ -16,32 +16,60 @@
 
 #define LEDGER_DEFAULT_LIMIT 50
 #define LEDGER_MAX_LIMIT 100
+#define ME_BODY_RESERVE 768 /* GET /v1/me's body is about 400 bytes, 550 with a subscription */
 
 /* The user's current Stripe subscription as {status, plan_id,
  * current_period_end, cancel_at_period_end}, or null when there is none (or
  * only a checkout knows of it so far: no status from Stripe yet). */
-static json_t *subscription_json(const kp_account_subscription *sub)
+static void subscription_write(kp_jsonw *w, const kp_account_subscription *sub)
 {
-    if (!sub->status[0])
-        return json_null();
-    return json_pack("{s:s,s:s*,s:o,s:b}", "status", sub->status, "plan_id", sub->plan_id[0] ? sub->plan_id : NULL,
-                     "current_period_end",
-                     sub->current_period_end ? kp_h_time_json(sub->current_period_end) : json_null(),
-                     "cancel_at_period_end", sub->cancel_at_period_end);
+    char end[KP_H_TIME_MAX];
+    if (!sub->status[0]) {
+        kp_jsonw_null(w, "subscription");
+        return;
+    }
+    kp_jsonw_open(w, "subscription");
+    kp_jsonw_str(w, "status", sub->status);
+    kp_jsonw_str(w, "plan_id", sub->plan_id[0] ? sub->plan_id : NULL);
+    if (sub->current_period_end)
+        kp_h_time_text(sub->current_period_end, end);
+    kp_jsonw_str(w, "current_period_end", sub->current_period_end ? end : NULL);
+    kp_jsonw_bool(w, "cancel_at_period_end", sub->cancel_at_period_end);
+    kp_jsonw_close(w);
 }
 
+/* Written straight into the response body (no jansson tree: the most frequent request). */
 void kp_h_me(kp_ctx *ctx, kp_req *req, kp_resp *resp)
 {
     /* authentication read the account (user, plan, balance, subscription) in one go */
     (void)ctx;
     const kp_principal *p = &req->principal;
     const kp_balance bal = p->balance;
-    json_t *body = json_pack("{s:s,s:s,s:b,s:b,s:o,s:{s:I,s:I,s:I},s:o,s:o}", "id", p->user_id, "email", p->email,
-                             "email_verified", p->email_verified, "is_admin", p->is_admin, "plan",
-                             kp_plans_to_json(&p->plan), "credits", "daily", (json_int_t)bal.daily, "monthly",
-                             (json_int_t)bal.monthly, "total", (json_int_t)(bal.daily + bal.monthly), "created_at",
-                             kp_h_time_json(p->created_at), "subscription", subscription_json(&p->subscription));
-    kp_resp_json(resp, 200, body);
+    char created[KP_H_TIME_MAX];
+    kp_jsonw w;
+    kp_h_time_text(p->created_at, created);
+    kp_buf_reset(&resp->body);
+    kp_buf_reserve(&resp->body, ME_BODY_RESERVE); /* one allocation, not one per doubling */
+    kp_jsonw_init(&w, &resp->body);
+    kp_jsonw_open(&w, NULL);
+    kp_jsonw_str(&w, "id", p->user_id);
+    kp_jsonw_str(&w, "email", p->email);
+    kp_jsonw_bool(&w, "email_verified", p->email_verified);
+    kp_jsonw_bool(&w, "is_admin", p->is_admin);
+    kp_plans_write(&w, "plan", &p->plan);
+    kp_jsonw_open(&w, "credits");
+    kp_jsonw_int(&w, "daily", bal.daily);
+    kp_jsonw_int(&w, "monthly", bal.monthly);
+    kp_jsonw_int(&w, "total", bal.daily + bal.monthly);
+    kp_jsonw_close(&w);
+    kp_jsonw_str(&w, "created_at", created);
+    subscription_write(&w, &p->subscription);
+    kp_jsonw_close(&w);
+    if (kp_jsonw_end(&w) != 0) {
+        kp_resp_error(resp, 500, "internal_error", "out of memory");
+        return;
+    }
+    kp_resp_json_written(resp, 200);
 }
 
 /* The ledger's cursor text is "l:{seq}", the last entry shown. */

@@ -25,12 +25,18 @@ void kp_h_metrics(kp_ctx *ctx, kp_req *req, kp_resp *resp)
     kp_buf_free(&out);
 }
 
-json_t *kp_h_time_json(int64_t t)
+void kp_h_time_text(int64_t t, char out[KP_H_TIME_MAX])
 {
-    char text[32];
     struct tm tm;
     time_t tt = (time_t)t;
     gmtime_r(&tt, &tm);
-    strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    if (strftime(out, KP_H_TIME_MAX, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+        out[0] = '\0';
+}
+
+json_t *kp_h_time_json(int64_t t)
+{
+    char text[KP_H_TIME_MAX];
+    kp_h_time_text(t, text);
     return json_string(text);
 }

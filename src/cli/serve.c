@@ -36,6 +36,7 @@
 
 #define VERIFY_MAILS_PER_HOUR 3 /* POST /v1/auth/verify/resend, per user */
 #define MAIL_QUEUE 64           /* verification mails that may wait for the SMTP server */
+#define LOG_FLUSH_MS 100        /* the longest a request log line waits in its thread's buffer */
 
 typedef struct serve_state {
     kp_config cfg;
@@ -325,9 +326,12 @@ int kp_cli_serve(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
     raise_fd_limit();
+    /* the request log: each thread's lines written 64 KiB at a time, or after LOG_FLUSH_MS (core/log.h) */
+    kp_log_buffering_start(LOG_FLUSH_MS);
     if (start(&st, &err) != KP_OK) {
         kp_log_json(KP_LOG_ERROR, "cannot start", json_pack("{s:s}", "error", err.msg));
         stop(&st);
+        kp_log_buffering_stop();
         return 1;
     }
     json_t *summary = kp_config_describe(&st.cfg);
@@ -336,8 +340,10 @@ int kp_cli_serve(int argc, char **argv)
                 json_pack("{s:s,s:i,s:s,s:i,s:b,s:s,s:o}", "addr", st.cfg.addr, "port", kp_host_port(st.host),
                           "apps_addr", st.cfg.apps_addr, "apps_port", kp_host_port(st.apps_host), "generation",
                           st.llm != NULL, "version", KP_VERSION, "config", summary));
+    kp_log_flush(); /* the start-up summary at once */
     int sig = wait_for_signal(&set);
     kp_log_json(KP_LOG_INFO, "stopping", json_pack("{s:i}", "signal", sig));
     stop(&st);
+    kp_log_buffering_stop();
     return 0;
 }

@@ -147,11 +147,30 @@ kp_status kp_plans_put(kp_store *s, const char *id, json_t *edit, kp_plan *out, 
     return rc;
 }
 
+void kp_plans_write(kp_jsonw *w, const char *key, const kp_plan *p)
+{
+    kp_jsonw_open(w, key);
+    kp_jsonw_str(w, "id", p->id);
+    kp_jsonw_str(w, "name", p->name);
+    kp_jsonw_int(w, "price_cents", p->price_cents);
+    kp_jsonw_str(w, "currency", p->currency);
+    kp_jsonw_int(w, "monthly_credits", p->monthly_credits);
+    kp_jsonw_int(w, "daily_bonus", p->daily_bonus);
+    kp_jsonw_int(w, "max_concurrent_generations", p->max_concurrent_generations);
+    kp_jsonw_str(w, "stripe_price_id", p->stripe_price_id);
+    kp_jsonw_bool(w, "active", p->active);
+    kp_jsonw_close(w);
+}
+
+/* One definition of the plan's shape: kp_plans_write's text, parsed (the
+ * admin and plan listings are not a hot path). */
 json_t *kp_plans_to_json(const kp_plan *p)
 {
-    return json_pack("{s:s,s:s,s:I,s:s,s:I,s:I,s:I,s:s,s:b}", "id", p->id, "name", p->name, "price_cents",
-                     (json_int_t)p->price_cents, "currency", p->currency, "monthly_credits",
-                     (json_int_t)p->monthly_credits, "daily_bonus", (json_int_t)p->daily_bonus,
-                     "max_concurrent_generations", (json_int_t)p->max_concurrent_generations, "stripe_price_id",
-                     p->stripe_price_id, "active", p->active);
+    kp_buf text = KP_BUF_INIT;
+    kp_jsonw w;
+    kp_jsonw_init(&w, &text);
+    kp_plans_write(&w, NULL, p);
+    json_t *out = kp_jsonw_end(&w) == 0 ? json_loadb(text.data, text.len, JSON_DECODE_ANY, NULL) : NULL;
+    kp_buf_free(&text);
+    return out;
 }

@@ -21,6 +21,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { closeSync, openSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -139,10 +140,11 @@ export function runKoumpa(args, { env, input, timeoutMs = WRAPPED ? 300_000 : 60
  * brings its own AWS peers),
  * dataDir (reuse a directory, e.g. to restart after kill(); then stop() keeps it),
  * prefix (a command that execs the server, e.g. ['prlimit', '--nofile=1024', '--']),
- * bin (another binary, e.g. HOOKS_BIN).
+ * bin (another binary, e.g. HOOKS_BIN),
+ * logFile (the server's stderr goes to this file, as in production, instead of a pipe; logs() reads it).
  * Returns { url, appsUrl, port, appsPort, pid, dataDir, env, stop(), kill(), remove(), logs(), run(), exited }.
  */
-export async function startServer({ env = {}, args = [], dataDir, prefix = [], bin, backend } = {}) {
+export async function startServer({ env = {}, args = [], dataDir, prefix = [], bin, backend, logFile } = {}) {
   backend ??= Object.keys(env).some((k) => k.startsWith('AWS_')) ? 'local' : BACKEND;
   const ownDir = !dataDir;
   const dir = dataDir ?? (await mkdtemp(path.join(tmpdir(), 'koumpa-test-')));
@@ -168,10 +170,12 @@ export async function startServer({ env = {}, args = [], dataDir, prefix = [], b
   const appsUrl = `http://127.0.0.1:${appsPort}`;
 
   const { file, args: argv } = command(['serve', ...args], { prefix, bin });
-  const child = spawn(file, argv, { env: fullEnv, stdio: ['ignore', 'pipe', 'pipe'] });
+  const logFd = logFile ? openSync(logFile, 'a') : null;
+  const child = spawn(file, argv, { env: fullEnv, stdio: ['ignore', 'pipe', logFd ?? 'pipe'] });
+  if (logFd !== null) closeSync(logFd);
   const output = [];
   child.stdout.on('data', (d) => output.push(d));
-  child.stderr.on('data', (d) => output.push(d));
+  child.stderr?.on('data', (d) => output.push(d));
   let exitInfo = null;
   const exited = new Promise((resolve) => {
     child.once('error', (e) => {
@@ -183,7 +187,7 @@ export async function startServer({ env = {}, args = [], dataDir, prefix = [], b
       resolve(exitInfo);
     });
   });
-  const logs = () => Buffer.concat(output).toString('utf8');
+  const logs = () => Buffer.concat(output).toString('utf8') + (logFile ? readFileSync(logFile, 'utf8') : '');
 
   const cleanup = async (keep) => {
     if (ownDir && !keep && !process.env.KOUMPA_TEST_KEEP) await rm(dir, { recursive: true, force: true });
