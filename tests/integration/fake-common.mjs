@@ -225,7 +225,12 @@ export async function startFake({ api, defaultScenario, host = '127.0.0.1', port
     const path = new URL(req.url, 'http://x').pathname;
     if (path.startsWith('/__')) return control(req, res, path);
     if (urlPath && path.startsWith(`${urlPath}/__`)) return control(req, res, path.slice(urlPath.length));
-    const rawBody = await readBody(req);
+    let rawBody;
+    try {
+      rawBody = await readBody(req);
+    } catch {
+      return; // the client left before the whole request arrived
+    }
     let body = null;
     try {
       body = JSON.parse(rawBody);
