@@ -11,7 +11,7 @@
 #   make integration-aws  the end-to-end scenarios again on DynamoDB + S3 (moto behind a SigV4-verifying front)
 #   make coverage   line coverage of the C code (gcovr), build-cov/
 #   make bench      HTTP throughput figures (bench/run.sh, wrk)
-#   make bench-generations  1,000 concurrent generations against the fake Anthropic API
+#   make bench-generations  1,000 concurrent generations against the fake Anthropic API (GENERATIONS=8000)
 #   make bench-slow-disk    1,000 generations on a disk whose every fsync takes 5 ms more
 #   make bench-replays      1,000 replays of one large ended version
 #   make bench-bonus        `koumpa daily-bonus` over BONUS_USERS (1,000,000) users (bench/bonus.sh)
@@ -210,7 +210,7 @@ bench: $(BUILD)/koumpa
 	bench/run.sh $(BUILD)
 
 bench-generations: $(BUILD)/koumpa
-	KOUMPA_BUILD=$(BUILD) node bench/generations.mjs 1000
+	KOUMPA_BUILD=$(BUILD) node bench/generations.mjs $(or $(GENERATIONS),1000)
 
 bench-slow-disk: $(BUILD)/koumpa
 	KOUMPA_BUILD=$(BUILD) BENCH_FSYNC_DELAY_MS=5 BENCH_SPREAD_MS=20000 BENCH_STREAM_MS=10000 BENCH_CHUNK_BYTES=1024 \

@@ -1,36 +1,58 @@
 // bench/generations.mjs - many concurrent generations with live SSE readers.
 //
-// Starts the fake Anthropic server (tests/integration/fake-anthropic.mjs)
-// streaming a realistic app (about 8 KB of file blocks over 20 s per
+// Starts the fake Anthropic API (bench/fake-upstream.mjs: several processes on
+// one port) streaming a realistic app (about 8 KB of file blocks over 20 s per
 // generation), starts `koumpa serve` against it, and opens N generations at
-// once (POST /v1/projects with Accept: text/event-stream), each read to its
-// end. While they run it samples the server's memory and CPU and measures
-// GET /v1/me with wrk; it measures /v1/me idle first for comparison.
-// Prints figures; asserts nothing.
+// once (POST /v1/projects with Accept: text/event-stream, over as many users
+// as a plan's 1,000 concurrent generations need), each read to its end by
+// reader processes (bench/sse-readers.mjs), so that neither side of the
+// harness is what limits the server. While they run it samples the server's
+// memory, descriptors and CPU and measures GET /v1/me with wrk; it measures
+// /v1/me idle first for comparison. Prints each figure beside its goal and
+// the failures by cause; asserts nothing.
+//
+// Upstream (BENCH_UPSTREAM): h2 (default) serves https with HTTP/2 (a
+// self-signed certificate given to the server as KOUMPA_CA_BUNDLE): the
+// server multiplexes its calls on a few connections, as with Anthropic's API;
+// h1 serves plain HTTP/1.1, one connection per generation (OpenAI-compatible
+// servers).
 //
 // A slow disk (`make bench-slow-disk`): BENCH_FSYNC_DELAY_MS > 0 runs the
 // server with bench/slowfsync.c preloaded (every fsync sleeps that long first),
 // and BENCH_SPREAD_MS spreads the starts so that generations end (and publish)
 // while others stream. Stream latency is what the readers see: the longest
-// pause between two events of a generation before its end (a loop frozen by
-// another generation's publishing shows up there), and the wait from its last
-// event to done (its own publishing).
+// pause between two chunks of a generation before its end (a loop frozen by
+// another generation's publishing shows up there), and the wait before its
+// last chunk (done: its own publishing).
 //
-//   node bench/generations.mjs [N=1000]     (BENCH_STREAM_MS=20000, KOUMPA_BUILD=build,
-//                                            BENCH_SPREAD_MS=0, BENCH_FSYNC_DELAY_MS=0, BENCH_CHUNK_BYTES=4096,
-//                                            BENCH_NO_WRK)
-import { execFile, execFileSync, spawn } from 'node:child_process';
+// Descriptors: the soft limit of this process, its children and the server is
+// raised to the hard limit (prlimit); 8,000 generations over HTTP/1.1 need
+// 16,000 in the server.
+//
+//   node bench/generations.mjs [N=GENERATIONS or 1000]
+//        (BENCH_STREAM_MS=20000, BENCH_UPSTREAM=h2, BENCH_FAKES=2, BENCH_READERS=2, KOUMPA_BUILD=build,
+//         BENCH_SPREAD_MS=0, BENCH_FSYNC_DELAY_MS=0, BENCH_CHUNK_BYTES=4096, BENCH_NO_WRK)
+import { execFile, execFileSync, fork, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { promisify } from 'node:util';
+
+import { selfSigned } from '../tests/integration/fake-common.mjs';
 import { api, signup, startServer } from '../tests/integration/harness.mjs';
 
 const run = promisify(execFile);
-const N = Number(process.argv[2] || 1000);
+const N = Number(process.argv[2] || process.env.GENERATIONS || 1000);
 const STREAM_MS = Number(process.env.BENCH_STREAM_MS || 20000);
 const SPREAD_MS = Number(process.env.BENCH_SPREAD_MS || 0);
 const FSYNC_DELAY_MS = Number(process.env.BENCH_FSYNC_DELAY_MS || 0);
 const CHUNK_BYTES = Number(process.env.BENCH_CHUNK_BYTES || 4096);
+const UPSTREAM = process.env.BENCH_UPSTREAM || 'h2';
+const FAKES = Number(process.env.BENCH_FAKES || 2);
+const READERS = Number(process.env.BENCH_READERS || 2);
+const PLAN_MAX = 1000; // a plan's max_concurrent_generations (src/domain/plans.c)
+if (!['h1', 'h2'].includes(UPSTREAM)) throw new Error(`BENCH_UPSTREAM=${UPSTREAM}: h1 or h2`);
 
 /* A realistic small app: three files, about 8 KB. */
 function appText() {
@@ -63,13 +85,24 @@ document.querySelectorAll('.item').forEach((li) => li.addEventListener('click', 
 `;
 }
 
-function serverPid() {
-  return run('pgrep', ['-n', '-f', 'koumpa serve']).then((r) => Number(r.stdout.trim()));
+function load1() {
+  return readFileSync('/proc/loadavg', 'utf8').split(' ')[0];
+}
+
+/** Raises pid's soft descriptor limit to its hard limit; returns the new limit. */
+function raiseNofile(pid) {
+  const hard = execFileSync('prlimit', ['--pid', String(pid), '--nofile', '--noheadings', '--output=HARD']).toString().trim();
+  execFileSync('prlimit', ['--pid', String(pid), `--nofile=${hard}:${hard}`]);
+  return Number(hard);
 }
 
 function memKiB(pid) {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
   return Number(/VmRSS:\s+(\d+)/.exec(status)[1]);
+}
+
+function fdCount(pid) {
+  return readdirSync(`/proc/${pid}/fd`).length;
 }
 
 function cpuSeconds(pid) {
@@ -84,48 +117,16 @@ async function wrkMe(server, token, seconds) {
   return { rps, p99 };
 }
 
-/* One generation, read as SSE to its end; resolves with the last event name. */
-const durations = [];
-const maxGaps = []; // per generation: the longest pause between two events before its end, ms
-const doneLags = []; // per generation: from its last event to done, ms
-async function generate(server, token, i) {
-  if (SPREAD_MS > 0) await new Promise((r) => setTimeout(r, (i * SPREAD_MS) / N));
-  const started = Date.now();
-  const res = await fetch(`${server.url}/v1/projects`, {
-    method: 'POST',
-    headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json', Accept: 'text/event-stream' },
-    body: JSON.stringify({ prompt: `A to-do app, number ${i}` }),
-  });
-  if (res.status !== 200) return `http_${res.status}`;
-  const arrivals = []; // [time, event name]
-  const decoder = new TextDecoder();
-  let text = '';
-  for await (const chunk of res.body) {
-    const now = Date.now();
-    const piece = decoder.decode(chunk, { stream: true });
-    for (const m of piece.matchAll(/^event: (\w+)$/gm)) arrivals.push([now, m[1]]);
-    text += piece;
-  }
-  durations.push((Date.now() - started) / 1000);
-  if (arrivals.length >= 2) {
-    let gap = 0;
-    for (let k = 2; k < arrivals.length - 1; k++) gap = Math.max(gap, arrivals[k][0] - arrivals[k - 1][0]);
-    maxGaps.push(gap);
-    doneLags.push(arrivals.at(-1)[0] - arrivals.at(-2)[0]);
-  }
-  const events = [...text.matchAll(/^event: (\w+)\ndata: (.*)$/gm)];
-  const last = events.at(-1);
-  if (!last) return 'none';
-  if (last[1] !== 'error') return last[1];
-  return `error:${JSON.parse(last[2]).code}`;
+/** The value at quantile p of a sorted list. */
+function at(sorted, p) {
+  return sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))];
 }
 
 /* p50 / p99 / max of a list of numbers. */
 function quantiles(list, f = (x) => x.toFixed(0)) {
   if (list.length === 0) return 'n/a';
   const v = [...list].sort((a, b) => a - b);
-  const q = (p) => f(v[Math.min(v.length - 1, Math.floor(p * v.length))]);
-  return `p50 ${q(0.5)}, p99 ${q(0.99)}, max ${q(1)}`;
+  return `p50 ${f(at(v, 0.5))}, p99 ${f(at(v, 0.99))}, max ${f(at(v, 1))}`;
 }
 
 /* The slow disk: bench/slowfsync.c built into a preload library. */
@@ -136,70 +137,127 @@ function slowDiskEnv() {
   return { LD_PRELOAD: lib, SLOWFSYNC_MS: String(FSYNC_DELAY_MS) };
 }
 
-/* The fake runs in a process of its own, so that serving the streams and
- * reading the generations' SSE do not compete for one node thread. */
-async function startFake() {
-  const child = spawn(process.execPath, ['tests/integration/fake-anthropic.mjs', '--port', '0', '--api-key', 'sk-bench', '--exit-on-stdin-close'], {
-    stdio: ['pipe', 'pipe', 'inherit'],
-  });
-  const [line] = await once(child.stdout, 'data');
-  const url = line.toString().trim();
+/* The fake API in FAKES processes (bench/fake-upstream.mjs); over https with HTTP/2 for h2. */
+async function startFake(certDir) {
   // whole events per write, as the real API sends them (the tests split them at every byte instead)
   const scenario = { type: 'slow', text: appText(), durationMs: STREAM_MS, pieceChars: 24, chunkSizes: [CHUNK_BYTES] };
-  const res = await fetch(`${url}/__scenario`, { method: 'POST', body: JSON.stringify(scenario) });
-  if (!res.ok) throw new Error(`fake scenario: ${res.status} ${await res.text()}`);
-  return { url, close: () => child.stdin.end() };
+  const tls = UPSTREAM === 'h2' ? selfSigned(certDir, 'fake-upstream') : null;
+  const env = { ...process.env, FAKE_SCENARIO: JSON.stringify(scenario), FAKE_HTTP2: UPSTREAM === 'h2' ? '1' : '0' };
+  if (tls) Object.assign(env, { FAKE_CERT: tls.cert, FAKE_KEY: tls.key });
+  const child = spawn(process.execPath, ['bench/fake-upstream.mjs', String(FAKES)], { env, stdio: ['pipe', 'pipe', 'inherit'] });
+  raiseNofile(child.pid); // its workers inherit it
+  const [line] = await once(child.stdout, 'data');
+  return { url: line.toString().trim(), caBundle: tls?.cert, pid: child.pid, close: () => child.stdin.end() };
 }
 
-const fake = await startFake();
+/** USERS users on a plan allowing their share of the N generations at once, with the credits for them. */
+async function benchUsers(server) {
+  const users = Math.ceil(N / PLAN_MAX);
+  const share = Math.ceil(N / users);
+  const admin = await signup(server, 'admin@bench.test');
+  await server.run(['admin', 'grant', 'admin@bench.test']);
+  const plan = { name: 'Bench', price_cents: 0, monthly_credits: 0, daily_bonus: share + 10, max_concurrent_generations: share };
+  await api(server, 'PUT', '/v1/admin/plans/bench', { token: admin.token, body: plan });
+  const tokens = [];
+  for (let u = 0; u < users; u++) {
+    const user = await signup(server);
+    await api(server, 'PUT', `/v1/admin/users/${user.user.id}/plan`, { token: admin.token, body: { plan_id: 'bench' } });
+    tokens.push(user.token);
+  }
+  await server.run(['daily-bonus', '--date', '2099-01-01']); // sets the users' daily credits to the bench plan's bonus
+  return { tokens, share };
+}
+
+/** Runs the N generations in READERS processes; resolves with one record per generation. */
+async function runReaders(server, tokens, share) {
+  const startAt = Date.now() + 1000;
+  const parts = Array.from({ length: READERS }, () => []);
+  for (let i = 0; i < N; i++) parts[i % READERS].push({ token: tokens[Math.floor(i / share)], i });
+  const results = await Promise.all(
+    parts.map(async (jobs) => {
+      const child = fork('bench/sse-readers.mjs', [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+      raiseNofile(child.pid);
+      child.send({ url: server.url, jobs, spreadMs: SPREAD_MS, total: N, startAt });
+      const [msg] = await once(child, 'message');
+      return msg.results;
+    }),
+  );
+  return results.flat();
+}
+
+function goal(ok) {
+  return ok ? 'met' : 'NOT met';
+}
+
+function report({ results, wall, cpu, rss0, peak, fd0, fdPeak, idle, busy, credits, load }) {
+  const counts = results.reduce((m, r) => ((m[r.outcome] = (m[r.outcome] || 0) + 1), m), {});
+  const failed = N - (counts.done || 0);
+  const seconds = results.filter((r) => r.outcome === 'done').map((r) => r.seconds).sort((a, b) => a - b);
+  const p99 = seconds.length ? at(seconds, 0.99) : Infinity;
+  const perGen = (peak - rss0) / N;
+  const limitP99 = (1.25 * STREAM_MS) / 1000;
+  console.log(`generations: ${N} concurrent over ${Math.ceil(N / PLAN_MAX)} users, each ~${(appText().length / 1024).toFixed(1)} KB streamed over ${STREAM_MS / 1000} s; ` +
+    `upstream ${UPSTREAM === 'h2' ? 'HTTP/2 over TLS' : 'HTTP/1.1'} (${FAKES} fake processes), ${READERS} reader processes`);
+  if (SPREAD_MS > 0 || FSYNC_DELAY_MS > 0) console.log(`             started over ${SPREAD_MS / 1000} s; every fsync delayed ${FSYNC_DELAY_MS} ms`);
+  console.log(`load:        1-minute load average ${load.start} at the start, ${load.end} at the end (2 cores, shared)`);
+  console.log(`failed:      ${failed} of ${N} (goal 0: ${goal(failed === 0)})  (credits left: ${credits})`);
+  console.log(`by cause:    ${JSON.stringify(counts)}`);
+  console.log(`end to end:  request to last event p50 ${at(seconds, 0.5)?.toFixed(1)} s, p99 ${p99.toFixed(1)} s, max ${seconds.at(-1)?.toFixed(1)} s ` +
+    `(goal p99 < 1.25 x ${STREAM_MS / 1000} s = ${limitP99} s: ${goal(p99 < limitP99)}); wall ${wall.toFixed(1)} s`);
+  console.log(`stream:      longest pause between two chunks of a generation (ms): ${quantiles(results.filter((r) => r.maxGapMs !== undefined).map((r) => r.maxGapMs))}`);
+  console.log(`             before done, its own publishing (ms): ${quantiles(results.filter((r) => r.doneLagMs !== undefined).map((r) => r.doneLagMs))}`);
+  console.log(`server RSS:  ${(rss0 / 1024).toFixed(1)} MiB idle, ${(peak / 1024).toFixed(1)} MiB peak -> ${perGen.toFixed(1)} KiB per in-flight generation (goal < 50 KiB: ${goal(perGen < 50)})`);
+  console.log(`server fds:  ${fd0} idle, ${fdPeak} peak (${((fdPeak - fd0) / N).toFixed(2)} per generation: its reader${UPSTREAM === 'h1' ? ' and its upstream connection' : ', upstream multiplexed'})`);
+  console.log(`server CPU:  ${cpu.toFixed(1)} s over ${wall.toFixed(1)} s (${((100 * cpu) / wall).toFixed(0)} % of one core)`);
+  if (busy) {
+    const share = (100 * busy.rps) / idle.rps;
+    console.log(`GET /v1/me:  idle ${idle.rps.toFixed(0)} req/s (p99 ${idle.p99}); during generations ${busy.rps.toFixed(0)} req/s (p99 ${busy.p99}) -> ` +
+      `${share.toFixed(0)} % of idle (goal >= 50 %: ${goal(share >= 50)})`);
+  }
+}
+
+const nofile = raiseNofile(process.pid);
+const certDir = mkdtempSync(path.join(tmpdir(), 'koumpa-bench-'));
+const fake = await startFake(certDir);
 const server = await startServer({
   env: {
     ANTHROPIC_BASE_URL: fake.url,
     ANTHROPIC_API_KEY: 'sk-bench',
-    KOUMPA_ADMIN_EMAILS: 'admin@bench.test',
     KOUMPA_LOG_LEVEL: 'warn',
+    ...(fake.caBundle ? { KOUMPA_CA_BUNDLE: fake.caBundle } : {}),
     ...slowDiskEnv(),
   },
 });
 try {
-  const admin = await signup(server, 'admin@bench.test');
-  const user = await signup(server);
-  const plan = { name: 'Bench', price_cents: 0, monthly_credits: 0, daily_bonus: N + 10, max_concurrent_generations: N };
-  await api(server, 'PUT', '/v1/admin/plans/bench', { token: admin.token, body: plan });
-  await api(server, 'PUT', `/v1/admin/users/${user.user.id}/plan`, { token: admin.token, body: { plan_id: 'bench' } });
-  await server.run(['daily-bonus', '--date', '2099-01-01']); // sets the user's daily credits to the bench plan's bonus
-
-  const pid = await serverPid();
-  const idle = await wrkMe(server, user.token, 5);
+  const pid = server.pid;
+  console.log(`descriptors: limit ${nofile} (harness), ${raiseNofile(pid)} (server)`);
+  const { tokens, share } = await benchUsers(server);
+  const idle = await wrkMe(server, tokens[0], 5);
   const rss0 = memKiB(pid);
+  const fd0 = fdCount(pid);
   const cpu0 = cpuSeconds(pid);
+  const load = { start: load1() };
   const t0 = Date.now();
 
   let peak = rss0;
-  const sampler = setInterval(() => { peak = Math.max(peak, memKiB(pid)); }, 200);
-  const all = Array.from({ length: N }, (_, i) => generate(server, user.token, i));
-  await new Promise((r) => setTimeout(r, Math.min(5000, STREAM_MS / 4)));
-  const busy = process.env.BENCH_NO_WRK ? null : await wrkMe(server, user.token, Math.max(2, Math.floor(STREAM_MS / 2000)));
-  const outcomes = await Promise.all(all);
+  let fdPeak = fd0;
+  const sampler = setInterval(() => {
+    peak = Math.max(peak, memKiB(pid));
+    fdPeak = Math.max(fdPeak, fdCount(pid));
+  }, 200);
+  const all = runReaders(server, tokens, share);
+  await new Promise((r) => setTimeout(r, Math.min(6000, 1000 + STREAM_MS / 4)));
+  const busy = process.env.BENCH_NO_WRK ? null : await wrkMe(server, tokens[0], Math.max(2, Math.floor(STREAM_MS / 2000)));
+  const results = await all;
   clearInterval(sampler);
+  load.end = load1();
   const wall = (Date.now() - t0) / 1000;
   const cpu = cpuSeconds(pid) - cpu0;
-
-  const counts = outcomes.reduce((m, o) => ((m[o] = (m[o] || 0) + 1), m), {});
-  const me = await api(server, 'GET', '/v1/me', { token: user.token });
-  console.log(`generations: ${N} concurrent, each ~${(appText().length / 1024).toFixed(1)} KB streamed over ${STREAM_MS / 1000} s`);
-  if (SPREAD_MS > 0 || FSYNC_DELAY_MS > 0) console.log(`             started over ${SPREAD_MS / 1000} s; every fsync delayed ${FSYNC_DELAY_MS} ms`);
-  console.log(`outcomes:    ${JSON.stringify(counts)}  (credits left: ${me.json.credits.total})`);
-  durations.sort((a, b) => a - b);
-  const q = (f) => durations[Math.min(durations.length - 1, Math.floor(f * durations.length))].toFixed(1);
-  console.log(`wall time:   ${wall.toFixed(1)} s; per generation (request to last event) p50 ${q(0.5)} s, p99 ${q(0.99)} s, max ${q(1)} s`);
-  console.log(`stream:      longest pause between two events of a generation (ms): ${quantiles(maxGaps)}`);
-  console.log(`             last event to done, its own publishing (ms): ${quantiles(doneLags)}`);
-  console.log(`server RSS:  ${(rss0 / 1024).toFixed(1)} MiB idle, ${(peak / 1024).toFixed(1)} MiB peak → ${((peak - rss0) / N).toFixed(1)} KiB per in-flight generation`);
-  console.log(`server CPU:  ${cpu.toFixed(1)} s over ${wall.toFixed(1)} s (${((100 * cpu) / wall).toFixed(0)} % of one core)`);
-  if (busy)
-    console.log(`GET /v1/me:  idle ${idle.rps.toFixed(0)} req/s (p99 ${idle.p99}); during generations ${busy.rps.toFixed(0)} req/s (p99 ${busy.p99}) → ${((100 * busy.rps) / idle.rps).toFixed(0)} % of idle`);
+  let credits = 0;
+  for (const token of tokens) credits += (await api(server, 'GET', '/v1/me', { token })).json.credits.total;
+  report({ results, wall, cpu, rss0, peak, fd0, fdPeak, idle, busy, credits, load });
 } finally {
   await server.stop();
-  await fake.close();
+  fake.close();
+  rmSync(certDir, { recursive: true, force: true });
 }

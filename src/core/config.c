@@ -85,6 +85,8 @@ static const opt_def opts[] = {
     {"OPENAI_API_KEY", NULL, OPT_STR, OFF(openai_api_key), NULL, 0, 0, 1, "OpenAI-compatible API key"},
     {"OPENAI_BASE_URL", NULL, OPT_STR, OFF(openai_base_url), NULL, 0, 0, 0,
      "OpenAI-compatible base URL (e.g. http://localhost:11434/v1)"},
+    {"KOUMPA_LLM_HTTP_VERSION", NULL, OPT_STR, OFF(llm_http_version), "auto", 0, 0, 0,
+     "HTTP to the LLM provider: auto (HTTP/2 over TLS when offered, else 1.1), 1.1, or 2 (also h2c on http://)"},
     {"KOUMPA_MODEL", "--model", OPT_STR, OFF(model), NULL, 0, 0, 0, "model id (default per provider)"},
     {"KOUMPA_MAX_TOKENS", NULL, OPT_LONG, OFF(max_tokens), "16000", 256, 1000000, 0, "max output tokens per call"},
     {"KOUMPA_GENERATION_COST", NULL, OPT_LONG, OFF(generation_cost), "1", 0, 1000000, 0, "credits per generation"},
@@ -317,6 +319,10 @@ static kp_status validate(kp_config *cfg, kp_err *err)
     if (cfg->llm_provider && strcmp(cfg->llm_provider, "anthropic") != 0 && strcmp(cfg->llm_provider, "openai") != 0)
         return kp_err_set(err, KP_EINVAL, "invalid KOUMPA_LLM_PROVIDER=%s: expected anthropic or openai",
                           cfg->llm_provider);
+    if (strcmp(cfg->llm_http_version, "auto") != 0 && strcmp(cfg->llm_http_version, "1.1") != 0 &&
+        strcmp(cfg->llm_http_version, "2") != 0)
+        return kp_err_set(err, KP_EINVAL, "invalid KOUMPA_LLM_HTTP_VERSION=%s: expected auto, 1.1 or 2",
+                          cfg->llm_http_version);
     if (cfg->smtp_url && !cfg->smtp_from)
         return kp_err_set(err, KP_EINVAL, "KOUMPA_SMTP_FROM must be set when KOUMPA_SMTP_URL is set");
     if (cfg->smtp_url && strncmp(cfg->smtp_url, "smtp://", 7) != 0 && strncmp(cfg->smtp_url, "smtps://", 8) != 0)

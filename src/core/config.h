@@ -58,6 +58,7 @@ typedef struct kp_config {
     char *anthropic_version;  /* KOUMPA_ANTHROPIC_VERSION (default 2026-10-21) */
     char *openai_api_key;     /* OPENAI_API_KEY (secret) */
     char *openai_base_url;    /* OPENAI_BASE_URL */
+    char *llm_http_version;   /* KOUMPA_LLM_HTTP_VERSION: auto (h2 by ALPN over TLS, else 1.1) | 1.1 | 2 (h2c) */
     char *model;              /* KOUMPA_MODEL */
     long max_tokens;          /* KOUMPA_MAX_TOKENS (default 16000) */
     long generation_cost;     /* KOUMPA_GENERATION_COST (default 1) */

@@ -126,6 +126,7 @@ kp_status kp_llm_anthropic_new(const kp_config *cfg, kp_secrets *secrets, kp_loo
         .url = url.data,
         .headers = headers,
         .tuning = tuning,
+        .http_version = kp_llm_http_version(cfg),
         .call_header = api_key_header,
         .call_header_ud = secrets,
     };

@@ -377,7 +377,9 @@ kp_status kp_http_stream_client_new(struct event_base *base, kp_http_stream_clie
     if (!c->multi || !c->timer || curl_multi_setopt(c->multi, CURLMOPT_SOCKETFUNCTION, on_curl_socket) ||
         curl_multi_setopt(c->multi, CURLMOPT_SOCKETDATA, c) ||
         curl_multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer) ||
-        curl_multi_setopt(c->multi, CURLMOPT_TIMERDATA, c)) {
+        curl_multi_setopt(c->multi, CURLMOPT_TIMERDATA, c) ||
+        curl_multi_setopt(c->multi, CURLMOPT_PIPELINING, CURLPIPE_MULTIPLEX) ||
+        curl_multi_setopt(c->multi, CURLMOPT_MAX_CONCURRENT_STREAMS, KP_HTTP_STREAM_MAX_STREAMS)) {
         kp_http_stream_client_free(c);
         return kp_err_set(err, KP_EINTERNAL, "cannot create an HTTP client");
     }
@@ -415,6 +417,39 @@ void kp_http_stream_client_free(kp_http_stream_client *c)
     free(c);
 }
 
+int kp_http_version_parse(const char *name, kp_http_version *out)
+{
+    static const struct {
+        const char *name;
+        kp_http_version v;
+    } names[] = {{"auto", KP_HTTP_VERSION_AUTO}, {"1.1", KP_HTTP_VERSION_1_1}, {"2", KP_HTTP_VERSION_2}};
+    for (size_t i = 0; name && i < sizeof names / sizeof names[0]; i++) {
+        if (strcmp(name, names[i].name) == 0) {
+            *out = names[i].v;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+int kp_http_stream_h2c_reusable(void)
+{
+    return curl_version_info(CURLVERSION_NOW)->version_num >= 0x080000;
+}
+
+/* The HTTP version, and for HTTP/2 the wait for a connection that can take
+ * one more stream rather than a new connection of one's own (PIPEWAIT). */
+static int set_version(CURL *e, kp_http_version v)
+{
+    long curl_version = v == KP_HTTP_VERSION_1_1 ? CURL_HTTP_VERSION_1_1
+                        : v == KP_HTTP_VERSION_2 ? CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE
+                                                 : CURL_HTTP_VERSION_2TLS;
+    int bad = curl_easy_setopt(e, CURLOPT_HTTP_VERSION, curl_version) != CURLE_OK;
+    if (v != KP_HTTP_VERSION_1_1)
+        bad |= curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L) != CURLE_OK;
+    return bad;
+}
+
 static int set_options(kp_http_stream *s, const kp_http_request *req)
 {
     long connect_ms = req->connect_timeout_ms > 0 ? req->connect_timeout_ms : KP_HTTP_STREAM_CONNECT_TIMEOUT_MS;
@@ -426,6 +461,9 @@ static int set_options(kp_http_stream *s, const kp_http_request *req)
     bad |= curl_easy_setopt(e, CURLOPT_POST, 1L) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_COPYPOSTFIELDS, req->body ? req->body : "") != CURLE_OK;
+    bad |= set_version(e, req->version);
+    bad |= curl_easy_setopt(e, CURLOPT_BUFFERSIZE, KP_HTTP_STREAM_RECV_BUFFER) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_UPLOAD_BUFFERSIZE, KP_HTTP_STREAM_SEND_BUFFER) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_HTTPHEADER, s->headers) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_USERAGENT, "koumpa") != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L) != CURLE_OK;

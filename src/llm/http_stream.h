@@ -19,9 +19,21 @@
  * callbacks is deferred until curl has returned), but must not free the
  * client.
  *
+ * HTTP versions (kp_http_request.version): by default HTTP/2 where TLS's
+ * ALPN offers it (Anthropic's API does) and HTTP/1.1 on plain http (what
+ * local OpenAI-compatible servers speak); HTTP/2 on plain http needs prior
+ * knowledge (h2c), asked for with KP_HTTP_VERSION_2. Over HTTP/2 the
+ * client's transfers to one host share one connection, up to
+ * KP_HTTP_STREAM_MAX_STREAMS at a time each (or fewer if the server says
+ * so): a new transfer waits for a connection being set up rather than
+ * opening one of its own, so a thousand generations hold ten sockets, not a
+ * thousand.
+ *
  * Timeouts: connecting, no byte received (the idle timeout, reset by every
  * header or body byte), and the whole transfer. Memory per transfer: the curl
- * easy handle, a copy of the request headers and body, and a few words; no
+ * easy handle with its receive buffer (KP_HTTP_STREAM_RECV_BUFFER bytes, not
+ * curl's 16 KiB: a server-sent event is far smaller), a copy of the request
+ * headers and body, and a few words; no
  * response buffering here.
  */
 #ifndef KP_HTTP_STREAM_H
@@ -39,6 +51,23 @@ typedef struct kp_http_stream kp_http_stream;
 #define KP_HTTP_STREAM_CONNECT_TIMEOUT_MS 10000L
 #define KP_HTTP_STREAM_IDLE_TIMEOUT_MS 60000L
 #define KP_HTTP_STREAM_TOTAL_TIMEOUT_MS 600000L
+#define KP_HTTP_STREAM_MAX_STREAMS 100L   /* concurrent HTTP/2 streams per connection (curl's default) */
+#define KP_HTTP_STREAM_RECV_BUFFER 4096L  /* curl's receive buffer per transfer */
+#define KP_HTTP_STREAM_SEND_BUFFER 16384L /* curl's upload buffer, when it needs one (its minimum) */
+
+typedef enum kp_http_version {
+    KP_HTTP_VERSION_AUTO = 0, /* HTTP/2 when TLS's ALPN offers it, else HTTP/1.1; HTTP/1.1 on plain http */
+    KP_HTTP_VERSION_1_1,      /* HTTP/1.1 only */
+    KP_HTTP_VERSION_2         /* HTTP/2: by ALPN over TLS, with prior knowledge (h2c) on plain http */
+} kp_http_version;
+
+/* "auto", "1.1" or "2" (KOUMPA_LLM_HTTP_VERSION) into *out; -1 for anything else. */
+int kp_http_version_parse(const char *name, kp_http_version *out);
+
+/* 1 when this libcurl can reuse an h2c (prior knowledge) connection: 8.0.0
+ * and later. 7.88 fails every transfer after a connection's first with "Error
+ * in the HTTP2 framing layer" (curl issue 10634); over TLS it is fine. */
+int kp_http_stream_h2c_reusable(void);
 
 typedef enum kp_http_outcome {
     KP_HTTP_COMPLETE = 0, /* the whole response arrived, whatever its status */
@@ -51,6 +80,7 @@ typedef struct kp_http_request {
     const char *const *headers; /* "Name: value" lines, NULL-terminated (may be NULL); copied */
     const char *body;           /* the POST body; copied */
     size_t body_len;
+    kp_http_version version; /* 0: KP_HTTP_VERSION_AUTO */
     long connect_timeout_ms; /* 0: KP_HTTP_STREAM_CONNECT_TIMEOUT_MS */
     long idle_timeout_ms;    /* 0: KP_HTTP_STREAM_IDLE_TIMEOUT_MS */
     long total_timeout_ms;   /* 0: KP_HTTP_STREAM_TOTAL_TIMEOUT_MS */

@@ -16,6 +16,7 @@
 #include "llm/llm_engine.h"
 
 #include <assert.h>
+#include <curl/curl.h>
 #include <errno.h>
 #include <event2/event.h>
 #include <jansson.h>
@@ -61,6 +62,7 @@ struct engine {
     kp_llm_tuning t;
     kp_loop *loop;
     kp_http_stream_client *http;
+    kp_http_version http_version;
     char *model;
     long max_tokens;
     char *url;
@@ -109,6 +111,14 @@ void kp_llm_engine_default_tuning(kp_llm_tuning *t)
     t->connect_timeout_ms = KP_HTTP_STREAM_CONNECT_TIMEOUT_MS;
     t->idle_timeout_ms = env_long("KOUMPA_LLM_IDLE_TIMEOUT_MS", KP_HTTP_STREAM_IDLE_TIMEOUT_MS, 1);
     t->total_timeout_ms = KP_HTTP_STREAM_TOTAL_TIMEOUT_MS;
+}
+
+kp_http_version kp_llm_http_version(const kp_config *cfg)
+{
+    kp_http_version v = KP_HTTP_VERSION_AUTO;
+    if (cfg->llm_http_version && kp_http_version_parse(cfg->llm_http_version, &v) != 0)
+        v = KP_HTTP_VERSION_AUTO;
+    return v;
 }
 
 /* ---- error vocabulary ---- */
@@ -316,6 +326,7 @@ static kp_status start_try(kp_llm_call *call, kp_err *err)
         .connect_timeout_ms = e->t.connect_timeout_ms,
         .idle_timeout_ms = e->t.idle_timeout_ms,
         .total_timeout_ms = e->t.total_timeout_ms,
+        .version = e->http_version,
     };
     kp_http_stream_callbacks hc = {call, on_http_response, on_http_body, on_http_done};
     return kp_http_stream_start(e->http, &r, &hc, &call->http, err);
@@ -637,11 +648,18 @@ kp_status kp_llm_engine_new(const kp_llm_engine_spec *spec, kp_loop *loop, kp_ll
     kp_status st = KP_OK;
     if (!spec->dialect || !spec->model || !*spec->model || !spec->url || !*spec->url)
         return kp_err_set(err, KP_EINVAL, "an LLM provider needs a model and a URL");
+    if (spec->http_version == KP_HTTP_VERSION_2 && strncmp(spec->url, "http://", 7) == 0 &&
+        !kp_http_stream_h2c_reusable())
+        return kp_err_set(err, KP_EINVAL,
+                          "KOUMPA_LLM_HTTP_VERSION=2 on an http:// URL (HTTP/2 without TLS) needs libcurl 8.0.0 or "
+                          "later; this one (%s) fails every call after a connection's first: use https:// or 1.1",
+                          curl_version_info(CURLVERSION_NOW)->version);
     engine *e = calloc(1, sizeof *e);
     if (!e)
         return kp_err_set(err, KP_ENOMEM, "out of memory");
     e->d = spec->dialect;
     e->loop = loop;
+    e->http_version = spec->http_version;
     e->max_tokens = spec->max_tokens > 0 ? spec->max_tokens : 16000;
     if (spec->tuning)
         e->t = *spec->tuning;

@@ -32,6 +32,7 @@
 #include "core/buf.h"
 #include "core/err.h"
 #include "llm/anthropic_events.h"
+#include "llm/http_stream.h"
 #include "llm/llm.h"
 #include "llm/sse.h"
 
@@ -68,8 +69,9 @@ typedef struct kp_llm_engine_spec {
     const char *model;
     long max_tokens; /* used when a request's max_tokens is 0 */
     const char *url;
-    const char *const *headers;  /* "Name: value" lines, NULL-terminated (secrets allowed: never logged) */
-    const kp_llm_tuning *tuning; /* NULL: kp_llm_engine_default_tuning() */
+    const char *const *headers;   /* "Name: value" lines, NULL-terminated (secrets allowed: never logged) */
+    const kp_llm_tuning *tuning;  /* NULL: kp_llm_engine_default_tuning() */
+    kp_http_version http_version; /* KOUMPA_LLM_HTTP_VERSION; 0: auto */
     /* A header made again for every call, e.g. an API key read from the
      * secrets service so that a rotated key is used: appends one "Name:
      * value" line to out (grow out with kp_buf_reserve first: the engine wipes
@@ -85,6 +87,9 @@ typedef struct kp_llm_engine_spec {
  * (KOUMPA_LLM_IDLE_TIMEOUT_MS overrides it), total 10 min.
  */
 void kp_llm_engine_default_tuning(kp_llm_tuning *t);
+
+/* The configuration's KOUMPA_LLM_HTTP_VERSION (validated at start-up); auto when unset. */
+kp_http_version kp_llm_http_version(const kp_config *cfg);
 
 /* Creates a provider whose transfers run on loop. Free with (*out)->ops->free(*out). */
 kp_status kp_llm_engine_new(const kp_llm_engine_spec *spec, kp_loop *loop, kp_llm **out, kp_err *err);

@@ -83,6 +83,7 @@ kp_status kp_llm_openai_new(const kp_config *cfg, kp_loop *loop, const kp_llm_tu
         .url = url.data,
         .headers = headers,
         .tuning = tuning,
+        .http_version = kp_llm_http_version(cfg),
     };
     st = kp_llm_engine_new(&spec, loop, out, err);
 cleanup:

@@ -5,7 +5,6 @@
 // says why ("jwks fetch failed" with curl's certificate error) and the tokens are a 401. An unreadable
 // path stops start-up (cli.test.mjs).
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import https from 'node:https';
@@ -15,20 +14,12 @@ import { after, before, describe, test } from 'node:test';
 
 import { exportJWK, SignJWT } from 'jose';
 
+import { selfSigned } from './fake-common.mjs';
 import { api, startServer } from './harness.mjs';
 
 const AUDIENCE = 'client-ca-bundle';
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** A self-signed certificate for 127.0.0.1 (its own CA): { cert, key } file paths. */
-function selfSigned(dir, name) {
-  const cert = path.join(dir, `${name}.pem`);
-  const key = path.join(dir, `${name}.key`);
-  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes',
-    '-subj', `/CN=koumpa test ${name}`, '-addext', 'subjectAltName=IP:127.0.0.1', '-days', '1',
-    '-keyout', key, '-out', cert], { stdio: 'ignore' });
-  return { cert, key };
-}
 
 describe('KOUMPA_CA_BUNDLE: the CA bundle of outgoing TLS calls', () => {
   let dir;

@@ -15,17 +15,41 @@
 //
 // Control endpoints (not recorded; also under the base URL's path, e.g. /v1/__requests):
 //   POST /__scenario   body: a scenario object or an array (as setScenario)
-//   GET  /__requests   the recorded requests: [{method, path, headers, body, rawBody, scenario}]
+//   GET  /__requests   the recorded requests: [{method, path, headers, body, rawBody, scenario, httpVersion}]
 //   POST /__reset      forget the requests, back to the default scenario
 //   GET  /__health     "ok"
+//   GET  /__connections {total, open}: TCP connections accepted since start, and open now
+//
+// HTTP/2: startFake({http2: true}) serves HTTP/2 without TLS and without
+// upgrade (h2c with prior knowledge, node:http2's createServer) through the
+// same request/response API, so a client that multiplexes shows up as fewer
+// connections than requests (/__connections). With tls: {cert, key} (PEM
+// file paths, e.g. from selfSigned()) it serves https: HTTP/2 to clients that
+// offer h2 in TLS's ALPN, HTTP/1.1 to the others, as api.anthropic.com does.
 //
 // CLI (see cliMain): --port N (0: any), --host H, --api-key K (require this
-// key), --exit-on-stdin-close; prints the base URL on stdout, one line.
+// key), --http2, --cert FILE --key FILE (https), --exit-on-stdin-close; prints the
+// base URL on stdout, one line.
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import http from 'node:http';
+import http2 from 'node:http2';
+import https from 'node:https';
+import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { pathToFileURL } from 'node:url';
 
 export const DEFAULT_CHUNK_SIZES = [5, 1, 17, 3, 64, 2, 31, 7];
+
+/** A self-signed certificate for 127.0.0.1 (its own CA), made with openssl in dir: { cert, key } file paths. */
+export function selfSigned(dir, name) {
+  const cert = path.join(dir, `${name}.pem`);
+  const key = path.join(dir, `${name}.key`);
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes',
+    '-subj', `/CN=koumpa test ${name}`, '-addext', 'subjectAltName=IP:127.0.0.1', '-days', '1',
+    '-keyout', key, '-out', cert], { stdio: 'ignore' });
+  return { cert, key };
+}
 
 export function sleep(ms) {
   return new Promise((resolve) => setTimeout(resolve, ms));
@@ -95,7 +119,7 @@ export async function writeStream(res, frames, { chunkSizes, delayMs = 0, durati
   const pause = durationMs !== undefined ? durationMs / Math.max(1, chunks.length) : delayMs;
   for (const [i, c] of chunks.entries()) {
     if (gate && i === chunks.length - 1) await gate;
-    if (res.destroyed || res.socket?.destroyed) return;
+    if (res.destroyed || res.stream?.destroyed || res.socket?.destroyed) return;
     res.write(c);
     if (pause > 0) await sleep(pause);
     else await new Promise((resolve) => setImmediate(resolve));
@@ -130,15 +154,27 @@ function scenarioFromHeader(value) {
   }
 }
 
+/** The server: h2c with http2 alone, https (h2 by ALPN, else HTTP/1.1) with tls, else HTTP/1.1. */
+function createServer(handler, useHttp2, tls) {
+  const settings = { maxConcurrentStreams: 1000 };
+  if (tls) {
+    const creds = { cert: readFileSync(tls.cert), key: readFileSync(tls.key) };
+    return useHttp2 ? http2.createSecureServer({ ...creds, allowHTTP1: true, settings }, handler) : https.createServer(creds, handler);
+  }
+  return useHttp2 ? http2.createServer({ settings }, handler) : http.createServer(handler);
+}
+
 /**
  * Starts a fake: api(req, res, rec, scenario, ctx) answers the API requests
  * (rec is the recorded request: {method, path, headers, body, rawBody}; once
  * its answer is over, closedByClient says whether the client left before its end).
- * Returns {url, requests, setScenario(s), reset(), openGate(name), close()}:
+ * http2: serve HTTP/2, tls: https (above); record: false keeps no requests (benchmarks).
+ * Returns {url, requests, connections, setScenario(s), reset(), openGate(name), close()}:
  * a scenario with gate: NAME holds the end of its stream until openGate(NAME).
  */
-export async function startFake({ api, defaultScenario, host = '127.0.0.1', port = 0, urlPath = '', apiKey } = {}) {
+export async function startFake({ api, defaultScenario, host = '127.0.0.1', port = 0, urlPath = '', apiKey, http2: useHttp2 = false, tls, record = true } = {}) {
   const requests = [];
+  const connections = { total: 0, open: 0 };
   let queue = [];
   let pick = null;
   const sockets = new Set();
@@ -168,6 +204,7 @@ export async function startFake({ api, defaultScenario, host = '127.0.0.1', port
   async function control(req, res, path) {
     if (path === '/__health') return res.end('ok');
     if (path === '/__requests') return sendJson(res, 200, requests);
+    if (path === '/__connections') return sendJson(res, 200, connections);
     if (path === '/__reset' && req.method === 'POST') {
       requests.length = 0;
       setScenario(null);
@@ -184,45 +221,57 @@ export async function startFake({ api, defaultScenario, host = '127.0.0.1', port
     return sendJson(res, 404, { error: 'unknown control endpoint' });
   }
 
-  const server = http.createServer(async (req, res) => {
+  const handler = async (req, res) => {
     const path = new URL(req.url, 'http://x').pathname;
     if (path.startsWith('/__')) return control(req, res, path);
     if (urlPath && path.startsWith(`${urlPath}/__`)) return control(req, res, path.slice(urlPath.length));
-    const rawBody = await readBody(req);
+    let rawBody;
+    try {
+      rawBody = await readBody(req);
+    } catch {
+      return; // the client left before the whole request arrived
+    }
     let body = null;
     try {
       body = JSON.parse(rawBody);
     } catch {
       body = null;
     }
-    const rec = { method: req.method, path, headers: { ...req.headers }, body, rawBody, time: Date.now() };
+    const rec = { method: req.method, path, headers: { ...req.headers }, body, rawBody, time: Date.now(), httpVersion: req.httpVersion };
     const scenario = nextScenario(rec);
     rec.scenario = scenario;
-    requests.push(rec);
+    if (record) requests.push(rec);
     // the client went away before the answer ended (e.g. it cancelled the call)
     res.on('close', () => (rec.closedByClient = !res.writableEnded));
-    if (scenario.type === 'reset') return req.socket.resetAndDestroy();
+    if (scenario.type === 'reset') return useHttp2 ? req.stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR) : req.socket.resetAndDestroy();
     try {
       await api(req, res, rec, scenario, { apiKey, gate: (name) => gate(name).promise });
     } catch (e) {
       if (!res.headersSent) sendJson(res, 500, { error: `fake server bug: ${e.message}` });
       else res.socket?.destroy();
     }
-  });
+  };
+  const server = createServer(handler, useHttp2, tls);
   server.on('connection', (s) => {
     sockets.add(s);
-    s.on('close', () => sockets.delete(s));
+    connections.total++;
+    connections.open++;
+    s.on('close', () => {
+      sockets.delete(s);
+      connections.open--;
+    });
   });
   await new Promise((resolve, reject) => {
     server.once('error', reject);
     server.listen(port, host, resolve);
   });
   const addr = server.address();
-  const url = `http://${host}:${addr.port}${urlPath}`;
+  const url = `${tls ? 'https' : 'http'}://${host}:${addr.port}${urlPath}`;
   return {
     url,
     port: addr.port,
     requests,
+    connections,
     setScenario,
     openGate(name) {
       gate(name).open();
@@ -250,6 +299,8 @@ export async function cliMain(moduleUrl, start) {
     port: Number(opt('--port', '0')),
     host: opt('--host', '127.0.0.1'),
     apiKey: opt('--api-key', undefined),
+    http2: args.includes('--http2'),
+    tls: opt('--cert') ? { cert: opt('--cert'), key: opt('--key') } : undefined,
   });
   process.stdout.write(`${fake.url}\n`);
   const stop = async () => {

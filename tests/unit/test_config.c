@@ -44,6 +44,7 @@ static const char *all_vars[] = {
     "KOUMPA_ANTHROPIC_VERSION",
     "OPENAI_API_KEY",
     "OPENAI_BASE_URL",
+    "KOUMPA_LLM_HTTP_VERSION",
     "KOUMPA_MODEL",
     "KOUMPA_MAX_TOKENS",
     "KOUMPA_GENERATION_COST",
@@ -132,6 +133,7 @@ static void test_defaults(void **state)
     assert_string_equal(cfg.data_dir, "./data");
     assert_string_equal(cfg.log_level, "info");
     assert_string_equal(cfg.anthropic_base_url, "https://api.anthropic.com");
+    assert_string_equal(cfg.llm_http_version, "auto");
     assert_string_equal(cfg.anthropic_version, "2026-10-21");
     assert_null(cfg.jwt_issuer);
     assert_null(cfg.jwt_audience);
