@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "core/curl_defaults.h"
 
@@ -437,15 +438,25 @@ int kp_http_stream_h2c_reusable(void)
     return curl_version_info(CURLVERSION_NOW)->version_num >= 0x080000;
 }
 
-/* The HTTP version, and for HTTP/2 the wait for a connection that can take
- * one more stream rather than a new connection of one's own (PIPEWAIT). */
-static int set_version(CURL *e, kp_http_version v)
+/* Whether a call with version v to url may be multiplexed: HTTP/2 by prior
+ * knowledge, or auto over TLS (ALPN tells at the handshake). */
+static int may_multiplex(kp_http_version v, const char *url)
+{
+    return v == KP_HTTP_VERSION_2 || (v == KP_HTTP_VERSION_AUTO && strncasecmp(url, "https://", 8) == 0);
+}
+
+/* The HTTP version, and where HTTP/2 may be spoken the wait for a connection
+ * that can take one more stream rather than a new connection of one's own
+ * (PIPEWAIT). Never on plain http with auto: there the protocol is known only
+ * from a connection's first response, so a call would wait for another call's
+ * answer, which may take minutes (a model thinking before its first byte). */
+static int set_version(CURL *e, kp_http_version v, const char *url)
 {
     long curl_version = v == KP_HTTP_VERSION_1_1 ? CURL_HTTP_VERSION_1_1
                         : v == KP_HTTP_VERSION_2 ? CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE
                                                  : CURL_HTTP_VERSION_2TLS;
     int bad = curl_easy_setopt(e, CURLOPT_HTTP_VERSION, curl_version) != CURLE_OK;
-    if (v != KP_HTTP_VERSION_1_1)
+    if (may_multiplex(v, url))
         bad |= curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L) != CURLE_OK;
     return bad;
 }
@@ -461,7 +472,7 @@ static int set_options(kp_http_stream *s, const kp_http_request *req)
     bad |= curl_easy_setopt(e, CURLOPT_POST, 1L) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_COPYPOSTFIELDS, req->body ? req->body : "") != CURLE_OK;
-    bad |= set_version(e, req->version);
+    bad |= set_version(e, req->version, req->url);
     bad |= curl_easy_setopt(e, CURLOPT_BUFFERSIZE, KP_HTTP_STREAM_RECV_BUFFER) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_UPLOAD_BUFFERSIZE, KP_HTTP_STREAM_SEND_BUFFER) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_HTTPHEADER, s->headers) != CURLE_OK;

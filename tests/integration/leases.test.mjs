@@ -170,7 +170,12 @@ describe('two servers on one database', () => {
 
       // the dead server's versions: failed `interrupted` and refunded once their lease ran out
       for (const [i, id] of dying.entries()) {
-        await waitFor('the recovery of a dead server\'s version', async () => (await project(c, users[i].token, id)).status === 'failed');
+        try {
+          await waitFor('the recovery of a dead server\'s version', async () => (await project(c, users[i].token, id)).status === 'failed');
+        } catch (e) { // say what the two live servers logged meanwhile
+          const p = await project(c, users[i].token, id);
+          throw new Error(`${e.message}: ${JSON.stringify(p)}\n--- b ---\n${b.logs().slice(-6000)}\n--- c ---\n${c.logs().slice(-6000)}`);
+        }
         const p = await project(b, users[i].token, id);
         assert.equal(p.versions[0].error.code, 'interrupted');
         assert.equal(p.versions[0].error.refunded, true);

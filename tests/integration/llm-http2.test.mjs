@@ -120,6 +120,27 @@ describe('HTTP/2 to the provider (KOUMPA_LLM_HTTP_VERSION)', () => {
     assert.equal(fake.requests[0].httpVersion, '1.1');
   });
 
+  test('plain http (auto): a call never waits behind another call that has not answered yet', async () => {
+    // On http:// the protocol is known only from a connection's first response: a call told to wait for
+    // a connection it could multiplex on (PIPEWAIT) would wait for the other call's answer, here never.
+    const scenario = (rec) => (JSON.stringify(rec.body.messages).includes('[[hang]]') ? { type: 'hang' } : { type: 'text', text: APP });
+    const fake = await startFakeAnthropic({ apiKey: 'sk-h1', scenario });
+    cleanups.push(() => fake.close());
+    const { server, token } = await serverWith({ ANTHROPIC_BASE_URL: fake.url, ANTHROPIC_API_KEY: 'sk-h1' }, 2);
+    cleanups.push(() => server.stop());
+    const hung = await api(server, 'POST', '/v1/projects', { token, body: { prompt: 'an app [[hang]]' } });
+    assert.equal(hung.status, 202, hung.text);
+    for (let i = 0; i < 400 && fake.requests.length < 1; i++) await new Promise((r) => setTimeout(r, 25));
+    assert.equal(fake.requests.length, 1, 'the first call reached the provider');
+    const events = await generate(server, token, 'another app');
+    assert.equal(lastEvent(events), 'done', JSON.stringify(events.at(-1)));
+    assert.equal(fake.requests.length, 2, 'the hung call was not retried meanwhile');
+    assert.doesNotMatch(server.logs(), /llm call retrying/, 'the second call went out at once, not once the hung one timed out');
+    assert.equal(fake.requests[1].httpVersion, '1.1');
+    const canceled = await api(server, 'POST', `/v1/projects/${hung.json.id}/cancel`, { token });
+    assert.ok(canceled.status < 300, canceled.text);
+  });
+
   test('an unknown KOUMPA_LLM_HTTP_VERSION stops start-up, naming the variable', async () => {
     await assert.rejects(
       startServer({ env: { KOUMPA_LLM_HTTP_VERSION: '3' } }),
