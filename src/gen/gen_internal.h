@@ -123,10 +123,12 @@ struct generation {
     char fail_code[64];
     char fail_message[512];
     /* the event store (events.c) */
-    int64_t events_stored;      /* the events with ids up to this one are stored */
-    int appending;              /* a batch is on the storage pool */
-    int append_again;           /* more came meanwhile: store them when it is back */
-    struct event *append_timer; /* the next batch */
+    int64_t events_stored;   /* the events with ids up to this one are stored */
+    int append_queued;       /* on the service's append queue: events to store */
+    generation *append_prev; /* the append queue (doubly linked: a generation leaves it in O(1)) */
+    generation *append_next;
+    uint64_t append_batch; /* the batch on the storage pool that holds its events (0: none) */
+    int64_t append_upto;   /* with append_batch: the last event id it holds */
     /* its time limit (timeout.c) */
     gen_limit limit;
     struct event *limit_timer; /* fails it timed_out at limit.at_ms; armed once it runs on the loop */
@@ -160,7 +162,13 @@ struct kp_gen {
     struct event *recover_timer; /* loop-only: recovers versions whose lease ran out, every lease_ms */
     int renewing;                /* loop-only: a renewal is on the storage pool */
     int recovering;              /* loop-only: a recovery is on the storage pool */
-    int appends;                 /* loop-only: batches of events on the storage pool (events.c) */
+    /* the running generations' events on their way to the event store (events.c), loop-only */
+    int appends;              /* batches on the storage pool (one at a time) */
+    generation *append_queue; /* generations with events to store, oldest first */
+    generation *append_tail;
+    struct event *append_timer; /* the next batch */
+    int append_again;           /* a batch was due while one was on the pool: the next goes at once */
+    uint64_t append_seq;        /* the last batch's number */
 };
 
 /* Describes a failure for kp_credits_end_failed: its error event, appended
@@ -216,8 +224,10 @@ void gen_sub_detach(subscriber *sub);
 
 /* events.c */
 void gen_events_emitted(generation *gen, event_type type);
-void gen_events_store_now(generation *gen);
+/* A generation leaves the append queue (gen_destroy). */
 void gen_events_free(generation *gen);
+/* The batch timer is freed (shutdown, on the loop; or kp_gen_free). */
+void gen_events_stop(kp_gen *g);
 
 /* leases.c */
 void gen_leases_init(kp_gen *g);
