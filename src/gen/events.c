@@ -27,7 +27,7 @@
 #include "core/loop.h"
 #include "gen/gen_internal.h"
 
-#define GEN_EVENTS_BATCH_MAX 20000 /* events in one batch at most; the rest go in the next one, at once */
+#define GEN_EVENTS_BATCH_MAX 2000 /* events in one batch at most; the rest go in the next one, at once */
 
 typedef struct append_job {
     kp_gen *g;

@@ -29,6 +29,7 @@
 #define DELTA_FLUSH_BYTES 1024
 #define DEFAULT_FLUSH_MS 50
 #define GEN_EVENTS_BATCH_MS 250 /* events.c: how often a running generation's events are stored */
+#define GEN_READER_BUCKETS 4096 /* readers.c: buckets of the reader slots (a list each) */
 #define GEN_FOLLOW_POLL_MS 300  /* readers.c: how often a follower of another instance's generation polls */
 #define GEN_FOLLOW_PAGE 500     /* events a poll reads at a time */
 #define GEN_FOLLOW_ROUNDS 20    /* pages a poll reads at most */
@@ -136,11 +137,11 @@ struct generation {
 
 struct kp_gen {
     kp_gen_options opt;
-    kp_refund_policy policy;  /* from the configuration */
-    kp_store *store;          /* the loop's handle */
-    kp_gen_storage *storage;  /* where generations end: files, rows, credits (off the loop) */
-    kp_replay_cache *replays; /* finished versions' events, rendered once for every reader */
-    reader_slot *readers;     /* mu: live readers per version, for the cap */
+    kp_refund_policy policy;                  /* from the configuration */
+    kp_store *store;                          /* the loop's handle */
+    kp_gen_storage *storage;                  /* where generations end: files, rows, credits (off the loop) */
+    kp_replay_cache *replays;                 /* finished versions' events, rendered once for every reader */
+    reader_slot *readers[GEN_READER_BUCKETS]; /* mu: live readers per version, for the cap (hashed) */
     pthread_mutex_t mu;
     int stopping; /* mu: no new submissions */
     _Atomic int64_t in_flight;

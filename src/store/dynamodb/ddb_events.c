@@ -147,9 +147,13 @@ kp_status kp_ddb_events_append_many(kp_store *s, const kp_event_batch *batches, 
 {
     if (n > 0 && !batches)
         return kp_err_set(err, KP_EINVAL, "invalid events");
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
         if (!key_valid(batches[i].project_id, batches[i].n) || (batches[i].count > 0 && !batches[i].events))
             return kp_err_set(err, KP_EINVAL, "invalid events");
+        for (size_t k = 0; k < batches[i].count; k++)
+            if (!event_valid(&batches[i].events[k]))
+                return kp_err_set(err, KP_EINVAL, "invalid event %zu of batch %zu", k, i);
+    }
     kp_status rc = KP_OK;
     for (size_t i = 0; i < n && rc == KP_OK; i++)
         rc = kp_ddb_events_append(s, batches[i].project_id, batches[i].n, batches[i].events, batches[i].count, err);
