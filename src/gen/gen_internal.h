@@ -29,6 +29,7 @@
 #define DELTA_FLUSH_BYTES 1024
 #define DEFAULT_FLUSH_MS 50
 #define GEN_EVENTS_BATCH_MS 250 /* events.c: how often a running generation's events are stored */
+#define GEN_READER_BUCKETS 4096 /* readers.c: buckets of the reader slots (a list each) */
 #define GEN_FOLLOW_POLL_MS 300  /* readers.c: how often a follower of another instance's generation polls */
 #define GEN_FOLLOW_PAGE 500     /* events a poll reads at a time */
 #define GEN_FOLLOW_ROUNDS 20    /* pages a poll reads at most */
@@ -123,10 +124,12 @@ struct generation {
     char fail_code[64];
     char fail_message[512];
     /* the event store (events.c) */
-    int64_t events_stored;      /* the events with ids up to this one are stored */
-    int appending;              /* a batch is on the storage pool */
-    int append_again;           /* more came meanwhile: store them when it is back */
-    struct event *append_timer; /* the next batch */
+    int64_t events_stored;   /* the events with ids up to this one are stored */
+    int append_queued;       /* on the service's append queue: events to store */
+    generation *append_prev; /* the append queue (doubly linked: a generation leaves it in O(1)) */
+    generation *append_next;
+    uint64_t append_batch; /* the batch on the storage pool that holds its events (0: none) */
+    int64_t append_upto;   /* with append_batch: the last event id it holds */
     /* its time limit (timeout.c) */
     gen_limit limit;
     struct event *limit_timer; /* fails it timed_out at limit.at_ms; armed once it runs on the loop */
@@ -134,11 +137,11 @@ struct generation {
 
 struct kp_gen {
     kp_gen_options opt;
-    kp_refund_policy policy;  /* from the configuration */
-    kp_store *store;          /* the loop's handle */
-    kp_gen_storage *storage;  /* where generations end: files, rows, credits (off the loop) */
-    kp_replay_cache *replays; /* finished versions' events, rendered once for every reader */
-    reader_slot *readers;     /* mu: live readers per version, for the cap */
+    kp_refund_policy policy;                  /* from the configuration */
+    kp_store *store;                          /* the loop's handle */
+    kp_gen_storage *storage;                  /* where generations end: files, rows, credits (off the loop) */
+    kp_replay_cache *replays;                 /* finished versions' events, rendered once for every reader */
+    reader_slot *readers[GEN_READER_BUCKETS]; /* mu: live readers per version, for the cap (hashed) */
     pthread_mutex_t mu;
     int stopping; /* mu: no new submissions */
     _Atomic int64_t in_flight;
@@ -160,7 +163,13 @@ struct kp_gen {
     struct event *recover_timer; /* loop-only: recovers versions whose lease ran out, every lease_ms */
     int renewing;                /* loop-only: a renewal is on the storage pool */
     int recovering;              /* loop-only: a recovery is on the storage pool */
-    int appends;                 /* loop-only: batches of events on the storage pool (events.c) */
+    /* the running generations' events on their way to the event store (events.c), loop-only */
+    int appends;              /* batches on the storage pool (one at a time) */
+    generation *append_queue; /* generations with events to store, oldest first */
+    generation *append_tail;
+    struct event *append_timer; /* the next batch */
+    int append_again;           /* a batch was due while one was on the pool: the next goes at once */
+    uint64_t append_seq;        /* the last batch's number */
 };
 
 /* Describes a failure for kp_credits_end_failed: its error event, appended
@@ -216,8 +225,10 @@ void gen_sub_detach(subscriber *sub);
 
 /* events.c */
 void gen_events_emitted(generation *gen, event_type type);
-void gen_events_store_now(generation *gen);
+/* A generation leaves the append queue (gen_destroy). */
 void gen_events_free(generation *gen);
+/* The batch timer is freed (shutdown, on the loop; or kp_gen_free). */
+void gen_events_stop(kp_gen *g);
 
 /* leases.c */
 void gen_leases_init(kp_gen *g);

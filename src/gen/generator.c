@@ -233,6 +233,7 @@ static void task_shutdown(void *arg)
             gen_fail(gen, "interrupted", "the server is shutting down");
     gen_unended_drop_all(g);
     gen_leases_stop(g);
+    gen_events_stop(g);
     if (g->keepalive) {
         event_free(g->keepalive);
         g->keepalive = NULL;
@@ -335,14 +336,16 @@ void kp_gen_free(kp_gen *g)
     if (g->keepalive)
         event_free(g->keepalive); /* only when shutdown could not run on the loop */
     gen_leases_stop(g);
+    gen_events_stop(g);
     kp_gen_storage_free(g->storage);
     gen_unended_free_all(g); /* only when shutdown could not run on the loop */
     kp_replay_cache_free(g->replays);
-    while (g->readers) { /* only when readers outlive the service */
-        reader_slot *next = g->readers->next;
-        free(g->readers);
-        g->readers = next;
-    }
+    for (size_t i = 0; i < GEN_READER_BUCKETS; i++) /* only when readers outlive the service */
+        while (g->readers[i]) {
+            reader_slot *next = g->readers[i]->next;
+            free(g->readers[i]);
+            g->readers[i] = next;
+        }
     if (g->store)
         g->store->ops->close(g->store);
     pthread_mutex_destroy(&g->mu);

@@ -18,9 +18,19 @@ const char *const gen_event_names[] = {"project", "delta", "file", "done", "erro
 
 /* ---- reader slots (any thread, under g->mu) ---- */
 
+/* FNV-1a of the version's key: a slot's bucket, so a subscription finds it among thousands at once. */
+static size_t slot_bucket(const char *project_id, int64_t n)
+{
+    uint64_t h = 14695981039346656037ULL;
+    for (const unsigned char *p = (const unsigned char *)project_id; *p; p++)
+        h = (h ^ *p) * 1099511628211ULL;
+    h = (h ^ (uint64_t)n) * 1099511628211ULL;
+    return (size_t)(h % GEN_READER_BUCKETS);
+}
+
 static reader_slot **find_slot(kp_gen *g, const char *project_id, int64_t n)
 {
-    reader_slot **pp = &g->readers;
+    reader_slot **pp = &g->readers[slot_bucket(project_id, n)];
     while (*pp && ((*pp)->n != n || strcmp((*pp)->project_id, project_id) != 0))
         pp = &(*pp)->next;
     return pp;

@@ -106,6 +106,7 @@ const char *kp_store_missing_op(const kp_store_ops *ops)
     KP_STORE_CHECK(lease_transfer);
     KP_STORE_CHECK(version_request_cancel);
     KP_STORE_CHECK(events_append);
+    KP_STORE_CHECK(events_append_many);
     KP_STORE_CHECK(events_list);
     KP_STORE_CHECK(events_last_id);
     KP_STORE_CHECK(admit);

@@ -261,6 +261,14 @@ typedef struct kp_event {
     char *data;                   /* its JSON text; in events_list results owned by the array */
 } kp_event;
 
+/* The events of one version for events_append_many (borrowed). */
+typedef struct kp_event_batch {
+    const char *project_id;
+    int64_t n;
+    const kp_event *events;
+    size_t count;
+} kp_event_batch;
+
 /* Frees an array of n events from events_list, and their data. */
 void kp_event_free_array(kp_event *e, size_t n);
 
@@ -512,6 +520,10 @@ typedef struct kp_store_ops {
      * id: an event whose id is stored already is left as it was (a retried batch adds nothing twice). */
     kp_status (*events_append)(kp_store *s, const char *project_id, int64_t n, const kp_event *events, size_t count,
                                kp_err *err);
+    /* events_append for several versions at once (batches[0..n)), idempotent per id as it is: SQLite writes
+     * them in ONE transaction (all or none), DynamoDB version by version. KP_EINVAL (nothing written) when
+     * any batch is invalid. */
+    kp_status (*events_append_many)(kp_store *s, const kp_event_batch *batches, size_t n, kp_err *err);
     /* The version's events with id > after_id, in id order, at most limit. *out malloc'd (kp_event_free_array). */
     kp_status (*events_list)(kp_store *s, const char *project_id, int64_t n, int64_t after_id, size_t limit,
                              kp_event **out, size_t *count, kp_err *err);

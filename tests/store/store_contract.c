@@ -16,19 +16,17 @@
  *   projects  project_create/get/list (newest first, the cursor), version_create's conflicts,
  *             version_get/list/set_settled, version_finish once, delete refused while generating
  *   events    events_append idempotent per id (a retried batch, whole or in part, keeps what was stored),
- *             more than 100 at once; events_list after an id with a limit; events_last_id
- *   bonus     users_bonus_page in 3 segments of pages of 2 walks every user once, as read;
- *             credits_apply_many gives each change its outcome (applied, duplicate key, overdraft, no user);
- *             bonus_page_grant walks and grants what its rule says, each user's outcome (applied with its
- *             ledger row, duplicate key, overdraft, stale version), and again: every key used
- *   billing   billing_apply: customer link + subscription + plan + credit in one write; a duplicate
- *             event, a stale subscription version (CAS), a customer id of another user, an unknown plan
- *             change nothing; the same invoice in two events credits once; account_get shows the linked
- *             subscription and a later event's change to it
- *   recovery  versions_generating_count follows project_create/version_finish; versions_expired lists
- *             generating versions whose lease ran out, oldest first, up to the limit; versions_unsettled
- *             lists ended versions until settled; reservations_orphaned lists reserved ones no version names
- *   admit     admit within the limit, refused at it (KP_ERATE), short of credits (KP_ECREDITS), with a used
+ *             more than 100 at once; events_append_many over versions, idempotent, nothing on an invalid batch;
+ * events_list after an id with a limit; events_last_id bonus     users_bonus_page in 3 segments of pages of 2 walks
+ * every user once, as read; credits_apply_many gives each change its outcome (applied, duplicate key, overdraft, no
+ * user); bonus_page_grant walks and grants what its rule says, each user's outcome (applied with its ledger row,
+ * duplicate key, overdraft, stale version), and again: every key used billing   billing_apply: customer link +
+ * subscription + plan + credit in one write; a duplicate event, a stale subscription version (CAS), a customer id of
+ * another user, an unknown plan change nothing; the same invoice in two events credits once; account_get shows the
+ * linked subscription and a later event's change to it recovery  versions_generating_count follows
+ * project_create/version_finish; versions_expired lists generating versions whose lease ran out, oldest first, up to
+ * the limit; versions_unsettled lists ended versions until settled; reservations_orphaned lists reserved ones no
+ * version names admit     admit within the limit, refused at it (KP_ERATE), short of credits (KP_ECREDITS), with a used
  *             key (KP_EDUPLICATE), on a project being deleted (KP_ENOTFOUND): nothing written; version_end
  *             commits or refunds once with its events, a second end (recovery racing) is KP_ECONFLICT and
  *             changes nothing; its events keep what a batch stored, and 120 of them are stored; follow-ups;
@@ -774,6 +772,23 @@ static void check_events(kp_store *s)
     kp_event_free_array(out, n);
     kp_event bad[] = {event(0, "delta", "{}")};
     EXPECT(s->ops->events_append(s, pid, 1, bad, 1, &err) == KP_EINVAL, "event id 0 stored");
+
+    /* several versions at once: each keeps what was stored (idempotent); one invalid batch writes nothing */
+    kp_event v1[] = {event(3, "delta", "{\"text\":\"changed\"}"), event(4, "file", "{}")};
+    kp_event v3[] = {event(1, "project", "{}")};
+    kp_event_batch two[] = {{pid, 1, v1, 2}, {pid, 3, v3, 1}};
+    EXPECT(s->ops->events_append_many(s, two, 2, &err) == KP_OK, "events_append_many: %s", err.msg);
+    EXPECT(s->ops->events_last_id(s, pid, 1, &last, &err) == KP_OK && last == 4, "many: last of 1: %lld",
+           (long long)last);
+    EXPECT(s->ops->events_list(s, pid, 1, 2, 10, &out, &n, &err) == KP_OK && n == 2 &&
+               strcmp(out[0].data, "{\"text\":\"z\"}") == 0 && strcmp(out[1].type, "file") == 0,
+           "many: version 1 after 2: %s", err.msg);
+    kp_event_free_array(out, n);
+    EXPECT(s->ops->events_last_id(s, pid, 3, &last, &err) == KP_OK && last == 1, "many: last of 3");
+    kp_event v4[] = {event(1, "project", "{}")};
+    kp_event_batch with_bad[] = {{pid, 4, v4, 1}, {pid, 1, bad, 1}};
+    EXPECT(s->ops->events_append_many(s, with_bad, 2, &err) == KP_EINVAL, "many: invalid batch accepted");
+    EXPECT(s->ops->events_last_id(s, pid, 4, &last, &err) == KP_OK && last == 0, "many: invalid batch wrote");
 }
 
 /* A project of user uid with its first version generating, held by owner until lease (ms), reserving res. */

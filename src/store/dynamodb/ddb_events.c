@@ -143,6 +143,23 @@ static kp_status events_take_page(json_t *items, kp_event **out, size_t *count, 
 /* Query pages until limit events or the end: DynamoDB ends a page at 1 MB of items (LastEvaluatedKey
  * set), and a short page must not read as the end of the version's events. The next page starts after
  * the last id read (the sort key is the event id). */
+kp_status kp_ddb_events_append_many(kp_store *s, const kp_event_batch *batches, size_t n, kp_err *err)
+{
+    if (n > 0 && !batches)
+        return kp_err_set(err, KP_EINVAL, "invalid events");
+    for (size_t i = 0; i < n; i++) {
+        if (!key_valid(batches[i].project_id, batches[i].n) || (batches[i].count > 0 && !batches[i].events))
+            return kp_err_set(err, KP_EINVAL, "invalid events");
+        for (size_t k = 0; k < batches[i].count; k++)
+            if (!event_valid(&batches[i].events[k]))
+                return kp_err_set(err, KP_EINVAL, "invalid event %zu of batch %zu", k, i);
+    }
+    kp_status rc = KP_OK;
+    for (size_t i = 0; i < n && rc == KP_OK; i++)
+        rc = kp_ddb_events_append(s, batches[i].project_id, batches[i].n, batches[i].events, batches[i].count, err);
+    return rc;
+}
+
 kp_status kp_ddb_events_list(kp_store *s, const char *project_id, int64_t n, int64_t after_id, size_t limit,
                              kp_event **out, size_t *count, kp_err *err)
 {

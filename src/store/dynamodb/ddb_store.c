@@ -878,6 +878,7 @@ static const kp_store_ops ddb_ops = {
     .users_bonus_page = kp_ddb_users_bonus_page,
     .bonus_page_grant = kp_ddb_bonus_page_grant,
     .events_append = kp_ddb_events_append,
+    .events_append_many = kp_ddb_events_append_many,
     .events_list = kp_ddb_events_list,
     .events_last_id = kp_ddb_events_last_id,
     .billing_customer_get = kp_ddb_billing_customer_get,

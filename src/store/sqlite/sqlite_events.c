@@ -2,7 +2,8 @@
  * sqlite_events.c - the SQLite backend's event store (store.h kp_event):
  * the table version_events (migration 7), one row per event keyed by
  * (project_id, n, id). Appends are INSERT OR IGNORE, so a retried batch adds
- * nothing twice; version_end appends its last events through
+ * nothing twice, and events_append_many writes several versions' events in one
+ * transaction (a running generation's batches, gen/events.c); version_end appends its last events through
  * sq_events_append_json_locked inside its own transaction.
  */
 #include <sqlite3.h>
@@ -61,23 +62,51 @@ static kp_status insert_one(sq_store *h, const char *project_id, int64_t n, cons
     return rc;
 }
 
-kp_status sq_events_append(kp_store *s, const char *project_id, int64_t n, const kp_event *events, size_t count,
-                           kp_err *err)
+static kp_status batch_check(const kp_event_batch *b, kp_err *err)
+{
+    if (!key_valid(b->project_id, b->n) || (b->count > 0 && !b->events))
+        return kp_err_set(err, KP_EINVAL, "invalid events");
+    for (size_t i = 0; i < b->count; i++)
+        if (!event_valid(&b->events[i]))
+            return kp_err_set(err, KP_EINVAL, "invalid event %zu", i);
+    return KP_OK;
+}
+
+static kp_status batch_insert(sq_store *h, const kp_event_batch *b, kp_err *err)
+{
+    kp_status rc = KP_OK;
+    for (size_t i = 0; i < b->count && rc == KP_OK; i++)
+        rc = insert_one(h, b->project_id, b->n, &b->events[i], err);
+    return rc;
+}
+
+kp_status sq_events_append_many(kp_store *s, const kp_event_batch *batches, size_t n, kp_err *err)
 {
     sq_store *h = sq_impl(s);
-    if (!key_valid(project_id, n) || (count > 0 && !events))
+    size_t rows = 0;
+    if (n > 0 && !batches)
         return kp_err_set(err, KP_EINVAL, "invalid events");
-    for (size_t i = 0; i < count; i++)
-        if (!event_valid(&events[i]))
-            return kp_err_set(err, KP_EINVAL, "invalid event %zu", i);
-    if (count == 0)
+    for (size_t i = 0; i < n; i++) {
+        kp_status rc = batch_check(&batches[i], err);
+        if (rc != KP_OK)
+            return rc;
+        rows += batches[i].count;
+    }
+    if (rows == 0)
         return KP_OK;
     kp_status rc = sq_tx_begin(h, err);
     if (rc != KP_OK)
         return rc;
-    for (size_t i = 0; i < count && rc == KP_OK; i++)
-        rc = insert_one(h, project_id, n, &events[i], err);
+    for (size_t i = 0; i < n && rc == KP_OK; i++)
+        rc = batch_insert(h, &batches[i], err);
     return sq_tx_end(h, rc, err);
+}
+
+kp_status sq_events_append(kp_store *s, const char *project_id, int64_t n, const kp_event *events, size_t count,
+                           kp_err *err)
+{
+    kp_event_batch b = {.project_id = project_id, .n = n, .events = events, .count = count};
+    return sq_events_append_many(s, &b, 1, err);
 }
 
 kp_status sq_events_append_json_locked(sq_store *h, const char *project_id, int64_t n, const char *events_json,

@@ -139,6 +139,7 @@ kp_status sq_reservations_orphaned(kp_store *s, kp_reservation **out, size_t *n,
 
 kp_status sq_events_append(kp_store *s, const char *project_id, int64_t n, const kp_event *events, size_t count,
                            kp_err *err);
+kp_status sq_events_append_many(kp_store *s, const kp_event_batch *batches, size_t n, kp_err *err);
 kp_status sq_events_list(kp_store *s, const char *project_id, int64_t n, int64_t after_id, size_t limit, kp_event **out,
                          size_t *count, kp_err *err);
 kp_status sq_events_last_id(kp_store *s, const char *project_id, int64_t n, int64_t *last_id, kp_err *err);

@@ -489,6 +489,7 @@ static const kp_store_ops sqlite_ops = {
     .lease_transfer = sq_lease_transfer,
     .version_request_cancel = sq_version_request_cancel,
     .events_append = sq_events_append,
+    .events_append_many = sq_events_append_many,
     .events_list = sq_events_list,
     .events_last_id = sq_events_last_id,
     .account_get = sq_account_get,
