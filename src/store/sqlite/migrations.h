@@ -30,7 +30,8 @@
 /* The schema version this build needs (the number of migrations). */
 /* Process-wide SQLite settings, applied once before any connection opens:
  * memory statistics off (they take a global mutex on every allocation, which
- * serialises the HTTP threads' reads). */
+ * serialises the HTTP threads' reads); statement journals in memory, in
+ * small chunks (migrations.c). */
 void kp_sqlite_global_init(void);
 
 int kp_sqlite_schema_target(void);

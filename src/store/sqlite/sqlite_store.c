@@ -40,9 +40,13 @@
  */
 #include "store/sqlite/sqlite_store.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <sqlite3.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/log.h"
 #include "store/sqlite/migrations.h"
@@ -57,6 +61,7 @@ struct sq_store {
     kp_store base; /* base.impl points back to this struct */
     sqlite3 *db;
     sq_writer *writer;                  /* shared by the process's handles on the same file */
+    int wal_fd;                         /* the batch connection's: its WAL file, synced after each batch; else -1 */
     sqlite3_stmt *stmts[SQ_STMT_SLOTS]; /* every file's statements, each in its range (sqlite_internal.h) */
 };
 
@@ -367,6 +372,51 @@ static void batch_run(sq_store *h, sq_write_req *batch)
     }
 }
 
+/* Makes the batch's commits durable, the gate given back (the next batch
+ * runs meanwhile): one fdatasync of the WAL file covers every frame written
+ * before it, this batch's and any earlier one's. A failure fails the jobs
+ * that had succeeded (their outcome is unknown to the caller: a retry with
+ * the same idempotency key tells). */
+static void batch_sync(sq_store *conn, sq_write_req *batch)
+{
+    if (conn->wal_fd < 0)
+        return; /* synchronous=FULL synced it in COMMIT */
+    int any = 0;
+    for (sq_write_req *r = batch; r && !any; r = r->next)
+        any = job_of(r)->rc == KP_OK;
+    if (!any || fdatasync(conn->wal_fd) == 0)
+        return;
+    kp_err why = {0};
+    kp_err_set(&why, KP_EDB, "database error (sync the WAL)");
+    kp_log(KP_LOG_ERROR, "fdatasync of the WAL failed: %s", strerror(errno));
+    jobs_fail(batch, NULL, KP_EDB, &why);
+}
+
+/* Opens conn's WAL file for batch_sync, and syncs its directory once (the
+ * file's entry, as SQLite does when it creates a journal it syncs). -1 when
+ * it cannot (then the batch connection commits with synchronous=FULL). */
+static int wal_open(sqlite3 *db)
+{
+    const char *path = sqlite3_db_filename(db, "main");
+    const char *wal = path ? sqlite3_filename_wal(path) : NULL;
+    if (!wal || !*wal)
+        return -1;
+    int fd = open(wal, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", wal);
+    char *slash = strrchr(dir, '/');
+    if (slash)
+        *(slash == dir ? slash + 1 : slash) = '\0';
+    int dfd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+        fsync(dfd);
+        close(dfd);
+    }
+    return fd;
+}
+
 static kp_status handle_open(const char *db_path, sq_store **out, kp_err *err);
 static void handle_free(sq_store *h);
 
@@ -388,7 +438,9 @@ static sq_store *batch_conn(sq_store *h)
             kp_log(KP_LOG_WARN, "no batch connection, writing on the caller's: %s", err.msg);
             return h;
         }
-        if (sqlite3_exec(conn->db, "PRAGMA synchronous=" KP_SQLITE_SYNCHRONOUS_CREDITS, NULL, NULL, NULL) != SQLITE_OK)
+        conn->wal_fd = wal_open(conn->db);
+        if (conn->wal_fd < 0 &&
+            sqlite3_exec(conn->db, "PRAGMA synchronous=" KP_SQLITE_SYNCHRONOUS_CREDITS, NULL, NULL, NULL) != SQLITE_OK)
             kp_log(KP_LOG_WARN, "batch connection: synchronous stays " KP_SQLITE_SYNCHRONOUS);
         conn->writer = h->writer; /* not a reference: the writer owns conn */
         sq_writer_set_conn_close(h->writer, batch_conn_close);
@@ -406,8 +458,11 @@ kp_status sq_run_balance_write(sq_store *h, sq_balance_write_fn body, const void
     sq_write_req *batch = NULL;
     sq_writer_queue(h->writer, &req);
     while (sq_writer_next(h->writer, &req, &batch)) {
-        batch_run(batch_conn(h), batch);
-        sq_writer_finish(h->writer, batch);
+        sq_store *conn = batch_conn(h);
+        batch_run(conn, batch);
+        sq_writer_leave(h->writer);
+        batch_sync(conn, batch);
+        sq_writer_done(h->writer, batch);
     }
     if (out)
         *out = job.out;
@@ -437,6 +492,8 @@ static void handle_free(sq_store *h)
     for (int i = 0; i < SQ_STMT_SLOTS; i++)
         sqlite3_finalize(h->stmts[i]);
     sqlite3_close_v2(h->db);
+    if (h->wal_fd >= 0)
+        close(h->wal_fd);
     free(h);
 }
 
@@ -464,6 +521,7 @@ static const kp_store_ops sqlite_ops = {
     .balance_get = sq_balance_get,
     .credits_apply = sq_credits_apply,
     .reservation_get = sq_reservation_get,
+    .credits_decide = sq_credits_decide,
     .ledger_list = sq_ledger_list,
     .ledger_sum = sq_ledger_sum,
     .credits_apply_many = sq_credits_apply_many,
@@ -541,6 +599,7 @@ static kp_status handle_open(const char *db_path, sq_store **out, kp_err *err)
         goto cleanup;
     }
     h->db = db;
+    h->wal_fd = -1;
     h->base.ops = &sqlite_ops;
     h->base.impl = h;
     *out = h;

@@ -9,9 +9,11 @@
  *     and the batch connection, which SQLite forbids using in the child);
  *   - busy is 1 while a thread holds the gate: between sq_writer_enter and
  *     sq_writer_leave, or while a leader runs a batch; at most one at a time;
- *   - a queued request leaves the queue only into a leader's batch, and is
- *     marked done only after that batch's transaction ended (committed or
- *     rolled back), so its submitter sees the final outcome.
+ *   - a queued request leaves the queue only into a leader's batch (taken),
+ *     and is marked done only after that batch's transaction ended (committed
+ *     or rolled back) and its WAL frames were synced, so its submitter sees
+ *     the final outcome; a taken request's submitter never leads, even while
+ *     the gate is free (its leader syncs outside the gate).
  *
  * Wake-ups are targeted, so that 64 waiting threads are not all woken for
  * each batch: a batch's requests are signalled each on its own condition
@@ -139,6 +141,7 @@ void sq_writer_leave(sq_writer *w)
 
 void sq_writer_queue(sq_writer *w, sq_write_req *r)
 {
+    r->taken = 0;
     r->done = 0;
     r->next = NULL;
     pthread_cond_init(&r->wake, NULL);
@@ -155,8 +158,11 @@ void sq_writer_queue(sq_writer *w, sq_write_req *r)
 static sq_write_req *take_batch(sq_writer *w)
 {
     sq_write_req *batch = w->head, *last = w->head;
-    for (int n = 1; n < SQ_WRITER_BATCH && last->next; n++)
+    last->taken = 1;
+    for (int n = 1; n < SQ_WRITER_BATCH && last->next; n++) {
         last = last->next;
+        last->taken = 1;
+    }
     w->head = last->next;
     if (!w->head)
         w->tail = NULL;
@@ -168,7 +174,7 @@ int sq_writer_next(sq_writer *w, sq_write_req *r, sq_write_req **batch)
 {
     int lead = 0;
     pthread_mutex_lock(&w->mu);
-    while (!r->done && w->busy)
+    while (!r->done && (w->busy || r->taken))
         pthread_cond_wait(&r->wake, &w->mu);
     if (!r->done) { /* the gate is free and r still queued: lead */
         w->busy = 1;
@@ -191,7 +197,7 @@ void sq_writer_set_conn_close(sq_writer *w, void (*close_conn)(void *conn))
     w->close_conn = close_conn;
 }
 
-void sq_writer_finish(sq_writer *w, sq_write_req *batch)
+void sq_writer_done(sq_writer *w, sq_write_req *batch)
 {
     pthread_mutex_lock(&w->mu);
     while (batch) {
@@ -200,6 +206,5 @@ void sq_writer_finish(sq_writer *w, sq_write_req *batch)
         pthread_cond_signal(&batch->wake);
         batch = next;
     }
-    gate_free(w);
     pthread_mutex_unlock(&w->mu);
 }
