@@ -57,11 +57,16 @@
  * after the busy timeout. */
 #define BEGIN_ATTEMPTS 3
 
+/* WAL frames after which a batch's leader checkpoints, outside the gate
+ * (SQLite's own automatic checkpoint would run inside the batch's COMMIT). */
+#define CHECKPOINT_FRAMES 1000
+
 struct sq_store {
     kp_store base; /* base.impl points back to this struct */
     sqlite3 *db;
     sq_writer *writer;                  /* shared by the process's handles on the same file */
     int wal_fd;                         /* the batch connection's: its WAL file, synced after each batch; else -1 */
+    int wal_frames;                     /* the batch connection's: frames in the WAL after its last commit */
     sqlite3_stmt *stmts[SQ_STMT_SLOTS]; /* every file's statements, each in its range (sqlite_internal.h) */
 };
 
@@ -372,24 +377,62 @@ static void batch_run(sq_store *h, sq_write_req *batch)
     }
 }
 
-/* Makes the batch's commits durable, the gate given back (the next batch
- * runs meanwhile): one fdatasync of the WAL file covers every frame written
- * before it, this batch's and any earlier one's. A failure fails the jobs
- * that had succeeded (their outcome is unknown to the caller: a retry with
- * the same idempotency key tells). */
-static void batch_sync(sq_store *conn, sq_write_req *batch)
+static int wal_sync(void *ctx)
+{
+    sq_store *conn = ctx;
+    if (fdatasync(conn->wal_fd) == 0)
+        return 0;
+    kp_log(KP_LOG_ERROR, "fdatasync of the WAL failed: %s", strerror(errno));
+    return -1;
+}
+
+/* Makes the batch's commit durable, the gate given back, so that the next
+ * batch runs meanwhile: an fdatasync of the WAL file (sq_writer_sync). The
+ * leaders' syncs overlap (the disk takes them together); a failure fails
+ * the jobs that had succeeded (their outcome is unknown to the caller: a
+ * retry with the same idempotency key tells). */
+static void batch_sync(sq_store *conn, sq_writer *w, sq_write_req *batch)
 {
     if (conn->wal_fd < 0)
         return; /* synchronous=FULL synced it in COMMIT */
     int any = 0;
     for (sq_write_req *r = batch; r && !any; r = r->next)
         any = job_of(r)->rc == KP_OK;
-    if (!any || fdatasync(conn->wal_fd) == 0)
+    if (!any || sq_writer_sync(w, wal_sync, conn) == 0)
         return;
     kp_err why = {0};
     kp_err_set(&why, KP_EDB, "database error (sync the WAL)");
-    kp_log(KP_LOG_ERROR, "fdatasync of the WAL failed: %s", strerror(errno));
     jobs_fail(batch, NULL, KP_EDB, &why);
+}
+
+/* A checkpoint on h's own connection, by one thread at a time: PASSIVE
+ * outside the gate (batches go on meanwhile), then again with the gate held
+ * for the frames written meanwhile, so that the next batch restarts the WAL
+ * from its start (with batches running all along, the first alone never
+ * catches up and the WAL would grow without end). */
+static void checkpoint_passive(sq_store *h)
+{
+    if (!sq_writer_checkpoint_begin(h->writer))
+        return;
+    int rc = sqlite3_wal_checkpoint_v2(h->db, "main", SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    if (rc == SQLITE_OK) {
+        sq_writer_enter(h->writer);
+        rc = sqlite3_wal_checkpoint_v2(h->db, "main", SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+        sq_writer_leave(h->writer);
+    }
+    if (rc != SQLITE_OK && (rc & 0xff) != SQLITE_BUSY)
+        kp_log(KP_LOG_WARN, "checkpoint failed: %s", sqlite3_errmsg(h->db));
+    sq_writer_checkpoint_end(h->writer);
+}
+
+/* The batch connection's WAL hook: keeps the WAL's size, and replaces
+ * SQLite's automatic checkpoint (checkpoint_passive runs it). */
+static int wal_frames_hook(void *arg, sqlite3 *db, const char *name, int frames)
+{
+    (void)db;
+    (void)name;
+    ((sq_store *)arg)->wal_frames = frames;
+    return SQLITE_OK;
 }
 
 /* Opens conn's WAL file for batch_sync, and syncs its directory once (the
@@ -439,6 +482,7 @@ static sq_store *batch_conn(sq_store *h)
             return h;
         }
         conn->wal_fd = wal_open(conn->db);
+        sqlite3_wal_hook(conn->db, wal_frames_hook, conn);
         if (conn->wal_fd < 0 &&
             sqlite3_exec(conn->db, "PRAGMA synchronous=" KP_SQLITE_SYNCHRONOUS_CREDITS, NULL, NULL, NULL) != SQLITE_OK)
             kp_log(KP_LOG_WARN, "batch connection: synchronous stays " KP_SQLITE_SYNCHRONOUS);
@@ -460,9 +504,12 @@ kp_status sq_run_balance_write(sq_store *h, sq_balance_write_fn body, const void
     while (sq_writer_next(h->writer, &req, &batch)) {
         sq_store *conn = batch_conn(h);
         batch_run(conn, batch);
+        int frames = conn->wal_frames;
         sq_writer_leave(h->writer);
-        batch_sync(conn, batch);
+        batch_sync(conn, h->writer, batch);
         sq_writer_done(h->writer, batch);
+        if (frames >= CHECKPOINT_FRAMES)
+            checkpoint_passive(h);
     }
     if (out)
         *out = job.out;

@@ -41,6 +41,8 @@ struct sq_writer {
     sq_write_req *tail;
     void *conn; /* the batch connection; used only by the gate's holder */
     void (*close_conn)(void *conn);
+    int sync_failed;         /* sticky (sq_writer_sync); under mu */
+    pthread_mutex_t ckpt_mu; /* held by the one checkpointer */
 };
 
 static pthread_mutex_t registry_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -56,6 +58,12 @@ static sq_writer *writer_new(dev_t dev, ino_t ino)
         return NULL;
     }
     if (pthread_cond_init(&w->cond, NULL) != 0) {
+        pthread_mutex_destroy(&w->mu);
+        free(w);
+        return NULL;
+    }
+    if (pthread_mutex_init(&w->ckpt_mu, NULL) != 0) {
+        pthread_cond_destroy(&w->cond);
         pthread_mutex_destroy(&w->mu);
         free(w);
         return NULL;
@@ -109,6 +117,7 @@ void sq_writer_release(sq_writer *w)
         return;
     if (w->conn && w->close_conn)
         w->close_conn(w->conn);
+    pthread_mutex_destroy(&w->ckpt_mu);
     pthread_cond_destroy(&w->cond);
     pthread_mutex_destroy(&w->mu);
     free(w);
@@ -195,6 +204,27 @@ void **sq_writer_conn(sq_writer *w)
 void sq_writer_set_conn_close(sq_writer *w, void (*close_conn)(void *conn))
 {
     w->close_conn = close_conn;
+}
+
+int sq_writer_sync(sq_writer *w, int (*sync_fn)(void *ctx), void *ctx)
+{
+    int rc = sync_fn(ctx);
+    pthread_mutex_lock(&w->mu);
+    if (rc != 0)
+        w->sync_failed = 1;
+    rc = w->sync_failed ? -1 : 0;
+    pthread_mutex_unlock(&w->mu);
+    return rc;
+}
+
+int sq_writer_checkpoint_begin(sq_writer *w)
+{
+    return pthread_mutex_trylock(&w->ckpt_mu) == 0;
+}
+
+void sq_writer_checkpoint_end(sq_writer *w)
+{
+    pthread_mutex_unlock(&w->ckpt_mu);
 }
 
 void sq_writer_done(sq_writer *w, sq_write_req *batch)

@@ -70,6 +70,19 @@ int sq_writer_next(sq_writer *w, sq_write_req *r, sq_write_req **batch);
 void **sq_writer_conn(sq_writer *w);
 void sq_writer_set_conn_close(sq_writer *w, void (*close_conn)(void *conn));
 
+/* Durability of a batch's commit, outside the gate (the next batch runs
+ * meanwhile): runs sync_fn(ctx) (an fdatasync of the WAL file, which covers
+ * every frame written before it began). Returns 0, or -1 when it failed or
+ * any sync of this file failed before: what a failed fdatasync lost is
+ * unknown, so no later write is reported durable (a restart recovers from
+ * the WAL). */
+int sq_writer_sync(sq_writer *w, int (*sync_fn)(void *ctx), void *ctx);
+
+/* One checkpointer at a time, outside the gate: 1 when the caller may run
+ * one now (then sq_writer_checkpoint_end), 0 when another thread is. */
+int sq_writer_checkpoint_begin(sq_writer *w);
+void sq_writer_checkpoint_end(sq_writer *w);
+
 /* Marks every request of batch done, after the leader gave the gate back
  * (sq_writer_leave) and made the batch durable: the next batch runs while
  * this one's WAL frames reach the disk. */
