@@ -21,9 +21,11 @@
 /* PRAGMA synchronous of every connection (WAL): a commit reaches the WAL
  * file, synced at checkpoints; a power loss may undo the last commits, never
  * corrupts. The batch connection that commits the credit writes (spends,
- * admissions, ends of generations: sqlite_writer.h) syncs the WAL at every
- * commit instead (FULL), once per batch, so a spend reported done survives a
- * power loss, with every commit before it. */
+ * admissions, ends of generations: sqlite_writer.h) runs with FULL: SQLite
+ * syncs its WAL at every commit, which its VFS (sqlite_walbuf.h) turns into
+ * writing the gathered frames out, and the leader fdatasyncs the WAL file
+ * after giving the gate back, before it reports the batch's writes done; so
+ * a spend reported done survives a power loss, with every commit before it. */
 #define KP_SQLITE_SYNCHRONOUS "NORMAL"
 #define KP_SQLITE_SYNCHRONOUS_CREDITS "FULL"
 

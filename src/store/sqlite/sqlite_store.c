@@ -17,9 +17,10 @@
  * of the cache's slots.
  *
  * Writes queue at the file's in-process write gate; sq_run_balance_write's
- * (credits_apply, admit, version_end) are group-committed: a batch of them in
- * one transaction on the file's batch connection, each in a savepoint
- * (sqlite_writer.h).
+ * (credits_apply, credits_decide, admit, version_end) are group-committed: a
+ * batch of them in one transaction on the file's batch connection, each in a
+ * savepoint (sqlite_writer.h); its WAL is gathered (sqlite_walbuf.h) and
+ * synced after the gate is given back, and checkpoints run outside the gate.
  *
  * Invariants:
  *   - every multi-statement write runs inside BEGIN IMMEDIATE ... COMMIT: the
@@ -51,6 +52,7 @@
 #include "core/log.h"
 #include "store/sqlite/migrations.h"
 #include "store/sqlite/sqlite_internal.h"
+#include "store/sqlite/sqlite_walbuf.h"
 #include "store/sqlite/sqlite_writer.h"
 
 /* How often BEGIN IMMEDIATE is retried when it still reports SQLITE_BUSY
@@ -460,12 +462,37 @@ static int wal_open(sqlite3 *db)
     return fd;
 }
 
-static kp_status handle_open(const char *db_path, sq_store **out, kp_err *err);
+static kp_status handle_open(const char *db_path, const char *vfs, sq_store **out, kp_err *err);
 static void handle_free(sq_store *h);
 
 static void batch_conn_close(void *conn)
 {
+    sq_walbuf_defer_sync(((sq_store *)conn)->db, 0); /* the checkpoint at close syncs for real */
     handle_free(conn);
+}
+
+/* Opens the batch connection on path: its WAL gathered (sqlite_walbuf.h)
+ * and synced by batch_sync after the gate, with synchronous=FULL (SQLite
+ * then syncs, which writes the gathered frames out, before it publishes a
+ * commit). When the WAL file cannot be opened for batch_sync, FULL syncs it
+ * in COMMIT. */
+static kp_status batch_conn_open(const char *path, sq_store **out, kp_err *err)
+{
+    sq_store *conn = NULL;
+    int gather = sq_walbuf_register() == SQLITE_OK;
+    kp_status rc = handle_open(path, gather ? SQ_WALBUF_VFS : NULL, &conn, err);
+    if (rc != KP_OK)
+        return rc;
+    if (sqlite3_exec(conn->db, "PRAGMA synchronous=" KP_SQLITE_SYNCHRONOUS_CREDITS, NULL, NULL, NULL) != SQLITE_OK) {
+        handle_free(conn);
+        return kp_err_set(err, KP_EDB, "database error (synchronous of the batch connection)");
+    }
+    conn->wal_fd = wal_open(conn->db);
+    if (conn->wal_fd >= 0)
+        sq_walbuf_defer_sync(conn->db, 1);
+    sqlite3_wal_hook(conn->db, wal_frames_hook, conn);
+    *out = conn;
+    return KP_OK;
 }
 
 /* The writer's batch connection (sqlite_writer.h), opened by the first leader
@@ -477,15 +504,10 @@ static sq_store *batch_conn(sq_store *h)
         sq_store *conn = NULL;
         kp_err err = {0};
         const char *path = sqlite3_db_filename(h->db, "main");
-        if (!path || handle_open(path, &conn, &err) != KP_OK) {
+        if (!path || batch_conn_open(path, &conn, &err) != KP_OK) {
             kp_log(KP_LOG_WARN, "no batch connection, writing on the caller's: %s", err.msg);
             return h;
         }
-        conn->wal_fd = wal_open(conn->db);
-        sqlite3_wal_hook(conn->db, wal_frames_hook, conn);
-        if (conn->wal_fd < 0 &&
-            sqlite3_exec(conn->db, "PRAGMA synchronous=" KP_SQLITE_SYNCHRONOUS_CREDITS, NULL, NULL, NULL) != SQLITE_OK)
-            kp_log(KP_LOG_WARN, "batch connection: synchronous stays " KP_SQLITE_SYNCHRONOUS);
         conn->writer = h->writer; /* not a reference: the writer owns conn */
         sq_writer_set_conn_close(h->writer, batch_conn_close);
         *slot = conn;
@@ -609,7 +631,7 @@ static const kp_store_ops sqlite_ops = {
 };
 
 /* Opens a connection on the migrated database at db_path, without a writer. */
-static kp_status handle_open(const char *db_path, sq_store **out, kp_err *err)
+static kp_status handle_open(const char *db_path, const char *vfs, sq_store **out, kp_err *err)
 {
     sqlite3 *db = NULL;
     sq_store *h = NULL;
@@ -617,7 +639,7 @@ static kp_status handle_open(const char *db_path, sq_store **out, kp_err *err)
     kp_status rc;
 
     /* No SQLITE_OPEN_CREATE: a missing file means "not migrated". */
-    if (sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
+    if (sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, vfs) != SQLITE_OK) {
         kp_log_json(
             KP_LOG_ERROR, "cannot open database",
             json_pack("{s:s, s:s}", "path", db_path, "sqlite_error", db ? sqlite3_errmsg(db) : "out of memory"));
@@ -664,7 +686,7 @@ kp_status kp_sqlite_open(const char *db_path, kp_store **out, kp_err *err)
     kp_sqlite_global_init();
     if (!db_path || !*db_path)
         return kp_err_set(err, KP_EINVAL, "database path is empty");
-    kp_status rc = handle_open(db_path, &h, err);
+    kp_status rc = handle_open(db_path, NULL, &h, err);
     if (rc != KP_OK)
         return rc;
     rc = sq_writer_acquire(db_path, &h->writer, err);
