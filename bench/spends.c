@@ -314,7 +314,7 @@ static void print_figures(const bench *b, const client *cls, long total, double 
             all[k++] = cls[c].lat_ms[i];
     double rate = wall > 0 ? (double)total / wall : 0;
     printf("spends (reserve + commit), %d clients, %d users, WAL, synchronous=%s for the credit writes "
-           "(group commit), %s for the others\n",
+           "(group commit, WAL fdatasync'ed after the gate before each is reported), %s for the others\n",
            b->clients, b->users, KP_SQLITE_SYNCHRONOUS_CREDITS, KP_SQLITE_SYNCHRONOUS);
     printf("  %ld spends in %.2f s: %.0f spends/s (goal %d/s: %s)\n", total, wall, rate, GOAL_PER_S,
            rate >= GOAL_PER_S ? "met" : "not met");

@@ -103,29 +103,41 @@ kp_status kp_credits_admit(kp_store *s, const kp_admit_request *r, kp_balance *o
     return kp_err_set(err, KP_EINTERNAL, "credits: too much contention on %s", r->user_id);
 }
 
+/* What a reservation needs of its rule (reserve_rule). */
+typedef struct reserve_arg {
+    const char *user_id;
+    const char *res_id;
+    const char *reason;
+    int64_t amount;
+    char key[KP_IDEM_MAX];
+} reserve_arg;
+
+/* The reservation decided on the balance the store read (kp_credit_rule_fn). */
+static kp_status reserve_rule(const kp_credit_state *st, void *arg, kp_credit_change *c, int *apply, kp_err *err)
+{
+    const reserve_arg *a = arg;
+    if (!st->balance_found)
+        return kp_err_set(err, KP_ENOTFOUND, "user not found");
+    *apply = 1;
+    return reservation_change(&st->balance, a->user_id, a->res_id, a->amount, a->reason, a->key, c, err);
+}
+
 kp_status kp_credits_reserve(kp_store *s, const char *user_id, const char *res_id, int64_t amount, const char *reason,
                              kp_balance *out, kp_err *err)
 {
-    char key[KP_IDEM_MAX];
-    kp_balance bal;
+    reserve_arg a = {.user_id = user_id, .res_id = res_id, .reason = reason, .amount = amount};
     if (amount <= 0)
         return kp_err_set(err, KP_EINVAL, "a reservation must be positive");
-    snprintf(key, sizeof key, "res:%s:reserve", res_id);
+    snprintf(a.key, sizeof a.key, "res:%s:reserve", res_id);
     for (int attempt = 0; attempt < CAS_MAX_TRIES; attempt++) {
-        kp_status rc = s->ops->balance_get(s, user_id, &bal, err);
-        if (rc != KP_OK)
-            return rc;
-        kp_credit_change c;
-        rc = reservation_change(&bal, user_id, res_id, amount, reason, key, &c, err);
-        if (rc != KP_OK)
-            return rc;
-        rc = s->ops->credits_apply(s, &c, out ? out : &bal, err);
+        kp_status rc = s->ops->credits_decide(s, user_id, NULL, reserve_rule, &a, out, err);
         if (rc == KP_EDUPLICATE) {
             kp_err_clear(err);
             return KP_OK;
         }
         if (rc != KP_ECONFLICT)
             return rc;
+        kp_err_clear(err); /* the balance moved between the read and the write (DynamoDB): again */
         if (attempt > 8)
             sched_yield(); /* heavy contention: let the winner finish */
     }
@@ -154,7 +166,8 @@ int64_t kp_credits_refund_daily(int64_t reserved_daily, int64_t current_daily, i
 }
 
 /* The ledger change that ends reservation r as `to` (a refund reads the
- * balance and the plan, so it is applied with the balance's version). */
+ * balance and the plan from s, so it is applied with the balance's version;
+ * a commit reads nothing: s may be NULL). */
 static kp_status ending_change(kp_store *s, const kp_reservation *r, kp_reservation_state to, const char *reason,
                                const char *key, kp_credit_change *c, kp_err *err)
 {
@@ -379,10 +392,45 @@ kp_status kp_credits_refund_orphans(kp_store *s, size_t *settled, kp_err *err)
     return rc;
 }
 
+/* What committing a reservation needs of its rule (commit_rule). */
+typedef struct commit_arg {
+    char key[KP_IDEM_MAX];
+    int refunded; /* the rule found it refunded: KP_ECONFLICT is final */
+} commit_arg;
+
+/* The commit decided on the reservation the store read (kp_credit_rule_fn):
+ * nothing to do when it is committed already. */
+static kp_status commit_rule(const kp_credit_state *st, void *arg, kp_credit_change *c, int *apply, kp_err *err)
+{
+    commit_arg *a = arg;
+    a->refunded = 0;
+    if (!st->res_found)
+        return kp_err_set(err, KP_ENOTFOUND, "reservation not found");
+    if (st->res.state == KP_RES_COMMITTED)
+        return KP_OK;
+    if (st->res.state != KP_RES_RESERVED) {
+        a->refunded = 1;
+        return already_ended(&st->res, err);
+    }
+    *apply = 1;
+    return ending_change(NULL, &st->res, KP_RES_COMMITTED, "generation", a->key, c, err);
+}
+
 kp_status kp_credits_commit(kp_store *s, const char *res_id, kp_err *err)
 {
-    int changed;
-    return finish_reservation(s, res_id, KP_RES_COMMITTED, "generation", &changed, NULL, err);
+    commit_arg a = {.refunded = 0};
+    if (!res_id || !*res_id)
+        return kp_err_set(err, KP_ENOTFOUND, "reservation not found");
+    snprintf(a.key, sizeof a.key, "res:%s:commit", res_id);
+    for (int attempt = 0; attempt < CAS_MAX_TRIES; attempt++) {
+        kp_status rc = s->ops->credits_decide(s, NULL, res_id, commit_rule, &a, NULL, err);
+        if ((rc != KP_ECONFLICT && rc != KP_EDUPLICATE) || a.refunded)
+            return rc;
+        kp_err_clear(err); /* another finisher won, or the reservation moved (DynamoDB): look again */
+        if (attempt > 8)
+            sched_yield();
+    }
+    return kp_err_set(err, KP_EINTERNAL, "credits: too much contention on %s", res_id);
 }
 
 kp_status kp_credits_refund(kp_store *s, const char *res_id, int *refunded, kp_balance *out, kp_err *err)

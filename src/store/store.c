@@ -83,6 +83,7 @@ const char *kp_store_missing_op(const kp_store_ops *ops)
     KP_STORE_CHECK(account_get);
     KP_STORE_CHECK(credits_apply);
     KP_STORE_CHECK(reservation_get);
+    KP_STORE_CHECK(credits_decide);
     KP_STORE_CHECK(ledger_list);
     KP_STORE_CHECK(ledger_sum);
     KP_STORE_CHECK(credits_apply_many);

@@ -152,6 +152,26 @@ typedef struct kp_credit_change {
     int record_zero; /* append the ledger row even when both deltas are 0 (a charge that says why) */
 } kp_credit_change;
 
+/* What credits_decide read for the domain's rule, inside its write. */
+typedef struct kp_credit_state {
+    kp_reservation res; /* the reservation asked for, when res_found */
+    int res_found;
+    kp_balance balance; /* the user's (or the reservation's user's), when balance_found */
+    int balance_found;
+} kp_credit_state;
+
+/*
+ * The domain's rule (domain/credits.c) as credits_decide applies it: from
+ * what the store read (*st), returns KP_OK with *apply = 1 and *c filled (a
+ * change applied as credits_apply applies it; its strings point into *st or
+ * arg), KP_OK with *apply = 0 (nothing to write), or a refusal, which
+ * credits_decide returns as is. It may be called more than once per
+ * credits_decide (a backend that lost a race reads again), never after it
+ * returns.
+ */
+typedef kp_status (*kp_credit_rule_fn)(const kp_credit_state *st, void *arg, kp_credit_change *c, int *apply,
+                                       kp_err *err);
+
 typedef enum kp_version_status { KP_VER_GENERATING = 1, KP_VER_READY, KP_VER_FAILED } kp_version_status;
 
 typedef struct kp_project {
@@ -399,6 +419,17 @@ typedef struct kp_store_ops {
     kp_status (*account_get)(kp_store *s, const char *user_id, kp_account *out, kp_err *err);
     kp_status (*credits_apply)(kp_store *s, const kp_credit_change *c, kp_balance *out, kp_err *err);
     kp_status (*reservation_get)(kp_store *s, const char *id, kp_reservation *out, kp_err *err);
+    /*
+     * A credit change decided on what it changes, in one step: reads reservation res_id (NULL: none) and
+     * the balance of user_id (NULL: of the reservation's user, if found), calls rule on them, and applies
+     * the change it returns as credits_apply would (its outcomes, KP_EDUPLICATE, KP_ECONFLICT,
+     * KP_ECREDITS, come back as credits_apply's), where no other write comes between the read and the
+     * write on SQLite (one transaction); DynamoDB reads, then writes with the balance's version, and a
+     * race lost comes back as KP_ECONFLICT (the caller calls again). *out (may be NULL) receives the
+     * balance after the change, or as read.
+     */
+    kp_status (*credits_decide)(kp_store *s, const char *user_id, const char *res_id, kp_credit_rule_fn rule, void *arg,
+                                kp_balance *out, kp_err *err);
     /* A user's ledger, newest first, entries with seq < before_seq (0: from the newest). *out malloc'd. */
     kp_status (*ledger_list)(kp_store *s, const char *user_id, int64_t before_seq, size_t limit, kp_ledger_entry **out,
                              size_t *n, kp_err *err);

@@ -12,7 +12,8 @@
  *   users     create, get by id/email/sub, unique email and sub, set admin/plan/verified
  *   verify    verification_create drops earlier unused tokens, consume once, not expired, marks verified
  *   credits   user_create_credited, account_get (no subscription), credits_apply (idempotency, CAS, never negative,
- *             reservation transitions), ledger_list paging, ledger_sum == balance
+ *             reservation transitions), ledger_list paging, ledger_sum == balance; credits_decide reads the
+ *             reservation and balance for its rule and writes what the rule says only
  *   projects  project_create/get/list (newest first, the cursor), version_create's conflicts,
  *             version_get/list/set_settled, version_finish once, delete refused while generating
  *   events    events_append idempotent per id (a retried batch, whole or in part, keeps what was stored),
@@ -355,6 +356,78 @@ static kp_credit_change change(const char *uid, int64_t dd, int64_t dm, const ch
     return c;
 }
 
+/* credits_decide's rule in the contract: reserves 1 daily credit, commits, refuses or does nothing; it
+ * keeps what the store read. */
+typedef enum decide_mode { DECIDE_RESERVE, DECIDE_COMMIT, DECIDE_REFUSE, DECIDE_NOTHING } decide_mode;
+
+typedef struct decide_arg {
+    decide_mode mode;
+    const char *user_id;
+    const char *res;
+    char key[KP_IDEM_MAX];
+    kp_credit_state seen;
+} decide_arg;
+
+static kp_status decide_rule(const kp_credit_state *st, void *arg, kp_credit_change *c, int *apply, kp_err *err)
+{
+    decide_arg *a = arg;
+    a->seen = *st;
+    if (a->mode == DECIDE_REFUSE)
+        return kp_err_set(err, KP_ERATE, "refused by the rule");
+    if (a->mode == DECIDE_NOTHING)
+        return KP_OK;
+    int reserve = a->mode == DECIDE_RESERVE;
+    *c = change(reserve ? a->user_id : a->seen.res.user_id, reserve ? -1 : 0, 0, a->key);
+    c->expected_version = reserve ? st->balance.version : -1;
+    c->res_id = a->res;
+    c->res_from = reserve ? KP_RES_NONE : KP_RES_RESERVED;
+    c->res_to = reserve ? KP_RES_RESERVED : KP_RES_COMMITTED;
+    c->res_daily = reserve ? 1 : 0;
+    c->record_zero = 1;
+    *apply = 1;
+    return KP_OK;
+}
+
+/* credits_decide on a user holding (3, 2): reserves, a replay, commits through the reservation, a refusal
+ * and nothing to do write what the rule says only; the rule sees what exists. */
+static void check_credits_decide(kp_store *s, const char *uid)
+{
+    kp_err err = {0};
+    kp_balance b = {0};
+    kp_reservation r = {0};
+    char res[KP_ID_MAX];
+    make_id(res, sizeof res, "res", 11);
+    decide_arg a = {.mode = DECIDE_RESERVE, .user_id = uid, .res = res};
+    snprintf(a.key, sizeof a.key, "contract:%08x:decide:reserve", g_run);
+    EXPECT(s->ops->credits_decide(s, uid, NULL, decide_rule, &a, &b, &err) == KP_OK && b.daily == 2 &&
+               a.seen.balance_found && a.seen.balance.daily == 3 && !a.seen.res_found,
+           "credits_decide reserve: %s", err.msg);
+    EXPECT(s->ops->credits_decide(s, uid, NULL, decide_rule, &a, &b, &err) == KP_EDUPLICATE && b.daily == 2,
+           "credits_decide replay not KP_EDUPLICATE: %s", err.msg);
+    a.mode = DECIDE_COMMIT;
+    snprintf(a.key, sizeof a.key, "contract:%08x:decide:commit", g_run);
+    EXPECT(s->ops->credits_decide(s, NULL, res, decide_rule, &a, NULL, &err) == KP_OK && a.seen.res_found &&
+               a.seen.res.state == KP_RES_RESERVED && strcmp(a.seen.res.user_id, uid) == 0 && a.seen.balance_found &&
+               a.seen.balance.daily == 2,
+           "credits_decide commit: %s", err.msg);
+    EXPECT(s->ops->reservation_get(s, res, &r, &err) == KP_OK && r.state == KP_RES_COMMITTED,
+           "credits_decide: not committed");
+    a.mode = DECIDE_REFUSE;
+    EXPECT(s->ops->credits_decide(s, NULL, res, decide_rule, &a, NULL, &err) == KP_ERATE,
+           "credits_decide: the rule's refusal not returned");
+    a.mode = DECIDE_NOTHING;
+    EXPECT(s->ops->credits_decide(s, NULL, "res_missing", decide_rule, &a, NULL, &err) == KP_OK && !a.seen.res_found &&
+               !a.seen.balance_found,
+           "credits_decide, no reservation: %s", err.msg);
+    EXPECT(s->ops->credits_decide(s, "usr_missing", NULL, decide_rule, &a, NULL, &err) == KP_OK &&
+               !a.seen.balance_found,
+           "credits_decide, no user: %s", err.msg);
+    kp_balance sum = {0};
+    EXPECT(s->ops->balance_get(s, uid, &b, &err) == KP_OK && b.daily == 2 && b.monthly == 2 &&
+               s->ops->ledger_sum(s, uid, &sum, &err) == KP_OK && sum.daily == 2,
+           "credits_decide: balance %lld, ledger %lld", (long long)b.daily, (long long)sum.daily);
+}
+
 static void check_credits(kp_store *s)
 {
     kp_err err = {0};
@@ -437,6 +510,7 @@ static void check_credits(kp_store *s)
            "ledger_sum: %s (%lld, %lld)", err.msg, (long long)sum.daily, (long long)sum.monthly);
     EXPECT(s->ops->balance_get(s, u.id, &b, &err) == KP_OK && b.daily == 3 && b.monthly == 2, "balance_get: %s",
            err.msg);
+    check_credits_decide(s, u.id);
 }
 
 /* ---- races: every thread its own handle (store.h) ---- */

@@ -897,6 +897,69 @@ static void test_group_commit_keeps_each_outcome(void **state)
     assert_int_equal(ledger_count(f->s, "usr_a"), (size_t)(own + shared));
 }
 
+/* --- many batches: large commits (the gathered WAL written in pieces) and checkpoints off the gate --- */
+
+enum { BIG_WRITERS = 64, BIG_WRITES = 60, BIG_USERS = 16 };
+
+typedef struct big_writer {
+    const char *path;
+    int tag;
+    int ok;
+} big_writer;
+
+static void *big_write_thread(void *arg)
+{
+    big_writer *g = arg;
+    kp_store *s = NULL;
+    kp_err err;
+    char user[16], key[96];
+    if (kp_sqlite_open(g->path, &s, &err) != KP_OK)
+        return NULL;
+    for (int i = 0; i < BIG_WRITES; i++) {
+        snprintf(user, sizeof user, "usr_%d", (g->tag + i) % BIG_USERS);
+        snprintf(key, sizeof key, "big:%d:%d:%0*d", g->tag, i, 48, i * 7919 % 10007); /* wide keys, spread */
+        g->ok += apply(s, change(user, 0, 1, "admin_grant", key), NULL) == KP_OK;
+    }
+    s->ops->close(s);
+    return NULL;
+}
+
+/* 64 threads, 3,840 writes: commits of many pages (more than one write of
+ * the default VFS) all land, and the WAL, checkpointed outside the gate,
+ * restarts instead of growing with every frame (~25,000 of them). */
+static void test_group_commit_many_batches(void **state)
+{
+    fixture *f = *state;
+    big_writer g[BIG_WRITERS];
+    pthread_t tid[BIG_WRITERS];
+    char user[16], wal[160];
+    for (int u = 0; u < BIG_USERS; u++) {
+        snprintf(user, sizeof user, "usr_%d", u);
+        add_user(f->s, user, "", "", "free");
+    }
+    for (int i = 0; i < BIG_WRITERS; i++) {
+        g[i] = (big_writer){.path = f->path, .tag = i};
+        pthread_create(&tid[i], NULL, big_write_thread, &g[i]);
+    }
+    int ok = 0;
+    for (int i = 0; i < BIG_WRITERS; i++) {
+        pthread_join(tid[i], NULL);
+        ok += g[i].ok;
+    }
+    assert_int_equal(ok, BIG_WRITERS * BIG_WRITES);
+    int64_t total = 0;
+    for (int u = 0; u < BIG_USERS; u++) {
+        snprintf(user, sizeof user, "usr_%d", u);
+        assert_ledger_matches_balance(f->s, user);
+        total += balance(f->s, user).monthly;
+    }
+    assert_int_equal(total, BIG_WRITERS * BIG_WRITES);
+    struct stat st;
+    snprintf(wal, sizeof wal, "%s-wal", f->path);
+    assert_int_equal(stat(wal, &st), 0);
+    assert_true(st.st_size < 24 * 1024 * 1024); /* without restarts: about 100 MiB */
+}
+
 static void test_concurrent_spends_processes(void **state)
 {
     fixture *f = *state;
@@ -1228,6 +1291,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_ledger_sum_after_mix, setup_store, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_spends_threads, setup_store, teardown),
         cmocka_unit_test_setup_teardown(test_group_commit_keeps_each_outcome, setup_store, teardown),
+        cmocka_unit_test_setup_teardown(test_group_commit_many_batches, setup_store, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_spends_processes, setup_store, teardown),
         cmocka_unit_test_setup_teardown(test_daily_bonus, setup_store, teardown),
         cmocka_unit_test_setup_teardown(test_users_bonus_page, setup_store, teardown),

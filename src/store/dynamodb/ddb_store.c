@@ -711,6 +711,40 @@ static kp_status ddb_credits_apply(kp_store *s, const kp_credit_change *c, kp_ba
     return rc;
 }
 
+/* Reads (the reservation, then the balance), lets the rule decide, then writes as credits_apply does:
+ * a move of the balance or the reservation in between comes back as KP_ECONFLICT (store.h). */
+static kp_status ddb_credits_decide(kp_store *s, const char *user_id, const char *res_id, kp_credit_rule_fn rule,
+                                    void *arg, kp_balance *out, kp_err *err)
+{
+    kp_credit_state st = {0};
+    kp_credit_change c;
+    kp_balance tmp = {0, 0, 0};
+    int apply = 0;
+    kp_status rc = KP_OK;
+    if (!rule || (!user_id && !res_id))
+        return kp_err_set(err, KP_EINVAL, "invalid credit decision");
+    out = out ? out : &tmp;
+    if (res_id) { /* a missing reservation or user is the rule's to judge */
+        rc = ddb_reservation_get(s, res_id, &st.res, err);
+        st.res_found = rc == KP_OK;
+        if (rc != KP_OK && rc != KP_ENOTFOUND)
+            return rc;
+    }
+    const char *user = user_id ? user_id : st.res_found ? st.res.user_id : NULL;
+    if (user) {
+        rc = ddb_balance_get(s, user, &st.balance, err);
+        st.balance_found = rc == KP_OK;
+        if (rc != KP_OK && rc != KP_ENOTFOUND)
+            return rc;
+    }
+    kp_err_clear(err);
+    *out = st.balance;
+    rc = rule(&st, arg, &c, &apply, err);
+    if (rc != KP_OK || !apply)
+        return rc;
+    return ddb_credits_apply(s, &c, out, err);
+}
+
 static kp_status ddb_user_create_credited(kp_store *s, const kp_user *u, const kp_credit_change *c, kp_err *err)
 {
     kp_ddb *d = D(s);
@@ -853,6 +887,7 @@ static const kp_store_ops ddb_ops = {
     .account_get = kp_ddb_account_get, /* ddb_billing.c: reads the subscription too */
     .credits_apply = ddb_credits_apply,
     .reservation_get = ddb_reservation_get,
+    .credits_decide = ddb_credits_decide,
     .ledger_list = ddb_ledger_list,
     .ledger_sum = ddb_ledger_sum,
     .project_create = kp_ddb_project_create,

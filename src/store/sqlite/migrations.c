@@ -384,6 +384,11 @@ cleanup:
 static void global_init_once(void)
 {
     sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+    /* statement journals (a savepoint's, a statement's that may abort) in
+     * memory, in small chunks: spilling at 64 KiB makes each journal one
+     * 64 KiB allocation, whose free makes glibc trim its heap (madvise, and
+     * a TLB flush on every core) at every savepoint's end */
+    sqlite3_config(SQLITE_CONFIG_STMTJRNL_SPILL, -1);
     sqlite3_initialize();
 }
 

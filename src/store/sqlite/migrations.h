@@ -21,16 +21,19 @@
 /* PRAGMA synchronous of every connection (WAL): a commit reaches the WAL
  * file, synced at checkpoints; a power loss may undo the last commits, never
  * corrupts. The batch connection that commits the credit writes (spends,
- * admissions, ends of generations: sqlite_writer.h) syncs the WAL at every
- * commit instead (FULL), once per batch, so a spend reported done survives a
- * power loss, with every commit before it. */
+ * admissions, ends of generations: sqlite_writer.h) runs with FULL: SQLite
+ * syncs its WAL at every commit, which its VFS (sqlite_walbuf.h) turns into
+ * writing the gathered frames out, and the leader fdatasyncs the WAL file
+ * after giving the gate back, before it reports the batch's writes done; so
+ * a spend reported done survives a power loss, with every commit before it. */
 #define KP_SQLITE_SYNCHRONOUS "NORMAL"
 #define KP_SQLITE_SYNCHRONOUS_CREDITS "FULL"
 
 /* The schema version this build needs (the number of migrations). */
 /* Process-wide SQLite settings, applied once before any connection opens:
  * memory statistics off (they take a global mutex on every allocation, which
- * serialises the HTTP threads' reads). */
+ * serialises the HTTP threads' reads); statement journals in memory, in
+ * small chunks (migrations.c). */
 void kp_sqlite_global_init(void);
 
 int kp_sqlite_schema_target(void);

@@ -412,6 +412,61 @@ kp_status sq_credits_apply(kp_store *s, const kp_credit_change *c, kp_balance *o
     return sq_run_balance_write(sq_impl(s), credits_apply_body, c, out, err);
 }
 
+/* What credits_decide was asked. */
+typedef struct decide_job {
+    const char *user_id;
+    const char *res_id;
+    kp_credit_rule_fn rule;
+    void *arg;
+} decide_job;
+
+/* Reads what the rule needs into *st; a missing reservation or balance is not an error. */
+static kp_status decide_read(sq_store *h, const decide_job *j, kp_credit_state *st, kp_err *err)
+{
+    kp_status rc = KP_OK;
+    if (j->res_id)
+        rc = reservation_read(h, j->res_id, &st->res, &st->res_found, err);
+    const char *user = j->user_id ? j->user_id : st->res_found ? st->res.user_id : NULL;
+    if (rc != KP_OK || !user)
+        return rc;
+    rc = balance_read(h, user, NULL, &st->balance, NULL, err);
+    st->balance_found = rc == KP_OK;
+    if (rc == KP_ENOTFOUND) {
+        kp_err_clear(err);
+        rc = KP_OK;
+    }
+    return rc;
+}
+
+/* The body of credits_decide, inside the write transaction: read, decide, apply. */
+static kp_status credits_decide_body(sq_store *h, const void *arg, kp_balance *out, kp_err *err)
+{
+    const decide_job *j = arg;
+    kp_credit_state st = {0};
+    kp_credit_change c;
+    int apply = 0;
+    kp_status rc = decide_read(h, j, &st, err);
+    if (rc != KP_OK)
+        return rc;
+    *out = st.balance;
+    rc = j->rule(&st, j->arg, &c, &apply, err);
+    if (rc != KP_OK || !apply)
+        return rc;
+    if (!sq_credit_change_valid(&c))
+        return kp_err_set(err, KP_EINVAL, "invalid credit change");
+    return sq_credits_apply_locked(h, &c, (int64_t)time(NULL), out, err);
+}
+
+kp_status sq_credits_decide(kp_store *s, const char *user_id, const char *res_id, kp_credit_rule_fn rule, void *arg,
+                            kp_balance *out, kp_err *err)
+{
+    if ((user_id && !sq_nonempty_fits(user_id, KP_ID_MAX)) || (res_id && !sq_nonempty_fits(res_id, KP_ID_MAX)) ||
+        (!user_id && !res_id) || !rule)
+        return kp_err_set(err, KP_EINVAL, "invalid credit decision");
+    decide_job j = {.user_id = user_id, .res_id = res_id, .rule = rule, .arg = arg};
+    return sq_run_balance_write(sq_impl(s), credits_decide_body, &j, out, err);
+}
+
 kp_status sq_reservation_get(kp_store *s, const char *id, kp_reservation *out, kp_err *err)
 {
     if (!id || !*id)

@@ -103,6 +103,8 @@ kp_status sq_account_get(kp_store *s, const char *user_id, kp_account *out, kp_e
 kp_status sq_balance_get(kp_store *s, const char *user_id, kp_balance *out, kp_err *err);
 kp_status sq_credits_apply(kp_store *s, const kp_credit_change *c, kp_balance *out, kp_err *err);
 kp_status sq_reservation_get(kp_store *s, const char *id, kp_reservation *out, kp_err *err);
+kp_status sq_credits_decide(kp_store *s, const char *user_id, const char *res_id, kp_credit_rule_fn rule, void *arg,
+                            kp_balance *out, kp_err *err);
 kp_status sq_ledger_list(kp_store *s, const char *user_id, int64_t before_seq, size_t limit, kp_ledger_entry **out,
                          size_t *n, kp_err *err);
 kp_status sq_ledger_sum(kp_store *s, const char *user_id, kp_balance *out, kp_err *err);

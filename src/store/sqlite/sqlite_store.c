@@ -17,9 +17,10 @@
  * of the cache's slots.
  *
  * Writes queue at the file's in-process write gate; sq_run_balance_write's
- * (credits_apply, admit, version_end) are group-committed: a batch of them in
- * one transaction on the file's batch connection, each in a savepoint
- * (sqlite_writer.h).
+ * (credits_apply, credits_decide, admit, version_end) are group-committed: a
+ * batch of them in one transaction on the file's batch connection, each in a
+ * savepoint (sqlite_writer.h); its WAL is gathered (sqlite_walbuf.h) and
+ * synced after the gate is given back, and checkpoints run outside the gate.
  *
  * Invariants:
  *   - every multi-statement write runs inside BEGIN IMMEDIATE ... COMMIT: the
@@ -40,23 +41,34 @@
  */
 #include "store/sqlite/sqlite_store.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <sqlite3.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/log.h"
 #include "store/sqlite/migrations.h"
 #include "store/sqlite/sqlite_internal.h"
+#include "store/sqlite/sqlite_walbuf.h"
 #include "store/sqlite/sqlite_writer.h"
 
 /* How often BEGIN IMMEDIATE is retried when it still reports SQLITE_BUSY
  * after the busy timeout. */
 #define BEGIN_ATTEMPTS 3
 
+/* WAL frames after which a batch's leader checkpoints, outside the gate
+ * (SQLite's own automatic checkpoint would run inside the batch's COMMIT). */
+#define CHECKPOINT_FRAMES 1000
+
 struct sq_store {
     kp_store base; /* base.impl points back to this struct */
     sqlite3 *db;
     sq_writer *writer;                  /* shared by the process's handles on the same file */
+    int wal_fd;                         /* the batch connection's: its WAL file, synced after each batch; else -1 */
+    int wal_frames;                     /* the batch connection's: frames in the WAL after its last commit */
     sqlite3_stmt *stmts[SQ_STMT_SLOTS]; /* every file's statements, each in its range (sqlite_internal.h) */
 };
 
@@ -367,12 +379,120 @@ static void batch_run(sq_store *h, sq_write_req *batch)
     }
 }
 
-static kp_status handle_open(const char *db_path, sq_store **out, kp_err *err);
+static int wal_sync(void *ctx)
+{
+    sq_store *conn = ctx;
+    if (fdatasync(conn->wal_fd) == 0)
+        return 0;
+    kp_log(KP_LOG_ERROR, "fdatasync of the WAL failed: %s", strerror(errno));
+    return -1;
+}
+
+/* Makes the batch's commit durable, the gate given back, so that the next
+ * batch runs meanwhile: an fdatasync of the WAL file (sq_writer_sync). The
+ * leaders' syncs overlap (the disk takes them together); a failure fails
+ * the jobs that had succeeded (their outcome is unknown to the caller: a
+ * retry with the same idempotency key tells). */
+static void batch_sync(sq_store *conn, sq_writer *w, sq_write_req *batch)
+{
+    if (conn->wal_fd < 0)
+        return; /* synchronous=FULL synced it in COMMIT */
+    int any = 0;
+    for (sq_write_req *r = batch; r && !any; r = r->next)
+        any = job_of(r)->rc == KP_OK;
+    if (!any || sq_writer_sync(w, wal_sync, conn) == 0)
+        return;
+    kp_err why = {0};
+    kp_err_set(&why, KP_EDB, "database error (sync the WAL)");
+    jobs_fail(batch, NULL, KP_EDB, &why);
+}
+
+/* A checkpoint on h's own connection, by one thread at a time: PASSIVE
+ * outside the gate (batches go on meanwhile), then again with the gate held
+ * for the frames written meanwhile, so that the next batch restarts the WAL
+ * from its start (with batches running all along, the first alone never
+ * catches up and the WAL would grow without end). */
+static void checkpoint_passive(sq_store *h)
+{
+    if (!sq_writer_checkpoint_begin(h->writer))
+        return;
+    int rc = sqlite3_wal_checkpoint_v2(h->db, "main", SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    if (rc == SQLITE_OK) {
+        sq_writer_enter(h->writer);
+        rc = sqlite3_wal_checkpoint_v2(h->db, "main", SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+        sq_writer_leave(h->writer);
+    }
+    if (rc != SQLITE_OK && (rc & 0xff) != SQLITE_BUSY)
+        kp_log(KP_LOG_WARN, "checkpoint failed: %s", sqlite3_errmsg(h->db));
+    sq_writer_checkpoint_end(h->writer);
+}
+
+/* The batch connection's WAL hook: keeps the WAL's size, and replaces
+ * SQLite's automatic checkpoint (checkpoint_passive runs it). */
+static int wal_frames_hook(void *arg, sqlite3 *db, const char *name, int frames)
+{
+    (void)db;
+    (void)name;
+    ((sq_store *)arg)->wal_frames = frames;
+    return SQLITE_OK;
+}
+
+/* Opens conn's WAL file for batch_sync, and syncs its directory once (the
+ * file's entry, as SQLite does when it creates a journal it syncs). -1 when
+ * it cannot (then the batch connection commits with synchronous=FULL). */
+static int wal_open(sqlite3 *db)
+{
+    const char *path = sqlite3_db_filename(db, "main");
+    const char *wal = path ? sqlite3_filename_wal(path) : NULL;
+    if (!wal || !*wal)
+        return -1;
+    int fd = open(wal, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", wal);
+    char *slash = strrchr(dir, '/');
+    if (slash)
+        *(slash == dir ? slash + 1 : slash) = '\0';
+    int dfd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+        fsync(dfd);
+        close(dfd);
+    }
+    return fd;
+}
+
+static kp_status handle_open(const char *db_path, const char *vfs, sq_store **out, kp_err *err);
 static void handle_free(sq_store *h);
 
 static void batch_conn_close(void *conn)
 {
+    sq_walbuf_defer_sync(((sq_store *)conn)->db, 0); /* the checkpoint at close syncs for real */
     handle_free(conn);
+}
+
+/* Opens the batch connection on path: its WAL gathered (sqlite_walbuf.h)
+ * and synced by batch_sync after the gate, with synchronous=FULL (SQLite
+ * then syncs, which writes the gathered frames out, before it publishes a
+ * commit). When the WAL file cannot be opened for batch_sync, FULL syncs it
+ * in COMMIT. */
+static kp_status batch_conn_open(const char *path, sq_store **out, kp_err *err)
+{
+    sq_store *conn = NULL;
+    int gather = sq_walbuf_register() == SQLITE_OK;
+    kp_status rc = handle_open(path, gather ? SQ_WALBUF_VFS : NULL, &conn, err);
+    if (rc != KP_OK)
+        return rc;
+    if (sqlite3_exec(conn->db, "PRAGMA synchronous=" KP_SQLITE_SYNCHRONOUS_CREDITS, NULL, NULL, NULL) != SQLITE_OK) {
+        handle_free(conn);
+        return kp_err_set(err, KP_EDB, "database error (synchronous of the batch connection)");
+    }
+    conn->wal_fd = wal_open(conn->db);
+    if (conn->wal_fd >= 0)
+        sq_walbuf_defer_sync(conn->db, 1);
+    sqlite3_wal_hook(conn->db, wal_frames_hook, conn);
+    *out = conn;
+    return KP_OK;
 }
 
 /* The writer's batch connection (sqlite_writer.h), opened by the first leader
@@ -384,12 +504,10 @@ static sq_store *batch_conn(sq_store *h)
         sq_store *conn = NULL;
         kp_err err = {0};
         const char *path = sqlite3_db_filename(h->db, "main");
-        if (!path || handle_open(path, &conn, &err) != KP_OK) {
+        if (!path || batch_conn_open(path, &conn, &err) != KP_OK) {
             kp_log(KP_LOG_WARN, "no batch connection, writing on the caller's: %s", err.msg);
             return h;
         }
-        if (sqlite3_exec(conn->db, "PRAGMA synchronous=" KP_SQLITE_SYNCHRONOUS_CREDITS, NULL, NULL, NULL) != SQLITE_OK)
-            kp_log(KP_LOG_WARN, "batch connection: synchronous stays " KP_SQLITE_SYNCHRONOUS);
         conn->writer = h->writer; /* not a reference: the writer owns conn */
         sq_writer_set_conn_close(h->writer, batch_conn_close);
         *slot = conn;
@@ -406,8 +524,14 @@ kp_status sq_run_balance_write(sq_store *h, sq_balance_write_fn body, const void
     sq_write_req *batch = NULL;
     sq_writer_queue(h->writer, &req);
     while (sq_writer_next(h->writer, &req, &batch)) {
-        batch_run(batch_conn(h), batch);
-        sq_writer_finish(h->writer, batch);
+        sq_store *conn = batch_conn(h);
+        batch_run(conn, batch);
+        int frames = conn->wal_frames;
+        sq_writer_leave(h->writer);
+        batch_sync(conn, h->writer, batch);
+        sq_writer_done(h->writer, batch);
+        if (frames >= CHECKPOINT_FRAMES)
+            checkpoint_passive(h);
     }
     if (out)
         *out = job.out;
@@ -437,6 +561,8 @@ static void handle_free(sq_store *h)
     for (int i = 0; i < SQ_STMT_SLOTS; i++)
         sqlite3_finalize(h->stmts[i]);
     sqlite3_close_v2(h->db);
+    if (h->wal_fd >= 0)
+        close(h->wal_fd);
     free(h);
 }
 
@@ -464,6 +590,7 @@ static const kp_store_ops sqlite_ops = {
     .balance_get = sq_balance_get,
     .credits_apply = sq_credits_apply,
     .reservation_get = sq_reservation_get,
+    .credits_decide = sq_credits_decide,
     .ledger_list = sq_ledger_list,
     .ledger_sum = sq_ledger_sum,
     .credits_apply_many = sq_credits_apply_many,
@@ -505,7 +632,7 @@ static const kp_store_ops sqlite_ops = {
 };
 
 /* Opens a connection on the migrated database at db_path, without a writer. */
-static kp_status handle_open(const char *db_path, sq_store **out, kp_err *err)
+static kp_status handle_open(const char *db_path, const char *vfs, sq_store **out, kp_err *err)
 {
     sqlite3 *db = NULL;
     sq_store *h = NULL;
@@ -513,7 +640,7 @@ static kp_status handle_open(const char *db_path, sq_store **out, kp_err *err)
     kp_status rc;
 
     /* No SQLITE_OPEN_CREATE: a missing file means "not migrated". */
-    if (sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
+    if (sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, vfs) != SQLITE_OK) {
         kp_log_json(
             KP_LOG_ERROR, "cannot open database",
             json_pack("{s:s, s:s}", "path", db_path, "sqlite_error", db ? sqlite3_errmsg(db) : "out of memory"));
@@ -542,6 +669,7 @@ static kp_status handle_open(const char *db_path, sq_store **out, kp_err *err)
         goto cleanup;
     }
     h->db = db;
+    h->wal_fd = -1;
     h->base.ops = &sqlite_ops;
     h->base.impl = h;
     *out = h;
@@ -559,7 +687,7 @@ kp_status kp_sqlite_open(const char *db_path, kp_store **out, kp_err *err)
     kp_sqlite_global_init();
     if (!db_path || !*db_path)
         return kp_err_set(err, KP_EINVAL, "database path is empty");
-    kp_status rc = handle_open(db_path, &h, err);
+    kp_status rc = handle_open(db_path, NULL, &h, err);
     if (rc != KP_OK)
         return rc;
     rc = sq_writer_acquire(db_path, &h->writer, err);

@@ -9,9 +9,11 @@
  *     and the batch connection, which SQLite forbids using in the child);
  *   - busy is 1 while a thread holds the gate: between sq_writer_enter and
  *     sq_writer_leave, or while a leader runs a batch; at most one at a time;
- *   - a queued request leaves the queue only into a leader's batch, and is
- *     marked done only after that batch's transaction ended (committed or
- *     rolled back), so its submitter sees the final outcome.
+ *   - a queued request leaves the queue only into a leader's batch (taken),
+ *     and is marked done only after that batch's transaction ended (committed
+ *     or rolled back) and its WAL frames were synced, so its submitter sees
+ *     the final outcome; a taken request's submitter never leads, even while
+ *     the gate is free (its leader syncs outside the gate).
  *
  * Wake-ups are targeted, so that 64 waiting threads are not all woken for
  * each batch: a batch's requests are signalled each on its own condition
@@ -39,6 +41,8 @@ struct sq_writer {
     sq_write_req *tail;
     void *conn; /* the batch connection; used only by the gate's holder */
     void (*close_conn)(void *conn);
+    int sync_failed;         /* sticky (sq_writer_sync); under mu */
+    pthread_mutex_t ckpt_mu; /* held by the one checkpointer */
 };
 
 static pthread_mutex_t registry_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -54,6 +58,12 @@ static sq_writer *writer_new(dev_t dev, ino_t ino)
         return NULL;
     }
     if (pthread_cond_init(&w->cond, NULL) != 0) {
+        pthread_mutex_destroy(&w->mu);
+        free(w);
+        return NULL;
+    }
+    if (pthread_mutex_init(&w->ckpt_mu, NULL) != 0) {
+        pthread_cond_destroy(&w->cond);
         pthread_mutex_destroy(&w->mu);
         free(w);
         return NULL;
@@ -107,6 +117,7 @@ void sq_writer_release(sq_writer *w)
         return;
     if (w->conn && w->close_conn)
         w->close_conn(w->conn);
+    pthread_mutex_destroy(&w->ckpt_mu);
     pthread_cond_destroy(&w->cond);
     pthread_mutex_destroy(&w->mu);
     free(w);
@@ -139,6 +150,7 @@ void sq_writer_leave(sq_writer *w)
 
 void sq_writer_queue(sq_writer *w, sq_write_req *r)
 {
+    r->taken = 0;
     r->done = 0;
     r->next = NULL;
     pthread_cond_init(&r->wake, NULL);
@@ -155,8 +167,11 @@ void sq_writer_queue(sq_writer *w, sq_write_req *r)
 static sq_write_req *take_batch(sq_writer *w)
 {
     sq_write_req *batch = w->head, *last = w->head;
-    for (int n = 1; n < SQ_WRITER_BATCH && last->next; n++)
+    last->taken = 1;
+    for (int n = 1; n < SQ_WRITER_BATCH && last->next; n++) {
         last = last->next;
+        last->taken = 1;
+    }
     w->head = last->next;
     if (!w->head)
         w->tail = NULL;
@@ -168,7 +183,7 @@ int sq_writer_next(sq_writer *w, sq_write_req *r, sq_write_req **batch)
 {
     int lead = 0;
     pthread_mutex_lock(&w->mu);
-    while (!r->done && w->busy)
+    while (!r->done && (w->busy || r->taken))
         pthread_cond_wait(&r->wake, &w->mu);
     if (!r->done) { /* the gate is free and r still queued: lead */
         w->busy = 1;
@@ -191,7 +206,28 @@ void sq_writer_set_conn_close(sq_writer *w, void (*close_conn)(void *conn))
     w->close_conn = close_conn;
 }
 
-void sq_writer_finish(sq_writer *w, sq_write_req *batch)
+int sq_writer_sync(sq_writer *w, int (*sync_fn)(void *ctx), void *ctx)
+{
+    int rc = sync_fn(ctx);
+    pthread_mutex_lock(&w->mu);
+    if (rc != 0)
+        w->sync_failed = 1;
+    rc = w->sync_failed ? -1 : 0;
+    pthread_mutex_unlock(&w->mu);
+    return rc;
+}
+
+int sq_writer_checkpoint_begin(sq_writer *w)
+{
+    return pthread_mutex_trylock(&w->ckpt_mu) == 0;
+}
+
+void sq_writer_checkpoint_end(sq_writer *w)
+{
+    pthread_mutex_unlock(&w->ckpt_mu);
+}
+
+void sq_writer_done(sq_writer *w, sq_write_req *batch)
 {
     pthread_mutex_lock(&w->mu);
     while (batch) {
@@ -200,6 +236,5 @@ void sq_writer_finish(sq_writer *w, sq_write_req *batch)
         pthread_cond_signal(&batch->wake);
         batch = next;
     }
-    gate_free(w);
     pthread_mutex_unlock(&w->mu);
 }

@@ -14,7 +14,8 @@
  * is queued as an sq_write_req. The first thread to find the gate free leads:
  * it takes the gate and up to SQ_WRITER_BATCH requests (its own and those
  * queued before it, oldest first), runs them in one transaction on its own
- * connection, then marks them done and gives the gate back. The others sleep
+ * connection, gives the gate back, syncs the WAL (outside the gate, so that
+ * the next batch runs meanwhile), then marks them done. The others sleep
  * until their request is done, or until they can lead the next batch.
  *
  * The writer also keeps the file's batch connection (sq_writer_conn): the
@@ -37,6 +38,7 @@ typedef struct sq_writer sq_writer;
  * leader that runs it fills what job points to. */
 typedef struct sq_write_req {
     void *job;
+    int taken; /* in a leader's batch: only that leader marks it done */
     int done;
     pthread_cond_t wake; /* signalled when done, or when the gate frees and it is first in the queue */
     struct sq_write_req *next;
@@ -58,8 +60,8 @@ void sq_writer_queue(sq_writer *w, sq_write_req *r);
 
 /* Waits for queued r. Returns 0 once r is done (some leader ran it), or 1
  * when the caller now holds the gate and must run *batch (a list through
- * next, oldest first; r may or may not be in it), call sq_writer_finish, and
- * call this again. */
+ * next, oldest first; r may or may not be in it), call sq_writer_leave then
+ * sq_writer_done, and call this again. */
 int sq_writer_next(sq_writer *w, sq_write_req *r, sq_write_req **batch);
 
 /* The batch connection's slot, only while holding the gate: NULL until a
@@ -68,7 +70,22 @@ int sq_writer_next(sq_writer *w, sq_write_req *r, sq_write_req **batch);
 void **sq_writer_conn(sq_writer *w);
 void sq_writer_set_conn_close(sq_writer *w, void (*close_conn)(void *conn));
 
-/* Marks every request of batch done and gives the gate back. */
-void sq_writer_finish(sq_writer *w, sq_write_req *batch);
+/* Durability of a batch's commit, outside the gate (the next batch runs
+ * meanwhile): runs sync_fn(ctx) (an fdatasync of the WAL file, which covers
+ * every frame written before it began). Returns 0, or -1 when it failed or
+ * any sync of this file failed before: what a failed fdatasync lost is
+ * unknown, so no later write is reported durable (a restart recovers from
+ * the WAL). */
+int sq_writer_sync(sq_writer *w, int (*sync_fn)(void *ctx), void *ctx);
+
+/* One checkpointer at a time, outside the gate: 1 when the caller may run
+ * one now (then sq_writer_checkpoint_end), 0 when another thread is. */
+int sq_writer_checkpoint_begin(sq_writer *w);
+void sq_writer_checkpoint_end(sq_writer *w);
+
+/* Marks every request of batch done, after the leader gave the gate back
+ * (sq_writer_leave) and made the batch durable: the next batch runs while
+ * this one's WAL frames reach the disk. */
+void sq_writer_done(sq_writer *w, sq_write_req *batch);
 
 #endif
