@@ -507,6 +507,18 @@ static void test_head_status_and_methods(void **state)
     assert_int_equal(head.body.len, 0);
     assert_int_equal(header_value(&head, "Content-Length", v, sizeof v), 0);
     assert_int_equal(atoi(v), (int)get.body.len);
+    /* the host writes Date and Content-Length itself (respond.c): once each, as evhttp did */
+    assert_int_equal(header_value(&get, "Content-Length", v, sizeof v), 0);
+    assert_int_equal(atoi(v), (int)get.body.len);
+    assert_null(strstr(strstr(kp_buf_cstr(&get.head), "Content-Length:") + 1, "Content-Length:"));
+    assert_int_equal(header_value(&get, "Date", v, sizeof v), 0);
+    struct tm tm;
+    memset(&tm, 0, sizeof tm);
+    const char *rest = strptime(v, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    assert_true(rest && *rest == '\0' && strlen(v) == 29); /* IMF-fixdate */
+    time_t sent = timegm(&tm), now = time(NULL);
+    assert_true(sent <= now && now - sent < 60);
+    assert_null(strstr(strstr(kp_buf_cstr(&get.head), "Date:") + 1, "Date:"));
     http_free(&get);
     http_free(&head);
 

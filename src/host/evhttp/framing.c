@@ -22,9 +22,10 @@ static const char *const known_methods[] = {"GET", "POST", "PUT", "DELETE", "HEA
 size_t kp_framing_head_end(const char *buf, size_t len, size_t from)
 {
     size_t i = from > 2 ? from - 2 : 0;
-    for (; i < len; i++) {
-        if (buf[i] != '\n')
-            continue;
+    const char *nl;
+    /* memchr from line end to line end: the head's bytes are not walked one by one */
+    for (; i < len && (nl = memchr(buf + i, '\n', len - i)) != NULL; i++) {
+        i = (size_t)(nl - buf);
         if (i + 1 < len && buf[i + 1] == '\n')
             return i + 2;
         if (i + 2 < len && buf[i + 1] == '\r' && buf[i + 2] == '\n')
@@ -83,12 +84,10 @@ static int next_line(line *rest, line *out, kp_framing *f)
     rest->len -= nl ? len + 1 : len;
     if (out->len > 0 && out->p[out->len - 1] == '\r')
         out->len--;
-    for (size_t i = 0; i < out->len; i++) {
-        if (out->p[i] == '\r')
-            return fail(f, 400, "invalid_request", "a request line contains a bare CR");
-        if (out->p[i] == '\0')
-            return fail(f, 400, "invalid_request", "a request line contains a NUL byte");
-    }
+    if (memchr(out->p, '\r', out->len))
+        return fail(f, 400, "invalid_request", "a request line contains a bare CR");
+    if (memchr(out->p, '\0', out->len))
+        return fail(f, 400, "invalid_request", "a request line contains a NUL byte");
     return 0;
 }
 

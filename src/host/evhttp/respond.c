@@ -7,8 +7,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 
 #include "core/log.h"
 #include "host/evhttp/streams.h"
@@ -79,6 +81,42 @@ void kp_respond_error(const worker *w, kp_resp *resp, int status, const char *co
     kp_exchange_error(w->host->opt.error_page, resp, status, code, "%s", msg);
 }
 
+/* The Date header's value (RFC 9110 IMF-fixdate), formatted once a second
+ * per worker: evhttp would format it for every response (gmtime_r and
+ * snprintf), and adds none when one is there. */
+static const char *date_header(worker *w)
+{
+    static const char days[7][4] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+    static const char months[12][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                       "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+    time_t now = time(NULL);
+    struct tm tm;
+    if (now == w->date_sec && w->date_header[0])
+        return w->date_header;
+    if (!gmtime_r(&now, &tm))
+        return NULL;
+    snprintf(w->date_header, sizeof w->date_header, "%s, %02d %s %04d %02d:%02d:%02d GMT", days[tm.tm_wday % 7],
+             tm.tm_mday, months[tm.tm_mon % 12], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
+    w->date_sec = now;
+    return w->date_header;
+}
+
+/* Content-Length: len, in place of one the response may hold (evhttp would
+ * format it with snprintf for every response, and adds none when one is
+ * there). */
+static void set_content_length(struct evhttp_request *evreq, size_t len)
+{
+    char text[24], *end = text + sizeof text, *p = end;
+    *--p = '\0';
+    do {
+        *--p = (char)('0' + len % 10);
+        len /= 10;
+    } while (len);
+    struct evkeyvalq *out = evhttp_request_get_output_headers(evreq);
+    evhttp_remove_header(out, "Content-Length");
+    evhttp_add_header(out, "Content-Length", p);
+}
+
 void kp_respond_headers(worker *w, struct evhttp_request *evreq, const kp_resp *resp, const char *request_id)
 {
     struct evkeyvalq *out = evhttp_request_get_output_headers(evreq);
@@ -91,6 +129,9 @@ void kp_respond_headers(worker *w, struct evhttp_request *evreq, const kp_resp *
         if (!kp_headers_get(&resp->headers, d[0]))
             evhttp_add_header(out, d[0], d[1]);
     evhttp_add_header(out, "X-Request-Id", request_id);
+    const char *date = date_header(w);
+    if (date)
+        evhttp_add_header(out, "Date", date);
     struct evhttp_connection *evcon = evhttp_request_get_connection(evreq);
     kp_conn *c = evcon ? kp_conn_of(w->conns, evcon) : NULL;
     if (w->draining || (c && kp_conn_must_close(c)))
@@ -104,19 +145,39 @@ static void free_body(const void *data, size_t len, void *extra)
     free((void *)data);
 }
 
-static void send_response(worker *w, struct evhttp_request *evreq, kp_resp *resp, const char *request_id)
+/*
+ * evhttp queues a response on the connection's bufferevent and enables its
+ * write event: the socket is written one loop iteration later, after an
+ * epoll_ctl that adds EPOLLOUT and an epoll_wait that reports it, and a
+ * second epoll_ctl removes it. A small response fits the socket's buffer at
+ * once, so it is written here; when all of it went, the bufferevent's write
+ * callback (evhttp's "response written") is run deferred, later in this
+ * loop iteration (never inside evhttp's own callback, which may free the
+ * connection), and evhttp disables the write event it enabled before epoll
+ * ever saw it. Whatever the socket did not take (or an error) is left to the
+ * write event as before.
+ */
+static void write_now(struct bufferevent *bev)
+{
+    struct evbuffer *out = bufferevent_get_output(bev);
+    evutil_socket_t fd = bufferevent_getfd(bev);
+    if (fd < 0 || evbuffer_get_length(out) == 0)
+        return;
+    evbuffer_unfreeze(out, 1); /* a socket bufferevent keeps its output's start frozen */
+    int n = evbuffer_write(out, fd);
+    evbuffer_freeze(out, 1);
+    if (n > 0 && evbuffer_get_length(out) == 0)
+        bufferevent_trigger(bev, EV_WRITE, BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+}
+
+/* Hands resp to evhttp; returns the connection's bufferevent when the
+ * response may be written at once (write_now), else NULL. */
+static struct bufferevent *send_response(worker *w, struct evhttp_request *evreq, kp_resp *resp, const char *request_id)
 {
     const char *method = evhttp_request_get_command(evreq) == EVHTTP_REQ_HEAD ? "HEAD" : "GET";
     size_t body_len = resp->file.set ? (size_t)resp->file.len : resp->body.len;
+    int is_file = resp->file.set; /* sendfile: left to the write event */
     kp_respond_headers(w, evreq, resp, request_id);
-    if (kp_exchange_is_head(method) && kp_exchange_has_body("GET", resp->status)) {
-        /* HEAD answers like GET without the body; evhttp does not count it for us */
-        char len[32];
-        snprintf(len, sizeof len, "%zu", body_len);
-        struct evkeyvalq *out = evhttp_request_get_output_headers(evreq);
-        evhttp_remove_header(out, "Content-Length");
-        evhttp_add_header(out, "Content-Length", len);
-    }
     if (resp->file.set && kp_exchange_has_body(method, resp->status)) {
         /* the kernel sends it (sendfile) as the client reads: no copy per client */
         struct evbuffer *out = evhttp_request_get_output_buffer(evreq);
@@ -132,7 +193,15 @@ static void send_response(worker *w, struct evhttp_request *evreq, kp_resp *resp
         if (evbuffer_add_reference(out, data, len, free_body, NULL) != 0)
             free(data);
     }
+    if (kp_exchange_has_body("GET", resp->status)) /* HEAD answers like GET without the body */
+        set_content_length(evreq, kp_exchange_is_head(method)
+                                      ? body_len
+                                      : evbuffer_get_length(evhttp_request_get_output_buffer(evreq)));
+    /* read before the reply: without a connection evhttp frees evreq at once */
+    struct evhttp_connection *evcon = evhttp_request_get_connection(evreq);
+    struct bufferevent *bev = evcon && !is_file ? evhttp_connection_get_bufferevent(evcon) : NULL;
     evhttp_send_reply(evreq, resp->status, kp_respond_reason_phrase(resp->status), NULL);
+    return bev;
 }
 
 /* ---- answering ---- */
@@ -161,7 +230,10 @@ void kp_respond_reply(worker *w, struct evhttp_request *evreq, kp_resp *resp, kp
             kp_respond_error(w, resp, 500, "internal_error", "internal error (request %s)", rid);
             sum->status = 500;
         }
-        send_response(w, evreq, resp, rid);
+        struct bufferevent *bev = send_response(w, evreq, resp, rid);
+        /* logged and counted before the client can see the response */
         kp_exchange_record(w->ctx.app ? w->ctx.app->metrics : NULL, sum);
+        if (bev)
+            write_now(bev);
     }
 }

@@ -14,6 +14,7 @@
 
 #include <pthread.h>
 #include <stdint.h>
+#include <time.h>
 
 #include <event2/event.h>
 #include <event2/http.h>
@@ -40,6 +41,8 @@ typedef struct worker {
     int draining;  /* worker thread only */
     uint64_t drain_deadline_ms;
     kp_exchange_ids ids; /* request ids made here */
+    time_t date_sec;     /* the second date_header was formatted for (respond.c) */
+    char date_header[32];
 } worker;
 
 struct kp_host {
