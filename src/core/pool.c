@@ -94,7 +94,8 @@ kp_status kp_pool_new(const char *name, int nthreads, int queue_cap, kp_pool **o
     return KP_OK;
 }
 
-int kp_pool_submit(kp_pool *p, void (*fn)(void *arg), void *arg)
+/* Queues fn(arg) at the tail, or at the head when first. */
+static int submit(kp_pool *p, void (*fn)(void *arg), void *arg, int first)
 {
     job *j = malloc(sizeof *j);
     if (!j)
@@ -109,15 +110,32 @@ int kp_pool_submit(kp_pool *p, void (*fn)(void *arg), void *arg)
         free(j);
         return -1;
     }
-    if (p->tail)
-        p->tail->next = j;
-    else
+    if (first) {
+        j->next = p->head;
         p->head = j;
-    p->tail = j;
+        if (!p->tail)
+            p->tail = j;
+    } else {
+        if (p->tail)
+            p->tail->next = j;
+        else
+            p->head = j;
+        p->tail = j;
+    }
     p->queued++;
     pthread_cond_signal(&p->cv);
     pthread_mutex_unlock(&p->mu);
     return 0;
+}
+
+int kp_pool_submit(kp_pool *p, void (*fn)(void *arg), void *arg)
+{
+    return submit(p, fn, arg, 0);
+}
+
+int kp_pool_submit_first(kp_pool *p, void (*fn)(void *arg), void *arg)
+{
+    return submit(p, fn, arg, 1);
 }
 
 int kp_pool_queued(kp_pool *p)

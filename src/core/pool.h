@@ -25,6 +25,10 @@ kp_status kp_pool_new(const char *name, int nthreads, int queue_cap, kp_pool **o
  * and arg stays the caller's.
  */
 int kp_pool_submit(kp_pool *pool, void (*fn)(void *arg), void *arg);
+/* As kp_pool_submit, but fn(arg) goes ahead of every job already queued: for
+ * a small job whose lateness costs more than the others' (a lease renewal
+ * behind a burst of publishing). */
+int kp_pool_submit_first(kp_pool *pool, void (*fn)(void *arg), void *arg);
 /* Jobs queued but not yet started (a gauge for metrics and tests). */
 int kp_pool_queued(kp_pool *pool);
 /* Runs every job already queued, then stops and joins the threads and frees

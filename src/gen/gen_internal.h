@@ -257,6 +257,8 @@ generation *gen_find(kp_gen *g, const char *project_id, int64_t n);
 generation *gen_find_serial(kp_gen *g, uint64_t serial);
 void gen_fail(generation *gen, const char *code, const char *message);
 void gen_run_storage(kp_gen *g, void (*work)(kp_store *s, void *arg), void (*done)(void *arg), void *arg);
+/* As gen_run_storage, ahead of the storage pool's queue (lease renewals). */
+void gen_run_storage_first(kp_gen *g, void (*work)(kp_store *s, void *arg), void (*done)(void *arg), void *arg);
 void gen_shutdown_maybe_done(kp_gen *g);
 void gen_unended_drop_all(kp_gen *g);
 void gen_unended_free_all(kp_gen *g);

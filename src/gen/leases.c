@@ -144,7 +144,7 @@ static void on_lease_tick(evutil_socket_t fd, short what, void *arg)
         j->n++;
     }
     g->renewing = 1;
-    gen_run_storage(g, renew_work, renew_done, j);
+    gen_run_storage_first(g, renew_work, renew_done, j); /* ahead of a burst of publishing, or every lease is lost */
 }
 
 /* ---- periodic recovery ---- */

@@ -118,14 +118,24 @@ void gen_sync_cmd_finish(sync_cmd *c, kp_status rc);
 
 /* Runs work(store, arg) off the loop, then done(arg) on it. Once shutdown has
  * returned (the loop is being stopped), both run here and now. */
-void gen_run_storage(kp_gen *g, void (*work)(kp_store *s, void *arg), void (*done)(void *arg), void *arg)
+static void run_storage(kp_gen *g, void (*work)(kp_store *s, void *arg), void (*done)(void *arg), void *arg, int first)
 {
     if (g->shut_done) {
         work(g->store, arg);
         done(arg);
         return;
     }
-    kp_gen_storage_run(g->storage, g->store, work, done, arg);
+    (first ? kp_gen_storage_run_first : kp_gen_storage_run)(g->storage, g->store, work, done, arg);
+}
+
+void gen_run_storage(kp_gen *g, void (*work)(kp_store *s, void *arg), void (*done)(void *arg), void *arg)
+{
+    run_storage(g, work, done, arg, 0);
+}
+
+void gen_run_storage_first(kp_gen *g, void (*work)(kp_store *s, void *arg), void (*done)(void *arg), void *arg)
+{
+    run_storage(g, work, done, arg, 1);
 }
 
 /* A waiting shutdown returns once no generation and no replay is left. The

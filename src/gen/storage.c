@@ -71,8 +71,8 @@ static void run_job(void *arg)
     free(j);
 }
 
-void kp_gen_storage_run(kp_gen_storage *st, kp_store *fallback, void (*work)(kp_store *s, void *arg),
-                        void (*done)(void *arg), void *arg)
+static void storage_run(kp_gen_storage *st, kp_store *fallback, void (*work)(kp_store *s, void *arg),
+                        void (*done)(void *arg), void *arg, int first)
 {
     job *j = malloc(sizeof *j);
     if (j) {
@@ -80,12 +80,25 @@ void kp_gen_storage_run(kp_gen_storage *st, kp_store *fallback, void (*work)(kp_
         j->work = work;
         j->done = done;
         j->arg = arg;
-        if (kp_pool_submit(st->pool, run_job, j) == 0)
-            return;
+        int queued = first ? kp_pool_submit_first(st->pool, run_job, j) : kp_pool_submit(st->pool, run_job, j);
+        if (queued == 0)
+            return; /* run_job frees j */
         free(j);
     }
     work(fallback, arg);
     post_done(st, done, arg);
+}
+
+void kp_gen_storage_run(kp_gen_storage *st, kp_store *fallback, void (*work)(kp_store *s, void *arg),
+                        void (*done)(void *arg), void *arg)
+{
+    storage_run(st, fallback, work, done, arg, 0);
+}
+
+void kp_gen_storage_run_first(kp_gen_storage *st, kp_store *fallback, void (*work)(kp_store *s, void *arg),
+                              void (*done)(void *arg), void *arg)
+{
+    storage_run(st, fallback, work, done, arg, 1);
 }
 
 int kp_gen_storage_queued(kp_gen_storage *st)

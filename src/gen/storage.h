@@ -44,6 +44,10 @@ kp_status kp_gen_storage_new(int nthreads, kp_loop *loop, kp_gen_storage_open_fn
  */
 void kp_gen_storage_run(kp_gen_storage *st, kp_store *fallback, void (*work)(kp_store *s, void *arg),
                         void (*done)(void *arg), void *arg);
+/* As kp_gen_storage_run, ahead of every job already queued (a lease renewal:
+ * late, it loses every generation of the instance). */
+void kp_gen_storage_run_first(kp_gen_storage *st, kp_store *fallback, void (*work)(kp_store *s, void *arg),
+                              void (*done)(void *arg), void *arg);
 
 /* Jobs queued and not started yet (for tests and metrics). */
 int kp_gen_storage_queued(kp_gen_storage *st);

@@ -1,6 +1,7 @@
 /*
  * test_pool.c - the bounded worker pool: every accepted job runs once, a full
- * queue refuses at once, and freeing the pool runs what was already queued.
+ * queue refuses at once, a job submitted first runs before those queued, and
+ * freeing the pool runs what was already queued.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -95,6 +96,41 @@ static void test_pool_full_queue_refuses_at_once(void **state)
     assert_int_equal(atomic_load(&ran), 5);
 }
 
+/* Records the order jobs ran in: arg is a small number. */
+static int order[8];
+static atomic_int order_n;
+
+static void record_job(void *arg)
+{
+    order[atomic_fetch_add(&order_n, 1)] = (int)(intptr_t)arg;
+}
+
+static void test_pool_submit_first_goes_ahead_of_the_queue(void **state)
+{
+    (void)state;
+    kp_pool *p;
+    kp_err err;
+    gate g = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0};
+    atomic_store(&ran, 0);
+    atomic_store(&order_n, 0);
+    assert_int_equal(kp_pool_new("t", 1, 4, &p, &err), KP_OK);
+    assert_int_equal(kp_pool_submit(p, gated_job, &g), 0); /* the one worker is busy */
+    wait_for_waiting(&g, 1);
+    assert_int_equal(kp_pool_submit(p, record_job, (void *)(intptr_t)1), 0);
+    assert_int_equal(kp_pool_submit(p, record_job, (void *)(intptr_t)2), 0);
+    assert_int_equal(kp_pool_submit_first(p, record_job, (void *)(intptr_t)3), 0);
+    assert_int_equal(kp_pool_submit(p, record_job, (void *)(intptr_t)4), 0);
+    /* the queue is full (4): first or not, the next is refused */
+    assert_int_equal(kp_pool_submit_first(p, record_job, (void *)(intptr_t)5), -1);
+    open_gate(&g);
+    kp_pool_free(p);
+    assert_int_equal(atomic_load(&order_n), 4);
+    assert_int_equal(order[0], 3);
+    assert_int_equal(order[1], 1);
+    assert_int_equal(order[2], 2);
+    assert_int_equal(order[3], 4);
+}
+
 static void test_pool_rejects_bad_sizes(void **state)
 {
     (void)state;
@@ -111,6 +147,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_pool_runs_every_accepted_job_once),
         cmocka_unit_test(test_pool_full_queue_refuses_at_once),
+        cmocka_unit_test(test_pool_submit_first_goes_ahead_of_the_queue),
         cmocka_unit_test(test_pool_rejects_bad_sizes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
