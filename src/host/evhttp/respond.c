@@ -83,20 +83,16 @@ void kp_respond_error(const worker *w, kp_resp *resp, int status, const char *co
 
 /* The Date header's value (RFC 9110 IMF-fixdate), formatted once a second
  * per worker: evhttp would format it for every response (gmtime_r and
- * snprintf), and adds none when one is there. */
+ * snprintf), and adds none when one is there. strftime's day and month names
+ * are the "C" locale's, which the server never changes. */
 static const char *date_header(worker *w)
 {
-    static const char days[7][4] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
-    static const char months[12][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
-                                       "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
     time_t now = time(NULL);
     struct tm tm;
     if (now == w->date_sec && w->date_header[0])
         return w->date_header;
-    if (!gmtime_r(&now, &tm))
+    if (!gmtime_r(&now, &tm) || strftime(w->date_header, sizeof w->date_header, "%a, %d %b %Y %H:%M:%S GMT", &tm) == 0)
         return NULL;
-    snprintf(w->date_header, sizeof w->date_header, "%s, %02d %s %04d %02d:%02d:%02d GMT", days[tm.tm_wday % 7],
-             tm.tm_mday, months[tm.tm_mon % 12], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
     w->date_sec = now;
     return w->date_header;
 }
