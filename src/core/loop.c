@@ -94,6 +94,7 @@ kp_status kp_loop_start(kp_loop **out, kp_err *err)
         free(loop);
         return kp_err_set(err, KP_EINTERNAL, "cannot start an event loop thread");
     }
+    pthread_setname_np(loop->thread, "kp-loop"); /* seen by top -H, perf and gdb */
     *out = loop;
     return KP_OK;
 }

@@ -6,6 +6,7 @@
 #include "core/pool.h"
 
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 typedef struct job {
@@ -88,6 +89,9 @@ kp_status kp_pool_new(const char *name, int nthreads, int queue_cap, kp_pool **o
             kp_pool_free(p);
             return kp_err_set(err, KP_EINTERNAL, "pool %s: cannot start thread %d", name, i + 1);
         }
+        char tname[16]; /* seen by top -H, perf and gdb */
+        snprintf(tname, sizeof tname, "kp-%s", name);
+        pthread_setname_np(p->threads[i], tname);
     }
     p->nthreads = nthreads;
     *out = p;

@@ -478,6 +478,7 @@ kp_status kp_host_start(const kp_host_options *opt, kp_host **out, kp_err *err)
             break;
         }
         w->thread_started = 1;
+        pthread_setname_np(w->thread, "kp-http"); /* seen by top -H, perf and gdb */
         started++;
     }
     wait_for_workers(h, started);
