@@ -30,6 +30,7 @@
 #define DEFAULT_FLUSH_MS 50
 #define GEN_EVENTS_BATCH_MS 250 /* events.c: how often a running generation's events are stored */
 #define GEN_READER_BUCKETS 4096 /* readers.c: buckets of the reader slots (a list each) */
+#define GEN_TABLE_BUCKETS 4096  /* table.c: buckets of each index of the running generations */
 #define GEN_FOLLOW_POLL_MS 300  /* readers.c: how often a follower of another instance's generation polls */
 #define GEN_FOLLOW_PAGE 500     /* events a poll reads at a time */
 #define GEN_FOLLOW_ROUNDS 20    /* pages a poll reads at most */
@@ -91,7 +92,10 @@ typedef struct subscriber {
 } subscriber;
 
 struct generation {
-    generation *next;
+    generation *next; /* the service's running generations (table.c) */
+    generation *prev;
+    generation *serial_next; /* its bucket by serial */
+    generation *key_next;    /* its bucket by (project_id, n) */
     kp_gen *g;
     uint64_t serial;
     char project_id[KP_ID_MAX];
@@ -146,7 +150,9 @@ struct kp_gen {
     int stopping; /* mu: no new submissions */
     _Atomic int64_t in_flight;
     /* loop-only */
-    generation *gens;
+    generation *gens;                         /* the running generations, newest first (table.c) */
+    generation *by_serial[GEN_TABLE_BUCKETS]; /* hashed indexes over them */
+    generation *by_key[GEN_TABLE_BUCKETS];
     uint64_t next_serial;
     struct event *keepalive;
     int shut;                  /* shutdown ran on the loop */
@@ -248,13 +254,21 @@ int gen_timeout_start(generation *gen);
 /* Frees its timer (gen_destroy). */
 void gen_timeout_free(generation *gen);
 
+/* table.c (loop-only) */
+/* FNV-1a of a version's key (project_id, n), for the hashed tables of the service. */
+uint64_t gen_key_hash(const char *project_id, int64_t n);
+/* gen joins the running generations, under its serial and its version; it leaves them as it ends. */
+void gen_table_add(kp_gen *g, generation *gen);
+void gen_table_remove(kp_gen *g, generation *gen);
+/* The running generation with that serial, or that version; NULL if none. */
+generation *gen_find_serial(kp_gen *g, uint64_t serial);
+generation *gen_find(kp_gen *g, const char *project_id, int64_t n);
+
 /* run.c */
 extern const kp_refund_policy gen_fallback_policy;
 generation *gen_generation_new(kp_gen *g, const kp_gen_request *r, const char *project_id, int64_t n,
                                const char *res_id, const kp_version *latest_ready, kp_prompt *prompt, kp_err *err);
 void gen_task_start(void *arg);
-generation *gen_find(kp_gen *g, const char *project_id, int64_t n);
-generation *gen_find_serial(kp_gen *g, uint64_t serial);
 void gen_fail(generation *gen, const char *code, const char *message);
 void gen_run_storage(kp_gen *g, void (*work)(kp_store *s, void *arg), void (*done)(void *arg), void *arg);
 /* As gen_run_storage, ahead of the storage pool's queue (lease renewals). */

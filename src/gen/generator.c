@@ -5,6 +5,7 @@
  *   submit.c   admission and the start of a generation (HTTP thread)
  *   run.c      the life of a generation on the loop: provider call,
  *              deltas, continuations, publish or fail, exactly-once ending
+ *   table.c    the running generations, hashed by serial and by version
  *   readers.c  the event log, SSE readers (subscribers), reader caps, replays
  *   events.c   the event log's batches to the event store, as it runs
  *   recover.c  recovery of versions whose lease ran out (a stopped server's)

@@ -18,14 +18,10 @@ const char *const gen_event_names[] = {"project", "delta", "file", "done", "erro
 
 /* ---- reader slots (any thread, under g->mu) ---- */
 
-/* FNV-1a of the version's key: a slot's bucket, so a subscription finds it among thousands at once. */
+/* A slot's bucket, so a subscription finds it among thousands at once. */
 static size_t slot_bucket(const char *project_id, int64_t n)
 {
-    uint64_t h = 14695981039346656037ULL;
-    for (const unsigned char *p = (const unsigned char *)project_id; *p; p++)
-        h = (h ^ *p) * 1099511628211ULL;
-    h = (h ^ (uint64_t)n) * 1099511628211ULL;
-    return (size_t)(h % GEN_READER_BUCKETS);
+    return (size_t)(gen_key_hash(project_id, n) % GEN_READER_BUCKETS);
 }
 
 static reader_slot **find_slot(kp_gen *g, const char *project_id, int64_t n)

@@ -153,13 +153,10 @@ void gen_shutdown_maybe_done(kp_gen *g)
 static void gen_destroy(generation *gen)
 {
     kp_gen *g = gen->g;
-    for (generation **pp = &g->gens; *pp; pp = &(*pp)->next) {
-        if (*pp == gen) {
-            *pp = gen->next;
-            atomic_fetch_sub(&g->in_flight, 1);
-            kp_metrics_gauge_add(g->opt.metrics, METRIC_IN_FLIGHT, -1);
-            break;
-        }
+    if (gen->serial) { /* on the table since gen_task_start */
+        gen_table_remove(g, gen);
+        atomic_fetch_sub(&g->in_flight, 1);
+        kp_metrics_gauge_add(g->opt.metrics, METRIC_IN_FLIGHT, -1);
     }
     while (gen->subs) {
         subscriber *s = gen->subs;
@@ -599,14 +596,6 @@ typedef struct step {
     void (*fn)(generation *gen);
 } step;
 
-generation *gen_find_serial(kp_gen *g, uint64_t serial)
-{
-    for (generation *gen = g->gens; gen; gen = gen->next)
-        if (gen->serial == serial)
-            return gen;
-    return NULL;
-}
-
 static void run_step(void *arg)
 {
     step *st = arg;
@@ -784,9 +773,8 @@ void gen_task_start(void *arg)
 {
     generation *gen = arg;
     kp_gen *g = gen->g;
-    gen->next = g->gens;
-    g->gens = gen;
     gen->serial = ++g->next_serial;
+    gen_table_add(g, gen);
     atomic_fetch_add(&g->in_flight, 1);
     kp_metrics_gauge_add(g->opt.metrics, METRIC_IN_FLIGHT, 1);
     gen->flush = evtimer_new(kp_loop_base(g->opt.loop), gen_on_flush_timer, gen);
@@ -800,14 +788,6 @@ void gen_task_start(void *arg)
         return;
     }
     start_call(gen);
-}
-
-generation *gen_find(kp_gen *g, const char *project_id, int64_t n)
-{
-    for (generation *gen = g->gens; gen; gen = gen->next)
-        if (gen->n == n && strcmp(gen->project_id, project_id) == 0)
-            return gen;
-    return NULL;
 }
 
 generation *gen_generation_new(kp_gen *g, const kp_gen_request *r, const char *project_id, int64_t n,
