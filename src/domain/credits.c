@@ -63,46 +63,6 @@ static kp_status reservation_change(const kp_balance *bal, const char *user_id, 
     return KP_OK;
 }
 
-kp_status kp_credits_admit(kp_store *s, const kp_admit_request *r, kp_balance *out, kp_err *err)
-{
-    char key[KP_IDEM_MAX];
-    kp_balance bal = {0, 0, 0}, now;
-    kp_credit_change c = {0};
-    int charged = r->res_id && r->res_id[0];
-    kp_admission a = {.user_id = r->user_id,
-                      .max_generating = r->max_generating,
-                      .charge = charged ? &c : NULL,
-                      .project = r->project,
-                      .version = r->version,
-                      .owner = r->owner,
-                      .lease_until = r->lease_until};
-    if (charged && r->amount <= 0)
-        return kp_err_set(err, KP_EINVAL, "a reservation must be positive");
-    if (charged)
-        snprintf(key, sizeof key, "res:%s:reserve", r->res_id);
-    for (int attempt = 0; attempt < CAS_MAX_TRIES; attempt++) {
-        kp_status rc = s->ops->balance_get(s, r->user_id, &bal, err);
-        if (rc == KP_OK && out)
-            *out = bal;
-        if (rc == KP_OK && charged)
-            rc = reservation_change(&bal, r->user_id, r->res_id, r->amount, "generation", key, &c, err);
-        if (rc == KP_OK)
-            rc = s->ops->admit(s, &a, out ? out : &now, err);
-        if (rc != KP_ECONFLICT || !charged)
-            return rc;
-        /* A conflict is the balance moving (retry) unless the balance is as read. */
-        kp_err conflict = *err;
-        if (s->ops->balance_get(s, r->user_id, &now, err) != KP_OK || now.version == bal.version) {
-            *err = conflict;
-            return KP_ECONFLICT;
-        }
-        kp_err_clear(err);
-        if (attempt > 8)
-            sched_yield();
-    }
-    return kp_err_set(err, KP_EINTERNAL, "credits: too much contention on %s", r->user_id);
-}
-
 /* What a reservation needs of its rule (reserve_rule). */
 typedef struct reserve_arg {
     const char *user_id;
@@ -120,6 +80,43 @@ static kp_status reserve_rule(const kp_credit_state *st, void *arg, kp_credit_ch
         return kp_err_set(err, KP_ENOTFOUND, "user not found");
     *apply = 1;
     return reservation_change(&st->balance, a->user_id, a->res_id, a->amount, a->reason, a->key, c, err);
+}
+
+kp_status kp_credits_admit(kp_store *s, const kp_admit_request *r, kp_balance *out, kp_err *err)
+{
+    kp_balance bal = {0, 0, 0}, now;
+    int charged = r->res_id && r->res_id[0];
+    reserve_arg ra = {.user_id = r->user_id, .res_id = r->res_id, .reason = "generation", .amount = r->amount};
+    kp_admission a = {.user_id = r->user_id,
+                      .max_generating = r->max_generating,
+                      .charge_rule = charged ? reserve_rule : NULL,
+                      .charge_arg = &ra,
+                      .project = r->project,
+                      .version = r->version,
+                      .owner = r->owner,
+                      .lease_until = r->lease_until};
+    if (charged && r->amount <= 0)
+        return kp_err_set(err, KP_EINVAL, "a reservation must be positive");
+    if (charged)
+        snprintf(ra.key, sizeof ra.key, "res:%s:reserve", r->res_id);
+    for (int attempt = 0; attempt < CAS_MAX_TRIES; attempt++) {
+        kp_status rc = s->ops->admit(s, &a, &bal, err);
+        if (out)
+            *out = bal;
+        if (rc != KP_ECONFLICT || !charged)
+            return rc;
+        /* A conflict is the balance moving before the write (a backend that writes conditionally: retry)
+         * unless the balance is as the rule read it. */
+        kp_err conflict = *err;
+        if (s->ops->balance_get(s, r->user_id, &now, err) != KP_OK || now.version == bal.version) {
+            *err = conflict;
+            return KP_ECONFLICT;
+        }
+        kp_err_clear(err);
+        if (attempt > 8)
+            sched_yield();
+    }
+    return kp_err_set(err, KP_EINTERNAL, "credits: too much contention on %s", r->user_id);
 }
 
 kp_status kp_credits_reserve(kp_store *s, const char *user_id, const char *res_id, int64_t amount, const char *reason,

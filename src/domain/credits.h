@@ -51,8 +51,12 @@ typedef struct kp_admit_request {
  * at-a-time limit (KP_ERATE), the reservation, daily first (KP_ECREDITS with
  * the balance in the message when short), and the project/version rows
  * (KP_ECONFLICT while a version generates). All of it or none of it, so a
- * crash can never leave a reservation without its version. Retries when the
- * balance moved meanwhile. *out (may be NULL) receives the balance.
+ * crash can never leave a reservation without its version. The reservation
+ * is decided by the same rule as kp_credits_reserve's, on the balance the
+ * store reads as it admits (store.h kp_admission.charge_rule): on SQLite,
+ * inside the write, so admissions of one user never conflict; elsewhere a
+ * balance that moved before the write is read again. *out (may be NULL)
+ * receives the balance.
  */
 kp_status kp_credits_admit(kp_store *s, const kp_admit_request *r, kp_balance *out, kp_err *err);
 

@@ -232,7 +232,15 @@ void kp_version_free_array(kp_version *v, size_t n);
  *      else KP_ERATE;
  *   2. the charge (a reservation: res_from KP_RES_NONE, res_to RESERVED), as
  *      credits_apply would apply it (KP_ECONFLICT on a stale expected_version,
- *      KP_ECREDITS when short); NULL for a free generation;
+ *      KP_ECREDITS when short); NULL for a free generation. Or, instead of a
+ *      charge made beforehand, charge_rule: the store reads the user's
+ *      balance as part of the admission and the domain's rule decides the
+ *      charge on it, as credits_decide does (a refusal of the rule refuses
+ *      the admission; *out, when given, then holds the balance read). A
+ *      backend that writes under one lock (SQLite) decides inside the
+ *      transaction, so admissions of one user never conflict; one that
+ *      writes conditionally (DynamoDB) reads first and returns KP_ECONFLICT
+ *      when the balance moved before its write;
  *   3. with project: the project (latest_version 1) and version 1, as
  *      project_create; else version->n of version->project_id, as
  *      version_create (KP_ECONFLICT while one generates or when n is not next),
@@ -244,6 +252,8 @@ typedef struct kp_admission {
     const char *user_id;
     int64_t max_generating;
     const kp_credit_change *charge;
+    kp_credit_rule_fn charge_rule; /* with charge NULL: decides the charge on the balance read (see above) */
+    void *charge_arg;
     const kp_project *project;
     const kp_version *version;
     const char *owner;   /* the instance that will run it (NULL or "": none, recoverable at once) */

@@ -297,6 +297,103 @@ static void test_concurrent_spends_threads(void **state)
     assert_balance(f->s, 0, 0);
 }
 
+/* --- concurrency: admissions of one user, decided on the balance read inside each write --- */
+
+typedef struct admitter {
+    const char *db;
+    int first, count;
+    int64_t max_generating;
+    int ok, refused_credits, refused_rate, other;
+} admitter;
+
+static void *admit_loop(void *arg)
+{
+    admitter *ad = arg;
+    kp_store *s = NULL;
+    kp_err err = {0};
+    if (kp_sqlite_open(ad->db, &s, &err) != KP_OK) {
+        ad->other++;
+        return NULL;
+    }
+    for (int i = ad->first; i < ad->first + ad->count; i++) {
+        kp_project p = {.user_id = "usr_a", .name = "An app", .latest_version = 1};
+        kp_version v = {.n = 1, .status = KP_VER_GENERATING};
+        snprintf(p.id, sizeof p.id, "prj_%d", i);
+        snprintf(v.project_id, sizeof v.project_id, "prj_%d", i);
+        snprintf(v.reservation_id, sizeof v.reservation_id, "res_%d", i);
+        kp_admit_request r = {.user_id = "usr_a",
+                              .res_id = v.reservation_id,
+                              .amount = 1,
+                              .max_generating = ad->max_generating,
+                              .project = &p,
+                              .version = &v};
+        kp_status rc = kp_credits_admit(s, &r, NULL, &err);
+        ad->ok += rc == KP_OK;
+        ad->refused_credits += rc == KP_ECREDITS;
+        ad->refused_rate += rc == KP_ERATE;
+        ad->other += rc != KP_OK && rc != KP_ECREDITS && rc != KP_ERATE;
+    }
+    s->ops->close(s);
+    return NULL;
+}
+
+/* THREADS threads admit n generations of usr_a at once; returns the outcomes summed. */
+static admitter admit_in_threads(const char *db, int n, int64_t max_generating)
+{
+    pthread_t t[THREADS];
+    admitter ad[THREADS], sum = {0};
+    for (int i = 0; i < THREADS; i++) {
+        ad[i] =
+            (admitter){.db = db, .first = i * (n / THREADS), .count = n / THREADS, .max_generating = max_generating};
+        pthread_create(&t[i], NULL, admit_loop, &ad[i]);
+    }
+    for (int i = 0; i < THREADS; i++) {
+        pthread_join(t[i], NULL);
+        sum.ok += ad[i].ok;
+        sum.refused_credits += ad[i].refused_credits;
+        sum.refused_rate += ad[i].refused_rate;
+        sum.other += ad[i].other;
+    }
+    return sum;
+}
+
+/* 200 admissions at once against 10 credits: exactly 10 in, each with its reservation and rows; the ledger
+ * adds up to the balance. */
+static void test_concurrent_admissions_spend_exactly_the_balance(void **state)
+{
+    fixture *f = *state;
+    kp_err err = {0};
+    grant(f->s, 4, 6, "g");
+    admitter sum = admit_in_threads(f->db, SPENDS, -1);
+    assert_int_equal(sum.ok, 10);
+    assert_int_equal(sum.refused_credits, SPENDS - 10);
+    assert_int_equal(sum.other, 0);
+    assert_balance(f->s, 0, 0);
+    kp_balance ledger;
+    assert_int_equal(f->s->ops->ledger_sum(f->s, "usr_a", &ledger, &err), KP_OK);
+    assert_int_equal(ledger.daily, 0);
+    assert_int_equal(ledger.monthly, 0);
+    int64_t running = 0;
+    assert_int_equal(f->s->ops->versions_generating_count(f->s, "usr_a", &running, &err), KP_OK);
+    assert_int_equal(running, 10);
+}
+
+/* 200 admissions at once under a plan's limit of 5 at a time: exactly 5 in, 5 credits reserved. */
+static void test_concurrent_admissions_keep_the_plan_limit(void **state)
+{
+    fixture *f = *state;
+    kp_err err = {0};
+    grant(f->s, 0, 100, "g");
+    admitter sum = admit_in_threads(f->db, SPENDS, 5);
+    assert_int_equal(sum.ok, 5);
+    assert_int_equal(sum.refused_rate, SPENDS - 5);
+    assert_int_equal(sum.other, 0);
+    assert_balance(f->s, 0, 95);
+    int64_t running = 0;
+    assert_int_equal(f->s->ops->versions_generating_count(f->s, "usr_a", &running, &err), KP_OK);
+    assert_int_equal(running, 5);
+}
+
 static void test_concurrent_spends_two_processes(void **state)
 {
     fixture *f = *state;
@@ -552,6 +649,8 @@ int main(void)
         cmocka_unit_test(test_failure_outcome_policy),
         cmocka_unit_test_setup_teardown(test_commit_exactly_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_admit_is_all_or_nothing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_concurrent_admissions_spend_exactly_the_balance, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_concurrent_admissions_keep_the_plan_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_spends_threads, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_spends_two_processes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_daily_bonus_once_per_date, setup, teardown),

@@ -438,23 +438,32 @@ static kp_status decide_read(sq_store *h, const decide_job *j, kp_credit_state *
     return rc;
 }
 
+kp_status sq_credits_decide_locked(sq_store *h, const char *user_id, const char *res_id, kp_credit_rule_fn rule,
+                                   void *arg, kp_balance *read, kp_balance *out, kp_err *err)
+{
+    decide_job j = {.user_id = user_id, .res_id = res_id, .rule = rule, .arg = arg};
+    kp_credit_state st = {0};
+    kp_credit_change c;
+    int apply = 0;
+    kp_status rc = decide_read(h, &j, &st, err);
+    if (rc != KP_OK)
+        return rc;
+    *out = st.balance;
+    if (read)
+        *read = st.balance;
+    rc = rule(&st, arg, &c, &apply, err);
+    if (rc != KP_OK || !apply)
+        return rc;
+    if (!sq_credit_change_valid(&c) || (user_id && strcmp(c.user_id, user_id) != 0))
+        return kp_err_set(err, KP_EINVAL, "invalid credit change");
+    return sq_credits_apply_locked(h, &c, (int64_t)time(NULL), out, err);
+}
+
 /* The body of credits_decide, inside the write transaction: read, decide, apply. */
 static kp_status credits_decide_body(sq_store *h, const void *arg, kp_balance *out, kp_err *err)
 {
     const decide_job *j = arg;
-    kp_credit_state st = {0};
-    kp_credit_change c;
-    int apply = 0;
-    kp_status rc = decide_read(h, j, &st, err);
-    if (rc != KP_OK)
-        return rc;
-    *out = st.balance;
-    rc = j->rule(&st, j->arg, &c, &apply, err);
-    if (rc != KP_OK || !apply)
-        return rc;
-    if (!sq_credit_change_valid(&c))
-        return kp_err_set(err, KP_EINVAL, "invalid credit change");
-    return sq_credits_apply_locked(h, &c, (int64_t)time(NULL), out, err);
+    return sq_credits_decide_locked(h, j->user_id, j->res_id, j->rule, j->arg, NULL, out, err);
 }
 
 kp_status sq_credits_decide(kp_store *s, const char *user_id, const char *res_id, kp_credit_rule_fn rule, void *arg,

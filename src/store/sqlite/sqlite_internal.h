@@ -74,6 +74,11 @@ kp_status sq_run_balance_write(sq_store *h, sq_balance_write_fn body, const void
 /* Inside a transaction: credits_apply's work (store.h kp_credit_change), and its argument check. */
 int sq_credit_change_valid(const kp_credit_change *c);
 kp_status sq_credits_apply_locked(sq_store *h, const kp_credit_change *c, int64_t now, kp_balance *out, kp_err *err);
+/* Inside a write: reads what rule needs (the reservation res_id, when given; the balance of user_id, or of
+ * the reservation's user), lets it decide, applies its change. *read (may be NULL): the balance read;
+ * *out: the balance read, then as written. */
+kp_status sq_credits_decide_locked(sq_store *h, const char *user_id, const char *res_id, kp_credit_rule_fn rule,
+                                   void *arg, kp_balance *read, kp_balance *out, kp_err *err);
 /* Binds one ledger row of change c (user_id, delta_daily, delta_monthly, balance_daily, balance_monthly, reason,
  * idem_key, reservation_id, created_at: 9 parameters) from parameter first on. */
 void sq_ledger_bind(sqlite3_stmt *st, int first, const kp_credit_change *c, const kp_balance *after, int64_t now);

@@ -759,21 +759,27 @@ static kp_status admit_body(sq_store *h, const void *arg, kp_balance *out, kp_er
             return kp_err_set(err, KP_ERATE, "%lld generation%s running already", (long long)running,
                               running == 1 ? "" : "s");
     }
-    if (a->charge) {
+    kp_balance read = {0, 0, 0};
+    if (a->charge)
         rc = sq_credits_apply_locked(h, a->charge, now_ms / 1000, out, err);
-        if (rc != KP_OK)
-            return rc;
-    }
+    else if (a->charge_rule)
+        rc = sq_credits_decide_locked(h, a->user_id, NULL, a->charge_rule, a->charge_arg, &read, out, err);
+    if (rc != KP_OK)
+        return rc;
     kp_testhook_point("after_reserve");
     const kp_project *p = a->project;
     const kp_version *v = a->version;
     int64_t v_created_at = v->created_at > 0 ? v->created_at : now_ms;
     lease_holder lease = {a->owner, a->lease_until};
-    if (!p)
-        return version_create_locked(h, v, v_created_at, lease, err);
-    rc = insert_project_row(h, p, p->created_at > 0 ? p->created_at : now_ms, err);
-    if (rc == KP_OK)
-        rc = insert_version_row(h, p->id, p->user_id, 1, v, v_created_at, lease, err);
+    if (!p) {
+        rc = version_create_locked(h, v, v_created_at, lease, err);
+    } else {
+        rc = insert_project_row(h, p, p->created_at > 0 ? p->created_at : now_ms, err);
+        if (rc == KP_OK)
+            rc = insert_version_row(h, p->id, p->user_id, 1, v, v_created_at, lease, err);
+    }
+    if (rc != KP_OK && a->charge_rule)
+        *out = read; /* the charge is rolled back with the rest: the balance is as read */
     return rc;
 }
 
