@@ -209,7 +209,13 @@ coverage:
 bench: $(BUILD)/koumpa
 	bench/run.sh $(BUILD)
 
-bench-generations: $(BUILD)/koumpa
+# the C fake Anthropic API of bench-generations (BENCH_UPSTREAM=c, the default)
+$(BUILD)/bench/fake-upstream: bench/fake_upstream.c
+	@mkdir -p $(dir $@)
+	@echo "  LD    $@"
+	@$(CC) $(CPPFLAGS_ALL) $(WARN) $(CFLAGS) -o $@ $< $(LDLIBS_ALL)
+
+bench-generations: $(BUILD)/koumpa $(BUILD)/bench/fake-upstream
 	KOUMPA_BUILD=$(BUILD) node bench/generations.mjs $(or $(GENERATIONS),1000)
 
 bench-slow-disk: $(BUILD)/koumpa

@@ -11,11 +11,14 @@
 // /v1/me idle first for comparison. Prints each figure beside its goal and
 // the failures by cause; asserts nothing.
 //
-// Upstream (BENCH_UPSTREAM): h2 (default) serves https with HTTP/2 (a
-// self-signed certificate given to the server as KOUMPA_CA_BUNDLE): the
-// server multiplexes its calls on a few connections, as with Anthropic's API;
-// h1 serves plain HTTP/1.1, one connection per generation (OpenAI-compatible
-// servers).
+// Upstream (BENCH_UPSTREAM): c (default) is the C fake (bench/fake_upstream.c:
+// one process on libevent, plain HTTP/1.1, one connection per generation),
+// cheap enough that 8,000 streams leave the two cores to the server; h2 is
+// the Node.js fake over https with HTTP/2 (a self-signed certificate given to
+// the server as KOUMPA_CA_BUNDLE): the server multiplexes its calls on a few
+// connections, as with Anthropic's API; h1 is the Node.js fake over plain
+// HTTP/1.1 (OpenAI-compatible servers). The Node.js fake takes a core of its
+// own at 8,000 streams.
 //
 // A slow disk (`make bench-slow-disk`): BENCH_FSYNC_DELAY_MS > 0 runs the
 // server with bench/slowfsync.c preloaded (every fsync sleeps that long first),
@@ -30,11 +33,13 @@
 // 16,000 in the server.
 //
 //   node bench/generations.mjs [N=GENERATIONS or 1000]
-//        (BENCH_STREAM_MS=20000, BENCH_UPSTREAM=h2, BENCH_FAKES=2, BENCH_READERS=2, KOUMPA_BUILD=build,
-//         BENCH_SPREAD_MS=0, BENCH_FSYNC_DELAY_MS=0, BENCH_CHUNK_BYTES=4096, BENCH_NO_WRK)
+//        (BENCH_STREAM_MS=20000, BENCH_UPSTREAM=c, BENCH_FAKES=2 (Node.js fakes), BENCH_READERS=2, KOUMPA_BUILD=build,
+//         BENCH_SPREAD_MS=0, BENCH_FSYNC_DELAY_MS=0, BENCH_CHUNK_BYTES=4096, BENCH_NO_WRK,
+//         BENCH_RESULTS=FILE: every generation's record, as JSON; BENCH_LOG_LEVEL=warn and
+//         BENCH_LOG_FILE: the server's log)
 import { execFile, execFileSync, fork, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -48,11 +53,11 @@ const STREAM_MS = Number(process.env.BENCH_STREAM_MS || 20000);
 const SPREAD_MS = Number(process.env.BENCH_SPREAD_MS || 0);
 const FSYNC_DELAY_MS = Number(process.env.BENCH_FSYNC_DELAY_MS || 0);
 const CHUNK_BYTES = Number(process.env.BENCH_CHUNK_BYTES || 4096);
-const UPSTREAM = process.env.BENCH_UPSTREAM || 'h2';
+const UPSTREAM = process.env.BENCH_UPSTREAM || 'c';
 const FAKES = Number(process.env.BENCH_FAKES || 2);
 const READERS = Number(process.env.BENCH_READERS || 2);
 const PLAN_MAX = 1000; // a plan's max_concurrent_generations (src/domain/plans.c)
-if (!['h1', 'h2'].includes(UPSTREAM)) throw new Error(`BENCH_UPSTREAM=${UPSTREAM}: h1 or h2`);
+if (!['c', 'h1', 'h2'].includes(UPSTREAM)) throw new Error(`BENCH_UPSTREAM=${UPSTREAM}: c, h1 or h2`);
 
 /* A realistic small app: three files, about 8 KB. */
 function appText() {
@@ -137,8 +142,20 @@ function slowDiskEnv() {
   return { LD_PRELOAD: lib, SLOWFSYNC_MS: String(FSYNC_DELAY_MS) };
 }
 
+/* The C fake (bench/fake_upstream.c): one process, HTTP/1.1. */
+async function startCFake(certDir) {
+  const textFile = path.join(certDir, 'app.txt');
+  writeFileSync(textFile, appText());
+  const bin = path.join(process.env.KOUMPA_BUILD || 'build', 'bench', 'fake-upstream');
+  const env = { ...process.env, FAKE_TEXT_FILE: textFile, FAKE_DURATION_MS: String(STREAM_MS), FAKE_CHUNK_BYTES: String(CHUNK_BYTES), FAKE_PIECE_CHARS: '24' };
+  const child = spawn(bin, [], { env, stdio: ['pipe', 'pipe', 'inherit'] });
+  const [line] = await once(child.stdout, 'data');
+  return { url: line.toString().trim(), pid: child.pid, close: () => child.stdin.end() };
+}
+
 /* The fake API in FAKES processes (bench/fake-upstream.mjs); over https with HTTP/2 for h2. */
 async function startFake(certDir) {
+  if (UPSTREAM === 'c') return startCFake(certDir);
   // whole events per write, as the real API sends them (the tests split them at every byte instead)
   const scenario = { type: 'slow', text: appText(), durationMs: STREAM_MS, pieceChars: 24, chunkSizes: [CHUNK_BYTES] };
   const tls = UPSTREAM === 'h2' ? selfSigned(certDir, 'fake-upstream') : null;
@@ -197,7 +214,7 @@ function report({ results, wall, cpu, rss0, peak, fd0, fdPeak, idle, busy, credi
   const perGen = (peak - rss0) / N;
   const limitP99 = (1.25 * STREAM_MS) / 1000;
   console.log(`generations: ${N} concurrent over ${Math.ceil(N / PLAN_MAX)} users, each ~${(appText().length / 1024).toFixed(1)} KB streamed over ${STREAM_MS / 1000} s; ` +
-    `upstream ${UPSTREAM === 'h2' ? 'HTTP/2 over TLS' : 'HTTP/1.1'} (${FAKES} fake processes), ${READERS} reader processes`);
+    `upstream ${UPSTREAM === 'h2' ? 'HTTP/2 over TLS' : 'HTTP/1.1'} (${UPSTREAM === 'c' ? 'the C fake' : `${FAKES} Node.js fake processes`}), ${READERS} reader processes`);
   if (SPREAD_MS > 0 || FSYNC_DELAY_MS > 0) console.log(`             started over ${SPREAD_MS / 1000} s; every fsync delayed ${FSYNC_DELAY_MS} ms`);
   console.log(`load:        1-minute load average ${load.start} at the start, ${load.end} at the end (2 cores, shared)`);
   console.log(`failed:      ${failed} of ${N} (goal 0: ${goal(failed === 0)})  (credits left: ${credits})`);
@@ -206,6 +223,8 @@ function report({ results, wall, cpu, rss0, peak, fd0, fdPeak, idle, busy, credi
     `(goal p99 < 1.25 x ${STREAM_MS / 1000} s = ${limitP99} s: ${goal(p99 < limitP99)}); wall ${wall.toFixed(1)} s`);
   console.log(`stream:      longest pause between two chunks of a generation (ms): ${quantiles(results.filter((r) => r.maxGapMs !== undefined).map((r) => r.maxGapMs))}`);
   console.log(`             before done, its own publishing (ms): ${quantiles(results.filter((r) => r.doneLagMs !== undefined).map((r) => r.doneLagMs))}`);
+  const seen = (k) => quantiles(results.filter((r) => r[k] !== undefined).map((r) => r[k]));
+  console.log(`timeline:    ms after its request: answer ${seen('headersMs')}; first text ${seen('secondMs')}; longest pause began ${seen('gapAtMs')}`);
   console.log(`server RSS:  ${(rss0 / 1024).toFixed(1)} MiB idle, ${(peak / 1024).toFixed(1)} MiB peak -> ${perGen.toFixed(1)} KiB per in-flight generation (goal < 50 KiB: ${goal(perGen < 50)})`);
   console.log(`server fds:  ${fd0} idle, ${fdPeak} peak (${((fdPeak - fd0) / N).toFixed(2)} per generation: its reader${UPSTREAM === 'h1' ? ' and its upstream connection' : ', upstream multiplexed'})`);
   console.log(`server CPU:  ${cpu.toFixed(1)} s over ${wall.toFixed(1)} s (${((100 * cpu) / wall).toFixed(0)} % of one core)`);
@@ -220,10 +239,11 @@ const nofile = raiseNofile(process.pid);
 const certDir = mkdtempSync(path.join(tmpdir(), 'koumpa-bench-'));
 const fake = await startFake(certDir);
 const server = await startServer({
+  logFile: process.env.BENCH_LOG_FILE,
   env: {
     ANTHROPIC_BASE_URL: fake.url,
     ANTHROPIC_API_KEY: 'sk-bench',
-    KOUMPA_LOG_LEVEL: 'warn',
+    KOUMPA_LOG_LEVEL: process.env.BENCH_LOG_LEVEL || 'warn',
     ...(fake.caBundle ? { KOUMPA_CA_BUNDLE: fake.caBundle } : {}),
     ...slowDiskEnv(),
   },
@@ -249,6 +269,7 @@ try {
   await new Promise((r) => setTimeout(r, Math.min(6000, 1000 + STREAM_MS / 4)));
   const busy = process.env.BENCH_NO_WRK ? null : await wrkMe(server, tokens[0], Math.max(2, Math.floor(STREAM_MS / 2000)));
   const results = await all;
+  if (process.env.BENCH_RESULTS) writeFileSync(process.env.BENCH_RESULTS, JSON.stringify(results));
   clearInterval(sampler);
   load.end = load1();
   const wall = (Date.now() - t0) / 1000;

@@ -1,7 +1,8 @@
 // bench/sse-readers.mjs - a worker process of bench/generations.mjs: opens its
 // share of the generations (POST /v1/projects, Accept: text/event-stream) over
 // plain node:http and reads each event stream to its end, then sends back one
-// record per generation: {outcome, seconds, maxGapMs, doneLagMs}.
+// record per generation: {outcome, seconds, maxGapMs, gapAtMs, doneLagMs,
+// headersMs, secondMs}.
 //
 // outcome: done; error:CODE (the stream's error event); http_STATUS:CODE (an
 // answer other than 200); network:CODE (the connection failed: ECONNRESET,
@@ -49,6 +50,11 @@ function generate(url, token, i) {
       let maxGap = 0; // the longest pause between two chunks...
       let maxGapBefore = 0; // ...before the last one
       let lastGap = 0; // the pause before the last chunk (done: its own publishing)
+      let gapAt = 0; // when the longest pause began (ms after the request)
+      let gapAtBefore = 0;
+      let chunks = 0;
+      let secondAt = 0; // when the chunk after the first came (ms after the request): the provider's first text
+      const headersAt = Date.now() - started;
       res.setEncoding('utf8');
       res.on('data', (chunk) => {
         if (res.statusCode !== 200) {
@@ -56,10 +62,15 @@ function generate(url, token, i) {
           return;
         }
         const now = Date.now();
+        if (++chunks === 2) secondAt = now - started;
         if (prev) {
           lastGap = now - prev;
           maxGapBefore = maxGap;
-          maxGap = Math.max(maxGap, lastGap);
+          gapAtBefore = gapAt;
+          if (lastGap > maxGap) {
+            maxGap = lastGap;
+            gapAt = prev - started;
+          }
         }
         prev = now;
         tail = (tail + chunk).slice(-4096);
@@ -75,7 +86,7 @@ function generate(url, token, i) {
           }
           return done(`http_${res.statusCode}:${code}`);
         }
-        done(outcomeOf(lastEvent(tail)), { maxGapMs: maxGapBefore, doneLagMs: lastGap });
+        done(outcomeOf(lastEvent(tail)), { maxGapMs: maxGapBefore, gapAtMs: gapAtBefore, doneLagMs: lastGap, headersMs: headersAt, secondMs: secondAt });
       });
     });
     req.end(body);

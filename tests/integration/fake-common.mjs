@@ -117,11 +117,15 @@ export async function writeStream(res, frames, { chunkSizes, delayMs = 0, durati
   }
   const chunks = chunk(Buffer.concat(bufs), chunkSizes || DEFAULT_CHUNK_SIZES);
   const pause = durationMs !== undefined ? durationMs / Math.max(1, chunks.length) : delayMs;
+  const started = Date.now();
   for (const [i, c] of chunks.entries()) {
     if (gate && i === chunks.length - 1) await gate;
     if (res.destroyed || res.stream?.destroyed || res.socket?.destroyed) return;
     res.write(c);
-    if (pause > 0) await sleep(pause);
+    // with durationMs, chunk i+1 is due at its own time from the start: a busy
+    // process sends late, but its lateness does not add up over the stream
+    const wait = durationMs !== undefined ? started + (i + 1) * pause - Date.now() : pause;
+    if (wait > 0) await sleep(wait);
     else await new Promise((resolve) => setImmediate(resolve));
   }
   if (cut) {
