@@ -206,7 +206,7 @@ function goal(ok) {
   return ok ? 'met' : 'NOT met';
 }
 
-function report({ results, wall, cpu, rss0, peak, fd0, fdPeak, idle, busy, credits, load }) {
+function report({ results, wall, cpu, rss0, peak, fd0, fdPeak, idle, busy, credits, load, rssEvery5s }) {
   const counts = results.reduce((m, r) => ((m[r.outcome] = (m[r.outcome] || 0) + 1), m), {});
   const failed = N - (counts.done || 0);
   const seconds = results.filter((r) => r.outcome === 'done').map((r) => r.seconds).sort((a, b) => a - b);
@@ -226,7 +226,8 @@ function report({ results, wall, cpu, rss0, peak, fd0, fdPeak, idle, busy, credi
   const seen = (k) => quantiles(results.filter((r) => r[k] !== undefined).map((r) => r[k]));
   console.log(`timeline:    ms after its request: answer ${seen('headersMs')}; first text ${seen('secondMs')}; longest pause began ${seen('gapAtMs')}`);
   console.log(`server RSS:  ${(rss0 / 1024).toFixed(1)} MiB idle, ${(peak / 1024).toFixed(1)} MiB peak -> ${perGen.toFixed(1)} KiB per in-flight generation (goal < 50 KiB: ${goal(perGen < 50)})`);
-  console.log(`server fds:  ${fd0} idle, ${fdPeak} peak (${((fdPeak - fd0) / N).toFixed(2)} per generation: its reader${UPSTREAM === 'h1' ? ' and its upstream connection' : ', upstream multiplexed'})`);
+  console.log(`             RSS every 5 s (MiB): ${rssEvery5s.join(' ')}`);
+  console.log(`server fds:  ${fd0} idle, ${fdPeak} peak (${((fdPeak - fd0) / N).toFixed(2)} per generation: its reader${UPSTREAM === 'h2' ? ', upstream multiplexed' : ' and its upstream connection'})`);
   console.log(`server CPU:  ${cpu.toFixed(1)} s over ${wall.toFixed(1)} s (${((100 * cpu) / wall).toFixed(0)} % of one core)`);
   if (busy) {
     const share = (100 * busy.rps) / idle.rps;
@@ -261,9 +262,13 @@ try {
 
   let peak = rss0;
   let fdPeak = fd0;
+  const rssEvery5s = []; // the RSS over the run, to tell the streams' memory from the publishing burst's
+  let samples = 0;
   const sampler = setInterval(() => {
-    peak = Math.max(peak, memKiB(pid));
+    const rss = memKiB(pid);
+    peak = Math.max(peak, rss);
     fdPeak = Math.max(fdPeak, fdCount(pid));
+    if (samples++ % 25 === 0) rssEvery5s.push(Math.round(rss / 1024));
   }, 200);
   const all = runReaders(server, tokens, share);
   await new Promise((r) => setTimeout(r, Math.min(6000, 1000 + STREAM_MS / 4)));
@@ -276,7 +281,7 @@ try {
   const cpu = cpuSeconds(pid) - cpu0;
   let credits = 0;
   for (const token of tokens) credits += (await api(server, 'GET', '/v1/me', { token })).json.credits.total;
-  report({ results, wall, cpu, rss0, peak, fd0, fdPeak, idle, busy, credits, load });
+  report({ results, wall, cpu, rss0, peak, fd0, fdPeak, idle, busy, credits, load, rssEvery5s });
 } finally {
   await server.stop();
   fake.close();
