@@ -722,37 +722,21 @@ static kp_status charge_items(kp_ddb *d, const kp_admission *a, kp_ddb_credit_st
 
 /* A charge_rule's charge: decided on the balance read now (1 GetItem); the admission's conditional write
  * then returns KP_ECONFLICT if the balance moves before it (store.h). *out gets the balance read. */
-static kp_status decide_charge(kp_store *s, const kp_admission *a, kp_credit_change *c, int *apply, kp_balance *out,
+static kp_status decide_charge(kp_store *s, const kp_admission *a, kp_credit_state *st, kp_credit_change *c, int *apply,
                                kp_err *err)
 {
-    kp_credit_state st = {0};
-    kp_status rc = s->ops->balance_get(s, a->user_id, &st.balance, err);
-    st.balance_found = rc == KP_OK;
+    kp_status rc = s->ops->balance_get(s, a->user_id, &st->balance, err);
+    st->balance_found = rc == KP_OK;
     if (rc != KP_OK && rc != KP_ENOTFOUND)
         return rc;
     kp_err_clear(err);
-    if (out)
-        *out = st.balance;
     *apply = 0;
-    return a->charge_rule(&st, a->charge_arg, c, apply, err);
+    return a->charge_rule(st, a->charge_arg, c, apply, err);
 }
 
-/* Charged: 1 consistent BatchGetItem + 1 TransactWriteItems (+ 1 GetItem with a charge_rule); free: 1
- * TransactWriteItems. */
-kp_status kp_ddb_admit(kp_store *s, const kp_admission *a, kp_balance *out, kp_err *err)
+/* Charged: 1 consistent BatchGetItem + 1 TransactWriteItems; free: 1 TransactWriteItems. */
+static kp_status admit_charged(kp_store *s, const kp_admission *a, kp_balance *out, kp_err *err)
 {
-    kp_admission decided;
-    kp_credit_change charge;
-    if (a && !a->charge && a->charge_rule) {
-        int apply = 0;
-        kp_status rc = decide_charge(s, a, &charge, &apply, out, err);
-        if (rc != KP_OK)
-            return rc;
-        decided = *a;
-        decided.charge = apply ? &charge : NULL;
-        decided.charge_rule = NULL;
-        a = &decided;
-    }
     kp_ddb *d = kp_ddb_of(s);
     kp_ddb_credit_state st = {0};
     kp_balance b = {0, 0, 0}, nb = {0, 0, 0};
@@ -790,6 +774,28 @@ kp_status kp_ddb_admit(kp_store *s, const kp_admission *a, kp_balance *out, kp_e
         *out = rc == KP_OK ? nb : b;
     kp_ddb_credit_state_clear(&st);
     json_decref(items);
+    return rc;
+}
+
+/* With a charge_rule, 1 GetItem more: the balance the rule decides on. A conflict (the balance moved
+ * before the write, or the rows) comes back with *out as the rule read it, so kp_credits_admit can tell
+ * a moved balance (read again) from the rows' conflict. */
+kp_status kp_ddb_admit(kp_store *s, const kp_admission *a, kp_balance *out, kp_err *err)
+{
+    if (!a || a->charge || !a->charge_rule)
+        return admit_charged(s, a, out, err);
+    kp_admission decided = *a;
+    kp_credit_state st = {0}; /* the change's strings may point into it */
+    kp_credit_change charge;
+    int apply = 0;
+    kp_status rc = decide_charge(s, a, &st, &charge, &apply, err);
+    if (rc == KP_OK) {
+        decided.charge = apply ? &charge : NULL;
+        decided.charge_rule = NULL;
+        rc = admit_charged(s, &decided, out, err);
+    }
+    if (rc != KP_OK && out)
+        *out = st.balance;
     return rc;
 }
 
