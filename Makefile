@@ -10,7 +10,7 @@
 #   make valgrind   the integration tests with the server under valgrind
 #   make integration-aws  the end-to-end scenarios again on DynamoDB + S3 (moto behind a SigV4-verifying front)
 #   make coverage   line coverage of the C code (gcovr), build-cov/
-#   make bench      HTTP throughput figures (bench/run.sh, wrk)
+#   make bench      GET /v1/me beside nginx (bench/run.sh, wrk), then bench-spends and bench-bonus
 #   make bench-generations  1,000 concurrent generations against the fake Anthropic API (GENERATIONS=8000)
 #   make bench-slow-disk    1,000 generations on a disk whose every fsync takes 5 ms more
 #   make bench-replays      1,000 replays of one large ended version
@@ -206,8 +206,12 @@ coverage:
 	gcovr --root . --filter src/ --object-directory build-cov/obj --gcov-ignore-parse-errors \
 	    --print-summary --txt build-cov/coverage.txt --fail-under-line 80 build-cov/obj
 
-bench: $(BUILD)/koumpa
+# every figure of the performance goals but the generations' (bench-generations): GET /v1/me beside
+# nginx, then the credit spends and the daily bonus
+bench: $(BUILD)/koumpa $(BUILD)/bench/spends
 	bench/run.sh $(BUILD)
+	$(BUILD)/bench/spends
+	bench/bonus.sh $(BUILD) $(or $(BONUS_USERS),1000000)
 
 # the C fake Anthropic API of bench-generations (BENCH_UPSTREAM=c, the default)
 $(BUILD)/bench/fake-upstream: bench/fake_upstream.c

@@ -123,7 +123,8 @@ struct kp_stream {
  * status 0 and sets resp->deferred. The host calls start() once, on its own
  * thread, with a reply; the producer later calls reply->send(reply, resp)
  * exactly once, from any thread, with a complete response (status, headers,
- * body; neither stream nor deferred), whose contents the host takes over
+ * and a body or a stream, a stream only when the request could carry one:
+ * !cannot_stream; never deferred), whose contents the host takes over
  * (the producer's kp_resp is left empty). After send() the producer must not
  * touch reply. The host calls release() once, after send() (also when the
  * client went away meanwhile); release frees the deferred's memory. A

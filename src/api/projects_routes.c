@@ -20,6 +20,7 @@
 #include <strings.h>
 
 #include "api/handlers.h"
+#include "api/offload.h"
 #include "api/paging.h"
 #include "core/log.h"
 #include "domain/projects.h"
@@ -134,14 +135,14 @@ static int load_own_project(kp_ctx *ctx, kp_req *req, kp_resp *resp, kp_project 
     return 0;
 }
 
-static void respond_project(kp_ctx *ctx, kp_req *req, kp_resp *resp, int status, const char *project_id)
+static void respond_project(kp_ctx *ctx, const char *request_id, kp_resp *resp, int status, const char *project_id)
 {
     kp_project p;
     kp_err err = {0};
     json_t *body = NULL;
     if (ctx->store->ops->project_get(ctx->store, project_id, &p, &err) != KP_OK ||
         project_full_json(ctx, &p, &body, &err) != KP_OK) {
-        kp_resp_from_err(resp, &err, req->request_id);
+        kp_resp_from_err(resp, &err, request_id);
         return;
     }
     kp_resp_json(resp, status, body);
@@ -161,12 +162,12 @@ static void sse_headers(kp_resp *resp)
     kp_headers_set(&resp->headers, "X-Accel-Buffering", "no");
 }
 
-/* Answers a generation that was accepted: SSE or 202 with the project to poll. */
-static void respond_started(kp_ctx *ctx, kp_req *req, kp_resp *resp, const kp_gen_result *res)
+/* Answers a generation that was accepted: SSE (streamed) or 202 with the project to poll. */
+static void respond_started(kp_ctx *ctx, const char *request_id, int streamed, kp_resp *resp, const kp_gen_result *res)
 {
     char location[256];
     snprintf(location, sizeof location, "/v1/projects/%s", res->project_id);
-    if (wants_event_stream(req)) {
+    if (streamed) {
         kp_stream *st = kp_gen_stream(service(ctx), res->project_id, res->version, 0);
         if (st) {
             resp->status = 200;
@@ -177,14 +178,15 @@ static void respond_started(kp_ctx *ctx, kp_req *req, kp_resp *resp, const kp_ge
         }
         /* out of memory for the stream: the generation runs anyway; poll it */
     }
-    respond_project(ctx, req, resp, 202, res->project_id);
+    respond_project(ctx, request_id, resp, 202, res->project_id);
     kp_headers_set(&resp->headers, "Location", location);
 }
 
-static void respond_refused(kp_resp *resp, kp_req *req, kp_status rc, const kp_gen_result *res, const kp_err *err)
+static void respond_refused(kp_resp *resp, const char *request_id, kp_status rc, const kp_gen_result *res,
+                            const kp_err *err)
 {
     if (!res->error_code || !*res->error_code) {
-        kp_resp_from_err(resp, err, req->request_id);
+        kp_resp_from_err(resp, err, request_id);
         return;
     }
     json_t *error = json_pack("{s:s,s:s}", "code", res->error_code, "message", err->msg);
@@ -280,8 +282,30 @@ static int read_name(json_t *body, char *out, size_t n, kp_resp *resp)
     return 0;
 }
 
-static void submit(kp_ctx *ctx, kp_req *req, kp_resp *resp, const char *project_id, const char *name,
-                   const char *prompt)
+/* A submission as the handler read it: what the admission needs, copied, so that it can run on the
+ * admissions pool after the request's thread has moved on. */
+typedef struct admit_job {
+    kp_app *app;
+    char request_id[64];
+    char user_id[KP_ID_MAX];
+    kp_plan plan;
+    char project_id[KP_ID_MAX]; /* a follow-up's project, "" for a new one */
+    char name[KP_NAME_MAX];
+    char *prompt;
+    int64_t deadline_ms;
+    int streamed;
+} admit_job;
+
+static void free_admit_job(void *arg)
+{
+    admit_job *j = arg;
+    if (j)
+        free(j->prompt);
+    free(j);
+}
+
+/* Admits and answers (on the request's thread, or on the admissions pool with the pool's handle). */
+static void run_admission(kp_ctx *ctx, const admit_job *j, kp_resp *resp)
 {
     kp_gen_result res;
     kp_err err = {0};
@@ -290,19 +314,53 @@ static void submit(kp_ctx *ctx, kp_req *req, kp_resp *resp, const char *project_
         kp_resp_error(resp, 503, "unavailable", "the generation service is not running");
         return;
     }
-    kp_gen_request r = {.user_id = req->principal.user_id,
-                        .plan = &req->principal.plan,
-                        .project_id = project_id,
-                        .name = name,
-                        .prompt = prompt,
-                        .deadline_ms = req->deadline_ms,
-                        .streamed = wants_event_stream(req)};
+    kp_gen_request r = {.user_id = j->user_id,
+                        .plan = &j->plan,
+                        .project_id = j->project_id[0] ? j->project_id : NULL,
+                        .name = j->project_id[0] ? NULL : j->name,
+                        .prompt = j->prompt,
+                        .deadline_ms = j->deadline_ms,
+                        .streamed = j->streamed};
     kp_status rc = kp_gen_submit(g, ctx->store, &r, &res, &err);
     if (rc != KP_OK) {
-        respond_refused(resp, req, rc, &res, &err);
+        respond_refused(resp, j->request_id, rc, &res, &err);
         return;
     }
-    respond_started(ctx, req, resp, &res);
+    respond_started(ctx, j->request_id, j->streamed, resp, &res);
+}
+
+static void admission_on_pool(void *arg, kp_store *store, kp_resp *resp)
+{
+    admit_job *j = arg;
+    kp_ctx ctx = {.app = j->app, .store = store};
+    run_admission(&ctx, j, resp);
+}
+
+/* Admits the generation: on the admissions pool when there is one (its writes wait for the disk, and a
+ * burst of them batches there), else here. */
+static void submit(kp_ctx *ctx, kp_req *req, kp_resp *resp, const char *project_id, const char *name,
+                   const char *prompt)
+{
+    admit_job *j = calloc(1, sizeof *j);
+    if (!j || !(j->prompt = strdup(prompt))) {
+        free(j);
+        kp_resp_error(resp, 503, "busy", "out of memory; try again later");
+        return;
+    }
+    j->app = ctx->app;
+    snprintf(j->request_id, sizeof j->request_id, "%s", req->request_id ? req->request_id : "");
+    snprintf(j->user_id, sizeof j->user_id, "%s", req->principal.user_id);
+    j->plan = req->principal.plan;
+    snprintf(j->project_id, sizeof j->project_id, "%s", project_id ? project_id : "");
+    snprintf(j->name, sizeof j->name, "%s", name ? name : "");
+    j->deadline_ms = req->deadline_ms;
+    j->streamed = wants_event_stream(req);
+    if (ctx->app && ctx->app->admissions) {
+        kp_offload_defer(ctx->app->admissions, resp, admission_on_pool, free_admit_job, j);
+        return;
+    }
+    run_admission(ctx, j, resp);
+    free_admit_job(j);
 }
 
 /* ---- handlers ---- */
@@ -532,7 +590,7 @@ void kp_h_project_cancel(kp_ctx *ctx, kp_req *req, kp_resp *resp)
         kp_resp_from_err(resp, &err, req->request_id);
         return;
     }
-    respond_project(ctx, req, resp, 200, p.id);
+    respond_project(ctx, req->request_id, resp, 200, p.id);
 }
 
 void kp_h_project_delete(kp_ctx *ctx, kp_req *req, kp_resp *resp)

@@ -38,8 +38,9 @@ typedef struct kp_app {
     kp_mailer *mailer;               /* verification mail; NULL: no SMTP, no verification */
     kp_ratelimit *resend_limit;      /* verification mails per user per hour */
     kp_metrics *metrics;
-    kp_gen *gen;         /* the generation service; NULL in tools that do not generate */
-    kp_secrets *secrets; /* API keys and signing secrets, cached (secrets/secrets.h) */
+    kp_gen *gen;            /* the generation service; NULL in tools that do not generate */
+    kp_offload *admissions; /* generations admitted off the HTTP threads; NULL: on them */
+    kp_secrets *secrets;    /* API keys and signing secrets, cached (secrets/secrets.h) */
     /* billing: checkout and portal (api/billing_routes.c) */
     kp_stripe *stripe;   /* the Stripe API client; NULL in tools that do not bill */
     kp_offload *billing; /* the calls to Stripe, off the HTTP threads */

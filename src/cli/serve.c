@@ -8,11 +8,14 @@
  * host, the daily bonus scheduler. Shutdown reverses it, generations first:
  * those still running are failed ("interrupted") and refunded.
  */
+#include <errno.h>
 #include <signal.h>
-#include <sys/resource.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "api/apps_origin.h"
 #include "api/dashboard.h"
@@ -159,9 +162,20 @@ static kp_status recover_versions(serve_state *st, kp_err *err)
     return rc;
 }
 
+/* On the generation loop's thread: lowers its priority (KOUMPA_GENERATION_NICE). Thousands of streams
+ * can keep it busy; when the cores are short, the API's threads then go first. */
+static void lower_loop_priority(void *arg)
+{
+    long nice_value = *(const long *)arg;
+    if (nice_value > 0 && setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), (int)nice_value) != 0)
+        kp_log(KP_LOG_WARN, "cannot lower the generation loop's priority: %s", strerror(errno));
+}
+
 static kp_status start_generation(serve_state *st, kp_err *err)
 {
     kp_status rc = kp_loop_start(&st->loop, err);
+    if (rc == KP_OK && kp_loop_post(st->loop, lower_loop_priority, &st->cfg.generation_nice) != 0)
+        rc = kp_err_set(err, KP_EINTERNAL, "cannot reach the generation loop");
     if (rc == KP_OK)
         rc = open_llm(st, err);
     if (rc != KP_OK)
@@ -183,6 +197,14 @@ static kp_status start_generation(serve_state *st, kp_err *err)
     };
     rc = kp_gen_new(&go, &st->gen, err);
     st->app.gen = st->gen;
+    if (rc != KP_OK || st->cfg.admission_threads == 0)
+        return rc;
+    /* an admission waits for the disk (its write is synced): a burst of them batches on this pool
+     * while the HTTP threads go on answering */
+    rc = kp_offload_new("admit", (int)st->cfg.admission_threads, (int)st->cfg.admission_queue, open_store, st,
+                        &st->app.admissions, err);
+    if (rc == KP_OK)
+        kp_offload_set_busy_what(st->app.admissions, "generation requests");
     return rc;
 }
 
@@ -268,6 +290,7 @@ static void stop(serve_state *st)
     kp_offload_free(st->app.pwhash); /* after the hosts: they may wait for its replies */
     kp_mailer_free(st->app.mailer);  /* after the hashing pool: sign-ups queue mail */
     kp_offload_free(st->app.billing);
+    kp_offload_free(st->app.admissions); /* after the hosts, before the generation service it submits to */
     kp_stripe_free(st->app.stripe);
     if (st->llm)
         st->llm->ops->free(st->llm);
