@@ -100,8 +100,8 @@ static const opt_def opts[] = {
     /* generation: storage pool and readers */
     {"KOUMPA_STORAGE_THREADS", NULL, OPT_LONG, OFF(storage_threads), "2", 1, 64, 0,
      "threads that publish and save finished generations"},
-    {"KOUMPA_GENERATION_NICE", NULL, OPT_LONG, OFF(generation_nice), "5", 0, 19, 0,
-     "the generation loop thread's nice value: the API's threads come first when the cores are busy"},
+    {"KOUMPA_GENERATION_NICE", NULL, OPT_LONG, OFF(generation_nice), "0", 0, 19, 0,
+     "the generation loop thread's nice value (higher: the API's threads, and every other process, go first)"},
     {"KOUMPA_ADMISSION_THREADS", NULL, OPT_LONG, OFF(admission_threads), "16", 0, 256, 0,
      "threads that admit generations (0: the HTTP threads do)"},
     {"KOUMPA_ADMISSION_QUEUE", NULL, OPT_LONG, OFF(admission_queue), "10000", 0, 1000000, 0,
