@@ -36,7 +36,7 @@
 //        (BENCH_STREAM_MS=20000, BENCH_UPSTREAM=c, BENCH_FAKES=2 (Node.js fakes), BENCH_READERS=2, KOUMPA_BUILD=build,
 //         BENCH_SPREAD_MS=0, BENCH_FSYNC_DELAY_MS=0, BENCH_CHUNK_BYTES=4096, BENCH_NO_WRK,
 //         BENCH_RESULTS=FILE: every generation's record, as JSON; BENCH_LOG_LEVEL=warn and
-//         BENCH_LOG_FILE: the server's log)
+//         BENCH_LOG_FILE: the server's log, BENCH_SERVER_ENV="NAME=VALUE ...": the server's settings)
 import { execFile, execFileSync, fork, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -115,6 +115,22 @@ function cpuSeconds(pid) {
   return (Number(fields[11]) + Number(fields[12])) / 100; // utime + stime, in clock ticks of 1/100 s
 }
 
+/** CPU seconds by thread name (kp-loop, kp-storage, ...: threads of one name summed). */
+function cpuByThread(pid) {
+  const out = {};
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+      const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+      const fields = stat.slice(stat.lastIndexOf(') ') + 2).split(' ');
+      out[name] = (out[name] || 0) + (Number(fields[11]) + Number(fields[12])) / 100;
+    } catch {
+      // the thread ended meanwhile
+    }
+  }
+  return out;
+}
+
 async function wrkMe(server, token, seconds) {
   const { stdout } = await run('wrk', ['-t2', '-c64', `-d${seconds}s`, '--latency', '-H', `Authorization: Bearer ${token}`, `${server.url}/v1/me`]);
   const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(stdout)[1]);
@@ -135,6 +151,18 @@ function quantiles(list, f = (x) => x.toFixed(0)) {
 }
 
 /* The slow disk: bench/slowfsync.c built into a preload library. */
+/** BENCH_SERVER_ENV="KOUMPA_STORAGE_THREADS=4 ...": settings for the server under test (the harness drops
+ * the caller's KOUMPA_ variables). */
+function serverEnv() {
+  const env = {};
+  for (const pair of (process.env.BENCH_SERVER_ENV || '').split(/\s+/).filter(Boolean)) {
+    const eq = pair.indexOf('=');
+    if (eq < 1) throw new Error(`BENCH_SERVER_ENV: ${pair} is not NAME=VALUE`);
+    env[pair.slice(0, eq)] = pair.slice(eq + 1);
+  }
+  return env;
+}
+
 function slowDiskEnv() {
   if (FSYNC_DELAY_MS <= 0) return {};
   const lib = `/tmp/koumpa-slowfsync-${process.pid}.so`;
@@ -206,7 +234,7 @@ function goal(ok) {
   return ok ? 'met' : 'NOT met';
 }
 
-function report({ results, wall, cpu, rss0, peak, fd0, fdPeak, idle, busy, credits, load, rssEvery5s }) {
+function report({ results, wall, cpu, cpuThreads, rss0, peak, fd0, fdPeak, idle, busy, credits, load, rssEvery5s }) {
   const counts = results.reduce((m, r) => ((m[r.outcome] = (m[r.outcome] || 0) + 1), m), {});
   const failed = N - (counts.done || 0);
   const seconds = results.filter((r) => r.outcome === 'done').map((r) => r.seconds).sort((a, b) => a - b);
@@ -229,6 +257,8 @@ function report({ results, wall, cpu, rss0, peak, fd0, fdPeak, idle, busy, credi
   console.log(`             RSS every 5 s (MiB): ${rssEvery5s.join(' ')}`);
   console.log(`server fds:  ${fd0} idle, ${fdPeak} peak (${((fdPeak - fd0) / N).toFixed(2)} per generation: its reader${UPSTREAM === 'h2' ? ', upstream multiplexed' : ' and its upstream connection'})`);
   console.log(`server CPU:  ${cpu.toFixed(1)} s over ${wall.toFixed(1)} s (${((100 * cpu) / wall).toFixed(0)} % of one core)`);
+  const threads = Object.entries(cpuThreads).filter(([, s]) => s >= 0.1).sort((a, b) => b[1] - a[1]);
+  console.log(`             by thread (s): ${threads.map(([name, s]) => `${name} ${s.toFixed(1)}`).join(', ')}`);
   if (busy) {
     const share = (100 * busy.rps) / idle.rps;
     console.log(`GET /v1/me:  idle ${idle.rps.toFixed(0)} req/s (p99 ${idle.p99}); during generations ${busy.rps.toFixed(0)} req/s (p99 ${busy.p99}) -> ` +
@@ -247,6 +277,7 @@ const server = await startServer({
     KOUMPA_LOG_LEVEL: process.env.BENCH_LOG_LEVEL || 'warn',
     ...(fake.caBundle ? { KOUMPA_CA_BUNDLE: fake.caBundle } : {}),
     ...slowDiskEnv(),
+    ...serverEnv(),
   },
 });
 try {
@@ -257,6 +288,7 @@ try {
   const rss0 = memKiB(pid);
   const fd0 = fdCount(pid);
   const cpu0 = cpuSeconds(pid);
+  const cpuThreads0 = cpuByThread(pid);
   const load = { start: load1() };
   const t0 = Date.now();
 
@@ -279,9 +311,11 @@ try {
   load.end = load1();
   const wall = (Date.now() - t0) / 1000;
   const cpu = cpuSeconds(pid) - cpu0;
+  const cpuThreads = cpuByThread(pid);
+  for (const [name, s] of Object.entries(cpuThreads0)) cpuThreads[name] = (cpuThreads[name] || 0) - s;
   let credits = 0;
   for (const token of tokens) credits += (await api(server, 'GET', '/v1/me', { token })).json.credits.total;
-  report({ results, wall, cpu, rss0, peak, fd0, fdPeak, idle, busy, credits, load, rssEvery5s });
+  report({ results, wall, cpu, cpuThreads, rss0, peak, fd0, fdPeak, idle, busy, credits, load, rssEvery5s });
 } finally {
   await server.stop();
   fake.close();

@@ -2,6 +2,11 @@
  * storage.c - see storage.h. The handles sit in a small array behind a mutex:
  * a job takes one when it starts and gives it back when its work returns,
  * before done is posted, so the handle is free again for the next job.
+ *
+ * Jobs the pool's queue has no room for wait on an overflow list behind the
+ * same mutex, oldest first; while it holds any, new jobs join it too (so
+ * jobs start in the order they came), and each thread that finishes a job
+ * moves as many as fit into the pool's queue.
  */
 #include "gen/storage.h"
 
@@ -25,6 +30,9 @@ struct kp_gen_storage {
     int nfree;
     kp_store **handles; /* all of them, for closing */
     int nhandles;
+    struct job *overflow; /* mu: jobs waiting for room in the pool's queue, oldest first */
+    struct job *overflow_tail;
+    int noverflow;
 };
 
 typedef struct job {
@@ -32,6 +40,7 @@ typedef struct job {
     void (*work)(kp_store *s, void *arg);
     void (*done)(void *arg);
     void *arg;
+    struct job *next; /* on the overflow list */
 } job;
 
 static kp_store *take_handle(kp_gen_storage *st)
@@ -60,6 +69,35 @@ static void post_done(kp_gen_storage *st, void (*done)(void *arg), void *arg)
     kp_log(KP_LOG_ERROR, "storage pool: cannot hand a finished job back to the generation loop");
 }
 
+static void run_job(void *arg);
+
+/* With st->mu held: moves the oldest overflow jobs into the pool's queue while it has room. */
+static void refill_locked(kp_gen_storage *st)
+{
+    while (st->overflow && st->pool && kp_pool_submit(st->pool, run_job, st->overflow) == 0) {
+        st->overflow = st->overflow->next;
+        st->noverflow--;
+    }
+    if (!st->overflow)
+        st->overflow_tail = NULL;
+}
+
+/* With st->mu held: j waits on the overflow list, at its end (or its head, for a first job). */
+static void overflow_add_locked(kp_gen_storage *st, job *j, int first)
+{
+    j->next = NULL;
+    if (!st->overflow) {
+        st->overflow = st->overflow_tail = j;
+    } else if (first) {
+        j->next = st->overflow;
+        st->overflow = j;
+    } else {
+        st->overflow_tail->next = j;
+        st->overflow_tail = j;
+    }
+    st->noverflow++;
+}
+
 static void run_job(void *arg)
 {
     job *j = arg;
@@ -69,24 +107,64 @@ static void run_job(void *arg)
     give_handle(st, s);
     post_done(st, j->done, j->arg);
     free(j);
+    pthread_mutex_lock(&st->mu);
+    refill_locked(st);
+    pthread_mutex_unlock(&st->mu);
 }
 
 static void storage_run(kp_gen_storage *st, kp_store *fallback, void (*work)(kp_store *s, void *arg),
                         void (*done)(void *arg), void *arg, int first)
 {
     job *j = malloc(sizeof *j);
-    if (j) {
-        j->st = st;
-        j->work = work;
-        j->done = done;
-        j->arg = arg;
-        int queued = first ? kp_pool_submit_first(st->pool, run_job, j) : kp_pool_submit(st->pool, run_job, j);
-        if (queued == 0)
-            return; /* run_job frees j */
-        free(j);
+    if (!j) { /* out of memory for its record: run it here */
+        work(fallback, arg);
+        post_done(st, done, arg);
+        return;
     }
-    work(fallback, arg);
-    post_done(st, done, arg);
+    *j = (job){.st = st, .work = work, .done = done, .arg = arg};
+    pthread_mutex_lock(&st->mu);
+    int queued = -1;
+    if (first)
+        queued = kp_pool_submit_first(st->pool, run_job, j);
+    else if (!st->overflow) /* else it would start before older jobs */
+        queued = kp_pool_submit(st->pool, run_job, j);
+    if (queued != 0) {
+        overflow_add_locked(st, j, first);
+        refill_locked(st); /* room may have come since (a thread between its job and its refill) */
+    }
+    pthread_mutex_unlock(&st->mu);
+}
+
+/* Waits until the pool's threads have taken every overflow job into the queue (a stopping pool takes none). */
+static void wait_overflow_drained(kp_gen_storage *st)
+{
+    struct timespec pause = {0, 1000000};
+    pthread_mutex_lock(&st->mu);
+    while (st->overflow) {
+        refill_locked(st);
+        pthread_mutex_unlock(&st->mu);
+        nanosleep(&pause, NULL);
+        pthread_mutex_lock(&st->mu);
+    }
+    pthread_mutex_unlock(&st->mu);
+}
+
+/* After the pool has stopped: runs what still waits on the overflow list, here. */
+static void run_overflow(kp_gen_storage *st)
+{
+    for (;;) {
+        pthread_mutex_lock(&st->mu);
+        job *j = st->overflow;
+        if (j) {
+            st->overflow = j->next;
+            st->noverflow--;
+        }
+        pthread_mutex_unlock(&st->mu);
+        if (!j)
+            break;
+        run_job(j);
+    }
+    st->overflow_tail = NULL;
 }
 
 void kp_gen_storage_run(kp_gen_storage *st, kp_store *fallback, void (*work)(kp_store *s, void *arg),
@@ -103,14 +181,22 @@ void kp_gen_storage_run_first(kp_gen_storage *st, kp_store *fallback, void (*wor
 
 int kp_gen_storage_queued(kp_gen_storage *st)
 {
-    return kp_pool_queued(st->pool);
+    pthread_mutex_lock(&st->mu);
+    int waiting = st->noverflow;
+    pthread_mutex_unlock(&st->mu);
+    return kp_pool_queued(st->pool) + waiting;
 }
 
 void kp_gen_storage_free(kp_gen_storage *st)
 {
     if (!st)
         return;
-    kp_pool_free(st->pool);
+    wait_overflow_drained(st);
+    kp_pool_free(st->pool); /* its threads are joined: every handle is free */
+    pthread_mutex_lock(&st->mu);
+    st->pool = NULL;
+    pthread_mutex_unlock(&st->mu);
+    run_overflow(st);
     for (int i = 0; i < st->nhandles; i++)
         st->handles[i]->ops->close(st->handles[i]);
     free(st->handles);

@@ -12,12 +12,15 @@
  * lends them out; as many jobs run at once as there are threads, so a job
  * always finds a handle.
  *
- * A full queue is not a refusal here (a finished generation must be stored):
- * the job then runs at once on the calling thread with the caller's handle,
- * and done is still posted to the loop, so callers see one behaviour.
+ * A full queue is not a refusal here (a finished generation must be stored),
+ * and not a reason to run the job on the calling thread either (that thread
+ * is the loop: a burst of endings would stall every stream): jobs beyond the
+ * pool's queue wait on an overflow list, in order, and start as threads come
+ * free. The list is bounded by what calls here: at most a few jobs per
+ * running generation.
  *
  * Ownership: the pool borrows the loop; it owns its handles and closes them in
- * kp_gen_storage_free(), after running the jobs still queued.
+ * kp_gen_storage_free(), after running the jobs still queued or waiting.
  */
 #ifndef KP_GEN_STORAGE_H
 #define KP_GEN_STORAGE_H
@@ -36,8 +39,9 @@ kp_status kp_gen_storage_new(int nthreads, kp_loop *loop, kp_gen_storage_open_fn
                              kp_gen_storage **out, kp_err *err);
 
 /*
- * Runs work(store, arg) on a pool thread (or, when the queue is full, now,
- * with fallback), then done(arg) on the loop. Thread-safe. Posting done is
+ * Runs work(store, arg) on a pool thread (later when the queue is full; only
+ * when out of memory for the job's record, now, with fallback), then done(arg)
+ * on the loop. Thread-safe. Posting done is
  * retried for a while when the loop is out of memory; if it still fails it is
  * logged and done never runs (the rows are as work left them: start-up
  * recovery settles what is left unsettled).
@@ -49,10 +53,10 @@ void kp_gen_storage_run(kp_gen_storage *st, kp_store *fallback, void (*work)(kp_
 void kp_gen_storage_run_first(kp_gen_storage *st, kp_store *fallback, void (*work)(kp_store *s, void *arg),
                               void (*done)(void *arg), void *arg);
 
-/* Jobs queued and not started yet (for tests and metrics). */
+/* Jobs queued or waiting on the overflow list, not started yet (for tests and metrics). */
 int kp_gen_storage_queued(kp_gen_storage *st);
 
-/* Runs the jobs still queued, stops the threads, closes the handles. NULL is fine. */
+/* Runs the jobs still queued or waiting, stops the threads, closes the handles. NULL is fine. */
 void kp_gen_storage_free(kp_gen_storage *st);
 
 #endif

@@ -3,7 +3,9 @@
  * (gen/storage.h): work runs on the pool's threads, never on the caller's,
  * each job with a handle of its own (no two running jobs share one), and its
  * done runs afterwards on the loop thread; every job submitted runs, also
- * when more are submitted than there are threads; freeing closes the handles.
+ * when more are submitted than there are threads, and when more are submitted
+ * than the queue holds (then in order, still off the caller); freeing closes
+ * the handles.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -112,6 +114,73 @@ static void test_jobs_run_off_the_caller_then_done_on_the_loop(void **state)
     free(jobs);
 }
 
+/* More jobs than the pool's queue holds (4,096): none runs on the caller, and with one thread they run in
+ * the order they came. */
+typedef struct ordered_job {
+    kp_loop *loop;
+    pthread_t caller;
+    int seq;
+    _Atomic int *next_seq; /* the seq the next job to run must have */
+    _Atomic int *out_of_order;
+    _Atomic int *on_caller;
+    _Atomic int *done;
+} ordered_job;
+
+static void ordered_work(kp_store *s, void *arg)
+{
+    (void)s;
+    ordered_job *j = arg;
+    if (pthread_equal(pthread_self(), j->caller))
+        atomic_fetch_add(j->on_caller, 1);
+    if (atomic_fetch_add(j->next_seq, 1) != j->seq)
+        atomic_fetch_add(j->out_of_order, 1);
+}
+
+static void ordered_done(void *arg)
+{
+    ordered_job *j = arg;
+    atomic_fetch_add(j->done, 1);
+}
+
+static void test_a_full_queue_waits_in_order_never_on_the_caller(void **state)
+{
+    (void)state;
+    enum { N = 10000 };
+    kp_err err = {0};
+    kp_loop *loop = NULL;
+    kp_gen_storage *st = NULL;
+    _Atomic int next_seq = 0, out_of_order = 0, on_caller = 0, ndone = 0;
+    ordered_job *jobs = calloc(N, sizeof *jobs);
+    atomic_store(&closed, 0);
+    assert_int_equal(kp_loop_start(&loop, &err), KP_OK);
+    assert_int_equal(kp_gen_storage_new(1, loop, open_fake, NULL, &st, &err), KP_OK);
+    kp_store *fallback = NULL;
+    open_fake(NULL, &fallback, &err);
+    for (int i = 0; i < N; i++) {
+        jobs[i] = (ordered_job){.loop = loop,
+                                .caller = pthread_self(),
+                                .seq = i,
+                                .next_seq = &next_seq,
+                                .out_of_order = &out_of_order,
+                                .on_caller = &on_caller,
+                                .done = &ndone};
+        kp_gen_storage_run(st, fallback, ordered_work, ordered_done, &jobs[i]);
+    }
+    kp_gen_storage_free(st); /* runs every job still queued or waiting */
+    for (int i = 0; i < 5000 && atomic_load(&ndone) < N; i++) {
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    assert_int_equal(atomic_load(&ndone), N);
+    assert_int_equal(atomic_load(&next_seq), N);
+    assert_int_equal(atomic_load(&out_of_order), 0);
+    assert_int_equal(atomic_load(&on_caller), 0);
+    assert_int_equal(atomic_load(&closed), 1);
+    fallback->ops->close(fallback);
+    kp_loop_stop(loop);
+    free(jobs);
+}
+
 static void test_refuses_no_threads(void **state)
 {
     (void)state;
@@ -126,6 +195,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_jobs_run_off_the_caller_then_done_on_the_loop),
+        cmocka_unit_test(test_a_full_queue_waits_in_order_never_on_the_caller),
         cmocka_unit_test(test_refuses_no_threads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
