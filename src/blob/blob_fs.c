@@ -123,19 +123,22 @@ static int write_all(int fd, const void *data, size_t len)
     return 0;
 }
 
-/* Creates a temporary file next to path; its name goes to tmp. */
+/* Creates a temporary file next to path; its name goes to tmp. Its directories are made only when missing:
+ * most puts go to a directory that exists (a version's second file), and a mkdir per level costs a syscall. */
 static int create_temp(const char *root, char *path, kp_buf *tmp)
 {
     char *slash = strrchr(path, '/');
-    for (int attempt = 0; attempt < PUT_ATTEMPTS; attempt++) {
+    for (int attempt = 1; attempt <= PUT_ATTEMPTS; attempt++) {
         kp_buf_reset(tmp);
         if (kp_buf_append(tmp, path, (size_t)(slash - path) + 1) != 0 || kp_buf_puts(tmp, TMP_NAME) != 0) {
             errno = ENOMEM;
             return -1;
         }
-        int fd = make_parents(root, path) == 0 ? mkstemp(tmp->data) : -1;
-        if (fd >= 0 || errno != ENOENT) /* ENOENT: a deletion removed a directory meanwhile */
+        int fd = mkstemp(tmp->data);
+        if (fd >= 0 || errno != ENOENT) /* ENOENT: a directory is missing (new, or a deletion removed it) */
             return fd;
+        if (attempt == PUT_ATTEMPTS || make_parents(root, path) != 0)
+            return -1;
     }
     return -1;
 }
