@@ -134,6 +134,25 @@ static void test_buf_steal(void **state)
     free(e);
 }
 
+/* Growth by half again, not doubling: a buffer that grew by appends holds at most about 1.5x what it
+ * needs (the text of a running generation is held in such buffers, thousands at a time). */
+static void test_buf_growth_leaves_at_most_half_again(void **state)
+{
+    (void)state;
+    kp_buf b = KP_BUF_INIT;
+    size_t worst = 0; /* the largest cap / need seen, in thousandths */
+    for (size_t len = 1; len <= 200000; len++) {
+        assert_int_equal(kp_buf_append(&b, "x", 1), 0);
+        size_t need = len + 1;
+        size_t ratio = b.cap * 1000 / need;
+        if (need > 64 && ratio > worst)
+            worst = ratio;
+    }
+    assert_true(worst <= 1500);
+    assert_true(worst > 1400); /* it does grow ahead: appends stay amortised O(1) */
+    kp_buf_free(&b);
+}
+
 static void test_buf_reserve(void **state)
 {
     (void)state;
@@ -546,6 +565,7 @@ int main(void)
         cmocka_unit_test(test_buf_printf_long_and_formats),
         cmocka_unit_test(test_buf_consume_and_reset),
         cmocka_unit_test(test_buf_steal),
+        cmocka_unit_test(test_buf_growth_leaves_at_most_half_again),
         cmocka_unit_test(test_buf_reserve),
         cmocka_unit_test(test_err_set_and_clear),
         cmocka_unit_test(test_err_message_truncated_safely),
