@@ -44,12 +44,14 @@ typedef enum event_type { EV_PROJECT = 0, EV_DELTA, EV_FILE, EV_DONE, EV_ERROR }
 extern const char *const gen_event_names[];
 
 /* One event in a generation's log: its SSE frame ends at `end` in the log;
- * its data (JSON) is at data_off, data_len bytes. */
+ * its data (JSON) is at data_off, data_len bytes. 16 bytes: a generation
+ * keeps one per event (hundreds), and a log never reaches 4 GiB (gen_emit
+ * refuses an event that would take it there). */
 typedef struct event_rec {
-    size_t end;
-    size_t data_off;
-    size_t data_len;
-    event_type type;
+    uint32_t end;
+    uint32_t data_off;
+    uint32_t data_len;
+    uint8_t type; /* event_type */
 } event_rec;
 
 typedef struct generation generation;

@@ -159,7 +159,7 @@ int gen_emit(generation *gen, event_type type, json_t *data)
     if (!text)
         return -1;
     if (gen->nevents == gen->cap_events) {
-        size_t cap = gen->cap_events ? gen->cap_events * 2 : 16;
+        size_t cap = gen->cap_events ? gen->cap_events + gen->cap_events / 2 : 16;
         event_rec *ev = realloc(gen->events, cap * sizeof *ev);
         if (!ev) {
             free(text);
@@ -168,17 +168,22 @@ int gen_emit(generation *gen, event_type type, json_t *data)
         gen->events = ev;
         gen->cap_events = cap;
     }
-    size_t start = gen->log.len;
-    event_rec *rec = &gen->events[gen->nevents];
-    if (kp_replay_format_frame(&gen->log, (int64_t)gen->nevents + 1, gen_event_names[type], text, &rec->data_off,
-                               &rec->data_len) != 0) {
+    size_t start = gen->log.len, data_off = 0, data_len = 0;
+    if (kp_replay_format_frame(&gen->log, (int64_t)gen->nevents + 1, gen_event_names[type], text, &data_off,
+                               &data_len) != 0 ||
+        gen->log.len > UINT32_MAX) {
         gen->log.len = start;
+        if (gen->log.data)
+            gen->log.data[start] = '\0';
         free(text);
         return -1;
     }
     free(text);
-    rec->end = gen->log.len;
-    rec->type = type;
+    event_rec *rec = &gen->events[gen->nevents];
+    *rec = (event_rec){.end = (uint32_t)gen->log.len,
+                       .data_off = (uint32_t)data_off,
+                       .data_len = (uint32_t)data_len,
+                       .type = (uint8_t)type};
     gen->nevents++;
     for (subscriber *s = gen->subs; s; s = s->next)
         gen_sub_write(s, gen->log.data + start, rec->end - start);

@@ -38,7 +38,7 @@ struct kp_llm_call {
     engine *e;
     kp_llm_call *prev, *next; /* e->calls, while in flight */
     kp_llm_callbacks cb;
-    kp_buf body;          /* the request body, sent on every try */
+    kp_buf body;          /* the request body, sent on every try; freed once text went out (no try follows) */
     kp_buf call_header;   /* the spec's call_header line (a secret: wiped) */
     const char **headers; /* e->headers, then call_header; NULL-terminated */
     kp_http_stream *http; /* the try in flight, or NULL */
@@ -298,6 +298,8 @@ static kp_status on_parser_text(void *ud, const char *text, size_t len, kp_err *
 {
     kp_llm_call *call = ud;
     if (!call->finished) {
+        if (!call->output_started)
+            kp_buf_free(&call->body); /* kept for another try, and none comes once text went out */
         call->output_started = 1;
         if (call->cb.on_text)
             call->cb.on_text(call->cb.ud, text, len);
