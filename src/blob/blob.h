@@ -38,6 +38,14 @@ typedef struct kp_blob kp_blob;
  * but KP_OK (err filled) stops the listing, which returns that status. */
 typedef kp_status (*kp_blob_list_fn)(void *ud, const char *key, kp_err *err);
 
+/* One blob of a put_many. */
+typedef struct kp_blob_item {
+    const char *key;
+    const void *data;
+    size_t len;
+    const char *content_type; /* NULL: "application/octet-stream" */
+} kp_blob_item;
+
 typedef struct kp_blob_ops {
     /* Stores len bytes under key, replacing any blob there. content_type NULL
      * means "application/octet-stream"; KP_EINVAL for a bad one. */
@@ -70,12 +78,31 @@ typedef struct kp_blob_ops {
      * compare the tag itself). KP_ENOTFOUND if there is no such blob. */
     kp_status (*get_tagged)(kp_blob *b, const char *key, const char *if_none_match, kp_buf *out,
                             char etag[KP_BLOB_ETAG_MAX], int *not_modified, kp_err *err);
+    /* Optional (NULL: kp_blob_put_many calls put for each): stores n blobs as
+     * n puts in order would, stopping at the first failure (the blobs before
+     * it are stored, each whole); every one is durable when it returns. Lets
+     * a store make a version's files durable together (the file store syncs
+     * each directory once, not once per file). */
+    kp_status (*put_many)(kp_blob *b, const kp_blob_item *items, size_t n, kp_err *err);
 } kp_blob_ops;
 
 struct kp_blob {
     const kp_blob_ops *ops;
     void *impl;
 };
+
+/* put_many, or put for each item where the store has no put_many. */
+static inline kp_status kp_blob_put_many(kp_blob *b, const kp_blob_item *items, size_t n, kp_err *err)
+{
+    if (b->ops->put_many)
+        return b->ops->put_many(b, items, n, err);
+    for (size_t i = 0; i < n; i++) {
+        kp_status rc = b->ops->put(b, items[i].key, items[i].data, items[i].len, items[i].content_type, err);
+        if (rc != KP_OK)
+            return rc;
+    }
+    return KP_OK;
+}
 
 static inline int kp_blob__key_char(char c)
 {

@@ -150,23 +150,26 @@ static int write_blob_file(int fd, const char *ct, const void *data, size_t len)
     return fsync(fd);
 }
 
-static kp_status fs_put(kp_blob *b, const char *key, const void *data, size_t len, const char *content_type,
-                        kp_err *err)
+/* Writes the blob to a temporary file, syncs it and renames it into place; path gets the blob's path.
+ * The directory's entry is not synced yet: the caller does that (one sync for a directory's puts). */
+static kp_status put_unsynced(kp_blob *b, const char *key, const void *data, size_t len, const char *content_type,
+                              kp_buf *path, kp_err *err)
 {
-    kp_buf path = KP_BUF_INIT, tmp = KP_BUF_INIT;
+    kp_buf tmp = KP_BUF_INIT;
     kp_status st = KP_OK;
     int fd = -1;
     const char *ct = content_type ? content_type : DEFAULT_CT;
 
+    kp_buf_reset(path);
     if (!kp_blob_key_valid(key))
         return kp_err_set(err, KP_EINVAL, "invalid blob key");
     if (!content_type_valid(ct))
         return kp_err_set(err, KP_EINVAL, "invalid content type for blob \"%s\"", key);
-    if (blob_path(b, key, &path) != 0) {
+    if (blob_path(b, key, path) != 0) {
         st = nomem(err);
         goto cleanup;
     }
-    if ((fd = create_temp(root_of(b), path.data, &tmp)) < 0) {
+    if ((fd = create_temp(root_of(b), path->data, &tmp)) < 0) {
         st = io_error(err, "cannot create a file for", key, errno);
         kp_buf_reset(&tmp); /* no file to remove */
         goto cleanup;
@@ -177,20 +180,64 @@ static kp_status fs_put(kp_blob *b, const char *key, const void *data, size_t le
     }
     int rc = close(fd);
     fd = -1;
-    if (rc != 0 || rename(tmp.data, path.data) != 0) {
+    if (rc != 0 || rename(tmp.data, path->data) != 0) {
         st = io_error(err, "cannot store", key, errno);
         goto cleanup;
     }
     kp_buf_reset(&tmp); /* renamed: nothing to remove */
-    if (fsync_dir_of(path.data) != 0)
-        st = io_error(err, "cannot sync the directory of", key, errno);
 cleanup:
     if (fd >= 0)
         close(fd);
     if (tmp.len)
         unlink(tmp.data);
-    kp_buf_free(&path);
     kp_buf_free(&tmp);
+    return st;
+}
+
+static kp_status fs_put(kp_blob *b, const char *key, const void *data, size_t len, const char *content_type,
+                        kp_err *err)
+{
+    kp_buf path = KP_BUF_INIT;
+    kp_status st = put_unsynced(b, key, data, len, content_type, &path, err);
+    if (st == KP_OK && fsync_dir_of(path.data) != 0)
+        st = io_error(err, "cannot sync the directory of", key, errno);
+    kp_buf_free(&path);
+    return st;
+}
+
+/* 1 if the directory of path (a file path) is among the first n of dirs (file paths too). */
+static int same_dir_seen(const kp_buf *dirs, size_t n, const char *path)
+{
+    size_t len = (size_t)(strrchr(path, '/') - path);
+    for (size_t i = 0; i < n; i++)
+        if ((size_t)(strrchr(dirs[i].data, '/') - dirs[i].data) == len && memcmp(dirs[i].data, path, len) == 0)
+            return 1;
+    return 0;
+}
+
+/* The puts, then one sync per directory they went to (a version's files mostly share one). The first
+ * failure stops the puts; the blobs stored before it are still synced. */
+static kp_status fs_put_many(kp_blob *b, const kp_blob_item *items, size_t n, kp_err *err)
+{
+    kp_buf *paths = calloc(n ? n : 1, sizeof *paths);
+    if (!paths)
+        return nomem(err);
+    kp_status st = KP_OK;
+    size_t done = 0;
+    for (; done < n && st == KP_OK; done++)
+        st = put_unsynced(b, items[done].key, items[done].data, items[done].len, items[done].content_type, &paths[done],
+                          err);
+    if (st != KP_OK)
+        done--;                         /* the failed one left no file */
+    for (size_t i = 0; i < done; i++) { /* the ones stored are made durable, also after a failure */
+        if (same_dir_seen(paths, i, paths[i].data) || fsync_dir_of(paths[i].data) == 0)
+            continue;
+        if (st == KP_OK)
+            st = io_error(err, "cannot sync the directory of", items[i].key, errno);
+    }
+    for (size_t i = 0; i < n; i++)
+        kp_buf_free(&paths[i]);
+    free(paths);
     return st;
 }
 
@@ -488,7 +535,8 @@ static void fs_close(kp_blob *b)
     free(fb);
 }
 
-static const kp_blob_ops FS_OPS = {fs_put, fs_get, fs_delete, fs_delete_prefix, fs_list, fs_close, fs_open_read, NULL};
+static const kp_blob_ops FS_OPS = {fs_put,   fs_get,       fs_delete, fs_delete_prefix, fs_list,
+                                   fs_close, fs_open_read, NULL,      fs_put_many};
 
 /* mkdir -p root. */
 static int make_root(const char *root)

@@ -12,6 +12,8 @@
  * so data and type change together in one rename. put writes a temporary
  * "~tmp.XXXXXX" file in the target directory, fsyncs it, renames it over the
  * blob file and fsyncs the directory: readers never see a torn blob.
+ * put_many does the same for each blob, then fsyncs each directory they went
+ * to once (a version's files mostly share one).
  * Directories left empty by deletions are removed. Files and directories
  * whose names do not follow this layout are ignored.
  */

@@ -96,33 +96,57 @@ int kp_publish_prepare(kp_publish *p, const kp_fileblocks *parser, const char *p
     return check_app(p, total, why, why_len);
 }
 
-/* Writes the app's files under apps/{id}/v{n}/, copying carried-over ones;
- * fills each file's sha256 on the way (a copy's from its bytes when the
- * previous manifest had none). */
+/* The key of a version's file: apps/{id}/v{n}/{path} (caller frees), or NULL when out of memory. */
+static char *file_key(const char *id, int64_t n, const char *path)
+{
+    int len = snprintf(NULL, 0, "apps/%s/v%lld/%s", id, (long long)n, path);
+    char *key = len >= 0 ? malloc((size_t)len + 1) : NULL;
+    if (key)
+        snprintf(key, (size_t)len + 1, "apps/%s/v%lld/%s", id, (long long)n, path);
+    return key;
+}
+
+/* Writes the app's files under apps/{id}/v{n}/, copying carried-over ones,
+ * with one kp_blob_put_many (the file store syncs the version's directory
+ * once, not once per file); fills each file's sha256 on the way (a copy's
+ * from its bytes when the previous manifest had none). */
 static kp_status store_files(kp_publish *p, kp_err *err)
 {
     kp_blob *blob = p->blob;
     const char *id = p->row.project_id;
-    char key[KP_BLOB_KEY_MAX + 1], from[KP_BLOB_KEY_MAX + 1];
-    kp_buf copy = KP_BUF_INIT;
-    kp_status rc = KP_OK;
-    for (size_t i = 0; i < p->nfiles && rc == KP_OK; i++) {
+    size_t n = p->nfiles;
+    kp_blob_item *items = calloc(n ? n : 1, sizeof *items);
+    kp_buf *copies = calloc(n ? n : 1, sizeof *copies); /* carried-over files' bytes */
+    char **keys = calloc(n ? n : 1, sizeof *keys);
+    kp_status rc = items && copies && keys ? KP_OK : kp_err_set(err, KP_ENOMEM, "out of memory");
+    for (size_t i = 0; i < n && rc == KP_OK; i++) {
         kp_publish_file *f = &p->files[i];
-        snprintf(key, sizeof key, "apps/%s/v%lld/%s", id, (long long)p->row.n, f->path);
-        const char *ct = kp_gen_content_type(f->path);
+        if (!(keys[i] = file_key(id, p->row.n, f->path))) {
+            rc = kp_err_set(err, KP_ENOMEM, "out of memory");
+            break;
+        }
+        items[i] = (kp_blob_item){keys[i], f->data, f->size, kp_gen_content_type(f->path)};
         if (f->data) {
             kp_publish_sha256_hex(f->data, f->size, f->sha256);
-            rc = blob->ops->put(blob, key, f->data, f->size, ct, err);
             continue;
         }
+        char from[KP_BLOB_KEY_MAX + 1];
         snprintf(from, sizeof from, "apps/%s/v%lld/%s", id, (long long)p->prev_n, f->path);
-        rc = blob->ops->get(blob, from, &copy, NULL, err);
+        rc = blob->ops->get(blob, from, &copies[i], NULL, err);
         if (rc == KP_OK && !f->sha256[0])
-            kp_publish_sha256_hex(copy.data, copy.len, f->sha256);
-        if (rc == KP_OK)
-            rc = blob->ops->put(blob, key, copy.data ? copy.data : "", copy.len, ct, err);
+            kp_publish_sha256_hex(copies[i].data, copies[i].len, f->sha256);
+        items[i].data = copies[i].data ? copies[i].data : "";
+        items[i].len = copies[i].len;
     }
-    kp_buf_free(&copy);
+    if (rc == KP_OK)
+        rc = kp_blob_put_many(blob, items, n, err);
+    for (size_t i = 0; keys && copies && i < n; i++) {
+        free(keys[i]);
+        kp_buf_free(&copies[i]);
+    }
+    free(keys);
+    free(copies);
+    free(items);
     return rc;
 }
 

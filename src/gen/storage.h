@@ -1,9 +1,10 @@
 /*
  * storage.h - the generation service's storage pool. The slow work that ends
- * a generation (the app's files, each written with two fsyncs, and the SQLite
- * writes that finish the version and settle its credits, which may wait on
- * the database lock) runs on a few threads of its own (core/pool.h), so the
- * one loop thread that streams every generation never waits for a disk.
+ * a generation (the app's files, an fsync each and one per directory, and
+ * the SQLite writes that finish the version and settle its credits, which
+ * may wait on the database lock) runs on a few threads of its own
+ * (core/pool.h), so the one loop thread that streams every generation never
+ * waits for a disk.
  *
  * A job is two functions: work(store, arg) on a pool thread, with a database
  * handle lent for the job, then done(arg) back on the loop (kp_loop_post),

@@ -41,7 +41,7 @@ describe('blob contract on S3 (moto behind the verifying front)', () => {
     if (s3.skipReason) return t.skip(s3.skipReason);
     const r = await run([CONTRACT, 's3'], s3.env({ KOUMPA_TEST_S3_BUCKET: 'koumpa-contract' }), 300_000);
     assert.equal(r.code, 0, r.out);
-    assert.match(r.out, /\[  PASSED  \] 11 test\(s\)\./);
+    assert.match(r.out, /\[  PASSED  \] 12 test\(s\)\./);
     assert.equal(s3.front.stats.rejected, 0, JSON.stringify(s3.front.stats.rejections));
     assert.ok(s3.front.stats.byService.s3 > 1000, JSON.stringify(s3.front.stats.byService));
   });

@@ -130,6 +130,39 @@ static void test_round_trip(void **state)
     kp_test_blob_assert(b, "apps/p1/v1/index.html", "x", "text/plain");
 }
 
+/* kp_blob_put_many: the store's own (file store) or put for each (S3): every blob stored, in the
+ * order given; at a bad item it stops, the ones before it stored and the rest not. */
+static void test_put_many(void **state)
+{
+    fixture *f = *state;
+    kp_blob *b = f->b;
+    kp_err err;
+    kp_test_blob_put(b, "apps/p1/v2/index.html", "old", "text/plain");
+    const kp_blob_item items[] = {
+        {"apps/p1/v2/index.html", "<p>new</p>", 10, "text/html"},
+        {"apps/p1/v2/app.js", "go()", 4, "text/javascript"},
+        {"apps/p1/v2/css/site.css", "p{}", 3, NULL},
+        {"apps/p1/v2/empty.txt", "", 0, "text/plain"},
+    };
+    assert_int_equal(kp_blob_put_many(b, items, 4, &err), KP_OK);
+    kp_test_blob_assert(b, "apps/p1/v2/index.html", "<p>new</p>", "text/html");
+    kp_test_blob_assert(b, "apps/p1/v2/app.js", "go()", "text/javascript");
+    kp_test_blob_assert(b, "apps/p1/v2/css/site.css", "p{}", "application/octet-stream");
+    kp_test_blob_assert(b, "apps/p1/v2/empty.txt", "", "text/plain");
+    assert_int_equal(kp_blob_put_many(b, items, 0, &err), KP_OK);
+
+    const kp_blob_item bad[] = {
+        {"apps/p2/v1/index.html", "a", 1, "text/html"},
+        {"apps/p2/v1/../x", "b", 1, "text/plain"},
+        {"apps/p2/v1/after.txt", "c", 1, "text/plain"},
+    };
+    assert_int_equal(kp_blob_put_many(b, bad, 3, &err), KP_EINVAL);
+    kp_test_blob_assert_list(b, "apps/p2/", "apps/p2/v1/index.html,");
+    const kp_blob_item bad_type[] = {{"apps/p3/v1/a", "a", 1, "text/\x01"}};
+    assert_int_equal(kp_blob_put_many(b, bad_type, 1, &err), KP_EINVAL);
+    kp_test_blob_assert_list(b, "apps/p3/", "");
+}
+
 static void test_key_and_folder_can_coexist(void **state)
 {
     fixture *f = *state;
@@ -463,6 +496,7 @@ static void test_concurrent_access(void **state)
 #define CONTRACT(setup)                                                                                                \
     {                                                                                                                  \
         cmocka_unit_test_setup_teardown(test_round_trip, setup, teardown),                                             \
+            cmocka_unit_test_setup_teardown(test_put_many, setup, teardown),                                           \
             cmocka_unit_test_setup_teardown(test_key_and_folder_can_coexist, setup, teardown),                         \
             cmocka_unit_test_setup_teardown(test_missing, setup, teardown),                                            \
             cmocka_unit_test_setup_teardown(test_invalid_keys, setup, teardown),                                       \

@@ -496,7 +496,8 @@ static void s3_close(kp_blob *b)
     free(s);
 }
 
-static const kp_blob_ops S3_OPS = {s3_put, s3_get, s3_delete, s3_delete_prefix, s3_list, s3_close, NULL, s3_get_tagged};
+static const kp_blob_ops S3_OPS = {s3_put, s3_get,        s3_delete, s3_delete_prefix, s3_list, s3_close,
+                                   NULL,   s3_get_tagged, NULL};
 
 /* HeadBucket: the bucket must exist and take our credentials; when they are
  * refused, the reason from a GET of the bucket. */
