@@ -19,9 +19,9 @@
 // cheap Argon2 parameters so that sign-ups are fast, and the per-address
 // sign-up limit is lifted (tests that check it set their own).
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, openSync, readFileSync } from 'node:fs';
+import { closeSync, openSync, readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -144,7 +144,50 @@ export function runKoumpa(args, { env, input, timeoutMs = WRAPPED ? 300_000 : 60
  * logFile (the server's stderr goes to this file, as in production, instead of a pipe; logs() reads it).
  * Returns { url, appsUrl, port, appsPort, pid, dataDir, env, stop(), kill(), remove(), logs(), run(), exited }.
  */
-export async function startServer({ env = {}, args = [], dataDir, prefix = [], bin, backend, logFile } = {}) {
+export async function startServer(options = {}) {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startServerOnce(options);
+    } catch (e) {
+      // another process took a port between freePort() and the server's bind: new ports, once more
+      if (!(e instanceof PortTakenError) || attempt >= PORT_ATTEMPTS) throw e;
+    }
+  }
+}
+
+const PORT_ATTEMPTS = 5;
+class PortTakenError extends Error {}
+
+/**
+ * What the threads of a server that does not answer are doing, from /proc (each thread's name,
+ * state and kernel wait channel) and, when gdb is installed, every thread's stack.
+ */
+function diagnose(pid) {
+  const lines = [];
+  try {
+    for (const tid of readdirSync(`/proc/${pid}/task`)) {
+      const read = (f) => {
+        try {
+          return readFileSync(`/proc/${pid}/task/${tid}/${f}`, 'utf8').trim();
+        } catch {
+          return '?';
+        }
+      };
+      const state = read('stat').replace(/^.*\) /, '').split(' ')[0];
+      lines.push(`thread ${tid} ${read('comm')} state ${state} wchan ${read('wchan')}`);
+    }
+  } catch (e) {
+    lines.push(`/proc/${pid}: ${e.message}`);
+  }
+  const gdb = spawnSync('gdb', ['-p', String(pid), '-batch', '-nx', '-ex', 'thread apply all bt'], {
+    encoding: 'utf8',
+    timeout: 30_000,
+  });
+  if (!gdb.error) lines.push(gdb.stdout.split('\n').filter((l) => !/^\[(New )?Thread /.test(l)).join('\n'));
+  return lines.join('\n');
+}
+
+async function startServerOnce({ env = {}, args = [], dataDir, prefix = [], bin, backend, logFile } = {}) {
   backend ??= Object.keys(env).some((k) => k.startsWith('AWS_')) ? 'local' : BACKEND;
   const ownDir = !dataDir;
   const dir = dataDir ?? (await mkdtemp(path.join(tmpdir(), 'koumpa-test-')));
@@ -248,23 +291,33 @@ export async function startServer({ env = {}, args = [], dataDir, prefix = [], b
   };
 
   const deadline = Date.now() + START_TIMEOUT_MS;
+  let lastTry = 'no attempt';
   for (;;) {
     if (exitInfo) {
+      if (/cannot listen on [^ ]+: Address already in use/.test(logs())) {
+        await cleanup(false);
+        throw new PortTakenError(`port taken: ${logs()}`);
+      }
       await cleanup(true);
       throw new Error(`server exited during start-up (code ${exitInfo.code})\n--- server output ---\n${logs()}`);
     }
     try {
       const res = await fetch(`${url}/healthz`, { signal: AbortSignal.timeout(2000) });
-      await res.arrayBuffer();
+      const body = await res.text();
       if (res.status === 200) return server;
-    } catch {
-      // not listening yet
+      lastTry = `${res.status} ${body}`;
+    } catch (e) {
+      lastTry = `${e.name}: ${e.cause?.code || e.message}`; // not listening yet, or not answering
     }
     if (Date.now() > deadline) {
+      const threads = diagnose(child.pid);
       child.kill('SIGKILL');
       await exited;
       await cleanup(true);
-      throw new Error(`server did not answer /healthz within ${START_TIMEOUT_MS} ms\n--- server output ---\n${logs()}`);
+      throw new Error(
+        `server did not answer /healthz within ${START_TIMEOUT_MS} ms (last try: ${lastTry})` +
+          `\n--- server output ---\n${logs()}\n--- its threads ---\n${threads}`,
+      );
     }
     await sleep(WRAPPED ? 250 : 50);
   }
@@ -294,13 +347,23 @@ export async function api(
     }
   }
   const base = urlPath.startsWith('http') ? '' : server.url;
-  const res = await fetch(base + urlPath, {
-    method,
-    headers: h,
-    body: payload,
-    signal: AbortSignal.timeout(timeoutMs),
-  });
-  const text = await res.text();
+  let res;
+  let text;
+  try {
+    res = await fetch(base + urlPath, {
+      method,
+      headers: h,
+      body: payload,
+      signal: AbortSignal.timeout(timeoutMs),
+    });
+    text = await res.text();
+  } catch (e) {
+    if (e.name !== 'TimeoutError' || !server?.pid) throw e;
+    throw new Error(
+      `${method} ${urlPath}: no answer within ${timeoutMs} ms\n--- server output ---\n${server.logs()}` +
+        `\n--- its threads ---\n${diagnose(server.pid)}`,
+    );
+  }
   let json = null;
   if ((res.headers.get('content-type') || '').includes('json')) {
     try {
