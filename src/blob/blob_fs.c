@@ -64,7 +64,23 @@ static int content_type_valid(const char *ct)
 
 /* ---- directories ---- */
 
-/* Creates every directory of path (a file path) below root. */
+/* Syncs the directory holding path (a file or directory path): its entry for path's last part is durable. */
+static int fsync_dir_of(char *path)
+{
+    char *slash = strrchr(path, '/');
+    *slash = '\0';
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    *slash = '/';
+    if (fd < 0)
+        return -1;
+    int rc = fsync(fd);
+    close(fd);
+    return rc;
+}
+
+/* Creates every directory of path (a file path) below root. A directory made here has its entry
+ * synced in its parent, so a crash cannot lose the directory, and the blobs later put in it, once
+ * their own directory was synced. */
 static int make_parents(const char *root, char *path)
 {
     size_t skip = strlen(root) + 1;
@@ -72,6 +88,10 @@ static int make_parents(const char *root, char *path)
         *p = '\0';
         int rc = mkdir(path, 0700);
         int e = errno;
+        if (rc == 0) {
+            rc = fsync_dir_of(path);
+            e = errno;
+        }
         *p = '/';
         if (rc != 0 && e != EEXIST) {
             errno = e;
@@ -91,19 +111,6 @@ static void remove_empty_parents(const char *root, char *path)
         if (rmdir(path) != 0)
             break;
     }
-}
-
-static int fsync_dir_of(char *path)
-{
-    char *slash = strrchr(path, '/');
-    *slash = '\0';
-    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    *slash = '/';
-    if (fd < 0)
-        return -1;
-    int rc = fsync(fd);
-    close(fd);
-    return rc;
 }
 
 /* ---- put ---- */
@@ -194,17 +201,6 @@ cleanup:
     return st;
 }
 
-static kp_status fs_put(kp_blob *b, const char *key, const void *data, size_t len, const char *content_type,
-                        kp_err *err)
-{
-    kp_buf path = KP_BUF_INIT;
-    kp_status st = put_unsynced(b, key, data, len, content_type, &path, err);
-    if (st == KP_OK && fsync_dir_of(path.data) != 0)
-        st = io_error(err, "cannot sync the directory of", key, errno);
-    kp_buf_free(&path);
-    return st;
-}
-
 /* 1 if the directory of path (a file path) is among the first n of dirs (file paths too). */
 static int same_dir_seen(const kp_buf *dirs, size_t n, const char *path)
 {
@@ -239,6 +235,13 @@ static kp_status fs_put_many(kp_blob *b, const kp_blob_item *items, size_t n, kp
         kp_buf_free(&paths[i]);
     free(paths);
     return st;
+}
+
+static kp_status fs_put(kp_blob *b, const char *key, const void *data, size_t len, const char *content_type,
+                        kp_err *err)
+{
+    kp_blob_item item = {.key = key, .data = data, .len = len, .content_type = content_type};
+    return fs_put_many(b, &item, 1, err);
 }
 
 /* ---- get ---- */

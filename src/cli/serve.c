@@ -174,7 +174,8 @@ static void lower_loop_priority(void *arg)
 static kp_status start_generation(serve_state *st, kp_err *err)
 {
     kp_status rc = kp_loop_start(&st->loop, err);
-    if (rc == KP_OK && kp_loop_post(st->loop, lower_loop_priority, &st->cfg.generation_nice) != 0)
+    if (rc == KP_OK && st->cfg.generation_nice > 0 &&
+        kp_loop_post(st->loop, lower_loop_priority, &st->cfg.generation_nice) != 0)
         rc = kp_err_set(err, KP_EINTERNAL, "cannot reach the generation loop");
     if (rc == KP_OK)
         rc = open_llm(st, err);
