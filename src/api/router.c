@@ -185,8 +185,14 @@ void kp_router_dispatch(kp_ctx *ctx, kp_req *req, kp_resp *resp)
         return;
     }
     req->route = found->pattern;
+    /* authentication reads the account as of the loop turn's snapshot; the handler too when it only reads */
+    int snapshot = ctx->share_reads && (found->auth != KP_AUTH_NONE || found->snapshot_reads);
+    if (snapshot)
+        kp_store_snapshot_begin(ctx->store);
     if (found->auth != KP_AUTH_NONE && authenticate(ctx, req, resp) != 0)
         return;
+    if (snapshot && !found->snapshot_reads)
+        kp_store_snapshot_end(ctx->store);
     if (found->auth == KP_AUTH_ADMIN && !req->principal.is_admin) {
         kp_resp_error(resp, 403, "forbidden", "this endpoint is for admins only");
         return;

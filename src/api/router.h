@@ -51,6 +51,9 @@ typedef struct kp_app {
 typedef struct kp_ctx {
     kp_app *app;
     kp_store *store; /* this thread's handle */
+    /* 1 when the host ends the store's snapshot (store.h snapshot_begin) at each turn of its event
+     * loop, after the requests that arrived before the turn: those may then share one. */
+    int share_reads;
 } kp_ctx;
 
 typedef enum kp_auth_level { KP_AUTH_NONE = 0, KP_AUTH_USER, KP_AUTH_ADMIN } kp_auth_level;
@@ -62,6 +65,9 @@ typedef struct kp_route {
     const char *pattern; /* "/v1/admin/plans/{id}": {x} matches one non-empty segment */
     kp_handler_fn handler;
     kp_auth_level auth;
+    /* 1: the handler only reads through ctx->store (no write, no wait on another thread's), so it
+     * may read the loop turn's shared snapshot, as authentication does (ctx.share_reads). */
+    int snapshot_reads;
 } kp_route;
 
 /* The route table (routes.c), terminated by a zeroed entry. */

@@ -335,6 +335,7 @@ static kp_status worker_init(kp_host *h, worker *w, struct sockaddr_storage *ss,
 {
     w->host = h;
     w->ctx.app = h->opt.app;
+    w->ctx.share_reads = 1; /* run_loop ends the store's snapshot at each turn */
     kp_exchange_ids_init(&w->ids);
 
     w->base = new_event_base();
@@ -384,6 +385,21 @@ static void report_started(kp_host *h, kp_status rc, const kp_err *err)
     pthread_mutex_unlock(&h->mu);
 }
 
+/* The worker's event loop, a turn at a time: after each turn (the callbacks
+ * of what one wait found ready) the store's snapshot, if a request began one,
+ * ends. So the requests of one turn share one view of the data, taken after
+ * every one of them had arrived, and an idle worker holds none. */
+static void run_loop(worker *w)
+{
+    for (;;) {
+        int rc = event_base_loop(w->base, EVLOOP_ONCE);
+        kp_store_snapshot_end(w->ctx.store);
+        /* a loop exit or break is forgotten when the next turn starts: look now */
+        if (rc != 0 || event_base_got_exit(w->base) || event_base_got_break(w->base))
+            return;
+    }
+}
+
 static void *worker_main(void *arg)
 {
     worker *w = arg;
@@ -394,7 +410,7 @@ static void *worker_main(void *arg)
         rc = h->opt.open_store(h->opt.open_store_ud, &w->ctx.store, &err);
     report_started(h, rc, &err);
     if (rc == KP_OK)
-        event_base_dispatch(w->base);
+        run_loop(w);
     /* closes the remaining connections; unfinished streams are released here */
     evhttp_free(w->http);
     w->http = NULL;

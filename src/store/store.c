@@ -116,8 +116,22 @@ const char *kp_store_missing_op(const kp_store_ops *ops)
     KP_STORE_CHECK(billing_customer_find);
     KP_STORE_CHECK(subscription_get);
     KP_STORE_CHECK(billing_apply);
+    KP_STORE_CHECK(snapshot_begin);
+    KP_STORE_CHECK(snapshot_end);
     KP_STORE_CHECK(ping);
     KP_STORE_CHECK(close);
 #undef KP_STORE_CHECK
     return "";
+}
+
+void kp_store_snapshot_begin(kp_store *s)
+{
+    if (s && s->ops->snapshot_begin)
+        s->ops->snapshot_begin(s);
+}
+
+void kp_store_snapshot_end(kp_store *s)
+{
+    if (s && s->ops->snapshot_end)
+        s->ops->snapshot_end(s);
 }

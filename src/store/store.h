@@ -586,6 +586,17 @@ typedef struct kp_store_ops {
     /* Applies one event's changes (see kp_billing_write). *credited (may be NULL): whether credit was applied now. */
     kp_status (*billing_apply)(kp_store *s, const kp_billing_write *w, int *credited, kp_err *err);
 
+    /* snapshots: after snapshot_begin, the handle's reads may share one view of the data, taken at the
+     * first of them, until snapshot_end; any write through the handle ends it first (so the handle's
+     * own writes, and its reads after them, see the latest data). For a caller that can take data as
+     * old as the snapshot's start: the HTTP host ends one at each turn of its event loop, so that the
+     * requests of one turn (which all arrived before it began) share one SQLite read transaction
+     * instead of taking the WAL's read locks each (docs/ARCHITECTURE.md, "Request flow"). A backend
+     * with nothing to share (DynamoDB: a request per read) does nothing. Both may be called at any
+     * time: begin with one open, or end with none, does nothing. */
+    void (*snapshot_begin)(kp_store *s);
+    void (*snapshot_end)(kp_store *s);
+
     /* health */
     kp_status (*ping)(kp_store *s, kp_err *err);
     void (*close)(kp_store *s);
@@ -599,5 +610,9 @@ struct kp_store {
 /* The name of the first operation ops leaves NULL ("" when complete): a backend still being built
  * (store/dynamodb/) is refused by serve with that name. */
 const char *kp_store_missing_op(const kp_store_ops *ops);
+
+/* ops->snapshot_begin / snapshot_end, doing nothing for a NULL handle or op (test doubles). */
+void kp_store_snapshot_begin(kp_store *s);
+void kp_store_snapshot_end(kp_store *s);
 
 #endif

@@ -58,6 +58,21 @@ describe('admin', () => {
     assert.equal((await me(user.token)).is_admin, false);
   });
 
+  // Each HTTP worker's requests of one loop turn share a read snapshot, ended with the turn
+  // (docs/ARCHITECTURE.md, "Request flow"): a worker that goes idle must hold none, or its next
+  // requests would see the data of its last busy turn.
+  test('a change by another process shows in the next requests, on every worker', async () => {
+    const member = await signup(server, uniqueEmail('turns'));
+    const burst = () => Promise.all(Array.from({ length: 24 }, () => me(member.token)));
+    for (const seen of await burst()) assert.equal(seen.is_admin, false);
+    const grant = await server.run(['admin', 'grant', member.email]);
+    assert.equal(grant.code, 0, grant.stderr);
+    for (const seen of await burst()) assert.equal(seen.is_admin, true, 'a worker answered from an old snapshot');
+    const revoke = await server.run(['admin', 'revoke', member.email]);
+    assert.equal(revoke.code, 0, revoke.stderr);
+    assert.equal((await me(member.token)).is_admin, false);
+  });
+
   test('PUT /v1/admin/plans/pro changes monthly_credits and GET /v1/plans shows it', async () => {
     const res = await api(server, 'PUT', '/v1/admin/plans/pro', { token: admin.token, body: { monthly_credits: 120 } });
     assert.equal(res.status, 200, res.text);

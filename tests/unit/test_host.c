@@ -157,6 +157,24 @@ static void fake_deferred_release(kp_deferred *d)
     atomic_fetch_add(&fd->released, 1);
 }
 
+/* A producer that replies at once, from the worker's own thread, within start(). */
+static void deferred_now_start(kp_deferred *d, kp_reply *reply)
+{
+    (void)d;
+    kp_resp resp;
+    memset(&resp, 0, sizeof resp);
+    kp_resp_json(&resp, 201, json_pack("{s:b}", "deferred", 1));
+    reply->send(reply, &resp);
+    kp_resp_free(&resp);
+}
+
+static void deferred_now_release(kp_deferred *d)
+{
+    (void)d;
+}
+
+static kp_deferred deferred_now = {.start = deferred_now_start, .release = deferred_now_release};
+
 static void fake_deferred_init(fake_deferred *fd)
 {
     memset(fd, 0, sizeof *fd);
@@ -164,7 +182,7 @@ static void fake_deferred_init(fake_deferred *fd)
     fd->base.release = fake_deferred_release;
 }
 
-/* ---- a store that only counts opens and closes ---- */
+/* ---- a store that only counts opens and closes, and knows whether a snapshot is open ---- */
 
 static atomic_int store_opens, store_closes;
 
@@ -174,7 +192,22 @@ static void fake_store_close(kp_store *s)
     free(s);
 }
 
-static const kp_store_ops fake_store_ops = {.close = fake_store_close};
+/* Snapshots (store.h): the worker's handle only remembers whether one is open. */
+static void fake_snapshot_begin(kp_store *s)
+{
+    s->impl = s; /* open */
+}
+
+static void fake_snapshot_end(kp_store *s)
+{
+    s->impl = NULL;
+}
+
+static const kp_store_ops fake_store_ops = {
+    .snapshot_begin = fake_snapshot_begin,
+    .snapshot_end = fake_snapshot_end,
+    .close = fake_store_close,
+};
 
 /* ud: NULL, or an int: the open with that number (1-based) fails */
 static kp_status fake_open_store(void *ud, kp_store **out, kp_err *err)
@@ -220,6 +253,17 @@ static void test_dispatch(kp_ctx *ctx, kp_req *req, kp_resp *resp)
     if (strcmp(req->path, "/deferred") == 0) {
         req->route = "/deferred";
         resp->deferred = &current_deferred->base;
+        return;
+    }
+    if (strcmp(req->path, "/deferred-now") == 0) { /* as a route whose authentication began a snapshot */
+        req->route = "/deferred-now";
+        kp_store_snapshot_begin(ctx->store);
+        resp->deferred = &deferred_now;
+        return;
+    }
+    if (strcmp(req->path, "/snapshot") == 0) { /* whether one was open when this request came */
+        req->route = "/snapshot";
+        kp_resp_json(resp, 200, json_pack("{s:b}", "open", ctx->store && ctx->store->impl));
         return;
     }
     if (strncmp(req->path, "/status/", 8) == 0) {
@@ -908,6 +952,22 @@ static void test_deferred_reply_leaves_the_worker_free(void **state)
     assert_int_equal(atomic_load(&fd.released), 1);
 }
 
+/* A request pipelined behind a deferred one is handled on the same loop turn
+ * as the reply: the turn's snapshot, begun before the reply's thread wrote,
+ * must have ended (the reply ends it), or the request would not see the write. */
+static void test_deferred_reply_ends_the_snapshot(void **state)
+{
+    (void)state;
+    kp_host *h = start_host(1, 0);
+    int fd = connect_to(kp_host_port(h));
+    static const char two[] = "GET /deferred-now HTTP/1.1\r\nHost: t\r\n\r\n"
+                              "GET /snapshot HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+    assert_int_equal(send(fd, two, sizeof two - 1, 0), (ssize_t)(sizeof two - 1));
+    assert_true(read_until(fd, "{\"open\":false}"));
+    close(fd);
+    kp_host_stop(h);
+}
+
 static void test_deferred_head_has_length_and_no_body(void **state)
 {
     (void)state;
@@ -1003,6 +1063,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_stop_waits_for_nothing_when_idle, setup, teardown),
         cmocka_unit_test_setup_teardown(test_deferred_reply_leaves_the_worker_free, setup, teardown),
         cmocka_unit_test_setup_teardown(test_deferred_head_has_length_and_no_body, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_deferred_reply_ends_the_snapshot, setup, teardown),
         cmocka_unit_test_setup_teardown(test_deferred_client_gone_before_the_reply, setup, teardown),
         cmocka_unit_test_setup_teardown(test_deferred_pending_at_stop_is_released_after_its_reply, setup, teardown),
     };

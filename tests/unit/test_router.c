@@ -756,6 +756,72 @@ static void test_admin_users_find(void **state)
     free(token);
 }
 
+/* ---- the loop turn's snapshot (ctx.share_reads) ---- */
+
+/* GET /v1/me's total and is_admin. */
+static void me_now(fixture *f, const char *token, json_int_t *total, int *is_admin)
+{
+    kp_resp resp;
+    call(f, "GET", "/v1/me", NULL, token, NULL, &resp);
+    expect(&resp, 200, NULL);
+    json_t *doc = body_json(&resp);
+    *total = json_integer_value(json_object_get(json_object_get(doc, "credits"), "total"));
+    *is_admin = json_is_true(json_object_get(doc, "is_admin"));
+    json_decref(doc);
+    kp_resp_free(&resp);
+}
+
+/* With a host that ends the store's snapshot after each loop turn, the
+ * requests of a turn that only read share one view; a route that does more
+ * reads the latest data, and ends the view for those after it. */
+static void test_snapshot_shared_by_read_routes(void **state)
+{
+    fixture *f = *state;
+    kp_err err = {0};
+    kp_store *other = NULL;
+    kp_user u;
+    char *admin = admin_with_token(f);
+    char *token = user_with_token(f, "turn@example.com", &u);
+    char query[320];
+    json_int_t total, before;
+    int is_admin;
+    assert_int_equal(kp_sqlite_open(f->db, &other, &err), KP_OK);
+    f->ctx.share_reads = 1;
+
+    me_now(f, token, &before, &is_admin);
+    assert_false(is_admin);
+    /* another connection (another thread, or process) changes the account */
+    assert_int_equal(other->ops->user_set_admin(other, u.id, 1, &err), KP_OK);
+    int applied = 0;
+    assert_int_equal(kp_credits_grant(other, u.id, 0, 7, "admin_grant", "turn-g1", NULL, &applied, &err), KP_OK);
+    me_now(f, token, &total, &is_admin); /* same turn: the view of its first read */
+    assert_int_equal(total, before);
+    assert_false(is_admin);
+
+    /* an admin route is not marked as only reading: its handler sees the change */
+    snprintf(query, sizeof query, "email=%s", u.email);
+    kp_resp resp;
+    call(f, "GET", "/v1/admin/users", query, admin, NULL, &resp);
+    expect(&resp, 200, NULL);
+    json_t *doc = body_json(&resp);
+    assert_true(json_is_true(json_object_get(json_array_get(json_object_get(doc, "users"), 0), "is_admin")));
+    json_decref(doc);
+    kp_resp_free(&resp);
+    me_now(f, token, &total, &is_admin); /* and the view ended with it */
+    assert_int_equal(total, before + 7);
+    assert_true(is_admin);
+
+    /* the turn's end (the host's) ends the view */
+    kp_store_snapshot_end(f->s);
+    assert_int_equal(kp_credits_grant(other, u.id, 0, 1, "admin_grant", "turn-g2", NULL, &applied, &err), KP_OK);
+    me_now(f, token, &total, &is_admin);
+    assert_int_equal(total, before + 8);
+    kp_store_snapshot_end(f->s);
+    other->ops->close(other);
+    free(admin);
+    free(token);
+}
+
 /* ---- ledger ---- */
 
 static void grant(fixture *f, const char *user_id, int64_t monthly, const char *reason, const char *key)
@@ -1099,6 +1165,7 @@ int main(void)
         T(test_admin_plan_put),
         T(test_admin_user_plan_put),
         T(test_admin_users_find),
+        T(test_snapshot_shared_by_read_routes),
         T(test_ledger_paging),
         T(test_ledger_bad_parameters),
         T(test_signup_and_login),

@@ -234,6 +234,75 @@ static void wait_child(pid_t pid)
     assert_int_equal(WEXITSTATUS(status), 0);
 }
 
+/* ---- snapshots (store.h snapshot_begin) -------------------------------- */
+
+static kp_user get_user(kp_store *s, const char *id)
+{
+    kp_user u;
+    kp_err err;
+    assert_int_equal(s->ops->user_get(s, id, &u, &err), KP_OK);
+    return u;
+}
+
+/* A snapshot's reads share one view; any write through the handle ends it
+ * first and is committed at once (not held in the read transaction); an
+ * ended snapshot leaves later reads current. */
+static void test_snapshot_reads_share_one_view(void **state)
+{
+    fixture *f = *state;
+    kp_store *s = f->s, *other = NULL;
+    kp_err err;
+    assert_int_equal(kp_sqlite_open(f->path, &other, &err), KP_OK);
+    add_user(s, "usr_a", "a@example.com", "", "free");
+    assert_int_equal(apply(s, change("usr_a", 0, 10, "admin_grant", "g1"), NULL), KP_OK);
+
+    kp_store_snapshot_begin(s);
+    kp_store_snapshot_begin(s); /* one open: nothing more */
+    assert_int_equal(balance(s, "usr_a").monthly, 10);
+    assert_int_equal(apply(other, change("usr_a", 0, 5, "admin_grant", "g2"), NULL), KP_OK);
+    assert_int_equal(balance(s, "usr_a").monthly, 10); /* the view of the first read */
+    assert_int_equal(balance(other, "usr_a").monthly, 15);
+
+    /* a single-statement write through the handle: the snapshot ends first, the write commits at once */
+    assert_int_equal(s->ops->user_set_admin(s, "usr_a", 1, &err), KP_OK);
+    assert_true(get_user(other, "usr_a").is_admin);
+    assert_int_equal(balance(s, "usr_a").monthly, 15); /* no snapshot now: current */
+
+    /* a group-committed write ends one too, and the handle's next read sees it */
+    kp_store_snapshot_begin(s);
+    assert_int_equal(balance(s, "usr_a").monthly, 15);
+    assert_int_equal(apply(s, change("usr_a", 0, -2, "generation", "s1"), NULL), KP_OK);
+    assert_int_equal(balance(s, "usr_a").monthly, 13);
+    assert_int_equal(balance(other, "usr_a").monthly, 13);
+
+    /* a transaction of the handle's own (BEGIN IMMEDIATE) ends one too */
+    kp_store_snapshot_begin(s);
+    assert_int_equal(balance(s, "usr_a").monthly, 13);
+    kp_plan plan;
+    int created = -1;
+    assert_int_equal(s->ops->plan_get(s, "pro", &plan, &err), KP_OK);
+    snprintf(plan.name, sizeof plan.name, "Pro 2");
+    assert_int_equal(s->ops->plan_put(s, &plan, &created, &err), KP_OK);
+    assert_int_equal(created, 0);
+    assert_int_equal(other->ops->plan_get(other, "pro", &plan, &err), KP_OK);
+    assert_string_equal(plan.name, "Pro 2");
+
+    /* ended: the other handle's writes show again */
+    kp_store_snapshot_begin(s);
+    assert_int_equal(balance(s, "usr_a").monthly, 13);
+    kp_store_snapshot_end(s);
+    kp_store_snapshot_end(s); /* none open: nothing */
+    assert_int_equal(apply(other, change("usr_a", 0, 1, "admin_grant", "g3"), NULL), KP_OK);
+    assert_int_equal(balance(s, "usr_a").monthly, 14);
+    kp_store_snapshot_begin(NULL); /* no handle: nothing */
+
+    /* closing with one open */
+    kp_store_snapshot_begin(other);
+    assert_int_equal(balance(other, "usr_a").monthly, 14);
+    other->ops->close(other);
+    assert_int_equal(apply(s, change("usr_a", 0, 1, "admin_grant", "g4"), NULL), KP_OK);
+}
+
 /* ---- migrations and open ---------------------------------------------- */
 
 static void test_migrate_seeds_plans(void **state)
@@ -1298,6 +1367,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_credits_apply_many, setup_store, teardown),
         cmocka_unit_test_setup_teardown(test_daily_bonus_concurrent_processes, setup_store, teardown),
         cmocka_unit_test_setup_teardown(test_daily_bonus_100k, setup_store, teardown),
+        cmocka_unit_test_setup_teardown(test_snapshot_reads_share_one_view, setup_store, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -86,6 +86,9 @@ static void on_deferred_wake(evutil_socket_t fd, short what, void *arg)
     pthread_mutex_lock(&hd->mu); /* pairs with deferred_send: resp is complete */
     pthread_mutex_unlock(&hd->mu);
     deferred_unlink(hd);
+    /* the reply's thread may have written: a request pipelined behind this one, handled next on this
+     * turn, must see it, so the turn's snapshot (begun before) ends here (store.h snapshot_begin) */
+    kp_store_snapshot_end(w->ctx.store);
     if (hd->evreq) {
         kp_worker_watch_close(w, evhttp_request_get_connection(hd->evreq), kp_worker_on_closed_early, w);
         kp_respond_reply(w, hd->evreq, &hd->resp, &hd->sum);

@@ -123,8 +123,11 @@ static void on_stream_wake(evutil_socket_t fd, short what, void *arg)
         /* bodyless statuses (204, 304) leave the bytes in place: drop them */
         evbuffer_drain(hs->outbox, evbuffer_get_length(hs->outbox));
     }
-    if (ended)
+    if (ended) {
+        /* a request pipelined behind this stream comes next: it must see what the producer wrote */
+        kp_store_snapshot_end(hs->w->ctx.store);
         stream_finish(hs, 0);
+    }
 }
 
 static void on_stream_closed(struct evhttp_connection *evcon, void *arg)

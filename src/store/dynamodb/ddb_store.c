@@ -87,6 +87,12 @@ kp_status kp_ddb_get_existing(kp_ddb *d, const char *prefix, const char *id, siz
 
 /* ---- health ---- */
 
+/* Each read is its own request: no snapshot to share (store.h). */
+static void ddb_snapshot_noop(kp_store *s)
+{
+    (void)s;
+}
+
 static kp_status ddb_ping(kp_store *s, kp_err *err)
 {
     json_t *item = NULL;
@@ -920,6 +926,8 @@ static const kp_store_ops ddb_ops = {
     .billing_customer_find = kp_ddb_billing_customer_find,
     .subscription_get = kp_ddb_subscription_get,
     .billing_apply = kp_ddb_billing_apply,
+    .snapshot_begin = ddb_snapshot_noop,
+    .snapshot_end = ddb_snapshot_noop,
     .ping = ddb_ping,
     .close = ddb_close,
 };

@@ -62,6 +62,14 @@ kp_status sq_collect_rows(sq_store *h, sqlite3_stmt *st, size_t elem, sq_row_rea
 /* A list limit as SQL's integer. */
 int64_t sq_limit(size_t limit);
 
+/* A snapshot (store.h snapshot_begin): a read transaction (BEGIN DEFERRED)
+ * that the handle's SELECTs share until sq_snapshot_end. Fetching any other
+ * cached statement, sq_tx_begin and sq_run_balance_write end it first, so a
+ * handle's writes, and its reads after them, always see the latest data.
+ * Both are no-ops when there is nothing to do. */
+void sq_snapshot_begin(sq_store *h);
+void sq_snapshot_end(sq_store *h);
+
 /* BEGIN IMMEDIATE, and its end: commit when rc is KP_OK, else roll back; returns the final status. */
 kp_status sq_tx_begin(sq_store *h, kp_err *err);
 kp_status sq_tx_end(sq_store *h, kp_status rc, kp_err *err);

@@ -47,6 +47,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "core/log.h"
@@ -70,10 +71,13 @@ struct sq_store {
     int wal_fd;                         /* the batch connection's: its WAL file, synced after each batch; else -1 */
     int wal_frames;                     /* the batch connection's: frames in the WAL after its last commit */
     sqlite3_stmt *stmts[SQ_STMT_SLOTS]; /* every file's statements, each in its range (sqlite_internal.h) */
+    unsigned char reads[SQ_STMT_SLOTS]; /* 1: the slot's statement is a SELECT (may run in a snapshot) */
+    int snapshot;                       /* a read transaction begun by sq_snapshot_begin is open */
 };
 
 typedef enum stmt_id {
     ST_BEGIN,
+    ST_BEGIN_READ,
     ST_COMMIT,
     ST_ROLLBACK,
     ST_PING,
@@ -85,6 +89,7 @@ typedef enum stmt_id {
 
 static const char *const stmt_sql[ST_COUNT] = {
     [ST_BEGIN] = "BEGIN IMMEDIATE",
+    [ST_BEGIN_READ] = "BEGIN DEFERRED", /* a snapshot: locks nothing until its first read */
     [ST_COMMIT] = "COMMIT",
     [ST_ROLLBACK] = "ROLLBACK",
     [ST_PING] = "SELECT 1",
@@ -125,13 +130,25 @@ sqlite3 *sq_db(sq_store *h)
     return h->db;
 }
 
+/* 1 for a statement that only reads rows (transaction control statements
+ * are "read-only" to SQLite too, but must not run inside a snapshot). */
+static int stmt_only_reads(sqlite3_stmt *st)
+{
+    const char *sql = sqlite3_sql(st);
+    return sqlite3_stmt_readonly(st) && sql && (strncasecmp(sql, "SELECT", 6) == 0 || strncasecmp(sql, "WITH", 4) == 0);
+}
+
 kp_status sq_stmt_cached(sq_store *h, unsigned slot, const char *sql, sqlite3_stmt **out, kp_err *err)
 {
     if (slot >= SQ_STMT_SLOTS)
         return kp_err_set(err, KP_EINTERNAL, "statement slot %u out of range", slot);
-    if (!h->stmts[slot] &&
-        sqlite3_prepare_v3(h->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &h->stmts[slot], NULL) != SQLITE_OK)
-        return kp_sqlite_db_error(h->db, "prepare statement", err);
+    if (!h->stmts[slot]) {
+        if (sqlite3_prepare_v3(h->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &h->stmts[slot], NULL) != SQLITE_OK)
+            return kp_sqlite_db_error(h->db, "prepare statement", err);
+        h->reads[slot] = (unsigned char)stmt_only_reads(h->stmts[slot]);
+    }
+    if (h->snapshot && !h->reads[slot])
+        sq_snapshot_end(h); /* a write, or a transaction of its own, sees the latest data */
     *out = h->stmts[slot];
     return KP_OK;
 }
@@ -202,6 +219,7 @@ static kp_status tx_begin_gated(sq_store *h, kp_err *err)
 
 kp_status sq_tx_begin(sq_store *h, kp_err *err)
 {
+    sq_snapshot_end(h); /* before the gate: a snapshot held while waiting would only age */
     sq_writer_enter(h->writer);
     kp_status rc = tx_begin_gated(h, err);
     if (rc != KP_OK)
@@ -237,6 +255,39 @@ kp_status sq_tx_end(sq_store *h, kp_status rc, kp_err *err)
     rc = tx_end_gated(h, rc, err);
     sq_writer_leave(h->writer);
     return rc;
+}
+
+/* ---- snapshots ----------------------------------------------------------- */
+
+void sq_snapshot_begin(sq_store *h)
+{
+    if (h->snapshot || !sqlite3_get_autocommit(h->db))
+        return; /* one is open, or a write transaction is (its reads are current) */
+    kp_err ignored = {0};
+    if (run_simple(h, ST_BEGIN_READ, "begin snapshot", &ignored) == KP_OK)
+        h->snapshot = 1; /* else each read runs on its own, as without a snapshot */
+}
+
+void sq_snapshot_end(sq_store *h)
+{
+    if (!h->snapshot)
+        return;
+    h->snapshot = 0; /* first: COMMIT's own statement fetch must not end it again */
+    if (sqlite3_get_autocommit(h->db))
+        return; /* an error already rolled it back */
+    kp_err ignored = {0};
+    if (run_simple(h, ST_COMMIT, "end snapshot", &ignored) != KP_OK)
+        tx_rollback(h); /* a read transaction: nothing to lose */
+}
+
+static void sq_store_snapshot_begin(kp_store *s)
+{
+    sq_snapshot_begin(sq_impl(s));
+}
+
+static void sq_store_snapshot_end(kp_store *s)
+{
+    sq_snapshot_end(sq_impl(s));
 }
 
 kp_status sq_collect_rows(sq_store *h, sqlite3_stmt *st, size_t elem, sq_row_reader read_row,
@@ -522,6 +573,7 @@ kp_status sq_run_balance_write(sq_store *h, sq_balance_write_fn body, const void
     balance_job job = {.body = body, .arg = arg};
     sq_write_req req = {.job = &job};
     sq_write_req *batch = NULL;
+    sq_snapshot_end(h); /* the caller's next read must see this write */
     sq_writer_queue(h->writer, &req);
     while (sq_writer_next(h->writer, &req, &batch)) {
         sq_store *conn = batch_conn(h);
@@ -572,11 +624,14 @@ static void sq_close(kp_store *s)
         return;
     sq_store *h = sq_impl(s);
     sq_writer *w = h->writer;
+    sq_snapshot_end(h);
     handle_free(h);
     sq_writer_release(w);
 }
 
 static const kp_store_ops sqlite_ops = {
+    .snapshot_begin = sq_store_snapshot_begin,
+    .snapshot_end = sq_store_snapshot_end,
     .user_create = sq_user_create,
     .user_get = sq_user_get,
     .user_create_credited = sq_user_create_credited,
