@@ -110,6 +110,11 @@ function fdCount(pid) {
   return readdirSync(`/proc/${pid}/fd`).length;
 }
 
+/** The fake upstream's CPU seconds (the C fake's process; the Node.js fake's parent only: null). */
+function fakeCpuSeconds(fake) {
+  return UPSTREAM === 'c' ? cpuSeconds(fake.pid) : null;
+}
+
 function cpuSeconds(pid) {
   const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
   return (Number(fields[11]) + Number(fields[12])) / 100; // utime + stime, in clock ticks of 1/100 s
@@ -213,28 +218,29 @@ async function benchUsers(server) {
   return { tokens, share };
 }
 
-/** Runs the N generations in READERS processes; resolves with one record per generation. */
+/** Runs the N generations in READERS processes; resolves with one record per generation and each
+ * reader process's CPU seconds. */
 async function runReaders(server, tokens, share) {
   const startAt = Date.now() + 1000;
   const parts = Array.from({ length: READERS }, () => []);
   for (let i = 0; i < N; i++) parts[i % READERS].push({ token: tokens[Math.floor(i / share)], i });
-  const results = await Promise.all(
+  const replies = await Promise.all(
     parts.map(async (jobs) => {
       const child = fork('bench/sse-readers.mjs', [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
       raiseNofile(child.pid);
       child.send({ url: server.url, jobs, spreadMs: SPREAD_MS, total: N, startAt });
       const [msg] = await once(child, 'message');
-      return msg.results;
+      return msg;
     }),
   );
-  return results.flat();
+  return { results: replies.flatMap((m) => m.results), readersCpu: replies.map((m) => m.cpuSeconds) };
 }
 
 function goal(ok) {
   return ok ? 'met' : 'NOT met';
 }
 
-function report({ results, wall, cpu, cpuThreads, rss0, peak, fd0, fdPeak, idle, busy, credits, load, rssEvery5s }) {
+function report({ results, wall, cpu, cpuThreads, rss0, peak, fd0, fdPeak, idle, busy, credits, load, rssEvery5s, harness }) {
   const counts = results.reduce((m, r) => ((m[r.outcome] = (m[r.outcome] || 0) + 1), m), {});
   const failed = N - (counts.done || 0);
   const seconds = results.filter((r) => r.outcome === 'done').map((r) => r.seconds).sort((a, b) => a - b);
@@ -259,6 +265,10 @@ function report({ results, wall, cpu, cpuThreads, rss0, peak, fd0, fdPeak, idle,
   console.log(`server CPU:  ${cpu.toFixed(1)} s over ${wall.toFixed(1)} s (${((100 * cpu) / wall).toFixed(0)} % of one core)`);
   const threads = Object.entries(cpuThreads).filter(([, s]) => s >= 0.1).sort((a, b) => b[1] - a[1]);
   console.log(`             by thread (s): ${threads.map(([name, s]) => `${name} ${s.toFixed(1)}`).join(', ')}`);
+  // the harness shares the two cores: what it took is what the server could not have
+  const readers = harness.readers.reduce((a, b) => a + b, 0);
+  console.log(`harness CPU: fake upstream ${harness.fake === null ? 'n/a' : `${harness.fake.toFixed(1)} s`}, ` +
+    `SSE readers ${readers.toFixed(1)} s (${harness.readers.map((s) => s.toFixed(1)).join(' + ')}) over ${wall.toFixed(1)} s`);
   if (busy) {
     const share = (100 * busy.rps) / idle.rps;
     console.log(`GET /v1/me:  idle ${idle.rps.toFixed(0)} req/s (p99 ${idle.p99}); during generations ${busy.rps.toFixed(0)} req/s (p99 ${busy.p99}) -> ` +
@@ -302,10 +312,12 @@ try {
     fdPeak = Math.max(fdPeak, fdCount(pid));
     if (samples++ % 25 === 0) rssEvery5s.push(Math.round(rss / 1024));
   }, 200);
+  const fakeCpu0 = fakeCpuSeconds(fake);
   const all = runReaders(server, tokens, share);
   await new Promise((r) => setTimeout(r, Math.min(6000, 1000 + STREAM_MS / 4)));
   const busy = process.env.BENCH_NO_WRK ? null : await wrkMe(server, tokens[0], Math.max(2, Math.floor(STREAM_MS / 2000)));
-  const results = await all;
+  const { results, readersCpu } = await all;
+  const fakeCpu = fakeCpuSeconds(fake);
   if (process.env.BENCH_RESULTS) writeFileSync(process.env.BENCH_RESULTS, JSON.stringify(results));
   clearInterval(sampler);
   load.end = load1();
@@ -315,7 +327,8 @@ try {
   for (const [name, s] of Object.entries(cpuThreads0)) cpuThreads[name] = (cpuThreads[name] || 0) - s;
   let credits = 0;
   for (const token of tokens) credits += (await api(server, 'GET', '/v1/me', { token })).json.credits.total;
-  report({ results, wall, cpu, cpuThreads, rss0, peak, fd0, fdPeak, idle, busy, credits, load, rssEvery5s });
+  const harness = { fake: fakeCpu === null ? null : fakeCpu - fakeCpu0, readers: readersCpu };
+  report({ results, wall, cpu, cpuThreads, rss0, peak, fd0, fdPeak, idle, busy, credits, load, rssEvery5s, harness });
 } finally {
   await server.stop();
   fake.close();

@@ -8,7 +8,7 @@
 // answer other than 200); network:CODE (the connection failed: ECONNRESET,
 // ECONNREFUSED, EMFILE...); no_done (the stream ended without done or error).
 //
-// Message in: {url, jobs: [{token, i}], spreadMs, total, startAt}; out: {results}.
+// Message in: {url, jobs: [{token, i}], spreadMs, total, startAt}; out: {results, cpuSeconds}.
 import http from 'node:http';
 
 const agent = new http.Agent({ keepAlive: false, maxSockets: Infinity });
@@ -101,5 +101,6 @@ process.on('message', async ({ url, jobs, spreadMs, total, startAt }) => {
       return generate(url, token, i);
     }),
   );
-  process.send({ results }, () => process.exit(0));
+  const { user, system } = process.cpuUsage(); // this process's CPU since it started (µs)
+  process.send({ results, cpuSeconds: (user + system) / 1e6 }, () => process.exit(0));
 });

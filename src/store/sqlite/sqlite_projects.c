@@ -96,9 +96,11 @@ static const char *const stmt_sql[ST_COUNT] = {
     /* A cancel asked of a generating version (idempotent). */
     [ST_REQUEST_CANCEL] = "UPDATE versions SET cancel_requested = 1 WHERE project_id = ?1 AND n = ?2 AND status = 1",
     /* Reads the partial indexes reservations_open and versions_reservation. */
+    /* The partial indexes reservations_open and versions_reservation: the subquery must say
+     * reservation_id <> '' for SQLite to probe the latter, or it scans every version per reservation. */
     [ST_RES_ORPHANED] = "SELECT id, user_id, daily, monthly, state, created_at, updated_at FROM reservations AS r "
-                        "WHERE state = 'reserved' AND NOT EXISTS "
-                        "(SELECT 1 FROM versions AS v WHERE v.reservation_id = r.id) ORDER BY id",
+                        "WHERE state = 'reserved' AND NOT EXISTS (SELECT 1 FROM versions AS v "
+                        "WHERE v.reservation_id = r.id AND v.reservation_id <> '') ORDER BY id",
 };
 
 _Static_assert(ST_COUNT <= SQ_SLOTS_PROJECTS_N, "statement slots");

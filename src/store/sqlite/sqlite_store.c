@@ -629,6 +629,14 @@ static void sq_close(kp_store *s)
     sq_writer_release(w);
 }
 
+void kp_sqlite_each_statement(kp_store *s, void (*each)(const char *sql, void *ud), void *ud)
+{
+    sq_store *h = sq_impl(s);
+    for (int i = 0; i < SQ_STMT_SLOTS; i++)
+        if (h->stmts[i])
+            each(sqlite3_sql(h->stmts[i]), ud);
+}
+
 static const kp_store_ops sqlite_ops = {
     .snapshot_begin = sq_store_snapshot_begin,
     .snapshot_end = sq_store_snapshot_end,

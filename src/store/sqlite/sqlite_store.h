@@ -31,4 +31,8 @@ kp_status kp_sqlite_migrate(const char *db_path, int *applied, kp_err *err);
  */
 kp_status kp_sqlite_open(const char *db_path, kp_store **out, kp_err *err);
 
+/* For tests: calls each with the SQL of every statement the handle has prepared so far (its
+ * statement cache), so that their query plans can be checked. s must be a handle of this backend. */
+void kp_sqlite_each_statement(kp_store *s, void (*each)(const char *sql, void *ud), void *ud);
+
 #endif
