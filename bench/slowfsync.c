@@ -1,9 +1,9 @@
 /*
  * slowfsync.c - a slow disk for benchmarks, without FUSE and without test
- * code in the server: an LD_PRELOAD library whose fsync() and fdatasync()
- * sleep SLOWFSYNC_MS milliseconds (default 5) before doing the real thing.
- * Every fsync of the process is slowed: the blob store's (two per file
- * published) and SQLite's alike, as on a real slow disk. Because it needs no
+ * code in the server: an LD_PRELOAD library whose fsync(), fdatasync() and
+ * syncfs() sleep SLOWFSYNC_MS milliseconds (default 5) before doing the real
+ * thing. Every sync of the process is slowed: the blob store's (a syncfs per
+ * round of puts) and SQLite's alike, as on a real slow disk. Because it needs no
  * build flag, the same trick measures an older binary for comparison.
  *
  *   cc -shared -fPIC -O2 -o slowfsync.so bench/slowfsync.c -ldl
@@ -38,4 +38,10 @@ int fdatasync(int fd)
 {
     static int (*real)(int);
     return slow("fdatasync", &real, fd);
+}
+
+int syncfs(int fd)
+{
+    static int (*real)(int);
+    return slow("syncfs", &real, fd);
 }

@@ -1,16 +1,28 @@
 /*
  * blob_fs.c - see blob_fs.h for the layout and guarantees.
  *
- * The handle holds only the root path, so it is safe to share between
- * threads; concurrency is the file system's (rename is atomic). A deletion
- * may remove a directory just as a put is about to create its temporary file
- * there; put then recreates the directory and tries again.
+ * The handle holds the root path and the sync group, so it is safe to share
+ * between threads; concurrency is the file system's (rename is atomic). A
+ * deletion may remove a directory just as a put is about to create its
+ * temporary file there; put then recreates the directory and tries again.
+ *
+ * Durability (group sync): a put writes its files, renames them into place
+ * and makes its directories without syncing any of them, then asks for one
+ * syncfs(2) of the store's file system that starts after its writes. Threads
+ * that ask while a sync runs share the next one, so a burst of publishes pays
+ * a sync per round, not one per file and directory (six per new version
+ * before). syncfs writes back every dirty file and directory of that file
+ * system, the store's and any other's: the price is a data directory shared
+ * with heavy unrelated writers. A failed sync fails its puts and every later
+ * one (what the failed writeback lost is unknown), as the SQLite writer does.
  */
 #include "blob/blob_fs.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +37,14 @@
 typedef struct fs_blob {
     kp_blob base;
     char *root;
+    int root_fd; /* the root directory, for syncfs */
+    /* the sync group (sync_puts), under sync_mu */
+    pthread_mutex_t sync_mu;
+    pthread_cond_t sync_cv;
+    uint64_t sync_started; /* rounds begun */
+    uint64_t sync_done;    /* rounds ended */
+    int syncing;           /* a round runs */
+    int sync_errno;        /* sticky: a round failed with it */
 } fs_blob;
 
 static const char *root_of(kp_blob *b)
@@ -64,23 +84,8 @@ static int content_type_valid(const char *ct)
 
 /* ---- directories ---- */
 
-/* Syncs the directory holding path (a file or directory path): its entry for path's last part is durable. */
-static int fsync_dir_of(char *path)
-{
-    char *slash = strrchr(path, '/');
-    *slash = '\0';
-    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    *slash = '/';
-    if (fd < 0)
-        return -1;
-    int rc = fsync(fd);
-    close(fd);
-    return rc;
-}
-
-/* Creates every directory of path (a file path) below root. A directory made here has its entry
- * synced in its parent, so a crash cannot lose the directory, and the blobs later put in it, once
- * their own directory was synced. */
+/* Creates every directory of path (a file path) below root. Not synced: the put's group sync makes
+ * the new entries durable with its files. */
 static int make_parents(const char *root, char *path)
 {
     size_t skip = strlen(root) + 1;
@@ -88,10 +93,6 @@ static int make_parents(const char *root, char *path)
         *p = '\0';
         int rc = mkdir(path, 0700);
         int e = errno;
-        if (rc == 0) {
-            rc = fsync_dir_of(path);
-            e = errno;
-        }
         *p = '/';
         if (rc != 0 && e != EEXIST) {
             errno = e;
@@ -154,11 +155,11 @@ static int write_blob_file(int fd, const char *ct, const void *data, size_t len)
 {
     if (write_all(fd, ct, strlen(ct)) != 0 || write_all(fd, "\n", 1) != 0 || write_all(fd, data, len) != 0)
         return -1;
-    return fsync(fd);
+    return 0;
 }
 
-/* Writes the blob to a temporary file, syncs it and renames it into place; path gets the blob's path.
- * The directory's entry is not synced yet: the caller does that (one sync for a directory's puts). */
+/* Writes the blob to a temporary file and renames it into place; path gets the blob's path. Nothing
+ * is synced yet: the caller does that (sync_puts, one for all its puts). */
 static kp_status put_unsynced(kp_blob *b, const char *key, const void *data, size_t len, const char *content_type,
                               kp_buf *path, kp_err *err)
 {
@@ -201,39 +202,53 @@ cleanup:
     return st;
 }
 
-/* 1 if the directory of path (a file path) is among the first n of dirs (file paths too). */
-static int same_dir_seen(const kp_buf *dirs, size_t n, const char *path)
+/* Makes what the caller wrote before the call durable: a syncfs of the store's file system that
+ * begins after the call, shared with the threads that ask meanwhile (see the top of this file).
+ * 0, or -1 with errno when that round, or an earlier one, failed. */
+static int sync_puts(fs_blob *fb)
 {
-    size_t len = (size_t)(strrchr(path, '/') - path);
-    for (size_t i = 0; i < n; i++)
-        if ((size_t)(strrchr(dirs[i].data, '/') - dirs[i].data) == len && memcmp(dirs[i].data, path, len) == 0)
-            return 1;
+    pthread_mutex_lock(&fb->sync_mu);
+    uint64_t need = fb->sync_started + 1; /* a running round may have begun before the caller's writes */
+    while (fb->sync_done < need && !fb->sync_errno) {
+        if (fb->syncing) {
+            pthread_cond_wait(&fb->sync_cv, &fb->sync_mu);
+            continue;
+        }
+        fb->syncing = 1;
+        uint64_t round = ++fb->sync_started;
+        pthread_mutex_unlock(&fb->sync_mu);
+        int rc = syncfs(fb->root_fd);
+        int e = errno;
+        pthread_mutex_lock(&fb->sync_mu);
+        fb->syncing = 0;
+        fb->sync_done = round;
+        if (rc != 0)
+            fb->sync_errno = e ? e : EIO;
+        pthread_cond_broadcast(&fb->sync_cv);
+    }
+    int e = fb->sync_errno;
+    pthread_mutex_unlock(&fb->sync_mu);
+    if (e) {
+        errno = e;
+        return -1;
+    }
     return 0;
 }
 
-/* The puts, then one sync per directory they went to (a version's files mostly share one). The first
- * failure stops the puts; the blobs stored before it are still synced. */
+/* The puts, then one group sync for all of them. The first failure stops the puts; the blobs stored
+ * before it are still synced. */
 static kp_status fs_put_many(kp_blob *b, const kp_blob_item *items, size_t n, kp_err *err)
 {
-    kp_buf *paths = calloc(n ? n : 1, sizeof *paths);
-    if (!paths)
-        return nomem(err);
+    kp_buf path = KP_BUF_INIT;
     kp_status st = KP_OK;
     size_t done = 0;
     for (; done < n && st == KP_OK; done++)
-        st = put_unsynced(b, items[done].key, items[done].data, items[done].len, items[done].content_type, &paths[done],
-                          err);
+        st = put_unsynced(b, items[done].key, items[done].data, items[done].len, items[done].content_type, &path, err);
+    kp_buf_free(&path);
     if (st != KP_OK)
-        done--;                         /* the failed one left no file */
-    for (size_t i = 0; i < done; i++) { /* the ones stored are made durable, also after a failure */
-        if (same_dir_seen(paths, i, paths[i].data) || fsync_dir_of(paths[i].data) == 0)
-            continue;
-        if (st == KP_OK)
-            st = io_error(err, "cannot sync the directory of", items[i].key, errno);
-    }
-    for (size_t i = 0; i < n; i++)
-        kp_buf_free(&paths[i]);
-    free(paths);
+        done--; /* the failed one left no file */
+    if (done > 0 && sync_puts(b->impl) != 0 && st == KP_OK)
+        st = io_error(err, "cannot sync", items[0].key, errno);
     return st;
 }
 
@@ -534,8 +549,20 @@ static void fs_close(kp_blob *b)
     if (!b)
         return;
     fs_blob *fb = b->impl;
+    close(fb->root_fd);
+    pthread_cond_destroy(&fb->sync_cv);
+    pthread_mutex_destroy(&fb->sync_mu);
     free(fb->root);
     free(fb);
+}
+
+unsigned long kp_blob_fs_syncs(kp_blob *b)
+{
+    fs_blob *fb = b->impl;
+    pthread_mutex_lock(&fb->sync_mu);
+    unsigned long n = (unsigned long)fb->sync_done;
+    pthread_mutex_unlock(&fb->sync_mu);
+    return n;
 }
 
 static const kp_blob_ops FS_OPS = {fs_put,   fs_get,       fs_delete, fs_delete_prefix, fs_list,
@@ -577,6 +604,14 @@ kp_status kp_blob_fs_open(const char *root, kp_blob **out, kp_err *err)
         free(fb);
         return nomem(err);
     }
+    if ((fb->root_fd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
+        int e = errno;
+        free(fb->root);
+        free(fb);
+        return kp_err_set(err, KP_EIO, "blob store: cannot open \"%s\": %s", root, strerror(e));
+    }
+    pthread_mutex_init(&fb->sync_mu, NULL);
+    pthread_cond_init(&fb->sync_cv, NULL);
     size_t n = strlen(fb->root);
     while (n > 1 && fb->root[n - 1] == '/') /* "data/blobs/" -> "data/blobs" */
         fb->root[--n] = '\0';

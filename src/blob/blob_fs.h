@@ -10,10 +10,12 @@
  *     text/html; charset=utf-8\n<!doctype html>...
  *
  * so data and type change together in one rename. put writes a temporary
- * "~tmp.XXXXXX" file in the target directory, fsyncs it, renames it over the
- * blob file and fsyncs the directory: readers never see a torn blob.
- * put_many does the same for each blob, then fsyncs each directory they went
- * to once (a version's files mostly share one).
+ * "~tmp.XXXXXX" file in the target directory and renames it over the blob
+ * file (readers never see a torn blob); put_many does the same for each blob.
+ * Both return once a syncfs(2) of the store's file system that began after
+ * their writes has ended, shared by the threads putting at the same time
+ * (blob_fs.c: group sync), so what they stored, new directories included,
+ * survives a crash or a power loss.
  * Directories left empty by deletions are removed. Files and directories
  * whose names do not follow this layout are ignored.
  */
@@ -26,5 +28,9 @@
 /* Opens (creating it if needed, with parents) the store rooted at root.
  * *out is released with (*out)->ops->close(*out). */
 kp_status kp_blob_fs_open(const char *root, kp_blob **out, kp_err *err);
+
+/* The syncs the store has run so far (each shared by the puts waiting for it). b must be a store of
+ * this kind. */
+unsigned long kp_blob_fs_syncs(kp_blob *b);
 
 #endif

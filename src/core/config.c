@@ -98,7 +98,7 @@ static const opt_def opts[] = {
     {"KOUMPA_CANCEL_REFUND_CHARS", NULL, OPT_LONG, OFF(cancel_refund_chars), "1000", 0, 100000000, 0,
      "a cancel is refunded while the model wrote fewer characters than this"},
     /* generation: storage pool and readers */
-    {"KOUMPA_STORAGE_THREADS", NULL, OPT_LONG, OFF(storage_threads), "2", 1, 64, 0,
+    {"KOUMPA_STORAGE_THREADS", NULL, OPT_LONG, OFF(storage_threads), "8", 1, 64, 0,
      "threads that publish and save finished generations"},
     {"KOUMPA_GENERATION_NICE", NULL, OPT_LONG, OFF(generation_nice), "0", 0, 19, 0,
      "the generation loop thread's nice value (higher: the API's threads, and every other process, go first)"},

@@ -68,7 +68,7 @@ typedef struct kp_config {
     long rejected_refunds_per_day; /* KOUMPA_REJECTED_REFUNDS_PER_DAY (default 3) */
     long cancel_refund_chars;      /* KOUMPA_CANCEL_REFUND_CHARS (default 1000) */
     /* generation: storage pool and readers (gen/storage.h, gen/replay.h) */
-    long storage_threads;            /* KOUMPA_STORAGE_THREADS: threads that publish and save versions (default 2) */
+    long storage_threads;            /* KOUMPA_STORAGE_THREADS: threads that publish and save versions (default 8) */
     long generation_nice;            /* KOUMPA_GENERATION_NICE: the generation loop thread's nice value (default 0) */
     long admission_threads;          /* KOUMPA_ADMISSION_THREADS: threads that admit generations (16; 0: HTTP's) */
     long admission_queue;            /* KOUMPA_ADMISSION_QUEUE: requests that may wait to be admitted (10000) */

@@ -13,6 +13,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,6 +63,73 @@ static int exists(const char *root, const char *rel)
 /* ---- list helper ---- */
 
 /* ---- tests ---- */
+
+/* ---- group sync ---- */
+
+#define SYNC_THREADS 8
+#define SYNC_PUTS 20
+
+typedef struct putter {
+    kp_blob *b;
+    int id;
+    int failed;
+} putter;
+
+/* SYNC_PUTS versions of three files each, as a publish stores them. */
+static void *put_versions(void *arg)
+{
+    putter *p = arg;
+    for (int v = 0; v < SYNC_PUTS; v++) {
+        char keys[3][64];
+        kp_blob_item items[3];
+        for (int i = 0; i < 3; i++) {
+            snprintf(keys[i], sizeof keys[i], "apps/p%d/v%d/file%d.txt", p->id, v, i);
+            items[i] = (kp_blob_item){.key = keys[i], .data = keys[i], .len = strlen(keys[i]), .content_type = NULL};
+        }
+        kp_err err;
+        if (p->b->ops->put_many(p->b, items, 3, &err) != KP_OK)
+            p->failed++;
+    }
+    return NULL;
+}
+
+/* A put returns after a sync of its own (one begun after its writes); puts at the same time share
+ * them; every blob reads back. */
+static void test_puts_share_syncs(void **state)
+{
+    fixture *f = *state;
+    kp_err err;
+    unsigned long before = kp_blob_fs_syncs(f->b);
+    assert_int_equal(f->b->ops->put(f->b, "one/blob", "x", 1, NULL, &err), KP_OK);
+    assert_int_equal(kp_blob_fs_syncs(f->b), before + 1);
+    kp_blob_item none[1];
+    assert_int_equal(f->b->ops->put_many(f->b, none, 0, &err), KP_OK); /* nothing stored: nothing to sync */
+    assert_int_equal(kp_blob_fs_syncs(f->b), before + 1);
+
+    pthread_t t[SYNC_THREADS];
+    putter p[SYNC_THREADS];
+    before = kp_blob_fs_syncs(f->b);
+    for (int i = 0; i < SYNC_THREADS; i++) {
+        p[i] = (putter){.b = f->b, .id = i};
+        assert_int_equal(pthread_create(&t[i], NULL, put_versions, &p[i]), 0);
+    }
+    for (int i = 0; i < SYNC_THREADS; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(p[i].failed, 0);
+    }
+    unsigned long syncs = kp_blob_fs_syncs(f->b) - before;
+    assert_true(syncs >= 1);
+    assert_true(syncs <= SYNC_THREADS * SYNC_PUTS);
+    printf("group sync: %lu syncs for %d puts of 3 files\n", syncs, SYNC_THREADS * SYNC_PUTS);
+    for (int i = 0; i < SYNC_THREADS; i++) {
+        kp_buf got = KP_BUF_INIT;
+        char key[64], ct[KP_BLOB_CT_MAX];
+        snprintf(key, sizeof key, "apps/p%d/v%d/file2.txt", i, SYNC_PUTS - 1);
+        assert_int_equal(f->b->ops->get(f->b, key, &got, ct, &err), KP_OK);
+        assert_memory_equal(got.data, key, strlen(key));
+        kp_buf_free(&got);
+    }
+}
 
 static void test_on_disk_layout(void **state)
 {
@@ -198,6 +266,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_put_into_blocked_path, setup, teardown),
         cmocka_unit_test_setup_teardown(test_open_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_open_read, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_puts_share_syncs, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
