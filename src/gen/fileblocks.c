@@ -41,7 +41,8 @@ struct kp_fileblocks {
 
     int in_file;
     kp_buf cur_path;  /* the open file's path */
-    kp_buf cur;       /* the open file's contents so far */
+    kp_buf cur;       /* the open file's contents so far (not with sizes_only) */
+    size_t cur_len;   /* their length */
     size_t cur_lines; /* content lines begun in the open file */
 
     char held[4]; /* an incomplete UTF-8 sequence not yet passed to a callback */
@@ -321,10 +322,13 @@ static kp_status keep_message(kp_fileblocks *p, const char *s, size_t n)
 static kp_status keep_contents(kp_fileblocks *p, const char *s, size_t n)
 {
     size_t limit = p->opts.max_total_bytes;
-    if (p->total_bytes + p->cur.len > limit || n > limit - p->total_bytes - p->cur.len)
+    if (p->total_bytes + p->cur_len > limit || n > limit - p->total_bytes - p->cur_len)
         return fail(p, KP_FILEBLOCKS_TOO_LARGE, KP_ETOOLARGE, "too_large: files exceed %zu bytes in total (at \"%s\")",
                     limit, kp_buf_cstr(&p->cur_path));
-    return kp_buf_append(&p->cur, s, n) == 0 ? KP_OK : fail_nomem(p);
+    if (!p->opts.sizes_only && kp_buf_append(&p->cur, s, n) != 0)
+        return fail_nomem(p);
+    p->cur_len += n;
+    return KP_OK;
 }
 
 /* Bytes of the current text line: message text or file contents. */
@@ -408,6 +412,7 @@ static kp_status open_file(kp_fileblocks *p, const char *path, size_t len)
                     p->opts.max_files);
     kp_buf_reset(&p->cur_path);
     kp_buf_reset(&p->cur);
+    p->cur_len = 0;
     if (kp_buf_append(&p->cur_path, path, len) != 0)
         return fail_nomem(p);
     p->in_file = 1;
@@ -422,9 +427,8 @@ static kp_status close_file(kp_fileblocks *p)
     kp_fileblocks_entry *e = push_entry(p, p->cur_path.data, p->cur_path.len);
     if (!e)
         return fail_nomem(p);
-    e->len = p->cur.len;
-    e->data = kp_buf_steal(&p->cur);
-    if (!e->data)
+    e->len = p->cur_len;
+    if (!p->opts.sizes_only && !(e->data = kp_buf_steal(&p->cur)))
         return fail_nomem(p);
     p->in_file = 0;
     p->nfiles++;
@@ -512,6 +516,7 @@ static kp_status line_bytes(kp_fileblocks *p, const char *s, size_t n)
 
 void kp_fileblocks_default_opts(kp_fileblocks_opts *o)
 {
+    memset(o, 0, sizeof *o);
     o->max_files = 50;
     o->max_total_bytes = 2u * 1024u * 1024u;
     o->max_path_len = 200;
@@ -672,6 +677,7 @@ kp_status kp_fileblocks_resume(kp_fileblocks *p, kp_err *err)
     p->in_file = 0;
     kp_buf_reset(&p->cur_path);
     kp_buf_reset(&p->cur);
+    p->cur_len = 0;
     p->cur_lines = 0;
     p->nheld = 0;
     p->message.len = p->resume_message_len;

@@ -64,6 +64,9 @@ typedef struct kp_fileblocks_opts {
     size_t max_path_len;      /* default 200 */
     size_t max_deletes;       /* default 200 */
     size_t max_message_bytes; /* message bytes kept (on_text still sees all); default 64 KiB */
+    int sizes_only;           /* 1: files' contents are not kept, only their sizes (entries' and
+                               * on_file_done's data NULL): for a caller that parses the same
+                               * output again when it needs them (gen/publish.c); default 0 */
 } kp_fileblocks_opts;
 
 /*
@@ -81,7 +84,8 @@ typedef struct kp_fileblocks_cbs {
     kp_status (*on_delete)(void *ud, const char *path, kp_err *err);
 } kp_fileblocks_cbs;
 
-/* A complete file (data NUL-terminated, len bytes) or a deletion (data NULL). */
+/* A complete file (data NUL-terminated, len bytes; NULL with sizes_only) or a deletion (deleted,
+ * data NULL). */
 typedef struct kp_fileblocks_entry {
     char *path;
     char *data;

@@ -113,8 +113,9 @@ struct generation {
     kp_buf output;        /* the model's output, up to the resume point after a continuation */
     int64_t output_chars; /* characters the model has written, over every call (the cancel policy's measure) */
     int continuations;
-    kp_llm_usage usage; /* summed over calls */
-    kp_buf pending;     /* delta text not sent yet */
+    size_t resumes[MAX_CONTINUATIONS]; /* the output's length kept at each continuation (publish.h) */
+    kp_llm_usage usage;                /* summed over calls */
+    kp_buf pending;                    /* delta text not sent yet */
     struct event *flush;
     int flush_armed;
     kp_buf log; /* every event's SSE frame, in order */

@@ -89,6 +89,7 @@ int kp_publish_prepare(kp_publish *p, const kp_fileblocks *parser, const char *p
         p->files[n].path = entries[i].path;
         p->files[n].size = entries[i].len;
         p->files[n].data = entries[i].data;
+        p->files[n].fresh = 1;
         total += p->files[n++].size;
     }
     qsort(p->files, n, sizeof *p->files, file_cmp);
@@ -106,6 +107,59 @@ static char *file_key(const char *id, int64_t n, const char *path)
     return key;
 }
 
+/* The output parsed again as the first parse saw it: up to each resume point, ended and rewound
+ * there (what a continuation did), then the rest. The first parse enforced the limits. */
+static kp_status reparse(const kp_publish *p, kp_fileblocks **parser, kp_err *err)
+{
+    kp_fileblocks_opts o;
+    kp_fileblocks_default_opts(&o);
+    o.max_files = o.max_deletes = (size_t)-1 / 2;
+    o.max_total_bytes = (size_t)-1 / 2;
+    o.max_message_bytes = 1; /* the message is not needed here */
+    kp_status rc = kp_fileblocks_new(&o, NULL, NULL, parser, err);
+    size_t at = 0;
+    for (size_t i = 0; i <= p->nresumes && rc == KP_OK; i++) {
+        size_t end = i < p->nresumes ? p->resumes[i] : p->output_len;
+        if (end < at || end > p->output_len)
+            return kp_err_set(err, KP_EINTERNAL, "a resume point outside the output");
+        rc = kp_fileblocks_feed(*parser, p->output + at, end - at, err);
+        if (rc == KP_OK)
+            rc = kp_fileblocks_finish(*parser, err);
+        if (rc == KP_OK && i < p->nresumes)
+            rc = kp_fileblocks_resume(*parser, err);
+        at = end;
+    }
+    return rc;
+}
+
+/* The fresh files' contents, from the output parsed again (the live parser kept their sizes only):
+ * *parser (the caller frees it) holds them. A file whose size differs from the first parse's is an
+ * internal error. */
+static kp_status fill_fresh(kp_publish *p, kp_fileblocks **parser, kp_err *err)
+{
+    size_t missing = 0, n = 0;
+    for (size_t i = 0; i < p->nfiles; i++)
+        missing += p->files[i].fresh && !p->files[i].data;
+    if (missing == 0)
+        return KP_OK;
+    if (!p->output)
+        return kp_err_set(err, KP_EINTERNAL, "no output to read the files from");
+    kp_status rc = reparse(p, parser, err);
+    if (rc != KP_OK)
+        return rc;
+    const kp_fileblocks_entry *entries = kp_fileblocks_entries(*parser, &n);
+    for (size_t i = 0; i < p->nfiles; i++) {
+        kp_publish_file *f = &p->files[i];
+        if (!f->fresh || f->data)
+            continue;
+        const kp_fileblocks_entry *e = find_entry(entries, n, f->path);
+        if (!e || e->deleted || e->len != f->size)
+            return kp_err_set(err, KP_EINTERNAL, "the output parsed again differs at \"%s\"", f->path);
+        f->data = e->data;
+    }
+    return KP_OK;
+}
+
 /* Writes the app's files under apps/{id}/v{n}/, copying carried-over ones,
  * with one kp_blob_put_many (the file store syncs the version's directory
  * once, not once per file); fills each file's sha256 on the way (a copy's
@@ -118,7 +172,10 @@ static kp_status store_files(kp_publish *p, kp_err *err)
     kp_blob_item *items = calloc(n ? n : 1, sizeof *items);
     kp_buf *copies = calloc(n ? n : 1, sizeof *copies); /* carried-over files' bytes */
     char **keys = calloc(n ? n : 1, sizeof *keys);
+    kp_fileblocks *reparsed = NULL; /* holds the fresh files' contents until they are stored */
     kp_status rc = items && copies && keys ? KP_OK : kp_err_set(err, KP_ENOMEM, "out of memory");
+    if (rc == KP_OK)
+        rc = fill_fresh(p, &reparsed, err);
     for (size_t i = 0; i < n && rc == KP_OK; i++) {
         kp_publish_file *f = &p->files[i];
         if (!(keys[i] = file_key(id, p->row.n, f->path))) {
@@ -126,7 +183,7 @@ static kp_status store_files(kp_publish *p, kp_err *err)
             break;
         }
         items[i] = (kp_blob_item){keys[i], f->data, f->size, kp_gen_content_type(f->path)};
-        if (f->data) {
+        if (f->fresh) {
             kp_publish_sha256_hex(f->data, f->size, f->sha256);
             continue;
         }
@@ -147,6 +204,10 @@ static kp_status store_files(kp_publish *p, kp_err *err)
     free(keys);
     free(copies);
     free(items);
+    for (size_t i = 0; i < n; i++) /* they pointed into reparsed */
+        if (reparsed && p->files[i].fresh)
+            p->files[i].data = NULL;
+    kp_fileblocks_free(reparsed);
     return rc;
 }
 

@@ -16,7 +16,7 @@
  * changed until the result is back on the loop.
  *
  * Ownership: a kp_publish owns its row, events and the results; it borrows
- * cfg, blob and the parser's file data. Release with kp_publish_clear().
+ * cfg, blob, the output and the parser's file data. Release with kp_publish_clear().
  */
 #ifndef KP_PUBLISH_H
 #define KP_PUBLISH_H
@@ -33,11 +33,13 @@
 #define KP_PUBLISH_MAX_BYTES (2 * 1024 * 1024)
 #define KP_SHA256_HEX_LEN 64
 
-/* A file of the resulting app. data NULL: carried over from the previous version. */
+/* A file of the resulting app: written by this version (fresh; data NULL until the output is
+ * parsed again, when the parser kept sizes only), or carried over from the previous one. */
 typedef struct kp_publish_file {
     const char *path;
     size_t size;
     const char *data;
+    int fresh;
     char sha256[KP_SHA256_HEX_LEN + 1]; /* lower-case hex of the content; "" until known */
 } kp_publish_file;
 
@@ -53,6 +55,13 @@ typedef struct kp_publish {
     kp_version row;        /* project_id, n, reservation_id, message, model, usage, duration, updated_at */
     char *events;          /* the events so far: a JSON array (owned) */
     int64_t next_event_id; /* the done event's id */
+    /* the model's whole output (borrowed): kp_publish_store parses it again for the fresh files'
+     * contents when the parser given to kp_publish_prepare kept sizes only, rewinding it where
+     * the first parse was rewound for a continuation (kp_fileblocks_resume): at resumes[0..nresumes) */
+    const char *output;
+    size_t output_len;
+    const size_t *resumes;
+    size_t nresumes;
     /* set by kp_publish_prepare */
     kp_publish_file *files;
     size_t nfiles;

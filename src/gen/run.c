@@ -581,6 +581,10 @@ static void gen_publish(generation *gen)
         gen_fail(gen, "invalid_output", why);
         return;
     }
+    p->output = gen->output.data ? gen->output.data : "";
+    p->output_len = gen->output.len;
+    p->resumes = gen->resumes;
+    p->nresumes = (size_t)(gen->continuations < MAX_CONTINUATIONS ? gen->continuations : MAX_CONTINUATIONS);
     fill_result_fields(gen, &p->row);
     p->events = gen_events_json(gen, EV_DONE, NULL);
     p->next_event_id = (int64_t)gen->nevents + 1;
@@ -704,6 +708,8 @@ static void step_continue(generation *gen)
     gen->output.len = keep;
     if (gen->output.data)
         gen->output.data[keep] = '\0';
+    if (gen->continuations < MAX_CONTINUATIONS)
+        gen->resumes[gen->continuations] = keep; /* publishing parses the output again the same way */
     if (kp_prompt_set_continuation(&gen->prompt, gen->output.data ? gen->output.data : "", keep, &err) != KP_OK) {
         gen_fail(gen, "internal_error", "the generation could not be continued");
         return;
@@ -812,6 +818,7 @@ generation *gen_generation_new(kp_gen *g, const kp_gen_request *r, const char *p
     kp_fileblocks_default_opts(&fo);
     fo.max_files = MAX_APP_FILES;
     fo.max_total_bytes = MAX_APP_BYTES;
+    fo.sizes_only = 1; /* the contents are read again from the output when publishing */
     kp_fileblocks_cbs cbs = {.on_file_done = on_block_file_done};
     if ((latest_ready && !gen->prev_files_json) || kp_fileblocks_new(&fo, &cbs, gen, &gen->parser, err) != KP_OK) {
         kp_fileblocks_free(gen->parser);

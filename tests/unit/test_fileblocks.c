@@ -616,6 +616,64 @@ static void test_finish_and_helpers(void **state)
     assert_string_equal(kp_fileblocks_code_name(KP_FILEBLOCKS_TOO_LARGE), "too_large");
 }
 
+/* ---- sizes only ---- */
+
+static kp_status count_done(void *ud, const char *path, const char *data, size_t len, kp_err *err)
+{
+    (void)path;
+    (void)err;
+    size_t *got = ud;
+    got[0]++;
+    got[1] += len;
+    got[2] += data != NULL;
+    return KP_OK;
+}
+
+/* sizes_only: the same entries, sizes and limits as with the contents kept, no contents. */
+static void test_sizes_only(void **state)
+{
+    (void)state;
+    static const char in[] = "Hi.\n<file path=\"a.txt\">\nab\ncd\n</file>\n<delete path=\"old.js\"/>\n"
+                             "<file path=\"b.txt\">\n\n</file>\n";
+    kp_fileblocks_cbs cbs = {.on_file_done = count_done};
+    kp_fileblocks_opts o;
+    kp_err err;
+    for (int sizes_only = 0; sizes_only <= 1; sizes_only++) {
+        size_t got[3] = {0, 0, 0}, n = 0, mlen = 0;
+        kp_fileblocks *p = NULL;
+        kp_fileblocks_default_opts(&o);
+        o.sizes_only = sizes_only;
+        assert_int_equal(kp_fileblocks_new(&o, &cbs, got, &p, &err), KP_OK);
+        assert_int_equal(kp_fileblocks_feed(p, in, sizeof in - 1, &err), KP_OK);
+        assert_int_equal(kp_fileblocks_finish(p, &err), KP_OK);
+        const kp_fileblocks_entry *e = kp_fileblocks_entries(p, &n);
+        assert_int_equal(n, 3);
+        assert_string_equal(e[0].path, "a.txt");
+        assert_int_equal(e[0].len, 5);
+        assert_true(e[1].deleted);
+        assert_string_equal(e[2].path, "b.txt");
+        assert_int_equal(e[2].len, 0);
+        assert_int_equal(got[0], 2);
+        assert_int_equal(got[1], 5);
+        if (sizes_only) {
+            assert_null(e[0].data);
+            assert_int_equal(got[2], 0);
+        } else {
+            assert_string_equal(e[0].data, "ab\ncd");
+            assert_int_equal(got[2], 2);
+        }
+        assert_memory_equal(kp_fileblocks_message(p, &mlen), "Hi.", 3);
+        kp_fileblocks_free(p);
+
+        /* the size limit holds without the contents too */
+        o.max_total_bytes = 4;
+        assert_int_equal(kp_fileblocks_new(&o, NULL, NULL, &p, &err), KP_OK);
+        assert_int_equal(kp_fileblocks_feed(p, in, sizeof in - 1, &err), KP_ETOOLARGE);
+        assert_int_equal(kp_fileblocks_error_code(p), KP_FILEBLOCKS_TOO_LARGE);
+        kp_fileblocks_free(p);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -639,6 +697,7 @@ int main(void)
         cmocka_unit_test(test_callback_failure_aborts),
         cmocka_unit_test(test_message_limit),
         cmocka_unit_test(test_finish_and_helpers),
+        cmocka_unit_test(test_sizes_only),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -637,6 +637,33 @@ static void test_max_tokens_continues(void **state)
     kp_version_clear(&v);
 }
 
+/* Two continuations: the files published are what the first parse kept, each continuation taking
+ * over where the output was cut back to (publishing parses the output again, rewound at the same
+ * points: the live parse kept the files' sizes only). */
+static void test_two_continuations_publish_every_file(void **state)
+{
+    fixture *f = *state;
+    kp_gen_result res;
+    kp_version v;
+    set_script(f, 0, "An app.\n<file path=\"index.html\">\n<p>one</p>\n</file>\n<file path=\"app.js\">\npar",
+               "max_tokens");
+    set_script(f, 1, "<file path=\"app.js\">\ngo();\n</file>\n<file path=\"style.css\">\np {", "max_tokens");
+    set_script(f, 2, "<file path=\"style.css\">\np { margin: 0 }\n</file>\nDone.\n", "end_turn");
+    assert_int_equal(submit(f, "usr_a", NULL, "an app", &res), KP_OK);
+    wait_version(f, res.project_id, 1, &v);
+    assert_int_equal(v.status, KP_VER_READY);
+    assert_int_equal(f->fake.calls, 3);
+    static const char *const want[][2] = {
+        {"index.html", "<p>one</p>"}, {"app.js", "go();"}, {"style.css", "p { margin: 0 }"}};
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        char *text = blob_text(f, res.project_id, 1, want[i][0]);
+        assert_string_equal(text, want[i][1]);
+        free(text);
+    }
+    assert_non_null(strstr(v.files_json, "\"path\":\"style.css\",\"size\":15"));
+    kp_version_clear(&v);
+}
+
 static void test_third_max_tokens_is_too_long(void **state)
 {
     fixture *f = *state;
@@ -1458,6 +1485,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_provider_error_is_refunded, setup, teardown),
         cmocka_unit_test_setup_teardown(test_projects_list_in_creation_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_max_tokens_continues, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_two_continuations_publish_every_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_third_max_tokens_is_too_long, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel_refunds, setup, teardown),
         cmocka_unit_test_setup_teardown(test_shutdown_interrupts_and_refunds, setup, teardown),
