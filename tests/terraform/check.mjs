@@ -415,7 +415,7 @@ export function checkIam(tree, src = path.join(REPO, 'src')) {
 export function checkRoutes(tree, src = path.join(REPO, 'src'), bootstrap = undefined) {
   const f = [];
   const text = readFileSync(path.join(src, 'api/routes.c'), 'utf8');
-  const code = new Map([...text.matchAll(/\{"([A-Z]+)", "([^"]+)", \w+, (KP_AUTH_\w+)\}/g)].map((m) => [`${m[1]} ${m[2]}`, m[3]]));
+  const code = new Map([...text.matchAll(/\{"([A-Z]+)", "([^"]+)", \w+, (KP_AUTH_\w+)(?:, \d+)?\}/g)].map((m) => [`${m[1]} ${m[2]}`, m[3]]));
   const routes = tree.dirs['modules/api']?.locals?.routes;
   const fns = Object.keys(PERMISSIONS.functions);
   if (!routes) return ['modules/api: no local.routes'];
