@@ -123,7 +123,8 @@ static void summarise(kp_fileblocks *p, kp_status st, run *r)
 
 static void parse(fz_chunks *c, int whole, run *r)
 {
-    kp_fileblocks_opts small = {4, 4096, 16, 3, 256};
+    kp_fileblocks_opts small = {
+        .max_files = 4, .max_total_bytes = 4096, .max_path_len = 16, .max_deletes = 3, .max_message_bytes = 256};
     kp_fileblocks *p = NULL;
     kp_err err = {0};
     FZ_CHECK(kp_fileblocks_new((c->flags & 1) ? &small : NULL, &CBS, r, &p, &err) == KP_OK, "kp_fileblocks_new failed");
