@@ -81,8 +81,8 @@ typedef struct kp_blob_ops {
     /* Optional (NULL: kp_blob_put_many calls put for each): stores n blobs as
      * n puts in order would, stopping at the first failure (the blobs before
      * it are stored, each whole); every one is durable when it returns. Lets
-     * a store make a version's files durable together (the file store syncs
-     * each directory once, not once per file). */
+     * a store make a version's files durable together (the file store waits
+     * for one group sync for all of them, not one per file). */
     kp_status (*put_many)(kp_blob *b, const kp_blob_item *items, size_t n, kp_err *err);
 } kp_blob_ops;
 

@@ -161,9 +161,10 @@ static kp_status fill_fresh(kp_publish *p, kp_fileblocks **parser, kp_err *err)
 }
 
 /* Writes the app's files under apps/{id}/v{n}/, copying carried-over ones,
- * with one kp_blob_put_many (the file store syncs the version's directory
- * once, not once per file); fills each file's sha256 on the way (a copy's
- * from its bytes when the previous manifest had none). */
+ * with one kp_blob_put_many (the file store makes them durable with one
+ * group sync); the fresh files' contents come from the output parsed again
+ * (fill_fresh); fills each file's sha256 on the way (a copy's from its bytes
+ * when the previous manifest had none). */
 static kp_status store_files(kp_publish *p, kp_err *err)
 {
     kp_blob *blob = p->blob;
