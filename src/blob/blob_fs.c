@@ -32,7 +32,7 @@
 #define BLOB_SUFFIX '~'
 #define TMP_NAME "~tmp.XXXXXX"
 #define DEFAULT_CT "application/octet-stream"
-#define PUT_ATTEMPTS 5
+#define PUT_ATTEMPTS 50 /* a put whose directory a racing deletion keeps removing tries again */
 
 typedef struct fs_blob {
     kp_blob base;
@@ -145,7 +145,9 @@ static int create_temp(const char *root, char *path, kp_buf *tmp)
         int fd = mkstemp(tmp->data);
         if (fd >= 0 || errno != ENOENT) /* ENOENT: a directory is missing (new, or a deletion removed it) */
             return fd;
-        if (attempt == PUT_ATTEMPTS || make_parents(root, path) != 0)
+        if (attempt == PUT_ATTEMPTS)
+            return -1;
+        if (make_parents(root, path) != 0 && errno != ENOENT) /* ENOENT: a deletion took a parent meanwhile */
             return -1;
     }
     return -1;
