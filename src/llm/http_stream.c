@@ -7,6 +7,16 @@
  * curl_multi_socket_action(), after which finished transfers are read from
  * curl_multi_info_read().
  *
+ * Lanes. A client's transfers are spread over several multi handles (lanes),
+ * each with its own connection cache, sockets and timer: libcurl 7.88 walks
+ * every connection to a host in its multi's cache for each new transfer
+ * (url.c ConnectionExists), so 8,000 transfers to one host in one multi cost
+ * 32 million steps to start (perf: most of the loop for the seconds of that
+ * burst). A new transfer joins the first lane with fewer than
+ * KP_HTTP_STREAM_LANE_TRANSFERS transfers, so a quiet client keeps every
+ * transfer, and every idle connection to reuse, in lane 0; lanes are made when
+ * first needed and kept until the client is freed.
+ *
  * Re-entrancy. curl refuses most multi calls (add, remove) from inside its
  * callbacks, and our callbacks may start or cancel transfers. So while curl
  * runs (client->in_curl) a start is queued on to_add and a cancel on
@@ -35,10 +45,18 @@ typedef struct sock_watch {
     struct sock_watch *prev, *next;
 } sock_watch;
 
+/* One multi handle: its connection cache, its sockets' events and its timer. */
+typedef struct lane {
+    kp_http_stream_client *c;
+    CURLM *multi;
+    struct event *timer; /* the multi's one timeout */
+    size_t transfers;    /* streams assigned to it and not yet freed */
+} lane;
+
 struct kp_http_stream_client {
     struct event_base *base;
-    CURLM *multi;
-    struct event *timer;     /* curl's one timeout */
+    lane **lanes; /* nlanes, made as needed */
+    size_t nlanes;
     kp_http_stream *streams; /* every stream not yet freed */
     kp_http_stream *to_add;  /* started while curl was running */
     kp_http_stream *to_reap; /* cancelled while curl was running */
@@ -49,6 +67,7 @@ struct kp_http_stream_client {
 
 struct kp_http_stream {
     kp_http_stream_client *c;
+    lane *lane;                  /* the multi it is (or will be) added to */
     kp_http_stream *prev, *next; /* c->streams */
     kp_http_stream *next_queued; /* c->to_add or c->to_reap */
     CURL *easy;
@@ -100,7 +119,9 @@ static void stream_free(kp_http_stream *s)
 {
     retire(s);
     if (s->in_multi)
-        curl_multi_remove_handle(s->c->multi, s->easy);
+        curl_multi_remove_handle(s->lane->multi, s->easy);
+    if (s->lane)
+        s->lane->transfers--;
     if (s->idle)
         event_free(s->idle);
     if (s->easy)
@@ -140,7 +161,7 @@ static void end_stream(kp_http_stream *s, kp_http_outcome outcome, const char *m
     long status = 0;
     curl_easy_getinfo(s->easy, CURLINFO_RESPONSE_CODE, &status);
     if (s->in_multi) {
-        curl_multi_remove_handle(s->c->multi, s->easy);
+        curl_multi_remove_handle(s->lane->multi, s->easy);
         s->in_multi = 0;
     }
     event_del(s->idle);
@@ -227,8 +248,9 @@ static void watch_free(kp_http_stream_client *c, sock_watch *w)
     free(w);
 }
 
-static void drive(kp_http_stream_client *c, curl_socket_t fd, int mask);
+static void drive(lane *l, curl_socket_t fd, int mask);
 
+/* arg: the lane whose multi watches fd */
 static void on_socket_ready(evutil_socket_t fd, short what, void *arg)
 {
     int mask = ((what & EV_READ) ? CURL_CSELECT_IN : 0) | ((what & EV_WRITE) ? CURL_CSELECT_OUT : 0);
@@ -237,12 +259,13 @@ static void on_socket_ready(evutil_socket_t fd, short what, void *arg)
 
 static int on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
 {
-    kp_http_stream_client *c = userp;
+    lane *l = userp;
+    kp_http_stream_client *c = l->c;
     sock_watch *w = socketp;
     (void)easy;
     if (what == CURL_POLL_REMOVE) {
         if (w) {
-            curl_multi_assign(c->multi, fd, NULL);
+            curl_multi_assign(l->multi, fd, NULL);
             watch_free(c, w);
         }
         return 0;
@@ -257,13 +280,13 @@ static int on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp, v
         if (c->watches)
             c->watches->prev = w;
         c->watches = w;
-        curl_multi_assign(c->multi, fd, w);
+        curl_multi_assign(l->multi, fd, w);
     }
     if (w->ev)
         event_free(w->ev);
-    w->ev = event_new(c->base, fd, kind, on_socket_ready, c);
+    w->ev = event_new(c->base, fd, kind, on_socket_ready, l);
     if (!w->ev || event_add(w->ev, NULL) != 0) {
-        curl_multi_assign(c->multi, fd, NULL);
+        curl_multi_assign(l->multi, fd, NULL);
         watch_free(c, w);
         return -1;
     }
@@ -272,14 +295,14 @@ static int on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp, v
 
 static int on_curl_timer(CURLM *multi, long timeout_ms, void *userp)
 {
-    kp_http_stream_client *c = userp;
+    lane *l = userp;
     (void)multi;
     if (timeout_ms < 0) {
-        event_del(c->timer);
+        event_del(l->timer);
         return 0;
     }
     struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
-    return event_add(c->timer, &tv) == 0 ? 0 : -1;
+    return event_add(l->timer, &tv) == 0 ? 0 : -1;
 }
 
 /* ---- driving curl ---- */
@@ -301,7 +324,7 @@ static void add_queued(kp_http_stream_client *c)
         s->queued = 0;
         if (s->cancelled) {
             stream_free(s);
-        } else if (curl_multi_add_handle(c->multi, s->easy) == CURLM_OK) {
+        } else if (curl_multi_add_handle(s->lane->multi, s->easy) == CURLM_OK) {
             s->in_multi = 1;
         } else {
             end_stream(s, KP_HTTP_NETWORK, "cannot start the transfer");
@@ -319,11 +342,11 @@ static void reap_cancelled(kp_http_stream_client *c)
     }
 }
 
-static void read_finished(kp_http_stream_client *c)
+static void read_finished(lane *l)
 {
     CURLMsg *m;
     int left;
-    while ((m = curl_multi_info_read(c->multi, &left))) {
+    while ((m = curl_multi_info_read(l->multi, &left))) {
         if (m->msg != CURLMSG_DONE)
             continue;
         void *p = NULL;
@@ -334,15 +357,16 @@ static void read_finished(kp_http_stream_client *c)
     }
 }
 
-static void drive(kp_http_stream_client *c, curl_socket_t fd, int mask)
+static void drive(lane *l, curl_socket_t fd, int mask)
 {
+    kp_http_stream_client *c = l->c;
     int running = 0;
     c->in_curl++;
-    curl_multi_socket_action(c->multi, fd, mask, &running);
+    curl_multi_socket_action(l->multi, fd, mask, &running);
     c->in_curl--;
     reap_cancelled(c);
     add_queued(c);
-    read_finished(c);
+    read_finished(l);
 }
 
 static void on_timer(evutil_socket_t fd, short what, void *arg)
@@ -362,6 +386,53 @@ static void on_idle(evutil_socket_t fd, short what, void *arg)
     end_stream(s, KP_HTTP_TIMEOUT, msg);
 }
 
+/* ---- lanes ---- */
+
+static void lane_free(lane *l)
+{
+    if (l->multi)
+        curl_multi_cleanup(l->multi);
+    if (l->timer)
+        event_free(l->timer);
+    free(l);
+}
+
+static lane *lane_new(kp_http_stream_client *c)
+{
+    lane *l = calloc(1, sizeof *l);
+    if (!l)
+        return NULL;
+    l->c = c;
+    l->multi = curl_multi_init();
+    l->timer = evtimer_new(c->base, on_timer, l);
+    if (!l->multi || !l->timer || curl_multi_setopt(l->multi, CURLMOPT_SOCKETFUNCTION, on_curl_socket) ||
+        curl_multi_setopt(l->multi, CURLMOPT_SOCKETDATA, l) ||
+        curl_multi_setopt(l->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer) ||
+        curl_multi_setopt(l->multi, CURLMOPT_TIMERDATA, l) ||
+        curl_multi_setopt(l->multi, CURLMOPT_PIPELINING, CURLPIPE_MULTIPLEX) ||
+        curl_multi_setopt(l->multi, CURLMOPT_MAX_CONCURRENT_STREAMS, KP_HTTP_STREAM_MAX_STREAMS)) {
+        lane_free(l);
+        return NULL;
+    }
+    return l;
+}
+
+/* The lane a new transfer joins: the first with room, else a new one; NULL when out of memory. */
+static lane *lane_with_room(kp_http_stream_client *c)
+{
+    for (size_t i = 0; i < c->nlanes; i++)
+        if (c->lanes[i]->transfers < KP_HTTP_STREAM_LANE_TRANSFERS)
+            return c->lanes[i];
+    lane **grown = realloc(c->lanes, (c->nlanes + 1) * sizeof *grown);
+    if (!grown)
+        return NULL;
+    c->lanes = grown;
+    lane *l = lane_new(c);
+    if (l)
+        c->lanes[c->nlanes++] = l;
+    return l;
+}
+
 /* ---- public ---- */
 
 kp_status kp_http_stream_client_new(struct event_base *base, kp_http_stream_client **out, kp_err *err)
@@ -373,14 +444,7 @@ kp_status kp_http_stream_client_new(struct event_base *base, kp_http_stream_clie
     if (!c)
         return kp_err_set(err, KP_ENOMEM, "out of memory");
     c->base = base;
-    c->multi = curl_multi_init();
-    c->timer = evtimer_new(base, on_timer, c);
-    if (!c->multi || !c->timer || curl_multi_setopt(c->multi, CURLMOPT_SOCKETFUNCTION, on_curl_socket) ||
-        curl_multi_setopt(c->multi, CURLMOPT_SOCKETDATA, c) ||
-        curl_multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer) ||
-        curl_multi_setopt(c->multi, CURLMOPT_TIMERDATA, c) ||
-        curl_multi_setopt(c->multi, CURLMOPT_PIPELINING, CURLPIPE_MULTIPLEX) ||
-        curl_multi_setopt(c->multi, CURLMOPT_MAX_CONCURRENT_STREAMS, KP_HTTP_STREAM_MAX_STREAMS)) {
+    if (!lane_with_room(c)) { /* lane 0, made now so that a client that cannot work fails here */
         kp_http_stream_client_free(c);
         return kp_err_set(err, KP_EINTERNAL, "cannot create an HTTP client");
     }
@@ -406,15 +470,18 @@ void kp_http_stream_client_free(kp_http_stream_client *c)
         s->cancelled = 1;
         stream_free(s);
     }
-    if (c->multi)
-        curl_multi_cleanup(c->multi);
+    for (size_t i = 0; i < c->nlanes; i++) {
+        curl_multi_cleanup(c->lanes[i]->multi);
+        c->lanes[i]->multi = NULL;
+    }
     sock_watch *w;
     while ((w = c->watches)) {
         w->prev = NULL; /* the head's: watch_free then moves c->watches on */
         watch_free(c, w);
     }
-    if (c->timer)
-        event_free(c->timer);
+    for (size_t i = 0; i < c->nlanes; i++)
+        lane_free(c->lanes[i]);
+    free(c->lanes);
     free(c);
 }
 
@@ -543,9 +610,14 @@ kp_status kp_http_stream_start(kp_http_stream_client *c, const kp_http_request *
         st = kp_err_set(err, KP_EINTERNAL, "cannot set up the HTTP request");
         goto cleanup;
     }
+    if (!(s->lane = lane_with_room(c))) {
+        st = kp_err_set(err, KP_ENOMEM, "out of memory");
+        goto cleanup;
+    }
+    s->lane->transfers++;
     if (c->in_curl) {
         queue_on(&c->to_add, s);
-    } else if (curl_multi_add_handle(c->multi, s->easy) == CURLM_OK) {
+    } else if (curl_multi_add_handle(s->lane->multi, s->easy) == CURLM_OK) {
         s->in_multi = 1;
     } else {
         st = kp_err_set(err, KP_EINTERNAL, "cannot start the HTTP request");

@@ -4,9 +4,10 @@
  * which sockets to watch and when to wake it up; libevent tells curl when a
  * socket is ready or the time has come).
  *
- * A kp_http_stream_client owns one curl multi handle bound to one
- * event_base; its transfers share connections (and HTTP/2 multiplexing) and
- * the DNS cache. Everything here - every function and every callback - runs
+ * A kp_http_stream_client owns curl multi handles bound to one event_base:
+ * one, and one more for each KP_HTTP_STREAM_LANE_TRANSFERS transfers running
+ * at once (http_stream.c says why); the transfers of one multi share
+ * connections (and HTTP/2 multiplexing) and the DNS cache. Everything here - every function and every callback - runs
  * on the thread that runs that base. The response is delivered as it
  * arrives: the status and headers once, then the body in whatever pieces the
  * network brings, then the end.
@@ -55,6 +56,8 @@ typedef struct kp_http_stream kp_http_stream;
  * transfer of a connection on each of its socket events, and all but one poll(2) the socket: at 100 a
  * connection's read cost 99 polls (perf: a fifth of the loop's time with 1,000 generations). */
 #define KP_HTTP_STREAM_MAX_STREAMS 16L
+/* Transfers per multi handle: libcurl 7.88 walks a multi's connections to the host for each new transfer. */
+#define KP_HTTP_STREAM_LANE_TRANSFERS 128
 #define KP_HTTP_STREAM_RECV_BUFFER 4096L  /* curl's receive buffer per transfer */
 #define KP_HTTP_STREAM_SEND_BUFFER 16384L /* curl's upload buffer, when it needs one (its minimum) */
 

@@ -30,6 +30,7 @@
 #include "core/log.h"
 #include "core/loop.h"
 #include "llm/anthropic.h"
+#include "llm/http_stream.h"
 #include "llm/llm.h"
 #include "llm/llm_engine.h"
 #include "llm/openai.h"
@@ -987,6 +988,61 @@ static void test_anthropic_many_concurrent_calls(void **state)
     provider_free(llm);
 }
 
+/* The connections the fake has accepted so far. */
+static long connections_accepted(const fake *f)
+{
+    kp_buf out = KP_BUF_INIT;
+    assert_int_equal(control(f, "/__connections", NULL, &out), 200);
+    json_t *o = json_loadb(out.data, out.len, 0, NULL);
+    kp_buf_free(&out);
+    assert_true(json_is_object(o));
+    long total = (long)json_integer_value(json_object_get(o, "total"));
+    json_decref(o);
+    return total;
+}
+
+/* More calls at once than one multi handle takes (http_stream.h, lanes):
+ * every call, in every lane, streams its whole text; afterwards calls one at
+ * a time go back to lane 0 and reuse its idle connections, opening none. */
+static void test_anthropic_calls_over_several_lanes(void **state)
+{
+    (void)state;
+    enum { N = 2 * KP_HTTP_STREAM_LANE_TRANSFERS + 10, LATER = 3 };
+    kp_llm_tuning t;
+    fast_tuning(&t);
+    kp_llm *llm = anthropic_provider(&t, API_KEY, NULL);
+    /* each stream lasts a second: all N are in flight together */
+    set_scenario(&anthropic_fake, "{\"type\":\"text\",\"text\":\"" STREAM_TEXT "\",\"durationMs\":1000}");
+    long before = connections_accepted(&anthropic_fake);
+    outcome *o = calloc(N, sizeof *o);
+    assert_non_null(o);
+    for (int i = 0; i < N; i++) {
+        outcome_init(&o[i], llm, &default_req);
+        assert_int_equal(kp_loop_post(loop, start_on_loop, &o[i]), 0);
+    }
+    for (int i = 0; i < N; i++) {
+        assert_true(wait_for(&o[i], has_final, 60000));
+        if (!o[i].done)
+            fail_msg("call %d: %s: %s", i, o[i].code, o[i].message);
+        assert_string_equal(o[i].text.data, STREAM_TEXT_BYTES);
+        outcome_free(&o[i]);
+    }
+    long after_burst = connections_accepted(&anthropic_fake);
+    assert_true(after_burst - before >= N); /* HTTP/1.1: a connection each while they overlapped */
+    for (int i = 0; i < LATER; i++) {
+        outcome_init(&o[i], llm, &default_req);
+        assert_int_equal(kp_loop_post(loop, start_on_loop, &o[i]), 0);
+        assert_true(wait_for(&o[i], has_final, WAIT_MS));
+        assert_true(o[i].done);
+        assert_string_equal(o[i].text.data, STREAM_TEXT_BYTES);
+        outcome_free(&o[i]);
+    }
+    /* each query of the fake's control endpoint comes on a connection of its own: only the next one's */
+    assert_int_equal(connections_accepted(&anthropic_fake), after_burst + 1);
+    free(o);
+    provider_free(llm);
+}
+
 static void test_anthropic_start_rejects_bad_requests(void **state)
 {
     (void)state;
@@ -1346,6 +1402,7 @@ int main(void)
         cmocka_unit_test(test_anthropic_free_with_calls_in_flight),
         cmocka_unit_test(test_anthropic_free_inside_on_text),
         cmocka_unit_test(test_anthropic_many_concurrent_calls),
+        cmocka_unit_test(test_anthropic_calls_over_several_lanes),
         cmocka_unit_test(test_anthropic_start_rejects_bad_requests),
         cmocka_unit_test(test_openai_stream_with_usage),
         cmocka_unit_test(test_openai_length_is_max_tokens),
