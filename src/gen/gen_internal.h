@@ -110,10 +110,12 @@ struct generation {
     kp_prompt prompt;
     kp_llm_call *call; /* the provider call in flight, or NULL */
     kp_fileblocks *parser;
-    kp_buf output;        /* the model's output, up to the resume point after a continuation */
+    /* The model's text is held once, in the log's delta events and `pending` (output.c builds the output
+     * from them when it is needed). */
     int64_t output_chars; /* characters the model has written, over every call (the cancel policy's measure) */
     int continuations;
     size_t resumes[MAX_CONTINUATIONS]; /* the output's length kept at each continuation (publish.h) */
+    size_t cuts[MAX_CONTINUATIONS];    /* the length of every call's text so far, at each continuation */
     kp_llm_usage usage;                /* summed over calls */
     kp_buf pending;                    /* delta text not sent yet */
     struct event *flush;
@@ -256,6 +258,14 @@ int gen_timeout_refuses(kp_gen *g, const kp_gen_request *r, kp_gen_result *res, 
 int gen_timeout_start(generation *gen);
 /* Frees its timer (gen_destroy). */
 void gen_timeout_free(generation *gen);
+
+/* output.c: on the loop, or on a storage thread while gen is storing (its log is not written then) */
+/* Appends every call's text, as the delta events carry it, then the deltas not sent yet; -1 when out of
+ * memory or an event cannot be read. */
+int gen_text_all(const generation *gen, kp_buf *out);
+/* Into out (empty): the output as the file parser saw it, each continuation's cut applied (resumes and
+ * cuts); -1 when out of memory or the cuts do not fit the text. */
+int gen_output_build(const generation *gen, kp_buf *out);
 
 /* table.c (loop-only) */
 /* FNV-1a of a version's key (project_id, n), for the hashed tables of the service. */

@@ -8,6 +8,7 @@
  *   table.c    the running generations, hashed by serial and by version
  *   readers.c  the event log, SSE readers (subscribers), reader caps, replays
  *   events.c   the event log's batches to the event store, as it runs
+ *   output.c   the model's output, read back from the log's delta events
  *   recover.c  recovery of versions whose lease ran out (a stopped server's)
  *   leases.c   this instance's leases: renewed while it generates; periodic recovery
  *   timeout.c  a generation's time limit (total timeout, the invocation's deadline)

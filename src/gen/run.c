@@ -74,17 +74,29 @@ static json_t *text_json(const char *s, size_t len)
 
 /* ---- deltas ---- */
 
-static void flush_deltas(generation *gen)
+static void fail_soon(generation *gen, const char *code, const char *message);
+
+/* Sends the pending text as a delta event; -1 when out of memory (the log is the only copy of the text:
+ * the generation must then fail). */
+static int flush_deltas(generation *gen)
 {
     if (gen->pending.len == 0)
-        return; /* nothing pending (its data may still be NULL) */
+        return 0; /* nothing pending (its data may still be NULL) */
     size_t n = utf8_whole_prefix(gen->pending.data, gen->pending.len);
     if (n == 0)
-        return;
+        return 0;
     json_t *text = text_json(gen->pending.data, n);
-    if (text)
-        gen_emit(gen, EV_DELTA, json_pack("{s:o}", "text", text));
+    if (!text || gen_emit(gen, EV_DELTA, json_pack("{s:o}", "text", text)) != 0)
+        return -1;
     kp_buf_consume(&gen->pending, n);
+    return 0;
+}
+
+/* flush_deltas inside a provider callback or a timer: a failure fails the generation right after. */
+static void flush_deltas_or_fail(generation *gen)
+{
+    if (flush_deltas(gen) != 0)
+        fail_soon(gen, "internal_error", "out of memory");
 }
 
 void gen_on_flush_timer(evutil_socket_t fd, short what, void *arg)
@@ -93,23 +105,22 @@ void gen_on_flush_timer(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     gen->flush_armed = 0;
-    flush_deltas(gen);
+    flush_deltas_or_fail(gen);
 }
 
-static void add_delta(generation *gen, const char *text, size_t len)
+static int add_delta(generation *gen, const char *text, size_t len)
 {
     if (kp_buf_append(&gen->pending, text, len) != 0)
-        return; /* the live view loses a piece; the stored result does not */
-    if (gen->pending.len >= DELTA_FLUSH_BYTES) {
-        flush_deltas(gen);
-        return;
-    }
+        return -1;
+    if (gen->pending.len >= DELTA_FLUSH_BYTES)
+        return flush_deltas(gen);
     if (!gen->flush_armed && gen->flush) {
         long ms = gen->g->opt.delta_flush_ms > 0 ? gen->g->opt.delta_flush_ms : DEFAULT_FLUSH_MS;
         struct timeval tv = gen_ms_to_tv(ms);
         if (evtimer_add(gen->flush, &tv) == 0)
             gen->flush_armed = 1;
     }
+    return 0;
 }
 
 /* ---- life of a generation (loop thread) ---- */
@@ -172,7 +183,6 @@ static void gen_destroy(generation *gen)
     kp_fileblocks_free(gen->parser);
     kp_prompt_free(&gen->prompt);
     free(gen->prev_files_json);
-    kp_buf_free(&gen->output);
     kp_buf_free(&gen->pending);
     kp_buf_free(&gen->log);
     free(gen->events);
@@ -527,10 +537,21 @@ typedef struct publish_job {
     kp_publish pub;
 } publish_job;
 
+/* On a storage thread: the output read back from the log (output.c), then the files and rows. */
 static void publish_work(kp_store *s, void *arg)
 {
     publish_job *j = arg;
-    kp_publish_store(&j->pub, s);
+    kp_buf output = KP_BUF_INIT;
+    if (gen_output_build(j->gen, &output) != 0) {
+        j->pub.fail_code = "internal_error";
+        j->pub.fail_message = "the model's output could not be read back";
+    } else {
+        j->pub.output = output.data ? output.data : "";
+        j->pub.output_len = output.len;
+        kp_publish_store(&j->pub, s);
+    }
+    j->pub.output = NULL;
+    kp_buf_free(&output);
 }
 
 /* Back on the loop: the done event, or the failure storing ran into. */
@@ -563,8 +584,7 @@ static void gen_publish(generation *gen)
 {
     kp_gen *g = gen->g;
     char why[256];
-    flush_deltas(gen);
-    publish_job *j = calloc(1, sizeof *j);
+    publish_job *j = flush_deltas(gen) == 0 ? calloc(1, sizeof *j) : NULL;
     if (!j) {
         gen_fail(gen, "internal_error", "out of memory");
         return;
@@ -581,9 +601,7 @@ static void gen_publish(generation *gen)
         gen_fail(gen, "invalid_output", why);
         return;
     }
-    p->output = gen->output.data ? gen->output.data : "";
-    p->output_len = gen->output.len;
-    p->resumes = gen->resumes;
+    p->resumes = gen->resumes; /* publish_work reads the output back */
     p->nresumes = (size_t)(gen->continuations < MAX_CONTINUATIONS ? gen->continuations : MAX_CONTINUATIONS);
     fill_result_fields(gen, &p->row);
     p->events = gen_events_json(gen, EV_DONE, NULL);
@@ -671,7 +689,7 @@ static kp_status on_block_file_done(void *ud, const char *path, const char *data
     generation *gen = ud;
     (void)data;
     (void)err;
-    flush_deltas(gen);
+    flush_deltas_or_fail(gen);
     gen_emit(gen, EV_FILE, json_pack("{s:s,s:I}", "path", path, "bytes", (json_int_t)len));
     return KP_OK;
 }
@@ -682,13 +700,12 @@ static void on_llm_text(void *ud, const char *text, size_t len)
     kp_err err = {0};
     if (gen->ending || len == 0)
         return;
-    if (kp_buf_append(&gen->output, text, len) != 0) {
+    if (add_delta(gen, text, len) != 0) { /* the log is the text's only copy: none may be lost */
         fail_soon(gen, "internal_error", "out of memory");
         return;
     }
     for (size_t i = 0; i < len; i++)
         gen->output_chars += ((unsigned char)text[i] & 0xC0) != 0x80; /* UTF-8 lead bytes: characters */
-    add_delta(gen, text, len);
     if (kp_fileblocks_feed(gen->parser, text, len, &err) != KP_OK) {
         char message[512];
         kp_fileblocks_code code = kp_fileblocks_error_code(gen->parser);
@@ -697,23 +714,32 @@ static void on_llm_text(void *ud, const char *text, size_t len)
     }
 }
 
+/* The output so far, read back from the log, and the length of every call's text so far; -1 on failure. */
+static int output_so_far(generation *gen, kp_buf *output, size_t *all_len)
+{
+    kp_buf all = KP_BUF_INIT;
+    int rc = gen_output_build(gen, output) == 0 && gen_text_all(gen, &all) == 0 ? 0 : -1;
+    *all_len = all.len;
+    kp_buf_free(&all);
+    return rc;
+}
+
 static void step_continue(generation *gen)
 {
     kp_err err = {0};
+    kp_buf output = KP_BUF_INIT;
+    size_t all_len = 0;
     size_t keep = kp_fileblocks_resume_offset(gen->parser);
-    if (kp_fileblocks_resume(gen->parser, &err) != KP_OK || keep > gen->output.len) {
+    int ok = gen->continuations < MAX_CONTINUATIONS && output_so_far(gen, &output, &all_len) == 0 &&
+             keep <= output.len && kp_fileblocks_resume(gen->parser, &err) == KP_OK &&
+             kp_prompt_set_continuation(&gen->prompt, output.data ? output.data : "", keep, &err) == KP_OK;
+    kp_buf_free(&output);
+    if (!ok) {
         gen_fail(gen, "internal_error", "the generation could not be continued");
         return;
     }
-    gen->output.len = keep;
-    if (gen->output.data)
-        gen->output.data[keep] = '\0';
-    if (gen->continuations < MAX_CONTINUATIONS)
-        gen->resumes[gen->continuations] = keep; /* publishing parses the output again the same way */
-    if (kp_prompt_set_continuation(&gen->prompt, gen->output.data ? gen->output.data : "", keep, &err) != KP_OK) {
-        gen_fail(gen, "internal_error", "the generation could not be continued");
-        return;
-    }
+    gen->resumes[gen->continuations] = keep; /* publishing parses the output again the same way */
+    gen->cuts[gen->continuations] = all_len;
     gen->continuations++;
     kp_log_json(KP_LOG_INFO, "generation continues",
                 json_pack("{s:s,s:I,s:I,s:I}", "project_id", gen->project_id, "version", (json_int_t)gen->n,

@@ -664,6 +664,34 @@ static void test_two_continuations_publish_every_file(void **state)
     kp_version_clear(&v);
 }
 
+/* The output is held once, in the delta events, and read back from them to publish and to continue:
+ * escapes, control characters and multi-byte text come back byte for byte, on both sides of a cut. */
+static void test_output_read_back_byte_for_byte(void **state)
+{
+    fixture *f = *state;
+    kp_gen_result res;
+    kp_version v;
+    set_script(f, 0,
+               "Hi \"there\".\n<file path=\"index.html\">\n<p title=\"a\\b\">\t\u00e9t\u00e9 \u65e5\u672c "
+               "\xf0\x9f\x98\x80</p>\r\n</file>\n<file path=\"app.js\">\nlet s = '\\u0041",
+               "max_tokens");
+    set_script(f, 1, "<file path=\"app.js\">\nlet s = \"\\\"\\n\u00e9\";\n</file>\n", "end_turn");
+    assert_int_equal(submit(f, "usr_a", NULL, "an app", &res), KP_OK);
+    wait_version(f, res.project_id, 1, &v);
+    assert_int_equal(v.status, KP_VER_READY);
+    assert_int_equal(f->fake.calls, 2);
+    char *html = blob_text(f, res.project_id, 1, "index.html");
+    assert_string_equal(html, "<p title=\"a\\b\">\t\u00e9t\u00e9 \u65e5\u672c \xf0\x9f\x98\x80</p>\r");
+    free(html);
+    char *js = blob_text(f, res.project_id, 1, "app.js");
+    assert_string_equal(js, "let s = \"\\\"\\n\u00e9\";");
+    free(js);
+    /* the continuation's prompt carried the output up to the cut, escapes intact */
+    assert_non_null(strstr(f->fake.requests[1], "<p title=\"a\\b\">"));
+    assert_null(strstr(f->fake.requests[1], "\\u0041"));
+    kp_version_clear(&v);
+}
+
 static void test_third_max_tokens_is_too_long(void **state)
 {
     fixture *f = *state;
@@ -1486,6 +1514,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_projects_list_in_creation_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_max_tokens_continues, setup, teardown),
         cmocka_unit_test_setup_teardown(test_two_continuations_publish_every_file, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_output_read_back_byte_for_byte, setup, teardown),
         cmocka_unit_test_setup_teardown(test_third_max_tokens_is_too_long, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel_refunds, setup, teardown),
         cmocka_unit_test_setup_teardown(test_shutdown_interrupts_and_refunds, setup, teardown),
