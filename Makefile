@@ -219,10 +219,16 @@ $(BUILD)/bench/fake-upstream: bench/fake_upstream.c
 	@echo "  LD    $@"
 	@$(CC) $(CPPFLAGS_ALL) $(WARN) $(CFLAGS) -o $@ $< $(LDLIBS_ALL)
 
-bench-generations: $(BUILD)/koumpa $(BUILD)/bench/fake-upstream
+# the C SSE readers of bench-generations (BENCH_READERS_IMPL=c, the default)
+$(BUILD)/bench/sse-readers: bench/sse_readers.c
+	@mkdir -p $(dir $@)
+	@echo "  LD    $@"
+	@$(CC) $(CPPFLAGS_ALL) $(WARN) $(CFLAGS) -o $@ $< $(LDLIBS_ALL)
+
+bench-generations: $(BUILD)/koumpa $(BUILD)/bench/fake-upstream $(BUILD)/bench/sse-readers
 	KOUMPA_BUILD=$(BUILD) node bench/generations.mjs $(or $(GENERATIONS),1000)
 
-bench-slow-disk: $(BUILD)/koumpa
+bench-slow-disk: $(BUILD)/koumpa $(BUILD)/bench/fake-upstream $(BUILD)/bench/sse-readers
 	KOUMPA_BUILD=$(BUILD) BENCH_FSYNC_DELAY_MS=5 BENCH_SPREAD_MS=20000 BENCH_STREAM_MS=10000 BENCH_CHUNK_BYTES=1024 \
 	    BENCH_NO_WRK=1 node bench/generations.mjs 1000
 

@@ -5,8 +5,10 @@
 // generation), starts `koumpa serve` against it, and opens N generations at
 // once (POST /v1/projects with Accept: text/event-stream, over as many users
 // as a plan's 1,000 concurrent generations need), each read to its end by
-// reader processes (bench/sse-readers.mjs), so that neither side of the
-// harness is what limits the server. While they run it samples the server's
+// the readers (BENCH_READERS_IMPL: c, the default, is bench/sse_readers.c, one
+// process on libevent's HTTP client; node is bench/sse-readers.mjs, which took
+// 12 s of CPU at 8,000), so that neither side of the harness is what limits
+// the server. While they run it samples the server's
 // memory, descriptors and CPU and measures GET /v1/me with wrk; it measures
 // /v1/me idle first for comparison. Prints each figure beside its goal and
 // the failures by cause; asserts nothing.
@@ -33,7 +35,8 @@
 // 16,000 in the server.
 //
 //   node bench/generations.mjs [N=GENERATIONS or 1000]
-//        (BENCH_STREAM_MS=20000, BENCH_UPSTREAM=c, BENCH_FAKES=2 (Node.js fakes), BENCH_READERS=2, KOUMPA_BUILD=build,
+//        (BENCH_STREAM_MS=20000, BENCH_UPSTREAM=c, BENCH_FAKES=2 (Node.js fakes), BENCH_READERS_IMPL=c,
+//         BENCH_READERS=1 (C) or 2 (Node.js), KOUMPA_BUILD=build,
 //         BENCH_SPREAD_MS=0, BENCH_FSYNC_DELAY_MS=0, BENCH_CHUNK_BYTES=4096, BENCH_NO_WRK,
 //         BENCH_RESULTS=FILE: every generation's record, as JSON; BENCH_LOG_LEVEL=warn and
 //         BENCH_LOG_FILE: the server's log, BENCH_SERVER_ENV="NAME=VALUE ...": the server's settings)
@@ -55,9 +58,11 @@ const FSYNC_DELAY_MS = Number(process.env.BENCH_FSYNC_DELAY_MS || 0);
 const CHUNK_BYTES = Number(process.env.BENCH_CHUNK_BYTES || 4096);
 const UPSTREAM = process.env.BENCH_UPSTREAM || 'c';
 const FAKES = Number(process.env.BENCH_FAKES || 2);
-const READERS = Number(process.env.BENCH_READERS || 2);
+const READERS_IMPL = process.env.BENCH_READERS_IMPL || 'c';
+const READERS = Number(process.env.BENCH_READERS || (READERS_IMPL === 'c' ? 1 : 2));
 const PLAN_MAX = 1000; // a plan's max_concurrent_generations (src/domain/plans.c)
 if (!['c', 'h1', 'h2'].includes(UPSTREAM)) throw new Error(`BENCH_UPSTREAM=${UPSTREAM}: c, h1 or h2`);
+if (!['c', 'node'].includes(READERS_IMPL)) throw new Error(`BENCH_READERS_IMPL=${READERS_IMPL}: c or node`);
 
 /* A realistic small app: three files, about 8 KB. */
 function appText() {
@@ -218,6 +223,18 @@ async function benchUsers(server) {
   return { tokens, share };
 }
 
+/** One process of the C readers (bench/sse_readers.c): the work as JSON on its stdin, {results, cpuSeconds} on its stdout. */
+async function readersInC(work) {
+  const bin = path.join(process.env.KOUMPA_BUILD || 'build', 'bench', 'sse-readers');
+  const child = spawn(bin, [], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const out = [];
+  child.stdout.on('data', (d) => out.push(d));
+  child.stdin.end(JSON.stringify(work));
+  const [code] = await once(child, 'exit');
+  if (code !== 0) throw new Error(`${bin} exited with ${code}`);
+  return JSON.parse(Buffer.concat(out).toString());
+}
+
 /** Runs the N generations in READERS processes; resolves with one record per generation and each
  * reader process's CPU seconds. */
 async function runReaders(server, tokens, share) {
@@ -226,9 +243,11 @@ async function runReaders(server, tokens, share) {
   for (let i = 0; i < N; i++) parts[i % READERS].push({ token: tokens[Math.floor(i / share)], i });
   const replies = await Promise.all(
     parts.map(async (jobs) => {
+      const work = { url: server.url, jobs, spreadMs: SPREAD_MS, total: N, startAt };
+      if (READERS_IMPL === 'c') return readersInC(work);
       const child = fork('bench/sse-readers.mjs', [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
       raiseNofile(child.pid);
-      child.send({ url: server.url, jobs, spreadMs: SPREAD_MS, total: N, startAt });
+      child.send(work);
       const [msg] = await once(child, 'message');
       return msg;
     }),
@@ -248,7 +267,8 @@ function report({ results, wall, cpu, cpuThreads, rss0, peak, fd0, fdPeak, idle,
   const perGen = (peak - rss0) / N;
   const limitP99 = (1.25 * STREAM_MS) / 1000;
   console.log(`generations: ${N} concurrent over ${Math.ceil(N / PLAN_MAX)} users, each ~${(appText().length / 1024).toFixed(1)} KB streamed over ${STREAM_MS / 1000} s; ` +
-    `upstream ${UPSTREAM === 'h2' ? 'HTTP/2 over TLS' : 'HTTP/1.1'} (${UPSTREAM === 'c' ? 'the C fake' : `${FAKES} Node.js fake processes`}), ${READERS} reader processes`);
+    `upstream ${UPSTREAM === 'h2' ? 'HTTP/2 over TLS' : 'HTTP/1.1'} (${UPSTREAM === 'c' ? 'the C fake' : `${FAKES} Node.js fake processes`}), ` +
+    `${READERS} reader process${READERS === 1 ? '' : 'es'} (${READERS_IMPL === 'c' ? 'C' : 'Node.js'})`);
   if (SPREAD_MS > 0 || FSYNC_DELAY_MS > 0) console.log(`             started over ${SPREAD_MS / 1000} s; every fsync delayed ${FSYNC_DELAY_MS} ms`);
   console.log(`load:        1-minute load average ${load.start} at the start, ${load.end} at the end (2 cores, shared)`);
   console.log(`failed:      ${failed} of ${N} (goal 0: ${goal(failed === 0)})  (credits left: ${credits})`);
