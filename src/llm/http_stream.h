@@ -58,7 +58,9 @@ typedef struct kp_http_stream kp_http_stream;
 #define KP_HTTP_STREAM_MAX_STREAMS 16L
 /* Transfers per multi handle: libcurl 7.88 walks a multi's connections to the host for each new transfer. */
 #define KP_HTTP_STREAM_LANE_TRANSFERS 128
-#define KP_HTTP_STREAM_RECV_BUFFER 4096L  /* curl's receive buffer per transfer */
+/* curl's receive buffer per transfer: an event of the stream is 100-300 bytes; at 8,000 transfers 2 KiB instead of
+ * 4 KiB measured about 1 KiB less RSS each, and the loop no busier (two reads of a 4 KiB burst) */
+#define KP_HTTP_STREAM_RECV_BUFFER 2048L
 #define KP_HTTP_STREAM_SEND_BUFFER 16384L /* curl's upload buffer, when it needs one (its minimum) */
 
 typedef enum kp_http_version {
