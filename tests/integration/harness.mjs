@@ -21,7 +21,7 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, openSync, readdirSync, readFileSync } from 'node:fs';
+import { closeSync, openSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -157,6 +157,51 @@ export async function startServer(options = {}) {
 
 const PORT_ATTEMPTS = 5;
 class PortTakenError extends Error {}
+
+/** The port of a listen address "host:port" (0 when it names none, or port 0). */
+function addrPort(addr) {
+  const m = /:(\d+)$/.exec(addr || '');
+  return m ? Number(m[1]) : 0;
+}
+
+/**
+ * Whether process pid listens on every one of ports (TCP, from /proc: a listening socket's inode
+ * among the process's descriptors). A /healthz answered on the port proves nothing alone: when
+ * another process took the port between freePort() and this server's bind, that process answers
+ * while this server fails to start.
+ */
+function listensOn(pid, ports) {
+  const byPort = new Map(); // port -> inodes of the sockets listening on it
+  for (const table of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    let text = '';
+    try {
+      text = readFileSync(table, 'utf8');
+    } catch {
+      continue;
+    }
+    for (const line of text.split('\n').slice(1)) {
+      const cols = line.trim().split(/\s+/);
+      if (cols.length < 10 || cols[3] !== '0A') continue; // 0A: LISTEN
+      const port = parseInt(cols[1].split(':')[1], 16);
+      if (!byPort.has(port)) byPort.set(port, new Set());
+      byPort.get(port).add(cols[9]);
+    }
+  }
+  const mine = new Set();
+  try {
+    for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+      try {
+        const m = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`));
+        if (m) mine.add(m[1]);
+      } catch {
+        // closed meanwhile
+      }
+    }
+  } catch {
+    return false; // exited
+  }
+  return ports.every((port) => [...(byPort.get(port) || [])].some((inode) => mine.has(inode)));
+}
 
 /**
  * What the threads of a server that does not answer are doing, from /proc (each thread's name,
@@ -304,8 +349,9 @@ async function startServerOnce({ env = {}, args = [], dataDir, prefix = [], bin,
     try {
       const res = await fetch(`${url}/healthz`, { signal: AbortSignal.timeout(2000) });
       const body = await res.text();
-      if (res.status === 200) return server;
-      lastTry = `${res.status} ${body}`;
+      const ours = [port, addrPort(fullEnv.KOUMPA_APPS_ADDR)].filter((p) => p > 0);
+      if (res.status === 200 && listensOn(child.pid, ours)) return server;
+      lastTry = res.status === 200 ? `another process answers on port ${port}` : `${res.status} ${body}`;
     } catch (e) {
       lastTry = `${e.name}: ${e.cause?.code || e.message}`; // not listening yet, or not answering
     }
