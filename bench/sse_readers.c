@@ -49,7 +49,7 @@ typedef struct job {
     int64_t headers_ms, second_ms;
     long chunks;
     int status;
-    char tail[TAIL_BYTES];
+    char tail[TAIL_BYTES + 1]; /* NUL-terminated when read */
     size_t tail_len;
     char *err_body;
     size_t err_len;
@@ -100,7 +100,7 @@ static const char *code_of(json_t *doc, int nested, char *out, size_t n)
 /* The outcome from the stream's last event: done, error:CODE or no_done. */
 static void stream_outcome(job *j, char *out, size_t n)
 {
-    j->tail[j->tail_len < TAIL_BYTES ? j->tail_len : TAIL_BYTES - 1] = '\0';
+    j->tail[j->tail_len] = '\0';
     const char *ev = NULL;
     for (const char *p = strstr(j->tail, "event: "); p; p = strstr(p + 1, "event: "))
         if (p == j->tail || p[-1] == '\n')
@@ -188,12 +188,14 @@ static void on_chunk(struct evhttp_request *req, void *arg)
         }
     }
     j->prev = now;
-    /* the chain's pieces in turn, into the tail */
-    struct evbuffer_iovec v[8];
-    int n = evbuffer_peek(in, -1, NULL, v, 8);
-    for (int k = 0; k < n && k < 8; k++)
-        tail_add(j, v[k].iov_base, v[k].iov_len);
-    evbuffer_drain(in, len);
+    /* only the last TAIL_BYTES can matter */
+    if (len > TAIL_BYTES) {
+        evbuffer_drain(in, len - TAIL_BYTES);
+        len = TAIL_BYTES;
+    }
+    char piece[TAIL_BYTES];
+    evbuffer_remove(in, piece, len);
+    tail_add(j, piece, len);
 }
 
 static void on_error(enum evhttp_request_error e, void *arg)

@@ -260,12 +260,11 @@ int gen_timeout_start(generation *gen);
 void gen_timeout_free(generation *gen);
 
 /* output.c: on the loop, or on a storage thread while gen is storing (its log is not written then) */
-/* Appends every call's text, as the delta events carry it, then the deltas not sent yet; -1 when out of
- * memory or an event cannot be read. */
-int gen_text_all(const generation *gen, kp_buf *out);
-/* Into out (empty): the output as the file parser saw it, each continuation's cut applied (resumes and
- * cuts); -1 when out of memory or the cuts do not fit the text. */
-int gen_output_build(const generation *gen, kp_buf *out);
+/* Into out (empty): the output as the file parser saw it, read back from every call's text (the delta
+ * events, then the deltas not sent yet) with each continuation's cut applied (resumes and cuts);
+ * *text_len (may be NULL) gets the length of that whole text. -1 when out of memory, an event cannot be
+ * read or the cuts do not fit the text. */
+int gen_output_build(const generation *gen, kp_buf *out, size_t *text_len);
 
 /* table.c (loop-only) */
 /* FNV-1a of a version's key (project_id, n), for the hashed tables of the service. */

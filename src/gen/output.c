@@ -26,7 +26,8 @@ static int append_delta_text(kp_buf *out, const char *data, size_t len)
     return rc;
 }
 
-int gen_text_all(const generation *gen, kp_buf *out)
+/* Appends every call's text, as the delta events carry it, then the deltas not sent yet. */
+static int text_all(const generation *gen, kp_buf *out)
 {
     for (size_t i = 0; i < gen->nevents; i++) {
         const event_rec *e = &gen->events[i];
@@ -36,10 +37,12 @@ int gen_text_all(const generation *gen, kp_buf *out)
     return kp_buf_append(out, gen->pending.data ? gen->pending.data : "", gen->pending.len);
 }
 
-int gen_output_build(const generation *gen, kp_buf *out)
+int gen_output_build(const generation *gen, kp_buf *out, size_t *text_len)
 {
     kp_buf all = KP_BUF_INIT;
-    int rc = gen_text_all(gen, &all);
+    int rc = text_all(gen, &all);
+    if (text_len)
+        *text_len = all.len;
     size_t n = (size_t)(gen->continuations < MAX_CONTINUATIONS ? gen->continuations : MAX_CONTINUATIONS);
     size_t at = 0; /* where the current call's text begins in `all` */
     for (size_t i = 0; i < n && rc == 0; i++) {

@@ -542,7 +542,7 @@ static void publish_work(kp_store *s, void *arg)
 {
     publish_job *j = arg;
     kp_buf output = KP_BUF_INIT;
-    if (gen_output_build(j->gen, &output) != 0) {
+    if (gen_output_build(j->gen, &output, NULL) != 0) {
         j->pub.fail_code = "internal_error";
         j->pub.fail_message = "the model's output could not be read back";
     } else {
@@ -714,23 +714,13 @@ static void on_llm_text(void *ud, const char *text, size_t len)
     }
 }
 
-/* The output so far, read back from the log, and the length of every call's text so far; -1 on failure. */
-static int output_so_far(generation *gen, kp_buf *output, size_t *all_len)
-{
-    kp_buf all = KP_BUF_INIT;
-    int rc = gen_output_build(gen, output) == 0 && gen_text_all(gen, &all) == 0 ? 0 : -1;
-    *all_len = all.len;
-    kp_buf_free(&all);
-    return rc;
-}
-
 static void step_continue(generation *gen)
 {
     kp_err err = {0};
     kp_buf output = KP_BUF_INIT;
     size_t all_len = 0;
     size_t keep = kp_fileblocks_resume_offset(gen->parser);
-    int ok = gen->continuations < MAX_CONTINUATIONS && output_so_far(gen, &output, &all_len) == 0 &&
+    int ok = gen->continuations < MAX_CONTINUATIONS && gen_output_build(gen, &output, &all_len) == 0 &&
              keep <= output.len && kp_fileblocks_resume(gen->parser, &err) == KP_OK &&
              kp_prompt_set_continuation(&gen->prompt, output.data ? output.data : "", keep, &err) == KP_OK;
     kp_buf_free(&output);

@@ -7,10 +7,10 @@
  * A kp_http_stream_client owns curl multi handles bound to one event_base:
  * one, and one more for each KP_HTTP_STREAM_LANE_TRANSFERS transfers running
  * at once (http_stream.c says why); the transfers of one multi share
- * connections (and HTTP/2 multiplexing) and the DNS cache. Everything here - every function and every callback - runs
- * on the thread that runs that base. The response is delivered as it
- * arrives: the status and headers once, then the body in whatever pieces the
- * network brings, then the end.
+ * connections (and HTTP/2 multiplexing) and the DNS cache. Everything here -
+ * every function and every callback - runs on the thread that runs that base.
+ * The response is delivered as it arrives: the status and headers once, then
+ * the body in whatever pieces the network brings, then the end.
  *
  * Lifecycle of a transfer: it ends with exactly one on_done, unless it is
  * cancelled first; after kp_http_stream_cancel() returns no callback of that

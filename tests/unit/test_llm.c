@@ -960,6 +960,23 @@ static void test_anthropic_free_inside_on_text(void **state)
     outcome_free(&b);
 }
 
+/* Starts n calls of llm at once (o: n outcomes, initialised here; the caller frees them) and waits
+ * for each: every one must end done with the whole of STREAM_TEXT. */
+static void run_at_once(kp_llm *llm, outcome *o, int n)
+{
+    for (int i = 0; i < n; i++) {
+        outcome_init(&o[i], llm, &default_req);
+        assert_int_equal(kp_loop_post(loop, start_on_loop, &o[i]), 0);
+    }
+    for (int i = 0; i < n; i++) {
+        assert_true(wait_for(&o[i], has_final, 60000));
+        assert_int_equal(o[i].start_status, KP_OK);
+        if (!o[i].done)
+            fail_msg("call %d: %s: %s", i, o[i].code, o[i].message);
+        assert_string_equal(o[i].text.data, STREAM_TEXT_BYTES);
+    }
+}
+
 static void test_anthropic_many_concurrent_calls(void **state)
 {
     (void)state;
@@ -970,17 +987,7 @@ static void test_anthropic_many_concurrent_calls(void **state)
     set_scenario(&anthropic_fake, "{\"type\":\"text\",\"text\":\"" STREAM_TEXT "\",\"delayMs\":2}");
     outcome *o = calloc(N, sizeof *o);
     assert_non_null(o);
-    for (int i = 0; i < N; i++) {
-        outcome_init(&o[i], llm, &default_req);
-        assert_int_equal(kp_loop_post(loop, start_on_loop, &o[i]), 0);
-    }
-    for (int i = 0; i < N; i++) {
-        assert_true(wait_for(&o[i], has_final, 60000));
-        assert_int_equal(o[i].start_status, KP_OK);
-        if (!o[i].done)
-            fail_msg("call %d: %s: %s", i, o[i].code, o[i].message);
-        assert_string_equal(o[i].text.data, STREAM_TEXT_BYTES);
-    }
+    run_at_once(llm, o, N);
     assert_int_equal(request_count(&anthropic_fake), N);
     for (int i = 0; i < N; i++)
         outcome_free(&o[i]);
@@ -1016,17 +1023,9 @@ static void test_anthropic_calls_over_several_lanes(void **state)
     long before = connections_accepted(&anthropic_fake);
     outcome *o = calloc(N, sizeof *o);
     assert_non_null(o);
-    for (int i = 0; i < N; i++) {
-        outcome_init(&o[i], llm, &default_req);
-        assert_int_equal(kp_loop_post(loop, start_on_loop, &o[i]), 0);
-    }
-    for (int i = 0; i < N; i++) {
-        assert_true(wait_for(&o[i], has_final, 60000));
-        if (!o[i].done)
-            fail_msg("call %d: %s: %s", i, o[i].code, o[i].message);
-        assert_string_equal(o[i].text.data, STREAM_TEXT_BYTES);
+    run_at_once(llm, o, N);
+    for (int i = 0; i < N; i++)
         outcome_free(&o[i]);
-    }
     long after_burst = connections_accepted(&anthropic_fake);
     assert_true(after_burst - before >= N); /* HTTP/1.1: a connection each while they overlapped */
     for (int i = 0; i < LATER; i++) {
