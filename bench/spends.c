@@ -3,8 +3,9 @@
  * goal 4: 20,000 a second with 64 concurrent clients, exactly once).
  *
  * A spend is what a generation pays: kp_credits_reserve (1 credit, into a
- * reservation with a unique id) then kp_credits_commit, through the domain
- * (domain/credits.c) and the SQLite store, as a request does. The bench
+ * reservation with a unique, time-ordered id from kp_id_new, as the
+ * server's) then kp_credits_commit, through the domain (domain/credits.c)
+ * and the SQLite store, as a request does. The bench
  * migrates a fresh database, makes SPENDS_USERS users (default 1,000) each
  * granted plenty of monthly credits, then runs SPENDS_CLIENTS threads
  * (default 64) for SPENDS_SECONDS (default 10) or SPENDS_COUNT spends in all;
@@ -57,8 +58,9 @@ typedef struct client {
     bench *b;
     int index;
     long done;
-    double *lat_ms; /* per spend, grown as needed */
-    size_t lat_cap;
+    double *lat_ms;             /* per spend, grown as needed */
+    char (*res_ids)[KP_ID_MAX]; /* per spend, its reservation's id (kp_id_new, as the server's) */
+    size_t cap;
     int replay_failed;
 } client;
 
@@ -95,8 +97,8 @@ static void load_average(char out[16])
     fclose(f);
 }
 
-/* The user of client c's spend i, and its reservation id: both derived, so
- * a replay and the checks find them again. */
+/* The user of client c's spend i: derived, so a replay and the checks find
+ * it again (its reservation id is kept, cls[c].res_ids[i]). */
 static int spend_user(const bench *b, int c, long i)
 {
     uint64_t x = ((uint64_t)c << 40) ^ (uint64_t)i;
@@ -106,33 +108,32 @@ static int spend_user(const bench *b, int c, long i)
     return (int)(x % (uint64_t)b->users);
 }
 
-static void spend_res_id(int c, long i, char out[KP_ID_MAX])
+/* One spend of client cl: reserve 1 credit, then commit. */
+static kp_status spend(kp_store *s, const client *cl, long i, kp_err *err)
 {
-    snprintf(out, KP_ID_MAX, "res_bench_%02d_%ld", c, i);
-}
-
-/* One spend: reserve 1 credit, then commit. */
-static kp_status spend(kp_store *s, const bench *b, int c, long i, kp_err *err)
-{
-    char res[KP_ID_MAX];
-    spend_res_id(c, i, res);
-    kp_status rc = kp_credits_reserve(s, b->user_ids[spend_user(b, c, i)], res, 1, "generation", NULL, err);
+    const char *res = cl->res_ids[i];
+    kp_status rc =
+        kp_credits_reserve(s, cl->b->user_ids[spend_user(cl->b, cl->index, i)], res, 1, "generation", NULL, err);
     if (rc == KP_OK)
         rc = kp_credits_commit(s, res, err);
     return rc;
 }
 
-static int record_latency(client *cl, double ms)
+/* Room for spend cl->done's latency and reservation id. */
+static int spend_room(client *cl)
 {
-    if ((size_t)cl->done == cl->lat_cap) {
-        size_t cap = cl->lat_cap ? cl->lat_cap * 2 : 4096;
-        double *grown = realloc(cl->lat_ms, cap * sizeof *grown);
-        if (!grown)
-            return -1;
-        cl->lat_ms = grown;
-        cl->lat_cap = cap;
-    }
-    cl->lat_ms[cl->done] = ms;
+    if ((size_t)cl->done < cl->cap)
+        return 0;
+    size_t cap = cl->cap ? cl->cap * 2 : 4096;
+    double *lat = realloc(cl->lat_ms, cap * sizeof *lat);
+    if (!lat)
+        return -1;
+    cl->lat_ms = lat;
+    char(*ids)[KP_ID_MAX] = realloc(cl->res_ids, cap * sizeof *ids);
+    if (!ids)
+        return -1;
+    cl->res_ids = ids;
+    cl->cap = cap;
     return 0;
 }
 
@@ -158,17 +159,19 @@ static void *client_run(void *arg)
         return NULL;
     }
     while (take_spend(cl)) {
+        if (spend_room(cl) != 0) {
+            atomic_store(&b->failed, 1);
+            break;
+        }
+        kp_id_new("res", cl->res_ids[cl->done], KP_ID_MAX);
         double t0 = now_s();
-        if (spend(s, b, cl->index, cl->done, &err) != KP_OK) {
+        if (spend(s, cl, cl->done, &err) != KP_OK) {
             fprintf(stderr, "bench: client %d, spend %ld: %s\n", cl->index, cl->done, err.msg);
             atomic_store(&b->failed, 1);
             break;
         }
         atomic_fetch_add(&b->spent[spend_user(b, cl->index, cl->done)], 1);
-        if (record_latency(cl, (now_s() - t0) * 1000.0) != 0) {
-            atomic_store(&b->failed, 1);
-            break;
-        }
+        cl->lat_ms[cl->done] = (now_s() - t0) * 1000.0;
         cl->done++;
     }
     s->ops->close(s);
@@ -186,7 +189,7 @@ static void *client_replay(void *arg)
         return NULL;
     }
     for (long i = 0; i < cl->done; i += REPLAY_EVERY) {
-        if (spend(s, cl->b, cl->index, i, &err) != KP_OK) {
+        if (spend(s, cl, i, &err) != KP_OK) {
             fprintf(stderr, "bench: replay %d/%ld: %s\n", cl->index, i, err.msg);
             cl->replay_failed = 1;
             break;
@@ -284,9 +287,8 @@ static int check_reservations(bench *b, const client *cls)
         return 1;
     for (int c = 0; c < b->clients && bad < 10; c++)
         for (long i = 0; i < cls[c].done && bad < 10; i++) {
-            char id[KP_ID_MAX];
+            const char *id = cls[c].res_ids[i];
             kp_reservation r;
-            spend_res_id(c, i, id);
             if (s->ops->reservation_get(s, id, &r, &err) != KP_OK || r.state != KP_RES_COMMITTED ||
                 strcmp(r.user_id, b->user_ids[spend_user(b, c, i)]) != 0 || r.monthly != 1) {
                 fprintf(stderr, "bench: reservation %s not committed as made\n", id);
@@ -431,8 +433,10 @@ int main(void)
     kp_log_set_level(KP_LOG_WARN);
     client *cls = calloc((size_t)b.clients, sizeof *cls);
     rc = cls ? run(&b, cls) : 1;
-    for (int i = 0; cls && i < b.clients; i++)
+    for (int i = 0; cls && i < b.clients; i++) {
         free(cls[i].lat_ms);
+        free(cls[i].res_ids);
+    }
     free(cls);
     free(b.user_ids);
     free(b.spent);

@@ -728,6 +728,8 @@ static void test_heap_fields_roundtrip(void **state)
  * by removing what migration 2 added, after writing data that only needs
  * version 1 (a user, credits, the ledger).
  */
+#define RESERVATIONS_USER_INDEXES "SELECT COUNT(*) FROM sqlite_master WHERE name = 'reservations_user'"
+
 static void test_migrate_from_v1_keeps_data(void **state)
 {
     fixture *f = *state;
@@ -749,6 +751,7 @@ static void test_migrate_from_v1_keeps_data(void **state)
         f->path, "BEGIN IMMEDIATE; DROP TABLE versions; DROP TABLE projects;"
                  "DROP TABLE email_verifications; ALTER TABLE users DROP COLUMN email_verified;" KP_TEST_DROP_BILLING
                  "ALTER TABLE users DROP COLUMN verification_required;"
+                 "CREATE INDEX reservations_user ON reservations(user_id);" /* migration 1 made it */
                  "DELETE FROM schema_migrations WHERE version >= 2; COMMIT;");
     assert_int_equal(kp_test_sql_int(f->path, "SELECT MAX(version) FROM schema_migrations"), 1);
     assert_int_equal(kp_sqlite_open(f->path, &f->s, &err), KP_EUNAVAILABLE); /* needs migrate */
@@ -758,6 +761,7 @@ static void test_migrate_from_v1_keeps_data(void **state)
     assert_int_equal(kp_sqlite_migrate(f->path, &applied, &err), KP_OK);
     assert_int_equal(applied, kp_sqlite_schema_target() - 1);
     assert_int_equal(kp_test_sql_int(f->path, "SELECT MAX(version) FROM schema_migrations"), kp_sqlite_schema_target());
+    assert_int_equal(kp_test_sql_int(f->path, RESERVATIONS_USER_INDEXES), 0); /* migration 9 dropped it */
     assert_int_equal(kp_sqlite_open(f->path, &f->s, &err), KP_OK);
 
     /* Version 1 data is intact. */

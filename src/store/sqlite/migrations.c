@@ -214,6 +214,11 @@ static const char *const migrations[] = {
      * another instance than the one running it; that one reads it back when
      * it renews its lease (store.h version_request_cancel). */
     "ALTER TABLE versions ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0;",
+
+    /* 9 (issue 14: spends): no query reads reservations by user, and users
+     * are never deleted (the foreign key never looks them up): the index
+     * only cost every reservation a write to a page picked by its user. */
+    "DROP INDEX IF EXISTS reservations_user;",
 };
 
 #define MIGRATION_COUNT ((int)(sizeof migrations / sizeof migrations[0]))
