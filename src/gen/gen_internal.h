@@ -27,7 +27,11 @@
 #define MAX_APP_FILES KP_PUBLISH_MAX_FILES
 #define MAX_APP_BYTES KP_PUBLISH_MAX_BYTES
 #define DELTA_FLUSH_BYTES 1024
-#define DEFAULT_FLUSH_MS 50
+/* Deltas are coalesced for up to this long: 10 updates a second for a reader,
+ * half the events (written to readers, stored, read back to publish) of 50 ms;
+ * bench-generations at 8,000 measured p99 24.6-24.8 s against 25.3-25.4 s and
+ * the storage threads' CPU 7.8-8.1 s against 9.3-9.4 s. */
+#define DEFAULT_FLUSH_MS 100
 #define GEN_EVENTS_BATCH_MS 250 /* events.c: how often a running generation's events are stored */
 #define GEN_READER_BUCKETS 4096 /* readers.c: buckets of the reader slots (a list each) */
 #define GEN_TABLE_BUCKETS 4096  /* table.c: buckets of each index of the running generations */

@@ -92,7 +92,7 @@ typedef struct kp_gen_options {
     kp_status (*open_store)(void *ud, kp_store **out, kp_err *err);
     void *open_store_ud;
     long keepalive_ms;   /* 0: KP_GEN_KEEPALIVE_MS */
-    long delta_flush_ms; /* how long small deltas are held to be coalesced; 0: 50 ms */
+    long delta_flush_ms; /* how long small deltas are held to be coalesced; 0: 100 ms */
     /* NULL: every generation runs on this process's loop (the self-hosted server). Set (the Lambda host's
      * generate-app): a generation whose request is not streamed (kp_gen_request.streamed) is admitted here,
      * then handed to dispatch instead of the loop (it runs where kp_gen_resume is called). */

@@ -60,15 +60,6 @@
  * after the busy timeout. */
 #define BEGIN_ATTEMPTS 3
 
-/* WAL frames after which a batch's leader checkpoints, outside the gate
- * (SQLite's own automatic checkpoint would run inside the batch's COMMIT).
- * 8,000 frames of 4 KiB: a WAL of about 32 MiB. The hot pages (balances,
- * the right edges of time-ordered keys) are copied once per checkpoint, so
- * fewer checkpoints copy fewer pages: bench/spends.c measured (before
- * migration 9) 12,900/s at 1,000 frames, 14,200 at 4,000, 14,800-15,000 at
- * 8,000, 15,300 at 16,000. */
-#define CHECKPOINT_FRAMES 8000
-
 struct sq_store {
     kp_store base; /* base.impl points back to this struct */
     sqlite3 *db;
@@ -587,7 +578,7 @@ kp_status sq_run_balance_write(sq_store *h, sq_balance_write_fn body, const void
         sq_writer_leave(h->writer);
         batch_sync(conn, h->writer, batch);
         sq_writer_done(h->writer, batch);
-        if (frames >= CHECKPOINT_FRAMES)
+        if (frames >= KP_SQLITE_CHECKPOINT_FRAMES)
             checkpoint_passive(h);
     }
     if (out)
