@@ -12,11 +12,13 @@
  *
  * Group commit: a write that can share a transaction (sq_run_balance_write)
  * is queued as an sq_write_req. The first thread to find the gate free leads:
- * it takes the gate and up to SQ_WRITER_BATCH requests (its own and those
- * queued before it, oldest first), runs them in one transaction on its own
- * connection, gives the gate back, syncs the WAL (outside the gate, so that
- * the next batch runs meanwhile), then marks them done. The others sleep
- * until their request is done, or until they can lead the next batch.
+ * it takes the gate, yields the CPU once (so that threads about to queue a
+ * write join this batch), then takes up to SQ_WRITER_BATCH requests (its own
+ * and those queued before it, oldest first), runs them in one transaction on
+ * the batch connection (below), gives the gate back, syncs the WAL (outside
+ * the gate, so that the next batch runs meanwhile), then marks them done.
+ * The others sleep until their request is done, or until they can lead the
+ * next batch.
  *
  * The writer also keeps the file's batch connection (sq_writer_conn): the
  * leaders run every batch on it, so its page cache stays warm from one batch
