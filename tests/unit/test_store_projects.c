@@ -751,7 +751,14 @@ static void test_migrate_from_v1_keeps_data(void **state)
         f->path, "BEGIN IMMEDIATE; DROP TABLE versions; DROP TABLE projects;"
                  "DROP TABLE email_verifications; ALTER TABLE users DROP COLUMN email_verified;" KP_TEST_DROP_BILLING
                  "ALTER TABLE users DROP COLUMN verification_required;"
-                 "CREATE INDEX reservations_user ON reservations(user_id);" /* migration 1 made it */
+                 /* migration 1's reservations: a rowid table, its index by user */
+                 "DROP TABLE reservations;"
+                 "CREATE TABLE reservations (id TEXT PRIMARY KEY NOT NULL, user_id TEXT NOT NULL REFERENCES users(id),"
+                 "  daily INTEGER NOT NULL CHECK (daily >= 0), monthly INTEGER NOT NULL CHECK (monthly >= 0),"
+                 "  state TEXT NOT NULL CHECK (state IN ('reserved', 'committed', 'refunded')),"
+                 "  created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);"
+                 "CREATE INDEX reservations_user ON reservations(user_id);"
+                 "INSERT INTO reservations VALUES ('res_old', 'usr_a', 1, 2, 'reserved', 1700000000, 1700000001);"
                  "DELETE FROM schema_migrations WHERE version >= 2; COMMIT;");
     assert_int_equal(kp_test_sql_int(f->path, "SELECT MAX(version) FROM schema_migrations"), 1);
     assert_int_equal(kp_sqlite_open(f->path, &f->s, &err), KP_EUNAVAILABLE); /* needs migrate */
@@ -762,7 +769,25 @@ static void test_migrate_from_v1_keeps_data(void **state)
     assert_int_equal(applied, kp_sqlite_schema_target() - 1);
     assert_int_equal(kp_test_sql_int(f->path, "SELECT MAX(version) FROM schema_migrations"), kp_sqlite_schema_target());
     assert_int_equal(kp_test_sql_int(f->path, RESERVATIONS_USER_INDEXES), 0); /* migration 9 dropped it */
+    /* migration 10: one b-tree keyed by id, the open reservations' index made again */
+    assert_int_equal(kp_test_sql_int(f->path, "SELECT wr FROM pragma_table_list WHERE name = 'reservations'"), 1);
+    assert_int_equal(kp_test_sql_int(f->path, "SELECT COUNT(*) FROM sqlite_master WHERE name = 'reservations_open'"),
+                     1);
     assert_int_equal(kp_sqlite_open(f->path, &f->s, &err), KP_OK);
+    kp_reservation r;
+    assert_int_equal(f->s->ops->reservation_get(f->s, "res_old", &r, &err), KP_OK);
+    assert_string_equal(r.user_id, "usr_a");
+    assert_int_equal(r.daily, 1);
+    assert_int_equal(r.monthly, 2);
+    assert_int_equal(r.state, KP_RES_RESERVED);
+    assert_int_equal(r.created_at, 1700000000);
+    assert_int_equal(r.updated_at, 1700000001);
+    kp_reservation *orphans = NULL;
+    size_t norphans = 0;
+    assert_int_equal(f->s->ops->reservations_orphaned(f->s, &orphans, &norphans, &err), KP_OK);
+    assert_int_equal(norphans, 1); /* read through reservations_open: no version refers to it */
+    assert_string_equal(orphans[0].id, "res_old");
+    free(orphans);
 
     /* Version 1 data is intact. */
     kp_user u;
