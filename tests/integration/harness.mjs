@@ -353,7 +353,8 @@ async function startServerOnce({ env = {}, args = [], dataDir, prefix = [], bin,
       if (res.status === 200 && listensOn(child.pid, ours)) return server;
       lastTry = res.status === 200 ? `another process answers on port ${port}` : `${res.status} ${body}`;
     } catch (e) {
-      lastTry = `${e.name}: ${e.cause?.code || e.message}`; // not listening yet, or not answering
+      // not listening yet, or not answering; the cause says which (its code, else its own message)
+      lastTry = `${e.name}: ${e.message}${e.cause ? ` (${e.cause.code || e.cause.message || e.cause})` : ''}`;
     }
     if (Date.now() > deadline) {
       const threads = diagnose(child.pid);
