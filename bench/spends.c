@@ -5,12 +5,12 @@
  * A spend is what a generation pays: kp_credits_reserve (1 credit, into a
  * reservation with a unique, time-ordered id from kp_id_new, as the
  * server's) then kp_credits_commit, through the domain (domain/credits.c)
- * and the SQLite store, as a request does. The bench
- * migrates a fresh database, makes SPENDS_USERS users (default 1,000) each
- * granted plenty of monthly credits, then runs SPENDS_CLIENTS threads
- * (default 64) for SPENDS_SECONDS (default 10) or SPENDS_COUNT spends in all;
- * each thread opens its own store handle, as each worker thread of
- * `koumpa serve` does, and spends on users picked at random.
+ * and the SQLite store, as a request does. The bench migrates a fresh
+ * database, makes SPENDS_USERS users (default 1,000) each granted plenty of
+ * monthly credits, then runs SPENDS_CLIENTS threads (default 64) for
+ * SPENDS_SECONDS (default 10) or SPENDS_COUNT spends in all; each thread
+ * opens its own store handle, as each worker thread of `koumpa serve` does,
+ * and spends on users picked at random.
  *
  * Then it checks exactly-once: the clients replay concurrently a share of
  * their spends (the same reservation ids, as a retrying client would), which
