@@ -28,7 +28,7 @@
 #   make fuzz       builds the libFuzzer targets (build-fuzz/, clang) and runs each for FUZZ_SECONDS (60)
 
 BUILD   ?= build
-PKGS    := libevent libevent_pthreads jansson openssl sqlite3 libcurl libsodium libzip
+PKGS    := libevent libevent_pthreads jansson yajl openssl sqlite3 libcurl libsodium libzip
 CC      ?= cc
 WARN    := -Wall -Wextra -Werror -Wshadow -Wpointer-arith -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 -Wno-format-nonliteral
 CFLAGS  ?= -O2 -g
@@ -97,7 +97,7 @@ $(BUILD)/tests/%: tests/unit/%.c $(TEST_HELPER_OBJS) $(BUILD)/libkoumpa.a
 
 # The Lambda functions' bootstrap (src/cli/lambda.c; docs/ARCHITECTURE.md, "Lambda host"): the library's
 # objects taken as needed (never host/evhttp*), libevent_core only for the generator's loop, no libevent HTTP.
-BOOT_LIBS = $(shell pkg-config --libs jansson openssl sqlite3 libcurl libsodium libzip) -levent_core -levent_pthreads
+BOOT_LIBS = $(shell pkg-config --libs jansson yajl openssl sqlite3 libcurl libsodium libzip) -levent_core -levent_pthreads
 $(BUILD)/bootstrap: $(BUILD)/obj/src/cli/lambda.o $(BUILD)/obj/src/cli/backend.o $(BUILD)/libkoumpa.a
 	@echo "  LD    $@"
 	@$(CC) $(CFLAGS) $(SAN) -o $@ $^ $(BOOT_LIBS) -lpthread -lm

@@ -27,7 +27,7 @@ libdir=/usr/lib/$(${CC:-cc} -print-multiarch)
 
 # The objects, with make's flags and warnings; libcurl's and libzip's headers from the built prefix.
 make -s --no-print-directory -j"$jobs" BUILD="$out_build" CFLAGS="-O2 -ffunction-sections -fdata-sections" \
-    PKG_CFLAGS="-I$prefix/include $(pkg-config --cflags jansson openssl sqlite3 libsodium libevent)" \
+    PKG_CFLAGS="-I$prefix/include $(pkg-config --cflags jansson yajl openssl sqlite3 libsodium libevent)" \
     "$out_build/libkoumpa.a" "$out_build/obj/src/cli/lambda.o" "$out_build/obj/src/cli/backend.o"
 if [ scripts/lambda/arc4random.c -nt "$out_build/arc4random.o" ]; then
     ${CC:-cc} -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wmissing-prototypes -O2 \
@@ -36,7 +36,7 @@ fi
 
 boot="$out_build/bootstrap"
 static_libs=("$prefix/lib/libcurl.a" "$prefix/lib/libzip.a")
-for l in event_pthreads event_core jansson sqlite3 sodium ssl crypto z; do
+for l in event_pthreads event_core jansson yajl_s sqlite3 sodium ssl crypto z; do
     static_libs+=("$libdir/lib$l.a")
 done
 inputs=("$out_build/obj/src/cli/lambda.o" "$out_build/obj/src/cli/backend.o" "$out_build/arc4random.o"

@@ -13,6 +13,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "llm/anthropic_delta.h"
+
 void kp_anthropic_init(kp_anthropic *a, kp_llm_text_fn on_text, void *ud)
 {
     memset(a, 0, sizeof *a);
@@ -225,12 +227,33 @@ static event_kind kind_of(const char *name)
     return EV_IGNORED;
 }
 
+/*
+ * A content_block_delta read by anthropic_delta.c, without a tree: 1 when it
+ * was (*st is the outcome), 0 when jansson has to read it.
+ */
+static int fast_block_delta(kp_anthropic *a, const char *data, size_t len, kp_status *st, kp_err *err)
+{
+    kp_anthropic_delta d = {.text = KP_BUF_INIT};
+    int read = kp_anthropic_delta_read(data, len, &d);
+    if (read < 0)
+        *st = kp_err_set(err, KP_ENOMEM, "out of memory");
+    else if (read > 0 && d.is_text && d.has_text && d.text.len > 0 && a->on_text)
+        *st = a->on_text(a->ud, d.text.data, d.text.len, err);
+    else
+        *st = KP_OK;
+    kp_buf_free(&d.text);
+    return read != 0;
+}
+
 kp_status kp_anthropic_event(kp_anthropic *a, const char *event, const char *data, size_t len, kp_err *err)
 {
     int unnamed = strcmp(event, "message") == 0;
     event_kind kind = unnamed ? EV_IGNORED : kind_of(event);
     if (kind == EV_IGNORED && !unnamed)
         return KP_OK;
+    kp_status st = KP_OK;
+    if (kind == EV_BLOCK_DELTA && fast_block_delta(a, data, len, &st, err))
+        return st;
 
     json_t *root = kp_llm_json_load(data, len);
     if (!json_is_object(root)) {
@@ -244,7 +267,6 @@ kp_status kp_anthropic_event(kp_anthropic *a, const char *event, const char *dat
         kind = type ? kind_of(type) : EV_IGNORED;
     }
 
-    kp_status st = KP_OK;
     switch (kind) {
     case EV_MESSAGE_START: st = on_message_start(a, root); break;
     case EV_BLOCK_START: st = on_block_start(a, root, err); break;
