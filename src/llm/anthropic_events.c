@@ -13,7 +13,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "llm/anthropic_delta.h"
+#include "core/jsonpick.h"
 
 void kp_anthropic_init(kp_anthropic *a, kp_llm_text_fn on_text, void *ud)
 {
@@ -228,20 +228,25 @@ static event_kind kind_of(const char *name)
 }
 
 /*
- * A content_block_delta read by anthropic_delta.c, without a tree: 1 when it
- * was (*st is the outcome), 0 when jansson has to read it.
+ * A content_block_delta read without a tree (core/jsonpick.h: the text events
+ * are most of what the loop parses): 1 when it was (*st is the outcome), 0
+ * when jansson has to read it.
  */
 static int fast_block_delta(kp_anthropic *a, const char *data, size_t len, kp_status *st, kp_err *err)
 {
-    kp_anthropic_delta d = {.text = KP_BUF_INIT};
-    int read = kp_anthropic_delta_read(data, len, &d);
+    static const char text_delta[] = "text_delta";
+    kp_jsonpick_field f[2] = {{.path = {"delta", "type"}}, {.path = {"delta", "text"}}};
+    int read = kp_jsonpick(data, len, f, 2);
+    int is_text = f[0].found && f[0].value.len == sizeof text_delta - 1 &&
+                  memcmp(f[0].value.data, text_delta, sizeof text_delta - 1) == 0;
     if (read < 0)
         *st = kp_err_set(err, KP_ENOMEM, "out of memory");
-    else if (read > 0 && d.is_text && d.has_text && d.text.len > 0 && a->on_text)
-        *st = a->on_text(a->ud, d.text.data, d.text.len, err);
+    else if (read > 0 && is_text && f[1].found && f[1].value.len > 0 && a->on_text)
+        *st = a->on_text(a->ud, f[1].value.data, f[1].value.len, err);
     else
         *st = KP_OK;
-    kp_buf_free(&d.text);
+    kp_buf_free(&f[0].value);
+    kp_buf_free(&f[1].value);
     return read != 0;
 }
 

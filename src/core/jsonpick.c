@@ -1,45 +1,48 @@
 /*
- * anthropic_delta.c - see anthropic_delta.h.
+ * jsonpick.c - see jsonpick.h.
  *
- * yajl calls back once per key and per value, in document order; the reader
- * keeps the depth and the key whose value comes next, and so knows when a
- * string is the root object's "delta"."type" or "delta"."text". A key clears
- * what its earlier twin set, so that the last of duplicate keys wins. A
- * callback returning 0 stops the parse: that is how anything jansson might
- * judge otherwise is handed back to it.
+ * yajl calls back once per key and per value, in document order. The reader
+ * keeps, for each open object, the fields whose path leads into it (a bit
+ * each), and for the key just read the fields whose path goes through that
+ * key; a string then completes the fields whose path ends there, an object
+ * passes the rest on. A key clears what its earlier twin found, so that the
+ * last of duplicate keys wins. A callback returning 0 stops the parse: that
+ * is how anything jansson might judge otherwise is handed back to it.
  */
-#include "llm/anthropic_delta.h"
+#include "core/jsonpick.h"
 
 #include <jansson.h>
+#include <stdint.h>
 #include <string.h>
 #include <yajl/yajl_parse.h>
 
 #define MAX_DEPTH 64        /* deeper: jansson's own limit (2048) decides */
 #define MAX_NUMBER_CHARS 15 /* fits jansson's integers; without an exponent, never a real's overflow */
-#define TEXT_DELTA "text_delta"
-
-typedef enum pending_key { K_OTHER = 0, K_DELTA, K_TYPE, K_TEXT } pending_key;
 
 typedef struct reader {
-    kp_anthropic_delta *d;
-    int depth;         /* containers open around the next value */
-    int root_seen;     /* the root value has started */
-    int in_delta;      /* the container open at depth 2 is the root's "delta" object */
-    pending_key key;   /* the key whose value comes next */
-    int out_of_memory; /* the text could not be kept */
+    kp_jsonpick_field *fields;
+    size_t n;
+    size_t path_len[KP_JSONPICK_FIELDS_MAX];
+    int depth;                    /* containers open around the next value */
+    uint32_t into[MAX_DEPTH + 1]; /* per open container: the fields whose path leads into it */
+    uint32_t key;                 /* the fields whose path goes through the key just read */
+    int root_seen;                /* the root value has started */
+    int out_of_memory;            /* a value could not be kept */
     yajl_handle h;
     size_t root_end; /* bytes up to the root's closing brace; 0 until it closed */
 } reader;
 
-/* Every value starts here: the root must be an object; returns the key it is the value of. */
-static pending_key value_starts(reader *r, int is_object, int *ok)
+/* Every value starts here: returns the fields of the key it is the value of; *ok 0 for a root that is not an
+ * object. */
+static uint32_t value_starts(reader *r, int is_object, int *ok)
 {
-    pending_key k = r->key;
-    r->key = K_OTHER;
+    uint32_t k = r->key;
+    r->key = 0;
     *ok = 1;
     if (!r->root_seen) {
         r->root_seen = 1;
-        *ok = is_object; /* anything else: jansson's error message */
+        *ok = is_object;                                    /* anything else: jansson's error message */
+        k = is_object ? (uint32_t)((1ull << r->n) - 1) : 0; /* every path starts at the root */
     }
     return k;
 }
@@ -66,38 +69,32 @@ static int on_string(void *ctx, const unsigned char *s, size_t len)
 {
     reader *r = ctx;
     int ok;
-    pending_key k = value_starts(r, 0, &ok);
-    if (k == K_TYPE)
-        r->d->is_text = len == strlen(TEXT_DELTA) && memcmp(s, TEXT_DELTA, len) == 0;
-    else if (k == K_TEXT) {
-        kp_buf_reset(&r->d->text);
-        if (kp_buf_append(&r->d->text, s, len) != 0) {
+    uint32_t k = value_starts(r, 0, &ok);
+    for (size_t i = 0; i < r->n; i++) {
+        kp_jsonpick_field *f = &r->fields[i];
+        if (!(k & (1u << i)) || r->path_len[i] != (size_t)r->depth)
+            continue;
+        kp_buf_reset(&f->value);
+        if (kp_buf_append(&f->value, s, len) != 0) {
             r->out_of_memory = 1;
             return 0;
         }
-        r->d->has_text = 1;
+        f->found = 1;
     }
     return ok;
-}
-
-static int key_is(const unsigned char *key, size_t len, const char *name)
-{
-    return len == strlen(name) && memcmp(key, name, len) == 0;
 }
 
 static int on_key(void *ctx, const unsigned char *key, size_t len)
 {
     reader *r = ctx;
-    r->key = K_OTHER;
-    if (r->depth == 1 && key_is(key, len, "delta")) {
-        r->key = K_DELTA;
-        r->d->is_text = r->d->has_text = 0;
-    } else if (r->depth == 2 && r->in_delta && key_is(key, len, "type")) {
-        r->key = K_TYPE;
-        r->d->is_text = 0;
-    } else if (r->depth == 2 && r->in_delta && key_is(key, len, "text")) {
-        r->key = K_TEXT;
-        r->d->has_text = 0;
+    size_t d = (size_t)r->depth; /* the key's object is at depth d: the key is path[d - 1] */
+    r->key = 0;
+    for (size_t i = 0; i < r->n; i++) {
+        const char *want = d <= r->path_len[i] ? r->fields[i].path[d - 1] : NULL;
+        if (!(r->into[d] & (1u << i)) || !want || strlen(want) != len || memcmp(want, key, len) != 0)
+            continue;
+        r->key |= 1u << i;
+        r->fields[i].found = 0; /* this value replaces what an earlier twin of the key held */
     }
     return 1;
 }
@@ -105,18 +102,16 @@ static int on_key(void *ctx, const unsigned char *key, size_t len)
 static int open_container(reader *r, int is_object)
 {
     int ok;
-    pending_key k = value_starts(r, is_object, &ok);
-    r->depth++;
-    if (r->depth == 2)
-        r->in_delta = is_object && k == K_DELTA;
-    return ok && r->depth <= MAX_DEPTH;
+    uint32_t k = value_starts(r, is_object, &ok);
+    if (++r->depth > MAX_DEPTH)
+        return 0;
+    r->into[r->depth] = is_object ? k : 0; /* a path names keys only: none leads into an array */
+    return ok;
 }
 
 static int close_container(void *ctx)
 {
     reader *r = ctx;
-    if (r->depth == 2)
-        r->in_delta = 0;
     if (--r->depth == 0)
         r->root_end = yajl_get_bytes_consumed(r->h); /* the lexer is just past the brace */
     return 1;
@@ -181,12 +176,28 @@ static int plain_for_jansson(const char *data, size_t len)
     return s != NULL;
 }
 
-int kp_anthropic_delta_read(const char *data, size_t len, kp_anthropic_delta *d)
+/* The fields' path lengths into r; 0 when one has none or too many keys. */
+static int paths_valid(reader *r)
 {
-    reader r = {.d = d};
-    d->is_text = d->has_text = 0;
-    kp_buf_reset(&d->text);
-    if (!plain_for_jansson(data, len))
+    for (size_t i = 0; i < r->n; i++) {
+        size_t k = 0;
+        while (k < KP_JSONPICK_PATH_MAX && r->fields[i].path[k])
+            k++;
+        if (k == 0)
+            return 0;
+        r->path_len[i] = k;
+    }
+    return 1;
+}
+
+int kp_jsonpick(const char *data, size_t len, kp_jsonpick_field *fields, size_t n)
+{
+    reader r = {.fields = fields, .n = n};
+    for (size_t i = 0; i < n && i < KP_JSONPICK_FIELDS_MAX; i++) {
+        fields[i].found = 0;
+        kp_buf_reset(&fields[i].value);
+    }
+    if (n > KP_JSONPICK_FIELDS_MAX || !paths_valid(&r) || !plain_for_jansson(data, len))
         return 0;
     yajl_handle h = yajl_alloc(&callbacks, NULL, &r);
     if (!h)

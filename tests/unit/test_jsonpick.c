@@ -1,9 +1,9 @@
 /*
- * test_anthropic_delta.c - the tree-less reader of content_block_delta events
- * (src/llm/anthropic_delta.c): where it answers, it says what jansson's tree
- * says (jansson is the oracle here); it hands back to jansson exactly the
- * data jansson might judge otherwise (escapes, loose UTF-8, large numbers,
- * deep nesting, anything not one JSON object).
+ * test_jsonpick.c - string fields read without a tree (src/core/jsonpick.c):
+ * where the reader answers, it says what jansson's tree says (jansson is the
+ * oracle here); it hands back to jansson exactly the data jansson might judge
+ * otherwise (escapes, loose UTF-8, large numbers, deep nesting, anything not
+ * one JSON object).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -15,65 +15,82 @@
 #include <string.h>
 
 #include "core/buf.h"
-#include "llm/anthropic_delta.h"
+#include "core/jsonpick.h"
 
-/* jansson's reading: 1 and the fields for an object, 0 otherwise. */
-static int oracle(const char *data, size_t len, int *is_text, json_t **text)
+/* The fields every case is read for: a provider's text event's two, a delta event's one, a deeper one. */
+#define NFIELDS 4
+static kp_jsonpick_field fields[NFIELDS] = {
+    {.path = {"delta", "type"}},
+    {.path = {"delta", "text"}},
+    {.path = {"text"}},
+    {.path = {"a", "b", "c", "d"}},
+};
+
+/* jansson's value at f's path, or NULL. */
+static json_t *oracle_at(json_t *root, const kp_jsonpick_field *f)
 {
-    json_t *root = json_loadb(data, len, 0, NULL);
-    if (!json_is_object(root)) {
-        json_decref(root);
-        return 0;
-    }
-    json_t *delta = json_object_get(root, "delta");
-    const char *type = json_string_value(json_object_get(delta, "type"));
-    *is_text = type && strcmp(type, "text_delta") == 0;
-    *text = json_incref(json_object_get(delta, "text"));
-    json_decref(root);
-    return 1;
+    json_t *v = root;
+    for (size_t k = 0; k < KP_JSONPICK_PATH_MAX && f->path[k]; k++)
+        v = json_object_get(v, f->path[k]);
+    return v;
 }
 
 /* Reads data both ways; returns what the reader returned, after checking that it agrees with jansson. */
-static int read_and_compare(const char *data, size_t len, kp_anthropic_delta *d)
+static int read_and_compare(const char *data, size_t len)
 {
-    int got = kp_anthropic_delta_read(data, len, d);
+    int got = kp_jsonpick(data, len, fields, NFIELDS);
     assert_true(got == 0 || got == 1);
     if (got == 1) {
-        int is_text = 0;
-        json_t *text = NULL;
-        assert_int_equal(oracle(data, len, &is_text, &text), 1);
-        assert_int_equal(d->is_text, is_text);
-        assert_int_equal(d->has_text, json_is_string(text));
-        if (json_is_string(text)) {
-            assert_int_equal(d->text.len, json_string_length(text));
-            assert_memory_equal(d->text.data, json_string_value(text), d->text.len);
+        json_t *root = json_loadb(data, len, 0, NULL);
+        assert_true(json_is_object(root));
+        for (size_t i = 0; i < NFIELDS; i++) {
+            json_t *v = oracle_at(root, &fields[i]);
+            assert_int_equal(fields[i].found, json_is_string(v));
+            if (json_is_string(v)) {
+                assert_int_equal(fields[i].value.len, json_string_length(v));
+                assert_memory_equal(fields[i].value.data, json_string_value(v), json_string_length(v));
+            }
         }
-        json_decref(text);
+        json_decref(root);
     }
     return got;
 }
 
-static int read_str(const char *data, kp_anthropic_delta *d)
+static int read_str(const char *data)
 {
-    return read_and_compare(data, strlen(data), d);
+    return read_and_compare(data, strlen(data));
 }
 
-static void test_reads_a_text_delta(void **state)
+static void free_fields(void)
+{
+    for (size_t i = 0; i < NFIELDS; i++)
+        kp_buf_free(&fields[i].value);
+}
+
+static void test_reads_the_fields(void **state)
 {
     (void)state;
-    kp_anthropic_delta d = {.text = KP_BUF_INIT};
     assert_int_equal(
         read_str(
-            "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hello\"}}",
-            &d),
+            "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hello\"}}"),
         1);
-    assert_true(d.is_text && d.has_text);
-    assert_string_equal(kp_buf_cstr(&d.text), "Hello");
-    /* the same reader again: nothing of the last event is left */
-    assert_int_equal(read_str("{\"delta\":{\"type\":\"thinking_delta\",\"thinking\":\"hmm\"}}", &d), 1);
-    assert_false(d.is_text || d.has_text);
-    assert_int_equal(d.text.len, 0);
-    kp_buf_free(&d.text);
+    assert_true(fields[0].found && fields[1].found && !fields[2].found && !fields[3].found);
+    assert_string_equal(kp_buf_cstr(&fields[0].value), "text_delta");
+    assert_string_equal(kp_buf_cstr(&fields[1].value), "Hello");
+    assert_int_equal(read_str("{\"text\":\"<h1>\\n\",\"a\":{\"b\":{\"c\":{\"d\":\"deep\"}}}}"), 1);
+    assert_true(!fields[0].found && !fields[1].found && fields[2].found && fields[3].found);
+    assert_string_equal(kp_buf_cstr(&fields[2].value), "<h1>\n");
+    assert_string_equal(kp_buf_cstr(&fields[3].value), "deep");
+    /* read again: nothing of the last object is left */
+    assert_int_equal(read_str("{\"delta\":{\"type\":\"thinking_delta\",\"thinking\":\"hmm\"}}"), 1);
+    assert_true(fields[0].found && !fields[1].found && !fields[2].found && !fields[3].found);
+    assert_int_equal(fields[1].value.len, 0);
+    /* a path without keys, or too many fields: handed back */
+    kp_jsonpick_field none = {.path = {NULL}};
+    assert_int_equal(kp_jsonpick("{}", 2, &none, 1), 0);
+    kp_jsonpick_field many[KP_JSONPICK_FIELDS_MAX + 1] = {{.path = {"a"}}};
+    assert_int_equal(kp_jsonpick("{}", 2, many, KP_JSONPICK_FIELDS_MAX + 1), 0);
+    free_fields();
 }
 
 /* Data the reader answers for, each as jansson reads it. */
@@ -99,14 +116,16 @@ static void test_agrees_with_jansson(void **state)
         "{\"delta\":{\"type\":\"text_delta\",\"a\":[1,2.5,-3,true,false,null,{}],\"text\":\"b\"},\"index\":123456789}",
         " \t\r\n{\"delta\":{\"type\":\"text_delta\",\"text\":\"ws\"}} \n", /* white space */
         "{}",
+        "{\"text\":\"a\",\"text\":\"b\",\"a\":{\"b\":{\"c\":{\"d\":1}}},\"a\":{\"b\":{\"c\":{\"d\":\"x\"}}}}",
+        "{\"a\":{\"b\":{\"c\":{\"d\":\"x\"}},\"b\":{}}}",           /* a later twin of a key on the path */
+        "{\"a\":[{\"b\":{\"c\":{\"d\":\"x\"}}}],\"text\":[\"t\"]}", /* no path goes into an array */
     };
-    kp_anthropic_delta d = {.text = KP_BUF_INIT};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        int got = read_str(cases[i], &d);
+        int got = read_str(cases[i]);
         if (got != 1)
             fail_msg("case %zu was handed back to jansson: %s", i, cases[i]);
     }
-    kp_buf_free(&d.text);
+    free_fields();
 }
 
 /* Data jansson might judge otherwise is handed back to it (0), never read. */
@@ -141,21 +160,19 @@ static void test_hands_back_what_jansson_must_judge(void **state)
         "{\"delta\":{\"type\":\"text_delta\",\"text\":'a'}}",
         "{/* c */\"delta\":{}}",
     };
-    kp_anthropic_delta d = {.text = KP_BUF_INIT};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
-        if (read_str(cases[i], &d) != 0)
+        if (read_str(cases[i]) != 0)
             fail_msg("case %zu was read, not handed back: %s", i, cases[i]);
     /* a NUL byte inside the data */
     static const char nul[] = "{\"delta\":{\"type\":\"text_delta\",\"text\":\"a\0b\"}}";
-    assert_int_equal(read_and_compare(nul, sizeof nul - 1, &d), 0);
-    kp_buf_free(&d.text);
+    assert_int_equal(read_and_compare(nul, sizeof nul - 1), 0);
+    free_fields();
 }
 
 /* 64 containers deep is read; one more is jansson's to judge (its limit is 2048). */
 static void test_depth_limit(void **state)
 {
     (void)state;
-    kp_anthropic_delta d = {.text = KP_BUF_INIT};
     for (int depth = 63; depth <= 65; depth++) {
         kp_buf b = KP_BUF_INIT;
         assert_int_equal(kp_buf_puts(&b, "{\"delta\":{\"type\":\"text_delta\",\"text\":\"a\"},\"x\":"), 0);
@@ -164,16 +181,16 @@ static void test_depth_limit(void **state)
         for (int i = 1; i < depth; i++)
             assert_int_equal(kp_buf_puts(&b, "]"), 0);
         assert_int_equal(kp_buf_puts(&b, "}"), 0);
-        assert_int_equal(read_and_compare(b.data, b.len, &d), depth <= 64 ? 1 : 0);
+        assert_int_equal(read_and_compare(b.data, b.len), depth <= 64 ? 1 : 0);
         kp_buf_free(&b);
     }
-    kp_buf_free(&d.text);
+    free_fields();
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_reads_a_text_delta),
+        cmocka_unit_test(test_reads_the_fields),
         cmocka_unit_test(test_agrees_with_jansson),
         cmocka_unit_test(test_hands_back_what_jansson_must_judge),
         cmocka_unit_test(test_depth_limit),
