@@ -176,7 +176,7 @@ static int plain_for_jansson(const char *data, size_t len)
     return s != NULL;
 }
 
-/* The fields' path lengths into r; 0 when one has none or too many keys. */
+/* The fields' path lengths into r; 0 when a field has no key. */
 static int paths_valid(reader *r)
 {
     for (size_t i = 0; i < r->n; i++) {

@@ -35,7 +35,10 @@
  * page each (4 KiB: about 32 MiB). The hot pages (balances, the right edges
  * of time-ordered keys) are copied once per checkpoint, so fewer checkpoints
  * copy fewer pages: bench/spends.c measured (before migration 9) 12,900/s at
- * 1,000 frames, 14,200 at 4,000, 14,800-15,000 at 8,000, 15,300 at 16,000. */
+ * 1,000 frames, 14,200 at 4,000, 14,800-15,000 at 8,000, 15,300 at 16,000.
+ * The other connections keep SQLite's automatic checkpoint (1,000 frames): at
+ * 8,000 there, the events' appends wrote as much and took more CPU
+ * (docs/DEVELOPMENT.md, "Benchmarks"). */
 #define KP_SQLITE_CHECKPOINT_FRAMES 8000
 
 /* The schema version this build needs (the number of migrations). */
