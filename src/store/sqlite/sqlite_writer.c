@@ -16,18 +16,31 @@
  *     the gate is free (its leader syncs outside the gate).
  *
  * Wake-ups are targeted, so that 64 waiting threads are not all woken for
- * each batch: a batch's requests are signalled each on its own condition
- * variable when done; when the gate frees, the first queued request (the next
- * leader) and one thread waiting in sq_writer_enter are signalled, and
- * whichever comes first takes the gate (the other waits for the next turn).
+ * each batch: a queued request's submitter sleeps on its request's own futex
+ * word (turn); a batch's requests are each woken when done, and when the
+ * gate frees, the first queued request (the next leader) and one thread
+ * waiting in sq_writer_enter are woken, and whichever comes first takes the
+ * gate (the other waits for the next turn). The futex wakes are made with
+ * w->mu released: a woken thread's first step is to take w->mu (or, done,
+ * to return), so a wake under it would only put that thread to sleep again
+ * on the mutex, and the leader holding the gate would queue behind the
+ * wakes for it. A wake may reach a request whose submitter has already
+ * returned: FUTEX_WAKE only names an address (nothing is written there), and
+ * every futex waiter takes a wake-up as a hint and checks its word again.
  */
 #include "store/sqlite/sqlite_writer.h"
 
+#include <linux/futex.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
+
+_Static_assert(sizeof(atomic_uint) == sizeof(uint32_t) && _Alignof(atomic_uint) == _Alignof(uint32_t),
+               "a request's turn is a futex word");
 
 struct sq_writer {
     dev_t dev;
@@ -124,13 +137,31 @@ void sq_writer_release(sq_writer *w)
     free(w);
 }
 
-/* Frees the gate and wakes its next takers; under w->mu. */
-static void gate_free(sq_writer *w)
+/* Sleeps while *word still holds seen (or until a wake-up, or a signal:
+ * the caller checks its word again in every case). */
+static void turn_wait(atomic_uint *word, unsigned seen)
+{
+    syscall(SYS_futex, (void *)word, FUTEX_WAIT_PRIVATE, seen, NULL, NULL, 0);
+}
+
+static void turn_wake(atomic_uint *word)
+{
+    syscall(SYS_futex, (void *)word, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+}
+
+/* Frees the gate, under w->mu: signals one thread waiting in sq_writer_enter
+ * and returns the first queued request, whose turn it bumped (the caller
+ * wakes it once it released w->mu), or NULL. */
+static sq_write_req *gate_free(sq_writer *w)
 {
     w->busy = 0;
-    if (w->head)
-        pthread_cond_signal(&w->head->wake);
     pthread_cond_signal(&w->cond);
+    sq_write_req *first = w->head;
+    if (first) { /* queued, not taken: alive while w->mu is held, and no one else writes its turn */
+        unsigned turn = atomic_load_explicit(&first->turn, memory_order_relaxed);
+        atomic_store_explicit(&first->turn, (turn + 1) & ~SQ_WRITE_DONE, memory_order_relaxed);
+    }
+    return first;
 }
 
 void sq_writer_enter(sq_writer *w)
@@ -145,16 +176,17 @@ void sq_writer_enter(sq_writer *w)
 void sq_writer_leave(sq_writer *w)
 {
     pthread_mutex_lock(&w->mu);
-    gate_free(w);
+    sq_write_req *first = gate_free(w);
     pthread_mutex_unlock(&w->mu);
+    if (first)
+        turn_wake(&first->turn);
 }
 
 void sq_writer_queue(sq_writer *w, sq_write_req *r)
 {
     r->taken = 0;
-    r->done = 0;
+    atomic_init(&r->turn, 0);
     r->next = NULL;
-    pthread_cond_init(&r->wake, NULL);
     pthread_mutex_lock(&w->mu);
     if (w->tail)
         w->tail->next = r;
@@ -197,20 +229,26 @@ static void gather(sq_writer *w)
 
 int sq_writer_next(sq_writer *w, sq_write_req *r, sq_write_req **batch)
 {
-    int lead = 0;
     pthread_mutex_lock(&w->mu);
-    while (!r->done && (w->busy || r->taken))
-        pthread_cond_wait(&r->wake, &w->mu);
-    if (!r->done) { /* the gate is free and r still queued: lead */
-        w->busy = 1;
-        gather(w);
-        *batch = take_batch(w);
-        lead = 1;
+    for (;;) {
+        unsigned seen = atomic_load_explicit(&r->turn, memory_order_acquire);
+        if (seen & SQ_WRITE_DONE)
+            break;
+        if (!w->busy && !r->taken) { /* the gate is free and r still queued: lead */
+            w->busy = 1;
+            gather(w);
+            *batch = take_batch(w);
+            pthread_mutex_unlock(&w->mu);
+            return 1;
+        }
+        pthread_mutex_unlock(&w->mu);
+        turn_wait(&r->turn, seen);
+        if (atomic_load_explicit(&r->turn, memory_order_acquire) & SQ_WRITE_DONE)
+            return 0; /* the usual wake-up: done, and w->mu not needed */
+        pthread_mutex_lock(&w->mu);
     }
     pthread_mutex_unlock(&w->mu);
-    if (!lead)
-        pthread_cond_destroy(&r->wake);
-    return lead;
+    return 0;
 }
 
 void **sq_writer_conn(sq_writer *w)
@@ -246,12 +284,13 @@ void sq_writer_checkpoint_end(sq_writer *w)
 
 void sq_writer_done(sq_writer *w, sq_write_req *batch)
 {
-    pthread_mutex_lock(&w->mu);
+    (void)w;
     while (batch) {
         sq_write_req *next = batch->next;
-        batch->done = 1; /* its submitter returns (and its request goes) once it holds w->mu */
-        pthread_cond_signal(&batch->wake);
+        /* the release publishes the job's outcome; after it, batch's memory
+         * may be its submitter's again */
+        atomic_fetch_or_explicit(&batch->turn, SQ_WRITE_DONE, memory_order_release);
+        turn_wake(&batch->turn);
         batch = next;
     }
-    pthread_mutex_unlock(&w->mu);
 }

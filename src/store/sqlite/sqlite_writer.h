@@ -28,7 +28,7 @@
 #ifndef KP_SQLITE_WRITER_H
 #define KP_SQLITE_WRITER_H
 
-#include <pthread.h>
+#include <stdatomic.h>
 
 #include "core/err.h"
 
@@ -41,10 +41,14 @@ typedef struct sq_writer sq_writer;
 typedef struct sq_write_req {
     void *job;
     int taken; /* in a leader's batch: only that leader marks it done */
-    int done;
-    pthread_cond_t wake; /* signalled when done, or when the gate frees and it is first in the queue */
+    /* What its submitter sleeps on (a futex word): SQ_WRITE_DONE is set once
+     * it is done, the rest counts the times the gate was freed while it was
+     * first in the queue. */
+    atomic_uint turn;
     struct sq_write_req *next;
 } sq_write_req;
+
+#define SQ_WRITE_DONE 0x80000000u
 
 /* The writer of the database file at path (which exists), shared with every
  * other handle on it; release with sq_writer_release. KP_EDB when the file
@@ -56,8 +60,8 @@ void sq_writer_release(sq_writer *w);
 void sq_writer_enter(sq_writer *w);
 void sq_writer_leave(sq_writer *w);
 
-/* Queues r (r->job set; the rest is initialised here, and destroyed once
- * sq_writer_next returns 0): a write for some leader's next batch. */
+/* Queues r (r->job set; the rest is initialised here): a write for some
+ * leader's next batch. r may go once sq_writer_next returned 0. */
 void sq_writer_queue(sq_writer *w, sq_write_req *r);
 
 /* Waits for queued r. Returns 0 once r is done (some leader ran it), or 1
@@ -85,9 +89,11 @@ int sq_writer_sync(sq_writer *w, int (*sync_fn)(void *ctx), void *ctx);
 int sq_writer_checkpoint_begin(sq_writer *w);
 void sq_writer_checkpoint_end(sq_writer *w);
 
-/* Marks every request of batch done, after the leader gave the gate back
- * (sq_writer_leave) and made the batch durable: the next batch runs while
- * this one's WAL frames reach the disk. */
+/* Marks every request of batch done and wakes its submitter, after the
+ * leader gave the gate back (sq_writer_leave) and made the batch durable: the
+ * next batch runs while this one's WAL frames reach the disk. Takes no lock:
+ * each request's memory is left as soon as it is marked done (its submitter
+ * may return at once), and the wake-up names only its address. */
 void sq_writer_done(sq_writer *w, sq_write_req *batch);
 
 #endif
