@@ -36,6 +36,7 @@ typedef enum stmt_id {
     ST_BALANCE_GET,
     ST_BALANCE_SET,
     ST_BALANCE_GET_KEYED,
+    ST_KEY_USED,
     ST_LEDGER_INSERT,
     ST_LEDGER_INSERT_GROUP,
     ST_LEDGER_LIST,
@@ -53,6 +54,7 @@ static const char *const stmt_sql[ST_COUNT] = {
     /* the balance and whether a change's idempotency key was used, in one step */
     [ST_BALANCE_GET_KEYED] = "SELECT daily, monthly, version, EXISTS (SELECT 1 FROM ledger WHERE idem_key = ?2) "
                              "FROM balances WHERE user_id = ?1",
+    [ST_KEY_USED] = "SELECT EXISTS (SELECT 1 FROM ledger WHERE idem_key = ?1)",
     [ST_LEDGER_INSERT] = LEDGER_INSERT_COLS LEDGER_ROW,
     [ST_LEDGER_INSERT_GROUP] = LEDGER_INSERT_COLS LEDGER_ROWS_32,
     [ST_LEDGER_LIST] = "SELECT " LEDGER_COLS " FROM ledger WHERE user_id = ?1 AND seq < ?2 "
@@ -96,6 +98,16 @@ static const char *const res_state_names[] = {
 
 /* ---- credits ---------------------------------------------------------- */
 
+/* Rows a credit change's transaction already read (credits_decide), so that
+ * applying the change does not read them again: the user's balance (NULL:
+ * read it) and the change's reservation (NULL: read it; else res_found says
+ * whether it exists). */
+typedef struct sq_known_rows {
+    const kp_balance *balance;
+    const kp_reservation *res;
+    int res_found;
+} sq_known_rows;
+
 /* Reads a user's balance; with key (else NULL), *key_used says whether a
  * ledger row holds that idempotency key. KP_ENOTFOUND without a balance. */
 static kp_status balance_read(sq_store *h, const char *user_id, const char *key, kp_balance *out, int *key_used,
@@ -120,6 +132,22 @@ static kp_status balance_read(sq_store *h, const char *user_id, const char *key,
     } else {
         rc = kp_sqlite_db_error(sq_db(h), "read balance", err);
     }
+    sq_stmt_done(st);
+    return rc;
+}
+
+/* Whether a ledger row holds idempotency key key (*used). */
+static kp_status key_read(sq_store *h, const char *key, int *used, kp_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    kp_status rc = stmt_get(h, ST_KEY_USED, &st, err);
+    if (rc != KP_OK)
+        return rc;
+    sq_bind_text(st, 1, key);
+    if (sqlite3_step(st) == SQLITE_ROW)
+        *used = sqlite3_column_int(st, 0) != 0;
+    else
+        rc = kp_sqlite_db_error(sq_db(h), "read idempotency key", err);
     sq_stmt_done(st);
     return rc;
 }
@@ -320,14 +348,22 @@ static kp_status reservation_set_state(sq_store *h, const char *id, kp_reservati
     return rc;
 }
 
-/* Checks and performs the reservation part of a credit change (res_id set). */
-static kp_status reservation_transition(sq_store *h, const kp_credit_change *c, int64_t now, kp_err *err)
+/* Checks and performs the reservation part of a credit change (res_id set);
+ * known holds the reservation when this transaction read it already. */
+static kp_status reservation_transition(sq_store *h, const kp_credit_change *c, const sq_known_rows *known, int64_t now,
+                                        kp_err *err)
 {
     kp_reservation res;
     int found = 0;
-    kp_status rc = reservation_read(h, c->res_id, &res, &found, err);
-    if (rc != KP_OK)
-        return rc;
+    if (known && known->res) {
+        found = known->res_found;
+        if (found)
+            res = *known->res;
+    } else {
+        kp_status rc = reservation_read(h, c->res_id, &res, &found, err);
+        if (rc != KP_OK)
+            return rc;
+    }
     if (c->res_from == KP_RES_NONE) {
         if (found)
             return kp_err_set(err, KP_ECONFLICT, "reservation already exists");
@@ -345,14 +381,20 @@ static kp_status reservation_transition(sq_store *h, const kp_credit_change *c, 
  * balance after the change, or the current one on EDUPLICATE / ECONFLICT /
  * ECREDITS. Those refusals, KP_ENOTFOUND and KP_EINVAL come before the first
  * write, so the transaction can go on with other changes (credits_apply_many). */
-static kp_status credits_apply_queued(sq_store *h, const kp_credit_change *c, int64_t now, ledger_queue *q,
-                                      kp_balance *out, kp_err *err)
+static kp_status credits_apply_queued(sq_store *h, const kp_credit_change *c, const sq_known_rows *known, int64_t now,
+                                      ledger_queue *q, kp_balance *out, kp_err *err)
 {
     int used = 0;
     /* written by balance_read on KP_OK only; zeroed because the analyzer cannot
      * see that kp_err_set returns its (non-OK) status */
     kp_balance cur = {0, 0, 0};
-    kp_status rc = balance_read(h, c->user_id, c->idem_key, &cur, &used, err);
+    kp_status rc;
+    if (known && known->balance) {
+        cur = *known->balance;
+        rc = key_read(h, c->idem_key, &used, err);
+    } else {
+        rc = balance_read(h, c->user_id, c->idem_key, &cur, &used, err);
+    }
     if (rc != KP_OK)
         return rc;
     used = used || (q && ledger_queue_has(q, c->idem_key));
@@ -372,7 +414,7 @@ static kp_status credits_apply_queued(sq_store *h, const kp_credit_change *c, in
                           (long long)cur.monthly);
 
     if (c->res_id) {
-        rc = reservation_transition(h, c, now, err);
+        rc = reservation_transition(h, c, known, now, err);
         if (rc != KP_OK)
             return rc;
     }
@@ -386,7 +428,7 @@ static kp_status credits_apply_queued(sq_store *h, const kp_credit_change *c, in
 
 kp_status sq_credits_apply_locked(sq_store *h, const kp_credit_change *c, int64_t now, kp_balance *out, kp_err *err)
 {
-    return credits_apply_queued(h, c, now, NULL, out, err);
+    return credits_apply_queued(h, c, NULL, now, NULL, out, err);
 }
 
 int sq_credit_change_valid(const kp_credit_change *c)
@@ -438,12 +480,31 @@ static kp_status decide_read(sq_store *h, const decide_job *j, kp_credit_state *
     return rc;
 }
 
+/* What decide_read read that the change the rule made is about: the same
+ * user's balance, the same reservation (found or not). Nothing was written
+ * in between, in the same transaction, so the change need not read them
+ * again. NULL when neither is. */
+static const sq_known_rows *known_rows(const decide_job *j, const kp_credit_state *st, const kp_credit_change *c,
+                                       sq_known_rows *known)
+{
+    const char *user = j->user_id ? j->user_id : st->res_found ? st->res.user_id : NULL;
+    *known = (sq_known_rows){0};
+    if (st->balance_found && user && strcmp(c->user_id, user) == 0)
+        known->balance = &st->balance;
+    if (j->res_id && c->res_id && strcmp(c->res_id, j->res_id) == 0) {
+        known->res = &st->res;
+        known->res_found = st->res_found;
+    }
+    return known->balance || known->res ? known : NULL;
+}
+
 kp_status sq_credits_decide_locked(sq_store *h, const char *user_id, const char *res_id, kp_credit_rule_fn rule,
                                    void *arg, kp_balance *read, kp_balance *out, kp_err *err)
 {
     decide_job j = {.user_id = user_id, .res_id = res_id, .rule = rule, .arg = arg};
     kp_credit_state st = {0};
     kp_credit_change c;
+    sq_known_rows known;
     int apply = 0;
     kp_status rc = decide_read(h, &j, &st, err);
     if (rc != KP_OK)
@@ -456,7 +517,7 @@ kp_status sq_credits_decide_locked(sq_store *h, const char *user_id, const char 
         return rc;
     if (!sq_credit_change_valid(&c) || (user_id && strcmp(c.user_id, user_id) != 0))
         return kp_err_set(err, KP_EINVAL, "invalid credit change");
-    return sq_credits_apply_locked(h, &c, (int64_t)time(NULL), out, err);
+    return credits_apply_queued(h, &c, known_rows(&j, &st, &c, &known), (int64_t)time(NULL), NULL, out, err);
 }
 
 /* The body of credits_decide, inside the write transaction: read, decide, apply. */
@@ -566,7 +627,7 @@ static kp_status apply_many_locked(sq_store *h, const kp_credit_change *c, size_
         kp_err one = {0};
         kp_balance after;
         kp_status rc =
-            sq_credit_change_valid(&c[i]) ? credits_apply_queued(h, &c[i], q.now, &q, &after, &one) : KP_EINVAL;
+            sq_credit_change_valid(&c[i]) ? credits_apply_queued(h, &c[i], NULL, q.now, &q, &after, &one) : KP_EINVAL;
         if (!change_outcome(rc)) {
             *err = one;
             return rc;

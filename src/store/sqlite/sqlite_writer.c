@@ -149,13 +149,12 @@ static void turn_wake(atomic_uint *word)
     syscall(SYS_futex, (void *)word, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 }
 
-/* Frees the gate, under w->mu: signals one thread waiting in sq_writer_enter
- * and returns the first queued request, whose turn it bumped (the caller
- * wakes it once it released w->mu), or NULL. */
+/* Frees the gate, under w->mu: returns the first queued request, whose turn
+ * it bumped, or NULL. The caller wakes it and one thread waiting in
+ * sq_writer_enter once it released w->mu. */
 static sq_write_req *gate_free(sq_writer *w)
 {
     w->busy = 0;
-    pthread_cond_signal(&w->cond);
     sq_write_req *first = w->head;
     if (first) { /* queued, not taken: alive while w->mu is held, and no one else writes its turn */
         unsigned turn = atomic_load_explicit(&first->turn, memory_order_relaxed);
@@ -178,8 +177,9 @@ void sq_writer_leave(sq_writer *w)
     pthread_mutex_lock(&w->mu);
     sq_write_req *first = gate_free(w);
     pthread_mutex_unlock(&w->mu);
-    if (first)
+    if (first) /* first: a batch carries the most writes */
         turn_wake(&first->turn);
+    pthread_cond_signal(&w->cond);
 }
 
 void sq_writer_queue(sq_writer *w, sq_write_req *r)
