@@ -870,6 +870,68 @@ static void test_reservations(void **state)
     assert_ledger_matches_balance(s, "usr_a");
 }
 
+/* A decision rule that applies the change it was given, whatever was read. */
+static kp_status apply_given(const kp_credit_state *st, void *arg, kp_credit_change *c, int *apply, kp_err *err)
+{
+    (void)st;
+    (void)err;
+    *c = *(const kp_credit_change *)arg;
+    *apply = 1;
+    return KP_OK;
+}
+
+/* credits_decide's change reuses the rows the decision read only when it is
+ * about them: a change about another reservation or another user than the
+ * one read is checked and applied against its own rows; one about the rows
+ * read sees them as read (a replay of its key still refused). */
+static void test_decide_change_about_other_rows(void **state)
+{
+    fixture *f = *state;
+    kp_store *s = f->s;
+    kp_balance b;
+    kp_reservation r;
+    kp_err err;
+    add_user(s, "usr_a", "", "", "free");
+    add_user(s, "usr_b", "", "", "free");
+    assert_int_equal(apply(s, change("usr_a", 10, 0, "admin_grant", "ga"), NULL), KP_OK);
+    assert_int_equal(apply(s, change("usr_b", 100, 0, "admin_grant", "gb"), NULL), KP_OK);
+    assert_int_equal(
+        apply(s, res_change("usr_a", -1, 0, "generation", "ra:reserve", "res_a", KP_RES_NONE, KP_RES_RESERVED), NULL),
+        KP_OK);
+    assert_int_equal(
+        apply(s, res_change("usr_a", -1, 0, "generation", "rb:reserve", "res_b", KP_RES_NONE, KP_RES_RESERVED), NULL),
+        KP_OK);
+    assert_int_equal(
+        apply(s, res_change("usr_a", 0, 0, "generation", "ra:commit", "res_a", KP_RES_RESERVED, KP_RES_COMMITTED),
+              NULL),
+        KP_OK);
+
+    /* decided on res_a (committed), the change commits res_b (reserved) */
+    kp_credit_change c =
+        res_change("usr_a", 0, 0, "generation", "rb:commit", "res_b", KP_RES_RESERVED, KP_RES_COMMITTED);
+    assert_int_equal(s->ops->credits_decide(s, NULL, "res_a", apply_given, &c, &b, &err), KP_OK);
+    assert_int_equal(s->ops->reservation_get(s, "res_b", &r, &err), KP_OK);
+    assert_int_equal(r.state, KP_RES_COMMITTED);
+
+    /* decided on res_a (usr_a's 8), the change grants usr_b (100) */
+    c = change("usr_b", 1, 0, "admin_grant", "gb2");
+    assert_int_equal(s->ops->credits_decide(s, NULL, "res_a", apply_given, &c, &b, &err), KP_OK);
+    assert_int_equal(b.daily, 101);
+    assert_int_equal(balance(s, "usr_b").daily, 101);
+    assert_int_equal(balance(s, "usr_a").daily, 8);
+
+    /* about the rows read: applied on them, and its key's replay refused */
+    c = change("usr_a", 2, 0, "admin_grant", "ga2");
+    assert_int_equal(s->ops->credits_decide(s, "usr_a", NULL, apply_given, &c, &b, &err), KP_OK);
+    assert_int_equal(b.daily, 10);
+    assert_int_equal(s->ops->credits_decide(s, "usr_a", NULL, apply_given, &c, &b, &err), KP_EDUPLICATE);
+    assert_int_equal(balance(s, "usr_a").daily, 10);
+    c = res_change("usr_a", 0, 0, "generation", "ra:commit2", "res_a", KP_RES_RESERVED, KP_RES_COMMITTED);
+    assert_int_equal(s->ops->credits_decide(s, NULL, "res_a", apply_given, &c, &b, &err), KP_ECONFLICT);
+    assert_ledger_matches_balance(s, "usr_a");
+    assert_ledger_matches_balance(s, "usr_b");
+}
+
 static void test_ledger_sum_after_mix(void **state)
 {
     fixture *f = *state;
@@ -1451,6 +1513,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_credits_grant_spend, setup_store, teardown),
         cmocka_unit_test_setup_teardown(test_credits_cas, setup_store, teardown),
         cmocka_unit_test_setup_teardown(test_reservations, setup_store, teardown),
+        cmocka_unit_test_setup_teardown(test_decide_change_about_other_rows, setup_store, teardown),
         cmocka_unit_test_setup_teardown(test_ledger_sum_after_mix, setup_store, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_spends_threads, setup_store, teardown),
         cmocka_unit_test_setup_teardown(test_group_commit_keeps_each_outcome, setup_store, teardown),
