@@ -462,13 +462,20 @@ typedef struct decide_job {
     void *arg;
 } decide_job;
 
+/* The user whose balance a decision reads: the one named, else the
+ * reservation's (once read), else none. */
+static const char *decide_user(const decide_job *j, const kp_credit_state *st)
+{
+    return j->user_id ? j->user_id : st->res_found ? st->res.user_id : NULL;
+}
+
 /* Reads what the rule needs into *st; a missing reservation or balance is not an error. */
 static kp_status decide_read(sq_store *h, const decide_job *j, kp_credit_state *st, kp_err *err)
 {
     kp_status rc = KP_OK;
     if (j->res_id)
         rc = reservation_read(h, j->res_id, &st->res, &st->res_found, err);
-    const char *user = j->user_id ? j->user_id : st->res_found ? st->res.user_id : NULL;
+    const char *user = decide_user(j, st);
     if (rc != KP_OK || !user)
         return rc;
     rc = balance_read(h, user, NULL, &st->balance, NULL, err);
@@ -487,7 +494,7 @@ static kp_status decide_read(sq_store *h, const decide_job *j, kp_credit_state *
 static const sq_known_rows *known_rows(const decide_job *j, const kp_credit_state *st, const kp_credit_change *c,
                                        sq_known_rows *known)
 {
-    const char *user = j->user_id ? j->user_id : st->res_found ? st->res.user_id : NULL;
+    const char *user = decide_user(j, st);
     *known = (sq_known_rows){0};
     if (st->balance_found && user && strcmp(c->user_id, user) == 0)
         known->balance = &st->balance;
