@@ -96,14 +96,35 @@ static json_t *project_summary(kp_ctx *ctx, const kp_project *p, const char *sta
                      "updated_at", kp_h_time_json(p->updated_at / 1000));
 }
 
-/* The project with its versions (oldest first). */
-static kp_status project_full_json(kp_ctx *ctx, const kp_project *p, json_t **out, kp_err *err)
+/* The highest version of vs that is ready, 0 if none. */
+static int64_t newest_ready(const kp_version *vs, size_t n)
+{
+    int64_t newest = 0;
+    for (size_t i = 0; i < n; i++)
+        if (vs[i].status == KP_VER_READY && vs[i].n > newest)
+            newest = vs[i].n;
+    return newest;
+}
+
+/* The project with its versions (oldest first). The store may read the
+ * project and its versions apart (DynamoDB: two requests, no snapshot): a
+ * version that became ready between them is newer than the project's
+ * latest_ready, whose url would name the version before. The project is
+ * read again then, so that its url names the newest version listed ready. */
+static kp_status project_full_json(kp_ctx *ctx, const kp_project *given, json_t **out, kp_err *err)
 {
     kp_version *vs = NULL;
     size_t n = 0;
-    kp_status rc = ctx->store->ops->version_list(ctx->store, p->id, &vs, &n, err);
+    kp_project again;
+    const kp_project *p = given;
+    kp_status rc = ctx->store->ops->version_list(ctx->store, given->id, &vs, &n, err);
     if (rc != KP_OK)
         return rc;
+    if (newest_ready(vs, n) > given->latest_ready) {
+        kp_err ignored = {0};
+        if (ctx->store->ops->project_get(ctx->store, given->id, &again, &ignored) == KP_OK)
+            p = &again;
+    }
     const char *status = "generating";
     json_t *versions = json_array();
     for (size_t i = 0; i < n; i++) {

@@ -25,6 +25,7 @@
 #include "domain/accounts.h"
 #include "domain/credits.h"
 #include "domain/verify.h"
+#include "gen/generator.h"
 #include "store/sqlite/sqlite_store.h"
 #include "fake_secrets.h"
 #include "testutil.h"
@@ -1141,12 +1142,87 @@ static void test_hashing_queue_full_is_503(void **state)
     kp_resp_free(&resp);
 }
 
+/* A store that reads the project before version 2 ended and its versions
+ * after (DynamoDB's two requests, with the ending between them): its first
+ * project_get answers latest_ready 1. */
+static const kp_store_ops *real_project_ops;
+static int stale_reads;
+static kp_status project_get_before_the_end(kp_store *s, const char *id, kp_project *out, kp_err *err)
+{
+    kp_store real = {.ops = real_project_ops, .impl = s->impl};
+    kp_status rc = real_project_ops->project_get(&real, id, out, err);
+    if (rc == KP_OK && stale_reads++ == 0)
+        out->latest_ready = 1;
+    return rc;
+}
+
+/* A version of prj_race, n, created (n > 1) then ended ready. */
+static void ready_version(kp_store *s, int64_t n)
+{
+    kp_err err = {0};
+    kp_version v;
+    memset(&v, 0, sizeof v);
+    snprintf(v.project_id, sizeof v.project_id, "prj_race");
+    v.n = n;
+    v.status = KP_VER_GENERATING;
+    v.prompt = "make it";
+    if (n > 1 && s->ops->version_create(s, &v, &err) != KP_OK)
+        fail_msg("version_create: %s", err.msg);
+    v.status = KP_VER_READY;
+    if (s->ops->version_finish(s, &v, &err) != KP_OK)
+        fail_msg("version_finish: %s", err.msg);
+}
+
+static void test_project_url_names_the_newest_ready_version(void **state)
+{
+    fixture *f = *state;
+    kp_user u;
+    kp_err err = {0};
+    char *token = user_with_token(f, "race@example.com", &u);
+    kp_project p;
+    kp_version v1;
+    memset(&p, 0, sizeof p);
+    memset(&v1, 0, sizeof v1);
+    snprintf(p.id, sizeof p.id, "prj_race");
+    snprintf(p.user_id, sizeof p.user_id, "%s", u.id);
+    snprintf(p.name, sizeof p.name, "An app");
+    snprintf(v1.project_id, sizeof v1.project_id, "prj_race");
+    v1.n = 1;
+    v1.status = KP_VER_GENERATING;
+    v1.prompt = "make an app";
+    if (f->s->ops->project_create(f->s, &p, &v1, &err) != KP_OK)
+        fail_msg("project_create: %s", err.msg);
+    ready_version(f->s, 1);
+    ready_version(f->s, 2);
+
+    kp_store_ops ops = *f->s->ops;
+    real_project_ops = f->s->ops;
+    stale_reads = 0;
+    ops.project_get = project_get_before_the_end;
+    kp_store racing = {.ops = &ops, .impl = f->s->impl};
+    f->ctx.store = &racing;
+    kp_resp resp;
+    call(f, "GET", "/v1/projects/prj_race", NULL, token, NULL, &resp);
+    f->ctx.store = f->s;
+    json_t *doc = body_json(&resp);
+    char want[1024];
+    kp_gen_version_url(&f->cfg, "prj_race", 2, want, sizeof want);
+    assert_int_equal(resp.status, 200);
+    assert_int_equal(stale_reads, 2); /* the stale read, then the one that matched the versions */
+    assert_string_equal(json_string_value(json_object_get(doc, "url")), want);
+    assert_int_equal(json_integer_value(json_object_get(doc, "latest_ready_version")), 2);
+    json_decref(doc);
+    kp_resp_free(&resp);
+    free(token);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void)
 {
     kp_log_set_level(KP_LOG_WARN);
     const struct CMUnitTest tests[] = {
+        T(test_project_url_names_the_newest_ready_version),
         cmocka_unit_test(test_match_literal_and_params),
         cmocka_unit_test(test_match_mismatches),
         cmocka_unit_test(test_match_segment_length),
