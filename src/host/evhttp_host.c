@@ -386,13 +386,15 @@ static void report_started(kp_host *h, kp_status rc, const kp_err *err)
 }
 
 /* The worker's event loop, a turn at a time: after each turn (the callbacks
- * of what one wait found ready) the store's snapshot, if a request began one,
- * ends. So the requests of one turn share one view of the data, taken after
+ * of what one wait found ready) the turn's responses are written in one
+ * burst (respond.c says why), and the store's snapshot, if a request began
+ * one, ends. So the requests of one turn share one view of the data, taken after
  * every one of them had arrived, and an idle worker holds none. */
 static void run_loop(worker *w)
 {
     for (;;) {
         int rc = event_base_loop(w->base, EVLOOP_ONCE);
+        kp_respond_write_turn(w);
         kp_store_snapshot_end(w->ctx.store);
         /* a loop exit or break is forgotten when the next turn starts: look now */
         if (rc != 0 || event_base_got_exit(w->base) || event_base_got_break(w->base))
@@ -417,6 +419,9 @@ static void *worker_main(void *arg)
     kp_conn_set_free(w->conns);
     w->conns = NULL;
     kp_deferreds_finish(w);
+    kp_respond_write_turn(w); /* drops what the freed connections left */
+    free(w->unwritten);
+    w->unwritten = NULL;
     if (w->ctx.store) {
         w->ctx.store->ops->close(w->ctx.store);
         w->ctx.store = NULL;

@@ -822,6 +822,40 @@ static int read_until(int fd, const char *want)
     return 0;
 }
 
+/* A turn's responses are written when it ends (respond.c): requests that
+ * arrive together, on many connections, are each answered on their own, and
+ * one whose client left before the turn ended costs nothing (the worker keeps
+ * serving, and stopping leaks nothing). */
+static void test_responses_of_one_turn_each_arrive(void **state)
+{
+    (void)state;
+    enum { N = 16 };
+    kp_host *h = start_host(1, 0);
+    int port = kp_host_port(h);
+    int fds[N];
+    char text[96];
+    for (int i = 0; i < N; i++)
+        fds[i] = connect_to(port);
+    int gone = connect_to(port);
+    static const char gone_req[] = "GET /echo?gone=1 HTTP/1.1\r\nHost: t\r\n\r\n";
+    assert_int_equal(send(gone, gone_req, sizeof gone_req - 1, 0), (ssize_t)(sizeof gone_req - 1));
+    close(gone);
+    for (int i = 0; i < N; i++) {
+        int n = snprintf(text, sizeof text, "GET /echo?n=%d HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", i);
+        assert_int_equal(send(fds[i], text, (size_t)n, 0), (ssize_t)n);
+    }
+    for (int i = 0; i < N; i++) {
+        snprintf(text, sizeof text, "\"query\":{\"n\":\"%d\"}", i);
+        assert_true(read_until(fds[i], text));
+        close(fds[i]);
+    }
+    http_result r;
+    http_do(port, "GET", "/echo", NULL, NULL, 0, &r);
+    assert_int_equal(r.status, 200);
+    http_free(&r);
+    kp_host_stop(h);
+}
+
 static void test_stream_released_when_client_goes_away(void **state)
 {
     (void)state;
@@ -1057,6 +1091,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_start_failures, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stream_is_delivered_in_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_head_on_a_stream_runs_no_producer, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_responses_of_one_turn_each_arrive, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stream_released_when_client_goes_away, setup, teardown),
         cmocka_unit_test_setup_teardown(test_graceful_stop_finishes_streams, setup, teardown),
         cmocka_unit_test_setup_teardown(test_forced_stop_releases_endless_streams, setup, teardown),

@@ -18,8 +18,13 @@ void kp_respond_headers(worker *w, struct evhttp_request *evreq, const kp_resp *
 /* The standard reason phrase of status, or NULL (evhttp then names its class). */
 const char *kp_respond_reason_phrase(int status);
 /* Writes resp (a stream is started and taken) and records the request (a
- * stream: when it ends). A response without a valid status is answered 500. */
+ * stream: when it ends). A response without a valid status is answered 500.
+ * A response evhttp would write on the next turn is written when this turn
+ * ends, by kp_respond_write_turn. */
 void kp_respond_reply(worker *w, struct evhttp_request *evreq, kp_resp *resp, kp_req_summary *sum);
+/* Writes the responses of the loop turn that just ended, in one burst (the
+ * worker's loop calls it after each turn, and once more before it frees). */
+void kp_respond_write_turn(worker *w);
 
 /* An error response of the host (limits, rejected heads, handler bugs) in
  * the host's style (error_page), JSON by default; resp must be empty. */

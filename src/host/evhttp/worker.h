@@ -7,7 +7,8 @@
  * thread (see evhttp_host.c for the few thread-safe entry points).
  *
  * Ownership: the host owns its workers; a worker owns its event_base, evhttp,
- * connection set and unanswered deferred responses.
+ * connection set, unanswered deferred responses and a reference to each
+ * connection whose response waits for the turn's end (unwritten).
  */
 #ifndef KP_WORKER_H
 #define KP_WORKER_H
@@ -40,8 +41,10 @@ typedef struct worker {
     long inflight; /* worker thread only */
     int draining;  /* worker thread only */
     uint64_t drain_deadline_ms;
-    kp_exchange_ids ids; /* request ids made here */
-    time_t date_sec;     /* the second date_header was formatted for (respond.c) */
+    kp_exchange_ids ids;            /* request ids made here */
+    struct bufferevent **unwritten; /* the turn's responses, written when it ends (respond.c) */
+    size_t nunwritten, unwritten_cap;
+    time_t date_sec; /* the second date_header was formatted for (respond.c) */
     char date_header[32];
 } worker;
 
