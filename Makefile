@@ -28,7 +28,7 @@
 #   make fuzz       builds the libFuzzer targets (build-fuzz/, clang) and runs each for FUZZ_SECONDS (60)
 
 BUILD   ?= build
-PKGS    := libevent libevent_pthreads jansson yajl openssl sqlite3 libcurl libsodium libzip
+PKGS    := libevent libevent_pthreads jansson yajl openssl sqlite3 libcurl libsodium libzip liburing
 CC      ?= cc
 WARN    := -Wall -Wextra -Werror -Wshadow -Wpointer-arith -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 -Wno-format-nonliteral
 CFLAGS  ?= -O2 -g

@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 pkgs=(build-essential pkg-config libevent-dev libjansson-dev libyajl-dev libssl-dev libsqlite3-dev
-      libcurl4-openssl-dev libsodium-dev libzip-dev zlib1g-dev ca-certificates)
+      libcurl4-openssl-dev libsodium-dev libzip-dev liburing-dev zlib1g-dev ca-certificates)
 if [ "${1:-}" = "--test" ]; then
     # nginx-light: make bench's reference (a fixed 200 beside GET /v1/me); bench/run.sh starts its own
     pkgs+=(libcmocka-dev valgrind gcovr wrk nginx-light nodejs npm curl clang clang-format clang-tidy

@@ -53,6 +53,7 @@
 #include "core/metrics.h"
 #include "host/evhttp/conn.h"
 #include "host/evhttp/deferreds.h"
+#include "host/evhttp/burst.h"
 #include "host/evhttp/request.h"
 #include "host/evhttp/respond.h"
 #include "host/evhttp/streams.h"
@@ -68,6 +69,7 @@
 #define DEFAULT_HEADER_TIMEOUT_S 10
 #define DEFAULT_BODY_TIMEOUT_S 60
 #define DRAIN_TICK_MS 20
+#define BURST_DEPTH 64 /* responses a system call at the end of a loop turn (burst.h) */
 
 #define ALLOWED_METHODS                                                                                                \
     (EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE | EVHTTP_REQ_HEAD | EVHTTP_REQ_OPTIONS |    \
@@ -343,6 +345,7 @@ static kp_status worker_init(kp_host *h, worker *w, struct sockaddr_storage *ss,
     if (w->http) {
         w->stop_ev = event_new(w->base, -1, 0, on_stop, w);
         w->drain_tick = event_new(w->base, -1, EV_PERSIST, on_drain_tick, w);
+        w->write_turn_ev = event_new(w->base, -1, 0, kp_respond_on_write_turn, w);
     }
     if (!w->base || !w->http || !w->stop_ev || !w->drain_tick)
         return kp_err_set(err, KP_ENOMEM, "out of memory creating the HTTP workers");
@@ -394,7 +397,6 @@ static void run_loop(worker *w)
 {
     for (;;) {
         int rc = event_base_loop(w->base, EVLOOP_ONCE);
-        kp_respond_write_turn(w);
         kp_store_snapshot_end(w->ctx.store);
         /* a loop exit or break is forgotten when the next turn starts: look now */
         if (rc != 0 || event_base_got_exit(w->base) || event_base_got_break(w->base))
@@ -410,6 +412,8 @@ static void *worker_main(void *arg)
     kp_status rc = KP_OK;
     if (h->opt.open_store)
         rc = h->opt.open_store(h->opt.open_store_ud, &w->ctx.store, &err);
+    if (!h->opt.write_each)
+        w->burst = kp_burst_new(BURST_DEPTH); /* NULL where io_uring is not available */
     report_started(h, rc, &err);
     if (rc == KP_OK)
         run_loop(w);
@@ -422,6 +426,10 @@ static void *worker_main(void *arg)
     kp_respond_write_turn(w); /* drops what the freed connections left */
     free(w->unwritten);
     w->unwritten = NULL;
+    free(w->burst_items);
+    w->burst_items = NULL;
+    kp_burst_free(w->burst);
+    w->burst = NULL;
     if (w->ctx.store) {
         w->ctx.store->ops->close(w->ctx.store);
         w->ctx.store = NULL;
@@ -541,6 +549,8 @@ void kp_host_stop(kp_host *h)
             event_free(w->stop_ev);
         if (w->drain_tick)
             event_free(w->drain_tick);
+        if (w->write_turn_ev)
+            event_free(w->write_turn_ev);
         if (w->base)
             event_base_free(w->base);
     }

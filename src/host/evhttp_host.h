@@ -48,6 +48,10 @@ typedef struct kp_host_options {
     /* Fills resp with the host's own errors (rejected requests, limits, handler
      * bugs) in this host's style (NULL: kp_resp_error's JSON). */
     void (*error_page)(kp_resp *resp, int status, const char *code, const char *message);
+    /* 1: each response is written with its own system call, as where the
+     * kernel offers no io_uring (tests take both paths); 0: a loop turn's
+     * responses go in one call where io_uring is available (host/evhttp/burst.h). */
+    int write_each;
 } kp_host_options;
 
 /*

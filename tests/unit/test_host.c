@@ -272,7 +272,13 @@ static void test_dispatch(kp_ctx *ctx, kp_req *req, kp_resp *resp)
         return;
     }
     if (strcmp(req->path, "/no-status") == 0)
-        return; /* a handler bug: the host must still answer */
+        return;                             /* a handler bug: the host must still answer */
+    if (strcmp(req->path, "/pause") == 0) { /* holds the worker while other requests arrive */
+        req->route = "/pause";
+        sleep_ms(100);
+        kp_resp_json(resp, 200, json_pack("{s:b}", "paused", 1));
+        return;
+    }
     req->route = "/echo";
     if (kp_req_header(req, "X-User")) {
         req->principal.authenticated = 1;
@@ -291,9 +297,12 @@ static void test_dispatch(kp_ctx *ctx, kp_req *req, kp_resp *resp)
 static kp_config test_cfg;
 static kp_app test_app = {.cfg = &test_cfg};
 
+static int write_each; /* the host option, for the next start_host */
+
 static kp_host *start_host(int threads, int drain_ms)
 {
     kp_host_options o = {
+        .write_each = write_each,
         .addr = "127.0.0.1:0",
         .threads = threads,
         .app = &test_app,
@@ -822,21 +831,27 @@ static int read_until(int fd, const char *want)
     return 0;
 }
 
-/* A turn's responses are written when it ends (respond.c): requests that
+/* A turn's responses are written when it ends (respond.c), in one system
+ * call where io_uring is available, else each with its own: requests that
  * arrive together, on many connections, are each answered on their own, and
  * one whose client left before the turn ended costs nothing (the worker keeps
  * serving, and stopping leaks nothing). */
-static void test_responses_of_one_turn_each_arrive(void **state)
+static void responses_of_one_turn_each_arrive(int each)
 {
-    (void)state;
     enum { N = 16 };
+    write_each = each;
     kp_host *h = start_host(1, 0);
+    write_each = 0;
     int port = kp_host_port(h);
     int fds[N];
     char text[96];
     for (int i = 0; i < N; i++)
         fds[i] = connect_to(port);
     int gone = connect_to(port);
+    int pauser = connect_to(port); /* the others arrive while it holds the worker: one turn sees them all */
+    static const char pause_req[] = "GET /pause HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+    assert_int_equal(send(pauser, pause_req, sizeof pause_req - 1, 0), (ssize_t)(sizeof pause_req - 1));
+    sleep_ms(20);
     static const char gone_req[] = "GET /echo?gone=1 HTTP/1.1\r\nHost: t\r\n\r\n";
     assert_int_equal(send(gone, gone_req, sizeof gone_req - 1, 0), (ssize_t)(sizeof gone_req - 1));
     close(gone);
@@ -849,11 +864,25 @@ static void test_responses_of_one_turn_each_arrive(void **state)
         assert_true(read_until(fds[i], text));
         close(fds[i]);
     }
+    assert_true(read_until(pauser, "{\"paused\":true}"));
+    close(pauser);
     http_result r;
     http_do(port, "GET", "/echo", NULL, NULL, 0, &r);
     assert_int_equal(r.status, 200);
     http_free(&r);
     kp_host_stop(h);
+}
+
+static void test_responses_of_one_turn_each_arrive(void **state)
+{
+    (void)state;
+    responses_of_one_turn_each_arrive(0);
+}
+
+static void test_responses_of_one_turn_each_arrive_written_each(void **state)
+{
+    (void)state;
+    responses_of_one_turn_each_arrive(1);
 }
 
 static void test_stream_released_when_client_goes_away(void **state)
@@ -1092,6 +1121,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_stream_is_delivered_in_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_head_on_a_stream_runs_no_producer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_responses_of_one_turn_each_arrive, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_responses_of_one_turn_each_arrive_written_each, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stream_released_when_client_goes_away, setup, teardown),
         cmocka_unit_test_setup_teardown(test_graceful_stop_finishes_streams, setup, teardown),
         cmocka_unit_test_setup_teardown(test_forced_stop_releases_endless_streams, setup, teardown),

@@ -3,6 +3,7 @@
  */
 #include "host/evhttp/respond.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +14,7 @@
 #include <event2/bufferevent.h>
 
 #include "core/log.h"
+#include "host/evhttp/burst.h"
 #include "host/evhttp/streams.h"
 
 /* Standard reason phrases (RFC 9110, 6585); evhttp's own table stops at 417. */
@@ -182,30 +184,96 @@ static void write_at_turn_end(worker *w, struct bufferevent *bev)
     if (w->nunwritten == w->unwritten_cap) {
         size_t cap = w->unwritten_cap ? w->unwritten_cap * 2 : 64;
         struct bufferevent **grown = realloc(w->unwritten, cap * sizeof *grown);
-        if (!grown) {
+        if (grown)
+            w->unwritten = grown;
+        kp_burst_item *items = grown ? realloc(w->burst_items, cap * sizeof *items) : NULL;
+        if (items)
+            w->burst_items = items;
+        if (!grown || !items) {
             write_now(bev);
             return;
         }
-        w->unwritten = grown;
         w->unwritten_cap = cap;
     }
     bufferevent_incref(bev);
     w->unwritten[w->nunwritten++] = bev;
+    if (w->nunwritten == 1 && w->write_turn_ev)
+        event_active(w->write_turn_ev, 0, 0); /* queued behind every callback of this turn */
+}
+
+/* Whether bev still has a connection and something to write: a freed
+ * bufferevent has lost its callbacks, and only the queue's reference keeps it. */
+static int still_to_write(struct bufferevent *bev)
+{
+    bufferevent_data_cb readcb, writecb;
+    bufferevent_event_cb eventcb;
+    void *cbarg;
+    bufferevent_getcb(bev, &readcb, &writecb, &eventcb, &cbarg);
+    return writecb && bufferevent_getfd(bev) >= 0 && evbuffer_get_length(bufferevent_get_output(bev)) > 0;
+}
+
+/* After the burst: drains what went; a response sent whole is "written" for
+ * evhttp (as write_now). What the socket did not take, or an error, is left
+ * to the write event evhttp enabled, which meets the error again and closes. */
+static void burst_sent(struct bufferevent *bev, ssize_t sent)
+{
+    struct evbuffer *out = bufferevent_get_output(bev);
+    if (sent <= 0)
+        return;
+    evbuffer_unfreeze(out, 1);
+    evbuffer_drain(out, (size_t)sent);
+    evbuffer_freeze(out, 1);
+    if (evbuffer_get_length(out) == 0)
+        bufferevent_trigger(bev, EV_WRITE, BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+}
+
+/* The turn's responses in one system call (burst.h); each with its own where
+ * there is no ring, or what a failed ring left. */
+static void send_burst(worker *w, struct bufferevent **bevs, size_t n)
+{
+    kp_burst_item *items = w->burst_items;
+    for (size_t i = 0; i < n; i++) {
+        items[i].out = bufferevent_get_output(bevs[i]);
+        items[i].fd = bufferevent_getfd(bevs[i]);
+    }
+    if (kp_burst_send(w->burst, items, n) != 0) {
+        kp_log(KP_LOG_WARN, "io_uring failed; the HTTP worker writes each response with its own call from now on");
+        kp_burst_free(w->burst);
+        w->burst = NULL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (items[i].sent == -EAGAIN && !w->burst)
+            write_now(bevs[i]);
+        else
+            burst_sent(bevs[i], items[i].sent);
+    }
+}
+
+void kp_respond_on_write_turn(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    kp_respond_write_turn(arg);
 }
 
 void kp_respond_write_turn(worker *w)
 {
-    for (size_t i = 0; i < w->nunwritten; i++) {
+    size_t n = 0;
+    for (size_t i = 0; i < w->nunwritten; i++) { /* keeps the live ones, in order */
         struct bufferevent *bev = w->unwritten[i];
-        bufferevent_data_cb readcb, writecb;
-        bufferevent_event_cb eventcb;
-        void *cbarg;
-        /* a freed bufferevent has lost its callbacks; only the reference keeps it */
-        bufferevent_getcb(bev, &readcb, &writecb, &eventcb, &cbarg);
-        if (writecb)
-            write_now(bev);
-        bufferevent_decref(bev);
+        if (still_to_write(bev))
+            w->unwritten[n++] = bev;
+        else
+            bufferevent_decref(bev);
     }
+    if (w->burst && n > 1) {
+        send_burst(w, w->unwritten, n);
+    } else {
+        for (size_t i = 0; i < n; i++)
+            write_now(w->unwritten[i]);
+    }
+    for (size_t i = 0; i < n; i++)
+        bufferevent_decref(w->unwritten[i]);
     w->nunwritten = 0;
 }
 

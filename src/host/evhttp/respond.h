@@ -25,6 +25,7 @@ void kp_respond_reply(worker *w, struct evhttp_request *evreq, kp_resp *resp, kp
 /* Writes the responses of the loop turn that just ended, in one burst (the
  * worker's loop calls it after each turn, and once more before it frees). */
 void kp_respond_write_turn(worker *w);
+void kp_respond_on_write_turn(evutil_socket_t fd, short what, void *arg);
 
 /* An error response of the host (limits, rejected heads, handler bugs) in
  * the host's style (error_page), JSON by default; resp must be empty. */

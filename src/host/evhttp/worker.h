@@ -41,10 +41,13 @@ typedef struct worker {
     long inflight; /* worker thread only */
     int draining;  /* worker thread only */
     uint64_t drain_deadline_ms;
-    kp_exchange_ids ids;            /* request ids made here */
-    struct bufferevent **unwritten; /* the turn's responses, written when it ends (respond.c) */
+    kp_exchange_ids ids;               /* request ids made here */
+    struct bufferevent **unwritten;    /* the turn's responses, written when it ends (respond.c) */
+    struct kp_burst_item *burst_items; /* as many as unwritten can hold */
     size_t nunwritten, unwritten_cap;
-    time_t date_sec; /* the second date_header was formatted for (respond.c) */
+    struct event *write_turn_ev; /* runs kp_respond_write_turn last in the turn */
+    struct kp_burst *burst;      /* NULL: each response written with its own call */
+    time_t date_sec;             /* the second date_header was formatted for (respond.c) */
     char date_header[32];
 } worker;
 
