@@ -25,13 +25,59 @@ void kp_h_metrics(kp_ctx *ctx, kp_req *req, kp_resp *resp)
     kp_buf_free(&out);
 }
 
+/* The proleptic Gregorian date of a day counted from 1970-01-01 (the
+ * days-to-civil algorithm of H. Hinnant's "chrono-Compatible Low-Level Date
+ * Algorithms"). */
+static void civil_from_days(int64_t z, int64_t *y, unsigned *m, unsigned *d)
+{
+    z += 719468;
+    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+    unsigned doe = (unsigned)(z - era * 146097);                          /* [0, 146096] */
+    unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365; /* [0, 399] */
+    unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);               /* [0, 365] */
+    unsigned mp = (5 * doy + 2) / 153;                                    /* March is 0 */
+    *d = doy - (153 * mp + 2) / 5 + 1;
+    *m = mp < 10 ? mp + 3 : mp - 9;
+    *y = (int64_t)yoe + era * 400 + (*m <= 2);
+}
+
+static char *two_digits(char *p, unsigned v)
+{
+    p[0] = (char)('0' + v / 10);
+    p[1] = (char)('0' + v % 10);
+    return p + 2;
+}
+
+/* "YYYY-MM-DDTHH:MM:SSZ". Without gmtime_r and strftime: a GET /v1/me formats
+ * one, and gmtime_r takes glibc's time-zone lock each time. Years outside
+ * 0000-9999 go through them. */
 void kp_h_time_text(int64_t t, char out[KP_H_TIME_MAX])
 {
-    struct tm tm;
-    time_t tt = (time_t)t;
-    gmtime_r(&tt, &tm);
-    if (strftime(out, KP_H_TIME_MAX, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
-        out[0] = '\0';
+    int64_t days = t >= 0 ? t / 86400 : -((-t + 86399) / 86400);
+    unsigned secs = (unsigned)(t - days * 86400);
+    int64_t y;
+    unsigned m, d;
+    civil_from_days(days, &y, &m, &d);
+    if (y < 0 || y > 9999) {
+        struct tm tm;
+        time_t tt = (time_t)t;
+        if (!gmtime_r(&tt, &tm) || strftime(out, KP_H_TIME_MAX, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+            out[0] = '\0';
+        return;
+    }
+    char *p = two_digits(two_digits(out, (unsigned)(y / 100)), (unsigned)(y % 100));
+    *p++ = '-';
+    p = two_digits(p, m);
+    *p++ = '-';
+    p = two_digits(p, d);
+    *p++ = 'T';
+    p = two_digits(p, secs / 3600);
+    *p++ = ':';
+    p = two_digits(p, secs / 60 % 60);
+    *p++ = ':';
+    p = two_digits(p, secs % 60);
+    *p++ = 'Z';
+    *p = '\0';
 }
 
 json_t *kp_h_time_json(int64_t t)

@@ -57,6 +57,8 @@ static void test_what_passes(void **state)
     assert_true(f.chunked);
     f = check("OPTIONS * HTTP/1.1\r\n\r\n");
     assert_int_equal(f.status, 0);
+    f = check("GET / HTTP/1.1\r\nAz09!#$%&'*+-.^_`|~: every tchar\r\n\r\n"); /* RFC 9110's tchar */
+    assert_int_equal(f.status, 0);
 }
 
 static void test_what_is_refused(void **state)
@@ -78,6 +80,10 @@ static void test_what_is_refused(void **state)
         {"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", 400},
         {"GET / HTTP/1.1\r\nX: 1\r\n folded\r\n\r\n", 400},
         {"GET / HTTP/1.1\r\nno colon\r\n\r\n", 400},
+        {"GET / HTTP/1.1\r\nX(y): 1\r\n\r\n", 400}, /* a delimiter, not a tchar */
+        {"GET / HTTP/1.1\r\nX\"y: 1\r\n\r\n", 400},
+        {"GET / HTTP/1.1\r\nX\x80y: 1\r\n\r\n", 400},
+        {"GET / HTTP/1.1\r\nX@y: 1\r\n\r\n", 400},
         {"GET / HTTP/1.1\r\nX: a\rb\r\n\r\n", 400},
         {"GET / HTTP/1.1\r\nX: a\x01\r\n\r\n", 400},
         {"GET  / HTTP/1.1\r\n\r\n", 400},

@@ -11,11 +11,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <cmocka.h>
 
 #include <pthread.h>
 #include <sodium.h>
 
+#include "api/handlers.h"
 #include "api/offload.h"
 #include "api/router.h"
 #include "auth/auth.h"
@@ -1218,11 +1220,43 @@ static void test_project_url_names_the_newest_ready_version(void **state)
 
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
+/* kp_h_time_text formats without gmtime_r and strftime: it must agree with
+ * them on every day from 1600 to 2400 (leap years, centuries, the epoch,
+ * before it), at a second that moves through the day, and on the years it
+ * hands back to them. */
+static void test_time_text_agrees_with_strftime(void **state)
+{
+    (void)state;
+    const int64_t from = -11676096000LL, to = 13569465600LL; /* 1600-01-01 .. 2400-01-01 */
+    int64_t second = 0;
+    for (int64_t t = from; t <= to; t += 86400) {
+        int64_t at = t + second;
+        second = (second + 7919) % 86400;
+        char got[KP_H_TIME_MAX], want[KP_H_TIME_MAX];
+        struct tm tm;
+        time_t tt = (time_t)at;
+        assert_non_null(gmtime_r(&tt, &tm));
+        assert_true(strftime(want, sizeof want, "%Y-%m-%dT%H:%M:%SZ", &tm) > 0);
+        kp_h_time_text(at, got);
+        assert_string_equal(got, want);
+    }
+    char got[KP_H_TIME_MAX];
+    kp_h_time_text(0, got);
+    assert_string_equal(got, "1970-01-01T00:00:00Z");
+    kp_h_time_text(-1, got);
+    assert_string_equal(got, "1969-12-31T23:59:59Z");
+    kp_h_time_text(951782400, got);
+    assert_string_equal(got, "2000-02-29T00:00:00Z");
+    kp_h_time_text(253402300800LL, got); /* year 10000: strftime's */
+    assert_string_equal(got, "10000-01-01T00:00:00Z");
+}
+
 int main(void)
 {
     kp_log_set_level(KP_LOG_WARN);
     const struct CMUnitTest tests[] = {
         T(test_project_url_names_the_newest_ready_version),
+        cmocka_unit_test(test_time_text_agrees_with_strftime),
         cmocka_unit_test(test_match_literal_and_params),
         cmocka_unit_test(test_match_mismatches),
         cmocka_unit_test(test_match_segment_length),

@@ -110,7 +110,8 @@ struct kp_conn_set {
     kp_conn_limits limits;
     struct event *adopt;
     kp_conn *adopt_queue;
-    void *by_evcon; /* tsearch root: kp_conn * ordered by evcon */
+    void *by_evcon;   /* tsearch root: kp_conn * ordered by evcon */
+    kp_conn *last_of; /* kp_conn_of's last answer: a request asks about its connection several times */
     struct evbuffer *tmp;
     struct event *reaper;       /* closes the queued victims, on this worker */
     kp_conn *evict_queue;       /* guarded by registry.mu */
@@ -621,6 +622,8 @@ static void on_conn_closed(struct evhttp_connection *evcon, void *arg)
     if (c->close_cb)
         c->close_cb(evcon, c->close_arg);
     tdelete(c, &c->set->by_evcon, by_evcon);
+    if (c->set->last_of == c)
+        c->set->last_of = NULL;
     if (linger_start(c))
         return;
     registry_remove(c);
@@ -745,6 +748,7 @@ void kp_conn_set_free(kp_conn_set *set)
         linger_end(c);
     }
     tdestroy(set->by_evcon, free_node);
+    set->last_of = NULL;
     pthread_mutex_lock(&registry.mu);
     for (kp_conn_set **p = &registry.sets; *p; p = &(*p)->next_set)
         if (*p == set) {
@@ -767,10 +771,13 @@ void kp_conn_set_free(kp_conn_set *set)
 
 kp_conn *kp_conn_of(kp_conn_set *set, struct evhttp_connection *evcon)
 {
+    if (set->last_of && set->last_of->evcon == evcon)
+        return set->last_of;
     kp_conn key;
     key.evcon = evcon;
     kp_conn **found = tfind(&key, &set->by_evcon, by_evcon);
-    return found ? *found : NULL;
+    set->last_of = found ? *found : NULL;
+    return set->last_of;
 }
 
 int kp_conn_request_begin(kp_conn *c, kp_conn_rejection *r)
