@@ -35,6 +35,7 @@
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -412,8 +413,12 @@ static void *worker_main(void *arg)
     kp_status rc = KP_OK;
     if (h->opt.open_store)
         rc = h->opt.open_store(h->opt.open_store_ud, &w->ctx.store, &err);
-    if (!h->opt.write_each)
-        w->burst = kp_burst_new(BURST_DEPTH); /* NULL where io_uring is not available */
+    if (!h->opt.write_each) {
+        w->burst = kp_burst_new(BURST_DEPTH);       /* NULL where io_uring is not available */
+        static atomic_flag said = ATOMIC_FLAG_INIT; /* once for the process, whatever its hosts */
+        if (!w->burst && !atomic_flag_test_and_set(&said))
+            kp_log(KP_LOG_INFO, "io_uring is not available: each response is written with its own system call");
+    }
     report_started(h, rc, &err);
     if (rc == KP_OK)
         run_loop(w);
