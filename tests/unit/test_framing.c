@@ -6,6 +6,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -103,12 +104,38 @@ static void test_what_is_refused(void **state)
     }
 }
 
+/* Every byte at every place of a value long enough to span three of the
+ * check's 8-byte words: refused exactly when it is a control character other
+ * than HTAB (CR and LF end the line before, and are left out). */
+static void test_each_byte_in_a_value(void **state)
+{
+    (void)state;
+    enum { LEN = 24 };
+    for (int pos = 0; pos < LEN; pos++) {
+        for (int b = 1; b < 256; b++) {
+            if (b == '\r' || b == '\n')
+                continue;
+            char head[96];
+            int n = snprintf(head, sizeof head, "GET / HTTP/1.1\r\nX: %*s\r\n\r\n", LEN, "");
+            char *value = head + n - 4 - LEN;
+            memset(value, 'v', LEN);
+            value[pos] = (char)b;
+            kp_framing f;
+            kp_framing_check(head, (size_t)n, MAX_BODY, &f);
+            int control = (b < 0x20 && b != '\t') || b == 0x7f;
+            if (f.status != (control ? 400 : 0))
+                fail_msg("byte 0x%02x at %d: status %d", b, pos, f.status);
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_head_end),
         cmocka_unit_test(test_what_passes),
         cmocka_unit_test(test_what_is_refused),
+        cmocka_unit_test(test_each_byte_in_a_value),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -6,6 +6,7 @@
  */
 #include "host/evhttp/framing.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -165,6 +166,36 @@ static int check_content_length(const char *v, size_t vlen, kp_framing *f)
     return 0;
 }
 
+static int is_control(unsigned char c)
+{
+    return (c < 0x20 && c != '\t') || c == 0x7f;
+}
+
+/* Whether v holds a control character other than HTAB (RFC 9110 field-value:
+ * VCHAR, obs-text, SP, HTAB). Eight bytes at a time: a bearer token makes
+ * most of a head, and a byte loop was 3 % of a request's instructions. A word
+ * with a byte below 0x20 (HTAB included) or a DEL is looked at byte by byte. */
+static int has_control(const char *v, size_t len)
+{
+    const uint64_t ones = 0x0101010101010101u, highs = 0x8080808080808080u;
+    size_t i = 0;
+    for (; i + 8 <= len; i += 8) {
+        uint64_t x;
+        memcpy(&x, v + i, 8);
+        uint64_t low = (x - ones * 0x20) & ~x & highs; /* a byte < 0x20 (of those < 0x80) */
+        uint64_t del = x ^ (ones * 0x7f);
+        del = (del - ones) & ~del & highs; /* a byte == 0x7f */
+        if (low | del)
+            for (size_t j = i; j < i + 8; j++)
+                if (is_control((unsigned char)v[j]))
+                    return 1;
+    }
+    for (; i < len; i++)
+        if (is_control((unsigned char)v[i]))
+            return 1;
+    return 0;
+}
+
 static int check_field(const line *l, int *te_seen, kp_framing *f)
 {
     const char *colon = memchr(l->p, ':', l->len);
@@ -176,9 +207,8 @@ static int check_field(const line *l, int *te_seen, kp_framing *f)
     const char *v = colon + 1;
     size_t vlen = l->len - nlen - 1;
     trim_ows(&v, &vlen);
-    for (size_t i = 0; i < vlen; i++)
-        if (((unsigned char)v[i] < 0x20 && v[i] != '\t') || (unsigned char)v[i] == 0x7f)
-            return fail(f, 400, "invalid_request", "a header value contains a control character");
+    if (has_control(v, vlen))
+        return fail(f, 400, "invalid_request", "a header value contains a control character");
     if (nlen == 14 && strncasecmp(l->p, "Content-Length", 14) == 0)
         return check_content_length(v, vlen, f);
     if (nlen == 17 && strncasecmp(l->p, "Transfer-Encoding", 17) == 0) {
