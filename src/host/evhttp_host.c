@@ -52,9 +52,9 @@
 
 #include "core/log.h"
 #include "core/metrics.h"
+#include "host/evhttp/burst.h"
 #include "host/evhttp/conn.h"
 #include "host/evhttp/deferreds.h"
-#include "host/evhttp/burst.h"
 #include "host/evhttp/request.h"
 #include "host/evhttp/respond.h"
 #include "host/evhttp/streams.h"
@@ -348,7 +348,7 @@ static kp_status worker_init(kp_host *h, worker *w, struct sockaddr_storage *ss,
         w->drain_tick = event_new(w->base, -1, EV_PERSIST, on_drain_tick, w);
         w->write_turn_ev = event_new(w->base, -1, 0, kp_respond_on_write_turn, w);
     }
-    if (!w->base || !w->http || !w->stop_ev || !w->drain_tick)
+    if (!w->base || !w->http || !w->stop_ev || !w->drain_tick || !w->write_turn_ev)
         return kp_err_set(err, KP_ENOMEM, "out of memory creating the HTTP workers");
     kp_status rc = configure_http(w->http, w, err);
     if (rc != KP_OK)
@@ -389,10 +389,10 @@ static void report_started(kp_host *h, kp_status rc, const kp_err *err)
     pthread_mutex_unlock(&h->mu);
 }
 
-/* The worker's event loop, a turn at a time: after each turn (the callbacks
- * of what one wait found ready) the turn's responses are written in one
- * burst (respond.c says why), and the store's snapshot, if a request began
- * one, ends. So the requests of one turn share one view of the data, taken after
+/* The worker's event loop, a turn at a time (the callbacks of what one wait
+ * found ready; the last of them writes the turn's responses in one burst:
+ * respond.c). After each turn the store's snapshot, if a request began one,
+ * ends. So the requests of one turn share one view of the data, taken after
  * every one of them had arrived, and an idle worker holds none. */
 static void run_loop(worker *w)
 {

@@ -202,7 +202,7 @@ static void write_at_turn_end(worker *w, struct bufferevent *bev)
     }
     bufferevent_incref(bev);
     w->unwritten[w->nunwritten++] = bev;
-    if (w->nunwritten == 1 && w->write_turn_ev)
+    if (w->nunwritten == 1)
         event_active(w->write_turn_ev, 0, 0); /* queued behind every callback of this turn */
 }
 

@@ -22,9 +22,11 @@ const char *kp_respond_reason_phrase(int status);
  * A response evhttp would write on the next turn is written when this turn
  * ends, by kp_respond_write_turn. */
 void kp_respond_reply(worker *w, struct evhttp_request *evreq, kp_resp *resp, kp_req_summary *sum);
-/* Writes the responses of the loop turn that just ended, in one burst (the
- * worker's loop calls it after each turn, and once more before it frees). */
+/* Writes the responses queued in this loop turn, in one burst; drops those
+ * whose connection is gone. The worker calls it once more before it frees. */
 void kp_respond_write_turn(worker *w);
+/* The worker's write_turn_ev callback (arg: the worker): made active by the
+ * turn's first queued response, so it runs after the turn's other callbacks. */
 void kp_respond_on_write_turn(evutil_socket_t fd, short what, void *arg);
 
 /* An error response of the host (limits, rejected heads, handler bugs) in
